@@ -1,0 +1,161 @@
+"""PushContext: one immutable view of config + registry + mesh, indexed for the generators.
+
+Built once per push (debounced), shared by every proxy's generation. Lookups follow Istio's rules: short hosts
+resolve against the object's namespace, DestinationRules are searched in the proxy's namespace, then the
+service's, then the root namespace, and same-host VirtualServices are taken oldest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mizzen.config.model import Config, ConfigSnapshot
+from mizzen.core.hosts import host_matches, resolve_short_name
+from mizzen.core.mesh import MeshConfig
+from mizzen.core.proxy import Proxy
+from mizzen.registry.model import RegistrySnapshot, Service
+
+MESH_GATEWAY = "mesh"
+
+
+def exported_to(export_to: Any, owner_ns: str, viewer_ns: str) -> bool:
+    """Istio exportTo: empty or '*' = everywhere, '.' = same namespace, otherwise a namespace list."""
+    if not export_to:
+        return True
+    for e in export_to:
+        if e == "*" or (e == "." and owner_ns == viewer_ns) or e == viewer_ns:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class ResolvedVirtualService:
+    """A VirtualService with hosts and gateways resolved to FQDNs / ``namespace/name``."""
+
+    config: Config
+    hosts: tuple[str, ...]
+    gateways: tuple[str, ...]          # "ns/name" or "mesh"
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        return self.config.spec
+
+
+@dataclass(frozen=True)
+class PushContext:
+    configs: ConfigSnapshot
+    registry: RegistrySnapshot
+    mesh: MeshConfig
+    virtual_services: tuple[ResolvedVirtualService, ...] = ()
+    services_by_host: Mapping[str, Service] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return f"{self.configs.version}-{self.registry.version}"
+
+    @staticmethod
+    def build(configs: ConfigSnapshot, registry: RegistrySnapshot, mesh: MeshConfig | None = None) -> PushContext:
+        mesh = mesh or MeshConfig()
+        vss = []
+        ordered = sorted(configs.list("VirtualService"), key=lambda c: (c.created, c.namespace, c.name))
+        for c in ordered:
+            ns = c.namespace
+            hosts = tuple(resolve_short_name(h, ns, mesh.domain_suffix) for h in c.spec.get("hosts", ()))
+            gws = tuple(resolve_gateway_ref(g, ns) for g in (c.spec.get("gateways") or (MESH_GATEWAY,)))
+            vss.append(ResolvedVirtualService(c, hosts, gws))
+        services = {s.hostname: s for s in registry.services}
+        return PushContext(configs, registry, mesh, tuple(vss), services)
+
+    # --- services -------------------------------------------------------------------------------------------
+    def service(self, hostname: str) -> Service | None:
+        return self.services_by_host.get(hostname)
+
+    def services_visible_to(self, proxy: Proxy) -> list[Service]:
+        return [s for s in self.registry.services if exported_to(s.export_to, s.namespace, proxy.namespace)]
+
+    def resolve_host(self, host: str, namespace: str) -> str:
+        return resolve_short_name(host, namespace, self.mesh.domain_suffix)
+
+    # --- VirtualServices ------------------------------------------------------------------------------------
+    def virtual_services_for(self, proxy: Proxy, gateway: str = MESH_GATEWAY) -> list[ResolvedVirtualService]:
+        """VirtualServices bound to ``gateway`` ("mesh" for sidecars) and exported to the proxy's namespace."""
+        out = []
+        for vs in self.virtual_services:
+            if gateway not in vs.gateways:
+                continue
+            if gateway == MESH_GATEWAY and not exported_to(
+                vs.spec.get("exportTo"), vs.config.namespace, proxy.namespace
+            ):
+                continue
+            out.append(vs)
+        return out
+
+    # --- DestinationRules -----------------------------------------------------------------------------------
+    def destination_rule(self, proxy_namespace: str, hostname: str) -> Config | None:
+        """The DestinationRule that applies to ``hostname`` for a proxy in ``proxy_namespace``."""
+        svc = self.service(hostname)
+        search = [proxy_namespace]
+        if svc is not None and svc.namespace not in search:
+            search.append(svc.namespace)
+        if self.mesh.root_namespace not in search:
+            search.append(self.mesh.root_namespace)
+        for ns in search:
+            best: Config | None = None
+            best_host = ""
+            for dr in self.configs.list("DestinationRule", ns):
+                if not exported_to(dr.spec.get("exportTo"), dr.namespace, proxy_namespace):
+                    continue
+                if dr.spec.get("workloadSelector") is not None:
+                    continue  # workload-scoped DRs apply to selected proxies only (not yet honoured)
+                h = resolve_short_name(str(dr.spec.get("host", "")), dr.namespace, self.mesh.domain_suffix)
+                if not host_matches(h, hostname):
+                    continue
+                # exact beats wildcard; longer wildcard beats shorter
+                if best is None or (h == hostname) or (best_host != hostname and len(h) > len(best_host)):
+                    best, best_host = dr, h
+            if best is not None:
+                return best
+        return None
+
+    # --- Gateways and Sidecars ------------------------------------------------------------------------------
+    def gateways_for(self, proxy: Proxy) -> list[Config]:
+        """Gateway objects whose selector matches the proxy's labels (all namespaces, like Istio's default)."""
+        out = []
+        for gw in self.configs.list("Gateway"):
+            selector = gw.spec.get("selector") or {}
+            if all(proxy.labels.get(k) == v for k, v in selector.items()):
+                out.append(gw)
+        return out
+
+    def sidecar_for(self, proxy: Proxy) -> Config | None:
+        """The Sidecar resource for a proxy: one with a matching workloadSelector, else the namespace default,
+        else the root namespace's default."""
+        default = None
+        for sc in self.configs.list("Sidecar", proxy.namespace):
+            sel = (sc.spec.get("workloadSelector") or {}).get("labels")
+            if sel:
+                if all(proxy.labels.get(k) == v for k, v in sel.items()):
+                    return sc
+            elif default is None:
+                default = sc
+        if default is not None:
+            return default
+        for sc in self.configs.list("Sidecar", self.mesh.root_namespace):
+            if not (sc.spec.get("workloadSelector") or {}).get("labels"):
+                return sc
+        return None
+
+
+def resolve_gateway_ref(ref: str, namespace: str) -> str:
+    """``bookinfo-gateway`` in ns ``bookinfo`` -> ``bookinfo/bookinfo-gateway``; ``mesh`` stays ``mesh``."""
+    if ref == MESH_GATEWAY:
+        return ref
+    if "/" in ref:
+        return ref
+    # Istio also accepts "name.namespace.svc.cluster.local"-style refs: namespace is the second label
+    if "." in ref:
+        name, ns = ref.split(".")[:2]
+        return f"{ns}/{name}"
+    return f"{namespace}/{ref}"
