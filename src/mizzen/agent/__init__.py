@@ -1,0 +1,1 @@
+"""The agent (pilot-agent's job): Envoy bootstrap, starting and supervising Envoy, readiness."""
