@@ -1,0 +1,303 @@
+"""The agent's process job: write the bootstrap, start Envoy, wait until it is LIVE, supervise and drain it.
+
+An unexpected Envoy exit is reported (log, ``on_event`` callback, restart count) and Envoy is restarted with
+exponential backoff (0.2 s doubling up to 10 s; reset after a minute of stable running). ``stop()`` drains
+listeners gracefully, then sends SIGTERM, and SIGKILL if Envoy does not exit in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from mizzen.agent.binary import envoy_binary
+from mizzen.agent.bootstrap import ProxySpec, render_bootstrap
+from mizzen.core.proxy import ProxyType
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START_S = 0.2
+BACKOFF_MAX_S = 10.0
+STABLE_RESET_S = 60.0
+
+
+class AgentError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    """Something the supervisor reports: ``exited`` (unexpectedly), ``restarted`` or ``gave_up``."""
+
+    kind: str
+    node_id: str
+    returncode: int | None = None
+    restarts: int = 0
+    detail: str = ""
+
+
+@dataclass
+class AgentOptions:
+    log_level: str = "warning"
+    concurrency: int = 1
+    drain_time_s: int = 1
+    parent_shutdown_time_s: int = 2
+    work_dir: Path | None = None              # default: a temp dir, removed on stop
+    extra_args: tuple[str, ...] = ()
+    backoff_start_s: float = BACKOFF_START_S
+    backoff_max_s: float = BACKOFF_MAX_S
+    max_restarts: int | None = None           # None = forever
+    service_node_flags: bool = False          # also pass --service-node/--service-cluster
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Agent:
+    """One supervised Envoy for one proxy. Use ``async with Agent(spec) as a:`` or ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        spec: ProxySpec,
+        options: AgentOptions | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.options = options or AgentOptions()
+        self.on_event = on_event
+        self.restarts = 0
+        self.events: list[AgentEvent] = []
+        self._proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._owns_work_dir = self.options.work_dir is None
+        self._work_dir: Path | None = self.options.work_dir
+        self._started_at = 0.0
+        self._running = asyncio.Event()     # set while a process is up
+
+    # --- properties -----------------------------------------------------------------------------------------
+    @property
+    def node_id(self) -> str:
+        return self.spec.node_id
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.spec.effective_admin_host}:{self.spec.admin_port}"
+
+    @property
+    def work_dir(self) -> Path:
+        if self._work_dir is None:
+            raise AgentError("agent not started")
+        return self._work_dir
+
+    @property
+    def bootstrap_path(self) -> Path:
+        return self.work_dir / "envoy.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / "envoy.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def command(self) -> list[str]:
+        o = self.options
+        args = [
+            str(envoy_binary()),
+            "-c", str(self.bootstrap_path),
+            "--disable-hot-restart",
+            "-l", o.log_level,
+            "--log-path", str(self.log_path),
+            "--drain-time-s", str(o.drain_time_s),
+            "--parent-shutdown-time-s", str(o.parent_shutdown_time_s),
+            "--concurrency", str(o.concurrency),
+        ]
+        if o.service_node_flags:
+            args += ["--service-node", self.node_id, "--service-cluster", self.spec.cluster]
+        return args + list(o.extra_args)
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self, ready_timeout: float | None = 30.0) -> None:
+        """Write the bootstrap, start and supervise Envoy; wait until LIVE unless ready_timeout is None."""
+        if self._supervisor is not None:
+            raise AgentError("agent already started")
+        if self._work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="mizzen-agent-"))
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.bootstrap_path.with_suffix(".tmp")
+        tmp.write_text(render_bootstrap(self.spec))
+        os.replace(tmp, self.bootstrap_path)
+        self._stopping = False
+        await self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"agent {self.node_id}")
+        if ready_timeout is not None:
+            try:
+                await self.wait_ready(ready_timeout)
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def _spawn(self) -> None:
+        env = {**os.environ, **self.options.env}
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.command(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=env,
+        )
+        self._started_at = time.monotonic()
+        self._running.set()
+        log.info("envoy for %s started (pid %d, admin %s)", self.node_id, self._proc.pid, self.admin_url)
+
+    def _emit(self, event: AgentEvent) -> None:
+        self.events.append(event)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("agent event callback failed")
+
+    async def _supervise(self) -> None:
+        backoff = self.options.backoff_start_s
+        while True:
+            proc = self._proc
+            assert proc is not None
+            rc = await proc.wait()
+            self._running.clear()
+            if self._stopping:
+                return
+            ran_for = time.monotonic() - self._started_at
+            if ran_for >= STABLE_RESET_S:
+                backoff = self.options.backoff_start_s
+            tail = self.log_tail(5)
+            log.warning("envoy for %s exited unexpectedly (rc %s after %.1fs); restarting in %.1fs%s",
+                        self.node_id, rc, ran_for, backoff, f"\n{tail}" if tail else "")
+            self._emit(AgentEvent("exited", self.node_id, rc, self.restarts, tail))
+            if self.options.max_restarts is not None and self.restarts >= self.options.max_restarts:
+                self._emit(AgentEvent("gave_up", self.node_id, rc, self.restarts))
+                return
+            await asyncio.sleep(backoff)
+            if self._stopping:
+                return
+            backoff = min(backoff * 2, self.options.backoff_max_s)
+            try:
+                await self._spawn()
+            except OSError as e:
+                log.error("could not restart envoy for %s: %s", self.node_id, e)
+                self._emit(AgentEvent("gave_up", self.node_id, None, self.restarts, str(e)))
+                return
+            self.restarts += 1
+            self._emit(AgentEvent("restarted", self.node_id, None, self.restarts))
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the admin ``/ready`` endpoint answers 200 ``LIVE``."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
+            while time.monotonic() < deadline:
+                if self._proc is not None and self._proc.returncode is not None and self._supervisor is None:
+                    raise AgentError(f"envoy exited with {self._proc.returncode}: {self.log_tail(10)}")
+                try:
+                    async with session.get(f"{self.admin_url}/ready") as resp:
+                        body = (await resp.text()).strip()
+                        if resp.status == 200 and body == "LIVE":
+                            return
+                        last = f"{resp.status} {body}"
+                except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                    last = type(e).__name__
+                await asyncio.sleep(0.05)
+        raise AgentError(f"envoy for {self.node_id} not ready after {timeout}s (last: {last}); "
+                         f"log: {self.log_tail(10)}")
+
+    async def admin_get(self, path: str, timeout: float = 5.0) -> str:
+        """GET an admin endpoint (e.g. ``/config_dump``) and return the body."""
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(f"{self.admin_url}{path}") as resp,
+        ):
+            return await resp.text()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Drain and stop Envoy (graceful listener drain, SIGTERM, SIGKILL after ``timeout``)."""
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            await self._drain()
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                log.warning("envoy for %s ignored SIGTERM; killing", self.node_id)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        self._running.clear()
+        if self._owns_work_dir and self._work_dir is not None:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            self._work_dir = None
+
+    async def _drain(self) -> None:
+        """Graceful listener drain (inbound only for sidecars, like pilot-agent), then wait up to
+        ``drain_time_s`` for downstream connections to close."""
+        query = "graceful&inboundonly" if self.spec.type is ProxyType.SIDECAR else "graceful"
+        deadline = time.monotonic() + self.options.drain_time_s
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
+                async with session.post(f"{self.admin_url}/drain_listeners?{query}") as r:
+                    await r.read()
+                while time.monotonic() < deadline:
+                    async with session.get(f"{self.admin_url}/stats?filter=^server.total_connections$") as r:
+                        text = await r.text()
+                    value = text.rpartition(":")[2].strip()
+                    if not value.isdigit() or int(value) == 0:
+                        return
+                    await asyncio.sleep(0.05)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except (OSError, AgentError):
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def wait_restarted(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until Envoy has been restarted ``count`` times in total and is running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.restarts >= count and self.running:
+                return
+            await asyncio.sleep(0.02)
+        raise AgentError(
+            f"envoy for {self.node_id}: {self.restarts} restarts after {timeout}s, wanted {count}"
+        )

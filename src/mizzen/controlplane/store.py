@@ -1,0 +1,205 @@
+"""The config store: applied objects, all-or-nothing apply/delete, snapshots and change listeners.
+
+Every apply re-validates the whole batch and refuses it entirely on any error (:class:`ConfigError`), so a
+half-applied change never reaches a proxy. ``created`` timestamps survive updates (Istio orders same-host
+VirtualServices by creation). With a state directory every change is persisted (see :mod:`.persist`) and the
+store is reloaded from it at start.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import importlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mizzen.config.errors import ConfigError, Issue, Severity
+from mizzen.config.model import Config, ConfigKey, ConfigSnapshot
+from mizzen.controlplane.persist import LoadProblem, StateDir
+
+log = logging.getLogger(__name__)
+
+Validator = Callable[[Config], list[Issue]]
+Listener = Callable[[list["ApplyResult"]], None]
+
+CREATED = "created"
+CONFIGURED = "configured"
+UNCHANGED = "unchanged"
+DELETED = "deleted"
+NOT_FOUND = "not found"
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    kind: str
+    namespace: str
+    name: str
+    action: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "action": self.action}
+
+    @property
+    def changed(self) -> bool:
+        return self.action in (CREATED, CONFIGURED, DELETED)
+
+
+def default_validator() -> Validator:
+    """The per-kind validators of :mod:`mizzen.config.validation` (imported lazily)."""
+    module = importlib.import_module("mizzen.config.validation")
+    fn: Validator = module.validate
+    return fn
+
+
+class ConfigStore:
+    """Mutable set of applied objects. Not thread-safe: use it from one thread (the control plane's loop)."""
+
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        *,
+        validator: Validator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._validator = validator
+        self._clock = clock
+        self._objects: dict[ConfigKey, Config] = {}
+        self._snapshot: ConfigSnapshot | None = None
+        self._listeners: list[Listener] = []
+        self._last_created = 0.0
+        self.load_problems: list[LoadProblem] = []
+        self._state = StateDir(Path(state_dir)) if state_dir is not None else None
+        if self._state is not None:
+            configs, self.load_problems = self._state.load_all()
+            for c in configs:
+                self._objects[c.key] = c
+                self._last_created = max(self._last_created, c.created)
+            if configs:
+                log.info("loaded %d objects from %s", len(configs), self._state.root)
+
+    # --- reading --------------------------------------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path | None:
+        return self._state.root if self._state else None
+
+    def get(self, kind: str, namespace: str, name: str) -> Config | None:
+        return self._objects.get(ConfigKey(kind, namespace, name))
+
+    def list(
+        self, kind: str | None = None, namespace: str | None = None, name: str | None = None
+    ) -> builtins.list[Config]:
+        out = [
+            c for c in self._objects.values()
+            if (kind is None or c.kind == kind)
+            and (namespace is None or c.namespace == namespace)
+            and (name is None or c.name == name)
+        ]
+        return sorted(out, key=lambda c: c.key)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def snapshot(self) -> ConfigSnapshot:
+        """The current contents, built once per change."""
+        if self._snapshot is None:
+            self._snapshot = ConfigSnapshot.of(self._objects.values())
+        return self._snapshot
+
+    # --- listeners ------------------------------------------------------------------------------------------
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(changed_results)`` after every change; returns an unsubscribe function."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def _notify(self, results: builtins.list[ApplyResult]) -> None:
+        changed = [r for r in results if r.changed]
+        if not changed:
+            return
+        self._snapshot = None
+        for listener in list(self._listeners):
+            try:
+                listener(changed)
+            except Exception:
+                log.exception("config store listener failed")
+
+    # --- writing --------------------------------------------------------------------------------------------
+    def validate(self, configs: Iterable[Config]) -> builtins.list[Issue]:
+        """Every issue (errors and warnings) the validators find in ``configs``."""
+        if self._validator is None:
+            self._validator = default_validator()
+        issues: builtins.list[Issue] = []
+        for c in configs:
+            try:
+                issues.extend(self._validator(c))
+            except Exception as e:  # a validator bug must not let an object through unchecked
+                log.exception("validator failed on %s", c.key)
+                issues.append(Issue(f"internal validation error: {e}", kind=c.kind, name=c.name,
+                                    file=c.source.file if c.source else "",
+                                    line=c.source.line if c.source else 0))
+        return issues
+
+    def apply(self, configs: Iterable[Config], *, dry_run: bool = False) -> builtins.list[ApplyResult]:
+        """Create or update every object, or none: raises :class:`ConfigError` if any object has an error.
+
+        Returns one result per input object, in order; a later duplicate of the same key wins.
+        """
+        batch = list(configs)
+        errors = [i for i in self.validate(batch) if i.severity is Severity.ERROR]
+        if errors:
+            raise ConfigError(errors)
+        staged: dict[ConfigKey, Config] = {}
+        results: builtins.list[ApplyResult] = []
+        now = self._clock()
+        last_created = self._last_created
+        for c in batch:
+            old = self._objects.get(c.key)
+            if old is None:
+                prev = staged.get(c.key)   # a duplicate in the same batch keeps the first one's timestamp
+                if prev is None:
+                    # strictly increasing, so objects applied together keep their order in the batch
+                    last_created = max(now, last_created + 1e-6)
+                new = dataclasses.replace(c, created=prev.created if prev else last_created)
+                action = CREATED
+            elif old.content_hash() == c.content_hash():
+                new, action = old, UNCHANGED
+            else:
+                new, action = dataclasses.replace(c, created=old.created), CONFIGURED
+            staged[c.key] = new
+            results.append(ApplyResult(c.kind, c.namespace, c.name, action))
+        if dry_run:
+            return results
+        changed = {k: v for k, v in staged.items() if self._objects.get(k) is not v}
+        if self._state is not None:
+            for c in changed.values():
+                self._state.write(c)
+        self._objects.update(changed)
+        self._last_created = last_created
+        self._notify(results)
+        return results
+
+    def delete(self, keys: Iterable[ConfigKey], *, dry_run: bool = False) -> builtins.list[ApplyResult]:
+        """Delete objects by key; a missing one is reported "not found" (not an error)."""
+        results: builtins.list[ApplyResult] = []
+        gone: set[ConfigKey] = set()
+        for k in keys:
+            found = k in self._objects and k not in gone
+            results.append(ApplyResult(k.kind, k.namespace, k.name, DELETED if found else NOT_FOUND))
+            if found:
+                gone.add(k)
+        if dry_run:
+            return results
+        for k in sorted(gone):
+            if self._state is not None:
+                self._state.remove(k)
+            del self._objects[k]
+        self._notify(results)
+        return results
