@@ -72,6 +72,7 @@ class ConfigStore:
         self._listeners: list[Listener] = []
         self._last_created = 0.0
         self.load_problems: list[LoadProblem] = []
+        self.last_warnings: list[Issue] = []   # warnings of the last apply()
         self._state = StateDir(Path(state_dir)) if state_dir is not None else None
         if self._state is not None:
             configs, self.load_problems = self._state.load_all()
@@ -153,7 +154,9 @@ class ConfigStore:
         Returns one result per input object, in order; a later duplicate of the same key wins.
         """
         batch = list(configs)
-        errors = [i for i in self.validate(batch) if i.severity is Severity.ERROR]
+        issues = self.validate(batch)
+        errors = [i for i in issues if i.severity is Severity.ERROR]
+        self.last_warnings = [i for i in issues if i.severity is not Severity.ERROR]
         if errors:
             raise ConfigError(errors)
         staged: dict[ConfigKey, Config] = {}

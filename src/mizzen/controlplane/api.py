@@ -1,0 +1,321 @@
+"""The control plane's HTTP API (apply/delete/get objects, register workloads) and debug endpoints, as JSON.
+
+Every bad request is answered 400 with a one-line ``{"error": ...}``; validation failures are 422 with every
+issue (``file:line: Kind/name: path: reason``); nothing is ever half-applied. Debug endpoints follow
+istiod's names: ``/debug/syncz``, ``/debug/config_dump``, ``/debug/registryz``, ``/debug/configz``,
+``/debug/push_status``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import web
+from google.protobuf import json_format
+
+import mizzen
+from mizzen.config import kinds
+from mizzen.config.errors import ConfigError, Issue
+from mizzen.config.model import Config
+from mizzen.controlplane.push import iso
+from mizzen.core.resources import SHORT
+from mizzen.registry.model import Workload
+
+if TYPE_CHECKING:
+    from mizzen.controlplane.server import ControlPlane
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_BODY = 32 * 1024 * 1024
+
+
+class BadRequest(Exception):
+    """A client error, answered 400 with the message."""
+
+
+class LoadResultLike(Protocol):
+    configs: Sequence[Config]
+    errors: Sequence[Issue]
+    warnings: Sequence[Issue]
+
+
+Loader = Callable[[str, str, str | None], LoadResultLike]
+
+
+def default_loader() -> Loader:
+    module = importlib.import_module("mizzen.config.loader")
+    fn: Loader = module.load_text
+    return fn
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as e:
+        return _json({"error": str(e).replace("\n", " ")}, 400)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _json({"error": e.reason}, e.status)
+    except Exception as e:
+        log.exception("%s %s failed", request.method, request.path)
+        return _json({"error": f"internal error: {type(e).__name__}: {e}".replace("\n", " ")}, 500)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(f"request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+def manifest(config: Config) -> dict[str, Any]:
+    m = config.to_manifest()
+    m["metadata"]["creationTimestamp"] = iso(config.created) if config.created else None
+    return m
+
+
+def workload_from_json(data: dict[str, Any]) -> Workload:
+    """A :class:`Workload` from JSON, checking types (raises BadRequest)."""
+    known = {f.name for f in dataclasses.fields(Workload)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise BadRequest(f"unknown workload field(s): {', '.join(unknown)}")
+    for req in ("name", "namespace", "address"):
+        if not isinstance(data.get(req), str) or not data[req]:
+            raise BadRequest(f"workload field {req!r} is required (a non-empty string)")
+    for f in ("service_account", "locality", "network"):
+        if f in data and not isinstance(data[f], str):
+            raise BadRequest(f"workload field {f!r} must be a string")
+    labels = data.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise BadRequest("workload field 'labels' must be an object of strings")
+    ports = data.get("ports") or {}
+    if not isinstance(ports, dict) or not all(isinstance(v, int) and 0 < v < 65536 for v in ports.values()):
+        raise BadRequest("workload field 'ports' must map names to port numbers")
+    weight = data.get("weight", 0)
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+        raise BadRequest("workload field 'weight' must be a non-negative integer")
+    healthy = data.get("healthy", True)
+    if not isinstance(healthy, bool):
+        raise BadRequest("workload field 'healthy' must be a boolean")
+    return Workload(**{**data, "labels": dict(labels), "ports": dict(ports)})
+
+
+def resource_to_dict(any_msg: Any) -> dict[str, Any]:
+    try:
+        out: dict[str, Any] = json_format.MessageToDict(any_msg)
+        return out
+    except (TypeError, KeyError, json_format.Error) as e:
+        return {"@type": any_msg.type_url, "error": f"cannot decode: {e}"}
+
+
+class Api:
+    """Builds the aiohttp application over a :class:`ControlPlane`."""
+
+    def __init__(self, cp: ControlPlane, loader: Loader | None = None) -> None:
+        self.cp = cp
+        self._loader = loader
+
+    @property
+    def loader(self) -> Loader:
+        if self._loader is None:
+            self._loader = default_loader()
+        return self._loader
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+        r = app.router
+        r.add_get("/version", self.version)
+        r.add_get("/ready", self.ready)
+        r.add_post("/apis/apply", self.apply)
+        r.add_post("/apis/delete", self.delete)
+        r.add_get("/apis/objects", self.objects)
+        r.add_post("/apis/workloads", self.add_workload)
+        r.add_get("/apis/workloads", self.list_workloads)
+        r.add_delete("/apis/workloads/{namespace}/{name}", self.remove_workload)
+        r.add_get("/debug/syncz", self.syncz)
+        r.add_get("/debug/config_dump", self.config_dump)
+        r.add_get("/debug/registryz", self.registryz)
+        r.add_get("/debug/configz", self.configz)
+        r.add_get("/debug/push_status", self.push_status)
+        return app
+
+    # --- basics ---------------------------------------------------------------------------------------------
+    async def version(self, request: web.Request) -> web.Response:
+        return _json({"version": mizzen.__version__})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        if not self.cp.started:
+            return _json({"ready": False}, 503)
+        return _json({"ready": True})
+
+    # --- objects --------------------------------------------------------------------------------------------
+    def _load(self, data: dict[str, Any]) -> tuple[list[Config], list[Issue], list[Issue]]:
+        docs = data.get("documents")
+        if not isinstance(docs, list) or not docs:
+            raise BadRequest("'documents' must be a non-empty list of {file, text}")
+        namespace = data.get("namespace")
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise BadRequest("'namespace' must be a non-empty string or null")
+        configs: list[Config] = []
+        errors: list[Issue] = []
+        warnings: list[Issue] = []
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+                raise BadRequest(f"documents[{i}] must be an object with a string 'text'")
+            file = doc.get("file") or f"documents[{i}]"
+            if not isinstance(file, str):
+                raise BadRequest(f"documents[{i}].file must be a string")
+            result = self.loader(doc["text"], file, namespace)
+            configs.extend(result.configs)
+            errors.extend(result.errors)
+            warnings.extend(result.warnings)
+        return configs, errors, warnings
+
+    @staticmethod
+    def _dry_run(data: dict[str, Any]) -> bool:
+        dry = data.get("dry_run", False)
+        if not isinstance(dry, bool):
+            raise BadRequest("'dry_run' must be a boolean")
+        return dry
+
+    async def apply(self, request: web.Request) -> web.Response:
+        data = await _body(request)
+        dry_run = self._dry_run(data)
+        configs, errors, warnings = self._load(data)
+        if errors:
+            return _json({"errors": [i.to_dict() for i in errors]}, 422)
+        try:
+            results = self.cp.store.apply(configs, dry_run=dry_run)
+        except ConfigError as e:
+            return _json({"errors": [i.to_dict() for i in e.issues]}, 422)
+        seen = {str(w) for w in warnings}
+        for w in self.cp.store.last_warnings:
+            if str(w) not in seen:
+                seen.add(str(w))
+                warnings.append(w)
+        return _json({"results": [r.to_dict() for r in results], "warnings": [w.to_dict() for w in warnings],
+                      "dry_run": dry_run})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        data = await _body(request)
+        dry_run = self._dry_run(data)
+        configs, errors, _ = self._load(data)
+        if errors:
+            return _json({"errors": [i.to_dict() for i in errors]}, 422)
+        results = self.cp.store.delete([c.key for c in configs], dry_run=dry_run)
+        return _json({"results": [r.to_dict() for r in results], "dry_run": dry_run})
+
+    async def objects(self, request: web.Request) -> web.Response:
+        q = request.query
+        kind_name: str | None = None
+        if q.get("kind"):
+            k = kinds.lookup(q["kind"])
+            if k is not None:
+                kind_name = k.kind
+            elif q["kind"] in kinds.PASSIVE_KINDS:
+                kind_name = q["kind"]
+            else:
+                raise BadRequest(f"unknown kind {q['kind']!r}")
+        items = self.cp.store.list(kind_name, q.get("namespace") or None, q.get("name") or None)
+        return _json({"items": [manifest(c) for c in items]})
+
+    # --- workloads ------------------------------------------------------------------------------------------
+    async def add_workload(self, request: web.Request) -> web.Response:
+        try:
+            w = workload_from_json(await _body(request))
+        except TypeError as e:
+            raise BadRequest(f"bad workload: {e}") from None
+        self.cp.register_workload(w)
+        return _json({"workload": dataclasses.asdict(w), "action": "registered"})
+
+    async def remove_workload(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        if not self.cp.remove_workload(ns, name):
+            return _json({"error": f"workload {ns}/{name} not found"}, 404)
+        return _json({"namespace": ns, "name": name, "action": "removed"})
+
+    async def list_workloads(self, request: web.Request) -> web.Response:
+        return _json({"items": [dataclasses.asdict(w) for w in self.cp.registry.workloads()]})
+
+    # --- debug ----------------------------------------------------------------------------------------------
+    async def syncz(self, request: web.Request) -> web.Response:
+        return _json(self.cp.status.to_dict())
+
+    def resolve_proxy(self, ident: str) -> str:
+        """A node id from an exact id, a unique id prefix, or a unique ``name.namespace``/ip part."""
+        nodes = sorted(set(self.cp.pusher.proxies) | set(self.cp.cache.node_ids()))
+        if ident in nodes:
+            return ident
+        for match in (lambda n: n.startswith(ident), lambda n: ident in n.split("~")[1:3]):
+            found = [n for n in nodes if match(n)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise BadRequest(f"proxyID {ident!r} is ambiguous: {', '.join(found[:5])}")
+        raise web.HTTPNotFound(reason=f"no proxy {ident!r}")
+
+    async def config_dump(self, request: web.Request) -> web.Response:
+        ident = request.query.get("proxyID") or request.query.get("proxy")
+        if not ident:
+            raise BadRequest("query parameter 'proxyID' is required")
+        node = self.resolve_proxy(ident)
+        snap = self.cp.cache.get(node)
+        out: dict[str, Any] = {"proxy": node, "CDS": [], "EDS": [], "LDS": [], "RDS": []}
+        if snap is None:
+            return _json(out)
+        for type_url, ts in snap.types.items():
+            short = SHORT.get(type_url, type_url)
+            out[short] = [resource_to_dict(ts.resources[n].any) for n in sorted(ts.resources)]
+            out.setdefault("versions", {})[short] = ts.version
+        return _json(out)
+
+    async def registryz(self, request: web.Request) -> web.Response:
+        snap = self.cp.registry.snapshot()
+        return _json({
+            "version": snap.version,
+            "services": [dataclasses.asdict(s) for s in snap.services],
+            "endpoints": [
+                {"hostname": h, "port": p, "endpoints": [dataclasses.asdict(e) for e in eps]}
+                for (h, p), eps in snap.endpoints.items()
+            ],
+            "workloads": [dataclasses.asdict(w) for w in snap.workloads],
+        })
+
+    async def configz(self, request: web.Request) -> web.Response:
+        snap = self.cp.store.snapshot()
+        return _json({
+            "version": snap.version,
+            "items": [manifest(c) for c in snap],
+            "load_problems": [p.to_dict() for p in self.cp.store.load_problems],
+        })
+
+    async def push_status(self, request: web.Request) -> web.Response:
+        nacks = []
+        for entry in self.cp.status.to_dict():
+            for short, ts in entry.get("types", {}).items():
+                if ts.get("nack"):
+                    nacks.append({"proxy": entry["proxy"], "type": short, **ts["nack"]})
+        pusher = self.cp.pusher
+        return _json({
+            **pusher.stats.to_dict(),
+            "proxies": sorted(pusher.proxies),
+            "errors": [e.to_dict() for e in sorted(pusher.errors.values(), key=lambda e: e.node_id)],
+            "nacks": nacks,
+            "load_problems": [p.to_dict() for p in self.cp.store.load_problems],
+        })

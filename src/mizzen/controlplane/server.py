@@ -1,0 +1,206 @@
+"""The control-plane process (istiod's job): wires the config store, the registry, the debounced push loop,
+the xDS (ADS) gRPC server and the HTTP API/debug server, and starts/stops them as one.
+
+A config or workload change triggers a debounced push: one PushContext, then every connected proxy is
+regenerated and its snapshot set in the cache (the ADS server sends what changed). A newly connected proxy is
+generated immediately from the current PushContext.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from mizzen.config.model import Config
+from mizzen.controlplane.api import Api, Loader
+from mizzen.controlplane.push import Generator, Pusher
+from mizzen.controlplane.store import ApplyResult, ConfigStore, Validator
+from mizzen.core.mesh import MeshConfig
+from mizzen.registry.model import Workload
+from mizzen.registry.registry import Registry
+from mizzen.xds import AdsServer, Debouncer, SnapshotCache, SyncStatus, serve
+
+log = logging.getLogger(__name__)
+
+DEFAULT_XDS_PORT = 15010
+DEFAULT_HTTP_PORT = 15014
+
+
+@dataclass
+class ControlPlaneOptions:
+    state_dir: Path | None = None          # None: in memory only
+    xds_host: str = "127.0.0.1"
+    xds_port: int = DEFAULT_XDS_PORT       # 0 = ephemeral (see ControlPlane.xds_port)
+    http_host: str = "127.0.0.1"
+    http_port: int | None = DEFAULT_HTTP_PORT   # 0 = ephemeral, None = no HTTP server
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    debounce_quiet_s: float = 0.1
+    debounce_max_s: float = 1.0
+
+
+class ControlPlane:
+    """``async with ControlPlane(opts) as cp:`` or ``await cp.start()`` / ``await cp.stop()``."""
+
+    def __init__(
+        self,
+        options: ControlPlaneOptions | None = None,
+        *,
+        generator: Generator | None = None,
+        validator: Validator | None = None,
+        loader: Loader | None = None,
+    ) -> None:
+        self.options = opts = options or ControlPlaneOptions()
+        self.store = ConfigStore(opts.state_dir, validator=validator)
+        self.registry = Registry(opts.mesh.domain_suffix)
+        self.registry.set_configs(self.store.snapshot())
+        self.cache = SnapshotCache()
+        self.status = SyncStatus(self.cache)
+        self.pusher = Pusher(self.cache, self.store.snapshot, self.registry.snapshot, opts.mesh, generator)
+        self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
+                             status=self.status)
+        self.api = Api(self, loader)
+        self.started = False
+        self._debouncer: Debouncer[str] | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._http_port: int | None = None
+        self._unsubscribe = self.store.add_listener(self._on_config_change)
+
+    # --- addresses ------------------------------------------------------------------------------------------
+    @property
+    def xds_port(self) -> int:
+        if self.ads.port is None:
+            raise RuntimeError("control plane not started")
+        return self.ads.port
+
+    @property
+    def xds_address(self) -> str:
+        return f"{self.options.xds_host}:{self.xds_port}"
+
+    @property
+    def http_port(self) -> int:
+        if self._http_port is None:
+            raise RuntimeError("HTTP server not started")
+        return self._http_port
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.options.http_host}:{self.http_port}"
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    async def __aenter__(self) -> ControlPlane:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        opts = self.options
+        self._debouncer = Debouncer(self._push, quiet=opts.debounce_quiet_s, max_delay=opts.debounce_max_s)
+        try:
+            self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port)
+            if opts.http_port is not None:
+                runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False)
+                await runner.setup()
+                self._http = runner
+                site = web.TCPSite(runner, opts.http_host, opts.http_port, reuse_address=True)
+                await site.start()
+                self._http_port = _bound_port(runner)
+        except BaseException:
+            await self.stop()
+            raise
+        self.started = True
+        log.info("control plane up: xDS %s, HTTP %s, %d objects", self.xds_address,
+                 self.http_url if self._http else "off", len(self.store))
+
+    async def stop(self) -> None:
+        self.started = False
+        if self._debouncer is not None:
+            await self._debouncer.close()
+            self._debouncer = None
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
+        if self._grpc is not None:
+            await self._grpc.stop(0.5)
+            self._grpc = None
+
+    async def serve_forever(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set (the ``python -m mizzen.controlplane`` loop)."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    # --- changes and pushes ---------------------------------------------------------------------------------
+    def _on_config_change(self, results: list[ApplyResult]) -> None:
+        self.registry.set_configs(self.store.snapshot())
+        self.request_push(f"config {r.kind}/{r.namespace}/{r.name} {r.action}" for r in results)
+
+    def request_push(self, reasons: Iterable[str] = ("manual",)) -> None:
+        """Schedule a debounced full push (no-op before start)."""
+        if self._debouncer is None:
+            return
+        self.pusher.stats.pending = True
+        self._debouncer.trigger(reasons)
+
+    async def _push(self, reasons: frozenset[str]) -> None:
+        self.pusher.stats.pending = False
+        await self.pusher.push(sorted(reasons))
+
+    async def push_now(self, reason: str = "manual") -> None:
+        """Push immediately (bypassing the debounce), and wait for it."""
+        await self.pusher.push([reason])
+
+    async def flush(self) -> None:
+        """Wait until every change made so far has been pushed into the cache."""
+        if self._debouncer is not None:
+            await self._debouncer.flush()
+
+    async def wait_synced(self, node_ids: Iterable[str] | None = None, timeout: float = 5.0) -> None:
+        """Flush pending pushes, then wait until the proxies (default: all connected) ACKed their snapshot."""
+        await asyncio.wait_for(self.flush(), timeout)
+        nodes = list(node_ids) if node_ids is not None else sorted(self.pusher.proxies)
+        await self.status.wait_synced(nodes, timeout)
+
+    # --- convenience for embedders (runner, tests) ----------------------------------------------------------
+    def apply(self, configs: Iterable[Config], *, dry_run: bool = False) -> list[ApplyResult]:
+        return self.store.apply(configs, dry_run=dry_run)
+
+    def register_workload(self, workload: Workload) -> None:
+        self.registry.register_workload(workload)
+        self.request_push([f"workload {workload.namespace}/{workload.name} registered"])
+
+    def remove_workload(self, namespace: str, name: str) -> bool:
+        removed = self.registry.remove_workload(namespace, name)
+        if removed:
+            self.request_push([f"workload {namespace}/{name} removed"])
+        return removed
+
+    # --- xDS callbacks --------------------------------------------------------------------------------------
+    async def _on_connect(self, node_id: str, metadata: dict[str, Any]) -> None:
+        self.pusher.connect(node_id, metadata)
+
+    async def _on_disconnect(self, node_id: str) -> None:
+        if self.status.proxy(node_id) is not None:
+            return   # a newer stream of the same node is live
+        self.pusher.disconnect(node_id)
+        self.cache.clear(node_id)
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    raise RuntimeError("HTTP server has no bound address")
