@@ -1,4 +1,4 @@
-"""``python -m mizzen.agent``: run one agent (bootstrap + supervised Envoy) standalone until SIGINT/SIGTERM."""
+"""``python -m mizzen.agent``: run one agent (bootstrap + supervised Envoy) standalone until SIGTERM."""
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def spec_from_args(args: argparse.Namespace) -> ProxySpec:
     labels: dict[str, str] = args.labels
     name = args.name or labels.get("app") or labels.get("istio") or "proxy"
     return ProxySpec(
-        type=ProxyType(args.type), ip=args.ip, namespace=args.namespace, name=name, admin_port=args.admin_port,
+        type=ProxyType(args.type), ip=args.ip, namespace=args.namespace, name=name,
+        admin_port=args.admin_port,
         xds_host=args.xds[0], xds_port=args.xds[1], labels=labels, service_account=args.service_account,
         app_host=args.app_host, http_proxy_port=args.http_proxy_port, gateway_ports=args.gateway_ports,
         locality=args.locality,
@@ -77,8 +78,8 @@ async def run(args: argparse.Namespace) -> None:
     opts = AgentOptions(log_level=args.envoy_log_level, concurrency=args.concurrency, work_dir=args.work_dir)
 
     def report(ev: AgentEvent) -> None:
-        print(json.dumps({"event": ev.kind, "node": ev.node_id, "rc": ev.returncode, "restarts": ev.restarts}),
-              flush=True)
+        line = {"event": ev.kind, "node": ev.node_id, "rc": ev.returncode, "restarts": ev.restarts}
+        print(json.dumps(line), flush=True)
 
     agent = Agent(spec, opts, on_event=report)
     stop = asyncio.Event()
