@@ -182,6 +182,8 @@ class ConfigStore:
             return results
         changed = {k: v for k, v in staged.items() if self._objects.get(k) is not v}
         if self._state is not None:
+            for key in changed:
+                self._state.path_for(key)   # refuse unsafe names before writing anything
             for c in changed.values():
                 self._state.write(c)
         self._objects.update(changed)

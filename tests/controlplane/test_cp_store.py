@@ -1,0 +1,177 @@
+"""ConfigStore: apply actions, all-or-nothing validation, created timestamps, persistence, corrupt state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mizzen.config.errors import ConfigError, Issue, Severity
+from mizzen.config.model import Config, ConfigKey, Source
+from mizzen.controlplane.store import ApplyResult, ConfigStore
+
+
+def vs(name: str, ns: str = "bookinfo", weight: int = 100, line: int = 1) -> Config:
+    spec: dict[str, Any] = {"hosts": [name], "http": [{"route": [{"destination": {"host": name},
+                                                                    "weight": weight}]}]}
+    return Config("VirtualService", "networking.istio.io/v1", name, ns, spec, source=Source("f.yaml", line))
+
+
+def fake_validator(c: Config) -> list[Issue]:
+    """Flags weights over 100 as errors and weight 0 as a warning (a fake at the validation seam)."""
+    issues = []
+    for r in c.spec.get("http", [{}])[0].get("route", []):
+        if r.get("weight", 0) > 100:
+            path = "spec.http[0].route[0].weight"
+            issues.append(Issue("must be 0..100", path, c.kind, c.name, "f.yaml", 7))
+        if r.get("weight") == 0:
+            issues.append(Issue("no traffic", "spec.http[0].route[0].weight", c.kind, c.name,
+                                severity=Severity.WARNING))
+    return issues
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_actions_and_created_timestamps() -> None:
+    clock = Clock()
+    store = ConfigStore(validator=fake_validator, clock=clock)
+    r = store.apply([vs("reviews"), vs("ratings")])
+    assert [x.action for x in r] == ["created", "created"]
+    c1 = store.get("VirtualService", "bookinfo", "reviews")
+    c2 = store.get("VirtualService", "bookinfo", "ratings")
+    assert c1 is not None and c2 is not None
+    assert c1.created == 1000.0 and c2.created > c1.created   # file order kept even within one second
+
+    clock.t = 2000.0
+    r = store.apply([vs("reviews", weight=100), vs("ratings", weight=50)])
+    assert [x.action for x in r] == ["unchanged", "configured"]
+    updated = store.get("VirtualService", "bookinfo", "ratings")
+    assert updated is not None and updated.created == c2.created     # kept across updates
+    assert updated.spec["http"][0]["route"][0]["weight"] == 50
+    assert store.apply([vs("new")])[0].action == "created"
+    assert store.get("VirtualService", "bookinfo", "new").created == 2000.0  # type: ignore[union-attr]
+
+
+def test_all_or_nothing_on_any_error() -> None:
+    store = ConfigStore(validator=fake_validator)
+    store.apply([vs("reviews", weight=10)])
+    calls: list[list[ApplyResult]] = []
+    store.add_listener(calls.append)
+    before = store.snapshot()
+    with pytest.raises(ConfigError) as e:
+        store.apply([vs("reviews", weight=20), vs("ratings"), vs("bad", weight=101)])
+    assert "f.yaml:7: VirtualService/bad: spec.http[0].route[0].weight: must be 0..100" in str(e.value)
+    assert len(e.value.issues) == 1
+    # nothing applied: not the valid update, not the valid new object
+    assert store.get("VirtualService", "bookinfo", "reviews").spec["http"][0]["route"][0]["weight"] == 10  # type: ignore[union-attr]
+    assert store.get("VirtualService", "bookinfo", "ratings") is None
+    assert store.snapshot() is before and calls == []
+
+
+def test_warnings_do_not_block() -> None:
+    store = ConfigStore(validator=fake_validator)
+    r = store.apply([vs("zero", weight=0)])
+    assert r[0].action == "created"
+    assert [w.message for w in store.last_warnings] == ["no traffic"]
+
+
+def test_dry_run_changes_nothing(tmp_path: Path) -> None:
+    store = ConfigStore(tmp_path, validator=fake_validator)
+    assert store.apply([vs("reviews")], dry_run=True)[0].action == "created"
+    assert len(store) == 0 and not list(tmp_path.rglob("*.json"))
+    store.apply([vs("reviews")])
+    key = ConfigKey("VirtualService", "bookinfo", "reviews")
+    assert store.delete([key], dry_run=True)[0].action == "deleted"
+    assert len(store) == 1
+
+
+def test_delete_and_listeners_and_snapshot_cache() -> None:
+    store = ConfigStore(validator=fake_validator)
+    seen: list[list[str]] = []
+    unsubscribe = store.add_listener(lambda rs: seen.append([f"{r.name}:{r.action}" for r in rs]))
+    store.apply([vs("a"), vs("b")])
+    snap = store.snapshot()
+    assert store.snapshot() is snap and len(snap) == 2
+    store.apply([vs("a")])                      # unchanged: no notification, same snapshot
+    assert store.snapshot() is snap
+    res = store.delete([ConfigKey("VirtualService", "bookinfo", "a"),
+                        ConfigKey("VirtualService", "x", "nope")])
+    assert [r.action for r in res] == ["deleted", "not found"]
+    assert seen == [["a:created", "b:created"], ["a:deleted"]]
+    assert store.snapshot() is not snap and [c.name for c in store.snapshot()] == ["b"]
+    unsubscribe()
+    store.apply([vs("c")])
+    assert len(seen) == 2
+    assert [c.name for c in store.list("VirtualService")] == ["b", "c"]
+    assert store.list(namespace="other") == []
+
+
+def test_persistence_round_trip(tmp_path: Path) -> None:
+    clock = Clock()
+    store = ConfigStore(tmp_path, validator=fake_validator, clock=clock)
+    store.apply([vs("reviews", line=3), vs("ratings", line=12),
+                 Config("Namespace", "v1", "bookinfo", "", {}, labels={"istio-injection": "enabled"})])
+    clock.t = 5000.0
+    store.apply([vs("reviews", weight=30)])
+    store.delete([ConfigKey("VirtualService", "bookinfo", "ratings")])
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["objects/Namespace/_cluster/bookinfo.json",
+                     "objects/VirtualService/bookinfo/reviews.json"]       # no temp files left over
+
+    again = ConfigStore(tmp_path, validator=fake_validator, clock=clock)
+    assert again.load_problems == []
+    assert [str(c.key) for c in again.list()] == ["Namespace//bookinfo", "VirtualService/bookinfo/reviews"]
+    reviews = again.get("VirtualService", "bookinfo", "reviews")
+    assert reviews is not None and reviews == store.get("VirtualService", "bookinfo", "reviews")
+    assert reviews.created == 1000.0 and reviews.source == Source("f.yaml", 1)
+    assert again.get("Namespace", "", "bookinfo").labels == {"istio-injection": "enabled"}  # type: ignore[union-attr]
+    assert again.snapshot().version == store.snapshot().version
+    # same content again is unchanged after a restart; a new object is created after the old ones
+    assert again.apply([vs("reviews", weight=30)])[0].action == "unchanged"
+    again.apply([vs("late")])
+    assert again.get("VirtualService", "bookinfo", "late").created > reviews.created  # type: ignore[union-attr]
+
+
+def test_corrupt_state_file_is_reported_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = ConfigStore(tmp_path, validator=fake_validator)
+    store.apply([vs("good"), vs("broken")])
+    broken = tmp_path / "objects/VirtualService/bookinfo/broken.json"
+    broken.write_text('{"kind": "VirtualService", "metadata": ')
+    misplaced = tmp_path / "objects/VirtualService/bookinfo/misplaced.json"
+    misplaced.write_text((tmp_path / "objects/VirtualService/bookinfo/good.json").read_text())
+
+    again = ConfigStore(tmp_path, validator=fake_validator)
+    assert [c.name for c in again.list()] == ["good"]
+    problems = {Path(p.path).name: p.error for p in again.load_problems}
+    assert set(problems) == {"broken.json", "misplaced.json"}
+    assert problems["broken.json"].startswith("JSONDecodeError")
+    assert "does not belong" in problems["misplaced.json"]
+    assert "broken.json" in caplog.text
+    # the corrupt file is left for inspection; applying the object again repairs it
+    assert again.apply([vs("broken")])[0].action == "created"
+    assert json.loads(broken.read_text())["metadata"]["name"] == "broken"
+
+
+def test_validator_crash_refuses_the_batch() -> None:
+    def boom(c: Config) -> list[Issue]:
+        raise RuntimeError("validator bug")
+
+    store = ConfigStore(validator=boom)
+    with pytest.raises(ConfigError, match="internal validation error: validator bug"):
+        store.apply([vs("x")])
+    assert len(store) == 0
+
+
+def test_unsafe_names_are_refused_by_persistence(tmp_path: Path) -> None:
+    store = ConfigStore(tmp_path, validator=lambda c: [])
+    with pytest.raises(ValueError):
+        store.apply([vs("../escape")])
+    assert len(store) == 0
