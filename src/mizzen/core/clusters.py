@@ -1,17 +1,229 @@
-"""CDS: outbound clusters per service port and subset (with DestinationRule policies), inbound clusters,
-and the fixed BlackHole/Passthrough clusters. (Stub: being written.)"""
+"""CDS: outbound clusters per visible service port and DestinationRule subset (with the rule's effective
+policy), inbound clusters for a sidecar's own service ports, and the fixed BlackHole/Passthrough clusters.
+
+Discovery types follow Istio: EDS over ADS for STATIC resolution, STRICT_DNS (inline load assignment) for
+DNS, LOGICAL_DNS for DNS_ROUND_ROBIN with a single endpoint, ORIGINAL_DST for NONE and for
+``loadBalancer: PASSTHROUGH``. Cluster metadata carries Istio's ``istio`` filter metadata (services, the
+DestinationRule's ``config`` path, subset).
+"""
 
 from __future__ import annotations
 
-from envoy.config.cluster.v3 import cluster_pb2
+from collections.abc import Mapping
+from typing import Any
 
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2 as ep_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
+from google.protobuf import struct_pb2
+
+from mizzen.config.model import Config
+from mizzen.core import names
+from mizzen.core.cluster_policy import (
+    apply_connection_pool,
+    apply_load_balancer,
+    apply_outlier_detection,
+    apply_tls,
+    set_http_protocol_options,
+)
+from mizzen.core.endpoints import endpoints_for_cluster
+from mizzen.core.policy import duration, effective_policy, locality_lb_setting, port_level_policy
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
+from mizzen.registry.model import Protocol, Resolution, Service, ServicePort, Workload
 
+__all__ = [
+    "blackhole_cluster",
+    "build_clusters",
+    "config_path",
+    "inbound_clusters",
+    "load_assignment_for",
+    "outbound_clusters",
+    "passthrough_cluster",
+    "uses_eds",
+]
 
-def build_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluster]:
-    raise NotImplementedError
+PASSTHROUGH_IDLE_TIMEOUT_S = 300.0
 
 
 def uses_eds(cluster: cluster_pb2.Cluster) -> bool:
-    return cluster.type == cluster_pb2.Cluster.EDS
+    return bool(cluster.type == cluster_pb2.Cluster.EDS)
+
+
+def config_path(c: Config) -> str:
+    """Istio's config reference: ``/apis/networking.istio.io/v1/namespaces/ns/destination-rule/name``."""
+    resource = "".join(f"-{ch.lower()}" if ch.isupper() else ch for ch in c.kind).lstrip("-")
+    return f"/apis/{c.api_version}/namespaces/{c.namespace}/{resource}/{c.name}"
+
+
+def _set_metadata(c: cluster_pb2.Cluster, services: list[Service], dr: Config | None = None, subset: str = "",
+                  external: bool = False) -> None:
+    fields: dict[str, Any] = {
+        "services": [{"host": s.hostname, "name": s.name, "namespace": s.namespace} for s in services],
+    }
+    if dr is not None:
+        fields["config"] = config_path(dr)
+    if subset:
+        fields["subset"] = subset
+    if external:
+        fields["external"] = True
+    istio = struct_pb2.Struct()
+    istio.update(fields)
+    c.metadata.filter_metadata["istio"].CopyFrom(istio)
+
+
+def _socket(address: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
+
+
+def _discovery_type(svc: Service, push: PushContext, port: ServicePort) -> cluster_pb2.Cluster.DiscoveryType:
+    if svc.resolution is Resolution.STATIC:
+        return cluster_pb2.Cluster.EDS
+    if svc.resolution is Resolution.NONE:
+        return cluster_pb2.Cluster.ORIGINAL_DST
+    if svc.resolution is Resolution.DNS_ROUND_ROBIN and len(push.registry.endpoints_for(svc.hostname,
+                                                                                          port.port)) == 1:
+        return cluster_pb2.Cluster.LOGICAL_DNS
+    return cluster_pb2.Cluster.STRICT_DNS
+
+
+def _outbound(proxy: Proxy, push: PushContext, svc: Service, port: ServicePort, dr: Config | None,
+              subset: str) -> cluster_pb2.Cluster:
+    name = names.outbound_cluster(port.port, subset, svc.hostname)
+    policy = effective_policy(dr, subset, port.port)
+    c = cluster_pb2.Cluster(name=name, type=_discovery_type(svc, push, port))
+    c.common_lb_config.SetInParent()
+    if c.type in (cluster_pb2.Cluster.STRICT_DNS, cluster_pb2.Cluster.LOGICAL_DNS):
+        c.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
+        c.respect_dns_ttl = True
+    apply_connection_pool(c, policy.get("connectionPool") or {}, push.mesh.connect_timeout_s, port.protocol)
+    od = policy.get("outlierDetection")
+    apply_outlier_detection(c, od)
+    apply_load_balancer(c, policy.get("loadBalancer"), locality_lb_setting(policy), od is not None)
+    if c.type == cluster_pb2.Cluster.EDS:
+        eds = c.eds_cluster_config
+        eds.service_name = name
+        eds.eds_config.ads.SetInParent()
+        eds.eds_config.initial_fetch_timeout.CopyFrom(duration(0))
+        eds.eds_config.resource_api_version = config_source_pb2.V3
+    elif c.type in (cluster_pb2.Cluster.STRICT_DNS, cluster_pb2.Cluster.LOGICAL_DNS):
+        c.load_assignment.cluster_name = name
+        c.load_assignment.endpoints.extend(
+            endpoints_for_cluster(proxy, push, svc.hostname, port.port, subset))
+    apply_tls(c, policy.get("tls"), svc.hostname)
+    _set_metadata(c, [svc], dr, subset, svc.mesh_external)
+    return c
+
+
+def outbound_clusters(proxy: Proxy, push: PushContext, svc: Service,
+                      port: ServicePort) -> list[cluster_pb2.Cluster]:
+    """``outbound|port||host`` and one ``outbound|port|subset|host`` per DestinationRule subset."""
+    dr = push.destination_rule(proxy.namespace, svc.hostname)
+    out = [_outbound(proxy, push, svc, port, dr, "")]
+    for sub in (dr.spec.get("subsets") or ()) if dr is not None else ():
+        if sub.get("name"):
+            out.append(_outbound(proxy, push, svc, port, dr, str(sub["name"])))
+    return out
+
+
+def _selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def _own_workload(proxy: Proxy, push: PushContext) -> Workload | None:
+    for w in push.registry.workloads:
+        if w.namespace == proxy.namespace and (w.name == proxy.workload_name or w.address == proxy.ip):
+            return w
+    return None
+
+
+def _inbound_target(port: ServicePort, workload: Workload | None) -> int | None:
+    if isinstance(port.target_port, int):
+        return port.target_port
+    if isinstance(port.target_port, str):
+        return workload.ports.get(port.target_port) if workload is not None else None
+    return port.port
+
+
+def inbound_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluster]:
+    """``inbound|<targetPort>||`` STATIC to ``proxy.app_host:<targetPort>`` for every port of every service
+    in the proxy's namespace whose selector matches its labels; the DestinationRule's connection pool
+    applies (as in Istio, circuit breakers are enforced on the server side too)."""
+    workload = _own_workload(proxy, push)
+    by_port: dict[int, tuple[ServicePort, list[Service]]] = {}
+    for svc in push.registry.services:
+        if svc.namespace != proxy.namespace or not _selects(svc.selector, proxy.labels):
+            continue
+        for port in svc.ports:
+            target = _inbound_target(port, workload)
+            if target is None or port.protocol is Protocol.UDP:
+                continue
+            entry = by_port.setdefault(target, (port, []))
+            entry[1].append(svc)
+    out = []
+    for target, (port, services) in sorted(by_port.items()):
+        name = names.inbound_cluster(target)
+        c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC,
+                                lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
+        c.common_lb_config.SetInParent()
+        c.load_assignment.cluster_name = name
+        c.load_assignment.endpoints.append(ep_pb2.LocalityLbEndpoints(
+            locality=base_pb2.Locality(),
+            lb_endpoints=[ep_pb2.LbEndpoint(
+                endpoint=ep_pb2.Endpoint(address=_socket(proxy.app_host, target)))]))
+        dr = push.destination_rule(proxy.namespace, services[0].hostname)
+        pool: Mapping[str, Any] = {}
+        if dr is not None and dr.spec.get("trafficPolicy"):
+            pool = port_level_policy(dr.spec["trafficPolicy"], port.port).get("connectionPool") or {}
+        apply_connection_pool(c, pool, push.mesh.connect_timeout_s, port.protocol)
+        _set_metadata(c, services, dr if pool else None)
+        out.append(c)
+    return out
+
+
+def blackhole_cluster(push: PushContext) -> cluster_pb2.Cluster:
+    """STATIC with no endpoints: where unresolved routes and REGISTRY_ONLY traffic go."""
+    c = cluster_pb2.Cluster(name=names.BLACKHOLE_CLUSTER, type=cluster_pb2.Cluster.STATIC,
+                            lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
+    c.connect_timeout.CopyFrom(duration(push.mesh.connect_timeout_s))
+    return c
+
+
+def passthrough_cluster(push: PushContext, name: str = names.PASSTHROUGH_CLUSTER) -> cluster_pb2.Cluster:
+    """ORIGINAL_DST / CLUSTER_PROVIDED, using the downstream HTTP protocol (ALLOW_ANY traffic)."""
+    c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.ORIGINAL_DST,
+                            lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
+    apply_connection_pool(c, {}, push.mesh.connect_timeout_s, None)
+    opts = hpo_pb2.HttpProtocolOptions()
+    opts.common_http_protocol_options.idle_timeout.CopyFrom(duration(PASSTHROUGH_IDLE_TIMEOUT_S))
+    opts.use_downstream_protocol_config.http_protocol_options.SetInParent()
+    opts.use_downstream_protocol_config.http2_protocol_options.SetInParent()
+    set_http_protocol_options(c, opts)
+    return c
+
+
+def build_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluster]:
+    """Every cluster for ``proxy``, sorted by name. Gateways get outbound clusters and BlackHoleCluster."""
+    out: dict[str, cluster_pb2.Cluster] = {}
+    for svc in push.services_visible_to(proxy):
+        for port in svc.ports:
+            if port.protocol is Protocol.UDP:
+                continue
+            for c in outbound_clusters(proxy, push, svc, port):
+                out.setdefault(c.name, c)   # same host in two registries: the first one wins, like Istio
+    out[names.BLACKHOLE_CLUSTER] = blackhole_cluster(push)
+    if not proxy.is_gateway:
+        out[names.PASSTHROUGH_CLUSTER] = passthrough_cluster(push)
+        out[names.INBOUND_PASSTHROUGH_CLUSTER] = passthrough_cluster(push, names.INBOUND_PASSTHROUGH_CLUSTER)
+        for c in inbound_clusters(proxy, push):
+            out.setdefault(c.name, c)
+    return [out[k] for k in sorted(out)]
+
+
+def load_assignment_for(c: cluster_pb2.Cluster, assignment: endpoint_pb2.ClusterLoadAssignment) -> None:
+    """Inline an EDS assignment into a cluster (turning it STATIC), e.g. to validate a bootstrap offline."""
+    c.type = cluster_pb2.Cluster.STATIC
+    c.ClearField("eds_cluster_config")
+    c.load_assignment.CopyFrom(assignment)

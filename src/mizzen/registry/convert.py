@@ -1,0 +1,270 @@
+"""Pure conversions from config objects to registry data: Kubernetes Service, ServiceEntry and WorkloadEntry
+to :class:`Service` / :class:`Workload`, port protocol detection (Istio's rules; unnamed/unknown ports are
+HTTP instead of sniffed, see :func:`port_protocol`), and endpoint selection for one service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mizzen.config.model import Config
+from mizzen.registry.model import Endpoint, Protocol, Resolution, Service, ServicePort, Workload
+
+# Ports Istio never sniffs: an unnamed port here is TCP.
+WELL_KNOWN_TCP_PORTS = frozenset({25, 53, 3306, 27017})
+EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
+
+_PROTOCOLS: Mapping[str, Protocol] = {
+    "http": Protocol.HTTP,
+    "http_proxy": Protocol.HTTP,
+    "http2": Protocol.HTTP2,
+    "grpc": Protocol.GRPC,
+    "grpc-web": Protocol.GRPC_WEB,
+    "https": Protocol.HTTPS,
+    "tls": Protocol.TLS,
+    "tcp": Protocol.TCP,
+    "mongo": Protocol.MONGO,
+    "redis": Protocol.REDIS,
+    "mysql": Protocol.MYSQL,
+    "udp": Protocol.UDP,
+    # Kubernetes-defined appProtocol values
+    "kubernetes.io/h2c": Protocol.HTTP2,
+    "kubernetes.io/ws": Protocol.HTTP,
+    "kubernetes.io/wss": Protocol.HTTPS,
+}
+
+
+def parse_protocol(value: str | None) -> Protocol | None:
+    """A protocol name (any case) -> Protocol, or None when unknown/empty."""
+    if not value:
+        return None
+    return _PROTOCOLS.get(value.strip().lower())
+
+
+def protocol_from_port_name(name: str) -> Protocol | None:
+    """Istio's name convention: ``<protocol>[-<suffix>]``; ``grpc-web`` is matched before splitting."""
+    lowered = name.lower()
+    if lowered.startswith("grpc-web"):
+        return Protocol.GRPC_WEB
+    return parse_protocol(lowered.split("-", 1)[0])
+
+
+def port_protocol(port: int, name: str = "", declared: str | None = None, transport: str = "TCP") -> Protocol:
+    """The protocol of a service port: declared (appProtocol / ServiceEntry protocol), then the name, then
+    UDP transport, then well-known TCP ports; otherwise HTTP (Mizzen's stand-in for Istio's sniffing).
+
+    Istio (pkg/config/kube/conversion.go) follows the same order but *sniffs* the remaining unnamed/unknown
+    ports: HTTP/1.1 and HTTP/2 requests are handled as HTTP, anything else as TCP. Mizzen does not sniff and
+    treats them as HTTP: in the local (no-root) mode apps reach services only through the sidecar's HTTP
+    proxy listener (``HTTP_PROXY``), so a non-HTTP port is unusable there anyway. Raw-TCP services must name
+    their port ``tcp-*`` (or set ``appProtocol: tcp``), which is what Istio recommends over sniffing too.
+    """
+    explicit = parse_protocol(declared)
+    if explicit is not None:
+        return explicit
+    by_name = protocol_from_port_name(name) if name else None
+    if by_name is not None and by_name is not Protocol.UDP:
+        return by_name
+    if transport.upper() == "UDP":
+        return Protocol.UDP
+    if port in WELL_KNOWN_TCP_PORTS:
+        return Protocol.TCP
+    return Protocol.HTTP
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _int_map(value: Any) -> dict[str, int]:
+    if not isinstance(value, Mapping):
+        return {}
+    out: dict[str, int] = {}
+    for k, v in value.items():
+        try:
+            out[str(k)] = int(v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _target_port(value: Any) -> int | str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    return int(text) if text.isdigit() else text
+
+
+def _export_to(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ("*",)
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    return tuple(str(v) for v in value if str(v))
+
+
+def service_from_kube(c: Config, domain_suffix: str = "cluster.local") -> Service:
+    """A Kubernetes Service -> one Service ``name.ns.svc.<suffix>``."""
+    spec = c.spec
+    ports = []
+    for p in spec.get("ports") or ():
+        number = int(p.get("port", 0))
+        name = str(p.get("name") or "")
+        proto = port_protocol(number, name, p.get("appProtocol"), str(p.get("protocol") or "TCP"))
+        ports.append(ServicePort(name, number, proto, _target_port(p.get("targetPort"))))
+    addresses: list[str] = []
+    for ip in [spec.get("clusterIP"), *(spec.get("clusterIPs") or ())]:
+        if ip and str(ip) != "None" and str(ip) not in addresses:
+            addresses.append(str(ip))
+    selector = _str_map(spec.get("selector")) or None
+    resolution = Resolution.STATIC
+    mesh_external = False
+    if str(spec.get("type", "")) == "ExternalName" and spec.get("externalName"):
+        resolution, mesh_external, selector = Resolution.DNS, True, None
+    return Service(
+        hostname=f"{c.name}.{c.namespace}.svc.{domain_suffix}",
+        namespace=c.namespace,
+        name=c.name,
+        ports=tuple(ports),
+        selector=selector,
+        resolution=resolution,
+        mesh_external=mesh_external,
+        addresses=tuple(addresses),
+        export_to=_export_to(c.annotations.get(EXPORT_TO_ANNOTATION)),
+        origin="Service",
+    )
+
+
+def _se_ports(spec: Mapping[str, Any]) -> tuple[ServicePort, ...]:
+    out = []
+    for p in spec.get("ports") or ():
+        number = int(p.get("number", 0))
+        name = str(p.get("name") or "")
+        target = p.get("targetPort")
+        out.append(ServicePort(name, number, port_protocol(number, name, p.get("protocol")),
+                               int(target) if target else None))
+    return tuple(out)
+
+
+def services_from_service_entry(c: Config) -> list[Service]:
+    """A ServiceEntry -> one Service per host (hosts are used as written: ServiceEntry hosts are FQDNs)."""
+    spec = c.spec
+    try:
+        resolution = Resolution(str(spec.get("resolution") or "NONE").upper())
+    except ValueError:
+        resolution = Resolution.NONE
+    selector = _str_map((spec.get("workloadSelector") or {}).get("labels")) or None
+    return [
+        Service(
+            hostname=str(host),
+            namespace=c.namespace,
+            name=c.name,
+            ports=_se_ports(spec),
+            selector=selector,
+            resolution=resolution,
+            mesh_external=str(spec.get("location") or "MESH_EXTERNAL").upper() == "MESH_EXTERNAL",
+            addresses=tuple(str(a) for a in spec.get("addresses") or ()),
+            export_to=_export_to(spec.get("exportTo")),
+            origin="ServiceEntry",
+        )
+        for host in spec.get("hosts") or ()
+    ]
+
+
+def workload_from_entry(c: Config) -> Workload:
+    """A WorkloadEntry -> Workload (its labels, named ports, locality, weight, network, service account)."""
+    spec = c.spec
+    return Workload(
+        name=c.name,
+        namespace=c.namespace,
+        address=str(spec.get("address") or ""),
+        labels=_str_map(spec.get("labels")),
+        service_account=str(spec.get("serviceAccount") or "default"),
+        locality=str(spec.get("locality") or ""),
+        ports=_int_map(spec.get("ports")),
+        weight=int(spec.get("weight") or 0),
+        network=str(spec.get("network") or ""),
+    )
+
+
+def inline_workloads(c: Config) -> list[Workload]:
+    """A ServiceEntry's inline ``endpoints`` as anonymous workloads (named ``<se>-<index>``)."""
+    out = []
+    for i, ep in enumerate(c.spec.get("endpoints") or ()):
+        out.append(Workload(
+            name=f"{c.name}-{i}",
+            namespace=c.namespace,
+            address=str(ep.get("address") or ""),
+            labels=_str_map(ep.get("labels")),
+            service_account=str(ep.get("serviceAccount") or "default"),
+            locality=str(ep.get("locality") or ""),
+            ports=_int_map(ep.get("ports")),
+            weight=int(ep.get("weight") or 0),
+            network=str(ep.get("network") or ""),
+        ))
+    return out
+
+
+def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Kubernetes equality selector: every selector label present with the same value (empty: no match)."""
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _endpoint(svc: Service, port: ServicePort, w: Workload, target: int) -> Endpoint:
+    return Endpoint(
+        hostname=svc.hostname, service_port=port.port, address=w.address, port=target, labels=dict(w.labels),
+        workload=w.name, namespace=w.namespace, service_account=w.service_account, locality=w.locality,
+        weight=w.weight, healthy=w.healthy,
+    )
+
+
+def kube_target_port(port: ServicePort, w: Workload) -> int | None:
+    """Numeric targetPort; named targetPort through the workload's named ports (None if it has no such port);
+    no targetPort -> the service port itself."""
+    if isinstance(port.target_port, int):
+        return port.target_port
+    if isinstance(port.target_port, str):
+        return w.ports.get(port.target_port)
+    return port.port
+
+
+def entry_target_port(port: ServicePort, w: Workload) -> int:
+    """ServiceEntry endpoints: the endpoint's port for the port's name, else targetPort, else the port."""
+    if port.name and port.name in w.ports:
+        return w.ports[port.name]
+    if isinstance(port.target_port, int):
+        return port.target_port
+    return port.port
+
+
+def endpoints_for_service(svc: Service, workloads: Iterable[Workload], inline: Iterable[Workload] = (),
+                          external_name: str = "") -> dict[int, list[Endpoint]]:
+    """Endpoints of ``svc`` per service port, from selected ``workloads`` (same namespace) and ``inline``
+    ServiceEntry endpoints; a DNS service with neither uses its own host (or ``external_name``)."""
+    out: dict[int, list[Endpoint]] = {p.port: [] for p in svc.ports}
+    inline = list(inline)
+    selected: list[Workload] = []
+    if svc.selector:
+        selected = [w for w in workloads
+                    if w.namespace == svc.namespace and selector_matches(svc.selector, w.labels)]
+    for port in svc.ports:
+        eps = out[port.port]
+        if svc.origin == "ServiceEntry":
+            for w in [*inline, *selected]:
+                eps.append(_endpoint(svc, port, w, entry_target_port(port, w)))
+        else:
+            for w in selected:
+                target = kube_target_port(port, w)
+                if target is not None:
+                    eps.append(_endpoint(svc, port, w, target))
+        if not eps and svc.resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN) and not svc.selector:
+            host = external_name or svc.hostname
+            target = port.target_port if isinstance(port.target_port, int) else port.port
+            eps.append(Endpoint(hostname=svc.hostname, service_port=port.port, address=host, port=target,
+                                namespace=svc.namespace))
+    return out
