@@ -1,0 +1,234 @@
+"""``mizzen apply``, ``delete``, ``get`` and ``validate``: configuration objects, kubectl-style.
+
+apply/validate load and validate locally first with :mod:`mizzen.config.loader` (precise
+``file:line: Kind/name: field.path: reason`` lines, exit 1, nothing sent); apply then posts the files' text to
+the control plane and prints one ``kind.group/name action`` line per object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from mizzen.cli import get_tables
+from mizzen.cli.common import api_call, client, echo_err, expand_paths, fail, resource_ref
+from mizzen.client import Document
+from mizzen.config import kinds
+from mizzen.config.model import DEFAULT_NAMESPACE
+
+__all__ = ["apply", "delete", "get", "load_locally", "validate"]
+
+FILES_HELP = "File or directory (.yaml/.yml/.json); repeatable"
+Files = Annotated[list[str], typer.Option("--filename", "-f", help=FILES_HELP)]
+OptFiles = Annotated[list[str] | None, typer.Option("--filename", "-f", help=FILES_HELP)]
+Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace for objects without one")]
+Recursive = Annotated[bool, typer.Option("--recursive", "-R", help="Recurse into directories")]
+
+
+def load_locally(files: Sequence[Path], namespace: str | None) -> Any:
+    """Run the shared loader over ``files``; returns its LoadResult."""
+    try:
+        from mizzen.config.loader import load_paths
+    except ImportError:
+        fail("the configuration loader (mizzen.config.loader) is not available yet")
+    return load_paths([str(f) for f in files], namespace)
+
+
+def _print_issues(result: Any) -> bool:
+    """Print errors and warnings (stderr); True when the files are valid."""
+    for w in getattr(result, "warnings", []) or []:
+        echo_err(str(w))
+    errors = list(getattr(result, "errors", []) or [])
+    for e in errors:
+        echo_err(str(e))
+    return bool(getattr(result, "ok", not errors)) and not errors
+
+
+def _documents(files: Sequence[Path]) -> list[Document]:
+    docs = []
+    for f in files:
+        try:
+            docs.append(Document(str(f), f.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"cannot read {f}: {e}")
+    return docs
+
+
+def _action_line(r: dict[str, Any], dry_run: bool) -> str:
+    line = f"{resource_ref(str(r.get('kind', '')), str(r.get('name', '')))} {r.get('action', '')}"
+    return line + (" (dry run)" if dry_run else "")
+
+
+def apply(
+    ctx: typer.Context,
+    filename: Files,
+    namespace: Namespace = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate on the server only")] = False,
+    recursive: Recursive = False,
+) -> None:
+    """Validate locally, then create or update the objects in the files."""
+    files = expand_paths(filename, recursive)
+    if not _print_issues(load_locally(files, namespace)):
+        raise typer.Exit(1)
+    c = client(ctx)
+    with api_call(c, "Applying configuration..."):
+        result = c.apply(_documents(files), namespace, dry_run)
+    for w in result.warnings:
+        echo_err(w if "warning" in w.lower() else f"Warning: {w}")
+    for r in result.results:
+        typer.echo(_action_line(r, dry_run))
+
+
+def delete(
+    ctx: typer.Context,
+    args: Annotated[list[str] | None, typer.Argument(help="KIND NAME [NAME...] (instead of -f)")] = None,
+    filename: OptFiles = None,
+    namespace: Namespace = None,
+    recursive: Recursive = False,
+) -> None:
+    """Delete the objects named in files, or ``KIND NAME...``."""
+    args = list(args or [])
+    if filename and args:
+        fail("use either -f FILE or KIND NAME, not both")
+    if filename:
+        documents = _documents(expand_paths(filename, recursive))
+    elif len(args) >= 2:
+        kind = _resolve_kind(args[0])
+        ns = namespace or DEFAULT_NAMESPACE
+        text = "---\n".join(
+            yaml.safe_dump({"apiVersion": kind.preferred_api_version, "kind": kind.kind,
+                            "metadata": {"name": n, "namespace": ns} if kind.namespaced else {"name": n}})
+            for n in args[1:]
+        )
+        documents = [Document("<command line>", text)]
+    else:
+        fail("specify -f FILE or KIND NAME")
+    c = client(ctx)
+    with api_call(c, "Deleting..."):
+        results = c.delete(documents, namespace)
+    missing = 0
+    for r in results:
+        kind_name, name = str(r.get("kind", "")), str(r.get("name", ""))
+        if r.get("action") == "deleted":
+            typer.echo(f'{resource_ref(kind_name, name)} deleted')
+        else:
+            missing += 1
+            k = kinds.BY_NAME.get(kind_name)
+            plural = f"{k.plural}.{k.group}" if k and k.group else (k.plural if k else kind_name.lower())
+            echo_err(f'Error from server (NotFound): {plural} "{name}" not found')
+    if missing:
+        raise typer.Exit(1)
+
+
+def _resolve_kind(arg: str) -> kinds.Kind:
+    k = kinds.lookup(arg)
+    if k is None:
+        fail(f'the server doesn\'t have a resource type "{arg}"')
+    return k
+
+
+def get(
+    ctx: typer.Context,
+    kind_arg: Annotated[str, typer.Argument(metavar="KIND", help="vs, dr, gw, se, svc, ... (a,b ok)")],
+    names: Annotated[list[str] | None, typer.Argument(metavar="[NAME]...")] = None,
+    namespace: Namespace = None,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A")] = False,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="yaml | json | wide | name")] = None,
+) -> None:
+    """List objects, like ``kubectl get``."""
+    if output not in (None, "yaml", "json", "wide", "name"):
+        fail(f'unable to match a printer suitable for the output format "{output}", '
+             "allowed formats are: json,name,wide,yaml")
+    kind_list = [_resolve_kind(a) for a in kind_arg.split(",") if a]
+    if not kind_list:
+        fail("you must specify the type of resource to get")
+    ns = None if all_namespaces else (namespace or DEFAULT_NAMESPACE)
+    c = client(ctx)
+    found: list[tuple[kinds.Kind, list[dict[str, Any]]]] = []
+    not_found: list[str] = []
+    with api_call(c, "Listing..."):
+        for k in kind_list:
+            items: list[dict[str, Any]] = []
+            if names:
+                for n in names:
+                    got = c.objects(k.kind, ns if k.namespaced else None, n)
+                    if not got:
+                        plural = f"{k.plural}.{k.group}" if k.group else k.plural
+                        not_found.append(f'Error from server (NotFound): {plural} "{n}" not found')
+                    items.extend(got)
+            else:
+                items = c.objects(k.kind, ns if k.namespaced else None)
+            found.append((k, items))
+    _print_get(found, output, all_namespaces, ns, bool(names))
+    for line in not_found:
+        echo_err(line)
+    if not_found:
+        raise typer.Exit(1)
+
+
+def _print_get(
+    found: list[tuple[kinds.Kind, list[dict[str, Any]]]], output: str | None, all_ns: bool, ns: str | None,
+    named: bool,
+) -> None:
+    items = [i for _, its in found for i in its]
+    if output in ("yaml", "json"):
+        if not items and not named:
+            echo_err(_no_resources(ns))
+            return
+        doc: Any = items[0] if named and len(items) == 1 else {"apiVersion": "v1", "kind": "List",
+                                                                "items": items}
+        typer.echo(json.dumps(doc, indent=2) if output == "json"
+                   else yaml.safe_dump(doc, sort_keys=False).rstrip())
+        return
+    if output == "name":
+        for i in items:
+            typer.echo(resource_ref(str(i.get("kind", "")), str((i.get("metadata") or {}).get("name", ""))))
+        return
+    if not items:
+        if not named:
+            echo_err(_no_resources(ns))
+        return
+    multi = len(found) > 1
+    blocks = []
+    for k, its in found:
+        if not its:
+            continue
+        if multi:  # kubectl prefixes names with kind.group/ when listing several kinds
+            its = [{**i, "metadata": {**(meta := i.get("metadata") or {}),
+                                      "name": resource_ref(k.kind, meta.get("name", ""))}} for i in its]
+        blocks.append(get_tables.render(k.kind, its, all_ns, output == "wide"))
+    typer.echo("\n\n".join(blocks))
+
+
+def _no_resources(ns: str | None) -> str:
+    return "No resources found" if ns is None else f"No resources found in {ns} namespace."
+
+
+def validate(
+    filename: Files,
+    namespace: Namespace = None,
+    recursive: Recursive = False,
+) -> None:
+    """Validate files offline: exit 0 when valid, 1 with one ``file:line: ...`` line per error."""
+    files = expand_paths(filename, recursive)
+    result = load_locally(files, namespace)
+    ok = _print_issues(result)
+    bad_files = {getattr(e, "file", "") for e in getattr(result, "errors", []) or []}
+    counts: dict[str, int] = {}
+    for cfg in getattr(result, "configs", []) or []:
+        src = getattr(cfg, "source", None)
+        counts[src.file if src else ""] = counts.get(src.file if src else "", 0) + 1
+    for f in files:
+        name = str(f)
+        if name in bad_files:
+            continue
+        n = counts.get(name, 0)
+        if ok:
+            typer.echo(f'"{name}" is valid ({n} object{"" if n == 1 else "s"})')
+    if not ok:
+        raise typer.Exit(1)

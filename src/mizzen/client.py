@@ -1,0 +1,189 @@
+"""Synchronous HTTP client for the Mizzen control-plane API (what the ``mizzen`` command talks to).
+
+Owns the wire contract on the client side: one method per endpoint, JSON in and out, and two errors the CLI
+turns into one-line messages: :class:`Unreachable` (nothing answers at the address) and :class:`ApiError`
+(the control plane answered with an error, e.g. 422 with validation issues). Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DEFAULT_SERVER",
+    "SERVER_ENV",
+    "ApiError",
+    "ApplyResult",
+    "ControlPlaneClient",
+    "Document",
+    "Unreachable",
+    "issue_texts",
+]
+
+DEFAULT_SERVER = "http://127.0.0.1:15014"
+SERVER_ENV = "MIZZEN_SERVER"
+
+
+class Unreachable(Exception):
+    """Nothing answered at the control-plane address (refused, timed out, bad host)."""
+
+    def __init__(self, server: str, reason: str) -> None:
+        self.server = server
+        self.reason = reason
+        super().__init__(f"cannot reach the Mizzen control plane at {server}: {reason}")
+
+
+class ApiError(Exception):
+    """The control plane answered with a non-2xx status; ``errors`` holds one rendered line per issue."""
+
+    def __init__(self, status: int, errors: list[str], body: Any = None) -> None:
+        self.status = status
+        self.errors = errors
+        self.body = body
+        super().__init__("\n".join(errors) or f"HTTP {status}")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One input file as sent to ``/apis/apply`` and ``/apis/delete``."""
+
+    file: str
+    text: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"file": self.file, "text": self.text}
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """Per-object outcomes (``kind``, ``namespace``, ``name``, ``action``) and rendered warning lines."""
+
+    results: list[dict[str, Any]]
+    warnings: list[str]
+
+
+def issue_texts(items: Any) -> list[str]:
+    """Render a list of issue dicts (``{"text": ...}``) or strings as lines."""
+    out: list[str] = []
+    if not isinstance(items, list):
+        return out
+    for it in items:
+        if isinstance(it, Mapping):
+            text = it.get("text") or it.get("message") or json.dumps(it, sort_keys=True)
+            out.append(str(text))
+        else:
+            out.append(str(it))
+    return out
+
+
+class ControlPlaneClient:
+    """Talks to one control plane. ``server`` defaults to ``$MIZZEN_SERVER`` or :data:`DEFAULT_SERVER`."""
+
+    def __init__(self, server: str | None = None, timeout: float = 30.0) -> None:
+        self.server = (server or os.environ.get(SERVER_ENV) or DEFAULT_SERVER).rstrip("/")
+        self.timeout = timeout
+
+    # -- endpoints ---------------------------------------------------------------------------------------
+
+    def version(self) -> str:
+        body = self._request("GET", "/version")
+        if isinstance(body, Mapping):
+            return str(body.get("version", "unknown"))
+        return str(body)
+
+    def ready(self) -> bool:
+        try:
+            self._request("GET", "/ready")
+        except ApiError:
+            return False
+        return True
+
+    def apply(
+        self, documents: Sequence[Document], namespace: str | None = None, dry_run: bool = False
+    ) -> ApplyResult:
+        body = self._request("POST", "/apis/apply", self._docs_body(documents, namespace, dry_run))
+        body = body if isinstance(body, Mapping) else {}
+        return ApplyResult(list(body.get("results") or []), issue_texts(body.get("warnings") or []))
+
+    def delete(
+        self, documents: Sequence[Document], namespace: str | None = None, dry_run: bool = False
+    ) -> list[dict[str, Any]]:
+        body = self._request("POST", "/apis/delete", self._docs_body(documents, namespace, dry_run))
+        return list(body.get("results") or []) if isinstance(body, Mapping) else []
+
+    def objects(
+        self, kind: str, namespace: str | None = None, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = {"kind": kind}
+        if namespace:
+            query["namespace"] = namespace
+        if name:
+            query["name"] = name
+        body = self._request("GET", "/apis/objects?" + urllib.parse.urlencode(query))
+        return list(body.get("items") or []) if isinstance(body, Mapping) else []
+
+    def syncz(self) -> list[dict[str, Any]]:
+        body = self._request("GET", "/debug/syncz")
+        if isinstance(body, Mapping):  # tolerate {"proxies": [...]}
+            body = body.get("proxies") or body.get("items") or []
+        return [p for p in body if isinstance(p, dict)] if isinstance(body, list) else []
+
+    def config_dump(self, proxy_id: str) -> dict[str, Any]:
+        body = self._request("GET", "/debug/config_dump?" + urllib.parse.urlencode({"proxyID": proxy_id}))
+        return dict(body) if isinstance(body, Mapping) else {}
+
+    # -- plumbing ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _docs_body(documents: Sequence[Document], namespace: str | None, dry_run: bool) -> dict[str, Any]:
+        return {"documents": [d.to_json() for d in documents], "namespace": namespace, "dry_run": dry_run}
+
+    def _request(self, method: str, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(self.server + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            body = _decode(raw)
+            raise ApiError(e.code, _error_lines(e.code, body), body) from None
+        except (TimeoutError, urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise Unreachable(self.server, str(reason)) from None
+        except ValueError as e:  # malformed URL (e.g. --server without a scheme)
+            raise Unreachable(self.server, str(e)) from None
+        return _decode(raw)
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def _error_lines(status: int, body: Any) -> list[str]:
+    if isinstance(body, Mapping):
+        lines = issue_texts(body.get("errors"))
+        if lines:
+            return lines
+        for key in ("error", "message"):
+            if body.get(key):
+                return [str(body[key])]
+        return [f"HTTP {status}: {json.dumps(body, sort_keys=True)}"]
+    if isinstance(body, str) and body.strip():
+        return [f"HTTP {status}: {body.strip()}"]
+    return [f"HTTP {status}"]

@@ -1,0 +1,327 @@
+"""Kubernetes Ingress (networking.k8s.io/v1) -> Istio Gateway + VirtualServices, as pure data.
+
+One Gateway per namespace and ingress class (selector ``istio: ingressgateway``, port 80 with every rule host,
+plus HTTPS servers for ``spec.tls``) and one VirtualService per Ingress and host. Path semantics follow the
+Ingress spec (Exact, Prefix) and ingress-nginx (ImplementationSpecific = string prefix; regex paths and
+``rewrite-target`` with capture groups). Whatever cannot be expressed is reported in the warnings list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GATEWAY_SELECTOR", "convert"]
+
+GATEWAY_SELECTOR: Mapping[str, str] = {"istio": "ingressgateway"}
+NGINX = "nginx.ingress.kubernetes.io/"
+REWRITE_TARGET = NGINX + "rewrite-target"
+USE_REGEX = NGINX + "use-regex"
+CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+INGRESS_API_VERSIONS = ("networking.k8s.io/v1", "networking.k8s.io/v1beta1", "extensions/v1beta1")
+NET_API = "networking.istio.io/v1"
+_REGEX_CHARS = set("()[]{}*+?|$^\\")
+# ``/receiveapi(/|$)(.*)``: the idiomatic ingress-nginx "strip this prefix" path
+_STRIP_PREFIX = re.compile(r"\^?(?P<lit>/[^()\[\]{}*+?|$^\\]*?)/?\(/\|\$\)\(\.\*\)\$?")
+
+
+@dataclass
+class _Route:
+    matches: list[dict[str, Any]]
+    destination: dict[str, Any]
+    rewrite: dict[str, Any] | None = None
+    order: tuple[int, int] = (2, 0)     # (0 exact, 1 other) then -len(path): Ingress precedence
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.matches:
+            out["match"] = self.matches
+        if self.rewrite:
+            out["rewrite"] = self.rewrite
+        out["route"] = [{"destination": self.destination}]
+        return out
+
+
+@dataclass
+class _Ingress:
+    name: str
+    namespace: str | None
+    klass: str
+    doc: Mapping[str, Any]
+    hosts: dict[str, list[_Route]] = field(default_factory=dict)   # host -> routes (rule order)
+    default: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"Ingress {self.namespace}/{self.name}" if self.namespace else f"Ingress {self.name}"
+
+
+def convert(
+    ingress_docs: list[dict[str, Any]], namespace: str | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Convert Ingress manifests; returns (Gateway and VirtualService manifests, warnings).
+
+    ``namespace`` is used for Ingresses without ``metadata.namespace`` (like ``kubectl -n``). Documents that
+    are not Ingresses are skipped with a warning.
+    """
+    warnings: list[str] = []
+    ingresses: list[_Ingress] = []
+    for doc in ingress_docs:
+        if not isinstance(doc, Mapping):
+            continue
+        kind, api = doc.get("kind"), doc.get("apiVersion")
+        meta = doc.get("metadata") or {}
+        if kind != "Ingress" or api not in INGRESS_API_VERSIONS:
+            warnings.append(f"skipped {kind or '<no kind>'}/{meta.get('name', '')}: not an Ingress ({api})")
+            continue
+        ing = _parse(doc, namespace, warnings)
+        if ing is not None:
+            ingresses.append(ing)
+
+    gateways, gw_name_of = _gateways(ingresses, warnings)
+    services: list[tuple[bool, dict[str, Any]]] = []
+    for ing in ingresses:
+        services.extend(_virtual_services(ing, gw_name_of[(ing.namespace, ing.klass)]))
+    # VirtualServices for the same host are merged in creation order: catch-alls go last
+    services.sort(key=lambda pair: pair[0])
+    return gateways + [vs for _, vs in services], warnings
+
+
+# -- parsing ---------------------------------------------------------------------------------------------
+
+
+def _parse(doc: Mapping[str, Any], namespace: str | None, warnings: list[str]) -> _Ingress | None:
+    meta = doc.get("metadata") or {}
+    spec = doc.get("spec") or {}
+    annotations: Mapping[str, str] = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+    ing = _Ingress(
+        name=str(meta.get("name") or "ingress"),
+        namespace=str(meta.get("namespace") or namespace or "") or None,
+        klass=str(spec.get("ingressClassName") or annotations.get(CLASS_ANNOTATION) or ""),
+        doc=doc,
+    )
+    for key in sorted(annotations):
+        if key.startswith(NGINX) and key not in (REWRITE_TARGET, USE_REGEX):
+            warnings.append(f"{ing.label}: annotation {key}={annotations[key]!r} is not converted")
+    rewrite_target = annotations.get(REWRITE_TARGET)
+    regex_mode = rewrite_target is not None or annotations.get(USE_REGEX, "").lower() == "true"
+
+    for i, rule in enumerate(spec.get("rules") or []):
+        host = str(rule.get("host") or "*")
+        http = rule.get("http")
+        if not http:
+            warnings.append(f"{ing.label}: spec.rules[{i}] has no http paths; nothing to route")
+            continue
+        routes = ing.hosts.setdefault(host, [])
+        for j, p in enumerate(http.get("paths") or []):
+            where = f"{ing.label}: spec.rules[{i}].http.paths[{j}]"
+            dest = _destination(p.get("backend") or {}, where, warnings)
+            if dest is None:
+                continue
+            route = _path_route(
+                str(p.get("path") or "/"), str(p.get("pathType") or "ImplementationSpecific"),
+                regex_mode, rewrite_target, dest, where, warnings,
+            )
+            if route is not None:
+                routes.append(route)
+    backend = spec.get("defaultBackend") or spec.get("backend")
+    if backend:
+        ing.default = _destination(backend, f"{ing.label}: spec.defaultBackend", warnings)
+    if not ing.hosts and ing.default is None:
+        warnings.append(f"{ing.label}: no rules and no default backend; nothing to convert")
+        return None
+    return ing
+
+
+def _destination(backend: Mapping[str, Any], where: str, warnings: list[str]) -> dict[str, Any] | None:
+    svc = backend.get("service")
+    if svc is None and backend.get("serviceName"):          # extensions/v1beta1 shape
+        port = backend.get("servicePort")
+        svc = {"name": backend["serviceName"],
+               "port": {"number": port} if isinstance(port, int) else {"name": port}}
+    if not svc or not svc.get("name"):
+        what = "resource backend" if backend.get("resource") else "backend without a service"
+        warnings.append(f"{where}: {what} is not converted")
+        return None
+    dest: dict[str, Any] = {"host": str(svc["name"])}
+    port = svc.get("port") or {}
+    if port.get("number") is not None:
+        dest["port"] = {"number": int(port["number"])}
+    elif port.get("name"):
+        warnings.append(
+            f"{where}: service port name {port['name']!r} is not converted (VirtualService destinations "
+            f"take port numbers); the destination has no port, which works when the service has one port"
+        )
+    return dest
+
+
+def _path_route(
+    path: str, path_type: str, regex_mode: bool, target: str | None, dest: dict[str, Any],
+    where: str, warnings: list[str],
+) -> _Route | None:
+    if not path.startswith("/") and not path.startswith("^"):
+        warnings.append(f"{where}: path {path!r} does not start with '/'; skipped")
+        return None
+    if path_type == "Exact":
+        return _Route([{"uri": {"exact": path}}], dest, order=(0, -len(path)))
+    if regex_mode:
+        return _regex_route(path, target, dest, where, warnings)
+    if path_type == "Prefix":
+        trimmed = path.rstrip("/")
+        if not trimmed:
+            return _Route([{"uri": {"prefix": "/"}}], dest, order=(1, -1))
+        # Ingress Prefix matches whole path elements: /foo matches /foo and /foo/bar, not /foobar
+        return _Route(
+            [{"uri": {"exact": trimmed}}, {"uri": {"prefix": trimmed + "/"}}], dest, order=(1, -len(path))
+        )
+    if path_type != "ImplementationSpecific":
+        warnings.append(f"{where}: unknown pathType {path_type!r}; treated as ImplementationSpecific")
+    # ingress-nginx treats ImplementationSpecific paths as plain string prefixes
+    return _Route([{"uri": {"prefix": path}}], dest, order=(1, -len(path)))
+
+
+def _regex_route(
+    path: str, target: str | None, dest: dict[str, Any], where: str, warnings: list[str]
+) -> _Route | None:
+    order = (1, -len(path))
+    strip = _STRIP_PREFIX.fullmatch(path)
+    if strip and (target is None or re.fullmatch(r"[^$]*\$2", target)):
+        lit = strip.group("lit").rstrip("/") or ""
+        matches = [{"uri": {"prefix": lit + "/"}}]
+        if lit:
+            matches.append({"uri": {"exact": lit}})
+        rewrite: dict[str, Any] | None = None
+        if target is not None:
+            base = target[: -len("$2")] or "/"
+            if base != lit + "/":
+                rewrite = {"uri": base}
+        return _Route(matches, dest, rewrite, order)
+    if not any(c in _REGEX_CHARS for c in path.lstrip("^")):
+        matches = [{"uri": {"prefix": path.lstrip("^")}}]
+        if target is None or target == path.lstrip("^"):
+            return _Route(matches, dest, None, order)
+        if "$" in target:
+            warnings.append(f"{where}: rewrite-target {target!r} refers to groups the path {path!r} lacks")
+        # nginx replaces the whole URI with the target
+        whole = {"uriRegexRewrite": {"match": "^" + re.escape(path.lstrip("^")) + ".*",
+                                     "rewrite": _groups(target)}}
+        return _Route(matches, dest, whole, order)
+    body = path.lstrip("^")
+    try:
+        re.compile(body)
+    except re.error as e:
+        warnings.append(f"{where}: path {path!r} is not a valid regex ({e}); skipped")
+        return None
+    pattern = body if body.endswith("$") else body + ".*"
+    warnings.append(
+        f"{where}: regex path {path!r} becomes regex {pattern!r}; nginx matches it case-insensitively, "
+        f"Istio case-sensitively"
+    )
+    regex_rewrite: dict[str, Any] | None = None
+    if target is not None:
+        regex_rewrite = {"uriRegexRewrite": {"match": "^" + pattern, "rewrite": _groups(target)}}
+    return _Route([{"uri": {"regex": pattern}}], dest, regex_rewrite, order)
+
+
+def _groups(target: str) -> str:
+    """nginx ``$1`` capture references -> RE2/Envoy ``\\1``."""
+    return re.sub(r"\$(\d)", r"\\\1", target)
+
+
+# -- output ----------------------------------------------------------------------------------------------
+
+
+def _dns_label(s: str) -> str:
+    out = re.sub(r"[^a-z0-9-]+", "-", s.lower().replace("*", "wildcard")).strip("-")
+    return out[:63].strip("-") or "x"
+
+
+def _meta(name: str, namespace: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def _gateways(
+    ingresses: list[_Ingress], warnings: list[str]
+) -> tuple[list[dict[str, Any]], dict[tuple[str | None, str], str]]:
+    classes: dict[str | None, list[str]] = {}
+    for ing in ingresses:
+        seen = classes.setdefault(ing.namespace, [])
+        if ing.klass not in seen:
+            seen.append(ing.klass)
+    names: dict[tuple[str | None, str], str] = {}
+    docs: list[dict[str, Any]] = []
+    for ns, klasses in classes.items():
+        for klass in klasses:
+            if len(klasses) == 1:
+                base = ns or klass or "ingress"
+            else:
+                base = "-".join(p for p in (ns, klass or "default") if p)
+            name = _dns_label(base + "-gateway")
+            names[(ns, klass)] = name
+            members = [i for i in ingresses if i.namespace == ns and i.klass == klass]
+            docs.append(_gateway(name, ns, members, warnings))
+    return docs, names
+
+
+def _gateway(name: str, ns: str | None, members: list[_Ingress], warnings: list[str]) -> dict[str, Any]:
+    hosts: list[str] = []
+    for ing in members:
+        for h in [*ing.hosts, *(["*"] if ing.default else [])]:
+            if h not in hosts:
+                hosts.append(h)
+    servers: list[dict[str, Any]] = [
+        {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": hosts or ["*"]}
+    ]
+    for ing in members:
+        for k, tls in enumerate((ing.doc.get("spec") or {}).get("tls") or []):
+            tls_hosts = [str(h) for h in tls.get("hosts") or []] or ["*"]
+            secret = tls.get("secretName")
+            server: dict[str, Any] = {
+                "port": {"number": 443, "name": f"https-{len(servers)}", "protocol": "HTTPS"},
+                "hosts": tls_hosts,
+                "tls": {"mode": "SIMPLE"},
+            }
+            if secret:
+                server["tls"]["credentialName"] = str(secret)
+                warnings.append(
+                    f"{ing.label}: spec.tls[{k}] uses secret {secret!r}; it must be readable by the gateway "
+                    f"(credentialName)"
+                )
+            servers.append(server)
+    return {
+        "apiVersion": NET_API, "kind": "Gateway", "metadata": _meta(name, ns),
+        "spec": {"selector": dict(GATEWAY_SELECTOR), "servers": servers},
+    }
+
+
+def _virtual_services(ing: _Ingress, gateway: str) -> list[tuple[bool, dict[str, Any]]]:
+    out: list[tuple[bool, dict[str, Any]]] = []
+    single = len(ing.hosts) + (1 if ing.default and "*" not in ing.hosts else 0) == 1
+    for host, routes in ing.hosts.items():
+        ordered = sorted(routes, key=lambda r: r.order)
+        if ing.default is not None and not any(_catch_all(r) for r in ordered):
+            ordered.append(_Route([], dict(ing.default)))
+        if not ordered:
+            continue
+        name = ing.name if single else _dns_label(f"{ing.name}-{host}")
+        out.append((any(_catch_all(r) for r in ordered), _vs(name, ing.namespace, host, gateway, ordered)))
+    if ing.default is not None and "*" not in ing.hosts:
+        name = ing.name if single else _dns_label(f"{ing.name}-default-backend")
+        out.append((True, _vs(name, ing.namespace, "*", gateway, [_Route([], dict(ing.default))])))
+    return out
+
+
+def _catch_all(r: _Route) -> bool:
+    return not r.matches or any(m.get("uri") == {"prefix": "/"} for m in r.matches)
+
+
+def _vs(name: str, ns: str | None, host: str, gateway: str, routes: list[_Route]) -> dict[str, Any]:
+    return {
+        "apiVersion": NET_API, "kind": "VirtualService", "metadata": _meta(name, ns),
+        "spec": {"hosts": [host], "gateways": [gateway], "http": [r.to_dict() for r in routes]},
+    }
