@@ -1,0 +1,107 @@
+"""Debouncing of config/registry change events into pushes (like istiod's PILOT_DEBOUNCE_AFTER/MAX).
+
+Events carry keys (what changed); they are merged into one set and handed to a single async push callback
+after ``quiet`` seconds without new events, or at the latest ``max_delay`` after the first pending event.
+Pushes never run concurrently: events arriving during a push start the next round after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Debouncer"]
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Debouncer(Generic[K]):
+    """``trigger(keys)`` from the event loop; ``push(frozenset_of_keys)`` runs debounced, one at a time."""
+
+    def __init__(
+        self,
+        push: Callable[[frozenset[K]], Awaitable[None]],
+        *,
+        quiet: float = 0.1,
+        max_delay: float = 1.0,
+    ) -> None:
+        if quiet < 0 or max_delay < quiet:
+            raise ValueError("want 0 <= quiet <= max_delay")
+        self._push = push
+        self.quiet = quiet
+        self.max_delay = max_delay
+        self._pending: set[K] = set()
+        self._events = 0
+        self._first_at: float | None = None
+        self._last_at = 0.0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.pushes = 0               # completed push callbacks
+        self.merged_events = 0        # events folded into those pushes
+
+    def trigger(self, keys: Iterable[K] = ()) -> None:
+        """Record a change (keys may be empty: "something changed"); must be called on the running loop."""
+        if self._closed:
+            raise RuntimeError("debouncer is closed")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._pending.update(keys)
+        self._events += 1
+        if self._first_at is None:
+            self._first_at = now
+        self._last_at = now
+        self._idle.clear()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="debouncer")
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    async def flush(self) -> None:
+        """Wait until every event triggered so far has been pushed."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        """Stop; pending events are dropped, a running push is cancelled."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._idle.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            while True:   # wait for quiet time, bounded by max_delay since the first pending event
+                assert self._first_at is not None
+                deadline = min(self._last_at + self.quiet, self._first_at + self.max_delay)
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), left)
+            keys, events = frozenset(self._pending), self._events
+            self._pending, self._events, self._first_at = set(), 0, None
+            self._wake.clear()
+            try:
+                await self._push(keys)
+            except Exception:
+                log.exception("debounced push failed (%d events, %d keys)", events, len(keys))
+            self.pushes += 1
+            self.merged_events += events
+            if self._first_at is None:
+                self._idle.set()
+

@@ -1,0 +1,245 @@
+"""Per-proxy xDS sync status (what was sent, acked, NACKed, per type) for ``/debug/syncz`` and for waiting.
+
+The ADS server records every response and ACK/NACK here, one :class:`ProxyStatus` per stream; the view of a
+node is its newest live stream. Status is computed against the node's current snapshot in the cache:
+SYNCED (acked == sent == snapshot version), STALE, NACKED or NOT SENT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mizzen.core.resources import CLUSTER, LISTENER, SHORT
+from mizzen.xds.cache import SnapshotCache, ordered_types
+
+__all__ = ["NACKED", "NOT_SENT", "STALE", "SYNCED", "WILDCARD_TYPES", "Nack", "ProxyStatus", "SyncStatus",
+           "TypeStatus"]
+
+SYNCED = "SYNCED"
+STALE = "STALE"
+NACKED = "NACKED"
+NOT_SENT = "NOT SENT"
+
+_REPORTED = ("CDS", "EDS", "LDS", "RDS")
+# Types where an empty resource_names list means "everything" (legacy SotW wildcard); for the others
+# (EDS, RDS, SDS) an empty list means the proxy wants nothing.
+WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Nack:
+    version: str          # the rejected version (what we sent)
+    nonce: str
+    message: str          # Envoy's error_detail.message
+    time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "nonce": self.nonce, "message": self.message,
+                "time": _iso(self.time)}
+
+
+@dataclass
+class TypeStatus:
+    """One type on one stream. ``requested`` is set once the proxy subscribed to the type."""
+
+    type_url: str
+    requested: bool = False
+    sent_version: str | None = None
+    nonce: str | None = None
+    sent_at: float | None = None
+    acked_version: str | None = None
+    acked_at: float | None = None
+    nack: Nack | None = None       # last NACK not yet superseded by an ACK
+
+    def state(self, snapshot_version: str | None) -> str:
+        if self.sent_version is None:
+            return NOT_SENT
+        if self.nack is not None and self.nack.nonce == self.nonce:
+            return NACKED
+        if self.acked_version == self.sent_version and snapshot_version in (None, self.sent_version):
+            return SYNCED
+        return STALE
+
+    def to_dict(self, snapshot_version: str | None) -> dict[str, Any]:
+        return {
+            "status": self.state(snapshot_version),
+            "sent": self.sent_version,
+            "sent_at": _iso(self.sent_at),
+            "acked": self.acked_version,
+            "acked_at": _iso(self.acked_at),
+            "nonce": self.nonce,
+            "snapshot": snapshot_version,
+            "nack": self.nack.to_dict() if self.nack is not None else None,
+        }
+
+
+@dataclass
+class ProxyStatus:
+    node_id: str
+    stream_id: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    peer: str = ""
+    connected_at: float = field(default_factory=time.time)
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+
+    def of(self, type_url: str) -> TypeStatus:
+        ts = self.types.get(type_url)
+        if ts is None:
+            ts = self.types[type_url] = TypeStatus(type_url)
+        return ts
+
+
+@dataclass
+class _Waiter:
+    remaining: set[str]
+    dirty: set[str] = field(default_factory=set)
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class SyncStatus:
+    """All connected proxies' sync state; the server writes it, debug endpoints and waiters read it."""
+
+    def __init__(self, cache: SnapshotCache) -> None:
+        self._cache = cache
+        self._streams: dict[str, list[ProxyStatus]] = {}   # node id -> live streams, oldest first
+        self._waiters: list[_Waiter] = []
+
+    # --- written by the server ---
+    def connect(self, ps: ProxyStatus) -> None:
+        self._streams.setdefault(ps.node_id, []).append(ps)
+        self.notify(ps.node_id)
+
+    def disconnect(self, ps: ProxyStatus) -> bool:
+        """Drop a stream; True when it was the node's last live stream."""
+        streams = self._streams.get(ps.node_id, [])
+        if ps in streams:
+            streams.remove(ps)
+        last = not streams
+        if last:
+            self._streams.pop(ps.node_id, None)
+        self.notify(ps.node_id)
+        return last
+
+    def notify(self, node_id: str) -> None:
+        """Something about ``node_id`` changed (response, ACK, NACK): wake the waiters interested in it."""
+        for w in self._waiters:
+            if node_id in w.remaining:
+                w.dirty.add(node_id)
+                w.event.set()
+
+    # --- read side ---
+    def proxy(self, node_id: str) -> ProxyStatus | None:
+        """The authoritative (newest live) stream of a node."""
+        streams = self._streams.get(node_id)
+        return streams[-1] if streams else None
+
+    def connected(self) -> list[str]:
+        return sorted(self._streams)
+
+    def type_state(self, node_id: str, type_url: str) -> str:
+        ps = self.proxy(node_id)
+        if ps is None:
+            return NOT_SENT
+        snap = self._cache.get(node_id)
+        return ps.of(type_url).state(snap.version(type_url) if snap else None)
+
+    def is_synced(self, node_id: str) -> bool:
+        """Connected, and every type the proxy subscribed to is acked at the snapshot's version.
+
+        Wildcard types (CDS, LDS) that have resources must have been requested; named types (EDS, RDS) count
+        once requested (Envoy asks for them while applying CDS/LDS, before it ACKs those).
+        """
+        ps = self.proxy(node_id)
+        snap = self._cache.get(node_id)
+        if ps is None or snap is None:
+            return False
+        for type_url in set(snap.types) | set(ps.types):
+            ts = ps.types.get(type_url)
+            if ts is None or not ts.requested:
+                if type_url in WILDCARD_TYPES and snap.of(type_url).resources:
+                    return False
+                continue
+            if ts.state(snap.version(type_url)) != SYNCED:
+                return False
+        return True
+
+    def synced_at(self, node_id: str) -> float | None:
+        """When the node's last needed ACK arrived (None unless synced)."""
+        if not self.is_synced(node_id):
+            return None
+        ps = self.proxy(node_id)
+        assert ps is not None
+        times = [ts.acked_at for ts in ps.types.values() if ts.requested and ts.acked_at is not None]
+        return max(times) if times else None
+
+    async def wait_synced(self, node_ids: Iterable[str], timeout: float) -> None:
+        """Wait until every node has ACKed its current snapshot; raise TimeoutError naming the laggards.
+
+        Each node counts once it is seen synced; only nodes with news are re-checked (cheap for 1000s).
+        """
+        w = _Waiter({n for n in node_ids if not self.is_synced(n)})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._waiters.append(w)
+        try:
+            while w.remaining:
+                left = deadline - loop.time()
+                if left <= 0:
+                    laggards = self.describe(sorted(w.remaining)[:5])
+                    raise TimeoutError(f"{len(w.remaining)} not synced after {timeout}s: {laggards}")
+                try:
+                    await asyncio.wait_for(w.event.wait(), left)
+                except TimeoutError:
+                    continue
+                w.event.clear()
+                dirty, w.dirty = w.dirty, set()
+                w.remaining -= {n for n in dirty if self.is_synced(n)}
+        finally:
+            self._waiters.remove(w)
+
+    def describe(self, node_ids: Iterable[str]) -> str:
+        parts = []
+        for n in node_ids:
+            ps = self.proxy(n)
+            if ps is None:
+                parts.append(f"{n}: not connected")
+                continue
+            states = {SHORT.get(t, t): self.type_state(n, t) for t in ordered_types(ps.types)}
+            parts.append(f"{n}: {states}")
+        return "; ".join(parts)
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        """The ``/debug/syncz`` document: one entry per connected proxy, sorted by id."""
+        out: list[dict[str, Any]] = []
+        for node_id in sorted(self._streams):
+            ps = self.proxy(node_id)
+            assert ps is not None
+            snap = self._cache.get(node_id)
+            types: dict[str, Any] = {}
+            for type_url in ordered_types(set(ps.types) | set(SHORT)):
+                short = SHORT.get(type_url, type_url)
+                if short not in _REPORTED and type_url not in ps.types:
+                    continue
+                ver = snap.version(type_url) if snap is not None else None
+                types[short] = ps.of(type_url).to_dict(ver) if type_url in ps.types else TypeStatus(
+                    type_url).to_dict(ver)
+            out.append({
+                "proxy": node_id,
+                "connected_at": _iso(ps.connected_at),
+                "peer": ps.peer,
+                "streams": len(self._streams[node_id]),
+                "metadata": ps.metadata,
+                "types": types,
+            })
+        return out

@@ -1,0 +1,50 @@
+"""Fixtures for the xDS tests: an ADS server on a real loopback port with a fresh cache."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+
+from mizzen.core.resources import ResourceSet
+from mizzen.xds import AdsServer, SnapshotCache, serve
+
+HOST = "127.71.0.1"
+
+
+@dataclass
+class Harness:
+    cache: SnapshotCache
+    ads: AdsServer
+    grpc_server: grpc.aio.Server
+    target: str
+    connects: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    disconnects: list[str] = field(default_factory=list)
+    # what on_connect puts in the cache for a node (None: leave the cache alone)
+    on_connect_snapshot: Callable[[str], ResourceSet | None] = lambda _n: None
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    cache = SnapshotCache()
+    h: Harness
+
+    async def on_connect(node_id: str, metadata: dict[str, Any]) -> None:
+        h.connects.append((node_id, metadata))
+        rs = h.on_connect_snapshot(node_id)
+        if rs is not None:
+            cache.set_snapshot(node_id, rs)
+
+    async def on_disconnect(node_id: str) -> None:
+        h.disconnects.append(node_id)
+
+    ads = AdsServer(cache, on_connect=on_connect, on_disconnect=on_disconnect)
+    gs = await serve(ads, HOST, 0)
+    h = Harness(cache, ads, gs, f"{HOST}:{ads.port}")
+    try:
+        yield h
+    finally:
+        await gs.stop(0.1)
