@@ -1,0 +1,136 @@
+"""The Sidecar resource as it scopes one proxy: which services it may reach (egress hosts), its explicit
+egress listeners (``port`` + ``bind``) and ingress listeners (``port``, ``bind``, ``defaultEndpoint``), and
+its outbound traffic policy. With no Sidecar resource everything is visible (``*/*``) subject to exportTo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mizzen.core.hosts import host_matches, resolve_short_name
+from mizzen.core.mesh import OutboundPolicy
+from mizzen.core.proxy import Proxy
+from mizzen.core.push_context import PushContext, exported_to
+from mizzen.registry.model import Protocol, Service
+
+DEFAULT_EGRESS_HOSTS: tuple[str, ...] = ("*/*",)
+
+
+@dataclass(frozen=True)
+class EgressListener:
+    """One ``spec.egress[]`` entry. ``port`` is 0 for the catch-all entry."""
+
+    hosts: tuple[str, ...]
+    port: int = 0
+    protocol: Protocol = Protocol.TCP
+    port_name: str = ""
+    bind: str = ""
+    capture_mode: str = ""
+
+
+@dataclass(frozen=True)
+class IngressListener:
+    """One ``spec.ingress[]`` entry."""
+
+    port: int
+    protocol: Protocol
+    port_name: str = ""
+    bind: str = ""
+    default_endpoint: str = ""
+    capture_mode: str = ""
+
+
+def parse_protocol(value: str | None, port_name: str = "") -> Protocol:
+    """Istio protocol from an explicit protocol or a port name prefix (``http-web`` -> HTTP)."""
+    text = (value or "").strip()
+    if not text and port_name:
+        text = port_name.split("-", 1)[0]
+    for p in Protocol:
+        if p.value.lower() == text.lower():
+            return p
+    return Protocol.UNSUPPORTED if not value else Protocol.TCP
+
+
+def _port(entry: Mapping[str, Any]) -> tuple[int, Protocol, str]:
+    port = entry.get("port") or {}
+    name = str(port.get("name") or "")
+    return int(port.get("number") or 0), parse_protocol(port.get("protocol"), name), name
+
+
+def egress_listeners(proxy: Proxy, push: PushContext) -> list[EgressListener]:
+    sc = push.sidecar_for(proxy)
+    if sc is None or not sc.spec.get("egress"):
+        return [EgressListener(DEFAULT_EGRESS_HOSTS)]
+    out = []
+    for e in sc.spec.get("egress") or ():
+        number, proto, name = _port(e)
+        out.append(EgressListener(
+            hosts=tuple(str(h) for h in e.get("hosts") or ()),
+            port=number, protocol=proto, port_name=name,
+            bind=str(e.get("bind") or ""), capture_mode=str(e.get("captureMode") or ""),
+        ))
+    return out
+
+
+def ingress_listeners(proxy: Proxy, push: PushContext) -> list[IngressListener]:
+    """Explicit ingress listeners of the proxy's Sidecar; empty means "derive inbound from services"."""
+    sc = push.sidecar_for(proxy)
+    if sc is None:
+        return []
+    out = []
+    for i in sc.spec.get("ingress") or ():
+        number, proto, name = _port(i)
+        if not number:
+            continue
+        out.append(IngressListener(
+            port=number, protocol=proto, port_name=name, bind=str(i.get("bind") or ""),
+            default_endpoint=str(i.get("defaultEndpoint") or ""),
+            capture_mode=str(i.get("captureMode") or ""),
+        ))
+    return out
+
+
+def outbound_policy(proxy: Proxy, push: PushContext) -> OutboundPolicy:
+    """The Sidecar's ``outboundTrafficPolicy.mode`` if set, else the mesh's."""
+    sc = push.sidecar_for(proxy)
+    mode = ((sc.spec.get("outboundTrafficPolicy") or {}).get("mode") if sc is not None else None) or ""
+    try:
+        return OutboundPolicy(str(mode).upper()) if mode else push.mesh.outbound_policy
+    except ValueError:
+        return push.mesh.outbound_policy
+
+
+def host_allows(hosts: Sequence[str], proxy_namespace: str, service: Service, domain_suffix: str) -> bool:
+    """True if an egress ``hosts`` list ("ns/dnsName" forms) admits ``service``.
+
+    ``*/h`` any namespace, ``./h`` the proxy's namespace, ``~/h`` nothing, ``ns/h`` that namespace; ``h`` is
+    ``*``, a ``*.suffix`` wildcard or a host name (short names resolve against the given namespace).
+    """
+    for entry in hosts:
+        ns, sep, dns = entry.partition("/")
+        if not sep:
+            ns, dns = "*", entry
+        if ns == "~":
+            continue
+        if ns == ".":
+            ns = proxy_namespace
+        if ns != "*" and ns != service.namespace:
+            continue
+        if dns != "*" and "." not in dns and not dns.startswith("*"):
+            dns = resolve_short_name(dns, service.namespace if ns == "*" else ns, domain_suffix)
+        if host_matches(dns, service.hostname):
+            return True
+    return False
+
+
+def sidecar_allows(proxy: Proxy, push: PushContext, service: Service) -> bool:
+    """Whether ``service`` is visible to ``proxy``: exported to its namespace and admitted by the egress hosts
+    of its Sidecar resource (the union over all egress listeners; default ``*/*``)."""
+    if not exported_to(service.export_to, service.namespace, proxy.namespace):
+        return False
+    hosts: list[str] = []
+    for e in egress_listeners(proxy, push):
+        hosts.extend(e.hosts)
+    return host_allows(hosts, proxy.namespace, service, push.mesh.domain_suffix)
