@@ -33,7 +33,8 @@ def config(body: str = "v1", extra_cluster: bool = False) -> ResourceSet:
     )
 
 
-SUBSCRIPTIONS = ((CLUSTER, ["a", "b"]), (ENDPOINT, ["a", "b"]), (LISTENER, []), (ROUTE, ["r1"]))
+SUBSCRIPTIONS: tuple[tuple[str, list[str]], ...] = (
+    (CLUSTER, ["a", "b"]), (ENDPOINT, ["a", "b"]), (LISTENER, []), (ROUTE, ["r1"]))
 
 
 async def sync_all(c: FakeAdsClient, status: SyncStatus) -> dict[str, DiscoveryResponse]:
@@ -253,7 +254,7 @@ async def test_first_request_without_node_is_rejected(harness: Harness) -> None:
 async def test_on_connect_value_error_rejects_stream(harness: Harness) -> None:
     def bad(node: str) -> None:
         raise ValueError(f"bad node id {node}")
-    harness.on_connect_snapshot = bad  # type: ignore[assignment]
+    harness.on_connect_snapshot = bad
     c = FakeAdsClient(harness.target, node_id="nonsense")
     try:
         c.send(CLUSTER)

@@ -1,0 +1,101 @@
+"""Debouncer timing and merging with small real times."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from mizzen.xds import Debouncer
+
+
+class Recorder:
+    def __init__(self, work: float = 0.0, fail_first: bool = False) -> None:
+        self.calls: list[tuple[float, frozenset[str]]] = []
+        self.running = 0
+        self.max_running = 0
+        self.work = work
+        self.fail_first = fail_first
+
+    async def __call__(self, keys: frozenset[str]) -> None:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            self.calls.append((time.monotonic(), keys))
+            await asyncio.sleep(self.work)
+            if self.fail_first and len(self.calls) == 1:
+                raise RuntimeError("push failed")
+        finally:
+            self.running -= 1
+
+
+async def test_burst_is_merged_into_one_push_after_quiet_time() -> None:
+    rec = Recorder()
+    d: Debouncer[str] = Debouncer(rec, quiet=0.05, max_delay=1.0)
+    t0 = time.monotonic()
+    for k in ("a", "b", "c"):
+        d.trigger([k])
+        await asyncio.sleep(0.01)
+    d.trigger()   # "something changed", no key
+    await d.flush()
+    assert [keys for _, keys in rec.calls] == [frozenset({"a", "b", "c"})]
+    waited = rec.calls[0][0] - t0
+    assert 0.07 <= waited < 0.5, waited          # 30 ms of events + 50 ms quiet
+    assert d.pushes == 1 and d.merged_events == 4
+    await d.close()
+
+
+async def test_max_delay_bounds_latency_under_constant_events() -> None:
+    rec = Recorder()
+    d: Debouncer[int] = Debouncer(rec, quiet=0.05, max_delay=0.12)  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    i = 0
+    while time.monotonic() - t0 < 0.4:      # never quiet for 50 ms
+        d.trigger([i])
+        i += 1
+        await asyncio.sleep(0.01)
+    await d.flush()
+    assert len(rec.calls) >= 3
+    assert rec.calls[0][0] - t0 < 0.2        # first push forced by max_delay, not by quiet time
+    merged: set[object] = set()
+    for _, keys in rec.calls:
+        assert not merged & keys             # each key pushed once
+        merged |= keys
+    assert merged == set(range(i))
+    await d.close()
+
+
+async def test_pushes_never_overlap_and_events_during_a_push_start_the_next_round() -> None:
+    rec = Recorder(work=0.1)
+    d: Debouncer[str] = Debouncer(rec, quiet=0.01, max_delay=0.05)
+    d.trigger(["x"])
+    await asyncio.sleep(0.05)                 # first push is running now
+    assert rec.running == 1
+    d.trigger(["y"])
+    d.trigger(["z"])
+    await asyncio.sleep(0.02)
+    assert len(rec.calls) == 1                # not started while the first runs
+    await d.flush()
+    assert [keys for _, keys in rec.calls] == [frozenset({"x"}), frozenset({"y", "z"})]
+    assert rec.max_running == 1
+    await d.close()
+
+
+async def test_failed_push_is_logged_and_debouncer_keeps_working(caplog: pytest.LogCaptureFixture) -> None:
+    rec = Recorder(fail_first=True)
+    d: Debouncer[str] = Debouncer(rec, quiet=0.01, max_delay=0.05)
+    d.trigger(["a"])
+    await d.flush()
+    d.trigger(["b"])
+    await d.flush()
+    assert [keys for _, keys in rec.calls] == [frozenset({"a"}), frozenset({"b"})]
+    assert "debounced push failed" in caplog.text
+    await d.close()
+    with pytest.raises(RuntimeError):
+        d.trigger(["c"])
+
+
+def test_rejects_bad_times() -> None:
+    with pytest.raises(ValueError):
+        Debouncer(Recorder(), quiet=1.0, max_delay=0.5)
