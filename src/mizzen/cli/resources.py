@@ -34,8 +34,8 @@ def load_locally(files: Sequence[Path], namespace: str | None) -> Any:
     """Run the shared loader over ``files``; returns its LoadResult."""
     try:
         from mizzen.config.loader import load_paths
-    except ImportError:
-        fail("the configuration loader (mizzen.config.loader) is not available yet")
+    except ImportError as e:
+        fail(f"the configuration loader (mizzen.config.loader) is not available: {e}")
     return load_paths([str(f) for f in files], namespace)
 
 
@@ -95,34 +95,46 @@ def delete(
     args = list(args or [])
     if filename and args:
         fail("use either -f FILE or KIND NAME, not both")
+    c = client(ctx)
+    missing = 0
     if filename:
         documents = _documents(expand_paths(filename, recursive))
     elif len(args) >= 2:
+        # the API deletes by documents: send the stored manifests themselves
         kind = _resolve_kind(args[0])
-        ns = namespace or DEFAULT_NAMESPACE
-        text = "---\n".join(
-            yaml.safe_dump({"apiVersion": kind.preferred_api_version, "kind": kind.kind,
-                            "metadata": {"name": n, "namespace": ns} if kind.namespaced else {"name": n}})
-            for n in args[1:]
-        )
-        documents = [Document("<command line>", text)]
+        ns = (namespace or DEFAULT_NAMESPACE) if kind.namespaced else None
+        manifests = []
+        with api_call(c):
+            for n in args[1:]:
+                got = c.objects(kind.kind, ns, n)
+                if not got:
+                    missing += 1
+                    echo_err(_not_found(kind, n))
+                manifests.extend(got)
+        if not manifests:
+            raise typer.Exit(1)
+        documents = [Document("<command line>", yaml.safe_dump_all(manifests, sort_keys=False))]
     else:
         fail("specify -f FILE or KIND NAME")
-    c = client(ctx)
     with api_call(c, "Deleting..."):
         results = c.delete(documents, namespace)
-    missing = 0
     for r in results:
         kind_name, name = str(r.get("kind", "")), str(r.get("name", ""))
         if r.get("action") == "deleted":
             typer.echo(f'{resource_ref(kind_name, name)} deleted')
         else:
             missing += 1
-            k = kinds.BY_NAME.get(kind_name)
-            plural = f"{k.plural}.{k.group}" if k and k.group else (k.plural if k else kind_name.lower())
-            echo_err(f'Error from server (NotFound): {plural} "{name}" not found')
+            echo_err(_not_found(kinds.BY_NAME.get(kind_name) or kind_name, name))
     if missing:
         raise typer.Exit(1)
+
+
+def _not_found(kind: kinds.Kind | str, name: str) -> str:
+    if isinstance(kind, str):
+        plural = kind.lower() + "s"
+    else:
+        plural = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+    return f'Error from server (NotFound): {plural} "{name}" not found'
 
 
 def _resolve_kind(arg: str) -> kinds.Kind:
@@ -158,8 +170,7 @@ def get(
                 for n in names:
                     got = c.objects(k.kind, ns if k.namespaced else None, n)
                     if not got:
-                        plural = f"{k.plural}.{k.group}" if k.group else k.plural
-                        not_found.append(f'Error from server (NotFound): {plural} "{n}" not found')
+                        not_found.append(_not_found(k, n))
                     items.extend(got)
             else:
                 items = c.objects(k.kind, ns if k.namespaced else None)
