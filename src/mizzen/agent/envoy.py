@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +32,28 @@ log = logging.getLogger(__name__)
 BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 10.0
 STABLE_RESET_S = 60.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec function setting PR_SET_PDEATHSIG=SIGKILL (Linux), so Envoy never outlives the agent.
+
+    The libc function is bound here, in the parent; the child only makes the one system call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:   # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 class AgentError(RuntimeError):
@@ -108,6 +132,10 @@ class Agent:
         return self.work_dir / "envoy.log"
 
     @property
+    def output_path(self) -> Path:
+        return self.work_dir / "envoy.out"
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
@@ -161,13 +189,15 @@ class Agent:
 
     async def _spawn(self) -> None:
         env = {**os.environ, **self.options.env}
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.command(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env=env,
-        )
+        with open(self.output_path, "ab") as out:   # Envoy's stdout/stderr (flag errors, early crashes)
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.command(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent(),
+            )
         self._started_at = time.monotonic()
         self._running.set()
         log.info("envoy for %s started (pid %d, admin %s)", self.node_id, self._proc.pid, self.admin_url)
@@ -218,8 +248,10 @@ class Agent:
         last = "no answer"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
             while time.monotonic() < deadline:
-                if self._proc is not None and self._proc.returncode is not None and self._supervisor is None:
-                    raise AgentError(f"envoy exited with {self._proc.returncode}: {self.log_tail(10)}")
+                sup, proc = self._supervisor, self._proc
+                if proc is not None and proc.returncode is not None and (sup is None or sup.done()):
+                    raise AgentError(f"envoy for {self.node_id} exited with {proc.returncode} and is not "
+                                     f"restarted: {self.log_tail(10)}")
                 try:
                     async with session.get(f"{self.admin_url}/ready") as resp:
                         body = (await resp.text()).strip()
@@ -285,11 +317,15 @@ class Agent:
             return
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except (OSError, AgentError):
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        """The last lines of Envoy's output and log files."""
+        out = []
+        for path in ("output_path", "log_path"):
+            try:
+                text = getattr(self, path).read_text(errors="replace")
+            except (OSError, AgentError):
+                continue
+            out.extend(text.splitlines()[-lines:])
+        return "\n".join(out)
 
     async def wait_restarted(self, count: int, timeout: float = 10.0) -> None:
         """Wait until Envoy has been restarted ``count`` times in total and is running."""

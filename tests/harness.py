@@ -1,0 +1,308 @@
+"""Shared end-to-end helpers: an in-process control plane, real Envoy agents, in-process backends, clients.
+
+Import from any test (``tests`` is on pytest's ``pythonpath``)::
+
+    from harness import Mesh, mesh          # ``mesh`` is a pytest fixture yielding a started Mesh
+
+    async def test_canary(mesh: Mesh) -> None:
+        await mesh.backend("reviews", "v1", namespace="bookinfo", port=9080)
+        client = await mesh.sidecar("bookinfo", "productpage-v1", {"app": "productpage", "version": "v1"})
+        await mesh.apply_yaml(SERVICE_AND_VS, namespace="bookinfo")
+        await mesh.wait_synced()
+        async with mesh.client_via(client) as http:
+            r = await http.get("http://reviews:9080/")
+
+Every process, server and client a Mesh starts is stopped on exit. Each Mesh allocates its own loopback
+addresses (127.10.x.y, x derived from the pid) so tests of different engineers can run at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from aiohttp import web
+
+from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.config.errors import ConfigError
+from mizzen.controlplane.push import Generator
+from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
+from mizzen.controlplane.store import ApplyResult
+from mizzen.core.proxy import ProxyType
+from mizzen.registry.model import Workload
+
+__all__ = [
+    "Backend",
+    "Mesh",
+    "alloc_ip",
+    "eventually",
+    "free_port",
+    "mesh",
+]
+
+T = TypeVar("T")
+
+HTTP_PROXY_PORT = 15080
+_SUBNET = 1 + os.getpid() % 250
+_hosts = itertools.count(1)
+
+
+def alloc_ip() -> str:
+    """A fresh loopback address 127.10.<x>.<y>; x comes from the pid, so parallel test processes differ."""
+    n = next(_hosts)
+    x = (_SUBNET + (n - 1) // 250) % 250 + 1
+    return f"127.10.{x}.{(n - 1) % 250 + 2}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 5.0, interval: float = 0.05) -> T:
+    """Call ``check`` until it returns without raising AssertionError/httpx errors; re-raise the last one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except (AssertionError, httpx.HTTPError):
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(interval)
+
+
+# --- backends -----------------------------------------------------------------------------------------------
+@dataclass
+class Backend:
+    """An in-process HTTP server for one workload instance; answers JSON describing itself and the request.
+
+    Failure injection: ``fail(status, times=None)`` answers ``status`` (the next ``times`` requests, or all);
+    ``delay_s`` delays every answer. ``requests`` counts requests, ``paths`` records them.
+    """
+
+    service: str
+    version: str
+    namespace: str
+    pod: str
+    ip: str
+    port: int
+    labels: dict[str, str] = field(default_factory=dict)
+    service_account: str = "default"
+    delay_s: float = 0.0
+    requests: int = 0
+    paths: list[str] = field(default_factory=list)
+    _fail_status: int | None = None
+    _fail_left: int | None = None
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}"
+
+    def fail(self, status: int, times: int | None = None) -> None:
+        self._fail_status, self._fail_left = status, times
+
+    def heal(self) -> None:
+        self._fail_status = self._fail_left = None
+
+    def reset_counts(self) -> None:
+        self.requests = 0
+        self.paths.clear()
+
+    def workload(self, address: str | None = None) -> Workload:
+        return Workload(name=self.pod, namespace=self.namespace, address=address or self.ip,
+                        labels=dict(self.labels), service_account=self.service_account)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        self.paths.append(request.path_qs)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        body = {
+            "service": self.service, "version": self.version, "pod": self.pod, "ip": self.ip,
+            "path": request.path_qs, "method": request.method, "headers": dict(request.headers),
+        }
+        status = 200
+        if self._fail_status is not None and (self._fail_left is None or self._fail_left > 0):
+            status = self._fail_status
+            if self._fail_left is not None:
+                self._fail_left -= 1
+        return web.json_response(body, status=status)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.ip, self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+# --- the mesh -----------------------------------------------------------------------------------------------
+class Mesh:
+    """A control plane (ephemeral ports, temp state dir) plus whatever agents/backends a test adds."""
+
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        *,
+        generator: Generator | None = None,
+        debounce_quiet_s: float = 0.05,
+        debounce_max_s: float = 0.5,
+        envoy_log_level: str = "warning",
+    ) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mizzen-mesh-")
+            state_dir = Path(self._tmp.name)
+        self.state_dir = state_dir
+        self.cp = ControlPlane(
+            ControlPlaneOptions(state_dir=state_dir / "state", xds_port=0, http_port=0,
+                                debounce_quiet_s=debounce_quiet_s, debounce_max_s=debounce_max_s),
+            generator=generator,
+        )
+        self.envoy_log_level = envoy_log_level
+        self.agents: list[Agent] = []
+        self.backends: list[Backend] = []
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Mesh:
+        await self.cp.start()
+        self._stack.push_async_callback(self.cp.stop)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self._stack.aclose()
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+
+    # --- config ---------------------------------------------------------------------------------------------
+    async def apply_yaml(
+        self, text: str, namespace: str | None = None, file: str = "test.yaml"
+    ) -> list[ApplyResult]:
+        """Load (with the real loader) and apply all-or-nothing; raises ConfigError with every issue."""
+        result = self.cp.api.loader(text, file, namespace)
+        if result.errors:
+            raise ConfigError(list(result.errors))
+        return self.cp.store.apply(result.configs)
+
+    async def delete_yaml(
+        self, text: str, namespace: str | None = None, file: str = "test.yaml"
+    ) -> list[ApplyResult]:
+        result = self.cp.api.loader(text, file, namespace)
+        if result.errors:
+            raise ConfigError(list(result.errors))
+        return self.cp.store.delete([c.key for c in result.configs])
+
+    async def wait_synced(self, timeout: float = 5.0) -> None:
+        """Every pending change pushed and every connected proxy ACKed it."""
+        await self.cp.wait_synced(timeout=timeout)
+
+    # --- workloads ------------------------------------------------------------------------------------------
+    async def backend(
+        self,
+        service: str,
+        version: str = "v1",
+        *,
+        namespace: str = "default",
+        port: int = 9080,
+        labels: Mapping[str, str] | None = None,
+        pod: str | None = None,
+        register: bool = True,
+    ) -> Backend:
+        """Start an in-process backend on a fresh IP and register it as a workload (labels app/version)."""
+        ip = alloc_ip()
+        b = Backend(service=service, version=version, namespace=namespace,
+                    pod=pod or f"{service}-{version}-{ip.rsplit('.', 2)[1]}x{ip.rsplit('.', 1)[1]}",
+                    ip=ip, port=port, labels=dict(labels or {"app": service, "version": version}))
+        await b.start()
+        self._stack.push_async_callback(b.stop)
+        self.backends.append(b)
+        if register:
+            self.cp.register_workload(b.workload())
+            self._stack.callback(self.cp.remove_workload, b.namespace, b.pod)
+        return b
+
+    async def _agent(self, spec: ProxySpec, ready_timeout: float) -> Agent:
+        agent = Agent(spec, AgentOptions(log_level=self.envoy_log_level, concurrency=1))
+        await agent.start(ready_timeout=ready_timeout)
+        self._stack.push_async_callback(agent.stop)
+        self.agents.append(agent)
+        return agent
+
+    async def sidecar(
+        self,
+        namespace: str,
+        name: str,
+        labels: Mapping[str, str] | None = None,
+        *,
+        ip: str | None = None,
+        app_host: str = "127.0.0.1",
+        ready_timeout: float = 20.0,
+    ) -> Agent:
+        """A sidecar Envoy on a fresh IP; outbound HTTP goes through ``<ip>:15080`` (see client_via)."""
+        ip = ip or alloc_ip()
+        spec = ProxySpec(type=ProxyType.SIDECAR, ip=ip, namespace=namespace, name=name,
+                         admin_port=free_port(ip), xds_port=self.cp.xds_port, labels=dict(labels or {}),
+                         app_host=app_host, http_proxy_port=HTTP_PROXY_PORT)
+        return await self._agent(spec, ready_timeout)
+
+    async def gateway(
+        self,
+        namespace: str = "istio-system",
+        name: str = "istio-ingressgateway",
+        labels: Mapping[str, str] | None = None,
+        *,
+        gateway_ports: Mapping[int, int] | None = None,
+        ready_timeout: float = 20.0,
+    ) -> Agent:
+        """A gateway (router) Envoy on a fresh IP; Gateway port 80 listens on 8080 unless remapped."""
+        ip = alloc_ip()
+        spec = ProxySpec(type=ProxyType.ROUTER, ip=ip, namespace=namespace, name=name,
+                         admin_port=free_port(ip), xds_port=self.cp.xds_port,
+                         labels=dict(labels or {"istio": "ingressgateway", "app": "istio-ingressgateway"}),
+                         gateway_ports=gateway_ports)
+        return await self._agent(spec, ready_timeout)
+
+    # --- clients --------------------------------------------------------------------------------------------
+    def client_via(self, sidecar: Agent, timeout: float = 10.0, **kw: Any) -> httpx.AsyncClient:
+        """An HTTP client whose requests go through the sidecar's outbound ``http_proxy`` listener."""
+        proxy = f"http://{sidecar.spec.ip}:{sidecar.spec.effective_http_proxy_port}"
+        return httpx.AsyncClient(proxy=proxy, timeout=timeout, trust_env=False, **kw)
+
+    def gateway_client(self, gateway: Agent, port: int = 8080, timeout: float = 10.0,
+                       **kw: Any) -> httpx.AsyncClient:
+        """An HTTP client for ``http://<gateway ip>:<port>``; pass ``headers={"Host": ...}`` per request."""
+        return httpx.AsyncClient(base_url=f"http://{gateway.spec.ip}:{port}", timeout=timeout,
+                                 trust_env=False, **kw)
+
+    def api_client(self, timeout: float = 10.0) -> httpx.AsyncClient:
+        """An HTTP client for the control plane's API/debug server."""
+        return httpx.AsyncClient(base_url=self.cp.http_url, timeout=timeout, trust_env=False)
+
+
+@pytest.fixture
+async def mesh() -> AsyncIterator[Mesh]:
+    """A started :class:`Mesh`, stopped with everything in it after the test."""
+    async with Mesh() as m:
+        yield m
