@@ -19,6 +19,7 @@ from routes_testkit import (
     vhost,
 )
 
+from mizzen.core.push_context import PushContext
 from mizzen.core.routes import build_routes
 
 PRODUCTPAGE = fqdn("productpage")
@@ -48,7 +49,7 @@ def test_seed_bookinfo_gateway_redirect_and_rewrite() -> None:
         f"/apis/networking.istio.io/v1/namespaces/{NS}/virtual-service/bookinfo"
 
 
-def _demo_push():  # type: ignore[no-untyped-def]
+def _demo_push() -> PushContext:
     reg = bookinfo_registry(http_service("order", ports=(80,)), http_service("demo-receive", ports=(8080,)),
                             http_service("demo-ui", ports=(80,)))
     # demo-ui (the catch-all) is the oldest, yet its route must come last

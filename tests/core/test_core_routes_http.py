@@ -44,7 +44,8 @@ def test_uri_matches_and_ignore_case() -> None:
 
 
 def test_method_authority_scheme_headers() -> None:
-    r = one({"match": [{"method": {"exact": "GET"}, "authority": {"prefix": "rev"}, "scheme": {"exact": "http"},
+    r = one({"match": [{"method": {"exact": "GET"}, "authority": {"prefix": "rev"},
+                        "scheme": {"exact": "http"},
                         "headers": {"x-b": {"regex": "v[12]"}, "x-a": {}, "x-c": {"prefix": "p"}}}]})
     by_name = {h.name: h for h in r.match.headers}
     assert [h.name for h in r.match.headers][:3] == ["x-a", "x-b", "x-c"]
@@ -62,7 +63,8 @@ def test_without_headers_and_query_params() -> None:
     h = {m.name: m for m in r.match.headers}
     assert h["x-test"].invert_match and h["x-test"].treat_missing_header_as_empty
     assert h["x-test"].string_match.exact == "1"
-    assert h["x-any"].invert_match and h["x-any"].present_match and not h["x-any"].treat_missing_header_as_empty
+    assert h["x-any"].invert_match and h["x-any"].present_match
+    assert not h["x-any"].treat_missing_header_as_empty
     q = {m.name: m for m in r.match.query_parameters}
     assert q["debug"].string_match.exact == "true"
     assert q["q"].string_match.safe_regex.regex == "a.*"
@@ -86,7 +88,7 @@ def test_port_match_applies_only_on_that_port() -> None:
 
 
 def test_source_labels_namespace_and_gateways() -> None:
-    rules = [
+    rules: list[dict[str, Any]] = [
         {"match": [{"sourceLabels": {"app": "productpage"}, "uri": {"prefix": "/labels"}}], "route": [DEST]},
         {"match": [{"sourceLabels": {"app": "other"}, "uri": {"prefix": "/other"}}], "route": [DEST]},
         {"match": [{"sourceNamespace": NS, "uri": {"prefix": "/ns"}}], "route": [DEST]},
@@ -169,7 +171,8 @@ def test_cors_policy() -> None:
     assert r.typed_per_filter_config["envoy.filters.http.cors"].Unpack(c)
     assert [m.exact or m.safe_regex.regex for m in c.allow_origin_string_match] == \
         ["https://a.example", "https://.*\\.b"]
-    assert (c.allow_methods, c.allow_headers, c.expose_headers, c.max_age) == ("GET,POST", "x-a,x-b", "x-c", "86400")
+    assert (c.allow_methods, c.allow_headers, c.expose_headers, c.max_age) == \
+        ("GET,POST", "x-a,x-b", "x-c", "86400")
     assert c.allow_credentials.value is True
     assert c.filter_enabled.default_value.numerator == 100
 
@@ -181,7 +184,8 @@ def test_header_operations_route_and_weighted_destinations() -> None:
                         "headers": {"request": {"set": {"x-dest": "v1"}}}},
                        {"destination": {"host": "reviews", "subset": "v2"}, "weight": 30},
                        {"destination": {"host": "reviews", "subset": "v3"}, "weight": 0}]})
-    ow, ap = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD, base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+    ow = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    ap = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
     assert [(h.header.key, h.header.value, h.append_action) for h in r.request_headers_to_add] == \
         [("x-a", "2", ow), ("x-b", "1", ow), ("x-c", "3", ap)]
     assert list(r.request_headers_to_remove) == ["x-d"]
@@ -200,7 +204,8 @@ def test_host_header_set_becomes_host_rewrite() -> None:
 def test_direct_response_string_and_bytes() -> None:
     s = one({"route": None, "directResponse": {"status": 418, "body": {"string": "teapot"}}})
     assert s.direct_response.status == 418 and s.direct_response.body.inline_string == "teapot"
-    b = one({"route": None, "directResponse": {"status": 200, "body": {"bytes": base64.b64encode(b"\x00hi").decode()}}})
+    raw = base64.b64encode(b"\x00hi").decode()
+    b = one({"route": None, "directResponse": {"status": 200, "body": {"bytes": raw}}})
     assert b.direct_response.body.inline_bytes == b"\x00hi"
 
 
@@ -223,14 +228,15 @@ def test_delegate_rules_are_inlined_with_parent_match() -> None:
          "delegate": {"name": "child", "namespace": "team"}},
         {"route": [{"destination": {"host": "reviews", "subset": "v3"}}]},
     ])
-    child = Config(kind="VirtualService", api_version="networking.istio.io/v1", name="child", namespace="team",
-                   spec={"http": [
-                       {"name": "v2", "match": [{"uri": {"prefix": "/api/v2"}, "headers": {"x": {"exact": "1"}}}],
-                        "route": [{"destination": {"host": "reviews.bookinfo.svc.cluster.local", "subset": "v2"}}]},
-                       {"name": "bad", "match": [{"uri": {"prefix": "/other"}}],
-                        "route": [{"destination": {"host": "reviews.bookinfo.svc.cluster.local"}}]},
-                       {"route": [{"destination": {"host": "reviews.bookinfo.svc.cluster.local", "subset": "v1"}}]},
-                   ]})
+    child_http = [
+        {"name": "v2", "match": [{"uri": {"prefix": "/api/v2"}, "headers": {"x": {"exact": "1"}}}],
+         "route": [{"destination": {"host": REVIEWS, "subset": "v2"}}]},
+        {"name": "bad", "match": [{"uri": {"prefix": "/other"}}],
+         "route": [{"destination": {"host": REVIEWS}}]},
+        {"route": [{"destination": {"host": REVIEWS, "subset": "v1"}}]},
+    ]
+    child = Config(kind="VirtualService", api_version="networking.istio.io/v1", name="child",
+                   namespace="team", spec={"http": child_http})
     cfg = route_config(sidecar(), push_of([root, child]), "9080")
     routes = vhost(cfg, f"{REVIEWS}:9080").routes
     assert [r.name for r in routes] == ["api-v2", "api", ""]

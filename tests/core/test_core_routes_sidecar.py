@@ -3,6 +3,8 @@ VS selection (oldest wins, non-registry hosts), the http_proxy config and the in
 
 from __future__ import annotations
 
+from typing import Any
+
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.v3 import percent_pb2
@@ -141,23 +143,24 @@ def test_bookinfo_fault_injection_details_v1() -> None:
 
 
 def test_oldest_virtual_service_wins_for_a_host() -> None:
-    old = vs_yaml("reviews-old", ["reviews"], [{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}],
-                  created=1)
-    new = vs_yaml("reviews-new", ["reviews"], [{"route": [{"destination": {"host": "reviews", "subset": "v2"}}]}],
-                  created=2)
+    def rule(subset: str) -> list[dict[str, Any]]:
+        return [{"route": [{"destination": {"host": "reviews", "subset": subset}}]}]
+    old = vs_yaml("reviews-old", ["reviews"], rule("v1"), created=1)
+    new = vs_yaml("reviews-new", ["reviews"], rule("v2"), created=2)
     r = single_route(sidecar(), push_of([new, old]), REVIEWS)
     assert r.route.cluster == f"outbound|9080|v1|{REVIEWS}"
 
 
 def test_non_registry_host_gets_a_vhost_on_port_80() -> None:
-    vs = vs_yaml("ext", ["example.com"], [{"route": [{"destination": {"host": "reviews", "port": {"number": 9080}}}],
-                                           "timeout": "3s"}])
+    dest = {"destination": {"host": "reviews", "port": {"number": 9080}}}
+    vs = vs_yaml("ext", ["example.com"], [{"route": [dest], "timeout": "3s"}])
     cfg = route_config(sidecar(), push_of([vs]), "80")
     vh = vhost(cfg, "example.com:80")
     assert list(vh.domains) == ["example.com", "example.com:80"]
     assert vh.routes[0].route.cluster == f"outbound|9080||{REVIEWS}"
     assert vh.routes[0].route.timeout.seconds == 3
-    assert "example.com:80" not in [v.name for v in route_config(sidecar(), push_of([vs]), "9080").virtual_hosts]
+    on_9080 = route_config(sidecar(), push_of([vs]), "9080")
+    assert "example.com:80" not in [v.name for v in on_9080.virtual_hosts]
 
 
 def test_wildcard_virtual_service_host_claims_services() -> None:
