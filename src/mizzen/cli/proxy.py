@@ -26,8 +26,8 @@ def _resolve(arg: str, entries: list[dict[str, Any]]) -> str:
     if found:
         return found
     if candidates:
-        fail(f'"{arg}" matches several proxies: ' + ", ".join(pt.proxy_name(p) for p in candidates))
-    known = ", ".join(pt.proxy_name(p) for p in ids) or "none connected"
+        fail(f'"{arg}" matches several proxies: ' + ", ".join(sorted(pt.proxy_name(p) for p in candidates)))
+    known = ", ".join(sorted(pt.proxy_name(p) for p in ids)) or "none connected"
     fail(f'no proxy matches "{arg}" (proxies: {known})')
 
 
