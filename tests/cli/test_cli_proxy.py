@@ -68,7 +68,8 @@ def _dump() -> dict[str, Any]:
         name="reviews.bookinfo.svc.cluster.local:9080",
         domains=["reviews.bookinfo.svc.cluster.local", "reviews", "reviews.bookinfo", "reviews:9080"],
         routes=[
-            route_components_pb2.Route(match=route_components_pb2.RouteMatch(path="/exact"), metadata=_meta(VS)),
+            route_components_pb2.Route(match=route_components_pb2.RouteMatch(path="/exact"),
+                                       metadata=_meta(VS)),
             route_components_pb2.Route(
                 match=route_components_pb2.RouteMatch(safe_regex=regex_pb2.RegexMatcher(regex="/r/.*"))),
             route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix="/"), metadata=_meta(VS)),
@@ -80,7 +81,8 @@ def _dump() -> dict[str, Any]:
                                                                     application_protocols=["http/1.1"]),
         filters=[listener_components_pb2.Filter(
             name="envoy.filters.network.http_connection_manager",
-            typed_config=_any(hcm.HttpConnectionManager(stat_prefix="x", rds=hcm.Rds(route_config_name="9080"))))],
+            typed_config=_any(hcm.HttpConnectionManager(stat_prefix="x",
+                                                        rds=hcm.Rds(route_config_name="9080"))))],
     )
     tcp_chain = listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(
         name="envoy.filters.network.tcp_proxy",
@@ -110,7 +112,9 @@ def _iso(seconds_ago: float) -> str:
     return datetime.fromtimestamp(time.time() - seconds_ago, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _type(status: str, sent: str | None, acked: str | None, nack: dict[str, Any] | None = None) -> dict[str, Any]:
+def _type(
+    status: str, sent: str | None, acked: str | None, nack: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {"status": status, "sent": sent, "acked": acked, "nonce": "n1" if sent else None, "nack": nack}
 
 
@@ -118,7 +122,8 @@ def _setup(api: FakeApi) -> None:
     synced = _type("SYNCED", "a1b2c3d4e5f6", "a1b2c3d4e5f6")
     api.syncz = [
         {"proxy": REVIEWS, "connected_at": _iso(3 * 86400 + 60),
-         "types": {"CDS": synced, "EDS": synced, "LDS": synced, "RDS": _type("STALE", "ffff0000aaaa", "1234")}},
+         "types": {"CDS": synced, "EDS": synced, "LDS": synced,
+                   "RDS": _type("STALE", "ffff0000aaaa", "1234")}},
         {"proxy": GATEWAY, "connected_at": _iso(30),
          "types": {"CDS": synced, "EDS": synced,
                    "LDS": _type("NACKED", "deadbeef0001", None,
@@ -152,8 +157,8 @@ def test_proxy_status_table_and_nack_reasons(fake_api: FakeApi) -> None:
     lines = res.stdout.splitlines()
     assert _cells(lines[:3]) == [
         ["NAME", "CDS", "LDS", "EDS", "RDS", "CONNECTED"],
-        ["istio-ingressgateway-xyz.istio-system", "SYNCED (a1b2c3d4)", "NACKED (deadbeef)", "SYNCED (a1b2c3d4)",
-         "NOT SENT", "30s"],
+        ["istio-ingressgateway-xyz.istio-system", "SYNCED (a1b2c3d4)", "NACKED (deadbeef)",
+         "SYNCED (a1b2c3d4)", "NOT SENT", "30s"],
         ["reviews-v1-abc.bookinfo", "SYNCED (a1b2c3d4)", "SYNCED (a1b2c3d4)", "SYNCED (a1b2c3d4)",
          "STALE (ffff0000)", "3d"],
     ]
@@ -201,7 +206,8 @@ def test_proxy_config_clusters(fake_api: FakeApi) -> None:
     ]
     assert fake_api.requests[-1] == ("GET", "/debug/config_dump", REVIEWS)
     res = _invoke(fake_api, "proxy-config", "clusters", "reviews", "--fqdn", "ratings", "--port", "9080")
-    assert [line.split()[0] for line in res.stdout.splitlines()] == ["SERVICE", "ratings.bookinfo.svc.cluster.local"]
+    firsts = [line.split()[0] for line in res.stdout.splitlines()]
+    assert firsts == ["SERVICE", "ratings.bookinfo.svc.cluster.local"]
 
 
 def test_proxy_config_routes_listeners_endpoints(fake_api: FakeApi) -> None:
@@ -210,14 +216,10 @@ def test_proxy_config_routes_listeners_endpoints(fake_api: FakeApi) -> None:
     assert res.exit_code == 0, res.output
     rows = _cells(res.stdout.splitlines())
     assert rows[0] == ["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"]
+    vh = ["9080", "reviews.bookinfo.svc.cluster.local:9080",
+          "reviews.bookinfo.svc.cluster.local, reviews + 1 more..."]
     assert rows[1:] == [
-        ["9080", "reviews.bookinfo.svc.cluster.local:9080", "reviews.bookinfo.svc.cluster.local, reviews + 1 more...",
-         "/exact", "reviews.bookinfo"],
-        ["9080", "reviews.bookinfo.svc.cluster.local:9080", "reviews.bookinfo.svc.cluster.local, reviews + 1 more...",
-         "regex /r/.*"],
-        ["9080", "reviews.bookinfo.svc.cluster.local:9080", "reviews.bookinfo.svc.cluster.local, reviews + 1 more...",
-         "/*", "reviews.bookinfo"],
-    ]
+        [*vh, "/exact", "reviews.bookinfo"], [*vh, "regex /r/.*"], [*vh, "/*", "reviews.bookinfo"]]
     res = _invoke(fake_api, "proxy-config", "listeners", "reviews")
     rows = _cells(res.stdout.splitlines())
     assert rows == [
