@@ -229,3 +229,17 @@ def test_inbound_route() -> None:
     assert r.route.HasField("timeout") and r.route.timeout.seconds == 0
     assert r.route.max_stream_duration.HasField("max_stream_duration")
     assert r.route.max_stream_duration.grpc_timeout_header_max.seconds == 0
+
+
+def test_sidecar_resource_scopes_vhosts_and_outbound_policy() -> None:
+    sc = configs_from_yaml("""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: bookinfo}
+spec:
+  egress:
+  - hosts: ["./reviews", "./ratings.bookinfo.svc.cluster.local"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+""")
+    cfg = route_config(sidecar(), push_of(sc), "9080")
+    assert [v.name for v in cfg.virtual_hosts] == [f"{RATINGS}:9080", f"{REVIEWS}:9080", "block_all"]

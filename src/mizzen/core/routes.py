@@ -5,7 +5,9 @@ sidecar inbound route (:func:`build_inbound_route`). Pure functions of (proxy, p
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from types import ModuleType
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -88,13 +90,36 @@ def _sidecar_route_config(proxy: Proxy, push: PushContext, name: str) -> route_p
     else:
         return cfg
     cfg.virtual_hosts.extend(vhosts)
-    cfg.virtual_hosts.append(catch_all_virtual_host(push))
+    cfg.virtual_hosts.append(catch_all_virtual_host(push, outbound_policy(proxy, push)))
     return cfg
 
 
-def catch_all_virtual_host(push: PushContext) -> rc.VirtualHost:
+def _sidecar_scope() -> ModuleType | None:
+    try:
+        return importlib.import_module("mizzen.core.sidecar_scope")
+    except ImportError:
+        return None
+
+
+def visible_services(proxy: Proxy, push: PushContext) -> list[Service]:
+    """Services the proxy may reach: exported to its namespace and admitted by its Sidecar egress hosts."""
+    scope = _sidecar_scope()
+    if scope is None:
+        return push.services_visible_to(proxy)
+    return [s for s in push.registry.services if scope.sidecar_allows(proxy, push, s)]
+
+
+def outbound_policy(proxy: Proxy, push: PushContext) -> OutboundPolicy:
+    """The Sidecar's outboundTrafficPolicy if it sets one, else the mesh's."""
+    scope = _sidecar_scope()
+    if scope is None:
+        return push.mesh.outbound_policy
+    return OutboundPolicy(scope.outbound_policy(proxy, push))
+
+
+def catch_all_virtual_host(push: PushContext, policy: OutboundPolicy | None = None) -> rc.VirtualHost:
     """``allow_any`` (to PassthroughCluster, no timeout) or ``block_all`` (502) per outbound policy."""
-    if push.mesh.outbound_policy is OutboundPolicy.REGISTRY_ONLY:
+    if (policy or push.mesh.outbound_policy) is OutboundPolicy.REGISTRY_ONLY:
         r = rc.Route(name=names.BLOCK_ALL_VHOST, match=rc.RouteMatch(prefix="/"),
                      direct_response=rc.DirectResponseAction(status=502))
         return rc.VirtualHost(name=names.BLOCK_ALL_VHOST, domains=["*"], routes=[r],
@@ -136,7 +161,7 @@ def _claims(proxy: Proxy, push: PushContext, port: int, services: list[Service])
                     best, best_len = i, len(h)
         if best >= 0:
             owner[svc.hostname] = best
-    all_visible = push.services_visible_to(proxy)
+    all_visible = visible_services(proxy, push)
     out = []
     for i, vs in enumerate(vss):
         svcs = [s for s in services if owner.get(s.hostname) == i]
@@ -162,7 +187,7 @@ def _service_domains(proxy: Proxy, push: PushContext, svc: Service, port: int) -
 
 def sidecar_virtual_hosts(proxy: Proxy, push: PushContext, port: int) -> list[rc.VirtualHost]:
     """The outbound vhosts for one port (without the catch-all), sorted by name, domains unique."""
-    services = [s for s in push.services_visible_to(proxy) if _http_port(s, port)]
+    services = [s for s in visible_services(proxy, push) if _http_port(s, port)]
     ctx = RouteContext(proxy, push, port, frozenset({MESH_GATEWAY}))
     built: list[tuple[str, list[str], list[rc.Route]]] = []
     routed: set[str] = set()
@@ -214,7 +239,7 @@ def http_proxy_virtual_hosts(proxy: Proxy, push: PushContext) -> list[rc.Virtual
     """Every HTTP service port visible to the proxy in one config; domains always carry ``:port`` except on
     port 80, which also keeps the bare host forms (a client's Host header omits :80)."""
     ports = {80}
-    for svc in push.services_visible_to(proxy):
+    for svc in visible_services(proxy, push):
         ports.update(p.port for p in svc.ports if _http_port(svc, p.port))
     out: list[rc.VirtualHost] = []
     seen: set[str] = set()
