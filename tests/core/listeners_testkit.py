@@ -47,41 +47,81 @@ def configs(text: str, namespace: str = NS) -> list[Config]:
     out = []
     for i, doc in enumerate(d for d in yaml.safe_load_all(text) if d):
         meta = doc.get("metadata") or {}
-        out.append(Config(kind=doc["kind"], api_version=doc["apiVersion"], name=meta["name"],
-                          namespace=meta.get("namespace") or namespace, spec=doc.get("spec") or {},
-                          created=float(i)))
+        out.append(
+            Config(
+                kind=doc["kind"],
+                api_version=doc["apiVersion"],
+                name=meta["name"],
+                namespace=meta.get("namespace") or namespace,
+                spec=doc.get("spec") or {},
+                created=float(i),
+            )
+        )
     return out
 
 
-def service(name: str, ports: Iterable[tuple[int, Protocol] | tuple[int, Protocol, int]], ns: str = NS,
-            selector: Mapping[str, str] | None = None, addresses: tuple[str, ...] = (),
-            hostname: str = "") -> Service:
+def service(
+    name: str,
+    ports: Iterable[tuple[int, Protocol] | tuple[int, Protocol, int]],
+    ns: str = NS,
+    selector: Mapping[str, str] | None = None,
+    addresses: tuple[str, ...] = (),
+    hostname: str = "",
+) -> Service:
     sps = []
     for p in ports:
         target = p[2] if len(p) == 3 else None  # type: ignore[misc]
         sps.append(ServicePort(f"{p[1].value.lower()}-{p[0]}", p[0], p[1], target))
-    return Service(hostname=hostname or fqdn(name, ns), namespace=ns, name=name, ports=tuple(sps),
-                   selector=dict(selector) if selector is not None else {"app": name}, addresses=addresses)
+    return Service(
+        hostname=hostname or fqdn(name, ns),
+        namespace=ns,
+        name=name,
+        ports=tuple(sps),
+        selector=dict(selector) if selector is not None else {"app": name},
+        addresses=addresses,
+    )
 
 
-def push_of(services: Iterable[Service] = (), cfgs: Iterable[Config] = (), mesh: MeshConfig | None = None,
-            endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]] | None = None) -> PushContext:
+def push_of(
+    services: Iterable[Service] = (),
+    cfgs: Iterable[Config] = (),
+    mesh: MeshConfig | None = None,
+    endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]] | None = None,
+) -> PushContext:
     reg = RegistrySnapshot(services=tuple(services), endpoints=dict(endpoints or {}))
     return PushContext.build(ConfigSnapshot.of(cfgs), reg, mesh)
 
 
-def sidecar(ip: str = "127.0.10.1", labels: Mapping[str, str] | None = None, ns: str = NS,
-            mode: str = "NONE", http_proxy_port: int = 0, name: str = "reviews-v1") -> Proxy:
-    return Proxy(id=node_id(ProxyType.SIDECAR, ip, name, ns), type=ProxyType.SIDECAR, ip=ip, namespace=ns,
-                 workload_name=name, labels=dict(labels or {"app": "reviews", "version": "v1"}),
-                 interception_mode=mode, http_proxy_port=http_proxy_port)
+def sidecar(
+    ip: str = "127.0.10.1",
+    labels: Mapping[str, str] | None = None,
+    ns: str = NS,
+    mode: str = "NONE",
+    http_proxy_port: int = 0,
+    name: str = "reviews-v1",
+) -> Proxy:
+    return Proxy(
+        id=node_id(ProxyType.SIDECAR, ip, name, ns),
+        type=ProxyType.SIDECAR,
+        ip=ip,
+        namespace=ns,
+        workload_name=name,
+        labels=dict(labels or {"app": "reviews", "version": "v1"}),
+        interception_mode=mode,
+        http_proxy_port=http_proxy_port,
+    )
 
 
 def gateway(ip: str = "127.0.20.1", ports: Mapping[int, int] | None = None) -> Proxy:
     kw: dict[str, Any] = {} if ports is None else {"gateway_ports": dict(ports)}
-    return Proxy(id=node_id(ProxyType.ROUTER, ip, "istio-ingressgateway-1", "istio-system"),
-                 type=ProxyType.ROUTER, ip=ip, namespace="istio-system",
-                 labels={"istio": "ingressgateway", "app": "istio-ingressgateway"}, **kw)
+    return Proxy(
+        id=node_id(ProxyType.ROUTER, ip, "istio-ingressgateway-1", "istio-system"),
+        type=ProxyType.ROUTER,
+        ip=ip,
+        namespace="istio-system",
+        labels={"istio": "ingressgateway", "app": "istio-ingressgateway"},
+        **kw,
+    )
 
 
 def by_name(listeners: Iterable[Any]) -> dict[str, Any]:
@@ -108,7 +148,7 @@ def tls_of(chain: Any) -> Any:
     return out
 
 
-# --- bootstrap for envoy -------------------------------------------------------------------------------------
+# --- bootstrap for envoy ------------------------------------------------------------------------------------
 def referenced_clusters(listeners: Iterable[Any], routes: Iterable[Any] = ()) -> set[str]:
     found: set[str] = set()
 
@@ -122,7 +162,10 @@ def referenced_clusters(listeners: Iterable[Any], routes: Iterable[Any] = ()) ->
     for rc in routes:
         from_route_config(rc)
     for lis in listeners:
-        chains = [*lis.filter_chains, *([lis.default_filter_chain] if lis.HasField("default_filter_chain") else [])]
+        chains = [
+            *lis.filter_chains,
+            *([lis.default_filter_chain] if lis.HasField("default_filter_chain") else []),
+        ]
         for chain in chains:
             for f in chain.filters:
                 if f.name == filters.TCP_PROXY:
@@ -138,12 +181,15 @@ def referenced_clusters(listeners: Iterable[Any], routes: Iterable[Any] = ()) ->
 
 
 def inline_routes(listeners: Iterable[Any], routes: Mapping[str, Any] | None = None) -> list[Any]:
-    """Copies of the listeners with every RDS reference replaced by ``routes[name]`` (default: empty config)."""
+    """Copies of the listeners with each RDS reference replaced by ``routes[name]`` (or an empty config)."""
     out = []
     for lis in listeners:
         lis2 = listener_pb2.Listener()
         lis2.CopyFrom(lis)
-        chains = [*lis2.filter_chains, *([lis2.default_filter_chain] if lis2.HasField("default_filter_chain") else [])]
+        chains = [
+            *lis2.filter_chains,
+            *([lis2.default_filter_chain] if lis2.HasField("default_filter_chain") else []),
+        ]
         for chain in chains:
             for f in chain.filters:
                 if f.name != filters.HCM:
@@ -169,8 +215,12 @@ def static_cluster(name: str, host: str = "127.0.0.1", port: int = 9) -> Any:
     return c
 
 
-def bootstrap(listeners: Iterable[Any], admin: tuple[str, int], routes: Mapping[str, Any] | None = None,
-              upstreams: Mapping[str, tuple[str, int]] | None = None) -> dict[str, Any]:
+def bootstrap(
+    listeners: Iterable[Any],
+    admin: tuple[str, int],
+    routes: Mapping[str, Any] | None = None,
+    upstreams: Mapping[str, tuple[str, int]] | None = None,
+) -> dict[str, Any]:
     lis = inline_routes(listeners, routes)
     bs = bootstrap_pb2.Bootstrap()
     bs.node.id = "test~127.0.0.1~t.ns~ns.svc.cluster.local"
@@ -189,11 +239,14 @@ def envoy_validate(config: Mapping[str, Any], tmp: Path) -> subprocess.Completed
     path.write_text(json.dumps(config))
     return subprocess.run(
         [str(envoy_binary()), "--mode", "validate", "--disable-hot-restart", "-c", str(path), "-l", "error"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
-# --- running envoy ---------------------------------------------------------------------------------------------
+# --- running envoy ------------------------------------------------------------------------------------------
 def loopback() -> str:
     """A random loopback address, so parallel tests of other engineers do not clash with ours."""
     return f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{random.randint(2, 250)}"
@@ -227,8 +280,19 @@ async def running_envoy(config: Mapping[str, Any], tmp: Path, wait: tuple[str, i
     log = tmp / "envoy.log"
     with log.open("w") as logf:
         proc = await asyncio.create_subprocess_exec(
-            str(envoy_binary()), "-c", str(cfg), "--disable-hot-restart", "-l", "warning",
-            "--concurrency", "1", stdout=logf, stderr=logf, env={**os.environ},
+            str(envoy_binary()),
+            "-c",
+            str(cfg),
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+            "--concurrency",
+            "1",
+            "--file-flush-interval-msec",
+            "100",
+            stdout=logf,
+            stderr=logf,
+            env={**os.environ},
         )
     try:
         try:
@@ -240,3 +304,37 @@ async def running_envoy(config: Mapping[str, Any], tmp: Path, wait: tuple[str, i
         if proc.returncode is None:
             proc.kill()
         await asyncio.wait_for(proc.wait(), 10)
+
+
+def self_signed(tmp: Path, hosts: list[str]) -> dict[str, Path]:
+    """A self-signed certificate (also usable as its own CA) for ``hosts``: {"cert": path, "key": path}."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    paths = {"cert": tmp / f"{hosts[0]}.crt", "key": tmp / f"{hosts[0]}.key"}
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths

@@ -1,5 +1,6 @@
 """LDS for sidecars: local mode (inbound per port, http_proxy, Sidecar ingress/egress), REDIRECT mode
-(virtualOutbound/virtualInbound, per-port listeners, VS tcp/tls routes), sidecar_allows, route_config_names."""
+(virtualOutbound/virtualInbound, per-port listeners, VS tcp/tls routes), sidecar_allows and
+route_config_names."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ MONGO = service("mongodb", [(27017, Protocol.MONGO)], addresses=("10.0.0.7",))
 MYSQL = service("mysqldb", [(3306, Protocol.TCP)], addresses=("10.0.0.8",))
 
 
-# --- local mode -------------------------------------------------------------------------------------------------
+# --- local mode ---------------------------------------------------------------------------------------------
 def test_local_inbound_http_port_gets_hcm_with_inline_route_to_inbound_cluster() -> None:
     proxy = sidecar(ip="127.0.10.1")
     lds = build_listeners(proxy, push_of([REVIEWS, RATINGS]))
@@ -56,7 +57,9 @@ def test_local_inbound_tcp_port_and_target_port() -> None:
     lds = by_name(build_listeners(sidecar(), push_of([svc])))
     assert set(lds) == {"127.0.10.1_19080", "127.0.10.1_5000"}
     hcm = hcm_of(lds["127.0.10.1_19080"].filter_chains[0].filters[0])
-    assert {r.route.cluster for vh in hcm.route_config.virtual_hosts for r in vh.routes} == {"inbound|19080||"}
+    assert {r.route.cluster for vh in hcm.route_config.virtual_hosts for r in vh.routes} == {
+        "inbound|19080||"
+    }
     tp = tcp_of(lds["127.0.10.1_5000"].filter_chains[0].filters[0])
     assert tp.cluster == "inbound|5000||"
 
@@ -148,22 +151,27 @@ def test_access_log_json_and_text() -> None:
             assert fl.log_format.text_format_source.inline_string.startswith('[%START_TIME%] "%REQ(:METHOD)%')
 
 
-# --- sidecar_allows ---------------------------------------------------------------------------------------------
+# --- sidecar_allows -----------------------------------------------------------------------------------------
 def test_sidecar_allows_egress_host_forms() -> None:
     proxy = sidecar(labels={"app": "productpage"})
     ext = service("httpbin", [(80, Protocol.HTTP)], ns="external", hostname="httpbin.org", selector={})
     sys_svc = service("istiod", [(15010, Protocol.GRPC)], ns="istio-system")
 
     def allows(hosts: list[str]) -> dict[str, bool]:
-        doc = ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec:\n"
-               f"  egress:\n  - hosts: {hosts}\n")
+        doc = (
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec:\n"
+            f"  egress:\n  - hosts: {hosts}\n"
+        )
         push = push_of([REVIEWS, ext, sys_svc], configs(doc))
         return {s.name: sidecar_allows(proxy, push, s) for s in (REVIEWS, ext, sys_svc)}
 
     assert allows(["./*"]) == {"reviews": True, "httpbin": False, "istiod": False}
     assert allows(["*/httpbin.org"]) == {"reviews": False, "httpbin": True, "istiod": False}
     assert allows(["istio-system/*", "./reviews.bookinfo.svc.cluster.local"]) == {
-        "reviews": True, "httpbin": False, "istiod": True}
+        "reviews": True,
+        "httpbin": False,
+        "istiod": True,
+    }
     assert allows(["~/*"]) == {"reviews": False, "httpbin": False, "istiod": False}
     assert allows(["*/*.bookinfo.svc.cluster.local"]) == {"reviews": True, "httpbin": False, "istiod": False}
     # no Sidecar resource: everything exported to the namespace
@@ -173,7 +181,7 @@ def test_sidecar_allows_egress_host_forms() -> None:
     assert sidecar_allows(proxy, push, REVIEWS) and not sidecar_allows(proxy, push, private)
 
 
-# --- REDIRECT mode ----------------------------------------------------------------------------------------------
+# --- REDIRECT mode ------------------------------------------------------------------------------------------
 def test_redirect_mode_virtual_listeners_and_per_port_outbound() -> None:
     proxy = sidecar(mode="REDIRECT")
     lds = by_name(build_listeners(proxy, push_of([REVIEWS, RATINGS, MONGO])))
@@ -188,8 +196,10 @@ def test_redirect_mode_virtual_listeners_and_per_port_outbound() -> None:
     http = lds["0.0.0.0_9080"]
     assert http.HasField("bind_to_port") and not http.bind_to_port.value
     assert hcm_of(http.filter_chains[0].filters[0]).rds.route_config_name == "9080"
-    assert tcp_of(lds["0.0.0.0_27017"].filter_chains[0].filters[0]).cluster == \
-        "outbound|27017||mongodb.bookinfo.svc.cluster.local"
+    assert (
+        tcp_of(lds["0.0.0.0_27017"].filter_chains[0].filters[0]).cluster
+        == "outbound|27017||mongodb.bookinfo.svc.cluster.local"
+    )
 
     vi = lds["virtualInbound"]
     assert vi.address.socket_address.port_value == 15006
@@ -221,10 +231,14 @@ def test_redirect_tcp_services_sharing_a_port_match_on_addresses() -> None:
     a = service("db-a", [(3306, Protocol.TCP)], addresses=("10.0.1.1",))
     b = service("db-b", [(3306, Protocol.TCP)], addresses=("10.0.1.2",))
     lis = by_name(build_listeners(sidecar(mode="REDIRECT"), push_of([a, b])))["0.0.0.0_3306"]
-    got = {c.filter_chain_match.prefix_ranges[0].address_prefix: tcp_of(c.filters[0]).cluster
-           for c in lis.filter_chains}
-    assert got == {"10.0.1.1": "outbound|3306||db-a.bookinfo.svc.cluster.local",
-                   "10.0.1.2": "outbound|3306||db-b.bookinfo.svc.cluster.local"}
+    got = {
+        c.filter_chain_match.prefix_ranges[0].address_prefix: tcp_of(c.filters[0]).cluster
+        for c in lis.filter_chains
+    }
+    assert got == {
+        "10.0.1.1": "outbound|3306||db-a.bookinfo.svc.cluster.local",
+        "10.0.1.2": "outbound|3306||db-b.bookinfo.svc.cluster.local",
+    }
     assert all(c.filter_chain_match.prefix_ranges[0].prefix_len.value == 32 for c in lis.filter_chains)
     # unknown destinations on that port fall through to the passthrough cluster
     assert tcp_of(lis.default_filter_chain.filters[0]).cluster == names.PASSTHROUGH_CLUSTER
@@ -251,7 +265,8 @@ spec:
     assert tp.stat_prefix == "mongo.bookinfo"
     assert [(w.name, w.weight) for w in tp.weighted_clusters.clusters] == [
         ("outbound|27017|v1|mongodb.bookinfo.svc.cluster.local", 80),
-        ("outbound|27017|v2|mongodb.bookinfo.svc.cluster.local", 20)]
+        ("outbound|27017|v2|mongodb.bookinfo.svc.cluster.local", 20),
+    ]
 
 
 def test_redirect_vs_tcp_route_source_labels_and_subnets() -> None:
@@ -268,10 +283,17 @@ spec:
     route: [{destination: {host: mysqldb, subset: v3}}]
 """)
     lis = by_name(build_listeners(sidecar(mode="REDIRECT"), push_of([MYSQL], vs)))["0.0.0.0_3306"]
-    got = [(tuple(f"{p.address_prefix}/{p.prefix_len.value}" for p in c.filter_chain_match.prefix_ranges),
-            tcp_of(c.filters[0]).cluster) for c in lis.filter_chains]
-    assert got == [(("10.9.0.0/16",), "outbound|3306|v3|mysqldb.bookinfo.svc.cluster.local"),
-                   ((), "outbound|3306||mysqldb.bookinfo.svc.cluster.local")]
+    got = [
+        (
+            tuple(f"{p.address_prefix}/{p.prefix_len.value}" for p in c.filter_chain_match.prefix_ranges),
+            tcp_of(c.filters[0]).cluster,
+        )
+        for c in lis.filter_chains
+    ]
+    assert got == [
+        (("10.9.0.0/16",), "outbound|3306|v3|mysqldb.bookinfo.svc.cluster.local"),
+        ((), "outbound|3306||mysqldb.bookinfo.svc.cluster.local"),
+    ]
 
 
 def test_redirect_vs_tls_routes_get_sni_chains() -> None:
@@ -299,8 +321,10 @@ def test_redirect_http_and_tcp_on_same_port_and_conflict_warning() -> None:
     proxy = sidecar(mode="REDIRECT")
     push = push_of([REVIEWS, tcp_a, tcp_noaddr])
     lis = by_name(build_listeners(proxy, push))["0.0.0.0_9080"]
-    kinds = [(c.filters[0].name, [p.address_prefix for p in c.filter_chain_match.prefix_ranges])
-             for c in lis.filter_chains]
+    kinds = [
+        (c.filters[0].name, [p.address_prefix for p in c.filter_chain_match.prefix_ranges])
+        for c in lis.filter_chains
+    ]
     assert kinds == [(filters.TCP_PROXY, ["10.0.2.1"]), (filters.HCM, [])]
     assert not lis.HasField("default_filter_chain")
     warnings = generation_warnings(proxy, push)
@@ -308,8 +332,10 @@ def test_redirect_http_and_tcp_on_same_port_and_conflict_warning() -> None:
 
 
 def test_route_config_names_walks_every_chain() -> None:
-    lds = build_listeners(sidecar(mode="REDIRECT", http_proxy_port=15080),
-                          push_of([REVIEWS, service("web", [(80, Protocol.HTTP)]), MONGO]))
+    lds = build_listeners(
+        sidecar(mode="REDIRECT", http_proxy_port=15080),
+        push_of([REVIEWS, service("web", [(80, Protocol.HTTP)]), MONGO]),
+    )
     assert route_config_names(lds) == ["80", "9080", "http_proxy"]
     assert route_config_names([]) == []
     assert NS == "bookinfo"

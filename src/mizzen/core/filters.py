@@ -215,7 +215,9 @@ _TLS_VERSIONS = {
 
 def downstream_tls_context(tls: Mapping[str, Any], alpn: Sequence[str] = ALPN_HTTP) -> Any:
     """DownstreamTlsContext for a Gateway server's ``tls`` block (SIMPLE or MUTUAL, certificate files)."""
-    common = common_pb2.CommonTlsContext(alpn_protocols=list(alpn))
+    ctx = tls_pb2.DownstreamTlsContext()
+    common = ctx.common_tls_context
+    common.alpn_protocols.extend(alpn)
     cert = common.tls_certificates.add()
     cert.certificate_chain.filename = str(tls.get("serverCertificate", ""))
     cert.private_key.filename = str(tls.get("privateKey", ""))
@@ -229,7 +231,6 @@ def downstream_tls_context(tls: Mapping[str, Any], alpn: Sequence[str] = ALPN_HT
         )
     if tls.get("cipherSuites"):
         params.cipher_suites.extend(str(c) for c in tls["cipherSuites"])
-    ctx = tls_pb2.DownstreamTlsContext(common_tls_context=common)
     if str(tls.get("mode", "SIMPLE")).upper() == "MUTUAL":
         vc = common.validation_context
         if tls.get("caCertificates"):
