@@ -1,0 +1,71 @@
+"""The local ingress gateway: an Agent with proxy type ``router`` that looks like Istio's
+``istio-ingressgateway`` pod (labels ``istio: ingressgateway``, ``app: istio-ingressgateway``, namespace
+``istio-system``). Gateways written for port 80 or 8080 serve on ``port``, 443 on ``tls_port``, all bound on
+``host`` (the proxy IP); other Gateway ports bind as written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
+from mizzen.core.proxy import ProxyType
+from mizzen.runner.manifests import pod_name, pod_template_hash
+
+GATEWAY_NAME = "istio-ingressgateway"
+GATEWAY_NAMESPACE = "istio-system"
+GATEWAY_LABELS: Mapping[str, str] = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+
+
+def gateway_ports(port: int, tls_port: int) -> dict[int, int]:
+    """Gateway server port -> listen port (Istio's ingressgateway Service maps 80->8080 and 443->8443)."""
+    return {80: port, 8080: port, 443: tls_port, 8443: tls_port}
+
+
+def gateway_spec(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    tls_port: int = 8443,
+    xds_host: str = "127.0.0.1",
+    xds_port: int = 15010,
+    admin_host: str | None = None,
+    admin_port: int = 15000,
+    name: str | None = None,
+    namespace: str = GATEWAY_NAMESPACE,
+    labels: Mapping[str, str] | None = None,
+) -> ProxySpec:
+    return ProxySpec(
+        type=ProxyType.ROUTER,
+        ip=host,
+        namespace=namespace,
+        name=name or pod_name(GATEWAY_NAME, pod_template_hash({"gateway": GATEWAY_NAME})),
+        admin_port=admin_port,
+        admin_host=admin_host,
+        xds_host=xds_host,
+        xds_port=xds_port,
+        labels=dict(labels or GATEWAY_LABELS),
+        service_account="istio-ingressgateway-service-account",
+        http_proxy_port=0,
+        gateway_ports=gateway_ports(port, tls_port),
+    )
+
+
+async def start_gateway(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    tls_port: int = 8443,
+    xds_host: str = "127.0.0.1",
+    xds_port: int = 15010,
+    admin_host: str | None = None,
+    admin_port: int = 15000,
+    options: AgentOptions | None = None,
+    on_event: Callable[[AgentEvent], None] | None = None,
+    ready_timeout: float | None = 30.0,
+) -> Agent:
+    """Start the gateway Envoy; returns its running, supervised Agent (``await agent.stop()``)."""
+    spec = gateway_spec(host, port, tls_port, xds_host, xds_port, admin_host, admin_port)
+    agent = Agent(spec, options, on_event)
+    await agent.start(ready_timeout=ready_timeout)
+    return agent

@@ -1,0 +1,258 @@
+"""The local runner: runs Kubernetes-shaped Deployments as local processes, each replica with its own
+loopback pod IP, app host and (optionally) an Envoy sidecar, registering ready replicas with the control plane
+through a :class:`WorkloadRegistrar`. ``apply``/``delete`` like kubectl, ``status()`` like ``get pods``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.config.model import DEFAULT_NAMESPACE, Config
+from mizzen.runner.addresses import DEFAULT_APP_NET, DEFAULT_POD_NET, AddressPool
+from mizzen.runner.gateway import GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_NAMESPACE, start_gateway
+from mizzen.runner.manifests import (
+    DeploymentSpec,
+    ManifestError,
+    ServiceSpec,
+    kind_of,
+    parse_deployment,
+    parse_service,
+    pod_name,
+)
+from mizzen.runner.pod import Pod, PodOptions, PodStatus
+from mizzen.runner.process import Backoff
+from mizzen.runner.registrar import WorkloadRegistrar
+from mizzen.runner.sidecar import SidecarFactory
+
+log = logging.getLogger("mizzen.runner")
+
+Manifest = Config | Mapping[str, Any] | None
+
+
+@dataclass
+class _Deployment:
+    spec: DeploymentSpec
+    pods: list[Pod] = field(default_factory=list)
+
+
+class LocalRunner:
+    """Run Deployments locally.
+
+    ``sidecars``: a factory for per-pod sidecars (``AgentSidecars(xds_host, xds_port)`` for real Envoys), or
+    None to run apps without sidecars (then apps get no HTTP_PROXY). Pods opting out with
+    ``sidecar.istio.io/inject: "false"`` never get one.
+    """
+
+    def __init__(
+        self,
+        control_plane: WorkloadRegistrar,
+        *,
+        sidecars: SidecarFactory | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        pod_net: str = DEFAULT_POD_NET,
+        app_net: str = DEFAULT_APP_NET,
+        log_dir: Path | None = None,
+        python: str = sys.executable,
+        backoff: Backoff | None = None,
+        grace_s: float = 5.0,
+        probe_period_s: float = 0.25,
+    ) -> None:
+        self.registrar = control_plane
+        self.sidecars = sidecars
+        self.namespace = namespace
+        self.addresses = AddressPool(pod_net, app_net)
+        self._own_log_dir = log_dir is None
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="mizzen-runner-"))
+        self.pod_options = PodOptions(
+            python=python, log_dir=self.log_dir, backoff=backoff or Backoff(), grace_s=grace_s,
+            probe_period_s=probe_period_s,
+        )
+        self.deployments: dict[tuple[str, str], _Deployment] = {}
+        self.services: dict[tuple[str, str], ServiceSpec] = {}
+        self.gateways: list[Agent] = []
+        self._lock = asyncio.Lock()
+
+    # --- apply / delete ------------------------------------------------------------------------------------
+    async def apply(self, manifests: Iterable[Manifest], namespace: str | None = None) -> list[str]:
+        """Create/update the Deployments (and remember the Services) in ``manifests``; other kinds are
+        ignored. Returns kubectl-style lines (``deployment.apps/reviews-v1 created``)."""
+        ns = namespace or self.namespace
+        deployments: list[DeploymentSpec] = []
+        out: list[str] = []
+        for m in manifests:         # parse everything first: nothing starts if any Deployment is invalid
+            if m is None:
+                continue
+            kind = kind_of(m)
+            if kind == "Deployment":
+                deployments.append(parse_deployment(m, ns))
+            elif kind == "Service":
+                svc = parse_service(m, ns)
+                self.services[(svc.namespace, svc.name)] = svc
+        async with self._lock:
+            for spec in deployments:
+                out.append(f"deployment.apps/{spec.name} {await self._apply_deployment(spec)}")
+        return out
+
+    async def _apply_deployment(self, spec: DeploymentSpec) -> str:
+        current = self.deployments.get(spec.key)
+        if current is None:
+            dep = self.deployments[spec.key] = _Deployment(spec)
+            await self._scale(dep, spec.replicas)
+            return "created"
+        if current.spec.template_hash == spec.template_hash:
+            changed = len(current.pods) != spec.replicas or current.spec != spec
+            current.spec = spec
+            await self._scale(current, spec.replicas)
+            return "configured" if changed else "unchanged"
+        # new pod template: start the new pods, then stop the old ones (a one-step rolling update)
+        old = current.pods
+        current.spec, current.pods = spec, []
+        await self._scale(current, spec.replicas)
+        await self._stop_pods(old)
+        return "configured"
+
+    async def _scale(self, dep: _Deployment, replicas: int) -> None:
+        while len(dep.pods) > replicas:
+            await self._stop_pods([dep.pods.pop()])
+        new: list[Pod] = []
+        while len(dep.pods) < replicas:
+            pod = self._new_pod(dep.spec)
+            dep.pods.append(pod)
+            new.append(pod)
+        await asyncio.gather(*(p.start() for p in new))
+
+    def _new_pod(self, spec: DeploymentSpec) -> Pod:
+        ports = [p.container_port for c in spec.containers for p in c.ports]
+        sidecars = self.sidecars if spec.inject_sidecar() else None
+        addrs = self.addresses.allocate(ports, sidecar=sidecars is not None)
+        names = {p.name for d in self.deployments.values() for p in d.pods}
+        name = pod_name(spec.name, spec.template_hash)
+        while name in names:
+            name = pod_name(spec.name, spec.template_hash)
+        return Pod(spec, name, addrs, self.registrar, sidecars, self.pod_options)
+
+    async def _stop_pods(self, pods: list[Pod]) -> None:
+        await asyncio.gather(*(p.stop() for p in pods))
+        for p in pods:
+            self.addresses.release(p.addrs)
+
+    async def delete(self, manifests: Iterable[Manifest], namespace: str | None = None) -> list[str]:
+        """Delete the Deployments (and forget the Services) named in ``manifests``."""
+        ns = namespace or self.namespace
+        out: list[str] = []
+        for m in manifests:
+            if m is None:
+                continue
+            kind = kind_of(m)
+            if kind == "Deployment":
+                spec = parse_deployment(m, ns)
+                deleted = await self.delete_deployment(spec.namespace, spec.name)
+                out.append(f"deployment.apps/{spec.name} {'deleted' if deleted else 'not found'}")
+            elif kind == "Service":
+                svc = parse_service(m, ns)
+                self.services.pop((svc.namespace, svc.name), None)
+        return out
+
+    async def delete_deployment(self, namespace: str, name: str) -> bool:
+        async with self._lock:
+            dep = self.deployments.pop((namespace, name), None)
+            if dep is None:
+                return False
+            await self._stop_pods(dep.pods)
+            return True
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        async with self._lock:
+            dep = self.deployments.get((namespace, name))
+            if dep is None:
+                raise ManifestError(f"Deployment/{namespace}/{name} not found")
+            await self._scale(dep, replicas)
+
+    # --- gateway -------------------------------------------------------------------------------------------
+    async def start_gateway(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        tls_port: int = 8443,
+        xds_host: str = "127.0.0.1",
+        xds_port: int = 15010,
+        options: AgentOptions | None = None,
+        ready_timeout: float | None = 30.0,
+    ) -> Agent:
+        """Start the ingress gateway (see :func:`mizzen.runner.gateway.start_gateway`); its admin listener
+        gets a pod IP from the runner's pool so it never clashes with anything on ``host``."""
+        admin = self.addresses.allocate((), sidecar=True)
+        try:
+            agent = await start_gateway(
+                host, port, tls_port=tls_port, xds_host=xds_host, xds_port=xds_port,
+                admin_host=admin.pod_ip, admin_port=15000, options=options, ready_timeout=ready_timeout,
+            )
+        except BaseException:
+            self.addresses.release(admin)
+            raise
+        self.gateways.append(agent)
+        return agent
+
+    # --- status / stop -------------------------------------------------------------------------------------
+    def status(self) -> list[PodStatus]:
+        out = [p.status() for d in self.deployments.values() for p in d.pods]
+        for gw in self.gateways:
+            out.append(PodStatus(
+                name=gw.spec.name, namespace=GATEWAY_NAMESPACE, deployment=GATEWAY_NAME, pod_ip=gw.spec.ip,
+                app_host="", phase="Running" if gw.running else "Pending", ready=gw.running,
+                registered=False, restarts=0, sidecar="running" if gw.running else "down",
+                sidecar_restarts=gw.restarts, labels=dict(GATEWAY_LABELS),
+                service_account=gw.spec.service_account,
+            ))
+        return sorted(out, key=lambda s: (s.namespace, s.name))
+
+    def pods(self, namespace: str | None = None, **labels: str) -> list[PodStatus]:
+        """Pods in ``namespace`` (all if None) whose labels include ``labels``."""
+        return [
+            s for s in self.status()
+            if (namespace is None or s.namespace == namespace)
+            and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until every pod is registered (ready); raises TimeoutError naming the ones that are not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            pending = [s for s in self.status() if s.deployment != GATEWAY_NAME and not s.registered]
+            if not pending:
+                return
+            if loop.time() >= deadline:
+                names = ", ".join(f"{s.namespace}/{s.name} ({s.phase} {s.message})".strip() for s in pending)
+                raise TimeoutError(f"pods not ready after {timeout}s: {names}")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        """Stop every pod and gateway: deregister, SIGTERM, SIGKILL after the grace period; free addresses."""
+        async with self._lock:
+            deps = list(self.deployments.values())
+            self.deployments.clear()
+            await asyncio.gather(*(self._stop_pods(d.pods) for d in deps))
+            gws, self.gateways = self.gateways, []
+            for gw in gws:
+                with contextlib.suppress(Exception):
+                    await gw.stop()
+        if self._own_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    async def __aenter__(self) -> LocalRunner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,86 @@
+"""Sidecars for local pods: the :class:`Sidecar` protocol the runner drives, what the runner tells a sidecar
+factory about a pod (:class:`SidecarRequest`), and :class:`AgentSidecars`, the factory that runs
+``mizzen.agent.Agent`` (one supervised Envoy) per pod with Istio-style node metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
+from mizzen.core.proxy import ProxyType
+
+HTTP_PROXY_PORT = 15080
+ADMIN_PORT = 15000
+
+
+class Sidecar(Protocol):
+    restarts: int
+
+    @property
+    def running(self) -> bool: ...
+
+    async def start(self, ready_timeout: float | None = ...) -> None: ...
+
+    async def wait_ready(self, timeout: float = ...) -> None: ...
+
+    async def stop(self, timeout: float = ...) -> None: ...
+
+
+@dataclass(frozen=True)
+class SidecarRequest:
+    pod_name: str
+    namespace: str
+    pod_ip: str
+    app_host: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    service_account: str = "default"
+    workload: str = ""                     # the Deployment
+    http_proxy_port: int = HTTP_PROXY_PORT
+
+
+SidecarFactory = Callable[[SidecarRequest], Sidecar]
+
+
+class AgentSidecars:
+    """Creates one :class:`Agent` per pod: node ``sidecar~<pod ip>~<pod>.<ns>~...``, admin on
+    ``<pod ip>:15000``, ADS to ``xds_host:xds_port``."""
+
+    def __init__(
+        self,
+        xds_host: str = "127.0.0.1",
+        xds_port: int = 15010,
+        options: AgentOptions | None = None,
+        work_root: Path | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+    ) -> None:
+        self.xds_host, self.xds_port = xds_host, xds_port
+        self.options = options or AgentOptions()
+        self.work_root = work_root
+        self.on_event = on_event
+
+    def spec(self, req: SidecarRequest) -> ProxySpec:
+        return ProxySpec(
+            type=ProxyType.SIDECAR,
+            ip=req.pod_ip,
+            namespace=req.namespace,
+            name=req.pod_name,
+            admin_port=ADMIN_PORT,
+            xds_host=self.xds_host,
+            xds_port=self.xds_port,
+            labels=dict(req.labels),
+            service_account=req.service_account,
+            app_host=req.app_host,
+            http_proxy_port=req.http_proxy_port,
+        )
+
+    def __call__(self, req: SidecarRequest) -> Agent:
+        opts = self.options
+        if self.work_root is not None:
+            opts = dataclasses.replace(opts, work_dir=self.work_root / req.namespace / req.pod_name)
+        return Agent(self.spec(req), opts, self.on_event)
