@@ -11,7 +11,9 @@ from _clusters_fixtures import (
     NS,
     REPO,
     ROUTING,
+    bookinfo_configs,
     bookinfo_push,
+    bookinfo_workloads,
     by_name,
     configs_from_file,
     configs_from_yaml,
@@ -413,3 +415,63 @@ def test_consistent_hash_policy_for_routes() -> None:
 def test_parse_duration(text: Any, seconds: float | None) -> None:
     got = parse_duration(text)
     assert got == pytest.approx(seconds) if seconds is not None else got is None
+
+
+@pytest.mark.e2e
+def test_envoy_validates_generated_clusters(tmp_path: Any) -> None:
+    """Envoy 1.40 accepts every generated cluster (EDS ones inlined as STATIC with their assignments)."""
+    import subprocess
+
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+    from google.protobuf import json_format
+
+    from mizzen.agent.binary import envoy_binary
+    from mizzen.core.clusters import load_assignment_for
+    from mizzen.core.endpoints import build_endpoints
+
+    rules = [*configs_from_file(BOOKINFO_NET / "destination-rule-all.yaml"),
+             *configs_from_file(REPO / "tests" / "fixtures" / "seed" / "ratings-dr.yaml")]
+    rules = [r for r in rules if r.name != "ratings" or "trafficPolicy" in r.spec]
+    extra = kube_service("edge", ports=[{"port": 80, "name": "http"}, {"port": 81, "name": "grpc"},
+                                        {"port": 82, "name": "tcp-raw"}])
+    edge_dr = dr("edge", {"host": "edge", "trafficPolicy": {
+        "connectionPool": {"tcp": {"connectTimeout": "250ms", "maxConnectionDuration": "10m",
+                                   "tcpKeepalive": {"probes": 3, "time": "60s", "interval": "10s"}},
+                           "http": {"idleTimeout": "30s", "maxRequestsPerConnection": 10,
+                                    "h2UpgradePolicy": "UPGRADE", "maxConcurrentStreams": 100}},
+        "outlierDetection": {"consecutive5xxErrors": 0, "consecutiveGatewayErrors": 2, "interval": "1s",
+                             "splitExternalLocalOriginErrors": True, "consecutiveLocalOriginFailures": 3},
+        "loadBalancer": {"localityLbSetting": {"failover": [{"from": "us-east", "to": "us-west"}]}},
+        "portLevelSettings": [{"port": {"number": 81},
+                               "loadBalancer": {"consistentHash": {"maglev": {"tableSize": 65537}}}}]},
+        "subsets": [{"name": "hash", "labels": {"app": "edge"}, "trafficPolicy": {
+            "loadBalancer": {"consistentHash": {"httpCookie": {"name": "c", "ttl": "60s"},
+                                                "ringHash": {"minimumRingSize": 512}}}}},
+                    {"name": "pt", "labels": {"app": "edge"},
+                     "trafficPolicy": {"loadBalancer": {"simple": "PASSTHROUGH"}}}]})
+    ws = [*bookinfo_workloads(),
+          workload("edge-1", "127.0.24.1", {"app": "edge"}, locality="us-east/a", weight=2),
+          workload("edge-2", "127.0.24.2", {"app": "edge"}, locality="us-west/b", healthy=False)]
+    push = push_of([*bookinfo_configs(), *rules, extra, edge_dr,
+                    *configs_from_yaml(SERVICE_ENTRIES)], ws)
+    proxy = sidecar({"app": "ratings", "version": "v1"}, "ratings-v1-a", ip="127.0.20.3", locality="us-east/a")
+    clusters = build_clusters(proxy, push)
+    eds = {a.cluster_name: a for a in build_endpoints(proxy, push, [c.name for c in clusters if uses_eds(c)])}
+    assert len(eds) > 10 and any(a.endpoints for a in eds.values())
+    kinds = {c.type for c in clusters}
+    assert {C.EDS, C.STRICT_DNS, C.ORIGINAL_DST, C.STATIC} <= kinds
+    boot = bootstrap_pb2.Bootstrap()
+    boot.node.id = proxy.id
+    boot.node.cluster = "ratings.bookinfo"
+    boot.admin.address.socket_address.address = "127.0.77.41"
+    boot.admin.address.socket_address.port_value = 0
+    for c in clusters:
+        if uses_eds(c):
+            load_assignment_for(c, eds[c.name])
+        boot.static_resources.clusters.append(c)
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json_format.MessageToJson(boot))
+    proc = subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                           "--log-level", "warn"], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK" in proc.stdout + proc.stderr
