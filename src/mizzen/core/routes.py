@@ -13,7 +13,8 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import duration_pb2
 
-from mizzen.core import gateway_routes, http_action, names
+from mizzen.core import gateway_routes, http_action
+from mizzen.core import names as istio_names
 from mizzen.core.hosts import domains_for_service, host_matches, is_wildcard
 from mizzen.core.http_route import (
     RouteContext,
@@ -32,11 +33,11 @@ INBOUND_VHOST_PREFIX = "inbound|http|"
 __all__ = ["MAX_DIRECT_RESPONSE_BODY", "build_inbound_route", "build_routes", "sidecar_virtual_hosts"]
 
 
-def build_routes(proxy: Proxy, push: PushContext, names_: list[str]) -> list[route_pb2.RouteConfiguration]:
+def build_routes(proxy: Proxy, push: PushContext, names: list[str]) -> list[route_pb2.RouteConfiguration]:
     """One RouteConfiguration per requested name (unknown names get an empty config so Envoy is not left
     waiting)."""
     out = []
-    for name in names_:
+    for name in names:
         if proxy.is_gateway:
             out.append(gateway_routes.build_gateway_route_config(proxy, push, name))
         else:
@@ -73,7 +74,7 @@ def _new_config(name: str) -> route_pb2.RouteConfiguration:
 
 def _sidecar_route_config(proxy: Proxy, push: PushContext, name: str) -> route_pb2.RouteConfiguration:
     cfg = _new_config(name)
-    if name == names.HTTP_PROXY_ROUTE:
+    if name == istio_names.HTTP_PROXY_ROUTE:
         vhosts = http_proxy_virtual_hosts(proxy, push)
     elif name.isdigit():
         vhosts = sidecar_virtual_hosts(proxy, push, int(name))
@@ -120,15 +121,15 @@ def outbound_policy(proxy: Proxy, push: PushContext) -> OutboundPolicy:
 def catch_all_virtual_host(push: PushContext, policy: OutboundPolicy | None = None) -> rc.VirtualHost:
     """``allow_any`` (to PassthroughCluster, no timeout) or ``block_all`` (502) per outbound policy."""
     if (policy or push.mesh.outbound_policy) is OutboundPolicy.REGISTRY_ONLY:
-        r = rc.Route(name=names.BLOCK_ALL_VHOST, match=rc.RouteMatch(prefix="/"),
+        r = rc.Route(name=istio_names.BLOCK_ALL_VHOST, match=rc.RouteMatch(prefix="/"),
                      direct_response=rc.DirectResponseAction(status=502))
-        return rc.VirtualHost(name=names.BLOCK_ALL_VHOST, domains=["*"], routes=[r],
+        return rc.VirtualHost(name=istio_names.BLOCK_ALL_VHOST, domains=["*"], routes=[r],
                               include_request_attempt_count=True)
-    action = rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER, timeout=duration_pb2.Duration())
+    action = rc.RouteAction(cluster=istio_names.PASSTHROUGH_CLUSTER, timeout=duration_pb2.Duration())
     action.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration_pb2.Duration())
     action.upgrade_configs.append(rc.RouteAction.UpgradeConfig(upgrade_type="websocket"))
-    r = rc.Route(name=names.ALLOW_ANY_VHOST, match=rc.RouteMatch(prefix="/"), route=action)
-    return rc.VirtualHost(name=names.ALLOW_ANY_VHOST, domains=["*"], routes=[r],
+    r = rc.Route(name=istio_names.ALLOW_ANY_VHOST, match=rc.RouteMatch(prefix="/"), route=action)
+    return rc.VirtualHost(name=istio_names.ALLOW_ANY_VHOST, domains=["*"], routes=[r],
                           include_request_attempt_count=True)
 
 
@@ -196,20 +197,20 @@ def sidecar_virtual_hosts(proxy: Proxy, push: PushContext, port: int) -> list[rc
         if not routes:
             continue  # no rule applies to this proxy: the services keep their default route
         for h in claim.extra_hosts:
-            built.append((names.virtual_host(h, port), [h, f"{h}:{port}"], routes))
+            built.append((istio_names.virtual_host(h, port), [h, f"{h}:{port}"], routes))
         for svc in claim.services:
             routed.add(svc.hostname)
             domains = _service_domains(proxy, push, svc, port)
-            built.append((names.virtual_host(svc.hostname, port), domains, routes))
+            built.append((istio_names.virtual_host(svc.hostname, port), domains, routes))
     hash_lookup = hash_policy_lookup(proxy, push)
     for svc in services:
         if svc.hostname in routed:
             continue
-        cluster = names.outbound_cluster(port, "", svc.hostname)
+        cluster = istio_names.outbound_cluster(port, "", svc.hostname)
         route = http_action.default_route(cluster, default_operation(svc.hostname, port), push.mesh,
                                           hash_lookup(svc.hostname, "", port))
         domains = _service_domains(proxy, push, svc, port)
-        built.append((names.virtual_host(svc.hostname, port), domains, [route]))
+        built.append((istio_names.virtual_host(svc.hostname, port), domains, [route]))
     return _dedupe(built)
 
 
