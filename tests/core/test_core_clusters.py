@@ -454,7 +454,8 @@ def test_envoy_validates_generated_clusters(tmp_path: Any) -> None:
           workload("edge-2", "127.0.24.2", {"app": "edge"}, locality="us-west/b", healthy=False)]
     push = push_of([*bookinfo_configs(), *rules, extra, edge_dr,
                     *configs_from_yaml(SERVICE_ENTRIES)], ws)
-    proxy = sidecar({"app": "ratings", "version": "v1"}, "ratings-v1-a", ip="127.0.20.3", locality="us-east/a")
+    proxy = sidecar({"app": "ratings", "version": "v1"}, "ratings-v1-a", ip="127.0.20.3",
+                    locality="us-east/a")
     clusters = build_clusters(proxy, push)
     eds = {a.cluster_name: a for a in build_endpoints(proxy, push, [c.name for c in clusters if uses_eds(c)])}
     assert len(eds) > 10 and any(a.endpoints for a in eds.values())
@@ -471,7 +472,8 @@ def test_envoy_validates_generated_clusters(tmp_path: Any) -> None:
         boot.static_resources.clusters.append(c)
     path = tmp_path / "bootstrap.json"
     path.write_text(json_format.MessageToJson(boot))
-    proc = subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
-                           "--log-level", "warn"], capture_output=True, text=True, timeout=60, check=False)
+    cmd = [str(envoy_binary()), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+           "--log-level", "warn"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK" in proc.stdout + proc.stderr
