@@ -258,3 +258,9 @@ def test_missing_delegate_drops_only_that_rule() -> None:
 def test_rule_without_route_redirect_or_response_is_skipped() -> None:
     assert single_route(sidecar(), push_of([vs_yaml("reviews", ["reviews"], [{"timeout": "1s"}])]),
                         REVIEWS).name == "default"
+
+
+def test_malformed_rule_is_skipped_not_fatal() -> None:
+    routes = routes_for([{"match": [{"uri": {"prefix": "/bad"}}], "timeout": "soon", "route": [DEST]},
+                         {"route": [{"destination": {"host": "reviews", "subset": "v2"}}]}])
+    assert [r.route.cluster for r in routes] == [f"outbound|9080|v2|{REVIEWS}"]

@@ -6,6 +6,7 @@ metadata naming the VS (for ``proxy-config routes``), trace decorator, action an
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
 
 VS_CONFIG_PREFIX = "/apis/networking.istio.io/v1/namespaces"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,19 @@ def http_rules(vs: Config, push: PushContext) -> list[Mapping[str, Any]]:
 def translate_rule(ctx: RouteContext, vs: Config, rule: Mapping[str, Any],
                    match: Mapping[str, Any] | None,
                    dest_ctx: http_action.DestinationContext) -> rc.Route | None:
+    """One rule x one match block -> an Envoy route (None if it does not apply here or cannot be built; a
+    malformed rule that slipped past validation is logged and skipped rather than failing the whole push)."""
+    try:
+        return _translate_rule(ctx, vs, rule, match, dest_ctx)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        log.warning("VirtualService %s/%s: skipping http rule %r: %s", vs.namespace, vs.name,
+                    rule.get("name") or "", e)
+        return None
+
+
+def _translate_rule(ctx: RouteContext, vs: Config, rule: Mapping[str, Any],
+                    match: Mapping[str, Any] | None,
+                    dest_ctx: http_action.DestinationContext) -> rc.Route | None:
     if not http_match.port_applies(match, ctx.listen_port):
         return None
     if not http_match.source_matches(match, ctx.proxy.labels, ctx.proxy.namespace, ctx.gateway_names,
