@@ -156,7 +156,9 @@ def _selects(svc: Service, proxy: Proxy) -> bool:
     return bool(svc.selector) and all(proxy.labels.get(k) == v for k, v in (svc.selector or {}).items())
 
 
-def _target_port(push: PushContext, proxy: Proxy, svc: Service, sp: ServicePort) -> int:
+def _target_port(push: PushContext, proxy: Proxy, svc: Service, sp: ServicePort) -> int | None:
+    """The workload port behind a service port: this proxy's endpoint, else the numeric targetPort, else the
+    named container port of the proxy's workload (None if it has no such port), else the service port."""
     for ep in push.registry.endpoints_for(svc.hostname, sp.port):
         if ep.address == proxy.ip:
             return ep.port
@@ -166,8 +168,9 @@ def _target_port(push: PushContext, proxy: Proxy, svc: Service, sp: ServicePort)
         if sp.target_port.isdigit():
             return int(sp.target_port)
         for w in push.registry.workloads:
-            if w.name == proxy.workload_name and w.namespace == proxy.namespace and sp.target_port in w.ports:
-                return w.ports[sp.target_port]
+            if w.name == proxy.workload_name and w.namespace == proxy.namespace:
+                return w.ports.get(sp.target_port)
+        return None
     return sp.port
 
 
@@ -185,7 +188,8 @@ def inbound_ports(proxy: Proxy, push: PushContext) -> list[InboundPort]:
             if sp.protocol is Protocol.UDP:
                 continue
             tp = _target_port(push, proxy, svc, sp)
-            by_port.setdefault(tp, InboundPort(tp, sp.protocol, sp.port))
+            if tp is not None:
+                by_port.setdefault(tp, InboundPort(tp, sp.protocol, sp.port))
     return [by_port[p] for p in sorted(by_port)]
 
 
