@@ -1,15 +1,17 @@
-"""Loading configuration files (Galley's job): multi-document YAML or JSON, with the 1-based line of every field.
+"""Loading configuration files (Galley's job): multi-document YAML or JSON, with the 1-based line of every
+field.
 
-:func:`parse_documents` turns text into :class:`Document` s (syntax errors become Issues); :func:`load_text` and
-:func:`load_paths` also check apiVersion/kind, metadata and namespaces, run :func:`mizzen.config.validation.validate`
-on each object and report duplicates, returning a :class:`LoadResult` of Configs, errors and warnings.
+:func:`parse_documents` turns text into :class:`Document` s (syntax errors become Issues); :func:`load_text`
+and :func:`load_paths` also check apiVersion/kind, metadata and namespaces, run
+:func:`mizzen.config.validation.validate` on each object and report duplicates, returning a
+:class:`LoadResult` of Configs, errors and warnings.
 """
 
 from __future__ import annotations
 
 import base64
-import re
 import datetime as _dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +29,9 @@ _FastLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BLANK = "\0 \t\r\n\x85\u2028\u2029"
 
 
-class KubeYAMLLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with go-yaml's plain-scalar rule (what kubectl uses): in a flow collection ``:`` ends
-    a plain scalar only before a blank, so ``addresses: [2001:db8::]`` is one string, not a mapping."""
+class KubeYAMLLoader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
+    """PyYAML's safe loader with go-yaml's plain-scalar rule (what kubectl uses): in a flow collection
+    ``:`` ends a plain scalar only before a blank, so ``addresses: [2001:db8::]`` is one string."""
 
     def scan_plain(self) -> Any:  # adapted from yaml.scanner.Scanner.scan_plain (MIT licence)
         chunks: list[str] = []
@@ -296,8 +298,10 @@ class _ObjectBuilder:
             self.err("metadata.name", "metadata.name is required")
             return None
         if not is_k8s_dns_subdomain(name):
-            self.err("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
-                                      "lower case alphanumeric characters, '-' or '.', and must start and end "
+            self.err("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must '
+                                      'consist of '
+                                      "lower case alphanumeric characters, '-' or '.', and must start and "
+                                      "end "
                                       "with an alphanumeric character")
         namespace = self._namespace(meta, known)
         labels = _string_map(meta, "labels", self.err)
@@ -317,13 +321,15 @@ class _ObjectBuilder:
             return ""
         ns_meta = meta.get("namespace")
         if ns_meta is not None and (not isinstance(ns_meta, str) or not is_k8s_dns_label(ns_meta)):
-            self.err("metadata.namespace", f'Invalid value: "{ns_meta}": a lowercase RFC 1123 label must consist '
+            self.err("metadata.namespace", f'Invalid value: "{ns_meta}": a lowercase RFC 1123 label must '
+                                           'consist '
                                            "of lower case alphanumeric characters or '-'")
             return DEFAULT_NAMESPACE
         if ns_meta and self.namespace and ns_meta != self.namespace:
             self.err("metadata.namespace",
                      f'the namespace from the provided object "{ns_meta}" does not match the namespace '
-                     f'"{self.namespace}". You must pass \'--namespace={ns_meta}\' to perform this operation.')
+                     f'"{self.namespace}". You must pass \'--namespace={ns_meta}\' to perform this '
+                     "operation.")
         return str(ns_meta or self.namespace or DEFAULT_NAMESPACE)
 
     def _spec(self, data: dict[str, Any], kind_name: str, api_version: str) -> dict[str, Any]:

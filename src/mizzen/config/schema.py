@@ -2,10 +2,11 @@
 server enforces before Istio's webhook ever sees an object).
 
 The CRDs (``config/schemas/crd-all.gen.yaml``) are parsed once, lazily; each kind+version schema is compiled
-on first use into a tree of :class:`SchemaNode` and cached. Enforced: unknown fields, types, enums, required,
-int-or-string, maps (additionalProperties), min/max, lengths, patterns, item/property counts, list-type map
-uniqueness, oneOf mutual exclusion, preserve-unknown-fields, and the CRDs' CEL rules (see ``cel_rules``),
-re-implemented in Python. Findings use Istio's field paths: ``spec.http[0].route[1].weight``.
+on first use into a tree of :class:`SchemaNode` and cached. Enforced: unknown fields, types, enums,
+required, int-or-string, maps (additionalProperties), min/max, lengths, patterns, item/property counts,
+list-type map uniqueness, oneOf mutual exclusion, preserve-unknown-fields, and the CRDs' CEL rules (see
+``cel_rules``), re-implemented in Python. Findings use Istio's field paths:
+``spec.http[0].route[1].weight``.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ class SchemaNode:
     fmt: str | None = None
     list_type: str | None = None
     list_map_keys: tuple[str, ...] = ()
-    exclusive: list[tuple[Pred, tuple[str, ...]]] = field(default_factory=list)   # oneOf: (valid, field names)
+    # oneOf groups: (predicate that the object is valid, the mutually exclusive field names)
+    exclusive: list[tuple[Pred, tuple[str, ...]]] = field(default_factory=list)
     cel: list[tuple[Pred, str]] = field(default_factory=list)
 
 
@@ -174,7 +176,8 @@ _CEL_BY_RULE: dict[str, Pred] = {
     'self != "*"': lambda v: v != "*",
     "0 < self && self <= 65535": _port_range,
     "self.all(l1, self.exists_one(l2, l1.number == l2.number))": _unique_numbers,
-    "has(self.address) || has(self.network)": lambda v: isinstance(v, dict) and ("address" in v or "network" in v),
+    "has(self.address) || has(self.network)":
+        lambda v: isinstance(v, dict) and ("address" in v or "network" in v),
     '(has(self.address) ? self.address : "").startsWith("unix://") ? !has(self.ports) : true': _uds_ports,
     'self.startsWith("unix://") ? (self.substring(7, 8) == "/" || self.substring(7, 8) == "@") : true':
         _uds_address,
@@ -241,7 +244,8 @@ def _required_names(schema: Any, out: list[str]) -> None:
 
 
 def _compile_exclusive(node: SchemaNode, schema: dict[str, Any]) -> None:
-    for one_of in [schema.get("oneOf")] + [s.get("oneOf") for s in schema.get("allOf", ()) if isinstance(s, dict)]:
+    nested = [s.get("oneOf") for s in schema.get("allOf", ()) if isinstance(s, dict)]
+    for one_of in [schema.get("oneOf"), *nested]:
         if not one_of:
             continue
         names: list[str] = []
@@ -396,7 +400,8 @@ def validate_value(node: SchemaNode, value: Any, path: str, out: list[Finding]) 
         return
     if not _type_ok(node, value):
         want = "integer or string" if node.int_or_string else node.type
-        out.append(Finding(path, f"Invalid value: {_show(value)}: must be of type {want}, got {_type_of(value)}"))
+        out.append(Finding(path, f"Invalid value: {_show(value)}: must be of type {want}, got "
+                                 f"{_type_of(value)}"))
         return
     if node.enum is not None and value not in node.enum:
         allowed = ", ".join(_show(e) for e in node.enum)

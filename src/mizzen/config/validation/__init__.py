@@ -46,7 +46,8 @@ def _issue(config: Config, f: Finding) -> Issue:
 
 
 def validate(config: Config) -> list[Issue]:
-    """Every error and warning for one object (schema first; semantic checks only once the structure is right)."""
+    """Every error and warning for one object (schema first; semantic checks only once the structure is "
+      "right)."""
     kind = kinds.BY_NAME.get(config.kind)
     if kind is None:
         return []  # passive kinds (ServiceAccount, ...) carry nothing to check

@@ -28,7 +28,8 @@ from mizzen.config.schema import parse_duration as parse_duration
 
 @dataclass
 class Report:
-    """Collects findings of one object's validation (path + message); :func:`validate` turns them into Issues."""
+    """Collects findings of one object's validation (path + message); :func:`validate` turns them into "
+      "Issues."""
 
     config: Config
     findings: list[Finding] = field(default_factory=list)
@@ -274,13 +275,13 @@ def check_string_match(r: Report, path: str, match: Any) -> None:
         check_regex(r, key_path(path, "regex"), m["regex"])
 
 
-# ---------------------------------------------------------------------------------------------- labels, headers
+# ------------------------------------------------------------------------------------------ labels, headers
 
 _HEADER_NAME = re.compile(r"^[-_A-Za-z0-9]+$")
 
 
 def check_labels(r: Report, path: str, labels: Any) -> None:
-    """Kubernetes label syntax (Istio's labels.Instance.Validate): ``[prefix/]name`` keys, <= 63 char values."""
+    """Kubernetes label syntax (Istio's labels.Instance.Validate): ``[prefix/]name`` keys, short values."""
     for k, v in as_dict(labels).items():
         kp = key_path(path, str(k))
         key = str(k)
@@ -311,7 +312,8 @@ def is_authority_header(name: str) -> bool:
 
 
 def check_header_operation(r: Report, path: str, name: str, *, authority_ok: bool) -> None:
-    """Header manipulation names: no pseudo-headers (``:path``), no ``Host`` (except request set/add authority)."""
+    """Header manipulation names: no pseudo-headers (``:path``), no ``Host`` (except request set/add "
+      "authority)."""
     if name == "":
         r.error(path, "header name cannot be empty")
         return

@@ -1,6 +1,6 @@
-"""Kubernetes Deployment (apps/v1) checks that matter to the local mesh: a selector whose matchLabels match the
-pod template's labels, replicas >= 0, containers with unique DNS-label names and an image, container ports
-1..65535 with TCP/UDP/SCTP protocols and valid, unique names.
+"""Kubernetes Deployment (apps/v1) checks that matter to the local mesh: a selector whose matchLabels match
+the pod template's labels, replicas >= 0, containers with unique DNS-label names and an image, container
+ports 1..65535 with TCP/UDP/SCTP protocols and valid, unique names.
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ def _check_containers(r: Report, path: str, containers: list[object]) -> None:
             pname = p.get("name")
             if pname is not None:
                 if not isinstance(pname, str) or not is_iana_svc_name(pname):
-                    r.error(key_path(pp, "name"), f'Invalid value: "{pname}": must be an IANA service name (at most '
-                                                  "15 lowercase letters, digits and '-', with at least one letter)")
+                    r.error(key_path(pp, "name"), f'Invalid value: "{pname}": must be an IANA service name '
+                                                  '(at most '
+                                                  "15 lowercase letters, digits and '-', with at least one "
+                                                  "letter)")
                 elif pname in port_names:
                     r.error(key_path(pp, "name"), f'Duplicate value: "{pname}"')
                 else:

@@ -1,6 +1,6 @@
-"""DestinationRule semantic checks as Istio's ValidateDestinationRule does them: host, subsets (unique DNS-label
-names, valid labels), traffic policies (load balancer, consistent hash, connection pool, outlier detection,
-port-level settings, client TLS, tunnel, proxy protocol), workload selector and exportTo.
+"""DestinationRule semantic checks as Istio's ValidateDestinationRule does them: host, subsets (unique DNS-
+label names, valid labels), traffic policies (load balancer, consistent hash, connection pool, outlier
+detection, port-level settings, client TLS, tunnel, proxy protocol), workload selector and exportTo.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def check_connection_pool(r: Report, path: str, pool: Any) -> None:
     if "idleTimeout" in http:
         check_duration(r, key_path(hp, "idleTimeout"), http.get("idleTimeout"))
     if http.get("h2UpgradePolicy") == "UPGRADE" and http.get("useClientProtocol") is True:
-        r.error(key_path(hp, "useClientProtocol"), "use client protocol must not be true when H2UpgradePolicy is "
+        r.error(key_path(hp, "useClientProtocol"), "use client protocol must not be true when "
+                                                   "H2UpgradePolicy is "
                                                    "UPGRADE")
     tcp = as_dict(cp.get("tcp"))
     tp = key_path(path, "tcp")
@@ -82,8 +83,9 @@ def _check_outlier(r: Report, path: str, od: dict[str, Any]) -> None:
     if "interval" in od:
         check_duration(r, key_path(path, "interval"), od.get("interval"))
     if as_int(od.get("consecutiveErrors")) != 0:
-        r.warn(key_path(path, "consecutiveErrors"), "outlier detection consecutive errors is deprecated, use "
-                                                    "consecutiveGatewayErrors or consecutive5xxErrors instead")
+        r.warn(key_path(path, "consecutiveErrors"),
+               "outlier detection consecutive errors is deprecated, use consecutiveGatewayErrors or "
+               "consecutive5xxErrors instead")
     if not od.get("splitExternalLocalOriginErrors") and as_int(od.get("consecutiveLocalOriginFailures")) > 0:
         r.error(key_path(path, "consecutiveLocalOriginFailures"),
                 "outlier detection consecutive local origin failures is specified, but split external local "
@@ -136,13 +138,15 @@ def check_client_tls(r: Report, path: str, tls: dict[str, Any]) -> None:
     insecure = tls.get("insecureSkipVerify") is True
     if insecure and mode == "SIMPLE" and any(k in tls for k in ("caCertificates", "credentialName",
                                                                  "subjectAltNames")):
-        r.error(path, "cannot specify CaCertificates or CredentialName or SubjectAltNames when InsecureSkipVerify "
+        r.error(path, "cannot specify CaCertificates or CredentialName or SubjectAltNames when "
+                      "InsecureSkipVerify "
                       "is set true")
     if insecure and mode == "MUTUAL" and any(k in tls for k in ("caCertificates", "subjectAltNames")):
         r.error(path, "cannot specify CaCertificates or SubjectAltNames when InsecureSkipVerify is set true")
     if mode in ("SIMPLE", "MUTUAL") and tls.get("credentialName"):
         if any(tls.get(k) for k in ("clientCertificate", "caCertificates", "privateKey", "caCrl")):
-            r.error(path, "cannot specify client certificates or CA certificate or CA CRL If credentialName is set")
+            r.error(path, "cannot specify client certificates or CA certificate or CA CRL If "
+                          "credentialName is set")
         return
     if mode == "MUTUAL":
         if not tls.get("clientCertificate"):
@@ -184,7 +188,8 @@ def check_traffic_policy(r: Report, path: str, policy: Any) -> None:
             number = as_dict(p.get("port")).get("number")
             check_port(r, key_path(key_path(pp, "port"), "number"), number)
             if as_int(number) in seen_ports:
-                r.error(key_path(key_path(pp, "port"), "number"), f"duplicate port {number} in portLevelSettings")
+                r.error(key_path(key_path(pp, "port"), "number"), f"duplicate port {number} in "
+                                                                  "portLevelSettings")
             seen_ports.add(as_int(number))
         if not any(k in p for k in ("outlierDetection", "connectionPool", "loadBalancer", "tls")):
             r.error(pp, "port traffic policy must have at least one field")
@@ -202,7 +207,8 @@ def check_traffic_policy(r: Report, path: str, policy: Any) -> None:
     if "proxyProtocol" in tp:
         version = as_dict(tp.get("proxyProtocol")).get("version")
         if version not in (None, "V1", "V2"):
-            r.error(key_path(key_path(path, "proxyProtocol"), "version"), f"proxy protocol version is invalid: "
+            r.error(key_path(key_path(path, "proxyProtocol"), "version"), "proxy protocol version is "
+                                                                          "invalid: "
                                                                          f"{version}")
 
 
@@ -245,8 +251,10 @@ def validate_destination_rule(cfg: Config, r: Report) -> None:
         if export_to:
             keys = {cfg.namespace if e == "." else str(e) for e in export_to}
             if cfg.namespace not in keys:
-                r.error("spec.exportTo", "destination rule with workload selector cannot have exportTo beyond "
+                r.error("spec.exportTo", "destination rule with workload selector cannot have exportTo "
+                                         "beyond "
                                          "current namespace")
             elif len(keys) > 1:
-                r.error("spec.exportTo", "destination rule with workload selector cannot have multiple entries in "
+                r.error("spec.exportTo", "destination rule with workload selector cannot have multiple "
+                                         "entries in "
                                          "exportTo")

@@ -1,6 +1,7 @@
-"""Gateway semantic checks as Istio's ValidateGateway does them: name is a DNS label, at least one server, each
-server's hosts (optionally ``ns/host``), port (number, name, protocol), bind, and TLS settings (modes and the
-fields each needs, HTTPS/TLS ports need TLS, httpsRedirect only on HTTP); port names unique across servers.
+"""Gateway semantic checks as Istio's ValidateGateway does them: name is a DNS label, at least one server,
+each server's hosts (optionally ``ns/host``), port (number, name, protocol), bind, and TLS settings
+(modes and the fields each needs, HTTPS/TLS ports need TLS, httpsRedirect only on HTTP); port names
+unique across servers.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ def check_server_tls(r: Report, path: str, tls: dict[str, Any]) -> None:
             if tls.get(key):
                 r.error(key_path(path, key), f"ISTIO_MUTUAL TLS cannot have associated {what}")
         return
-    if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH") and any(
-            tls.get(k) for k in ("caCrl", "serverCertificate", "privateKey", "caCertificates", "credentialName")):
+    cert_fields = ("caCrl", "serverCertificate", "privateKey", "caCertificates", "credentialName")
+    if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH") and any(tls.get(k) for k in cert_fields):
         r.warn(path, f"{mode} mode does not use certificates, they will be ignored")
-    has_credential = bool(tls.get("credentialName") or tls.get("credentialNames") or tls.get("tlsCertificates"))
+    has_credential = any(tls.get(k) for k in ("credentialName", "credentialNames", "tlsCertificates"))
     if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") and has_credential:
         if tls.get("caCrl") and tls.get("credentialName"):
-            r.error(key_path(path, "caCrl"), "CRL is not supported with credentialName. CRL has to be specified in "
+            r.error(key_path(path, "caCrl"), "CRL is not supported with credentialName. CRL has to be "
+                                             "specified in "
                                              "the credential")
         return
     if mode == "SIMPLE":
@@ -50,7 +52,8 @@ def check_server_tls(r: Report, path: str, tls: dict[str, Any]) -> None:
             r.error(path, "SIMPLE TLS requires a server certificate (serverCertificate + privateKey, or "
                           "credentialName)")
         if not tls.get("privateKey"):
-            r.error(path, "SIMPLE TLS requires a private key (serverCertificate + privateKey, or credentialName)")
+            r.error(path, "SIMPLE TLS requires a private key (serverCertificate + privateKey, or "
+                          "credentialName)")
     elif mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
         for key, what in (("serverCertificate", "a server certificate"), ("privateKey", "a private key"),
                           ("caCertificates", "a client CA bundle")):
@@ -77,7 +80,8 @@ def _check_server(r: Report, path: str, server: dict[str, Any]) -> None:
         p = as_dict(port)
         proto = as_str(p.get("protocol"))
         if parse_protocol(proto) is None:
-            r.error(key_path(pp, "protocol"), f'invalid protocol "{proto}", supported protocols are HTTP, HTTP2, '
+            r.error(key_path(pp, "protocol"), f'invalid protocol "{proto}", supported protocols are HTTP, '
+                                              'HTTP2, '
                                               "GRPC, GRPC-WEB, MONGO, REDIS, MYSQL, TCP, HTTPS, TLS")
             port_ok = False
         if as_int(p.get("number")) > 0 or not bind.startswith("unix://"):

@@ -36,7 +36,9 @@ SUPPORTED_RETRY_ON = frozenset({
     "http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal", "resource-exhausted",
     "unavailable",
 })
-SUPPORTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"})
+SUPPORTED_METHODS = frozenset({
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+})
 GRPC_STATUSES = frozenset({
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
     "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
@@ -117,7 +119,8 @@ def _check_match(r: Report, path: str, match: dict[str, Any], delegating: bool) 
     for fname in _MATCH_STRING_FIELDS:
         sm = as_dict(match.get(fname))
         if delegating and "regex" in sm:
-            r.error(key_path(path, fname), f"{'url' if fname == 'uri' else fname} match does not support regex "
+            r.error(key_path(path, fname), f"{'url' if fname == 'uri' else fname} match does not support "
+                                           "regex "
                                            "match for delegating")
         else:
             check_string_match(r, key_path(path, fname), sm)
@@ -126,7 +129,8 @@ def _check_match(r: Report, path: str, match: dict[str, Any], delegating: bool) 
         for name, sm in as_dict(match.get(group)).items():
             hp = key_path(gpath, name)
             if sm is None:
-                r.error(hp, f"{group[:-1] if group != 'queryParams' else 'query param'} match {name} cannot be null")
+                r.error(hp, f"{group[:-1] if group != 'queryParams' else 'query param'} match {name} "
+                            "cannot be null")
                 continue
             if group != "queryParams" and not name.startswith(JWT_CLAIM_PREFIX):
                 if name == "":
@@ -154,7 +158,8 @@ def _check_conflicts(r: Report, path: str, http: dict[str, Any], root: bool, in_
         if "route" in http:
             r.error(key_path(path, "route"), f"root HTTP route {name} must not specify route")
         if "directResponse" in http:
-            r.error(key_path(path, "directResponse"), f"root HTTP route {name} must not specify direct_response")
+            r.error(key_path(path, "directResponse"), f"root HTTP route {name} must not specify "
+                                                      "direct_response")
         delegate = as_dict(http.get("delegate"))
         if not as_str(delegate.get("name")):
             r.error(key_path(key_path(path, "delegate"), "name"), "delegate name is required")
@@ -194,7 +199,8 @@ def _check_cors(r: Report, path: str, cors: dict[str, Any]) -> None:
         check_string_match(r, op, o)
     for i, method in enumerate(as_list(cors.get("allowMethods"))):
         if method not in SUPPORTED_METHODS:
-            r.error(index_path(key_path(path, "allowMethods"), i), f'"{method}" is not a supported HTTP method')
+            r.error(index_path(key_path(path, "allowMethods"), i), f'"{method}" is not a supported HTTP '
+                                                                   'method')
     for group in ("allowHeaders", "exposeHeaders"):
         for i, name in enumerate(as_list(cors.get(group))):
             n = str(name)
@@ -218,10 +224,12 @@ def _check_fault(r: Report, path: str, fault: dict[str, Any]) -> None:
         if "httpStatus" in abort:
             status = as_int(abort.get("httpStatus"), -1)
             if not 200 <= status <= 599:
-                r.error(key_path(ap, "httpStatus"), f"HTTP status {abort.get('httpStatus')} is not in range 200-599")
+                r.error(key_path(ap, "httpStatus"), f"HTTP status {abort.get('httpStatus')} is not in "
+                                                    "range 200-599")
         elif "grpcStatus" in abort:
             if abort.get("grpcStatus") not in GRPC_STATUSES:
-                r.error(key_path(ap, "grpcStatus"), f'gRPC status "{abort.get("grpcStatus")}" is not supported '
+                r.error(key_path(ap, "grpcStatus"), f'gRPC status "{abort.get("grpcStatus")}" is not '
+                                                    'supported '
                                                     "(e.g. NOT_FOUND, UNAVAILABLE)")
         elif "http2Error" in abort:
             r.error(key_path(ap, "http2Error"), "HTTP/2 abort fault injection not supported yet")
@@ -243,7 +251,8 @@ def _check_retries(r: Report, path: str, retries: dict[str, Any]) -> None:
     if attempts < 0:
         r.error(key_path(path, "attempts"), "attempts cannot be negative")
     if attempts == 0 and any(k in retries for k in ("perTryTimeout", "retryOn", "retryRemoteLocalities")):
-        r.error(key_path(path, "attempts"), "http retry policy configured when attempts are set to 0 (disabled)")
+        r.error(key_path(path, "attempts"), "http retry policy configured when attempts are set to 0 "
+                                            "(disabled)")
     if "perTryTimeout" in retries:
         check_duration(r, key_path(path, "perTryTimeout"), retries.get("perTryTimeout"))
     retry_on = as_str(retries.get("retryOn"))
@@ -307,7 +316,9 @@ def check_http_route(r: Report, path: str, http: dict[str, Any], in_delegate: bo
     rewrite = as_dict(http.get("rewrite"))
     headers_set = {**as_dict(as_dict(as_dict(http.get("headers")).get("request")).get("set")),
                    **as_dict(as_dict(as_dict(http.get("headers")).get("request")).get("add"))}
-    authorities = [n for n in headers_set if is_authority_header(n)] + (["rewrite"] if rewrite.get("authority") else [])
+    authorities = [n for n in headers_set if is_authority_header(n)]
+    if rewrite.get("authority"):
+        authorities.append("rewrite.authority")
     if len(authorities) > 1:
         r.error(key_path(path, "headers"), "authority header cannot be set multiple times")
     if "corsPolicy" in http:
@@ -317,8 +328,10 @@ def check_http_route(r: Report, path: str, http: dict[str, Any], in_delegate: bo
     if "mirrorPercent" in http:
         mp = as_int(http.get("mirrorPercent"))
         if mp > 100:
-            r.error(key_path(path, "mirrorPercent"), f"mirror_percent must have a max value of 100 (it has {mp})")
-        r.warn(key_path(path, "mirrorPercent"), 'using deprecated setting "mirrorPercent", use "mirrorPercentage"'
+            r.error(key_path(path, "mirrorPercent"), "mirror_percent must have a max value of 100 (it has "
+                                                     f"{mp})")
+        r.warn(key_path(path, "mirrorPercent"), 'using deprecated setting "mirrorPercent", use '
+                                                '"mirrorPercentage"'
                                                 " instead")
     pct = as_dict(http.get("mirrorPercentage")).get("value")
     if isinstance(pct, int | float) and not 0 <= pct <= 100:
@@ -335,7 +348,8 @@ def check_http_route(r: Report, path: str, http: dict[str, Any], in_delegate: bo
     if "directResponse" in http:
         status = as_int(as_dict(http.get("directResponse")).get("status"), -1)
         if not 200 <= status <= 599:
-            r.error(key_path(key_path(path, "directResponse"), "status"), f"HTTP status {status} is not in range "
+            r.error(key_path(key_path(path, "directResponse"), "status"), f"HTTP status {status} is not in "
+                                                                          "range "
                                                                           "200-599")
     if "retries" in http:
         _check_retries(r, key_path(path, "retries"), as_dict(http.get("retries")))

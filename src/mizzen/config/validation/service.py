@@ -1,6 +1,6 @@
-"""Kubernetes Service checks (what the API server enforces that matters to the mesh): ports 1..65535, port names
-required when there are several and unique, protocol TCP/UDP/SCTP, targetPort a number or an IANA service name,
-appProtocol syntax, selector labels, type and clusterIP, unknown fields.
+"""Kubernetes Service checks (what the API server enforces that matters to the mesh): ports 1..65535, port
+names required when there are several and unique, protocol TCP/UDP/SCTP, targetPort a number or an IANA
+service name, appProtocol syntax, selector labels, type and clusterIP, unknown fields.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from mizzen.config.validation.common import (
 )
 
 SPEC_FIELDS = frozenset({
-    "ports", "selector", "clusterIP", "clusterIPs", "type", "externalIPs", "sessionAffinity", "loadBalancerIP",
+    "ports", "selector", "clusterIP", "clusterIPs", "type", "externalIPs", "sessionAffinity",
+    "loadBalancerIP",
     "loadBalancerSourceRanges", "externalName", "externalTrafficPolicy", "healthCheckNodePort",
     "publishNotReadyAddresses", "sessionAffinityConfig", "ipFamilies", "ipFamilyPolicy",
     "allocateLoadBalancerNodePorts", "loadBalancerClass", "internalTrafficPolicy", "trafficDistribution",
@@ -32,11 +33,12 @@ PORT_FIELDS = frozenset({"name", "protocol", "appProtocol", "port", "targetPort"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 _IANA = re.compile(r"^[a-z0-9](?:-?[a-z0-9])*$")
-_APP_PROTOCOL = re.compile(r"^(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_APP_PROTOCOL = re.compile(
+    r"^(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 def is_iana_svc_name(name: str) -> bool:
-    """Kubernetes IsValidPortName: <= 15 chars, lowercase alphanumerics and single '-', at least one letter."""
+    """Kubernetes IsValidPortName: <= 15 lowercase alphanumerics and single '-', at least one letter."""
     return 0 < len(name) <= 15 and _IANA.match(name) is not None and any(c.isalpha() for c in name)
 
 
@@ -58,7 +60,8 @@ def _check_port(r: Report, pp: str, p: dict[str, Any], several: bool) -> None:
             r.error(key_path(pp, str(k)), f'unknown field "{k}"')
     name = p.get("name")
     if several and not name:
-        r.error(key_path(pp, "name"), "Required value (port names are required when a Service has several ports)")
+        r.error(key_path(pp, "name"), "Required value (port names are required when a Service has several "
+                                      "ports)")
     elif name is not None and (not isinstance(name, str) or not is_k8s_dns_label(name)):
         r.error(key_path(pp, "name"), f'Invalid value: "{name}": must be a lowercase RFC 1123 label')
     if "port" not in p:
@@ -69,7 +72,8 @@ def _check_port(r: Report, pp: str, p: dict[str, Any], several: bool) -> None:
     target = p.get("targetPort")
     if isinstance(target, str):
         if not is_iana_svc_name(target):
-            r.error(key_path(pp, "targetPort"), f'Invalid value: "{target}": must be a port number or an IANA '
+            r.error(key_path(pp, "targetPort"), f'Invalid value: "{target}": must be a port number or an '
+                                                'IANA '
                                                 "service name (at most 15 lowercase letters, digits and '-', "
                                                 "with at least one letter)")
     elif target is not None:

@@ -1,6 +1,6 @@
-"""ServiceEntry semantic checks as Istio's ValidateServiceEntry does them: hosts (no ``*``, wildcards, FQDNs for
-DNS resolution without endpoints), addresses and CIDRs, ports (unique names and numbers, protocols), resolution
-vs endpoints rules (NONE/STATIC/DNS/DNS_ROUND_ROBIN), workloadSelector vs endpoints, exportTo.
+"""ServiceEntry semantic checks as Istio's ValidateServiceEntry does them: hosts (no ``*``, wildcards, FQDNs
+for DNS resolution without endpoints), addresses and CIDRs, ports (unique names and numbers, protocols),
+resolution vs endpoints rules (NONE/STATIC/DNS/DNS_ROUND_ROBIN), workloadSelector vs endpoints, exportTo.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def validate_service_entry(cfg: Config, r: Report) -> None:
     if selector is not None:
         labels = as_dict(as_dict(selector).get("labels"))
         if not labels:
-            r.warn("spec.workloadSelector", "service entry: workload selector specified without labels, will be "
+            r.warn("spec.workloadSelector", "service entry: workload selector specified without labels, "
+                                            "will be "
                                             "applied to all services in namespace")
         for k, v in labels.items():
             if k == "":
@@ -95,19 +96,22 @@ def validate_service_entry(cfg: Config, r: Report) -> None:
             r.warn("spec.workloadSelector", "workloadSelector should not be set when resolution mode is NONE")
     elif resolution == "STATIC":
         for i, ep in enumerate(eps):
-            check_workload_entry(r, index_path("spec.endpoints", i), as_dict(ep), port_names, allow_fqdn=False)
+            check_workload_entry(r, index_path("spec.endpoints", i), as_dict(ep), port_names,
+                                 allow_fqdn=False)
     elif resolution in ("DNS", "DNS_ROUND_ROBIN"):
         if not eps:
             for i, h in enumerate(hosts):
                 if h != "*" and check_fqdn(h):
                     r.error(index_path("spec.hosts", i),
-                            f"hosts must be FQDN if no endpoints are provided for resolution mode {resolution}")
+                            "hosts must be FQDN if no endpoints are provided for resolution mode "
+                            f"{resolution}")
         if resolution == "DNS_ROUND_ROBIN" and len(eps) > 1:
             r.error("spec.endpoints", f"there must only be 0 or 1 endpoint for resolution mode {resolution}")
         for i, ep in enumerate(eps):
             check_workload_entry(r, index_path("spec.endpoints", i), as_dict(ep), port_names, allow_fqdn=True)
         if selector is not None:
-            r.warn("spec.workloadSelector", f"workloadSelector should not be set when resolution mode is {resolution}")
+            r.warn("spec.workloadSelector", "workloadSelector should not be set when resolution mode is "
+                                            f"{resolution}")
     if resolution != "NONE" and len(hosts) > 1:
         for i, p in enumerate(ports):
             proto = parse_protocol(as_str(p.get("protocol"))) or "TCP"

@@ -37,7 +37,8 @@ def _check_port(r: Report, path: str, port: dict[str, Any], bind: str, egress: b
         r.error(key_path(path, "targetPort"), "targetPort has no impact on Sidecars")
     if egress and as_int(port.get("number")) == 0:
         if not bind.startswith("unix://"):
-            r.error(key_path(path, "number"), "sidecar: ports with 0 value must have a unix domain socket bind "
+            r.error(key_path(path, "number"), "sidecar: ports with 0 value must have a unix domain socket "
+                                              "bind "
                                               "address")
         return
     check_port(r, key_path(path, "number"), port.get("number"))
@@ -86,13 +87,15 @@ def _check_ingress(r: Report, ingress: list[Any]) -> None:
             tls = as_dict(ing.get("tls"))
             tp = key_path(ip, "tls")
             if as_list(tls.get("subjectAltNames")):
-                r.error(key_path(tp, "subjectAltNames"), "sidecar: subjectAltNames is not supported in ingress tls")
+                r.error(key_path(tp, "subjectAltNames"), "sidecar: subjectAltNames is not supported in "
+                                                         "ingress tls")
             if tls.get("httpsRedirect") is True:
                 r.error(key_path(tp, "httpsRedirect"), "sidecar: httpsRedirect is not supported")
             if tls.get("credentialName"):
                 r.error(key_path(tp, "credentialName"), "sidecar: credentialName is not currently supported")
             if tls.get("mode") in ("ISTIO_MUTUAL", "AUTO_PASSTHROUGH"):
-                r.error(key_path(tp, "mode"), f"configuration is invalid: cannot set mode to {tls.get('mode')} in "
+                r.error(key_path(tp, "mode"), "configuration is invalid: cannot set mode to "
+                                              f"{tls.get('mode')} in "
                                               "sidecar ingress tls")
             check_server_tls(r, tp, tls)
         check_connection_pool(r, key_path(ip, "connectionPool"), ing.get("connectionPool"))
@@ -110,7 +113,8 @@ def _check_egress(r: Report, egress: list[Any], namespace: str) -> None:
                 r.error(ep, "sidecar: egress can have only one listener with empty port")
                 continue
             if i != len(egress) - 1:
-                r.error(ep, "sidecar: the egress listener with empty port should be the last listener in the list")
+                r.error(ep, "sidecar: the egress listener with empty port should be the last listener in "
+                            "the list")
             catch_all = True
         else:
             port = as_dict(eg.get("port"))
@@ -121,7 +125,8 @@ def _check_egress(r: Report, egress: list[Any], namespace: str) -> None:
             number = as_int(port.get("number"))
             if number == 0:
                 if bind in binds:
-                    r.error(key_path(ep, "bind"), "sidecar: unix domain socket values for listeners must be unique")
+                    r.error(key_path(ep, "bind"), "sidecar: unix domain socket values for listeners must "
+                                                  "be unique")
                 binds.add(bind)
             else:
                 if number in ports:
@@ -154,14 +159,16 @@ def validate_sidecar(cfg: Config, r: Report) -> None:
     if selector is not None:
         labels = as_dict(as_dict(selector).get("labels"))
         if not labels:
-            r.warn("spec.workloadSelector", "sidecar: workload selector specified without labels, will be applied "
+            r.warn("spec.workloadSelector", "sidecar: workload selector specified without labels, will be "
+                                            "applied "
                                             "to all services in namespace")
         for k, v in labels.items():
             if "*" in str(k) or "*" in str(v):
                 r.error(key_path("spec.workloadSelector.labels", str(k)),
                         f'wildcard is not supported in selector: "{k}={v}"')
     ingress, egress = as_list(spec.get("ingress")), as_list(spec.get("egress"))
-    if not ingress and not egress and "outboundTrafficPolicy" not in spec and "inboundConnectionPool" not in spec:
+    others = ("outboundTrafficPolicy", "inboundConnectionPool")
+    if not ingress and not egress and not any(k in spec for k in others):
         r.error("spec", "sidecar: empty configuration provided")
         return
     _check_ingress(r, ingress)

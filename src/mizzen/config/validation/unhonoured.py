@@ -70,7 +70,8 @@ def _matches(value: Any, tokens: list[str], path: str, out: list[str]) -> None:
 
 
 def present_paths(config: Config, pattern: str) -> list[str]:
-    """Concrete paths of ``config`` matching ``pattern`` (e.g. "spec.http[*].mirrors" -> spec.http[1].mirrors)."""
+    """Concrete paths of ``config`` matching ``pattern`` (e.g. "spec.http[*].mirrors" -> "
+                                                                                    "spec.http[1].mirrors)."""
     tokens = _tokens(pattern)
     if not tokens or tokens[0] != "spec":
         return []

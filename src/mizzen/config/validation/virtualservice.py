@@ -1,6 +1,6 @@
-"""VirtualService semantic checks as Istio's ValidateVirtualService does them: hosts (wildcards, ``*`` only for
-gateways, duplicates), delegate rules, gateway names, HTTP routes (:mod:`.httproute`), TLS routes (SNI hosts
-that are subsets of the hosts), TCP routes, exportTo, and unreachable-rule warnings.
+"""VirtualService semantic checks as Istio's ValidateVirtualService does them: hosts (wildcards, ``*`` only
+for gateways, duplicates), delegate rules, gateway names, HTTP routes (:mod:`.httproute`), TLS routes
+(SNI hosts that are subsets of the hosts), TCP routes, exportTo, and unreachable-rule warnings.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def _check_tls_route(r: Report, path: str, tls: dict[str, Any], hosts: list[str]
                     r.error(sp, err)
                 continue
             if not any(_covers(h, sni) for h in hosts):
-                r.error(sp, f'SNI host "{sni}" is not a compatible subset of any of the virtual service hosts: '
+                r.error(sp, f'SNI host "{sni}" is not a compatible subset of any of the virtual service '
+                            'hosts: '
                             f"[{', '.join(hosts)}]")
         _check_l4_match(r, mp, match)
     routes = as_list(tls.get("route"))
@@ -126,7 +127,8 @@ def _match_key(match: Any) -> str:
 
 
 def _warn_unreachable(r: Report, section: str, routes: list[Any]) -> None:
-    """Istio's analyzeUnreachable*Rules: a rule after a match-all rule, or whose matches all repeat earlier ones."""
+    """Istio's analyzeUnreachable*Rules: a rule after a match-all rule, or whose matches all repeat "
+      "earlier ones."""
     seen: dict[str, int] = {}
     catch_all = -1
     for i, route in enumerate(routes):
@@ -134,7 +136,8 @@ def _warn_unreachable(r: Report, section: str, routes: list[Any]) -> None:
         matches = as_list(as_dict(route).get("match"))
         if not matches:
             if catch_all >= 0:
-                r.warn(rp, f"rule not used (only the last rule can have no matches; rule #{catch_all} has none)")
+                r.warn(rp, f"rule not used (only the last rule can have no matches; rule #{catch_all} has "
+                           "none)")
             catch_all = i
             continue
         dups = 0
