@@ -477,3 +477,45 @@ def test_envoy_validates_generated_clusters(tmp_path: Any) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK" in proc.stdout + proc.stderr
+
+
+SIDECARS = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: bookinfo}
+spec:
+  egress:
+  - hosts: ["./reviews.bookinfo.svc.cluster.local", "istio-system/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings-ingress, namespace: bookinfo}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 9443, protocol: TCP, name: tcp}
+"""
+
+
+def test_sidecar_resource_scopes_outbound_and_defines_inbound() -> None:
+    push = bookinfo_push(*configs_from_yaml(SIDECARS))
+    cs = by_name(build_clusters(sidecar(), push))
+    outbound = sorted(n for n in cs if n.startswith("outbound|"))
+    assert outbound == [names.outbound_cluster(9080, "", REVIEWS)]
+    assert "inbound|9080||" in cs   # productpage keeps its service-derived inbound cluster
+    # gateways ignore Sidecar resources
+    gw = by_name(build_clusters(gateway(), push))
+    assert names.outbound_cluster(9080, "", RATINGS) in gw
+    ratings = by_name(build_clusters(sidecar({"app": "ratings", "version": "v1"}, "ratings-v1-a",
+                                             ip="127.0.20.3", app_host="127.0.20.3"), push))
+    inbound = {n: c for n, c in ratings.items() if n.startswith("inbound|")}
+    assert sorted(inbound) == ["inbound|9080||", "inbound|9443||"]
+
+    def target(c: cluster_pb2.Cluster) -> tuple[str, int]:
+        sa = c.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+        return sa.address, sa.port_value
+
+    assert target(inbound["inbound|9080||"]) == ("127.0.20.3", 8080)
+    assert target(inbound["inbound|9443||"]) == ("127.0.20.3", 9443)

@@ -20,7 +20,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_
 from google.protobuf import struct_pb2
 
 from mizzen.config.model import Config
-from mizzen.core import names
+from mizzen.core import names, sidecar_scope
 from mizzen.core.cluster_policy import (
     apply_connection_pool,
     apply_load_balancer,
@@ -139,7 +139,13 @@ def _own_workload(proxy: Proxy, push: PushContext) -> Workload | None:
     return None
 
 
-def _inbound_target(port: ServicePort, workload: Workload | None) -> int | None:
+def _inbound_target(proxy: Proxy, push: PushContext, svc: Service, port: ServicePort,
+                    workload: Workload | None) -> int | None:
+    """The workload port behind a service port (same rule as the inbound listeners): this proxy's own
+    endpoint, else numeric targetPort, else the named port of its workload, else the service port."""
+    for ep in push.registry.endpoints_for(svc.hostname, port.port):
+        if ep.address == proxy.ip:
+            return ep.port
     if isinstance(port.target_port, int):
         return port.target_port
     if isinstance(port.target_port, str):
@@ -151,36 +157,51 @@ def inbound_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluste
     """``inbound|<targetPort>||`` STATIC to ``proxy.app_host:<targetPort>`` for every port of every service
     in the proxy's namespace whose selector matches its labels; the DestinationRule's connection pool
     applies (as in Istio, circuit breakers are enforced on the server side too)."""
+    ingress = sidecar_scope.ingress_listeners(proxy, push)
+    if ingress:
+        return [_inbound_cluster(proxy, push, i.port, *_default_endpoint(proxy, i.default_endpoint, i.port),
+                                 i.protocol, i.port, []) for i in sorted(ingress, key=lambda i: i.port)]
     workload = _own_workload(proxy, push)
     by_port: dict[int, tuple[ServicePort, list[Service]]] = {}
     for svc in push.registry.services:
         if svc.namespace != proxy.namespace or not _selects(svc.selector, proxy.labels):
             continue
         for port in svc.ports:
-            target = _inbound_target(port, workload)
+            target = _inbound_target(proxy, push, svc, port, workload)
             if target is None or port.protocol is Protocol.UDP:
                 continue
             entry = by_port.setdefault(target, (port, []))
             entry[1].append(svc)
-    out = []
-    for target, (port, services) in sorted(by_port.items()):
-        name = names.inbound_cluster(target)
-        c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC,
-                                lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
-        c.common_lb_config.SetInParent()
-        c.load_assignment.cluster_name = name
-        c.load_assignment.endpoints.append(ep_pb2.LocalityLbEndpoints(
-            locality=base_pb2.Locality(),
-            lb_endpoints=[ep_pb2.LbEndpoint(
-                endpoint=ep_pb2.Endpoint(address=_socket(proxy.app_host, target)))]))
-        dr = push.destination_rule(proxy.namespace, services[0].hostname)
-        pool: Mapping[str, Any] = {}
-        if dr is not None and dr.spec.get("trafficPolicy"):
-            pool = port_level_policy(dr.spec["trafficPolicy"], port.port).get("connectionPool") or {}
-        apply_connection_pool(c, pool, push.mesh.connect_timeout_s, port.protocol)
-        _set_metadata(c, services, dr if pool else None)
-        out.append(c)
-    return out
+    return [_inbound_cluster(proxy, push, target, proxy.app_host, target, port.protocol, port.port, services)
+            for target, (port, services) in sorted(by_port.items())]
+
+
+def _default_endpoint(proxy: Proxy, endpoint: str, port: int) -> tuple[str, int]:
+    """A Sidecar ingress ``defaultEndpoint`` (``127.0.0.1:8080``, ``0.0.0.0:8080``, ``[::1]:8080``) as the
+    (host, port) the app is reached at in local mode: always ``proxy.app_host``; empty -> the same port."""
+    if not endpoint or endpoint.startswith("unix://"):
+        return proxy.app_host, port
+    _host, _, text = endpoint.rpartition(":")
+    return proxy.app_host, int(text) if text.isdigit() else port
+
+
+def _inbound_cluster(proxy: Proxy, push: PushContext, cluster_port: int, host: str, target: int,
+                     protocol: Protocol, service_port: int, services: list[Service]) -> cluster_pb2.Cluster:
+    name = names.inbound_cluster(cluster_port)
+    c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC,
+                            lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
+    c.common_lb_config.SetInParent()
+    c.load_assignment.cluster_name = name
+    c.load_assignment.endpoints.append(ep_pb2.LocalityLbEndpoints(
+        locality=base_pb2.Locality(),
+        lb_endpoints=[ep_pb2.LbEndpoint(endpoint=ep_pb2.Endpoint(address=_socket(host, target)))]))
+    dr = push.destination_rule(proxy.namespace, services[0].hostname) if services else None
+    pool: Mapping[str, Any] = {}
+    if dr is not None and dr.spec.get("trafficPolicy"):
+        pool = port_level_policy(dr.spec["trafficPolicy"], service_port).get("connectionPool") or {}
+    apply_connection_pool(c, pool, push.mesh.connect_timeout_s, protocol)
+    _set_metadata(c, services, dr if pool else None)
+    return c
 
 
 def blackhole_cluster(push: PushContext) -> cluster_pb2.Cluster:
@@ -205,9 +226,14 @@ def passthrough_cluster(push: PushContext, name: str = names.PASSTHROUGH_CLUSTER
 
 
 def build_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluster]:
-    """Every cluster for ``proxy``, sorted by name. Gateways get outbound clusters and BlackHoleCluster."""
+    """Every cluster for ``proxy``, sorted by name. Sidecars: outbound clusters for the services their
+    Sidecar resource admits, inbound, BlackHole and Passthrough clusters. Gateways: outbound clusters for
+    every service exported to their namespace, and BlackHoleCluster."""
     out: dict[str, cluster_pb2.Cluster] = {}
-    for svc in push.services_visible_to(proxy):
+    services = push.services_visible_to(proxy)
+    if not proxy.is_gateway:   # a sidecar sees what its Sidecar resource's egress hosts admit (Istio scoping)
+        services = [s for s in services if sidecar_scope.sidecar_allows(proxy, push, s)]
+    for svc in services:
         for port in svc.ports:
             if port.protocol is Protocol.UDP:
                 continue
