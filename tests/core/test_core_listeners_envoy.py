@@ -335,3 +335,98 @@ spec:
             await http(ip, https_port, req, tls=client, sni="other.example.com")
         status, _, _ = await http(ip, http_port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert status == 200
+
+
+async def _tls_backend(tmp: Path, host: str) -> tuple[asyncio.Server, str, int, Path]:
+    """A TLS server for ``host`` that answers every connection with its own name."""
+    files = self_signed(tmp, [host])
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(files["cert"], files["key"])
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(host.encode())
+        await w.drain()
+        w.close()
+
+    ip = loopback()
+    server = await asyncio.start_server(handle, ip, 0, ssl=ctx)
+    return server, ip, server.sockets[0].getsockname()[1], files["cert"]
+
+
+async def test_gateway_tls_passthrough_by_sni_and_tcp_server(tmp_path: Path) -> None:
+    a, a_ip, a_port, a_cert = await _tls_backend(tmp_path, "a.example.com")
+    b, b_ip, b_port, b_cert = await _tls_backend(tmp_path, "b.example.com")
+
+    async def plain(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"echo:" + await r.readline())
+        await w.drain()
+        w.close()
+
+    c_ip = loopback()
+    c = await asyncio.start_server(plain, c_ip, 0)
+    c_port = c.sockets[0].getsockname()[1]
+    cfg = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ["a.example.com", "b.example.com"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: default}
+spec:
+  hosts: ["a.example.com", "b.example.com"]
+  gateways: [edge]
+  tls:
+  - match: [{sniHosts: [a.example.com]}]
+    route: [{destination: {host: a.example.com, port: {number: 443}}}]
+  - match: [{sniHosts: [b.example.com]}]
+    route: [{destination: {host: b.example.com, port: {number: 443}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  tcp:
+  - route: [{destination: {host: echo, port: {number: 7000}}}]
+"""
+    ip = loopback()
+    tls_port, tcp_port = free_port(ip), free_port(ip)
+    lds = build_listeners(
+        gateway(ip=ip, ports={443: tls_port, 31400: tcp_port}), push_of([], configs(cfg, "default"))
+    )
+    upstreams = {
+        "outbound|443||a.example.com": (a_ip, a_port),
+        "outbound|443||b.example.com": (b_ip, b_port),
+        "outbound|7000||echo.default.svc.cluster.local": (c_ip, c_port),
+    }
+    boot = bootstrap(lds, (ip, free_port(ip)), {}, upstreams)
+    try:
+        async with running_envoy(boot, tmp_path, (ip, tcp_port)):
+            for host, cert in (("a.example.com", a_cert), ("b.example.com", b_cert)):
+                ctx = ssl.create_default_context(cafile=str(cert))
+                r, w = await asyncio.wait_for(
+                    asyncio.open_connection(ip, tls_port, ssl=ctx, server_hostname=host), 10
+                )
+                assert (
+                    await asyncio.wait_for(r.read(), 10) == host.encode()
+                )  # the backend's own cert verified
+                w.close()
+            r, w = await asyncio.wait_for(asyncio.open_connection(ip, tcp_port), 10)
+            w.write(b"hello\n")
+            await w.drain()
+            assert await asyncio.wait_for(r.read(), 10) == b"echo:hello\n"
+            w.close()
+    finally:
+        for s in (a, b, c):
+            s.close()
+            await s.wait_closed()
