@@ -67,11 +67,23 @@ class DeploymentSpec:
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
-    def inject_sidecar(self) -> bool:
-        """False when the pod opts out (label or annotation ``sidecar.istio.io/inject: "false"``)."""
+    def inject_sidecar(
+        self, namespace_labels: Mapping[str, str] | None = None, policy: str = "always"
+    ) -> bool:
+        """Whether this pod gets a sidecar, decided at pod creation like Istio's injector.
+
+        The pod's label (or annotation) ``sidecar.istio.io/inject: "true"/"false"`` wins; then the namespace
+        label ``istio-injection: enabled/disabled``; then the policy: ``always`` (Mizzen's local default,
+        everything is in the mesh) or ``istio`` (no label, no sidecar).
+        """
         key = "sidecar.istio.io/inject"
-        flag = self.pod_labels.get(key, self.pod_annotations.get(key))
-        return str(flag).lower() != "false"
+        flag = str(self.pod_labels.get(key, self.pod_annotations.get(key, ""))).lower()
+        if flag in ("true", "false"):
+            return flag == "true"
+        ns_flag = (namespace_labels or {}).get("istio-injection", "")
+        if ns_flag in ("enabled", "disabled"):
+            return ns_flag == "enabled"
+        return policy == "always"
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,10 @@ class ServiceSpec:
     ports: tuple[tuple[str, int, int | str], ...]   # (name, port, targetPort)
 
 
-def _meta(obj: Config | Mapping[str, Any], default_ns: str) -> tuple[str, str, str, dict[str, str], Any]:
+def manifest_meta(
+    obj: Config | Mapping[str, Any], default_ns: str
+) -> tuple[str, str, str, dict[str, str], Any]:
+    """(kind, name, namespace, labels, spec) of a manifest."""
     if isinstance(obj, Config):
         return obj.kind, obj.name, obj.namespace or default_ns, dict(obj.labels), obj.spec
     if not isinstance(obj, Mapping):
@@ -151,7 +166,7 @@ def _container(c: Any, where: str) -> ContainerSpec:
 
 
 def parse_deployment(obj: Config | Mapping[str, Any], default_ns: str = DEFAULT_NAMESPACE) -> DeploymentSpec:
-    kind, name, ns, labels, spec = _meta(obj, default_ns)
+    kind, name, ns, labels, spec = manifest_meta(obj, default_ns)
     where = f"Deployment/{ns}/{name}"
     if kind != "Deployment":
         raise ManifestError(f"{where}: not a Deployment ({kind})")
@@ -184,7 +199,7 @@ def parse_deployment(obj: Config | Mapping[str, Any], default_ns: str = DEFAULT_
 
 
 def parse_service(obj: Config | Mapping[str, Any], default_ns: str = DEFAULT_NAMESPACE) -> ServiceSpec:
-    kind, name, ns, _labels, spec = _meta(obj, default_ns)
+    kind, name, ns, _labels, spec = manifest_meta(obj, default_ns)
     if kind != "Service":
         raise ManifestError(f"Service/{ns}/{name}: not a Service ({kind})")
     spec = spec or {}

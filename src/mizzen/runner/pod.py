@@ -96,7 +96,7 @@ class Pod:
         self.containers: list[ContainerProcess] = []
         self.sidecar: Sidecar | None = None
         self._sidecar_state = "none"
-        self._sidecar_factory = sidecars if spec.inject_sidecar() else None
+        self._sidecar_factory = sidecars
         self._wake = asyncio.Event()
         self._probe: asyncio.Task[None] | None = None
         self._stopping = False

@@ -25,6 +25,7 @@ from mizzen.runner.manifests import (
     ManifestError,
     ServiceSpec,
     kind_of,
+    manifest_meta,
     parse_deployment,
     parse_service,
     pod_name,
@@ -49,8 +50,9 @@ class LocalRunner:
     """Run Deployments locally.
 
     ``sidecars``: a factory for per-pod sidecars (``AgentSidecars(xds_host, xds_port)`` for real Envoys), or
-    None to run apps without sidecars (then apps get no HTTP_PROXY). Pods opting out with
-    ``sidecar.istio.io/inject: "false"`` never get one.
+    None to run apps without sidecars (then apps get no HTTP_PROXY). ``injection`` decides per pod at
+    creation (see :meth:`DeploymentSpec.inject_sidecar`); Namespace manifests given to ``apply`` (or
+    :meth:`set_namespace_labels`) supply the ``istio-injection`` label. A change never touches running pods.
     """
 
     def __init__(
@@ -66,7 +68,12 @@ class LocalRunner:
         backoff: Backoff | None = None,
         grace_s: float = 5.0,
         probe_period_s: float = 0.25,
+        injection: str = "always",
     ) -> None:
+        if injection not in ("always", "istio"):
+            raise ValueError("injection must be 'always' or 'istio'")
+        self.injection = injection
+        self.namespace_labels: dict[str, dict[str, str]] = {}
         self.registrar = control_plane
         self.sidecars = sidecars
         self.namespace = namespace
@@ -98,6 +105,10 @@ class LocalRunner:
             elif kind == "Service":
                 svc = parse_service(m, ns)
                 self.services[(svc.namespace, svc.name)] = svc
+            elif kind == "Namespace":
+                _kind, name, _ns, labels, _spec = manifest_meta(m, ns)
+                self.namespace_labels[name] = labels
+                out.append(f"namespace/{name} configured")
         async with self._lock:
             for spec in deployments:
                 out.append(f"deployment.apps/{spec.name} {await self._apply_deployment(spec)}")
@@ -133,7 +144,8 @@ class LocalRunner:
 
     def _new_pod(self, spec: DeploymentSpec) -> Pod:
         ports = [p.container_port for c in spec.containers for p in c.ports]
-        sidecars = self.sidecars if spec.inject_sidecar() else None
+        ns_labels = self.namespace_labels.get(spec.namespace, {})
+        sidecars = self.sidecars if spec.inject_sidecar(ns_labels, self.injection) else None
         addrs = self.addresses.allocate(ports, sidecar=sidecars is not None)
         names = {p.name for d in self.deployments.values() for p in d.pods}
         name = pod_name(spec.name, spec.template_hash)
@@ -162,6 +174,9 @@ class LocalRunner:
                 svc = parse_service(m, ns)
                 self.services.pop((svc.namespace, svc.name), None)
         return out
+
+    def set_namespace_labels(self, namespace: str, labels: Mapping[str, str]) -> None:
+        self.namespace_labels[namespace] = dict(labels)
 
     async def delete_deployment(self, namespace: str, name: str) -> bool:
         async with self._lock:
