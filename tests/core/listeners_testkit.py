@@ -10,6 +10,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -338,3 +339,20 @@ def self_signed(tmp: Path, hosts: list[str]) -> dict[str, Path]:
         )
     )
     return paths
+
+
+async def http(
+    ip: str, port: int, raw: str, tls: ssl.SSLContext | None = None, sni: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    async def go() -> tuple[int, dict[str, str], bytes]:
+        r, w = await asyncio.open_connection(ip, port, ssl=tls, server_hostname=sni)
+        w.write(raw.encode())
+        await w.drain()
+        data = await r.read()
+        w.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+        return int(lines[0].split()[1]), headers, body
+
+    return await asyncio.wait_for(go(), 10)

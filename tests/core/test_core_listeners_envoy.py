@@ -21,6 +21,7 @@ from listeners_testkit import (
     envoy_validate,
     free_port,
     gateway,
+    http,
     loopback,
     push_of,
     running_envoy,
@@ -195,23 +196,6 @@ async def app() -> AsyncIterator[tuple[str, int]]:
         yield ip, port
     finally:
         await runner.cleanup()
-
-
-async def http(
-    ip: str, port: int, raw: str, tls: ssl.SSLContext | None = None, sni: str | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    async def go() -> tuple[int, dict[str, str], bytes]:
-        r, w = await asyncio.open_connection(ip, port, ssl=tls, server_hostname=sni)
-        w.write(raw.encode())
-        await w.drain()
-        data = await r.read()
-        w.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
-        return int(lines[0].split()[1]), headers, body
-
-    return await asyncio.wait_for(go(), 10)
 
 
 def _route(name: str, cluster: str, domains: list[str]) -> Any:

@@ -170,3 +170,97 @@ def test_full_resource_set_is_consistent_and_valid(tmp_path: Path, push: PushCon
     else:
         assert set(rs.of(LISTENER)) == {"127.0.30.1_9080", "127.0.30.1_15080"}
         assert names == ["http_proxy"]
+
+
+SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
+
+
+async def test_generated_listeners_carry_fault_routes_and_gateway_traffic(tmp_path: Path) -> None:
+    """Seed 4.2 and 4.9 through real Envoy fed by generate(): the gateway routes bookinfo.kubeasy.com to
+    productpage, the sidecar's http_proxy reaches reviews, and details answers 400 'fault filter abort'."""
+    from aiohttp import web
+    from listeners_testkit import free_port, http, loopback, running_envoy
+
+    async def echo(req: web.Request) -> web.Response:
+        return web.json_response({"host": req.host, "path": req.path_qs})
+
+    application = web.Application()
+    application.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(application, access_log=None)
+    await runner.setup()
+    app_ip = loopback()
+    await web.TCPSite(runner, app_ip, 9080).start()
+    try:
+        cfgs = []
+        sources = [
+            (ISTIO / "platform/kube/bookinfo.yaml"),
+            ISTIO / "networking/destination-rule-all.yaml",
+            SEED / "details-abort.yaml",
+            SEED / "bookinfo-gateway.yaml",
+        ]
+        for path in sources:
+            res = load_text(path.read_text(), path.name, namespace="bookinfo")
+            assert res.ok, res.errors
+            cfgs.extend(res.configs)
+        snap = ConfigSnapshot.of(cfgs)
+        pod_ip = loopback()
+        workloads = [
+            Workload(
+                name="productpage-v1",
+                namespace="bookinfo",
+                address=app_ip,
+                labels={"app": "productpage", "version": "v1"},
+            ),
+            Workload(
+                name="reviews-v1",
+                namespace="bookinfo",
+                address=app_ip,
+                labels={"app": "reviews", "version": "v1"},
+            ),
+            Workload(
+                name="details-v1",
+                namespace="bookinfo",
+                address=app_ip,
+                labels={"app": "details", "version": "v1"},
+            ),
+        ]
+        push = PushContext.build(snap, build_snapshot(snap, workloads))
+        proxy_port = free_port(pod_ip)
+        side = sidecar(
+            ip=pod_ip, labels={"app": "ratings", "version": "v9"}, http_proxy_port=proxy_port, name="client"
+        )
+        gw_port = free_port(pod_ip)
+        gw = gateway(ip=pod_ip, ports={80: gw_port})
+        for proxy, port in ((side, proxy_port), (gw, gw_port)):
+            rs = generate(proxy, push)
+            work = tmp_path / proxy.type.value
+            work.mkdir()
+            async with running_envoy(_bootstrap(rs), work, (pod_ip, port)):
+                if proxy is side:
+                    st, _, body = await http(
+                        pod_ip,
+                        port,
+                        "GET http://reviews:9080/reviews/0 HTTP/1.1\r\n"
+                        "Host: reviews:9080\r\nConnection: close\r\n\r\n",
+                    )
+                    assert st == 200, body
+                    assert json.loads(body) == {"host": "reviews:9080", "path": "/reviews/0"}
+                    st, _, body = await http(
+                        pod_ip,
+                        port,
+                        "GET http://details:9080/details/0 HTTP/1.1\r\n"
+                        "Host: details\r\nConnection: close\r\n\r\n",
+                    )
+                    assert st == 400 and body == b"fault filter abort"
+                else:
+                    req = (
+                        "GET /productpage HTTP/1.1\r\nHost: bookinfo.kubeasy.com\r\nConnection: close\r\n\r\n"
+                    )
+                    st, headers, body = await http(pod_ip, port, req)
+                    assert st == 200, body
+                    assert json.loads(body)["path"] == "/productpage"
+                    assert headers["server"] == "istio-envoy"
+                    st, _, _ = await http(pod_ip, port, req.replace("bookinfo.kubeasy.com", "other.com"))
+                    assert st == 404
+    finally:
+        await runner.cleanup()
