@@ -71,7 +71,7 @@ def service(
 ) -> Service:
     sps = []
     for p in ports:
-        target = p[2] if len(p) == 3 else None  # type: ignore[misc]
+        target = p[2] if len(p) == 3 else None
         sps.append(ServicePort(f"{p[1].value.lower()}-{p[0]}", p[0], p[1], target))
     return Service(
         hostname=hostname or fqdn(name, ns),
@@ -232,7 +232,7 @@ def bootstrap(
     for name in sorted(names):
         host, port = (upstreams or {}).get(name, ("127.0.0.1", 9))
         bs.static_resources.clusters.append(static_cluster(name, host, port))
-    return json.loads(json_format.MessageToJson(bs))
+    return dict(json.loads(json_format.MessageToJson(bs)))
 
 
 def envoy_validate(config: Mapping[str, Any], tmp: Path) -> subprocess.CompletedProcess[str]:
