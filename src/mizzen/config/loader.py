@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,10 @@ UNSUPPORTED_ISTIO_KINDS: dict[str, str] = {
     "WasmPlugin": "extensions.istio.io",
     "TrafficExtension": "extensions.istio.io",
 }
+# API groups whose kinds are not supported yet (the Kubernetes Gateway API's Gateway shares a kind name)
+UNSUPPORTED_GROUPS = frozenset({
+    "gateway.networking.k8s.io", "security.istio.io", "telemetry.istio.io", "extensions.istio.io",
+})
 _TOP_LEVEL = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 _ALLOWED_METADATA = frozenset({
     "name", "namespace", "labels", "annotations", "uid", "resourceVersion", "generation", "creationTimestamp",
@@ -250,14 +255,14 @@ class _ObjectBuilder:
     kind: str = ""
     name: str = ""
 
-    def err(self, path: str, message: str) -> None:
+    def err(self, path: str, message: str, *, show_path: bool = True) -> None:
         line = self.doc.lines.get(path)
         probe = path
         while line is None and probe:
             probe = schema.parent_path(probe)
             line = self.doc.lines.get(probe)
-        self.errors.append(Issue(message, path=path, kind=self.kind, name=self.name, file=self.doc.file,
-                                 line=line or self.doc.line))
+        self.errors.append(Issue(message, path=path if show_path else "", kind=self.kind, name=self.name,
+                                 file=self.doc.file, line=line or self.doc.line))
 
     def build(self) -> Config | None:
         data = self.doc.data
@@ -274,14 +279,21 @@ class _ObjectBuilder:
             return None
         known = kinds.BY_NAME.get(kind_name)
         passive = known is None and kind_name in kinds.PASSIVE_KINDS
+        api_group = api_version.rpartition("/")[0]
+        if api_group in UNSUPPORTED_GROUPS and (known is None or api_group != known.group):
+            self.err("kind", f"kind {kind_name} ({api_group}) is not supported yet; supported kinds: "
+                             f"{_supported_kinds()}", show_path=False)
+            return None
         if known is None and not passive:
             group = UNSUPPORTED_ISTIO_KINDS.get(kind_name)
             if group is not None:
                 self.err("kind", f"kind {kind_name} ({group}) is not supported yet; supported kinds: "
-                                 f"{_supported_kinds()}")
+                                 f"{_supported_kinds()}", show_path=False)
             else:
-                self.err("kind", f'unknown kind "{kind_name}" (apiVersion "{api_version}"); supported kinds: '
-                                 f"{_supported_kinds()}")
+                close = difflib.get_close_matches(kind_name, [*kinds.BY_NAME, *kinds.PASSIVE_KINDS], n=1)
+                hint = f'did you mean "{close[0]}"? ' if close else ""
+                self.err("kind", f'unknown kind "{kind_name}" (apiVersion "{api_version}"); {hint}supported '
+                                 f"kinds: {_supported_kinds()}", show_path=False)
             return None
         if known is not None and api_version not in known.api_versions:
             self.err("apiVersion", f'apiVersion "{api_version}" is not supported for kind {kind_name}; '

@@ -233,7 +233,10 @@ def _pred(schema: dict[str, Any]) -> Pred:
 
 
 def _required_names(schema: Any, out: list[str]) -> None:
-    if isinstance(schema, dict):
+    if isinstance(schema, list):
+        for s in schema:
+            _required_names(s, out)
+    elif isinstance(schema, dict):
         for name in schema.get("required", ()):
             if name not in out:
                 out.append(name)

@@ -146,8 +146,9 @@ def _check_egress(r: Report, egress: list[Any], namespace: str) -> None:
                     r.warn(hp, f"duplicated egress host: {h}")
                 seen.add(name)
             for err in check_namespace_slash_host(h, gateway=False):
-                r.error(hp, f'{err} (got "{h}"; e.g. "./*", "istio-system/*", "bookinfo/reviews.bookinfo.svc.'
-                            'cluster.local")' if "namespace/dnsName" in err else err)
+                if err == "host must be of form namespace/dnsName":
+                    err = f'{err} (got "{h}"; e.g. "./*", "istio-system/*")'
+                r.error(hp, err)
         if "*" in by_ns.get("*", set()) and len(by_ns) != 1:
             r.warn(key_path(ep, "hosts"), "`*/*` host select all resources, no other hosts can be added")
 
