@@ -339,3 +339,24 @@ def test_route_config_names_walks_every_chain() -> None:
     assert route_config_names(lds) == ["80", "9080", "http_proxy"]
     assert route_config_names([]) == []
     assert NS == "bookinfo"
+
+
+def test_redirect_per_port_egress_listener_hosts() -> None:
+    sc = configs("""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default}
+spec:
+  egress:
+  - port: {number: 3306, protocol: TCP, name: tcp}
+    hosts: ["./db-a.bookinfo.svc.cluster.local"]
+  - hosts: ["./*"]
+""")
+    a = service("db-a", [(3306, Protocol.TCP)], addresses=("10.0.1.1",))
+    b = service("db-b", [(3306, Protocol.TCP)], addresses=("10.0.1.2",))
+    lds = by_name(build_listeners(sidecar(mode="REDIRECT"), push_of([a, b, REVIEWS], sc)))
+    chains = lds["0.0.0.0_3306"].filter_chains
+    assert [tcp_of(c.filters[0]).cluster for c in chains] == [
+        "outbound|3306||db-a.bookinfo.svc.cluster.local"
+    ]
+    assert "0.0.0.0_9080" in lds

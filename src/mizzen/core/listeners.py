@@ -427,10 +427,8 @@ def outbound_port_listeners(proxy: Proxy, push: PushContext, warnings: list[str]
     """``0.0.0.0_<port>`` listeners (bind_to_port false) reached through virtualOutbound's original_dst."""
     by_port: dict[int, list[tuple[Service, ServicePort]]] = {}
     for svc in push.registry.services:
-        if not sidecar_scope.sidecar_allows(proxy, push, svc):
-            continue
         for sp in svc.ports:
-            if sp.protocol is not Protocol.UDP:
+            if sp.protocol is not Protocol.UDP and sidecar_scope.allows_on_port(proxy, push, svc, sp.port):
                 by_port.setdefault(sp.port, []).append((svc, sp))
     out = []
     for port in sorted(by_port):

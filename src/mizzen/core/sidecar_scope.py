@@ -134,3 +134,27 @@ def sidecar_allows(proxy: Proxy, push: PushContext, service: Service) -> bool:
     for e in egress_listeners(proxy, push):
         hosts.extend(e.hosts)
     return host_allows(hosts, proxy.namespace, service, push.mesh.domain_suffix)
+
+
+def egress_hosts_for_port(proxy: Proxy, push: PushContext, port: int) -> tuple[str, ...]:
+    """The egress hosts governing traffic to ``port`` (Istio's per-port egress listeners): the hosts of the
+    egress listener declaring that port (without ``bind``), else those of the catch-all egress listener
+    (none at all if the Sidecar has no catch-all)."""
+    listeners = egress_listeners(proxy, push)
+    for e in listeners:
+        if e.port == port and not e.bind:
+            return e.hosts
+    catch_all: list[str] = []
+    for e in listeners:
+        if not e.port:
+            catch_all.extend(e.hosts)
+    return tuple(catch_all)
+
+
+def allows_on_port(proxy: Proxy, push: PushContext, service: Service, port: int) -> bool:
+    """Like :func:`sidecar_allows`, for traffic to one port of the service (per-port egress listeners)."""
+    if not exported_to(service.export_to, service.namespace, proxy.namespace):
+        return False
+    return host_allows(egress_hosts_for_port(proxy, push, port), proxy.namespace, service,
+                       push.mesh.domain_suffix)
+
