@@ -58,6 +58,7 @@ async def test_bookinfo_replicas_names_registration(reg_runner: tuple[FakeRegist
         assert re.fullmatch(rf"{p.deployment}-[a-z0-9]{{10}}-[a-z0-9]{{5}}", p.name), p.name
         assert p.phase == "Running" and p.ready and p.registered and p.sidecar == "none"
         assert p.ready_count == "1/1"
+        assert p.app_host == p.pod_ip       # no sidecar: the app listens on the pod IP itself
         w = reg.live[("bookinfo", p.name)]
         assert w.address == p.pod_ip and dict(w.labels) == p.labels
         assert w.service_account == f"bookinfo-{p.labels['app']}"

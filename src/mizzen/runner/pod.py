@@ -97,6 +97,8 @@ class Pod:
         self.sidecar: Sidecar | None = None
         self._sidecar_state = "none"
         self._sidecar_factory = sidecars
+        if sidecars is None:        # no sidecar: the app itself listens on the pod IP, like an un-meshed pod
+            self.addrs = PodAddresses(addrs.pod_ip, addrs.pod_ip)
         self._wake = asyncio.Event()
         self._probe: asyncio.Task[None] | None = None
         self._stopping = False

@@ -18,7 +18,7 @@ from typing import Any
 
 from mizzen.agent.envoy import Agent, AgentOptions
 from mizzen.config.model import DEFAULT_NAMESPACE, Config
-from mizzen.runner.addresses import DEFAULT_APP_NET, DEFAULT_POD_NET, AddressPool
+from mizzen.runner.addresses import DEFAULT_APP_NET, DEFAULT_POD_NET, AddressPool, PodAddresses
 from mizzen.runner.gateway import GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_NAMESPACE, start_gateway
 from mizzen.runner.manifests import (
     DeploymentSpec,
@@ -87,6 +87,7 @@ class LocalRunner:
         self.deployments: dict[tuple[str, str], _Deployment] = {}
         self.services: dict[tuple[str, str], ServiceSpec] = {}
         self.gateways: list[Agent] = []
+        self._gateway_addrs: list[PodAddresses] = []
         self._lock = asyncio.Lock()
 
     # --- apply / delete ------------------------------------------------------------------------------------
@@ -217,6 +218,7 @@ class LocalRunner:
             self.addresses.release(admin)
             raise
         self.gateways.append(agent)
+        self._gateway_addrs.append(admin)
         return agent
 
     # --- status / stop -------------------------------------------------------------------------------------
@@ -263,6 +265,9 @@ class LocalRunner:
             for gw in gws:
                 with contextlib.suppress(Exception):
                     await gw.stop()
+            for addrs in self._gateway_addrs:
+                self.addresses.release(addrs)
+            self._gateway_addrs.clear()
         if self._own_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
