@@ -47,4 +47,4 @@ async def harness() -> AsyncIterator[Harness]:
     try:
         yield h
     finally:
-        await gs.stop(0.1)
+        await ads.shutdown(gs, 0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 import pytest
@@ -80,6 +81,8 @@ async def test_initial_wildcard_and_named_then_ack_is_synced(harness: Harness) -
             "CDS": SYNCED, "EDS": SYNCED, "LDS": SYNCED, "RDS": SYNCED}
         assert doc[0]["types"]["RDS"]["acked"] == snap.version(ROUTE)
         assert doc[0]["metadata"]["LABELS"] == {"app": "t1"}
+        assert json.loads(json.dumps(doc)) == doc     # served as-is by /debug/syncz
+        assert doc[0]["connected_at"].endswith("Z") and doc[0]["types"]["CDS"]["nack"] is None
     finally:
         await c.close()
     for _ in range(50):

@@ -64,6 +64,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self.port: int | None = None           # set by serve()
         self._stream_ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
+        self._live: set[_Stream] = set()
         self.responses_sent = 0
 
     async def StreamAggregatedResources(
@@ -71,9 +72,28 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        # CancelledError: the client went away or the server is stopping; the stream cleaned up after itself
-        with contextlib.suppress(asyncio.CancelledError):
-            await _Stream(self, next(self._stream_ids), context).run(request_iterator)
+        stream = _Stream(self, next(self._stream_ids), context)
+        self._live.add(stream)
+        try:
+            # CancelledError: the client went away or the server is stopping; the stream cleaned up already
+            with contextlib.suppress(asyncio.CancelledError):
+                await stream.run(request_iterator)
+        finally:
+            self._live.discard(stream)
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._live)
+
+    async def shutdown(self, grpc_server: grpc.aio.Server, grace: float = 1.0) -> None:
+        """End every stream cleanly (status OK: proxies reconnect, to us or a successor), then stop gRPC."""
+        for stream in list(self._live):
+            stream.queue.put_nowait(_EOF)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._live and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await grpc_server.stop(grace)
 
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
