@@ -5,7 +5,9 @@ listener, renders details and reviews from a reviews version (which called ratin
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -90,6 +92,28 @@ async def test_productpage_through_sidecars(bookinfo: tuple[Mesh, LocalRunner]) 
                 break
         else:
             raise AssertionError("reviews-v3 never answered")
+
+
+async def test_envoy_crash_is_restarted_and_surfaced(bookinfo: tuple[Mesh, LocalRunner]) -> None:
+    mesh, runner = bookinfo
+    ratings = runner.pods("bookinfo", app="ratings")[0]
+    assert ratings.sidecar_pid is not None and ratings.sidecar_restarts == 0
+    os.kill(ratings.sidecar_pid, signal.SIGKILL)
+
+    async def restarted() -> None:
+        (s,) = [p for p in runner.status() if p.name == ratings.name]
+        assert s.sidecar_restarts == 1 and s.sidecar == "running" and s.registered
+        assert s.sidecar_pid not in (None, ratings.sidecar_pid)
+
+    await eventually(restarted, timeout=20)
+    await mesh.wait_synced(10)
+
+    async def serves() -> None:
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as c:
+            r = await c.get(f"http://{ratings.pod_ip}:9080/ratings/0")
+        assert r.json()["ratings"] == {"Reviewer1": 5, "Reviewer2": 4}
+
+    await eventually(serves, timeout=20)
 
 
 async def test_ingress_gateway_serves_bookinfo(bookinfo: tuple[Mesh, LocalRunner]) -> None:

@@ -54,6 +54,7 @@ class PodStatus:
     containers: tuple[ContainerStatus, ...] = ()
     message: str = ""
     age_s: float = 0.0
+    sidecar_pid: int | None = None
 
     @property
     def ready_count(self) -> str:
@@ -287,4 +288,5 @@ class Pod:
             containers=containers,
             message=message,
             age_s=time.monotonic() - self.created,
+            sidecar_pid=getattr(self.sidecar, "pid", None),
         )
