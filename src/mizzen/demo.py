@@ -1,0 +1,316 @@
+"""``mizzen demo``: the whole mesh on one machine - control plane, ingress gateway and Bookinfo.
+
+One long-lived process (Envoy dies with its parent, so the supervisor must live as long as the mesh) runs the
+control plane, a LocalRunner that reconciles Deployments from the config store (so ``mizzen apply -f deploy.yaml``
+starts processes, like a kubelet would), and the ingress gateway. Ctrl-C/SIGTERM stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from mizzen import __version__
+from mizzen.agent.envoy import AgentOptions
+from mizzen.bookinfo import MANIFEST
+from mizzen.config.model import Config
+from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
+from mizzen.controlplane.store import ApplyResult
+from mizzen.runner import AgentSidecars, InProcessRegistrar, LocalRunner
+
+log = logging.getLogger("mizzen.demo")
+
+GATEWAY_MANIFEST = MANIFEST.parent / "bookinfo-gateway.yaml"   # Istio's sample, unchanged
+BOOKINFO_NAMESPACE = "bookinfo"
+
+
+class DemoError(RuntimeError):
+    """A condition that stops the demo with one clear line (port busy, another demo running...)."""
+
+
+@dataclass
+class DemoOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls_port: int = 8443
+    xds_port: int = 15010
+    http_port: int = 15014
+    state_dir: Path = Path(os.environ.get("MIZZEN_STATE_DIR", Path.home() / ".local/state/mizzen"))
+    fresh: bool = False
+    bookinfo: bool = True
+    ready_timeout: float = 60.0
+
+
+def default_state_dir() -> Path:
+    return DemoOptions().state_dir
+
+
+@contextlib.contextmanager
+def single_instance(state_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<state>/demo.lock`` for the demo's lifetime; a second demo says so."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "demo.lock"
+    fh: IO[str] = path.open("a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "?"
+        fh.close()
+        raise DemoError(f"a Mizzen demo is already running (pid {pid}, state {state_dir}); "
+                        "stop it with Ctrl-C first, or use another --state-dir and ports") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise DemoError(f"{what} port {host}:{port} is in use ({e.strerror}); "
+                            f"pick another with the matching option (see mizzen demo --help)") from None
+
+
+class DeploymentController:
+    """Keeps the runner's Deployments equal to the store's (the kubelet/ReplicaSet part of the demo)."""
+
+    def __init__(self, cp: ControlPlane, runner: LocalRunner) -> None:
+        self.cp, self.runner = cp, runner
+        self._queue: asyncio.Queue[list[ApplyResult]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe = cp.store.add_listener(self._queue.put_nowait)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="deployment-controller")
+
+    async def sync_all(self) -> None:
+        snap = self.cp.store.snapshot()
+        for ns in snap.list("Namespace"):
+            self.runner.set_namespace_labels(ns.name, ns.labels)
+        await self.runner.apply(list(snap.list("Deployment")))
+
+    async def _run(self) -> None:
+        while True:
+            results = await self._queue.get()
+            try:
+                await self._reconcile(results)
+            except Exception as e:   # a bad Deployment must not take the demo down
+                log.error("reconciling deployments failed: %s", e)
+
+    async def _reconcile(self, results: list[ApplyResult]) -> None:
+        snap = self.cp.store.snapshot()
+        for r in results:
+            if r.kind == "Namespace":
+                ns = snap.get("Namespace", "", r.name)
+                self.runner.set_namespace_labels(r.name, ns.labels if ns else {})
+            if r.kind != "Deployment":
+                continue
+            cfg: Config | None = snap.get("Deployment", r.namespace, r.name)
+            if cfg is None:
+                await self.runner.delete_deployment(r.namespace, r.name)
+            else:
+                await self.runner.apply([cfg])
+
+    async def stop(self) -> None:
+        self._unsubscribe()
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def wait_for_page(url: str, timeout: float) -> float:
+    """Poll ``url`` until it answers 200; returns the seconds it took."""
+    t0 = time.monotonic()
+    last = ""
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+        while time.monotonic() - t0 < timeout:
+            try:
+                r = await client.get(url)
+                if r.status_code == 200:
+                    return time.monotonic() - t0
+                last = f"HTTP {r.status_code}"
+            except httpx.HTTPError as e:
+                last = type(e).__name__
+            await asyncio.sleep(0.1)
+    raise DemoError(f"{url} did not answer 200 within {timeout:.0f}s (last: {last})")
+
+
+def status_table(runner: LocalRunner) -> Table:
+    table = Table(title="pods", title_justify="left")
+    for col in ("NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "POD IP"):
+        table.add_column(col)
+    for p in sorted(runner.status(), key=lambda s: (s.namespace, s.name)):
+        table.add_row(p.namespace, p.name, p.ready_count, p.phase, str(p.restarts + p.sidecar_restarts),
+                      p.pod_ip)
+    return table
+
+
+class Demo:
+    def __init__(self, opts: DemoOptions, console: Console | None = None) -> None:
+        self.opts = opts
+        self.console = console or Console(stderr=False)
+        self.cp: ControlPlane | None = None
+        self.runner: LocalRunner | None = None
+        self.controller: DeploymentController | None = None
+        self.ready_after_s: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.opts.host}:{self.opts.port}"
+
+    async def start(self) -> None:
+        o = self.opts
+        t0 = time.monotonic()
+        for host, port, what in ((o.host, o.port, "gateway"), (o.host, o.tls_port, "gateway TLS"),
+                                 ("127.0.0.1", o.xds_port, "xDS"), ("127.0.0.1", o.http_port, "API")):
+            check_port_free(host, port, what)
+        if o.fresh:
+            for f in (o.state_dir / "objects").rglob("*"):
+                if f.is_file():
+                    f.unlink()
+        self.cp = ControlPlane(ControlPlaneOptions(state_dir=o.state_dir, xds_port=o.xds_port,
+                                                   http_port=o.http_port))
+        await self.cp.start()
+        sidecars = AgentSidecars("127.0.0.1", self.cp.xds_port, AgentOptions(concurrency=1),
+                                 work_root=o.state_dir / "proxies")
+        self.runner = LocalRunner(InProcessRegistrar(self.cp), sidecars=sidecars,
+                                  log_dir=o.state_dir / "logs", injection="istio")
+        self.runner.set_namespace_labels(BOOKINFO_NAMESPACE, {"istio-injection": "enabled"})
+        self.controller = DeploymentController(self.cp, self.runner)
+        with self.console.status("starting the ingress gateway..."):
+            await self.runner.start_gateway(o.host, o.port, tls_port=o.tls_port, xds_port=self.cp.xds_port)
+        if o.bookinfo:
+            self._apply_file(MANIFEST, BOOKINFO_NAMESPACE)
+            self._apply_file(GATEWAY_MANIFEST, BOOKINFO_NAMESPACE)
+        with self.console.status("starting workloads and their sidecars..."):
+            await self.controller.sync_all()
+            self.controller.start()
+            await self.runner.wait_ready(o.ready_timeout)
+            await self.cp.wait_synced(timeout=10)
+        if o.bookinfo:
+            with self.console.status("waiting for /productpage through the gateway..."):
+                await wait_for_page(f"{self.url}/productpage", o.ready_timeout)
+        self.ready_after_s = time.monotonic() - t0
+
+    def _apply_file(self, path: Path, namespace: str) -> None:
+        assert self.cp is not None
+        result = self.cp.api.loader(path.read_text(), str(path), namespace)
+        if result.errors:
+            raise DemoError("; ".join(str(e) for e in result.errors))
+        # objects the user changed in an earlier run (persisted state) are kept, not overwritten
+        keep = {c.key for c in self.cp.store.snapshot()}
+        fresh = [c for c in result.configs if c.key not in keep or c.kind in ("Service", "Deployment")]
+        self.cp.store.apply(fresh)
+
+    def banner(self) -> None:
+        assert self.cp is not None and self.runner is not None
+        c = self.console
+        c.print(status_table(self.runner))
+        c.print(f"\n[bold green]Mizzen {__version__}: Bookinfo is up[/] "
+                f"(ready in {self.ready_after_s or 0:.1f}s)\n")
+        c.print(f"  product page      {self.url}/productpage")
+        c.print(f"  control plane API {self.cp.http_url}   (mizzen get vs -n bookinfo, mizzen proxy-status)")
+        c.print(f"  xDS (ADS gRPC)    {self.cp.xds_address}")
+        c.print(f"  state and logs    {self.opts.state_dir}")
+        c.print("\nPress Ctrl-C to stop everything.")
+
+    async def stop(self) -> None:
+        if self.controller:
+            await self.controller.stop()
+        if self.runner:
+            await self.runner.stop()
+        if self.cp:
+            await self.cp.stop()
+
+
+def parse_args(argv: list[str]) -> DemoOptions:
+    p = argparse.ArgumentParser(prog="mizzen demo", description="Run Bookinfo in a local Mizzen mesh.")
+    d = DemoOptions()
+    p.add_argument("--host", default=d.host, help="address the ingress gateway binds (default %(default)s)")
+    p.add_argument("--port", type=int, default=d.port, help="gateway HTTP port; serves Gateways for 80/8080")
+    p.add_argument("--tls-port", type=int, default=d.tls_port, help="gateway port for Gateway servers on 443")
+    p.add_argument("--xds-port", type=int, default=d.xds_port, help="control plane ADS port")
+    p.add_argument("--api-port", type=int, default=d.http_port, help="control plane HTTP API port")
+    p.add_argument("--state-dir", type=Path, default=d.state_dir, help="where config, logs and proxies live")
+    p.add_argument("--fresh", action="store_true", help="forget config applied in earlier runs")
+    p.add_argument("--no-bookinfo", action="store_true", help="start an empty mesh (gateway only)")
+    p.add_argument("--ready-timeout", type=float, default=d.ready_timeout)
+    a = p.parse_args(argv)
+    return DemoOptions(host=a.host, port=a.port, tls_port=a.tls_port, xds_port=a.xds_port,
+                       http_port=a.api_port, state_dir=a.state_dir, fresh=a.fresh, bookinfo=not a.no_bookinfo,
+                       ready_timeout=a.ready_timeout)
+
+
+async def serve(opts: DemoOptions, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or SIGINT/SIGTERM)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    demo = Demo(opts)
+    try:
+        with single_instance(opts.state_dir):
+            try:
+                starting = asyncio.create_task(demo.start())
+                stopping = asyncio.create_task(stop.wait())
+                done, _ = await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if starting in done:
+                    starting.result()
+                    demo.banner()
+                    await stop.wait()
+                else:
+                    starting.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await starting
+                stopping.cancel()
+            finally:
+                demo.console.print("stopping...")
+                await demo.stop()
+                demo.console.print("stopped: every process this demo started has exited")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Entry for ``mizzen demo``; returns the exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    opts = parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        asyncio.run(serve(opts))
+    except DemoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except TimeoutError as e:
+        print(f"error: the demo did not become ready: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["Demo", "DemoError", "DemoOptions", "run", "serve"]
