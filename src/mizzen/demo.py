@@ -1,8 +1,8 @@
 """``mizzen demo``: the whole mesh on one machine - control plane, ingress gateway and Bookinfo.
 
-One long-lived process (Envoy dies with its parent, so the supervisor must live as long as the mesh) runs the
-control plane, a LocalRunner that reconciles Deployments from the config store (so ``mizzen apply -f deploy.yaml``
-starts processes, like a kubelet would), and the ingress gateway. Ctrl-C/SIGTERM stops every process it started.
+One long-lived process (Envoy dies with its parent, so the supervisor must live as long as the mesh) runs
+the control plane, a LocalRunner that reconciles Deployments from the config store (so ``mizzen apply -f
+deploy.yaml`` starts processes, like a kubelet would), and the ingress gateway. Ctrl-C/SIGTERM stops all.
 """
 
 from __future__ import annotations
