@@ -406,7 +406,7 @@ def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Issue]]:
         elif p.is_file():
             files.append(p)
         else:
-            issues.append(Issue(f"no such file or directory: {raw}", file=str(raw)))
+            issues.append(Issue(f"no such file or directory: {raw}"))
     return files, issues
 
 
@@ -420,7 +420,7 @@ def load_paths(paths: Sequence[str | Path], namespace: str | None = None) -> Loa
         try:
             text = f.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            result.errors.append(Issue(f"cannot read file: {exc}", file=str(f)))
+            result.errors.append(Issue(f"cannot read file {f}: {exc}"))
             continue
         docs, parse_issues = parse_documents(text, str(f))
         result.errors.extend(parse_issues)
