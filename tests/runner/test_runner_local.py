@@ -172,6 +172,7 @@ async def test_unrunnable_container_is_reported(reg_runner: tuple[FakeRegistrar,
     }])
     (p,) = runner.status()
     assert p.phase == "Failed" and "nginx:1.25" in p.message and not p.registered
+    await runner.wait_ready(1)       # a Failed pod is reported, not waited for
 
 
 async def test_stop_leaves_nothing_running() -> None:

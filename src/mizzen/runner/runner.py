@@ -243,11 +243,14 @@ class LocalRunner:
         ]
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait until every pod is registered (ready); raises TimeoutError naming the ones that are not."""
+        """Wait until every pod is registered (ready); raises TimeoutError naming the ones that are not.
+        Pods in phase ``Failed`` (e.g. a container the runner cannot run) never become ready and are not
+        waited for; ``status()`` reports them."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            pending = [s for s in self.status() if s.deployment != GATEWAY_NAME and not s.registered]
+            pending = [s for s in self.status()
+                       if s.deployment != GATEWAY_NAME and not s.registered and s.phase != "Failed"]
             if not pending:
                 return
             if loop.time() >= deadline:
