@@ -41,7 +41,8 @@ def test_config_schema_keywords() -> None:
         "name": {"type": "string", "minLength": 1, "maxLength": 5, "pattern": "^[a-z]+$"},
         "port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "target": {"x-kubernetes-int-or-string": True},
-        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2, "x-kubernetes-list-type": "set"},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2,
+                 "x-kubernetes-list-type": "set"},
         "labels": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 2},
         "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
         "opt": {"type": "boolean", "nullable": True},
@@ -66,7 +67,8 @@ def test_config_schema_keywords() -> None:
         ("spec.opt", 'Invalid value: "yes": must be of type boolean, got string'),
     }
     assert check(obj, {}) == [("spec.name", "Required value")]
-    assert check(obj, {"name": "a", "port": None}) == [("spec.port", "Invalid value: null: must be of type integer")]
+    assert check(obj, {"name": "a", "port": None}) == [
+        ("spec.port", "Invalid value: null: must be of type integer")]
 
 
 def test_config_schema_one_of_exclusive_fields() -> None:
@@ -82,9 +84,11 @@ def test_config_schema_one_of_exclusive_fields() -> None:
 
 def test_config_schema_cel_rules_in_place() -> None:
     dur = {"type": "string", "x-kubernetes-validations": [
-        {"rule": "duration(self) >= duration('1ms')", "message": "must be a valid duration greater than 1ms"}]}
+        {"rule": "duration(self) >= duration('1ms')",
+         "message": "must be a valid duration greater than 1ms"}]}
     assert check(dur, "1.5s") == [] and check(dur, "1ms") == [] and check(dur, "1h2m") == []
-    assert check(dur, "999us") == [("spec", 'Invalid value: "999us": must be a valid duration greater than 1ms')]
+    assert check(dur, "999us") == [
+        ("spec", 'Invalid value: "999us": must be a valid duration greater than 1ms')]
     assert check(dur, "5") == [("spec", 'Invalid value: "5": must be a valid duration greater than 1ms')]
     one = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
            "x-kubernetes-validations": [{"rule": "(has(self.a) ? 1 : 0) + (has(self.b) ? 1 : 0) <= 1",
@@ -94,7 +98,8 @@ def test_config_schema_cel_rules_in_place() -> None:
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
-    ("1.5s", 1.5), ("300ms", 0.3), ("3m", 180.0), ("1h30m", 5400.0), ("0", 0.0), ("-2s", -2.0), ("10us", 1e-5),
+    ("1.5s", 1.5), ("300ms", 0.3), ("3m", 180.0), ("1h30m", 5400.0), ("0", 0.0), ("-2s", -2.0),
+    ("10us", 1e-5),
     (".5s", 0.5), ("1m0.5s", 60.5),
 ])
 def test_config_parse_duration(text: str, seconds: float) -> None:
@@ -110,7 +115,8 @@ def test_config_parse_duration_rejects(text: str) -> None:
 def test_config_field_paths() -> None:
     assert schema.key_path("spec", "http") == "spec.http"
     assert schema.key_path("", "spec") == "spec"
-    assert schema.key_path("metadata.labels", "app.kubernetes.io/name") == 'metadata.labels["app.kubernetes.io/name"]'
+    assert schema.key_path("metadata.labels", "app.kubernetes.io/name") == (
+        'metadata.labels["app.kubernetes.io/name"]')
     assert schema.index_path("spec.http", 2) == "spec.http[2]"
     assert schema.parent_path("spec.http[0].route[1].weight") == "spec.http[0].route[1]"
     assert schema.parent_path("spec.http[0]") == "spec.http"
