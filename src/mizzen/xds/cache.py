@@ -1,8 +1,9 @@
 """Per-node immutable xDS snapshots with content-hash versions, and change notification for the ADS server.
 
-A type's version is a hash of its resources serialized deterministically and sorted by name, so a restarted
-control plane that generates the same config announces the same versions. Each resource is serialized and
-packed into an ``Any`` once; messages reused across snapshots (same object) are memoized by identity.
+A type's version is a hash of its resources serialized deterministically and sorted by name (nested ``Any``
+payloads canonicalized, see ``canonical``), so a restarted control plane that generates the same config
+announces the same versions. Each resource is serialized and packed into an ``Any`` once; messages reused
+across snapshots (same object) are memoized by identity, and content already seen skips canonicalization.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from mizzen.core.resources import PUSH_ORDER, ResourceSet
+from mizzen.xds.canonical import canonical_bytes
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +87,17 @@ def ordered_types(type_urls: Iterable[str]) -> list[str]:
     return sorted(set(type_urls), key=lambda t: (rank.get(t, len(rank)), t))
 
 
+_CANONICAL_MEMO_MAX = 200_000
+
+
 class _Memo:
     """Identity memo of packed resources, reference-counted by the snapshots that use them."""
 
     def __init__(self) -> None:
         # id(message) -> (message kept alive so the id stays valid, type_url, packed, refcount)
         self._by_id: dict[int, tuple[Message, str, Packed, int]] = {}
+        # digest of this process's bytes -> digest of the canonical bytes (content seen before, new object)
+        self._canonical: dict[bytes, bytes] = {}
         self.hits = 0
         self.misses = 0
 
@@ -104,7 +111,12 @@ class _Memo:
                 return hit[2]
         self.misses += 1
         data = msg.SerializeToString(deterministic=True)
-        digest = hashlib.blake2b(data, digest_size=16).digest()
+        local = hashlib.blake2b(data, digest_size=16).digest()
+        digest = self._canonical.get(local)
+        if digest is None:   # first time these bytes are seen: hash the process-independent form
+            if len(self._canonical) >= _CANONICAL_MEMO_MAX:
+                self._canonical.clear()
+            digest = self._canonical[local] = hashlib.blake2b(canonical_bytes(msg), digest_size=16).digest()
         packed = Packed(name, any_pb2.Any(type_url=type_url, value=data), digest)
         if hit is None:
             self._by_id[key] = (msg, type_url, packed, 1)

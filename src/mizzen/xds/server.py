@@ -294,6 +294,8 @@ async def serve(server: AdsServer, host: str, port: int) -> grpc.aio.Server:
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.keepalive_time_ms", 30_000),        # notice proxies that vanished without closing
+        ("grpc.keepalive_timeout_ms", 10_000),
     ])
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(server, grpc_server)
     bound = grpc_server.add_insecure_port(_grpc_address(host, port))

@@ -151,8 +151,11 @@ class SyncStatus:
         ps = self.proxy(node_id)
         if ps is None:
             return NOT_SENT
+        ts = ps.types.get(type_url)
+        if ts is None:
+            return NOT_SENT
         snap = self._cache.get(node_id)
-        return ps.of(type_url).state(snap.version(type_url) if snap else None)
+        return ts.state(snap.version(type_url) if snap else None)
 
     def is_synced(self, node_id: str) -> bool:
         """Connected, and every type the proxy subscribed to is acked at the snapshot's version.
