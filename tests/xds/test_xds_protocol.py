@@ -103,8 +103,12 @@ async def test_new_name_triggers_response_and_removal_does_not(harness: Harness)
         c.send(ROUTE, names=["r1", "r2"], version=r.version_info, nonce=r.nonce)   # ACK + new name
         r2 = await c.recv()
         assert sorted(names_of(r2)) == ["r1", "r2"] and r2.nonce != r.nonce
+        assert r2.version_info == r.version_info
+        # the version was ACKed, but the response carrying r2 was not yet: not synced
+        assert harness.ads.status.type_state(NODE, ROUTE) == STALE
         c.send(ROUTE, names=["r2"], version=r2.version_info, nonce=r2.nonce)        # ACK + fewer names
         await c.expect_silence()
+        assert harness.ads.status.type_state(NODE, ROUTE) == SYNCED
     finally:
         await c.close()
 

@@ -171,7 +171,7 @@ class _Stream:
             if self.ps is not None:
                 last = self.server.status.disconnect(self.ps)
                 log.info("ADS stream %d: %s disconnected%s", self.id, self.node_id,
-                         "" if last else " (a newer stream remains)")
+                         "" if last else " (another stream of this node remains)")
                 if last:
                     self.server._disconnected(self.node_id)
 
@@ -227,6 +227,7 @@ class _Stream:
                         req.version_info, msg)
         else:
             ts.acked_version = req.version_info
+            ts.acked_nonce = req.response_nonce
             ts.acked_at = now
             ts.nack = None
             log.debug("%s ACKed %s version %s", self.node_id, short, req.version_info)

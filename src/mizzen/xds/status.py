@@ -59,6 +59,7 @@ class TypeStatus:
     nonce: str | None = None
     sent_at: float | None = None
     acked_version: str | None = None
+    acked_nonce: str | None = None   # SYNCED needs the latest response itself ACKed (not an older one)
     acked_at: float | None = None
     nack: Nack | None = None       # last NACK not yet superseded by an ACK
 
@@ -67,7 +68,8 @@ class TypeStatus:
             return NOT_SENT
         if self.nack is not None and self.nack.nonce == self.nonce:
             return NACKED
-        if self.acked_version == self.sent_version and snapshot_version in (None, self.sent_version):
+        if (self.acked_nonce == self.nonce and self.acked_version == self.sent_version
+                and snapshot_version in (None, self.sent_version)):
             return SYNCED
         return STALE
 
