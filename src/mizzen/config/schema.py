@@ -298,11 +298,35 @@ def compile_schema(schema: dict[str, Any]) -> SchemaNode:
 _LOCK = threading.Lock()
 
 
+def strip_descriptions(text: str) -> str:
+    """Drop the ``description:`` fields of a CRD (most of the text, useless for validation) before parsing;
+    a *property* named ``description`` (a key directly under ``properties:``) is kept."""
+    out: list[str] = []
+    ancestors: list[tuple[int, str]] = []   # (indent, stripped text) of enclosing kept lines
+    skip_deeper_than: int | None = None
+    for line in text.split("\n"):
+        stripped = line.lstrip(" ")
+        indent = len(line) - len(stripped)
+        if skip_deeper_than is not None:
+            if not stripped or indent > skip_deeper_than:
+                continue
+            skip_deeper_than = None
+        if stripped:
+            while ancestors and ancestors[-1][0] >= indent:
+                ancestors.pop()
+            if stripped.startswith("description:") and not (ancestors and ancestors[-1][1] == "properties:"):
+                skip_deeper_than = indent
+                continue
+            ancestors.append((indent, stripped))
+        out.append(line)
+    return "\n".join(out)
+
+
 @cache
 def _crds() -> dict[str, dict[str, Any]]:
-    """kind -> CRD spec (parsed once)."""
-    with CRD_FILE.open(encoding="utf-8") as f:
-        docs = list(yaml.load_all(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    """kind -> CRD spec (parsed once, without descriptions)."""
+    text = strip_descriptions(CRD_FILE.read_text(encoding="utf-8"))
+    docs = list(yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
     return {d["spec"]["names"]["kind"]: d["spec"] for d in docs if isinstance(d, dict) and d.get("spec")}
 
 
