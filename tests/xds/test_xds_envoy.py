@@ -83,6 +83,13 @@ async def config_dump(envoy: Envoy) -> dict[str, Any]:
         return out
 
 
+async def envoy_stats(envoy: Envoy) -> dict[str, int]:
+    async with httpx.AsyncClient(trust_env=False, timeout=2) as client:
+        r = await client.get(await envoy.admin() + "/stats?format=json&filter=^cluster\\.backend")
+        r.raise_for_status()
+        return {s["name"]: s["value"] for s in r.json()["stats"] if "value" in s}
+
+
 async def wait_status(harness: Harness, type_url: str, want: str, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while harness.ads.status.type_state(NODE, type_url) != want:
@@ -126,6 +133,21 @@ async def test_envoy_initial_sync_update_and_named_subscriptions(
         elapsed = time.monotonic() - t0
         assert body == "version two" and elapsed < 1.0, (body, elapsed)
         await harness.ads.status.wait_synced([NODE], timeout=2)
+
+        # a new EDS cluster: Envoy asks for its endpoints while warming it (a new name on the EDS stream)
+        new = resources(
+            clusters=[eds_cluster("backend"), eds_cluster("backend2")],
+            endpoints=[load_assignment("backend", [backend]), load_assignment("backend2", [backend])],
+            listeners=[listener("http", ENVOY_HOST, port, "r1")],
+            routes=[route_config("r1", cluster="backend2")],
+        )
+        t0 = time.monotonic()
+        harness.cache.set_snapshot(NODE, new)
+        await harness.ads.status.wait_synced([NODE], timeout=2)
+        assert time.monotonic() - t0 < 1.0
+        assert await get(url) == "hello from backend"
+        stats = await envoy_stats(envoy)
+        assert stats.get("cluster.backend2.upstream_rq_total", 0) >= 1, stats
     finally:
         envoy.stop()
     for _ in range(100):
