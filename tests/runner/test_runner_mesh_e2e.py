@@ -5,6 +5,7 @@ listener, renders details and reviews from a reviews version (which called ratin
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -138,3 +139,43 @@ async def test_ingress_gateway_serves_bookinfo(bookinfo: tuple[Mesh, LocalRunner
         # /details is not routed by the VirtualService
         assert (await c.get(f"http://{host}:18080/details/0")).status_code == 404
         assert (await c.get(f"http://{host}:18080/api/v1/products")).json()[0]["id"] == 0
+
+
+NETWORKING = Path("tests/fixtures/istio/samples/bookinfo/networking")
+
+
+async def test_istio_tasks_request_routing_and_fault_injection(bookinfo: tuple[Mesh, LocalRunner]) -> None:
+    """Istio's request-routing task (jason -> reviews v2 black stars, others v3 red) and its fault-injection
+    task (7 s ratings delay for jason: productpage's 3 s timeout, tried twice, shows the reviews error)."""
+    mesh, runner = bookinfo
+    for f in ("destination-rule-all.yaml", "virtual-service-reviews-jason-v2-v3.yaml"):
+        await mesh.apply_yaml((NETWORKING / f).read_text(), namespace="bookinfo")
+    await mesh.wait_synced(10)
+    pp = runner.pods("bookinfo", app="productpage")[0]
+    base = f"http://{pp.pod_ip}:9080"
+    async with httpx.AsyncClient(trust_env=False, timeout=15) as anon, \
+            httpx.AsyncClient(trust_env=False, timeout=15) as jason:
+        r = await jason.post(f"{base}/login", data={"username": "jason"},
+                             headers={"Referer": f"{base}/productpage"})
+        assert r.status_code == 302
+
+        async def routed() -> None:
+            for _ in range(3):
+                a = (await anon.get(f"{base}/productpage")).text
+                assert '<font color="red">' in a and "black" not in a, a
+                j = (await jason.get(f"{base}/productpage")).text
+                assert '<font color="black">' in j and "jason" in j, j
+
+        await eventually(routed, timeout=20)
+
+        await mesh.apply_yaml((NETWORKING / "virtual-service-ratings-test-delay.yaml").read_text(),
+                              namespace="bookinfo")
+        await mesh.wait_synced(10)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        j = (await jason.get(f"{base}/productpage")).text
+        took = loop.time() - t0
+        assert "Sorry, product reviews are currently unavailable for this book." in j
+        assert 5.5 < took < 9.0                 # two 3 s attempts, like Istio's documented outcome
+        a = (await anon.get(f"{base}/productpage")).text
+        assert '<font color="red">' in a        # only jason is delayed
