@@ -225,3 +225,16 @@ spec:
         "honoured by "
         "Mizzen"]
     assert result.warnings[0].severity is Severity.WARNING
+
+
+def test_config_yaml_aliases_work_but_recursion_and_bombs_are_rejected() -> None:
+    docs, issues = parse_documents("base: &b {a: 1}\ncopy: *b\n", "a.yaml")
+    assert not issues and docs[0].data == {"base": {"a": 1}, "copy": {"a": 1}}
+    docs, issues = parse_documents("a: &x [1, *x]\n", "r.yaml")
+    assert not docs and [str(i) for i in issues] == ["r.yaml:1: recursive YAML alias"]
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for i in range(1, 8):
+        prev = chr(ord("a") + i - 1)
+        bomb += f"{chr(ord('a') + i)}: &{chr(ord('a') + i)} [{', '.join(['*' + prev] * 10)}]\n"
+    docs, issues = parse_documents(bomb, "bomb.yaml")
+    assert not docs and "document too large" in str(issues[0])

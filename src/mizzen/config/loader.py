@@ -121,12 +121,23 @@ class LoadResult:
 # ---------------------------------------------------------------------------------------------- parsing
 
 
-def _plain(value: Any) -> Any:
+MAX_VALUES_PER_DOCUMENT = 500_000
+
+
+class _StructureError(Exception):
+    """A document YAML can express but Kubernetes cannot take (recursive or exploding aliases)."""
+
+
+def _plain(value: Any, budget: list[int]) -> Any:
     """What Kubernetes' YAML->JSON step makes of a value: string keys, timestamps and binary as strings."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _StructureError(f"document too large (over {MAX_VALUES_PER_DOCUMENT} values after alias "
+                              "expansion)")
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_plain(v, budget) for v in value]
     if isinstance(value, _dt.datetime | _dt.date):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -134,7 +145,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int], dups: list[tuple[str, int]]) -> None:
+def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int], dups: list[tuple[str, int]],
+                   active: set[int], walked: set[int]) -> None:
+    if id(node) in active:
+        raise _StructureError("recursive YAML alias")
+    if id(node) in walked:
+        return  # an alias of a node already walked: its lines are those of the anchor
+    walked.add(id(node))
+    active.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -144,12 +162,13 @@ def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int], dups: list
                 dups.append((child, key_node.start_mark.line + 1))
             seen.add(key)
             lines[child] = key_node.start_mark.line + 1
-            _collect_lines(value_node, child, lines, dups)
+            _collect_lines(value_node, child, lines, dups, active, walked)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = schema.index_path(path, i)
             lines[child] = item.start_mark.line + 1
-            _collect_lines(item, child, lines, dups)
+            _collect_lines(item, child, lines, dups, active, walked)
+    active.discard(id(node))
 
 
 def _sub_lines(lines: dict[str, int], prefix: str) -> dict[str, int]:
@@ -192,16 +211,20 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[Issue]]:
             if node is None:
                 continue
             line = node.start_mark.line + 1
-            data = _plain(loader.construct_document(node))
+            lines: dict[str, int] = {"": line}
+            dups: list[tuple[str, int]] = []
+            try:
+                _collect_lines(node, "", lines, dups, set(), set())
+                data = _plain(loader.construct_document(node), [MAX_VALUES_PER_DOCUMENT])
+            except _StructureError as exc:
+                issues.append(Issue(str(exc), file=file, line=line))
+                continue
             if data is None:
                 continue
             if not isinstance(data, dict):
                 issues.append(Issue(f"document must be a mapping (an object), got {type(data).__name__}",
                                     file=file, line=line))
                 continue
-            lines: dict[str, int] = {"": line}
-            dups: list[tuple[str, int]] = []
-            _collect_lines(node, "", lines, dups)
             for path, ln in dups:
                 issues.append(Issue(f'duplicate key "{path.rpartition(".")[2]}" in mapping', path=path,
                                     file=file, line=ln))
