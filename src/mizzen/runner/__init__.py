@@ -5,7 +5,14 @@ See docs/LOCAL_MODEL.md for the networking model.
 
 from mizzen.runner.addresses import AddressPool, PodAddresses
 from mizzen.runner.gateway import GATEWAY_LABELS, gateway_ports, start_gateway
-from mizzen.runner.manifests import DeploymentSpec, ManifestError, expand, parse_deployment, parse_service
+from mizzen.runner.manifests import (
+    DeploymentSpec,
+    ManifestError,
+    expand,
+    load_manifests,
+    parse_deployment,
+    parse_service,
+)
 from mizzen.runner.pod import ContainerStatus, PodStatus
 from mizzen.runner.process import Backoff
 from mizzen.runner.registrar import HttpRegistrar, InProcessRegistrar, WorkloadRegistrar
@@ -31,6 +38,7 @@ __all__ = [
     "WorkloadRegistrar",
     "expand",
     "gateway_ports",
+    "load_manifests",
     "parse_deployment",
     "parse_service",
     "start_gateway",

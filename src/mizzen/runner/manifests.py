@@ -133,7 +133,7 @@ def _str_map(value: Any, where: str) -> dict[str, str]:
 def _str_list(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
-    if not isinstance(value, list):
+    if not isinstance(value, list | tuple):
         raise ManifestError(f"{where}: must be a list of strings")
     return tuple(str(v) for v in value)
 
@@ -178,7 +178,7 @@ def parse_deployment(obj: Config | Mapping[str, Any], default_ns: str = DEFAULT_
     tmeta = template.get("metadata") or {}
     pod = template.get("spec") or {}
     containers = pod.get("containers")
-    if not isinstance(containers, list) or not containers:
+    if not isinstance(containers, list | tuple) or not containers:
         raise ManifestError(f"{where}: spec.template.spec.containers must list at least one container")
     parsed = tuple(
         _container(c, f"{where}: spec.template.spec.containers[{i}]") for i, c in enumerate(containers)
