@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -395,7 +395,3 @@ def check_export_to(r: Report, path: str, namespace: str, export_to: Any, *, ser
         r.error(path, "cannot have both public (*) and non-public exportTo values for a resource")
     if "~" in values and len(values) > 1:
         r.error(path, "cannot export service entry to no one (~) and someone")
-
-
-def workload_selector_labels(selector: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
-    return as_dict(as_dict(selector).get(key))

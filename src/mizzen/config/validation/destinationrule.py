@@ -26,6 +26,7 @@ from mizzen.config.validation.common import (
     is_dns1123_label,
     is_ip,
     key_path,
+    parse_duration,
     register,
 )
 
@@ -101,8 +102,8 @@ def _check_load_balancer(r: Report, path: str, lb: dict[str, Any]) -> None:
         r.error(key_path(key_path(cp, "httpCookie"), "name"), "name required for HttpCookie")
     if "httpCookie" in ch and "ttl" in as_dict(ch.get("httpCookie")):
         ttl = as_dict(ch.get("httpCookie")).get("ttl")
-        from mizzen.config.validation.common import parse_duration
-        if not isinstance(ttl, str) or parse_duration(ttl) is None or (parse_duration(ttl) or 0) < 0:
+        secs = parse_duration(ttl) if isinstance(ttl, str) else None
+        if secs is None or secs < 0:
             r.error(key_path(key_path(cp, "httpCookie"), "ttl"), f'invalid duration "{ttl}"')
     if as_int(ch.get("minimumRingSize")) != 0:
         r.warn(key_path(cp, "minimumRingSize"), "consistent hash MinimumRingSize is deprecated, use "
@@ -204,12 +205,6 @@ def check_traffic_policy(r: Report, path: str, policy: Any) -> None:
         if check_fqdn(target) and not is_ip(target):
             r.error(key_path(up, "targetHost"), "tunnel target host must be valid FQDN or IP address")
         check_port(r, key_path(up, "targetPort"), tun.get("targetPort"))
-    if "proxyProtocol" in tp:
-        version = as_dict(tp.get("proxyProtocol")).get("version")
-        if version not in (None, "V1", "V2"):
-            r.error(key_path(key_path(path, "proxyProtocol"), "version"), "proxy protocol version is "
-                                                                          "invalid: "
-                                                                         f"{version}")
 
 
 @register("DestinationRule")

@@ -27,7 +27,6 @@ from mizzen.config.validation.common import (
     is_authority_header,
     is_dns1123_label,
     key_path,
-    parse_duration,
 )
 
 SUPPORTED_RETRY_ON = frozenset({
@@ -365,4 +364,4 @@ def check_http_route(r: Report, path: str, http: dict[str, Any], in_delegate: bo
         check_duration(r, key_path(path, "timeout"), http.get("timeout"))
 
 
-__all__ = ["check_destination", "check_gateway_names", "check_http_route", "check_weights", "parse_duration"]
+__all__ = ["check_destination", "check_gateway_names", "check_http_route", "check_weights"]
