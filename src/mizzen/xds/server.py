@@ -47,7 +47,13 @@ class _Watch:
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """Serves snapshots from ``cache`` over ADS; records sync state in ``status``."""
+    """Serves snapshots from ``cache`` over ADS; records sync state in ``status``.
+
+    ``on_connect(node_id, metadata)`` is awaited for every new stream after its first request and before any
+    response: it should ``set_snapshot`` the node (a ValueError rejects the stream with INVALID_ARGUMENT).
+    ``on_disconnect(node_id)`` runs when the node's last stream ends, unless it reconnected meanwhile.
+    Serve with :func:`serve`; stop with :meth:`shutdown`.
+    """
 
     def __init__(
         self,
@@ -110,6 +116,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     async def _call_disconnect(self, node_id: str) -> None:
         assert self.on_disconnect is not None
+        if self.status.proxy(node_id) is not None:
+            log.debug("%s reconnected before on_disconnect ran: skipped", node_id)
+            return
         try:
             await self.on_disconnect(node_id)
         except Exception:
