@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 from bookinfo_helpers import AppProc, FakeMesh, json_handler
 
 from mizzen.bookinfo.details import book_details
 
-REVIEWS_V3 = {
+REVIEWS_V3: dict[str, Any] = {
     "id": "0", "podname": "reviews-v3-5998b9d9dd-g49vt", "clustername": "null",
     "reviews": [
         {"reviewer": "Reviewer1", "text": "An extremely entertaining play by Shakespeare.",
