@@ -141,3 +141,13 @@ def test_config_validating_all_fixtures_is_fast() -> None:
         docs = len(result.configs) + len(result.errors)
     elapsed = (time.perf_counter() - start) / 3
     print(f"\nloaded and validated all Istio fixtures (~{docs} documents/issues) in {elapsed * 1000:.1f} ms")
+
+
+SEED = sorted((FIXTURES.parent / "seed").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SEED, ids=[p.name for p in SEED])
+def test_config_user_brief_listings_load_cleanly(path: Path) -> None:
+    result = load_paths([path])
+    assert result.ok, _text(result.errors)
+    assert result.configs and not result.warnings
