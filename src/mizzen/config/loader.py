@@ -1,10 +1,7 @@
-"""Loading configuration files (Galley's job): multi-document YAML or JSON, with the 1-based line of every
-field.
+"""Loading configuration files (Galley's job): multi-document YAML or JSON keeping every field's 1-based line.
 
-:func:`parse_documents` turns text into :class:`Document` s (syntax errors become Issues); :func:`load_text`
-and :func:`load_paths` also check apiVersion/kind, metadata and namespaces, run
-:func:`mizzen.config.validation.validate` on each object and report duplicates, returning a
-:class:`LoadResult` of Configs, errors and warnings.
+:func:`parse_documents` makes :class:`Document` s (syntax errors become Issues); :func:`load_text` and
+:func:`load_paths` check apiVersion/kind, metadata and namespaces, validate each object and report duplicates.
 """
 
 from __future__ import annotations

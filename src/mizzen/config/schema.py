@@ -1,12 +1,7 @@
-"""Structural validation of Istio objects against the openAPIV3Schema of Istio's CRDs (what the Kubernetes API
-server enforces before Istio's webhook ever sees an object).
-
-The CRDs (``config/schemas/crd-all.gen.yaml``) are parsed once, lazily; each kind+version schema is compiled
-on first use into a tree of :class:`SchemaNode` and cached. Enforced: unknown fields, types, enums,
-required, int-or-string, maps (additionalProperties), min/max, lengths, patterns, item/property counts,
-list-type map uniqueness, oneOf mutual exclusion, preserve-unknown-fields, and the CRDs' CEL rules (see
-``cel_rules``), re-implemented in Python. Findings use Istio's field paths:
-``spec.http[0].route[1].weight``.
+"""Structural validation against the openAPIV3Schema of Istio's CRDs (what the API server enforces before
+Istio's webhook): unknown fields, types, enums, required, int-or-string, maps, ranges, lengths, patterns,
+counts, list-map uniqueness, oneOf exclusivity and the CEL rules (re-implemented in :func:`cel_check`).
+Schemas are parsed once, compiled per kind+version on first use, cached. Paths: ``spec.http[0].route[1].weight``.
 """
 
 from __future__ import annotations
@@ -443,6 +438,8 @@ def validate_value(node: SchemaNode, value: Any, path: str, out: list[Finding]) 
         if node.minimum is not None and value < node.minimum:
             out.append(Finding(path, f"Invalid value: {_show(value)}: must be greater than or equal to "
                                      f"{_num(node.minimum)}"))
+        if node.fmt == "int32" and not -(2**31) <= value <= 2**31 - 1:
+            out.append(Finding(path, f"Invalid value: {_show(value)}: out of range for a 32-bit integer"))
         if node.maximum is not None and value > node.maximum:
             out.append(Finding(path, f"Invalid value: {_show(value)}: must be less than or equal to "
                                      f"{_num(node.maximum)}"))
