@@ -1,7 +1,7 @@
 """Structural validation against the openAPIV3Schema of Istio's CRDs (what the API server enforces before
 Istio's webhook): unknown fields, types, enums, required, int-or-string, maps, ranges, lengths, patterns,
 counts, list-map uniqueness, oneOf exclusivity and the CEL rules (re-implemented in :func:`cel_check`).
-Schemas are parsed once, compiled per kind+version on first use, cached. Paths: ``spec.http[0].route[1].weight``.
+Schemas are parsed once, compiled per kind+version on first use, cached. Paths: ``spec.http[0].route[1]``.
 """
 
 from __future__ import annotations
