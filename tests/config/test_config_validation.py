@@ -103,8 +103,12 @@ INVALID: list[tuple[str, str, str, str]] = [
      "delegate HTTP route cannot contain delegate"),
     ("VirtualService", "hosts: [a]\nhttp: [{delegate: {name: x}, route: [{destination: {host: a}}]}]",
      "spec.http[0].route", "root HTTP route  must not specify route"),
-    ("VirtualService", "http: [{match: [{uri: {regex: '/a.*'}}], route: [{destination: {host: a}}]}]",
-     "spec.http[0].match[0].uri", "url match does not support regex match for delegating"),
+    ("VirtualService", "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], mirror: {host: m}, "
+     "mirrors: [{destination: {host: n}}]}]", "spec.http[0].mirrors",
+     "HTTP route cannot contain both mirror and mirrors"),
+    ("VirtualService", "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], "
+     "match: [{method: {prefix: ''}}]}]",
+     "spec.http[0].match[0].method.prefix", "prefix string match should not be empty"),
     ("VirtualService", "hosts: [a.com]\ntls: [{match: [{port: 443}], route: [{destination: {host: a}}]}]",
      "spec.tls[0].match[0].sniHosts", "Required value"),
     ("VirtualService", "hosts: [a.com]\ntls: [{match: [{sniHosts: []}], route: [{destination: {host: a}}]}]",
@@ -292,6 +296,8 @@ VALID: list[tuple[str, str]] = [
                        "percentage: {value: 0.1}}, abort: {grpcStatus: UNAVAILABLE, percentage: "
                        "{value: 50}}}}]"),
     ("VirtualService", "http: [{match: [{uri: {prefix: /a}}], route: [{destination: {host: a}}]}]"),
+    ("VirtualService", "http: [{match: [{uri: {regex: '/a.*'}, withoutHeaders: {x-debug: {regex: '*'}}}], "
+                       "route: [{destination: {host: a}}]}]"),
     ("VirtualService", "hosts: [a.com]\ngateways: [mesh, gw]\ntls: "
                        "[{match: [{sniHosts: [a.com], port: 443}], "
                        "route: [{destination: {host: a.com}}]}]"),

@@ -114,32 +114,34 @@ def check_gateway_names(r: Report, path: str, names: Any) -> None:
             r.error(gp, f'invalid value for gateway name: "{gw}"')
 
 
-def _check_match(r: Report, path: str, match: dict[str, Any], delegating: bool) -> None:
+def _check_string_match(r: Report, path: str, sm: Any, *, prefix_may_be_empty: bool) -> None:
+    """Istio's validateStringMatch: RE2 regexes; an empty prefix only where Envoy allows it (uri)."""
+    m = as_dict(sm)
+    if "prefix" in m and m.get("prefix") == "" and not prefix_may_be_empty:
+        r.error(key_path(path, "prefix"), "prefix string match should not be empty")
+    check_string_match(r, path, m)
+
+
+def _check_match(r: Report, path: str, match: dict[str, Any]) -> None:
     for fname in _MATCH_STRING_FIELDS:
-        sm = as_dict(match.get(fname))
-        if delegating and "regex" in sm:
-            r.error(key_path(path, fname), f"{'url' if fname == 'uri' else fname} match does not support "
-                                           "regex "
-                                           "match for delegating")
-        else:
-            check_string_match(r, key_path(path, fname), sm)
+        if fname in match:
+            _check_string_match(r, key_path(path, fname), match.get(fname),
+                                prefix_may_be_empty=fname == "uri")
     for group in ("headers", "withoutHeaders", "queryParams"):
         gpath = key_path(path, group)
         for name, sm in as_dict(match.get(group)).items():
             hp = key_path(gpath, name)
-            if sm is None:
-                r.error(hp, f"{group[:-1] if group != 'queryParams' else 'query param'} match {name} "
-                            "cannot be null")
+            if sm is None and group == "headers":
+                r.error(hp, f"header match {name} cannot be null")
                 continue
             if group != "queryParams" and not name.startswith(JWT_CLAIM_PREFIX):
                 if name == "":
                     r.error(hp, "header name cannot be empty")
                 elif not all(c.isalnum() or c in "-_" for c in name) or not name.isascii():
                     r.error(hp, f"header name {name} is not a valid header name")
-            if delegating and "regex" in as_dict(sm):
-                r.error(hp, f"{group} match {name} does not support regex match for delegating")
-            else:
-                check_string_match(r, hp, sm)
+            if group == "withoutHeaders" and as_dict(sm).get("regex") == "*":
+                continue  # "*" is not RE2 here: it means "header present"
+            _check_string_match(r, hp, sm, prefix_may_be_empty=False)
     if "port" in match and as_int(match.get("port")) != 0:
         check_port(r, key_path(path, "port"), match.get("port"))
     check_labels(r, key_path(path, "sourceLabels"), match.get("sourceLabels"))
@@ -156,12 +158,8 @@ def _check_conflicts(r: Report, path: str, http: dict[str, Any], root: bool, in_
             r.error(key_path(path, "redirect"), f"root HTTP route {name} must not specify redirect")
         if "route" in http:
             r.error(key_path(path, "route"), f"root HTTP route {name} must not specify route")
-        if "directResponse" in http:
-            r.error(key_path(path, "directResponse"), f"root HTTP route {name} must not specify "
-                                                      "direct_response")
-        delegate = as_dict(http.get("delegate"))
-        if not as_str(delegate.get("name")):
-            r.error(key_path(key_path(path, "delegate"), "name"), "delegate name is required")
+        if not as_str(as_dict(http.get("delegate")).get("name")):
+            r.warn(key_path(path, "delegate"), "delegate without a name refers to no VirtualService")
         return
     if in_delegate and "delegate" in http:
         r.error(key_path(path, "delegate"), "delegate HTTP route cannot contain delegate")
@@ -175,7 +173,7 @@ def _check_conflicts(r: Report, path: str, http: dict[str, Any], root: bool, in_
         if "rewrite" in http:
             r.error(rp, "HTTP route rule cannot contain both rewrite and redirect")
         if "directResponse" in http:
-            r.error(rp, "HTTP route cannot contain both redirect and direct_response")
+            r.error(rp, "HTTP route rule cannot contain both direct_response and redirect")
     elif "directResponse" in http:
         dp = key_path(path, "directResponse")
         if routes:
@@ -186,6 +184,8 @@ def _check_conflicts(r: Report, path: str, http: dict[str, Any], root: bool, in_
             r.error(dp, "HTTP route rule cannot contain both rewrite and direct_response")
     elif not routes:
         r.error(path, "HTTP route, redirect or direct_response is required")
+    if "mirror" in http and as_list(http.get("mirrors")):
+        r.error(key_path(path, "mirrors"), "HTTP route cannot contain both mirror and mirrors")
 
 
 def _check_cors(r: Report, path: str, cors: dict[str, Any]) -> None:
@@ -310,7 +310,7 @@ def check_http_route(r: Report, path: str, http: dict[str, Any], in_delegate: bo
     _check_conflicts(r, path, http, root, in_delegate)
     for j, m in enumerate(as_list(http.get("match"))):
         if isinstance(m, dict):
-            _check_match(r, index_path(key_path(path, "match"), j), m, delegating=root or in_delegate)
+            _check_match(r, index_path(key_path(path, "match"), j), m)
     check_headers(r, key_path(path, "headers"), http.get("headers"))
     rewrite = as_dict(http.get("rewrite"))
     headers_set = {**as_dict(as_dict(as_dict(http.get("headers")).get("request")).get("set")),
