@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import ctypes
 import logging
 import os
+import pstats
 import signal
 import subprocess
 import sys
@@ -212,6 +214,9 @@ async def server_main(args: argparse.Namespace) -> None:
         t_connect = time.monotonic() - t0
         rss1 = rss_mb()
         print(f"connect + initial sync of all nodes: {t_connect:.2f} s")
+        prof = cProfile.Profile() if args.profile else None
+        if prof is not None:
+            prof.enable()
         for rnd in range(1, args.rounds + 1):
             mesh.endpoints = mesh.make_endpoints(rnd)
             mesh.route = mesh.make_route(rnd)
@@ -228,6 +233,9 @@ async def server_main(args: argparse.Namespace) -> None:
                   f"{t_all:.2f} s; per node p50 {pct(lat, 50) * 1000:.0f} ms "
                   f"p99 {pct(lat, 99) * 1000:.0f} ms max {max(lat) * 1000:.0f} ms; "
                   f"responses {ads.responses_sent - sent_before}")
+        if prof is not None:
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         rss2 = rss_mb()
         client_rss = sum(rss_mb(p.pid) for p in procs if p.poll() is None)
         print(f"server RSS: idle {rss0:.0f} MB, connected {rss1:.0f} MB, after pushes {rss2:.0f} MB "
@@ -256,6 +264,7 @@ def main() -> None:
     ap.add_argument("--client-procs", type=int, default=1)
     ap.add_argument("--host", default=HOST)
     ap.add_argument("--timeout", type=float, default=180.0, help="overall bound in seconds")
+    ap.add_argument("--profile", action="store_true", help="cProfile the server during the push rounds")
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--target", help=argparse.SUPPRESS)
     ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)

@@ -307,3 +307,21 @@ def test_versions_are_content_hashes_and_memoized() -> None:
     for i in range(1, 20):
         cache.clear(f"n{i}")
     assert cache.memo_stats()["entries"] == 0
+
+
+async def test_nodes_with_equal_content_share_one_serialized_response(harness: Harness) -> None:
+    other = NODE.replace("t1.default", "t2.default")
+    harness.cache.set_snapshot(NODE, config())
+    harness.cache.set_snapshot(other, config())       # equal content, distinct objects
+    c1, c2 = FakeAdsClient(harness.target), FakeAdsClient(harness.target, node_id=other)
+    try:
+        c1.send(CLUSTER)
+        r1 = await c1.recv()
+        c2.send(CLUSTER)
+        r2 = await c2.recv()
+        assert r1.version_info == r2.version_info and r1.nonce != r2.nonce
+        assert r1.resources == r2.resources and r1.control_plane.identifier == "mizzen"
+        assert harness.ads.bodies.misses == 1 and harness.ads.bodies.hits == 1
+    finally:
+        await c1.close()
+        await c2.close()

@@ -36,7 +36,7 @@ class Packed:
 
 def version_of(packed: Iterable[Packed]) -> str:
     """Content version of a set of resources: hash over (name, digest), sorted by name."""
-    h = hashlib.blake2b(digest_size=8)
+    h = hashlib.blake2b(digest_size=12)   # 96 bits: responses are shared across nodes by version
     for p in sorted(packed, key=lambda p: p.name):
         h.update(p.name.encode())
         h.update(b"\0")

@@ -12,27 +12,31 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
 from mizzen.core.resources import SHORT
-from mizzen.xds.cache import Snapshot, SnapshotCache, ordered_types
+from mizzen.xds.cache import Snapshot, SnapshotCache, TypeSnapshot, ordered_types
 from mizzen.xds.status import WILDCARD_TYPES, Nack, ProxyStatus, SyncStatus, TypeStatus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdsServer", "OnConnect", "OnDisconnect", "serve"]
+__all__ = ["AdsServer", "OnConnect", "OnDisconnect", "ResponseBodies", "serve"]
 
 OnConnect = Callable[[str, dict[str, Any]], Awaitable[None]]
 OnDisconnect = Callable[[str], Awaitable[None]]
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
+_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+_CONTROL_PLANE = base_pb2.ControlPlane(identifier="mizzen")
 _CHANGE = object()   # queue marker: the node's snapshot changed
 _EOF = object()      # queue marker: the client closed its side
 
@@ -52,7 +56,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     ``on_connect(node_id, metadata)`` is awaited for every new stream after its first request and before any
     response: it should ``set_snapshot`` the node (a ValueError rejects the stream with INVALID_ARGUMENT).
     ``on_disconnect(node_id)`` runs when the node's last stream ends, unless it reconnected meanwhile.
-    Serve with :func:`serve`; stop with :meth:`shutdown`.
+    Serve with :func:`serve` (it registers serializers for the pre-serialized responses); stop with
+    :meth:`shutdown`.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._stream_ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
         self._live: set[_Stream] = set()
+        self.bodies = ResponseBodies()
         self.responses_sent = 0
 
     async def StreamAggregatedResources(
@@ -123,6 +129,39 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             await self.on_disconnect(node_id)
         except Exception:
             log.exception("on_disconnect(%s) failed", node_id)
+
+
+class ResponseBodies:
+    """Serialized DiscoveryResponses minus the nonce, shared by every stream: a version is a content hash, so
+    (type, version, requested names) identifies the bytes. Thousands of proxies with the same clusters cost
+    one serialization. LRU, bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self._lru: OrderedDict[tuple[str, str, frozenset[str] | None], tuple[bytes, int]] = OrderedDict()
+        self._bytes = 0
+        self.max_bytes = max_bytes
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, tsnap: TypeSnapshot, names: frozenset[str] | None) -> tuple[bytes, int]:
+        """(body bytes, resource count) for the resources of ``tsnap`` selected by ``names``."""
+        key = (tsnap.type_url, tsnap.version, names)
+        hit = self._lru.get(key)
+        if hit is not None:
+            self._lru.move_to_end(key)
+            self.hits += 1
+            return hit
+        self.misses += 1
+        resources = tsnap.select(names)
+        body = discovery_pb2.DiscoveryResponse(
+            version_info=tsnap.version, type_url=tsnap.type_url, resources=resources,
+            control_plane=_CONTROL_PLANE).SerializeToString()
+        entry = self._lru[key] = (body, len(resources))
+        self._bytes += len(body)
+        while self._bytes > self.max_bytes and len(self._lru) > 1:
+            _, (old, _n) = self._lru.popitem(last=False)
+            self._bytes -= len(old)
+        return entry
 
 
 class _Stream:
@@ -264,13 +303,13 @@ class _Stream:
             return
         watch.force = False
         nonce = f"{self.id:x}.{next(self.nonces):x}"
-        resp = discovery_pb2.DiscoveryResponse(
-            version_info=tsnap.version, type_url=type_url, nonce=nonce, resources=tsnap.select(watch.names))
+        body, count = self.server.bodies.get(tsnap, watch.names)
         ts.sent_version, ts.nonce, ts.sent_at = tsnap.version, nonce, time.time()
         self.server.status.notify(self.node_id)
         log.debug("%s <- %s version %s nonce %s (%d resources)", self.node_id, SHORT.get(type_url, type_url),
-                  tsnap.version, nonce, len(resp.resources))
-        await self.context.write(resp)
+                  tsnap.version, nonce, count)
+        # a serialized DiscoveryResponse: the shared body plus this response's nonce field
+        await self.context.write(body + discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString())
         self.server.responses_sent += 1
 
 
@@ -291,6 +330,13 @@ def _adds_names(old: frozenset[str] | None, new: frozenset[str] | None) -> bool:
     return not new <= old
 
 
+def _serialize(msg: bytes | Any) -> bytes:
+    if isinstance(msg, bytes):
+        return msg
+    out: bytes = msg.SerializeToString()
+    return out
+
+
 def _grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
@@ -307,7 +353,17 @@ async def serve(server: AdsServer, host: str, port: int) -> grpc.aio.Server:
         ("grpc.keepalive_time_ms", 30_000),        # notice proxies that vanished without closing
         ("grpc.keepalive_timeout_ms", 10_000),
     ])
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(server, grpc_server)
+    # Registered by hand (not add_..._to_server) so responses can be written as pre-serialized bytes.
+    grpc_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            server.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=_serialize),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            server.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=_serialize),
+    }),))
     bound = grpc_server.add_insecure_port(_grpc_address(host, port))
     if not bound:
         raise OSError(f"cannot bind xDS server to {host}:{port}")
