@@ -121,6 +121,10 @@ INVALID: list[tuple[str, str, str, str]] = [
     ("VirtualService", "hosts: [a]\ntcp: [{match: [{destinationSubnets: [10.0.0.0/99]}], "
      "route: [{destination: {host: a}}]}]", "spec.tcp[0].match[0].destinationSubnets[0]",
      "10.0.0.0/99 is not a valid CIDR block"),
+    ("VirtualService", "hosts: [a]\nhttp: [{match: [{headers: {'@request.auth.claims.group': {exact: x}}}], "
+     "route: [{destination: {host: a}}]}]", 'spec.http[0].match[0].headers["@request.auth.claims.group"]',
+     "JWT claim based routing (key: @request.auth.claims.group) is only supported for gateway, found no "
+     "gateways: []"),
     ("VirtualService", "hosts: [a]\nexportTo: ['*', '.']\nhttp: [{" + ROUTE + "}]", "spec.exportTo",
      "cannot have both public (*) and non-public exportTo values for a resource"),
     # DestinationRule

@@ -24,7 +24,12 @@ from mizzen.config.validation.common import (
     key_path,
     register,
 )
-from mizzen.config.validation.httproute import check_destination, check_gateway_names, check_http_route
+from mizzen.config.validation.httproute import (
+    JWT_CLAIM_PREFIX,
+    check_destination,
+    check_gateway_names,
+    check_http_route,
+)
 
 
 def _covers(pattern: str, host: str) -> bool:
@@ -153,6 +158,18 @@ def _warn_unreachable(r: Report, section: str, routes: list[Any]) -> None:
             r.warn(rp, "rule not used (all matches used by prior rules)")
 
 
+def _check_no_jwt_claim_routes(r: Report, spec: dict[str, Any], gateways: list[str]) -> None:
+    for i, route in enumerate(as_list(spec.get("http"))):
+        for j, m in enumerate(as_list(as_dict(route).get("match"))):
+            mp = index_path(key_path(index_path("spec.http", i), "match"), j)
+            for group in ("headers", "withoutHeaders"):
+                for key in as_dict(as_dict(m).get(group)):
+                    if key.startswith(JWT_CLAIM_PREFIX):
+                        r.error(key_path(key_path(mp, group), key),
+                                f"JWT claim based routing (key: {key}) is only supported for gateway, "
+                                f"found no gateways: {gateways}")
+
+
 @register("VirtualService")
 def validate_virtual_service(cfg: Config, r: Report) -> None:
     spec = dict(cfg.spec)
@@ -170,6 +187,8 @@ def validate_virtual_service(cfg: Config, r: Report) -> None:
     applies_to_mesh = not applies_to_gateway
     if gateways:
         check_gateway_names(r, "spec.gateways", gateways)
+    if not applies_to_gateway:
+        _check_no_jwt_claim_routes(r, spec, gateways)
     _check_hosts(r, spec, applies_to_gateway, applies_to_mesh)
     http, tls, tcp = as_list(spec.get("http")), as_list(spec.get("tls")), as_list(spec.get("tcp"))
     if not http and not tls and not tcp:
