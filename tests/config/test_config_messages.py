@@ -201,7 +201,7 @@ spec:
      f"yet; supported kinds: {SUPPORTED}"),
     ("apiVersion not served",
      "apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata:\n  name: x\nspec: {}\n",
-     'reviews.yaml:1: VirtualService/x: apiVersion: apiVersion "networking.istio.io/v2" is not supported for '
+     'reviews.yaml:1: VirtualService/x: apiVersion "networking.istio.io/v2" is not supported for '
      "kind VirtualService; use one of: networking.istio.io/v1, networking.istio.io/v1beta1, "
      "networking.istio.io/v1alpha3"),
     ("namespace mismatch",

@@ -317,7 +317,7 @@ class _ObjectBuilder:
             return None
         if known is not None and api_version not in known.api_versions:
             self.err("apiVersion", f'apiVersion "{api_version}" is not supported for kind {kind_name}; '
-                                   f"use one of: {', '.join(known.api_versions)}")
+                                   f"use one of: {', '.join(known.api_versions)}", show_path=False)
             return None
         if not isinstance(meta, dict):
             self.err("metadata", "metadata is required (with at least a name)")
