@@ -325,3 +325,24 @@ async def test_nodes_with_equal_content_share_one_serialized_response(harness: H
     finally:
         await c1.close()
         await c2.close()
+
+
+async def test_only_changed_types_are_pushed(harness: Harness) -> None:
+    harness.cache.set_snapshot(NODE, config())
+    c = FakeAdsClient(harness.target)
+    try:
+        await sync_all(c, harness.ads.status)
+        changed = resources(
+            clusters=[eds_cluster("a"), eds_cluster("b")],
+            endpoints=[load_assignment("a", [("127.0.0.2", 81)]), load_assignment("b", [("127.0.0.3", 80)])],
+            listeners=[listener("l1", "127.0.0.1", 15001, "r1")],
+            routes=[route_config("r1", body="v1"), route_config("r2", body="other")],
+        )
+        harness.cache.set_snapshot(NODE, changed)
+        eds = await c.recv()
+        assert eds.type_url == ENDPOINT and names_of(eds) == ["a", "b"]
+        await c.expect_silence(0.2)
+        assert harness.ads.status.type_state(NODE, ENDPOINT) == STALE
+        assert harness.ads.status.type_state(NODE, CLUSTER) == SYNCED
+    finally:
+        await c.close()
