@@ -100,10 +100,12 @@ class RealControlPlane:
         return self.loop.call(fn())
 
 
-def run_cli(*args: str, server: str | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, server: str | None = None, timeout: float = 30.0, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """The installed console script as a real subprocess."""
     env = {k: v for k, v in os.environ.items() if k != "MIZZEN_SERVER"}
     if server:
         env["MIZZEN_SERVER"] = server
     return subprocess.run([MIZZEN, *args], capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=REPO, check=False)
+                          cwd=REPO, check=False, input=stdin)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cli_helpers import SEED, FakeApi, RealControlPlane, run_cli
+from cli_helpers import FIXTURES, SEED, FakeApi, RealControlPlane, run_cli
 from typer.testing import CliRunner
 
 from mizzen.cli.main import app
@@ -219,6 +219,19 @@ def test_dry_run_changes_nothing_and_subprocess_apply(control_plane: RealControl
     assert proc.stdout.splitlines()[1].split()[:2] == ["reviews", "reviews"]
 
 
+def test_convert_piped_into_apply_via_stdin(control_plane: RealControlPlane) -> None:
+    converted = run_cli("convert", "ingress", "-f", str(FIXTURES / "demo-receive-ingress.yaml"))
+    assert converted.returncode == 0, converted.stderr
+    proc = run_cli("apply", "-f", "-", server=control_plane.url, stdin=converted.stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["gateway.networking.istio.io/demo-gateway created",
+                                        "virtualservice.networking.istio.io/demo-receive created"]
+    proc = run_cli("apply", "-f", "-", server=control_plane.url, stdin=WEIGHT)
+    assert proc.returncode == 1
+    assert proc.stderr == "<stdin>:17: VirtualService/reviews: spec.http[0].route[1].weight: must be 0..100\n"
+    assert len(control_plane.cp.store) == 2
+
+
 def test_server_side_rejection_prints_its_lines(fake_api: FakeApi) -> None:
     line = "demo-gateway.yaml:4: Gateway/demo-gateway: metadata.name: conflicts with an existing object"
     fake_api.apply_status = 422
@@ -241,6 +254,17 @@ def test_apply_prints_warnings(fake_api: FakeApi) -> None:
     assert res.exit_code == 0
     assert res.stdout == "virtualservice.networking.istio.io/r created\n"
     assert res.stderr == "r.yaml:9: VirtualService/r: spec.http[0].mirror: warning: not honoured yet\n"
+
+
+def test_process_commands_pass_their_arguments_through() -> None:
+    for cmd, usage in (("controlplane", "usage: python -m mizzen.controlplane"),
+                       ("agent", "usage: python -m mizzen.agent")):
+        proc = run_cli(cmd, "--help")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(usage), proc.stdout
+    proc = run_cli("agent", "--no-such-flag")
+    assert proc.returncode == 2
+    assert "the following arguments are required: --ip" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("args", [["get", "vs"], ["proxy-status"], ["proxy-config", "routes", "x"],

@@ -17,11 +17,12 @@ from typing import Any, NoReturn
 
 import typer
 
-from mizzen.client import ApiError, ControlPlaneClient, Unreachable
+from mizzen.client import ApiError, ControlPlaneClient, Document, Unreachable
 from mizzen.config import kinds
 
 __all__ = [
     "INPUT_SUFFIXES",
+    "STDIN",
     "Options",
     "api_call",
     "client",
@@ -30,6 +31,7 @@ __all__ = [
     "fail",
     "format_table",
     "human_age",
+    "read_inputs",
     "resource_ref",
     "spinner",
 ]
@@ -39,7 +41,7 @@ INPUT_SUFFIXES = (".yaml", ".yml", ".json")
 
 @dataclass
 class Options:
-    """Global options (``mizzen --server URL ...``), stored on the typer context."""
+    """Global options (mizzen --server URL ...), stored on the typer context."""
 
     server: str | None = None
 
@@ -85,7 +87,7 @@ def spinner(status: str | None) -> Iterator[None]:
 
 
 def expand_paths(paths: Sequence[str], recursive: bool = False) -> list[Path]:
-    """``-f`` arguments -> input files (directories expand to their .yaml/.yml/.json files, sorted)."""
+    """-f arguments -> input files (directories expand to their .yaml/.yml/.json files, sorted)."""
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
@@ -102,8 +104,26 @@ def expand_paths(paths: Sequence[str], recursive: bool = False) -> list[Path]:
     return out
 
 
+STDIN = "<stdin>"
+
+
+def read_inputs(paths: Sequence[str], recursive: bool = False) -> list[Document]:
+    """-f arguments -> documents (file name + text); - reads standard input."""
+    docs: list[Document] = []
+    for raw in paths:
+        if raw == "-":
+            docs.append(Document(STDIN, typer.get_text_stream("stdin").read()))
+            continue
+        for f in expand_paths([raw], recursive):
+            try:
+                docs.append(Document(str(f), f.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError) as e:
+                fail(f"cannot read {f}: {e}")
+    return docs
+
+
 def resource_ref(kind: str, name: str) -> str:
-    """kubectl's ``kind.group/name``: ``virtualservice.networking.istio.io/reviews``, ``service/details``."""
+    """kubectl's kind.group/name: virtualservice.networking.istio.io/reviews, service/details."""
     k = kinds.BY_NAME.get(kind)
     group = k.group if k else ""
     return f"{kind.lower()}.{group}/{name}" if group else f"{kind.lower()}/{name}"
@@ -133,7 +153,7 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def human_age(value: Any, now: datetime | None = None) -> str:
-    """kubectl's HumanDuration for a timestamp (RFC 3339 string or epoch seconds); ``<unknown>`` if absent."""
+    """kubectl's HumanDuration for a timestamp (RFC 3339 string or epoch seconds); <unknown> if absent."""
     t = parse_time(value)
     if t is None:
         return "<unknown>"

@@ -1,7 +1,7 @@
 """``mizzen convert ingress -f FILE``: print the Gateway and VirtualServices for Kubernetes Ingresses.
 
 Reads multi-document YAML, converts with :func:`mizzen.convert.ingress.convert`, writes YAML to stdout with
-the warnings as leading comments (and on stderr), so the output can be saved and applied as is.
+the warnings as leading comments (and on stderr), so the output can be piped into ``mizzen apply -f -``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from mizzen.cli.common import echo_err, expand_paths, fail
+from mizzen.cli.common import echo_err, fail, read_inputs
 from mizzen.convert.ingress import convert
 
 __all__ = ["app", "ingress"]
@@ -27,22 +27,20 @@ def render_yaml(docs: list[dict[str, Any]], warnings: list[str]) -> str:
 
 @app.command("ingress")
 def ingress(
-    filename: Annotated[list[str], typer.Option("--filename", "-f", help="Ingress YAML file or directory")],
+    filename: Annotated[list[str], typer.Option("--filename", "-f", help="Ingress YAML, dir or -")],
     namespace: Annotated[
         str | None, typer.Option("--namespace", "-n", help="Namespace for Ingresses without one")
     ] = None,
 ) -> None:
     """Kubernetes Ingress (networking.k8s.io/v1) -> Istio Gateway + VirtualServices (YAML on stdout)."""
     docs: list[dict[str, Any]] = []
-    for path in expand_paths(filename):
+    for src in read_inputs(filename):
         try:
-            loaded = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as e:
-            fail(f"cannot read {path}: {e}")
+            loaded = list(yaml.safe_load_all(src.text))
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""
-            fail(f"{path}{line}: invalid YAML: {getattr(e, 'problem', None) or e}")
+            fail(f"{src.file}{line}: invalid YAML: {getattr(e, 'problem', None) or e}")
         docs.extend(d for d in loaded if isinstance(d, dict))
     out, warnings = convert(docs, namespace)
     for w in warnings:

@@ -24,7 +24,7 @@ def _spec(item: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _json_list(value: Any) -> str:
-    """kubectl prints array printer columns as compact JSON: ``["demo-gateway"]``."""
+    """kubectl prints array printer columns as compact JSON: ["demo-gateway"]."""
     if not value:
         return ""
     return json.dumps(list(value), separators=(",", ":"))

@@ -105,7 +105,7 @@ def nack_lines(entries: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def config_ref(metadata: Any) -> str:
-    """``/apis/networking.istio.io/v1/namespaces/default/destination-rule/reviews`` -> ``reviews.default``."""
+    """/apis/networking.istio.io/v1/namespaces/default/destination-rule/reviews -> reviews.default."""
     fm = f(metadata, "filter_metadata") or {}
     path = (fm.get("istio") or {}).get("config") if isinstance(fm, Mapping) else None
     if not path:
@@ -253,7 +253,7 @@ def listeners_table(listeners: Sequence[Mapping[str, Any]], port: int | None = N
 
 
 def endpoints_table(assignments: Sequence[Mapping[str, Any]], cluster: str | None = None) -> str:
-    """Endpoints as sent by the control plane; OUTLIER CHECK needs Envoy's view, so it shows ``-``."""
+    """Endpoints as sent by the control plane; OUTLIER CHECK needs Envoy's view, so it shows -."""
     rows = []
     for cla in assignments:
         cname = str(f(cla, "cluster_name") or "")

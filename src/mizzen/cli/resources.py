@@ -9,54 +9,50 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 
 from mizzen.cli import get_tables
-from mizzen.cli.common import api_call, client, echo_err, expand_paths, fail, resource_ref
+from mizzen.cli.common import STDIN, api_call, client, echo_err, fail, read_inputs, resource_ref
 from mizzen.client import Document
 from mizzen.config import kinds
 from mizzen.config.model import DEFAULT_NAMESPACE
 
+if TYPE_CHECKING:
+    from mizzen.config.loader import LoadResult
+
 __all__ = ["apply", "delete", "get", "load_locally", "validate"]
 
-FILES_HELP = "File or directory (.yaml/.yml/.json); repeatable"
+FILES_HELP = "File or directory (.yaml/.yml/.json), or - for stdin; repeatable"
 Files = Annotated[list[str], typer.Option("--filename", "-f", help=FILES_HELP)]
 OptFiles = Annotated[list[str] | None, typer.Option("--filename", "-f", help=FILES_HELP)]
 Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace for objects without one")]
 Recursive = Annotated[bool, typer.Option("--recursive", "-R", help="Recurse into directories")]
 
 
-def load_locally(files: Sequence[Path], namespace: str | None) -> Any:
-    """Run the shared loader over ``files``; returns its LoadResult."""
+def load_locally(docs: Sequence[Document], namespace: str | None) -> LoadResult:
+    """Run the shared loader over the inputs (files as one unit, so cross-file duplicates are caught)."""
     try:
-        from mizzen.config.loader import load_paths
+        from mizzen.config.loader import LoadResult, load_paths, load_text
     except ImportError as e:
         fail(f"the configuration loader (mizzen.config.loader) is not available: {e}")
-    return load_paths([str(f) for f in files], namespace)
+    files = [d.file for d in docs if d.file != STDIN]
+    result = load_paths(files, namespace) if files else LoadResult()
+    for d in docs:
+        if d.file == STDIN:
+            result.extend(load_text(d.text, d.file, namespace))
+    return result
 
 
-def _print_issues(result: Any) -> bool:
-    """Print errors and warnings (stderr); True when the files are valid."""
-    for w in getattr(result, "warnings", []) or []:
+def _print_issues(result: LoadResult) -> bool:
+    """Print warnings then errors (stderr), one per line; True when the inputs are valid."""
+    for w in result.warnings:
         echo_err(str(w))
-    errors = list(getattr(result, "errors", []) or [])
-    for e in errors:
+    for e in result.errors:
         echo_err(str(e))
-    return bool(getattr(result, "ok", not errors)) and not errors
-
-
-def _documents(files: Sequence[Path]) -> list[Document]:
-    docs = []
-    for f in files:
-        try:
-            docs.append(Document(str(f), f.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as e:
-            fail(f"cannot read {f}: {e}")
-    return docs
+    return result.ok
 
 
 def _action_line(r: dict[str, Any], dry_run: bool) -> str:
@@ -72,14 +68,17 @@ def apply(
     recursive: Recursive = False,
 ) -> None:
     """Validate locally, then create or update the objects in the files."""
-    files = expand_paths(filename, recursive)
-    if not _print_issues(load_locally(files, namespace)):
+    docs = read_inputs(filename, recursive)
+    local = load_locally(docs, namespace)
+    if not _print_issues(local):
         raise typer.Exit(1)
+    shown = {str(w) for w in local.warnings}
     c = client(ctx)
     with api_call(c, "Applying configuration..."):
-        result = c.apply(_documents(files), namespace, dry_run)
+        result = c.apply(docs, namespace, dry_run)
     for w in result.warnings:
-        echo_err(w if "warning" in w.lower() else f"Warning: {w}")
+        if w not in shown:
+            echo_err(w if "warning" in w.lower() else f"Warning: {w}")
     for r in result.results:
         typer.echo(_action_line(r, dry_run))
 
@@ -91,14 +90,14 @@ def delete(
     namespace: Namespace = None,
     recursive: Recursive = False,
 ) -> None:
-    """Delete the objects named in files, or ``KIND NAME...``."""
+    """Delete the objects in files (-f), or by KIND NAME [NAME...]."""
     args = list(args or [])
     if filename and args:
         fail("use either -f FILE or KIND NAME, not both")
     c = client(ctx)
     missing = 0
     if filename:
-        documents = _documents(expand_paths(filename, recursive))
+        documents = read_inputs(filename, recursive)
     elif len(args) >= 2:
         # the API deletes by documents: send the stored manifests themselves
         kind = _resolve_kind(args[0])
@@ -152,7 +151,7 @@ def get(
     all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A")] = False,
     output: Annotated[str | None, typer.Option("--output", "-o", help="yaml | json | wide | name")] = None,
 ) -> None:
-    """List objects, like ``kubectl get``."""
+    """List objects, like kubectl get."""
     if output not in (None, "yaml", "json", "wide", "name"):
         fail(f'unable to match a printer suitable for the output format "{output}", '
              "allowed formats are: json,name,wide,yaml")
@@ -225,21 +224,15 @@ def validate(
     namespace: Namespace = None,
     recursive: Recursive = False,
 ) -> None:
-    """Validate files offline: exit 0 when valid, 1 with one ``file:line: ...`` line per error."""
-    files = expand_paths(filename, recursive)
-    result = load_locally(files, namespace)
-    ok = _print_issues(result)
-    bad_files = {getattr(e, "file", "") for e in getattr(result, "errors", []) or []}
-    counts: dict[str, int] = {}
-    for cfg in getattr(result, "configs", []) or []:
-        src = getattr(cfg, "source", None)
-        counts[src.file if src else ""] = counts.get(src.file if src else "", 0) + 1
-    for f in files:
-        name = str(f)
-        if name in bad_files:
-            continue
-        n = counts.get(name, 0)
-        if ok:
-            typer.echo(f'"{name}" is valid ({n} object{"" if n == 1 else "s"})')
-    if not ok:
+    """Validate files offline: exit 0 when valid, 1 with one file:line: ... line per error."""
+    docs = read_inputs(filename, recursive)
+    result = load_locally(docs, namespace)
+    if not _print_issues(result):
         raise typer.Exit(1)
+    counts: dict[str, int] = {}
+    for cfg in result.configs:
+        name = cfg.source.file if cfg.source else ""
+        counts[name] = counts.get(name, 0) + 1
+    for d in docs:
+        n = counts.get(d.file, 0)
+        typer.echo(f'"{d.file}" is valid ({n} object{"" if n == 1 else "s"})')
