@@ -24,6 +24,7 @@ __all__ = [
     "ControlPlaneClient",
     "Document",
     "Unreachable",
+    "envoy_clusters",
     "issue_texts",
 ]
 
@@ -164,6 +165,20 @@ class ControlPlaneClient:
         except ValueError as e:  # malformed URL (e.g. --server without a scheme)
             raise Unreachable(self.server, str(e)) from None
         return _decode(raw)
+
+
+def envoy_clusters(admin_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Envoy's own view of its clusters and hosts (``GET <admin>/clusters?format=json``)."""
+    url = admin_url.rstrip("/") + "/clusters?format=json"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body = _decode(resp.read())
+    except urllib.error.HTTPError as e:
+        raise ApiError(e.code, [f"Envoy admin {admin_url}: HTTP {e.code}"]) from None
+    except (TimeoutError, urllib.error.URLError, OSError, ValueError) as e:
+        raise Unreachable(admin_url, str(getattr(e, "reason", e))) from None
+    statuses = body.get("cluster_statuses") if isinstance(body, Mapping) else None
+    return [c for c in statuses or [] if isinstance(c, dict)]
 
 
 def _decode(raw: bytes) -> Any:

@@ -258,7 +258,7 @@ def test_apply_prints_warnings(fake_api: FakeApi) -> None:
 
 def test_process_commands_pass_their_arguments_through() -> None:
     for cmd, usage in (("controlplane", "usage: python -m mizzen.controlplane"),
-                       ("agent", "usage: python -m mizzen.agent")):
+                       ("agent", "usage: python -m mizzen.agent"), ("demo", "usage: mizzen demo")):
         proc = run_cli(cmd, "--help")
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.startswith(usage), proc.stdout

@@ -13,6 +13,7 @@ import typer
 
 from mizzen.cli import proxy_tables as pt
 from mizzen.cli.common import api_call, client, echo_err, fail
+from mizzen.client import ApiError, Unreachable, envoy_clusters
 
 __all__ = ["config_app", "proxy_status"]
 
@@ -58,6 +59,12 @@ def proxy_status(
             st = (e.get("types") or {}).get(t) or {}
             typer.echo(f"  {t}: sent={st.get('sent') or '-'} acked={st.get('acked') or '-'} "
                        f"nonce={st.get('nonce') or '-'}")
+
+
+def _syncz(ctx: typer.Context) -> list[dict[str, Any]]:
+    c = client(ctx)
+    with api_call(c, "Fetching proxy status..."):
+        return c.syncz()
 
 
 def _dump(ctx: typer.Context, proxy: str, type_key: str) -> list[dict[str, Any]]:
@@ -131,9 +138,27 @@ def listeners(
 def endpoints(
     ctx: typer.Context, proxy: ProxyArg, output: Output = None,
     cluster: Annotated[str | None, typer.Option("--cluster", help="Only clusters containing this")] = None,
+    admin: Annotated[str | None, typer.Option(
+        "--admin", help="Envoy admin URL: show Envoy's own health and outlier view")] = None,
 ) -> None:
-    """Endpoints (EDS): ENDPOINT, STATUS, OUTLIER CHECK, CLUSTER."""
+    """Endpoints (EDS): ENDPOINT, STATUS, OUTLIER CHECK, CLUSTER.
+
+    From the control plane by default (OUTLIER CHECK is then unknown: "-"); with --admin, from Envoy.
+    """
     _check_output(output)
+    if admin:
+        _resolve(proxy, _syncz(ctx))
+        try:
+            statuses = envoy_clusters(admin)
+        except Unreachable:
+            fail(f"cannot reach the Envoy admin interface at {admin}")
+        except ApiError as e:
+            fail("; ".join(e.errors))
+        if output == "json":
+            _print_json(statuses)
+        else:
+            typer.echo(pt.admin_endpoints_table(statuses, cluster))
+        return
     items = _dump(ctx, proxy, "EDS")
     if output == "json":
         _print_json(items)

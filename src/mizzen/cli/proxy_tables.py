@@ -14,6 +14,7 @@ from mizzen.cli.common import format_table, human_age
 
 __all__ = [
     "TYPES",
+    "admin_endpoints_table",
     "clusters_table",
     "endpoints_table",
     "listeners_table",
@@ -265,5 +266,25 @@ def endpoints_table(assignments: Sequence[Mapping[str, Any]], cluster: str | Non
                 health = str(f(lb, "health_status") or "HEALTHY")
                 health = "HEALTHY" if health == "UNKNOWN" else health
                 rows.append([f"{f(sa, 'address')}:{f(sa, 'port_value')}", health, "-", cname])
+    rows.sort(key=lambda r: (r[3], r[0]))
+    return format_table(["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"], rows)
+
+
+def admin_endpoints_table(cluster_statuses: Sequence[Mapping[str, Any]], cluster: str | None = None) -> str:
+    """Endpoints as Envoy sees them (admin ``/clusters?format=json``): health and outlier ejection."""
+    rows = []
+    for cs in cluster_statuses:
+        cname = str(cs.get("name") or "")
+        if cluster and cluster not in cname:
+            continue
+        for h in cs.get("host_statuses") or []:
+            sa = f(h.get("address"), "socket_address") or {}
+            hs = h.get("health_status") or {}
+            failed = [k for k, v in hs.items() if k.startswith("failed") and v is True]
+            status = str(hs.get("eds_health_status") or "HEALTHY")
+            if status in ("HEALTHY", "UNKNOWN") and [k for k in failed if k != "failed_outlier_check"]:
+                status = "UNHEALTHY"
+            outlier = "FAILED" if hs.get("failed_outlier_check") else "OK"
+            rows.append([f"{f(sa, 'address')}:{f(sa, 'port_value')}", status, outlier, cname])
     rows.sort(key=lambda r: (r[3], r[0]))
     return format_table(["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"], rows)
