@@ -53,6 +53,7 @@ class FakeApi:
     apply_status: int = 200
     apply_body: dict[str, Any] = field(default_factory=lambda: {"results": [], "warnings": []})
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    delay_s: float = 0.0          # before answering /debug/syncz
     url: str = ""
 
     def app(self) -> web.Application:
@@ -71,6 +72,8 @@ class FakeApi:
         return web.json_response(self.apply_body, status=self.apply_status)
 
     async def _syncz(self, request: web.Request) -> web.Response:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         return web.json_response(self.syncz)
 
     async def _dump(self, request: web.Request) -> web.Response:

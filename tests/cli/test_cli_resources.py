@@ -4,6 +4,7 @@ offline, and the error paths: invalid files (nothing sent), 422 answers, an unre
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -219,6 +220,35 @@ def test_dry_run_changes_nothing_and_subprocess_apply(control_plane: RealControl
     assert proc.stdout.splitlines()[1].split()[:2] == ["reviews", "reviews"]
 
 
+SA = """\
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: bookinfo-details
+"""
+
+
+def test_wide_output_and_stored_only_kinds(control_plane: RealControlPlane, tmp_path: Path) -> None:
+    files = [_write(tmp_path, "svc.yaml", SERVICE), _write(tmp_path, "sa.yaml", SA)]
+    res = _invoke("apply", *[a for f in files for a in ("-f", str(f))], server=control_plane.url)
+    assert res.exit_code == 0, res.output
+    assert sorted(res.stdout.splitlines()) == [
+        "service/details created", "serviceaccount/bookinfo-details created"]
+    res = _invoke("get", "svc", "-o", "wide", server=control_plane.url)
+    rows = [line.split() for line in res.stdout.splitlines()]
+    assert rows[0] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", "SELECTOR"]
+    assert rows[1][:5] == ["details", "ClusterIP", "<none>", "<none>", "9080/TCP"]
+    assert rows[1][6] == "app=details"
+    res = _invoke("get", "sa", "-o", "name", server=control_plane.url)
+    assert res.stdout == "serviceaccount/bookinfo-details\n"
+    res = _invoke("get", "serviceaccounts", "bookinfo-details", "-o", "json", server=control_plane.url)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["metadata"]["name"] == "bookinfo-details"
+    res = _invoke("get", "-o", "table", "vs", server=control_plane.url)
+    assert res.exit_code == 1
+    assert res.stderr.startswith('error: unable to match a printer suitable for the output format "table"')
+
+
 def test_convert_piped_into_apply_via_stdin(control_plane: RealControlPlane) -> None:
     converted = run_cli("convert", "ingress", "-f", str(FIXTURES / "demo-receive-ingress.yaml"))
     assert converted.returncode == 0, converted.stderr
@@ -268,7 +298,7 @@ def test_process_commands_pass_their_arguments_through() -> None:
 
 
 @pytest.mark.parametrize("args", [["get", "vs"], ["proxy-status"], ["proxy-config", "routes", "x"],
-                                  ["delete", "vs", "x"]])
+                                  ["delete", "vs", "x"], ["apply", "-f", str(SEED / "reviews-dr.yaml")]])
 def test_unreachable_control_plane_is_one_line(args: list[str]) -> None:
     want = f'error: cannot reach the Mizzen control plane at {UNREACHABLE} (is "mizzen demo" running?)\n'
     res = _invoke(*args, server=UNREACHABLE)

@@ -136,8 +136,15 @@ def _not_found(kind: kinds.Kind | str, name: str) -> str:
     return f'Error from server (NotFound): {plural} "{name}" not found'
 
 
+_PASSIVE_SHORT = {"sa": "ServiceAccount", "cm": "ConfigMap"}
+
+
 def _resolve_kind(arg: str) -> kinds.Kind:
     k = kinds.lookup(arg)
+    if k is None:   # stored-only core kinds (ServiceAccount, ConfigMap, Secret)
+        for name in kinds.PASSIVE_KINDS:
+            if arg.lower() in (name.lower(), name.lower() + "s") or _PASSIVE_SHORT.get(arg.lower()) == name:
+                k = kinds.Kind(name, "", ("v1",), name.lower() + "s", istio=False)
     if k is None:
         fail(f'the server doesn\'t have a resource type "{arg}"')
     return k
