@@ -136,9 +136,7 @@ def build_bootstrap(spec: ProxySpec) -> dict[str, Any]:
         },
         "layered_runtime": {
             "layers": [
-                {"name": "global config", "static_layer": {
-                    "overload.global_downstream_max_connections": 2147483647,
-                }},
+                {"name": "global config", "static_layer": {}},
                 {"name": "admin", "admin_layer": {}},
             ],
         },

@@ -126,13 +126,19 @@ class ControlPlane:
     async def stop(self) -> None:
         self.started = False
         if self._debouncer is not None:
-            await self._debouncer.close()
-            self._debouncer = None
+            debouncer, self._debouncer = self._debouncer, None
+            # Bounded: on Python 3.11 a cancel that races a trigger can be swallowed by asyncio.wait_for
+            # inside the debouncer; the timeout's second cancel then ends it.
+            await asyncio.sleep(0)
+            try:
+                await asyncio.wait_for(debouncer.close(), 1.0)
+            except TimeoutError:
+                log.warning("debouncer did not stop within 1s; cancelled again")
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
         if self._grpc is not None:
-            await self._grpc.stop(0.5)
+            await self.ads.shutdown(self._grpc, 0.5)   # streams end cleanly; proxies reconnect later
             self._grpc = None
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
