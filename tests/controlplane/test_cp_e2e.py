@@ -97,3 +97,86 @@ async def test_reviews_routing_follows_virtual_service(mesh: Mesh) -> None:  # n
         assert entry["proxy"] == client.node_id
         statuses = {t: s["status"] for t, s in entry["types"].items()}
         assert statuses["CDS"] == statuses["LDS"] == statuses["RDS"] == statuses["EDS"] == "SYNCED", statuses
+
+
+PRODUCTPAGE = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: productpage
+spec:
+  ports:
+  - port: 9080
+    name: http
+  selector:
+    app: productpage
+"""
+
+
+async def test_bookinfo_gateway_routes_to_productpage(mesh: Mesh) -> None:  # noqa: F811
+    page = await mesh.backend("productpage", "v1", namespace="bookinfo", port=9080)
+    gw = await mesh.gateway()
+    await mesh.apply_yaml(PRODUCTPAGE + "---\n" + (NETWORKING / "bookinfo-gateway.yaml").read_text(),
+                          namespace="bookinfo")
+    await mesh.wait_synced()
+    async with mesh.gateway_client(gw, 8080) as http:
+        r = await http.get("/productpage", headers={"Host": "bookinfo.example.com"})
+        assert r.status_code == 200, r.text
+        assert r.json()["service"] == "productpage" and r.json()["path"] == "/productpage"
+        assert (await http.get("/api/v1/products/1")).json()["path"] == "/api/v1/products/1"
+        assert (await http.get("/admin")).status_code == 404          # no route matches
+    assert page.requests == 2
+
+
+async def test_backend_failure_injection_is_visible_through_the_mesh(mesh: Mesh) -> None:  # noqa: F811
+    v1 = await mesh.backend("reviews", "v1", namespace="bookinfo", port=9080)
+    client = await mesh.sidecar("bookinfo", "productpage-v1", {"app": "productpage"})
+    await mesh.apply_yaml(SERVICE, namespace="bookinfo")
+    await mesh.wait_synced()
+    async with mesh.client_via(client) as http:
+        # Istio's default retry policy retries a 503 twice (retriable-status-codes), like istiod's routes
+        v1.fail(503, times=1)
+        assert (await http.get("http://reviews:9080/")).status_code == 200
+        assert v1.requests == 2
+        v1.reset_counts()
+        v1.fail(503)
+        assert (await http.get("http://reviews:9080/")).status_code == 503
+        assert v1.requests == 3
+        v1.heal()
+        v1.reset_counts()
+        v1.delay_s = 0.3
+        t = time.monotonic()
+        assert (await http.get("http://reviews:9080/")).status_code == 200
+        assert time.monotonic() - t >= 0.3 and v1.requests == 1
+
+
+def dr_with_lb(policy: str) -> str:
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      simple: {policy}
+"""
+
+
+EDS_AFTER_CDS = (
+    "the xDS server does not re-send unchanged EDS after a CDS update of an existing cluster, so Envoy keeps "
+    "the new cluster warming until initial_fetch_timeout (15 s); see envoyproxy/go-control-plane#245"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=EDS_AFTER_CDS)
+async def test_destination_rule_change_on_existing_cluster_syncs_quickly(mesh: Mesh) -> None:  # noqa: F811
+    await mesh.backend("reviews", "v1", namespace="bookinfo", port=9080)
+    client = await mesh.sidecar("bookinfo", "productpage-v1", {"app": "productpage"})
+    await mesh.apply_yaml(SERVICE + "---\n" + dr_with_lb("RANDOM"), namespace="bookinfo")
+    await mesh.wait_synced()
+    await mesh.apply_yaml(dr_with_lb("LEAST_REQUEST"), namespace="bookinfo")
+    await mesh.wait_synced(timeout=2)
+    dump = await client.admin_get("/config_dump?resource=dynamic_active_clusters")
+    assert "LEAST_REQUEST" in dump
