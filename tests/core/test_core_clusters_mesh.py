@@ -1,0 +1,113 @@
+"""CDS/EDS behaviour in real Envoy through the whole mesh: the seed's ratings circuit breaker (section 4.7:
+overflow 503s under concurrency, none without), outlier ejection of a failing endpoint, and endpoint updates
+when workloads come and go."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from harness import Mesh, eventually, mesh  # noqa: F401  (mesh is a fixture)
+
+pytestmark = pytest.mark.e2e
+
+RATINGS_SVC = """
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}]
+"""
+
+SEED_RATINGS_DR = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  host: ratings
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 3}
+      http: {http1MaxPendingRequests: 1}
+    outlierDetection: {consecutive5xxErrors: 1, interval: 10s, baseEjectionTime: 3m, maxEjectionPercent: 100}
+  subsets:
+  - labels: {version: v1}
+    name: v1
+"""
+
+URL = "http://ratings.bookinfo.svc.cluster.local:9080/ratings/0"
+
+
+async def _burst(client: httpx.AsyncClient, concurrency: int, total: int) -> list[httpx.Response]:
+    """``total`` requests with at most ``concurrency`` in flight (like ``fortio load -c C -n N``)."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one() -> httpx.Response:
+        async with sem:
+            return await client.get(URL)
+
+    return list(await asyncio.wait_for(asyncio.gather(*(one() for _ in range(total))), timeout=30))
+
+
+async def test_seed_ratings_circuit_breaker(mesh: Mesh) -> None:  # noqa: F811
+    ratings = await mesh.backend("ratings", "v1", namespace="bookinfo")
+    ratings.delay_s = 0.3
+    client = await mesh.sidecar("bookinfo", "fortio-a", {"app": "fortio"})
+    await mesh.apply_yaml(RATINGS_SVC + "---" + SEED_RATINGS_DR)
+    await mesh.wait_synced()
+    limits = httpx.Limits(max_connections=40, max_keepalive_connections=40)
+    async with mesh.client_via(client, timeout=20, limits=limits) as http:
+        async def reachable() -> None:
+            assert (await http.get(URL)).status_code == 200
+        await eventually(reachable, timeout=10)
+        calm = await _burst(http, 2, 10)
+        assert [r.status_code for r in calm] == [200] * 10
+        ratings.reset_counts()
+        storm = await _burst(http, 20, 20)
+    codes = [r.status_code for r in storm]
+    overflow = [r for r in storm if r.status_code == 503]
+    assert overflow, codes
+    assert 200 in codes
+    # Envoy's overflow answer, not the backend's: the backend only saw the admitted requests
+    assert all(r.headers.get("x-envoy-overloaded") == "true" for r in overflow)
+    assert ratings.requests == codes.count(200)
+
+
+async def test_outlier_detection_ejects_failing_endpoint(mesh: Mesh) -> None:  # noqa: F811
+    good = await mesh.backend("ratings", "v1", namespace="bookinfo")
+    bad = await mesh.backend("ratings", "v1", namespace="bookinfo")
+    bad.fail(500)
+    client = await mesh.sidecar("bookinfo", "fortio-b", {"app": "fortio"})
+    await mesh.apply_yaml(RATINGS_SVC + "---" + SEED_RATINGS_DR)
+    await mesh.wait_synced()
+    async with mesh.client_via(client) as http:
+        async def both_endpoints_known() -> None:
+            r = await http.get(URL)
+            assert r.status_code in (200, 500)
+            assert good.requests > 0 and bad.requests > 0
+        await eventually(both_endpoints_known, timeout=10)
+        before = bad.requests
+        codes = [(await http.get(URL)).status_code for _ in range(20)]
+    # ejected after its first 5xx (consecutive5xxErrors: 1) for baseEjectionTime 3m: no more traffic
+    assert bad.requests - before <= 1, (before, bad.requests)
+    assert codes.count(200) >= 19
+
+
+async def test_endpoints_follow_workloads(mesh: Mesh) -> None:  # noqa: F811
+    first = await mesh.backend("ratings", "v1", namespace="bookinfo")
+    client = await mesh.sidecar("bookinfo", "fortio-c", {"app": "fortio"})
+    await mesh.apply_yaml(RATINGS_SVC)
+    await mesh.wait_synced()
+    async with mesh.client_via(client) as http:
+        async def served_by(ip: str) -> None:
+            r = await http.get(URL)
+            assert r.status_code == 200 and r.json()["ip"] == ip
+
+        await eventually(lambda: served_by(first.ip), timeout=10)
+        second = await mesh.backend("ratings", "v2", namespace="bookinfo")
+        mesh.cp.remove_workload(first.namespace, first.pod)
+        await mesh.wait_synced()
+        await eventually(lambda: served_by(second.ip), timeout=10)
