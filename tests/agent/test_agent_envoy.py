@@ -3,8 +3,10 @@ exponential backoff, clean stop leaving no process behind."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -15,6 +17,15 @@ from mizzen.agent.envoy import Agent, AgentError, AgentEvent, AgentOptions
 from mizzen.core.proxy import ProxyType
 
 pytestmark = pytest.mark.e2e
+
+SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec:
+  ports: [{port: 9080, name: http}]
+  selector: {app: ratings}
+"""
 
 
 def alive(pid: int) -> bool:
@@ -104,3 +115,46 @@ async def test_start_fails_clearly_when_envoy_cannot_start(mesh: Mesh) -> None: 
     assert time.monotonic() - t < 5                     # fails fast once the supervisor gives up
     assert [e.kind for e in events] == ["exited", "restarted", "exited", "gave_up"]
     assert bad.pid is None and bad.restarts == 1
+
+
+async def test_stop_lets_an_in_flight_request_finish(mesh: Mesh) -> None:  # noqa: F811
+    backend = await mesh.backend("ratings", "v1", namespace="bookinfo", port=9080)
+    client = await mesh.sidecar("bookinfo", "reviews-v1", {"app": "reviews"})
+    await mesh.apply_yaml(SERVICE, namespace="bookinfo")
+    await mesh.wait_synced()
+    backend.delay_s = 0.5
+    async with mesh.client_via(client) as http:
+        request = asyncio.create_task(http.get("http://ratings:9080/ratings/0"))
+        while backend.requests == 0:          # bounded by the request's own timeout below
+            await asyncio.sleep(0.01)
+            assert not request.done(), request
+        pid = client.pid
+        assert pid is not None
+        await client.stop()
+        r = await asyncio.wait_for(request, 5)
+    assert r.status_code == 200 and r.json()["service"] == "ratings"
+    assert not alive(pid)
+
+
+async def test_module_entry_point_runs_until_sigterm(mesh: Mesh) -> None:  # noqa: F811
+    ip = alloc_ip()
+    admin = free_port(ip)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mizzen.agent", "--type", "sidecar", "--ip", ip, "--namespace", "bookinfo",
+        "--labels", "app=details,version=v1", "--xds", f"127.0.0.1:{mesh.cp.xds_port}",
+        "--admin-port", str(admin), "--log-level", "WARNING", stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert line.startswith(f"mizzen agent: node=sidecar~{ip}~details.bookinfo~"), line
+        envoy_pid = int(line.rsplit("pid=", 1)[1])
+        node = line.split("node=")[1].split()[0]
+        await mesh.cp.wait_synced([node], timeout=10)
+        assert mesh.cp.pusher.proxies[node].labels == {"app": "details", "version": "v1"}
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        assert not alive(envoy_pid)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

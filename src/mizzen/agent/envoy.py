@@ -56,6 +56,18 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
+def active_downstream_connections(stats: str) -> int:
+    """Open downstream connections on the proxy's listeners (admin excluded), from admin ``/stats`` text."""
+    total = 0
+    for line in stats.splitlines():
+        name, _, value = line.partition(":")
+        parts = name.strip().split(".")
+        if (len(parts) >= 3 and parts[0] == "listener" and parts[-1] == "downstream_cx_active"
+                and parts[1] != "admin" and not parts[-2].startswith("worker_") and value.strip().isdigit()):
+            total += int(value)
+    return total
+
+
 class AgentError(RuntimeError):
     pass
 
@@ -307,10 +319,9 @@ class Agent:
                 async with session.post(f"{self.admin_url}/drain_listeners?{query}") as r:
                     await r.read()
                 while time.monotonic() < deadline:
-                    async with session.get(f"{self.admin_url}/stats?filter=^server.total_connections$") as r:
+                    async with session.get(f"{self.admin_url}/stats?filter=downstream_cx_active$") as r:
                         text = await r.text()
-                    value = text.rpartition(":")[2].strip()
-                    if not value.isdigit() or int(value) == 0:
+                    if active_downstream_connections(text) == 0:
                         return
                     await asyncio.sleep(0.05)
         except (TimeoutError, aiohttp.ClientError, OSError):
