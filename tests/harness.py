@@ -107,6 +107,7 @@ class Backend:
     paths: list[str] = field(default_factory=list)
     _fail_status: int | None = None
     _fail_left: int | None = None
+    sidecar: Agent | None = None            # set when started with a sidecar (the workload address is its IP)
     _runner: web.AppRunner | None = None
 
     @property
@@ -123,8 +124,13 @@ class Backend:
         self.requests = 0
         self.paths.clear()
 
+    @property
+    def address(self) -> str:
+        """The workload (pod) address: the sidecar's IP if it has one, else the app's."""
+        return self.sidecar.spec.ip if self.sidecar is not None else self.ip
+
     def workload(self, address: str | None = None) -> Workload:
-        return Workload(name=self.pod, namespace=self.namespace, address=address or self.ip,
+        return Workload(name=self.pod, namespace=self.namespace, address=address or self.address,
                         labels=dict(self.labels), service_account=self.service_account)
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -229,17 +235,27 @@ class Mesh:
         labels: Mapping[str, str] | None = None,
         pod: str | None = None,
         register: bool = True,
+        sidecar: bool = False,
     ) -> Backend:
-        """Start an in-process backend on a fresh IP and register it as a workload (labels app/version)."""
+        """Start an in-process backend on a fresh IP and register it as a workload (labels app/version).
+
+        With ``sidecar=True`` the workload gets its own sidecar Envoy, like an injected pod: the workload
+        address (pod IP) is the sidecar's, whose inbound listener forwards to the app on a second private IP
+        (``backend.ip``); the agent is in ``backend.sidecar``.
+        """
         ip = alloc_ip()
+        pod_ip = alloc_ip() if sidecar else ip
+        labels = dict(labels or {"app": service, "version": version})
         b = Backend(service=service, version=version, namespace=namespace,
                     pod=pod or f"{service}-{version}-{ip.rsplit('.', 2)[1]}x{ip.rsplit('.', 1)[1]}",
-                    ip=ip, port=port, labels=dict(labels or {"app": service, "version": version}))
+                    ip=ip, port=port, labels=labels)
         await b.start()
         self._stack.push_async_callback(b.stop)
         self.backends.append(b)
+        if sidecar:
+            b.sidecar = await self.sidecar(namespace, b.pod, labels, ip=pod_ip, app_host=ip)
         if register:
-            self.cp.register_workload(b.workload())
+            self.cp.register_workload(b.workload(pod_ip))
             self._stack.callback(self.cp.remove_workload, b.namespace, b.pod)
         return b
 

@@ -180,3 +180,18 @@ async def test_destination_rule_change_on_existing_cluster_syncs_quickly(mesh: M
     await mesh.wait_synced(timeout=2)
     dump = await client.admin_get("/config_dump?resource=dynamic_active_clusters")
     assert "LEAST_REQUEST" in dump
+
+
+async def test_backend_with_its_own_sidecar(mesh: Mesh) -> None:  # noqa: F811
+    v1 = await mesh.backend("reviews", "v1", namespace="bookinfo", port=9080, sidecar=True)
+    assert v1.sidecar is not None and v1.address == v1.sidecar.spec.ip != v1.ip
+    client = await mesh.sidecar("bookinfo", "productpage-v1", {"app": "productpage"})
+    await mesh.apply_yaml(SERVICE, namespace="bookinfo")
+    await mesh.wait_synced()
+    async with mesh.client_via(client) as http:
+        r = await http.get("http://reviews:9080/reviews/1")
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == "v1" and v1.requests == 1
+    # the request went client sidecar -> server sidecar (inbound) -> app
+    inbound = await v1.sidecar.admin_get("/stats?filter=inbound.*upstream_rq_total")
+    assert any(line.rstrip().endswith(": 1") for line in inbound.splitlines()), inbound
