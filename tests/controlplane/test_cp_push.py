@@ -91,6 +91,14 @@ async def test_state_survives_restart(tmp_path: Path) -> None:
         assert cp2.store.snapshot().version == version
         assert cp2.store.get("DestinationRule", "bookinfo", "reviews").created == created  # type: ignore[union-attr]
         assert cp2.registry.snapshot() is not None
+    # a corrupt state file: the control plane still starts, and says so in its debug endpoints
+    (tmp_path / "objects/DestinationRule/bookinfo/reviews.json").write_text("{truncated")
+    opts.http_port = 0
+    async with ControlPlane(opts) as cp3, httpx.AsyncClient(base_url=cp3.http_url, trust_env=False) as api:
+        assert len(cp3.store) == 0
+        for endpoint in ("/debug/configz", "/debug/push_status"):
+            (problem,) = (await api.get(endpoint)).json()["load_problems"]
+            assert problem["path"].endswith("reviews.json") and "JSONDecodeError" in problem["error"]
 
 
 async def test_module_entry_point(tmp_path: Path) -> None:
