@@ -519,3 +519,35 @@ def test_sidecar_resource_scopes_outbound_and_defines_inbound() -> None:
 
     assert target(inbound["inbound|9080||"]) == ("127.0.20.3", 8080)
     assert target(inbound["inbound|9443||"]) == ("127.0.20.3", 9443)
+
+
+def test_dns_round_robin_uses_logical_dns_only_with_one_host() -> None:
+    text = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: one, namespace: bookinfo}
+spec:
+  hosts: [one.example]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS_ROUND_ROBIN
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: two, namespace: bookinfo}
+spec:
+  hosts: [two.example]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS_ROUND_ROBIN
+  endpoints: [{address: a.two.example, labels: {v: a}}, {address: b.two.example, labels: {v: b}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: one, namespace: bookinfo}
+spec:
+  host: one.example
+  subsets: [{name: none, labels: {v: nothing}}]
+"""
+    cs = by_name(build_clusters(sidecar(), bookinfo_push(*configs_from_yaml(text))))
+    assert cs[names.outbound_cluster(80, "", "one.example")].type == C.LOGICAL_DNS
+    assert cs[names.outbound_cluster(80, "none", "one.example")].type == C.STRICT_DNS   # no host left
+    assert cs[names.outbound_cluster(80, "", "two.example")].type == C.STRICT_DNS

@@ -216,6 +216,8 @@ def test_remove_workload_and_snapshot_versions() -> None:
     s2 = reg.snapshot()
     assert s2 is not s1 and s2.version != s1.version
     assert reg.snapshot() is s2
+    reg.set_configs(configs(SERVICES))   # equal content: the cached snapshot stays
+    assert reg.snapshot() is s2
     assert eps(reg, "web.shop.svc.cluster.local", 80) == [("127.0.40.1", 8080)]
     assert [w.name for w in reg.workloads()] == ["web-1"]
     # replacing with an identical workload keeps the content version

@@ -112,6 +112,9 @@ def _outbound(proxy: Proxy, push: PushContext, svc: Service, port: ServicePort, 
         c.load_assignment.cluster_name = name
         c.load_assignment.endpoints.extend(
             endpoints_for_cluster(proxy, push, svc.hostname, port.port, subset))
+        if c.type == cluster_pb2.Cluster.LOGICAL_DNS and [len(g.lb_endpoints) for g in
+                                                          c.load_assignment.endpoints] != [1]:
+            c.type = cluster_pb2.Cluster.STRICT_DNS   # Envoy rejects LOGICAL_DNS without exactly one host
     apply_tls(c, policy.get("tls"), svc.hostname)
     _set_metadata(c, [svc], dr, subset, svc.mesh_external)
     return c

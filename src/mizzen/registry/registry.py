@@ -87,6 +87,8 @@ class Registry:
     def set_configs(self, snapshot: ConfigSnapshot) -> None:
         """Replace the config the services and WorkloadEntries come from."""
         with self._lock:
+            if snapshot.version == self._configs.version and snapshot.version != "empty":
+                return   # same content (versions are content hashes): keep the cached snapshot
             self._configs = snapshot
             self._cached = None
 
