@@ -40,6 +40,7 @@ from mizzen.config.errors import ConfigError
 from mizzen.controlplane.push import Generator
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.controlplane.store import ApplyResult
+from mizzen.core.mesh import MeshConfig
 from mizzen.core.proxy import ProxyType
 from mizzen.registry.model import Workload
 
@@ -174,6 +175,7 @@ class Mesh:
         debounce_quiet_s: float = 0.05,
         debounce_max_s: float = 0.5,
         envoy_log_level: str = "warning",
+        mesh_config: MeshConfig | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
@@ -182,7 +184,8 @@ class Mesh:
         self.state_dir = state_dir
         self.cp = ControlPlane(
             ControlPlaneOptions(state_dir=state_dir / "state", xds_port=0, http_port=0,
-                                debounce_quiet_s=debounce_quiet_s, debounce_max_s=debounce_max_s),
+                                debounce_quiet_s=debounce_quiet_s, debounce_max_s=debounce_max_s,
+                                mesh=mesh_config or MeshConfig()),
             generator=generator,
         )
         self.envoy_log_level = envoy_log_level
