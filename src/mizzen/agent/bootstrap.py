@@ -14,6 +14,15 @@ from typing import Any
 
 from mizzen.core.proxy import DEFAULT_GATEWAY_PORTS, Meta, ProxyType, node_id
 
+__all__ = [
+    "DEFAULT_HTTP_PROXY_PORT",
+    "XDS_CLUSTER",
+    "ProxySpec",
+    "build_bootstrap",
+    "node_metadata",
+    "render_bootstrap",
+]
+
 XDS_CLUSTER = "xds-grpc"
 DEFAULT_HTTP_PROXY_PORT = 15080
 HTTP_PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"

@@ -29,6 +29,14 @@ from mizzen.core.proxy import ProxyType
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentEvent",
+    "AgentOptions",
+    "active_downstream_connections",
+]
+
 BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 10.0
 STABLE_RESET_S = 60.0

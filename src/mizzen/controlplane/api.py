@@ -31,6 +31,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "Api",
+    "BadRequest",
+    "LoadResultLike",
+    "Loader",
+    "default_loader",
+    "manifest",
+    "resource_to_dict",
+    "workload_from_json",
+]
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 32 * 1024 * 1024
 

@@ -19,6 +19,13 @@ from mizzen.config.model import Config, ConfigKey, Source
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "LoadProblem",
+    "StateDir",
+    "config_to_record",
+    "record_to_config",
+]
+
 CLUSTER_SCOPE_DIR = "_cluster"
 FORMAT_VERSION = 1
 

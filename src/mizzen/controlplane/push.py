@@ -25,6 +25,16 @@ from mizzen.registry.model import RegistrySnapshot
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "GenerationError",
+    "Generator",
+    "PushStats",
+    "Pusher",
+    "SnapshotSink",
+    "default_generator",
+    "iso",
+]
+
 Generator = Callable[[Proxy, PushContext], ResourceSet]
 
 YIELD_EVERY = 20   # proxies generated between yields to the event loop

@@ -29,6 +29,13 @@ from mizzen.xds import AdsServer, Debouncer, SnapshotCache, SyncStatus, serve
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "DEFAULT_HTTP_PORT",
+    "DEFAULT_XDS_PORT",
+    "ControlPlane",
+    "ControlPlaneOptions",
+]
+
 DEFAULT_XDS_PORT = 15010
 DEFAULT_HTTP_PORT = 15014
 

@@ -23,6 +23,19 @@ from mizzen.controlplane.persist import LoadProblem, StateDir
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "CONFIGURED",
+    "CREATED",
+    "DELETED",
+    "NOT_FOUND",
+    "UNCHANGED",
+    "ApplyResult",
+    "ConfigStore",
+    "Listener",
+    "Validator",
+    "default_validator",
+]
+
 Validator = Callable[[Config], list[Issue]]
 Listener = Callable[[list["ApplyResult"]], None]
 
