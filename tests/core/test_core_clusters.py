@@ -551,3 +551,16 @@ spec:
     assert cs[names.outbound_cluster(80, "", "one.example")].type == C.LOGICAL_DNS
     assert cs[names.outbound_cluster(80, "none", "one.example")].type == C.STRICT_DNS   # no host left
     assert cs[names.outbound_cluster(80, "", "two.example")].type == C.STRICT_DNS
+
+
+def test_original_dst_uses_authority_only_in_local_mode() -> None:
+    push = bookinfo_push(*configs_from_yaml(SERVICE_ENTRIES))
+    local = by_name(build_clusters(sidecar(), push))
+    for name in (names.PASSTHROUGH_CLUSTER, names.outbound_cluster(8080, "", "any.example.com")):
+        cfg = local[name].original_dst_lb_config
+        assert cfg.use_http_header and cfg.http_header_name == ":authority"
+    redirect = sidecar()
+    redirect = type(redirect)(**{**redirect.__dict__, "interception_mode": "REDIRECT"})
+    iptables = by_name(build_clusters(redirect, push))
+    assert not iptables[names.PASSTHROUGH_CLUSTER].HasField("original_dst_lb_config")
+    assert not local[names.INBOUND_PASSTHROUGH_CLUSTER].HasField("original_dst_lb_config")

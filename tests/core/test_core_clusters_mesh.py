@@ -111,3 +111,18 @@ async def test_endpoints_follow_workloads(mesh: Mesh) -> None:  # noqa: F811
         mesh.cp.remove_workload(first.namespace, first.pod)
         await mesh.wait_synced()
         await eventually(lambda: served_by(second.ip), timeout=10)
+
+
+async def test_allow_any_passthrough_in_local_mode(mesh: Mesh) -> None:  # noqa: F811
+    """ALLOW_ANY: a request through the HTTP proxy to an unregistered ``ip:port`` reaches it (the local-mode
+    PassthroughCluster takes the destination from the authority); an unknown host name gets a 503."""
+    outside = await mesh.backend("outside", "v1", namespace="elsewhere", register=False)
+    client = await mesh.sidecar("bookinfo", "fortio-d", {"app": "fortio"})
+    await mesh.apply_yaml(RATINGS_SVC)
+    await mesh.wait_synced()
+    async with mesh.client_via(client) as http:
+        async def passes() -> None:
+            r = await http.get(f"{outside.url}/anything")
+            assert r.status_code == 200 and r.json()["path"] == "/anything"
+        await eventually(passes, timeout=10)
+        assert (await http.get("http://unknown.invalid:8080/")).status_code == 503

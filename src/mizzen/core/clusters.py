@@ -78,6 +78,15 @@ def _socket(address: str, port: int) -> address_pb2.Address:
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
 
 
+def _local_original_dst(c: cluster_pb2.Cluster, proxy: Proxy) -> None:
+    """Local mode (no iptables): outbound traffic reaches the sidecar through its HTTP proxy listener, so
+    there is no original destination on the connection. ORIGINAL_DST clusters take it from the request's
+    authority instead (works for ``ip:port`` authorities; a host name gets a 503, as it would without)."""
+    if c.type == cluster_pb2.Cluster.ORIGINAL_DST and proxy.interception_mode.upper() == "NONE":
+        c.original_dst_lb_config.use_http_header = True
+        c.original_dst_lb_config.http_header_name = ":authority"
+
+
 def _discovery_type(svc: Service, push: PushContext, port: ServicePort) -> cluster_pb2.Cluster.DiscoveryType:
     if svc.resolution is Resolution.STATIC:
         return cluster_pb2.Cluster.EDS
@@ -115,6 +124,7 @@ def _outbound(proxy: Proxy, push: PushContext, svc: Service, port: ServicePort, 
         if c.type == cluster_pb2.Cluster.LOGICAL_DNS and [len(g.lb_endpoints) for g in
                                                           c.load_assignment.endpoints] != [1]:
             c.type = cluster_pb2.Cluster.STRICT_DNS   # Envoy rejects LOGICAL_DNS without exactly one host
+    _local_original_dst(c, proxy)
     apply_tls(c, policy.get("tls"), svc.hostname)
     _set_metadata(c, [svc], dr, subset, svc.mesh_external)
     return c
@@ -215,7 +225,8 @@ def blackhole_cluster(push: PushContext) -> cluster_pb2.Cluster:
     return c
 
 
-def passthrough_cluster(push: PushContext, name: str = names.PASSTHROUGH_CLUSTER) -> cluster_pb2.Cluster:
+def passthrough_cluster(push: PushContext, name: str = names.PASSTHROUGH_CLUSTER,
+                        proxy: Proxy | None = None) -> cluster_pb2.Cluster:
     """ORIGINAL_DST / CLUSTER_PROVIDED, using the downstream HTTP protocol (ALLOW_ANY traffic)."""
     c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.ORIGINAL_DST,
                             lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
@@ -225,6 +236,8 @@ def passthrough_cluster(push: PushContext, name: str = names.PASSTHROUGH_CLUSTER
     opts.use_downstream_protocol_config.http_protocol_options.SetInParent()
     opts.use_downstream_protocol_config.http2_protocol_options.SetInParent()
     set_http_protocol_options(c, opts)
+    if proxy is not None:
+        _local_original_dst(c, proxy)
     return c
 
 
@@ -244,7 +257,7 @@ def build_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluster]
                 out.setdefault(c.name, c)   # same host in two registries: the first one wins, like Istio
     out[names.BLACKHOLE_CLUSTER] = blackhole_cluster(push)
     if not proxy.is_gateway:
-        out[names.PASSTHROUGH_CLUSTER] = passthrough_cluster(push)
+        out[names.PASSTHROUGH_CLUSTER] = passthrough_cluster(push, proxy=proxy)
         out[names.INBOUND_PASSTHROUGH_CLUSTER] = passthrough_cluster(push, names.INBOUND_PASSTHROUGH_CLUSTER)
         for c in inbound_clusters(proxy, push):
             out.setdefault(c.name, c)
