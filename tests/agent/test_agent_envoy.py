@@ -158,3 +158,16 @@ async def test_module_entry_point_runs_until_sigterm(mesh: Mesh) -> None:  # noq
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_stop_kills_an_envoy_that_ignores_sigterm(mesh: Mesh) -> None:  # noqa: F811
+    agent = Agent(spec_for(mesh, "details-v1"))
+    await agent.start()
+    pid = agent.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)       # a hung Envoy: no admin answers, SIGTERM stays pending
+    t = time.monotonic()
+    await agent.stop(timeout=0.5)
+    elapsed = time.monotonic() - t
+    assert not alive(pid) and 0.5 <= elapsed < 5
+    assert agent.events == []
