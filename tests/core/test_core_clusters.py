@@ -161,16 +161,22 @@ def test_consistent_hash_default_ring_size_and_warmup() -> None:
     assert w.least_request_lb_config.slow_start_config.slow_start_window.seconds == 30
 
 
-def test_passthrough_load_balancer_makes_original_dst() -> None:
-    cs = clusters_for(*configs_from_file(REPO / "tests" / "fixtures" / "seed" / "reviews-dr.yaml"),
-                      dr("ratings", {"host": "ratings",
-                                     "trafficPolicy": {"loadBalancer": {"simple": "PASSTHROUGH"}},
-                                     "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}))
-    for s in ("", "v1"):
+def test_passthrough_load_balancer() -> None:
+    rules = [*configs_from_file(REPO / "tests" / "fixtures" / "seed" / "reviews-dr.yaml"),
+             dr("ratings", {"host": "ratings", "trafficPolicy": {"loadBalancer": {"simple": "PASSTHROUGH"}},
+                            "subsets": [{"name": "v1", "labels": {"version": "v1"}}]})]
+    redirect = sidecar()
+    redirect = type(redirect)(**{**redirect.__dict__, "interception_mode": "REDIRECT"})
+    cs = clusters_for(*rules, proxy=redirect)
+    for s in ("", "v1"):   # Istio: the original destination (with iptables interception)
         c = cs[names.outbound_cluster(9080, s, RATINGS)]
         assert c.type == C.ORIGINAL_DST and c.lb_policy == C.CLUSTER_PROVIDED
         assert not c.HasField("eds_cluster_config") and not uses_eds(c)
     assert cs[names.outbound_cluster(9080, "v1", REVIEWS)].type == C.EDS
+    local = clusters_for(*rules)
+    for s in ("", "v1"):   # local mode: no VIP behind the destination; endpoints picked at random
+        c = local[names.outbound_cluster(9080, s, RATINGS)]
+        assert c.type == C.EDS and c.lb_policy == C.RANDOM
 
 
 def test_subset_traffic_policy_overrides_top_level_as_units() -> None:

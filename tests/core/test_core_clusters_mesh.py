@@ -126,3 +126,27 @@ async def test_allow_any_passthrough_in_local_mode(mesh: Mesh) -> None:  # noqa:
             assert r.status_code == 200 and r.json()["path"] == "/anything"
         await eventually(passes, timeout=10)
         assert (await http.get("http://unknown.invalid:8080/")).status_code == 503
+
+
+async def test_passthrough_load_balancer_keeps_serving_in_local_mode(mesh: Mesh) -> None:  # noqa: F811
+    """Seed 4.6 ``simple: PASSTHROUGH``: in Kubernetes the original destination is the Service VIP and
+    kube-proxy picks a pod; in local mode the cluster keeps its endpoints and picks one at random."""
+    a = await mesh.backend("ratings", "v1", namespace="bookinfo")
+    b = await mesh.backend("ratings", "v2", namespace="bookinfo")
+    client = await mesh.sidecar("bookinfo", "fortio-e", {"app": "fortio"})
+    await mesh.apply_yaml(RATINGS_SVC + """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  host: ratings
+  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}
+""")
+    await mesh.wait_synced()
+    async with mesh.client_via(client) as http:
+        async def serving() -> None:
+            assert (await http.get(URL)).status_code == 200
+        await eventually(serving, timeout=10)
+        codes = [(await http.get(URL)).status_code for _ in range(40)]
+    assert codes == [200] * 40
+    assert a.requests > 0 and b.requests > 0

@@ -183,9 +183,12 @@ def _to_original_dst(c: cluster_pb2.Cluster) -> None:
 
 
 def apply_load_balancer(c: cluster_pb2.Cluster, lb: Mapping[str, Any] | None,
-                        locality_setting: Mapping[str, Any] | None, enable_failover: bool) -> None:
-    """lb_policy from ``simple`` / ``consistentHash`` (PASSTHROUGH turns the cluster into ORIGINAL_DST),
-    slow start from ``warmupDurationSecs``, and the locality-weighted LB config when Istio would set it."""
+                        locality_setting: Mapping[str, Any] | None, enable_failover: bool,
+                        passthrough_as_random: bool = False) -> None:
+    """lb_policy from ``simple`` / ``consistentHash``, slow start from ``warmupDurationSecs``, and the
+    locality-weighted LB config when Istio would set it. PASSTHROUGH turns the cluster into ORIGINAL_DST
+    (the connection's destination, a Service VIP that kube-proxy balances randomly); with
+    ``passthrough_as_random`` (local mode: no VIP, no kube-proxy) it stays on its endpoints with RANDOM."""
     lb = lb or {}
     if locality_setting and (locality_setting.get("distribute") or (enable_failover and (
             locality_setting.get("failover") or locality_setting.get("failoverPriority")))):
@@ -195,7 +198,10 @@ def apply_load_balancer(c: cluster_pb2.Cluster, lb: Mapping[str, Any] | None,
         return
     simple = str(lb.get("simple") or "")
     if simple == "PASSTHROUGH":
-        _to_original_dst(c)
+        if passthrough_as_random:
+            c.lb_policy = cluster_pb2.Cluster.RANDOM
+        else:
+            _to_original_dst(c)
         return
     c.lb_policy = _SIMPLE_LB.get(simple, DEFAULT_LB_POLICY)
     warmup = parse_duration(lb.get("warmupDurationSecs"))

@@ -3,8 +3,8 @@ policy), inbound clusters for a sidecar's own service ports, and the fixed Black
 
 Discovery types follow Istio: EDS over ADS for STATIC resolution, STRICT_DNS (inline load assignment) for
 DNS, LOGICAL_DNS for DNS_ROUND_ROBIN with a single endpoint, ORIGINAL_DST for NONE and for
-``loadBalancer: PASSTHROUGH``. Cluster metadata carries Istio's ``istio`` filter metadata (services, the
-DestinationRule's ``config`` path, subset).
+``loadBalancer: PASSTHROUGH`` (in local mode, which has no VIP/kube-proxy behind the original destination,
+PASSTHROUGH keeps the endpoints and picks RANDOM, as kube-proxy would). Metadata is Istio's ``istio`` map.
 """
 
 from __future__ import annotations
@@ -110,7 +110,9 @@ def _outbound(proxy: Proxy, push: PushContext, svc: Service, port: ServicePort, 
     apply_connection_pool(c, policy.get("connectionPool") or {}, push.mesh.connect_timeout_s, port.protocol)
     od = policy.get("outlierDetection")
     apply_outlier_detection(c, od)
-    apply_load_balancer(c, policy.get("loadBalancer"), locality_lb_setting(policy), od is not None)
+    local = proxy.interception_mode.upper() == "NONE"
+    apply_load_balancer(c, policy.get("loadBalancer"), locality_lb_setting(policy), od is not None,
+                        passthrough_as_random=local and svc.resolution is Resolution.STATIC)
     if c.type == cluster_pb2.Cluster.EDS:
         eds = c.eds_cluster_config
         eds.service_name = name
