@@ -1,10 +1,7 @@
-"""CDS: outbound clusters per visible service port and DestinationRule subset (with the rule's effective
-policy), inbound clusters for a sidecar's own service ports, and the fixed BlackHole/Passthrough clusters.
-
-Discovery types follow Istio: EDS over ADS for STATIC resolution, STRICT_DNS (inline load assignment) for
-DNS, LOGICAL_DNS for DNS_ROUND_ROBIN with a single endpoint, ORIGINAL_DST for NONE and for
-``loadBalancer: PASSTHROUGH`` (in local mode, which has no VIP/kube-proxy behind the original destination,
-PASSTHROUGH keeps the endpoints and picks RANDOM, as kube-proxy would). Metadata is Istio's ``istio`` map.
+"""CDS: outbound clusters per visible service port and DestinationRule subset (EDS over ADS, STRICT_DNS or
+LOGICAL_DNS for DNS, ORIGINAL_DST for NONE/PASSTHROUGH, as Istio), inbound clusters for a sidecar's own ports,
+and the fixed BlackHole/Passthrough clusters. Local-mode (no iptables) equivalents are documented where they
+differ: ORIGINAL_DST reads the destination from ``:authority``; PASSTHROUGH keeps endpoints with RANDOM.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""DestinationRule traffic policy: the effective policy for (rule, subset, port) merged the way Istio's
-``MergeTrafficPolicy`` does, Istio-style durations, locality LB settings, and the consistent-hash
-``HashPolicy`` list that routes attach for a destination.
-
-Merge order: top-level ``trafficPolicy``; its ``portLevelSettings`` entry for the port replaces
-loadBalancer, connectionPool, outlierDetection and tls *all together* (port-level settings do not inherit);
-then the subset's ``trafficPolicy`` replaces each of the four it sets, and the subset's own port-level entry
-replaces all four again. Each of the four is replaced as a unit, never merged field by field.
+"""DestinationRule traffic policy: the effective policy for (rule, subset, port) merged like Istio's
+MergeTrafficPolicy (top level < its portLevelSettings < subset < subset portLevelSettings; loadBalancer,
+connectionPool, outlierDetection and tls replaced as units; a port-level entry replaces all four), Istio
+durations, locality LB settings, and the consistent-hash HashPolicy list routes attach for a destination.
 """
 
 from __future__ import annotations
