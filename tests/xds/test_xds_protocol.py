@@ -218,6 +218,10 @@ async def test_changes_are_pushed_in_cds_eds_lds_rds_order_and_noop_is_silent(ha
             c.send(t, names=names)
             r = await c.recv()
             c.ack(r, names=names)
+        # every CDS response is followed by the endpoints (cluster warming), even when they did not change
+        r = await c.recv()
+        assert r.type_url == ENDPOINT and sorted(names_of(r)) == ["a", "b"]
+        c.ack(r, names=["a", "b"])
         await harness.ads.status.wait_synced([NODE], timeout=2)
         harness.cache.set_snapshot(NODE, config("v1"))   # same content
         await c.expect_silence(0.2)

@@ -74,15 +74,17 @@ class Debouncer(Generic[K]):
     async def close(self) -> None:
         """Stop; pending events are dropped, a running push is cancelled."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        # Python 3.11's wait_for can swallow a cancel that races with its inner wait finishing: cancel again
+        # until the task is really done (asyncio.wait never raises the task's CancelledError at us).
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
         self._idle.set()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closed:
             await self._wake.wait()
             while True:   # wait for quiet time, bounded by max_delay since the first pending event
                 assert self._first_at is not None
@@ -92,7 +94,8 @@ class Debouncer(Generic[K]):
                     break
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), left)
+                    async with asyncio.timeout(left):
+                        await self._wake.wait()
             keys, events = frozenset(self._pending), self._events
             self._pending, self._events, self._first_at = set(), 0, None
             self._wake.clear()

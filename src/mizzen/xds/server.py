@@ -22,7 +22,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
-from mizzen.core.resources import SHORT
+from mizzen.core.resources import CLUSTER, ENDPOINT, SHORT
 from mizzen.xds.cache import Snapshot, SnapshotCache, TypeSnapshot, ordered_types
 from mizzen.xds.status import WILDCARD_TYPES, Nack, ProxyStatus, SyncStatus, TypeStatus
 
@@ -48,6 +48,7 @@ class _Watch:
     names: frozenset[str] | None
     status: TypeStatus
     force: bool = False       # respond even if the version did not change (initial request, new names)
+    send_all: bool = False    # next response carries every resource of the type (EDS after a CDS push)
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
@@ -302,8 +303,10 @@ class _Stream:
         if not watch.force and tsnap.version == ts.sent_version:
             return
         watch.force = False
+        names = None if watch.send_all else watch.names
+        watch.send_all = False
         nonce = f"{self.id:x}.{next(self.nonces):x}"
-        body, count = self.server.bodies.get(tsnap, watch.names)
+        body, count = self.server.bodies.get(tsnap, names)
         ts.sent_version, ts.nonce, ts.sent_at = tsnap.version, nonce, time.time()
         self.server.status.notify(self.node_id)
         log.debug("%s <- %s version %s nonce %s (%d resources)", self.node_id, SHORT.get(type_url, type_url),
@@ -311,6 +314,13 @@ class _Stream:
         # a serialized DiscoveryResponse: the shared body plus this response's nonce field
         await self.context.write(body + discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString())
         self.server.responses_sent += 1
+        if type_url == CLUSTER and ENDPOINT in self.watches:
+            # Envoy warms every added or changed cluster until it gets an EDS response for it, and a changed
+            # cluster re-requests the same names (which looks like an ACK). Like istiod, follow every CDS
+            # push with the endpoints, all of them, so warming never waits for a request we would not answer.
+            eds = self.watches[ENDPOINT]
+            eds.force = eds.send_all = True
+            await self._maybe_send(ENDPOINT)
 
 
 def _requested_names(type_url: str, names: Any) -> frozenset[str] | None:
