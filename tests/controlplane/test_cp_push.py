@@ -10,14 +10,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from envoy.config.listener.v3 import listener_pb2
 
-from harness import Mesh
+from harness import Mesh, eventually
 from mizzen.config.model import Config
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.core.generate import generate
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
-from mizzen.core.resources import CLUSTER, ResourceSet
+from mizzen.core.resources import CLUSTER, LISTENER, ResourceSet
 
 pytestmark = pytest.mark.e2e
 
@@ -118,3 +119,35 @@ async def test_module_entry_point(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def with_bad_listener(proxy: Proxy, push: PushContext) -> ResourceSet:
+    """The real generator plus, while a VS named nack exists, a listener Envoy must reject (no address)."""
+    rs = generate(proxy, push)
+    if not push.configs.get("VirtualService", "bookinfo", "nack"):
+        return rs
+    listeners = {**rs.of(LISTENER), "bad": listener_pb2.Listener(name="bad")}
+    return ResourceSet({**rs.by_type, LISTENER: listeners})
+
+
+async def test_nacks_are_reported() -> None:
+    async with Mesh(generator=with_bad_listener) as mesh, mesh.api_client() as api:
+        proxy = await mesh.sidecar("bookinfo", "productpage-v1", {"app": "productpage"})
+        await mesh.wait_synced()
+        await mesh.apply_yaml(POISON.replace("name: poison", "name: nack"), namespace="bookinfo")
+        await mesh.cp.flush()
+
+        async def nacked() -> list[dict[str, object]]:
+            nacks: list[dict[str, object]] = (await api.get("/debug/push_status")).json()["nacks"]
+            assert nacks
+            return nacks
+
+        (nack,) = await eventually(nacked)
+        assert nack["proxy"] == proxy.node_id and nack["type"] == "LDS" and nack["message"]
+        (entry,) = (await api.get("/debug/syncz")).json()
+        assert entry["types"]["LDS"]["status"] == "NACKED"
+        # Envoy keeps serving its previous listeners
+        assert (await proxy.admin_get("/ready")).strip() == "LIVE"
+        await mesh.delete_yaml(POISON.replace("name: poison", "name: nack"), namespace="bookinfo")
+        await mesh.wait_synced()
+        assert (await api.get("/debug/push_status")).json()["nacks"] == []
