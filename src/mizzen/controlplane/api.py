@@ -269,11 +269,16 @@ class Api:
         return _json(self.cp.status.to_dict())
 
     def resolve_proxy(self, ident: str) -> str:
-        """A node id from an exact id, a unique id prefix, or a unique ``name.namespace``/ip part."""
+        """A node id from an exact id, a unique id prefix, a unique ``name.namespace``/ip part, the pod name, or
+        a unique substring (like ``mizzen proxy-config``)."""
         nodes = sorted(set(self.cp.pusher.proxies) | set(self.cp.cache.node_ids()))
         if ident in nodes:
             return ident
-        for match in (lambda n: n.startswith(ident), lambda n: ident in n.split("~")[1:3]):
+        def pod(n: str) -> str:
+            return n.split("~")[2].split(".")[0] if n.count("~") == 3 else n
+
+        for match in (lambda n: n.startswith(ident), lambda n: ident in n.split("~")[1:3],
+                      lambda n: pod(n) == ident, lambda n: ident in n):
             found = [n for n in nodes if match(n)]
             if len(found) == 1:
                 return found[0]
