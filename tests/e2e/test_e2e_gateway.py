@@ -1,5 +1,5 @@
-"""North-south end to end through a real gateway Envoy: the seed's 4.2 publishing (exact/prefix matches, host
-matching), 4.3 redirect and rewrite, and section 5's nginx Ingress rules rewritten as Gateway + VirtualServices.
+"""North-south end to end through a real gateway Envoy: the seed's 4.2 publishing (exact/prefix matches,
+host matching), 4.3 redirect and rewrite, and section 5's nginx Ingress rules as Gateway + VirtualServices.
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from e2e_world import NS, bookinfo_world, seed
 
-from harness import Mesh, eventually, mesh  # noqa: F401  (fixture)
+from harness import Mesh, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -79,7 +79,8 @@ spec: {ports: [{port: 80, name: http}], selector: {app: demo-ui}}
 
 async def test_seed_section5_ingress_rewritten_as_gateway(mesh: Mesh) -> None:
     await mesh.apply_yaml(DEMO_SERVICES, namespace="demo")
-    order = await mesh.backend("order", namespace="demo", port=8080, labels={"app": "demo-order", "version": "v1"})
+    order = await mesh.backend("order", namespace="demo", port=8080,
+                               labels={"app": "demo-order", "version": "v1"})
     receive = await mesh.backend("demo-receive", namespace="demo", port=8080,
                                  labels={"app": "demo-receive", "version": "v1"})
     ui = await mesh.backend("demo-ui", namespace="demo", port=80, labels={"app": "demo-ui", "version": "v1"})
