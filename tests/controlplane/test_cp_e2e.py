@@ -164,14 +164,8 @@ spec:
 """
 
 
-EDS_AFTER_CDS = (
-    "the xDS server does not re-send unchanged EDS after a CDS update of an existing cluster, so Envoy keeps "
-    "the new cluster warming until initial_fetch_timeout (15 s); see envoyproxy/go-control-plane#245"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=EDS_AFTER_CDS)
 async def test_destination_rule_change_on_existing_cluster_syncs_quickly(mesh: Mesh) -> None:  # noqa: F811
+    """A changed cluster needs its endpoints re-sent, or Envoy warms it until initial_fetch_timeout."""
     await mesh.backend("reviews", "v1", namespace="bookinfo", port=9080)
     client = await mesh.sidecar("bookinfo", "productpage-v1", {"app": "productpage"})
     await mesh.apply_yaml(SERVICE + "---\n" + dr_with_lb("RANDOM"), namespace="bookinfo")

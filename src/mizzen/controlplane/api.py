@@ -269,11 +269,12 @@ class Api:
         return _json(self.cp.status.to_dict())
 
     def resolve_proxy(self, ident: str) -> str:
-        """A node id from an exact id, a unique id prefix, a unique ``name.namespace``/ip part, the pod name, or
-        a unique substring (like ``mizzen proxy-config``)."""
+        """A node id from an exact id, a unique id prefix, a unique ``name.namespace``/ip part, the pod name,
+        or a unique substring (like ``mizzen proxy-config``)."""
         nodes = sorted(set(self.cp.pusher.proxies) | set(self.cp.cache.node_ids()))
         if ident in nodes:
             return ident
+
         def pod(n: str) -> str:
             return n.split("~")[2].split(".")[0] if n.count("~") == 3 else n
 

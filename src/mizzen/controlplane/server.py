@@ -134,9 +134,7 @@ class ControlPlane:
         self.started = False
         if self._debouncer is not None:
             debouncer, self._debouncer = self._debouncer, None
-            # Bounded: on Python 3.11 a cancel that races a trigger can be swallowed by asyncio.wait_for
-            # inside the debouncer; the timeout's second cancel then ends it.
-            await asyncio.sleep(0)
+            # bounded, so a stuck push can never hang shutdown
             try:
                 await asyncio.wait_for(debouncer.close(), 1.0)
             except TimeoutError:
