@@ -249,6 +249,12 @@ def test_upstream_http_protocols() -> None:
         "connectionPool": {"http": {"useClientProtocol": True}}}})])))
     co = http_options(client[names.outbound_cluster(80, "", h)])
     assert co is not None and co.HasField("use_downstream_protocol_config")
+    co81 = http_options(client[names.outbound_cluster(81, "", h)])   # gRPC port: the client's protocol too
+    assert co81 is not None and co81.HasField("use_downstream_protocol_config")
+    both = by_name(build_clusters(sidecar(), push_of([svc, dr("svc", {"host": "svc", "trafficPolicy": {
+        "connectionPool": {"http": {"useClientProtocol": True, "h2UpgradePolicy": "UPGRADE"}}}})])))
+    bo = http_options(both[names.outbound_cluster(83, "", h)])     # an explicit upgrade wins, even on TCP
+    assert bo is not None and bo.explicit_http_config.HasField("http2_protocol_options")
 
 
 def test_outlier_detection_zero_errors_and_local_origin() -> None:
@@ -570,3 +576,16 @@ def test_original_dst_uses_authority_only_in_local_mode() -> None:
     iptables = by_name(build_clusters(redirect, push))
     assert not iptables[names.PASSTHROUGH_CLUSTER].HasField("original_dst_lb_config")
     assert not local[names.INBOUND_PASSTHROUGH_CLUSTER].HasField("original_dst_lb_config")
+
+
+def test_unsupported_protocol_port_uses_downstream_protocol() -> None:
+    from mizzen.config.model import ConfigSnapshot
+    from mizzen.core.push_context import PushContext
+    from mizzen.registry.model import Protocol, RegistrySnapshot, Service, ServicePort
+
+    svc = Service(hostname=fqdn("sniffed"), namespace=NS, name="sniffed",
+                  ports=(ServicePort("", 7000, Protocol.UNSUPPORTED),), selector={"app": "sniffed"})
+    push = PushContext.build(ConfigSnapshot.of([]), RegistrySnapshot(services=(svc,)))
+    cs = by_name(build_clusters(sidecar(), push))
+    opts = http_options(cs[names.outbound_cluster(7000, "", svc.hostname)])
+    assert opts is not None and opts.HasField("use_downstream_protocol_config")

@@ -65,16 +65,19 @@ def _int(value: Any) -> int:
 def http_protocol_options(protocol: Protocol | None,
                           pool: Mapping[str, Any]) -> hpo_pb2.HttpProtocolOptions | None:
     """Upstream HTTP options for a cluster: explicit HTTP/2 for HTTP2/gRPC ports or ``h2UpgradePolicy:
-    UPGRADE``, downstream protocol for ``useClientProtocol``, explicit HTTP/1.1 for other HTTP ports; common
+    UPGRADE``, downstream protocol for ``useClientProtocol`` and for sniffed (UnsupportedProtocol) ports,
+    explicit HTTP/1.1 for other HTTP ports; common
     options (idle timeout, max requests per connection, max connection duration) from the connection pool."""
     http = pool.get("http") or {}
     tcp = pool.get("tcp") or {}
     opts = hpo_pb2.HttpProtocolOptions()
     used = False
-    h2 = protocol is not None and protocol.is_http2
-    if http.get("h2UpgradePolicy") == "UPGRADE":
-        h2 = True
-    if http.get("useClientProtocol"):
+    # Istio's order: an explicit UPGRADE wins; then useClientProtocol; then the port's own protocol
+    # (HTTP2/gRPC -> h2, sniffed/unsupported -> downstream protocol, HTTP -> HTTP/1.1).
+    upgrade = http.get("h2UpgradePolicy") == "UPGRADE"
+    downstream = not upgrade and (bool(http.get("useClientProtocol")) or protocol is Protocol.UNSUPPORTED)
+    h2 = upgrade or (not downstream and protocol is not None and protocol.is_http2)
+    if downstream:
         opts.use_downstream_protocol_config.http_protocol_options.SetInParent()
         opts.use_downstream_protocol_config.http2_protocol_options.SetInParent()
         used = True
