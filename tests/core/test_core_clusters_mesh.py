@@ -5,6 +5,7 @@ when workloads come and go."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import httpx
 import pytest
@@ -150,3 +151,26 @@ spec:
         codes = [(await http.get(URL)).status_code for _ in range(40)]
     assert codes == [200] * 40
     assert a.requests > 0 and b.requests > 0
+
+
+async def test_unhealthy_endpoints_get_no_traffic(mesh: Mesh) -> None:  # noqa: F811
+    """An unready workload is sent as UNHEALTHY and the panic threshold is off, so Envoy does not fall back
+    to it even when it is the only endpoint (Istio never routes to unready pods)."""
+    only = await mesh.backend("ratings", "v1", namespace="bookinfo", register=False)
+    mesh.cp.register_workload(dataclasses.replace(only.workload(), healthy=False))
+    client = await mesh.sidecar("bookinfo", "fortio-f", {"app": "fortio"})
+    await mesh.apply_yaml(RATINGS_SVC)
+    await mesh.wait_synced()
+    async with mesh.client_via(client) as http:
+        async def refused() -> None:
+            r = await http.get(URL)
+            assert r.status_code == 503 and "no healthy upstream" in r.text
+        await eventually(refused, timeout=10)
+        assert only.requests == 0
+        mesh.cp.register_workload(only.workload())   # ready again
+        await mesh.wait_synced()
+
+        async def served() -> None:
+            assert (await http.get(URL)).status_code == 200
+        await eventually(served, timeout=10)
+    mesh.cp.remove_workload(only.namespace, only.pod)

@@ -100,7 +100,10 @@ def _outbound(proxy: Proxy, push: PushContext, svc: Service, port: ServicePort, 
     name = names.outbound_cluster(port.port, subset, svc.hostname)
     policy = effective_policy(dr, subset, port.port)
     c = cluster_pb2.Cluster(name=name, type=_discovery_type(svc, push, port))
-    c.common_lb_config.SetInParent()
+    # Unready workloads are sent as UNHEALTHY (Istio's PILOT_SEND_UNHEALTHY_ENDPOINTS mode), so, as Istio does
+    # then, the panic threshold is off: Envoy never falls back to unhealthy hosts. minHealthPercent (with
+    # outlier detection) sets it explicitly.
+    c.common_lb_config.healthy_panic_threshold.value = 0.0
     if c.type in (cluster_pb2.Cluster.STRICT_DNS, cluster_pb2.Cluster.LOGICAL_DNS):
         c.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
         c.respect_dns_ttl = True
