@@ -98,6 +98,8 @@ def test_seed_ratings_circuit_breaker() -> None:
     other = cs[names.outbound_cluster(9080, "", REVIEWS)]
     assert other.circuit_breakers.thresholds[0].max_connections.value == MAX
     assert not other.HasField("outlier_detection")
+    assert other.common_lb_config.HasField("healthy_panic_threshold")   # panic mode off everywhere
+    assert other.common_lb_config.healthy_panic_threshold.value == 0
     # the ratings sidecar's inbound cluster gets the connection pool too (server-side circuit breaking)
     ratings = by_name(build_clusters(sidecar({"app": "ratings", "version": "v1"}, "ratings-v1-a",
                                              ip="127.0.20.3"), bookinfo_push(*rules)))
