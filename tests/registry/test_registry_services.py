@@ -237,3 +237,33 @@ def test_remove_workload_and_snapshot_versions() -> None:
     reg.register_workload(wl("web-1", "127.0.40.1", {"app": "web", "version": "v9"},
                              ports={"http-alt": 8080}))
     assert reg.snapshot().version not in (s1.version, s2.version)
+
+
+def test_external_name_and_headless_services() -> None:
+    reg = Registry()
+    reg.set_configs(configs("""
+apiVersion: v1
+kind: Service
+metadata: {name: search}
+spec:
+  type: ExternalName
+  externalName: search.example.com
+  ports: [{name: https, port: 443}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db-headless}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{name: tcp-pg, port: 5432}]
+"""))
+    reg.register_workload(wl("db-0", "127.0.43.1", {"app": "db"}))
+    snap = reg.snapshot()
+    search = snap.service("search.shop.svc.cluster.local")
+    assert search is not None and search.resolution is Resolution.DNS and search.mesh_external
+    assert search.selector is None and search.ports[0].protocol is Protocol.HTTPS
+    assert eps(reg, "search.shop.svc.cluster.local", 443) == [("search.example.com", 443)]
+    headless = snap.service("db-headless.shop.svc.cluster.local")
+    assert headless is not None and headless.addresses == () and headless.resolution is Resolution.STATIC
+    assert eps(reg, "db-headless.shop.svc.cluster.local", 5432) == [("127.0.43.1", 5432)]
