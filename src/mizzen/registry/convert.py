@@ -109,7 +109,9 @@ def _export_to(value: Any) -> tuple[str, ...]:
 
 
 def service_from_kube(c: Config, domain_suffix: str = "cluster.local") -> Service:
-    """A Kubernetes Service -> one Service ``name.ns.svc.<suffix>``."""
+    """A Kubernetes Service -> one Service ``name.ns.svc.<suffix>``. ``ExternalName`` -> DNS to the external
+    name (mesh external), as Istio. Headless (``clusterIP: None``) stays STATIC: Istio's passthrough relies
+    on the pod IP being the connection's destination, which the local mode (no iptables) does not have."""
     spec = c.spec
     ports = []
     for p in spec.get("ports") or ():
