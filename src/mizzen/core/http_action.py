@@ -237,10 +237,12 @@ def retry_policy(retries: Mapping[str, Any] | None, mesh: MeshConfig,
 
 
 def set_timeout(action: rc.RouteAction, timeout: Any) -> None:
-    """VS ``timeout`` (default 0 = disabled); gRPC's grpc-timeout header is capped at the same value."""
+    """VS ``timeout`` (default 0 = disabled), for gRPC requests too.
+
+    Deliberately no ``max_stream_duration``: setting any part of it switches Envoy's router to its "new
+    timeouts" mode, in which the route ``timeout`` is ignored (a slow call then never gets its 504)."""
     d = duration(timeout) if timeout is not None else duration_pb2.Duration()
     action.timeout.CopyFrom(d)
-    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(d)
 
 
 # --- non-forwarding actions ---

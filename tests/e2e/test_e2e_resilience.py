@@ -1,0 +1,146 @@
+"""Seed 4.7-4.9 and Istio's resilience features end to end: circuit breaking (connection pool overflow),
+outlier detection, delay and abort faults, retries and timeouts, through a real sidecar Envoy.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from e2e_world import NS, bookinfo_world, seed
+
+from harness import Mesh, eventually
+from mizzen.loadgen import run_load
+
+pytestmark = pytest.mark.e2e
+
+RATINGS = "http://ratings:9080/ratings/0"
+DETAILS = "http://details:9080/details/0"
+
+
+def vs(name: str, http_rule: str) -> str:
+    """A VirtualService for ``name`` with one HTTP rule (YAML flow mapping) routing to it."""
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}}}
+spec:
+  hosts: [{name}]
+  http:
+  - {http_rule}
+"""
+
+
+async def test_circuit_breaking_seed_4_7(mesh: Mesh) -> None:
+    world = await bookinfo_world(mesh)
+    ratings = world.backends["ratings-v1"]
+    ratings.delay_s = 0.05                 # requests overlap, as under fortio against a real service
+    await mesh.apply_yaml(seed("ratings-dr.yaml"), namespace=NS)  # maxConnections 3, pending 1
+    await mesh.wait_synced()
+    proxy = f"http://{world.client.spec.ip}:15080"
+
+    one = await run_load(RATINGS, concurrency=1, total=20, proxy=proxy, deadline=30)
+    assert one.codes == {200: 20}, one.summary()
+
+    many = await run_load(RATINGS, concurrency=20, total=20, proxy=proxy, deadline=30)
+    assert many.total == 20
+    assert many.codes[503] > 0 and many.codes[200] > 0, many.summary()
+    assert set(many.codes) == {200, 503}, many.summary()
+    assert many.flags["overflow"] == many.codes[503], many.summary()     # x-envoy-overloaded: overflow 503s
+    stats = await world.client.admin_get(
+        "/stats?filter=ratings.bookinfo.svc.cluster.local.upstream_rq_pending_overflow")
+    assert any(int(line.rsplit(":", 1)[1]) > 0 for line in stats.splitlines() if "overflow" in line), stats
+
+
+async def test_outlier_detection_ejects_a_failing_endpoint(mesh: Mesh) -> None:
+    world = await bookinfo_world(mesh)
+    good = world.backends["ratings-v1"]
+    bad = await mesh.backend("ratings", "v1", namespace=NS, port=9080, pod="ratings-v1-bad")
+    bad.fail(500)
+    await mesh.apply_yaml("""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 100}
+""", namespace=NS)
+    await mesh.wait_synced()
+    async with world.http() as c:
+        first = [(await c.get(RATINGS)).status_code for _ in range(4)]
+        assert 500 in first                 # the bad endpoint answered once before being ejected
+        good.reset_counts()
+        bad.reset_counts()
+        later = [(await c.get(RATINGS)).status_code for _ in range(20)]
+    assert later == [200] * 20 and bad.requests == 0 and good.requests == 20
+    clusters = await world.client.admin_get("/clusters")
+    assert f"{bad.ip}:9080::health_flags::/failed_outlier_check" in clusters
+
+
+async def test_delay_fault(mesh: Mesh) -> None:
+    world = await bookinfo_world(mesh)
+    # the seed's 4.8 rule with 1 s instead of 5 s, to keep the suite quick
+    await mesh.apply_yaml(seed("details-delay.yaml").replace("fixedDelay: 5s", "fixedDelay: 1s"),
+                          namespace=NS)
+    await mesh.wait_synced()
+    async with world.http() as c:
+        t0 = time.monotonic()
+        r = await c.get(DETAILS)
+        elapsed = time.monotonic() - t0
+    assert r.status_code == 200 and r.json()["service"] == "details"
+    assert 1.0 <= elapsed < 3.0, elapsed
+
+
+async def test_abort_fault_all_and_half(mesh: Mesh) -> None:
+    world = await bookinfo_world(mesh)
+    await mesh.apply_yaml(seed("details-abort.yaml"), namespace=NS)          # seed 4.9: 400 at 100%
+    await mesh.wait_synced()
+    async with world.http() as c:
+        r = await c.get(DETAILS)
+    assert r.status_code == 400 and r.text == "fault filter abort"
+    assert world.backends["details-v1"].requests == 0
+
+    await mesh.apply_yaml(seed("details-abort.yaml").replace("value: 100", "value: 50"), namespace=NS)
+    await mesh.wait_synced()
+    seen = await world.versions(DETAILS, 200)
+    assert set(seen) == {"v1", "HTTP 400"}, seen
+    assert 60 <= seen["HTTP 400"] <= 140, seen                # ~50% of 200
+
+
+async def test_retries_turn_a_first_503_into_200(mesh: Mesh) -> None:
+    world = await bookinfo_world(mesh)
+    ratings = world.backends["ratings-v1"]
+    await mesh.apply_yaml(vs("ratings", "{retries: {attempts: 3, perTryTimeout: 2s, retryOn: 5xx}, "
+                                        "route: [{destination: {host: ratings}}]}"), namespace=NS)
+    await mesh.wait_synced()
+    ratings.fail(503, times=1)
+    async with world.http() as c:
+        r = await c.get(RATINGS)
+    assert r.status_code == 200 and ratings.requests == 2
+
+    await mesh.apply_yaml(vs("ratings", "{retries: {attempts: 0}, route: [{destination: {host: ratings}}]}"),
+                          namespace=NS)
+    await mesh.wait_synced()
+    ratings.reset_counts()
+    ratings.fail(503, times=1)
+    async with world.http() as c:
+        r = await c.get(RATINGS)
+    assert r.status_code == 503 and ratings.requests == 1       # attempts 0 disables retries
+
+
+async def test_timeout_turns_a_slow_call_into_504(mesh: Mesh) -> None:
+    world = await bookinfo_world(mesh)
+    world.backends["ratings-v1"].delay_s = 2.0
+    await mesh.apply_yaml(vs("ratings", "{timeout: 0.5s, route: [{destination: {host: ratings}}]}"),
+                          namespace=NS)
+    await mesh.wait_synced()
+
+    async def times_out() -> None:
+        async with world.http() as c:
+            t0 = time.monotonic()
+            r = await c.get(RATINGS)
+            assert r.status_code == 504 and r.text == "upstream request timeout", r.text
+            assert time.monotonic() - t0 < 1.5
+    await eventually(times_out, timeout=5)
