@@ -194,8 +194,9 @@ class Demo:
             for f in (o.state_dir / "objects").rglob("*"):
                 if f.is_file():
                     f.unlink()
+        # the demo starts every workload itself: workloads registered by an earlier run are dropped
         self.cp = ControlPlane(ControlPlaneOptions(state_dir=o.state_dir, xds_port=o.xds_port,
-                                                   http_port=o.http_port))
+                                                   http_port=o.http_port, restore_workloads=False))
         await self.cp.start()
         sidecars = AgentSidecars("127.0.0.1", self.cp.xds_port, AgentOptions(concurrency=1),
                                  work_root=o.state_dir / "proxies")

@@ -1,12 +1,14 @@
 """On-disk state of the config store: one JSON file per object, written atomically.
 
-Layout: ``<state>/objects/<Kind>/<namespace or _cluster>/<name>.json``. Writes go to a temporary file in
+Layout: ``<state>/objects/<Kind>/<namespace or _cluster>/<name>.json``, and registered workloads (the pods
+of the local mesh) under ``<state>/workloads/<namespace>/<name>.json``. Writes go to a temporary file in
 the same directory, are fsynced and renamed over the target (then the directory is fsynced), so a crash leaves
 either the old or the new object, never half of one. A file that cannot be read back is reported, not fatal.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mizzen.config.model import Config, ConfigKey, Source
+from mizzen.registry.model import Workload
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,7 @@ class StateDir:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.objects = self.root / "objects"
+        self.workloads = self.root / "workloads"
 
     def path_for(self, key: ConfigKey) -> Path:
         ns = key.namespace or CLUSTER_SCOPE_DIR
@@ -102,28 +106,11 @@ class StateDir:
         return self.objects / key.kind / ns / f"{key.name}.json"
 
     def write(self, config: Config) -> None:
-        path = self.path_for(config.key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(config_to_record(config), sort_keys=True, indent=1, default=str).encode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        atomic_write(self.path_for(config.key), data)
 
     def remove(self, key: ConfigKey) -> None:
-        path = self.path_for(key)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        _fsync_dir(path.parent)
+        remove_file(self.path_for(key))
 
     def load_all(self) -> tuple[list[Config], list[LoadProblem]]:
         """Every readable object, and a problem per unreadable file (sorted by path)."""
@@ -144,6 +131,58 @@ class StateDir:
                 continue
             configs.append(config)
         return configs, problems
+
+
+    # --- registered workloads ------------------------------------------------------------------------------
+    def workload_path(self, namespace: str, name: str) -> Path:
+        for part in (namespace, name):
+            if "/" in part or part in ("", ".", "..") or "\0" in part:
+                raise ValueError(f"workload {namespace}/{name}: unsafe name for a state file")
+        return self.workloads / namespace / f"{name}.json"
+
+    def write_workload(self, w: Workload) -> None:
+        record = dataclasses.asdict(w)
+        atomic_write(self.workload_path(w.namespace, w.name), json.dumps(record, sort_keys=True).encode())
+
+    def remove_workload(self, namespace: str, name: str) -> None:
+        remove_file(self.workload_path(namespace, name))
+
+    def load_workloads(self) -> tuple[list[Workload], list[LoadProblem]]:
+        out: list[Workload] = []
+        problems: list[LoadProblem] = []
+        if not self.workloads.is_dir():
+            return out, problems
+        for path in sorted(self.workloads.glob("*/*.json")):
+            try:
+                out.append(Workload(**json.loads(path.read_text())))
+            except (OSError, ValueError, TypeError) as e:
+                problems.append(LoadProblem(str(path), f"{type(e).__name__}: {e}"))
+                log.error("workload file %s is unreadable, ignored: %s", path, e)
+        return out, problems
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove_file(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:

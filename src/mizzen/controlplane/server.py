@@ -20,6 +20,7 @@ from aiohttp import web
 
 from mizzen.config.model import Config
 from mizzen.controlplane.api import Api, Loader
+from mizzen.controlplane.persist import StateDir
 from mizzen.controlplane.push import Generator, Pusher
 from mizzen.controlplane.store import ApplyResult, ConfigStore, Validator
 from mizzen.core.mesh import MeshConfig
@@ -50,6 +51,10 @@ class ControlPlaneOptions:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     debounce_quiet_s: float = 0.1
     debounce_max_s: float = 1.0
+    # Registered workloads are kept in the state dir, so a restarted control plane serves the same endpoints
+    # at once (like istiod re-listing pods) instead of pushing empty clusters; a runner that starts every
+    # workload itself (the demo) passes False and re-registers.
+    restore_workloads: bool = True
 
 
 class ControlPlane:
@@ -66,6 +71,15 @@ class ControlPlane:
         self.options = opts = options or ControlPlaneOptions()
         self.store = ConfigStore(opts.state_dir, validator=validator)
         self.registry = Registry(opts.mesh.domain_suffix)
+        self._state = StateDir(opts.state_dir) if opts.state_dir is not None else None
+        if self._state is not None:
+            if opts.restore_workloads:
+                workloads, _problems = self._state.load_workloads()
+                for w in workloads:
+                    self.registry.register_workload(w)
+            else:
+                for w in self._state.load_workloads()[0]:
+                    self._state.remove_workload(w.namespace, w.name)
         self.registry.set_configs(self.store.snapshot())
         self.cache = SnapshotCache()
         self.status = SyncStatus(self.cache)
@@ -190,11 +204,15 @@ class ControlPlane:
         return self.store.apply(configs, dry_run=dry_run)
 
     def register_workload(self, workload: Workload) -> None:
+        if self._state is not None:
+            self._state.write_workload(workload)
         self.registry.register_workload(workload)
         self.request_push([f"workload {workload.namespace}/{workload.name} registered"])
 
     def remove_workload(self, namespace: str, name: str) -> bool:
         removed = self.registry.remove_workload(namespace, name)
+        if self._state is not None:
+            self._state.remove_workload(namespace, name)
         if removed:
             self.request_push([f"workload {namespace}/{name} removed"])
         return removed
