@@ -136,6 +136,10 @@ class ControlPlaneClient:
             body = body.get("proxies") or body.get("items") or []
         return [p for p in body if isinstance(p, dict)] if isinstance(body, list) else []
 
+    def workloads(self) -> list[dict[str, Any]]:
+        body = self._request("GET", "/apis/workloads")
+        return list(body.get("items") or []) if isinstance(body, Mapping) else []
+
     def config_dump(self, proxy_id: str) -> dict[str, Any]:
         body = self._request("GET", "/debug/config_dump?" + urllib.parse.urlencode({"proxyID": proxy_id}))
         return dict(body) if isinstance(body, Mapping) else {}
