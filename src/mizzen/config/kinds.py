@@ -48,7 +48,7 @@ ALL_KINDS: tuple[Kind, ...] = (
 BY_NAME: dict[str, Kind] = {k.kind: k for k in ALL_KINDS}
 
 # Kinds that are accepted in input files but carry nothing the mesh acts on (kubectl users keep them in the
-# same files as Services and Deployments, e.g. Istio's bookinfo.yaml). They are stored and listed, not translated.
+# same files as Services and Deployments, e.g. Istio's bookinfo.yaml). Stored and listed, not translated.
 PASSIVE_KINDS: frozenset[str] = frozenset({"ServiceAccount", "ConfigMap", "Secret"})
 
 

@@ -58,7 +58,7 @@ class Proxy:
         return self.type is ProxyType.ROUTER
 
     def gateway_listen_port(self, gateway_port: int) -> int:
-        """The port a Gateway server port binds to on this proxy (like the ingressgateway Service's targetPort)."""
+        """The port a Gateway server port binds to here (like the ingressgateway Service's targetPort)."""
         return self.gateway_ports.get(gateway_port, gateway_port)
 
     @staticmethod

@@ -24,10 +24,7 @@ def exported_to(export_to: Any, owner_ns: str, viewer_ns: str) -> bool:
     """Istio exportTo: empty or '*' = everywhere, '.' = same namespace, otherwise a namespace list."""
     if not export_to:
         return True
-    for e in export_to:
-        if e == "*" or (e == "." and owner_ns == viewer_ns) or e == viewer_ns:
-            return True
-    return False
+    return any(e in ("*", viewer_ns) or (e == "." and owner_ns == viewer_ns) for e in export_to)
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,8 @@ class PushContext:
         return f"{self.configs.version}-{self.registry.version}"
 
     @staticmethod
-    def build(configs: ConfigSnapshot, registry: RegistrySnapshot, mesh: MeshConfig | None = None) -> PushContext:
+    def build(configs: ConfigSnapshot, registry: RegistrySnapshot,
+              mesh: MeshConfig | None = None) -> PushContext:
         mesh = mesh or MeshConfig()
         vss = []
         ordered = sorted(configs.list("VirtualService"), key=lambda c: (c.created, c.namespace, c.name))
@@ -80,7 +78,7 @@ class PushContext:
 
     # --- VirtualServices ------------------------------------------------------------------------------------
     def virtual_services_for(self, proxy: Proxy, gateway: str = MESH_GATEWAY) -> list[ResolvedVirtualService]:
-        """VirtualServices bound to ``gateway`` ("mesh" for sidecars) and exported to the proxy's namespace."""
+        """VirtualServices bound to ``gateway`` ("mesh" for sidecars), exported to the proxy's namespace."""
         out = []
         for vs in self.virtual_services:
             if gateway not in vs.gateways:
@@ -121,7 +119,7 @@ class PushContext:
 
     # --- Gateways and Sidecars ------------------------------------------------------------------------------
     def gateways_for(self, proxy: Proxy) -> list[Config]:
-        """Gateway objects whose selector matches the proxy's labels (all namespaces, like Istio's default)."""
+        """Gateways whose selector matches the proxy's labels (all namespaces, like Istio's default)."""
         out = []
         for gw in self.configs.list("Gateway"):
             selector = gw.spec.get("selector") or {}

@@ -1,2 +1,2 @@
-"""The service registry: services and their endpoints from Kubernetes Services, ServiceEntries, WorkloadEntries
-and workloads registered by a runner."""
+"""The service registry: services and their endpoints from Kubernetes Services, ServiceEntries,
+WorkloadEntries and workloads registered by a runner."""
