@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mizzen.config.model import Config, ConfigSnapshot
-from mizzen.registry.convert import port_protocol
+from mizzen.registry.convert import port_protocol, se_address
 from mizzen.registry.model import Protocol, Resolution, Workload
 from mizzen.registry.registry import Registry
 
@@ -267,3 +267,27 @@ spec:
     headless = snap.service("db-headless.shop.svc.cluster.local")
     assert headless is not None and headless.addresses == () and headless.resolution is Resolution.STATIC
     assert eps(reg, "db-headless.shop.svc.cluster.local", 5432) == [("127.0.43.1", 5432)]
+
+
+@pytest.mark.parametrize(("written", "stored"), [
+    ("240.0.0.1/32", "240.0.0.1"),       # Istio turns a single-host CIDR into the plain IP
+    ("2001:db8::1/128", "2001:db8::1"),
+    ("240.0.0.1", "240.0.0.1"),
+    ("10.1.0.0/16", "10.1.0.0/16"),      # a real range stays as written
+    ("not-an-ip", "not-an-ip"),
+])
+def test_service_entry_address_single_host_cidr(written: str, stored: str) -> None:
+    assert se_address(written) == stored
+    reg = Registry()
+    reg.set_configs(configs(f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: se}}
+spec:
+  hosts: [db.example]
+  addresses: ["{written}"]
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  resolution: NONE
+"""))
+    svc = reg.snapshot().service("db.example")
+    assert svc is not None and svc.addresses == (stored,)

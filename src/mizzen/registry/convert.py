@@ -5,6 +5,7 @@ HTTP instead of sniffed, see :func:`port_protocol`), and endpoint selection for 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -153,6 +154,18 @@ def _se_ports(spec: Mapping[str, Any]) -> tuple[ServicePort, ...]:
     return tuple(out)
 
 
+def se_address(address: str) -> str:
+    """A ServiceEntry address as Istio stores it: a single-host CIDR (``/32``, ``/128``) becomes the plain
+    IP; anything else is kept as written."""
+    try:
+        net = ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        return address
+    if "/" in address and net.num_addresses == 1:
+        return str(net.network_address)
+    return address
+
+
 def services_from_service_entry(c: Config) -> list[Service]:
     """A ServiceEntry -> one Service per host (hosts are used as written: ServiceEntry hosts are FQDNs)."""
     spec = c.spec
@@ -170,7 +183,7 @@ def services_from_service_entry(c: Config) -> list[Service]:
             selector=selector,
             resolution=resolution,
             mesh_external=str(spec.get("location") or "MESH_EXTERNAL").upper() == "MESH_EXTERNAL",
-            addresses=tuple(str(a) for a in spec.get("addresses") or ()),
+            addresses=tuple(se_address(str(a)) for a in spec.get("addresses") or ()),
             export_to=_export_to(spec.get("exportTo")),
             origin="ServiceEntry",
         )
