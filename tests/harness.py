@@ -103,6 +103,7 @@ class Backend:
     port: int
     labels: dict[str, str] = field(default_factory=dict)
     service_account: str = "default"
+    locality: str = ""                      # region/zone/subzone of the workload (EDS locality)
     delay_s: float = 0.0
     requests: int = 0
     paths: list[str] = field(default_factory=list)
@@ -132,7 +133,8 @@ class Backend:
 
     def workload(self, address: str | None = None) -> Workload:
         return Workload(name=self.pod, namespace=self.namespace, address=address or self.address,
-                        labels=dict(self.labels), service_account=self.service_account)
+                        labels=dict(self.labels), service_account=self.service_account,
+                        locality=self.locality)
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -239,6 +241,7 @@ class Mesh:
         pod: str | None = None,
         register: bool = True,
         sidecar: bool = False,
+        locality: str = "",
     ) -> Backend:
         """Start an in-process backend on a fresh IP and register it as a workload (labels app/version).
 
@@ -251,12 +254,13 @@ class Mesh:
         labels = dict(labels or {"app": service, "version": version})
         b = Backend(service=service, version=version, namespace=namespace,
                     pod=pod or f"{service}-{version}-{ip.rsplit('.', 2)[1]}x{ip.rsplit('.', 1)[1]}",
-                    ip=ip, port=port, labels=labels)
+                    ip=ip, port=port, labels=labels, locality=locality)
         await b.start()
         self._stack.push_async_callback(b.stop)
         self.backends.append(b)
         if sidecar:
-            b.sidecar = await self.sidecar(namespace, b.pod, labels, ip=pod_ip, app_host=ip)
+            b.sidecar = await self.sidecar(namespace, b.pod, labels, ip=pod_ip, app_host=ip,
+                                           locality=locality)
         if register:
             self.cp.register_workload(b.workload(pod_ip))
             self._stack.callback(self.cp.remove_workload, b.namespace, b.pod)
@@ -278,12 +282,14 @@ class Mesh:
         ip: str | None = None,
         app_host: str = "127.0.0.1",
         ready_timeout: float = 20.0,
+        locality: str = "",
     ) -> Agent:
-        """A sidecar Envoy on a fresh IP; outbound HTTP goes through ``<ip>:15080`` (see client_via)."""
+        """A sidecar Envoy on a fresh IP; outbound HTTP goes through ``<ip>:15080`` (see client_via).
+        ``locality`` (region/zone/subzone) is the proxy's own locality, for locality load balancing."""
         ip = ip or alloc_ip()
         spec = ProxySpec(type=ProxyType.SIDECAR, ip=ip, namespace=namespace, name=name,
                          admin_port=free_port(ip), xds_port=self.cp.xds_port, labels=dict(labels or {}),
-                         app_host=app_host, http_proxy_port=HTTP_PROXY_PORT)
+                         app_host=app_host, http_proxy_port=HTTP_PROXY_PORT, locality=locality)
         return await self._agent(spec, ready_timeout)
 
     async def gateway(

@@ -1,0 +1,395 @@
+"""Protocols end to end through the real control plane and real Envoys: HTTP/2 (h2c prior knowledge), gRPC
+(grpcio backend on a ``grpc`` Service port, unary and streaming, via the gateway and via a client sidecar into
+the backend's sidecar), WebSocket upgrades (gateway and sidecar proxy), HTTP/1.1 keepalive, and Gateway TLS
+SIMPLE termination with httpsRedirect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import grpc
+import httpx
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from harness import Mesh, alloc_ip, eventually
+from mizzen.agent.envoy import Agent
+from mizzen.registry.model import Workload
+
+pytestmark = pytest.mark.e2e
+
+NS = "proto"
+SERVICES = """
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec: {ports: [{port: 50051, name: grpc}], selector: {app: echo}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ws}
+spec: {ports: [{port: 8080, name: http}], selector: {app: ws}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 9080, name: http}], selector: {app: web}}
+"""
+GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: [grpc.example.com, ws.example.com, web.example.com]
+  gateways: [gw]
+  http:
+  - match: [{authority: {exact: grpc.example.com}}]
+    route: [{destination: {host: echo, port: {number: 50051}}}]
+  - match: [{authority: {exact: ws.example.com}}]
+    route: [{destination: {host: ws}}]
+  - route: [{destination: {host: web}}]
+"""
+
+
+async def world(mesh: Mesh) -> None:
+    await mesh.apply_yaml(SERVICES, namespace=NS, file="services.yaml")
+    await mesh.apply_yaml(GATEWAY, namespace=NS, file="gateway.yaml")
+
+
+@pytest.fixture
+async def stack(mesh: Mesh) -> AsyncIterator[contextlib.AsyncExitStack]:
+    """Servers and registrations a test adds besides the harness's; closed before the mesh stops."""
+    async with contextlib.AsyncExitStack() as s:
+        yield s
+
+
+def register(mesh: Mesh, stack: contextlib.AsyncExitStack, pod: str, address: str,
+             labels: dict[str, str]) -> None:
+    mesh.cp.register_workload(Workload(name=pod, namespace=NS, address=address, labels=labels))
+    stack.callback(mesh.cp.remove_workload, NS, pod)
+
+
+# --- gRPC ---------------------------------------------------------------------------------------------------
+@dataclass
+class GrpcEcho:
+    """A grpcio server with raw-bytes methods ``/mizzen.Echo/Say`` (unary) and ``/mizzen.Echo/Count``
+    (server streaming); records the metadata each unary call arrived with."""
+
+    pod: str
+    metadata: list[dict[str, str]] = field(default_factory=list)
+
+    async def say(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        self.metadata.append({str(k): str(v) for k, v in context.invocation_metadata() or ()})
+        return json.dumps({"pod": self.pod, "msg": request.decode()}).encode()
+
+    async def count(self, request: bytes,
+                    context: grpc.aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
+        for i in range(int(request)):
+            yield str(i).encode()
+
+    async def serve(self, stack: contextlib.AsyncExitStack, ip: str, port: int) -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("mizzen.Echo", {
+            "Say": grpc.unary_unary_rpc_method_handler(self.say),
+            "Count": grpc.unary_stream_rpc_method_handler(self.count),
+        }),))
+        assert server.add_insecure_port(f"{ip}:{port}") == port
+        await server.start()
+        stack.push_async_callback(server.stop, None)
+
+
+async def grpc_echo_with_sidecar(mesh: Mesh, stack: contextlib.AsyncExitStack) -> tuple[GrpcEcho, str]:
+    """The echo app on a private IP behind its own sidecar (inbound listener on the pod IP); returns the pod
+    IP, the address other proxies send to."""
+    app_ip, pod_ip = alloc_ip(), alloc_ip()
+    echo = GrpcEcho("echo-v1-pod")
+    await echo.serve(stack, app_ip, 50051)
+    await mesh.sidecar(NS, echo.pod, {"app": "echo", "version": "v1"}, ip=pod_ip, app_host=app_ip)
+    register(mesh, stack, echo.pod, pod_ip, {"app": "echo", "version": "v1"})
+    return echo, pod_ip
+
+
+def channel(target: str, authority: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, options=[("grpc.default_authority", authority),
+                                                      ("grpc.enable_http_proxy", 0)])
+
+
+async def grpc_calls(target: str, authority: str) -> tuple[dict[str, str], list[bytes]]:
+    async with channel(target, authority) as ch:
+        say = await ch.unary_unary("/mizzen.Echo/Say")(b"hello", timeout=3)
+        stream = [m async for m in ch.unary_stream("/mizzen.Echo/Count")(b"5", timeout=3)]
+    return json.loads(say), stream
+
+
+async def test_grpc_through_gateway_and_through_sidecars(mesh: Mesh,
+                                                         stack: contextlib.AsyncExitStack) -> None:
+    await world(mesh)
+    echo, _ = await grpc_echo_with_sidecar(mesh, stack)
+    gw = await mesh.gateway()
+    client = await mesh.sidecar(NS, "caller-v1-pod", {"app": "caller"})
+    await mesh.wait_synced()
+
+    # client -> gateway (h2c) -> echo's sidecar inbound listener (HTTP/2 upstream) -> grpcio
+    async def via_gateway() -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            say, stream = await grpc_calls(f"{gw.spec.ip}:8080", "grpc.example.com")
+            assert say == {"pod": echo.pod, "msg": "hello"} and stream == [b"0", b"1", b"2", b"3", b"4"]
+            return
+        raise AssertionError("gRPC via gateway failed")
+    await eventually(via_gateway)
+    assert "x-envoy-external-address" in echo.metadata[-1], echo.metadata   # set by the edge proxy
+
+    # app -> its sidecar's outbound listener with h2 prior knowledge (routed by :authority, no CONNECT
+    # needed) -> echo's sidecar inbound -> grpcio
+    say, stream = await grpc_calls(f"{client.spec.ip}:15080", "echo:50051")
+    assert say["pod"] == echo.pod and len(stream) == 5
+    assert "x-request-id" in echo.metadata[-1] and "x-envoy-external-address" not in echo.metadata[-1]
+
+    # a status from the backend (UNIMPLEMENTED) crosses both proxies intact
+    async with channel(f"{client.spec.ip}:15080", "echo:50051") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await ch.unary_unary("/mizzen.Echo/Nope")(b"", timeout=3)
+    assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    # the client sidecar spoke HTTP/2 upstream (the grpc port's protocol)
+    h2 = await _stats(client, "cluster.outbound|50051||echo.proto.svc.cluster.local.upstream_cx_http2_total")
+    assert h2[0] >= 1, h2
+
+
+# --- HTTP/2 and keepalive -----------------------------------------------------------------------------------
+async def test_http2_prior_knowledge_via_gateway_and_sidecar(mesh: Mesh) -> None:
+    await world(mesh)
+    web_b = await mesh.backend("web", namespace=NS, port=9080)
+    gw = await mesh.gateway()
+    client = await mesh.sidecar(NS, "caller-v1-pod", {"app": "caller"})
+    await mesh.wait_synced()
+
+    async def h2_gateway() -> None:
+        async with httpx.AsyncClient(http1=False, http2=True, trust_env=False, timeout=5) as c:
+            rs = await asyncio.gather(*(c.get(f"http://{gw.spec.ip}:8080/h2/{i}",
+                                              headers={"Host": "web.example.com"}) for i in range(5)))
+        for i, r in enumerate(rs):
+            assert r.status_code == 200 and r.http_version == "HTTP/2", (r.status_code, r.http_version)
+            assert r.json()["path"] == f"/h2/{i}" and r.headers["server"] == "istio-envoy"
+    await eventually(h2_gateway)
+
+    # h2c straight to the sidecar's outbound listener: :authority picks the route like Host does
+    async with httpx.AsyncClient(http1=False, http2=True, trust_env=False, timeout=5) as c:
+        r = await c.get(f"http://{client.spec.ip}:15080/side", headers={"Host": "web:9080"})
+    assert r.status_code == 200 and r.http_version == "HTTP/2" and r.json()["pod"] == web_b.pod
+    assert r.json()["headers"]["Host"] == "web:9080"
+
+
+async def test_http11_keepalive_reuses_both_connections(mesh: Mesh) -> None:
+    await world(mesh)
+    web_b = await mesh.backend("web", namespace=NS, port=9080)
+    gw = await mesh.gateway()
+    await mesh.wait_synced()
+    async with mesh.gateway_client(gw) as c:
+        await eventually(lambda: _ok(c.get("/", headers={"Host": "web.example.com"})))
+
+    keys = (f"http.outbound_{gw.spec.ip}_8080.downstream_cx_total",
+            "cluster.outbound|9080||web.proto.svc.cluster.local.upstream_cx_total")
+    before = await _stats(gw, *keys)
+    reader, writer = await asyncio.open_connection(gw.spec.ip, 8080)
+    try:
+        for i in range(5):          # five requests on one client connection, answers read in order
+            writer.write(f"GET /ka/{i} HTTP/1.1\r\nHost: web.example.com\r\n\r\n".encode())
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 3)
+            assert status.startswith(b"HTTP/1.1 200"), status
+            length = 0
+            while (line := await reader.readline()) != b"\r\n":
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+                assert name.lower() != "connection" or "close" not in value.lower()
+            assert json.loads(await reader.readexactly(length))["path"] == f"/ka/{i}"
+    finally:
+        writer.close()
+    after = await _stats(gw, *keys)
+    assert after[0] - before[0] == 1, (before, after)          # one downstream connection for five requests
+    assert after[1] - before[1] == 0, (before, after)          # the upstream connection was pooled and reused
+    assert web_b.paths[-5:] == [f"/ka/{i}" for i in range(5)]
+
+
+async def _ok(req: object) -> None:
+    r = await req  # type: ignore[misc]
+    assert r.status_code == 200, r.status_code
+
+
+async def _stats(agent: Agent, *keys: str) -> list[int]:
+    """Counter values by exact stat name (a missing stat fails the test)."""
+    text = await agent.admin_get("/stats")
+    values = dict(line.rsplit(": ", 1) for line in text.splitlines() if ": " in line)
+    return [int(values[k]) for k in keys]
+
+
+# --- WebSocket ----------------------------------------------------------------------------------------------
+async def ws_echo(mesh: Mesh, stack: contextlib.AsyncExitStack) -> list[str]:
+    """An aiohttp WebSocket echo app (``/ws``) registered as the ``ws`` workload; returns its Host log."""
+    hosts: list[str] = []
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        hosts.append(request.host)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                await ws.send_str(f"echo:{msg.data}")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    ip = alloc_ip()
+    await web.TCPSite(runner, ip, 8080).start()
+    stack.push_async_callback(runner.cleanup)
+    register(mesh, stack, "ws-v1-pod", ip, {"app": "ws", "version": "v1"})
+    return hosts
+
+
+async def _ws_roundtrip(session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None,
+                        proxy: str | None = None) -> list[str]:
+    async with session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_receive=3), headers=headers,
+                                  proxy=proxy) as ws:
+        out = []
+        for i in range(3):
+            await ws.send_str(f"m{i}")
+            out.append((await ws.receive(timeout=3)).data)
+        return out
+
+
+async def test_websocket_via_gateway_and_sidecar_proxy(mesh: Mesh, stack: contextlib.AsyncExitStack) -> None:
+    await world(mesh)
+    hosts = await ws_echo(mesh, stack)
+    gw = await mesh.gateway()
+    client = await mesh.sidecar(NS, "caller-v1-pod", {"app": "caller"})
+    await mesh.wait_synced()
+    async with aiohttp.ClientSession(trust_env=False) as s:
+        async def via_gateway() -> None:
+            try:
+                got = await _ws_roundtrip(s, f"http://{gw.spec.ip}:8080/ws",
+                                          headers={"Host": "ws.example.com"})
+            except aiohttp.ClientError as e:
+                raise AssertionError(str(e)) from e
+            assert got == ["echo:m0", "echo:m1", "echo:m2"], got
+        await eventually(via_gateway)
+        assert hosts[-1] == "ws.example.com"
+        # the upgrade as an absolute-URI request through the sidecar's HTTP proxy listener
+        got = await _ws_roundtrip(s, "http://ws:8080/ws", proxy=f"http://{client.spec.ip}:15080")
+        assert got == ["echo:m0", "echo:m1", "echo:m2"] and hosts[-1] == "ws:8080"
+    stats = await _stats(client, f"http.outbound_{client.spec.ip}_15080.downstream_cx_upgrades_total")
+    assert stats[0] >= 1, stats
+
+
+# --- Gateway TLS --------------------------------------------------------------------------------------------
+def make_certs(tmp: Path, host: str) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for ``host`` signed by it: (ca.pem, cert.pem, key.pem)."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey,
+             ca: bool) -> x509.Certificate:
+        def name(cn: str) -> x509.Name:
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("mizzen test CA", ca_key, "mizzen test CA", ca_key, ca=True)
+    leaf = cert(host, key, "mizzen test CA", ca_key, ca=False)
+    paths = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+TLS_GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: secure}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: [bookinfo.example.com]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [bookinfo.example.com]
+    tls: {{httpsRedirect: true}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: secure}}
+spec:
+  hosts: [bookinfo.example.com]
+  gateways: [secure]
+  http:
+  - route: [{{destination: {{host: web}}}}]
+"""
+
+
+async def test_gateway_tls_simple_and_https_redirect(mesh: Mesh, tmp_path: Path) -> None:
+    await mesh.apply_yaml(SERVICES, namespace=NS)
+    web_b = await mesh.backend("web", namespace=NS, port=9080)
+    ca, cert, key = make_certs(tmp_path, "bookinfo.example.com")
+    gw = await mesh.gateway(gateway_ports={80: 8080, 443: 8443})
+    await mesh.apply_yaml(TLS_GATEWAY.format(cert=cert, key=key), namespace=NS)
+    await mesh.wait_synced()
+    ctx = ssl.create_default_context(cafile=str(ca))
+    url = f"https://{gw.spec.ip}:8443/secure?q=1"
+    sni = {"sni_hostname": "bookinfo.example.com"}
+
+    async with httpx.AsyncClient(verify=ctx, trust_env=False, timeout=5) as c:
+        async def served() -> None:
+            r = await c.get(url, headers={"Host": "bookinfo.example.com"}, extensions=sni)
+            assert r.status_code == 200, r.status_code
+            assert r.json()["path"] == "/secure?q=1" and r.json()["headers"]["X-Forwarded-Proto"] == "https"
+        await eventually(served)
+        # the certificate really is the one from the files: a client trusting another CA refuses it
+        (tmp_path / "other").mkdir()
+        other_ca, _, _ = make_certs(tmp_path / "other", "bookinfo.example.com")
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(other_ca)), trust_env=False,
+                                 timeout=5) as bad:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await bad.get(url, headers={"Host": "bookinfo.example.com"}, extensions=sni)
+    # an SNI no server declares gets no certificate (no filter chain matches)
+    async with httpx.AsyncClient(verify=False, trust_env=False, timeout=5) as c:
+        with pytest.raises(httpx.ConnectError):
+            await c.get(url, headers={"Host": "other.example.com"},
+                        extensions={"sni_hostname": "other.example.com"})
+
+    async with mesh.gateway_client(gw) as c:
+        r = await c.get("/secure?q=1", headers={"Host": "bookinfo.example.com"})
+    assert r.status_code == 301 and r.headers["location"] == "https://bookinfo.example.com/secure?q=1"
+    assert web_b.paths.count("/secure?q=1") >= 1 and all(p == "/secure?q=1" for p in web_b.paths)
