@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mizzen.config.model import Config, ConfigSnapshot
-from mizzen.core.hosts import host_matches, resolve_short_name
+from mizzen.core.hosts import host_matches, is_wildcard, resolve_short_name
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.proxy import Proxy
 from mizzen.registry.model import RegistrySnapshot, Service
@@ -47,6 +47,10 @@ class PushContext:
     mesh: MeshConfig
     virtual_services: tuple[ResolvedVirtualService, ...] = ()
     services_by_host: Mapping[str, Service] = field(default_factory=dict)
+    # DestinationRules without workloadSelector, indexed once per push (snapshot order kept):
+    # (namespace, resolved host) -> DRs for a non-wildcard host; namespace -> (host, DR) for wildcard hosts
+    drs_by_host: Mapping[tuple[str, str], tuple[Config, ...]] = field(default_factory=dict)
+    wildcard_drs: Mapping[str, tuple[tuple[str, Config], ...]] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -64,7 +68,18 @@ class PushContext:
             gws = tuple(resolve_gateway_ref(g, ns) for g in (c.spec.get("gateways") or (MESH_GATEWAY,)))
             vss.append(ResolvedVirtualService(c, hosts, gws))
         services = {s.hostname: s for s in registry.services}
-        return PushContext(configs, registry, mesh, tuple(vss), services)
+        exact: dict[tuple[str, str], list[Config]] = {}
+        wild: dict[str, list[tuple[str, Config]]] = {}
+        for dr in configs.list("DestinationRule"):
+            if dr.spec.get("workloadSelector") is not None:
+                continue  # workload-scoped DRs apply to selected proxies only (not yet honoured)
+            h = resolve_short_name(str(dr.spec.get("host", "")), dr.namespace, mesh.domain_suffix)
+            if is_wildcard(h):
+                wild.setdefault(dr.namespace, []).append((h, dr))
+            else:
+                exact.setdefault((dr.namespace, h), []).append(dr)
+        return PushContext(configs, registry, mesh, tuple(vss), services,
+                           {k: tuple(v) for k, v in exact.items()}, {ns: tuple(v) for ns, v in wild.items()})
 
     # --- services -------------------------------------------------------------------------------------------
     def service(self, hostname: str) -> Service | None:
@@ -100,18 +115,19 @@ class PushContext:
         if self.mesh.root_namespace not in search:
             search.append(self.mesh.root_namespace)
         for ns in search:
+            # exact beats wildcard (of several exact ones the last in snapshot order wins, as before)
+            for dr in reversed(self.drs_by_host.get((ns, hostname), ())):
+                if exported_to(dr.spec.get("exportTo"), dr.namespace, proxy_namespace):
+                    return dr
             best: Config | None = None
             best_host = ""
-            for dr in self.configs.list("DestinationRule", ns):
-                if not exported_to(dr.spec.get("exportTo"), dr.namespace, proxy_namespace):
-                    continue
-                if dr.spec.get("workloadSelector") is not None:
-                    continue  # workload-scoped DRs apply to selected proxies only (not yet honoured)
-                h = resolve_short_name(str(dr.spec.get("host", "")), dr.namespace, self.mesh.domain_suffix)
+            for h, dr in self.wildcard_drs.get(ns, ()):
                 if not host_matches(h, hostname):
                     continue
-                # exact beats wildcard; longer wildcard beats shorter
-                if best is None or (h == hostname) or (best_host != hostname and len(h) > len(best_host)):
+                if not exported_to(dr.spec.get("exportTo"), dr.namespace, proxy_namespace):
+                    continue
+                # longer wildcard beats shorter (the first of equal length wins)
+                if best is None or len(h) > len(best_host):
                     best, best_host = dr, h
             if best is not None:
                 return best
