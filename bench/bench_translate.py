@@ -1,0 +1,167 @@
+"""Benchmark: translating a large mesh (1,000 services by default) and the control plane's memory per proxy.
+
+    .venv/bin/python bench/bench_translate.py                       # 1000 services, 200 proxies in the cache
+    .venv/bin/python bench/bench_translate.py --proxies 2000        # the issue's 2,000 proxies (slower)
+    .venv/bin/python bench/bench_translate.py --profile             # cProfile top hotspots
+
+Pure, in one process, no network: load + validate the YAML, registry snapshot, PushContext.build, then
+``mizzen.core.generate.generate`` for one sidecar and one gateway (seconds, resources and bytes per type).
+Then K sidecars (distinct workloads) are generated into a SnapshotCache, like a push to K connected proxies,
+and the RSS growth is reported per proxy and extrapolated (linearly, and labelled as such) to --target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import MeshShape, mesh_workloads, mesh_yaml, rss_mb  # noqa: E402
+
+from mizzen.agent.bootstrap import ProxySpec, node_metadata  # noqa: E402
+from mizzen.config.loader import load_text  # noqa: E402
+from mizzen.config.model import ConfigSnapshot  # noqa: E402
+from mizzen.core.generate import generate  # noqa: E402
+from mizzen.core.proxy import Proxy, ProxyType  # noqa: E402
+from mizzen.core.push_context import PushContext  # noqa: E402
+from mizzen.core.resources import SHORT, ResourceSet  # noqa: E402
+from mizzen.registry.model import Workload  # noqa: E402
+from mizzen.registry.registry import Registry  # noqa: E402
+from mizzen.xds import SnapshotCache  # noqa: E402
+
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T], repeat: int = 1) -> tuple[T, float]:
+    """Run ``fn`` ``repeat`` times; its last result and the median seconds."""
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    assert result is not None
+    return result, statistics.median(times)
+
+
+def proxy_for(ptype: ProxyType, ip: str, namespace: str, name: str, labels: dict[str, str]) -> Proxy:
+    spec = ProxySpec(type=ptype, ip=ip, namespace=namespace, name=name, admin_port=15000, labels=labels)
+    return Proxy.from_node(spec.node_id, node_metadata(spec))
+
+
+def describe(rs: ResourceSet) -> str:
+    parts = []
+    for type_url, items in rs.by_type.items():
+        size = sum(m.ByteSize() for m in items.values())
+        parts.append(f"{SHORT.get(type_url, type_url)} {len(items)} ({size / 1024:.0f} KB)")
+    return ", ".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--namespaces", type=int, default=10)
+    ap.add_argument("--workloads", type=int, default=3, help="instances per service")
+    ap.add_argument("--proxies", type=int, default=200, help="sidecars generated into the SnapshotCache")
+    ap.add_argument("--target", type=int, default=2000, help="proxy count to extrapolate memory to")
+    ap.add_argument("--repeat", type=int, default=3, help="timing repetitions (median printed)")
+    ap.add_argument("--time-budget", type=float, default=150.0,
+                    help="stop filling the cache after this many seconds (reports how many were done)")
+    ap.add_argument("--max-rss", type=float, default=2000.0,
+                    help="stop filling the cache once the process RSS passes this many MB")
+    ap.add_argument("--profile", action="store_true", help="cProfile build + generate; print the top 25")
+    args = ap.parse_args()
+
+    shape = MeshShape(services=args.services, namespaces=args.namespaces, workloads=args.workloads)
+    rss_start = rss_mb()
+    text = mesh_yaml(shape)
+    loaded, t_load = timed(lambda: load_text(text, "mesh.yaml"))
+    if loaded.errors:
+        sys.exit(f"mesh YAML invalid: {loaded.errors[:3]}")
+    configs = ConfigSnapshot.of(loaded.configs)
+    kinds = {k: len(v) for k, v in configs.by_kind.items()}
+    pods = mesh_workloads(shape)
+    registry = Registry()
+    registry.set_configs(configs)
+    for ns, pod, addr, labels in pods:
+        registry.register_workload(Workload(name=pod, namespace=ns, address=addr, labels=labels))
+
+    def snapshot() -> object:
+        registry.set_configs(ConfigSnapshot())     # drop the cached snapshot so it is rebuilt
+        registry.set_configs(configs)
+        return registry.snapshot()
+
+    _, t_snap = timed(snapshot, args.repeat)
+    reg = registry.snapshot()
+    push, t_build = timed(lambda: PushContext.build(configs, reg), args.repeat)
+    ns0, pod0, addr0, labels0 = pods[0]
+    sidecar = proxy_for(ProxyType.SIDECAR, addr0, ns0, pod0, labels0)
+    gateway = proxy_for(ProxyType.ROUTER, "10.255.0.1", "istio-system", "istio-ingressgateway-0",
+                        {"istio": "ingressgateway", "app": "istio-ingressgateway"})
+    rs_side, t_side = timed(lambda: generate(sidecar, push), args.repeat)
+    rs_gw, t_gw = timed(lambda: generate(gateway, push), args.repeat)
+    print(f"mesh: {args.services} services in {args.namespaces} namespaces, {len(pods)} workloads, objects "
+          + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+    print(f"load + validate YAML ({len(text) / 1024:.0f} KB): {t_load:.3f} s")
+    print(f"registry snapshot:        {t_snap:.3f} s  ({len(reg.services)} services, "
+          f"{sum(len(e) for e in reg.endpoints.values())} endpoints)")
+    print(f"PushContext.build:        {t_build:.3f} s")
+    print(f"generate(sidecar):        {t_side:.3f} s  {describe(rs_side)}")
+    print(f"generate(gateway):        {t_gw:.3f} s  {describe(rs_gw)}")
+    print(f"full translate (snapshot + build + 1 sidecar + 1 gateway): {t_snap + t_build + t_side + t_gw:.3f} s")
+
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        p2 = PushContext.build(configs, reg)
+        generate(sidecar, p2)
+        generate(gateway, p2)
+        prof.disable()
+        pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+
+    # --- memory: K proxies' snapshots in a SnapshotCache ------------------------------------------------------
+    gc.collect()
+    rss0 = rss_mb()
+    cache = SnapshotCache()
+    deadline = time.monotonic() + args.time_budget
+    t0 = time.perf_counter()
+    done = 0
+    for k in range(args.proxies):
+        ns, pod, addr, labels = pods[k % len(pods)]
+        p = proxy_for(ProxyType.SIDECAR, addr, ns, pod, labels)
+        cache.set_snapshot(p.id, generate(p, push))
+        done += 1
+        if time.monotonic() > deadline:
+            print(f"time budget reached after {done} of {args.proxies} proxies")
+            break
+        if rss_mb() > args.max_rss:
+            print(f"RSS budget ({args.max_rss:.0f} MB) reached after {done} of {args.proxies} proxies")
+            break
+    t_fill = time.perf_counter() - t0
+    gc.collect()
+    rss1 = rss_mb()
+    per_proxy = (rss1 - rss0) / max(1, done)
+    print(f"\n{done} sidecars generated + cached in {t_fill:.1f} s ({t_fill / max(1, done) * 1000:.0f} ms each; "
+          f"a full push to {done} proxies on one core)")
+    print(f"RSS: start {rss_start:.0f} MB, mesh loaded + translated {rss0:.0f} MB, "
+          f"with {done} snapshots {rss1:.0f} MB -> {per_proxy * 1024:.0f} KB per proxy "
+          f"(cache memo: {cache.memo_stats()})")
+    if done < args.target:
+        est = rss1 + per_proxy * (args.target - done)
+        print(f"ESTIMATE (linear extrapolation from {done} measured proxies, not measured): "
+              f"{args.target} proxies -> ~{est:.0f} MB control-plane RSS; a full push to them "
+              f"~{t_fill / max(1, done) * args.target:.0f} s of generation")
+    else:
+        print(f"MEASURED: {done} proxies -> {rss1:.0f} MB control-plane RSS")
+
+
+if __name__ == "__main__":
+    main()
