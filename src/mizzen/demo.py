@@ -2,7 +2,9 @@
 
 One long-lived process (Envoy dies with its parent, so the supervisor must live as long as the mesh) runs
 the control plane, a LocalRunner that reconciles Deployments from the config store (so ``mizzen apply -f
-deploy.yaml`` starts processes, like a kubelet would), and the ingress gateway. Ctrl-C/SIGTERM stops all.
+deploy.yaml`` starts processes, like a kubelet would), and the ingress gateway; its API also serves the pods
+(``mizzen get pods``, ``mizzen logs``). The console narrates: one line per config change, crash, Envoy restart
+and pod (un)readiness. Ctrl-C/SIGTERM stops all.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -27,12 +29,14 @@ from rich.console import Console
 from rich.table import Table
 
 from mizzen import __version__
-from mizzen.agent.envoy import AgentOptions
+from mizzen.agent.envoy import AgentEvent, AgentOptions
 from mizzen.bookinfo import MANIFEST
 from mizzen.config.model import Config
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.controlplane.store import ApplyResult
 from mizzen.runner import AgentSidecars, InProcessRegistrar, LocalRunner
+from mizzen.runner.api import PodsApi
+from mizzen.runner.watch import PodWatcher, agent_event_line
 
 log = logging.getLogger("mizzen.demo")
 
@@ -161,6 +165,24 @@ async def wait_for_page(url: str, timeout: float) -> float:
     raise DemoError(f"{url} did not answer 200 within {timeout:.0f}s (last: {last})")
 
 
+class _ReportedElsewhere(logging.Filter):
+    """Drops the runner's and agent's crash warnings while the demo reports them as one line each."""
+
+    TEMPLATES = ("container %s exited with code", "envoy for %s exited unexpectedly")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.TEMPLATES))
+
+
+REPORTED_LOGGERS = ("mizzen.runner", "mizzen.agent.envoy")
+
+
+def config_line(r: ApplyResult) -> str:
+    """``config: VirtualService bookinfo/reviews configured``."""
+    where = f"{r.namespace}/{r.name}" if r.namespace else r.name
+    return f"config: {r.kind} {where} {r.action}"
+
+
 def status_table(runner: LocalRunner) -> Table:
     table = Table(title="pods", title_justify="left")
     for col in ("NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "POD IP"):
@@ -175,10 +197,38 @@ class Demo:
     def __init__(self, opts: DemoOptions, console: Console | None = None) -> None:
         self.opts = opts
         self.console = console or Console(stderr=False)
+        if not self.console.is_terminal:     # a log file: no wrapping at 80 columns
+            self.console.width = max(self.console.width, 160)
         self.cp: ControlPlane | None = None
         self.runner: LocalRunner | None = None
         self.controller: DeploymentController | None = None
+        self.watcher: PodWatcher | None = None
         self.ready_after_s: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._log_filter = _ReportedElsewhere()
+
+    def report(self, line: str) -> None:
+        """One narration line on the console (no markup: names may contain brackets)."""
+        self.console.print(f"{time.strftime('%H:%M:%S')} {line}", markup=False, highlight=False,
+                           soft_wrap=True)
+
+    def _on_agent_event(self, event: AgentEvent) -> None:
+        line = agent_event_line(event)
+        if line:
+            self.report(line)
+
+    def _on_config(self, results: list[ApplyResult]) -> None:
+        for r in results:
+            if r.changed:
+                self.report(config_line(r))
+
+    def narrate(self) -> None:
+        """From now on also report config changes and pods created/deleted/(un)ready (after the banner)."""
+        assert self.cp is not None
+        if self.watcher is not None:
+            self.watcher.lifecycle = True
+        self._unsubscribe.append(self.cp.store.add_listener(self._on_config))
 
     @property
     def url(self) -> str:
@@ -197,15 +247,22 @@ class Demo:
         # the demo starts every workload itself: workloads registered by an earlier run are dropped
         self.cp = ControlPlane(ControlPlaneOptions(state_dir=o.state_dir, xds_port=o.xds_port,
                                                    http_port=o.http_port, restore_workloads=False))
+        self.cp.api.add_routes(PodsApi(lambda: self.runner).routes())
         await self.cp.start()
+        for name in REPORTED_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
         sidecars = AgentSidecars("127.0.0.1", self.cp.xds_port, AgentOptions(concurrency=1),
-                                 work_root=o.state_dir / "proxies")
+                                 work_root=o.state_dir / "proxies", on_event=self._on_agent_event)
         self.runner = LocalRunner(InProcessRegistrar(self.cp), sidecars=sidecars,
                                   log_dir=o.state_dir / "logs", injection="istio")
+        self.watcher = PodWatcher(self.runner, self.report, lifecycle=False)
+        self._tasks.append(asyncio.create_task(self.watcher.run(), name="pod-watcher"))
         self.runner.set_namespace_labels(BOOKINFO_NAMESPACE, {"istio-injection": "enabled"})
         self.controller = DeploymentController(self.cp, self.runner)
         with self.console.status("starting the ingress gateway..."):
-            await self.runner.start_gateway(o.host, o.port, tls_port=o.tls_port, xds_port=self.cp.xds_port)
+            gateway = await self.runner.start_gateway(o.host, o.port, tls_port=o.tls_port,
+                                                      xds_port=self.cp.xds_port)
+            gateway.on_event = self._on_agent_event
         if o.bookinfo:
             self._apply_file(MANIFEST, BOOKINFO_NAMESPACE)
             self._apply_file(GATEWAY_MANIFEST, BOOKINFO_NAMESPACE)
@@ -237,17 +294,28 @@ class Demo:
                 f"(ready in {self.ready_after_s or 0:.1f}s)\n")
         c.print(f"  product page      {self.url}/productpage")
         c.print(f"  control plane API {self.cp.http_url}   (mizzen get vs -n bookinfo, mizzen proxy-status)")
+        c.print("  pods              mizzen get pods -n bookinfo, mizzen logs POD [-c istio-proxy]")
         c.print(f"  xDS (ADS gRPC)    {self.cp.xds_address}")
         c.print(f"  state and logs    {self.opts.state_dir}")
         c.print("\nPress Ctrl-C to stop everything.")
 
     async def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
         if self.controller:
             await self.controller.stop()
         if self.runner:
             await self.runner.stop()
         if self.cp:
             await self.cp.stop()
+        for name in REPORTED_LOGGERS:
+            logging.getLogger(name).removeFilter(self._log_filter)
 
 
 def parse_args(argv: list[str]) -> DemoOptions:
@@ -284,6 +352,7 @@ async def serve(opts: DemoOptions, stop: asyncio.Event | None = None) -> None:
                 if starting in done:
                     starting.result()
                     demo.banner()
+                    demo.narrate()
                     await stop.wait()
                 else:
                     starting.cancel()

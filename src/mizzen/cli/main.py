@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from mizzen.cli import convert, load, proxy, resources, runtime
+from mizzen.cli import convert, load, pods, proxy, resources, runtime
 from mizzen.cli.common import Options
 from mizzen.client import DEFAULT_SERVER, SERVER_ENV
 
@@ -44,6 +44,7 @@ app.command("proxy-status")(proxy.proxy_status)
 app.add_typer(proxy.config_app, name="proxy-config")
 app.add_typer(convert.app, name="convert")
 app.command("load")(load.load)
+app.command("logs")(pods.logs)
 app.command("version")(runtime.version)
 app.command("demo", context_settings=runtime.PASSTHROUGH)(runtime.demo)
 app.command("controlplane", context_settings=runtime.PASSTHROUGH)(runtime.controlplane)

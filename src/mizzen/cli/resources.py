@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import yaml
 
-from mizzen.cli import get_tables
+from mizzen.cli import get_tables, pods
 from mizzen.cli.common import STDIN, api_call, client, echo_err, fail, read_inputs, resource_ref
 from mizzen.client import Document
 from mizzen.config import kinds
@@ -159,6 +159,9 @@ def get(
     output: Annotated[str | None, typer.Option("--output", "-o", help="yaml | json | wide | name")] = None,
 ) -> None:
     """List objects, like kubectl get."""
+    if kind_arg.lower() in pods.POD_KINDS:       # the demo's running pods, not a config kind
+        pods.get_pods(ctx, list(names or []), namespace, all_namespaces, output)
+        return
     if output not in (None, "yaml", "json", "wide", "name"):
         fail(f'unable to match a printer suitable for the output format "{output}", '
              "allowed formats are: json,name,wide,yaml")

@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "NO_PODS",
     "Api",
     "BadRequest",
     "LoadResultLike",
@@ -44,6 +45,10 @@ __all__ = [
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 32 * 1024 * 1024
+# what a control plane that runs no workloads answers on the pod endpoints (an embedder such as ``mizzen
+# demo`` serves them through Api.add_routes)
+NO_PODS = ("this control plane runs no pods: pods and their logs are served by \"mizzen demo\", which "
+           "runs the workloads (a plain \"mizzen controlplane\" only has config and registered workloads)")
 
 
 class BadRequest(Exception):
@@ -141,6 +146,11 @@ class Api:
     def __init__(self, cp: ControlPlane, loader: Loader | None = None) -> None:
         self.cp = cp
         self._loader = loader
+        self._extra: list[web.AbstractRouteDef] = []
+
+    def add_routes(self, routes: Iterable[web.AbstractRouteDef]) -> None:
+        """Serve extra routes next to the built-in ones (the demo's ``/apis/pods``); call before start."""
+        self._extra.extend(routes)
 
     @property
     def loader(self) -> Loader:
@@ -164,6 +174,10 @@ class Api:
         r.add_get("/debug/registryz", self.registryz)
         r.add_get("/debug/configz", self.configz)
         r.add_get("/debug/push_status", self.push_status)
+        app.add_routes(self._extra)
+        if not any(getattr(d, "path", "").startswith("/apis/pods") for d in self._extra):
+            r.add_get("/apis/pods", self.no_pods)
+            r.add_get("/apis/pods/{tail:.*}", self.no_pods)
         return app
 
     # --- basics ---------------------------------------------------------------------------------------------
@@ -174,6 +188,9 @@ class Api:
         if not self.cp.started:
             return _json({"ready": False}, 503)
         return _json({"ready": True})
+
+    async def no_pods(self, request: web.Request) -> web.Response:
+        return _json({"error": NO_PODS}, 404)
 
     # --- objects --------------------------------------------------------------------------------------------
     def _load(self, data: dict[str, Any]) -> tuple[list[Config], list[Issue], list[Issue]]:

@@ -1,0 +1,119 @@
+"""``mizzen get pods`` and ``mizzen logs``: the local mesh's pods, kubectl-shaped, from ``GET /apis/pods``
+and ``GET /apis/pods/{ns}/{name}/logs`` (served while ``mizzen demo`` runs; a plain control plane answers
+404 with a clear message, printed as one ``error:`` line).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+import typer
+
+from mizzen.cli.common import api_call, client, echo_err, fail, format_table, human_duration
+from mizzen.client import ControlPlaneClient
+
+__all__ = ["POD_KINDS", "get_pods", "logs", "pod_rows", "resolve_pod"]
+
+POD_KINDS = ("pods", "pod", "po")
+PROXY_CONTAINER = "istio-proxy"
+
+
+def _pods(c: ControlPlaneClient, namespace: str | None) -> list[dict[str, Any]]:
+    query = "?" + urllib.parse.urlencode({"namespace": namespace}) if namespace else ""
+    body = c._request("GET", "/apis/pods" + query)
+    return [p for p in (body or {}).get("items") or [] if isinstance(p, dict)]
+
+
+def _logs(c: ControlPlaneClient, namespace: str, name: str, container: str | None,
+          tail: int | None) -> list[str]:
+    query: dict[str, str] = {}
+    if container:
+        query["container"] = container
+    if tail is not None:
+        query["tail"] = str(tail)
+    path = f"/apis/pods/{urllib.parse.quote(namespace)}/{urllib.parse.quote(name)}/logs"
+    body = c._request("GET", path + ("?" + urllib.parse.urlencode(query) if query else ""))
+    return [str(line) for line in (body or {}).get("lines") or []]
+
+
+def pod_rows(pods: Sequence[Mapping[str, Any]], all_namespaces: bool, wide: bool) -> str:
+    """kubectl's pod table: NAME READY STATUS RESTARTS AGE (NAMESPACE first with -A; IP, APP-HOST wide)."""
+    headers = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    if wide:
+        headers += ["IP", "APP-HOST"]
+    rows = []
+    for p in pods:
+        row = ([str(p.get("namespace", ""))] if all_namespaces else []) + [
+            str(p.get("name", "")), str(p.get("ready", "")), str(p.get("phase", "")),
+            str(p.get("restarts", 0)), human_duration(int(float(p.get("age_s") or 0))),
+        ]
+        if wide:
+            row += [str(p.get("pod_ip") or "<none>"), str(p.get("app_host") or "<none>")]
+        rows.append(row)
+    return format_table(headers, rows)
+
+
+def get_pods(
+    ctx: typer.Context, names: Sequence[str], namespace: str | None, all_namespaces: bool, output: str | None,
+) -> None:
+    """``mizzen get pods``: list the demo's pods (default namespace ``default``, like kubectl)."""
+    if output not in (None, "wide", "json", "name"):
+        fail(f'unable to match a printer suitable for the output format "{output}", '
+             "allowed formats are: json,name,wide")
+    ns = None if all_namespaces else (namespace or "default")
+    c = client(ctx)
+    with api_call(c, "Listing pods..."):
+        pods = _pods(c, ns)
+    missing = [n for n in names if not any(p.get("name") == n for p in pods)]
+    if names:
+        pods = [p for p in pods if p.get("name") in names]
+    if output == "json":
+        doc: Any = (pods[0] if len(names) == 1 and pods
+                    else {"apiVersion": "v1", "kind": "List", "items": pods})
+        typer.echo(json.dumps(doc, indent=2))
+    elif output == "name":
+        for p in pods:
+            typer.echo(f"pod/{p.get('name', '')}")
+    elif pods:
+        typer.echo(pod_rows(pods, all_namespaces, output == "wide"))
+    elif not names:
+        echo_err("No resources found" if ns is None else f"No resources found in {ns} namespace.")
+    for n in missing:
+        echo_err(f'Error from server (NotFound): pods "{n}" not found')
+    if missing:
+        raise typer.Exit(1)
+
+
+def resolve_pod(pods: Sequence[Mapping[str, Any]], ident: str) -> Mapping[str, Any]:
+    """The pod named ``ident``, or the only pod whose name starts with it (else one clear error)."""
+    exact = [p for p in pods if p.get("name") == ident]
+    if exact:
+        return exact[0]
+    found = [p for p in pods if str(p.get("name", "")).startswith(ident)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        fail(f'pods "{ident}" not found')
+    fail(f'pod name "{ident}" is ambiguous: ' + ", ".join(f"{p.get('namespace')}/{p.get('name')}"
+                                                           for p in found[:6]))
+
+
+def logs(
+    ctx: typer.Context,
+    pod: Annotated[str, typer.Argument(metavar="POD", help="Pod name or a unique prefix (e.g. reviews-v2)")],
+    container: Annotated[str | None, typer.Option("--container", "-c",
+                                                  help="app container (default) or istio-proxy")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n",
+                                                  help="Namespace (default: search all)")] = None,
+    tail: Annotated[int | None, typer.Option("--tail", help="Lines from the end (default: all)")] = None,
+) -> None:
+    """Print a pod's container log (the app's output, or Envoy's with -c istio-proxy), like kubectl logs."""
+    c = client(ctx)
+    with api_call(c):
+        found = resolve_pod(_pods(c, namespace), pod)
+        lines = _logs(c, str(found.get("namespace", "")), str(found.get("name", "")), container, tail)
+    for line in lines:
+        typer.echo(line)

@@ -1,0 +1,142 @@
+"""HTTP endpoints about the runner's pods, served by the control plane's API server when a runner is attached
+(``mizzen demo``): ``GET /apis/pods?namespace=`` (what ``status()`` reports, as JSON) and
+``GET /apis/pods/{ns}/{name}/logs?container=<app container|istio-proxy>&tail=N`` (the app's log file, or the
+sidecar's Envoy output and log from the agent's work dir). ``mizzen get pods`` and ``mizzen logs`` read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from mizzen.runner.pod import PodStatus
+from mizzen.runner.runner import LocalRunner
+
+__all__ = ["PROXY_CONTAINER", "PodsApi", "pod_to_dict", "tail_lines"]
+
+PROXY_CONTAINER = "istio-proxy"
+MAX_LOG_BYTES = 4 * 1024 * 1024          # a log request reads at most this much from the end of a file
+
+
+def pod_to_dict(s: PodStatus, sidecar_logs: list[str] | None = None) -> dict[str, Any]:
+    """The JSON shape of one pod (``GET /apis/pods`` items)."""
+    return {
+        "name": s.name,
+        "namespace": s.namespace,
+        "deployment": s.deployment,
+        "ready": s.ready_count,
+        "is_ready": s.ready,
+        "registered": s.registered,
+        "phase": s.phase,
+        "restarts": s.restarts + s.sidecar_restarts,
+        "app_restarts": s.restarts,
+        "pod_ip": s.pod_ip,
+        "app_host": s.app_host,
+        "age_s": round(s.age_s, 3),
+        "start_time": time.time() - s.age_s,
+        "labels": dict(s.labels),
+        "service_account": s.service_account,
+        "message": s.message,
+        "sidecar": {
+            "state": s.sidecar,
+            "restarts": s.sidecar_restarts,
+            "pid": s.sidecar_pid,
+            "log_paths": sidecar_logs or [],
+        },
+        "containers": [dataclasses.asdict(c) for c in s.containers],
+    }
+
+
+def tail_lines(paths: list[Path], tail: int | None) -> list[str]:
+    """The lines of ``paths`` (in order; missing files skipped), the last ``tail`` of them if given."""
+    lines: list[str] = []
+    for path in paths:
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, 2)
+                f.seek(max(0, size - MAX_LOG_BYTES))
+                data = f.read()
+        except OSError:
+            continue
+        text = data.decode(errors="replace").splitlines()
+        if size > MAX_LOG_BYTES and text:
+            text = text[1:]                   # the first line was cut
+        lines.extend(text)
+    return lines[-tail:] if tail is not None and tail >= 0 else lines
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+class PodsApi:
+    """The pod routes over the runner ``runner()`` returns (None while the demo is still starting it)."""
+
+    def __init__(self, runner: Callable[[], LocalRunner | None]) -> None:
+        self._runner = runner
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [
+            web.get("/apis/pods", self.list_pods),
+            web.get("/apis/pods/{namespace}/{name}/logs", self.logs),
+        ]
+
+    def _get_runner(self) -> LocalRunner:
+        runner = self._runner()
+        if runner is None:
+            raise web.HTTPServiceUnavailable(reason="the workloads are still starting")
+        return runner
+
+    def _sidecar_logs(self, runner: LocalRunner, namespace: str, name: str) -> list[Path]:
+        """Envoy's stdout/stderr and its log file for a pod's sidecar (or the gateway)."""
+        agents: list[object] = [gw for gw in runner.gateways if gw.spec.name == name]
+        for dep in runner.deployments.values():
+            agents.extend(p.sidecar for p in dep.pods
+                          if p.name == name and p.spec.namespace == namespace and p.sidecar is not None)
+        out: list[Path] = []
+        for agent in agents:
+            for attr in ("output_path", "log_path"):
+                try:
+                    path = getattr(agent, attr, None)
+                except RuntimeError:          # AgentError: not started, no work dir yet
+                    path = None
+                if isinstance(path, Path):
+                    out.append(path)
+        return out
+
+    async def list_pods(self, request: web.Request) -> web.Response:
+        runner = self._get_runner()
+        namespace = request.query.get("namespace") or None
+        items = [pod_to_dict(s, [str(p) for p in self._sidecar_logs(runner, s.namespace, s.name)])
+                 for s in runner.pods(namespace)]
+        return _json({"items": items})
+
+    async def logs(self, request: web.Request) -> web.Response:
+        runner = self._get_runner()
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        pod = next((s for s in runner.pods(ns) if s.name == name), None)
+        if pod is None:
+            return _json({"error": f'pods "{name}" not found in namespace {ns}'}, 404)
+        tail: int | None = None
+        if request.query.get("tail") not in (None, "", "-1"):
+            try:
+                tail = int(request.query["tail"])
+            except ValueError:
+                return _json({"error": f"tail must be an integer, not {request.query['tail']!r}"}, 400)
+        names = [c.name for c in pod.containers] + ([PROXY_CONTAINER] if pod.sidecar != "none" else [])
+        container = request.query.get("container") or (names[0] if names else PROXY_CONTAINER)
+        if container == PROXY_CONTAINER and pod.sidecar != "none":
+            paths = self._sidecar_logs(runner, ns, name)
+        else:
+            paths = [Path(c.log_path) for c in pod.containers if c.name == container]
+        if not paths:
+            return _json({"error": f"container {container} is not valid for pod {name} "
+                                   f"(choose one of: {', '.join(names) or 'none'})"}, 400)
+        return _json({"namespace": ns, "pod": name, "container": container,
+                      "paths": [str(p) for p in paths], "lines": tail_lines(paths, tail)})
