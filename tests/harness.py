@@ -92,7 +92,7 @@ class Backend:
     """An in-process HTTP server for one workload instance; answers JSON describing itself and the request.
 
     Failure injection: ``fail(status, times=None)`` answers ``status`` (the next ``times`` requests, or all);
-    ``delay_s`` delays every answer. ``requests`` counts requests, ``paths`` records them.
+    ``delay_s`` delays every answer. ``requests`` counts requests, ``paths`` and ``hosts`` record them.
     """
 
     service: str
@@ -107,6 +107,7 @@ class Backend:
     delay_s: float = 0.0
     requests: int = 0
     paths: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)     # the Host header of each request
     _fail_status: int | None = None
     _fail_left: int | None = None
     sidecar: Agent | None = None            # set when started with a sidecar (the workload address is its IP)
@@ -125,6 +126,7 @@ class Backend:
     def reset_counts(self) -> None:
         self.requests = 0
         self.paths.clear()
+        self.hosts.clear()
 
     @property
     def address(self) -> str:
@@ -139,6 +141,7 @@ class Backend:
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
         self.paths.append(request.path_qs)
+        self.hosts.append(request.host)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         body = {
