@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["MeshShape", "fmt_ms", "mesh_workloads", "mesh_yaml", "pct", "pod_address", "rss_mb", "tree_pids",
-           "vs_yaml"]
+__all__ = ["MeshShape", "fmt_ms", "mesh_workloads", "mesh_yaml", "pct", "pod_address", "pss_mb", "rss_mb",
+           "tree_pids", "vs_yaml"]
 
 
 def pct(values: Iterable[float], p: float) -> float:
@@ -35,6 +35,19 @@ def rss_mb(pid: int | str = "self") -> float:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0.0
+
+
+def pss_mb(pid: int | str = "self") -> float:
+    """Proportional set size in MB (shared pages such as the Envoy binary split among their users);
+    the sum over processes is the memory they really take. 0 if unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
                     return int(line.split()[1]) / 1024
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         pass

@@ -25,18 +25,18 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import MeshShape, mesh_workloads, mesh_yaml, rss_mb  # noqa: E402
+from _common import MeshShape, mesh_workloads, mesh_yaml, rss_mb
 
-from mizzen.agent.bootstrap import ProxySpec, node_metadata  # noqa: E402
-from mizzen.config.loader import load_text  # noqa: E402
-from mizzen.config.model import ConfigSnapshot  # noqa: E402
-from mizzen.core.generate import generate  # noqa: E402
-from mizzen.core.proxy import Proxy, ProxyType  # noqa: E402
-from mizzen.core.push_context import PushContext  # noqa: E402
-from mizzen.core.resources import SHORT, ResourceSet  # noqa: E402
-from mizzen.registry.model import Workload  # noqa: E402
-from mizzen.registry.registry import Registry  # noqa: E402
-from mizzen.xds import SnapshotCache  # noqa: E402
+from mizzen.agent.bootstrap import ProxySpec, node_metadata
+from mizzen.config.loader import load_text
+from mizzen.config.model import ConfigSnapshot
+from mizzen.core.generate import generate
+from mizzen.core.proxy import Proxy, ProxyType
+from mizzen.core.push_context import PushContext
+from mizzen.core.resources import SHORT, ResourceSet
+from mizzen.registry.model import Workload
+from mizzen.registry.registry import Registry
+from mizzen.xds import SnapshotCache
 
 T = TypeVar("T")
 
@@ -116,7 +116,8 @@ def main() -> None:
     print(f"PushContext.build:        {t_build:.3f} s")
     print(f"generate(sidecar):        {t_side:.3f} s  {describe(rs_side)}")
     print(f"generate(gateway):        {t_gw:.3f} s  {describe(rs_gw)}")
-    print(f"full translate (snapshot + build + 1 sidecar + 1 gateway): {t_snap + t_build + t_side + t_gw:.3f} s")
+    total = t_snap + t_build + t_side + t_gw
+    print(f"full translate (snapshot + build + 1 sidecar + 1 gateway): {total:.3f} s")
 
     if args.profile:
         prof = cProfile.Profile()
@@ -127,7 +128,7 @@ def main() -> None:
         prof.disable()
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(25)
 
-    # --- memory: K proxies' snapshots in a SnapshotCache ------------------------------------------------------
+    # --- memory: K proxies' snapshots in a SnapshotCache ---
     gc.collect()
     rss0 = rss_mb()
     cache = SnapshotCache()
@@ -149,7 +150,8 @@ def main() -> None:
     gc.collect()
     rss1 = rss_mb()
     per_proxy = (rss1 - rss0) / max(1, done)
-    print(f"\n{done} sidecars generated + cached in {t_fill:.1f} s ({t_fill / max(1, done) * 1000:.0f} ms each; "
+    each_ms = t_fill / max(1, done) * 1000
+    print(f"\n{done} sidecars generated + cached in {t_fill:.1f} s ({each_ms:.0f} ms each; "
           f"a full push to {done} proxies on one core)")
     print(f"RSS: start {rss_start:.0f} MB, mesh loaded + translated {rss0:.0f} MB, "
           f"with {done} snapshots {rss1:.0f} MB -> {per_proxy * 1024:.0f} KB per proxy "

@@ -1,0 +1,215 @@
+"""Benchmark: config change -> every real Envoy sidecar ACKed it (push latency), with N = 10 and 50 Envoys.
+
+    .venv/bin/python bench/bench_push.py                            # N=10,50; production debounce; 20 rounds
+    .venv/bin/python bench/bench_push.py --proxies 50 --debounce prod,0.005 --rounds 40
+
+An in-process ControlPlane (ephemeral ports, temp state dir) serves a Bookinfo-like mesh (Services,
+DestinationRules with subsets, registered workloads) to N real Envoy sidecars (concurrency 1, each on its own
+127.x address and registered as a workload). Each round applies a VirtualService change (reviews weights,
+store.apply) and waits for every proxy to ACK; per proxy the latency is its last ACK time minus the apply
+time. The split comes from push stats: debounce wait (apply -> push start), generate (the push itself), then
+send + Envoy apply + ACK (push end -> last ACK). RSS: this process (control plane + bench) and all Envoys.
+Every Envoy is stopped at the end, on Ctrl-C too (and they die with this process anyway: PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import fmt_ms, pct, pss_mb, rss_mb, vs_yaml
+
+from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.config.model import Config
+from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
+from mizzen.core.proxy import ProxyType
+from mizzen.registry.model import Workload
+
+NS = "bookinfo"
+PROD = ControlPlaneOptions()
+# (app, version, service account): Bookinfo's deployments, cycled to give N sidecars
+APPS = [("productpage", "v1"), ("details", "v1"), ("ratings", "v1"), ("reviews", "v1"), ("reviews", "v2"),
+        ("reviews", "v3")]
+SUBSETS = {"productpage": ["v1"], "details": ["v1", "v2"], "ratings": ["v1", "v2"],
+           "reviews": ["v1", "v2", "v3"]}
+_SUBNET = 1 + os.getpid() % 200
+
+
+def bookinfo_yaml() -> str:
+    docs = []
+    for app, subsets in SUBSETS.items():
+        docs.append(f"""apiVersion: v1
+kind: Service
+metadata: {{name: {app}, labels: {{app: {app}}}}}
+spec:
+  selector: {{app: {app}}}
+  ports: [{{name: http, port: 9080}}]
+""")
+        subs = "".join(f"\n  - name: {v}\n    labels: {{version: {v}}}" for v in subsets)
+        docs.append(f"""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {app}}}
+spec:
+  host: {app}
+  subsets:{subs}
+""")
+    return "---\n".join(docs)
+
+
+def address(i: int) -> str:
+    return f"127.73.{_SUBNET + i // 250}.{i % 250 + 2}"
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Result:
+    proxies: int
+    debounce: str
+    latencies: list[float] = field(default_factory=list)   # per proxy per round, seconds
+    rounds_all: list[float] = field(default_factory=list)  # apply -> last proxy ACKed, per round
+    debounce_wait: list[float] = field(default_factory=list)
+    generate: list[float] = field(default_factory=list)
+    send_ack: list[float] = field(default_factory=list)
+    startup_s: float = 0.0
+    cp_rss: float = 0.0
+    envoy_rss: float = 0.0
+    envoy_pss: float = 0.0
+    timeouts: int = 0
+
+
+def load(cp: ControlPlane, text: str) -> list[Config]:
+    result = cp.api.loader(text, "bench.yaml", NS)
+    if result.errors:
+        raise SystemExit(f"bench config invalid: {result.errors}")
+    return list(result.configs)
+
+
+async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent]) -> Result:
+    quiet = PROD.debounce_quiet_s if debounce == "prod" else float(debounce)
+    max_delay = PROD.debounce_max_s if debounce == "prod" else max(quiet, 10 * quiet, 0.05)
+    res = Result(n, f"{debounce} (quiet {quiet * 1000:g} ms, max {max_delay * 1000:g} ms)")
+    with tempfile.TemporaryDirectory(prefix="mizzen-bench-push-") as tmp:
+        cp = ControlPlane(ControlPlaneOptions(state_dir=Path(tmp) / "state", xds_port=0, http_port=0,
+                                              debounce_quiet_s=quiet, debounce_max_s=max_delay))
+        await cp.start()
+        try:
+            cp.apply(load(cp, bookinfo_yaml()))
+            cp.apply(load(cp, vs_yaml("reviews", NS, (50, 50))))
+            t0 = time.monotonic()
+            specs = []
+            for i in range(n):
+                app, version = APPS[i % len(APPS)]
+                ip = address(i)
+                pod = f"{app}-{version}-{i}"
+                labels = {"app": app, "version": version}
+                cp.register_workload(Workload(name=pod, namespace=NS, address=ip, labels=labels))
+                specs.append(ProxySpec(type=ProxyType.SIDECAR, ip=ip, namespace=NS, name=pod,
+                                       admin_port=free_port(ip), xds_port=cp.xds_port, labels=labels))
+            for k in range(0, n, 10):   # start in batches: 2 cores
+                batch = [Agent(s, AgentOptions(log_level="warning", concurrency=1)) for s in specs[k:k + 10]]
+                agents.extend(batch)
+                await asyncio.gather(*(a.start(ready_timeout=60) for a in batch))
+            await cp.wait_synced(timeout=60)
+            res.startup_s = time.monotonic() - t0
+            nodes = [a.node_id for a in agents]
+            for r in range(1, rounds + 1):
+                w = 5 + (r * 37) % 90           # a different split every round
+                change = load(cp, vs_yaml("reviews", NS, (w, 100 - w), ("v1", "v3" if r % 2 else "v2")))
+                await asyncio.sleep(0.05)
+                pushes = cp.pusher.stats.pushes
+                t_apply = time.time()
+                cp.store.apply(change)
+                try:
+                    await cp.wait_synced(nodes, timeout=10)
+                except TimeoutError as e:
+                    res.timeouts += 1
+                    print(f"  round {r}: TIMEOUT {e}")
+                    continue
+                acks = [cp.status.synced_at(nd) for nd in nodes]
+                lat = [a - t_apply for a in acks if a is not None]
+                res.latencies.extend(lat)
+                res.rounds_all.append(max(lat))
+                st = cp.pusher.stats
+                if st.pushes == pushes + 1 and st.last_push is not None:
+                    start = st.last_push - st.duration_s
+                    res.debounce_wait.append(start - t_apply)
+                    res.generate.append(st.duration_s)
+                    res.send_ack.append(max(lat) - (st.last_push - t_apply))
+            res.cp_rss = rss_mb()
+            res.envoy_rss = sum(rss_mb(a.pid) for a in agents if a.pid is not None)
+            res.envoy_pss = sum(pss_mb(a.pid) for a in agents if a.pid is not None)
+        finally:
+            await stop_all(agents)
+            await cp.stop()
+    return res
+
+
+async def stop_all(agents: list[Agent]) -> None:
+    await asyncio.gather(*(a.stop(timeout=3) for a in agents), return_exceptions=True)
+    left = [a.pid for a in agents if a.pid is not None]
+    if left:
+        print(f"WARNING: Envoy pids still running after stop: {left}", file=sys.stderr)
+    agents.clear()
+
+
+def report(r: Result) -> None:
+    print(f"\nN={r.proxies} Envoy sidecars, debounce {r.debounce}: {len(r.rounds_all)} rounds "
+          f"({r.timeouts} timed out); startup + initial sync {r.startup_s:.1f} s")
+    print(f"  apply -> proxy ACKed (all proxies, all rounds): {fmt_ms(r.latencies)}")
+    print(f"  apply -> last proxy ACKed (per round):          {fmt_ms(r.rounds_all)}")
+    if r.generate:
+        print(f"  split (p50 per round): debounce wait {pct(r.debounce_wait, 50) * 1000:.1f} ms, "
+              f"generate {pct(r.generate, 50) * 1000:.1f} ms, send + Envoy apply + ACK "
+              f"{pct(r.send_ack, 50) * 1000:.1f} ms  (p99: {pct(r.debounce_wait, 99) * 1000:.1f} / "
+              f"{pct(r.generate, 99) * 1000:.1f} / {pct(r.send_ack, 99) * 1000:.1f} ms)")
+        after = [lat - d for lat, d in zip(r.rounds_all, r.debounce_wait, strict=False)]
+        print(f"  push start -> last proxy ACKed (no debounce):   {fmt_ms(after)}")
+    print(f"  RSS: control plane (this process) {r.cp_rss:.0f} MB; Envoys total VmRSS {r.envoy_rss:.0f} MB "
+          f"({r.envoy_rss / max(1, r.proxies):.0f} MB each, counting the shared binary in each), total PSS "
+          f"{r.envoy_pss:.0f} MB ({r.envoy_pss / max(1, r.proxies):.0f} MB each)")
+
+
+async def amain(args: argparse.Namespace) -> None:
+    agents: list[Agent] = []
+    try:
+        for n in [int(x) for x in args.proxies.split(",") if x]:
+            for d in [x.strip() for x in args.debounce.split(",") if x.strip()]:
+                report(await run_one(n, d, args.rounds, agents))
+    finally:
+        await stop_all(agents)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--proxies", default="10,50", help="comma-separated Envoy counts (default %(default)s)")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--debounce", default="prod",
+                    help="comma-separated debounce quiet periods in seconds, 'prod' = production defaults "
+                         f"({PROD.debounce_quiet_s:g} s quiet, {PROD.debounce_max_s:g} s max); "
+                         "e.g. prod,0.005")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    main()
