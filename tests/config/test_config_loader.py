@@ -221,9 +221,9 @@ spec:
     result = load_text(text, "dr.yaml")
     assert result.ok and len(result.configs) == 1
     assert [str(w) for w in result.warnings] == [
-        "dr.yaml:8: DestinationRule/reviews: spec.trafficPolicy.tls: warning: accepted but not yet "
-        "honoured by "
-        "Mizzen"]
+        "dr.yaml:9: DestinationRule/reviews: spec.trafficPolicy.tls.mode: warning: accepted but not yet "
+        "honoured by Mizzen: ISTIO_MUTUAL: needs the CA/SDS (mTLS) issue; traffic to this destination is sent "
+        "in plaintext"]
     assert result.warnings[0].severity is Severity.WARNING
 
 

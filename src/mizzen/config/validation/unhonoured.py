@@ -1,57 +1,142 @@
-"""Fields Mizzen accepts (they are valid Istio) but does not act on yet: a plain table, kind -> field path
-patterns, edited by the translation engineers as support lands. Validation reports each present field as a
-warning "accepted but not yet honoured by Mizzen". ``[*]`` matches every list index (or map key).
+"""Fields Mizzen accepts (they are valid Istio) but does not act on yet: kind -> :class:`Unhonoured` entries,
+each a field path pattern with the reason, optionally only for some values (``tls.mode: ISTIO_MUTUAL``).
+Validation reports each present field as a warning "accepted but not yet honoured by Mizzen: <reason>".
+Every other CRD field is honoured or rejected (:mod:`.honoured`); tests keep the two tables complete.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from mizzen.config.errors import Severity
 from mizzen.config.model import Config
 from mizzen.config.schema import Finding, index_path, key_path
 
-UNHONOURED: dict[str, tuple[str, ...]] = {
-    "DestinationRule": (
-        "spec.trafficPolicy.tls",
-        "spec.trafficPolicy.tunnel",
-        "spec.trafficPolicy.proxyProtocol",
-        "spec.trafficPolicy.loadBalancer.warmup",
-        "spec.subsets[*].trafficPolicy.tls",
-        "spec.subsets[*].trafficPolicy.loadBalancer.warmup",
-    ),
-    "VirtualService": (
-        "spec.http[*].mirrors",
-    ),
-    "Sidecar": (
-        "spec.inboundConnectionPool",
-        "spec.outboundTrafficPolicy.egressProxy",
-    ),
-    "WorkloadEntry": (
-        "spec.network",
-    ),
-    "ServiceEntry": (
-        "spec.subjectAltNames",
-    ),
-    "Gateway": (
-        "spec.servers[*].tls.credentialName",
-    ),
-}
+__all__ = ["MESSAGE", "UNHONOURED", "Unhonoured", "pattern_tokens", "present_paths", "unhonoured_findings"]
 
 MESSAGE = "accepted but not yet honoured by Mizzen"
+
+
+@dataclass(frozen=True)
+class Unhonoured:
+    """``pattern``: a field path, ``[*]`` for every list index or map key (the whole subtree is meant).
+    ``values``: when set, only these values of the field are unhonoured (the others are honoured)."""
+
+    pattern: str
+    reason: str
+    values: tuple[str, ...] = ()
+
+    def message(self, value: Any) -> str:
+        if self.values:
+            return f"{MESSAGE}: {value}: {self.reason}"
+        return f"{MESSAGE}: {self.reason}"
+
+
+MTLS = "needs the CA/SDS (mTLS) issue"
+SDS = "Kubernetes secrets over SDS are not supported yet (use certificate files)"
+
+# The four places a DestinationRule traffic policy can be: its own, its port-level settings, and the same
+# in each subset. Entries below apply to each of them.
+POLICY_PATHS = ("spec.trafficPolicy", "spec.trafficPolicy.portLevelSettings[*]", "spec.subsets[*].trafficPolicy",
+                "spec.subsets[*].trafficPolicy.portLevelSettings[*]")
+TOP_POLICY_PATHS = ("spec.trafficPolicy", "spec.subsets[*].trafficPolicy")
+
+_POLICY_PARTS = (
+    Unhonoured("connectionPool.http.http2KeepAlive", "HTTP/2 keepalive pings are not configured yet"),
+    Unhonoured("loadBalancer.consistentHash.httpCookie.attributes", "cookie attributes are not passed to Envoy "
+                                                                     "yet (name, path and ttl are)"),
+    Unhonoured("loadBalancer.warmup", "the warmup block is not translated yet (warmupDurationSecs is)"),
+    Unhonoured("loadBalancer.backendUtilization", "weighted round robin from backend utilization (ORCA) is "
+                                                  "not supported yet"),
+    Unhonoured("loadBalancer.zoneAwareLbSetting", "zone-aware load balancing is not supported yet "
+                                                  "(localityLbSetting is)"),
+    Unhonoured("outlierDetection.consecutiveErrors", "deprecated and ignored, as in Istio (use "
+                                                     "consecutive5xxErrors or consecutiveGatewayErrors)"),
+    Unhonoured("outlierDetection.outlierDetectionHttpErrorCodes", "custom outlier-detection status codes are "
+                                                                  "not translated yet"),
+    Unhonoured("tls.mode", f"{MTLS}; traffic to this destination is sent in plaintext",
+               values=("ISTIO_MUTUAL",)),
+    Unhonoured("tls.credentialName", f"{SDS}; TLS origination is skipped for this policy (plaintext)"),
+    Unhonoured("tls.caCrl", "certificate revocation lists are not passed to Envoy yet"),
+)
+_TOP_POLICY_PARTS = (
+    Unhonoured("tunnel", "tunnelling (HTTP CONNECT/POST) to the destination is not supported yet"),
+    Unhonoured("proxyProtocol", "sending the PROXY protocol header upstream is not supported yet"),
+    Unhonoured("retryBudget", "retry budgets are not translated yet (connectionPool.http.maxRetries is)"),
+)
+
+_SERVER_TLS = (
+    Unhonoured("tls.mode", "not supported yet; this server is skipped",
+               values=("ISTIO_MUTUAL", "AUTO_PASSTHROUGH")),
+    Unhonoured("tls.mode", "client certificates are not requested or verified yet (served like SIMPLE)",
+               values=("OPTIONAL_MUTUAL",)),
+    Unhonoured("tls.credentialName", f"{SDS}; this server is skipped"),
+    Unhonoured("tls.credentialNames", f"{SDS}; this server is skipped"),
+    Unhonoured("tls.caCertCredentialName", SDS),
+    Unhonoured("tls.tlsCertificates", "several certificates per server are not supported yet (use "
+                                      "serverCertificate/privateKey)"),
+    Unhonoured("tls.caCrl", "certificate revocation lists are not passed to Envoy yet"),
+    Unhonoured("tls.ecdhCurves", "ECDH curves are not passed to Envoy yet (Envoy's defaults apply)"),
+    Unhonoured("tls.insecureSkipVerify", "not translated yet"),
+)
+
+_CAPTURE = "per-listener capture modes are not supported (local mode has no iptables)"
+
+UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
+    "DestinationRule": (
+        *(Unhonoured(f"{base}.{u.pattern}", u.reason, u.values) for base in POLICY_PATHS for u in _POLICY_PARTS),
+        *(Unhonoured(f"{base}.{u.pattern}", u.reason, u.values) for base in TOP_POLICY_PATHS
+          for u in _TOP_POLICY_PARTS),
+        Unhonoured("spec.workloadSelector", "workload-scoped DestinationRules are not supported yet; this "
+                                            "DestinationRule is ignored"),
+    ),
+    "VirtualService": (
+        Unhonoured("spec.http[*].redirect.prefixRewrite", "redirect prefix rewriting is not translated yet "
+                                                          "(use redirect.uri)"),
+        Unhonoured("spec.http[*].mirror_percent", "this spelling is not read (use mirrorPercentage)"),
+        Unhonoured("spec.tcp[*].match[*].sourceSubnet", "source subnets are not matched yet"),
+    ),
+    "Gateway": (
+        Unhonoured("spec.servers[*].defaultEndpoint", "gateway servers forward by route; defaultEndpoint is not "
+                                                      "used"),
+        *(Unhonoured(f"spec.servers[*].{u.pattern}", u.reason, u.values) for u in _SERVER_TLS),
+    ),
+    "Sidecar": (
+        Unhonoured("spec.inboundConnectionPool", "inbound connection pools are not applied yet (a "
+                                                 "DestinationRule's connectionPool is)"),
+        Unhonoured("spec.ingress[*].connectionPool", "inbound connection pools are not applied yet"),
+        Unhonoured("spec.ingress[*].tls", "TLS termination on sidecar ingress listeners is not supported yet; "
+                                          "the listener serves plaintext"),
+        Unhonoured("spec.ingress[*].captureMode", _CAPTURE, values=("IPTABLES", "NONE")),
+        Unhonoured("spec.egress[*].captureMode", _CAPTURE, values=("IPTABLES", "NONE")),
+        Unhonoured("spec.outboundTrafficPolicy.egressProxy", "egress proxies are not supported yet; "
+                                                             "ALLOW_ANY traffic goes out directly"),
+    ),
+    "ServiceEntry": (
+        Unhonoured("spec.subjectAltNames", MTLS),
+        Unhonoured("spec.endpoints[*].serviceAccount", f"workload identity is only used by mTLS: {MTLS}"),
+        Unhonoured("spec.endpoints[*].network", "multi-network meshes are not supported yet"),
+    ),
+    "WorkloadEntry": (
+        Unhonoured("spec.serviceAccount", f"workload identity is only used by mTLS: {MTLS}"),
+        Unhonoured("spec.network", "multi-network meshes are not supported yet"),
+    ),
+}
 
 _TOKEN = re.compile(r"\.?([A-Za-z0-9_-]+)|\[(\*|\d+)\]")
 
 
-def _tokens(pattern: str) -> list[str]:
+def pattern_tokens(pattern: str) -> list[str]:
+    """``spec.http[*].mirrors`` -> ``["spec", "http", "[*]", "mirrors"]``."""
     return [m.group(1) if m.group(1) is not None else f"[{m.group(2)}]" for m in _TOKEN.finditer(pattern)]
 
 
-def _matches(value: Any, tokens: list[str], path: str, out: list[str]) -> None:
+def _matches(value: Any, tokens: list[str], path: str, out: list[tuple[str, Any]]) -> None:
     if not tokens:
         if value is not None:
-            out.append(path)
+            out.append((path, value))
         return
     head, rest = tokens[0], tokens[1:]
     if head == "[*]":
@@ -69,20 +154,27 @@ def _matches(value: Any, tokens: list[str], path: str, out: list[str]) -> None:
         _matches(value[head], rest, key_path(path, head), out)
 
 
-def present_paths(config: Config, pattern: str) -> list[str]:
-    """Concrete paths of ``config`` matching ``pattern`` (e.g. "spec.http[*].mirrors" -> "
-                                                                                    "spec.http[1].mirrors)."""
-    tokens = _tokens(pattern)
+def present_values(config: Config, pattern: str) -> list[tuple[str, Any]]:
+    """(concrete path, value) of every field of ``config`` matching ``pattern``."""
+    tokens = pattern_tokens(pattern)
     if not tokens or tokens[0] != "spec":
         return []
-    out: list[str] = []
+    out: list[tuple[str, Any]] = []
     _matches(dict(config.spec), tokens[1:], "spec", out)
     return out
 
 
+def present_paths(config: Config, pattern: str) -> list[str]:
+    """Concrete paths of ``config`` matching ``pattern`` (e.g. "spec.http[*].mirrors" -> "spec.http[1].mirrors")."""
+    return [p for p, _ in present_values(config, pattern)]
+
+
 def unhonoured_findings(config: Config) -> list[Finding]:
+    """One warning per present unhonoured field (with a matching value, for value-specific entries)."""
     out: list[Finding] = []
-    for pattern in UNHONOURED.get(config.kind, ()):
-        for path in present_paths(config, pattern):
-            out.append(Finding(path, MESSAGE, Severity.WARNING))
+    for entry in UNHONOURED.get(config.kind, ()):
+        for path, value in present_values(config, entry.pattern):
+            if entry.values and str(value) not in entry.values:
+                continue
+            out.append(Finding(path, entry.message(value), Severity.WARNING))
     return out
