@@ -5,134 +5,28 @@ gateway or a sidecar. The demo is started once for the module; the tests run in 
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from demo_helpers import MIZZEN, ROOT, Demo, alive, descendants, free_port, listening, run_demo
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 NET = ROOT / "tests" / "fixtures" / "istio" / "samples" / "bookinfo" / "networking"
 SEED = ROOT / "tests" / "fixtures" / "seed"
-MIZZEN = str(Path(sys.executable).parent / "mizzen")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def listening() -> set[tuple[str, int]]:
-    """Every listening TCP (IPv4) socket on the machine, from /proc/net/tcp."""
-    out = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] != "0A":
-            continue
-        hexip, hexport = fields[1].split(":")
-        ip = ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
-        out.add((ip, int(hexport, 16)))
-    return out
-
-
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parts = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(parts[1]), []).append(int(stat.parent.name))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-@dataclass
-class Demo:
-    proc: subprocess.Popen[str]
-    url: str
-    api: str
-    state: Path
-    ports: tuple[int, ...]
-
-    def output(self) -> str:
-        return (self.state / "demo.out").read_text()
-
-    def mizzen(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([MIZZEN, "--server", self.api, *args], capture_output=True, text=True, timeout=120)
-        if check:
-            assert r.returncode == 0, (args, r.stdout, r.stderr)
-        return r
-
-    def page(self, client: httpx.Client) -> tuple[str, str]:
-        """(reviews version that served the page, star colour or 'none')."""
-        r = client.get(f"{self.url}/productpage")
-        assert r.status_code == 200, r.status_code
-        served = re.search(r"reviews-(v[123])-", r.text)
-        colour = re.search(r'<font color="(black|red)">', r.text)
-        return (served.group(1) if served else "?"), (colour.group(1) if colour else "none")
-
-    def pages(self, n: int, client: httpx.Client | None = None) -> Counter[str]:
-        with client or httpx.Client(trust_env=False, timeout=20) as c:
-            return Counter(self.page(c)[0] for _ in range(n))
-
-    def until(self, n: int, want: set[str], client: httpx.Client | None = None, timeout: float = 5) -> None:
-        """Wait until ``n`` consecutive pages come only from versions in ``want`` (config propagated)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            seen = self.pages(n, client)
-            if set(seen) <= want:
-                return
-            assert time.monotonic() < deadline, seen
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    state = tmp_path_factory.mktemp("demo-state")
-    port, tls, xds, api = free_port(), free_port(), free_port(), free_port()
-    log = (state / "demo.out").open("w")
-    proc = subprocess.Popen(
-        [MIZZEN, "demo", "--port", str(port), "--tls-port", str(tls), "--xds-port", str(xds),
-         "--api-port", str(api), "--state-dir", str(state)],
-        stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    d = Demo(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{api}", state, (port, tls, xds, api))
-    try:
-        deadline = time.monotonic() + 90
-        while "Bookinfo is up" not in d.output():       # printed once every pod is ready and synced
-            assert proc.poll() is None, d.output()
-            assert time.monotonic() < deadline, "demo not ready in 90 s:\n" + d.output()
-            time.sleep(0.1)
+    with run_demo(tmp_path_factory.mktemp("demo-state")) as d:
         yield d
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_bookinfo_rotates_reviews_v1_v2_v3(demo: Demo) -> None:

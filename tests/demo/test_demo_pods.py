@@ -1,0 +1,170 @@
+"""The local mesh's day-to-day UX with ``mizzen demo`` as a real process: ``mizzen get pods`` and ``mizzen
+logs`` over the control plane's API, a killed app or Envoy restarted and reported as one console line (traffic
+recovers), config changes narrated, and a plain control plane answering the pod commands with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from demo_helpers import MIZZEN, ROOT, Demo, alive, free_port, run_demo
+
+pytestmark = pytest.mark.e2e
+
+NET = ROOT / "tests" / "fixtures" / "istio" / "samples" / "bookinfo" / "networking"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    with run_demo(tmp_path_factory.mktemp("demo-pods-state")) as d:
+        yield d
+
+
+def pods(demo: Demo, namespace: str = "bookinfo") -> dict[str, dict[str, Any]]:
+    """deployment -> pod, from ``mizzen get pods -o json`` (the API's view)."""
+    items = json.loads(demo.mizzen("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
+    return {p["deployment"]: p for p in items}
+
+
+def eventually(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.1)
+
+
+def page_ok(demo: Demo, *missing: str) -> bool:
+    """The product page answers 200 through the gateway and shows none of ``missing``."""
+    try:
+        r = httpx.get(f"{demo.url}/productpage", timeout=5, trust_env=False)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and not any(m in r.text for m in missing)
+
+
+def table(out: str) -> list[list[str]]:
+    return [line.split() for line in out.strip().splitlines()]
+
+
+def test_get_pods_lists_bookinfo_like_kubectl(demo: Demo) -> None:
+    rows = table(demo.mizzen("get", "pods", "-n", "bookinfo").stdout)
+    assert rows[0] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], rows
+    assert len(rows) == 7, rows
+    deployments = sorted(re.sub(r"-[a-z0-9]{10}-[a-z0-9]{5}$", "", r[0]) for r in rows[1:])
+    assert deployments == ["details-v1", "productpage-v1", "ratings-v1", "reviews-v1", "reviews-v2",
+                           "reviews-v3"], rows
+    assert all(r[1:4] == ["2/2", "Running", "0"] for r in rows[1:]), rows
+
+    wide = table(demo.mizzen("get", "po", "-A", "-o", "wide").stdout)
+    assert wide[0] == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "APP-HOST"], wide
+    gateway = [r for r in wide if r[0] == "istio-system"]
+    assert len(gateway) == 1 and gateway[0][2:4] == ["1/1", "Running"], wide
+    api = pods(demo)
+    for r in wide[1:]:
+        if r[0] == "bookinfo":
+            p = next(p for p in api.values() if p["name"] == r[1])
+            assert r[6:8] == [p["pod_ip"], p["app_host"]] and r[6].startswith("127.20."), (r, p)
+    # the API's own answer: container states and where their logs are
+    pp = api["productpage-v1"]
+    assert pp["containers"][0]["state"] == "Running" and pp["containers"][0]["pid"]
+    assert pp["containers"][0]["log_path"].endswith("productpage.log") and pp["sidecar"]["state"] == "running"
+    none = demo.mizzen("get", "pods", "nope", "-n", "bookinfo", check=False)
+    assert none.returncode == 1 and 'pods "nope" not found' in none.stderr, none.stderr
+
+
+def test_config_changes_are_narrated(demo: Demo) -> None:
+    demo.mizzen("apply", "-f", str(NET / "virtual-service-all-v1.yaml"), "-n", "bookinfo")
+    eventually("config line", lambda: "config: VirtualService bookinfo/reviews created" in demo.output())
+    demo.mizzen("delete", "-f", str(NET / "virtual-service-all-v1.yaml"), "-n", "bookinfo")
+    eventually("delete line", lambda: "config: VirtualService bookinfo/reviews deleted" in demo.output())
+
+
+def test_killed_app_is_restarted_reported_and_traffic_recovers(demo: Demo) -> None:
+    before = pods(demo)["productpage-v1"]
+    name, pid = before["name"], before["containers"][0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    line = (f"pod bookinfo/{name}: container productpage killed by SIGKILL, restarting in 0.5s "
+            "(restart 1)")
+    eventually("crash reported", lambda: line in demo.output())
+
+    def restarted() -> bool:
+        p = pods(demo)["productpage-v1"]
+        return p["restarts"] == 1 and p["ready"] == "2/2" and p["containers"][0]["pid"] not in (None, pid)
+
+    eventually("app restarted", restarted)
+    eventually("traffic recovered", lambda: page_ok(demo))
+    out = demo.output()
+    assert f"pod bookinfo/{name}: not ready (1/2 CrashLoopBackOff)" in out, out
+    assert f"pod bookinfo/{name}: ready (2/2)" in out, out
+    assert "Traceback" not in out and "exited with code -9" not in out, out   # no raw log warning either
+    row = next(r for r in table(demo.mizzen("get", "pods", "-n", "bookinfo").stdout) if r[0] == name)
+    assert row[1:4] == ["2/2", "Running", "1"], row
+    assert not alive(pid)
+
+
+def test_killed_envoy_is_restarted_reported_and_traffic_recovers(demo: Demo) -> None:
+    before = pods(demo)["details-v1"]
+    name, pid = before["name"], before["sidecar"]["pid"]
+    assert pid and before["restarts"] == 0
+    os.kill(pid, signal.SIGKILL)
+    line = f"pod bookinfo/{name}: istio-proxy (Envoy) killed by SIGKILL, restarting (restart 1)"
+    eventually("Envoy restart reported", lambda: line in demo.output())
+
+    def restarted() -> bool:
+        p = pods(demo)["details-v1"]
+        return (p["restarts"] == 1 and p["sidecar"]["restarts"] == 1
+                and p["sidecar"]["pid"] not in (None, pid) and p["ready"] == "2/2")
+
+    eventually("Envoy restarted", restarted)
+    # details answers through its new sidecar again
+    eventually("traffic recovered", lambda: page_ok(demo, "Error fetching product details",
+                                                    "product details are currently unavailable"))
+    out = demo.output()
+    assert "Traceback" not in out and "exited unexpectedly" not in out, out
+    row = next(r for r in table(demo.mizzen("get", "pods", "-n", "bookinfo").stdout) if r[0] == name)
+    assert row[1:4] == ["2/2", "Running", "1"], row
+
+
+def test_logs_show_app_and_envoy_lines(demo: Demo) -> None:
+    assert page_ok(demo)
+    full = demo.mizzen("logs", "productpage").stdout.splitlines()
+    assert any("listening on http://127.21." in line for line in full), full
+    assert any('"GET /productpage HTTP/1.1" 200' in line for line in full), full
+    last = demo.mizzen("logs", "productpage", "-n", "bookinfo", "--tail", "2").stdout.splitlines()
+    assert last == full[-2:], (last, full[-3:])
+    proxy = demo.mizzen("logs", pods(demo)["details-v1"]["name"], "-c", "istio-proxy").stdout
+    # Envoy's own log (warning level): one startup line per start, so two after the kill above
+    assert proxy.count("[main]") >= 2, proxy
+    ambiguous = demo.mizzen("logs", "reviews", check=False)
+    assert ambiguous.returncode == 1 and "ambiguous" in ambiguous.stderr, ambiguous.stderr
+    bad = demo.mizzen("logs", "ratings", "-c", "nope", check=False)
+    assert bad.returncode == 1 and "choose one of: ratings, istio-proxy" in bad.stderr, bad.stderr
+
+
+def test_plain_control_plane_says_pods_need_the_demo(tmp_path: Any) -> None:
+    xds, api = free_port(), free_port()
+    out = (tmp_path / "cp.out").open("w")
+    cp = subprocess.Popen([MIZZEN, "controlplane", "--xds-port", str(xds), "--http-port", str(api)],
+                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        eventually("control plane up", lambda: "mizzen control plane:" in (tmp_path / "cp.out").read_text())
+        for args in (["get", "pods"], ["logs", "ratings"]):
+            r = subprocess.run([MIZZEN, "--server", f"http://127.0.0.1:{api}", *args], capture_output=True,
+                               text=True, timeout=30)
+            assert r.returncode == 1 and "runs no pods" in r.stderr and "mizzen demo" in r.stderr, r.stderr
+            assert "Traceback" not in r.stderr
+        r = httpx.get(f"http://127.0.0.1:{api}/apis/pods", trust_env=False)
+        assert r.status_code == 404 and "runs no pods" in r.json()["error"]
+    finally:
+        os.killpg(cp.pid, signal.SIGKILL)
+        cp.wait()
+        out.close()
