@@ -12,11 +12,17 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from demo_helpers import MIZZEN, ROOT, Demo, alive, free_port, run_demo
+
+from mizzen.agent.envoy import AgentEvent
+from mizzen.runner.api import tail_lines
+from mizzen.runner.pod import ContainerStatus, PodStatus
+from mizzen.runner.watch import PodWatcher, agent_event_line, exit_text
 
 pytestmark = pytest.mark.e2e
 
@@ -150,7 +156,7 @@ def test_logs_show_app_and_envoy_lines(demo: Demo) -> None:
     assert bad.returncode == 1 and "choose one of: ratings, istio-proxy" in bad.stderr, bad.stderr
 
 
-def test_plain_control_plane_says_pods_need_the_demo(tmp_path: Any) -> None:
+def test_plain_control_plane_says_pods_need_the_demo(tmp_path: Path) -> None:
     xds, api = free_port(), free_port()
     out = (tmp_path / "cp.out").open("w")
     cp = subprocess.Popen([MIZZEN, "controlplane", "--xds-port", str(xds), "--http-port", str(api)],
@@ -168,3 +174,79 @@ def test_plain_control_plane_says_pods_need_the_demo(tmp_path: Any) -> None:
         os.killpg(cp.pid, signal.SIGKILL)
         cp.wait()
         out.close()
+
+
+# --- the report lines and log tails, without processes -------------------------------------------------
+
+class FakePods:
+    """A PodSource whose status the test sets."""
+
+    def __init__(self) -> None:
+        self.pods: list[PodStatus] = []
+
+    def status(self) -> list[PodStatus]:
+        return list(self.pods)
+
+
+def pod(state: str = "Running", restarts: int = 0, ready: bool = True, last_exit: int | None = None,
+        message: str = "", phase: str = "Running", name: str = "ratings-v1-abc") -> PodStatus:
+    c = ContainerStatus("ratings", state, restarts, 42, (9080,), last_exit, message, "/x/ratings.log")
+    return PodStatus(name=name, namespace="bookinfo", deployment="ratings-v1", pod_ip="127.20.0.4",
+                     app_host="127.21.0.4", phase=phase, ready=ready, registered=ready, restarts=restarts,
+                     sidecar="running", sidecar_restarts=0, containers=(c,), message=message)
+
+
+def test_watcher_reports_each_crash_once_even_when_missed_between_polls() -> None:
+    src = FakePods()
+    src.pods = [pod()]
+    w = PodWatcher(src, lambda _line: None)
+    w.prime()
+    assert w.poll() == []
+    backoff = "exited with code 1; restarting in 0.5s"
+    src.pods = [pod("CrashLoopBackOff", 0, False, 1, backoff, "CrashLoopBackOff")]
+    assert w.poll() == [
+        "pod bookinfo/ratings-v1-abc: container ratings exited with code 1, restarting in 0.5s (restart 1)",
+        "pod bookinfo/ratings-v1-abc: not ready (1/2 CrashLoopBackOff)",
+    ]
+    assert w.poll() == []                                  # still in backoff: nothing new
+    src.pods = [pod("Running", 1, True, 1)]
+    assert w.poll() == ["pod bookinfo/ratings-v1-abc: ready (2/2)"]
+    src.pods = [pod("Running", 2, True, -9)]               # crashed and restarted between two polls
+    assert w.poll() == [
+        "pod bookinfo/ratings-v1-abc: container ratings killed by SIGKILL, restarted (restart 2)"]
+    src.pods = []
+    assert w.poll() == ["pod bookinfo/ratings-v1-abc: deleted"]
+
+
+def test_watcher_startup_mode_reports_only_crashes_and_failures() -> None:
+    src = FakePods()
+    w = PodWatcher(src, lambda _line: None, lifecycle=False)
+    src.pods = [pod(ready=False), pod("Failed", ready=False, message="cannot start 'x': no such file",
+                                      phase="Failed", name="bad-1")]
+    assert w.poll() == ["pod bookinfo/bad-1: container ratings failed: cannot start 'x': no such file"]
+    src.pods = [pod()]
+    assert w.poll() == []
+    w.lifecycle = True
+    src.pods = [pod(), pod(name="new-1", ready=False)]
+    assert w.poll() == ["pod bookinfo/new-1: created (127.20.0.4)"]
+
+
+def test_agent_event_lines_and_exit_texts() -> None:
+    node = "sidecar~127.20.0.2~details-v1-x-y.bookinfo~bookinfo.svc.cluster.local"
+    assert agent_event_line(AgentEvent("exited", node, -9, 0)) == (
+        "pod bookinfo/details-v1-x-y: istio-proxy (Envoy) killed by SIGKILL, restarting (restart 1)")
+    assert agent_event_line(AgentEvent("restarted", node, None, 1)) is None
+    assert "after 3 restarts: bad flag" in (agent_event_line(AgentEvent("gave_up", node, 1, 3, "x\nbad flag"))
+                                             or "")
+    assert exit_text(1) == "exited with code 1" and exit_text(-15) == "killed by SIGTERM"
+
+
+def test_log_tail_reads_the_end_of_big_files(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("".join(f"line {i}\n" for i in range(500_000)))      # ~6 MB: only the end is read
+    b.write_text("last\n")
+    assert tail_lines([a, b, tmp_path / "missing"], 3) == ["line 499998", "line 499999", "last"]
+    assert tail_lines([b], None) == ["last"] and tail_lines([b], 0) == []
+    lines = tail_lines([a], None)
+    first = int(lines[0].removeprefix("line "))               # a whole line, not a cut one
+    assert lines == [f"line {i}" for i in range(first, 500_000)] and 0 < first < 500_000 - 300_000

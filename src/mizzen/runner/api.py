@@ -68,7 +68,9 @@ def tail_lines(paths: list[Path], tail: int | None) -> list[str]:
         if size > MAX_LOG_BYTES and text:
             text = text[1:]                   # the first line was cut
         lines.extend(text)
-    return lines[-tail:] if tail is not None and tail >= 0 else lines
+    if tail is None or tail < 0:
+        return lines
+    return lines[len(lines) - tail:] if tail else []
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

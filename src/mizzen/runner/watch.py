@@ -10,14 +10,14 @@ import asyncio
 import logging
 import re
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mizzen.agent.envoy import AgentEvent
 from mizzen.runner.pod import PodStatus
-from mizzen.runner.runner import LocalRunner
 
-__all__ = ["PodWatcher", "agent_event_line", "exit_text", "pod_of_node"]
+__all__ = ["PodSource", "PodWatcher", "agent_event_line", "exit_text", "pod_of_node"]
 
 log = logging.getLogger("mizzen.runner")
 
@@ -57,6 +57,12 @@ def agent_event_line(event: AgentEvent) -> str | None:
     return None
 
 
+class PodSource(Protocol):
+    """What the watcher reads: ``LocalRunner`` is one."""
+
+    def status(self) -> Sequence[PodStatus]: ...
+
+
 @dataclass
 class _Seen:
     ready: bool
@@ -74,7 +80,7 @@ class PodWatcher:
     current state silently.
     """
 
-    def __init__(self, runner: LocalRunner, emit: Callable[[str], None], period: float = 0.2,
+    def __init__(self, runner: PodSource, emit: Callable[[str], None], period: float = 0.2,
                  lifecycle: bool = True) -> None:
         self.runner = runner
         self.emit = emit
