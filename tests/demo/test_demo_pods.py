@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ import pytest
 from demo_helpers import MIZZEN, ROOT, Demo, alive, free_port, run_demo
 
 from mizzen.agent.envoy import AgentEvent
-from mizzen.runner.api import tail_lines
+from mizzen.runner.api import lines_since, tail_lines
 from mizzen.runner.pod import ContainerStatus, PodStatus
 from mizzen.runner.watch import PodWatcher, agent_event_line, exit_text
 
@@ -150,6 +152,21 @@ def test_logs_show_app_and_envoy_lines(demo: Demo) -> None:
     proxy = demo.mizzen("logs", pods(demo)["details-v1"]["name"], "-c", "istio-proxy").stdout
     # Envoy's own log (warning level): one startup line per start, so two after the kill above
     assert proxy.count("[main]") >= 2, proxy
+    # -f: a new request shows up while following; Ctrl-C ends it cleanly
+    follow = subprocess.Popen([MIZZEN, "--server", demo.api, "logs", "productpage", "-f", "--tail", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in follow.stdout or []], daemon=True).start()
+    try:
+        assert lines.get(timeout=10).strip() == full[-1]
+        httpx.get(f"{demo.url}/productpage?from=follow", trust_env=False, timeout=10)
+        assert "GET /productpage?from=follow" in lines.get(timeout=10)
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=10) == 0, follow.stderr.read() if follow.stderr else ""
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
     ambiguous = demo.mizzen("logs", "reviews", check=False)
     assert ambiguous.returncode == 1 and "ambiguous" in ambiguous.stderr, ambiguous.stderr
     bad = demo.mizzen("logs", "ratings", "-c", "nope", check=False)
@@ -247,6 +264,14 @@ def test_log_tail_reads_the_end_of_big_files(tmp_path: Path) -> None:
     b.write_text("last\n")
     assert tail_lines([a, b, tmp_path / "missing"], 3) == ["line 499998", "line 499999", "last"]
     assert tail_lines([b], None) == ["last"] and tail_lines([b], 0) == []
+    # follow: only complete lines, then what comes next; a truncated file starts over
+    b.write_text("one\ntw")
+    assert lines_since(b, 0) == (["one"], 4)
+    with b.open("a") as f:
+        f.write("o\nthree\n")
+    assert lines_since(b, 4) == (["two", "three"], 14)
+    b.write_text("new\n")
+    assert lines_since(b, 14) == (["new"], 4)
     lines = tail_lines([a], None)
     first = int(lines[0].removeprefix("line "))               # a whole line, not a cut one
     assert lines == [f"line {i}" for i in range(first, 500_000)] and 0 < first < 500_000 - 300_000

@@ -6,11 +6,13 @@ and ``GET /apis/pods/{ns}/{name}/logs`` (served while ``mizzen demo`` runs; a pl
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 from mizzen.cli.common import api_call, client, echo_err, fail, format_table, human_duration
 from mizzen.client import ControlPlaneClient
@@ -19,6 +21,7 @@ __all__ = ["POD_KINDS", "get_pods", "logs", "pod_rows", "resolve_pod"]
 
 POD_KINDS = ("pods", "pod", "po")
 PROXY_CONTAINER = "istio-proxy"
+FOLLOW_PERIOD_S = 0.5
 
 
 def _pods(c: ControlPlaneClient, namespace: str | None) -> list[dict[str, Any]]:
@@ -28,15 +31,18 @@ def _pods(c: ControlPlaneClient, namespace: str | None) -> list[dict[str, Any]]:
 
 
 def _logs(c: ControlPlaneClient, namespace: str, name: str, container: str | None,
-          tail: int | None) -> list[str]:
+          tail: int | None, offsets: Sequence[int] | None = None) -> tuple[list[str], list[int]]:
+    """(lines, offsets to pass back for what is written next)."""
     query: dict[str, str] = {}
     if container:
         query["container"] = container
     if tail is not None:
         query["tail"] = str(tail)
+    if offsets is not None:
+        query["offsets"] = ",".join(str(o) for o in offsets)
     path = f"/apis/pods/{urllib.parse.quote(namespace)}/{urllib.parse.quote(name)}/logs"
-    body = c._request("GET", path + ("?" + urllib.parse.urlencode(query) if query else ""))
-    return [str(line) for line in (body or {}).get("lines") or []]
+    body = c._request("GET", path + ("?" + urllib.parse.urlencode(query) if query else "")) or {}
+    return [str(line) for line in body.get("lines") or []], [int(o) for o in body.get("offsets") or []]
 
 
 def pod_rows(pods: Sequence[Mapping[str, Any]], all_namespaces: bool, wide: bool) -> str:
@@ -60,9 +66,9 @@ def get_pods(
     ctx: typer.Context, names: Sequence[str], namespace: str | None, all_namespaces: bool, output: str | None,
 ) -> None:
     """``mizzen get pods``: list the demo's pods (default namespace ``default``, like kubectl)."""
-    if output not in (None, "wide", "json", "name"):
+    if output not in (None, "wide", "json", "yaml", "name"):
         fail(f'unable to match a printer suitable for the output format "{output}", '
-             "allowed formats are: json,name,wide")
+             "allowed formats are: json,name,wide,yaml")
     ns = None if all_namespaces else (namespace or "default")
     c = client(ctx)
     with api_call(c, "Listing pods..."):
@@ -70,10 +76,11 @@ def get_pods(
     missing = [n for n in names if not any(p.get("name") == n for p in pods)]
     if names:
         pods = [p for p in pods if p.get("name") in names]
-    if output == "json":
+    if output in ("json", "yaml"):
         doc: Any = (pods[0] if len(names) == 1 and pods
                     else {"apiVersion": "v1", "kind": "List", "items": pods})
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps(doc, indent=2) if output == "json"
+                   else yaml.safe_dump(doc, sort_keys=False).rstrip())
     elif output == "name":
         for p in pods:
             typer.echo(f"pod/{p.get('name', '')}")
@@ -109,11 +116,22 @@ def logs(
     namespace: Annotated[str | None, typer.Option("--namespace", "-n",
                                                   help="Namespace (default: search all)")] = None,
     tail: Annotated[int | None, typer.Option("--tail", help="Lines from the end (default: all)")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C)")] = False,
 ) -> None:
     """Print a pod's container log (the app's output, or Envoy's with -c istio-proxy), like kubectl logs."""
     c = client(ctx)
     with api_call(c):
         found = resolve_pod(_pods(c, namespace), pod)
-        lines = _logs(c, str(found.get("namespace", "")), str(found.get("name", "")), container, tail)
+        ns, name = str(found.get("namespace", "")), str(found.get("name", ""))
+        lines, offsets = _logs(c, ns, name, container, tail)
     for line in lines:
         typer.echo(line)
+    try:
+        while follow:
+            time.sleep(FOLLOW_PERIOD_S)
+            with api_call(c):
+                lines, offsets = _logs(c, ns, name, container, None, offsets)
+            for line in lines:
+                typer.echo(line)
+    except KeyboardInterrupt:
+        pass

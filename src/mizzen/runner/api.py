@@ -1,7 +1,8 @@
 """HTTP endpoints about the runner's pods, served by the control plane's API server when a runner is attached
 (``mizzen demo``): ``GET /apis/pods?namespace=`` (what ``status()`` reports, as JSON) and
 ``GET /apis/pods/{ns}/{name}/logs?container=<app container|istio-proxy>&tail=N`` (the app's log file, or the
-sidecar's Envoy output and log from the agent's work dir). ``mizzen get pods`` and ``mizzen logs`` read them.
+sidecar's Envoy output and log from the agent's work dir; ``offsets`` in the answer, sent back as
+``&offsets=a,b``, gives only the lines written since, for ``logs -f``). ``mizzen get pods``/``logs`` use them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aiohttp import web
 from mizzen.runner.pod import PodStatus
 from mizzen.runner.runner import LocalRunner
 
-__all__ = ["PROXY_CONTAINER", "PodsApi", "pod_to_dict", "tail_lines"]
+__all__ = ["PROXY_CONTAINER", "PodsApi", "lines_since", "pod_to_dict", "tail_lines"]
 
 PROXY_CONTAINER = "istio-proxy"
 MAX_LOG_BYTES = 4 * 1024 * 1024          # a log request reads at most this much from the end of a file
@@ -71,6 +72,31 @@ def tail_lines(paths: list[Path], tail: int | None) -> list[str]:
     if tail is None or tail < 0:
         return lines
     return lines[len(lines) - tail:] if tail else []
+
+
+def lines_since(path: Path, offset: int) -> tuple[list[str], int]:
+    """The complete lines written to ``path`` after byte ``offset`` (from 0 if the file shrank: rotated or
+    truncated), at most :data:`MAX_LOG_BYTES` at a time, and the offset to continue from."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            if offset > size:
+                offset = 0
+            f.seek(offset)
+            data = f.read(MAX_LOG_BYTES)
+    except OSError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    if end == 0 and len(data) == MAX_LOG_BYTES:       # one huge line: give it as it is
+        end = len(data)
+    return data[:end].decode(errors="replace").splitlines(), offset + end
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -140,5 +166,19 @@ class PodsApi:
         if not paths:
             return _json({"error": f"container {container} is not valid for pod {name} "
                                    f"(choose one of: {', '.join(names) or 'none'})"}, 400)
+        since = request.query.get("offsets")
+        if since is None:
+            lines, offsets = tail_lines(paths, tail), [_size(p) for p in paths]
+        else:
+            try:
+                starts = [int(x) for x in since.split(",")] if since else []
+            except ValueError:
+                return _json({"error": f"offsets must be comma-separated integers, not {since!r}"}, 400)
+            starts += [0] * (len(paths) - len(starts))
+            lines, offsets = [], []
+            for path, start in zip(paths, starts, strict=False):
+                got, offset = lines_since(path, start)
+                lines.extend(got)
+                offsets.append(offset)
         return _json({"namespace": ns, "pod": name, "container": container,
-                      "paths": [str(p) for p in paths], "lines": tail_lines(paths, tail)})
+                      "paths": [str(p) for p in paths], "lines": lines, "offsets": offsets})
