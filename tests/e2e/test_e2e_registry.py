@@ -104,6 +104,21 @@ async def test_service_entry_dns_resolves_endpoint_names(mesh: Mesh, localhost_b
     # the STRICT_DNS cluster resolved the endpoint name to the loopback address
     assert f"outbound|80||api.dns.test::127.0.0.1:{localhost_backend.port}::" in dump
 
+    # no endpoints: a DNS ServiceEntry resolves its own host name
+    port = localhost_backend.port
+    await mesh.apply_yaml(f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: loopback}}
+spec:
+  hosts: [localhost]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: DNS
+""", namespace=NS)
+    await mesh.wait_synced()
+    await answers(mesh, client, f"http://localhost:{port}/self", "dns-ext")
+    assert await cluster_requests(client, f"outbound|{port}||localhost") >= 1
+
 
 async def test_virtual_service_and_subsets_on_a_service_entry_host(mesh: Mesh) -> None:
     v1 = await mesh.backend("httpbin", "v1", namespace=NS, port=8000, register=False)
@@ -269,7 +284,13 @@ async def test_registry_only_mesh_wide_blocks_unknown_hosts() -> None:
         await answers(mesh, client, "http://inventory:8080/", "inventory")
         r = await get(mesh, client, f"http://{unknown.ip}:8181/x")
         assert r.status_code == 502 and unknown.requests == 0
-        assert (await get(mesh, client, "http://not-registered.example.test/")).status_code == 502
+        assert (await get(mesh, client, "http://httpbin.example.test/")).status_code == 502
+        # registering the external host with a ServiceEntry is what lets it through (Istio's egress control)
+        await mesh.apply_yaml(external_se("httpbin-ext", "httpbin.example.test", "STATIC",
+                                          [(unknown.ip, unknown.port, {})]), namespace=NS)
+        await mesh.wait_synced()
+        await answers(mesh, client, "http://httpbin.example.test/", "unknown")
+        assert (await get(mesh, client, "http://other.example.test/")).status_code == 502
 
 
 async def test_registry_only_per_namespace_sidecar(mesh: Mesh) -> None:

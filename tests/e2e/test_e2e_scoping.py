@@ -185,6 +185,28 @@ async def test_service_export_to_annotation(mesh: Mesh) -> None:
     assert not any("vault.secrets" in c for c in await cluster_names(outsider))
 
 
+async def test_service_entry_export_to_dot(mesh: Mesh) -> None:
+    ext = await mesh.backend("partner", namespace="secrets", port=8000, register=False)
+    insider = await mesh.sidecar("secrets", "app-1", {"app": "app"})
+    outsider = await mesh.sidecar("guests", "sleep-1", {"app": "sleep"})
+    await mesh.apply_yaml(f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: partner}}
+spec:
+  hosts: [api.partner.test]
+  exportTo: ["."]
+  ports: [{{number: 8000, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {ext.ip}}}]
+""", namespace="secrets")
+    await mesh.wait_synced()
+    await eventually_versions(mesh, insider, "http://api.partner.test:8000/", Counter({"v1": 2}))
+    assert await status_of(mesh, outsider, "http://api.partner.test:8000/") != 200
+    assert ext.requests == 2
+    assert "outbound|8000||api.partner.test" not in await cluster_names(outsider)
+
+
 # --- short names and DestinationRule lookup order -----------------------------------------------------------
 def pick_dr(namespace_host: str, version: str, name: str = "reviews-pick") -> str:
     return f"""
@@ -207,6 +229,19 @@ spec:
 """
 
 
+GUEST_VS = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews-for-guests}}
+spec:
+  hosts: [{REVIEWS_FQDN}]
+  exportTo: ["."]
+  http: [{{route: [{{destination: {{host: {REVIEWS_FQDN}, subset: other}}}}]}}]
+"""
+
+OTHER_DR = pick_dr("reviews", "v1", name="reviews-other").replace("name: pick", "name: other")
+
+
 async def test_short_names_and_destination_rule_lookup_order(mesh: Mesh) -> None:
     world = await bookinfo_world(mesh)
     guest = await mesh.sidecar("guests", "sleep-1", {"app": "sleep"})
@@ -220,6 +255,19 @@ async def test_short_names_and_destination_rule_lookup_order(mesh: Mesh) -> None
     await eventually_versions(mesh, world.client, "http://reviews:9080/", Counter({"v2": 3}))
     # a short name is only the client's own namespace: "reviews" from guests is not bookinfo's service
     assert await status_of(mesh, guest, "http://reviews:9080/") != 200
+
+    # a consumer-side VirtualService, private to the client's namespace, for bookinfo's service (by FQDN):
+    # it wins over bookinfo's exported one for that namespace only (Istio prefers private VSs)
+    await mesh.apply_yaml(GUEST_VS, namespace="guests")
+    # a second DR for the same host in bookinfo: merged with the first (its subset "other" is added)
+    await mesh.apply_yaml(OTHER_DR, namespace=NS)
+    await mesh.wait_synced()
+    await eventually_versions(mesh, guest, f"http://reviews.{NS}:9080/", Counter({"v1": 3}))
+    await eventually_versions(mesh, world.client, "http://reviews:9080/", Counter({"v2": 3}))
+    await mesh.delete_yaml(GUEST_VS, namespace="guests")
+    await mesh.delete_yaml(OTHER_DR, namespace=NS)
+    await mesh.wait_synced()
+    await eventually_versions(mesh, guest, f"http://reviews.{NS}:9080/", Counter({"v2": 3}))
 
     # the client's namespace comes first (its DR must name the FQDN: a short host would mean guests/reviews)
     await mesh.apply_yaml(pick_dr(REVIEWS_FQDN, "v1"), namespace="guests")

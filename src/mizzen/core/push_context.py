@@ -7,7 +7,8 @@ service's, then the root namespace, and same-host VirtualServices are taken olde
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,46 @@ def exported_to(export_to: Any, owner_ns: str, viewer_ns: str) -> bool:
     if not export_to:
         return True
     return any(e in ("*", viewer_ns) or (e == "." and owner_ns == viewer_ns) for e in export_to)
+
+
+def vs_visibility(export_to: Any, owner_ns: str, viewer_ns: str) -> int | None:
+    """How a VirtualService is visible from ``viewer_ns`` (Istio's virtualServiceIndex): 0 private (``.`` or
+    its own namespace, viewed from there), 1 exported to the viewer by name, 2 public (``*`` or no exportTo);
+    None when not visible (``~``, or other namespaces only)."""
+    if not export_to:
+        return 2
+    values = {str(e) for e in export_to}
+    if "*" in values:
+        return 2
+    if "~" in values:
+        return None
+    if viewer_ns == owner_ns and ("." in values or owner_ns in values):
+        return 0
+    if viewer_ns in values:
+        return 1
+    return None
+
+
+def merge_destination_rules(drs: Sequence[Config]) -> Config:
+    """Several DestinationRules for the same host in one namespace act as one (Istio's mergeDestinationRule):
+    the oldest is the base; later ones add the subsets it lacks (by name) and its top-level trafficPolicy
+    when it has none. The result keeps the oldest one's name, namespace and exportTo."""
+    ordered = sorted(drs, key=lambda c: (c.created, c.name))
+    base = ordered[0]
+    if len(ordered) == 1:
+        return base
+    spec = dict(base.spec)
+    subsets = list(spec.get("subsets") or ())
+    names = {str(sub.get("name")) for sub in subsets}
+    for dr in ordered[1:]:
+        for sub in dr.spec.get("subsets") or ():
+            if str(sub.get("name")) not in names:
+                names.add(str(sub.get("name")))
+                subsets.append(sub)
+        if not spec.get("trafficPolicy") and dr.spec.get("trafficPolicy"):
+            spec["trafficPolicy"] = dr.spec["trafficPolicy"]
+    spec["subsets"] = subsets
+    return dataclasses.replace(base, spec=spec)
 
 
 @dataclass(frozen=True)
@@ -79,7 +120,8 @@ class PushContext:
             else:
                 exact.setdefault((dr.namespace, h), []).append(dr)
         return PushContext(configs, registry, mesh, tuple(vss), services,
-                           {k: tuple(v) for k, v in exact.items()}, {ns: tuple(v) for ns, v in wild.items()})
+                           {k: (merge_destination_rules(v),) for k, v in exact.items()},
+                           {ns: tuple(v) for ns, v in wild.items()})
 
     # --- services -------------------------------------------------------------------------------------------
     def service(self, hostname: str) -> Service | None:
@@ -93,17 +135,20 @@ class PushContext:
 
     # --- VirtualServices ------------------------------------------------------------------------------------
     def virtual_services_for(self, proxy: Proxy, gateway: str = MESH_GATEWAY) -> list[ResolvedVirtualService]:
-        """VirtualServices bound to ``gateway`` ("mesh" for sidecars), exported to the proxy's namespace."""
-        out = []
-        for vs in self.virtual_services:
+        """VirtualServices bound to ``gateway`` ("mesh" for sidecars). For the mesh, only those exported to
+        the proxy's namespace, in Istio's order (SelectVirtualServices): private to the proxy's namespace
+        first, then those exported to it by name, then public ones; oldest first within each group. The
+        first VS for a host wins, so a consumer-side VS in the client's namespace overrides the owner's."""
+        if gateway != MESH_GATEWAY:
+            return [vs for vs in self.virtual_services if gateway in vs.gateways]
+        ranked: list[tuple[int, int, ResolvedVirtualService]] = []
+        for i, vs in enumerate(self.virtual_services):
             if gateway not in vs.gateways:
                 continue
-            if gateway == MESH_GATEWAY and not exported_to(
-                vs.spec.get("exportTo"), vs.config.namespace, proxy.namespace
-            ):
-                continue
-            out.append(vs)
-        return out
+            rank = vs_visibility(vs.spec.get("exportTo"), vs.config.namespace, proxy.namespace)
+            if rank is not None:
+                ranked.append((rank, i, vs))
+        return [vs for _, _, vs in sorted(ranked, key=lambda t: (t[0], t[1]))]
 
     # --- DestinationRules -----------------------------------------------------------------------------------
     def destination_rule(self, proxy_namespace: str, hostname: str) -> Config | None:
@@ -115,7 +160,7 @@ class PushContext:
         if self.mesh.root_namespace not in search:
             search.append(self.mesh.root_namespace)
         for ns in search:
-            # exact beats wildcard (of several exact ones the last in snapshot order wins, as before)
+            # exact beats wildcard (several exact ones in one namespace are merged, see build)
             for dr in reversed(self.drs_by_host.get((ns, hostname), ())):
                 if exported_to(dr.spec.get("exportTo"), dr.namespace, proxy_namespace):
                     return dr
