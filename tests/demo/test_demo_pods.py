@@ -81,6 +81,8 @@ def test_get_pods_lists_bookinfo_like_kubectl(demo: Demo) -> None:
         if r[0] == "bookinfo":
             p = next(p for p in api.values() if p["name"] == r[1])
             assert r[6:8] == [p["pod_ip"], p["app_host"]] and r[6].startswith("127.20."), (r, p)
+    gw = json.loads(demo.mizzen("get", "pods", "-n", "istio-system", "-o", "json").stdout)["items"]
+    assert len(gw) == 1 and gw[0]["age_s"] > 0 and gw[0]["sidecar"]["pid"], gw     # the gateway has an age
     # the API's own answer: container states and where their logs are
     pp = api["productpage-v1"]
     assert pp["containers"][0]["state"] == "Running" and pp["containers"][0]["pid"]

@@ -11,6 +11,7 @@ import logging
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,7 @@ class LocalRunner:
         self.deployments: dict[tuple[str, str], _Deployment] = {}
         self.services: dict[tuple[str, str], ServiceSpec] = {}
         self.gateways: list[Agent] = []
+        self._gateway_started: dict[str, float] = {}      # gateway name -> monotonic start (AGE)
         self._gateway_addrs: list[PodAddresses] = []
         self._lock = asyncio.Lock()
 
@@ -218,6 +220,7 @@ class LocalRunner:
             self.addresses.release(admin)
             raise
         self.gateways.append(agent)
+        self._gateway_started[agent.spec.name] = time.monotonic()
         self._gateway_addrs.append(admin)
         return agent
 
@@ -231,6 +234,8 @@ class LocalRunner:
                 registered=False, restarts=0, sidecar="running" if gw.running else "down",
                 sidecar_restarts=gw.restarts, labels=dict(GATEWAY_LABELS),
                 service_account=gw.spec.service_account,
+                age_s=time.monotonic() - self._gateway_started.get(gw.spec.name, time.monotonic()),
+                sidecar_pid=gw.pid,
             ))
         return sorted(out, key=lambda s: (s.namespace, s.name))
 
@@ -271,6 +276,7 @@ class LocalRunner:
             for addrs in self._gateway_addrs:
                 self.addresses.release(addrs)
             self._gateway_addrs.clear()
+            self._gateway_started.clear()
         if self._own_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
