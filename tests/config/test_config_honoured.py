@@ -89,7 +89,7 @@ def test_config_honoured_tables_cover_only_supported_kinds() -> None:
             assert u.pattern.startswith("spec.") and u.reason
 
 
-# --- objects built from the schema ---------------------------------------------------------------------------
+# --- objects built from the schema ------------------------------------------------------------------------
 
 def _sample(node: SchemaNode, values: tuple[Any, ...]) -> Any:
     if values:
@@ -181,8 +181,9 @@ def test_config_value_specific_entries_warn_only_for_their_values() -> None:
     assert [i for i in validate(_config("DestinationRule", spec)) if i.severity is Severity.WARNING] == []
     spec["trafficPolicy"]["tls"]["mode"] = "ISTIO_MUTUAL"
     warned = [(i.path, i.message) for i in validate(_config("DestinationRule", spec))]
-    assert warned == [("spec.trafficPolicy.tls.mode", f"{MESSAGE}: ISTIO_MUTUAL: needs the CA/SDS (mTLS) issue; "
-                                                      "traffic to this destination is sent in plaintext")]
+    assert warned == [("spec.trafficPolicy.tls.mode",
+                       f"{MESSAGE}: ISTIO_MUTUAL: needs the CA/SDS (mTLS) issue; traffic to this destination "
+                       "is sent in plaintext")]
 
 
 # Values the schema needs before semantic validation runs (a duration here).

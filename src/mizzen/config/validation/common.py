@@ -22,6 +22,7 @@ from mizzen.config.schema import index_path as index_path
 from mizzen.config.schema import key_path as key_path
 from mizzen.config.schema import parent_path as parent_path
 from mizzen.config.schema import parse_duration as parse_duration
+from mizzen.config.validation import envoy_limits
 
 # ---------------------------------------------------------------------------------------------- reporting
 
@@ -230,6 +231,9 @@ def check_duration(r: Report, path: str, value: Any) -> float | None:
     if secs < 0.001 - 1e-12:
         r.error(path, "duration must be greater than 1ms")
         return secs
+    if secs > envoy_limits.MAX_DURATION_S:
+        r.error(path, f'invalid duration "{value}" (more than {int(envoy_limits.MAX_DURATION_S // 3600)}h)')
+        return None
     millis = secs * 1000.0
     if abs(millis - round(millis)) > 1e-6:
         r.error(path, "only durations to ms precision are supported")
@@ -253,7 +257,8 @@ def re2_error(pattern: str) -> str | None:
 
 
 def check_regex(r: Report, path: str, pattern: Any) -> None:
-    """Istio's validateStringRegexp: non-empty, at most 1024 characters, valid RE2."""
+    """Istio's validateStringRegexp: non-empty, at most 1024 characters, valid RE2; and, unlike Istio, within
+    Envoy's RE2 program size limit (else Envoy rejects the whole route configuration)."""
     if not isinstance(pattern, str):
         return
     if pattern == "":
@@ -266,6 +271,13 @@ def check_regex(r: Report, path: str, pattern: Any) -> None:
     if err:
         r.error(path, f"invalid RE2 regex: {err}; Istio uses RE2 style regex-based match "
                       "(https://github.com/google/re2/wiki/Syntax)")
+        return
+    size = envoy_limits.re2_program_size(pattern)
+    if size is not None and size > envoy_limits.RE2_MAX_PROGRAM_SIZE:
+        limit = envoy_limits.RE2_MAX_PROGRAM_SIZE
+        r.error(path, f"regex program size {size} exceeds Envoy's limit of {limit} "
+                      "(Envoy would reject the route; simplify the regex, e.g. fewer repetitions or "
+                      "alternatives)")
 
 
 def check_string_match(r: Report, path: str, match: Any) -> None:
@@ -329,21 +341,14 @@ _HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def check_header_value(r: Report, path: str, value: Any) -> None:
-    """Envoy header value syntax: no control characters; ``%`` only as ``%%`` or ``%COMMAND%``."""
+    """Envoy header value syntax: no control characters; ``%`` only as ``%%`` or a known ``%COMMAND%``."""
     v = str(value)
     if _HEADER_VALUE_BAD.search(v):
         r.error(path, f"header value configuration {v!r} is invalid")
         return
-    i = 0
-    while i < len(v):
-        if v[i] == "%":
-            end = v.find("%", i + 1)
-            if end < 0:
-                r.error(path, f"header value configuration: unterminated '%' in {v!r}")
-                return
-            i = end + 1
-        else:
-            i += 1
+    err = envoy_limits.header_value_error(v)
+    if err:
+        r.error(path, err)
 
 
 # ---------------------------------------------------------------------------------------------- protocols

@@ -29,6 +29,7 @@ from mizzen.config.validation.common import (
     parse_duration,
     register,
 )
+from mizzen.config.validation.envoy_limits import MAX_RING_SIZE
 
 _NON_NEGATIVE_HTTP = {
     "http1MaxPendingRequests": "http1 max pending requests must be non-negative",
@@ -110,6 +111,11 @@ def _check_load_balancer(r: Report, path: str, lb: dict[str, Any]) -> None:
                                                 "ConsistentHashLB's RingHash configuration instead")
         if "ringHash" in ch or "maglev" in ch:
             r.error(cp, "only one of MinimumRingSize or Maglev/Ringhash can be specified")
+    for rp, size in ((key_path(cp, "minimumRingSize"), ch.get("minimumRingSize")),
+                     (key_path(key_path(cp, "ringHash"), "minimumRingSize"),
+                      as_dict(ch.get("ringHash")).get("minimumRingSize"))):
+        if as_int(size) > MAX_RING_SIZE:
+            r.error(rp, f"minimum ring size {size} exceeds Envoy's limit of {MAX_RING_SIZE}")
     if "maglev" in ch:
         size = as_int(as_dict(ch.get("maglev")).get("tableSize"))
         tp = key_path(key_path(cp, "maglev"), "tableSize")

@@ -1,7 +1,8 @@
 """Gateway semantic checks as Istio's ValidateGateway does them: name is a DNS label, at least one server,
 each server's hosts (optionally ``ns/host``), port (number, name, protocol), bind, and TLS settings
 (modes and the fields each needs, HTTPS/TLS ports need TLS, httpsRedirect only on HTTP); port names
-unique across servers.
+unique across servers; and what Envoy would refuse or Mizzen cannot serve: partial-wildcard SNI hosts, servers
+that cannot share a port.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mizzen.config.validation.common import (
     parse_protocol,
     register,
 )
+from mizzen.config.validation.envoy_limits import sni_error
 
 
 def check_server_tls(r: Report, path: str, tls: dict[str, Any]) -> None:
@@ -113,6 +115,59 @@ def _check_server(r: Report, path: str, server: dict[str, Any]) -> None:
             r.warn(key_path(tp, "httpsRedirect"), "tls.httpsRedirect should only be used with http servers")
 
 
+def _sni_names(server: dict[str, Any], proto: str) -> list[tuple[int, str]] | None:
+    """(host index, server name) a non-HTTP server's filter chain matches on ("*": every name); None when
+    its server names come from VirtualServices (TLS passthrough) or it is skipped anyway."""
+    tls = server.get("tls")
+    if tls is None:
+        return [(-1, "*")] if proto not in TLS_PROTOCOLS else None
+    mode = as_str(as_dict(tls).get("mode")) or "SIMPLE"
+    if mode not in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
+        return None
+    hosts = [str(h).rpartition("/")[2] for h in as_list(server.get("hosts"))]
+    return [(-1, "*")] if "*" in hosts else list(enumerate(hosts))
+
+
+def _check_shared_ports(r: Report, servers: list[Any]) -> None:
+    """What Mizzen (like Istio) cannot serve on one port: plain HTTP next to TLS/TCP servers, and two
+    TLS/TCP servers matching the same server name (each is warned; the later server or host is dropped)."""
+    first: dict[tuple[str, int], tuple[int, bool]] = {}
+    names: dict[tuple[str, int, str], int] = {}
+    for i, raw in enumerate(servers):
+        server = as_dict(raw)
+        port = as_dict(server.get("port"))
+        number, proto = as_int(port.get("number")), parse_protocol(as_str(port.get("protocol")))
+        if number <= 0 or proto is None:
+            continue
+        sp = index_path("spec.servers", i)
+        key = (as_str(server.get("bind")), number)
+        is_http = proto in HTTP_PROTOCOLS
+        j, first_http = first.setdefault(key, (i, is_http))
+        if first_http != is_http:
+            kinds = ("plain HTTP", "TLS/TCP") if first_http else ("TLS/TCP", "plain HTTP")
+            r.warn(key_path(sp, "port"),
+                   f"port {number} already has a {kinds[0]} server (#{j}); {kinds[0]} and {kinds[1]} servers "
+                   "cannot share a port: this server is not served")
+            continue
+        for k, name in (_sni_names(server, proto) or []) if not is_http else []:
+            taken = names.setdefault((*key, name.lower()), i)
+            if taken != i:
+                where = index_path(key_path(sp, "hosts"), k) if k >= 0 else sp
+                what = f'host "{name}"' if name != "*" else "every server name"
+                r.warn(where, f"{what} on port {number} is already matched by server #{taken}; Envoy cannot "
+                              "choose between them: this one is not served")
+
+
+def _check_sni_hosts(r: Report, path: str, server: dict[str, Any]) -> None:
+    proto = parse_protocol(as_str(as_dict(server.get("port")).get("protocol"))) or ""
+    if proto not in TLS_PROTOCOLS or _sni_names(server, proto) is None:
+        return
+    for i, h in enumerate(as_list(server.get("hosts"))):
+        err = sni_error(str(h).rpartition("/")[2])
+        if err:
+            r.error(index_path(key_path(path, "hosts"), i), err)
+
+
 @register("Gateway")
 def validate_gateway(cfg: Config, r: Report) -> None:
     if not is_dns1123_label(cfg.name):
@@ -127,9 +182,11 @@ def validate_gateway(cfg: Config, r: Report) -> None:
             r.error(sp, "server may not be nil")
             continue
         _check_server(r, sp, as_dict(s))
+        _check_sni_hosts(r, sp, as_dict(s))
         if "port" in as_dict(s):
             name = as_str(as_dict(as_dict(s).get("port")).get("name"))
             if name in names:
                 r.error(key_path(key_path(sp, "port"), "name"),
                         f"port names in servers must be unique: duplicate name {name}")
             names.add(name)
+    _check_shared_ports(r, servers)

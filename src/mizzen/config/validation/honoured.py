@@ -70,7 +70,8 @@ HONOURED: dict[str, tuple[str, ...]] = {
     ),
     "DestinationRule": (
         "spec.host", "spec.exportTo", "spec.subsets[*].name", "spec.subsets[*].labels",
-        "spec.trafficPolicy.portLevelSettings[*].port", "spec.subsets[*].trafficPolicy.portLevelSettings[*].port",
+        "spec.trafficPolicy.portLevelSettings[*].port",
+        "spec.subsets[*].trafficPolicy.portLevelSettings[*].port",
         *(f"{base}.{part}" for base in POLICY_PATHS for part in _POLICY),
     ),
     "ServiceEntry": (

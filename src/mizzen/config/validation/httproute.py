@@ -5,6 +5,8 @@ retries, rewrite, destinations and weights, timeouts.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from mizzen.config.validation.common import (
@@ -28,6 +30,7 @@ from mizzen.config.validation.common import (
     is_dns1123_label,
     key_path,
 )
+from mizzen.config.validation.envoy_limits import MAX_DIRECT_RESPONSE_BODY
 
 SUPPORTED_RETRY_ON = frozenset({
     "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "retriable-4xx",
@@ -134,6 +137,8 @@ def _check_match(r: Report, path: str, match: dict[str, Any]) -> None:
             if sm is None and group == "headers":
                 r.error(hp, f"header match {name} cannot be null")
                 continue
+            if group == "queryParams" and name == "":
+                r.error(hp, "query parameter name cannot be empty")
             if group != "queryParams" and not name.startswith(JWT_CLAIM_PREFIX):
                 if name == "":
                     r.error(hp, "header name cannot be empty")
@@ -291,6 +296,22 @@ def _check_rewrite(r: Report, path: str, rewrite: dict[str, Any]) -> None:
             check_regex(r, key_path(rp, "match"), rx.get("match"))
 
 
+def _check_body_size(r: Report, path: str, body: dict[str, Any]) -> None:
+    """The body Envoy sends must fit in the route configuration's max_direct_response_body_size_bytes."""
+    if "string" in body:
+        size = len(str(body.get("string")).encode("utf-8"))
+    elif "bytes" in body:
+        try:
+            size = len(base64.b64decode(str(body.get("bytes")), validate=False))
+        except (binascii.Error, ValueError):
+            return
+    else:
+        return
+    if size > MAX_DIRECT_RESPONSE_BODY:
+        r.error(path, f"directResponse body is {size} bytes; Envoy's limit here is "
+                      f"{MAX_DIRECT_RESPONSE_BODY} bytes (1 MiB)")
+
+
 def check_weights(r: Report, path: str, routes: list[Any]) -> None:
     """Each weight 0..100; with several destinations, not all zero (Istio normalises other totals)."""
     total = 0
@@ -345,6 +366,8 @@ def check_http_route(r: Report, path: str, http: dict[str, Any], in_delegate: bo
     if "redirect" in http:
         _check_redirect(r, key_path(path, "redirect"), as_dict(http.get("redirect")))
     if "directResponse" in http:
+        _check_body_size(r, key_path(key_path(path, "directResponse"), "body"),
+                         as_dict(as_dict(http.get("directResponse")).get("body")))
         status = as_int(as_dict(http.get("directResponse")).get("status"), -1)
         if not 200 <= status <= 599:
             r.error(key_path(key_path(path, "directResponse"), "status"), f"HTTP status {status} is not in "

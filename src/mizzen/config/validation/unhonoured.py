@@ -39,14 +39,14 @@ SDS = "Kubernetes secrets over SDS are not supported yet (use certificate files)
 
 # The four places a DestinationRule traffic policy can be: its own, its port-level settings, and the same
 # in each subset. Entries below apply to each of them.
-POLICY_PATHS = ("spec.trafficPolicy", "spec.trafficPolicy.portLevelSettings[*]", "spec.subsets[*].trafficPolicy",
-                "spec.subsets[*].trafficPolicy.portLevelSettings[*]")
+POLICY_PATHS = ("spec.trafficPolicy", "spec.trafficPolicy.portLevelSettings[*]",
+                "spec.subsets[*].trafficPolicy", "spec.subsets[*].trafficPolicy.portLevelSettings[*]")
 TOP_POLICY_PATHS = ("spec.trafficPolicy", "spec.subsets[*].trafficPolicy")
 
 _POLICY_PARTS = (
     Unhonoured("connectionPool.http.http2KeepAlive", "HTTP/2 keepalive pings are not configured yet"),
-    Unhonoured("loadBalancer.consistentHash.httpCookie.attributes", "cookie attributes are not passed to Envoy "
-                                                                     "yet (name, path and ttl are)"),
+    Unhonoured("loadBalancer.consistentHash.httpCookie.attributes",
+               "cookie attributes are not passed to Envoy yet (name, path and ttl are)"),
     Unhonoured("loadBalancer.warmup", "the warmup block is not translated yet (warmupDurationSecs is)"),
     Unhonoured("loadBalancer.backendUtilization", "weighted round robin from backend utilization (ORCA) is "
                                                   "not supported yet"),
@@ -86,7 +86,8 @@ _CAPTURE = "per-listener capture modes are not supported (local mode has no ipta
 
 UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
     "DestinationRule": (
-        *(Unhonoured(f"{base}.{u.pattern}", u.reason, u.values) for base in POLICY_PATHS for u in _POLICY_PARTS),
+        *(Unhonoured(f"{base}.{u.pattern}", u.reason, u.values) for base in POLICY_PATHS
+          for u in _POLICY_PARTS),
         *(Unhonoured(f"{base}.{u.pattern}", u.reason, u.values) for base in TOP_POLICY_PATHS
           for u in _TOP_POLICY_PARTS),
         Unhonoured("spec.workloadSelector", "workload-scoped DestinationRules are not supported yet; this "
@@ -99,16 +100,17 @@ UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
         Unhonoured("spec.tcp[*].match[*].sourceSubnet", "source subnets are not matched yet"),
     ),
     "Gateway": (
-        Unhonoured("spec.servers[*].defaultEndpoint", "gateway servers forward by route; defaultEndpoint is not "
-                                                      "used"),
+        Unhonoured("spec.servers[*].defaultEndpoint",
+                   "gateway servers forward by route; defaultEndpoint is not used"),
         *(Unhonoured(f"spec.servers[*].{u.pattern}", u.reason, u.values) for u in _SERVER_TLS),
     ),
     "Sidecar": (
         Unhonoured("spec.inboundConnectionPool", "inbound connection pools are not applied yet (a "
                                                  "DestinationRule's connectionPool is)"),
         Unhonoured("spec.ingress[*].connectionPool", "inbound connection pools are not applied yet"),
-        Unhonoured("spec.ingress[*].tls", "TLS termination on sidecar ingress listeners is not supported yet; "
-                                          "the listener serves plaintext"),
+        Unhonoured("spec.ingress[*].tls",
+                   "TLS termination on sidecar ingress listeners is not supported yet; the listener serves "
+                   "plaintext"),
         Unhonoured("spec.ingress[*].captureMode", _CAPTURE, values=("IPTABLES", "NONE")),
         Unhonoured("spec.egress[*].captureMode", _CAPTURE, values=("IPTABLES", "NONE")),
         Unhonoured("spec.outboundTrafficPolicy.egressProxy", "egress proxies are not supported yet; "
@@ -165,7 +167,7 @@ def present_values(config: Config, pattern: str) -> list[tuple[str, Any]]:
 
 
 def present_paths(config: Config, pattern: str) -> list[str]:
-    """Concrete paths of ``config`` matching ``pattern`` (e.g. "spec.http[*].mirrors" -> "spec.http[1].mirrors")."""
+    """Paths of ``config`` matching ``pattern`` ("spec.http[*].mirrors" -> "spec.http[1].mirrors")."""
     return [p for p, _ in present_values(config, pattern)]
 
 

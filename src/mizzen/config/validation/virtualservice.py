@@ -24,6 +24,7 @@ from mizzen.config.validation.common import (
     key_path,
     register,
 )
+from mizzen.config.validation.envoy_limits import sni_error
 from mizzen.config.validation.httproute import (
     JWT_CLAIM_PREFIX,
     check_destination,
@@ -105,6 +106,10 @@ def _check_tls_route(r: Report, path: str, tls: dict[str, Any], hosts: list[str]
                                "support this")
                 else:
                     r.error(sp, err)
+                continue
+            env_err = sni_error(sni)
+            if env_err:
+                r.error(sp, env_err)
                 continue
             if not any(_covers(h, sni) for h in hosts):
                 r.error(sp, f'SNI host "{sni}" is not a compatible subset of any of the virtual service '
