@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import logging
 import os
+import pstats
 import socket
 import sys
 import tempfile
@@ -102,7 +104,8 @@ def load(cp: ControlPlane, text: str) -> list[Config]:
     return list(result.configs)
 
 
-async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent]) -> Result:
+async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
+                  prof: cProfile.Profile | None = None) -> Result:
     quiet = PROD.debounce_quiet_s if debounce == "prod" else float(debounce)
     max_delay = PROD.debounce_max_s if debounce == "prod" else max(quiet, 10 * quiet, 0.05)
     res = Result(n, f"{debounce} (quiet {quiet * 1000:g} ms, max {max_delay * 1000:g} ms)")
@@ -130,6 +133,8 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent]) -> Re
             await cp.wait_synced(timeout=60)
             res.startup_s = time.monotonic() - t0
             nodes = [a.node_id for a in agents]
+            if prof is not None:
+                prof.enable()
             for r in range(1, rounds + 1):
                 w = 5 + (r * 37) % 90           # a different split every round
                 change = load(cp, vs_yaml("reviews", NS, (w, 100 - w), ("v1", "v3" if r % 2 else "v2")))
@@ -153,6 +158,8 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent]) -> Re
                     res.debounce_wait.append(start - t_apply)
                     res.generate.append(st.duration_s)
                     res.send_ack.append(max(lat) - (st.last_push - t_apply))
+            if prof is not None:
+                prof.disable()
             res.cp_rss = rss_mb()
             res.envoy_rss = sum(rss_mb(a.pid) for a in agents if a.pid is not None)
             res.envoy_pss = sum(pss_mb(a.pid) for a in agents if a.pid is not None)
@@ -192,7 +199,10 @@ async def amain(args: argparse.Namespace) -> None:
     try:
         for n in [int(x) for x in args.proxies.split(",") if x]:
             for d in [x.strip() for x in args.debounce.split(",") if x.strip()]:
-                report(await run_one(n, d, args.rounds, agents))
+                prof = cProfile.Profile() if args.profile else None
+                report(await run_one(n, d, args.rounds, agents, prof))
+                if prof is not None:
+                    pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(20)
     finally:
         await stop_all(agents)
 
@@ -205,6 +215,7 @@ def main() -> None:
                     help="comma-separated debounce quiet periods in seconds, 'prod' = production defaults "
                          f"({PROD.debounce_quiet_s:g} s quiet, {PROD.debounce_max_s:g} s max); "
                          "e.g. prod,0.005")
+    ap.add_argument("--profile", action="store_true", help="cProfile the control plane during the rounds")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):

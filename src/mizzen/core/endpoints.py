@@ -7,6 +7,7 @@ The same grouping and rules are reused for STRICT_DNS clusters' inline load assi
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,8 +68,14 @@ def _workload_metadata(e: Endpoint) -> base_pb2.Metadata:
                  or labels.get("app") or e.workload)
     revision = (labels.get("service.istio.io/canonical-revision") or labels.get("app.kubernetes.io/version")
                 or labels.get("version") or "latest")
+    return _istio_metadata(f"{e.workload};{e.namespace};{canonical};{revision};{CLUSTER_ID}")
+
+
+@functools.lru_cache(maxsize=65536)
+def _istio_metadata(workload: str) -> base_pb2.Metadata:
+    """Shared per workload string (every proxy's EDS repeats it); callers copy it, never mutate it."""
     istio = struct_pb2.Struct()
-    istio.update({"workload": f"{e.workload};{e.namespace};{canonical};{revision};{CLUSTER_ID}"})
+    istio.update({"workload": workload})
     md = base_pb2.Metadata()
     md.filter_metadata["istio"].CopyFrom(istio)
     return md
