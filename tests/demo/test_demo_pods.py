@@ -26,8 +26,6 @@ from mizzen.runner.api import lines_since, tail_lines
 from mizzen.runner.pod import ContainerStatus, PodStatus
 from mizzen.runner.watch import PodWatcher, agent_event_line, exit_text
 
-pytestmark = pytest.mark.e2e
-
 NET = ROOT / "tests" / "fixtures" / "istio" / "samples" / "bookinfo" / "networking"
 
 
@@ -63,6 +61,7 @@ def table(out: str) -> list[list[str]]:
     return [line.split() for line in out.strip().splitlines()]
 
 
+@pytest.mark.e2e
 def test_get_pods_lists_bookinfo_like_kubectl(demo: Demo) -> None:
     rows = table(demo.mizzen("get", "pods", "-n", "bookinfo").stdout)
     assert rows[0] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], rows
@@ -91,6 +90,7 @@ def test_get_pods_lists_bookinfo_like_kubectl(demo: Demo) -> None:
     assert none.returncode == 1 and 'pods "nope" not found' in none.stderr, none.stderr
 
 
+@pytest.mark.e2e
 def test_config_changes_are_narrated(demo: Demo) -> None:
     demo.mizzen("apply", "-f", str(NET / "virtual-service-all-v1.yaml"), "-n", "bookinfo")
     eventually("config line", lambda: "config: VirtualService bookinfo/reviews created" in demo.output())
@@ -98,6 +98,7 @@ def test_config_changes_are_narrated(demo: Demo) -> None:
     eventually("delete line", lambda: "config: VirtualService bookinfo/reviews deleted" in demo.output())
 
 
+@pytest.mark.e2e
 def test_killed_app_is_restarted_reported_and_traffic_recovers(demo: Demo) -> None:
     before = pods(demo)["productpage-v1"]
     name, pid = before["name"], before["containers"][0]["pid"]
@@ -121,6 +122,7 @@ def test_killed_app_is_restarted_reported_and_traffic_recovers(demo: Demo) -> No
     assert not alive(pid)
 
 
+@pytest.mark.e2e
 def test_killed_envoy_is_restarted_reported_and_traffic_recovers(demo: Demo) -> None:
     before = pods(demo)["details-v1"]
     name, pid = before["name"], before["sidecar"]["pid"]
@@ -144,6 +146,7 @@ def test_killed_envoy_is_restarted_reported_and_traffic_recovers(demo: Demo) -> 
     assert row[1:4] == ["2/2", "Running", "1"], row
 
 
+@pytest.mark.e2e
 def test_logs_show_app_and_envoy_lines(demo: Demo) -> None:
     assert page_ok(demo)
     full = demo.mizzen("logs", "productpage").stdout.splitlines()
@@ -175,6 +178,7 @@ def test_logs_show_app_and_envoy_lines(demo: Demo) -> None:
     assert bad.returncode == 1 and "choose one of: ratings, istio-proxy" in bad.stderr, bad.stderr
 
 
+@pytest.mark.e2e
 def test_plain_control_plane_says_pods_need_the_demo(tmp_path: Path) -> None:
     xds, api = free_port(), free_port()
     out = (tmp_path / "cp.out").open("w")
