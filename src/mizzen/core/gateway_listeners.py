@@ -266,7 +266,9 @@ def _passthrough_chains(proxy: Proxy, push: PushContext, s: GatewayServer, warni
                 if f is None:
                     continue
                 chain = listener_components_pb2.FilterChain(filters=[f])
-                chain.filter_chain_match.server_names.extend(str(h) for h in m.get("sniHosts") or ())
+                sni = [str(h) for h in m.get("sniHosts") or ()]
+                if "*" not in sni:   # "*" (gateways only) is every name; Envoy refuses it in server_names
+                    chain.filter_chain_match.server_names.extend(sni)
                 chains.append(chain)
     if not chains:
         warnings.append(f"{_where(s)}: PASSTHROUGH server has no VirtualService tls route bound to it")
