@@ -1,5 +1,5 @@
-"""PushContext.virtual_services_for: exportTo visibility and Istio's order for sidecars (private to the
-proxy's namespace, then exported to it by name, then public; oldest first in each group)."""
+"""PushContext.virtual_services_for: exportTo visibility and Istio's order for sidecars and gateways (private
+to the proxy's namespace, then exported to it by name, then public; oldest first in each group)."""
 
 from __future__ import annotations
 
@@ -51,5 +51,6 @@ def test_private_then_exported_then_public_oldest_first() -> None:
                                          "other/public-new", "guests/guests-public"]
     assert names_for(push, "bookinfo") == ["bookinfo/bookinfo-private", "bookinfo/public-old",
                                            "other/public-new", "guests/guests-public"]
-    # gateways: every VS bound to the gateway, oldest first
-    assert names_for(push, "istio-system", "guests/ingress") == ["guests/gw-only"]
+    # gateways: exportTo is relative to the gateway proxy's namespace, as in Istio
+    assert names_for(push, "istio-system", "guests/ingress") == []
+    assert names_for(push, "guests", "guests/ingress") == ["guests/gw-only"]

@@ -108,6 +108,33 @@ async def test_sidecar_egress_hosts_scope_what_a_namespace_reaches(mesh: Mesh) -
     await eventually_versions(mesh, reviewer, "http://catalog.store:8080/", Counter({"v1": 3}))
 
 
+async def test_root_namespace_sidecar_is_the_mesh_default(mesh: Mesh) -> None:
+    world = await bookinfo_world(mesh)
+    telemetry = STORE.replace("catalog", "telemetry").replace("8080", "9090")
+    await mesh.apply_yaml(telemetry, namespace="istio-system")
+    await mesh.backend("telemetry", namespace="istio-system", port=9090)
+    guest = await mesh.sidecar("guests", "sleep-1", {"app": "sleep"})
+    await mesh.apply_yaml(SIDECAR_LOCAL_ONLY.split("---")[0], namespace="istio-system")
+    await mesh.wait_synced()
+
+    async def scoped() -> None:
+        assert await status_of(mesh, guest, f"http://reviews.{NS}:9080/") != 200
+        assert not any(c.endswith(f".{NS}.svc.cluster.local") for c in await cluster_names(guest))
+    await eventually(scoped)
+    await eventually_versions(mesh, guest, "http://telemetry.istio-system:9090/", Counter({"v1": 2}))
+    await eventually_versions(mesh, world.client, "http://telemetry.istio-system:9090/", Counter({"v1": 2}))
+    # a namespace's own Sidecar replaces the root one
+    await mesh.apply_yaml("""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default}
+spec:
+  egress: [{hosts: ["*/*"]}]
+""", namespace="guests")
+    await mesh.wait_synced()
+    await eventually_versions(mesh, guest, f"http://ratings.{NS}:9080/", Counter({"v1": 2}))
+
+
 # --- exportTo -----------------------------------------------------------------------------------------------
 VS_PRIVATE = """
 apiVersion: networking.istio.io/v1
@@ -159,6 +186,45 @@ async def test_export_to_dot_keeps_virtual_service_and_destination_rule_private(
     await mesh.wait_synced()
     await eventually_versions(mesh, outsider, url, Counter({"HTTP 503": 3}))
     await eventually_versions(mesh, world.client, url, Counter({"v2": 3}))
+
+
+GATEWAY_VS = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings-public}
+spec:
+  hosts: ["*"]
+  gateways: [shop-gateway]
+  exportTo: ["."]
+  http: [{route: [{destination: {host: ratings}}]}]
+"""
+
+
+async def test_export_to_applies_to_gateways_by_their_namespace(mesh: Mesh) -> None:
+    world = await bookinfo_world(mesh)
+    gw = await mesh.gateway()            # in istio-system, like Istio's ingress gateway
+    await mesh.apply_yaml(GATEWAY_VS, namespace=NS)
+    await mesh.wait_synced()
+    # exported to "." only: the VS does not bind the istio-system gateway proxy (Istio's exportTo)
+    async with mesh.gateway_client(gw) as c:
+        assert (await c.get("/ratings/0")).status_code == 404
+    exported = GATEWAY_VS.replace('exportTo: ["."]', 'exportTo: [".", istio-system]')
+    await mesh.apply_yaml(exported, namespace=NS)
+    await mesh.wait_synced()
+
+    async def routed() -> None:
+        async with mesh.gateway_client(gw) as c:
+            r = await c.get("/ratings/0")
+            assert r.status_code == 200 and r.json()["service"] == "ratings", r.status_code
+    await eventually(routed)
+    assert world.backends["ratings-v1"].requests >= 1
 
 
 PRIVATE_SERVICE = """

@@ -135,12 +135,11 @@ class PushContext:
 
     # --- VirtualServices ------------------------------------------------------------------------------------
     def virtual_services_for(self, proxy: Proxy, gateway: str = MESH_GATEWAY) -> list[ResolvedVirtualService]:
-        """VirtualServices bound to ``gateway`` ("mesh" for sidecars). For the mesh, only those exported to
-        the proxy's namespace, in Istio's order (SelectVirtualServices): private to the proxy's namespace
+        """VirtualServices bound to ``gateway`` ("mesh" for sidecars) and exported to the proxy's namespace
+        (for a gateway too: a VS exported to ``.`` only binds gateway proxies of its own namespace), in
+        Istio's order (SelectVirtualServices, VirtualServicesForGateway): private to the proxy's namespace
         first, then those exported to it by name, then public ones; oldest first within each group. The
         first VS for a host wins, so a consumer-side VS in the client's namespace overrides the owner's."""
-        if gateway != MESH_GATEWAY:
-            return [vs for vs in self.virtual_services if gateway in vs.gateways]
         ranked: list[tuple[int, int, ResolvedVirtualService]] = []
         for i, vs in enumerate(self.virtual_services):
             if gateway not in vs.gateways:
