@@ -210,15 +210,18 @@ spec:
 
 
 async def test_workload_entry_behind_a_kubernetes_service(mesh: Mesh) -> None:
-    vm = await mesh.backend("ratings-vm", namespace=NS, port=9080, register=False)
+    vm = await mesh.backend("ratings-vm", namespace=NS, port=8080, register=False)
     client = await mesh.sidecar(NS, "sleep-1", {"app": "sleep"})
+    # the VM serves the Service's "http" port on 8080: a WorkloadEntry's ports are keyed by service port name
+    entry = WORKLOAD_ENTRY.format(name="ratings-vm", address=vm.ip, app="ratings", version="vm") + \
+        "  ports: {http: 8080}\n"
     await mesh.apply_yaml(f"""
 apiVersion: v1
 kind: Service
 metadata: {{name: ratings}}
 spec: {{ports: [{{port: 9080, name: http}}], selector: {{app: ratings}}}}
 ---
-{WORKLOAD_ENTRY.format(name="ratings-vm", address=vm.ip, app="ratings", version="vm")}
+{entry}
 """, namespace=NS)
     await mesh.wait_synced()
     for url in ("http://ratings:9080/ratings/1", f"http://ratings.{NS}:9080/",
@@ -226,8 +229,7 @@ spec: {{ports: [{{port: 9080, name: http}}], selector: {{app: ratings}}}}
         r = await answers(mesh, client, url, "ratings-vm")
     assert r.json()["ip"] == vm.ip and vm.requests >= 3
     # the VM's entry is removed: the Service has no endpoint left
-    await mesh.delete_yaml(WORKLOAD_ENTRY.format(name="ratings-vm", address=vm.ip, app="ratings",
-                                                 version="vm"), namespace=NS)
+    await mesh.delete_yaml(entry, namespace=NS)
     await mesh.wait_synced()
 
     async def gone() -> None:

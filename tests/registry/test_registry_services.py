@@ -291,3 +291,44 @@ spec:
 """))
     svc = reg.snapshot().service("db.example")
     assert svc is not None and svc.addresses == (stored,)
+
+
+WE_BEHIND_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec:
+  selector: {app: ratings}
+  ports:
+  - {name: http, port: 9080}
+  - {name: http-admin, port: 9090, targetPort: 19090}
+  - {name: grpc, port: 7070, targetPort: grpc-port}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-mapped}
+spec:
+  address: 127.0.42.1
+  labels: {app: ratings}
+  ports: {http: 8080, http-admin: 8090, grpc-port: 17070}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-plain}
+spec:
+  address: 127.0.42.2
+  labels: {app: ratings}
+"""
+
+
+def test_workload_entry_ports_behind_a_kubernetes_service() -> None:
+    """Istio: a WorkloadEntry's ports map is keyed by service port name (overriding a numeric targetPort);
+    a named targetPort must be in it (else the entry is skipped for that port). Pods keep the targetPort."""
+    reg = Registry()
+    reg.set_configs(configs(WE_BEHIND_SERVICE))
+    pod_ports = {"http": 5555, "grpc-port": 7777}
+    reg.register_workload(wl("pod-1", "127.0.42.3", {"app": "ratings"}, ports=pod_ports))
+    host = f"ratings.{NS}.svc.cluster.local"
+    assert eps(reg, host, 9080) == [("127.0.42.1", 8080), ("127.0.42.2", 9080), ("127.0.42.3", 9080)]
+    assert eps(reg, host, 9090) == [("127.0.42.1", 8090), ("127.0.42.2", 19090), ("127.0.42.3", 19090)]
+    assert eps(reg, host, 7070) == [("127.0.42.1", 17070), ("127.0.42.3", 7777)]

@@ -204,6 +204,7 @@ def workload_from_entry(c: Config) -> Workload:
         ports=_int_map(spec.get("ports")),
         weight=int(spec.get("weight") or 0),
         network=str(spec.get("network") or ""),
+        from_entry=True,
     )
 
 
@@ -239,12 +240,15 @@ def _endpoint(svc: Service, port: ServicePort, w: Workload, target: int) -> Endp
 
 
 def kube_target_port(port: ServicePort, w: Workload) -> int | None:
-    """Numeric targetPort; named targetPort through the workload's named ports (None if it has no such port);
-    no targetPort -> the service port itself."""
-    if isinstance(port.target_port, int):
-        return port.target_port
+    """Named targetPort through the workload's named ports (None if it has no such port); else a
+    WorkloadEntry's port for the service port's name (Istio's serviceInstanceFromWorkloadInstance); else the
+    numeric targetPort; no targetPort -> the service port itself."""
     if isinstance(port.target_port, str):
         return w.ports.get(port.target_port)
+    if w.from_entry and port.name and port.name in w.ports:
+        return w.ports[port.name]
+    if isinstance(port.target_port, int):
+        return port.target_port
     return port.port
 
 

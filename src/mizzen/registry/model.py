@@ -83,6 +83,8 @@ class Workload:
     weight: int = 0
     network: str = ""
     healthy: bool = True
+    # a WorkloadEntry: behind a Kubernetes Service, its ``ports`` map is keyed by service port name (Istio)
+    from_entry: bool = False
 
 
 @dataclass(frozen=True)
