@@ -1,6 +1,6 @@
 """Validation of one configuration object: structural (Istio's CRD schemas, :mod:`mizzen.config.schema`), then
-semantic (one module per kind, Istio's own rules), then "accepted but not yet honoured" warnings
-(:mod:`.unhonoured`). Entry point: :func:`validate`.
+semantic (one module per kind, Istio's own rules), analyzer-style warnings (:mod:`.analysis`), then
+"accepted but not yet honoured" warnings (:mod:`.unhonoured`). Entry point: :func:`validate`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from mizzen.config.validation import (  # noqa: F401  (each module registers its
     virtualservice,
     workloadentry,
 )
+from mizzen.config.validation.analysis import analyze
 from mizzen.config.validation.common import VALIDATORS, Finding, Report, check_labels
 from mizzen.config.validation.unhonoured import unhonoured_findings
 
@@ -60,6 +61,8 @@ def validate(config: Config) -> list[Issue]:
         validator = VALIDATORS.get(config.kind)
         if validator is not None:
             validator(config, report)
+        if not report.has_errors:
+            analyze(config, report)
     report.findings.extend(unhonoured_findings(config))
     issues = [_issue(config, f) for f in report.findings]
     issues.sort(key=lambda i: (i.severity is Severity.WARNING, i.line))

@@ -1,0 +1,101 @@
+"""Analyzer-style warnings one object shows on its own (istioctl analyze codes), through ``validate``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from mizzen.config.errors import Severity
+from mizzen.config.model import Config, Source
+
+
+def issues(kind: str, spec: str, api: str = "networking.istio.io/v1") -> list[tuple[str, str, Severity]]:
+    from mizzen.config.validation import validate
+
+    body: dict[str, Any] = yaml.safe_load(spec)
+    c = Config(kind=kind, api_version=api, name="obj", namespace="ns", spec=body, source=Source("t.yaml", 1))
+    return [(i.path, i.message, i.severity) for i in validate(c)]
+
+
+W = Severity.WARNING
+
+
+def test_config_client_tls_without_ca_is_warned_at_every_level() -> None:
+    found = issues("DestinationRule", """
+host: api.example.com
+trafficPolicy:
+  tls: {mode: SIMPLE}
+  portLevelSettings:
+  - port: {number: 8443}
+    tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}
+  - port: {number: 9443}
+    tls: {mode: SIMPLE, caCertificates: /ca.pem}
+subsets:
+- name: v1
+  labels: {version: v1}
+  trafficPolicy:
+    tls: {mode: SIMPLE, insecureSkipVerify: true}
+- name: v2
+  labels: {version: v2}
+  trafficPolicy:
+    tls: {mode: SIMPLE}
+""")
+    no_ca = ("TLS mode {} but no caCertificates: the server certificate of api.example.com{} is not verified "
+             "({})")
+    assert found == [
+        ("spec.trafficPolicy.tls", no_ca.format("SIMPLE", "", "IST0128"), W),
+        ("spec.trafficPolicy.portLevelSettings[0].tls",
+         no_ca.format("MUTUAL", " at port 8443", "IST0129"), W),
+        ("spec.subsets[1].trafficPolicy.tls", no_ca.format("SIMPLE", " (subset v2)", "IST0128"), W)]
+
+
+def test_config_client_tls_with_ca_or_credential_is_quiet() -> None:
+    with_ca = "host: a\ntrafficPolicy: {tls: {mode: SIMPLE, caCertificates: /ca}}"
+    assert issues("DestinationRule", with_ca) == []
+    assert issues("DestinationRule", "host: a\ntrafficPolicy: {tls: {mode: DISABLE}}") == []
+
+
+def test_config_service_entry_tcp_port_without_addresses() -> None:
+    spec = """
+hosts: [db.example.com]
+location: MESH_EXTERNAL
+resolution: DNS
+ports:
+- {number: 5432, name: tcp-pg, protocol: TCP}
+- {number: 80, name: http, protocol: HTTP}
+- {number: 6000, name: tcp-other}
+"""
+    found = [(p, m) for p, m, s in issues("ServiceEntry", spec) if s is W]
+    assert [p for p, _ in found] == ["spec.ports[0]", "spec.ports[2]"]
+    assert found[0][1].startswith("ServiceEntry addresses are required for this protocol (IST0134): TCP port "
+                                  "5432 has no address")
+    with_addresses = spec.replace("resolution: DNS", "resolution: DNS\naddresses: [240.0.0.1]")
+    assert issues("ServiceEntry", with_addresses) == []
+
+
+def test_config_service_port_names_outside_the_convention() -> None:
+    spec = """
+selector: {app: web}
+ports:
+- {name: web, port: 8080}
+- {name: http-web, port: 8081}
+- {name: grpc-web, port: 8082}
+- {name: custom, port: 8083, appProtocol: http}
+- {name: dns, port: 53, protocol: UDP}
+- {name: mysql-main, port: 3306}
+- {name: db, port: 53, targetPort: 3307}
+"""
+    found = issues("Service", spec, api="v1")
+    assert found == [("spec.ports[0]",
+                      "port name 'web' (port 8080) does not follow Istio's naming convention "
+                      "(<protocol>[-<suffix>]) and has no appProtocol (IST0118): Istio would detect its "
+                      "protocol, Mizzen serves it as HTTP", W)]
+    unnamed = issues("Service", "selector: {app: web}\nports: [{port: 9000}]", api="v1")
+    assert [m.split(" (port")[0] for _, m, _ in unnamed] == ["unnamed port"]
+
+
+def test_config_analyzers_do_not_run_on_objects_with_errors() -> None:
+    found = issues("DestinationRule", "host: a\ntrafficPolicy: {tls: {mode: SIMPLE}, loadBalancer: "
+                                      "{consistentHash: {maglev: {tableSize: 4}}}}")
+    assert [s for _, _, s in found] == [Severity.ERROR]
