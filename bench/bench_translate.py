@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import hashlib
 import pstats
 import statistics
 import sys
@@ -26,6 +27,7 @@ from typing import TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import MeshShape, mesh_workloads, mesh_yaml, rss_mb
+from google.protobuf import any_pb2
 
 from mizzen.agent.bootstrap import ProxySpec, node_metadata
 from mizzen.config.loader import load_text
@@ -78,6 +80,9 @@ def main() -> None:
                     help="stop filling the cache after this many seconds (reports how many were done)")
     ap.add_argument("--max-rss", type=float, default=2000.0,
                     help="stop filling the cache once the process RSS passes this many MB")
+    ap.add_argument("--store", choices=("cache", "dedup"), default="cache",
+                    help="cache: the real SnapshotCache; dedup: a what-if content-deduplicated store (see "
+                         "DedupStore) to size what sharing resources across proxies would save")
     ap.add_argument("--profile", action="store_true", help="cProfile build + generate; print the top 25")
     args = ap.parse_args()
 
@@ -130,17 +135,17 @@ def main() -> None:
         prof.disable()
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(25)
 
-    # --- memory: K proxies' snapshots in a SnapshotCache ---
+    # --- memory: K proxies' snapshots in a SnapshotCache (or the what-if store) ---
     gc.collect()
     rss0 = rss_mb()
-    cache = SnapshotCache()
+    store = SnapshotCache() if args.store == "cache" else DedupStore()
     deadline = time.monotonic() + args.time_budget
     t0, c0 = time.perf_counter(), time.process_time()
     done = 0
     for k in range(args.proxies):
         ns, pod, addr, labels = pods[k % len(pods)]
         p = proxy_for(ProxyType.SIDECAR, addr, ns, pod, labels)
-        cache.set_snapshot(p.id, generate(p, push))
+        store.set_snapshot(p.id, generate(p, push))
         done += 1
         if time.monotonic() > deadline:
             print(f"time budget reached after {done} of {args.proxies} proxies")
@@ -153,20 +158,48 @@ def main() -> None:
     rss1 = rss_mb()
     per_proxy = (rss1 - rss0) / max(1, done)
     each_ms = c_fill / max(1, done) * 1000
-    print(f"\n{done} sidecars generated + cached in {t_fill:.1f} s wall, {c_fill:.1f} s CPU "
-          f"({each_ms:.2f} ms "
-          f"CPU each; a full push to {done} proxies on one core)")
+    what = "SnapshotCache" if args.store == "cache" else "what-if DedupStore (NOT the real cache)"
+    print(f"\n{done} sidecars generated + stored in the {what} in {t_fill:.1f} s wall, {c_fill:.1f} s CPU "
+          f"({each_ms:.0f} ms CPU each: a full push to {done} proxies on one core)")
     print(f"RSS: start {rss_start:.0f} MB, mesh loaded + translated {rss0:.0f} MB, "
           f"with {done} snapshots {rss1:.0f} MB -> {per_proxy * 1024:.0f} KB per proxy "
-          f"(cache memo: {cache.memo_stats()})")
+          f"({store.memo_stats()})")
     if done < args.target:
         est = rss1 + per_proxy * (args.target - done)
         print(f"ESTIMATE (linear extrapolation from {done} measured proxies, not measured): "
               f"{args.target} proxies -> ~{est:.0f} MB control-plane RSS; a full push to them "
-              f"~{c_fill / max(1, done) * args.target:.0f} s of generation")
+              f"~{c_fill / max(1, done) * args.target:.0f} s of generation on one core")
     else:
         print(f"MEASURED: {done} proxies -> {rss1:.0f} MB control-plane RSS")
 
+
+class DedupStore:
+    """What-if storage (``--store dedup``), not used by Mizzen: each resource serialized once per content
+    and shared by every node, the generated messages dropped after packing. Measures what such a cache would
+    hold per proxy, against the real SnapshotCache, which keeps every node's source messages (identity
+    memo)."""
+
+    def __init__(self) -> None:
+        self._by_digest: dict[bytes, any_pb2.Any] = {}
+        self._nodes: dict[str, dict[str, dict[str, any_pb2.Any]]] = {}
+        self._packed = 0
+
+    def set_snapshot(self, node_id: str, resources: ResourceSet) -> None:
+        snap: dict[str, dict[str, any_pb2.Any]] = {}
+        for type_url, items in resources.by_type.items():
+            out = snap[type_url] = {}
+            for name, msg in items.items():
+                data = msg.SerializeToString(deterministic=True)
+                key = hashlib.blake2b(data, digest_size=16).digest()
+                packed = self._by_digest.get(key)
+                if packed is None:
+                    packed = self._by_digest[key] = any_pb2.Any(type_url=type_url, value=data)
+                out[name] = packed
+                self._packed += 1
+        self._nodes[node_id] = snap
+
+    def memo_stats(self) -> dict[str, int]:
+        return {"unique resources": len(self._by_digest), "resources stored": self._packed}
 
 if __name__ == "__main__":
     main()
