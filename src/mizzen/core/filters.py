@@ -214,7 +214,8 @@ _TLS_VERSIONS = {
 
 
 def downstream_tls_context(tls: Mapping[str, Any], alpn: Sequence[str] = ALPN_HTTP) -> Any:
-    """DownstreamTlsContext for a Gateway server's ``tls`` block (SIMPLE or MUTUAL, certificate files)."""
+    """DownstreamTlsContext for a Gateway server's ``tls`` block (SIMPLE, MUTUAL or OPTIONAL_MUTUAL, from
+    certificate files). Client certificates are required here; gateway_listeners relaxes OPTIONAL_MUTUAL."""
     ctx = tls_pb2.DownstreamTlsContext()
     common = ctx.common_tls_context
     common.alpn_protocols.extend(alpn)
@@ -231,7 +232,7 @@ def downstream_tls_context(tls: Mapping[str, Any], alpn: Sequence[str] = ALPN_HT
         )
     if tls.get("cipherSuites"):
         params.cipher_suites.extend(str(c) for c in tls["cipherSuites"])
-    if str(tls.get("mode", "SIMPLE")).upper() == "MUTUAL":
+    if str(tls.get("mode", "SIMPLE")).upper() in ("MUTUAL", "OPTIONAL_MUTUAL"):
         vc = common.validation_context
         if tls.get("caCertificates"):
             vc.trusted_ca.filename = str(tls["caCertificates"])
