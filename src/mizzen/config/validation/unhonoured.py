@@ -70,8 +70,6 @@ _TOP_POLICY_PARTS = (
 _SERVER_TLS = (
     Unhonoured("tls.mode", "not supported yet; this server is skipped",
                values=("ISTIO_MUTUAL", "AUTO_PASSTHROUGH")),
-    Unhonoured("tls.mode", "client certificates are not requested or verified yet (served like SIMPLE)",
-               values=("OPTIONAL_MUTUAL",)),
     Unhonoured("tls.credentialName", f"{SDS}; this server is skipped"),
     Unhonoured("tls.credentialNames", f"{SDS}; this server is skipped"),
     Unhonoured("tls.caCertCredentialName", SDS),
