@@ -121,7 +121,7 @@ spec:
     directResponse: {status: 418, body: {string: "short and stout"}}
   - headers:
       request: {set: {x-set: s1}, add: {x-add: a1}, remove: [x-drop]}
-      response: {set: {x-resp: r1}, remove: [content-type]}
+      response: {set: {x-resp: r1}, add: {x-resp-add: r2}, remove: [content-type]}
     route: [{destination: {host: web}}]
 """
 
@@ -153,7 +153,7 @@ async def test_headers_rewrites_redirect_and_direct_response(mesh: Mesh) -> None
     assert r.status_code == 200 and "x-drop" not in seen
     assert seen["x-set"] == "s1"                              # set replaces the client's value
     assert seen["x-add"] == "a1", seen
-    assert r.headers["x-resp"] == "r1" and "content-type" not in r.headers
+    assert r.headers["x-resp"] == "r1" and r.headers["x-resp-add"] == "r2" and "content-type" not in r.headers
 
 
 MIRROR = """

@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections import Counter
 
+import httpx
 import pytest
 
 from harness import Backend, Mesh, eventually
@@ -74,6 +75,29 @@ async def test_consistent_hash_by_header(mesh: Mesh) -> None:
     spread = Counter(first.values())
     assert len(spread) >= 3, spread                           # different values spread over the endpoints
     assert set(spread) <= {b.pod for b in backends}
+
+
+async def test_consistent_hash_by_cookie_sets_and_honours_it(mesh: Mesh) -> None:
+    client, _ = await world(mesh, 4)
+    cookie = "{name: session, path: /, ttl: 60s}"
+    await mesh.apply_yaml(dr(f"{{loadBalancer: {{consistentHash: {{httpCookie: {cookie}}}}}}}"), namespace=NS)
+    await mesh.wait_synced()
+    async with mesh.client_via(client, timeout=5) as c:
+        async def cookie_set() -> httpx.Response:
+            r: httpx.Response = await c.get(WEB)
+            assert r.status_code == 200 and "session=" in r.headers.get("set-cookie", ""), r.headers
+            return r
+        first = await eventually(cookie_set)
+        cookie = first.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+        assert "Max-Age=60" in first.headers["set-cookie"] and "Path=/" in first.headers["set-cookie"]
+        c.cookies.clear()
+        # with the cookie Envoy handed out, every request lands where the first one did, without a new cookie
+        for _ in range(20):
+            r = await c.get(WEB, headers={"Cookie": f"session={cookie}"})
+            assert r.json()["pod"] == first.json()["pod"] and "set-cookie" not in r.headers
+            c.cookies.clear()
+        spread = {(await c.get(WEB, headers={"Cookie": f"session=s{i}"})).json()["pod"] for i in range(12)}
+    assert len(spread) >= 2, spread
 
 
 async def test_least_request_avoids_a_slow_endpoint(mesh: Mesh) -> None:
