@@ -135,6 +135,35 @@ spec:
     await eventually_versions(mesh, guest, f"http://ratings.{NS}:9080/", Counter({"v1": 2}))
 
 
+OPS_VS = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews-teapot}}
+spec:
+  hosts: [{REVIEWS_FQDN}]
+  http: [{{fault: {{abort: {{httpStatus: 418, percentage: {{value: 100}}}}}},
+          route: [{{destination: {{host: {REVIEWS_FQDN}}}}}]}}]
+"""
+
+
+async def test_sidecar_egress_hosts_import_virtual_services_by_their_namespace(mesh: Mesh) -> None:
+    world = await bookinfo_world(mesh, reviews=("v1",))
+    guest = await mesh.sidecar("guests", "sleep-1", {"app": "sleep"})
+    await mesh.apply_yaml(OPS_VS, namespace="ops")             # public VS about bookinfo's service, in "ops"
+    await mesh.apply_yaml("""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default}
+spec:
+  egress: [{hosts: ["./*", "bookinfo/*"]}]
+""", namespace="guests")
+    await mesh.wait_synced()
+    url = f"http://reviews.{NS}:9080/"
+    # guests import bookinfo's services and bookinfo's VSs, not the VS declared in "ops"
+    await eventually_versions(mesh, guest, url, Counter({"v1": 3}))
+    await eventually_versions(mesh, world.client, url, Counter({"HTTP 418": 3}))   # no Sidecar: */*
+
+
 # --- exportTo -----------------------------------------------------------------------------------------------
 VS_PRIVATE = """
 apiVersion: networking.istio.io/v1

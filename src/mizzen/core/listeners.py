@@ -313,7 +313,8 @@ def _mesh_l4_match(m: dict[str, Any], proxy: Proxy, port: int) -> bool:
 
 def _vs_for_service(proxy: Proxy, push: PushContext, svc: Service) -> list[ResolvedVirtualService]:
     return [vs for vs in push.virtual_services_for(proxy)
-            if any(hosts_intersect(h, svc.hostname) for h in vs.hosts)]
+            if any(hosts_intersect(h, svc.hostname) for h in vs.hosts)
+            and sidecar_scope.imports_virtual_service(proxy, push, vs)]
 
 
 def service_tcp_chains(proxy: Proxy, push: PushContext, svc: Service, port: int,

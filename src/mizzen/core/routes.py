@@ -149,7 +149,9 @@ def _claims(proxy: Proxy, push: PushContext, port: int, services: list[Service])
     """Which VS (oldest first) owns each service on this port: an exact host match wins, else the most
     specific matching wildcard host; hosts that are not services become extra vhosts on the VS's ports
     (or port 80)."""
-    vss = [vs for vs in push.virtual_services_for(proxy, MESH_GATEWAY) if vs.hosts]
+    scope = _sidecar_scope()
+    vss = [vs for vs in push.virtual_services_for(proxy, MESH_GATEWAY)
+           if vs.hosts and (scope is None or scope.imports_virtual_service(proxy, push, vs))]
     owner: dict[str, int] = {}
     for svc in services:
         best, best_len = -1, -1

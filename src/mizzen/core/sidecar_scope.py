@@ -1,6 +1,7 @@
 """The Sidecar resource as it scopes one proxy: which services it may reach (egress hosts), its explicit
 egress listeners (``port`` + ``bind``) and ingress listeners (``port``, ``bind``, ``defaultEndpoint``), and
-its outbound traffic policy. With no Sidecar resource everything is visible (``*/*``) subject to exportTo.
+its outbound traffic policy, and which VirtualServices its egress hosts import. With no Sidecar resource
+everything is visible (``*/*``) subject to exportTo.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mizzen.core.hosts import host_matches, resolve_short_name
+from mizzen.core.hosts import host_matches, hosts_intersect, resolve_short_name
 from mizzen.core.mesh import OutboundPolicy
 from mizzen.core.proxy import Proxy
-from mizzen.core.push_context import PushContext, exported_to
+from mizzen.core.push_context import PushContext, ResolvedVirtualService, exported_to
 from mizzen.registry.model import Protocol, Service
 
 DEFAULT_EGRESS_HOSTS: tuple[str, ...] = ("*/*",)
@@ -123,6 +124,37 @@ def host_allows(hosts: Sequence[str], proxy_namespace: str, service: Service, do
         if host_matches(dns, service.hostname):
             return True
     return False
+
+
+def imports_host(hosts: Sequence[str], proxy_namespace: str, config_namespace: str, host: str,
+                 domain_suffix: str) -> bool:
+    """True if egress ``hosts`` import ``host`` as declared by a config object (a VirtualService) in
+    ``config_namespace``: the ``ns/`` part names the config's namespace (Istio's SelectVirtualServices)."""
+    for entry in hosts:
+        ns, sep, dns = entry.partition("/")
+        if not sep:
+            ns, dns = "*", entry
+        if ns == "~":
+            continue
+        if ns == ".":
+            ns = proxy_namespace
+        if ns != "*" and ns != config_namespace:
+            continue
+        if dns != "*" and "." not in dns and not dns.startswith("*"):
+            dns = resolve_short_name(dns, config_namespace if ns == "*" else ns, domain_suffix)
+        if hosts_intersect(dns, host):
+            return True
+    return False
+
+
+def imports_virtual_service(proxy: Proxy, push: PushContext, vs: ResolvedVirtualService) -> bool:
+    """Whether the proxy's Sidecar egress hosts import ``vs`` (one of its hosts, from its namespace); always
+    true without a Sidecar resource (``*/*``)."""
+    hosts: list[str] = []
+    for e in egress_listeners(proxy, push):
+        hosts.extend(e.hosts)
+    return any(imports_host(hosts, proxy.namespace, vs.config.namespace, h, push.mesh.domain_suffix)
+               for h in vs.hosts)
 
 
 def sidecar_allows(proxy: Proxy, push: PushContext, service: Service) -> bool:
