@@ -10,6 +10,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from e2e_world import NS, SERVICES, bookinfo_world
 
@@ -474,6 +475,10 @@ spec:
     bind: {bind}
     captureMode: NONE
     hosts: ["{TCP_NS}/echo.{TCP_NS}.svc.cluster.local"]
+  - port: {{number: 9080, protocol: HTTP, name: http}}
+    bind: {bind}
+    captureMode: NONE
+    hosts: ["{NS}/*"]
   - hosts: ["*/*"]
 """, namespace="tcp-client")
     await mesh.wait_synced()
@@ -485,4 +490,9 @@ spec:
     await mesh.backend("details", namespace=NS, port=9080)
     await mesh.wait_synced()
     await eventually_versions(mesh, client, f"http://details.{NS}:9080/", Counter({"v1": 2}))
+    # and an HTTP egress listener on the same bind address routes by Host (RDS "9080")
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as c:
+        for host in (f"details.{NS}:9080", f"details.{NS}.svc.cluster.local"):
+            r = await c.get(f"http://{bind}:9080/details/0", headers={"Host": host})
+            assert r.status_code == 200 and r.json()["service"] == "details", (host, r.status_code)
 
