@@ -1,6 +1,6 @@
 """VirtualService delegation: a root VS rule with ``delegate: {name, namespace}`` is replaced by the
-delegate VS's http rules, each with the root rule's match merged in (Istio's mergeVirtualServicesIfNeeded
-and mergeHTTPRoute).
+delegate VS's http rules, each with the root rule's match merged in, source conditions (sourceLabels,
+sourceNamespace, gateways) included (Istio's mergeVirtualServicesIfNeeded, mergeHTTPRoute, hasConflict).
 
 Delegate VSs have no hosts and are never bound on their own; a delegate child whose match conflicts with every
 root match is dropped, and a delegate that is missing or not exported to the root's namespace drops the rule.
@@ -17,8 +17,8 @@ from mizzen.core.push_context import exported_to
 Rule = Mapping[str, Any]
 LookupVS = Callable[[str, str], Config | None]
 
-_ROOT_INHERITED = ("rewrite", "timeout", "retries", "fault", "mirror", "mirrorPercent", "mirrorPercentage",
-                   "corsPolicy", "headers")
+_ROOT_INHERITED = ("rewrite", "directResponse", "timeout", "retries", "fault", "mirror", "mirrorPercent",
+                   "mirrorPercentage", "corsPolicy", "mirrors", "headers")
 
 
 def expand_delegates(rules: list[Rule], vs_namespace: str, lookup: LookupVS) -> list[Rule]:
@@ -98,6 +98,12 @@ def _merge_match(root: Rule, child: Rule) -> Rule:
             out[key] = merged
     if not out.get("port") and root.get("port"):
         out["port"] = root["port"]
+    labels = {**(root.get("sourceLabels") or {}), **(child.get("sourceLabels") or {})}
+    if labels:
+        out["sourceLabels"] = labels
+    for key in ("sourceNamespace", "gateways", "statPrefix"):   # the root's, unless the child sets its own
+        if not out.get(key) and root.get(key):
+            out[key] = root[key]
     return out
 
 
@@ -109,8 +115,9 @@ def _has_conflict(root: Rule, leaf: Rule) -> bool:
     for k, v in (leaf.get("headers") or {}).items():
         if _string_conflict(root_headers.get(k), v):
             return True
+    root_without = root.get("withoutHeaders") or {}
     for k, v in (leaf.get("withoutHeaders") or {}).items():
-        if _string_conflict(root_headers.get(k), v):
+        if _string_conflict(root_without.get(k), v):
             return True
     root_q = root.get("queryParams") or {}
     for k, v in (leaf.get("queryParams") or {}).items():
@@ -119,7 +126,15 @@ def _has_conflict(root: Rule, leaf: Rule) -> bool:
     if bool(root.get("ignoreUriCase")) != bool(leaf.get("ignoreUriCase")):
         return True
     rp, lp = int(root.get("port") or 0), int(leaf.get("port") or 0)
-    return rp > 0 and lp > 0 and rp != lp
+    if rp > 0 and lp > 0 and rp != lp:
+        return True
+    if root.get("sourceNamespace") and leaf.get("sourceNamespace") != root["sourceNamespace"]:
+        return True
+    root_labels = root.get("sourceLabels") or {}
+    if any(k in root_labels and root_labels[k] != v for k, v in (leaf.get("sourceLabels") or {}).items()):
+        return True
+    root_gws, leaf_gws = list(root.get("gateways") or ()), list(leaf.get("gateways") or ())
+    return bool(root_gws and leaf_gws and not set(leaf_gws) <= set(root_gws))
 
 
 def _string_conflict(root: Mapping[str, Any] | None, leaf: Mapping[str, Any] | None) -> bool:
