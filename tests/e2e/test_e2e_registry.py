@@ -81,10 +81,11 @@ spec:
 async def test_service_entry_static_external_host_by_name(mesh: Mesh) -> None:
     ext = await mesh.backend("httpbin", namespace=NS, port=8000, register=False)
     client = await mesh.sidecar(NS, "sleep-1", {"app": "sleep"})
-    await mesh.apply_yaml(external_se("httpbin-ext", "httpbin.example.test", "STATIC",
-                                      [(ext.ip, ext.port, {})]), namespace=NS)
+    se = external_se("httpbin-ext", "httpbin.example.test", "STATIC", [(ext.ip, ext.port, {})])
+    await mesh.apply_yaml(se.replace("  location:", "  addresses: [240.240.0.1]\n  location:"), namespace=NS)
     await mesh.wait_synced()
     r = await answers(mesh, client, "http://httpbin.example.test/get?a=1", "httpbin")
+    await answers(mesh, client, "http://240.240.0.1/by-vip", "httpbin")       # its address (VIP) too
     assert r.json()["path"] == "/get?a=1" and r.json()["headers"]["Host"] == "httpbin.example.test"
     assert await cluster_requests(client, "outbound|80||httpbin.example.test") >= 1
     # a client in another namespace sees it too (exportTo defaults to every namespace)
