@@ -1,29 +1,22 @@
 """Protocols end to end through the real control plane and real Envoys: HTTP/2 (h2c prior knowledge), gRPC
 (grpcio backend on a ``grpc`` Service port, unary and streaming, via the gateway and via a client sidecar into
-the backend's sidecar), WebSocket upgrades (gateway and sidecar proxy), HTTP/1.1 keepalive, and Gateway TLS
-SIMPLE termination with httpsRedirect.
+the backend's sidecar), WebSocket upgrades (gateway and sidecar proxy) and HTTP/1.1 keepalive. Gateway TLS is
+in test_e2e_gateway_tls.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
-import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 import grpc
 import httpx
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from harness import Mesh, alloc_ip, eventually
 from mizzen.agent.envoy import Agent
@@ -303,93 +296,3 @@ async def test_websocket_via_gateway_and_sidecar_proxy(mesh: Mesh, stack: contex
         assert got == ["echo:m0", "echo:m1", "echo:m2"] and hosts[-1] == "ws:8080"
     stats = await _stats(client, f"http.outbound_{client.spec.ip}_15080.downstream_cx_upgrades_total")
     assert stats[0] >= 1, stats
-
-
-# --- Gateway TLS --------------------------------------------------------------------------------------------
-def make_certs(tmp: Path, host: str) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for ``host`` signed by it: (ca.pem, cert.pem, key.pem)."""
-    now = datetime.datetime.now(datetime.UTC)
-
-    def cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey,
-             ca: bool) -> x509.Certificate:
-        def name(cn: str) -> x509.Name:
-            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
-             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(now - datetime.timedelta(minutes=5))
-             .not_valid_after(now + datetime.timedelta(days=1))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if not ca:
-            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        return b.sign(signer, hashes.SHA256())
-
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = cert("mizzen test CA", ca_key, "mizzen test CA", ca_key, ca=True)
-    leaf = cert(host, key, "mizzen test CA", ca_key, ca=False)
-    paths = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
-
-
-TLS_GATEWAY = """
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: secure}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 443, name: https, protocol: HTTPS}}
-    hosts: [bookinfo.example.com]
-    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: [bookinfo.example.com]
-    tls: {{httpsRedirect: true}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: secure}}
-spec:
-  hosts: [bookinfo.example.com]
-  gateways: [secure]
-  http:
-  - route: [{{destination: {{host: web}}}}]
-"""
-
-
-async def test_gateway_tls_simple_and_https_redirect(mesh: Mesh, tmp_path: Path) -> None:
-    await mesh.apply_yaml(SERVICES, namespace=NS)
-    web_b = await mesh.backend("web", namespace=NS, port=9080)
-    ca, cert, key = make_certs(tmp_path, "bookinfo.example.com")
-    gw = await mesh.gateway(gateway_ports={80: 8080, 443: 8443})
-    await mesh.apply_yaml(TLS_GATEWAY.format(cert=cert, key=key), namespace=NS)
-    await mesh.wait_synced()
-    ctx = ssl.create_default_context(cafile=str(ca))
-    url = f"https://{gw.spec.ip}:8443/secure?q=1"
-    sni = {"sni_hostname": "bookinfo.example.com"}
-
-    async with httpx.AsyncClient(verify=ctx, trust_env=False, timeout=5) as c:
-        async def served() -> None:
-            r = await c.get(url, headers={"Host": "bookinfo.example.com"}, extensions=sni)
-            assert r.status_code == 200, r.status_code
-            assert r.json()["path"] == "/secure?q=1" and r.json()["headers"]["X-Forwarded-Proto"] == "https"
-        await eventually(served)
-        # the certificate really is the one from the files: a client trusting another CA refuses it
-        (tmp_path / "other").mkdir()
-        other_ca, _, _ = make_certs(tmp_path / "other", "bookinfo.example.com")
-    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(other_ca)), trust_env=False,
-                                 timeout=5) as bad:
-        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-            await bad.get(url, headers={"Host": "bookinfo.example.com"}, extensions=sni)
-    # an SNI no server declares gets no certificate (no filter chain matches)
-    async with httpx.AsyncClient(verify=False, trust_env=False, timeout=5) as c:
-        with pytest.raises(httpx.ConnectError):
-            await c.get(url, headers={"Host": "other.example.com"},
-                        extensions={"sni_hostname": "other.example.com"})
-
-    async with mesh.gateway_client(gw) as c:
-        r = await c.get("/secure?q=1", headers={"Host": "bookinfo.example.com"})
-    assert r.status_code == 301 and r.headers["location"] == "https://bookinfo.example.com/secure?q=1"
-    assert web_b.paths.count("/secure?q=1") >= 1 and all(p == "/secure?q=1" for p in web_b.paths)
