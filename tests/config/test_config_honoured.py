@@ -16,7 +16,7 @@ from mizzen.config.model import Config, Source
 from mizzen.config.schema import SchemaNode
 from mizzen.config.validation import validate
 from mizzen.config.validation.honoured import HONOURED, KINDS, REJECTED
-from mizzen.config.validation.unhonoured import MESSAGE, UNHONOURED, Unhonoured, pattern_tokens
+from mizzen.config.validation.unhonoured import MESSAGE, PARTLY, UNHONOURED, Unhonoured, pattern_tokens
 
 
 def _versions(kind: str) -> list[str]:
@@ -72,8 +72,8 @@ def test_config_every_crd_field_is_honoured_unhonoured_or_rejected(kind: str) ->
         is_honoured = any(covers(p, leaf) for p in honoured)
         for u in unhonoured:
             if covers(u.pattern, leaf):
-                # a field is unhonoured outright (then not honoured), or for some values only (then honoured)
-                assert is_honoured == bool(u.values), f"{kind}: {show(leaf)}: {u}"
+                # unhonoured outright (then not honoured), or for some values / in some places (then honoured)
+                assert is_honoured == bool(u.values or u.partial), f"{kind}: {show(leaf)}: {u}"
         if any(covers(p, leaf) for p in rejected):
             assert not is_honoured, f"{kind}: {show(leaf)} is both honoured and rejected"
     stale = [p for p in [*honoured, *(u.pattern for u in unhonoured), *rejected]
@@ -173,7 +173,7 @@ def test_config_each_unhonoured_field_warns_with_its_reason(kind: str, entry: Un
     found = [(i.path, i.message) for i in validate(_config(kind, spec)) if i.severity is Severity.WARNING]
     value = entry.values[0] if entry.values else None
     assert (path, entry.message(value)) in found
-    assert entry.message(value).startswith(f"{MESSAGE}: ")
+    assert entry.message(value).startswith(f"{PARTLY if entry.partial else MESSAGE}: ")
 
 
 def test_config_value_specific_entries_warn_only_for_their_values() -> None:

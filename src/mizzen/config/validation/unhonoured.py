@@ -14,21 +14,27 @@ from mizzen.config.errors import Severity
 from mizzen.config.model import Config
 from mizzen.config.schema import Finding, index_path, key_path
 
-__all__ = ["MESSAGE", "UNHONOURED", "Unhonoured", "pattern_tokens", "present_paths", "unhonoured_findings"]
+__all__ = ["MESSAGE", "PARTLY", "UNHONOURED", "Unhonoured", "pattern_tokens", "present_paths",
+           "unhonoured_findings"]
 
 MESSAGE = "accepted but not yet honoured by Mizzen"
+PARTLY = "accepted but only partly honoured by Mizzen"
 
 
 @dataclass(frozen=True)
 class Unhonoured:
     """``pattern``: a field path, ``[*]`` for every list index or map key (the whole subtree is meant).
-    ``values``: when set, only these values of the field are unhonoured (the others are honoured)."""
+    ``values``: when set, only these values of the field are unhonoured (the others are honoured).
+    ``partial``: honoured in some places only (``reason`` says where not)."""
 
     pattern: str
     reason: str
     values: tuple[str, ...] = ()
+    partial: bool = False
 
     def message(self, value: Any) -> str:
+        if self.partial:
+            return f"{PARTLY}: {self.reason}"
         if self.values:
             return f"{MESSAGE}: {value}: {self.reason}"
         return f"{MESSAGE}: {self.reason}"
@@ -43,7 +49,10 @@ POLICY_PATHS = ("spec.trafficPolicy", "spec.trafficPolicy.portLevelSettings[*]",
                 "spec.subsets[*].trafficPolicy", "spec.subsets[*].trafficPolicy.portLevelSettings[*]")
 TOP_POLICY_PATHS = ("spec.trafficPolicy", "spec.subsets[*].trafficPolicy")
 
+_TCP_PROXY = "applied to HTTP connection pools, not yet to TCP (tcp_proxy) connections"
 _POLICY_PARTS = (
+    Unhonoured("connectionPool.tcp.idleTimeout", _TCP_PROXY, partial=True),
+    Unhonoured("connectionPool.tcp.maxConnectionDuration", _TCP_PROXY, partial=True),
     Unhonoured("connectionPool.http.http2KeepAlive", "HTTP/2 keepalive pings are not configured yet"),
     Unhonoured("loadBalancer.consistentHash.httpCookie.attributes",
                "cookie attributes are not passed to Envoy yet (name, path and ttl are)"),
@@ -84,7 +93,7 @@ _CAPTURE = "per-listener capture modes are not supported (local mode has no ipta
 
 UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
     "DestinationRule": (
-        *(Unhonoured(f"{base}.{u.pattern}", u.reason, u.values) for base in POLICY_PATHS
+        *(Unhonoured(f"{base}.{u.pattern}", u.reason, u.values, u.partial) for base in POLICY_PATHS
           for u in _POLICY_PARTS),
         *(Unhonoured(f"{base}.{u.pattern}", u.reason, u.values) for base in TOP_POLICY_PATHS
           for u in _TOP_POLICY_PARTS),
