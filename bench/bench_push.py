@@ -21,6 +21,7 @@ import cProfile
 import logging
 import os
 import pstats
+import signal
 import socket
 import sys
 import tempfile
@@ -196,6 +197,13 @@ def report(r: Result) -> None:
 
 async def amain(args: argparse.Namespace) -> None:
     agents: list[Agent] = []
+    # Ctrl-C / SIGTERM cancel the run, so the finally below stops every Envoy (explicit handlers: a SIGINT
+    # ignored by the parent shell, as for background jobs, would otherwise be ignored here too)
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
     try:
         for n in [int(x) for x in args.proxies.split(",") if x]:
             for d in [x.strip() for x in args.debounce.split(",") if x.strip()]:
@@ -218,7 +226,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile the control plane during the rounds")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(amain(args))
 
 
