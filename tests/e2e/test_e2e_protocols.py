@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -87,11 +88,25 @@ def register(mesh: Mesh, stack: contextlib.AsyncExitStack, pod: str, address: st
 # --- gRPC ---------------------------------------------------------------------------------------------------
 @dataclass
 class GrpcEcho:
-    """A grpcio server with raw-bytes methods ``/mizzen.Echo/Say`` (unary) and ``/mizzen.Echo/Count``
-    (server streaming); records the metadata each unary call arrived with."""
+    """A grpcio server with raw-bytes methods ``/mizzen.Echo/Say`` (unary), ``/mizzen.Echo/Count`` (server
+    streaming), ``Flaky`` (UNAVAILABLE while ``flaky_left`` > 0) and ``Slow`` (answers after 2 s); records the
+    metadata each ``Say`` arrived with and counts ``Flaky`` calls."""
 
     pod: str
     metadata: list[dict[str, str]] = field(default_factory=list)
+    flaky_left: int = 0
+    flaky_calls: int = 0
+
+    async def flaky(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        self.flaky_calls += 1
+        if self.flaky_left > 0:
+            self.flaky_left -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+        return b"ok"
+
+    async def slow(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await asyncio.sleep(2)
+        return b"late"
 
     async def say(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         self.metadata.append({str(k): str(v) for k, v in context.invocation_metadata() or ()})
@@ -107,6 +122,8 @@ class GrpcEcho:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("mizzen.Echo", {
             "Say": grpc.unary_unary_rpc_method_handler(self.say),
             "Count": grpc.unary_stream_rpc_method_handler(self.count),
+            "Flaky": grpc.unary_unary_rpc_method_handler(self.flaky),
+            "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
         }),))
         assert server.add_insecure_port(f"{ip}:{port}") == port
         await server.start()
@@ -168,6 +185,71 @@ async def test_grpc_through_gateway_and_through_sidecars(mesh: Mesh,
     # the client sidecar spoke HTTP/2 upstream (the grpc port's protocol)
     h2 = await _stats(client, "cluster.outbound|50051||echo.proto.svc.cluster.local.upstream_cx_http2_total")
     assert h2[0] >= 1, h2
+
+
+GRPC_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo}
+spec:
+  hosts: [echo]
+  http:
+  - match: [{uri: {prefix: /mizzen.Echo/Say}, headers: {x-fault: {exact: "on"}}}]
+    fault: {abort: {grpcStatus: RESOURCE_EXHAUSTED, percentage: {value: 100}}}
+    route: [{destination: {host: echo}}]
+  - match: [{uri: {exact: /mizzen.Echo/Flaky}}]
+    retries: {attempts: 3, perTryTimeout: 1s, retryOn: unavailable}
+    route: [{destination: {host: echo}}]
+  - match: [{uri: {exact: /mizzen.Echo/Slow}}]
+    timeout: 0.3s
+    route: [{destination: {host: echo}}]
+  - route: [{destination: {host: echo}}]
+"""
+
+
+async def test_grpc_fault_retry_and_timeout(mesh: Mesh, stack: contextlib.AsyncExitStack) -> None:
+    await world(mesh)
+    echo, _ = await grpc_echo_with_sidecar(mesh, stack)
+    client = await mesh.sidecar(NS, "caller-v1-pod", {"app": "caller"})
+    await mesh.apply_yaml(GRPC_VS, namespace=NS)
+    await mesh.wait_synced()
+    async with channel(f"{client.spec.ip}:15080", "echo:50051") as ch:
+        say = ch.unary_unary("/mizzen.Echo/Say")
+
+        async def aborted() -> None:
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await say(b"x", timeout=3, metadata=(("x-fault", "on"),))
+            assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+        await eventually(aborted)
+        n = len(echo.metadata)
+        assert json.loads(await say(b"x", timeout=3))["msg"] == "x"     # without the header: no fault
+        assert len(echo.metadata) == n + 1                              # the aborted call never arrived
+
+        echo.flaky_left = 2                       # two UNAVAILABLE answers, retried by the sidecar
+        assert await ch.unary_unary("/mizzen.Echo/Flaky")(b"", timeout=3) == b"ok"
+        assert echo.flaky_calls == 3
+        echo.flaky_left, echo.flaky_calls = 5, 0  # more failures than attempts: the status reaches the app
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await ch.unary_unary("/mizzen.Echo/Flaky")(b"", timeout=3)
+        assert e.value.code() is grpc.StatusCode.UNAVAILABLE and echo.flaky_calls == 4
+
+        t0 = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await ch.unary_unary("/mizzen.Echo/Slow")(b"", timeout=3)
+        assert time.monotonic() - t0 < 1.5                 # the route timeout, not the client's 3 s deadline
+        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), e.value
+
+    # the sidecar's outbound listener is a forward proxy without CONNECT: a gRPC client configured to use it
+    # as its HTTP proxy (grpc.http_proxy / HTTP_PROXY) cannot tunnel; apps dial it directly (above)
+    rejected = f"http.outbound_{client.spec.ip}_15080.downstream_rq_4xx"
+    before = await _stats(client, rejected)
+    async with grpc.aio.insecure_channel("echo:50051", options=[
+            ("grpc.http_proxy", f"http://{client.spec.ip}:15080")]) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await ch.unary_unary("/mizzen.Echo/Say")(b"x", timeout=2)
+    assert e.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "proxy returned response code 404" in str(e.value)
+    assert (await _stats(client, rejected))[0] == before[0] + 1      # Envoy answered the CONNECT with 404
 
 
 # --- HTTP/2 and keepalive -----------------------------------------------------------------------------------
