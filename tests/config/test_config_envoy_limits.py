@@ -27,6 +27,7 @@ from mizzen.config.model import Config, Source
 from mizzen.config.validation import validate
 from mizzen.config.validation.envoy_limits import (
     ARG_COMMANDS,
+    CIPHER_SUITES,
     COMMANDS,
     MAX_DIRECT_RESPONSE_BODY,
     MAX_RING_SIZE,
@@ -203,3 +204,44 @@ def test_config_durations_beyond_gos_range_are_rejected() -> None:
     errs = errors("VirtualService", vs_http({"timeout": "3000000h"}))
     assert errs == [("spec.http[0].timeout", 'invalid duration "3000000h" (more than 2562047h)')]
     assert errors("VirtualService", vs_http({"timeout": "2562047h"})) == []
+
+
+# --- cipher suites -----------------------------------------------------------------------------------------
+
+def _cert(tmp: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a.example.com")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "c.pem", tmp / "k.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("suites", [[*sorted(CIPHER_SUITES), "[AES128-SHA|AES256-SHA]"],
+                                    ["AES128-SHA", "FOO"], ["TLS_AES_128_GCM_SHA256"]])
+def test_config_gateway_cipher_suites_envoy_refuses_are_rejected(tmp_path: Path, suites: list[str]) -> None:
+    cert, key = _cert(tmp_path)
+    tls = {"mode": "SIMPLE", "serverCertificate": str(cert), "privateKey": str(key), "cipherSuites": suites}
+    tcp = filters.tcp_proxy_filter("c", MeshConfig(), cluster="c")
+    chain = listener_components_pb2.FilterChain(filters=[tcp])
+    chain.transport_socket.CopyFrom(filters.tls_transport_socket(filters.downstream_tls_context(tls)))
+    c = cluster_pb2.Cluster(name="c", type=cluster_pb2.Cluster.STATIC)
+    ok, out = envoy_accepts(tmp_path, clusters=[c], chains=[chain])
+    gw = {"servers": [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                       "hosts": ["a.example.com"], "tls": tls}]}
+    errs = [p for p, m in errors("Gateway", gw) if "is not valid (Istio ignores it" in m]
+    assert ok == (errs == []), out[-300:]
+    assert errs == [f"spec.servers[0].tls.cipherSuites[{i}]" for i, s in enumerate(suites)
+                    if s not in CIPHER_SUITES and not s.startswith("[")]

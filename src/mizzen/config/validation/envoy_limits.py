@@ -12,12 +12,14 @@ import re2
 
 __all__ = [
     "ARG_COMMANDS",
+    "CIPHER_SUITES",
     "COMMANDS",
     "MAX_DIRECT_RESPONSE_BODY",
     "MAX_DURATION_S",
     "MAX_RING_SIZE",
     "OPTIONAL_ARG_COMMANDS",
     "RE2_MAX_PROGRAM_SIZE",
+    "cipher_suite_error",
     "header_value_error",
     "re2_program_size",
     "sni_error",
@@ -31,6 +33,15 @@ MAX_RING_SIZE = 8388608
 MAX_DIRECT_RESPONSE_BODY = 1024 * 1024
 # Go's time.Duration (int64 nanoseconds), which Istio parses durations into.
 MAX_DURATION_S = (2**63 - 1) / 1e9
+
+# Istio's valid cipher suites (security.ValidCipherSuites): Istio drops others with a warning; Envoy, given
+# one it does not know, rejects the whole listener.
+CIPHER_SUITES = frozenset({
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA", "DES-CBC3-SHA",
+})
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
@@ -131,6 +142,16 @@ def header_value_error(value: str) -> str | None:
         elif args is not None and name not in OPTIONAL_ARG_COMMANDS:
             return f"header value {value!r}: Envoy command %{name}% takes no argument"
         i = m.end()
+
+
+def cipher_suite_error(suite: str) -> str | None:
+    """Why ``suite`` would break the listener (``[A|B]`` equal-preference groups are BoringSSL syntax)."""
+    names = suite[1:-1].split("|") if suite.startswith("[") and suite.endswith("]") else [suite]
+    bad = [n for n in names if n not in CIPHER_SUITES]
+    if not bad:
+        return None
+    return (f'cipher suite "{bad[0]}" is not valid (Istio ignores it, but passed on, Envoy would reject the '
+            "whole listener); valid: " + ", ".join(sorted(CIPHER_SUITES)))
 
 
 def sni_error(host: str) -> str | None:

@@ -27,7 +27,7 @@ from mizzen.config.validation.common import (
     parse_protocol,
     register,
 )
-from mizzen.config.validation.envoy_limits import sni_error
+from mizzen.config.validation.envoy_limits import cipher_suite_error, sni_error
 
 
 def check_server_tls(r: Report, path: str, tls: dict[str, Any]) -> None:
@@ -158,6 +158,14 @@ def _check_shared_ports(r: Report, servers: list[Any]) -> None:
                               "choose between them: this one is not served")
 
 
+def _check_cipher_suites(r: Report, path: str, server: dict[str, Any]) -> None:
+    tp = key_path(key_path(path, "tls"), "cipherSuites")
+    for i, suite in enumerate(as_list(as_dict(server.get("tls")).get("cipherSuites"))):
+        err = cipher_suite_error(str(suite))
+        if err:
+            r.error(index_path(tp, i), err)
+
+
 def _check_sni_hosts(r: Report, path: str, server: dict[str, Any]) -> None:
     proto = parse_protocol(as_str(as_dict(server.get("port")).get("protocol"))) or ""
     if proto not in TLS_PROTOCOLS or _sni_names(server, proto) is None:
@@ -183,6 +191,7 @@ def validate_gateway(cfg: Config, r: Report) -> None:
             continue
         _check_server(r, sp, as_dict(s))
         _check_sni_hosts(r, sp, as_dict(s))
+        _check_cipher_suites(r, sp, as_dict(s))
         if "port" in as_dict(s):
             name = as_str(as_dict(as_dict(s).get("port")).get("name"))
             if name in names:
