@@ -7,6 +7,7 @@ TCP services through a gateway TCP server and a Sidecar egress listener with ``p
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -45,9 +46,9 @@ async def eventually_versions(mesh: Mesh, client: Agent, url: str, want: Counter
 
 
 async def cluster_names(agent: Agent) -> set[str]:
-    """Every cluster the Envoy has (from the admin ``/clusters`` listing)."""
-    listing = await agent.admin_get("/clusters")
-    return {line.split("::", 1)[0] for line in listing.splitlines() if "::" in line}
+    """The dynamic clusters in the Envoy's config dump (what the control plane sent it)."""
+    dump = json.loads(await agent.admin_get("/config_dump?resource=dynamic_active_clusters"))
+    return {c["cluster"]["name"] for c in dump.get("configs", ())}
 
 
 # --- Sidecar egress hosts -----------------------------------------------------------------------------------
