@@ -173,3 +173,21 @@ async def _stats(client: Agent, name: str) -> int:
     values = dict(line.rsplit(": ", 1) for line in (await client.admin_get("/stats")).splitlines()
                   if ": " in line)
     return int(values[stat])
+
+
+async def test_locality_distribute_weights(mesh: Mesh) -> None:
+    client, backends = await world(mesh, 3, locality="us/a/r1", localities=("us/a/r1", "us/b/r1", "us/b/r2"))
+    await mesh.apply_yaml(dr("""
+    loadBalancer:
+      simple: ROUND_ROBIN
+      localityLbSetting:
+        enabled: true
+        distribute: [{from: "us/a/*", to: {"us/a/*": 75, "us/b/*": 25}}]
+"""), namespace=NS)
+    await mesh.wait_synced()
+
+    async def weighted() -> None:
+        seen = Counter(await pods(mesh, client, 200))
+        assert 130 <= seen[backends[0].pod] <= 170, seen            # 75% of 200 stays in us/a
+        assert seen[backends[1].pod] > 10 and seen[backends[2].pod] > 10, seen   # us/b's 25% over both
+    await eventually(weighted)

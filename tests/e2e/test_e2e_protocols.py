@@ -323,7 +323,8 @@ async def _stats(agent: Agent, *keys: str) -> list[int]:
 
 # --- WebSocket ----------------------------------------------------------------------------------------------
 async def ws_echo(mesh: Mesh, stack: contextlib.AsyncExitStack) -> list[str]:
-    """An aiohttp WebSocket echo app (``/ws``) registered as the ``ws`` workload; returns its Host log."""
+    """An aiohttp WebSocket echo app (``/ws``) behind its own sidecar, registered as the ``ws`` workload (so
+    every upgrade also crosses that sidecar's inbound listener); returns its Host log."""
     hosts: list[str] = []
 
     async def handle(request: web.Request) -> web.WebSocketResponse:
@@ -339,10 +340,12 @@ async def ws_echo(mesh: Mesh, stack: contextlib.AsyncExitStack) -> list[str]:
     app.router.add_get("/ws", handle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    ip = alloc_ip()
-    await web.TCPSite(runner, ip, 8080).start()
+    app_ip, pod_ip = alloc_ip(), alloc_ip()
+    await web.TCPSite(runner, app_ip, 8080).start()
     stack.push_async_callback(runner.cleanup)
-    register(mesh, stack, "ws-v1-pod", ip, {"app": "ws", "version": "v1"})
+    labels = {"app": "ws", "version": "v1"}
+    await mesh.sidecar(NS, "ws-v1-pod", labels, ip=pod_ip, app_host=app_ip)
+    register(mesh, stack, "ws-v1-pod", pod_ip, labels)
     return hosts
 
 
