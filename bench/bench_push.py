@@ -96,6 +96,7 @@ class Result:
     envoy_rss: float = 0.0
     envoy_pss: float = 0.0
     timeouts: int = 0
+    unchanged: int = 0        # proxy-rounds without a new ACK (config unchanged for that proxy)
 
 
 def load(cp: ControlPlane, text: str) -> list[Config]:
@@ -150,7 +151,12 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                     print(f"  round {r}: TIMEOUT {e}")
                     continue
                 acks = [cp.status.synced_at(nd) for nd in nodes]
-                lat = [a - t_apply for a in acks if a is not None]
+                # a proxy whose config did not change has nothing to ACK (its last ACK predates the apply)
+                lat = [a - t_apply for a in acks if a is not None and a >= t_apply]
+                if len(lat) < len(nodes):
+                    res.unchanged += len(nodes) - len(lat)
+                if not lat:
+                    continue
                 res.latencies.extend(lat)
                 res.rounds_all.append(max(lat))
                 st = cp.pusher.stats
@@ -180,7 +186,8 @@ async def stop_all(agents: list[Agent]) -> None:
 
 def report(r: Result) -> None:
     print(f"\nN={r.proxies} Envoy sidecars, debounce {r.debounce}: {len(r.rounds_all)} rounds "
-          f"({r.timeouts} timed out); startup + initial sync {r.startup_s:.1f} s")
+          f"({r.timeouts} timed out, {r.unchanged} proxy-rounds without a change); "
+          f"startup + initial sync {r.startup_s:.1f} s")
     print(f"  apply -> proxy ACKed (all proxies, all rounds): {fmt_ms(r.latencies)}")
     print(f"  apply -> last proxy ACKed (per round):          {fmt_ms(r.rounds_all)}")
     if r.generate:
