@@ -126,6 +126,9 @@ def servers_for_route(proxy: Proxy, push: PushContext, route_name: str) -> list[
 def build_gateway_listeners(proxy: Proxy, push: PushContext, warnings: list[str]) -> list[Any]:
     groups: dict[tuple[str, int], list[GatewayServer]] = {}
     for s in gateway_servers(proxy, push):
+        if s.bind.startswith("unix://"):   # Envoy would reject it as a socket address
+            warnings.append(f"{_where(s)}: unix domain socket bind {s.bind} is not supported yet; skipped")
+            continue
         groups.setdefault((s.bind, s.listen_port), []).append(s)
     out = []
     for (bind, port), servers in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):

@@ -15,6 +15,7 @@ from mizzen.registry.model import Endpoint, Protocol, Resolution, Service, Servi
 # Ports Istio never sniffs: an unnamed port here is TCP.
 WELL_KNOWN_TCP_PORTS = frozenset({25, 53, 3306, 27017})
 EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
+UNIX_PREFIX = "unix://"   # unix domain socket workload addresses: left out of endpoints (not supported yet)
 
 _PROTOCOLS: Mapping[str, Protocol] = {
     "http": Protocol.HTTP,
@@ -266,11 +267,12 @@ def endpoints_for_service(svc: Service, workloads: Iterable[Workload], inline: I
     """Endpoints of ``svc`` per service port, from selected ``workloads`` (same namespace) and ``inline``
     ServiceEntry endpoints; a DNS service with neither uses its own host (or ``external_name``)."""
     out: dict[int, list[Endpoint]] = {p.port: [] for p in svc.ports}
-    inline = list(inline)
+    inline = [w for w in inline if not w.address.startswith(UNIX_PREFIX)]   # not IP endpoints: not supported
     selected: list[Workload] = []
     if svc.selector:
         selected = [w for w in workloads
-                    if w.namespace == svc.namespace and selector_matches(svc.selector, w.labels)]
+                    if w.namespace == svc.namespace and not w.address.startswith(UNIX_PREFIX)
+                    and selector_matches(svc.selector, w.labels)]
     for port in svc.ports:
         eps = out[port.port]
         if svc.origin == "ServiceEntry":

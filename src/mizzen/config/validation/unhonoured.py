@@ -24,7 +24,8 @@ PARTLY = "accepted but only partly honoured by Mizzen"
 @dataclass(frozen=True)
 class Unhonoured:
     """``pattern``: a field path, ``[*]`` for every list index or map key (the whole subtree is meant).
-    ``values``: when set, only these values of the field are unhonoured (the others are honoured).
+    ``values``: when set, only these values of the field are unhonoured (the others are honoured); a value
+    ending in ``*`` is a prefix (``unix://*``).
     ``partial``: honoured in some places only (``reason`` says where not)."""
 
     pattern: str
@@ -89,6 +90,7 @@ _SERVER_TLS = (
     Unhonoured("tls.insecureSkipVerify", "not translated yet"),
 )
 
+_UNIX_ENDPOINT = "unix domain socket endpoints are not supported yet; this endpoint is left out"
 _CAPTURE = "per-listener capture modes are not supported (local mode has no iptables)"
 
 UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
@@ -107,6 +109,9 @@ UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
         Unhonoured("spec.tcp[*].match[*].sourceSubnet", "source subnets are not matched yet"),
     ),
     "Gateway": (
+        Unhonoured("spec.servers[*].bind",
+                   "unix domain socket listeners are not supported yet; this server is not served",
+                   values=("unix://*",)),
         Unhonoured("spec.servers[*].defaultEndpoint",
                    "gateway servers forward by route; defaultEndpoint is not used"),
         *(Unhonoured(f"spec.servers[*].{u.pattern}", u.reason, u.values) for u in _SERVER_TLS),
@@ -120,6 +125,8 @@ UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
                    "plaintext"),
         Unhonoured("spec.ingress[*].captureMode", _CAPTURE, values=("IPTABLES", "NONE")),
         Unhonoured("spec.egress[*].captureMode", _CAPTURE, values=("IPTABLES", "NONE")),
+        Unhonoured("spec.egress[*].bind", "unix domain socket egress listeners are not built yet",
+                   values=("unix://*",)),
         Unhonoured("spec.outboundTrafficPolicy.egressProxy", "egress proxies are not supported yet; "
                                                              "ALLOW_ANY traffic goes out directly"),
     ),
@@ -127,10 +134,12 @@ UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
         Unhonoured("spec.subjectAltNames", MTLS),
         Unhonoured("spec.endpoints[*].serviceAccount", f"workload identity is only used by mTLS: {MTLS}"),
         Unhonoured("spec.endpoints[*].network", "multi-network meshes are not supported yet"),
+        Unhonoured("spec.endpoints[*].address", _UNIX_ENDPOINT, values=("unix://*",)),
     ),
     "WorkloadEntry": (
         Unhonoured("spec.serviceAccount", f"workload identity is only used by mTLS: {MTLS}"),
         Unhonoured("spec.network", "multi-network meshes are not supported yet"),
+        Unhonoured("spec.address", _UNIX_ENDPOINT, values=("unix://*",)),
     ),
 }
 
@@ -178,12 +187,17 @@ def present_paths(config: Config, pattern: str) -> list[str]:
     return [p for p, _ in present_values(config, pattern)]
 
 
+def _value_matches(want: str, value: Any) -> bool:
+    text = str(value)
+    return text.startswith(want[:-1]) if want.endswith("*") else text == want
+
+
 def unhonoured_findings(config: Config) -> list[Finding]:
     """One warning per present unhonoured field (with a matching value, for value-specific entries)."""
     out: list[Finding] = []
     for entry in UNHONOURED.get(config.kind, ()):
         for path, value in present_values(config, entry.pattern):
-            if entry.values and str(value) not in entry.values:
+            if entry.values and not any(_value_matches(v, value) for v in entry.values):
                 continue
             out.append(Finding(path, entry.message(value), Severity.WARNING))
     return out
