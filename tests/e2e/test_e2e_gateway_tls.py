@@ -193,8 +193,10 @@ async def test_mutual_tls_requires_a_client_certificate_from_the_ca(mesh: Mesh, 
             r = await get(c, gw, "api.example.com", "/mtls")
             assert r.status_code == 200 and r.json()["path"] == "/mtls", r.status_code
         await eventually(served)
+    served_before = web.requests
     for who in (None, rogue_ca.issue("mallory", client=True)):
         async with client(ca.pem, who) as c:
-            with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
+            # TLS 1.3: the alert may arrive after the client finished its side of the handshake
+            with pytest.raises((httpx.TransportError, ssl.SSLError)):
                 await get(c, gw, "api.example.com", "/mtls")
-    assert web.paths == ["/mtls"] * len(web.paths)
+    assert web.requests == served_before
