@@ -99,3 +99,35 @@ def test_config_analyzers_do_not_run_on_objects_with_errors() -> None:
     found = issues("DestinationRule", "host: a\ntrafficPolicy: {tls: {mode: SIMPLE}, loadBalancer: "
                                       "{consistentHash: {maglev: {tableSize: 4}}}}")
     assert [s for _, _, s in found] == [Severity.ERROR]
+
+
+def test_config_binds_a_local_proxy_cannot_use() -> None:
+    sidecar = """
+egress:
+- port: {number: 9080, name: http, protocol: HTTP}
+  bind: 10.1.2.3
+  hosts: ["./*"]
+- port: {number: 9081, name: http2, protocol: HTTP}
+  bind: 127.0.10.50
+  hosts: ["./*"]
+ingress:
+- port: {number: 8080, name: http, protocol: HTTP}
+  bind: 0.0.0.0
+  defaultEndpoint: 127.0.0.1:8080
+"""
+    found = issues("Sidecar", sidecar)
+    assert found == [("spec.egress[0].bind",
+                      "bind 10.1.2.3 is not a loopback address: a proxy in Mizzen's local mode (no network "
+                      "namespace of its own) cannot listen on it, and Envoy then rejects the listener", W)]
+    gw = ("servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], bind: '192.168.1.9'}, "
+          "{port: {number: 81, name: h2, protocol: HTTP}, hosts: ['*'], bind: '::1'}]")
+    assert [p for p, _, _ in issues("Gateway", gw)] == ["spec.servers[0].bind"]
+
+
+def test_config_gateway_tls_version_range_no_handshake_fits() -> None:
+    gw = ("servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.example.com], "
+          "tls: {mode: SIMPLE, serverCertificate: /c, privateKey: /k, minProtocolVersion: TLSV1_3, "
+          "maxProtocolVersion: TLSV1_2}}]")
+    msg = "minProtocolVersion TLSV1_3 is above maxProtocolVersion TLSV1_2: no TLS handshake can succeed"
+    assert issues("Gateway", gw) == [("spec.servers[0].tls", f"{msg} on this server", W)]
+    assert issues("Gateway", gw.replace("TLSV1_2}", "TLSV1_3}")) == []

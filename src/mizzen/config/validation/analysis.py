@@ -1,10 +1,12 @@
 """Istio analyzer-style warnings that one object shows on its own (``istioctl analyze`` codes in the text):
 client TLS without a CA (IST0128/IST0129), ServiceEntry TCP ports without addresses (IST0134), Service ports
-outside Istio's naming convention (IST0118). Run after the semantic checks, only on objects without errors.
+outside Istio's naming convention (IST0118); and Mizzen's own: listener binds a local-mode proxy cannot use,
+Gateway TLS version ranges no handshake fits. Run after the semantic checks, only on objects without errors.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -85,8 +87,43 @@ def _service_port_names(cfg: Config, r: Report) -> None:
                "and has no appProtocol (IST0118): Istio would detect its protocol, Mizzen serves it as HTTP")
 
 
+def _bind_warning(r: Report, path: str, bind: str) -> None:
+    """Local mode has no network namespaces: a proxy can bind loopback addresses or the wildcard only."""
+    try:
+        ip = ipaddress.ip_address(bind)
+    except ValueError:
+        return
+    if not (ip.is_loopback or ip.is_unspecified):
+        r.warn(path, f"bind {bind} is not a loopback address: a proxy in Mizzen's local mode (no network "
+                     "namespace of its own) cannot listen on it, and Envoy then rejects the listener")
+
+
+def _sidecar_binds(cfg: Config, r: Report) -> None:
+    for section in ("ingress", "egress"):
+        for i, raw in enumerate(as_list(cfg.spec.get(section))):
+            bind = as_str(as_dict(raw).get("bind"))
+            _bind_warning(r, key_path(index_path(f"spec.{section}", i), "bind"), bind)
+
+
+_TLS_ORDER = ("TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
+
+
+def _gateway_servers(cfg: Config, r: Report) -> None:
+    for i, raw in enumerate(as_list(cfg.spec.get("servers"))):
+        server = as_dict(raw)
+        sp = index_path("spec.servers", i)
+        _bind_warning(r, key_path(sp, "bind"), as_str(server.get("bind")))
+        tls = as_dict(server.get("tls"))
+        lo, hi = as_str(tls.get("minProtocolVersion")), as_str(tls.get("maxProtocolVersion"))
+        if lo in _TLS_ORDER and hi in _TLS_ORDER and _TLS_ORDER.index(lo) > _TLS_ORDER.index(hi):
+            r.warn(key_path(sp, "tls"), f"minProtocolVersion {lo} is above maxProtocolVersion {hi}: no TLS "
+                                        "handshake can succeed on this server")
+
+
 ANALYZERS: dict[str, tuple[Callable[[Config, Report], None], ...]] = {
     "DestinationRule": (_client_tls_without_ca,),
+    "Sidecar": (_sidecar_binds,),
+    "Gateway": (_gateway_servers,),
     "ServiceEntry": (_service_entry_tcp_without_addresses,),
     "Service": (_service_port_names,),
 }
