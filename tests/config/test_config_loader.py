@@ -222,8 +222,8 @@ spec:
     assert result.ok and len(result.configs) == 1
     assert [str(w) for w in result.warnings] == [
         "dr.yaml:9: DestinationRule/reviews: spec.trafficPolicy.tls.mode: warning: accepted but not yet "
-        "honoured by Mizzen: ISTIO_MUTUAL: needs the CA/SDS (mTLS) issue; traffic to this destination is sent "
-        "in plaintext"]
+        "honoured by Mizzen: ISTIO_MUTUAL: needs the CA/SDS (mTLS) issue; traffic to this destination is "
+        "sent in plaintext"]
     assert result.warnings[0].severity is Severity.WARNING
 
 

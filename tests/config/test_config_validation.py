@@ -384,8 +384,8 @@ def test_config_unhonoured_fields_are_warnings_at_their_paths() -> None:
           "tls: {mode: SIMPLE, credentialName: bookinfo-cert}}]")
     assert warnings("Gateway", gw) == [(
         "spec.servers[0].tls.credentialName",
-        f"{MESSAGE}: Kubernetes secrets over SDS are not supported yet (use certificate files); this server is "
-        "skipped")]
+        f"{MESSAGE}: Kubernetes secrets over SDS are not supported yet (use certificate files); this server "
+        "is skipped")]
     assert warnings("WorkloadEntry", "address: 1.1.1.1\nnetwork: n1") == [
         ("spec.network", f"{MESSAGE}: multi-network meshes are not supported yet")]
 
