@@ -264,3 +264,12 @@ def test_malformed_rule_is_skipped_not_fatal() -> None:
     routes = routes_for([{"match": [{"uri": {"prefix": "/bad"}}], "timeout": "soon", "route": [DEST]},
                          {"route": [{"destination": {"host": "reviews", "subset": "v2"}}]}])
     assert [r.route.cluster for r in routes] == [f"outbound|9080|v2|{REVIEWS}"]
+
+
+def test_mirror_percent_in_either_spelling() -> None:
+    # ``mirror_percent`` is the proto name of ``mirrorPercent``; Istio's CRD accepts both
+    for key in ("mirrorPercent", "mirror_percent"):
+        r = one({"mirror": {"host": "ratings"}, key: 30})
+        frac = r.route.request_mirror_policies[0].runtime_fraction.default_value
+        assert (frac.numerator, frac.denominator) == (30, frac.HUNDRED)
+    assert not one({"mirror": {"host": "ratings"}, "mirror_percent": 0}).route.request_mirror_policies

@@ -18,7 +18,7 @@ Rule = Mapping[str, Any]
 LookupVS = Callable[[str, str], Config | None]
 
 _ROOT_INHERITED = ("rewrite", "directResponse", "timeout", "retries", "fault", "mirror", "mirrorPercent",
-                   "mirrorPercentage", "corsPolicy", "mirrors", "headers")
+                   "mirror_percent", "mirrorPercentage", "corsPolicy", "mirrors", "headers")
 
 
 def expand_delegates(rules: list[Rule], vs_namespace: str, lookup: LookupVS) -> list[Rule]:

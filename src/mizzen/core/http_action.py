@@ -324,7 +324,10 @@ def apply_route_destination(route: rc.Route, rule: Mapping[str, Any], ctx: Desti
 
     mirror = rule.get("mirror")
     if mirror:
-        frac = _mirror_fraction(rule.get("mirrorPercentage"), rule.get("mirrorPercent"))
+        legacy = rule.get("mirrorPercent")
+        if legacy is None:
+            legacy = rule.get("mirror_percent")   # the proto field name, which Istio's CRD accepts too
+        frac = _mirror_fraction(rule.get("mirrorPercentage"), legacy)
         if frac is not None:
             action.request_mirror_policies.append(_mirror_policy(mirror, frac, ctx))
     for m in rule.get("mirrors") or ():

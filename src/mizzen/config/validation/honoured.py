@@ -57,7 +57,7 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "spec.http[*].redirect.redirectCode", "spec.http[*].directResponse", "spec.http[*].delegate",
         "spec.http[*].rewrite", "spec.http[*].timeout", "spec.http[*].retries", "spec.http[*].headers",
         "spec.http[*].mirror", "spec.http[*].mirrors", "spec.http[*].mirrorPercent",
-        "spec.http[*].mirrorPercentage",
+        "spec.http[*].mirror_percent", "spec.http[*].mirrorPercentage",
         "spec.http[*].fault.abort.httpStatus", "spec.http[*].fault.abort.grpcStatus",
         "spec.http[*].fault.abort.percentage", "spec.http[*].fault.delay.fixedDelay",
         "spec.http[*].fault.delay.percent", "spec.http[*].fault.delay.percentage",

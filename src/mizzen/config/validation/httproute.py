@@ -345,14 +345,13 @@ def check_http_route(r: Report, path: str, http: dict[str, Any], in_delegate: bo
         _check_cors(r, key_path(path, "corsPolicy"), as_dict(http.get("corsPolicy")))
     if "fault" in http:
         _check_fault(r, key_path(path, "fault"), as_dict(http.get("fault")))
-    if "mirrorPercent" in http:
-        mp = as_int(http.get("mirrorPercent"))
+    for legacy in ("mirrorPercent", "mirror_percent"):   # one field: its JSON and its proto name
+        if legacy not in http:
+            continue
+        mp = as_int(http.get(legacy))
         if mp > 100:
-            r.error(key_path(path, "mirrorPercent"), "mirror_percent must have a max value of 100 (it has "
-                                                     f"{mp})")
-        r.warn(key_path(path, "mirrorPercent"), 'using deprecated setting "mirrorPercent", use '
-                                                '"mirrorPercentage"'
-                                                " instead")
+            r.error(key_path(path, legacy), f"mirror_percent must have a max value of 100 (it has {mp})")
+        r.warn(key_path(path, legacy), f'using deprecated setting "{legacy}", use "mirrorPercentage" instead')
     pct = as_dict(http.get("mirrorPercentage")).get("value")
     if isinstance(pct, int | float) and not 0 <= pct <= 100:
         r.error(key_path(key_path(path, "mirrorPercentage"), "value"), "mirror_percentage must be 0..100")

@@ -105,7 +105,6 @@ UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
     "VirtualService": (
         Unhonoured("spec.http[*].redirect.prefixRewrite", "redirect prefix rewriting is not translated yet "
                                                           "(use redirect.uri)"),
-        Unhonoured("spec.http[*].mirror_percent", "this spelling is not read (use mirrorPercentage)"),
         Unhonoured("spec.tcp[*].match[*].sourceSubnet", "source subnets are not matched yet"),
     ),
     "Gateway": (
