@@ -71,9 +71,10 @@ def headers_seen(body: dict[str, object]) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in body["headers"].items()}  # type: ignore[attr-defined]
 
 
-async def rule(mesh: Mesh, client: Agent, method: str, path: str, **kw: object) -> str:
+async def rule(mesh: Mesh, client: Agent, method: str, path: str,
+               headers: dict[str, str] | None = None) -> str:
     async with mesh.client_via(client) as c:
-        r = await c.request(method, WEB + path, **kw)  # type: ignore[arg-type]
+        r = await c.request(method, WEB + path, headers=headers)
     assert r.status_code == 200, (path, r.status_code, r.text)
     return headers_seen(r.json()).get("x-rule", "-")
 
@@ -119,6 +120,14 @@ spec:
     redirect: {uri: /there, port: 8443, scheme: https, redirectCode: 302}
   - match: [{uri: {prefix: /gone}}]
     directResponse: {status: 418, body: {string: "short and stout"}}
+  - match: [{uri: {prefix: /split}}]
+    route:
+    - destination: {host: web}
+      weight: 50
+      headers: {response: {set: {x-dest: web}}, request: {set: {x-to: web}}}
+    - destination: {host: shadow}
+      weight: 50
+      headers: {response: {set: {x-dest: shadow}}, request: {set: {x-to: shadow}}}
   - headers:
       request: {set: {x-set: s1}, add: {x-add: a1}, remove: [x-drop]}
       response: {set: {x-resp: r1}, add: {x-resp-add: r2}, remove: [content-type]}
@@ -128,6 +137,7 @@ spec:
 
 async def test_headers_rewrites_redirect_and_direct_response(mesh: Mesh) -> None:
     client, web = await setup(mesh)
+    await mesh.backend("shadow", namespace=NS, port=9080)
     await mesh.apply_yaml(HEADERS_AND_REWRITES, namespace=NS)
     await mesh.wait_synced()
     async with mesh.client_via(client) as c:
@@ -147,6 +157,15 @@ async def test_headers_rewrites_redirect_and_direct_response(mesh: Mesh) -> None
         r = await c.get(WEB + "/gone")
         assert (r.status_code, r.text) == (418, "short and stout")
         assert web.requests == n                   # answered by Envoy, the backend never saw it
+
+        # per-destination headers of a weighted route go with the destination that was picked
+        split: Counter[str] = Counter()
+        for _ in range(20):
+            r = await c.get(WEB + "/split")
+            service = r.json()["service"]
+            assert r.headers["x-dest"] == service == headers_seen(r.json())["x-to"], (r.headers, r.text)
+            split[service] += 1
+        assert set(split) == {"web", "shadow"}, split
 
         r = await c.get(WEB + "/h", headers={"x-drop": "1", "x-set": "client"})
     seen = headers_seen(r.json())
@@ -171,6 +190,9 @@ spec:
     route: [{destination: {host: web}}]
     mirror: {host: shadow}
     mirrorPercentage: {value: 50.0}
+  - match: [{uri: {prefix: /many}}]
+    route: [{destination: {host: web}}]
+    mirrors: [{destination: {host: shadow}}]
   - route: [{destination: {host: web}}]
 """
 
@@ -194,14 +216,17 @@ async def test_mirror_and_mirror_percentage(mesh: Mesh) -> None:
             assert (await c.get(WEB + f"/half/{i}")).status_code == 200
         for i in range(10):
             assert (await c.get(WEB + f"/none/{i}")).status_code == 200
+        for i in range(10):
+            assert (await c.get(WEB + f"/many/{i}")).status_code == 200
 
     async def all_arrived() -> None:
-        assert Counter(p.split("/")[1] for p in shadow.paths)["all"] == 10, shadow.paths
+        kinds = Counter(p.split("/")[1] for p in shadow.paths)
+        assert kinds["all"] == 10 and kinds["many"] == 10, shadow.paths
     await eventually(all_arrived)
     await asyncio.sleep(0.2)
     kinds = Counter(p.split("/")[1] for p in shadow.paths)
     assert kinds["none"] == 0 and 25 <= kinds["half"] <= 75, kinds
-    assert web.requests == 120
+    assert web.requests == 130
     assert shadow.hosts and all(h == "web-shadow:9080" for h in shadow.hosts), set(shadow.hosts)
 
 
