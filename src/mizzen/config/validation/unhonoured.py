@@ -81,7 +81,7 @@ _SERVER_TLS = (
     Unhonoured("tls.mode", "not supported yet; this server is skipped",
                values=("ISTIO_MUTUAL", "AUTO_PASSTHROUGH")),
     Unhonoured("tls.credentialName", f"{SDS}; this server is skipped"),
-    Unhonoured("tls.credentialNames", f"{SDS}; this server is skipped"),
+    Unhonoured("tls.credentialNames", SDS),
     Unhonoured("tls.caCertCredentialName", SDS),
     Unhonoured("tls.tlsCertificates", "several certificates per server are not supported yet (use "
                                       "serverCertificate/privateKey)"),
@@ -105,7 +105,8 @@ UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
     "VirtualService": (
         Unhonoured("spec.http[*].redirect.prefixRewrite", "redirect prefix rewriting is not translated yet "
                                                           "(use redirect.uri)"),
-        Unhonoured("spec.tcp[*].match[*].sourceSubnet", "source subnets are not matched yet"),
+        Unhonoured("spec.tcp[*].match[*].sourceSubnet",
+                   "source subnets are not matched yet: the rule applies to every source"),
     ),
     "Gateway": (
         Unhonoured("spec.servers[*].bind",
