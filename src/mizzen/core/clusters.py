@@ -134,13 +134,24 @@ def _outbound(proxy: Proxy, push: PushContext, svc: Service, port: ServicePort, 
 
 def outbound_clusters(proxy: Proxy, push: PushContext, svc: Service,
                       port: ServicePort) -> list[cluster_pb2.Cluster]:
-    """``outbound|port||host`` and one ``outbound|port|subset|host`` per DestinationRule subset."""
-    dr = push.destination_rule(proxy.namespace, svc.hostname)
-    out = [_outbound(proxy, push, svc, port, dr, "")]
-    for sub in (dr.spec.get("subsets") or ()) if dr is not None else ():
-        if sub.get("name"):
-            out.append(_outbound(proxy, push, svc, port, dr, str(sub["name"])))
-    return out
+    """``outbound|port||host`` and one ``outbound|port|subset|host`` per DestinationRule subset.
+
+    They depend on the proxy only through its namespace (DestinationRule lookup), interception mode and,
+    for DNS clusters with inline endpoints, its locality and labels: proxies alike share them per push."""
+    def build() -> list[cluster_pb2.Cluster]:
+        dr = push.destination_rule(proxy.namespace, svc.hostname)
+        out = [_outbound(proxy, push, svc, port, dr, "")]
+        for sub in (dr.spec.get("subsets") or ()) if dr is not None else ():
+            if sub.get("name"):
+                out.append(_outbound(proxy, push, svc, port, dr, str(sub["name"])))
+        return out
+
+    dns_inputs = None   # DNS clusters carry their endpoints inline: locality LB reads locality and labels
+    if svc.resolution is not Resolution.STATIC:
+        dns_inputs = (proxy.locality, frozenset(proxy.labels.items()))
+    key = ("cds", svc.hostname, svc.namespace, port.port, proxy.namespace, proxy.interception_mode.upper(),
+           dns_inputs)
+    return list(push.memoized(key, build))
 
 
 def _selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:

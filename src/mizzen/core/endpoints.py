@@ -11,6 +11,7 @@ import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
@@ -263,6 +264,12 @@ def endpoints_for_cluster(proxy: Proxy, push: PushContext, hostname: str, port: 
     return [g.lle for g in groups]
 
 
+def _filled(cla: endpoint_pb2.ClusterLoadAssignment, proxy: Proxy, push: PushContext, hostname: str,
+            port: int, subset: str) -> endpoint_pb2.ClusterLoadAssignment:
+    cla.endpoints.extend(endpoints_for_cluster(proxy, push, hostname, port, subset))
+    return cla
+
+
 def build_endpoints(proxy: Proxy, push: PushContext, cluster_names: list[str]) -> list[
         endpoint_pb2.ClusterLoadAssignment]:
     """One ClusterLoadAssignment per EDS cluster name (empty when there are no endpoints), sorted by name."""
@@ -274,6 +281,10 @@ def build_endpoints(proxy: Proxy, push: PushContext, cluster_names: list[str]) -
         except ValueError:
             direction = ""
         if direction == "outbound":
-            cla.endpoints.extend(endpoints_for_cluster(proxy, push, hostname, port, subset))
+            # shared per push by proxies with the same namespace, locality and labels (locality LB inputs)
+            labels = (frozenset(proxy.labels.items())
+                      if push.uses_field("DestinationRule", "failoverPriority") else None)
+            key = ("eds", name, proxy.namespace, proxy.locality, labels)
+            cla = push.memoized(key, partial(_filled, cla, proxy, push, hostname, port, subset))
         out.append(cla)
     return out

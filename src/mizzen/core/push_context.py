@@ -8,15 +8,17 @@ service's, then the root namespace, and same-host VirtualServices are taken olde
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from mizzen.config.model import Config, ConfigSnapshot
 from mizzen.core.hosts import host_matches, is_wildcard, resolve_short_name
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.proxy import Proxy
 from mizzen.registry.model import RegistrySnapshot, Service
+
+T = TypeVar("T")
 
 MESH_GATEWAY = "mesh"
 
@@ -92,6 +94,27 @@ class PushContext:
     # (namespace, resolved host) -> DRs for a non-wildcard host; namespace -> (host, DR) for wildcard hosts
     drs_by_host: Mapping[tuple[str, str], tuple[Config, ...]] = field(default_factory=dict)
     wildcard_drs: Mapping[str, tuple[tuple[str, Config], ...]] = field(default_factory=dict)
+    # Push-scoped memo of resources that many proxies share (outbound clusters, load assignments, sidecar
+    # route configs), keyed by exactly the proxy properties they depend on. Proxies alike (same namespace,
+    # labels, locality...) then get the *same* message objects: generated once, hashed and serialized once
+    # by the xDS cache, stored once. Messages in it must never be mutated after they are built.
+    memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def uses_field(self, kind: str, name: str) -> bool:
+        """Whether any object of ``kind`` mentions the field ``name`` anywhere in its spec (memoized per
+        push); lets memo keys leave out proxy properties that no config can make matter (e.g. labels when
+        no VirtualService has ``sourceLabels``)."""
+        def scan() -> bool:
+            return any(_mentions(c.spec, name) for c in self.configs.list(kind))
+        return self.memoized(("uses", kind, name), scan)
+
+    def memoized(self, key: Hashable, build: Callable[[], T]) -> T:
+        """``build()`` once per push for ``key``; later calls return the same object."""
+        try:
+            return cast(T, self.memo[key])
+        except KeyError:
+            value = self.memo[key] = build()
+            return value
 
     @property
     def version(self) -> str:
@@ -204,6 +227,14 @@ class PushContext:
             if not (sc.spec.get("workloadSelector") or {}).get("labels"):
                 return sc
         return None
+
+
+def _mentions(value: Any, name: str) -> bool:
+    if isinstance(value, Mapping):
+        return name in value or any(_mentions(v, name) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_mentions(v, name) for v in value)
+    return False
 
 
 def resolve_gateway_ref(ref: str, namespace: str) -> str:

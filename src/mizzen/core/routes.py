@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from functools import partial
 from types import ModuleType
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -41,7 +42,13 @@ def build_routes(proxy: Proxy, push: PushContext, names: list[str]) -> list[rout
         if proxy.is_gateway:
             out.append(gateway_routes.build_gateway_route_config(proxy, push, name))
         else:
-            out.append(_sidecar_route_config(proxy, push, name))
+            # depends on the proxy's namespace (domains, visibility), labels (sourceLabels, Sidecar) and mode
+            sidecar = push.sidecar_for(proxy)
+            labels = (frozenset(proxy.labels.items())
+                      if push.uses_field("VirtualService", "sourceLabels") else None)
+            key = ("rds", name, proxy.namespace, sidecar.key if sidecar else None, labels,
+                   proxy.interception_mode)
+            out.append(push.memoized(key, partial(_sidecar_route_config, proxy, push, name)))
     return out
 
 
