@@ -376,3 +376,35 @@ async def test_two_virtual_services_for_one_host_on_sidecars_oldest_wins(mesh: M
         async with mesh.client_via(client) as c:
             assert (await c.get(WEB + "/x")).json()["pod"] == shadow.pod
     await eventually(handed_over)
+
+
+BOTH_SIDES = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web, web.example.com]
+  gateways: [istio-system/gw2, mesh]
+  http:
+  - match: [{gateways: [istio-system/gw2], uri: {prefix: /}}]
+    route: [{destination: {host: web}}]
+    headers: {request: {set: {x-rule: edge}}}
+  - match: [{gateways: [mesh], uri: {prefix: /}}]
+    route: [{destination: {host: web}}]
+    headers: {request: {set: {x-rule: mesh}}}
+"""
+
+
+async def test_match_gateways_split_rules_between_the_gateway_and_sidecars(mesh: Mesh) -> None:
+    client, _ = await setup(mesh)
+    gw = await mesh.gateway()
+    await mesh.apply_yaml(GATEWAY.replace("name: gw", "name: gw2").replace(
+        '"*/shop.example.com", "*/mall.example.com"', '"*/web.example.com"'))
+    await mesh.apply_yaml(BOTH_SIDES, namespace=NS)
+    await mesh.wait_synced()
+    async with mesh.gateway_client(gw) as c:
+        async def edge() -> None:
+            r = await c.get("/x", headers={"Host": "web.example.com"})
+            assert r.status_code == 200 and headers_seen(r.json())["x-rule"] == "edge", r.status_code
+        await eventually(edge)
+    assert await rule(mesh, client, "GET", "/x") == "mesh"
