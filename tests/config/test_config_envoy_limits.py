@@ -145,6 +145,15 @@ def test_config_header_values_envoy_refuses_are_rejected(tmp_path: Path, value: 
     assert [p for p, m in errs if reason in m] == ["spec.http[0].headers.response.add.x-a"]
 
 
+def test_config_header_names_with_line_breaks_are_rejected(tmp_path: Path) -> None:
+    ok, _ = envoy_accepts(tmp_path, [_with_headers({"x-a\nb": "v"})])
+    assert not ok
+    assert envoy_accepts(tmp_path, [_with_headers({"x-a b": "v"})])[0]   # Envoy itself is that lenient
+    errs = errors("VirtualService", vs_http({"headers": {"request": {"set": {"x-a\nb": "v"}}}}))
+    assert [m for _, m in errs] == ["invalid header name 'x-a\\nb': NUL, CR and LF are not allowed (Envoy "
+                                    "would reject the route)"]
+
+
 # --- SNI, ring hash, query parameters, direct responses ----------------------------------------------------
 
 @pytest.mark.parametrize(("sni", "valid"), [("*.bar.com", True), ("*bar.com", False), ("bar.com", True)])

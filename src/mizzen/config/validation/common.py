@@ -335,6 +335,9 @@ def check_header_operation(r: Report, path: str, name: str, *, authority_ok: boo
         r.error(path, f'invalid header "{name}": cannot set Host header')
     elif is_internal_header(name):
         r.error(path, f'invalid header "{name}": header cannot have ":" prefix')
+    elif any(c in name for c in "\x00\r\n"):
+        r.error(path, f"invalid header name {name!r}: NUL, CR and LF are not allowed (Envoy would reject the "
+                      "route)")
 
 
 _HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
