@@ -5,6 +5,7 @@ gateway or a sidecar. The demo is started once for the module; the tests run in 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -142,11 +143,14 @@ def test_demo_stops_and_leaves_nothing(demo: Demo) -> None:
     assert len(pids) >= 13        # 6 apps + 6 sidecars + the gateway
     ours = {(ip, p) for ip, p in listening() if ip.startswith(("127.20.", "127.21."))}
     assert ours, "the demo's pods should be listening"
-    demo.proc.send_signal(signal.SIGINT)
+    # Ctrl-C at a terminal: SIGINT to the whole foreground process group the demo leads
+    os.killpg(demo.proc.pid, signal.SIGINT)
     demo.proc.wait(timeout=30)
     out = demo.output()
     assert demo.proc.returncode == 0, out
     assert "stopped" in out
+    stopping = out[out.index("stopping..."):]
+    assert "restarting" not in stopping and "Traceback" not in out, stopping   # an orderly stop, no crashes
     assert not [p for p in pids if alive(p)]
     left = listening()
     assert not {(ip, p) for ip, p in left if ip.startswith(("127.20.", "127.21."))}

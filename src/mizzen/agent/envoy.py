@@ -217,6 +217,9 @@ class Agent:
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
                 preexec_fn=_die_with_parent(),
+                # its own process group: a Ctrl-C at the terminal goes to the supervisor, which drains and
+                # stops Envoy in order, instead of killing every Envoy at once behind its back
+                start_new_session=True,
             )
         self._started_at = time.monotonic()
         self._running.set()
