@@ -109,3 +109,29 @@ def test_config_servers_that_can_share_a_port_are_quiet() -> None:
   {TLS}
 """)
     assert warned(cfg) == []
+
+
+def test_config_unset_tls_mode_is_explained_and_matches_the_translation() -> None:
+    with_certs = gateway_cfg("""
+- port: {number: 443, name: https, protocol: HTTPS}
+  hosts: ["a.example.com"]
+  tls: {serverCertificate: /c.pem, privateKey: /k.pem}
+""")
+    assert warned(with_certs) == [("spec.servers[0].tls",
+                                   "tls.mode is unset: Istio takes it as PASSTHROUGH and ignores the "
+                                   "certificates; Mizzen terminates TLS with them (SIMPLE). Set the mode "
+                                   "explicitly")]
+    proxy = Proxy(id=node_id(ProxyType.ROUTER, "127.0.20.9", "gw-1", "istio-system"), type=ProxyType.ROUTER,
+                  ip="127.0.20.9", namespace="istio-system", labels={"istio": "ingressgateway"})
+    [lis] = build_listeners_with_warnings(proxy, PushContext.build(ConfigSnapshot.of([with_certs]),
+                                                                   RegistrySnapshot()))[0]
+    assert lis.filter_chains[0].HasField("transport_socket")     # terminated, as the warning says
+    without = gateway_cfg("""
+- port: {number: 443, name: https, protocol: HTTPS}
+  hosts: ["a.example.com"]
+  tls: {}
+""")
+    assert [m for _, m in warned(without)] == [
+        "tls.mode is unset: Istio takes it as PASSTHROUGH, Mizzen as SIMPLE, which without "
+        "serverCertificate/privateKey is not served. Set mode: PASSTHROUGH"]
+    assert any("skipped" in w for w in skipped_by_translation(without))

@@ -41,7 +41,11 @@ def check_server_tls(r: Report, path: str, tls: dict[str, Any]) -> None:
         return
     cert_fields = ("caCrl", "serverCertificate", "privateKey", "caCertificates", "credentialName")
     if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH") and any(tls.get(k) for k in cert_fields):
-        r.warn(path, f"{mode} mode does not use certificates, they will be ignored")
+        if "mode" in tls:
+            r.warn(path, f"{mode} mode does not use certificates, they will be ignored")
+        else:   # Mizzen's gateway reads an unset mode as SIMPLE (gateway_listeners.GatewayServer.tls_mode)
+            r.warn(path, "tls.mode is unset: Istio takes it as PASSTHROUGH and ignores the certificates; "
+                         "Mizzen terminates TLS with them (SIMPLE). Set the mode explicitly")
     has_credential = any(tls.get(k) for k in ("credentialName", "credentialNames", "tlsCertificates"))
     if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") and has_credential:
         if tls.get("caCrl") and tls.get("credentialName"):
@@ -63,6 +67,17 @@ def check_server_tls(r: Report, path: str, tls: dict[str, Any]) -> None:
                 r.error(path, f"MUTUAL TLS requires {what}")
     if tls.get("caCrl") and mode == "SIMPLE":
         r.error(key_path(path, "caCrl"), "CRL is not supported with SIMPLE TLS")
+
+
+def _check_unset_mode(r: Report, path: str, tls: dict[str, Any], proto: str) -> None:
+    """An HTTPS/TLS server without ``tls.mode`` nor certificates: Istio passes it through, Mizzen (reading
+    the unset mode as SIMPLE) has no certificate to terminate with and does not serve it."""
+    if proto not in TLS_PROTOCOLS or "mode" in tls:
+        return
+    if not any(tls.get(k) for k in ("serverCertificate", "privateKey", "credentialName", "credentialNames",
+                                    "tlsCertificates")):
+        r.warn(path, "tls.mode is unset: Istio takes it as PASSTHROUGH, Mizzen as SIMPLE, which without "
+                     "serverCertificate/privateKey is not served. Set mode: PASSTHROUGH")
 
 
 def _check_server(r: Report, path: str, server: dict[str, Any]) -> None:
@@ -98,6 +113,7 @@ def _check_server(r: Report, path: str, server: dict[str, Any]) -> None:
     tp = key_path(path, "tls")
     if tls is not None:
         check_server_tls(r, tp, as_dict(tls))
+        _check_unset_mode(r, tp, as_dict(tls), parse_protocol(as_str(as_dict(port).get("protocol"))) or "")
     if port_ok:
         proto = parse_protocol(as_str(as_dict(port).get("protocol"))) or ""
         t = as_dict(tls)
