@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 from pathlib import Path
 
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
 from mizzen.core.proxy import ProxyType
+from mizzen.lifecycle import run_until_signal
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -82,16 +82,10 @@ async def run(args: argparse.Namespace) -> None:
         print(json.dumps(line), flush=True)
 
     agent = Agent(spec, opts, on_event=report)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await agent.start(ready_timeout=None)
-    print(f"mizzen agent: node={agent.node_id} admin={agent.admin_url} pid={agent.pid}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await agent.stop()
+    def announce() -> None:
+        print(f"mizzen agent: node={agent.node_id} admin={agent.admin_url} pid={agent.pid}", flush=True)
+
+    await run_until_signal(lambda: agent.start(ready_timeout=None), agent.stop, announce)
 
 
 def main(argv: list[str] | None = None) -> None:

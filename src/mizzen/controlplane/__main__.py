@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from pathlib import Path
 
 from mizzen.controlplane.server import DEFAULT_HTTP_PORT, DEFAULT_XDS_PORT, ControlPlane, ControlPlaneOptions
+from mizzen.lifecycle import run_until_signal
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,17 +31,9 @@ async def run(args: argparse.Namespace) -> None:
         debounce_quiet_s=args.debounce_quiet, debounce_max_s=args.debounce_max,
     )
     cp = ControlPlane(opts)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await cp.start()
     # one parseable line so a parent process can find the (possibly ephemeral) ports
-    print(f"mizzen control plane: xds={cp.xds_address} http={cp.http_url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await cp.stop()
+    await run_until_signal(cp.start, cp.stop, lambda: print(
+        f"mizzen control plane: xds={cp.xds_address} http={cp.http_url}", flush=True))
 
 
 def main(argv: list[str] | None = None) -> None:
