@@ -177,7 +177,8 @@ def test_config_each_unhonoured_field_warns_with_its_reason(kind: str, entry: Un
 
 
 def test_config_value_specific_entries_warn_only_for_their_values() -> None:
-    spec = {"host": "a", "trafficPolicy": {"tls": {"mode": "SIMPLE", "caCertificates": "/ca.pem"}}}
+    spec: dict[str, Any] = {"host": "a",
+                            "trafficPolicy": {"tls": {"mode": "SIMPLE", "caCertificates": "/ca.pem"}}}
     assert [i for i in validate(_config("DestinationRule", spec)) if i.severity is Severity.WARNING] == []
     spec["trafficPolicy"]["tls"]["mode"] = "ISTIO_MUTUAL"
     warned = [(i.path, i.message) for i in validate(_config("DestinationRule", spec))]

@@ -283,7 +283,7 @@ def test_config_invalid_spec_is_reported_at_its_field(kind: str, spec: str, path
     assert (path, message) in found, found
 
 
-VALID: list[tuple[str, str]] = [
+VALID: list[tuple[str, str | dict[str, Any]]] = [
     ("VirtualService", "hosts: ['*']\ngateways: [istio-system/ingress]\nhttp: [{" + ROUTE + "}]"),
     ("VirtualService", "hosts: [reviews]\nhttp: "
                        "[{route: [{destination: {host: reviews, subset: v1}, weight: 90}, "

@@ -161,7 +161,11 @@ def test_logs_show_app_and_envoy_lines(demo: Demo) -> None:
     follow = subprocess.Popen([MIZZEN, "--server", demo.api, "logs", "productpage", "-f", "--tail", "1"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in follow.stdout or []], daemon=True).start()
+    def pump() -> None:
+        for x in follow.stdout or []:
+            lines.put(x)
+
+    threading.Thread(target=pump, daemon=True).start()
     try:
         assert lines.get(timeout=10).strip() == full[-1]
         httpx.get(f"{demo.url}/productpage?from=follow", trust_env=False, timeout=10)
@@ -191,8 +195,8 @@ def test_plain_control_plane_says_pods_need_the_demo(tmp_path: Path) -> None:
                                text=True, timeout=30)
             assert r.returncode == 1 and "runs no pods" in r.stderr and "mizzen demo" in r.stderr, r.stderr
             assert "Traceback" not in r.stderr
-        r = httpx.get(f"http://127.0.0.1:{api}/apis/pods", trust_env=False)
-        assert r.status_code == 404 and "runs no pods" in r.json()["error"]
+        resp = httpx.get(f"http://127.0.0.1:{api}/apis/pods", trust_env=False)
+        assert resp.status_code == 404 and "runs no pods" in resp.json()["error"]
     finally:
         os.killpg(cp.pid, signal.SIGKILL)
         cp.wait()

@@ -63,7 +63,7 @@ async def test_live_change_within_a_second_without_failed_requests(mesh: Mesh) -
     await mesh.apply_yaml(seed("reviews-dr.yaml"), namespace=NS)
     await mesh.apply_yaml(ALL_TO.format(subset="v1"), namespace=NS)
     await mesh.wait_synced()
-    stop, log = asyncio.Event(), []
+    stop, log = asyncio.Event(), list[tuple[float, str]]()
     task = asyncio.create_task(traffic(world, stop, log))
     await asyncio.sleep(0.5)
     applied_at = time.monotonic()
@@ -157,7 +157,7 @@ async def test_control_plane_restart_drops_no_request(mesh: Mesh) -> None:
     before = versions((await syncz(mesh))[node])
     xds_port = mesh.cp.xds_port
 
-    stop, log = asyncio.Event(), []
+    stop, log = asyncio.Event(), list[tuple[float, str]]()
     task = asyncio.create_task(traffic(world, stop, log))
     await asyncio.sleep(0.3)
     await mesh.cp.stop()
