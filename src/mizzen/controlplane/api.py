@@ -3,7 +3,9 @@
 Every bad request is answered 400 with a one-line ``{"error": ...}``; validation failures are 422 with every
 issue (``file:line: Kind/name: path: reason``); nothing is ever half-applied. Debug endpoints follow
 istiod's names: ``/debug/syncz``, ``/debug/config_dump``, ``/debug/registryz``, ``/debug/configz``,
-``/debug/push_status``.
+``/debug/push_status``, and ``/debug/analyze`` (``istioctl analyze``'s cross-object messages over the stored
+config and registry; POST adds candidate documents as a what-if). Apply responses carry the analyzer messages
+about the applied objects as warnings, never blocking the apply.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from google.protobuf import json_format
 
 import mizzen
 from mizzen.config import kinds
-from mizzen.config.errors import ConfigError, Issue
+from mizzen.config.errors import ConfigError, Issue, Severity
 from mizzen.config.model import Config
 from mizzen.controlplane.push import iso
 from mizzen.core.resources import SHORT
 from mizzen.registry.model import Workload
 
 if TYPE_CHECKING:
+    from mizzen.config.analysis import AnalysisIssue
     from mizzen.controlplane.server import ControlPlane
 
 log = logging.getLogger(__name__)
@@ -174,6 +177,8 @@ class Api:
         r.add_get("/debug/registryz", self.registryz)
         r.add_get("/debug/configz", self.configz)
         r.add_get("/debug/push_status", self.push_status)
+        r.add_get("/debug/analyze", self.analyze)
+        r.add_post("/debug/analyze", self.analyze)
         app.add_routes(self._extra)
         if not any(getattr(d, "path", "").startswith("/apis/pods") for d in self._extra):
             r.add_get("/apis/pods", self.no_pods)
@@ -233,7 +238,7 @@ class Api:
         except ConfigError as e:
             return _json({"errors": [i.to_dict() for i in e.issues]}, 422)
         seen = {str(w) for w in warnings}
-        for w in self.cp.store.last_warnings:
+        for w in [*self.cp.store.last_warnings, *self._analysis_warnings(configs)]:
             if str(w) not in seen:
                 seen.add(str(w))
                 warnings.append(w)
@@ -338,6 +343,44 @@ class Api:
             "items": [manifest(c) for c in snap],
             "load_problems": [p.to_dict() for p in self.cp.store.load_problems],
         })
+
+    # --- analysis -------------------------------------------------------------------------------------------
+    def _analyze(self, candidates: Sequence[Config]) -> list[AnalysisIssue]:
+        """Analyzer messages over the stored config with ``candidates`` applied on top (a what-if)."""
+        from mizzen.config.analysis import analyze, merge
+        from mizzen.registry.registry import build_snapshot
+
+        mesh = self.cp.options.mesh
+        snapshot = merge(self.cp.store.snapshot(), candidates)
+        registry = build_snapshot(snapshot, self.cp.registry.workloads(), mesh.domain_suffix)
+        gateway_workloads = [w.labels for w in registry.workloads]
+        gateway_workloads += [p.labels for p in self.cp.pusher.proxies.values() if p.is_gateway]
+        return list(analyze(snapshot, registry, mesh, gateway_workloads=gateway_workloads))
+
+    def _analysis_warnings(self, configs: Sequence[Config]) -> list[Issue]:
+        """The analyzer messages about the objects being applied, as warnings; never fails the apply."""
+        keys = {(c.kind, c.namespace, c.name) for c in configs}
+        try:
+            messages = self._analyze(configs)
+        except Exception:
+            log.exception("analysis of an apply failed")
+            return []
+        return [dataclasses.replace(m, severity=Severity.WARNING) for m in messages
+                if (m.kind, m.namespace, m.name) in keys]
+
+    async def analyze(self, request: web.Request) -> web.Response:
+        """GET: the stored config and registry; POST {documents, namespace}: with those objects applied on
+        top. ``?namespace=NS`` keeps the messages about objects in NS."""
+        candidates: list[Config] = []
+        if request.method == "POST":
+            candidates, errors, _ = self._load(await _body(request))
+            if errors:
+                return _json({"errors": [i.to_dict() for i in errors]}, 422)
+        messages = self._analyze(candidates)
+        ns = request.query.get("namespace")
+        if ns:
+            messages = [m for m in messages if m.namespace == ns]
+        return _json({"messages": [m.to_dict() for m in messages]})
 
     async def push_status(self, request: web.Request) -> web.Response:
         nacks = []
