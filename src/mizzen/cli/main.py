@@ -1,7 +1,8 @@
 """The ``mizzen`` typer app: global ``--server`` option and the command table.
 
 Console script entry point (pyproject): ``mizzen = "mizzen.cli.main:app"``. Commands live in sibling modules
-(:mod:`.resources`, :mod:`.proxy`, :mod:`.convert`, :mod:`.runtime`); this module only wires them.
+(:mod:`.resources`, :mod:`.analyze`, :mod:`.proxy`, :mod:`.convert`, :mod:`.runtime`); this module only wires
+them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mizzen.cli import convert, load, pods, proxy, resources, runtime
+from mizzen.cli import analyze, convert, load, pods, proxy, resources, runtime
 from mizzen.cli.common import Options
 from mizzen.client import DEFAULT_SERVER, SERVER_ENV
 
@@ -40,6 +41,7 @@ app.command("apply")(resources.apply)
 app.command("delete")(resources.delete)
 app.command("get")(resources.get)
 app.command("validate")(resources.validate)
+app.command("analyze")(analyze.analyze)
 app.command("proxy-status")(proxy.proxy_status)
 app.add_typer(proxy.config_app, name="proxy-config")
 app.add_typer(convert.app, name="convert")
