@@ -2,16 +2,19 @@
 
 A type's version is a hash of its resources serialized deterministically and sorted by name (nested ``Any``
 payloads canonicalized, see ``canonical``), so a restarted control plane that generates the same config
-announces the same versions. Each resource is serialized and packed into an ``Any`` once; messages reused
-across snapshots (same object) are memoized by identity, and content already seen skips canonicalization.
+announces the same versions. Each resource is serialized and packed into an ``Any`` once (memoized by message
+identity). Per-type content is shared across nodes: nodes handed the same message objects share one
+``TypeSnapshot``; a node that differs from such a shared one in a few resources gets a small overlay on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf import any_pb2
@@ -36,12 +39,14 @@ class Packed:
 
 def version_of(packed: Iterable[Packed]) -> str:
     """Content version of a set of resources: hash over (name, digest), sorted by name."""
-    h = hashlib.blake2b(digest_size=12)   # 96 bits: responses are shared across nodes by version
-    for p in sorted(packed, key=lambda p: p.name):
-        h.update(p.name.encode())
-        h.update(b"\0")
-        h.update(p.digest)
-    return h.hexdigest()
+    entries = sorted(packed, key=lambda p: p.name)
+    # 96 bits: responses are shared across nodes by version
+    return hashlib.blake2b(b"".join(map(_entry, entries)), digest_size=12).hexdigest()
+
+
+def _entry(p: Packed) -> bytes:
+    """The bytes one resource contributes to its type's version."""
+    return p.name.encode() + b"\0" + p.digest
 
 
 EMPTY_VERSION = version_of(())
@@ -137,12 +142,132 @@ class _Memo:
         return len(self._by_id)
 
 
+
+# Per-type sharing. A node's resources of one type are looked up by the identity of their messages: the same
+# objects in the same order (alike proxies of one push) reuse one _Full. Otherwise, if most of them match a
+# _Full in one run (e.g. 3,500 shared outbound clusters around a few of the node's own inbound ones), the node
+# gets an _Overlay: the _Full's packed resources minus a few names plus its own few.
+_OVERLAY_MIN = 64   # smaller types are simply packed in full
+_PROBES = (2, 3, 4, 1)   # positions len // k probed to find a _Full sharing messages with the node's
+
+
+class _Full:
+    """One per-type content shared by every node (and overlay) that holds it. Holds its messages, so the ids
+    it is keyed and indexed by stay valid while it lives."""
+
+    __slots__ = ("ids", "key", "msgs", "names", "order", "position", "refs", "tsnap", "type_url")
+
+    def __init__(self, type_url: str, names: tuple[str, ...], ids: tuple[int, ...],
+                 msgs: tuple[Message, ...], tsnap: TypeSnapshot) -> None:
+        self.type_url, self.names, self.ids, self.msgs, self.tsnap = type_url, names, ids, msgs, tsnap
+        self.key = (type_url, ids)
+        self.refs = 0
+        self.order: tuple[list[str], bytes, list[int]] | None = None   # built when first used as a base
+        self.position: dict[int, int] | None = None                        # id(message) -> index, idem
+
+    def index_of(self, msg_id: int) -> int | None:
+        if self.position is None:
+            self.position = dict(zip(self.ids, range(len(self.ids)), strict=True))
+        return self.position.get(msg_id)
+
+    def sorted_entries(self) -> tuple[list[str], bytes, list[int]]:
+        """(names sorted, their version entries concatenated, the offset of each entry plus the end)."""
+        if self.order is None:
+            packed = self.tsnap.resources
+            names = sorted(packed)
+            entries = [_entry(packed[n]) for n in names]
+            self.order = (names, b"".join(entries), list(itertools.accumulate(map(len, entries), initial=0)))
+        return self.order
+
+
+class _Overlay:
+    """A node's per-type content: a _Full's resources with the names ``removed`` left out plus ``extra``."""
+
+    __slots__ = ("base", "msgs", "refs", "tsnap")
+
+    def __init__(self, base: _Full, msgs: tuple[Message, ...], tsnap: TypeSnapshot) -> None:
+        self.base, self.msgs, self.tsnap = base, msgs, tsnap
+        self.refs = 0
+
+
+class OverlayResources(Mapping[str, Packed]):
+    """Read-only view of a shared mapping with a few names removed and a few added (or replaced)."""
+
+    __slots__ = ("_base", "_extra", "_removed")
+
+    def __init__(self, base: Mapping[str, Packed], removed: frozenset[str], extra: dict[str, Packed]) -> None:
+        self._base, self._removed, self._extra = base, removed, extra   # extra's names: none kept from base
+
+    def __getitem__(self, name: str) -> Packed:
+        p = self._extra.get(name)
+        if p is not None:
+            return p
+        if name in self._removed:
+            raise KeyError(name)
+        return self._base[name]
+
+    def __iter__(self) -> Iterator[str]:
+        removed = self._removed
+        yield from (n for n in self._base if n not in removed)
+        yield from self._extra
+
+    def __len__(self) -> int:
+        return len(self._base) - len(self._removed) + len(self._extra)
+
+
+_Shared = _Full | _Overlay
+
+
+def _run(a: tuple[int, ...], i: int, b: tuple[int, ...], j: int) -> int:
+    """Length of the common run of ``a[i:]`` and ``b[j:]`` (galloping, then binary search, over slice
+    comparisons, which run in C)."""
+    limit = min(len(a) - i, len(b) - j)
+    good, step = 0, 1
+    while True:
+        probe = min(good + step, limit)
+        if a[i + good:i + probe] != b[j + good:j + probe]:
+            break
+        good = probe
+        if good == limit:
+            return good
+        step *= 2
+    lo, hi = good, probe - 1   # a[i:i+lo] == b[j:j+lo]; the run ends before probe
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[i + lo:i + mid] == b[j + lo:j + mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _overlay_version(base: _Full, removed: Iterable[str], extra: Mapping[str, Packed]) -> str:
+    """version_of the base's resources minus ``removed`` plus ``extra``, hashing the base's sorted entries
+    in slices instead of sorting and encoding every resource again."""
+    names, blob, offsets = base.sorted_entries()
+    events = sorted([(bisect_left(names, n), 1, n) for n in removed]
+                    + [(bisect_left(names, n), 0, n) for n in extra])   # inserts before the removal at pos
+    h = hashlib.blake2b(digest_size=12)
+    view = memoryview(blob)
+    cursor = 0
+    for pos, kind, name in events:
+        if pos > cursor:
+            h.update(view[offsets[cursor]:offsets[pos]])
+            cursor = pos
+        if kind == 0:
+            h.update(_entry(extra[name]))
+        else:
+            cursor = pos + 1
+    h.update(view[offsets[cursor]:])
+    return h.hexdigest()
+
+
 class _Entry:
-    __slots__ = ("changed", "messages", "snapshot")
+    __slots__ = ("changed", "held", "snapshot")
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
-        self.messages: list[Message] = []     # the source messages of ``snapshot`` (for memo release)
+        self.held: list[_Shared] = []   # the shared per-type contents this node references
         self.changed = asyncio.Event()
 
 
@@ -150,30 +275,32 @@ class SnapshotCache:
     """Node id -> current :class:`Snapshot`. All methods must be called from the event loop's thread.
 
     Messages handed to :meth:`set_snapshot` must not be mutated afterwards (they are memoized by identity).
+    Nodes whose resources of a type are the same objects share one :class:`TypeSnapshot`.
     """
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
         self._memo = _Memo()
         self._serial = 0
+        self._fulls: dict[tuple[str, tuple[int, ...]], _Full] = {}
+        self._member: dict[str, dict[int, _Full]] = {}   # type -> id(message) -> a live _Full holding it
+        self._overlays = 0
 
     def set_snapshot(self, node_id: str, resources: ResourceSet) -> None:
         """Replace the node's snapshot and wake its streams (no-op for streams if no version changed)."""
-        memo = self._memo
         types: dict[str, TypeSnapshot] = {}
-        messages: list[Message] = []
+        held: list[_Shared] = []
         for type_url, by_name in resources.by_type.items():
-            packed: dict[str, Packed] = {}
-            for name, msg in by_name.items():
-                packed[name] = memo.pack(type_url, name, msg)
-                messages.append(msg)
-            types[type_url] = TypeSnapshot(type_url, version_of(packed.values()), packed)
+            shared = self._acquire(type_url, by_name)
+            held.append(shared)
+            types[type_url] = shared.tsnap
         entry = self._entries.get(node_id)
         if entry is None:
             entry = self._entries[node_id] = _Entry()
         old = entry.snapshot
-        memo.release(entry.messages)
-        entry.messages = messages
+        for shared in entry.held:   # after acquiring: content kept by the node is not dropped and rebuilt
+            self._release(shared)
+        entry.held = held   # (kept even when the old snapshot stays: alike nodes of this push reuse it)
         if old is not None and _same_versions(old, types):
             return  # identical content: keep the old snapshot object, nothing to push
         self._serial += 1
@@ -189,8 +316,9 @@ class SnapshotCache:
         """Forget the node's snapshot (its connected streams keep what they have and wait for a new one)."""
         entry = self._entries.pop(node_id, None)
         if entry is not None:
-            self._memo.release(entry.messages)
-            entry.messages = []
+            for shared in entry.held:
+                self._release(shared)
+            entry.held = []
             entry.changed.set()
 
     def changed(self, node_id: str) -> asyncio.Event:
@@ -204,7 +332,104 @@ class SnapshotCache:
         return [n for n, e in self._entries.items() if e.snapshot is not None]
 
     def memo_stats(self) -> dict[str, int]:
-        return {"entries": len(self._memo), "hits": self._memo.hits, "misses": self._memo.misses}
+        """entries: messages packed and held; hits/misses: resources reused / packed; shared_types: distinct
+        per-type contents held (each shared by any number of nodes); overlays: per-node variants of them."""
+        return {"entries": len(self._memo), "hits": self._memo.hits, "misses": self._memo.misses,
+                "shared_types": len(self._fulls), "overlays": self._overlays}
+
+    # --- per-type sharing --------------------------------------------------------------------------------
+    def _acquire(self, type_url: str, by_name: Mapping[str, Message]) -> _Shared:
+        msgs = tuple(by_name.values())
+        ids = tuple(map(id, msgs))
+        names = tuple(by_name)
+        full = self._fulls.get((type_url, ids))
+        shared: _Shared | None = full if full is not None and full.names == names else None
+        if shared is not None:
+            self._memo.hits += len(msgs)
+        else:
+            if len(msgs) >= _OVERLAY_MIN:
+                base = self._find_base(type_url, ids)
+                if base is not None:
+                    shared = self._overlay(type_url, base, names, ids, msgs)
+            if shared is None:
+                shared = self._full(type_url, names, ids, msgs)
+        shared.refs += 1
+        return shared
+
+    def _full(self, type_url: str, names: tuple[str, ...], ids: tuple[int, ...],
+              msgs: tuple[Message, ...]) -> _Full:
+        pack = self._memo.pack
+        packed = {name: pack(type_url, name, msg) for name, msg in zip(names, msgs, strict=True)}
+        full = _Full(type_url, names, ids, msgs, TypeSnapshot(type_url, version_of(packed.values()), packed))
+        self._fulls.setdefault(full.key, full)   # (names differing with the same ids: not interned)
+        self._member.setdefault(type_url, {}).update(dict.fromkeys(ids, full))
+        return full
+
+    def _find_base(self, type_url: str, ids: tuple[int, ...]) -> _Full | None:
+        member = self._member.get(type_url)
+        if not member:
+            return None
+        for k in _PROBES:
+            base = member.get(ids[len(ids) // k if k > 1 else 0])
+            if base is not None:
+                return base
+        return None
+
+    def _overlay(self, type_url: str, base: _Full, names: tuple[str, ...], ids: tuple[int, ...],
+                 msgs: tuple[Message, ...]) -> _Overlay | None:
+        """The node's content as ``base`` minus some resources plus some of its own: runs of the same
+        objects under the same names are shared. None if more than a quarter of it would differ."""
+        n, m = len(ids), len(base.ids)
+        budget = m // 4
+        own: list[int] = []          # node indexes not in a shared run
+        gone: list[int] = []         # base indexes skipped
+        i = j = 0
+        while i < n:
+            run = _run(ids, i, base.ids, j) if j < m else 0
+            if run:
+                if names[i:i + run] != base.names[j:j + run]:
+                    return None
+                i += run
+                j += run
+                continue
+            k = base.index_of(ids[i])
+            if k is None or k < j:
+                own.append(i)
+                i += 1
+            else:
+                gone.extend(range(j, k))
+                j = k
+            if len(own) + len(gone) > budget:
+                return None
+        gone.extend(range(j, m))
+        if len(own) + len(gone) > budget:
+            return None
+        pack = self._memo.pack
+        mine = tuple(msgs[x] for x in own)
+        extra = {names[x]: pack(type_url, names[x], msgs[x]) for x in own}
+        removed = frozenset(base.names[x] for x in gone)
+        self._memo.hits += n - len(own)
+        version = _overlay_version(base, removed, extra)
+        base.refs += 1
+        self._overlays += 1
+        resources = OverlayResources(base.tsnap.resources, removed, extra)
+        return _Overlay(base, mine, TypeSnapshot(type_url, version, resources))
+
+    def _release(self, shared: _Shared) -> None:
+        shared.refs -= 1
+        if shared.refs > 0:
+            return
+        self._memo.release(shared.msgs)
+        if isinstance(shared, _Overlay):
+            self._overlays -= 1
+            self._release(shared.base)
+            return
+        if self._fulls.get(shared.key) is shared:
+            del self._fulls[shared.key]
+        member = self._member[shared.type_url]
+        for i in shared.ids:
+            if member.get(i) is shared:
+                del member[i]
 
     @staticmethod
     def _wake(entry: _Entry) -> None:
