@@ -124,9 +124,12 @@ class PodNet:
             run_checked(*pod.cmd(argv))
         return pod
 
-    def apply_iptables(self, pod: Pod, restore_text: str) -> str:
-        """Feed ``iptables-restore --noflush`` in the pod; returns the resulting ``iptables -t nat -S``."""
+    def apply_iptables(self, pod: Pod, restore_text: str) -> None:
+        """Feed ``iptables-restore --noflush`` in the pod."""
         run_checked(*pod.cmd(["iptables-restore", "--noflush"]), stdin=restore_text)
+
+    def nat_rules(self, pod: Pod) -> str:
+        """The pod's nat table as ``iptables -t nat -S`` prints it."""
         return run_checked(*pod.cmd(["iptables", "-t", "nat", "-S"]))
 
     async def start(self, pod: Pod, argv: Sequence[str], log: Path,

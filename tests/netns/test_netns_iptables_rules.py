@@ -7,7 +7,14 @@ import dataclasses
 
 import pytest
 
-from mizzen.agent.iptables import CaptureConfig, iptables_commands, nat_rules, render_restore
+from mizzen.agent.iptables import (
+    CaptureConfig,
+    iptables_commands,
+    main,
+    nat_rules,
+    parse_flags,
+    render_restore,
+)
 
 # istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*' -d 22,80,443 (inbound-wildcard-exclude
 # golden, plus the outbound '*' jump)
@@ -116,3 +123,20 @@ def test_netns_rules_custom_ports_and_commands() -> None:
 def test_netns_rules_reject_invalid_flags(kw: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         CaptureConfig(**kw)  # type: ignore[arg-type]
+
+
+def test_netns_rules_istio_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, apply = parse_flags(["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*",
+                              "-x", "10.96.0.0/12,169.254.169.254/32", "-b", "*", "-d", "22,80,443",
+                              "-o", "5432", "-c", "eth1"])
+    assert not apply
+    assert cfg == CaptureConfig(exclude_inbound_ports=(22, 80, 443), exclude_outbound_ports=(5432,),
+                                exclude_outbound_ip_ranges=("10.96.0.0/12", "169.254.169.254/32"),
+                                exclude_interfaces=("eth1",))
+    assert parse_flags(["-b", "9080,9090", "-i", "10.0.0.0/8", "--apply"]) == (
+        CaptureConfig(inbound_ports=(9080, 9090), outbound_ip_ranges=("10.0.0.0/8",)), True)
+    assert main(["-d", "22,80,443"]) == 0
+    assert capsys.readouterr().out == ISTIO_WILDCARD_EXCLUDE
+    for bad in (["-m", "TPROXY"], ["-d", "http"], ["-x", "10.0.0.0/33"]):
+        with pytest.raises(SystemExit):
+            parse_flags(bad)

@@ -173,9 +173,18 @@ async def world() -> AsyncIterator[World]:
         try:
             client = net.add_pod("a")
             servers = {v: net.add_pod(f"b{v[1:]}") for v in ("v1", "v2")}
+            # the client pod gets its rules like istio-init (the module's command line, applying them itself),
+            # the servers from the library's iptables-restore text: both paths must yield working rules
+            excluded = ",".join(map(str, CaptureConfig.for_sidecar(ADMIN_PORT).exclude_inbound_ports))
+            rc, out = await net.run(client, [sys.executable, "-m", "mizzen.agent.iptables", "-d", excluded,
+                                             "--apply"])
+            assert rc == 0, out
             for pod in (client, *servers.values()):
-                rules = net.apply_iptables(pod, render_restore(CaptureConfig.for_sidecar(ADMIN_PORT)))
+                if pod is not client:
+                    net.apply_iptables(pod, render_restore(CaptureConfig.for_sidecar(ADMIN_PORT)))
+                rules = net.nat_rules(pod)
                 assert f"-A ISTIO_OUTPUT -m owner --uid-owner {PROXY_UID} -j RETURN" in rules
+                assert f"-A ISTIO_INBOUND -p tcp -m multiport --dports {excluded} -j RETURN" in rules
             for pod in servers.values():
                 await net.start(pod, [sys.executable, "-c", SERVER, pod.name,
                                       str(APP_PORT)], work / f"{pod.name}.app.log")

@@ -1,12 +1,16 @@
 """Istio's iptables traffic capture (``istio-iptables`` / the ``istio-init`` container, REDIRECT mode) as
 pure functions: a :class:`CaptureConfig` in, the nat-table rules out, either as ``iptables-restore`` input
-or as one ``iptables`` command per rule. Nothing here runs a command; applying the rules (inside a
-pod's network namespace, as root) is the caller's job. TPROXY, DNS capture and IPv6 are not modelled.
+or as one ``iptables`` command per rule; :func:`parse_flags` reads istio-iptables' flags. Only ``main``
+(``python -m mizzen.agent.iptables [flags] [--apply]``, the istio-init step) runs a command. TPROXY, DNS
+capture and IPv6 are not modelled.
 """
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -21,7 +25,9 @@ __all__ = [
     "PROXY_UID",
     "CaptureConfig",
     "iptables_commands",
+    "main",
     "nat_rules",
+    "parse_flags",
     "render_restore",
 ]
 
@@ -171,3 +177,68 @@ def iptables_commands(cfg: CaptureConfig, binary: str = "iptables") -> list[list
     """The same rules as one argv per rule (``iptables -t nat -A ...``), for callers without
     iptables-restore."""
     return [[binary, "-t", "nat", *r] for r in nat_rules(cfg)]
+
+
+# --- the istio-iptables command line ---------------------------------------------------------------------
+def _ports(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: want comma-separated ports") from None
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mizzen.agent.iptables",
+                                description="Print (or --apply) istio-iptables' REDIRECT capture rules.")
+    p.add_argument("-p", "--envoy-port", type=int, default=15001)
+    p.add_argument("-z", "--inbound-capture-port", type=int, default=15006)
+    p.add_argument("-u", "--proxy-uid", type=_ports, default=(PROXY_UID,))
+    p.add_argument("-g", "--proxy-gid", type=_ports, default=(PROXY_UID,))
+    p.add_argument("-m", "--istio-inbound-interception-mode", default="REDIRECT", choices=["REDIRECT"])
+    p.add_argument("-b", "--istio-inbound-ports", default="*", help="'*' or comma-separated ports")
+    p.add_argument("-d", "--istio-local-exclude-ports", type=_ports, default=DEFAULT_EXCLUDE_INBOUND_PORTS)
+    p.add_argument("-o", "--istio-local-outbound-ports-exclude", type=_ports, default=())
+    p.add_argument("-i", "--istio-service-cidr", default="*", help="'*' or comma-separated CIDRs")
+    p.add_argument("-x", "--istio-service-exclude-cidr", type=_words, default=())
+    p.add_argument("-c", "--exclude-interfaces", type=_words, default=())
+    p.add_argument("--apply", action="store_true", help="feed the rules to `iptables-restore --noflush`")
+    return p
+
+
+def parse_flags(argv: Sequence[str]) -> tuple[CaptureConfig, bool]:
+    """istio-iptables' flags (the subset above) -> (config, apply?). Raises SystemExit on bad flags."""
+    p = _parser()
+    a = p.parse_args(list(argv))
+    try:
+        cfg = CaptureConfig(
+            proxy_port=a.envoy_port, inbound_capture_port=a.inbound_capture_port,
+            proxy_uids=a.proxy_uid, proxy_gids=a.proxy_gid,
+            inbound_ports="*" if a.istio_inbound_ports.strip() == "*" else _ports(a.istio_inbound_ports),
+            exclude_inbound_ports=a.istio_local_exclude_ports,
+            exclude_outbound_ports=a.istio_local_outbound_ports_exclude,
+            outbound_ip_ranges="*" if a.istio_service_cidr.strip() == "*" else _words(a.istio_service_cidr),
+            exclude_outbound_ip_ranges=a.istio_service_exclude_cidr, exclude_interfaces=a.exclude_interfaces)
+    except (ValueError, argparse.ArgumentTypeError) as e:
+        p.error(str(e))
+    return cfg, bool(a.apply)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg, apply = parse_flags(sys.argv[1:] if argv is None else argv)
+    text = render_restore(cfg)
+    if not apply:
+        sys.stdout.write(text)
+        return 0
+    r = subprocess.run(["iptables-restore", "--noflush"], input=text, text=True, capture_output=True,
+                       check=False)
+    if r.returncode != 0:
+        sys.stderr.write(f"iptables-restore failed ({r.returncode}): {r.stderr}")
+    return r.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
