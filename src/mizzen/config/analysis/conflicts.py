@@ -26,7 +26,11 @@ def _scope(vs: Config) -> tuple[str, ...]:
 
 
 def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    return a == ("*",) or b == ("*",) or bool(set(a) & set(b))
+    """Both public, or both exported to some namespace by name; a namespace's own or named VirtualService
+    takes precedence over a public one there (push_context.vs_visibility), so those do not conflict."""
+    if a == ("*",) or b == ("*",):
+        return a == b
+    return bool(set(a) & set(b))
 
 
 def mesh_virtual_service_hosts(ctx: AnalysisContext) -> list[AnalysisIssue]:
