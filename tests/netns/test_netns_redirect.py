@@ -128,12 +128,14 @@ class World:
         self.cp.store.apply(result.configs)
         await self.cp.wait_synced(timeout=10)
 
-    async def curl(self, url: str, *, headers: dict[str, str] | None = None, uid: int | None = None) -> Reply:
+    async def curl(self, url: str, *, headers: dict[str, str] | None = None, uid: int | None = None,
+                   pod: Pod | None = None) -> Reply:
+        """curl in ``pod`` (default: the client pod) as root, or as ``uid``."""
         argv = ["curl", "-s", "-i", "--max-time", "5"]
         for k, v in (headers or {}).items():
             argv += ["-H", f"{k}: {v}"]
         prefix = as_user(uid) if uid is not None else []
-        rc, out = await self.net.run(self.client, [*prefix, *argv, url], timeout=10)
+        rc, out = await self.net.run(pod or self.client, [*prefix, *argv, url], timeout=10)
         assert rc == 0, f"curl {url} exited {rc}: {out!r}"
         head, _, body = out.replace("\r\n", "\n").partition("\n\n")
         status_line, *lines = head.split("\n")
@@ -285,3 +287,20 @@ async def test_netns_redirect_proxy_user_is_not_captured_and_fault_applies(world
         assert (await w.curl(url)).status == 418
     assert await w.stat("b1", f"cluster.inbound|{APP_PORT}||.upstream_rq_200") == before
     assert await w.stat("a", CAPTURED) >= captured + 4
+
+
+async def test_netns_redirect_pod_calling_its_own_service_comes_back_through_inbound(world: World) -> None:
+    # b1's app calls the Service, whose v1 subset is b1 itself: its sidecar captures the call, picks its own
+    # pod IP, and that connection (uid 1337 over lo to a non-127.0.0.1 address) is sent to virtualInbound
+    w = world
+    b1 = w.servers["v1"]
+    inbound = f"cluster.inbound|{APP_PORT}||.upstream_rq_200"
+    await _first_reply(w, f"http://{w.vip}:{APP_PORT}/", {})       # b1's listeners are warm too by now
+    virtual_inbound = "listener.0.0.0.0_15006.downstream_cx_total"
+    before_in, before_cx = await w.stat("b1", inbound), await w.stat("b1", virtual_inbound)
+    r = await w.curl(f"http://{w.vip}:{APP_PORT}/self", pod=b1)
+    assert (r.status, r.headers.get("x-mizzen-route")) == (200, "v1"), r
+    assert (r.json()["pod"], r.json()["peer"]) == ("b1", "127.0.0.1")
+    assert await w.stat("b1", CAPTURED) == 1
+    assert await w.stat("b1", inbound) == before_in + 1
+    assert await w.stat("b1", virtual_inbound) > before_cx
