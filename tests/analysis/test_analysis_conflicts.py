@@ -49,15 +49,16 @@ def test_analysis_mesh_virtual_services_for_one_host_name_the_oldest() -> None:
          line_of(TWO_MESH_VS, "hosts: [reviews.bookinfo.svc.cluster.local]")),
     ]
     assert found[0].text == (
-        "The VirtualServices bookinfo/reviews-b,bookinfo/reviews-a associated with mesh gateway define the same "
-        "host reviews.bookinfo.svc.cluster.local which can lead to undefined behavior. This can be fixed by "
+        "The VirtualServices bookinfo/reviews-b,bookinfo/reviews-a associated with mesh gateway define the "
+        "same host reviews.bookinfo.svc.cluster.local which can lead to undefined behavior. This can be fixed by "
         "merging the conflicting VirtualServices into a single resource. (Mizzen's sidecars use only the "
         "oldest, bookinfo/reviews-b.)")
     assert {i.severity for i in found} == {Severity.ERROR}
 
 
 def test_analysis_one_mesh_virtual_service_per_host_is_quiet() -> None:
-    text = TWO_MESH_VS.replace("hosts: [reviews.bookinfo.svc.cluster.local]\n  http", "hosts: [ratings]\n  http")
+    text = TWO_MESH_VS.replace("hosts: [reviews.bookinfo.svc.cluster.local]\n  http",
+                               "hosts: [ratings]\n  http")
     assert run(text) == []
 
 
@@ -198,7 +199,8 @@ spec:
     pods = [Workload(name="reviews-v1", namespace="bookinfo", address="127.0.0.9",
                      labels={"app": "reviews", "version": "v1"})]
     found = run(text, workloads=pods)
-    assert brief(found) == [("MZ0001", "DestinationRule/reviews", "spec.subsets[1]", line_of(text, "name: v9"))]
+    assert brief(found) == [("MZ0001", "DestinationRule/reviews", "spec.subsets[1]",
+                             line_of(text, "name: v9"))]
     assert found[0].severity is Severity.WARNING
     assert found[0].text.startswith('Subset "v9" of host "reviews" selects no endpoints')
     assert run(text) == []   # no endpoints known for any host: nothing to say

@@ -60,7 +60,8 @@ def test_analysis_typos_are_ist0101_with_file_and_line() -> None:
 
 def test_analysis_without_registry_checks_only_config_references() -> None:
     assert [i.text for i in run(VS_TYPOS, registry=False)] == [
-        'Referenced gateway not found: "bookinfo-gatewy"', 'Referenced gateway not found: "istio-system/other"']
+        'Referenced gateway not found: "bookinfo-gatewy"',
+        'Referenced gateway not found: "istio-system/other"']
 
 
 def test_analysis_service_entries_and_cross_namespace_rules_resolve() -> None:
