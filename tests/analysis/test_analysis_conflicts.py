@@ -51,8 +51,8 @@ def test_analysis_mesh_virtual_services_for_one_host_name_the_oldest() -> None:
     assert found[0].text == (
         "The VirtualServices bookinfo/reviews-b,bookinfo/reviews-a associated with mesh gateway define the "
         "same host reviews.bookinfo.svc.cluster.local which can lead to undefined behavior. This can be "
-        "fixed by merging the conflicting VirtualServices into a single resource. (Mizzen's sidecars use only the "
-        "oldest, bookinfo/reviews-b.)")
+        "fixed by merging the conflicting VirtualServices into a single resource. (Mizzen's sidecars use "
+        "only the oldest, bookinfo/reviews-b.)")
     assert {i.severity for i in found} == {Severity.ERROR}
 
 
