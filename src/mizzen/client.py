@@ -144,6 +144,11 @@ class ControlPlaneClient:
         body = self._request("GET", "/debug/config_dump?" + urllib.parse.urlencode({"proxyID": proxy_id}))
         return dict(body) if isinstance(body, Mapping) else {}
 
+    def simulate(self, proxy_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """``/debug/simulate``: where one request (url, method, header list, port) would go in that proxy."""
+        body = self._request("POST", "/debug/simulate", {"proxyID": proxy_id, **request})
+        return dict(body) if isinstance(body, Mapping) else {}
+
     # -- plumbing ----------------------------------------------------------------------------------------
 
     @staticmethod

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mizzen.cli import analyze, convert, load, pods, proxy, resources, runtime
+from mizzen.cli import analyze, convert, load, pods, proxy, resources, runtime, simulate
 from mizzen.cli.common import Options
 from mizzen.client import DEFAULT_SERVER, SERVER_ENV
 
@@ -44,6 +44,7 @@ app.command("validate")(resources.validate)
 app.command("analyze")(analyze.analyze)
 app.command("proxy-status")(proxy.proxy_status)
 app.add_typer(proxy.config_app, name="proxy-config")
+app.command("simulate")(simulate.simulate)
 app.add_typer(convert.app, name="convert")
 app.command("load")(load.load)
 app.command("logs")(pods.logs)

@@ -5,7 +5,8 @@ issue (``file:line: Kind/name: path: reason``); nothing is ever half-applied. De
 istiod's names: ``/debug/syncz``, ``/debug/config_dump``, ``/debug/registryz``, ``/debug/configz``,
 ``/debug/push_status``, and ``/debug/analyze`` (``istioctl analyze``'s cross-object messages over the stored
 config and registry; POST adds candidate documents as a what-if). Apply responses carry the analyzer messages
-about the applied objects as warnings, never blocking the apply.
+about the applied objects as warnings, never blocking the apply. ``/debug/simulate`` answers which route,
+subset and endpoints one request would hit in a proxy's config, and why.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from mizzen.config.model import Config
 from mizzen.controlplane.push import iso
 from mizzen.core.resources import SHORT
 from mizzen.registry.model import Workload
+from mizzen.simulate import DIRECTIONS, SimRequest, resources_from_any
+from mizzen.simulate import simulate as simulate_request
 
 if TYPE_CHECKING:
     from mizzen.config.analysis import AnalysisIssue
@@ -179,6 +182,8 @@ class Api:
         r.add_get("/debug/push_status", self.push_status)
         r.add_get("/debug/analyze", self.analyze)
         r.add_post("/debug/analyze", self.analyze)
+        r.add_get("/debug/simulate", self.simulate)
+        r.add_post("/debug/simulate", self.simulate)
         app.add_routes(self._extra)
         if not any(getattr(d, "path", "").startswith("/apis/pods") for d in self._extra):
             r.add_get("/apis/pods", self.no_pods)
@@ -396,3 +401,45 @@ class Api:
             "nacks": nacks,
             "load_problems": [p.to_dict() for p in self.cp.store.load_problems],
         })
+
+    async def simulate(self, request: web.Request) -> web.Response:
+        """``?proxyID=&url=&method=&header=K:V (repeatable)&port=&direction=`` (or the same as a JSON body):
+        the route simulator over the resources cached for that proxy (those of ``/debug/config_dump``)."""
+        params: dict[str, Any] = dict(request.query)
+        params["header"] = request.query.getall("header", [])
+        if request.method == "POST" and request.can_read_body:
+            params.update(await _body(request))
+        ident, url = params.get("proxyID") or params.get("proxy"), params.get("url")
+        if not ident or not isinstance(ident, str):
+            raise BadRequest("query parameter 'proxyID' is required")
+        if not url or not isinstance(url, str):
+            raise BadRequest("query parameter 'url' is required")
+        raw_headers = params.get("header") or []
+        if isinstance(raw_headers, str):
+            raw_headers = [raw_headers]
+        headers: list[tuple[str, str]] = []
+        for h in raw_headers:
+            name, sep, value = str(h).partition(":")
+            if not sep or not name.strip():
+                raise BadRequest(f"header {h!r}: want 'Name: value'")
+            headers.append((name.strip(), value.strip()))
+        port = params.get("port")
+        if port not in (None, ""):
+            try:
+                port = int(port)
+            except (TypeError, ValueError):
+                raise BadRequest(f"port {port!r} is not a number") from None
+        else:
+            port = None
+        direction = str(params.get("direction") or "auto")
+        if direction not in DIRECTIONS:
+            raise BadRequest(f"direction must be one of {', '.join(DIRECTIONS)}")
+        node = self.resolve_proxy(ident)
+        snap = self.cp.cache.get(node)
+        if snap is None:
+            raise web.HTTPNotFound(reason=f"no configuration generated yet for proxy {node!r}")
+        resources = resources_from_any(
+            {t: {n: p.any for n, p in ts.resources.items()} for t, ts in snap.types.items()})
+        req = SimRequest(url=url, method=str(params.get("method") or "GET"), headers=headers, port=port,
+                         direction=direction)
+        return _json(simulate_request(resources, req, node))

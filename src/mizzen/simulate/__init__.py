@@ -3,10 +3,11 @@
 Evaluates a request against one proxy's generated xDS resources (the same LDS/RDS/CDS/EDS the control plane
 sends) the way Envoy does, and explains every decision. Pure: no I/O. Modules: ``match`` (domains, route
 matchers), ``action`` (forward/redirect/direct response, policies), ``cluster`` (clusters and endpoints),
-``engine`` (the driver), ``report`` (the human-readable rendering).
+``engine`` (the driver), ``decode`` (packed resources), ``report`` (the human-readable rendering).
 """
 
+from mizzen.simulate.decode import resources_from_any
 from mizzen.simulate.engine import DIRECTIONS, SimRequest, build_request, simulate
 from mizzen.simulate.report import render
 
-__all__ = ["DIRECTIONS", "SimRequest", "build_request", "render", "simulate"]
+__all__ = ["DIRECTIONS", "SimRequest", "build_request", "render", "resources_from_any", "simulate"]
