@@ -8,6 +8,7 @@ server pod's sidecar captures it inbound (15006) and hands it to the app on 127.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -171,7 +172,9 @@ async def world() -> AsyncIterator[World]:
     work = _work_dir()
     cp: ControlPlane | None = None
     agents: dict[str, NetnsAgent] = {}
-    with PodNet(work) as net:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, work, ignore_errors=True)
+        net = cleanup.enter_context(PodNet(work))
         try:
             client = net.add_pod("a")
             servers = {v: net.add_pod(f"b{v[1:]}") for v in ("v1", "v2")}
@@ -207,6 +210,8 @@ async def world() -> AsyncIterator[World]:
                                  labels=labels[pod.name], interception_mode="REDIRECT", http_proxy_port=0)
                 agents[pod.name] = NetnsAgent(spec, pod, AgentOptions(work_dir=pod_dir, concurrency=1))
             await asyncio.gather(*(a.start(ready_timeout=20) for a in agents.values()))
+            # the cluster IP is an unassigned address of the test's own subnet (not 10.96/12): were the
+            # capture broken, the client's packets would find no host there rather than leave the machine
             w = World(net, cp, client, servers, agents, vip=f"{net.subnet}.250")
             await w.apply(mesh_yaml(w.vip))
             yield w
@@ -215,8 +220,6 @@ async def world() -> AsyncIterator[World]:
             if cp is not None:
                 await cp.stop()
             await net.stop_processes()
-            net.close()
-            shutil.rmtree(work, ignore_errors=True)
 
 
 async def _first_reply(w: World, url: str, headers: dict[str, str], timeout: float = 10.0) -> Reply:
