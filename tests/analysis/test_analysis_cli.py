@@ -1,0 +1,119 @@
+"""``mizzen analyze`` (the real console script) offline and against an in-process ControlPlane, the
+``/debug/analyze`` endpoint, and analyzer warnings in apply responses (which never block the apply)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from cli.cli_helpers import RealControlPlane, run_cli
+from mizzen.client import ControlPlaneClient, Document
+
+BOOKINFO = Path(__file__).resolve().parents[1] / "fixtures" / "istio" / "samples" / "bookinfo"
+APP = str(BOOKINFO / "platform" / "kube" / "bookinfo.yaml")
+GATEWAY = str(BOOKINFO / "networking" / "bookinfo-gateway.yaml")
+TYPO = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviwes
+"""
+UNREACHABLE = "http://127.0.94.9:9"   # nothing listens there
+
+
+def _typo(tmp_path: Path) -> Path:
+    p = tmp_path / "reviews-typo.yaml"
+    p.write_text(TYPO)
+    return p
+
+
+def test_analysis_cli_offline_clean_and_errors(tmp_path: Path) -> None:
+    clean = run_cli("analyze", "--offline", "-f", APP, "-f", GATEWAY, "-n", "bookinfo")
+    assert (clean.returncode, clean.stdout) == (
+        0, "\u2714 No validation issues found when analyzing namespace: bookinfo.\n"), clean.stderr
+    typo = _typo(tmp_path)
+    bad = run_cli("analyze", "--offline", "-f", APP, "-f", str(typo), "-n", "bookinfo")
+    assert bad.returncode == 79
+    assert bad.stdout == (f'Error [IST0101] (VirtualService bookinfo/reviews {typo}:11) Referenced host not '
+                          'found: "reviwes"\n')
+    assert "Error: Analyzers found issues when analyzing namespace: bookinfo." in bad.stderr
+    # -n and -A together are refused
+    other = run_cli("analyze", "--offline", "-f", str(typo), "-n", "bookinfo", "-A")
+    assert other.returncode == 1 and "either -n NAMESPACE or -A" in other.stderr
+
+
+def test_analysis_cli_falls_back_to_files_without_a_control_plane(tmp_path: Path) -> None:
+    typo = _typo(tmp_path)
+    res = run_cli("analyze", "-f", APP, "-f", str(typo), server=UNREACHABLE)
+    assert res.returncode == 79
+    assert f"note: no control plane at {UNREACHABLE}; analyzing the files alone" in res.stderr
+    assert res.stdout.startswith("Error [IST0101] (VirtualService default/reviews")
+    assert "analyzing all namespaces" in res.stderr
+    # without files there is nothing to analyze offline
+    none = run_cli("analyze", server=UNREACHABLE)
+    assert none.returncode == 1 and "cannot reach the Mizzen control plane" in none.stderr
+    offline = run_cli("analyze", "--offline")
+    assert offline.returncode == 1 and "--offline needs files" in offline.stderr
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text(TYPO.replace("host: reviwes", "host: reviews\n      weight: 900"))
+    broken = run_cli("analyze", "--offline", "-f", str(invalid))
+    assert broken.returncode == 1 and f"{invalid}:" in broken.stderr and broken.stdout == ""
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_analysis_apply_warns_without_blocking_and_analyze_reads_the_store(
+        control_plane: RealControlPlane, tmp_path: Path) -> None:
+    url = control_plane.url
+    c = ControlPlaneClient(url)
+    c.apply([Document(APP, Path(APP).read_text())], "bookinfo")
+    typo = _typo(tmp_path)
+    applied = c.apply([Document(str(typo), TYPO)], "bookinfo")
+    assert applied.results == [{"kind": "VirtualService", "namespace": "bookinfo", "name": "reviews",
+                                "action": "created"}]
+    assert applied.warnings == [f'{typo}:11: VirtualService/reviews: spec.http[0].route[0].destination.host: '
+                                'warning: [IST0101] Referenced host not found: "reviwes"']
+    assert control_plane.cp.store.get("VirtualService", "bookinfo", "reviews") is not None
+
+    body = _get(url + "/debug/analyze")
+    assert [(m["code"], m["namespace"], m["name"], m["severity"], m["line"]) for m in body["messages"]] == [
+        ("IST0101", "bookinfo", "reviews", "error", 11)]
+    assert _get(url + "/debug/analyze?namespace=default") == {"messages": []}
+
+    res = run_cli("analyze", "-n", "bookinfo", server=url)
+    assert res.returncode == 79, res.stderr
+    assert res.stdout == (f'Error [IST0101] (VirtualService bookinfo/reviews {typo}:11) Referenced host not '
+                          'found: "reviwes"\n')
+    # what-if: the fixed file replaces the stored object for the analysis only
+    fixed = tmp_path / "reviews.yaml"
+    fixed.write_text(TYPO.replace("reviwes", "reviews"))
+    whatif = run_cli("analyze", "-f", str(fixed), "-n", "bookinfo", server=url)
+    assert (whatif.returncode, whatif.stdout) == (
+        0, "\u2714 No validation issues found when analyzing namespace: bookinfo.\n"), whatif.stderr
+    assert control_plane.cp.store.get("VirtualService", "bookinfo", "reviews").spec["http"][0]["route"][0][
+        "destination"]["host"] == "reviwes"
+
+    # the apply command prints the analyzer warning and its usual result line
+    second = tmp_path / "ratings.yaml"
+    second.write_text(TYPO.replace("name: reviews", "name: ratings").replace("- reviews", "- ratings")
+                      .replace("reviwes", "ratingz"))
+    out = run_cli("apply", "-f", str(second), "-n", "bookinfo", server=url)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "virtualservice.networking.istio.io/ratings created\n"
+    assert '[IST0101] Referenced host not found: "ratingz"' in out.stderr
+    # a conflict is reported on the object applied, naming the older one that wins
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(TYPO.replace("name: reviews", "name: reviews-2").replace("reviwes", "reviews"))
+    warned = c.apply([Document(str(dup), dup.read_text())], "bookinfo").warnings
+    assert len(warned) == 1 and "[IST0109]" in warned[0] and "only the oldest, bookinfo/reviews." in warned[0]
