@@ -161,6 +161,9 @@ spec:
     - destination: {host: multi}
   - route:
     - destination: {host: multi, port: {number: 80}}
+    mirror: {host: mirrror}
+  - route:
+    - destination: {host: multi, port: {number: 8081}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -172,7 +175,14 @@ spec:
     - destination: {host: multi}
 """
     found = run(text)
-    assert brief(found) == [("IST0112", "VirtualService/ingress", "spec.http[0].route[0].destination",
-                             line_of(text, "destination: {host: multi}"))]
+    assert brief(found) == [
+        ("IST0112", "VirtualService/ingress", "spec.http[0].route[0].destination",
+         line_of(text, "destination: {host: multi}")),
+        ("IST0101", "VirtualService/ingress", "spec.http[1].mirror.host", line_of(text, "mirrror")),
+        ("IST0101", "VirtualService/ingress", "spec.http[2].route[0].destination.port.number",
+         line_of(text, "number: 8081")),
+    ]
+    assert [i.text for i in found[1:]] == ['Referenced mirror host not found: "mirrror"',
+                                           'Referenced host:port not found: "multi:8081"']
     assert found[0].text == ('This VirtualService routes to a service "multi" that exposes multiple ports '
                              "[80 8080]. Specifying a port in the destination is required to disambiguate.")

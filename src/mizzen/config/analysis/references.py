@@ -1,9 +1,10 @@
 """IST0101 ReferencedResourceNotFound and IST0112: references from one object to others that must exist.
 
 VirtualService gateways (``ns/name`` resolution like the push context), destination hosts (a Service or
-ServiceEntry), destination subsets (defined by the DestinationRule that applies), DestinationRule hosts, and
-Gateway selectors (only when the gateway workloads are known); IST0112 for a gateway route to a multi-port
-service without a port.
+ServiceEntry) and ports, mirror hosts, destination subsets (defined by the DestinationRule that applies),
+DestinationRule hosts, and Gateway selectors (only when the gateway workloads are known); IST0112 for a route
+to a multi-port service without a port, only from Gateways: unlike Istio, which reports it for sidecar routes
+too, Mizzen (like Istio's sidecars) sends a sidecar's request to the port it arrived on: nothing is ambiguous.
 """
 
 from __future__ import annotations
@@ -53,8 +54,14 @@ def virtual_service_refs(ctx: AnalysisContext) -> list[AnalysisIssue]:
                 continue
             host = ctx.resolve(raw, vs.namespace)
             if not ctx.host_known(host):
-                out.append(issue_for("IST0101", vs, f"{path}.host", f'Referenced host not found: "{raw}"'))
+                what = "mirror host" if ".mirror" in path else "host"
+                out.append(issue_for("IST0101", vs, f"{path}.host", f'Referenced {what} not found: "{raw}"'))
                 continue
+            svc = ctx.service_for(host)
+            number = (dest.get("port") or {}).get("number")
+            if svc is not None and number is not None and svc.port(int(number)) is None:
+                out.append(issue_for("IST0101", vs, f"{path}.port.number",
+                                     f'Referenced host:port not found: "{raw}:{number}"'))
             subset = dest.get("subset")
             if subset:
                 dr = ctx.push.destination_rule(vs.namespace, host)
@@ -63,7 +70,6 @@ def virtual_service_refs(ctx: AnalysisContext) -> list[AnalysisIssue]:
                     out.append(issue_for("IST0101", vs, f"{path}.subset",
                                          f'Referenced host+subset in destinationrule not found: '
                                          f'"{raw}+{subset}"'))
-            svc = ctx.service_for(host)
             if gateway_bound and svc is not None and not dest.get("port") and len(svc.ports) > 1:
                 ports = "[" + " ".join(str(p.port) for p in svc.ports) + "]"
                 out.append(issue_for("IST0112", vs, path,
