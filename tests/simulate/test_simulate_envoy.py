@@ -26,7 +26,7 @@ spec: {{ports: [{{port: 9080, name: http}}], selector: {{app: {name}}}}}
 
 async def _predict(api: httpx.AsyncClient, proxy: str, url: str, headers: dict[str, str],
                    port: int | None = None) -> dict[str, Any]:
-    params: list[tuple[str, str | int]] = [("proxyID", proxy), ("url", url)]
+    params: list[tuple[str, str | int | float | bool | None]] = [("proxyID", proxy), ("url", url)]
     params += [("header", f"{k}: {v}") for k, v in headers.items()]
     if port is not None:
         params.append(("port", port))
