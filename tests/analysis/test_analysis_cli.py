@@ -103,6 +103,12 @@ def test_analysis_apply_warns_without_blocking_and_analyze_reads_the_store(
         0, "\u2714 No validation issues found when analyzing namespace: bookinfo.\n"), whatif.stderr
     assert control_plane.cp.store.get("VirtualService", "bookinfo", "reviews").spec["http"][0]["route"][0][
         "destination"]["host"] == "reviwes"
+    # a what-if Service makes the host known (the registry the files would make, not the live one)
+    svc = tmp_path / "svc.yaml"
+    svc.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: reviwes}\n"
+                   "spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}\n")
+    assert run_cli("analyze", "-f", str(svc), "-n", "bookinfo", server=url).returncode == 0
+    assert control_plane.cp.store.get("Service", "bookinfo", "reviwes") is None
 
     # the apply command prints the analyzer warning and its usual result line
     second = tmp_path / "ratings.yaml"

@@ -51,6 +51,8 @@ __all__ = [
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 32 * 1024 * 1024
+# kinds the registry is built from (a what-if analysis with other kinds reuses the live registry snapshot)
+REGISTRY_KINDS = frozenset({"Service", "ServiceEntry", "WorkloadEntry"})
 # what a control plane that runs no workloads answers on the pod endpoints (an embedder such as ``mizzen
 # demo`` serves them through Api.add_routes)
 NO_PODS = ("this control plane runs no pods: pods and their logs are served by \"mizzen demo\", which "
@@ -356,8 +358,17 @@ class Api:
         from mizzen.registry.registry import build_snapshot
 
         mesh = self.cp.options.mesh
-        snapshot = merge(self.cp.store.snapshot(), candidates)
-        registry = build_snapshot(snapshot, self.cp.registry.workloads(), mesh.domain_suffix)
+        store = self.cp.store
+        snapshot = merge(store.snapshot(), candidates)
+
+        def changes_registry(c: Config) -> bool:
+            old = store.get(c.kind, c.namespace, c.name)
+            return c.kind in REGISTRY_KINDS and (old is None or old.content_hash() != c.content_hash())
+
+        if any(changes_registry(c) for c in candidates):   # a what-if: the registry it would make
+            registry = build_snapshot(snapshot, self.cp.registry.workloads(), mesh.domain_suffix)
+        else:   # the live one (cached, shared with the push)
+            registry = self.cp.registry.snapshot()
         gateway_workloads = [w.labels for w in registry.workloads]
         gateway_workloads += [p.labels for p in self.cp.pusher.proxies.values() if p.is_gateway]
         return list(analyze(snapshot, registry, mesh, gateway_workloads=gateway_workloads))
