@@ -123,3 +123,26 @@ def test_analysis_apply_warns_without_blocking_and_analyze_reads_the_store(
     dup.write_text(TYPO.replace("name: reviews", "name: reviews-2").replace("reviwes", "reviews"))
     warned = c.apply([Document(str(dup), dup.read_text())], "bookinfo").warnings
     assert len(warned) == 1 and "[IST0109]" in warned[0] and "only the oldest, bookinfo/reviews." in warned[0]
+
+
+def test_analysis_apply_checks_registered_workloads(control_plane: RealControlPlane) -> None:
+    url = control_plane.url
+    c = ControlPlaneClient(url)
+    c.apply([Document(APP, Path(APP).read_text())], "bookinfo")
+    pod = {"name": "reviews-v1-abc", "namespace": "bookinfo", "address": "127.0.94.20",
+           "labels": {"app": "reviews", "version": "v1"}}
+    req = urllib.request.Request(url + "/apis/workloads", method="POST", data=json.dumps(pod).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).close()
+    # workloads are known now, and none is a gateway: the Gateway selects nothing
+    gw = c.apply([Document(GATEWAY, Path(GATEWAY).read_text())], "bookinfo")
+    assert [w.split(": ", 2)[1:] for w in gw.warnings] == [
+        ["Gateway/bookinfo-gateway", 'spec.selector: warning: [IST0101] Referenced selector not found: '
+                                     '"istio=ingressgateway"']]
+    dr = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\n"
+          "spec:\n  host: reviews\n  subsets:\n  - {name: v1, labels: {version: v1}}\n"
+          "  - {name: v2, labels: {version: v2}}\n")
+    warned = c.apply([Document("dr.yaml", dr)], "bookinfo").warnings
+    assert warned == ['dr.yaml:8: DestinationRule/reviews: spec.subsets[1]: warning: [MZ0001] Subset "v2" of '
+                      'host "reviews" selects no endpoints: no workload of the host has labels version=v2 '
+                      "(requests routed to it fail with 503)"]
