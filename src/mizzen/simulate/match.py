@@ -47,12 +47,17 @@ class HttpRequest:
                 (":scheme", self.scheme), *self.headers]
 
 
-def header_value(req: HttpRequest, name: str) -> str | None:
-    """All values of a header joined with "," (Envoy's getAllOfHeaderAsString), or None when absent."""
+def header_values(req: HttpRequest, name: str) -> list[str]:
+    """Every value of a header, in request order (``host`` is ``:authority``)."""
     name = name.lower()
     if name == "host":
         name = ":authority"
-    values = [v for k, v in req.all_headers() if k == name]
+    return [v for k, v in req.all_headers() if k == name]
+
+
+def header_value(req: HttpRequest, name: str) -> str | None:
+    """All values of a header joined with "," (Envoy's getAllOfHeaderAsString), or None when absent."""
+    values = header_values(req, name)
     return ",".join(values) if values else None
 
 
@@ -132,18 +137,19 @@ def _header_specific(h: rc.HeaderMatcher, value: str) -> bool:
 
 
 def header_matches(h: rc.HeaderMatcher, req: HttpRequest) -> tuple[bool, str]:
-    """Envoy's HeaderUtility semantics: absent header -> invert_match (unless treated as empty)."""
-    value = header_value(req, h.name)
+    """Envoy 1.40's semantics, checked against a real Envoy: an absent header fails a value matcher even when
+    inverted (unless ``treat_missing_header_as_empty``); a repeated header matches when any one of its values
+    does; ``present_match`` compares presence, then ``invert_match`` flips."""
+    values = header_values(req, h.name)
     desc = _describe_header(h)
     if h.WhichOneof("header_match_specifier") == "present_match":
-        ok = (value is not None) == h.present_match
+        ok = bool(values) == h.present_match
         ok = ok != h.invert_match
-    elif value is None and not h.treat_missing_header_as_empty:
-        ok = h.invert_match
-        return ok, f"{desc}: {'passes' if ok else 'fails'} (header not present)"
+    elif not values and not h.treat_missing_header_as_empty:
+        return False, f"{desc}: fails (header not present)"
     else:
-        ok = _header_specific(h, value or "") != h.invert_match
-    shown = "not present" if value is None else f"is {value!r}"
+        ok = any(_header_specific(h, v) for v in (values or [""])) != h.invert_match
+    shown = "not present" if not values else f"is {','.join(values)!r}"
     return ok, f"{desc}: {'passes' if ok else 'fails'} (header {shown})"
 
 
