@@ -175,9 +175,9 @@ def main() -> None:
 
 class DedupStore:
     """What-if storage (``--store dedup``), not used by Mizzen: each resource serialized once per content
-    and shared by every node, the generated messages dropped after packing. Measures what such a cache would
-    hold per proxy, against the real SnapshotCache, which keeps every node's source messages (identity
-    memo)."""
+    and shared by every node, the generated messages dropped after packing. A reference point for the real
+    SnapshotCache, which shares per-type content between nodes by message identity and keeps the shared
+    source messages (its identity memo)."""
 
     def __init__(self) -> None:
         self._by_digest: dict[bytes, any_pb2.Any] = {}
