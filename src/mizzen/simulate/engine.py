@@ -54,9 +54,10 @@ def build_request(req: SimRequest, outbound_proxy: bool) -> tuple[HttpRequest, i
     codec rewrites :authority from an absolute URI); elsewhere a Host header wins, as with curl."""
     notes: list[str] = []
     url = req.url.strip()
-    if not url.startswith("/") and "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
+    if url.startswith("/"):            # origin form: a path, even "//x" (never a network-path reference)
+        parts = urlsplit("http://origin" + url)._replace(scheme="", netloc="")
+    else:
+        parts = urlsplit(url if "://" in url else "http://" + url)
     headers = [(k.strip().lower(), v.strip()) for k, v in req.headers]
     host_hdr = next((v for k, v in headers if k in ("host", ":authority")), None)
     headers = [(k, v) for k, v in headers if k not in ("host", ":authority")]
