@@ -69,6 +69,22 @@ async def test_simulate_command(mesh: Mesh) -> None:  # noqa: F811
     assert result["request"]["method"] == "POST"
     assert result["destinations"][0]["subset"] == "v2"
 
+    async with mesh.api_client() as api:      # the API's own checks, one-line JSON errors
+        for params, status, error in (
+                ({"url": "http://reviews:9080/"}, 400, "query parameter 'proxyID' is required"),
+                ({"proxyID": "productpage"}, 400, "query parameter 'url' is required"),
+                ({"proxyID": "productpage", "url": "/", "header": "bad"}, 400,
+                 "header 'bad': want 'Name: value'"),
+                ({"proxyID": "productpage", "url": "/", "port": "x"}, 400, "port 'x' is not a number"),
+                ({"proxyID": "productpage", "url": "/", "direction": "up"}, 400, "direction must be one of"),
+                ({"proxyID": "nope", "url": "/"}, 404, "no proxy 'nope'")):
+            r = await api.get("/debug/simulate", params=params)
+            assert r.status_code == status and error in r.json()["error"], (params, r.text)
+        r = await api.post("/debug/simulate", json={"proxyID": "productpage", "url": "http://reviews:9080/",
+                                                    "header": ["end-user: jason"], "method": "PUT"})
+        assert r.status_code == 200 and r.json()["destinations"][0]["subset"] == "v2"
+        assert r.json()["request"]["method"] == "PUT"
+
     rc, out, err = await _cli(server, "simulate", "nope", "http://reviews:9080/")
     assert rc == 1 and 'no proxy matches "nope"' in err
     rc, out, err = await _cli(server, "simulate", "productpage", "http://reviews:9080/", "-H", "bad")

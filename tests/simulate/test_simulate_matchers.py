@@ -89,6 +89,11 @@ def _route_config() -> route_pb2.RouteConfiguration:
                  redirect=rc.RedirectAction(regex_rewrite=regex_pb2.RegexMatchAndSubstitute(
                      pattern=regex_pb2.RegexMatcher(regex="^/rx/([a-z]+)/([0-9]+)$"),
                      substitution="/\\2/\\1"))),
+        rc.Route(name="red-regex-prefix",
+                 match=rc.RouteMatch(safe_regex=regex_pb2.RegexMatcher(regex="/rp/.*")),
+                 redirect=rc.RedirectAction(prefix_rewrite="/whole")),
+        rc.Route(name="red-path-prefix", match=rc.RouteMatch(path="/rpp", case_sensitive={"value": False}),
+                 redirect=rc.RedirectAction(prefix_rewrite="/p")),
         rc.Route(name="red-keep-query", match=rc.RouteMatch(path="/red4"),
                  redirect=rc.RedirectAction(path_redirect="/kept")),
         _direct("default", rc.RouteMatch(prefix="/")),
@@ -148,7 +153,9 @@ CASES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ("GET", "t.test", "/a/../r/./123", []),                # normalize_path (RFC 3986 dot segments)
     ("GET", "t.test", "/rx/abc/42", []),
     ("GET", "t.test", "/rx/abc/42?k=v", []),
-    ("GET", "t.test", "/q?v=%31", []),                     # query values are percent-decoded
+    ("GET", "t.test", "/q?v=%31", []),
+    ("GET", "t.test", "/rp/a/b?x=1", []),
+    ("GET", "t.test", "/RPP?x=1", []),                     # query values are percent-decoded
     ("GET", "t.test", "/case", []),
     ("GET", "t.test", "/q?v=1", []),
     ("GET", "t.test", "/q?v=2&w", []),

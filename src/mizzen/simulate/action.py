@@ -74,12 +74,15 @@ def destinations(action: rc.RouteAction) -> list[dict[str, Any]]:
 
 
 def _prefix_rewrite(route: rc.Route, path: str, new_prefix: str) -> str:
+    """Envoy replaces the matched part: the prefix of a prefix route, the whole path of a path or regex
+    route (checked against a real Envoy)."""
     m = route.match
     which = m.WhichOneof("path_specifier")
-    matched = getattr(m, which) if which in ("prefix", "path", "path_separated_prefix") else ""
-    if which in ("prefix", "path", "path_separated_prefix") and matched:
-        return new_prefix + path[len(matched):]
-    return new_prefix + path.lstrip("/") if which == "safe_regex" else path
+    if which in ("prefix", "path_separated_prefix"):
+        return new_prefix + path[len(getattr(m, which)):]
+    if which in ("path", "safe_regex"):
+        return new_prefix
+    return path
 
 
 def rewritten(route: rc.Route, req: HttpRequest) -> tuple[str, str]:
