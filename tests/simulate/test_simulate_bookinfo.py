@@ -4,6 +4,7 @@ route, subset, endpoints, redirect Location, rewrite, fault and weights each req
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from simulate_kit import NET, SEED, ingress_gateway, productpage_sidecar, resources
@@ -174,3 +175,17 @@ def test_inbound_request_reaches_the_app() -> None:
     [d] = r["destinations"]
     assert d["cluster"] == "inbound|9080||"
     assert [e["address"] for e in d["endpoints"]] == ["127.0.0.1:9080"]
+
+
+def test_redirect_mode_sidecar_uses_the_per_port_listener_and_virtual_inbound() -> None:
+    p = replace(productpage_sidecar(), interception_mode="REDIRECT", http_proxy_port=0)
+    rs = resources(p, NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-jason-v2-v3.yaml")
+    r = simulate(rs, SimRequest("http://reviews:9080/", headers=[("end-user", "jason")]), p.id)
+    assert (r["listener"]["name"], r["route_config"]) == ("0.0.0.0_9080", "9080")
+    assert r["destinations"][0]["subset"] == "v2"
+    r = simulate(rs, SimRequest("http://reviews:7777/"), p.id)
+    assert r["status"] == "passthrough" and "virtualOutbound" in r["reason"]
+    assert render(r).splitlines()[1].startswith("TCP PASSTHROUGH")
+    r = simulate(rs, SimRequest("http://127.0.20.1:9080/productpage", direction="inbound"), p.id)
+    assert (r["listener"]["name"], r["route_config"]) == ("virtualInbound", "inbound|9080||")
+    assert r["destinations"][0]["cluster"] == "inbound|9080||"

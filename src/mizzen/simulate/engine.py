@@ -221,7 +221,8 @@ def simulate(resources: ResourceSet, req: SimRequest, proxy_id: str = "") -> dic
     """Evaluate ``req`` against one proxy's resources; a JSON-able result with a ``why`` trail.
 
     ``status`` is ``route`` (forwarded to ``destinations``), ``redirect``, ``direct_response``,
-    ``not_found`` (404, response flag NR) or ``error`` (no listener / route configuration to simulate)."""
+    ``not_found`` (404, response flag NR), ``passthrough`` (no HTTP listener: iptables-captured TCP) or
+    ``error`` (no listener / route configuration to simulate)."""
     direction = _direction(req, proxy_id)
     why: list[str] = []
     http, url_port, notes = build_request(req, outbound_proxy=direction == "outbound")
@@ -242,6 +243,13 @@ def simulate(resources: ResourceSet, req: SimRequest, proxy_id: str = "") -> dic
         if direction == "gateway" and url_port is None and default in _GATEWAY_PORT_MAP:
             candidates.append(_GATEWAY_PORT_MAP[default])
     lis, port = _pick_listener(resources.of(LISTENER), direction, candidates, why)
+    if lis is None and direction == "outbound" and "virtualOutbound" in resources.of(LISTENER):
+        reason = (f"no outbound HTTP listener for port {candidates[0]}: virtualOutbound passes the "
+                  "connection through as plain TCP (PassthroughCluster or BlackHoleCluster, by "
+                  "outboundTrafficPolicy)")
+        why.append(reason)
+        out.update(status="passthrough", reason=reason)
+        return out
     if lis is None:
         return _error(out, why, f"no {direction} HTTP listener for port(s) {candidates} "
                                 f"(listeners: {', '.join(sorted(resources.of(LISTENER))) or 'none'})")

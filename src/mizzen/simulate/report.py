@@ -31,6 +31,8 @@ def _verdict(r: dict[str, Any]) -> str:
         return f"REDIRECT {red.get('status')} -> {red.get('location')}"
     if status == "direct_response":
         return f"DIRECT RESPONSE {r.get('http_status')}"
+    if status == "passthrough":
+        return f"TCP PASSTHROUGH: {r.get('reason', '')}"
     if status == "not_found":
         return "404 NOT FOUND (NR: no route)"
     return f"CANNOT SIMULATE: {r.get('reason', '')}"
