@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from simulate_kit import NET, SEED, ingress_gateway, productpage_sidecar, resources
@@ -189,3 +190,47 @@ def test_redirect_mode_sidecar_uses_the_per_port_listener_and_virtual_inbound() 
     r = simulate(rs, SimRequest("http://127.0.20.1:9080/productpage", direction="inbound"), p.id)
     assert (r["listener"]["name"], r["route_config"]) == ("virtualInbound", "inbound|9080||")
     assert r["destinations"][0]["cluster"] == "inbound|9080||"
+
+
+TLS_GATEWAY = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tls-gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*.secure.test"]
+    tls: {mode: SIMPLE, serverCertificate: /certs/a.pem, privateKey: /certs/a.key}
+  - port: {number: 443, name: https-b, protocol: HTTPS}
+    hosts: ["b.other.test"]
+    tls: {mode: SIMPLE, serverCertificate: /certs/b.pem, privateKey: /certs/b.key}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure}
+spec:
+  hosts: ["*.secure.test", "b.other.test"]
+  gateways: [tls-gw]
+  http:
+  - match: [{authority: {exact: b.other.test}}]
+    route: [{destination: {host: details}}]
+  - route: [{destination: {host: productpage}}]
+"""
+
+
+def test_https_gateway_picks_the_filter_chain_by_sni(tmp_path: Path) -> None:
+    (tmp_path / "gw.yaml").write_text(TLS_GATEWAY)
+    g = ingress_gateway()
+    rs = resources(g, tmp_path / "gw.yaml")
+    r = simulate(rs, SimRequest("https://www.secure.test/x"), g.id)
+    assert r["listener"]["port"] == 8443 and "server names *.secure.test" in r["listener"]["filter_chain"]
+    assert r["virtual_host"]["name"] == "*.secure.test:443" and r["route"]["index"] == 1
+    assert r["destinations"][0]["cluster"] == "outbound|9080||productpage.bookinfo.svc.cluster.local"
+    r = simulate(rs, SimRequest("https://b.other.test/"), g.id)
+    assert "server names b.other.test" in r["listener"]["filter_chain"]
+    assert r["destinations"][0]["cluster"] == "outbound|9080||details.bookinfo.svc.cluster.local"
+    r = simulate(rs, SimRequest("https://nope.test/"), g.id)
+    assert r["status"] == "connection_closed" and "SNI 'nope.test'" in r["reason"]
+    r = simulate(rs, SimRequest("http://www.secure.test:8443/"), g.id)
+    assert r["status"] == "connection_closed" and "plaintext" in r["reason"]

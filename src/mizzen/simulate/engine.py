@@ -33,6 +33,7 @@ HCM_FILTER = "envoy.filters.network.http_connection_manager"
 HTTP_PROXY_ROUTE = "http_proxy"
 DIRECTIONS = ("auto", "outbound", "inbound", "gateway")
 _GATEWAY_PORT_MAP = {80: 8080, 443: 8443}     # Mizzen's default Gateway port -> listen port
+_HTTP_ALPN = frozenset({"http/1.1", "http/1.0", "h2c", "h2"})
 
 
 @dataclass(frozen=True)
@@ -88,22 +89,48 @@ def _hcm_of(chain: listener_pb2.FilterChain) -> hcm_pb2.HttpConnectionManager | 
     return None
 
 
-def _chain_for(lis: listener_pb2.Listener, port: int | None) -> tuple[listener_pb2.FilterChain | None, str]:
-    """The plaintext HTTP filter chain a request on ``port`` takes (destination_port, transport, ALPN)."""
+def _sni_rank(server_names: Sequence[str], sni: str) -> int | None:
+    """How well a chain's server_names fit the SNI (Envoy: exact name, then the longest wildcard, then a
+    chain without names); None when they do not."""
+    if not server_names:
+        return 0
+    best: int | None = None
+    for name in server_names:
+        name = name.lower()
+        if name == sni:
+            return 10_000
+        if name.startswith("*.") and sni.endswith(name[1:]) and len(sni) > len(name) - 1:
+            best = max(best or 0, len(name))
+    return best
+
+
+def _chain_for(lis: listener_pb2.Listener, port: int | None,
+               tls_sni: str | None) -> tuple[listener_pb2.FilterChain | None, str]:
+    """The HTTP filter chain a request on ``port`` takes: plaintext (``tls_sni`` None) or TLS with that SNI
+    (server_names: exact, then wildcard, then none), by destination_port, transport and ALPN."""
     chains = list(lis.filter_chains)
     if lis.HasField("default_filter_chain"):
         chains.append(lis.default_filter_chain)
-    for ch in chains:
+    best: tuple[int, int, listener_pb2.FilterChain] | None = None
+    for i, ch in enumerate(chains):
         m = ch.filter_chain_match
         if m.HasField("destination_port") and port is not None and m.destination_port.value != port:
             continue
-        if m.transport_protocol not in ("", "raw_buffer"):
+        is_tls = ch.HasField("transport_socket") or m.transport_protocol == "tls"
+        if is_tls != (tls_sni is not None):
             continue
-        if m.application_protocols and not set(m.application_protocols) & {"http/1.1", "http/1.0", "h2c"}:
+        if m.application_protocols and not set(m.application_protocols) & _HTTP_ALPN:
             continue
-        if _hcm_of(ch) is not None:
-            return ch, ch.name or "(unnamed chain)"
-    return None, ""
+        rank = _sni_rank(m.server_names, tls_sni) if tls_sni is not None else 0
+        if rank is None or _hcm_of(ch) is None:
+            continue
+        if best is None or rank > best[0]:
+            best = (rank, i, ch)
+    if best is None:
+        return None, ""
+    ch = best[2]
+    names = f" (server names {', '.join(ch.filter_chain_match.server_names)})" if tls_sni is not None else ""
+    return ch, (ch.name or f"#{best[1]}") + names
 
 
 def _listen_port(lis: listener_pb2.Listener) -> int:
@@ -221,8 +248,9 @@ def simulate(resources: ResourceSet, req: SimRequest, proxy_id: str = "") -> dic
     """Evaluate ``req`` against one proxy's resources; a JSON-able result with a ``why`` trail.
 
     ``status`` is ``route`` (forwarded to ``destinations``), ``redirect``, ``direct_response``,
-    ``not_found`` (404, response flag NR), ``passthrough`` (no HTTP listener: iptables-captured TCP) or
-    ``error`` (no listener / route configuration to simulate)."""
+    ``not_found`` (404, response flag NR), ``connection_closed`` (no filter chain takes it),
+    ``passthrough`` (no HTTP listener: iptables-captured TCP) or ``error`` (no listener / route
+    configuration to simulate)."""
     direction = _direction(req, proxy_id)
     why: list[str] = []
     http, url_port, notes = build_request(req, outbound_proxy=direction == "outbound")
@@ -253,9 +281,15 @@ def simulate(resources: ResourceSet, req: SimRequest, proxy_id: str = "") -> dic
     if lis is None:
         return _error(out, why, f"no {direction} HTTP listener for port(s) {candidates} "
                                 f"(listeners: {', '.join(sorted(resources.of(LISTENER))) or 'none'})")
-    chain, chain_name = _chain_for(lis, port)
+    sni = http.authority.rsplit(":", 1)[0].lower() if http.scheme == "https" else None
+    chain, chain_name = _chain_for(lis, port, sni)
     if chain is None:
-        return _error(out, why, f"listener {lis.name} has no plaintext HTTP filter chain for port {port}")
+        kind = f"TLS HTTP filter chain for SNI {sni!r}" if sni is not None else "plaintext HTTP filter chain"
+        reason = f"listener {lis.name} has no {kind} for port {port}: Envoy closes the connection"
+        why.append(reason)
+        out.update(status="connection_closed", reason=reason)
+        return out
+    why.append(f"filter chain {chain_name}")
     h = _hcm_of(chain)
     assert h is not None
     out["listener"] = {"name": lis.name, "port": _listen_port(lis), "filter_chain": chain_name}

@@ -31,6 +31,8 @@ def _verdict(r: dict[str, Any]) -> str:
         return f"REDIRECT {red.get('status')} -> {red.get('location')}"
     if status == "direct_response":
         return f"DIRECT RESPONSE {r.get('http_status')}"
+    if status == "connection_closed":
+        return f"CONNECTION CLOSED: {r.get('reason', '')}"
     if status == "passthrough":
         return f"TCP PASSTHROUGH: {r.get('reason', '')}"
     if status == "not_found":
