@@ -96,6 +96,9 @@ def test_gateway_wrong_host_is_404_and_port_is_ignored_in_host_matching() -> Non
     wrong = _gateway("http://127.0.0.1:8080/productpage", *files)
     assert (wrong["status"], wrong["http_status"], wrong["response_flags"]) == ("not_found", 404, "NR")
     assert "no virtual host has a domain matching '127.0.0.1'" in wrong["reason"]
+    text = render(wrong)      # a 404 always shows its why-trail, with the domains there are
+    assert text.splitlines()[1] == "404 NOT FOUND (NR: no route)"
+    assert "(domains: bookinfo.kubeasy.com, bookinfo.kubeasy.com:*)" in text
     right = _gateway("http://bookinfo.kubeasy.com:8080/productpage", *files)
     assert right["status"] == "route" and right["virtual_host"]["name"] == "bookinfo.kubeasy.com:80"
     # without an explicit port the URL's port 80 maps to the gateway's 8080 listener

@@ -313,7 +313,7 @@ def simulate(resources: ResourceSet, req: SimRequest, proxy_id: str = "") -> dic
     if cfg.ignore_port_in_host_matching and ":" in host and not host.endswith("]"):
         host = host.rsplit(":", 1)[0]
         why.append(f"route configuration ignores the port in host matching: {http.authority} -> {host}")
-    vh, vwhy = find_virtual_host(cfg.virtual_hosts, host)
+    vh, vwhy = find_virtual_host(list(cfg.virtual_hosts), host)
     if vh is None:
         return _not_found(out, why, f"404 NR: {vwhy}")
     why.append(vwhy)

@@ -6,7 +6,7 @@ Pure functions over Envoy protos; every decision comes back with a one-line reas
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,7 +283,7 @@ def _wildcard_hit(domain: str, host: str) -> tuple[str, int] | None:
     return None
 
 
-def find_virtual_host(vhosts: Iterable[rc.VirtualHost], host: str) -> tuple[rc.VirtualHost | None, str]:
+def find_virtual_host(vhosts: Sequence[rc.VirtualHost], host: str) -> tuple[rc.VirtualHost | None, str]:
     """Envoy's findVirtualHost: exact domain, then the longest suffix wildcard, then the longest prefix
     wildcard, then ``*``. Domains and host compare lower-case. Returns the vhost and why."""
     host = host.lower()
@@ -309,4 +309,6 @@ def find_virtual_host(vhosts: Iterable[rc.VirtualHost], host: str) -> tuple[rc.V
             return vh, f"vhost {vh.name} matched {host} by {kind} wildcard {d}"
     if default is not None:
         return default, f"vhost {default.name} matched {host} by the catch-all domain *"
-    return None, f"no virtual host has a domain matching {host!r}"
+    domains = sorted({d for vh in vhosts for d in vh.domains})
+    shown = ", ".join(domains[:12]) + (f", ... ({len(domains)} in all)" if len(domains) > 12 else "")
+    return None, f"no virtual host has a domain matching {host!r} (domains: {shown or 'none'})"

@@ -117,9 +117,7 @@ def render(r: dict[str, Any], verbose: bool = False) -> str:
     lines.extend(_policy_lines(r.get("policies") or {}))
     for p in r.get("probabilistic") or []:
         lines.append(f"random: {p}")
-    if r.get("status") == "not_found" and not verbose:
-        lines.append(f"why: {r.get('reason')}")
-    if verbose:
+    if verbose or r.get("status") in ("not_found", "connection_closed", "passthrough", "error"):
         lines.append("why:")
         lines.extend(f"  {i + 1}. {w}" for i, w in enumerate(r.get("why") or []))
     return "\n".join(lines)
