@@ -237,3 +237,43 @@ def test_https_gateway_picks_the_filter_chain_by_sni(tmp_path: Path) -> None:
     assert r["status"] == "connection_closed" and "SNI 'nope.test'" in r["reason"]
     r = simulate(rs, SimRequest("http://www.secure.test:8443/"), g.id)
     assert r["status"] == "connection_closed" and "plaintext" in r["reason"]
+
+POLICY_VS = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {regex: "/r/[0-9]+"}, queryParams: {debug: {exact: "1"}}}]
+    rewrite: {uriRegexRewrite: {match: "^/r/([0-9]+)$", rewrite: "/ratings/\\\\1"}}
+    timeout: 3s
+    retries: {attempts: 4, perTryTimeout: 1s, retryOn: 5xx}
+    fault: {abort: {percentage: {value: 50}, httpStatus: 503}}
+    mirror: {host: details}
+    mirrorPercentage: {value: 25}
+    headers: {request: {set: {x-sim: "yes"}}}
+    route: [{destination: {host: ratings}}]
+"""
+
+
+def test_route_policies_are_summarised(tmp_path: Path) -> None:
+    (tmp_path / "vs.yaml").write_text(POLICY_VS)
+    r = _outbound("http://ratings:9080/r/7?debug=1", tmp_path / "vs.yaml")
+    p = r["policies"]
+    assert p["rewrite"]["path"] == "/ratings/7?debug=1"
+    assert p["timeout"] == "3s"
+    assert (p["retries"]["attempts"], p["retries"]["per_try_timeout"]) == (4, "1s")
+    assert "5xx" in p["retries"]["retry_on"]
+    assert p["fault"] == {"abort": {"http_status": 503, "percent": 50.0}}
+    assert p["mirrors"] == [{"cluster": "outbound|9080||details.bookinfo.svc.cluster.local", "percent": 25.0}]
+    assert p["headers"]["request_add"] == ["x-sim: yes"]
+    assert r["http_status"] is None          # a 50% abort is not a prediction, it is a probability
+    assert "fault abort applies to 50% of requests" in r["probabilistic"]
+    text = render(r)
+    assert "mirror: outbound|9080||details.bookinfo.svc.cluster.local (25%)" in text
+    assert "retries: 4 on " in text and "per try 1s" in text
+    # without the query parameter the only rule does not match, and a VirtualService has no default route
+    r = _outbound("http://ratings:9080/r/7", tmp_path / "vs.yaml")
+    assert r["status"] == "not_found"
+    assert "query debug exact '1': fails (parameter not present)" in r["why"][-2]
