@@ -202,6 +202,9 @@ metadata: {name: tls-gw}
 spec:
   selector: {istio: ingressgateway}
   servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*.secure.test"]
+    tls: {httpsRedirect: true}
   - port: {number: 443, name: https, protocol: HTTPS}
     hosts: ["*.secure.test"]
     tls: {mode: SIMPLE, serverCertificate: /certs/a.pem, privateKey: /certs/a.key}
@@ -233,6 +236,9 @@ def test_https_gateway_picks_the_filter_chain_by_sni(tmp_path: Path) -> None:
     r = simulate(rs, SimRequest("https://b.other.test/"), g.id)
     assert "server names b.other.test" in r["listener"]["filter_chain"]
     assert r["destinations"][0]["cluster"] == "outbound|9080||details.bookinfo.svc.cluster.local"
+    r = simulate(rs, SimRequest("http://www.secure.test/x?y=1"), g.id)     # httpsRedirect: require_tls
+    assert (r["status"], r["http_status"]) == ("redirect", 301) and r["route"] is None
+    assert r["redirect"]["location"] == "https://www.secure.test/x?y=1"
     r = simulate(rs, SimRequest("https://nope.test/"), g.id)
     assert r["status"] == "connection_closed" and "SNI 'nope.test'" in r["reason"]
     r = simulate(rs, SimRequest("http://www.secure.test:8443/"), g.id)

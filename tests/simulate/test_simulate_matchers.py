@@ -109,6 +109,8 @@ def _route_config() -> route_pb2.RouteConfiguration:
                        routes=[_direct("prefix", rc.RouteMatch(prefix="/"))]),
         rc.VirtualHost(name="prefix-dash", domains=["api-*"],
                        routes=[_direct("prefix-dash", rc.RouteMatch(prefix="/"))]),
+        rc.VirtualHost(name="tls-only", domains=["tls.test", "tls.test:*"], require_tls=rc.VirtualHost.ALL,
+                       routes=[_direct("never", rc.RouteMatch(prefix="/never"))]),
         rc.VirtualHost(name="default", domains=["*"], routes=default_routes),
     ])
 
@@ -137,6 +139,8 @@ CASES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ("GET", "www.example.org", "/", []),
     ("GET", "www.example.com:1234", "/", []),             # the port is part of the host: prefix wildcard
     ("GET", "api-v1", "/", []),
+    ("GET", "tls.test", "/p?q=1", []),                     # require_tls: 301 to https, before any route
+    ("GET", "tls.test:8080", "/never", []),
     ("GET", "t.test", "/inv", []),
     ("GET", "t.test", "/inv", [("x-a", "1")]),
     ("GET", "t.test", "/inv", [("x-a", "2")]),
@@ -259,10 +263,11 @@ async def test_simulator_predicts_the_route_envoy_takes(
         sim = simulate(resources, SimRequest(path, method=method, headers=[("Host", host), *headers],
                                              port=port, direction="gateway"))
         want, got = _predicted(sim), await _send(ip, port, method, path, [("Host", host), *headers])
-        hit.add(sim["route"]["name"] if sim["route"] else "404")
+        hit.add(sim["route"]["name"] if sim["route"] else sim["status"])
         if want != got:
             mismatches.append((method, host, path, headers, "predicted", want, "envoy", got, sim["why"]))
     assert not mismatches, "\n".join(map(str, mismatches))
-    # the table is not trivial: every route was taken by some request, and some request found none
+    # the table is not trivial: every route was taken by some request, some request found none, and
+    # require_tls redirected before any route
     every = {r.name for vh in _route_config().virtual_hosts for r in vh.routes}
-    assert hit == every | {"404"}, every - hit
+    assert hit == every - {"never"} | {"not_found", "redirect"}, every - hit

@@ -318,6 +318,12 @@ def simulate(resources: ResourceSet, req: SimRequest, proxy_id: str = "") -> dic
         return _not_found(out, why, f"404 NR: {vwhy}")
     why.append(vwhy)
     out["virtual_host"] = {"name": vh.name, "domains": list(vh.domains)}
+    if vh.require_tls != rc.VirtualHost.NONE and sni is None:
+        location = f"https://{http.authority}{http.path}"     # Envoy's createSslRedirectPath
+        need = rc.VirtualHost.TlsRequirementType.Name(vh.require_tls)
+        why.append(f"vhost {vh.name} requires TLS (require_tls {need}): 301 to {location}")
+        out.update(status="redirect", http_status=301, redirect={"status": 301, "location": location})
+        return out
     for i, route in enumerate(vh.routes):
         verdict = match_route(route, http)
         label = f"route {i}" + (f" ({route.name})" if route.name else "")
