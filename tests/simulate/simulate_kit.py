@@ -26,6 +26,7 @@ WORKLOADS = (
     ("productpage", "v1", "127.0.20.1"), ("details", "v1", "127.0.20.2"), ("ratings", "v1", "127.0.20.3"),
     ("reviews", "v1", "127.0.20.4"), ("reviews", "v2", "127.0.20.5"), ("reviews", "v3", "127.0.20.6"),
 )
+LOCALITY = "region1/zone1/sub1"        # reviews-v3's
 
 
 def configs(*paths: Path, namespace: str = NS) -> list[Config]:
@@ -43,7 +44,8 @@ def configs(*paths: Path, namespace: str = NS) -> list[Config]:
 
 def push(*paths: Path) -> PushContext:
     cfgs = ConfigSnapshot.of(configs(*paths))
-    workloads = [Workload(name=f"{app}-{v}-0", namespace=NS, address=ip, labels={"app": app, "version": v})
+    workloads = [Workload(name=f"{app}-{v}-0", namespace=NS, address=ip, labels={"app": app, "version": v},
+                          locality=LOCALITY if (app, v) == ("reviews", "v3") else "")
                  for app, v, ip in WORKLOADS]
     return PushContext.build(cfgs, build_snapshot(cfgs, workloads))
 

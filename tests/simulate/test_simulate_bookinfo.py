@@ -42,7 +42,8 @@ def test_jason_goes_to_v2_everyone_else_to_v3() -> None:
     other = _outbound("http://reviews:9080/reviews/0", *files, headers=[("end-user", "mary")])
     [d] = other["destinations"]
     assert (other["route"]["index"], d["subset"]) == (1, "v3")
-    assert [e["address"] for e in d["endpoints"]] == ["127.0.20.6:9080"]
+    assert d["endpoints"] == [{"address": "127.0.20.6:9080", "health": "HEALTHY",
+                               "locality": "region1/zone1/sub1"}]
     skipped = [w for w in other["why"] if w.startswith("route 0 skipped")]
     assert skipped and "end-user exact 'jason'" in skipped[0] and "'mary'" in skipped[0]
 
@@ -167,7 +168,7 @@ def test_result_is_json_and_render_has_the_why_trail() -> None:
                   NET / "virtual-service-reviews-v3.yaml")
     json.dumps(r)
     text = render(r, verbose=True)
-    assert "subset v3" in text and "endpoint 127.0.20.6:9080  HEALTHY" in text
+    assert "subset v3" in text and "endpoint 127.0.20.6:9080  HEALTHY region1/zone1/sub1" in text
     assert "why:" in text and "1. listener 127.0.20.1_15080" in text
     assert "why:" not in render(r)
 
