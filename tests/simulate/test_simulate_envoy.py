@@ -1,17 +1,24 @@
 """Cross-check: for deterministic requests (header matches, single destinations, faults at 100%, redirects,
-unknown hosts) the simulator's prediction — asked over the control plane's ``/debug/simulate`` — is what a
-real Envoy fed by the same control plane actually does: same version, same endpoint, same status, same
-Location, same rewritten path."""
+unknown hosts, TLS filter chains by SNI, httpsRedirect) the simulator's prediction, asked over the control
+plane's ``/debug/simulate``, is what a real Envoy fed by the same control plane actually does: same
+version, same endpoint, same status, same Location, same rewritten path."""
 
 from __future__ import annotations
 
+import datetime
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from simulate_kit import NET, SEED
 
-from harness import Backend, Mesh, mesh  # noqa: F401  (mesh is a fixture)
+from harness import Backend, Mesh, eventually, mesh  # noqa: F401  (mesh is a fixture)
 
 pytestmark = pytest.mark.e2e
 NS = "bookinfo"
@@ -108,3 +115,88 @@ async def test_gateway_redirect_rewrite_and_wrong_host_match_the_prediction(mesh
         sim = await _predict(api, "istio-ingressgateway", "/admin", host, port=8080)
         real = await http.get("/admin", headers=host)
         assert sim["http_status"] == real.status_code == 404
+
+
+def _self_signed(dir_: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mizzen simulate test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert_path, key_path = dir_ / "gw.crt", dir_ / "gw.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def _tls_gateway(cert: Path, key: Path) -> str:
+    tls = f"{{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}"
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tls-gw}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: ["*.secure.test"]
+    tls: {{httpsRedirect: true}}
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: ["*.secure.test"]
+    tls: {tls}
+  - port: {{number: 443, name: https-b, protocol: HTTPS}}
+    hosts: ["b.other.test"]
+    tls: {tls}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: secure}}
+spec:
+  hosts: ["*.secure.test", "b.other.test"]
+  gateways: [tls-gw]
+  http:
+  - match: [{{authority: {{exact: b.other.test}}}}]
+    route: [{{destination: {{host: details}}}}]
+  - route: [{{destination: {{host: productpage}}}}]
+"""
+
+
+async def test_https_gateway_sni_and_https_redirect_match_the_prediction(
+        mesh: Mesh, tmp_path: Path) -> None:  # noqa: F811
+    await mesh.apply_yaml(SERVICES, namespace=NS)
+    gw = await mesh.gateway(gateway_ports={80: 8080, 443: 8443})
+    await mesh.backend("productpage", "v1", namespace=NS, port=9080)
+    await mesh.backend("details", "v1", namespace=NS, port=9080)
+    await mesh.apply_yaml(_tls_gateway(*_self_signed(tmp_path)), namespace=NS)
+    await mesh.wait_synced()
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    # no kept-alive connections: a reused TLS connection keeps its first SNI (and filter chain) whatever the
+    # next request's Host is, which the simulator, taking SNI = Host, does not model
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    async with mesh.api_client() as api, httpx.AsyncClient(verify=ctx, trust_env=False, timeout=5,
+                                                           limits=no_reuse) as http:
+        for host, service in (("www.secure.test", "productpage"), ("b.other.test", "details")):
+            sim = await _predict(api, "istio-ingressgateway", f"https://{host}/x", {})
+            assert sim["listener"]["port"] == 8443 and sim["status"] == "route", sim["why"]
+            assert sim["destinations"][0]["cluster"] == f"outbound|9080||{service}.{NS}.svc.cluster.local"
+
+            async def served(host: str = host) -> httpx.Response:
+                return await http.get(f"https://{gw.spec.ip}:8443/x", headers={"Host": host},
+                                      extensions={"sni_hostname": host})
+
+            real = await eventually(served, timeout=10)   # the TLS listener warms after the secrets load
+            assert real.status_code == 200 and real.json()["service"] == service, (host, sim["why"])
+
+        sim = await _predict(api, "istio-ingressgateway", "http://www.secure.test/x?y=1", {})
+        real = await http.get(f"http://{gw.spec.ip}:8080/x?y=1", headers={"Host": "www.secure.test"})
+        assert real.status_code == sim["http_status"] == 301
+        assert real.headers["location"] == sim["redirect"]["location"] == "https://www.secure.test/x?y=1"
+
+        sim = await _predict(api, "istio-ingressgateway", "https://nope.test/", {})
+        assert sim["status"] == "connection_closed"
+        with pytest.raises(httpx.TransportError):
+            await http.get(f"https://{gw.spec.ip}:8443/", headers={"Host": "nope.test"},
+                           extensions={"sni_hostname": "nope.test"})

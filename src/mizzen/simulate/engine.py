@@ -39,7 +39,9 @@ _HTTP_ALPN = frozenset({"http/1.1", "http/1.0", "h2c", "h2"})
 @dataclass(frozen=True)
 class SimRequest:
     """A request to simulate. ``url`` is absolute (``http://reviews:9080/x``) or a path (``/x``, then give a
-    Host header); ``port`` is the listen port for gateways/inbound; ``direction`` auto = by proxy type."""
+    Host header); ``port`` is the listen port for gateways/inbound; ``direction`` auto = by proxy type.
+    An ``https`` URL is a fresh TLS connection whose SNI is the request's host (a reused connection keeps
+    its first SNI, which is not modelled)."""
 
     url: str
     method: str = "GET"
