@@ -25,7 +25,9 @@ from mizzen.xds.canonical import canonical_bytes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Packed", "Snapshot", "SnapshotCache", "TypeSnapshot", "ordered_types", "version_of"]
+__all__ = [
+    "OverlayResources", "Packed", "Snapshot", "SnapshotCache", "TypeSnapshot", "ordered_types", "version_of",
+]
 
 
 @dataclass(frozen=True)
