@@ -63,7 +63,7 @@ def test_bookinfo_destination_rule_all_subsets() -> None:
         assert c.eds_cluster_config.service_name == n
         assert c.eds_cluster_config.eds_config.HasField("ads")
         assert c.eds_cluster_config.eds_config.resource_api_version == config_source_pb2.V3
-        assert c.lb_policy == C.ROUND_ROBIN
+        assert c.lb_policy == C.LEAST_REQUEST
         assert c.connect_timeout.seconds == 10
         opts = http_options(c)
         assert opts is not None and opts.explicit_http_config.HasField("http_protocol_options")
@@ -136,7 +136,7 @@ def test_istio_routing_destination_rule_all_fields() -> None:
     ({"simple": "LEAST_CONN"}, C.LEAST_REQUEST),
     ({"simple": "RANDOM"}, C.RANDOM),
     ({"simple": "ROUND_ROBIN"}, C.ROUND_ROBIN),
-    ({"simple": "UNSPECIFIED"}, C.ROUND_ROBIN),
+    ({"simple": "UNSPECIFIED"}, C.LEAST_REQUEST),
     ({"consistentHash": {"httpHeaderName": "x-user", "ringHash": {"minimumRingSize": 2048}}}, C.RING_HASH),
     ({"consistentHash": {"useSourceIp": True, "maglev": {"tableSize": 65537}}}, C.MAGLEV),
     ({"consistentHash": {"httpQueryParameterName": "u", "minimumRingSize": 64}}, C.RING_HASH),
@@ -217,7 +217,7 @@ def test_port_level_settings() -> None:
     assert p9090.lb_policy == C.LEAST_REQUEST and not p9090.HasField("outlier_detection")
     sub = cs[names.outbound_cluster(9080, "v1", REVIEWS)]
     assert sub.circuit_breakers.thresholds[0].max_connections.value == 5
-    assert sub.lb_policy == C.ROUND_ROBIN and not sub.HasField("outlier_detection")
+    assert sub.lb_policy == C.LEAST_REQUEST and not sub.HasField("outlier_detection")
     assert effective_policy(rule, "v1", 9090) == {"loadBalancer": {"simple": "LEAST_REQUEST"}}
 
 

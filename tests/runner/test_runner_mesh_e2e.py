@@ -76,16 +76,16 @@ async def test_productpage_through_sidecars(bookinfo: tuple[Mesh, LocalRunner]) 
     details = runner.pods("bookinfo", app="details")[0]
     async with httpx.AsyncClient(proxy=f"http://{details.pod_ip}:15080", trust_env=False, timeout=10) as c:
         seen = set()
-        for _ in range(12):
+        for _ in range(60):
             r = await c.get("http://reviews:9080/reviews/0")
             assert r.status_code == 200
             seen.add(r.json()["podname"].split("-")[1])
             if len(seen) == 3:
                 break
-    assert seen == {"v1", "v2", "v3"}      # round robin over the three reviews pods
+    assert seen == {"v1", "v2", "v3"}      # load balanced (LEAST_REQUEST) over the three reviews pods
     async with httpx.AsyncClient(proxy=f"http://{details.pod_ip}:15080", trust_env=False, timeout=10) as c:
         v3 = runner.pods("bookinfo", app="reviews", version="v3")[0]
-        for _ in range(12):
+        for _ in range(60):
             body = (await c.get("http://reviews:9080/reviews/0")).json()
             if body["podname"] == v3.name:
                 # reviews-v3 reached ratings through its own sidecar

