@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import pytest
+from xds_harness import HOST, Harness
 
-from mizzen.core.resources import ResourceSet
 from mizzen.xds import AdsServer, SnapshotCache, serve
-
-HOST = "127.71.0.1"
-
-
-@dataclass
-class Harness:
-    cache: SnapshotCache
-    ads: AdsServer
-    grpc_server: grpc.aio.Server
-    target: str
-    connects: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    disconnects: list[str] = field(default_factory=list)
-    # what on_connect puts in the cache for a node (None: leave the cache alone)
-    on_connect_snapshot: Callable[[str], ResourceSet | None] = lambda _n: None
 
 
 @pytest.fixture

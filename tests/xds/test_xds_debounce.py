@@ -99,3 +99,33 @@ async def test_failed_push_is_logged_and_debouncer_keeps_working(caplog: pytest.
 def test_rejects_bad_times() -> None:
     with pytest.raises(ValueError):
         Debouncer(Recorder(), quiet=1.0, max_delay=0.5)
+
+
+async def test_lead_pushes_the_first_event_after_quiet_at_once_and_debounces_the_rest() -> None:
+    rec = Recorder()
+    d: Debouncer[str] = Debouncer(rec, quiet=0.2, max_delay=1.0, lead=0.005)
+    t0 = time.monotonic()
+    d.trigger(["first"])
+    await asyncio.sleep(0.05)
+    assert [k for _, k in rec.calls] == [frozenset({"first"})]
+    assert rec.calls[0][0] - t0 < 0.05                 # not the 0.2 s quiet time
+    # events right after that push are debounced as usual (a burst still coalesces)
+    for k in ("b", "c", "d"):
+        d.trigger([k])
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert len(rec.calls) == 1                         # still waiting for 0.2 s of quiet
+    await d.flush()
+    assert [k for _, k in rec.calls] == [frozenset({"first"}), frozenset({"b", "c", "d"})]
+    # after a quiet period, the next single event leads again
+    await asyncio.sleep(0.25)
+    t1 = time.monotonic()
+    d.trigger(["later"])
+    await d.flush()
+    assert rec.calls[-1][1] == frozenset({"later"}) and rec.calls[-1][0] - t1 < 0.05
+    await d.close()
+
+
+async def test_lead_must_not_exceed_quiet() -> None:
+    with pytest.raises(ValueError):
+        Debouncer(Recorder(), quiet=0.01, max_delay=1.0, lead=0.05)

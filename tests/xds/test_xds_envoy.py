@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from conftest import HOST, Harness
+from xds_harness import HOST, Harness
 from xds_testlib import (
     NODE,
     Envoy,

@@ -7,8 +7,8 @@ import json
 
 import grpc
 import pytest
-from conftest import Harness
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
+from xds_harness import Harness
 from xds_testlib import (
     NODE,
     FakeAdsClient,

@@ -51,6 +51,8 @@ class ControlPlaneOptions:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     debounce_quiet_s: float = 0.1
     debounce_max_s: float = 1.0
+    # the first change after a quiet period is pushed after only this long (None: always wait for quiet)
+    debounce_lead_s: float | None = 0.005
     # Registered workloads are kept in the state dir, so a restarted control plane serves the same endpoints
     # at once (like istiod re-listing pods) instead of pushing empty clusters; a runner that starts every
     # workload itself (the demo) passes False and re-registers.
@@ -127,7 +129,11 @@ class ControlPlane:
         if self.started:
             return
         opts = self.options
-        self._debouncer = Debouncer(self._push, quiet=opts.debounce_quiet_s, max_delay=opts.debounce_max_s)
+        lead = opts.debounce_lead_s
+        if lead is not None:
+            lead = min(lead, opts.debounce_quiet_s)
+        self._debouncer = Debouncer(self._push, quiet=opts.debounce_quiet_s, max_delay=opts.debounce_max_s,
+                                    lead=lead)
         try:
             self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port)
             if opts.http_port is not None:

@@ -2,7 +2,9 @@
 
 Events carry keys (what changed); they are merged into one set and handed to a single async push callback
 after ``quiet`` seconds without new events, or at the latest ``max_delay`` after the first pending event.
-Pushes never run concurrently: events arriving during a push start the next round after it.
+Pushes never run concurrently: events arriving during a push start the next round after it. With ``lead``,
+the first event after a quiet period is pushed after only ``lead`` seconds (one ``kubectl apply`` reaches the
+proxies at once); events that follow it are debounced as usual, so bursts still coalesce.
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ class Debouncer(Generic[K]):
         *,
         quiet: float = 0.1,
         max_delay: float = 1.0,
+        lead: float | None = None,
     ) -> None:
-        if quiet < 0 or max_delay < quiet:
-            raise ValueError("want 0 <= quiet <= max_delay")
+        if quiet < 0 or max_delay < quiet or (lead is not None and not 0 <= lead <= quiet):
+            raise ValueError("want 0 <= quiet <= max_delay and 0 <= lead <= quiet")
+        self.lead = lead
+        self._leading = False              # the pending batch began after a quiet period
+        self._last_push_end = float("-inf")
         self._push = push
         self.quiet = quiet
         self.max_delay = max_delay
@@ -57,6 +63,7 @@ class Debouncer(Generic[K]):
         self._events += 1
         if self._first_at is None:
             self._first_at = now
+            self._leading = self.lead is not None and now - self._last_push_end >= self.quiet
         self._last_at = now
         self._idle.clear()
         self._wake.set()
@@ -88,7 +95,10 @@ class Debouncer(Generic[K]):
             await self._wake.wait()
             while True:   # wait for quiet time, bounded by max_delay since the first pending event
                 assert self._first_at is not None
-                deadline = min(self._last_at + self.quiet, self._first_at + self.max_delay)
+                if self._leading and self.lead is not None:
+                    deadline = self._first_at + self.lead
+                else:
+                    deadline = min(self._last_at + self.quiet, self._first_at + self.max_delay)
                 left = deadline - loop.time()
                 if left <= 0:
                     break
@@ -97,7 +107,7 @@ class Debouncer(Generic[K]):
                     async with asyncio.timeout(left):
                         await self._wake.wait()
             keys, events = frozenset(self._pending), self._events
-            self._pending, self._events, self._first_at = set(), 0, None
+            self._pending, self._events, self._first_at, self._leading = set(), 0, None, False
             self._wake.clear()
             try:
                 await self._push(keys)
@@ -105,6 +115,7 @@ class Debouncer(Generic[K]):
                 log.exception("debounced push failed (%d events, %d keys)", events, len(keys))
             self.pushes += 1
             self.merged_events += events
+            self._last_push_end = loop.time()
             if self._first_at is None:
                 self._idle.set()
 
