@@ -107,7 +107,7 @@ def load(cp: ControlPlane, text: str) -> list[Config]:
 
 
 async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
-                  prof: cProfile.Profile | None = None) -> Result:
+                  prof: cProfile.Profile | None = None, gap: float = 0.05) -> Result:
     quiet = PROD.debounce_quiet_s if debounce == "prod" else float(debounce)
     max_delay = PROD.debounce_max_s if debounce == "prod" else max(quiet, 10 * quiet, 0.05)
     res = Result(n, f"{debounce} (quiet {quiet * 1000:g} ms, max {max_delay * 1000:g} ms)")
@@ -140,7 +140,7 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
             for r in range(1, rounds + 1):
                 w = 5 + (r * 37) % 90           # a different split every round
                 change = load(cp, vs_yaml("reviews", NS, (w, 100 - w), ("v1", "v3" if r % 2 else "v2")))
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(gap)   # >= quiet time: each apply is an isolated change (leading edge)
                 pushes = cp.pusher.stats.pushes
                 t_apply = time.time()
                 cp.store.apply(change)
@@ -215,7 +215,7 @@ async def amain(args: argparse.Namespace) -> None:
         for n in [int(x) for x in args.proxies.split(",") if x]:
             for d in [x.strip() for x in args.debounce.split(",") if x.strip()]:
                 prof = cProfile.Profile() if args.profile else None
-                report(await run_one(n, d, args.rounds, agents, prof))
+                report(await run_one(n, d, args.rounds, agents, prof, args.gap))
                 if prof is not None:
                     pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(20)
     finally:
@@ -226,6 +226,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--proxies", default="10,50", help="comma-separated Envoy counts (default %(default)s)")
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--gap", type=float, default=0.05,
+                    help="seconds between a round's ACKs and the next apply (default %(default)s: back to "
+                         "back, debounced; 0.2: isolated applies, which the debouncer pushes after 5 ms)")
     ap.add_argument("--debounce", default="prod",
                     help="comma-separated debounce quiet periods in seconds, 'prod' = production defaults "
                          f"({PROD.debounce_quiet_s:g} s quiet, {PROD.debounce_max_s:g} s max); "
