@@ -6,7 +6,7 @@ everything is visible (``*/*``) subject to exportTo.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,12 +103,11 @@ def outbound_policy(proxy: Proxy, push: PushContext) -> OutboundPolicy:
         return push.mesh.outbound_policy
 
 
-def host_allows(hosts: Sequence[str], proxy_namespace: str, service: Service, domain_suffix: str) -> bool:
-    """True if an egress ``hosts`` list ("ns/dnsName" forms) admits ``service``.
-
-    ``*/h`` any namespace, ``./h`` the proxy's namespace, ``~/h`` nothing, ``ns/h`` that namespace; ``h`` is
-    ``*``, a ``*.suffix`` wildcard or a host name (short names resolve against the given namespace).
-    """
+def _patterns(hosts: Sequence[str], proxy_namespace: str, owner_namespace: str,
+              domain_suffix: str) -> Iterator[str]:
+    """The host patterns of the egress ``hosts`` entries ("ns/dnsName" forms) whose namespace part admits
+    objects owned by ``owner_namespace``: ``*/h`` any namespace, ``./h`` the proxy's, ``~/h`` none, ``ns/h``
+    that one. Short names resolve against the owner's namespace (or the named one)."""
     for entry in hosts:
         ns, sep, dns = entry.partition("/")
         if not sep:
@@ -117,34 +116,26 @@ def host_allows(hosts: Sequence[str], proxy_namespace: str, service: Service, do
             continue
         if ns == ".":
             ns = proxy_namespace
-        if ns != "*" and ns != service.namespace:
+        if ns != "*" and ns != owner_namespace:
             continue
         if dns != "*" and "." not in dns and not dns.startswith("*"):
-            dns = resolve_short_name(dns, service.namespace if ns == "*" else ns, domain_suffix)
-        if host_matches(dns, service.hostname):
-            return True
-    return False
+            dns = resolve_short_name(dns, owner_namespace if ns == "*" else ns, domain_suffix)
+        yield dns
+
+
+def host_allows(hosts: Sequence[str], proxy_namespace: str, service: Service, domain_suffix: str) -> bool:
+    """True if an egress ``hosts`` list admits ``service`` (``h`` is ``*``, a ``*.suffix`` wildcard or a
+    host name)."""
+    return any(host_matches(dns, service.hostname)
+               for dns in _patterns(hosts, proxy_namespace, service.namespace, domain_suffix))
 
 
 def imports_host(hosts: Sequence[str], proxy_namespace: str, config_namespace: str, host: str,
                  domain_suffix: str) -> bool:
     """True if egress ``hosts`` import ``host`` as declared by a config object (a VirtualService) in
     ``config_namespace``: the ``ns/`` part names the config's namespace (Istio's SelectVirtualServices)."""
-    for entry in hosts:
-        ns, sep, dns = entry.partition("/")
-        if not sep:
-            ns, dns = "*", entry
-        if ns == "~":
-            continue
-        if ns == ".":
-            ns = proxy_namespace
-        if ns != "*" and ns != config_namespace:
-            continue
-        if dns != "*" and "." not in dns and not dns.startswith("*"):
-            dns = resolve_short_name(dns, config_namespace if ns == "*" else ns, domain_suffix)
-        if hosts_intersect(dns, host):
-            return True
-    return False
+    return any(hosts_intersect(dns, host)
+               for dns in _patterns(hosts, proxy_namespace, config_namespace, domain_suffix))
 
 
 def imports_virtual_service(proxy: Proxy, push: PushContext, vs: ResolvedVirtualService) -> bool:
