@@ -7,11 +7,12 @@ The CLI under test is synchronous, so servers run on their own loop in a backgro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,29 @@ class RealControlPlane:
 
     def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         return self.loop.call(fn())
+
+
+@contextlib.contextmanager
+def running_control_plane(host: str) -> Iterator[RealControlPlane]:
+    """The real :class:`mizzen.controlplane.server.ControlPlane`, in memory, HTTP + xDS on ephemeral ports
+    of ``host``, driven from a background event loop."""
+    from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
+
+    lt = LoopThread()
+    opts = ControlPlaneOptions(xds_host=host, xds_port=0, http_host=host, http_port=0,
+                               debounce_quiet_s=0.01, debounce_max_s=0.05)
+
+    async def start() -> Any:
+        cp = ControlPlane(opts)
+        await cp.start()
+        return cp
+
+    cp = lt.call(start())
+    try:
+        yield RealControlPlane(cp.http_url, cp, lt)
+    finally:
+        lt.call(cp.stop())
+        lt.close()
 
 
 def run_cli(

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from cli_helpers import FakeApi, LoopThread, RealControlPlane, start_site
+from cli_helpers import FakeApi, LoopThread, RealControlPlane, running_control_plane, start_site
 
 
 @pytest.fixture
@@ -23,24 +21,7 @@ def fake_api() -> Iterator[FakeApi]:
 
 
 @pytest.fixture
-def control_plane(tmp_path: Path) -> Iterator[RealControlPlane]:
-    """The real :class:`mizzen.controlplane.server.ControlPlane`, in memory, HTTP + xDS on ephemeral ports."""
-    from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
-
-    lt = LoopThread()
-    opts = ControlPlaneOptions(xds_host="127.0.91.1", xds_port=0, http_host="127.0.91.1", http_port=0,
-                               debounce_quiet_s=0.01, debounce_max_s=0.05)
-
-    async def start() -> Any:
-        cp = ControlPlane(opts)
-        await cp.start()
-        return cp
-
-    cp = lt.call(start())
-    try:
-        yield RealControlPlane(cp.http_url, cp, lt)
-    finally:
-        lt.call(cp.stop())
-        lt.close()
-
-
+def control_plane() -> Iterator[RealControlPlane]:
+    """The real ControlPlane in-process on 127.0.91.1 (see cli_helpers.running_control_plane)."""
+    with running_control_plane("127.0.91.1") as cp:
+        yield cp
