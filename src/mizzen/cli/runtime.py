@@ -1,21 +1,20 @@
 """``mizzen version`` and the process commands ``demo``, ``controlplane``, ``agent``.
 
-The process commands import their modules lazily (they are written elsewhere and pull in gRPC and Envoy) and
-pass the remaining command-line arguments through; a missing module is one clear error line, not a traceback.
+The process commands import their modules lazily (they pull in gRPC, aiohttp and the runner, which the other
+commands do not need) and pass the remaining command-line arguments through.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from typing import Annotated, Any
 
 import typer
 
-from mizzen.cli.common import client, echo_err, fail
+from mizzen.cli.common import client, echo_err
 from mizzen.client import ApiError, Unreachable
 
 __all__ = ["PASSTHROUGH", "agent", "client_version", "controlplane", "demo", "version"]
@@ -53,22 +52,6 @@ def version(
     typer.echo(f"data plane: {len(proxies)} prox{'y' if len(proxies) == 1 else 'ies'} connected")
 
 
-def _entry(candidates: Sequence[tuple[str, str]], what: str) -> Callable[..., Any]:
-    missing = []
-    for module, attr in candidates:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and (module == e.name or module.startswith(e.name + ".")):
-                missing.append(module)
-                continue
-            raise
-        fn = getattr(mod, attr, None)
-        if callable(fn):
-            return fn  # type: ignore[no-any-return]
-    fail(f"{what} is not available yet ({' / '.join(f'{m}.{a}' for m, a in candidates)} not found)")
-
-
 def _call(fn: Callable[..., Any], args: list[str]) -> None:
     try:
         takes_args = bool(inspect.signature(fn).parameters)
@@ -84,16 +67,20 @@ def _call(fn: Callable[..., Any], args: list[str]) -> None:
 
 def demo(ctx: typer.Context) -> None:
     """Run the local demo mesh (control plane, Bookinfo, sidecars, ingress gateway)."""
-    _call(_entry([("mizzen.demo", "run")], '"mizzen demo"'), list(ctx.args))
+    from mizzen.demo import run
+
+    _call(run, list(ctx.args))
 
 
 def controlplane(ctx: typer.Context) -> None:
     """Run the control plane (istiod-like: xDS + HTTP API) in the foreground."""
-    _call(_entry([("mizzen.controlplane.main", "main"), ("mizzen.controlplane", "main"),
-                  ("mizzen.controlplane.__main__", "main")], '"mizzen controlplane"'), list(ctx.args))
+    from mizzen.controlplane.__main__ import main
+
+    _call(main, list(ctx.args))
 
 
 def agent(ctx: typer.Context) -> None:
     """Run a proxy agent (pilot-agent-like: bootstrap and supervise Envoy) in the foreground."""
-    _call(_entry([("mizzen.agent.main", "main"), ("mizzen.agent", "main"),
-                  ("mizzen.agent.__main__", "main")], '"mizzen agent"'), list(ctx.args))
+    from mizzen.agent.__main__ import main
+
+    _call(main, list(ctx.args))

@@ -137,7 +137,7 @@ class Pusher:
             prev = self.errors.get(proxy.id)
             if prev is None or prev.message != msg or prev.version != push.version:
                 log.error("generating config for %s at %s failed (keeping its last snapshot): %s",
-                          proxy.id, push.version, msg, exc_info=not isinstance(e, NotImplementedError))
+                          proxy.id, push.version, msg, exc_info=True)
             self.errors[proxy.id] = GenerationError(proxy.id, msg, push.version, time.time(),
                                                     traceback.format_exc(limit=8))
             return False
