@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from mizzen.config.analysis import AnalysisIssue, analyze
+from mizzen.analysis import AnalysisIssue, analyze
 from mizzen.config.loader import load_text
 from mizzen.config.model import ConfigSnapshot
 from mizzen.registry.model import Workload

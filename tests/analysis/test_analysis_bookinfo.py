@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mizzen.config.analysis import AnalysisIssue, analyze, workloads_from_deployments
+from mizzen.analysis import AnalysisIssue, analyze, workloads_from_deployments
 from mizzen.config.errors import Severity
 from mizzen.config.loader import load_paths
 from mizzen.config.model import ConfigSnapshot

@@ -1,4 +1,4 @@
-"""``mizzen analyze``: ``istioctl analyze`` for Mizzen (the messages of :mod:`mizzen.config.analysis`).
+"""``mizzen analyze``: ``istioctl analyze`` for Mizzen (the messages of :mod:`mizzen.analysis`).
 
 Against the control plane (``GET /debug/analyze``; with ``-f`` the files are applied on top as a what-if, like
 ``istioctl analyze -f`` against a cluster), or offline over the files alone (``--offline``, or ``-f`` with no
@@ -27,8 +27,8 @@ ERRORS_FOUND_EXIT = 79   # istioctl analyze's exit code when it finds errors
 def analyze_offline(docs: Sequence[Document], namespace: str | None) -> list[dict[str, Any]]:
     """The files alone: loaded and validated like ``mizzen validate`` (invalid input exits 1), then every
     analyzer over them, objects ordered as in the files (the store would create them in that order)."""
-    from mizzen.config.analysis import analyze as run
-    from mizzen.config.analysis import workloads_from_deployments
+    from mizzen.analysis import analyze as run
+    from mizzen.analysis import workloads_from_deployments
     from mizzen.config.model import ConfigSnapshot
     from mizzen.registry.registry import build_snapshot
 
@@ -56,7 +56,7 @@ def _from_server(c: ControlPlaneClient, docs: Sequence[Document],
 
 def format_messages(messages: Sequence[dict[str, Any]]) -> list[str]:
     """istioctl's lines: ``Error [IST0101] (VirtualService ns/name file:line) Referenced host ...``."""
-    from mizzen.config.analysis import code_of, render
+    from mizzen.analysis import code_of, render
 
     lines = []
     for m in messages:

@@ -32,7 +32,7 @@ from mizzen.simulate import DIRECTIONS, SimRequest, resources_from_any
 from mizzen.simulate import simulate as simulate_request
 
 if TYPE_CHECKING:
-    from mizzen.config.analysis import AnalysisIssue
+    from mizzen.analysis import AnalysisIssue
     from mizzen.controlplane.server import ControlPlane
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ class Api:
     # --- analysis -------------------------------------------------------------------------------------------
     def _analyze(self, candidates: Sequence[Config]) -> list[AnalysisIssue]:
         """Analyzer messages over the stored config with ``candidates`` applied on top (a what-if)."""
-        from mizzen.config.analysis import analyze, merge
+        from mizzen.analysis import analyze, merge
         from mizzen.registry.registry import build_snapshot
 
         mesh = self.cp.options.mesh

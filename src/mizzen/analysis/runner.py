@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from mizzen.config.analysis import conflicts, endpoints, gateways, references
-from mizzen.config.analysis.context import AnalysisContext
-from mizzen.config.analysis.message import AnalysisIssue
+from mizzen.analysis import conflicts, endpoints, gateways, references
+from mizzen.analysis.context import AnalysisContext
+from mizzen.analysis.message import AnalysisIssue
 from mizzen.config.model import ConfigSnapshot
 from mizzen.core.mesh import MeshConfig
 from mizzen.registry.model import RegistrySnapshot

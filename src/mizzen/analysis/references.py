@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mizzen.config.analysis.context import AnalysisContext, destinations, labels_match
-from mizzen.config.analysis.message import AnalysisIssue, issue_for
+from mizzen.analysis.context import AnalysisContext, destinations, labels_match
+from mizzen.analysis.message import AnalysisIssue, issue_for
 from mizzen.config.model import Config
 from mizzen.core.push_context import MESH_GATEWAY, resolve_gateway_ref
 

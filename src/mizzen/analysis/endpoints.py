@@ -5,8 +5,8 @@ with endpoints known to the registry snapshot.
 
 from __future__ import annotations
 
-from mizzen.config.analysis.context import AnalysisContext, labels_match
-from mizzen.config.analysis.message import AnalysisIssue, issue_for
+from mizzen.analysis.context import AnalysisContext, labels_match
+from mizzen.analysis.message import AnalysisIssue, issue_for
 
 __all__ = ["subsets_without_endpoints"]
 

@@ -4,10 +4,10 @@ cannot do, with Istio's message codes. One module per analyzer family (:mod:`.re
 candidate objects into a snapshot the way the store would.
 """
 
-from mizzen.config.analysis.context import workloads_from_deployments
-from mizzen.config.analysis.message import CODES, AnalysisIssue, code_of, render
-from mizzen.config.analysis.runner import ANALYZERS, analyze
-from mizzen.config.analysis.whatif import merge
+from mizzen.analysis.context import workloads_from_deployments
+from mizzen.analysis.message import CODES, AnalysisIssue, code_of, render
+from mizzen.analysis.runner import ANALYZERS, analyze
+from mizzen.analysis.whatif import merge
 
 __all__ = ["ANALYZERS", "CODES", "AnalysisIssue", "analyze", "code_of", "merge", "render",
            "workloads_from_deployments"]

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mizzen.config.analysis.context import AnalysisContext
-from mizzen.config.analysis.message import AnalysisIssue, issue_for
+from mizzen.analysis.context import AnalysisContext
+from mizzen.analysis.message import AnalysisIssue, issue_for
 from mizzen.config.model import Config
 from mizzen.core.hosts import hosts_intersect
 from mizzen.core.push_context import MESH_GATEWAY, resolve_gateway_ref
