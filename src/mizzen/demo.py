@@ -9,7 +9,6 @@ and pod (un)readiness. Ctrl-C/SIGTERM stops all.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import fcntl
@@ -318,24 +317,6 @@ class Demo:
             logging.getLogger(name).removeFilter(self._log_filter)
 
 
-def parse_args(argv: list[str]) -> DemoOptions:
-    p = argparse.ArgumentParser(prog="mizzen demo", description="Run Bookinfo in a local Mizzen mesh.")
-    d = DemoOptions()
-    p.add_argument("--host", default=d.host, help="address the ingress gateway binds (default %(default)s)")
-    p.add_argument("--port", type=int, default=d.port, help="gateway HTTP port; serves Gateways for 80/8080")
-    p.add_argument("--tls-port", type=int, default=d.tls_port, help="gateway port for Gateway servers on 443")
-    p.add_argument("--xds-port", type=int, default=d.xds_port, help="control plane ADS port")
-    p.add_argument("--api-port", type=int, default=d.http_port, help="control plane HTTP API port")
-    p.add_argument("--state-dir", type=Path, default=d.state_dir, help="where config, logs and proxies live")
-    p.add_argument("--fresh", action="store_true", help="forget config applied in earlier runs")
-    p.add_argument("--no-bookinfo", action="store_true", help="start an empty mesh (gateway only)")
-    p.add_argument("--ready-timeout", type=float, default=d.ready_timeout)
-    a = p.parse_args(argv)
-    return DemoOptions(host=a.host, port=a.port, tls_port=a.tls_port, xds_port=a.xds_port,
-                       http_port=a.api_port, state_dir=a.state_dir, fresh=a.fresh, bookinfo=not a.no_bookinfo,
-                       ready_timeout=a.ready_timeout)
-
-
 async def serve(opts: DemoOptions, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or SIGINT/SIGTERM)."""
     stop = stop or asyncio.Event()
@@ -368,10 +349,9 @@ async def serve(opts: DemoOptions, stop: asyncio.Event | None = None) -> None:
             loop.remove_signal_handler(sig)
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Entry for ``mizzen demo``; returns the exit code."""
+def run(opts: DemoOptions) -> int:
+    """Entry for ``mizzen demo`` (its options are declared in :mod:`mizzen.cli.runtime`); the exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    opts = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         asyncio.run(serve(opts))
     except DemoError as e:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -286,15 +288,26 @@ def test_apply_prints_warnings(fake_api: FakeApi) -> None:
     assert res.stderr == "r.yaml:9: VirtualService/r: spec.http[0].mirror: warning: not honoured yet\n"
 
 
-def test_process_commands_pass_their_arguments_through() -> None:
-    for cmd, usage in (("controlplane", "usage: python -m mizzen.controlplane"),
-                       ("agent", "usage: python -m mizzen.agent"), ("demo", "usage: mizzen demo")):
+def test_process_commands_are_typer_commands_of_the_one_app() -> None:
+    for cmd, usage in (("controlplane", "Usage: mizzen controlplane [OPTIONS]"),
+                       ("agent", "Usage: mizzen agent [OPTIONS]"), ("demo", "Usage: mizzen demo [OPTIONS]")):
         proc = run_cli(cmd, "--help")
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.startswith(usage), proc.stdout
+        assert usage in proc.stdout, proc.stdout
+        assert "<str>" not in proc.stdout and "<int>" not in proc.stdout and "<bool>" not in proc.stdout
+    assert "--state-dir" in run_cli("demo", "--help").stdout
+    for module in ("mizzen.controlplane", "mizzen.agent"):   # the python -m entries run the same commands
+        proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                              timeout=30, check=False)
+        assert proc.returncode == 0 and f"Usage: python -m {module} [OPTIONS]" in proc.stdout, proc.stdout
     proc = run_cli("agent", "--no-such-flag")
     assert proc.returncode == 2
-    assert "the following arguments are required: --ip" in proc.stderr and "Traceback" not in proc.stderr
+    assert "No such option: --no-such-flag" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("agent", "--labels", "app")
+    assert proc.returncode == 2
+    assert "Missing option '--ip'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("agent", "--ip", "127.0.0.1", "--labels", "app")
+    assert (proc.returncode, proc.stderr) == (1, "error: label 'app': want key=value\n")
 
 
 @pytest.mark.parametrize("args", [["get", "vs"], ["proxy-status"], ["proxy-config", "routes", "x"],

@@ -8,6 +8,7 @@ Tables are plain kubectl-style text (3-space gutters) so output is greppable and
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any, NoReturn
 
 import typer
 
-from mizzen.client import ApiError, ControlPlaneClient, Document, Unreachable
+from mizzen.client import SERVER_ENV, ApiError, ControlPlaneClient, Document, Unreachable
 from mizzen.config import kinds
 
 __all__ = [
@@ -47,8 +48,12 @@ class Options:
 
 
 def client(ctx: typer.Context, timeout: float = 30.0) -> ControlPlaneClient:
+    """The control plane of ``--server``/``$MIZZEN_SERVER``, else the current context's, else the default."""
+    from mizzen.cli.contexts import server_of_context
+
     opts = ctx.find_object(Options)
-    return ControlPlaneClient(opts.server if opts else None, timeout=timeout)
+    server = (opts.server if opts else None) or os.environ.get(SERVER_ENV) or server_of_context()
+    return ControlPlaneClient(server, timeout=timeout)
 
 
 def echo_err(message: str) -> None:

@@ -1,8 +1,8 @@
 """The ``mizzen`` typer app: global ``--server`` option and the command table.
 
-Console script entry point (pyproject): ``mizzen = "mizzen.cli.main:app"``. Commands live in sibling modules
-(:mod:`.resources`, :mod:`.analyze`, :mod:`.proxy`, :mod:`.convert`, :mod:`.runtime`); this module only wires
-them.
+Console script entry point (pyproject): ``mizzen = "mizzen.cli.main:main"``. Commands live in sibling modules
+(:mod:`.resources`, :mod:`.analyze`, :mod:`.proxy`, :mod:`.convert`, :mod:`.runtime`, :mod:`.contexts`, ...);
+this module only wires them. :mod:`.framework` gives every command the same help style and error handling.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mizzen.cli import analyze, convert, load, pods, proxy, resources, runtime, simulate
+from mizzen.cli import analyze, contexts, convert, framework, load, pods, proxy, resources, runtime, simulate
 from mizzen.cli.common import Options
 from mizzen.client import DEFAULT_SERVER, SERVER_ENV
 
@@ -30,9 +30,10 @@ app = typer.Typer(
 @app.callback()
 def _global(
     ctx: typer.Context,
-    server: Annotated[
-        str, typer.Option("--server", "-s", envvar=SERVER_ENV, help="Control-plane HTTP API address")
-    ] = DEFAULT_SERVER,
+    server: Annotated[str | None, typer.Option(
+        "--server", "-s", envvar=SERVER_ENV, metavar="URL",
+        show_default=f"the current context's server, else {DEFAULT_SERVER}",
+        help="Control-plane HTTP API address")] = None,
 ) -> None:
     ctx.obj = Options(server=server)
 
@@ -43,16 +44,22 @@ app.command("get")(resources.get)
 app.command("validate")(resources.validate)
 app.command("analyze")(analyze.analyze)
 app.command("proxy-status")(proxy.proxy_status)
+app.command("ps", hidden=True, help="Alias of proxy-status.")(proxy.proxy_status)
 app.add_typer(proxy.config_app, name="proxy-config")
+app.add_typer(proxy.config_app, name="pc", hidden=True, help="Alias of proxy-config.")
 app.command("simulate")(simulate.simulate)
 app.add_typer(convert.app, name="convert")
 app.command("load")(load.load)
 app.command("logs")(pods.logs)
+app.add_typer(contexts.app, name="config")
 app.command("version")(runtime.version)
-app.command("demo", context_settings=runtime.PASSTHROUGH)(runtime.demo)
-app.command("controlplane", context_settings=runtime.PASSTHROUGH)(runtime.controlplane)
-app.command("agent", context_settings=runtime.PASSTHROUGH)(runtime.agent)
+app.command("completion")(framework.completion)
+app.command("demo")(runtime.demo)
+app.command("controlplane")(runtime.controlplane)
+app.command("agent")(runtime.agent)
+framework.finish(app)
 
 
 def main() -> None:
-    app()
+    framework.enable_completion()
+    app(prog_name="mizzen")

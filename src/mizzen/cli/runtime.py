@@ -1,27 +1,27 @@
-"""``mizzen version`` and the process commands ``demo``, ``controlplane``, ``agent``.
+"""``mizzen version`` and the process commands ``demo``, ``controlplane``, ``agent``: their options are
+declared here, once; ``python -m mizzen.controlplane`` and ``python -m mizzen.agent`` run the same commands
+through :func:`standalone`.
 
 The process commands import their modules lazily (they pull in gRPC, aiohttp and the runner, which the other
-commands do not need) and pass the remaining command-line arguments through.
+commands do not need).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from mizzen.cli.common import client, echo_err
+from mizzen.cli.common import client, echo_err, fail
 from mizzen.client import ApiError, Unreachable
 
-__all__ = ["PASSTHROUGH", "agent", "client_version", "controlplane", "demo", "version"]
+__all__ = ["agent", "client_version", "controlplane", "demo", "standalone", "version"]
 
-# commands whose own options are parsed by the target module
-PASSTHROUGH: dict[str, Any] = {"allow_extra_args": True, "ignore_unknown_options": True,
-                               "help_option_names": []}
+DEFAULT_XDS_PORT = 15010      # mizzen.controlplane.server's defaults (not imported: it pulls in gRPC)
+DEFAULT_HTTP_PORT = 15014
 
 
 def client_version() -> str:
@@ -52,35 +52,133 @@ def version(
     typer.echo(f"data plane: {len(proxies)} prox{'y' if len(proxies) == 1 else 'ies'} connected")
 
 
-def _call(fn: Callable[..., Any], args: list[str]) -> None:
-    try:
-        takes_args = bool(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        takes_args = True
-    try:
-        rc = fn(args) if takes_args else fn()
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    if isinstance(rc, int) and rc:
+def _default_state_dir() -> Path:
+    from mizzen.demo import default_state_dir
+
+    return default_state_dir()
+
+
+def demo(
+    host: Annotated[str, typer.Option(
+        metavar="ADDRESS", help="Address the ingress gateway binds")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        metavar="PORT", help="Gateway HTTP port; serves Gateway servers for 80 and 8080")] = 8080,
+    tls_port: Annotated[int, typer.Option(
+        metavar="PORT", help="Gateway port for Gateway servers on 443")] = 8443,
+    xds_port: Annotated[int, typer.Option(
+        metavar="PORT", help="Control plane ADS (gRPC) port")] = DEFAULT_XDS_PORT,
+    api_port: Annotated[int, typer.Option(
+        metavar="PORT", help="Control plane HTTP API port")] = DEFAULT_HTTP_PORT,
+    state_dir: Annotated[Path | None, typer.Option(
+        metavar="DIR", show_default="$MIZZEN_STATE_DIR or ~/.local/state/mizzen",
+        help="Where config, logs and proxies live")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Forget config applied in earlier runs")] = False,
+    no_bookinfo: Annotated[bool, typer.Option("--no-bookinfo",
+                                              help="Start an empty mesh (gateway only)")] = False,
+    ready_timeout: Annotated[float, typer.Option(metavar="SECONDS",
+                                                 help="How long to wait for everything to be ready")] = 60.0,
+) -> None:
+    """Run Bookinfo in a local mesh: control plane, ingress gateway, workloads with their sidecars."""
+    from mizzen.demo import DemoOptions, run
+
+    opts = DemoOptions(host=host, port=port, tls_port=tls_port, xds_port=xds_port, http_port=api_port,
+                       state_dir=state_dir or _default_state_dir(), fresh=fresh, bookinfo=not no_bookinfo,
+                       ready_timeout=ready_timeout)
+    rc = run(opts)
+    if rc:
         raise typer.Exit(rc)
 
 
-def demo(ctx: typer.Context) -> None:
-    """Run the local demo mesh (control plane, Bookinfo, sidecars, ingress gateway)."""
-    from mizzen.demo import run
+def controlplane(
+    state_dir: Annotated[Path | None, typer.Option(
+        metavar="DIR", show_default="in memory only", help="Persist applied objects here")] = None,
+    xds_host: Annotated[str, typer.Option(metavar="ADDRESS", help="ADS (gRPC) listen address")] = "127.0.0.1",
+    xds_port: Annotated[int, typer.Option(
+        metavar="PORT", help="ADS port; 0 = any free port")] = DEFAULT_XDS_PORT,
+    http_host: Annotated[str, typer.Option(metavar="ADDRESS", help="HTTP API listen address")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(metavar="PORT",
+                                           help="HTTP API port; 0 = any free port")] = DEFAULT_HTTP_PORT,
+    debounce_quiet: Annotated[float, typer.Option(
+        metavar="SECONDS", help="Push after this long without a change")] = 0.1,
+    debounce_max: Annotated[float, typer.Option(
+        metavar="SECONDS", help="Push at the latest this long after the first change")] = 1.0,
+    log_level: Annotated[str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Run the control plane (like istiod: config store, xDS server, HTTP API) in the foreground."""
+    from mizzen.controlplane.__main__ import serve
+    from mizzen.controlplane.server import ControlPlaneOptions
 
-    _call(run, list(ctx.args))
+    _check_level(log_level)
+    serve(ControlPlaneOptions(state_dir=state_dir, xds_host=xds_host, xds_port=xds_port, http_host=http_host,
+                              http_port=http_port, debounce_quiet_s=debounce_quiet,
+                              debounce_max_s=debounce_max), log_level)
 
 
-def controlplane(ctx: typer.Context) -> None:
-    """Run the control plane (istiod-like: xDS + HTTP API) in the foreground."""
-    from mizzen.controlplane.__main__ import main
-
-    _call(main, list(ctx.args))
+def _check_level(level: str) -> None:
+    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        fail(f"--log-level {level!r}: want DEBUG, INFO, WARNING or ERROR")
 
 
-def agent(ctx: typer.Context) -> None:
-    """Run a proxy agent (pilot-agent-like: bootstrap and supervise Envoy) in the foreground."""
-    from mizzen.agent.__main__ import main
+def agent(
+    ip: Annotated[str, typer.Option(metavar="ADDRESS", help="The workload's (loopback) address")],
+    proxy_type: Annotated[str, typer.Option("--type", metavar="TYPE",
+                                            help="sidecar, or router for a gateway")] = "sidecar",
+    namespace: Annotated[str, typer.Option("--namespace", "-n", metavar="NAMESPACE",
+                                           help="The workload's namespace")] = "default",
+    name: Annotated[str | None, typer.Option(
+        metavar="NAME", show_default="the app or istio label",
+        help="Workload (pod) name")] = None,
+    labels: Annotated[str, typer.Option(metavar="KEY=VALUE,...", help="Workload labels")] = "",
+    service_account: Annotated[str, typer.Option(metavar="NAME", help="Service account")] = "default",
+    xds: Annotated[str, typer.Option(metavar="HOST:PORT", help="Control plane ADS address")] =
+        f"127.0.0.1:{DEFAULT_XDS_PORT}",
+    admin_port: Annotated[int, typer.Option(metavar="PORT", help="Envoy admin port")] = 15000,
+    app_host: Annotated[str, typer.Option(metavar="ADDRESS",
+                                          help="Where the app listens (inbound target)")] = "127.0.0.1",
+    http_proxy_port: Annotated[int | None, typer.Option(
+        metavar="PORT", help="Sidecar outbound HTTP proxy port (the demo uses 15080)")] = None,
+    gateway_ports: Annotated[str | None, typer.Option(
+        metavar="PORT=LISTEN,...", help="Gateway port map, e.g. 80=8080,443=8443")] = None,
+    locality: Annotated[str, typer.Option(metavar="REGION/ZONE/SUBZONE", help="Workload locality")] = "",
+    work_dir: Annotated[Path | None, typer.Option(
+        metavar="DIR", show_default="a temporary directory, removed on exit",
+        help="Envoy bootstrap and logs")] = None,
+    concurrency: Annotated[int, typer.Option(metavar="N", help="Envoy worker threads")] = 1,
+    envoy_log_level: Annotated[str, typer.Option(metavar="LEVEL", help="Envoy's log level")] = "warning",
+    log_level: Annotated[str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Run a proxy agent (like pilot-agent: bootstrap and supervise one Envoy) in the foreground."""
+    from mizzen.agent.__main__ import parse_gateway_ports, parse_hostport, parse_labels, serve
+    from mizzen.agent.bootstrap import ProxySpec
+    from mizzen.agent.envoy import AgentOptions
+    from mizzen.core.proxy import ProxyType
 
-    _call(main, list(ctx.args))
+    _check_level(log_level)
+    types = [t.value for t in ProxyType]
+    if proxy_type not in types:
+        fail(f"--type {proxy_type!r}: want one of {', '.join(types)}")
+    try:
+        label_map = parse_labels(labels)
+        xds_host, xds_port = parse_hostport(xds)
+        gw_ports = parse_gateway_ports(gateway_ports) if gateway_ports else None
+    except ValueError as e:
+        fail(str(e))
+    spec = ProxySpec(
+        type=ProxyType(proxy_type), ip=ip, namespace=namespace,
+        name=name or label_map.get("app") or label_map.get("istio") or "proxy", admin_port=admin_port,
+        xds_host=xds_host, xds_port=xds_port, labels=label_map, service_account=service_account,
+        app_host=app_host, http_proxy_port=http_proxy_port, gateway_ports=gw_ports, locality=locality,
+    )
+    opts = AgentOptions(log_level=envoy_log_level, concurrency=concurrency, work_dir=work_dir)
+    serve(spec, opts, log_level)
+
+
+def standalone(command: str, prog_name: str, argv: list[str] | None = None) -> None:
+    """Run one of the process commands as its own program (``python -m mizzen.agent ...``)."""
+    from mizzen.cli.framework import MizzenCommand
+
+    fn = {"controlplane": controlplane, "agent": agent, "demo": demo}[command]
+    one = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    one.command(cls=MizzenCommand)(fn)  # type: ignore[type-var]
+    one(args=argv, prog_name=prog_name)
