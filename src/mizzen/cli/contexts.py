@@ -19,7 +19,7 @@ import yaml
 
 from mizzen.cli.common import fail, format_table
 
-__all__ = ["CONFIG_ENV", "CliConfig", "app", "config_path", "load", "namespace_of"]
+__all__ = ["CONFIG_ENV", "CliConfig", "app", "config_path", "context_namespace", "load", "namespace_of"]
 
 CONFIG_ENV = "MIZZEN_CONFIG"
 STATE_DIR_ENV = "MIZZEN_STATE_DIR"
@@ -92,9 +92,12 @@ def save(cfg: CliConfig, path: Path | None = None) -> Path:
 
 def namespace_of(namespace: str | None) -> str:
     """``-n`` if given, else the current context's namespace, else ``default`` (kubectl's order)."""
-    if namespace:
-        return namespace
-    return load().context().get("namespace") or DEFAULT_NAMESPACE
+    return namespace or context_namespace() or DEFAULT_NAMESPACE
+
+
+def context_namespace() -> str | None:
+    """The current context's namespace, None when none is set."""
+    return load().context().get("namespace") or None
 
 
 def server_of_context() -> str | None:

@@ -1,7 +1,7 @@
 """Columns of ``mizzen get KIND`` per kind, like kubectl with Istio's CRD printer columns.
 
-``render(kind, items, all_namespaces, wide)`` returns the table text; every item is a manifest dict as
-returned by ``GET /apis/objects`` (``metadata.creationTimestamp`` gives AGE).
+``render(kind, items, all_namespaces, wide, labels=...)`` returns the table text; every item is a manifest
+dict as returned by ``GET /apis/objects`` (``metadata.creationTimestamp`` gives AGE).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ COLUMNS: Mapping[str, tuple[Sequence[tuple[str, Getter]], Sequence[tuple[str, Ge
         [("CONTAINERS", lambda i: ",".join(str(c.get("name", "")) for c in _containers(i))),
          ("IMAGES", lambda i: ",".join(str(c.get("image", "")) for c in _containers(i))),
          ("SELECTOR", _selector)]),
-    "Namespace": ([("STATUS", lambda i: "Active")], []),
+    "Namespace": ([("STATUS", lambda i: str((i.get("status") or {}).get("phase") or "Active"))], []),
 }
 
 
@@ -83,9 +83,14 @@ def _age(now: datetime | None) -> Getter:
     return lambda i: human_age((i.get("metadata") or {}).get("creationTimestamp"), now)
 
 
+def _labels(item: Mapping[str, Any]) -> str:
+    labels = (item.get("metadata") or {}).get("labels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
+
+
 def render(
     kind: str, items: Sequence[Mapping[str, Any]], all_namespaces: bool = False, wide: bool = False,
-    now: datetime | None = None,
+    now: datetime | None = None, labels: bool = False,
 ) -> str:
     normal, extra = COLUMNS.get(kind, ([], []))
     cols: list[tuple[str, Getter]] = []
@@ -96,5 +101,7 @@ def render(
     cols.append(("AGE", _age(now)))
     if wide:
         cols.extend(extra)
+    if labels:
+        cols.append(("LABELS", _labels))
     rows = [[get(item) for _, get in cols] for item in items]
     return format_table([h for h, _ in cols], rows)

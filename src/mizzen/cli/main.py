@@ -11,7 +11,19 @@ from typing import Annotated
 
 import typer
 
-from mizzen.cli import analyze, contexts, convert, framework, load, pods, proxy, resources, runtime, simulate
+from mizzen.cli import (
+    analyze,
+    contexts,
+    convert,
+    framework,
+    get,
+    load,
+    pods,
+    proxy,
+    resources,
+    runtime,
+    simulate,
+)
 from mizzen.cli.common import Options
 from mizzen.client import DEFAULT_SERVER, SERVER_ENV
 
@@ -40,7 +52,7 @@ def _global(
 
 app.command("apply")(resources.apply)
 app.command("delete")(resources.delete)
-app.command("get")(resources.get)
+app.command("get")(get.get)
 app.command("validate")(resources.validate)
 app.command("analyze")(analyze.analyze)
 app.command("proxy-status")(proxy.proxy_status)

@@ -17,11 +17,16 @@ import yaml
 from mizzen.cli.common import api_call, client, echo_err, fail, format_table, human_duration
 from mizzen.client import ControlPlaneClient
 
-__all__ = ["POD_KINDS", "get_pods", "logs", "pod_rows", "resolve_pod"]
+__all__ = ["POD_KINDS", "get_pods", "list_pods", "logs", "pod_rows", "resolve_pod"]
 
 POD_KINDS = ("pods", "pod", "po")
 PROXY_CONTAINER = "istio-proxy"
 FOLLOW_PERIOD_S = 0.5
+
+
+def list_pods(c: ControlPlaneClient, namespace: str | None) -> list[dict[str, Any]]:
+    """``GET /apis/pods`` items (all namespaces when ``namespace`` is None)."""
+    return _pods(c, namespace)
 
 
 def _pods(c: ControlPlaneClient, namespace: str | None) -> list[dict[str, Any]]:

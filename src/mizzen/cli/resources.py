@@ -1,4 +1,5 @@
-"""``mizzen apply``, ``delete``, ``get`` and ``validate``: configuration objects, kubectl-style.
+"""``mizzen apply``, ``delete`` and ``validate``: configuration objects, kubectl-style (``get`` is
+:mod:`mizzen.cli.get`). Objects without a namespace go to ``-n``, else the current context's namespace.
 
 apply/validate load and validate locally first with :mod:`mizzen.config.loader` (precise
 ``file:line: Kind/name: field.path: reason`` lines, exit 1, nothing sent); apply then posts the files' text to
@@ -7,15 +8,14 @@ the control plane and prints one ``kind.group/name action`` line per object.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 
-from mizzen.cli import get_tables, pods
 from mizzen.cli.common import STDIN, api_call, client, echo_err, fail, read_inputs, resource_ref
+from mizzen.cli.contexts import context_namespace, namespace_of
 from mizzen.client import Document
 from mizzen.config import kinds
 from mizzen.config.model import DEFAULT_NAMESPACE
@@ -23,12 +23,14 @@ from mizzen.config.model import DEFAULT_NAMESPACE
 if TYPE_CHECKING:
     from mizzen.config.loader import LoadResult
 
-__all__ = ["apply", "delete", "get", "load_locally", "validate"]
+__all__ = ["apply", "delete", "load_locally", "not_found", "resolve_kind", "validate"]
 
 FILES_HELP = "File or directory (.yaml/.yml/.json), or - for stdin; repeatable"
-Files = Annotated[list[str], typer.Option("--filename", "-f", help=FILES_HELP)]
-OptFiles = Annotated[list[str] | None, typer.Option("--filename", "-f", help=FILES_HELP)]
-Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace for objects without one")]
+Files = Annotated[list[str], typer.Option("--filename", "-f", metavar="FILE", help=FILES_HELP)]
+OptFiles = Annotated[list[str] | None, typer.Option("--filename", "-f", metavar="FILE", help=FILES_HELP)]
+Namespace = Annotated[str | None, typer.Option(
+    "--namespace", "-n", metavar="NAMESPACE", show_default="the current context's namespace, else default",
+    help="Namespace")]
 Recursive = Annotated[bool, typer.Option("--recursive", "-R", help="Recurse into directories")]
 
 
@@ -44,6 +46,42 @@ def load_locally(docs: Sequence[Document], namespace: str | None) -> LoadResult:
         if d.file == STDIN:
             result.extend(load_text(d.text, d.file, namespace))
     return result
+
+
+def file_namespace(docs: Sequence[Document], namespace: str | None) -> str | None:
+    """The namespace to send with files, like kubectl: ``-n`` is enforced (an object naming another namespace
+    is an error); without it the current context's namespace fills in objects without one, and objects that
+    name their own keep it. (The API's namespace is one enforced value, so a mix of both kinds of objects
+    with a context namespace other than ``default`` is refused here with a clear line.)"""
+    if namespace:
+        return namespace
+    context_ns = context_namespace()
+    if context_ns is None:
+        return None                   # the API's default: metadata.namespace, else default
+    named: set[str] = set()
+    unnamed = False
+    for d in docs:
+        try:
+            objs = [o for o in yaml.safe_load_all(d.text) if isinstance(o, dict)]
+        except yaml.YAMLError:
+            continue                  # the loader reports it with its line
+        for o in objs:
+            k = kinds.BY_NAME.get(str(o.get("kind", "")))
+            if k is not None and not k.namespaced:
+                continue
+            meta = o.get("metadata") if isinstance(o.get("metadata"), dict) else {}
+            ns = meta.get("namespace") if meta else None
+            if isinstance(ns, str) and ns:
+                named.add(ns)
+            else:
+                unnamed = True
+    others = sorted(named - {context_ns})
+    if not others:
+        return context_ns
+    if not unnamed or context_ns == DEFAULT_NAMESPACE:
+        return None
+    fail(f"objects without metadata.namespace would go to the context's namespace {context_ns!r} while "
+         f"others name {', '.join(others)}: pass -n NAMESPACE, or set metadata.namespace on every object")
 
 
 def _print_issues(result: LoadResult) -> bool:
@@ -69,6 +107,7 @@ def apply(
 ) -> None:
     """Validate locally, then create or update the objects in the files."""
     docs = read_inputs(filename, recursive)
+    namespace = file_namespace(docs, namespace)
     local = load_locally(docs, namespace)
     if not _print_issues(local):
         raise typer.Exit(1)
@@ -98,17 +137,18 @@ def delete(
     missing = 0
     if filename:
         documents = read_inputs(filename, recursive)
+        namespace = file_namespace(documents, namespace)
     elif len(args) >= 2:
         # the API deletes by documents: send the stored manifests themselves
-        kind = _resolve_kind(args[0])
-        ns = (namespace or DEFAULT_NAMESPACE) if kind.namespaced else None
+        kind = resolve_kind(args[0])
+        ns = namespace_of(namespace) if kind.namespaced else None
         manifests = []
         with api_call(c):
             for n in args[1:]:
                 got = c.objects(kind.kind, ns, n)
                 if not got:
                     missing += 1
-                    echo_err(_not_found(kind, n))
+                    echo_err(not_found(kind, n))
                 manifests.extend(got)
         if not manifests:
             raise typer.Exit(1)
@@ -123,12 +163,12 @@ def delete(
             typer.echo(f'{resource_ref(kind_name, name)} deleted')
         else:
             missing += 1
-            echo_err(_not_found(kinds.BY_NAME.get(kind_name) or kind_name, name))
+            echo_err(not_found(kinds.BY_NAME.get(kind_name) or kind_name, name))
     if missing:
         raise typer.Exit(1)
 
 
-def _not_found(kind: kinds.Kind | str, name: str) -> str:
+def not_found(kind: kinds.Kind | str, name: str) -> str:
     if isinstance(kind, str):
         plural = kind.lower() + "s"
     else:
@@ -139,7 +179,7 @@ def _not_found(kind: kinds.Kind | str, name: str) -> str:
 _PASSIVE_SHORT = {"sa": "ServiceAccount", "cm": "ConfigMap"}
 
 
-def _resolve_kind(arg: str) -> kinds.Kind:
+def resolve_kind(arg: str) -> kinds.Kind:
     k = kinds.lookup(arg)
     if k is None:   # stored-only core kinds (ServiceAccount, ConfigMap, Secret)
         for name in kinds.PASSIVE_KINDS:
@@ -150,85 +190,6 @@ def _resolve_kind(arg: str) -> kinds.Kind:
     return k
 
 
-def get(
-    ctx: typer.Context,
-    kind_arg: Annotated[str, typer.Argument(metavar="KIND", help="vs, dr, gw, se, svc, ... (a,b ok)")],
-    names: Annotated[list[str] | None, typer.Argument(metavar="[NAME]...")] = None,
-    namespace: Namespace = None,
-    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A")] = False,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="yaml | json | wide | name")] = None,
-) -> None:
-    """List objects, like kubectl get."""
-    if kind_arg.lower() in pods.POD_KINDS:       # the demo's running pods, not a config kind
-        pods.get_pods(ctx, list(names or []), namespace, all_namespaces, output)
-        return
-    if output not in (None, "yaml", "json", "wide", "name"):
-        fail(f'unable to match a printer suitable for the output format "{output}", '
-             "allowed formats are: json,name,wide,yaml")
-    kind_list = [_resolve_kind(a) for a in kind_arg.split(",") if a]
-    if not kind_list:
-        fail("you must specify the type of resource to get")
-    ns = None if all_namespaces else (namespace or DEFAULT_NAMESPACE)
-    c = client(ctx)
-    found: list[tuple[kinds.Kind, list[dict[str, Any]]]] = []
-    not_found: list[str] = []
-    with api_call(c, "Listing..."):
-        for k in kind_list:
-            items: list[dict[str, Any]] = []
-            if names:
-                for n in names:
-                    got = c.objects(k.kind, ns if k.namespaced else None, n)
-                    if not got:
-                        not_found.append(_not_found(k, n))
-                    items.extend(got)
-            else:
-                items = c.objects(k.kind, ns if k.namespaced else None)
-            found.append((k, items))
-    _print_get(found, output, all_namespaces, ns, bool(names))
-    for line in not_found:
-        echo_err(line)
-    if not_found:
-        raise typer.Exit(1)
-
-
-def _print_get(
-    found: list[tuple[kinds.Kind, list[dict[str, Any]]]], output: str | None, all_ns: bool, ns: str | None,
-    named: bool,
-) -> None:
-    items = [i for _, its in found for i in its]
-    if output in ("yaml", "json"):
-        if not items and not named:
-            echo_err(_no_resources(ns))
-            return
-        doc: Any = items[0] if named and len(items) == 1 else {"apiVersion": "v1", "kind": "List",
-                                                                "items": items}
-        typer.echo(json.dumps(doc, indent=2) if output == "json"
-                   else yaml.safe_dump(doc, sort_keys=False).rstrip())
-        return
-    if output == "name":
-        for i in items:
-            typer.echo(resource_ref(str(i.get("kind", "")), str((i.get("metadata") or {}).get("name", ""))))
-        return
-    if not items:
-        if not named:
-            echo_err(_no_resources(ns))
-        return
-    multi = len(found) > 1
-    blocks = []
-    for k, its in found:
-        if not its:
-            continue
-        if multi:  # kubectl prefixes names with kind.group/ when listing several kinds
-            its = [{**i, "metadata": {**(meta := i.get("metadata") or {}),
-                                      "name": resource_ref(k.kind, meta.get("name", ""))}} for i in its]
-        blocks.append(get_tables.render(k.kind, its, all_ns, output == "wide"))
-    typer.echo("\n\n".join(blocks))
-
-
-def _no_resources(ns: str | None) -> str:
-    return "No resources found" if ns is None else f"No resources found in {ns} namespace."
-
-
 def validate(
     filename: Files,
     namespace: Namespace = None,
@@ -236,6 +197,7 @@ def validate(
 ) -> None:
     """Validate files offline: exit 0 when valid, 1 with one file:line: ... line per error."""
     docs = read_inputs(filename, recursive)
+    namespace = file_namespace(docs, namespace)
     result = load_locally(docs, namespace)
     if not _print_issues(result):
         raise typer.Exit(1)
