@@ -1,5 +1,5 @@
-"""Suite-wide isolation: the CLI's contexts (``mizzen config set-context``) live in the user's state dir; every
-test (and every ``mizzen`` subprocess it starts) uses an empty config of its own instead, so a default
+"""Suite-wide isolation: the CLI's contexts (``mizzen config set-context``) live in the user's state dir;
+every test (and every ``mizzen`` subprocess it starts) uses an empty config of its own instead, so a default
 namespace the user chose cannot change what a test sees."""
 
 from __future__ import annotations

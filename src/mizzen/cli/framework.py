@@ -52,13 +52,20 @@ class _Argument(TyperArgument):
         return name if self.required or name.startswith("[") else f"[{name}]"
 
 
+# metavars for option names used across commands (the fallback is the option name in capitals)
+METAVARS = {"output": "FORMAT", "filename": "FILE", "header": "'NAME: VALUE'", "request": "METHOD",
+            "tail": "N", "container": "CONTAINER", "namespace": "NAMESPACE", "server": "URL",
+            "timeout": "SECONDS", "port": "PORT", "admin": "URL", "cluster": "NAME", "fqdn": "FQDN"}
+
+
 def _polish(params: Sequence[Any]) -> None:
     """Metavars instead of the ``<str>``/``<bool>``/``<list[str]>`` Typer would show (type names)."""
     for p in params:
         if isinstance(p, TyperOption) and not isinstance(p, _Option):
             if p.metavar is None and not (p.is_flag or p.count):
-                longs = [o for o in p.opts if o.startswith("--")]
-                p.metavar = longs[0].lstrip("-").upper().replace("-", "_") if longs else "VALUE"
+                longs = [o.lstrip("-") for o in p.opts if o.startswith("--")]
+                name = longs[0] if longs else "value"
+                p.metavar = METAVARS.get(name) or name.upper().replace("-", "_")
             p.__class__ = _Option
         elif isinstance(p, TyperArgument) and not isinstance(p, _Argument):
             if p.metavar is None:

@@ -15,6 +15,7 @@ import typer
 import yaml
 
 from mizzen.cli.common import api_call, client, echo_err, fail, format_table, human_duration
+from mizzen.cli.contexts import context_namespace
 from mizzen.client import ControlPlaneClient
 
 __all__ = ["POD_KINDS", "get_pods", "list_pods", "logs", "pod_rows", "resolve_pod"]
@@ -99,12 +100,15 @@ def get_pods(
         raise typer.Exit(1)
 
 
-def resolve_pod(pods: Sequence[Mapping[str, Any]], ident: str) -> Mapping[str, Any]:
-    """The pod named ``ident``, or the only pod whose name starts with it (else one clear error)."""
+def resolve_pod(
+    pods: Sequence[Mapping[str, Any]], ident: str, prefer: str | None = None,
+) -> Mapping[str, Any]:
+    """The pod named ``ident``, or the only pod whose name starts with it (else one clear error); among
+    several, the only one in namespace ``prefer`` (the current context's) wins."""
     exact = [p for p in pods if p.get("name") == ident]
-    if exact:
-        return exact[0]
-    found = [p for p in pods if str(p.get("name", "")).startswith(ident)]
+    found = exact or [p for p in pods if str(p.get("name", "")).startswith(ident)]
+    if len(found) > 1 and prefer:
+        found = [p for p in found if p.get("namespace") == prefer] or found
     if len(found) == 1:
         return found[0]
     if not found:
@@ -118,15 +122,16 @@ def logs(
     pod: Annotated[str, typer.Argument(metavar="POD", help="Pod name or a unique prefix (e.g. reviews-v2)")],
     container: Annotated[str | None, typer.Option("--container", "-c",
                                                   help="app container (default) or istio-proxy")] = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", "-n",
-                                                  help="Namespace (default: search all)")] = None,
+    namespace: Annotated[str | None, typer.Option(
+        "--namespace", "-n", show_default="all, the current context's first",
+        help="Namespace of the pod")] = None,
     tail: Annotated[int | None, typer.Option("--tail", help="Lines from the end (default: all)")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C)")] = False,
 ) -> None:
     """Print a pod's container log (the app's output, or Envoy's with -c istio-proxy), like kubectl logs."""
     c = client(ctx)
     with api_call(c):
-        found = resolve_pod(_pods(c, namespace), pod)
+        found = resolve_pod(_pods(c, namespace), pod, None if namespace else context_namespace())
         ns, name = str(found.get("namespace", "")), str(found.get("name", ""))
         lines, offsets = _logs(c, ns, name, container, tail)
     for line in lines:

@@ -20,6 +20,7 @@ __all__ = [
     "listeners_table",
     "nack_lines",
     "proxy_name",
+    "proxy_namespace",
     "resolve_proxy",
     "routes_table",
     "status_table",
@@ -48,12 +49,32 @@ def proxy_name(proxy_id: str) -> str:
     return parts[2] if len(parts) == 4 else proxy_id
 
 
-def resolve_proxy(arg: str, proxy_ids: Sequence[str]) -> tuple[str | None, list[str]]:
+def proxy_namespace(proxy_id: str) -> str:
+    """The namespace part of a node id (``...~reviews-v1-x.bookinfo~...`` -> ``bookinfo``), "" if unknown."""
+    name = proxy_name(proxy_id)
+    return name.rsplit(".", 1)[1] if name != proxy_id and "." in name else ""
+
+
+def resolve_proxy(arg: str, proxy_ids: Sequence[str], namespace: str | None = None,
+                  prefer: str | None = None) -> tuple[str | None, list[str]]:
     """(the one matching id, []) or (None, candidates).
 
     An exact id or ``pod.namespace`` wins, then the pod name, then a unique prefix, then a unique substring.
+    ``namespace`` (``-n``) restricts the search to that namespace; otherwise all namespaces are searched and
+    a tie is broken in favour of ``prefer`` (the current context's namespace), like pods in ``mizzen logs``.
     """
     ids = list(dict.fromkeys(proxy_ids))
+    if namespace:
+        ids = [p for p in ids if proxy_namespace(p) == namespace]
+    found, candidates = _resolve(arg, ids)
+    if found is None and candidates and prefer and not namespace:
+        preferred = [p for p in candidates if proxy_namespace(p) == prefer]
+        if len(preferred) == 1:
+            return preferred[0], []
+    return found, candidates
+
+
+def _resolve(arg: str, ids: Sequence[str]) -> tuple[str | None, list[str]]:
     rules: list[Callable[[str], bool]] = [
         lambda p: p == arg or proxy_name(p) == arg,
         lambda p: proxy_name(p).split(".")[0] == arg,

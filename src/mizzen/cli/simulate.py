@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from mizzen.cli import proxy_tables as pt
 from mizzen.cli.common import api_call, client, fail
+from mizzen.cli.proxy import ProxyNamespace, resolve
 from mizzen.simulate import DIRECTIONS, render
 
 __all__ = ["simulate"]
@@ -41,6 +41,7 @@ def simulate(
         "--direction", help="auto (gateway or sidecar outbound), outbound, inbound, gateway")] = "auto",
     output: Annotated[str | None, typer.Option("--output", "-o", help="json for the full result")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the why-trail")] = False,
+    namespace: ProxyNamespace = None,
 ) -> None:
     """Which route, subset and endpoints would this request hit, and why?"""
     if output not in (None, "json"):
@@ -50,14 +51,7 @@ def simulate(
     headers = _headers(header or [])
     c = client(ctx)
     with api_call(c, "Simulating..."):
-        ids = [str(e.get("proxy", "")) for e in c.syncz()]
-        found, candidates = pt.resolve_proxy(proxy, ids)
-        if not found:
-            if candidates:
-                fail(f'"{proxy}" matches several proxies: '
-                     + ", ".join(sorted(pt.proxy_name(p) for p in candidates)))
-            known = ", ".join(sorted(pt.proxy_name(p) for p in ids)) or "none connected"
-            fail(f'no proxy matches "{proxy}" (proxies: {known})')
+        found = resolve(proxy, c.syncz(), namespace)
         result = c.simulate(found, {"url": url, "method": method, "header": headers, "port": port,
                                     "direction": direction})
     if output == "json":
