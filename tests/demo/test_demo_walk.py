@@ -98,14 +98,14 @@ def test_load_balancer_change(demo: Demo) -> None:
 def test_circuit_breaking_seed_4_7(demo: Demo) -> None:
     demo.mizzen("apply", "-f", str(SEED / "ratings-dr.yaml"), "-n", "bookinfo")
     time.sleep(1)
-    one = demo.mizzen("load", "-c", "1", "-n", "20", "http://ratings:9080/ratings/0", "--from", "productpage")
+    one = demo.mizzen("load", "-c", "1", "-N", "20", "http://ratings:9080/ratings/0", "--from", "productpage")
     assert "Code 200 : 20 (100.0 %)" in one.stdout, one.stdout
     # fortio -c 2 as in the seed: the pool allows it; a request that finds its connection still being opened
     # counts as pending, so Istio's own docs show an occasional 503 here too
-    two = demo.mizzen("load", "-c", "2", "-n", "20", "http://ratings:9080/ratings/0", "--from", "productpage")
+    two = demo.mizzen("load", "-c", "2", "-N", "20", "http://ratings:9080/ratings/0", "--from", "productpage")
     codes = dict(re.findall(r"Code (\d+) : (\d+)", two.stdout))
     assert int(codes.get("200", 0)) >= 18, two.stdout
-    busy = demo.mizzen("load", "-c", "20", "-n", "20", "http://ratings:9080/ratings/0",
+    busy = demo.mizzen("load", "-c", "20", "-N", "20", "http://ratings:9080/ratings/0",
                        "--from", "productpage")
     assert "Code 503" in busy.stdout and "overflows" in busy.stdout, busy.stdout
 
@@ -118,7 +118,7 @@ def test_delay_and_abort_faults_seed_4_8_4_9(demo: Demo) -> None:
     assert "Code 200 : 1" in slow.stdout and time.monotonic() - t0 >= 5.0, slow.stdout
     demo.mizzen("apply", "-f", str(SEED / "details-abort.yaml"), "-n", "bookinfo")
     time.sleep(1)
-    aborted = demo.mizzen("load", "-n", "5", "http://details:9080/details/0", "--from", "productpage")
+    aborted = demo.mizzen("load", "-N", "5", "http://details:9080/details/0", "--from", "productpage")
     assert "Code 400 : 5 (100.0 %)" in aborted.stdout, aborted.stdout
 
 
