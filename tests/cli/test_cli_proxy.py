@@ -186,7 +186,8 @@ def test_ambiguous_and_unknown_proxy_arguments(fake_api: FakeApi) -> None:
     res = _invoke(fake_api, "proxy-config", "clusters", "127.0.91")
     assert res.exit_code == 1
     assert res.stderr == ('error: "127.0.91" matches several proxies: '
-                          "istio-ingressgateway-xyz.istio-system, reviews-v1-abc.bookinfo\n")
+                          "istio-ingressgateway-xyz.istio-system, reviews-v1-abc.bookinfo "
+                          "(use -n NAMESPACE or a longer name)\n")
     res = _invoke(fake_api, "proxy-status", "ratings")
     assert res.exit_code == 1
     assert res.stderr.startswith('error: no proxy matches "ratings" (proxies: istio-ingressgateway')
@@ -252,3 +253,46 @@ def test_proxy_status_as_a_real_subprocess(fake_api: FakeApi) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].split() == ["NAME", "CDS", "LDS", "EDS", "RDS", "CONNECTED"]
     assert "NACKED (deadbeef)" in proc.stdout and "duplicate listener 0.0.0.0_8080" in proc.stdout
+
+
+def test_pc_and_ps_are_aliases(fake_api: FakeApi) -> None:
+    _setup(fake_api)
+    assert _invoke(fake_api, "ps").stdout == _invoke(fake_api, "proxy-status").stdout
+    assert _invoke(fake_api, "pc", "routes", "reviews").stdout == \
+        _invoke(fake_api, "proxy-config", "routes", "reviews").stdout
+    proc = run_cli("pc", "clusters", "reviews", "-o", "json", server=fake_api.url)
+    assert proc.returncode == 0 and json.loads(proc.stdout) == fake_api.dumps[REVIEWS]["CDS"]
+
+
+def test_routes_name_shows_that_route_config_or_lists_the_valid_names(fake_api: FakeApi) -> None:
+    _setup(fake_api)
+    res = _invoke(fake_api, "proxy-config", "routes", "reviews", "--name", "9080")
+    assert res.exit_code == 0, res.output
+    assert [row[0] for row in _cells(res.stdout.splitlines())] == ["NAME", "9080", "9080", "9080"]
+    res = _invoke(fake_api, "proxy-config", "routes", "reviews", "--name", "9090", "-o", "json")
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == ('error: no route configuration named "9090" in this proxy; its route '
+                          "configurations: 9080\n")
+
+
+def test_proxy_namespace_restricts_and_the_context_namespace_breaks_ties(
+        fake_api: FakeApi, tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("MIZZEN_CONFIG", str(tmp_path / "cli-config.yaml"))
+    _setup(fake_api)
+    other = REVIEWS.replace(".bookinfo~bookinfo.", ".staging~staging.")
+    fake_api.syncz.append({**fake_api.syncz[0], "proxy": other})
+    fake_api.dumps[other] = _dump()
+    res = _invoke(fake_api, "proxy-config", "routes", "reviews-v1")
+    assert res.exit_code == 1
+    assert res.stderr == ('error: "reviews-v1" matches several proxies: reviews-v1-abc.bookinfo, '
+                          "reviews-v1-abc.staging (use -n NAMESPACE or a longer name)\n")
+    res = _invoke(fake_api, "proxy-config", "routes", "reviews-v1", "-n", "staging")
+    assert res.exit_code == 0 and fake_api.requests[-1] == ("GET", "/debug/config_dump", other)
+    res = _invoke(fake_api, "proxy-config", "routes", "reviews-v1", "-n", "prod")
+    assert res.exit_code == 1
+    assert res.stderr == 'error: no proxy matches "reviews-v1" in namespace prod (proxies: none connected)\n'
+    res = _invoke(fake_api, "proxy-status", "-n", "staging")
+    assert [line.split()[0] for line in res.stdout.splitlines()] == ["NAME", "reviews-v1-abc.staging"]
+    assert _invoke(fake_api, "config", "set-context", "--current", "--namespace", "bookinfo").exit_code == 0
+    res = _invoke(fake_api, "proxy-config", "routes", "reviews-v1")
+    assert res.exit_code == 0 and fake_api.requests[-1] == ("GET", "/debug/config_dump", REVIEWS)
