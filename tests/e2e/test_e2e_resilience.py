@@ -10,7 +10,7 @@ import pytest
 from e2e_world import NS, bookinfo_world, seed
 
 from harness import Mesh, eventually
-from mizzen.loadgen import run_load
+from mizzen.loadgen import FAULT_ABORT, FROM_APP, NO_HEALTHY_UPSTREAM, OVERFLOW, run_load
 
 pytestmark = pytest.mark.e2e
 
@@ -47,9 +47,47 @@ async def test_circuit_breaking_seed_4_7(mesh: Mesh) -> None:
     assert many.codes[503] > 0 and many.codes[200] > 0, many.summary()
     assert set(many.codes) == {200, 503}, many.summary()
     assert many.flags["overflow"] == many.codes[503], many.summary()     # x-envoy-overloaded: overflow 503s
+    assert many.reasons[503] == {OVERFLOW: many.codes[503]}, many.summary()
+    assert f"Code 503 : {many.codes[503]} " in many.summary()
+    assert f"[overflow (UO): {many.codes[503]}]" in many.summary()
     stats = await world.client.admin_get(
         "/stats?filter=ratings.bookinfo.svc.cluster.local.upstream_rq_pending_overflow")
     assert any(int(line.rsplit(":", 1)[1]) > 0 for line in stats.splitlines() if "overflow" in line), stats
+
+
+async def test_load_tells_503_causes_apart_as_envoy_reports_them(mesh: Mesh) -> None:
+    """Defect 4: 503s from no healthy upstream (UH), a fault abort (FI) and the application itself are told
+    apart from overflows (UO, above) by what the real sidecar Envoy puts in its replies."""
+    world = await bookinfo_world(mesh)
+    proxy = f"http://{world.client.spec.ip}:15080"
+    # a subset no pod carries: Envoy has no endpoint for the cluster and answers 503 UH
+    await mesh.apply_yaml("""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  subsets: [{name: v9, labels: {version: v9}}]
+""", namespace=NS)
+    await mesh.apply_yaml(vs("ratings", "{route: [{destination: {host: ratings, subset: v9}}]}"),
+                          namespace=NS)
+    await mesh.wait_synced()
+    uh = await run_load(RATINGS, concurrency=2, total=6, proxy=proxy, deadline=30)
+    assert uh.codes == {503: 6} and uh.reasons[503] == {NO_HEALTHY_UPSTREAM: 6}, uh.summary()
+    assert "Code 503 : 6 (100.0 %) [no healthy upstream (UH): 6]" in uh.summary()
+
+    await mesh.apply_yaml(vs("ratings", "{fault: {abort: {httpStatus: 503, percentage: {value: 100}}}, "
+                                        "route: [{destination: {host: ratings}}]}"), namespace=NS)
+    await mesh.wait_synced()
+    fi = await run_load(RATINGS, total=3, proxy=proxy, deadline=30)
+    assert fi.reasons[503] == {FAULT_ABORT: 3}, fi.summary()
+
+    await mesh.apply_yaml(vs("ratings", "{retries: {attempts: 0}, route: [{destination: {host: ratings}}]}"),
+                          namespace=NS)
+    await mesh.wait_synced()
+    world.backends["ratings-v1"].fail(503, times=2)
+    app = await run_load(RATINGS, total=3, proxy=proxy, deadline=30)
+    assert app.codes == {503: 2, 200: 1} and app.reasons[503] == {FROM_APP: 2}, app.summary()
 
 
 async def test_outlier_detection_ejects_a_failing_endpoint(mesh: Mesh) -> None:
