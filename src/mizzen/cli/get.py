@@ -134,7 +134,9 @@ def _rows_text(listing: Listing, all_ns: bool, wide: bool, show_labels: bool, pr
     if prefix:
         items = [{**i, "metadata": {**_meta(i), "name": resource_ref(listing.kind, _name(listing.kind, i))}}
                  for i in items]
-    return get_tables.render(listing.kind, items, all_ns, wide, labels=show_labels)
+    kind = kinds.BY_NAME.get(listing.kind)
+    namespaced = kind is None or kind.namespaced        # no NAMESPACE column for cluster-scoped kinds
+    return get_tables.render(listing.kind, items, all_ns and namespaced, wide, labels=show_labels)
 
 
 def _add_labels_column(table: str, labels: Sequence[Mapping[str, str]]) -> str:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from mizzen.cli.common import api_call, client, fail
+from mizzen.cli.contexts import context_namespace
 from mizzen.loadgen import ERROR_CODE, run_load
 
 __all__ = ["load", "pick_workload"]
@@ -23,10 +24,12 @@ __all__ = ["load", "pick_workload"]
 HTTP_PROXY_PORT = 15080
 
 
-def pick_workload(workloads: list[dict[str, Any]], ident: str, namespace: str | None) -> dict[str, Any]:
-    """A workload by exact pod name, unique pod-name prefix, or ``app`` label (first pod, sorted by name)."""
+def pick_workload(workloads: list[dict[str, Any]], ident: str, namespace: str | None,
+                  prefer: str | None = None) -> dict[str, Any]:
+    """A workload by exact pod name, unique pod-name prefix, or ``app`` label (first pod, sorted by name);
+    ``namespace`` restricts the search, otherwise pods in ``prefer`` (the context's namespace) come first."""
     pool = sorted((w for w in workloads if namespace in (None, w.get("namespace"))),
-                  key=lambda w: (w.get("namespace", ""), w.get("name", "")))
+                  key=lambda w: (w.get("namespace") != prefer, w.get("namespace", ""), w.get("name", "")))
     def name(w: dict[str, Any]) -> str:
         return str(w.get("name", ""))
 
@@ -85,7 +88,7 @@ def load(
         c = client(ctx)
         with api_call(c, "finding the workload..."):
             workloads = c.workloads()
-        w = pick_workload(workloads, source, namespace)
+        w = pick_workload(workloads, source, namespace, None if namespace else context_namespace())
         proxy = f"http://{w['address']}:{HTTP_PROXY_PORT}"
         typer.echo(f"from {w['namespace']}/{w['name']} (sidecar {proxy})")
     elif not _resolvable(parsed.hostname):
