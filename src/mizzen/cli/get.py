@@ -13,13 +13,14 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 import yaml
 
 from mizzen.cli import get_tables, pods
-from mizzen.cli.common import api_call, client, echo_err, fail, resource_ref
+from mizzen.cli.common import api_call, client, echo_err, fail, parse_time, resource_ref
 from mizzen.cli.contexts import namespace_of
 from mizzen.cli.resources import Namespace, not_found, resolve_kind
 from mizzen.client import ApiError, ControlPlaneClient
@@ -73,16 +74,22 @@ def _pods(c: ControlPlaneClient, ns: str | None) -> list[dict[str, Any]]:
 
 
 def _namespaces(c: ControlPlaneClient) -> list[dict[str, Any]]:
-    """Every namespace in use: Namespace objects, plus namespaces holding objects or (demo) pods."""
+    """Every namespace in use: Namespace objects, plus namespaces holding objects or (demo) pods; the AGE of
+    an undeclared one is that of its oldest object or pod."""
     declared = {_meta(o).get("name"): o for o in c.objects("Namespace")}
-    created: dict[str, str] = {}
+    created: dict[str, datetime | None] = {}
+
+    def seen(ns: str, when: Any) -> None:
+        t = parse_time(when)
+        old = created.get(ns)
+        if ns and (ns not in created or (t is not None and (old is None or t < old))):
+            created[ns] = t
+
     for o in c.objects(""):
-        ns, ts = str(_meta(o).get("namespace") or ""), str(_meta(o).get("creationTimestamp") or "")
-        if ns and (ns not in created or (ts and ts < created[ns])):
-            created[ns] = ts
+        seen(str(_meta(o).get("namespace") or ""), _meta(o).get("creationTimestamp"))
     try:
         for p in _pods(c, None):
-            created.setdefault(str(p.get("namespace", "")), "")
+            seen(str(p.get("namespace", "")), p.get("start_time"))
     except ApiError:
         pass                      # a plain control plane runs no pods
     out = []
@@ -90,8 +97,9 @@ def _namespaces(c: ControlPlaneClient) -> list[dict[str, Any]]:
         if name in declared:
             out.append(declared[name])
         else:
+            t = created.get(name)
             out.append({"apiVersion": "v1", "kind": "Namespace",
-                        "metadata": {"name": name, "creationTimestamp": created.get(name) or None},
+                        "metadata": {"name": name, "creationTimestamp": t.isoformat() if t else None},
                         "status": {"phase": "Active"}})
     return out
 
