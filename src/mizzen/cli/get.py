@@ -233,6 +233,8 @@ def get(
         label_selector = parse(selector) if selector else None
     except SelectorError as e:
         fail(f"invalid label selector: {e}")
+    if names and selector:
+        fail("name cannot be provided when a selector is specified")
     kind_list = _kinds(kind_arg)
     if names and len(kind_list) > 1:
         fail("a NAME can only be given with one KIND (use KIND/NAME pairs one kind at a time)")

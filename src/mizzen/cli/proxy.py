@@ -18,7 +18,7 @@ from mizzen.client import ApiError, Unreachable, envoy_clusters
 
 __all__ = ["config_app", "proxy_status"]
 
-config_app = typer.Typer(help="Show the xDS configuration the control plane sends to one proxy.",
+config_app = typer.Typer(help="Show the xDS configuration the control plane sends to one proxy (alias: pc).",
                          no_args_is_help=True)
 
 
@@ -50,7 +50,7 @@ def proxy_status(
         metavar="[PROXY]", help="Only this proxy (id, pod, prefix)")] = None,
     namespace: ProxyNamespace = None,
 ) -> None:
-    """Sync status of every connected proxy per xDS type (SYNCED, STALE, NACKED, NOT SENT)."""
+    """Sync status of every connected proxy per xDS type (SYNCED, STALE, NACKED, NOT SENT); alias: ps."""
     c = client(ctx)
     with api_call(c, "Fetching proxy status..."):
         entries = c.syncz()
