@@ -260,6 +260,7 @@ class TestCluster:
         self.bin = bin_dir(build=False)
         self.net = Network()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._argv: dict[str, list[str]] = {}
         self.pki: Pki | None = None
         self.kubeconfig = self.workdir / "pki" / "admin.kubeconfig"
 
@@ -303,8 +304,11 @@ class TestCluster:
             "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
             "--api-audiences", "https://kubernetes.default.svc.cluster.local,istio-ca",
             "--service-cluster-ip-range", a.service_cidr, "--authorization-mode", "Node,RBAC",
+            # compact etcd every 5 s (default 5 min), and serve ConfigMaps without the watch cache, so a test
+            # can watch from a compacted version and get 410 Gone as clients of a busy cluster do
+            "--etcd-compaction-interval", "5s", "--watch-cache-sizes", "configmaps#0",
             "--allow-privileged", "--profiling=false", "--v", "1"])
-        self._wait_ready(f"{a.server}/readyz", timeout)
+        self._wait_ready(timeout)
         self._spawn("kube-controller-manager", [
             "kube-controller-manager", "--kubeconfig", str(p / "controller-manager.kubeconfig"),
             "--authentication-kubeconfig", str(p / "controller-manager.kubeconfig"),
@@ -354,15 +358,33 @@ class TestCluster:
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one component (e.g. ``kube-apiserver``); :meth:`respawn` starts it again."""
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def respawn(self, name: str) -> None:
+        """Start a killed component again with its arguments. Call it from the thread that started the
+        cluster: the processes die with the thread that spawned them (PR_SET_PDEATHSIG)."""
+        self._spawn(name, self._argv[name])
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until the API server answers ``/readyz`` (safe from any thread)."""
+        self._wait_ready(timeout)
+
     def _spawn(self, name: str, argv: list[str]) -> None:
+        self._argv[name] = argv
         exe = str(self.bin / argv[0])
-        log = (self.workdir / f"{name}.log").open("wb")
+        log = (self.workdir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             ["ip", "netns", "exec", self.net.netns, exe, *argv[1:]], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         log.close()
 
-    def _wait_ready(self, url: str, timeout: float) -> None:
+    def _wait_ready(self, timeout: float) -> None:
+        url = f"{self.server}/readyz"
         assert self.pki is not None
         ctx = ssl.create_default_context(cafile=str(self.pki.root / "ca.crt"))
         ctx.load_cert_chain(str(self.pki.root / "admin.crt"), str(self.pki.root / "admin.key"))

@@ -415,6 +415,14 @@ def load_text(text: str, file: str = "<input>", namespace: str | None = None) ->
     return result
 
 
+def load_object(data: dict[str, Any], file: str) -> LoadResult:
+    """Build and validate one object already decoded (e.g. from the Kubernetes API), as :func:`load_text`
+    does for text; ``file`` names where it came from in messages."""
+    result = LoadResult()
+    _load_documents([Document(data, file, 1)], None, result, {})
+    return result
+
+
 def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Issue]]:
     """Files as given, directories as their *.yaml/*.yml/*.json files (recursively, sorted)."""
     files: list[Path] = []

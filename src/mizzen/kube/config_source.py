@@ -1,0 +1,161 @@
+"""The Kubernetes config source: Istio's custom resources and Services from an API server, mirrored into the
+control plane's config store (any :class:`Store`, i.e. ``controlplane.store.ConfigStore``, which then pushes
+as for any apply).
+
+One :class:`~mizzen.kube.reflector.Reflector` per kind watches it across namespaces at the version Mizzen
+prefers. Each object is read through the same loader and validators as ``mizzen apply`` (only
+``apiVersion``, ``kind``, ``metadata.name/namespace/labels/annotations`` and ``spec`` are kept; the server's
+bookkeeping fields are dropped). An object that fails validation never reaches a proxy: its previous valid
+version, if any, keeps serving, and it is listed in :attr:`KubeConfigSource.rejected` with the reason
+(Istio's validating webhook normally refuses it before it is stored). A (re)list replaces the kind's whole
+set, so deletions missed while the watch was down are applied too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kubernetes_asyncio import client
+
+from mizzen.config import kinds
+from mizzen.config.errors import ConfigError
+from mizzen.config.loader import load_object
+from mizzen.config.model import Config, ConfigKey
+from mizzen.kube.reflector import Reflector, ResourceType
+
+__all__ = ["WATCHED_KINDS", "KubeConfigSource", "Rejected", "Store"]
+
+log = logging.getLogger(__name__)
+
+# what istiod reads as config from the API server (the registry part — endpoints, pods — comes separately)
+WATCHED_KINDS: tuple[kinds.Kind, ...] = (*(k for k in kinds.ALL_KINDS if k.istio), kinds.SERVICE)
+
+
+class Store(Protocol):
+    """What the source needs of the config store: all-or-nothing apply (raising ConfigError), delete, list."""
+
+    def apply(self, configs: Iterable[Config], *, dry_run: bool = False) -> builtins.list[Any]: ...
+
+    def delete(self, keys: Iterable[ConfigKey], *, dry_run: bool = False) -> builtins.list[Any]: ...
+
+    def list(self, kind: str | None = None, namespace: str | None = None,
+             name: str | None = None) -> builtins.list[Config]: ...
+
+
+@dataclass(frozen=True)
+class Rejected:
+    key: ConfigKey
+    reason: str
+
+
+def _resource(kind: kinds.Kind) -> ResourceType:
+    return ResourceType(kind.group, kind.versions[0], kind.plural)
+
+
+def _essentials(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    kept: dict[str, Any] = {"name": meta.get("name", "")}
+    if meta.get("namespace"):
+        kept["namespace"] = meta["namespace"]
+    for field in ("labels", "annotations"):
+        if meta.get(field):
+            kept[field] = meta[field]
+    out: dict[str, Any] = {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", ""),
+                           "metadata": kept}
+    if "spec" in obj:
+        out["spec"] = obj["spec"]
+    return out
+
+
+class _KindHandler:
+    """Applies one kind's list/watch events to the store."""
+
+    def __init__(self, source: KubeConfigSource, kind: kinds.Kind) -> None:
+        self.source = source
+        self.kind = kind
+
+    def replace(self, objects: list[dict[str, Any]]) -> None:
+        configs = [c for c in (self.source.convert(o) for o in objects) if c is not None]
+        present = {c.key for c in configs}
+        stale = [c.key for c in self.source.store.list(self.kind.kind) if c.key not in present]
+        self.source.apply(configs)
+        if stale:
+            self.source.store.delete(stale)
+
+    def upsert(self, obj: dict[str, Any]) -> None:
+        config = self.source.convert(obj)
+        if config is not None:
+            self.source.apply([config])
+
+    def delete(self, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = ConfigKey(self.kind.kind, meta.get("namespace", ""), meta.get("name", ""))
+        self.source.rejected.pop(key, None)
+        self.source.store.delete([key])
+
+
+class KubeConfigSource:
+    """Mirror ``kinds_`` from the API server into ``store`` while :meth:`run` runs."""
+
+    def __init__(self, api: client.ApiClient, store: Store,
+                 kinds_: Iterable[kinds.Kind] = WATCHED_KINDS, *, watch_timeout_s: int = 300) -> None:
+        self.store = store
+        self.rejected: dict[ConfigKey, Rejected] = {}
+        timeout = watch_timeout_s
+        self.reflectors = [Reflector(api, _resource(k), _KindHandler(self, k), watch_timeout_s=timeout)
+                           for k in kinds_]
+
+    async def run(self) -> None:
+        """Run every reflector until cancelled."""
+        tasks = [asyncio.create_task(r.run(), name=f"reflector {r.resource}") for r in self.reflectors]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    async def wait_synced(self, timeout: float = 30.0) -> None:
+        """Until every kind has been listed once (istiod's HasSynced): serve xDS only after this."""
+        async with asyncio.timeout(timeout):
+            for r in self.reflectors:
+                await r.synced.wait()
+
+    # -- conversion and application
+    def convert(self, obj: dict[str, Any]) -> Config | None:
+        """The validated Config for one API object, or None (recorded in :attr:`rejected`)."""
+        doc = _essentials(obj)
+        meta = doc["metadata"]
+        kind = doc["kind"]
+        key = ConfigKey(kind, meta.get("namespace", ""), meta.get("name", ""))
+        known = kinds.BY_NAME.get(kind)
+        where = f"{known.plural}/{key.namespace}/{key.name}" if known else str(key)
+        result = load_object(doc, file=where)   # structure and every validator, as for `mizzen apply`
+        if result.errors or not result.configs:
+            self._reject(key, "; ".join(str(i) for i in result.errors) or "not a supported object")
+            return None
+        self.rejected.pop(key, None)
+        return result.configs[0]
+
+    def apply(self, configs: list[Config]) -> None:
+        if not configs:
+            return
+        try:
+            self.store.apply(configs)
+        except ConfigError as e:   # validated one by one above; a cross-object error lands here
+            for c in configs:
+                self._reject(c.key, str(e))
+
+    def _reject(self, key: ConfigKey, reason: str) -> None:
+        if self.rejected.get(key, Rejected(key, "")).reason != reason:
+            log.warning("rejected %s from the API server (the previous valid version, if any, keeps "
+                        "serving): %s", key, reason)
+        self.rejected[key] = Rejected(key, reason)

@@ -1,0 +1,44 @@
+"""Shared by tests/kube: the throwaway cluster harness (tools/kube/testcluster.py) loaded by path, whether a
+cluster can run here, and a small polling helper."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import TypeVar
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = ROOT / "src" / "mizzen" / "config" / "schemas" / "crd-all.gen.yaml"
+SAMPLES = ROOT / "tests" / "fixtures" / "istio" / "samples" / "bookinfo" / "networking"
+T = TypeVar("T")
+
+
+def _load() -> ModuleType:
+    name = "mizzen_testcluster"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "kube" / "testcluster.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+testcluster = _load()
+UNAVAILABLE = testcluster.unavailable_reason()
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    last: T = fn()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met in {timeout} s (last: {last!r})")
+        time.sleep(0.2)
+        last = fn()
+    return last
