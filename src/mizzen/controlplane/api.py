@@ -28,7 +28,7 @@ from mizzen.config.model import Config
 from mizzen.controlplane.push import iso
 from mizzen.core.resources import SHORT
 from mizzen.registry.model import Workload
-from mizzen.simulate import DIRECTIONS, SimRequest, resources_from_any
+from mizzen.simulate import DIRECTIONS, InvalidRequest, SimRequest, resources_from_any
 from mizzen.simulate import simulate as simulate_request
 
 if TYPE_CHECKING:
@@ -453,4 +453,9 @@ class Api:
             {t: {n: p.any for n, p in ts.resources.items()} for t, ts in snap.types.items()})
         req = SimRequest(url=url, method=str(params.get("method") or "GET"), headers=headers, port=port,
                          direction=direction)
-        return _json(simulate_request(resources, req, node))
+        try:
+            proxy = self.cp.pusher.proxies.get(node)
+            ports = proxy.gateway_ports if proxy is not None else None
+            return _json(simulate_request(resources, req, node, ports))
+        except InvalidRequest as e:
+            raise BadRequest(str(e)) from None

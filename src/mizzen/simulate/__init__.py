@@ -7,7 +7,8 @@ matchers), ``action`` (forward/redirect/direct response, policies), ``cluster`` 
 """
 
 from mizzen.simulate.decode import resources_from_any
-from mizzen.simulate.engine import DIRECTIONS, SimRequest, build_request, simulate
+from mizzen.simulate.engine import DIRECTIONS, InvalidRequest, SimRequest, build_request, simulate
 from mizzen.simulate.report import render
 
-__all__ = ["DIRECTIONS", "SimRequest", "build_request", "render", "resources_from_any", "simulate"]
+__all__ = ["DIRECTIONS", "InvalidRequest", "SimRequest", "build_request", "render", "resources_from_any",
+           "simulate"]

@@ -7,7 +7,6 @@ Pure functions over Envoy protos, returning JSON-able dicts.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import re2
@@ -15,6 +14,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from google.protobuf import json_format
 
+from mizzen.config.validation.common import re2_rewrite_error
 from mizzen.simulate.match import HttpRequest, fraction_percent, header_value
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "istio_config",
     "policies",
     "redirect",
+    "regex_substitute",
     "rewritten",
 ]
 
@@ -85,6 +86,45 @@ def _prefix_rewrite(route: rc.Route, path: str, new_prefix: str) -> str:
     return path
 
 
+def regex_substitute(rr: Any, path: str) -> tuple[str, str | None]:
+    """Envoy's ``regex_rewrite`` (RE2 ``GlobalReplace``) of ``path``; a substitution RE2 refuses (a group
+    the pattern lacks, a bad escape) leaves the path unchanged, with the reason as the second value."""
+    pattern, substitution = rr.pattern.regex, rr.substitution
+    problem = re2_rewrite_error(pattern, substitution)
+    if problem is not None:
+        return path, (f"regex rewrite {pattern!r} -> {substitution!r} is refused by RE2 ({problem}): "
+                      "Envoy forwards the path unchanged")
+    try:
+        rx = re2.compile(pattern)
+    except re2.error as e:
+        return path, f"regex rewrite {pattern!r} does not compile ({e}): the path stays unchanged"
+    out: list[str] = []
+    pos = 0
+    for m in rx.finditer(path):
+        out.append(path[pos:m.start()])
+        out.append(_expand(substitution, m))
+        pos = m.end()
+    out.append(path[pos:])
+    return "".join(out), None
+
+
+def _expand(substitution: str, m: Any) -> str:
+    """RE2's ``Rewrite``: ``\\N`` is capture group N (``\\0`` the whole match, unset groups empty) and
+    ``\\\\`` a backslash (not Python's template rules, where ``\\0`` is a NUL character)."""
+    out: list[str] = []
+    i = 0
+    while i < len(substitution):
+        c = substitution[i]
+        if c == "\\" and i + 1 < len(substitution):
+            nxt = substitution[i + 1]
+            out.append("\\" if nxt == "\\" else (m.group(int(nxt)) or ""))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def rewritten(route: rc.Route, req: HttpRequest) -> tuple[str, str]:
     """The (path, authority) the upstream request carries after prefix/regex/host rewrites."""
     action = route.route
@@ -92,9 +132,7 @@ def rewritten(route: rc.Route, req: HttpRequest) -> tuple[str, str]:
     if action.prefix_rewrite:
         path = _prefix_rewrite(route, path, action.prefix_rewrite)
     elif action.HasField("regex_rewrite"):
-        rr = action.regex_rewrite
-        with contextlib.suppress(re2.error):
-            path = re2.sub(rr.pattern.regex, rr.substitution, path)
+        path, _ = regex_substitute(action.regex_rewrite, path)
     authority = req.authority
     if action.host_rewrite_literal:
         authority = action.host_rewrite_literal
@@ -137,10 +175,7 @@ def redirect(route: rc.Route, req: HttpRequest) -> dict[str, Any]:
         path = _prefix_rewrite(route, req.path_only, r.prefix_rewrite) + (
             "?" + req.query if "?" in req.path else "")
     elif which == "regex_rewrite":
-        try:
-            path = re2.sub(r.regex_rewrite.pattern.regex, r.regex_rewrite.substitution, req.path_only)
-        except re2.error:
-            path = req.path_only
+        path, _ = regex_substitute(r.regex_rewrite, req.path_only)
         path += "?" + req.query if "?" in req.path else ""
     else:
         path = req.path
@@ -233,6 +268,10 @@ def policies(route: rc.Route, req: HttpRequest) -> dict[str, Any]:
     path, authority = rewritten(route, req)
     if path != req.path or authority != req.authority:
         out["rewrite"] = {"path": path, "authority": authority}
+    if a.HasField("regex_rewrite") and not a.prefix_rewrite:
+        _, problem = regex_substitute(a.regex_rewrite, req.path_only)
+        if problem:
+            out["rewrite_refused"] = problem
     if a.hash_policy:
         out["hash_policy"] = [json_format.MessageToDict(h) for h in a.hash_policy]
     if a.HasField("cors") or "envoy.filters.http.cors" in route.typed_per_filter_config:

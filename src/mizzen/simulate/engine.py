@@ -22,18 +22,23 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from mizzen.core.proxy import DEFAULT_GATEWAY_PORTS
 from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 from mizzen.simulate import action
 from mizzen.simulate.cluster import cluster_summary, endpoints_of, parse_cluster_name
 from mizzen.simulate.match import HttpRequest, describe_match, find_virtual_host, match_route
 
-__all__ = ["DIRECTIONS", "SimRequest", "build_request", "simulate"]
+__all__ = ["DIRECTIONS", "InvalidRequest", "SimRequest", "build_request", "simulate"]
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 HTTP_PROXY_ROUTE = "http_proxy"
 DIRECTIONS = ("auto", "outbound", "inbound", "gateway")
-_GATEWAY_PORT_MAP = {80: 8080, 443: 8443}     # Mizzen's default Gateway port -> listen port
 _HTTP_ALPN = frozenset({"http/1.1", "http/1.0", "h2c", "h2"})
+
+
+class InvalidRequest(ValueError):
+    """A request the simulator cannot take (unparsable URL, bad port, unknown scheme or direction); the
+    message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,21 @@ def build_request(req: SimRequest, outbound_proxy: bool) -> tuple[HttpRequest, i
     codec rewrites :authority from an absolute URI); elsewhere a Host header wins, as with curl."""
     notes: list[str] = []
     url = req.url.strip()
-    if url.startswith("/"):            # origin form: a path, even "//x" (never a network-path reference)
-        parts = urlsplit("http://origin" + url)._replace(scheme="", netloc="")
-    else:
-        parts = urlsplit(url if "://" in url else "http://" + url)
+    if not url:
+        raise InvalidRequest("the URL is empty: want http://host[:port]/path, or /path with a Host header")
+    try:
+        if url.startswith("/"):        # origin form: a path, even "//x" (never a network-path reference)
+            parts = urlsplit("http://origin" + url)._replace(scheme="", netloc="")
+        else:
+            parts = urlsplit(url if "://" in url else "http://" + url)
+        explicit_port = parts.port if parts.netloc else None
+    except ValueError as e:
+        raise InvalidRequest(f"invalid URL {req.url!r}: {e}") from None
+    if parts.scheme not in ("", "http", "https"):
+        raise InvalidRequest(f"invalid URL {req.url!r}: scheme {parts.scheme!r} is not simulated "
+                             "(want http or https)")
+    if any(c.isspace() for c in url):
+        raise InvalidRequest(f"invalid URL {req.url!r}: it contains whitespace (percent-encode it)")
     headers = [(k.strip().lower(), v.strip()) for k, v in req.headers]
     host_hdr = next((v for k, v in headers if k in ("host", ":authority")), None)
     headers = [(k, v) for k, v in headers if k not in ("host", ":authority")]
@@ -75,7 +91,6 @@ def build_request(req: SimRequest, outbound_proxy: bool) -> tuple[HttpRequest, i
     if parts.query:
         path += "?" + parts.query
     scheme = parts.scheme or "http"
-    explicit_port = parts.port if url_authority else None
     http = HttpRequest(method=req.method.upper(), authority=authority, path=path, scheme=scheme,
                        headers=tuple(headers))
     return http, explicit_port, notes
@@ -212,7 +227,7 @@ def _error(out: dict[str, Any], why: list[str], reason: str) -> dict[str, Any]:
 
 def _direction(req: SimRequest, proxy_id: str) -> str:
     if req.direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, not {req.direction!r}")
+        raise InvalidRequest(f"direction must be one of {', '.join(DIRECTIONS)}, not {req.direction!r}")
     if req.direction != "auto":
         return req.direction
     return "gateway" if proxy_id.startswith("router~") else "outbound"
@@ -246,16 +261,39 @@ def _destination(d: dict[str, Any], resources: ResourceSet) -> dict[str, Any]:
     return out
 
 
-def simulate(resources: ResourceSet, req: SimRequest, proxy_id: str = "") -> dict[str, Any]:
+def simulate(resources: ResourceSet, req: SimRequest, proxy_id: str = "",
+             gateway_ports: Mapping[int, int] | None = None) -> dict[str, Any]:
     """Evaluate ``req`` against one proxy's resources; a JSON-able result with a ``why`` trail.
 
     ``status`` is ``route`` (forwarded to ``destinations``), ``redirect``, ``direct_response``,
     ``not_found`` (404, response flag NR), ``connection_closed`` (no filter chain takes it),
     ``passthrough`` (no HTTP listener: iptables-captured TCP) or ``error`` (no listener / route
-    configuration to simulate)."""
+    configuration to simulate, or a configuration the simulator could not evaluate).
+
+    ``gateway_ports`` is a gateway proxy's Gateway port -> listen port map (its ``MIZZEN_GATEWAY_PORTS``
+    metadata, :attr:`mizzen.core.proxy.Proxy.gateway_ports`); None: the default (80->8080, 443->8443).
+
+    Raises :class:`InvalidRequest` for a request it cannot take; never anything else: an unexpected failure
+    while evaluating the resources (a bug, or resources it cannot read) becomes ``status`` ``error`` with a
+    one-line reason."""
     direction = _direction(req, proxy_id)
-    why: list[str] = []
     http, url_port, notes = build_request(req, outbound_proxy=direction == "outbound")
+    try:
+        ports = dict(DEFAULT_GATEWAY_PORTS if gateway_ports is None else gateway_ports)
+        return _simulate(resources, req, proxy_id, direction, http, url_port, notes, ports)
+    except Exception as e:   # the user gets one line, never a traceback
+        reason = f"the simulator could not evaluate this request: {type(e).__name__}: {e}".replace("\n", " ")
+        return {"proxy": proxy_id, "direction": direction, "status": "error", "http_status": None,
+                "request": {"method": http.method, "authority": http.authority, "path": http.path,
+                            "headers": [list(h) for h in http.headers]},
+                "reason": reason, "why": [*notes, reason], "listener": None, "route_config": None,
+                "virtual_host": None, "route": None, "destinations": [], "policies": {},
+                "probabilistic": []}
+
+
+def _simulate(resources: ResourceSet, req: SimRequest, proxy_id: str, direction: str, http: HttpRequest,
+              url_port: int | None, notes: list[str], gateway_ports: Mapping[int, int]) -> dict[str, Any]:
+    why: list[str] = []
     why.extend(notes)
     out: dict[str, Any] = {
         "proxy": proxy_id, "direction": direction,
@@ -270,8 +308,12 @@ def simulate(resources: ResourceSet, req: SimRequest, proxy_id: str = "") -> dic
     else:
         default = url_port or (443 if http.scheme == "https" else 80)
         candidates = [default]
-        if direction == "gateway" and url_port is None and default in _GATEWAY_PORT_MAP:
-            candidates.append(_GATEWAY_PORT_MAP[default])
+        listen = gateway_ports.get(default, default)
+        if direction == "gateway" and listen != default:
+            # the Gateway port the request names is served on the proxy's mapped listen port (like the
+            # ingressgateway Service's targetPort); an explicit URL port may also be the listen port itself
+            why.append(f"Gateway port {default} is served on listen port {listen} (the proxy's port map)")
+            candidates = [default, listen] if url_port is not None else [listen]
     lis, port = _pick_listener(resources.of(LISTENER), direction, candidates, why)
     if lis is None and direction == "outbound" and "virtualOutbound" in resources.of(LISTENER):
         reason = (f"no outbound HTTP listener for port {candidates[0]}: virtualOutbound passes the "
@@ -343,6 +385,8 @@ def simulate(resources: ResourceSet, req: SimRequest, proxy_id: str = "") -> dic
 def _act(out: dict[str, Any], route: rc.Route, http: HttpRequest, resources: ResourceSet,
          why: list[str]) -> dict[str, Any]:
     out["policies"] = action.policies(route, http)
+    if out["policies"].get("rewrite_refused"):
+        why.append(out["policies"]["rewrite_refused"])
     fault = out["policies"].get("fault") or {}
     for kind, f in fault.items():
         if f.get("percent", 100.0) < 100.0:

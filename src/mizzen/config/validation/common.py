@@ -256,6 +256,41 @@ def re2_error(pattern: str) -> str | None:
     return None
 
 
+def re2_rewrite_error(pattern: str, rewrite: str) -> str | None:
+    """RE2's ``CheckRewriteString``: why ``rewrite`` is no valid substitution for ``pattern``, or None.
+
+    A backslash must be followed by a digit (a capture group, ``\\0`` the whole match) or another backslash,
+    and no group above the pattern's number of capturing groups may be referenced. Envoy does not check this
+    when it loads a ``regex_rewrite``; at request time RE2's ``GlobalReplace`` then refuses the substitution
+    and the path goes upstream unchanged.
+    """
+    top = 0
+    i = 0
+    while i < len(rewrite):
+        if rewrite[i] != "\\":
+            i += 1
+            continue
+        if i + 1 == len(rewrite):
+            return "'\\' is not allowed at the end (write '\\\\' for a literal backslash)"
+        c = rewrite[i + 1]
+        if c.isdigit() and c.isascii():
+            top = max(top, int(c))
+        elif c != "\\":
+            return f"'\\' must be followed by a digit or '\\', got '\\{c}'"
+        i += 2
+    if top == 0:
+        return None
+    try:
+        groups = int(re2.compile(pattern, _RE2_OPTIONS).groups)
+    except re2.error:
+        return None   # the pattern's own error is reported where it is checked
+    if top > groups:
+        have = "no capture groups" if groups == 0 else \
+            f"only {groups} capture group{'s' if groups != 1 else ''}"
+        return f"rewrite references group \\{top} but the match regex {pattern!r} has {have}"
+    return None
+
+
 def check_regex(r: Report, path: str, pattern: Any) -> None:
     """Istio's validateStringRegexp: non-empty, at most 1024 characters, valid RE2; and, unlike Istio, within
     Envoy's RE2 program size limit (else Envoy rejects the whole route configuration)."""

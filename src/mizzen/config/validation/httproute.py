@@ -29,6 +29,7 @@ from mizzen.config.validation.common import (
     is_authority_header,
     is_dns1123_label,
     key_path,
+    re2_rewrite_error,
 )
 from mizzen.config.validation.envoy_limits import MAX_DIRECT_RESPONSE_BODY
 
@@ -293,7 +294,13 @@ def _check_rewrite(r: Report, path: str, rewrite: dict[str, Any]) -> None:
         if not rx.get("match") or not rx.get("rewrite"):
             r.error(rp, "UriRegexRewrite requires both Rewrite and Match fields to be specified")
         else:
+            before = len(r.findings)
             check_regex(r, key_path(rp, "match"), rx.get("match"))
+            problem = None if len(r.findings) > before else \
+                re2_rewrite_error(str(rx.get("match")), str(rx.get("rewrite")))
+            if problem:
+                r.error(key_path(rp, "rewrite"), f"{problem}; RE2 refuses such a substitution and Envoy "
+                                                 "would forward the path unrewritten")
 
 
 def _check_body_size(r: Report, path: str, body: dict[str, Any]) -> None:
