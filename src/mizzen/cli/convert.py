@@ -25,14 +25,26 @@ def render_yaml(docs: list[dict[str, Any]], warnings: list[str]) -> str:
     return head + body
 
 
-@app.command("ingress")
+INGRESS_HELP = (
+    "Kubernetes Ingress (networking.k8s.io/v1) -> Istio Gateway + VirtualServices (YAML on stdout).\n\n"
+    "nginx-class Ingresses (ingressClassName nginx, or the kubernetes.io/ingress.class: nginx annotation) "
+    "keep ingress-nginx's path semantics: ImplementationSpecific is a string prefix; use-regex and "
+    "rewrite-target make regex paths whose rewrite replaces the whole path ($N groups the path lacks are "
+    "empty, as in nginx).\n\n"
+    "Every other class follows Istio's own Ingress conversion: ImplementationSpecific is exact, except *, /* "
+    "and .* (everything) and a /* or .* suffix (a prefix); routes longest first, exact first.\n\n"
+    "A tls entry without secretName gets no HTTPS server; with one, the server uses credentialName."
+)
+
+
+@app.command("ingress", help=INGRESS_HELP)
 def ingress(
     filename: Annotated[list[str], typer.Option("--filename", "-f", help="Ingress YAML, dir or -")],
     namespace: Annotated[
         str | None, typer.Option("--namespace", "-n", help="Namespace for Ingresses without one")
     ] = None,
 ) -> None:
-    """Kubernetes Ingress (networking.k8s.io/v1) -> Istio Gateway + VirtualServices (YAML on stdout)."""
+    """Kubernetes Ingress -> Istio Gateway + VirtualServices (see INGRESS_HELP)."""
     docs: list[dict[str, Any]] = []
     for src in read_inputs(filename):
         try:

@@ -1,9 +1,21 @@
 """Kubernetes Ingress (networking.k8s.io/v1) -> Istio Gateway + VirtualServices, as pure data.
 
 One Gateway per namespace and ingress class (selector ``istio: ingressgateway``, port 80 with every rule host,
-plus HTTPS servers for ``spec.tls``) and one VirtualService per Ingress and host. Path semantics follow the
-Ingress spec (Exact, Prefix) and ingress-nginx (ImplementationSpecific = string prefix; regex paths and
-``rewrite-target`` with capture groups). Whatever cannot be expressed is reported in the warnings list.
+plus an HTTPS server with ``credentialName`` for each ``spec.tls`` entry that names a ``secretName``; an entry
+without one gets no HTTPS server, as in Istio) and one VirtualService per Ingress and host.
+
+Exact and Prefix paths follow the Ingress spec (Prefix matches whole path elements). ImplementationSpecific
+paths depend on the class:
+
+- nginx class (``ingressClassName: nginx`` or the ``kubernetes.io/ingress.class: nginx`` annotation) keeps
+  ingress-nginx's semantics: a string prefix; with ``use-regex``/``rewrite-target`` a case-insensitive regex
+  anchored at the start, and ``rewrite-target`` replacing the whole path (``$N`` capture groups; a group the
+  path lacks is empty, as in nginx). Routes are ordered longest path first.
+- every other class follows Istio's own Ingress conversion: exact, except ``*``, ``/*`` and ``.*`` (catch-all)
+  and a ``/*`` or ``.*`` suffix (a prefix); routes ordered like Istio's (longest path first, exact before
+  prefix at equal length).
+
+Whatever cannot be expressed is reported in the warnings list.
 """
 
 from __future__ import annotations
@@ -13,13 +25,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GATEWAY_SELECTOR", "convert"]
+import re2
+
+from mizzen.config.validation.common import re2_error
+
+__all__ = ["GATEWAY_SELECTOR", "NGINX_CLASS", "convert", "is_nginx_class"]
 
 GATEWAY_SELECTOR: Mapping[str, str] = {"istio": "ingressgateway"}
 NGINX = "nginx.ingress.kubernetes.io/"
 REWRITE_TARGET = NGINX + "rewrite-target"
 USE_REGEX = NGINX + "use-regex"
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+NGINX_CLASS = "nginx"
 INGRESS_API_VERSIONS = ("networking.k8s.io/v1", "networking.k8s.io/v1beta1", "extensions/v1beta1")
 NET_API = "networking.istio.io/v1"
 _REGEX_CHARS = set("()[]{}*+?|$^\\")
@@ -32,7 +49,7 @@ class _Route:
     matches: list[dict[str, Any]]
     destination: dict[str, Any]
     rewrite: dict[str, Any] | None = None
-    order: tuple[int, int] = (2, 0)     # (0 exact, 1 other) then -len(path): Ingress precedence
+    order: tuple[int, int] = (1, 1)     # (-len(path), 0 exact / 1 other): longest first, exact first
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -52,6 +69,7 @@ class _Ingress:
     doc: Mapping[str, Any]
     hosts: dict[str, list[_Route]] = field(default_factory=dict)   # host -> routes (rule order)
     default: dict[str, Any] | None = None
+    nginx: bool = False
 
     @property
     def label(self) -> str:
@@ -101,12 +119,18 @@ def _parse(doc: Mapping[str, Any], namespace: str | None, warnings: list[str]) -
         namespace=str(meta.get("namespace") or namespace or "") or None,
         klass=str(spec.get("ingressClassName") or annotations.get(CLASS_ANNOTATION) or ""),
         doc=doc,
+        nginx=is_nginx_class(doc),
     )
     for key in sorted(annotations):
         if key.startswith(NGINX) and key not in (REWRITE_TARGET, USE_REGEX):
             warnings.append(f"{ing.label}: annotation {key}={annotations[key]!r} is not converted")
     rewrite_target = annotations.get(REWRITE_TARGET)
     regex_mode = rewrite_target is not None or annotations.get(USE_REGEX, "").lower() == "true"
+    if not ing.nginx and (regex_mode or rewrite_target is not None):
+        warnings.append(f"{ing.label}: nginx annotations {USE_REGEX}/{REWRITE_TARGET} apply to the nginx "
+                        f"class only; class {ing.klass or '(none)'} follows Istio's Ingress conversion, "
+                        "which has no regex paths or rewrites")
+        regex_mode, rewrite_target = False, None
 
     for i, rule in enumerate(spec.get("rules") or []):
         host = str(rule.get("host") or "*")
@@ -120,10 +144,12 @@ def _parse(doc: Mapping[str, Any], namespace: str | None, warnings: list[str]) -
             dest = _destination(p.get("backend") or {}, where, warnings)
             if dest is None:
                 continue
-            route = _path_route(
-                str(p.get("path") or "/"), str(p.get("pathType") or "ImplementationSpecific"),
-                regex_mode, rewrite_target, dest, where, warnings,
-            )
+            path_type = str(p.get("pathType") or "ImplementationSpecific")
+            if ing.nginx:
+                route = _path_route(str(p.get("path") or "/"), path_type, regex_mode, rewrite_target, dest,
+                                    where, warnings)
+            else:
+                route = _istio_path_route(str(p.get("path") or ""), path_type, dest, where, warnings)
             if route is not None:
                 routes.append(route)
     backend = spec.get("defaultBackend") or spec.get("backend")
@@ -133,6 +159,46 @@ def _parse(doc: Mapping[str, Any], namespace: str | None, warnings: list[str]) -
         warnings.append(f"{ing.label}: no rules and no default backend; nothing to convert")
         return None
     return ing
+
+
+def is_nginx_class(doc: Mapping[str, Any]) -> bool:
+    """An Ingress of ingress-nginx's class: ``spec.ingressClassName`` or the ``kubernetes.io/ingress.class``
+    annotation is ``nginx``."""
+    spec = doc.get("spec") or {}
+    annotations = (doc.get("metadata") or {}).get("annotations") or {}
+    return NGINX_CLASS in (str(spec.get("ingressClassName") or ""),
+                           str(annotations.get(CLASS_ANNOTATION) or ""))
+
+
+def _prefix_matches(path: str) -> list[dict[str, Any]]:
+    """An Ingress Prefix match: whole path elements, so /foo matches /foo and /foo/bar, not /foobar."""
+    trimmed = path.rstrip("/")
+    if not trimmed:
+        return [{"uri": {"prefix": "/"}}]
+    return [{"uri": {"exact": trimmed}}, {"uri": {"prefix": trimmed + "/"}}]
+
+
+def _istio_path_route(path: str, path_type: str, dest: dict[str, Any], where: str,
+                      warnings: list[str]) -> _Route | None:
+    """Istio's Ingress conversion (pilot/pkg/config/kube/ingress): Exact and Prefix as the spec says, every
+    other path type through its fallback: ``""``/``*``/``/*``/``.*`` match everything, a ``.*`` or ``/*``
+    suffix is a prefix, anything else is exact. Ordered as Istio sorts them: longer first, exact first."""
+    if path_type == "Exact":
+        return _Route([{"uri": {"exact": path or "/"}}], dest, order=(-len(path), 0))
+    if path_type == "Prefix":
+        return _Route(_prefix_matches(path or "/"), dest, order=(-len(path or "/"), 1))
+    if path_type != "ImplementationSpecific":
+        warnings.append(f"{where}: unknown pathType {path_type!r}; treated as ImplementationSpecific")
+    if path in ("", "*", "/*", ".*"):
+        return _Route([], dest, order=(0, 1))
+    for suffix in (".*", "/*"):
+        if path.endswith(suffix):
+            prefix = path[: -len(suffix)]
+            return _Route(_prefix_matches(prefix), dest, order=(-len(prefix), 1))
+    if not path.startswith("/"):
+        warnings.append(f"{where}: path {path!r} does not start with '/'; skipped")
+        return None
+    return _Route([{"uri": {"exact": path}}], dest, order=(-len(path), 0))
 
 
 def _destination(backend: Mapping[str, Any], where: str, warnings: list[str]) -> dict[str, Any] | None:
@@ -161,33 +227,35 @@ def _path_route(
     path: str, path_type: str, regex_mode: bool, target: str | None, dest: dict[str, Any],
     where: str, warnings: list[str],
 ) -> _Route | None:
+    """ingress-nginx's semantics (nginx class). Routes are ordered longest path first, exact first."""
     if not path.startswith("/") and not path.startswith("^"):
         warnings.append(f"{where}: path {path!r} does not start with '/'; skipped")
         return None
     if path_type == "Exact":
-        return _Route([{"uri": {"exact": path}}], dest, order=(0, -len(path)))
+        return _Route([{"uri": {"exact": path}}], dest, order=(-len(path), 0))
     if regex_mode:
         return _regex_route(path, target, dest, where, warnings)
     if path_type == "Prefix":
-        trimmed = path.rstrip("/")
-        if not trimmed:
-            return _Route([{"uri": {"prefix": "/"}}], dest, order=(1, -1))
-        # Ingress Prefix matches whole path elements: /foo matches /foo and /foo/bar, not /foobar
-        return _Route(
-            [{"uri": {"exact": trimmed}}, {"uri": {"prefix": trimmed + "/"}}], dest, order=(1, -len(path))
-        )
+        return _Route(_prefix_matches(path), dest, order=(-len(path), 1))
     if path_type != "ImplementationSpecific":
         warnings.append(f"{where}: unknown pathType {path_type!r}; treated as ImplementationSpecific")
-    # ingress-nginx treats ImplementationSpecific paths as plain string prefixes
-    return _Route([{"uri": {"prefix": path}}], dest, order=(1, -len(path)))
+    # ingress-nginx treats ImplementationSpecific paths as plain string prefixes; a "/*" or ".*" suffix
+    # (a glob or regex habit) means "anything below"
+    if path in ("/*", "/.*"):
+        return _Route([{"uri": {"prefix": "/"}}], dest, order=(-1, 1))
+    for suffix, keep in ((".*", ""), ("/*", "/")):
+        if path.endswith(suffix):
+            prefix = path[: -len(suffix)] + keep
+            return _Route([{"uri": {"prefix": prefix}}], dest, order=(-len(prefix), 1))
+    return _Route([{"uri": {"prefix": path}}], dest, order=(-len(path), 1))
 
 
 def _regex_route(
     path: str, target: str | None, dest: dict[str, Any], where: str, warnings: list[str]
 ) -> _Route | None:
-    order = (1, -len(path))
+    order = (-len(path), 1)
     strip = _STRIP_PREFIX.fullmatch(path)
-    if strip and (target is None or re.fullmatch(r"[^$]*\$2", target)):
+    if strip and (target is None or re.fullmatch(r"[^$\\]*\$2", target)):
         lit = strip.group("lit").rstrip("/") or ""
         matches = [{"uri": {"prefix": lit + "/"}}]
         if lit:
@@ -198,21 +266,19 @@ def _regex_route(
             if base != lit + "/":
                 rewrite = {"uri": base}
         return _Route(matches, dest, rewrite, order)
-    if not any(c in _REGEX_CHARS for c in path.lstrip("^")):
-        matches = [{"uri": {"prefix": path.lstrip("^")}}]
-        if target is None or target == path.lstrip("^"):
-            return _Route(matches, dest, None, order)
-        if "$" in target:
-            warnings.append(f"{where}: rewrite-target {target!r} refers to groups the path {path!r} lacks")
-        # nginx replaces the whole URI with the target
-        whole = {"uriRegexRewrite": {"match": "^" + re.escape(path.lstrip("^")) + ".*",
-                                     "rewrite": _groups(target)}}
-        return _Route(matches, dest, whole, order)
     body = path.lstrip("^")
-    try:
-        re.compile(body)
-    except re.error as e:
-        warnings.append(f"{where}: path {path!r} is not a valid regex ({e}); skipped")
+    literal = body[:-2] if body.endswith(".*") else body
+    if not any(c in _REGEX_CHARS for c in literal):     # a plain path (a "." is taken literally)
+        matches = [{"uri": {"prefix": literal}}]
+        if target is None or target == literal:
+            return _Route(matches, dest, None, order)
+        # nginx replaces the whole URI with the target; the path has no capture groups
+        whole = {"uriRegexRewrite": {"match": "^" + re.escape(literal) + ".*",
+                                     "rewrite": _groups(target, 0, where, warnings)}}
+        return _Route(matches, dest, whole, order)
+    problem = re2_error(body)
+    if problem:
+        warnings.append(f"{where}: path {path!r} is not a valid RE2 regex ({problem}); skipped")
         return None
     pattern = body if body.endswith("$") else body + ".*"
     warnings.append(
@@ -221,13 +287,30 @@ def _regex_route(
     )
     regex_rewrite: dict[str, Any] | None = None
     if target is not None:
-        regex_rewrite = {"uriRegexRewrite": {"match": "^" + pattern, "rewrite": _groups(target)}}
+        groups = int(re2.compile(pattern).groups)
+        regex_rewrite = {"uriRegexRewrite": {"match": "^" + pattern,
+                                             "rewrite": _groups(target, groups, where, warnings)}}
     return _Route([{"uri": {"regex": pattern}}], dest, regex_rewrite, order)
 
 
-def _groups(target: str) -> str:
-    """nginx ``$1`` capture references -> RE2/Envoy ``\\1``."""
-    return re.sub(r"\$(\d)", r"\\\1", target)
+def _groups(target: str, groups: int, where: str, warnings: list[str]) -> str:
+    """nginx ``$N`` capture references -> RE2/Envoy ``\\N``; a group the path lacks is empty (nginx copies
+    nothing for it), a literal backslash is escaped for RE2."""
+    missing: list[str] = []
+
+    def ref(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        if n > groups:
+            missing.append(m.group(0))
+            return ""
+        return "\\" + m.group(1)
+
+    out = re.sub(r"\$(\d)", ref, target.replace("\\", "\\\\"))
+    if missing:
+        have = f"{groups or 'no'} capture group{'s' if groups != 1 else ''}"
+        warnings.append(f"{where}: rewrite-target {target!r} refers to {', '.join(missing)} but the path has "
+                        f"{have}; like nginx, the missing groups are empty")
+    return out
 
 
 # -- output ----------------------------------------------------------------------------------------------
@@ -279,20 +362,21 @@ def _gateway(name: str, ns: str | None, members: list[_Ingress], warnings: list[
     ]
     for ing in members:
         for k, tls in enumerate((ing.doc.get("spec") or {}).get("tls") or []):
-            tls_hosts = [str(h) for h in tls.get("hosts") or []] or ["*"]
-            secret = tls.get("secretName")
-            server: dict[str, Any] = {
+            tls_hosts = [str(h) for h in (tls or {}).get("hosts") or []] or ["*"]
+            secret = (tls or {}).get("secretName")
+            if not secret:   # as Istio's conversion: never an HTTPS server without a certificate
+                warnings.append(f"{ing.label}: spec.tls[{k}] has no secretName: no HTTPS server for "
+                                f"{', '.join(tls_hosts)} (the hosts are served on port 80 only)")
+                continue
+            servers.append({
                 "port": {"number": 443, "name": f"https-{len(servers)}", "protocol": "HTTPS"},
                 "hosts": tls_hosts,
-                "tls": {"mode": "SIMPLE"},
-            }
-            if secret:
-                server["tls"]["credentialName"] = str(secret)
-                warnings.append(
-                    f"{ing.label}: spec.tls[{k}] uses secret {secret!r}; it must be readable by the gateway "
-                    f"(credentialName)"
-                )
-            servers.append(server)
+                "tls": {"mode": "SIMPLE", "credentialName": str(secret)},
+            })
+            warnings.append(
+                f"{ing.label}: spec.tls[{k}] uses secret {secret!r}; it must be readable by the gateway "
+                f"(credentialName)"
+            )
     return {
         "apiVersion": NET_API, "kind": "Gateway", "metadata": _meta(name, ns),
         "spec": {"selector": dict(GATEWAY_SELECTOR), "servers": servers},
