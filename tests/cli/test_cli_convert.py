@@ -216,7 +216,8 @@ def test_regex_paths_and_rewrites_behave_like_nginx(path: str, target: str | Non
     annotations = {"nginx.ingress.kubernetes.io/use-regex": "true"}
     if target is not None:
         annotations["nginx.ingress.kubernetes.io/rewrite-target"] = target
-    out, _ = convert([_ingress([_path(path, "ImplementationSpecific")], annotations, ingressClassName="nginx")])
+    doc = _ingress([_path(path, "ImplementationSpecific")], annotations, ingressClassName="nginx")
+    out, _ = convert([doc])
     http = out[1]["spec"]["http"]
     uris = ["/receiveapi", "/receiveapi/", "/receiveapi/user/1", "/receiveapix", "/api", "/api/a/b",
             "/apix", "/something", "/something/else", "/img/42/cat.png", "/img/x/y", "/legacy",

@@ -253,6 +253,7 @@ class _Stream:
             watch = self.watches[type_url] = _Watch(names, self.ps.of(type_url))
         ts = watch.status
         ts.requested = True
+        ts.unsubscribed = names == frozenset()
         short = SHORT.get(type_url, type_url)
         if not req.response_nonce:
             # Initial request for the type on this stream (also after a reconnect, carrying the version the
@@ -264,6 +265,11 @@ class _Stream:
             await self._maybe_send(type_url)
             return
         if req.response_nonce != ts.nonce:
+            # No response for a stale nonce; but an emptied subscription still counts: Envoy drops its last
+            # EDS/RDS watch with the nonce it had, and does not ACK the (empty) response already in flight
+            if ts.unsubscribed:
+                watch.names = names
+                self.server.status.notify(self.node_id)
             log.debug("%s %s: stale nonce %s (latest %s) ignored", self.node_id, short, req.response_nonce,
                       ts.nonce)
             return

@@ -62,12 +62,18 @@ class TypeStatus:
     acked_nonce: str | None = None   # SYNCED needs the latest response itself ACKed (not an older one)
     acked_at: float | None = None
     nack: Nack | None = None       # last NACK not yet superseded by an ACK
+    # the proxy's latest request for this (non-wildcard) type names nothing: Envoy dropped its last watch
+    # (e.g. the last EDS cluster went away). It then holds nothing of the type and ACKs no further response,
+    # so there is nothing to be out of sync with.
+    unsubscribed: bool = False
 
     def state(self, snapshot_version: str | None) -> str:
         if self.sent_version is None:
             return NOT_SENT
         if self.nack is not None and self.nack.nonce == self.nonce:
             return NACKED
+        if self.unsubscribed:
+            return SYNCED
         if (self.acked_nonce == self.nonce and self.acked_version == self.sent_version
                 and snapshot_version in (None, self.sent_version)):
             return SYNCED
@@ -83,6 +89,7 @@ class TypeStatus:
             "nonce": self.nonce,
             "snapshot": snapshot_version,
             "nack": self.nack.to_dict() if self.nack is not None else None,
+            "subscribed": not self.unsubscribed,
         }
 
 
