@@ -14,6 +14,7 @@ from mizzen.config.model import Config, ConfigSnapshot
 from mizzen.core.hosts import host_matches, resolve_short_name
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.push_context import PushContext
+from mizzen.core.sidecar_scope import virtual_service_destinations
 from mizzen.registry.model import RegistrySnapshot, Service, Workload
 
 __all__ = ["AnalysisContext", "destinations", "labels_match", "workloads_from_deployments"]
@@ -67,23 +68,7 @@ class AnalysisContext:
 
 def destinations(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """Every (field path, destination) of a VirtualService: http/tcp/tls routes and http mirrors."""
-    for section in ("http", "tcp", "tls"):
-        for i, rule in enumerate(spec.get(section) or ()):
-            if not isinstance(rule, Mapping):
-                continue
-            for j, rd in enumerate(rule.get("route") or ()):
-                dest = rd.get("destination") if isinstance(rd, Mapping) else None
-                if isinstance(dest, Mapping):
-                    yield f"spec.{section}[{i}].route[{j}].destination", dest
-            if section != "http":
-                continue
-            mirror = rule.get("mirror")
-            if isinstance(mirror, Mapping):
-                yield f"spec.http[{i}].mirror", mirror
-            for j, m in enumerate(rule.get("mirrors") or ()):
-                dest = m.get("destination") if isinstance(m, Mapping) else None
-                if isinstance(dest, Mapping):
-                    yield f"spec.http[{i}].mirrors[{j}].destination", dest
+    return virtual_service_destinations(spec)
 
 
 def workloads_from_deployments(configs: ConfigSnapshot | Sequence[Config]) -> list[Workload]:

@@ -1,6 +1,8 @@
 """The Sidecar resource as it scopes one proxy: which services it may reach (egress hosts), its explicit
 egress listeners (``port`` + ``bind``) and ingress listeners (``port``, ``bind``, ``defaultEndpoint``), and
-its outbound traffic policy, and which VirtualServices its egress hosts import. With no Sidecar resource
+its outbound traffic policy, and which VirtualServices its egress hosts import. A VirtualService is imported
+whole when one of its hosts is, and the services it routes to join the proxy's scope (Istio's SidecarScope:
+SelectVirtualServices, then the destinations of the imported VirtualServices). With no Sidecar resource
 everything is visible (``*/*``) subject to exportTo.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 from mizzen.core.hosts import host_matches, hosts_intersect, resolve_short_name
 from mizzen.core.mesh import OutboundPolicy
 from mizzen.core.proxy import Proxy
-from mizzen.core.push_context import PushContext, ResolvedVirtualService, exported_to
+from mizzen.core.push_context import MESH_GATEWAY, PushContext, ResolvedVirtualService, exported_to
 from mizzen.registry.model import Protocol, Service
 
 DEFAULT_EGRESS_HOSTS: tuple[str, ...] = ("*/*",)
@@ -148,15 +150,57 @@ def imports_virtual_service(proxy: Proxy, push: PushContext, vs: ResolvedVirtual
                for h in vs.hosts)
 
 
+def virtual_service_destinations(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Istio's virtualServiceDestinations: every (field path, destination) of a VirtualService, over
+    http/tcp/tls route destinations and http mirrors."""
+    for section in ("http", "tcp", "tls"):
+        for i, rule in enumerate(spec.get(section) or ()):
+            if not isinstance(rule, Mapping):
+                continue
+            for j, rd in enumerate(rule.get("route") or ()):
+                dest = rd.get("destination") if isinstance(rd, Mapping) else None
+                if isinstance(dest, Mapping):
+                    yield f"spec.{section}[{i}].route[{j}].destination", dest
+            if section != "http":
+                continue
+            mirror = rule.get("mirror")
+            if isinstance(mirror, Mapping):
+                yield f"spec.http[{i}].mirror", mirror
+            for j, m in enumerate(rule.get("mirrors") or ()):
+                dest = m.get("destination") if isinstance(m, Mapping) else None
+                if isinstance(dest, Mapping):
+                    yield f"spec.http[{i}].mirrors[{j}].destination", dest
+
+
+def imported_destinations(proxy: Proxy, push: PushContext) -> frozenset[str]:
+    """The destination hosts (FQDNs) of the mesh VirtualServices the proxy's Sidecar imports: Istio adds
+    those services to the SidecarScope, so a VirtualService imported through one of its hosts works whole."""
+    sc = push.sidecar_for(proxy)
+    if sc is None:
+        return frozenset()
+
+    def build() -> frozenset[str]:
+        out: set[str] = set()
+        for vs in push.virtual_services_for(proxy, MESH_GATEWAY):
+            if imports_virtual_service(proxy, push, vs):
+                out.update(resolve_short_name(str(d["host"]), vs.config.namespace, push.mesh.domain_suffix)
+                           for _, d in virtual_service_destinations(vs.spec) if d.get("host"))
+        return frozenset(out)
+
+    return push.memoized(("sidecar-vs-destinations", sc.key, proxy.namespace), build)
+
+
 def sidecar_allows(proxy: Proxy, push: PushContext, service: Service) -> bool:
     """Whether ``service`` is visible to ``proxy``: exported to its namespace and admitted by the egress hosts
-    of its Sidecar resource (the union over all egress listeners; default ``*/*``)."""
+    of its Sidecar resource (the union over all egress listeners; default ``*/*``), or a destination of a
+    VirtualService those hosts import."""
     if not exported_to(service.export_to, service.namespace, proxy.namespace):
         return False
     hosts: list[str] = []
     for e in egress_listeners(proxy, push):
         hosts.extend(e.hosts)
-    return host_allows(hosts, proxy.namespace, service, push.mesh.domain_suffix)
+    return host_allows(hosts, proxy.namespace, service, push.mesh.domain_suffix) or \
+        service.hostname in imported_destinations(proxy, push)
 
 
 def egress_hosts_for_port(proxy: Proxy, push: PushContext, port: int) -> tuple[str, ...]:
