@@ -1,5 +1,6 @@
-"""Istio's bookinfo samples analyzed with bookinfo.yaml, as the CLI does offline: no errors, and only the
-warnings the samples warrant; typos in them give the right code at the right file:line."""
+"""Istio's bookinfo samples analyzed with bookinfo.yaml, as the CLI does offline: only the messages the samples
+warrant (istioctl reports the same: IST0173 for subsets no pod backs, IST0118 Info for bookinfo.yaml's
+unnamed-protocol ports); typos in them give the right code at the right file:line."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ NET = BOOKINFO / "networking"
 BASE = [BOOKINFO / "platform" / "kube" / "bookinfo.yaml", NET / "bookinfo-gateway.yaml",
         NET / "destination-rule-all.yaml"]
 # bookinfo.yaml runs ratings-v1 and details-v1 only: these subsets of destination-rule-all.yaml select nothing
-EXPECTED_WARNINGS = {("MZ0001", "ratings", "spec.subsets[1]"), ("MZ0001", "ratings", "spec.subsets[2]"),
-                     ("MZ0001", "ratings", "spec.subsets[3]"), ("MZ0001", "details", "spec.subsets[1]")}
+EXPECTED = {("IST0173", "ratings", "spec.subsets[1]"), ("IST0173", "ratings", "spec.subsets[2]"),
+            ("IST0173", "ratings", "spec.subsets[3]"), ("IST0173", "details", "spec.subsets[1]")}
 
 
 def analyze_files(paths: list[Path]) -> list[AnalysisIssue]:
@@ -31,10 +32,9 @@ def analyze_files(paths: list[Path]) -> list[AnalysisIssue]:
 
 
 @pytest.mark.parametrize("sample", sorted(p.name for p in NET.glob("virtual-service-*.yaml")))
-def test_analysis_bookinfo_samples_have_no_errors(sample: str) -> None:
-    found = analyze_files([*BASE, NET / sample])
-    assert [str(i) for i in found if i.severity is Severity.ERROR] == []
-    assert {(i.code, i.name, i.path) for i in found} == EXPECTED_WARNINGS
+def test_analysis_bookinfo_samples_have_only_the_expected_messages(sample: str) -> None:
+    found = [i for i in analyze_files([*BASE, NET / sample]) if i.severity is not Severity.INFO]
+    assert {(i.code, i.name, i.path) for i in found} == EXPECTED, [str(i) for i in found]
 
 
 def test_analysis_bookinfo_typos(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_analysis_bookinfo_typos(tmp_path: Path) -> None:
     gw = tmp_path / "gw.yaml"
     gw.write_text((NET / "bookinfo-gateway.yaml").read_text().replace("- bookinfo-gateway", "- bookinfo-gw"))
     found = [i for i in analyze_files([*BASE[:1], NET / "destination-rule-all.yaml", gw, typo])
-             if i.code != "MZ0001"]
+             if i.code != "IST0173" and i.severity is not Severity.INFO]
     lines = typo.read_text().splitlines()
     assert [(i.file, i.line, i.code, i.text) for i in found] == [
         (str(gw), gw.read_text().splitlines().index("  - bookinfo-gw") + 1, "IST0101",

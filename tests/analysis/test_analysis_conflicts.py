@@ -1,5 +1,5 @@
 """IST0109 (mesh VirtualServices sharing a host), IST0110/IST0111 (Sidecars), IST0132 (VirtualService host not
-in its Gateway), IST0145 (conflicting Gateways) and MZ0001 (subset with no endpoints)."""
+in its Gateway), IST0145 (conflicting Gateways) and IST0173 (subset selecting no pods)."""
 
 from __future__ import annotations
 
@@ -41,25 +41,81 @@ spec:
 """
 
 
-def test_analysis_mesh_virtual_services_for_one_host_name_the_oldest() -> None:
+def test_analysis_mesh_virtual_services_for_one_host_as_istio_decides() -> None:
+    """Istio's ConflictingMeshGatewayHostsAnalyzer: the two public VirtualServices for reviews conflict, and so
+    does the one frontend keeps to itself (exportTo ".") with them; the gateway-bound one does not. One
+    message per VirtualService, at metadata.name."""
     found = run(TWO_MESH_VS)
     assert brief(found) == [
-        ("IST0109", "VirtualService/reviews-b", "spec.hosts[0]", line_of(TWO_MESH_VS, "hosts: [reviews]")),
-        ("IST0109", "VirtualService/reviews-a", "spec.hosts[0]",
-         line_of(TWO_MESH_VS, "hosts: [reviews.bookinfo.svc.cluster.local]")),
+        ("IST0109", "VirtualService/reviews-b", "metadata.name", line_of(TWO_MESH_VS, "name: reviews-b")),
+        ("IST0109", "VirtualService/reviews-a", "metadata.name", line_of(TWO_MESH_VS, "name: reviews-a}")),
+        ("IST0109", "VirtualService/consumer-side", "metadata.name",
+         line_of(TWO_MESH_VS, "name: consumer-side")),
     ]
     assert found[0].text == (
-        "The VirtualServices bookinfo/reviews-b,bookinfo/reviews-a associated with mesh gateway define the "
-        "same host reviews.bookinfo.svc.cluster.local which can lead to undefined behavior. This can be "
-        "fixed by merging the conflicting VirtualServices into a single resource. (Mizzen's sidecars use "
-        "only the oldest, bookinfo/reviews-b.)")
+        "The VirtualServices bookinfo/reviews-a,bookinfo/reviews-b associated with mesh gateway define the "
+        "same host */reviews.bookinfo.svc.cluster.local which can lead to undefined behavior. This can be "
+        "fixed by merging the conflicting VirtualServices into a single resource.")
+    assert found[2].text.startswith(
+        "The VirtualServices bookinfo/reviews-a,bookinfo/reviews-b,frontend/consumer-side associated with "
+        "mesh gateway define the same host frontend/reviews.bookinfo.svc.cluster.local ")
     assert {i.severity for i in found} == {Severity.ERROR}
 
 
 def test_analysis_one_mesh_virtual_service_per_host_is_quiet() -> None:
     text = TWO_MESH_VS.replace("hosts: [reviews.bookinfo.svc.cluster.local]\n  http",
                                "hosts: [ratings]\n  http")
+    text = text[:text.index("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                            "metadata: {name: consumer-side")]
     assert run(text) == []
+
+
+WILDCARDS = SERVICES + """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: all-example}
+spec:
+  hosts: ["*.example.com"]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api-public}
+spec:
+  hosts: [api.example.com]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api-private, namespace: shop}
+spec:
+  hosts: [api.example.com]
+  exportTo: [".", bookinfo]
+  http: [{route: [{destination: {host: reviews.bookinfo.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: other-private, namespace: shop}
+spec:
+  hosts: [other.example.org]
+  exportTo: ["."]
+  http: [{route: [{destination: {host: reviews.bookinfo.svc.cluster.local}}]}]
+"""
+
+
+def test_analysis_wildcard_overlaps_count_only_against_public_virtual_services() -> None:
+    """Two public VirtualServices conflict only on the same host (a wildcard and a name it covers do not);
+    one exported to named namespaces conflicts with every public one whose host matches or covers its."""
+    found = run(WILDCARDS)
+    assert [(i.name, i.text.split(" associated")[0]) for i in found] == [
+        ("all-example", "The VirtualServices bookinfo/all-example,bookinfo/api-public,shop/api-private"),
+        ("api-public", "The VirtualServices bookinfo/all-example,bookinfo/api-public,shop/api-private"),
+        ("api-private", "The VirtualServices bookinfo/all-example,bookinfo/api-public,shop/api-private"),
+    ]
+    assert all("define the same host bookinfo/api.example.com " in i.text for i in found)
+    public_only = WILDCARDS[:WILDCARDS.index("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                                             "metadata: {name: api-private")]
+    assert run(public_only) == []
 
 
 SIDECARS = """
@@ -154,19 +210,14 @@ spec:
 """
 
 
-def test_analysis_virtual_service_host_not_in_gateway_and_conflicting_gateways() -> None:
+def test_analysis_virtual_service_host_not_in_gateway() -> None:
     found = run(GATEWAYS)
     assert brief(found) == [
-        ("IST0145", "Gateway/bookinfo-gateway", "spec.servers", line_of(GATEWAYS, "servers:")),
-        ("IST0145", "Gateway/second", "spec.servers", line_of(GATEWAYS, "servers:", 2)),
         ("IST0132", "VirtualService/ingress", "spec.hosts", line_of(GATEWAYS, "typo.example.org")),
         ("IST0132", "VirtualService/ingress", "spec.hosts", line_of(GATEWAYS, "typo.example.org")),
         ("IST0132", "VirtualService/shop", "spec.hosts", line_of(GATEWAYS, "hosts: [shop.example.com]")),
     ]
-    texts = [i.text for i in found]
-    assert texts[0] == ("Conflict with gateways bookinfo/second (workload selector istio=ingressgateway, "
-                        "port 80, hosts [bookinfo.example.com]).")
-    assert texts[2:] == [
+    assert [i.text for i in found] == [
         "one or more host [typo.example.org] defined in VirtualService bookinfo/ingress not found in Gateway "
         "bookinfo/bookinfo-gateway.",
         "one or more host [typo.example.org] defined in VirtualService bookinfo/ingress not found in Gateway "
@@ -174,10 +225,88 @@ def test_analysis_virtual_service_host_not_in_gateway_and_conflicting_gateways()
         # "bookinfo/shop.example.com" is for VirtualServices in namespace bookinfo only
         "one or more host [shop.example.com] defined in VirtualService shop/shop not found in Gateway "
         "bookinfo/other-port."]
-    assert [i.severity for i in found] == [Severity.ERROR] * 2 + [Severity.WARNING] * 3
+    assert [i.severity for i in found] == [Severity.WARNING] * 3
 
 
-def test_analysis_subset_without_endpoints_only_when_the_host_has_some() -> None:
+CONFLICTING_GATEWAYS = SERVICES + """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: second}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["bookinfo.example.com"]
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ["*.example.com"]
+    tls: {mode: SIMPLE, credentialName: cert}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: third}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["bookinfo.example.com", "other.example.com"]
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ["*.example.com"]
+    tls: {mode: SIMPLE, credentialName: cert}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: wildcard}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: other-bind}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    bind: 127.0.0.2
+    hosts: ["bookinfo.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: other-selector}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["bookinfo.example.com"]
+"""
+
+
+def test_analysis_conflicting_gateways_once_per_gateway() -> None:
+    """Istio's ConflictingGatewayAnalyzer: the same host string with the same bind on the same port, for the
+    same selector. A wildcard that covers the host, another bind, or another selector is no conflict. One
+    message per Gateway, naming every Gateway it conflicts with and every port where it does."""
+    found = run(CONFLICTING_GATEWAYS)
+    assert brief(found) == [
+        ("IST0145", "Gateway/bookinfo-gateway", "spec.servers", line_of(CONFLICTING_GATEWAYS, "servers:")),
+        ("IST0145", "Gateway/second", "spec.servers", line_of(CONFLICTING_GATEWAYS, "servers:", 2)),
+        ("IST0145", "Gateway/third", "spec.servers", line_of(CONFLICTING_GATEWAYS, "servers:", 3)),
+    ]
+    assert [i.text for i in found] == [
+        "Conflict with gateways bookinfo/second,bookinfo/third (workload selector istio=ingressgateway, port "
+        "80, hosts bookinfo.example.com).",
+        "Conflict with gateways bookinfo/bookinfo-gateway,bookinfo/third (workload selector "
+        "istio=ingressgateway, port 80,8443, hosts bookinfo.example.com,*.example.com).",
+        "Conflict with gateways bookinfo/bookinfo-gateway,bookinfo/second (workload selector "
+        "istio=ingressgateway, port 80,8443, hosts bookinfo.example.com,other.example.com,*.example.com).",
+    ]
+    assert {i.severity for i in found} == {Severity.ERROR}
+
+
+def test_analysis_subset_that_selects_no_pods() -> None:
+    """Istio's PodNotSelectedAnalyzer (IST0173, an error): the subset's labels with the host's selector must
+    pick some workload; with no workload at all every subset is reported."""
     text = SERVICES + """
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -197,10 +326,17 @@ spec:
   - {name: v1, labels: {version: v1}}
 """
     pods = [Workload(name="reviews-v1", namespace="bookinfo", address="127.0.0.9",
-                     labels={"app": "reviews", "version": "v1"})]
-    found = run(text, workloads=pods)
-    assert brief(found) == [("MZ0001", "DestinationRule/reviews", "spec.subsets[1]",
-                             line_of(text, "name: v9"))]
-    assert found[0].severity is Severity.WARNING
-    assert found[0].text.startswith('Subset "v9" of host "reviews" selects no endpoints')
-    assert run(text) == []   # no endpoints known for any host: nothing to say
+                     labels={"app": "reviews", "version": "v1"}),
+            # a v1 pod that is not a ratings pod does not back ratings' v1
+            Workload(name="other-v1", namespace="bookinfo", address="127.0.0.10",
+                     labels={"app": "other", "version": "v1"})]
+    found = run(text, workloads=pods, ignore=())
+    assert brief(found) == [
+        ("IST0173", "DestinationRule/reviews", "spec.subsets[1]", line_of(text, "name: v9")),
+        ("IST0173", "DestinationRule/ratings", "spec.subsets[0]", line_of(text, "name: v1", 2)),
+    ]
+    assert found[0].severity is Severity.ERROR
+    assert found[0].text == ("The Subset v9 defined in the DestinationRule does not select any pods. Which may "
+                             "lead to 503 UH (NoHealthyUpstream).")
+    assert [i.name for i in run(text, ignore=())] == ["reviews", "reviews", "ratings"]
+    assert run(text, registry=False, ignore=()) == []     # workloads unknown: nothing to say

@@ -3,7 +3,7 @@ and IST0112, each with the object's file:line."""
 
 from __future__ import annotations
 
-from analysis_helpers import SERVICES, brief, line_of, run
+from analysis_helpers import SERVICES, brief, gateway_pod, line_of, run
 
 from mizzen.config.errors import Severity
 
@@ -102,7 +102,8 @@ spec:
   hosts: [reviews.bookinfo.svc.cluster.local, www.example.com]
   gateways: [istio-system/gw, gw.istio-system.svc.cluster.local, mesh]
   http:
-  - route:
+  - match: [{uri: {prefix: /reviews}}]
+    route:
     - destination: {host: reviews.bookinfo.svc.cluster.local, subset: v2}
   - route:
     - destination: {host: www.example.com}
@@ -127,15 +128,18 @@ metadata: {name: all-local}
 spec:
   host: "*.local"
 """
-    assert brief(run(text)) == [("IST0101", "DestinationRule/typo", "spec.host", line_of(text, "ratingz"))]
-    assert run(text)[0].text == 'Referenced host not found: "ratingz"'
+    found = run(text)
+    assert brief(found) == [("IST0174", "DestinationRule/typo", "spec.host", line_of(text, "ratingz"))]
+    assert found[0].text == "The host ratingz defined in the DestinationRule does not match any services in " \
+                            "the mesh."
+    assert found[0].severity is Severity.WARNING
 
 
 def test_analysis_gateway_selector_only_when_workloads_are_known() -> None:
     text = SERVICES.rstrip("-\n")
     assert run(text) == []
-    assert run(text, gateway_workloads=[{"istio": "ingressgateway", "app": "x"}]) == []
-    found = run(text, gateway_workloads=[{"app": "reviews"}])
+    assert run(text, gateway_workloads=[gateway_pod(istio="ingressgateway", app="x")]) == []
+    found = run(text, gateway_workloads=[gateway_pod(app="reviews")])
     assert brief(found) == [("IST0101", "Gateway/bookinfo-gateway", "spec.selector",
                              line_of(text, "selector: {istio"))]
     assert found[0].text == 'Referenced selector not found: "istio=ingressgateway"'
@@ -157,9 +161,11 @@ spec:
   hosts: [bookinfo.example.com]
   gateways: [bookinfo-gateway]
   http:
-  - route:
+  - match: [{uri: {prefix: /a}}]
+    route:
     - destination: {host: multi}
-  - route:
+  - match: [{uri: {prefix: /b}}]
+    route:
     - destination: {host: multi, port: {number: 80}}
     mirror: {host: mirrror}
   - route:

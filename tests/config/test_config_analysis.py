@@ -21,33 +21,30 @@ def issues(kind: str, spec: str, api: str = "networking.istio.io/v1") -> list[tu
 W = Severity.WARNING
 
 
-def test_config_client_tls_without_ca_is_warned_at_every_level() -> None:
+def test_config_client_tls_without_ca_at_the_levels_istio_checks() -> None:
+    """Istio's CaCertificateAnalyzer: the top-level traffic policy (IST0128) and its port-level settings
+    (IST0129); insecureSkipVerify does not exempt; subsets are not checked."""
     found = issues("DestinationRule", """
 host: api.example.com
 trafficPolicy:
-  tls: {mode: SIMPLE}
+  tls: {mode: SIMPLE, insecureSkipVerify: true}
   portLevelSettings:
   - port: {number: 8443}
     tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}
   - port: {number: 9443}
     tls: {mode: SIMPLE, caCertificates: /ca.pem}
 subsets:
-- name: v1
-  labels: {version: v1}
-  trafficPolicy:
-    tls: {mode: SIMPLE, insecureSkipVerify: true}
 - name: v2
   labels: {version: v2}
   trafficPolicy:
     tls: {mode: SIMPLE}
 """)
-    no_ca = ("TLS mode {} but no caCertificates: the server certificate of api.example.com{} is not verified "
-             "({})")
+    text = ("DestinationRule ns/obj in namespace ns has TLS mode set to {} but no caCertificates are set to "
+            "validate server identity for host: api.example.com")
     assert found == [
-        ("spec.trafficPolicy.tls", no_ca.format("SIMPLE", "", "IST0128"), W),
+        ("spec.trafficPolicy.tls", "[IST0128] " + text.format("SIMPLE"), W),
         ("spec.trafficPolicy.portLevelSettings[0].tls",
-         no_ca.format("MUTUAL", " at port 8443", "IST0129"), W),
-        ("spec.subsets[1].trafficPolicy.tls", no_ca.format("SIMPLE", " (subset v2)", "IST0128"), W)]
+         "[IST0129] " + text.format("MUTUAL") + " at port number:8443", W)]
 
 
 def test_config_client_tls_with_ca_or_credential_is_quiet() -> None:
@@ -64,12 +61,11 @@ resolution: DNS
 ports:
 - {number: 5432, name: tcp-pg, protocol: TCP}
 - {number: 80, name: http, protocol: HTTP}
-- {number: 6000, name: tcp-other}
+- {number: 6000, name: other}
 """
     found = [(p, m) for p, m, s in issues("ServiceEntry", spec) if s is W]
-    assert [p for p, _ in found] == ["spec.ports[0]", "spec.ports[2]"]
-    assert found[0][1].startswith("ServiceEntry addresses are required for this protocol (IST0134): TCP port "
-                                  "5432 has no address")
+    assert found == [("spec.ports[0]", "[IST0134] ServiceEntry addresses are required for this protocol."),
+                     ("spec.ports[2]", "[IST0134] ServiceEntry addresses are required for this protocol.")]
     with_addresses = spec.replace("resolution: DNS", "resolution: DNS\naddresses: [240.0.0.1]")
     assert issues("ServiceEntry", with_addresses) == []
 
@@ -78,21 +74,34 @@ def test_config_service_port_names_outside_the_convention() -> None:
     spec = """
 selector: {app: web}
 ports:
-- {name: web, port: 8080}
+- {name: web, port: 8080, targetPort: 9090}
 - {name: http-web, port: 8081}
 - {name: grpc-web, port: 8082}
 - {name: custom, port: 8083, appProtocol: http}
 - {name: dns, port: 53, protocol: UDP}
 - {name: mysql-main, port: 3306}
 - {name: db, port: 53, targetPort: 3307}
+- {name: http, port: 8084, appProtocol: foo}
+- {name: h2c, port: 8085, appProtocol: kubernetes.io/h2c}
 """
     found = issues("Service", spec, api="v1")
-    assert found == [("spec.ports[0]",
-                      "port name 'web' (port 8080) does not follow Istio's naming convention "
-                      "(<protocol>[-<suffix>]) and has no appProtocol (IST0118): Istio would detect its "
-                      "protocol, Mizzen serves it as HTTP", W)]
+    assert found == [
+        ("spec.ports[0]", "[IST0118] Port name web (port: 8080, targetPort: 9090) doesn't follow the naming "
+                          "convention of Istio port.", W),
+        # appProtocol is what Istio reads when it is set
+        ("spec.ports[7]", "[IST0118] Port name http (port: 8084, targetPort: 0) doesn't follow the naming "
+                          "convention of Istio port.", W)]
     unnamed = issues("Service", "selector: {app: web}\nports: [{port: 9000}]", api="v1")
-    assert [m.split(" (port")[0] for _, m, _ in unnamed] == ["unnamed port"]
+    assert [m for _, m, _ in unnamed] == ["[IST0118] Port name  (port: 9000, targetPort: 0) doesn't follow the "
+                                          "naming convention of Istio port."]
+
+
+def test_config_external_name_service_ports() -> None:
+    spec = "type: ExternalName\nexternalName: db.example.com\nports: [{name: tcp, port: 5432}, " \
+           "{name: db, port: 5433}, {name: tcp-db, port: 5434}]"
+    found = issues("Service", spec, api="v1")
+    assert [(p, m.split("]")[0] + "]") for p, m, _ in found] == [("spec.ports[0]", "[IST0150]"),
+                                                                ("spec.ports[1]", "[IST0150]")]
 
 
 def test_config_analyzers_do_not_run_on_objects_with_errors() -> None:

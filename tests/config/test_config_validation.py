@@ -362,11 +362,15 @@ def test_config_semantic_checks_wait_for_a_sound_structure() -> None:
 
 def test_config_istio_warnings() -> None:
     unused = warnings("VirtualService", "hosts: [a]\nhttp: [{" + ROUTE + "}, {" + ROUTE + "}]")
-    expected = ("spec.http[1]", "rule not used (only the last rule can have no matches; rule #0 has none)")
+    expected = ("spec.http[1]", "[IST0130] VirtualService rule #1 not used (only the last rule can have no "
+                                "matches).")
     assert expected in unused
     dup = warnings("VirtualService", "hosts: [a]\nhttp: [{match: [{uri: {exact: /a}}], " + ROUTE + "}, "
-                   "{match: [{uri: {exact: /a}}], " + ROUTE + "}]")
-    assert ("spec.http[1]", "rule not used (all matches used by prior rules)") in dup
+                   "{name: second, match: [{uri: {exact: /a}}], " + ROUTE + "}]")
+    assert ("spec.http[1]", '[IST0130] VirtualService rule "second" not used (all matches used by prior '
+                            "rules).") in dup
+    assert ("spec.http[1].match[0]", '[IST0131] VirtualService rule "second" match #0 is not used '
+                                     "(duplicate/overlapping match in rule #0).") in dup
     legacy = warnings("VirtualService", "hosts: [a]\ngateways: [gw.istio-system]\nhttp: [{" + ROUTE + "}]")
     assert legacy == [("spec.gateways[0]", 'using legacy gatewayName format "gw.istio-system"; prefer the '
                                            '<namespace>/<name> format: "istio-system/gw"')]

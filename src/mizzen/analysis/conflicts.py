@@ -1,60 +1,112 @@
-"""Objects that contend for the same thing: IST0109 (several mesh VirtualServices for one host; Mizzen, like
-Istio's sidecars, uses only the oldest), IST0110 (Sidecars whose selectors pick the same workload) and IST0111
-(several namespace-wide Sidecars in one namespace).
+"""Objects that contend for the same thing: IST0109 (several mesh VirtualServices for one host, Istio's
+ConflictingMeshGatewayHostsAnalyzer), IST0110 (Sidecars whose selectors pick the same workload), IST0111
+(several namespace-wide Sidecars in one namespace) and IST0177 (ServiceEntries giving one host and port
+different protocols, Istio's ConflictingServiceEntryProtocolAnalyzer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mizzen.analysis.context import AnalysisContext, labels_match
 from mizzen.analysis.message import AnalysisIssue, issue_for
 from mizzen.config.model import Config
+from mizzen.core.hosts import hosts_intersect
 from mizzen.core.push_context import MESH_GATEWAY
 
-__all__ = ["mesh_virtual_service_hosts", "sidecar_selectors"]
+__all__ = ["mesh_virtual_service_hosts", "service_entry_protocols", "sidecar_selectors"]
+
+ALL = "*"
 
 
-def _scope(vs: Config) -> tuple[str, ...]:
-    """Which namespaces see the VirtualService: ("*",) when public, else the namespaces it is exported to
-    (two VirtualServices for one host only conflict where both are seen)."""
-    export = [str(e) for e in vs.spec.get("exportTo") or ()]
-    if not export or "*" in export:
-        return ("*",)
-    return tuple(sorted({vs.namespace if e == "." else e for e in export if e != "~"}))
+def _fqdn(host: str, namespace: str) -> str:
+    """Istio's ConvertHostToFQDN: a short name (no dot, not a wildcard) in the object's namespace."""
+    return host if host.startswith("*") or "." in host else f"{host}.{namespace}.svc.cluster.local"
 
 
-def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """Both public, or both exported to some namespace by name; a namespace's own or named VirtualService
-    takes precedence over a public one there (push_context.vs_visibility), so those do not conflict."""
-    if a == ("*",) or b == ("*",):
-        return a == b
-    return bool(set(a) & set(b))
+def _scopes(export_to: Sequence[Any] | None, namespace: str) -> set[str]:
+    """Istio's exportTo scopes: ``*`` when public (no exportTo or one naming ``*``), else the namespaces."""
+    export = [str(e) for e in export_to or ()]
+    if not export or ALL in export:
+        return {ALL}
+    return {namespace if e == "." else e for e in export}
+
+
+def _full_name(c: Config) -> str:
+    return f"{c.namespace}/{c.name}"
 
 
 def mesh_virtual_service_hosts(ctx: AnalysisContext) -> list[AnalysisIssue]:
-    by_host: dict[str, list[tuple[int, Any]]] = {}
-    for rvs in ctx.push.virtual_services:   # oldest first
-        if MESH_GATEWAY not in rvs.gateways:
+    """IST0109 as Istio decides it: VirtualServices bound to the mesh (no gateways, or ``mesh``) conflict when
+    they give the same host in the same exportTo scope; a VirtualService exported to named namespaces also
+    conflicts with every public one whose host matches or covers its host (wildcards included). Each
+    VirtualService is reported once."""
+    index: dict[tuple[str, str], list[Config]] = {}
+    for vs in ctx.configs.list("VirtualService"):      # oldest first
+        gateways = [str(g) for g in vs.spec.get("gateways") or ()]
+        if gateways and MESH_GATEWAY not in gateways:
             continue
-        for j, h in enumerate(rvs.hosts):
-            by_host.setdefault(h, []).append((j, rvs))
+        for scope in sorted(_scopes(vs.spec.get("exportTo"), vs.namespace)):
+            for h in vs.spec.get("hosts") or ():
+                index.setdefault((scope, _fqdn(str(h), vs.namespace)), []).append(vs)
     out: list[AnalysisIssue] = []
-    for host, entries in sorted(by_host.items()):
-        for j, rvs in entries:
-            scope = _scope(rvs.config)
-            group = [other for _, other in entries if _overlaps(scope, _scope(other.config))]
-            if len(group) < 2:
+    reported: set[tuple[str, str]] = set()
+    for (scope, host), members in sorted(index.items()):
+        group = list(members)
+        if scope != ALL:
+            for (other_scope, other_host), public in sorted(index.items()):
+                if other_scope == ALL and _matches(host, other_host):
+                    group.extend(public)
+        if len(group) < 2:
+            continue
+        names = ",".join(sorted(_full_name(c) for c in group))
+        for vs in group:
+            if (vs.namespace, vs.name) in reported:
                 continue
-            names = ",".join(f"{o.config.namespace}/{o.config.name}" for o in group)
-            winner = group[0].config
+            reported.add((vs.namespace, vs.name))
             out.append(issue_for(
-                "IST0109", rvs.config, f"spec.hosts[{j}]",
-                f"The VirtualServices {names} associated with mesh gateway define the same host {host} which "
-                "can lead to undefined behavior. This can be fixed by merging the conflicting "
-                f"VirtualServices into a single resource. (Mizzen's sidecars use only the oldest, "
-                f"{winner.namespace}/{winner.name}.)"))
+                "IST0109", vs, "metadata.name",
+                f"The VirtualServices {names} associated with mesh gateway define the same host "
+                f"{scope}/{host} which can lead to undefined behavior. This can be fixed by merging the "
+                "conflicting VirtualServices into a single resource."))
+    return out
+
+
+def _matches(a: str, b: str) -> bool:
+    """Istio's host.Name.Matches: equal, or one a wildcard covering the other."""
+    return a == b or ((a.startswith("*") or b.startswith("*")) and hosts_intersect(a, b))
+
+
+def service_entry_protocols(ctx: AnalysisContext) -> list[AnalysisIssue]:
+    """IST0177: ServiceEntries that give the same host and port number different protocols, in one exportTo
+    scope or one scope and the public one. Each ServiceEntry is reported once."""
+    index: dict[tuple[str, str, int], list[tuple[str, Config]]] = {}
+    for se in ctx.configs.list("ServiceEntry"):
+        for scope in _scopes(se.spec.get("exportTo"), se.namespace):
+            for h in se.spec.get("hosts") or ():
+                for p in se.spec.get("ports") or ():
+                    if isinstance(p, Mapping) and isinstance(p.get("number"), int):
+                        index.setdefault((scope, str(h), int(p["number"])), []).append(
+                            (str(p.get("protocol") or "").upper(), se))
+    out: list[AnalysisIssue] = []
+    reported: set[tuple[str, str]] = set()
+    for (scope, host, port), entries in sorted(index.items(), key=lambda kv: kv[0]):
+        group = list(entries)
+        if scope != ALL:
+            group.extend(index.get((ALL, host, port), []))
+        protocols = sorted({proto for proto, _ in group})
+        if len(protocols) < 2:
+            continue
+        names = ", ".join(sorted({_full_name(se) for _, se in group}))
+        for _, se in group:
+            if (se.namespace, se.name) in reported:
+                continue
+            reported.add((se.namespace, se.name))
+            out.append(issue_for(
+                "IST0177", se, "metadata.name",
+                f'Multiple ServiceEntries ({names}) define the same host "{host}" and port {port} with '
+                f"conflicting protocols ({', '.join(protocols)})."))
     return out
 
 

@@ -30,16 +30,25 @@ class AnalysisContext:
     registry: RegistrySnapshot | None
     mesh: MeshConfig
     push: PushContext
-    # labels of the workloads gateways can select (None: not known, skip the checks that need them)
-    gateway_workloads: tuple[Mapping[str, str], ...] | None
+    # the workloads (pods, gateway proxies) Gateways can select (None: not known, skip the checks that
+    # need them, as for files analyzed alone)
+    gateway_workloads: tuple[Workload, ...] | None
 
     @staticmethod
     def build(configs: ConfigSnapshot, registry: RegistrySnapshot | None, mesh: MeshConfig | None,
-              gateway_workloads: Sequence[Mapping[str, str]] | None) -> AnalysisContext:
+              gateway_workloads: Sequence[Workload] | None) -> AnalysisContext:
         mesh = mesh or MeshConfig()
         push = PushContext.build(configs, registry or RegistrySnapshot(), mesh)
         gws = tuple(gateway_workloads) if gateway_workloads else None
         return AnalysisContext(configs, registry, mesh, push, gws)
+
+    def gateway_pods(self, gw: Config) -> list[Workload]:
+        """The known workloads a Gateway's selector picks (any namespace, as Istio's analyzers); an empty
+        selector picks none."""
+        selector = gw.spec.get("selector") or {}
+        if not selector:
+            return []
+        return [w for w in self.gateway_workloads or () if labels_match(selector, w.labels)]
 
     def resolve(self, host: str, namespace: str) -> str:
         return resolve_short_name(host, namespace, self.mesh.domain_suffix)

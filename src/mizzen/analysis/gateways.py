@@ -1,19 +1,26 @@
 """Gateway-side analyzers: IST0132 (a VirtualService bound to a Gateway none of whose server hosts it
-matches) and IST0145 (two Gateways selecting the same workloads with the same port and overlapping hosts).
+matches), IST0145 (Gateways selecting the same workloads with the same host on the same port), IST0162 (a
+server port the gateway's Service does not expose) and IST0101/IST0161 (a ``credentialName`` Secret missing or
+without a usable certificate).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mizzen.analysis.context import AnalysisContext
+from cryptography import x509
+
+from mizzen.analysis.context import AnalysisContext, labels_match
 from mizzen.analysis.message import AnalysisIssue, issue_for
 from mizzen.config.model import Config
 from mizzen.core.hosts import hosts_intersect
 from mizzen.core.push_context import MESH_GATEWAY, resolve_gateway_ref
 
-__all__ = ["conflicting_gateways", "virtual_service_hosts_in_gateway"]
+__all__ = ["conflicting_gateways", "gateway_credentials", "gateway_ports_on_services",
+           "secret_has_certificate", "virtual_service_hosts_in_gateway"]
 
 
 def _server_hosts(gw: Config, vs_namespace: str) -> Iterator[str]:
@@ -49,32 +56,139 @@ def virtual_service_hosts_in_gateway(ctx: AnalysisContext) -> list[AnalysisIssue
     return out
 
 
-def _ports(gw: Config) -> Iterator[tuple[int, list[str]]]:
-    for server in gw.spec.get("servers") or ():
-        port = ((server or {}).get("port") or {}).get("number")
-        if isinstance(port, int):
-            yield port, [str(h).rpartition("/")[2] for h in (server or {}).get("hosts") or ()]
-
-
 def _selector_text(selector: Mapping[str, Any]) -> str:
+    """Kubernetes' label selector string: ``k=v`` pairs sorted by key, comma-separated."""
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
 
+def _selector_of(text: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in text.split(",") if "=" in pair)
+
+
 def conflicting_gateways(ctx: AnalysisContext) -> list[AnalysisIssue]:
-    out: list[AnalysisIssue] = []
+    """IST0145 (Istio's ConflictingGatewayAnalyzer): Gateways with the same selector (or selectors one
+    contains and some known workload matches both) that declare the same host with the same bind on the same
+    port. Reported once per Gateway, naming every Gateway it conflicts with."""
     gateways = list(ctx.configs.list("Gateway"))
+    # (selector, port) -> gateway "ns/name" -> host -> bind (the last server with that port, as Istio)
+    index: dict[tuple[str, int], dict[str, dict[str, str]]] = {}
     for gw in gateways:
-        selector = dict(gw.spec.get("selector") or {})
-        for other in gateways:
-            if other is gw or dict(other.spec.get("selector") or {}) != selector:
-                continue
-            for port, hosts in _ports(gw):
-                common = sorted({h for h in hosts for port2, hosts2 in _ports(other) if port2 == port
-                                 for h2 in hosts2 if hosts_intersect(h, h2)})
-                if common:
-                    out.append(issue_for(
-                        "IST0145", gw, "spec.servers",
-                        f"Conflict with gateways {other.namespace}/{other.name} (workload selector "
-                        f"{_selector_text(selector)}, port {port}, hosts [{' '.join(common)}])."))
-                    break
+        sel = _selector_text(gw.spec.get("selector") or {})
+        for server in gw.spec.get("servers") or ():
+            port = int(((server or {}).get("port") or {}).get("number") or 0)
+            bind = str((server or {}).get("bind") or "")
+            index.setdefault((sel, port), {})[f"{gw.namespace}/{gw.name}"] = \
+                {str(h): bind for h in (server or {}).get("hosts") or ()}
+    out: list[AnalysisIssue] = []
+    for gw in gateways:
+        name = f"{gw.namespace}/{gw.name}"
+        sel = _selector_text(gw.spec.get("selector") or {})
+        same = [key for key in index if key[0] == sel or ((key[0] in sel or sel in key[0]) and any(
+            labels_match(_selector_of(key[0]), w.labels) and labels_match(_selector_of(sel), w.labels)
+            for w in ctx.gateway_workloads or ()))]
+        others: set[str] = set()
+        ports: list[str] = []
+        hosts: list[str] = []
+        for server in gw.spec.get("servers") or ():
+            port = int(((server or {}).get("port") or {}).get("number") or 0)
+            bind = str((server or {}).get("bind") or "")
+            server_hosts = [str(h) for h in (server or {}).get("hosts") or ()]
+            hit = {other for key in same if key[1] == port for other, known in index[key].items()
+                   if other != name and any(known.get(h) == bind for h in server_hosts)}
+            if hit:
+                others |= hit
+                ports.append(str(port))
+                hosts.extend(h for h in server_hosts if h not in hosts)
+        if others:
+            out.append(issue_for(
+                "IST0145", gw, "spec.servers",
+                f"Conflict with gateways {','.join(sorted(others))} (workload selector {sel}, port "
+                f"{','.join(dict.fromkeys(ports))}, hosts {','.join(hosts)})."))
     return out
+
+
+def gateway_ports_on_services(ctx: AnalysisContext) -> list[AnalysisIssue]:
+    """IST0162 (Istio's IngressGatewayPortAnalyzer): a Gateway server port that the Kubernetes Service in
+    front of the gateway's workloads neither exposes nor targets. Mizzen's local gateways have no Service
+    (their port map plays its part), so only gateways with a Service selecting their workloads are checked."""
+    out: list[AnalysisIssue] = []
+    services = list(ctx.configs.list("Service"))
+    for gw in ctx.configs.list("Gateway"):
+        target_ports: set[int] = set()
+        mapped: set[int] = set()
+        fronted = False
+        for pod in ctx.gateway_pods(gw):
+            for svc in services:
+                selector = svc.spec.get("selector") or {}
+                if svc.namespace != pod.namespace or not selector or not labels_match(selector, pod.labels):
+                    continue
+                fronted = True
+                for p in svc.spec.get("ports") or ():
+                    if str(p.get("protocol") or "TCP") != "TCP" or not isinstance(p.get("port"), int):
+                        continue
+                    tp = p.get("targetPort")
+                    if isinstance(tp, int) and tp:
+                        target_ports.add(tp)
+                        mapped.add(int(p["port"]))
+                    else:
+                        target_ports.add(int(p["port"]))
+        if not fronted:
+            continue
+        sel = _selector_text(gw.spec.get("selector") or {})
+        for i, server in enumerate(gw.spec.get("servers") or ()):
+            port = ((server or {}).get("port") or {}).get("number")
+            if isinstance(port, int) and port not in target_ports and port not in mapped:
+                out.append(issue_for(
+                    "IST0162", gw, f"spec.servers[{i}].port",
+                    f"The gateway is listening on a target port (port {port}) that is not defined in the "
+                    f"Service associated with its workload instances (Pod selector {sel}). If you need to "
+                    "access the gateway port through the gateway Service, it will not be available."))
+    return out
+
+
+def gateway_credentials(ctx: AnalysisContext) -> list[AnalysisIssue]:
+    """IST0101 / IST0161 (Istio's SecretAnalyzer): a server's ``credentialName`` names a Secret in the
+    namespace of the gateway's workloads; a missing one is IST0101, one without a usable PEM certificate
+    (``tls.crt``/``tls.key``, or ``cert``/``key``) IST0161. Only when the gateway workloads are known."""
+    if ctx.gateway_workloads is None:
+        return []
+    out: list[AnalysisIssue] = []
+    for gw in ctx.configs.list("Gateway"):
+        pods = ctx.gateway_pods(gw)
+        if not pods:
+            continue   # IST0101 selector (references.gateway_selectors)
+        ns = pods[0].namespace
+        for i, server in enumerate(gw.spec.get("servers") or ()):
+            cn = str(((server or {}).get("tls") or {}).get("credentialName") or "")
+            if not cn:
+                continue
+            secret = ctx.configs.get("Secret", ns, cn)
+            path = f"spec.servers[{i}].tls.credentialName"
+            if secret is None:
+                out.append(issue_for("IST0101", gw, path, f'Referenced credentialName not found: "{cn}"'))
+            elif not secret_has_certificate(secret):
+                out.append(issue_for(
+                    "IST0161", gw, path,
+                    f"The credential referenced by the Gateway {gw.name} in namespace {ns} is invalid, which "
+                    "can cause the traffic not to work as expected."))
+    return out
+
+
+def secret_has_certificate(secret: Config) -> bool:
+    """Istio's ExtractCertInfo + ValidateCertificate: a certificate and a key under ``tls.crt``/``tls.key``
+    (or ``cert``/``key``), the certificate valid PEM X.509."""
+    data: dict[str, bytes] = {}
+    for k, v in (secret.spec.get("data") or {}).items():
+        try:
+            data[str(k)] = base64.b64decode(str(v), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+    for k, v in (secret.spec.get("stringData") or {}).items():
+        data[str(k)] = str(v).encode()
+    for cert_key, key_key in (("tls.crt", "tls.key"), ("cert", "key")):
+        if data.get(cert_key) and data.get(key_key):
+            try:
+                return bool(x509.load_pem_x509_certificates(data[cert_key]))
+            except ValueError:
+                return False
+    return False

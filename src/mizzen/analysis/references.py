@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mizzen.analysis.context import AnalysisContext, destinations, labels_match
+from mizzen.analysis.context import AnalysisContext, destinations
 from mizzen.analysis.message import AnalysisIssue, issue_for
 from mizzen.config.model import Config
 from mizzen.core.push_context import MESH_GATEWAY, resolve_gateway_ref
@@ -80,7 +80,8 @@ def virtual_service_refs(ctx: AnalysisContext) -> list[AnalysisIssue]:
 
 
 def destination_rule_hosts(ctx: AnalysisContext) -> list[AnalysisIssue]:
-    """A DestinationRule for a host no Service or ServiceEntry defines configures nothing."""
+    """IST0174 (Istio's UnknownDestinationRuleHost, a warning): a DestinationRule for a host no Service or
+    ServiceEntry defines configures nothing."""
     if ctx.registry is None:
         return []
     out: list[AnalysisIssue] = []
@@ -90,7 +91,9 @@ def destination_rule_hosts(ctx: AnalysisContext) -> list[AnalysisIssue]:
             continue
         host = ctx.resolve(raw, dr.namespace)
         if not ctx.host_known(host):
-            out.append(issue_for("IST0101", dr, "spec.host", f'Referenced host not found: "{raw}"'))
+            out.append(issue_for("IST0174", dr, "spec.host",
+                                 f"The host {raw} defined in the DestinationRule does not match any services "
+                                 "in the mesh."))
     return out
 
 
@@ -102,7 +105,7 @@ def gateway_selectors(ctx: AnalysisContext) -> list[AnalysisIssue]:
     out: list[AnalysisIssue] = []
     for gw in ctx.configs.list("Gateway"):
         selector = gw.spec.get("selector") or {}
-        if not selector or any(labels_match(selector, w) for w in ctx.gateway_workloads):
+        if not selector or ctx.gateway_pods(gw):
             continue
         sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         out.append(issue_for("IST0101", gw, "spec.selector", f'Referenced selector not found: "{sel}"'))

@@ -4,34 +4,51 @@ messages sorted by file and line. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
-from mizzen.analysis import conflicts, endpoints, gateways, references
+from mizzen.analysis import (
+    annotation_rules,
+    conflicts,
+    gateways,
+    references,
+    schema,
+    subsets,
+    virtualservices,
+    workloads,
+)
 from mizzen.analysis.context import AnalysisContext
 from mizzen.analysis.message import AnalysisIssue
 from mizzen.config.model import ConfigSnapshot
 from mizzen.core.mesh import MeshConfig
-from mizzen.registry.model import RegistrySnapshot
+from mizzen.registry.model import RegistrySnapshot, Workload
 
 __all__ = ["ANALYZERS", "analyze"]
 
 ANALYZERS: tuple[Callable[[AnalysisContext], list[AnalysisIssue]], ...] = (
+    schema.validation_findings,
+    annotation_rules.annotation_checks,
+    workloads.application_uid,
+    workloads.namespaces_not_injected,
     references.virtual_service_refs,
     references.destination_rule_hosts,
     references.gateway_selectors,
     conflicts.mesh_virtual_service_hosts,
     conflicts.sidecar_selectors,
+    conflicts.service_entry_protocols,
     gateways.virtual_service_hosts_in_gateway,
     gateways.conflicting_gateways,
-    endpoints.subsets_without_endpoints,
+    gateways.gateway_ports_on_services,
+    gateways.gateway_credentials,
+    virtualservices.jwt_claim_routes,
+    subsets.subsets_without_pods,
 )
 
 
 def analyze(configs: ConfigSnapshot, registry: RegistrySnapshot | None, mesh: MeshConfig | None = None, *,
-            gateway_workloads: Sequence[Mapping[str, str]] | None = None) -> list[AnalysisIssue]:
-    """Every cross-object message. ``registry`` None skips the checks against services and endpoints;
-    ``gateway_workloads`` (labels of the workloads Gateways may select) None or empty skips the Gateway
-    selector check."""
+            gateway_workloads: Sequence[Workload] | None = None) -> list[AnalysisIssue]:
+    """Every analyzer message. ``registry`` None skips the checks against services and endpoints;
+    ``gateway_workloads`` (the pods and gateway proxies Gateways may select) None or empty skips the checks
+    that need a Gateway's workloads (selector, credentials, Service ports, JWT claim routing)."""
     ctx = AnalysisContext.build(configs, registry, mesh, gateway_workloads)
     out: list[AnalysisIssue] = []
     for analyzer in ANALYZERS:

@@ -12,6 +12,7 @@ from enum import Enum
 class Severity(str, Enum):
     ERROR = "error"
     WARNING = "warning"
+    INFO = "info"      # only analyzer messages (Istio's Info level, e.g. IST0118); validation never uses it
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Issue:
         where = f"{self.file}:{self.line}: " if self.file else ""
         obj = f"{self.kind}/{self.name}: " if self.kind else ""
         path = f"{self.path}: " if self.path else ""
-        prefix = "warning: " if self.severity is Severity.WARNING else ""
+        prefix = {Severity.WARNING: "warning: ", Severity.INFO: "info: "}.get(self.severity, "")
         return f"{where}{obj}{path}{prefix}{self.message}"
 
     def to_dict(self) -> dict[str, object]:

@@ -382,6 +382,14 @@ class _ObjectBuilder:
         return spec
 
 
+def build_object(doc: Document, namespace: str | None = None) -> tuple[Config | None, list[Issue]]:
+    """One parsed document -> its Config (kind, apiVersion, metadata and spec shape checked, not yet
+    validated), or None with the reasons (an unknown kind, bad metadata, ...)."""
+    builder = _ObjectBuilder(doc, namespace)
+    cfg = builder.build()
+    return cfg, list(builder.errors)
+
+
 def _load_documents(docs: list[Document], namespace: str | None, result: LoadResult,
                     seen: dict[tuple[str, str, str], Source]) -> None:
     for doc in docs:

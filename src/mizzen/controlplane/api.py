@@ -205,23 +205,32 @@ class Api:
         return _json({"error": NO_PODS}, 404)
 
     # --- objects --------------------------------------------------------------------------------------------
-    def _load(self, data: dict[str, Any]) -> tuple[list[Config], list[Issue], list[Issue]]:
+    @staticmethod
+    def _documents(data: dict[str, Any]) -> list[tuple[str, str]]:
+        """The ``documents`` of a request body as (file, text) pairs; ``namespace`` checked too."""
         docs = data.get("documents")
         if not isinstance(docs, list) or not docs:
             raise BadRequest("'documents' must be a non-empty list of {file, text}")
         namespace = data.get("namespace")
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
             raise BadRequest("'namespace' must be a non-empty string or null")
-        configs: list[Config] = []
-        errors: list[Issue] = []
-        warnings: list[Issue] = []
+        out: list[tuple[str, str]] = []
         for i, doc in enumerate(docs):
             if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
                 raise BadRequest(f"documents[{i}] must be an object with a string 'text'")
             file = doc.get("file") or f"documents[{i}]"
             if not isinstance(file, str):
                 raise BadRequest(f"documents[{i}].file must be a string")
-            result = self.loader(doc["text"], file, namespace)
+            out.append((file, doc["text"]))
+        return out
+
+    def _load(self, data: dict[str, Any]) -> tuple[list[Config], list[Issue], list[Issue]]:
+        namespace = data.get("namespace")
+        configs: list[Config] = []
+        errors: list[Issue] = []
+        warnings: list[Issue] = []
+        for file, text in self._documents(data):
+            result = self.loader(text, file, namespace)
             configs.extend(result.configs)
             errors.extend(result.errors)
             warnings.extend(result.warnings)
@@ -353,7 +362,8 @@ class Api:
 
     # --- analysis -------------------------------------------------------------------------------------------
     def _analyze(self, candidates: Sequence[Config]) -> list[AnalysisIssue]:
-        """Analyzer messages over the stored config with ``candidates`` applied on top (a what-if)."""
+        """Analyzer messages over the stored config with ``candidates`` applied on top (a what-if). Gateways
+        may select the registered workloads and the connected gateway proxies."""
         from mizzen.analysis import analyze, merge
         from mizzen.registry.registry import build_snapshot
 
@@ -369,8 +379,10 @@ class Api:
             registry = build_snapshot(snapshot, self.cp.registry.workloads(), mesh.domain_suffix)
         else:   # the live one (cached, shared with the push)
             registry = self.cp.registry.snapshot()
-        gateway_workloads = [w.labels for w in registry.workloads]
-        gateway_workloads += [p.labels for p in self.cp.pusher.proxies.values() if p.is_gateway]
+        gateway_workloads = list(registry.workloads)
+        gateway_workloads += [Workload(name=p.workload_name or p.id, namespace=p.namespace, address=p.ip,
+                                       labels=dict(p.labels))
+                              for p in self.cp.pusher.proxies.values() if p.is_gateway]
         return list(analyze(snapshot, registry, mesh, gateway_workloads=gateway_workloads))
 
     def _analysis_warnings(self, configs: Sequence[Config]) -> list[Issue]:
@@ -387,16 +399,18 @@ class Api:
     async def analyze(self, request: web.Request) -> web.Response:
         """GET: the stored config and registry; POST {documents, namespace}: with those objects applied on
         top. ``?namespace=NS`` keeps the messages about objects in NS."""
-        candidates: list[Config] = []
+        from mizzen.analysis import read_documents
+
+        inputs = read_documents([])
         if request.method == "POST":
-            candidates, errors, _ = self._load(await _body(request))
-            if errors:
-                return _json({"errors": [i.to_dict() for i in errors]}, 422)
-        messages = self._analyze(candidates)
+            data = await _body(request)
+            inputs = read_documents(self._documents(data), data.get("namespace"))
+        messages = [*inputs.messages, *self._analyze(inputs.configs)]
         ns = request.query.get("namespace")
         if ns:
             messages = [m for m in messages if m.namespace == ns]
-        return _json({"messages": [m.to_dict() for m in messages]})
+        return _json({"messages": [m.to_dict() for m in messages], "skipped": inputs.skipped,
+                      "parse_errors": [i.to_dict() for i in inputs.parse_errors]})
 
     async def push_status(self, request: web.Request) -> web.Response:
         nacks = []

@@ -1,7 +1,11 @@
-"""Istio analyzer-style warnings that one object shows on its own (``istioctl analyze`` codes in the text):
-client TLS without a CA (IST0128/IST0129), ServiceEntry TCP ports without addresses (IST0134), Service ports
-outside Istio's naming convention (IST0118); and Mizzen's own: listener binds a local-mode proxy cannot use,
-Gateway TLS version ranges no handshake fits. Run after the semantic checks, only on objects without errors.
+"""Istio analyzer messages that one object shows on its own, as validation warnings: client TLS without a CA
+(IST0128/IST0129), ServiceEntry TCP ports without addresses (IST0134), Service ports outside Istio's naming
+convention (IST0118) or an ExternalName Service's port name (IST0150); and Mizzen's own: listener binds a
+local-mode proxy cannot use, Gateway TLS version ranges no handshake fits. Run after the semantic checks, only
+on objects without errors.
+
+A coded message is ``[ISTxxxx] <Istio's text>``: the same finding is an analyzer message in ``mizzen analyze``
+(:mod:`mizzen.analysis.schema` reads the code back), so there is one implementation, not two.
 """
 
 from __future__ import annotations
@@ -11,80 +15,102 @@ from collections.abc import Callable
 from typing import Any
 
 from mizzen.config.model import Config
-from mizzen.config.validation.common import Report, as_dict, as_int, as_list, as_str, index_path, key_path
+from mizzen.config.validation.common import (
+    Report,
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    coded,
+    index_path,
+    key_path,
+)
 
 __all__ = ["ANALYZERS", "analyze"]
 
-# Protocols Istio reads from a port name ("http-web", "grpc"); an unknown prefix is not the convention.
+# Istio's protocol.Parse names ("http-web", "grpc"); an unknown prefix is not the convention.
 NAMED_PROTOCOLS = frozenset({"http", "http2", "https", "grpc", "grpc-web", "tcp", "tls", "udp", "mongo",
                              "mysql", "redis", "http_proxy"})
+# appProtocol values Kubernetes defines (Istio's ConvertProtocol)
+KUBERNETES_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "kubernetes.io/ws", "kubernetes.io/wss"})
 # Ports Istio never sniffs (an unnamed port here is TCP), as mizzen.registry.convert.
 WELL_KNOWN_TCP_PORTS = frozenset({25, 53, 3306, 27017})
 
 
+EXTERNAL_NAME_PORT = ("Port name for ExternalName service is invalid. Proxy may prevent tcp named ports and "
+                      "unmatched traffic for ports serving TCP protocol from being forwarded correctly")
+
+
 def _client_tls_without_ca(cfg: Config, r: Report) -> None:
-    """IST0128 / IST0129: SIMPLE or MUTUAL origination that verifies nothing (no caCertificates)."""
+    """IST0128 / IST0129 (Istio's CaCertificateAnalyzer): SIMPLE or MUTUAL origination at the top-level or
+    a port-level traffic policy without caCertificates (a credentialName counts only with a
+    workloadSelector)."""
     spec = dict(cfg.spec)
     host = as_str(spec.get("host"))
-    places: list[tuple[str, Any, str]] = [("spec.trafficPolicy", spec.get("trafficPolicy"), "")]
-    for i, s in enumerate(as_list(spec.get("subsets"))):
-        places.append((key_path(index_path("spec.subsets", i), "trafficPolicy"),
-                       as_dict(s).get("trafficPolicy"), f" (subset {as_str(as_dict(s).get('name'))})"))
-    for path, policy, where in places:
-        tp = as_dict(policy)
-        entries: list[tuple[str, Any, str]] = [(path, tp, where)]
-        for j, pls in enumerate(as_list(tp.get("portLevelSettings"))):
-            port = as_dict(as_dict(pls).get("port")).get("number")
-            pp = index_path(key_path(path, "portLevelSettings"), j)
-            entries.append((pp, pls, f"{where} at port {port}"))
-        for p, part, at in entries:
-            tls = as_dict(as_dict(part).get("tls"))
-            mode = tls.get("mode")
-            if mode not in ("SIMPLE", "MUTUAL") or tls.get("caCertificates") or tls.get("credentialName"):
-                continue
-            if tls.get("insecureSkipVerify") is True:
-                continue
-            code = "IST0129" if "portLevelSettings" in p else "IST0128"
-            r.warn(key_path(p, "tls"), f"TLS mode {mode} but no caCertificates: the server certificate of "
-                                       f"{host}{at} is not verified ({code})")
+    selector = spec.get("workloadSelector") is not None
+    tp = as_dict(spec.get("trafficPolicy"))
+    entries: list[tuple[str, Any, str | None]] = [("spec.trafficPolicy", tp, None)]
+    for j, pls in enumerate(as_list(tp.get("portLevelSettings"))):
+        port = as_dict(as_dict(pls).get("port")).get("number")
+        entries.append((index_path("spec.trafficPolicy.portLevelSettings", j), pls, f"number:{port}"))
+    for p, part, port_text in entries:
+        tls = as_dict(as_dict(part).get("tls"))
+        mode = tls.get("mode")
+        if mode not in ("SIMPLE", "MUTUAL") or tls.get("caCertificates"):
+            continue
+        if tls.get("credentialName") and selector:
+            continue
+        text = (f"DestinationRule {cfg.namespace}/{cfg.name} in namespace {cfg.namespace} has TLS mode set "
+                f"to {mode} but no caCertificates are set to validate server identity for host: {host}")
+        if port_text is None:
+            r.warn(key_path(p, "tls"), coded("IST0128", text))
+        else:
+            r.warn(key_path(p, "tls"), coded("IST0129", f"{text} at port {port_text}"))
 
 
 def _service_entry_tcp_without_addresses(cfg: Config, r: Report) -> None:
-    """IST0134: a TCP port of a ServiceEntry without addresses has nothing to match connections on."""
+    """IST0134 (Istio's ProtocolAddressesAnalyzer): a ServiceEntry without addresses whose port protocol is
+    empty or TCP has nothing to match connections on."""
     spec = dict(cfg.spec)
     if as_list(spec.get("addresses")):
         return
     for i, raw in enumerate(as_list(spec.get("ports"))):
-        p = as_dict(raw)
-        proto = as_str(p.get("protocol")).upper()
-        name = as_str(p.get("name")).lower()
-        if proto == "TCP" or (not proto and name.split("-", 1)[0] == "tcp"):
+        proto = as_str(as_dict(raw).get("protocol")).upper()
+        if proto in ("", "TCP"):
             r.warn(index_path("spec.ports", i),
-                   f"ServiceEntry addresses are required for this protocol (IST0134): TCP port "
-                   f"{as_int(p.get('number'))} has no address to match, so it only works when no other "
-                   "service uses the port")
+                   coded("IST0134", "ServiceEntry addresses are required for this protocol."))
+
+
+def _unsupported_protocol(p: dict[str, Any]) -> bool:
+    """Istio's ConvertProtocol(...).IsUnsupported(): appProtocol, else the port name's prefix, names no known
+    protocol (UDP transport and well-known TCP ports excepted)."""
+    if as_str(p.get("protocol")).upper() == "UDP":
+        return False
+    name = as_str(p.get("appProtocol")) if p.get("appProtocol") is not None else as_str(p.get("name"))
+    if name in KUBERNETES_APP_PROTOCOLS or name.lower().startswith("grpc-web"):
+        return False
+    if name.split("-", 1)[0].lower() in NAMED_PROTOCOLS:
+        return False
+    return as_int(p.get("port")) not in WELL_KNOWN_TCP_PORTS
 
 
 def _service_port_names(cfg: Config, r: Report) -> None:
-    """IST0118: a port named outside ``<protocol>[-<suffix>]`` without appProtocol; Istio sniffs its protocol,
-    Mizzen serves it as HTTP."""
-    if as_str(cfg.spec.get("type")) == "ExternalName":
-        return
+    """IST0118 (Istio's PortNameAnalyzer): a port whose protocol Istio cannot tell from its name/appProtocol
+    (Istio sniffs it; Mizzen serves it as HTTP); IST0150 instead for an ExternalName Service (also for a port
+    named plain ``tcp``)."""
+    external = as_str(cfg.spec.get("type")) == "ExternalName"
     for i, raw in enumerate(as_list(cfg.spec.get("ports"))):
         p = as_dict(raw)
-        name = as_str(p.get("name"))
-        number = as_int(p.get("port"))
-        if p.get("appProtocol") or as_str(p.get("protocol")).upper() in ("UDP", "SCTP"):
+        if not (_unsupported_protocol(p) or (external and as_str(p.get("name")) == "tcp")):
             continue
-        lowered = name.lower()
-        if lowered.startswith("grpc-web") or lowered.split("-", 1)[0] in NAMED_PROTOCOLS:
+        if external:
+            r.warn(index_path("spec.ports", i), coded("IST0150", EXTERNAL_NAME_PORT))
             continue
-        if number in WELL_KNOWN_TCP_PORTS:
-            continue
-        shown = f"port name {name!r}" if name else "unnamed port"
-        r.warn(index_path("spec.ports", i),
-               f"{shown} (port {number}) does not follow Istio's naming convention (<protocol>[-<suffix>]) "
-               "and has no appProtocol (IST0118): Istio would detect its protocol, Mizzen serves it as HTTP")
+        target = p.get("targetPort")
+        target_text = str(target) if target not in (None, "", 0) else "0"
+        r.warn(index_path("spec.ports", i), coded(
+            "IST0118", f"Port name {as_str(p.get('name'))} (port: {as_int(p.get('port'))}, targetPort: "
+                       f"{target_text}) doesn't follow the naming convention of Istio port."))
 
 
 def _bind_warning(r: Report, path: str, bind: str) -> None:

@@ -240,6 +240,12 @@ def check_duration(r: Report, path: str, value: Any) -> float | None:
     return secs
 
 
+def coded(code: str, text: str) -> str:
+    """A finding that is also an Istio analyzer message: ``[ISTxxxx] <Istio's text>``; ``mizzen analyze``
+    reads the code back (:mod:`mizzen.analysis.schema`), so each check exists once."""
+    return f"[{code}] {text}"
+
+
 # ---------------------------------------------------------------------------------------------- regexes
 
 _RE2_OPTIONS = re2.Options()

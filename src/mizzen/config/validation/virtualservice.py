@@ -19,6 +19,7 @@ from mizzen.config.validation.common import (
     check_labels,
     check_port,
     check_wildcard_domain,
+    coded,
     index_path,
     is_ip,
     key_path,
@@ -136,9 +137,16 @@ def _match_key(match: Any) -> str:
     return json.dumps(m, sort_keys=True)
 
 
+def _rule_name(rule: Any, i: int) -> str:
+    """Istio's routeName/requestName: the quoted name if set, else ``#N``."""
+    name = as_dict(rule).get("name")
+    return json.dumps(name) if isinstance(name, str) and name else f"#{i}"
+
+
 def _warn_unreachable(r: Report, section: str, routes: list[Any]) -> None:
-    """Istio's analyzeUnreachable*Rules: a rule after a match-all rule, or whose matches all repeat "
-      "earlier ones."""
+    """Istio's analyzeUnreachable*Rules: a rule after a match-all rule, or whose matches all repeat earlier
+    ones (IST0130 VirtualServiceUnreachableRule), and a match repeating an earlier one (IST0131
+    VirtualServiceIneffectiveMatch)."""
     seen: dict[str, int] = {}
     catch_all = -1
     for i, route in enumerate(routes):
@@ -146,21 +154,24 @@ def _warn_unreachable(r: Report, section: str, routes: list[Any]) -> None:
         matches = as_list(as_dict(route).get("match"))
         if not matches:
             if catch_all >= 0:
-                r.warn(rp, f"rule not used (only the last rule can have no matches; rule #{catch_all} has "
-                           "none)")
+                r.warn(rp, coded("IST0130", f"VirtualService rule {_rule_name(route, i)} not used (only the "
+                                            "last rule can have no matches)."))
             catch_all = i
             continue
         dups = 0
         for j, m in enumerate(matches):
             key = _match_key(m)
             if key in seen:
-                r.warn(index_path(key_path(rp, "match"), j),
-                       f"match is not used (duplicate/overlapping match in rule #{seen[key]})")
+                dup = _rule_name(routes[seen[key]], seen[key])
+                r.warn(index_path(key_path(rp, "match"), j), coded(
+                    "IST0131", f"VirtualService rule {_rule_name(route, i)} match {_rule_name(m, j)} is not "
+                               f"used (duplicate/overlapping match in rule {dup})."))
                 dups += 1
             else:
                 seen[key] = i
         if dups == len(matches):
-            r.warn(rp, "rule not used (all matches used by prior rules)")
+            r.warn(rp, coded("IST0130", f"VirtualService rule {_rule_name(route, i)} not used (all matches "
+                                        "used by prior rules)."))
 
 
 def _check_no_jwt_claim_routes(r: Report, spec: dict[str, Any], gateways: list[str]) -> None:
