@@ -1,6 +1,6 @@
-"""Istio's bookinfo samples analyzed with bookinfo.yaml, as the CLI does offline: only the messages the samples
-warrant (istioctl reports the same: IST0173 for subsets no pod backs, IST0118 Info for bookinfo.yaml's
-unnamed-protocol ports); typos in them give the right code at the right file:line."""
+"""Istio's bookinfo samples analyzed with bookinfo.yaml, as the CLI does offline: only the messages the
+samples warrant (istioctl reports the same: IST0173 for subsets no pod backs); typos in them give the right
+code at the right file:line."""
 
 from __future__ import annotations
 

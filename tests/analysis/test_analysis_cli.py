@@ -127,8 +127,8 @@ def test_analysis_apply_warns_without_blocking_and_analyze_reads_the_store(
     dup.write_text(TYPO.replace("name: reviews", "name: reviews-2").replace("reviwes", "reviews"))
     warned = c.apply([Document(str(dup), dup.read_text())], "bookinfo").warnings
     assert len(warned) == 1 and "[IST0109]" in warned[0]
-    assert "The VirtualServices bookinfo/reviews,bookinfo/reviews-2 associated with mesh gateway define the " \
-           "same host */reviews.bookinfo.svc.cluster.local" in warned[0]
+    assert ("The VirtualServices bookinfo/reviews,bookinfo/reviews-2 associated with mesh gateway define "
+            "the same host */reviews.bookinfo.svc.cluster.local") in warned[0]
 
 
 def test_analysis_apply_checks_registered_workloads(control_plane: RealControlPlane) -> None:

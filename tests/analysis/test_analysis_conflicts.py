@@ -42,8 +42,8 @@ spec:
 
 
 def test_analysis_mesh_virtual_services_for_one_host_as_istio_decides() -> None:
-    """Istio's ConflictingMeshGatewayHostsAnalyzer: the two public VirtualServices for reviews conflict, and so
-    does the one frontend keeps to itself (exportTo ".") with them; the gateway-bound one does not. One
+    """Istio's ConflictingMeshGatewayHostsAnalyzer: the two public VirtualServices for reviews conflict, and
+    so does the one frontend keeps to itself (exportTo ".") with them; the gateway-bound one does not. One
     message per VirtualService, at metadata.name."""
     found = run(TWO_MESH_VS)
     assert brief(found) == [
@@ -336,7 +336,7 @@ spec:
         ("IST0173", "DestinationRule/ratings", "spec.subsets[0]", line_of(text, "name: v1", 2)),
     ]
     assert found[0].severity is Severity.ERROR
-    assert found[0].text == ("The Subset v9 defined in the DestinationRule does not select any pods. Which may "
-                             "lead to 503 UH (NoHealthyUpstream).")
+    assert found[0].text == ("The Subset v9 defined in the DestinationRule does not select any pods. Which "
+                             "may lead to 503 UH (NoHealthyUpstream).")
     assert [i.name for i in run(text, ignore=())] == ["reviews", "reviews", "ratings"]
     assert run(text, registry=False, ignore=()) == []     # workloads unknown: nothing to say

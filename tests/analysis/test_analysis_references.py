@@ -130,8 +130,8 @@ spec:
 """
     found = run(text)
     assert brief(found) == [("IST0174", "DestinationRule/typo", "spec.host", line_of(text, "ratingz"))]
-    assert found[0].text == "The host ratingz defined in the DestinationRule does not match any services in " \
-                            "the mesh."
+    assert found[0].text == ("The host ratingz defined in the DestinationRule does not match any services "
+                             "in the mesh.")
     assert found[0].severity is Severity.WARNING
 
 

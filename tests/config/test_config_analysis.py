@@ -92,8 +92,8 @@ ports:
         ("spec.ports[7]", "[IST0118] Port name http (port: 8084, targetPort: 0) doesn't follow the naming "
                           "convention of Istio port.", W)]
     unnamed = issues("Service", "selector: {app: web}\nports: [{port: 9000}]", api="v1")
-    assert [m for _, m, _ in unnamed] == ["[IST0118] Port name  (port: 9000, targetPort: 0) doesn't follow the "
-                                          "naming convention of Istio port."]
+    assert [m for _, m, _ in unnamed] == ["[IST0118] Port name  (port: 9000, targetPort: 0) doesn't follow "
+                                          "the naming convention of Istio port."]
 
 
 def test_config_external_name_service_ports() -> None:
