@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
 from mizzen.analysis import AnalysisIssue, analyze
 from mizzen.config.loader import load_text
@@ -11,6 +12,7 @@ from mizzen.config.model import ConfigSnapshot
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import build_snapshot
 
+ISTIO_MESSAGES = Path(__file__).resolve().parents[1] / "fixtures" / "istio" / "messages.yaml"
 SERVICES = """
 apiVersion: v1
 kind: Service

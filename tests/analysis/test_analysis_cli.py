@@ -152,3 +152,81 @@ def test_analysis_apply_checks_registered_workloads(control_plane: RealControlPl
     assert warned == ["dr.yaml:8: DestinationRule/reviews: spec.subsets[1]: warning: [IST0173] The Subset v2 "
                       "defined in the DestinationRule does not select any pods. Which may lead to 503 UH "
                       "(NoHealthyUpstream)."]
+
+
+MIXED = """apiVersion: v1
+kind: Pod
+metadata: {name: sleep}
+spec: {containers: [{name: sleep, image: curl}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec: {rules: []}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route}
+spec: {}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+      weight: 900
+---
+""" + TYPO
+
+
+def test_analysis_cli_skips_unmodelled_kinds_reports_invalid_objects_and_analyzes_the_rest(
+        tmp_path: Path) -> None:
+    f = tmp_path / "mixed.yaml"
+    f.write_text(MIXED)
+    res = run_cli("analyze", "--offline", "-f", APP, "-f", str(f), "-n", "bookinfo")
+    assert res.returncode == 79, res.stderr
+    lines = MIXED.splitlines()
+    assert res.stdout.splitlines() == [
+        f"Error [IST0106] (VirtualService bookinfo/broken {f}:{lines.index('      weight: 900') + 1}) Schema "
+        "validation error: spec.http[0].route[0].weight: must be 0..100",
+        f'Error [IST0101] (VirtualService bookinfo/reviews {f}:{len(lines)}) Referenced host not found: '
+        '"reviwes"',
+    ]
+    for kind, name, api in (("Pod", "sleep", "v1"), ("Ingress", "web", "networking.k8s.io/v1"),
+                            ("HTTPRoute", "route", "gateway.networking.k8s.io/v1")):
+        assert f"{kind} {name} ({api}) skipped: Mizzen does not model this kind" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_analysis_cli_exit_codes_and_thresholds_like_istioctl(tmp_path: Path) -> None:
+    warn = tmp_path / "warn.yaml"     # a Warning only (IST0134): exit 0, shown
+    warn.write_text("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db}\n"
+                    "spec: {hosts: [db.example.com], ports: [{number: 5432, name: tcp, protocol: TCP}], "
+                    "resolution: DNS}\n")
+    res = run_cli("analyze", "--offline", "-f", str(warn))
+    assert res.returncode == 0 and res.stdout.startswith("Warning [IST0134] (ServiceEntry default/db"), res
+    # --failure-threshold Warning makes it fail; --output-threshold Error hides it
+    assert run_cli("analyze", "--offline", "-f", str(warn), "--failure-threshold", "Warning").returncode == 79
+    hidden = run_cli("analyze", "--offline", "-f", str(warn), "--output-threshold", "Error")
+    assert hidden.returncode == 0 and hidden.stdout.startswith("\u2714 No validation issues found")
+    bad_level = run_cli("analyze", "--offline", "-f", str(warn), "--output-threshold", "Loud")
+    assert bad_level.returncode == 1
+    assert "--output-threshold must be one of Info, Warning, Error" in bad_level.stderr
+    # input that is not YAML: istioctl's ExitDataError (65), after analyzing what could be read
+    unparsable = tmp_path / "broken.yaml"
+    unparsable.write_text("kind: [\n")
+    res = run_cli("analyze", "--offline", "-f", APP, "-f", str(unparsable), "-n", "bookinfo")
+    assert res.returncode == 65, res
+    assert f"Error(s) adding files: {unparsable}:" in res.stderr
+    assert "Some files couldn't be parsed." in res.stderr
+    # an Info message (IST0118) is shown but never fails
+    info = tmp_path / "info.yaml"
+    info.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"
+                    "spec: {selector: {app: web}, ports: [{name: web, port: 8080}]}\n")
+    res = run_cli("analyze", "--offline", "-f", str(info))
+    assert res.returncode == 0
+    assert res.stdout == (f"Info [IST0118] (Service default/web {info}:4) Port name web (port: 8080, "
+                          "targetPort: 0) doesn't follow the naming convention of Istio port.\n")
