@@ -92,3 +92,27 @@ async def test_simulate_command(mesh: Mesh) -> None:  # noqa: F811
     rc, out, err = await _cli(server, "simulate", "productpage", "http://reviews:9080/", "--port", "1",
                               "--direction", "inbound")
     assert rc == 1 and "CANNOT SIMULATE: no inbound HTTP listener for port(s) [1]" in out
+
+
+SEED_GATEWAY = Path(__file__).resolve().parents[1] / "fixtures" / "seed" / "bookinfo-gateway.yaml"
+
+
+async def test_simulate_gateway_on_a_remapped_port_and_bad_urls(mesh: Mesh) -> None:  # noqa: F811
+    """A gateway whose Gateway port 80 listens on 18080 (a demo started with ``--port 18080``): simulate
+    finds that listener through the proxy's port map; a bad URL is one line and exit 1, never a traceback."""
+    await mesh.apply_yaml(SEED_GATEWAY.read_text(), namespace=NS, file=str(SEED_GATEWAY))
+    gw = await mesh.gateway(gateway_ports={80: 18080, 443: 18443})
+    await mesh.wait_synced()
+    server = mesh.cp.http_url
+    rc, out, err = await _cli(server, "simulate", "istio-ingressgateway",
+                              "http://bookinfo.kubeasy.com/productpage", "-o", "json")
+    assert rc == 0, (out, err)
+    result = json.loads(out)
+    assert result["listener"]["port"] == 18080 and result["status"] == "route", result["why"]
+    # and Envoy serves that route there: routed, so no 404 NR (no productpage backend here: a 503)
+    async with mesh.gateway_client(gw, port=18080) as c:
+        r = await c.get("/productpage", headers={"Host": "bookinfo.kubeasy.com"})
+    assert r.status_code == 503, r.text
+    for url, reason in (("http://[::1", "Invalid IPv6 URL"), ("ftp://x/", "scheme 'ftp' is not simulated")):
+        rc, out, err = await _cli(server, "simulate", "istio-ingressgateway", url)
+        assert rc == 1 and reason in err and "Traceback" not in err, (out, err)
