@@ -386,7 +386,8 @@ class Api:
         return list(analyze(snapshot, registry, mesh, gateway_workloads=gateway_workloads))
 
     def _analysis_warnings(self, configs: Sequence[Config]) -> list[Issue]:
-        """The analyzer messages about the objects being applied, as warnings; never fails the apply."""
+        """The analyzer messages about the objects being applied, as warnings (Info-level ones left to
+        ``mizzen analyze``); never fails the apply."""
         keys = {(c.kind, c.namespace, c.name) for c in configs}
         try:
             messages = self._analyze(configs)
@@ -394,7 +395,7 @@ class Api:
             log.exception("analysis of an apply failed")
             return []
         return [dataclasses.replace(m, severity=Severity.WARNING) for m in messages
-                if (m.kind, m.namespace, m.name) in keys]
+                if (m.kind, m.namespace, m.name) in keys and m.severity is not Severity.INFO]
 
     async def analyze(self, request: web.Request) -> web.Response:
         """GET: the stored config and registry; POST {documents, namespace}: with those objects applied on
