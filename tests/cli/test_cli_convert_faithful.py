@@ -212,3 +212,23 @@ def test_every_variant_validates_applies_and_simulates(klass: str | None,
     # and all paths in one Ingress, ordered together
     out, _ = convert([ingress(VARIANT_PATHS, klass, annotations)])
     simulate_all(out, PATHS)
+
+
+def test_istio_class_merges_a_shared_host_into_one_virtual_service_ordered_together() -> None:
+    a = ingress([("/", "Prefix"), ("/api", "Prefix")], "istio")
+    b = ingress([("/api/v2", "Prefix"), ("/api", "Exact")], "istio")
+    b["metadata"]["name"] = "web-v2"
+    out, warnings = convert([a, b])
+    services = [d for d in out if d["kind"] == "VirtualService"]
+    assert [vs["metadata"]["name"] for vs in services] == ["web"]
+    assert [r["match"][0]["uri"] for r in services[0]["spec"]["http"]] == [
+        {"exact": "/api/v2"}, {"exact": "/api"}, {"exact": "/api"}, {"prefix": "/"}]
+    assert [r["match"] for r in services[0]["spec"]["http"]][2] == [
+        {"uri": {"exact": "/api"}}, {"uri": {"prefix": "/api/"}}]
+    assert any("join those of Ingress shop/web" in w for w in warnings)
+    simulate_all(out, PATHS)
+    # nginx keeps one VirtualService per Ingress (ingress-nginx merges into one server block, in the
+    # Gateway's creation order here)
+    a["spec"]["ingressClassName"] = b["spec"]["ingressClassName"] = "nginx"
+    out, _ = convert([a, b])
+    assert [d["metadata"]["name"] for d in out if d["kind"] == "VirtualService"] == ["web-v2", "web"]

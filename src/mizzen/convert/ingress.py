@@ -98,6 +98,7 @@ def convert(
         if ing is not None:
             ingresses.append(ing)
 
+    _merge_istio_hosts(ingresses, warnings)
     gateways, gw_name_of = _gateways(ingresses, warnings)
     services: list[tuple[bool, dict[str, Any]]] = []
     for ing in ingresses:
@@ -105,6 +106,22 @@ def convert(
     # VirtualServices for the same host are merged in creation order: catch-alls go last
     services.sort(key=lambda pair: pair[0])
     return gateways + [vs for _, vs in services], warnings
+
+
+def _merge_istio_hosts(ingresses: list[_Ingress], warnings: list[str]) -> None:
+    """Istio's conversion makes one VirtualService per host from the rules of every Ingress naming it, its
+    routes sorted together (longest path first). For non-nginx classes, the rules of a host several Ingresses
+    share (same namespace and class) move to the first of them, in creation (input) order."""
+    owners: dict[tuple[str | None, str, str], _Ingress] = {}
+    for ing in ingresses:
+        if ing.nginx:
+            continue
+        for host in list(ing.hosts):
+            owner = owners.setdefault((ing.namespace, ing.klass, host), ing)
+            if owner is not ing:
+                owner.hosts[host].extend(ing.hosts.pop(host))
+                warnings.append(f"{ing.label}: the rules for host {host} join those of {owner.label} in one "
+                                "VirtualService, ordered together (as Istio's Ingress conversion does)")
 
 
 # -- parsing ---------------------------------------------------------------------------------------------
