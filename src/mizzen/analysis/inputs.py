@@ -68,7 +68,8 @@ def read_documents(texts: Sequence[tuple[str, str]], namespace: str | None = Non
                     errors = [Issue(f"duplicate object {cfg.kind} {cfg.namespace}/{cfg.name}: the first one "
                                     "is analyzed", kind=cfg.kind, name=cfg.name, file=file, line=doc.line)]
             if errors:
-                if not kinds.BY_NAME.get(kind) or not kinds.BY_NAME[kind].namespaced:
+                known = kinds.BY_NAME.get(kind)
+                if known is not None and not known.namespaced:
                     ns = ""
                 out.messages.extend(schema_error(e, cfg.namespace if cfg is not None else ns) for e in errors)
                 continue

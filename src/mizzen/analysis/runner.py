@@ -45,14 +45,18 @@ ANALYZERS: tuple[Callable[[AnalysisContext], list[AnalysisIssue]], ...] = (
 
 
 def analyze(configs: ConfigSnapshot, registry: RegistrySnapshot | None, mesh: MeshConfig | None = None, *,
-            gateway_workloads: Sequence[Workload] | None = None) -> list[AnalysisIssue]:
+            gateway_workloads: Sequence[Workload] | None = None,
+            per_object: bool = True) -> list[AnalysisIssue]:
     """Every analyzer message. ``registry`` None skips the checks against services and endpoints;
     ``gateway_workloads`` (the pods and gateway proxies Gateways may select) None or empty skips the checks
-    that need a Gateway's workloads (selector, credentials, Service ports, JWT claim routing)."""
+    that need a Gateway's workloads (selector, credentials, Service ports, JWT claim routing).
+    ``per_object`` False leaves out the findings validation computes for each object (an apply has them
+    from its own validation already; revalidating every stored object is the costly part)."""
     ctx = AnalysisContext.build(configs, registry, mesh, gateway_workloads)
     out: list[AnalysisIssue] = []
     for analyzer in ANALYZERS:
-        out.extend(analyzer(ctx))
+        if per_object or analyzer is not schema.validation_findings:
+            out.extend(analyzer(ctx))
     unique = {(i.code, i.kind, i.namespace, i.name, i.path, i.message): i for i in out}
     return sorted(unique.values(),
                   key=lambda i: (i.file, i.line, i.kind, i.namespace, i.name, i.code, i.path))

@@ -361,7 +361,7 @@ class Api:
         })
 
     # --- analysis -------------------------------------------------------------------------------------------
-    def _analyze(self, candidates: Sequence[Config]) -> list[AnalysisIssue]:
+    def _analyze(self, candidates: Sequence[Config], per_object: bool = True) -> list[AnalysisIssue]:
         """Analyzer messages over the stored config with ``candidates`` applied on top (a what-if). Gateways
         may select the registered workloads and the connected gateway proxies."""
         from mizzen.analysis import analyze, merge
@@ -383,14 +383,15 @@ class Api:
         gateway_workloads += [Workload(name=p.workload_name or p.id, namespace=p.namespace, address=p.ip,
                                        labels=dict(p.labels))
                               for p in self.cp.pusher.proxies.values() if p.is_gateway]
-        return list(analyze(snapshot, registry, mesh, gateway_workloads=gateway_workloads))
+        return list(analyze(snapshot, registry, mesh, gateway_workloads=gateway_workloads,
+                            per_object=per_object))
 
     def _analysis_warnings(self, configs: Sequence[Config]) -> list[Issue]:
         """The analyzer messages about the objects being applied, as warnings (Info-level ones left to
         ``mizzen analyze``); never fails the apply."""
         keys = {(c.kind, c.namespace, c.name) for c in configs}
         try:
-            messages = self._analyze(configs)
+            messages = self._analyze(configs, per_object=False)
         except Exception:
             log.exception("analysis of an apply failed")
             return []
