@@ -98,9 +98,9 @@ def analyze(
     offline: Annotated[bool, typer.Option(
         "--offline", help="Analyze the -f files alone, without the control plane")] = False,
     output_threshold: Annotated[str, typer.Option(
-        "--output-threshold", help="Lowest level shown: Info, Warning or Error")] = "Info",
+        "--output-threshold", metavar="LEVEL", help="Lowest level shown: Info, Warning or Error")] = "Info",
     failure_threshold: Annotated[str, typer.Option(
-        "--failure-threshold",
+        "--failure-threshold", metavar="LEVEL",
         help="Lowest level that makes the exit code 79: Info, Warning or Error")] = "Error",
     recursive: Recursive = False,
 ) -> None:
