@@ -1,8 +1,10 @@
-"""IST0101 ReferencedResourceNotFound and IST0112: references from one object to others that must exist.
+"""IST0101 ReferencedResourceNotFound, IST0174 and IST0112: references from one object to others that must
+exist.
 
 VirtualService gateways (``ns/name`` resolution like the push context), destination hosts (a Service or
-ServiceEntry) and ports, mirror hosts, destination subsets (defined by the DestinationRule that applies),
-DestinationRule hosts, and Gateway selectors (only when the gateway workloads are known); IST0112 for a route
+ServiceEntry) and ports, mirror hosts, destination subsets (defined by the DestinationRule that applies), and
+Gateway selectors (only when the gateway workloads are known); a DestinationRule host no service has is
+IST0174 UnknownDestinationRuleHost (a warning, as in Istio); IST0112 for a route
 to a multi-port service without a port, only from Gateways: unlike Istio, which reports it for sidecar routes
 too, Mizzen (like Istio's sidecars) sends a sidecar's request to the port it arrived on: nothing is ambiguous.
 """
