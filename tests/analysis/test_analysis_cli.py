@@ -230,3 +230,26 @@ def test_analysis_cli_exit_codes_and_thresholds_like_istioctl(tmp_path: Path) ->
     assert res.returncode == 0
     assert res.stdout == (f"Info [IST0118] (Service default/web {info}:4) Port name web (port: 8080, "
                           "targetPort: 0) doesn't follow the naming convention of Istio port.\n")
+
+
+def test_analysis_cli_suppressions_like_istioctl(tmp_path: Path) -> None:
+    """``--suppress CODE=RESOURCE`` (glob on ``Kind namespace/name``) and the
+    ``galley.istio.io/analyze-suppress`` annotation leave messages out, as istioctl does."""
+    two = tmp_path / "two.yaml"
+    two.write_text(TYPO + "---\n" + TYPO.replace("name: reviews", "name: ratings").replace("- reviews",
+                                                                                             "- ratings"))
+    both = run_cli("analyze", "--offline", "-f", str(two))
+    assert both.returncode == 79 and both.stdout.count("[IST0101]") == 2
+    one = run_cli("analyze", "--offline", "-f", str(two), "-S", "IST0101=VirtualService default/rev*")
+    assert one.returncode == 79 and one.stdout.count("[IST0101]") == 1 and "default/ratings" in one.stdout
+    none = run_cli("analyze", "--offline", "-f", str(two), "-S", "IST0101=VirtualService *")
+    assert none.returncode == 0, none
+    other_code = run_cli("analyze", "--offline", "-f", str(two), "-S", "IST9999=VirtualService *")
+    assert other_code.returncode == 79
+    assert "Supplied message code 'IST9999' is an unknown message code" in other_code.stderr
+    assert run_cli("analyze", "--offline", "-f", str(two), "-S", "IST0101").returncode == 1
+    annotated = tmp_path / "annotated.yaml"
+    annotated.write_text(TYPO.replace("  name: reviews\n", "  name: reviews\n  annotations:\n"
+                                      "    galley.istio.io/analyze-suppress: IST0101,IST0102\n"))
+    quiet = run_cli("analyze", "--offline", "-f", str(annotated))
+    assert quiet.returncode == 0 and "No validation issues found" in quiet.stdout, quiet

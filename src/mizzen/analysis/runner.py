@@ -57,6 +57,18 @@ def analyze(configs: ConfigSnapshot, registry: RegistrySnapshot | None, mesh: Me
     for analyzer in ANALYZERS:
         if per_object or analyzer is not schema.validation_findings:
             out.extend(analyzer(ctx))
+    out = [i for i in out if not _suppressed(ctx, i)]
     unique = {(i.code, i.kind, i.namespace, i.name, i.path, i.message): i for i in out}
     return sorted(unique.values(),
                   key=lambda i: (i.file, i.line, i.kind, i.namespace, i.name, i.code, i.path))
+
+
+SUPPRESS_ANNOTATION = "galley.istio.io/analyze-suppress"
+
+
+def _suppressed(ctx: AnalysisContext, issue: AnalysisIssue) -> bool:
+    """Istio's ``galley.istio.io/analyze-suppress`` annotation: comma-separated codes (or ``*``) the object's
+    messages leave out."""
+    cfg = ctx.configs.get(issue.kind, issue.namespace, issue.name)
+    codes = (cfg.annotations.get(SUPPRESS_ANNOTATION) or "") if cfg is not None else ""
+    return any(c.strip() in ("*", issue.code) for c in codes.split(",") if c.strip())

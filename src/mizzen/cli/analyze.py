@@ -13,6 +13,7 @@ other failures (no control plane and no files, unreadable files).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -81,6 +82,32 @@ def format_messages(messages: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _suppressions(values: Sequence[str]) -> list[tuple[str, str]]:
+    """istioctl's ``--suppress CODE=RESOURCE``; an unknown code is a warning (it suppresses nothing)."""
+    from mizzen.analysis import CODES
+
+    out = []
+    for v in values:
+        code, sep, resource = v.partition("=")
+        if not sep or not code or not resource or "=" in resource:
+            fail(f"{v} is not a valid suppression value: want CODE=RESOURCE, e.g. "
+                 "'IST0102=Namespace default'")
+        if code not in CODES:
+            echo_err(f"Warning: Supplied message code '{code}' is an unknown message code and will not have "
+                     "any effect.")
+        out.append((code, resource))
+    return out
+
+
+def _is_suppressed(m: dict[str, Any], suppressions: Sequence[tuple[str, str]]) -> bool:
+    """A message on a resource matching ``Kind namespace/name`` (istioctl's friendly name; ``Kind
+    name.namespace`` too) with the suppressed code."""
+    kind, ns, name = str(m.get("kind", "")), str(m.get("namespace", "")), str(m.get("name", ""))
+    names = [f"{kind} {ns}/{name}", f"{kind} {name}.{ns}"] if ns else [f"{kind} {name}"]
+    return any(code == m.get("code") and any(fnmatch.fnmatchcase(n, pattern) for n in names)
+               for code, pattern in suppressions)
+
+
 def _level(value: str, option: str) -> int:
     for name in LEVELS:
         if value.lower() == name.lower():
@@ -102,6 +129,10 @@ def analyze(
     failure_threshold: Annotated[str, typer.Option(
         "--failure-threshold", metavar="LEVEL",
         help="Lowest level that makes the exit code 79: Info, Warning or Error")] = "Error",
+    suppress: Annotated[list[str] | None, typer.Option(
+        "--suppress", "-S", metavar="CODE=RESOURCE",
+        help="Leave out a code on matching resources, like istioctl: 'IST0102=Namespace default' or "
+             "'IST0173=DestinationRule bookinfo/*' (* matches anything; repeatable)")] = None,
     recursive: Recursive = False,
 ) -> None:
     """Find configuration problems with Istio's analyzer codes (exit 79 on an error, like istioctl)."""
@@ -109,6 +140,7 @@ def analyze(
         fail("--offline needs files to analyze (-f FILE|DIR)")
     if namespace and all_namespaces:
         fail("use either -n NAMESPACE or -A, not both")
+    suppressions = _suppressions(suppress or [])
     shown_from = _level(output_threshold, "--output-threshold")
     fail_from = _level(failure_threshold, "--failure-threshold")
     docs = read_inputs(filename or [], recursive)
@@ -132,6 +164,7 @@ def analyze(
     if namespace and not all_namespaces:
         messages = [m for m in messages if m.get("namespace") == namespace
                     or (m.get("kind") == "Namespace" and m.get("name") == namespace)]
+    messages = [m for m in messages if not _is_suppressed(m, suppressions)]
     scope = f"namespace: {namespace}" if namespace else "all namespaces"
     shown = [m for m in messages if _RANK.get(str(m.get("severity")), 2) >= shown_from]
     for line in format_messages(shown):
