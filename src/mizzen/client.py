@@ -140,6 +140,11 @@ class ControlPlaneClient:
         body = self._request("GET", "/apis/workloads")
         return list(body.get("items") or []) if isinstance(body, Mapping) else []
 
+    def registryz(self) -> dict[str, Any]:
+        """``/debug/registryz``: services, endpoints per (hostname, port), workloads."""
+        body = self._request("GET", "/debug/registryz")
+        return dict(body) if isinstance(body, Mapping) else {}
+
     def config_dump(self, proxy_id: str) -> dict[str, Any]:
         body = self._request("GET", "/debug/config_dump?" + urllib.parse.urlencode({"proxyID": proxy_id}))
         return dict(body) if isinstance(body, Mapping) else {}

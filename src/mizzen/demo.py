@@ -18,10 +18,10 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 from rich.console import Console
@@ -89,14 +89,46 @@ def single_instance(state_dir: Path) -> Iterator[None]:
         fh.close()
 
 
-def check_port_free(host: str, port: int, what: str) -> None:
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (``Address already in use``), or None when it is free."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:
-            raise DemoError(f"{what} port {host}:{port} is in use ({e.strerror}); "
-                            f"pick another with the matching option (see mizzen demo --help)") from None
+            return e.strerror or str(e)
+    return None
+
+
+def check_ports_free(ports: Sequence[tuple[str, int, str, str]]) -> None:
+    """Check every ``(host, port, what, option)`` first and report all the busy ones in one error."""
+    problems: list[str] = []
+    seen: dict[tuple[str, int], str] = {}
+    for host, port, what, option in ports:
+        if (host, port) in seen:
+            problems.append(f"{what} port {host}:{port} ({option}) is also the {seen[(host, port)]} port")
+            continue
+        seen[(host, port)] = what
+        why = port_problem(host, port)
+        if why:
+            problems.append(f"{what} port {host}:{port} ({option}) is in use ({why})")
+    if problems:
+        raise DemoError("; ".join(problems) + ". Pick free ports with those options (see mizzen demo --help)")
+
+
+def restored_line(stored: Sequence[Config], defaults: Sequence[Config], state_dir: Path) -> str | None:
+    """What a restarted demo restored from its state dir: the objects that are not the demo's own defaults
+    (added or changed in an earlier run; Services and Deployments of the defaults are re-applied anyway)."""
+    default = {c.key: c for c in defaults}
+    kept = [c for c in stored if c.key not in default or (
+        c.kind not in ("Service", "Deployment") and c.content_hash() != default[c.key].content_hash())]
+    if not kept:
+        return None
+    names = ", ".join(f"{c.kind} {c.namespace}/{c.name}" if c.namespace else f"{c.kind} {c.name}"
+                      for c in sorted(kept, key=lambda c: (c.kind, c.namespace, c.name)))
+    n = len(kept)
+    return (f"restored {n} object{'' if n == 1 else 's'} from {state_dir}: {names} "
+            "(mizzen demo --fresh starts from the defaults)")
 
 
 class DeploymentController:
@@ -168,9 +200,13 @@ class _ReportedElsewhere(logging.Filter):
     """Drops the runner's and agent's crash warnings while the demo reports them as one line each."""
 
     TEMPLATES = ("container %s exited with code", "envoy for %s exited unexpectedly")
+    FAILED = "pod %s/%s: %s"     # logged as an error when a pod cannot start: the watcher reports it
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.startswith(self.TEMPLATES))
+        if not isinstance(record.msg, str):
+            return True
+        failed = record.msg == self.FAILED and record.levelno >= logging.ERROR
+        return not (failed or record.msg.startswith(self.TEMPLATES))
 
 
 REPORTED_LOGGERS = ("mizzen.runner", "mizzen.agent.envoy")
@@ -236,9 +272,10 @@ class Demo:
     async def start(self) -> None:
         o = self.opts
         t0 = time.monotonic()
-        for host, port, what in ((o.host, o.port, "gateway"), (o.host, o.tls_port, "gateway TLS"),
-                                 ("127.0.0.1", o.xds_port, "xDS"), ("127.0.0.1", o.http_port, "API")):
-            check_port_free(host, port, what)
+        check_ports_free([(o.host, o.port, "gateway", "--port"),
+                          (o.host, o.tls_port, "gateway TLS", "--tls-port"),
+                          ("127.0.0.1", o.xds_port, "xDS", "--xds-port"),
+                          ("127.0.0.1", o.http_port, "API", "--api-port")])
         if o.fresh:
             for f in (o.state_dir / "objects").rglob("*"):
                 if f.is_file():
@@ -246,8 +283,9 @@ class Demo:
         # the demo starts every workload itself: workloads registered by an earlier run are dropped
         self.cp = ControlPlane(ControlPlaneOptions(state_dir=o.state_dir, xds_port=o.xds_port,
                                                    http_port=o.http_port, restore_workloads=False))
-        self.cp.api.add_routes(PodsApi(lambda: self.runner).routes())
+        self.cp.api.add_routes(PodsApi(lambda: self.runner, self._pod_events).routes())
         await self.cp.start()
+        stored = list(self.cp.store.snapshot())
         for name in REPORTED_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         sidecars = AgentSidecars("127.0.0.1", self.cp.xds_port, AgentOptions(concurrency=1),
@@ -259,12 +297,18 @@ class Demo:
         self.runner.set_namespace_labels(BOOKINFO_NAMESPACE, {"istio-injection": "enabled"})
         self.controller = DeploymentController(self.cp, self.runner)
         with self.console.status("starting the ingress gateway..."):
-            gateway = await self.runner.start_gateway(o.host, o.port, tls_port=o.tls_port,
-                                                      xds_port=self.cp.xds_port)
+            gateway = await self.runner.start_gateway(
+                o.host, o.port, tls_port=o.tls_port, xds_port=self.cp.xds_port,
+                options=AgentOptions(concurrency=1, work_dir=o.state_dir / "proxies" / "istio-system"
+                                     / "istio-ingressgateway"))
             gateway.on_event = self._on_agent_event
+        defaults: list[Config] = []
         if o.bookinfo:
-            self._apply_file(MANIFEST, BOOKINFO_NAMESPACE)
-            self._apply_file(GATEWAY_MANIFEST, BOOKINFO_NAMESPACE)
+            defaults += self._apply_file(MANIFEST, BOOKINFO_NAMESPACE)
+            defaults += self._apply_file(GATEWAY_MANIFEST, BOOKINFO_NAMESPACE)
+        line = restored_line(stored, defaults, o.state_dir)
+        if line:
+            self.report(line)
         with self.console.status("starting workloads and their sidecars..."):
             await self.controller.sync_all()
             self.controller.start()
@@ -275,7 +319,11 @@ class Demo:
                 await wait_for_page(f"{self.url}/productpage", o.ready_timeout)
         self.ready_after_s = time.monotonic() - t0
 
-    def _apply_file(self, path: Path, namespace: str) -> None:
+    def _pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return self.watcher.events(namespace, name) if self.watcher is not None else []
+
+    def _apply_file(self, path: Path, namespace: str) -> list[Config]:
+        """Apply the demo's own manifests, keeping objects an earlier run changed; returns the defaults."""
         assert self.cp is not None
         result = self.cp.api.loader(path.read_text(), str(path), namespace)
         if result.errors:
@@ -284,6 +332,7 @@ class Demo:
         keep = {c.key for c in self.cp.store.snapshot()}
         fresh = [c for c in result.configs if c.key not in keep or c.kind in ("Service", "Deployment")]
         self.cp.store.apply(fresh)
+        return list(result.configs)
 
     def banner(self) -> None:
         assert self.cp is not None and self.runner is not None

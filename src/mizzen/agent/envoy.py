@@ -194,11 +194,15 @@ class Agent:
         if self._work_dir is None:
             self._work_dir = Path(tempfile.mkdtemp(prefix="mizzen-agent-"))
         self._work_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.bootstrap_path.with_suffix(".tmp")
-        tmp.write_text(render_bootstrap(self.spec))
-        os.replace(tmp, self.bootstrap_path)
-        self._stopping = False
-        await self._spawn()
+        try:
+            tmp = self.bootstrap_path.with_suffix(".tmp")
+            tmp.write_text(render_bootstrap(self.spec))
+            os.replace(tmp, self.bootstrap_path)
+            self._stopping = False
+            await self._spawn()
+        except BaseException:           # nothing started: leave no temp work dir behind
+            self._remove_own_work_dir()
+            raise
         self._supervisor = asyncio.create_task(self._supervise(), name=f"agent {self.node_id}")
         if ready_timeout is not None:
             try:
@@ -316,6 +320,9 @@ class Agent:
                 await self._supervisor
             self._supervisor = None
         self._running.clear()
+        self._remove_own_work_dir()
+
+    def _remove_own_work_dir(self) -> None:
         if self._owns_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None

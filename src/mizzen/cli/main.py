@@ -15,6 +15,7 @@ from mizzen.cli import (
     analyze,
     contexts,
     convert,
+    describe,
     framework,
     get,
     load,
@@ -53,6 +54,8 @@ def _global(
 app.command("apply")(resources.apply)
 app.command("delete")(resources.delete)
 app.command("get")(get.get)
+app.command("describe")(describe.describe)
+app.add_typer(describe.x_app, name="x")
 app.command("validate")(resources.validate)
 app.command("analyze")(analyze.analyze)
 app.command("proxy-status")(proxy.proxy_status)

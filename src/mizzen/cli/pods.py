@@ -18,7 +18,7 @@ from mizzen.cli.common import api_call, client, echo_err, fail, format_table, hu
 from mizzen.cli.contexts import context_namespace
 from mizzen.client import ControlPlaneClient
 
-__all__ = ["POD_KINDS", "get_pods", "list_pods", "logs", "pod_rows", "resolve_pod"]
+__all__ = ["POD_KINDS", "get_pods", "list_pods", "logs", "pod_object", "pod_rows", "resolve_pod"]
 
 POD_KINDS = ("pods", "pod", "po")
 PROXY_CONTAINER = "istio-proxy"
@@ -59,7 +59,7 @@ def pod_rows(pods: Sequence[Mapping[str, Any]], all_namespaces: bool, wide: bool
     rows = []
     for p in pods:
         row = ([str(p.get("namespace", ""))] if all_namespaces else []) + [
-            str(p.get("name", "")), str(p.get("ready", "")), str(p.get("phase", "")),
+            str(p.get("name", "")), str(p.get("ready", "")), str(p.get("status") or p.get("phase", "")),
             str(p.get("restarts", 0)), human_duration(int(float(p.get("age_s") or 0))),
         ]
         if wide:
@@ -83,8 +83,9 @@ def get_pods(
     if names:
         pods = [p for p in pods if p.get("name") in names]
     if output in ("json", "yaml"):
-        doc: Any = (pods[0] if len(names) == 1 and pods
-                    else {"apiVersion": "v1", "kind": "List", "items": pods})
+        objects = [pod_object(p) for p in pods]
+        doc: Any = (objects[0] if len(names) == 1 and objects
+                    else {"apiVersion": "v1", "kind": "List", "items": objects})
         typer.echo(json.dumps(doc, indent=2) if output == "json"
                    else yaml.safe_dump(doc, sort_keys=False).rstrip())
     elif output == "name":
@@ -98,6 +99,14 @@ def get_pods(
         echo_err(f'Error from server (NotFound): pods "{n}" not found')
     if missing:
         raise typer.Exit(1)
+
+
+def pod_object(p: Mapping[str, Any]) -> dict[str, Any]:
+    """The Kubernetes ``v1 Pod`` the API built for a pod (``object``)."""
+    obj = p.get("object")
+    if not isinstance(obj, dict):
+        fail("the control plane's pod API is older than this CLI (no Pod objects); restart mizzen demo")
+    return obj
 
 
 def resolve_pod(

@@ -17,16 +17,19 @@ from typing import Any
 from aiohttp import web
 
 from mizzen.runner.pod import PodStatus
+from mizzen.runner.pod_object import pod_object
 from mizzen.runner.runner import LocalRunner
 
-__all__ = ["PROXY_CONTAINER", "PodsApi", "lines_since", "pod_to_dict", "tail_lines"]
+__all__ = ["PROXY_CONTAINER", "PodsApi", "container_names", "lines_since", "pod_to_dict", "tail_lines"]
 
 PROXY_CONTAINER = "istio-proxy"
 MAX_LOG_BYTES = 4 * 1024 * 1024          # a log request reads at most this much from the end of a file
 
 
-def pod_to_dict(s: PodStatus, sidecar_logs: list[str] | None = None) -> dict[str, Any]:
-    """The JSON shape of one pod (``GET /apis/pods`` items)."""
+def pod_to_dict(s: PodStatus, sidecar_logs: list[str] | None = None,
+                events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The JSON shape of one pod (``GET /apis/pods`` items): the runner's view, kubectl's STATUS text,
+    the Kubernetes ``v1 Pod`` object (``object``) and recent events (oldest first)."""
     return {
         "name": s.name,
         "namespace": s.namespace,
@@ -35,6 +38,8 @@ def pod_to_dict(s: PodStatus, sidecar_logs: list[str] | None = None) -> dict[str
         "is_ready": s.ready,
         "registered": s.registered,
         "phase": s.phase,
+        "status": s.status_text,
+        "reason": s.reason,
         "restarts": s.restarts + s.sidecar_restarts,
         "app_restarts": s.restarts,
         "pod_ip": s.pod_ip,
@@ -51,7 +56,16 @@ def pod_to_dict(s: PodStatus, sidecar_logs: list[str] | None = None) -> dict[str
             "log_paths": sidecar_logs or [],
         },
         "containers": [dataclasses.asdict(c) for c in s.containers],
+        "container_names": container_names(s),
+        "object": pod_object(s),
+        "events": events or [],
     }
+
+
+def container_names(s: PodStatus) -> list[str]:
+    """The pod's containers as kubectl names them: the template's (started or not), then istio-proxy."""
+    names = [c.name for c in s.specs] or [c.name for c in s.containers]
+    return names + ([PROXY_CONTAINER] if s.sidecar != "none" else [])
 
 
 def tail_lines(paths: list[Path], tail: int | None) -> list[str]:
@@ -106,8 +120,10 @@ def _json(data: Any, status: int = 200) -> web.Response:
 class PodsApi:
     """The pod routes over the runner ``runner()`` returns (None while the demo is still starting it)."""
 
-    def __init__(self, runner: Callable[[], LocalRunner | None]) -> None:
+    def __init__(self, runner: Callable[[], LocalRunner | None],
+                 events: Callable[[str, str], list[dict[str, Any]]] | None = None) -> None:
         self._runner = runner
+        self._events = events
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -141,7 +157,8 @@ class PodsApi:
     async def list_pods(self, request: web.Request) -> web.Response:
         runner = self._get_runner()
         namespace = request.query.get("namespace") or None
-        items = [pod_to_dict(s, [str(p) for p in self._sidecar_logs(runner, s.namespace, s.name)])
+        items = [pod_to_dict(s, [str(p) for p in self._sidecar_logs(runner, s.namespace, s.name)],
+                             self._events(s.namespace, s.name) if self._events else None)
                  for s in runner.pods(namespace)]
         return _json({"items": items})
 
@@ -157,15 +174,19 @@ class PodsApi:
                 tail = int(request.query["tail"])
             except ValueError:
                 return _json({"error": f"tail must be an integer, not {request.query['tail']!r}"}, 400)
-        names = [c.name for c in pod.containers] + ([PROXY_CONTAINER] if pod.sidecar != "none" else [])
+        names = container_names(pod)
         container = request.query.get("container") or (names[0] if names else PROXY_CONTAINER)
+        if container not in names:          # Kubernetes' wording, with the list kubectl users know
+            return _json({"error": f'container "{container}" not found in pod "{name}"; '
+                                   f"choose one of: [{' '.join(names)}]"}, 400)
         if container == PROXY_CONTAINER and pod.sidecar != "none":
             paths = self._sidecar_logs(runner, ns, name)
         else:
             paths = [Path(c.log_path) for c in pod.containers if c.name == container]
-        if not paths:
-            return _json({"error": f"container {container} is not valid for pod {name} "
-                                   f"(choose one of: {', '.join(names) or 'none'})"}, 400)
+        if not paths:                       # in the template but never started
+            why = f": {pod.reason}: {pod.message}" if pod.reason else ""
+            return _json({"error": f'container "{container}" in pod "{name}" is waiting to start{why}'},
+                         400)
         since = request.query.get("offsets")
         if since is None:
             lines, offsets = tail_lines(paths, tail), [_size(p) for p in paths]

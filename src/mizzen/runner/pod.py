@@ -16,12 +16,18 @@ from pathlib import Path
 from mizzen.registry.model import Workload
 from mizzen.runner.addresses import PodAddresses
 from mizzen.runner.containers import CommandError, PodIdentity, container_argv, container_env
-from mizzen.runner.manifests import DeploymentSpec
+from mizzen.runner.manifests import ContainerSpec, DeploymentSpec
 from mizzen.runner.process import Backoff, ContainerProcess
 from mizzen.runner.registrar import WorkloadRegistrar, call
 from mizzen.runner.sidecar import Sidecar, SidecarFactory, SidecarRequest
 
 log = logging.getLogger("mizzen.runner")
+
+# kubectl STATUS reasons for a pod that cannot start (documented in docs/LOCAL_MODEL.md): the runner cannot
+# run the container at all (no command and an image it does not know), or starting it failed (executable not
+# found, sidecar did not start), like kubelet's RunContainerError.
+ERR_NO_COMMAND = "ErrNoCommand"
+RUN_CONTAINER_ERROR = "RunContainerError"
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class ContainerStatus:
     last_exit: int | None
     message: str
     log_path: str
+    started_at: float | None = None           # wall clock of the running process's start
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,21 @@ class PodStatus:
     message: str = ""
     age_s: float = 0.0
     sidecar_pid: int | None = None
+    reason: str = ""              # why the pod cannot start (ErrNoCommand, RunContainerError), else ""
+    failed_container: str = ""    # the container that ``reason`` is about
+    annotations: dict[str, str] = field(default_factory=dict)
+    specs: tuple[ContainerSpec, ...] = ()        # the pod template's containers (also those never started)
+    created_at: float = 0.0                      # wall clock (epoch seconds) of the pod's creation
+
+    @property
+    def status_text(self) -> str:
+        """kubectl's STATUS column: the reason a pod cannot start or is crashing, else the phase."""
+        return self.reason or self.phase
 
     @property
     def ready_count(self) -> str:
         """kubectl's READY column: ready containers (sidecar included) / all containers."""
-        total = len(self.containers) + (0 if self.sidecar == "none" else 1)
+        total = max(len(self.specs), len(self.containers)) + (0 if self.sidecar == "none" else 1)
         up = sum(c.state == "Running" for c in self.containers) + (self.sidecar == "running")
         return f"{up}/{total}"
 
@@ -90,8 +107,11 @@ class Pod:
         self.registrar = registrar
         self.options = options
         self.created = time.monotonic()
+        self.created_at = time.time()
         self.phase = "Pending"
         self.message = ""
+        self.reason = ""
+        self.failed_container = ""
         self.registered = False
         self.ready = False
         self.containers: list[ContainerProcess] = []
@@ -145,6 +165,7 @@ class Pod:
                 await self.sidecar.start(ready_timeout=None)
             except Exception as exc:
                 self.phase, self.message = "Failed", f"sidecar did not start: {exc}"
+                self.reason, self.failed_container = RUN_CONTAINER_ERROR, "istio-proxy"
                 self._sidecar_state = "down"
                 log.error("pod %s/%s: %s", self.spec.namespace, self.name, self.message)
                 return
@@ -155,6 +176,7 @@ class Pod:
                 argv = container_argv(c, env, self.options.python)
             except CommandError as exc:
                 self.phase, self.message = "Failed", str(exc)
+                self.reason, self.failed_container = ERR_NO_COMMAND, c.name
                 log.error("pod %s/%s: %s", self.spec.namespace, self.name, exc)
                 return
             proc = ContainerProcess(
@@ -166,7 +188,8 @@ class Pod:
             try:
                 await proc.start()
             except OSError as exc:
-                self.phase, self.message = "Failed", f"container {c.name}: {exc}"
+                self.phase, self.message = "Failed", f"container {c.name}: {proc.message or exc}"
+                self.reason, self.failed_container = RUN_CONTAINER_ERROR, c.name
                 return
         self.phase = "Running"
         self._probe = asyncio.create_task(self._readiness(), name=f"readiness {self.name}")
@@ -263,13 +286,15 @@ class Pod:
             ContainerStatus(
                 name=c.name, state=p.state, restarts=p.restarts, pid=p.pid,
                 ports=tuple(x.container_port for x in c.ports), last_exit=p.last_exit, message=p.message,
-                log_path=str(p.log_path),
+                log_path=str(p.log_path), started_at=p.started_at,
             )
             for p, c in zip(self.containers, self.spec.containers, strict=False)
         )
-        phase = self.phase
+        phase, reason = self.phase, self.reason
         if phase == "Running" and any(c.state == "CrashLoopBackOff" for c in containers):
             phase = "CrashLoopBackOff"
+        if not reason and any(c.state == "Failed" for c in containers):   # could not be restarted
+            reason = RUN_CONTAINER_ERROR
         message = self.message or next((c.message for c in containers if c.message), "")
         return PodStatus(
             name=self.name,
@@ -289,4 +314,9 @@ class Pod:
             message=message,
             age_s=time.monotonic() - self.created,
             sidecar_pid=getattr(self.sidecar, "pid", None),
+            reason=reason,
+            failed_container=self.failed_container,
+            annotations=dict(self.spec.pod_annotations),
+            specs=self.spec.containers,
+            created_at=self.created_at,
         )

@@ -64,6 +64,7 @@ class ContainerProcess:
         self.last_exit: int | None = None
         self.state = "Waiting"            # Waiting | Running | CrashLoopBackOff | Failed | Terminated
         self.message = ""
+        self.started_at: float | None = None     # wall clock of the current process's start
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -95,6 +96,7 @@ class ContainerProcess:
                 preexec_fn=_die_with_parent,
             )
         self.state, self.message = "Running", ""
+        self.started_at = time.time()
         self._changed()
 
     async def start(self) -> None:

@@ -234,8 +234,8 @@ class LocalRunner:
                 registered=False, restarts=0, sidecar="running" if gw.running else "down",
                 sidecar_restarts=gw.restarts, labels=dict(GATEWAY_LABELS),
                 service_account=gw.spec.service_account,
-                age_s=time.monotonic() - self._gateway_started.get(gw.spec.name, time.monotonic()),
-                sidecar_pid=gw.pid,
+                age_s=(age := time.monotonic() - self._gateway_started.get(gw.spec.name, time.monotonic())),
+                sidecar_pid=gw.pid, created_at=time.time() - age,
             ))
         return sorted(out, key=lambda s: (s.namespace, s.name))
 

@@ -10,9 +10,11 @@ import asyncio
 import logging
 import re
 import signal
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from mizzen.agent.envoy import AgentEvent
 from mizzen.runner.pod import PodStatus
@@ -22,6 +24,8 @@ __all__ = ["PodSource", "PodWatcher", "agent_event_line", "exit_text", "pod_of_n
 log = logging.getLogger("mizzen.runner")
 
 _DELAY = re.compile(r"restarting in ([0-9.]+s)")
+EVENTS_PER_POD = 20
+_WARNING = ("exited", "killed", "failed", "not ready", "not restarted")
 
 
 def exit_text(code: int | None) -> str:
@@ -77,7 +81,8 @@ class PodWatcher:
     ``poll()`` returns the lines for what changed since the last poll; ``run()`` polls every ``period``
     seconds. Crashes and failures are always reported; pods created, deleted, ready and not ready only while
     ``lifecycle`` is true (the demo turns it on once its startup table is printed). ``prime()`` takes the
-    current state silently.
+    current state silently. Every change (reported or not) is also kept as a recent event of its pod,
+    kubectl-describe style (:meth:`events`, at most :data:`EVENTS_PER_POD` per pod).
     """
 
     def __init__(self, runner: PodSource, emit: Callable[[str], None], period: float = 0.2,
@@ -87,6 +92,17 @@ class PodWatcher:
         self.period = period
         self.lifecycle = lifecycle
         self._seen: dict[tuple[str, str], _Seen] = {}
+        self._events: dict[tuple[str, str], deque[dict[str, Any]]] = {}
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Recent events of one pod, oldest first: ``{"time", "type" (Normal|Warning), "message"}``."""
+        return list(self._events.get((namespace, name), ()))
+
+    def _record(self, key: tuple[str, str], line: str) -> None:
+        message = line.split(": ", 1)[1] if ": " in line else line
+        kind = "Warning" if any(w in message for w in _WARNING) else "Normal"
+        self._events.setdefault(key, deque(maxlen=EVENTS_PER_POD)).append(
+            {"time": time.time(), "type": kind, "message": message})
 
     @staticmethod
     def _state(s: PodStatus) -> _Seen:
@@ -104,9 +120,11 @@ class PodWatcher:
             where = f"pod {s.namespace}/{s.name}"
             seen = self._seen.get(key)
             if seen is None:
+                self._record(key, f"{where}: created ({s.pod_ip})")
                 if self.lifecycle:
                     lines.append(f"{where}: created ({s.pod_ip})")
                 seen = self._seen[key] = _Seen(ready=False, phase="Pending")
+            before = len(lines)
             failed = False
             for c in s.containers:
                 was = seen.states.get(c.name, "Waiting")
@@ -124,15 +142,22 @@ class PodWatcher:
                     lines.append(f"{where}: container {c.name} failed: {c.message}")
                 seen.restarts[c.name] = c.restarts
                 seen.states[c.name] = c.state
-            if s.ready != seen.ready and self.lifecycle:
-                lines.append(f"{where}: ready ({s.ready_count})" if s.ready else
-                             f"{where}: not ready ({s.ready_count} {s.phase}"
-                             f"{', sidecar ' + s.sidecar if s.sidecar not in ('running', 'none') else ''})")
             if s.phase == "Failed" and seen.phase != "Failed" and not failed:
-                lines.append(f"{where}: failed: {s.message}")
+                reason = f"{s.reason}: " if s.reason else ""
+                lines.append(f"{where}: failed: {reason}{s.message}")
+            for line in lines[before:]:
+                self._record(key, line)
+            if s.ready != seen.ready:
+                line = (f"{where}: ready ({s.ready_count})" if s.ready else
+                        f"{where}: not ready ({s.ready_count} {s.phase}"
+                        f"{', sidecar ' + s.sidecar if s.sidecar not in ('running', 'none') else ''})")
+                self._record(key, line)
+                if self.lifecycle:
+                    lines.append(line)
             seen.ready, seen.phase = s.ready, s.phase
         for key in [k for k in self._seen if k not in current]:
             del self._seen[key]
+            self._events.pop(key, None)
             if self.lifecycle:
                 lines.append(f"pod {key[0]}/{key[1]}: deleted")
         return lines
