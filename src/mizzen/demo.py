@@ -35,6 +35,7 @@ from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.controlplane.store import ApplyResult
 from mizzen.runner import AgentSidecars, InProcessRegistrar, LocalRunner
 from mizzen.runner.api import PodsApi
+from mizzen.runner.gateway import EGRESS_NAME, EGRESS_SERVICE_YAML, GATEWAY_NAME, GATEWAY_NAMESPACE
 from mizzen.runner.watch import PodWatcher, agent_event_line
 
 log = logging.getLogger("mizzen.demo")
@@ -223,7 +224,7 @@ def status_table(runner: LocalRunner) -> Table:
     for col in ("NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "POD IP"):
         table.add_column(col)
     for p in sorted(runner.status(), key=lambda s: (s.namespace, s.name)):
-        table.add_row(p.namespace, p.name, p.ready_count, p.phase, str(p.restarts + p.sidecar_restarts),
+        table.add_row(p.namespace, p.name, p.ready_count, p.status_text, str(p.restarts + p.sidecar_restarts),
                       p.pod_ip)
     return table
 
@@ -296,13 +297,16 @@ class Demo:
         self._tasks.append(asyncio.create_task(self.watcher.run(), name="pod-watcher"))
         self.runner.set_namespace_labels(BOOKINFO_NAMESPACE, {"istio-injection": "enabled"})
         self.controller = DeploymentController(self.cp, self.runner)
-        with self.console.status("starting the ingress gateway..."):
-            gateway = await self.runner.start_gateway(
-                o.host, o.port, tls_port=o.tls_port, xds_port=self.cp.xds_port,
-                options=AgentOptions(concurrency=1, work_dir=o.state_dir / "proxies" / "istio-system"
-                                     / "istio-ingressgateway"))
-            gateway.on_event = self._on_agent_event
-        defaults: list[Config] = []
+        gateways = o.state_dir / "proxies" / GATEWAY_NAMESPACE
+        with self.console.status("starting the ingress and egress gateways..."):
+            ingress, egress = await asyncio.gather(
+                self.runner.start_gateway(o.host, o.port, tls_port=o.tls_port, xds_port=self.cp.xds_port,
+                                          options=AgentOptions(concurrency=1,
+                                                               work_dir=gateways / GATEWAY_NAME)),
+                self.runner.start_egress_gateway(xds_port=self.cp.xds_port, options=AgentOptions(
+                    concurrency=1, work_dir=gateways / EGRESS_NAME)))
+            ingress.on_event = egress.on_event = self._on_agent_event
+        defaults = self._apply_text(EGRESS_SERVICE_YAML, f"<{EGRESS_NAME} Service>", GATEWAY_NAMESPACE)
         if o.bookinfo:
             defaults += self._apply_file(MANIFEST, BOOKINFO_NAMESPACE)
             defaults += self._apply_file(GATEWAY_MANIFEST, BOOKINFO_NAMESPACE)
@@ -323,9 +327,12 @@ class Demo:
         return self.watcher.events(namespace, name) if self.watcher is not None else []
 
     def _apply_file(self, path: Path, namespace: str) -> list[Config]:
+        return self._apply_text(path.read_text(), str(path), namespace)
+
+    def _apply_text(self, text: str, file: str, namespace: str) -> list[Config]:
         """Apply the demo's own manifests, keeping objects an earlier run changed; returns the defaults."""
         assert self.cp is not None
-        result = self.cp.api.loader(path.read_text(), str(path), namespace)
+        result = self.cp.api.loader(text, file, namespace)
         if result.errors:
             raise DemoError("; ".join(str(e) for e in result.errors))
         # objects the user changed in an earlier run (persisted state) are kept, not overwritten

@@ -135,8 +135,10 @@ def x_describe(
             pods = [pod_object(p) for p in list_pods(c, ns)]
             ids = _proxies(c)
             names = {f"{p['metadata']['name']}.{ns}" for p in pods if describe_mesh.selects(svc, p)}
-            own_id = next((p for p in sorted(ids) if pt.proxy_name(p) in names and p.startswith("sidecar~")),
-                          None)
+            sidecars = sorted(p for p in ids if p.startswith("sidecar~"))
+            # the routes as a pod of the service sees them, else as any sidecar of the mesh does
+            own_id = next((p for p in sidecars if pt.proxy_name(p) in names),
+                          sidecars[0] if sidecars else None)
             own = _dump(c, own_id) if own_id else None
             text = describe_mesh.describe_service_mesh(svc, pods, _config(c), own, _gateways(c, ids))
         typer.echo(text)

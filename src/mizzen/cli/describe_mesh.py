@@ -388,9 +388,7 @@ def _service_sections(svc: Obj, pod: Obj | None, configs: Sequence[Obj], own: Pr
             if ref not in seen_dr:
                 seen_dr.add(ref)
                 lines.extend(_dr_lines(dr, pod, str(_spec(dr).get("host", name))))
-        if own is None:
-            lines.append("   (no proxy of this service to read its routes from)")
-        else:
+        if own is not None:
             found = _vhost(own, fqdn, number)
             if found is not None:
                 by_vs: dict[str, list[rc.Route]] = {}
@@ -400,6 +398,8 @@ def _service_sections(svc: Obj, pod: Obj | None, configs: Sequence[Obj], own: Pr
                     if path:
                         lines.extend(_vs_lines(object_ref(path), routes, fqdn, number, dr, pod))
         exposure.extend(_exposure(gateways, fqdn, number, dr, pod))
+    if own is None:
+        lines.append("   (no sidecar proxy connected to read the routes from)")
     return lines, exposure
 
 

@@ -19,8 +19,16 @@ from typing import Any
 
 from mizzen.agent.envoy import Agent, AgentOptions
 from mizzen.config.model import DEFAULT_NAMESPACE, Config
+from mizzen.registry.model import Workload
 from mizzen.runner.addresses import DEFAULT_APP_NET, DEFAULT_POD_NET, AddressPool, PodAddresses
-from mizzen.runner.gateway import GATEWAY_LABELS, GATEWAY_NAME, GATEWAY_NAMESPACE, start_gateway
+from mizzen.runner.gateway import (
+    EGRESS_HTTP_PORT,
+    EGRESS_LABELS,
+    EGRESS_NAME,
+    EGRESS_TLS_PORT,
+    GATEWAY_NAMESPACE,
+    start_gateway,
+)
 from mizzen.runner.manifests import (
     DeploymentSpec,
     ManifestError,
@@ -33,7 +41,7 @@ from mizzen.runner.manifests import (
 )
 from mizzen.runner.pod import Pod, PodOptions, PodStatus
 from mizzen.runner.process import Backoff
-from mizzen.runner.registrar import WorkloadRegistrar
+from mizzen.runner.registrar import WorkloadRegistrar, call
 from mizzen.runner.sidecar import SidecarFactory
 
 log = logging.getLogger("mizzen.runner")
@@ -90,6 +98,7 @@ class LocalRunner:
         self.gateways: list[Agent] = []
         self._gateway_started: dict[str, float] = {}      # gateway name -> monotonic start (AGE)
         self._gateway_addrs: list[PodAddresses] = []
+        self._registered_gateways: list[str] = []          # gateway pods registered as workloads
         self._lock = asyncio.Lock()
 
     # --- apply / delete ------------------------------------------------------------------------------------
@@ -224,15 +233,58 @@ class LocalRunner:
         self._gateway_addrs.append(admin)
         return agent
 
+    async def start_egress_gateway(
+        self,
+        *,
+        xds_host: str = "127.0.0.1",
+        xds_port: int = 15010,
+        options: AgentOptions | None = None,
+        ready_timeout: float = 30.0,
+    ) -> Agent:
+        """Start ``istio-egressgateway`` like Istio's demo profile: its own pod IP from the pool, Gateway
+        ports 80/443 served on 8080/8443 there, registered as a workload (labels ``istio: egressgateway``)
+        once ready, so the ``istio-egressgateway`` Service
+        (:data:`~mizzen.runner.gateway.EGRESS_SERVICE_YAML`) has it as its endpoint."""
+        addrs = self.addresses.allocate((EGRESS_HTTP_PORT, EGRESS_TLS_PORT), sidecar=True)
+        try:
+            agent = await start_gateway(
+                addrs.pod_ip, EGRESS_HTTP_PORT, tls_port=EGRESS_TLS_PORT, xds_host=xds_host,
+                xds_port=xds_port, admin_host=addrs.pod_ip, admin_port=15000, options=options,
+                ready_timeout=ready_timeout, deployment=EGRESS_NAME, labels=EGRESS_LABELS,
+            )
+        except BaseException:
+            self.addresses.release(addrs)
+            raise
+        self.gateways.append(agent)
+        self._gateway_started[agent.spec.name] = time.monotonic()
+        self._gateway_addrs.append(addrs)
+        try:
+            await call(self.registrar.register(Workload(
+                name=agent.spec.name, namespace=agent.spec.namespace, address=addrs.pod_ip,
+                labels=dict(EGRESS_LABELS), service_account=agent.spec.service_account,
+                ports={"http2": EGRESS_HTTP_PORT, "https": EGRESS_TLS_PORT})))
+        except Exception as exc:
+            log.warning("egress gateway %s: register failed: %s", agent.spec.name, exc)
+        else:
+            self._registered_gateways.append(agent.spec.name)
+        return agent
+
+    @staticmethod
+    def _gateway_deployment(agent: Agent) -> str:
+        """``istio-egressgateway`` from the pod name ``istio-egressgateway-<hash>-<id>``."""
+        parts = agent.spec.name.rsplit("-", 2)
+        return parts[0] if len(parts) == 3 else agent.spec.name
+
     # --- status / stop -------------------------------------------------------------------------------------
     def status(self) -> list[PodStatus]:
         out = [p.status() for d in self.deployments.values() for p in d.pods]
         for gw in self.gateways:
             out.append(PodStatus(
-                name=gw.spec.name, namespace=GATEWAY_NAMESPACE, deployment=GATEWAY_NAME, pod_ip=gw.spec.ip,
-                app_host="", phase="Running" if gw.running else "Pending", ready=gw.running,
-                registered=False, restarts=0, sidecar="running" if gw.running else "down",
-                sidecar_restarts=gw.restarts, labels=dict(GATEWAY_LABELS),
+                name=gw.spec.name, namespace=gw.spec.namespace, deployment=self._gateway_deployment(gw),
+                pod_ip=gw.spec.ip, app_host="", phase="Running" if gw.running else "Pending",
+                ready=gw.running, registered=gw.spec.name in self._registered_gateways, restarts=0,
+                sidecar="running" if gw.running else "down",
+                sidecar_restarts=gw.restarts, labels=dict(gw.spec.labels),
                 service_account=gw.spec.service_account,
                 age_s=(age := time.monotonic() - self._gateway_started.get(gw.spec.name, time.monotonic())),
                 sidecar_pid=gw.pid, created_at=time.time() - age,
@@ -255,7 +307,7 @@ class LocalRunner:
         deadline = loop.time() + timeout
         while True:
             pending = [s for s in self.status()
-                       if s.deployment != GATEWAY_NAME and not s.registered and s.phase != "Failed"]
+                       if s.namespace != GATEWAY_NAMESPACE and not s.registered and s.phase != "Failed"]
             if not pending:
                 return
             if loop.time() >= deadline:
@@ -270,6 +322,10 @@ class LocalRunner:
             self.deployments.clear()
             await asyncio.gather(*(self._stop_pods(d.pods) for d in deps))
             gws, self.gateways = self.gateways, []
+            for name in self._registered_gateways:      # traffic moves away first, like a pod
+                with contextlib.suppress(Exception):
+                    await call(self.registrar.deregister(GATEWAY_NAMESPACE, name))
+            self._registered_gateways.clear()
             for gw in gws:
                 with contextlib.suppress(Exception):
                     await gw.stop()
