@@ -14,6 +14,7 @@ import signal
 from datetime import UTC, datetime
 from typing import Any
 
+from mizzen.runner.manifests import ContainerPort, ContainerSpec
 from mizzen.runner.pod import ContainerStatus, PodStatus
 
 __all__ = ["APP_HOST_ANNOTATION", "PROXY_CONTAINER", "PROXY_IMAGE", "kube_phase", "pod_object", "rfc3339"]
@@ -142,7 +143,9 @@ def pod_object(status: PodStatus) -> dict[str, Any]:
     by_name = {c.name: c for c in status.containers}
     containers: list[dict[str, Any]] = []
     statuses: list[dict[str, Any]] = []
-    for spec in status.specs:
+    specs = status.specs or tuple(ContainerSpec(c.name, ports=tuple(ContainerPort(p) for p in c.ports))
+                                  for c in status.containers)
+    for spec in specs:
         c: dict[str, Any] = {"name": spec.name, "image": spec.image}
         if spec.command:
             c["command"] = list(spec.command)
