@@ -44,6 +44,39 @@ def listening() -> set[tuple[str, int]]:
     return out
 
 
+def socket_inodes(pids: set[int]) -> set[int]:
+    """The socket inodes the processes ``pids`` hold open (from /proc/<pid>/fd)."""
+    out = set()
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                out.add(int(target[8:-1]))
+    return out
+
+
+def listening_of(pids: set[int]) -> set[tuple[str, int]]:
+    """The listening TCP (IPv4) sockets held by ``pids``: what a test's own processes listen on, so that
+    checks ignore everything else on the machine (a user's ``mizzen demo``, other tests)."""
+    inodes = socket_inodes(pids)
+    out = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "0A" or int(fields[9]) not in inodes:
+            continue
+        hexip, hexport = fields[1].split(":")
+        ip = ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
+        out.add((ip, int(hexport, 16)))
+    return out
+
+
 def descendants(pid: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -126,7 +159,16 @@ def run_demo(state: Path, *extra: str, ready_timeout: float = 90) -> Iterator[De
             time.sleep(0.1)
         yield d
     finally:
-        if proc.poll() is None:
+        stop_demo(proc)
+        log.close()
+
+
+def stop_demo(proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Stop a demo as Ctrl-C does (it stops every Envoy and app in order), SIGKILL if it hangs."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        log.close()

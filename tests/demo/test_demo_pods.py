@@ -14,11 +14,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from demo_helpers import MIZZEN, ROOT, Demo, alive, free_port, run_demo
 
 from mizzen.agent.envoy import AgentEvent
@@ -36,9 +38,31 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 
 def pods(demo: Demo, namespace: str = "bookinfo") -> dict[str, dict[str, Any]]:
-    """deployment -> pod, from ``mizzen get pods -o json`` (the API's view)."""
+    """deployment -> pod (a ``v1 Pod``), from ``mizzen get pods -o json``."""
     items = json.loads(demo.mizzen("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
-    return {p["deployment"]: p for p in items}
+    assert all(p["apiVersion"] == "v1" and p["kind"] == "Pod" for p in items), items
+    return {p["metadata"]["ownerReferences"][0]["name"].rsplit("-", 1)[0]: p for p in items}
+
+
+def container(pod: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """A container's status (the app's, the first, by default; ``istio-proxy`` for the sidecar)."""
+    statuses = pod["status"]["containerStatuses"]
+    return next(c for c in statuses if c["name"] == name) if name else statuses[0]
+
+
+def pid(pod: dict[str, Any], name: str | None = None) -> int | None:
+    """The process of a container (``containerID: local://<pid>``)."""
+    cid = container(pod, name).get("containerID", "")
+    return int(cid.removeprefix("local://")) if cid else None
+
+
+def restarts(pod: dict[str, Any]) -> int:
+    return sum(c["restartCount"] for c in pod["status"]["containerStatuses"])
+
+
+def ready(pod: dict[str, Any]) -> str:
+    statuses = pod["status"]["containerStatuses"]
+    return f"{sum(c['ready'] for c in statuses)}/{len(statuses)}"
 
 
 def eventually(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -73,19 +97,28 @@ def test_get_pods_lists_bookinfo_like_kubectl(demo: Demo) -> None:
 
     wide = table(demo.mizzen("get", "po", "-A", "-o", "wide").stdout)
     assert wide[0] == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "APP-HOST"], wide
-    gateway = [r for r in wide if r[0] == "istio-system"]
-    assert len(gateway) == 1 and gateway[0][2:4] == ["1/1", "Running"], wide
+    gateways = sorted(r[1].rsplit("-", 2)[0] for r in wide if r[0] == "istio-system")
+    assert gateways == ["istio-egressgateway", "istio-ingressgateway"], wide    # like Istio's demo profile
+    assert all(r[2:4] == ["1/1", "Running"] for r in wide if r[0] == "istio-system"), wide
     api = pods(demo)
     for r in wide[1:]:
         if r[0] == "bookinfo":
-            p = next(p for p in api.values() if p["name"] == r[1])
-            assert r[6:8] == [p["pod_ip"], p["app_host"]] and r[6].startswith("127.20."), (r, p)
-    gw = json.loads(demo.mizzen("get", "pods", "-n", "istio-system", "-o", "json").stdout)["items"]
-    assert len(gw) == 1 and gw[0]["age_s"] > 0 and gw[0]["sidecar"]["pid"], gw     # the gateway has an age
-    # the API's own answer: container states and where their logs are
+            p = next(p for p in api.values() if p["metadata"]["name"] == r[1])
+            app_host = p["metadata"]["annotations"]["mizzen.io/app-host"]
+            assert r[6:8] == [p["status"]["podIP"], app_host] and r[6].startswith("127.20."), (r, p)
+    gw = pods(demo, "istio-system")
+    egress = gw["istio-egressgateway"]
+    labels = egress["metadata"]["labels"]
+    assert (labels["istio"], labels["app"]) == ("egressgateway", "istio-egressgateway"), labels
+    assert all(p["metadata"]["creationTimestamp"] and pid(p, "istio-proxy") for p in gw.values()), gw
+    # Pod objects, as kubectl prints them: spec, container states, conditions
     pp = api["productpage-v1"]
-    assert pp["containers"][0]["state"] == "Running" and pp["containers"][0]["pid"]
-    assert pp["containers"][0]["log_path"].endswith("productpage.log") and pp["sidecar"]["state"] == "running"
+    assert [c["name"] for c in pp["spec"]["containers"]] == ["productpage", "istio-proxy"], pp
+    assert "running" in container(pp)["state"] and pid(pp) and container(pp, "istio-proxy")["ready"]
+    assert {c["type"]: c["status"] for c in pp["status"]["conditions"]}["Ready"] == "True", pp
+    one = yaml.safe_load(demo.mizzen("get", "pods", pp["metadata"]["name"], "-n", "bookinfo", "-o",
+                                     "yaml").stdout)
+    assert (one["kind"], one["metadata"]["name"]) == ("Pod", pp["metadata"]["name"]), one
     none = demo.mizzen("get", "pods", "nope", "-n", "bookinfo", check=False)
     assert none.returncode == 1 and 'pods "nope" not found' in none.stderr, none.stderr
 
@@ -101,15 +134,15 @@ def test_config_changes_are_narrated(demo: Demo) -> None:
 @pytest.mark.e2e
 def test_killed_app_is_restarted_reported_and_traffic_recovers(demo: Demo) -> None:
     before = pods(demo)["productpage-v1"]
-    name, pid = before["name"], before["containers"][0]["pid"]
-    os.kill(pid, signal.SIGKILL)
-    line = (f"pod bookinfo/{name}: container productpage killed by SIGKILL, restarting in 0.5s "
-            "(restart 1)")
+    name, app_pid, was = before["metadata"]["name"], pid(before), restarts(before)
+    assert app_pid
+    os.kill(app_pid, signal.SIGKILL)
+    line = f"pod bookinfo/{name}: container productpage killed by SIGKILL, restarting in "
     eventually("crash reported", lambda: line in demo.output())
 
     def restarted() -> bool:
         p = pods(demo)["productpage-v1"]
-        return p["restarts"] == 1 and p["ready"] == "2/2" and p["containers"][0]["pid"] not in (None, pid)
+        return restarts(p) == was + 1 and ready(p) == "2/2" and pid(p) not in (None, app_pid)
 
     eventually("app restarted", restarted)
     eventually("traffic recovered", lambda: page_ok(demo))
@@ -119,23 +152,27 @@ def test_killed_app_is_restarted_reported_and_traffic_recovers(demo: Demo) -> No
     assert f"pod bookinfo/{name}: not ready (1/2 CrashLoopBackOff)" in out, out
     assert "Traceback" not in out and "exited with code -9" not in out, out   # no raw log warning either
     row = next(r for r in table(demo.mizzen("get", "pods", "-n", "bookinfo").stdout) if r[0] == name)
-    assert row[1:4] == ["2/2", "Running", "1"], row
-    assert not alive(pid)
+    assert row[1:4] == ["2/2", "Running", str(was + 1)], row
+    assert not alive(app_pid)
+    killed = container(pods(demo)["productpage-v1"])["lastState"]["terminated"]
+    assert killed == {"exitCode": 137, "reason": "Error (SIGKILL)"}, killed
+    events = demo.mizzen("describe", "pod", name, "-n", "bookinfo").stdout
+    assert "container productpage killed by SIGKILL, restarting in" in events, events
 
 
 @pytest.mark.e2e
 def test_killed_envoy_is_restarted_reported_and_traffic_recovers(demo: Demo) -> None:
     before = pods(demo)["details-v1"]
-    name, pid = before["name"], before["sidecar"]["pid"]
-    assert pid and before["restarts"] == 0
-    os.kill(pid, signal.SIGKILL)
-    line = f"pod bookinfo/{name}: istio-proxy (Envoy) killed by SIGKILL, restarting (restart 1)"
+    name, envoy_pid, was = before["metadata"]["name"], pid(before, "istio-proxy"), restarts(before)
+    assert envoy_pid
+    os.kill(envoy_pid, signal.SIGKILL)
+    line = f"pod bookinfo/{name}: istio-proxy (Envoy) killed by SIGKILL, restarting (restart {was + 1})"
     eventually("Envoy restart reported", lambda: line in demo.output())
 
     def restarted() -> bool:
         p = pods(demo)["details-v1"]
-        return (p["restarts"] == 1 and p["sidecar"]["restarts"] == 1
-                and p["sidecar"]["pid"] not in (None, pid) and p["ready"] == "2/2")
+        return (restarts(p) == was + 1 and container(p, "istio-proxy")["restartCount"] == was + 1
+                and pid(p, "istio-proxy") not in (None, envoy_pid) and ready(p) == "2/2")
 
     eventually("Envoy restarted", restarted)
     # details answers through its new sidecar again
@@ -144,7 +181,7 @@ def test_killed_envoy_is_restarted_reported_and_traffic_recovers(demo: Demo) -> 
     out = demo.output()
     assert "Traceback" not in out and "exited unexpectedly" not in out, out
     row = next(r for r in table(demo.mizzen("get", "pods", "-n", "bookinfo").stdout) if r[0] == name)
-    assert row[1:4] == ["2/2", "Running", "1"], row
+    assert row[1:4] == ["2/2", "Running", str(was + 1)], row
 
 
 @pytest.mark.e2e
@@ -155,9 +192,10 @@ def test_logs_show_app_and_envoy_lines(demo: Demo) -> None:
     assert any('"GET /productpage HTTP/1.1" 200' in line for line in full), full
     last = demo.mizzen("logs", "productpage", "-n", "bookinfo", "--tail", "2").stdout.splitlines()
     assert last == full[-2:], (last, full[-3:])
-    proxy = demo.mizzen("logs", pods(demo)["details-v1"]["name"], "-c", "istio-proxy").stdout
-    # Envoy's own log (warning level): one startup line per start, so two after the kill above
-    assert proxy.count("[main]") >= 2, proxy
+    details = pods(demo)["details-v1"]
+    proxy = demo.mizzen("logs", details["metadata"]["name"], "-c", "istio-proxy").stdout
+    # Envoy's own log (warning level): one startup line per start of the sidecar
+    assert proxy.count("[main]") >= 1 + container(details, "istio-proxy")["restartCount"], proxy
     # -f: a new request shows up while following; Ctrl-C ends it cleanly
     follow = subprocess.Popen([MIZZEN, "--server", demo.api, "logs", "productpage", "-f", "--tail", "1"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -180,7 +218,129 @@ def test_logs_show_app_and_envoy_lines(demo: Demo) -> None:
     ambiguous = demo.mizzen("logs", "reviews", check=False)
     assert ambiguous.returncode == 1 and "ambiguous" in ambiguous.stderr, ambiguous.stderr
     bad = demo.mizzen("logs", "ratings", "-c", "nope", check=False)
-    assert bad.returncode == 1 and "choose one of: ratings, istio-proxy" in bad.stderr, bad.stderr
+    assert bad.returncode == 1 and 'container "nope" not found in pod "ratings-v1-' in bad.stderr, bad.stderr
+    assert "; choose one of: [ratings istio-proxy]" in bad.stderr, bad.stderr
+
+
+@pytest.mark.e2e
+def test_describe_and_x_describe(demo: Demo) -> None:
+    files = [str(NET / "destination-rule-all.yaml"), str(NET / "virtual-service-reviews-80-20.yaml")]
+    demo.mizzen("apply", "-n", "bookinfo", *(a for f in files for a in ("-f", f)))
+    try:
+        v1 = pods(demo)["reviews-v1"]["metadata"]["name"]
+
+        def described() -> bool:           # pushed to the proxies: describe reads what Envoy was sent
+            out = demo.mizzen("x", "describe", "pod", v1, "-n", "bookinfo").stdout
+            return "   Weight 80%" in out
+        eventually("x describe shows the 80/20 split", described)
+        out = demo.mizzen("x", "describe", "pod", "reviews-v1", "-n", "bookinfo").stdout    # a prefix works
+        assert out.splitlines()[:2] == [f"Pod: {v1}", "   Pod Ports: 9080 (reviews)"], out
+        assert 'DestinationRule: reviews.bookinfo for "reviews"\n   Matching subsets: v1' in out, out
+        assert "      Route to non-matching subset v2 for (everything)" in out, out
+        pp = demo.mizzen("x", "describe", "pod", "productpage", "-n", "bookinfo").stdout
+        assert f"Exposed on Ingress Gateway {demo.url}" in pp, pp
+        assert pp.splitlines()[-1] == "   /productpage, /static*, /login, /logout, /api/v1/products*", pp
+        svc = demo.mizzen("x", "describe", "svc", "reviews", "-n", "bookinfo").stdout
+        assert 'subset "v1" with weight 80%' in svc and 'subset "v2" with weight 20%' in svc, svc
+
+        kube = demo.mizzen("describe", "pod", v1, "-n", "bookinfo").stdout
+        assert f"Name:             {v1}" in kube and "Controlled By:    ReplicaSet/" in kube, kube
+        assert "  reviews:\n    Container ID:       local://" in kube and "Events:" in kube, kube
+        ips = {p["status"]["podIP"] for d, p in pods(demo).items() if d.startswith("reviews-")}
+        svc_text = demo.mizzen("describe", "svc", "reviews", "-n", "bookinfo").stdout
+        line = next(x for x in svc_text.splitlines() if x.startswith("Endpoints:"))
+        assert {e.split(":")[0] for e in line.split()[1].split(",")} == ips, svc_text
+        vs = demo.mizzen("describe", "vs", "reviews", "-n", "bookinfo").stdout
+        assert "References:\n  DestinationRule bookinfo/reviews\n  Service bookinfo/reviews" in vs, vs
+        missing = demo.mizzen("describe", "pod", "nope", "-n", "bookinfo", check=False)
+        assert missing.returncode == 1 and 'pods "nope" not found' in missing.stderr, missing.stderr
+        assert "Traceback" not in missing.stderr
+    finally:
+        demo.mizzen("delete", "-n", "bookinfo", *(a for f in files for a in ("-f", f)))
+
+
+BROKEN = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: nginx}
+spec:
+  selector: {matchLabels: {app: nginx}}
+  template:
+    metadata: {labels: {app: nginx}}
+    spec:
+      containers:
+      - {name: nginx, image: "nginx:1.25", ports: [{containerPort: 80}]}
+"""
+
+
+@pytest.mark.e2e
+def test_pod_that_cannot_start_shows_the_reason(demo: Demo, tmp_path: Path) -> None:
+    f = tmp_path / "nginx.yaml"
+    f.write_text(BROKEN)
+    demo.mizzen("apply", "-f", str(f), "-n", "edge")
+    try:
+        eventually("pod created", lambda: len(table(demo.mizzen("get", "pods", "-n", "edge").stdout)) == 2)
+        row = table(demo.mizzen("get", "pods", "-n", "edge").stdout)[1]
+        assert row[1:3] == ["0/1", "ErrNoCommand"], row                 # like kubectl's ErrImagePull
+        name = row[0]
+        why = demo.mizzen("logs", name, "-n", "edge", check=False)
+        assert why.returncode == 1, why
+        assert f'container "nginx" in pod "{name}" is waiting to start: ErrNoCommand: ' in why.stderr, why
+        text = demo.mizzen("describe", "pod", name, "-n", "edge").stdout
+        assert "    State:              Waiting\n      Reason:           ErrNoCommand" in text, text
+        assert "Warning   Failed" in text, text
+        eventually("console line", lambda: f"pod edge/{name}: failed: ErrNoCommand: " in demo.output())
+        assert "ERROR mizzen.runner" not in demo.output()           # one line, not a log record too
+    finally:
+        demo.mizzen("delete", "-f", str(f), "-n", "edge")
+
+
+class _Standin(BaseHTTPRequestHandler):
+    """The external site's stand-in: answers 200 with the path it got."""
+
+    paths: list[str] = []
+
+    def do_GET(self) -> None:
+        self.paths.append(f"{self.headers.get('Host')}{self.path}")
+        body = b"stand-in for edition.cnn.com"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.e2e
+def test_egress_gateway_task_through_the_demo(demo: Demo, tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Standin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    task = tmp_path / "egress.yaml"
+    task.write_text((ROOT / "tests" / "fixtures" / "egress" / "egress-gateway-http.yaml").read_text()
+                    .replace("127.0.0.77", "127.0.0.1")
+                    .replace("http-port: 18077", f"http-port: {server.server_address[1]}"))
+    egress = pods(demo, "istio-system")["istio-egressgateway"]
+    try:
+        svc = demo.mizzen("describe", "svc", "istio-egressgateway", "-n", "istio-system").stdout
+        assert f"{'Endpoints:':<19}{egress['status']['podIP']}:8080" in svc, svc
+        demo.mizzen("apply", "-f", str(task), "-n", "bookinfo")
+        proxy = f"http://{pods(demo)['productpage-v1']['status']['podIP']}:15080"
+
+        def through() -> bool:
+            try:
+                r = httpx.get("http://edition.cnn.com/politics", proxy=proxy, trust_env=False, timeout=5)
+            except httpx.HTTPError:
+                return False
+            return r.status_code == 200 and r.text == "stand-in for edition.cnn.com"
+        eventually("request reached the stand-in", through)
+        assert "edition.cnn.com/politics" in _Standin.paths
+        stats = httpx.get(f"http://{egress['status']['podIP']}:15000/stats", trust_env=False).text
+        assert re.search(r"cluster\.outbound\|80\|\|edition\.cnn\.com\.upstream_rq_200: [1-9]", stats), stats
+    finally:
+        demo.mizzen("delete", "-f", str(task), "-n", "bookinfo")
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.e2e
