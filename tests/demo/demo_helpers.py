@@ -32,16 +32,8 @@ def free_port() -> int:
 
 
 def listening() -> set[tuple[str, int]]:
-    """Every listening TCP (IPv4) socket on the machine, from /proc/net/tcp."""
-    out = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] != "0A":
-            continue
-        hexip, hexport = fields[1].split(":")
-        ip = ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
-        out.add((ip, int(hexport, 16)))
-    return out
+    """Every listening TCP socket on the machine (IPv4, and IPv4-mapped IPv6 as IPv4)."""
+    return _listeners(None)
 
 
 def socket_inodes(pids: set[int]) -> set[int]:
@@ -62,18 +54,31 @@ def socket_inodes(pids: set[int]) -> set[int]:
     return out
 
 
+_V4_MAPPED = "0000000000000000FFFF0000"
+
+
 def listening_of(pids: set[int]) -> set[tuple[str, int]]:
-    """The listening TCP (IPv4) sockets held by ``pids``: what a test's own processes listen on, so that
-    checks ignore everything else on the machine (a user's ``mizzen demo``, other tests)."""
-    inodes = socket_inodes(pids)
+    """The listening TCP sockets held by ``pids``: what a test's own processes listen on, so that checks
+    ignore everything else on the machine (a user's ``mizzen demo``, other tests). IPv4-mapped IPv6
+    sockets (gRPC's ``[::ffff:127.0.0.1]:port``) count as their IPv4 address."""
+    return _listeners(socket_inodes(pids))
+
+
+def _listeners(inodes: set[int] | None) -> set[tuple[str, int]]:
     out = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] != "0A" or int(fields[9]) not in inodes:
-            continue
-        hexip, hexport = fields[1].split(":")
-        ip = ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
-        out.add((ip, int(hexport, 16)))
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or (inodes is not None and int(fields[9]) not in inodes):
+                continue
+            hexip, hexport = fields[1].split(":")
+            if len(hexip) == 32:
+                if not hexip.startswith(_V4_MAPPED):
+                    out.add((hexip, int(hexport, 16)))
+                    continue
+                hexip = hexip[24:]
+            ip = ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
+            out.add((ip, int(hexport, 16)))
     return out
 
 
