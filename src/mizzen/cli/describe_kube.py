@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from mizzen.analysis.context import destinations, labels_match
 from mizzen.cli.common import format_table, human_age, parse_time
-from mizzen.config.analysis.context import destinations, labels_match
 from mizzen.core.hosts import host_matches, resolve_short_name
 from mizzen.core.push_context import MESH_GATEWAY, resolve_gateway_ref
 

@@ -23,7 +23,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import json_format
 
-from mizzen.config.analysis.context import labels_match
+from mizzen.analysis.context import labels_match
 from mizzen.core.hosts import host_matches, resolve_short_name
 from mizzen.registry.convert import port_protocol
 from mizzen.simulate.action import destinations, istio_config
