@@ -350,6 +350,10 @@ class Demo:
         c.print(f"  product page      {self.url}/productpage")
         c.print(f"  control plane API {self.cp.http_url}   (mizzen get vs -n bookinfo, mizzen proxy-status)")
         c.print("  pods              mizzen get pods -n bookinfo, mizzen logs POD [-c istio-proxy]")
+        egress = next((g for g in self.runner.gateways if g.spec.labels.get("istio") == "egressgateway"),
+                      None)
+        if egress is not None:
+            c.print(f"  egress gateway    {egress.spec.ip}:8080 (Service {EGRESS_NAME}.{GATEWAY_NAMESPACE})")
         c.print(f"  xDS (ADS gRPC)    {self.cp.xds_address}")
         c.print(f"  state and logs    {self.opts.state_dir}")
         c.print("\nPress Ctrl-C to stop everything.")
