@@ -1,10 +1,13 @@
-"""Pods as Kubernetes sees them: real runner pods (real processes, a fake registrar) reported as ``v1 Pod``
+"""Pods as Kubernetes sees them (and the machine-wide address reservation that keeps concurrent runners'
+pods apart): real runner pods (real processes, a fake registrar) reported as ``v1 Pod``
 objects with kubectl's STATUS reasons (ErrNoCommand, RunContainerError, CrashLoopBackOff), served by the pod
 API on a real socket, whose log endpoint names the pod's containers; and the watcher's per-pod events."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +17,7 @@ from aiohttp import web
 from runner_helpers import FakeRegistrar, echo_deployment, private_nets
 
 from mizzen.runner import Backoff, LocalRunner
+from mizzen.runner.addresses import AddressPool
 from mizzen.runner.api import PodsApi
 from mizzen.runner.pod import ContainerStatus, PodStatus
 from mizzen.runner.pod_object import pod_object
@@ -145,3 +149,29 @@ def test_watcher_keeps_recent_events_per_pod_even_when_not_reporting_them() -> N
     src.pods = []
     w.poll()
     assert w.events("ns", "p") == []
+
+
+def test_an_address_is_reserved_from_allocation_until_release_across_runners() -> None:
+    """Two runners starting at once (a test beside a demo) must not both take an address whose ports are
+    still free: the first allocation reserves it before anything binds there."""
+    pod_net, app_net = private_nets()
+    a, b = AddressPool(pod_net, app_net), AddressPool(pod_net, app_net)
+    first = a.allocate([9080])
+    second = b.allocate([9080])                  # nothing is bound on `first` yet: still not handed out twice
+    assert first.pod_ip != second.pod_ip
+    out = subprocess.run([sys.executable, "-c", RESERVE, first.pod_ip, second.pod_ip], capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.split() == ["taken", "taken"], out          # machine-wide, not only in this process
+    a.release(first)
+    out = subprocess.run([sys.executable, "-c", RESERVE, first.pod_ip], capture_output=True, text=True,
+                         timeout=30)
+    assert out.stdout.split() == ["free"], out
+    b.release(second)
+    assert a.in_use == b.in_use == 0
+
+
+RESERVE = """
+import sys
+from mizzen.runner.addresses import reserve
+print(*["free" if reserve(ip) else "taken" for ip in sys.argv[1:]])
+"""

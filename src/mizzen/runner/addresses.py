@@ -2,7 +2,10 @@
 app host (where the app listens) with the same host part in two /16s, e.g. 127.20.0.5 and 127.21.0.5.
 
 An address whose ports are already taken (another runner, another test) is skipped, so several runners can
-share one machine as long as they use the same or different ranges.
+share one machine as long as they use the same or different ranges. Between checking the ports and binding
+them (the sidecar and the app start a moment later) another runner could take the same address: each
+allocated address is therefore also reserved machine-wide (per network namespace) by an abstract Unix socket
+named after it, which the kernel frees when the pool releases it or its process dies (no file is left).
 """
 
 from __future__ import annotations
@@ -37,6 +40,17 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def reserve(pod_ip: str) -> socket.socket | None:
+    """Hold the abstract Unix socket ``@mizzen-address-<pod ip>``; None when another process holds it."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.bind(f"\0mizzen-address-{pod_ip}")
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
 class AddressPool:
     def __init__(self, pod_net: str = DEFAULT_POD_NET, app_net: str = DEFAULT_APP_NET) -> None:
         self.pod_net = ipaddress.IPv4Network(pod_net)
@@ -46,7 +60,7 @@ class AddressPool:
             raise ValueError("pod and app networks must be inside 127.0.0.0/8")
         if self.pod_net.prefixlen != self.app_net.prefixlen or self.pod_net.overlaps(self.app_net):
             raise ValueError("pod and app networks must be the same size and must not overlap")
-        self._used: set[int] = set()
+        self._used: dict[int, socket.socket] = {}      # offset -> its machine-wide reservation
         self._next = 1
 
     def allocate(self, ports: Iterable[int] = (), sidecar: bool = True) -> PodAddresses:
@@ -61,13 +75,20 @@ class AddressPool:
             pod_ip = str(self.pod_net.network_address + offset)
             app_host = str(self.app_net.network_address + offset)
             pod_ports = wanted + (SIDECAR_PORTS if sidecar else ())
+            held = reserve(pod_ip)
+            if held is None:                               # another runner's, maybe not bound yet
+                continue
             if all(port_free(pod_ip, p) for p in pod_ports) and all(port_free(app_host, p) for p in wanted):
-                self._used.add(offset)
+                self._used[offset] = held
                 return PodAddresses(pod_ip, app_host)
+            held.close()
         raise AddressesExhausted(f"no free address pair in {self.pod_net} / {self.app_net}")
 
     def release(self, addrs: PodAddresses) -> None:
-        self._used.discard(int(ipaddress.IPv4Address(addrs.pod_ip)) - int(self.pod_net.network_address))
+        held = self._used.pop(int(ipaddress.IPv4Address(addrs.pod_ip)) - int(self.pod_net.network_address),
+                              None)
+        if held is not None:
+            held.close()
 
     @property
     def in_use(self) -> int:
