@@ -65,20 +65,27 @@ def listening_of(pids: set[int]) -> set[tuple[str, int]]:
 
 
 def _listeners(inodes: set[int] | None) -> set[tuple[str, int]]:
-    out = set()
+    return set(listening_sockets(inodes).values())
+
+
+def listening_sockets(inodes: set[int] | None = None) -> dict[int, tuple[str, int]]:
+    """Listening TCP sockets by inode (of ``inodes`` only, if given). An inode names one socket for good
+    (unlike a port number, which another process may bind as soon as it is free)."""
+    out = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[3] != "0A" or (inodes is not None and int(fields[9]) not in inodes):
+            inode = int(fields[9])
+            if fields[3] != "0A" or (inodes is not None and inode not in inodes):
                 continue
             hexip, hexport = fields[1].split(":")
             if len(hexip) == 32:
                 if not hexip.startswith(_V4_MAPPED):
-                    out.add((hexip, int(hexport, 16)))
+                    out[inode] = (hexip, int(hexport, 16))
                     continue
                 hexip = hexip[24:]
             ip = ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
-            out.add((ip, int(hexport, 16)))
+            out[inode] = (ip, int(hexport, 16))
     return out
 
 

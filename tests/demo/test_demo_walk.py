@@ -16,7 +16,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from demo_helpers import MIZZEN, ROOT, Demo, alive, descendants, free_port, listening, listening_of, run_demo
+from demo_helpers import (
+    MIZZEN,
+    ROOT,
+    Demo,
+    alive,
+    descendants,
+    free_port,
+    listening_sockets,
+    run_demo,
+    socket_inodes,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -146,7 +156,8 @@ def test_demo_stops_and_leaves_nothing(demo: Demo) -> None:
     pids = descendants(demo.proc.pid)
     assert len(pids) >= 14        # 6 apps + 6 sidecars + the ingress and egress gateways
     # judge only what this demo started: the sockets its own processes listen on (a user's demo may run)
-    ours = listening_of(pids | {demo.proc.pid})
+    sockets = listening_sockets(socket_inodes(pids | {demo.proc.pid}))
+    ours = set(sockets.values())
     port, _tls, xds, api = demo.ports            # (no Gateway serves 443: nothing listens on the TLS port)
     assert {p for _, p in ours} >= {9080, 15000, 15080, port, xds, api}, ours
     # every Envoy works in the demo's state dir: nothing in /tmp to leave behind if the demo is killed
@@ -165,4 +176,5 @@ def test_demo_stops_and_leaves_nothing(demo: Demo) -> None:
     stopping = out[out.index("stopping..."):]
     assert "restarting" not in stopping and "Traceback" not in out, stopping   # an orderly stop, no crashes
     assert not [p for p in pids if alive(p)]
-    assert not ours & listening()
+    # none of its listening sockets is left (by inode: their port numbers may be reused by others at once)
+    assert not listening_sockets(set(sockets)), listening_sockets(set(sockets))
