@@ -12,25 +12,24 @@ import typer
 from mizzen.cli import describe_kube, describe_mesh
 from mizzen.cli import proxy_tables as pt
 from mizzen.cli.common import api_call, client, fail
+from mizzen.cli.contexts import namespace_of
 from mizzen.cli.pods import POD_KINDS, list_pods, pod_object, resolve_pod
+from mizzen.cli.resources import Namespace
 from mizzen.client import ControlPlaneClient
 from mizzen.config import kinds
-from mizzen.config.model import DEFAULT_NAMESPACE
 
 __all__ = ["describe", "x_app"]
 
 SERVICE_KINDS = ("svc", "service", "services")
 MESH_KINDS = ("VirtualService", "DestinationRule", "Gateway", "Sidecar", "ServiceEntry")
 
-Namespace = Annotated[str | None, typer.Option("--namespace", "-n",
-                                               help=f"Namespace (default: {DEFAULT_NAMESPACE})")]
 
 x_app = typer.Typer(help="Experimental commands, like istioctl x.", no_args_is_help=True,
                     context_settings={"help_option_names": ["-h", "--help"]})
 
 
 def _namespace(namespace: str | None) -> str:
-    return namespace or DEFAULT_NAMESPACE
+    return namespace_of(namespace)          # -n, else the current context's, else default (kubectl's order)
 
 
 def _pod(c: ControlPlaneClient, name: str, ns: str) -> dict[str, Any]:
