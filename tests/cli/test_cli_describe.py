@@ -150,6 +150,12 @@ def test_x_describe_pod_reads_subsets_weights_and_gateway_exposure_from_generate
     assert "Exposed on Ingress Gateway http://127.0.20.9:8080" in text, text
     assert text.splitlines()[-2:] == ["VirtualService: bookinfo.bookinfo",
                                       "   /productpage, /static*, /login, /logout, /api/v1/products*"], text
+    gateway = {"kind": "Pod", "metadata": {"name": "istio-ingressgateway-0", "namespace": "istio-system",
+                                           "labels": {"istio": "ingressgateway"}},
+               "spec": {"containers": [{"name": "istio-proxy"}]}, "status": {"phase": "Running"}}
+    assert describe_pod_mesh(gateway, services, objs, own, [gw]).splitlines()[2:] == [
+        "--------------------", "Gateway: bookinfo-gateway.bookinfo (ports 8080/HTTP)",
+        "   VirtualServices: bookinfo.bookinfo"]
     no_sidecar = {**pp, "spec": {"containers": [{"name": "productpage"}]}}
     assert "is not part of mesh; no Istio sidecar" in describe_pod_mesh(no_sidecar, services, objs, None, [])
 

@@ -122,7 +122,9 @@ def x_describe(
             pod = pod_object(_pod(c, name, ns))
             ids = _proxies(c)
             me = f"{pod['metadata']['name']}.{ns}"
-            own_id = next((p for p in ids if pt.proxy_name(p) == me and p.startswith("sidecar~")), None)
+            sidecars = sorted(p for p in ids if p.startswith("sidecar~"))
+            # its own sidecar's view; a gateway pod has none: the mesh's view, as any sidecar has it
+            own_id = next((p for p in sidecars if pt.proxy_name(p) == me), sidecars[0] if sidecars else None)
             own = _dump(c, own_id) if own_id else None
             text = describe_mesh.describe_pod_mesh(pod, c.objects("Service"), _config(c), own,
                                                    _gateways(c, ids))

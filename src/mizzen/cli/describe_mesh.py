@@ -25,6 +25,7 @@ from google.protobuf import json_format
 
 from mizzen.analysis.context import labels_match
 from mizzen.core.hosts import host_matches, resolve_short_name
+from mizzen.core.push_context import resolve_gateway_ref
 from mizzen.registry.convert import port_protocol
 from mizzen.simulate.action import destinations, istio_config
 from mizzen.simulate.cluster import parse_cluster_name
@@ -419,6 +420,31 @@ def _dr_for(fqdn: str, port: int, configs: Sequence[Obj], own: ProxyConfig | Non
     return drs[0] if drs else None
 
 
+def _is_gateway(pod: Obj) -> bool:
+    return all(c.get("name") == "istio-proxy" for c in _spec(pod).get("containers") or [])
+
+
+def _gateway_pod_lines(pod: Obj, configs: Sequence[Obj]) -> list[str]:
+    """For a gateway pod: the Gateways whose selector picks it, and the VirtualServices bound to each."""
+    labels = _meta(pod).get("labels") or {}
+    out = [SEPARATOR]
+    gws = [g for g in configs if g.get("kind") == "Gateway" and isinstance(_spec(g).get("selector"), Mapping)
+           and labels_match(_spec(g)["selector"], labels)]
+    if not gws:
+        out.append("Gateway pod: no Gateway selects it")
+    for g in sorted(gws, key=lambda g: (str(_meta(g).get("namespace")), str(_meta(g).get("name")))):
+        ref = f"{_meta(g).get('namespace')}/{_meta(g).get('name')}"
+        ports = [f"{(sv.get('port') or {}).get('number')}/{(sv.get('port') or {}).get('protocol')}"
+                 for sv in _spec(g).get("servers") or [] if isinstance(sv, Mapping)]
+        out.append(f"Gateway: {_meta(g).get('name')}.{_meta(g).get('namespace')} (ports {', '.join(ports)})")
+        bound = sorted(f"{_meta(v).get('name')}.{_meta(v).get('namespace')}" for v in configs
+                       if v.get("kind") == "VirtualService"
+                       and any(resolve_gateway_ref(str(x), str(_meta(v).get("namespace"))) == ref
+                               for x in _spec(v).get("gateways") or []))
+        out.append("   VirtualServices: " + (", ".join(bound) or "<none>"))
+    return out
+
+
 def describe_pod_mesh(pod: Obj, services: Sequence[Obj], configs: Sequence[Obj], own: ProxyConfig | None,
                       gateways: Sequence[ProxyConfig], suffix: str = "cluster.local",
                       root_namespace: str = "istio-system") -> str:
@@ -433,8 +459,10 @@ def describe_pod_mesh(pod: Obj, services: Sequence[Obj], configs: Sequence[Obj],
     phase = (pod.get("status") or {}).get("phase")
     if phase != "Running":
         lines.append(f"   Pod is not running ({phase})")
+    if _is_gateway(pod):
+        lines.extend(_gateway_pod_lines(pod, configs))
     selecting = [s for s in services if selects(s, pod)]
-    if not selecting:
+    if not selecting and not _is_gateway(pod):
         lines.append(SEPARATOR)
         lines.append("Suggestion: add a Service selecting this pod's labels: "
                      "the pod receives no mesh traffic")
