@@ -9,6 +9,10 @@ Two sources of signing material, both a directory laid out like Istio's ``cacert
 * :meth:`CertificateAuthority.from_cacerts` — a plugged-in intermediate CA (Istio's plugin-CA task); the
   ``root-cert.pem`` may hold several roots (``root-cert-combined.pem``).
 
+A self-signed root rotates in three persisted steps with no failed handshake: :meth:`~CertificateAuthority.
+stage_root` (the next root joins the trust bundle), :meth:`~CertificateAuthority.activate_root` (it signs),
+:meth:`~CertificateAuthority.drop_root` (the old root leaves the bundle).
+
 Workload certificates: empty subject, the SPIFFE URI SAN (critical), server+client auth, a random 128-bit
 serial, TTL 24 h by default (capped by the max TTL and by the signing certificate's own expiry). The CSR's
 URI SANs must each be an identity the caller proved, else :class:`IdentityMismatch`. The response chain is
@@ -58,6 +62,8 @@ __all__ = [
     "CA_KEY",
     "CERT_CHAIN",
     "ROOT_CERT",
+    "STAGED_CERT",
+    "STAGED_KEY",
     "CAError",
     "CAOptions",
     "CertificateAuthority",
@@ -67,6 +73,7 @@ __all__ = [
 
 CA_DIR = "ca"
 CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN = "ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"
+STAGED_CERT, STAGED_KEY = "next-ca-cert.pem", "next-ca-key.pem"     # a staged root (rotation step 1)
 _MAX_CHAIN = 10
 
 
@@ -190,6 +197,7 @@ class CertificateAuthority:
         self.options = options or CAOptions()
         self.directory = directory
         self._material = material
+        self._staged: tuple[PrivateKey, x509.Certificate] | None = None
         self._lock = threading.Lock()
 
     # --- construction -------------------------------------------------------------------------------------
@@ -204,7 +212,9 @@ class CertificateAuthority:
             if publish_private_dir(directory, _material_files(key, cert, TrustBundle((cert,)))):
                 log.info("CA: generated a self-signed root for trust domain %s in %s", options.trust_domain,
                          directory)
-        return cls(load_material(directory), directory, options)
+        ca = cls(load_material(directory), directory, options)
+        ca._staged = _load_staged(directory, ca._material)
+        return ca
 
     @classmethod
     def from_cacerts(cls, directory: Path, options: CAOptions | None = None) -> CertificateAuthority:
@@ -306,19 +316,42 @@ class CertificateAuthority:
         return chain
 
     # --- root rotation ------------------------------------------------------------------------------------
-    def rotate_root(self) -> x509.Certificate:
-        """Self-signed CA only: a new root signs from now on; the old roots stay in the trust bundle so
-        certificates they signed keep validating until they renew. Persisted atomically; returns the root."""
+    # Three steps, so no handshake fails: stage (the new root joins every trust bundle while the old root
+    # still signs), activate (the new root signs; the old stays trusted), drop (once every certificate the old
+    # root signed has been renewed). Each step is persisted atomically.
+    @property
+    def staged_root(self) -> x509.Certificate | None:
+        return self._staged[1] if self._staged else None
+
+    def stage_root(self) -> x509.Certificate:
+        """Self-signed CA only: generate the next root and add it to the trust bundle; returns it."""
         with self._lock:
-            if not self._material.self_signed:
+            material = self._material
+            if not material.self_signed:
                 raise CAError("root rotation of a plugged-in CA: replace its cacerts files (with a combined "
                               "root-cert.pem) and reload")
+            if self._staged is not None:
+                return self._staged[1]
             key, cert = _new_root(self.options)
-            bundle = self._material.bundle.with_roots([cert], first=True)
+            bundle = material.bundle.with_roots([cert], first=False)
+            files = _material_files(material.key, material.cert, bundle)
+            files.update({STAGED_KEY: private_key_pem(key),
+                          STAGED_CERT: cert.public_bytes(serialization.Encoding.PEM)})
+            _replace_dir(self.directory, files)
+            self._material, self._staged = load_material(self.directory), (key, cert)
+            log.info("CA: staged a new root (serial %x); %d roots trusted", cert.serial_number, len(bundle))
+            return cert
+
+    def activate_root(self) -> x509.Certificate:
+        """The staged root signs from now on (the old root stays in the bundle); returns it."""
+        with self._lock:
+            if self._staged is None:
+                raise CAError("no staged root to activate: stage one first")
+            key, cert = self._staged
+            bundle = TrustBundle((cert, *self._material.bundle.roots))
             _replace_dir(self.directory, _material_files(key, cert, bundle))
-            self._material = load_material(self.directory)
-            log.info("CA: rotated to a new root (serial %x); %d roots trusted", cert.serial_number,
-                     len(bundle))
+            self._material, self._staged = load_material(self.directory), None
+            log.info("CA: the root with serial %x signs now", cert.serial_number)
             return cert
 
     def drop_root(self, serial_hex: str) -> None:
@@ -326,7 +359,9 @@ class CertificateAuthority:
         with self._lock:
             material = self._material
             if format(material.cert.serial_number, "x") == serial_hex.lower() and material.self_signed:
-                raise CAError("cannot drop the root that signs: rotate first")
+                raise CAError("cannot drop the root that signs: stage and activate a new one first")
+            if self._staged is not None:
+                raise CAError("activate the staged root before dropping one")
             try:
                 bundle = material.bundle.without(serial_hex)
             except PKIError as e:
@@ -339,6 +374,20 @@ class CertificateAuthority:
         material = load_material(self.directory)
         with self._lock:
             self._material = material
+
+
+def _load_staged(directory: Path, material: SigningMaterial) -> tuple[PrivateKey, x509.Certificate] | None:
+    key_pem = _read(directory, STAGED_KEY, required=False)
+    cert_bytes = _read(directory, STAGED_CERT, required=False)
+    if key_pem is None or cert_bytes is None:
+        return None
+    try:
+        key, cert = load_private_key(key_pem, STAGED_KEY), load_certs(cert_bytes, STAGED_CERT)[0]
+    except PKIError as e:
+        raise CAError(f"CA directory {directory}: {e}") from None
+    if not public_keys_match(key, cert) or not material.bundle.contains(cert):
+        raise CAError(f"CA directory {directory}: the staged root is inconsistent (key or trust bundle)")
+    return key, cert
 
 
 def _prev_dir(directory: Path) -> Path:
