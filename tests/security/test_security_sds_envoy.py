@@ -27,8 +27,8 @@ from mizzen.security.authn import LocalCredentialAuthenticator, LocalCredentials
 from mizzen.security.ca import CertificateAuthority
 from mizzen.security.caserver import CAService
 from mizzen.security.identity import Identity
+from mizzen.security.nodeagent.agent import IdentityAgent
 from mizzen.security.nodeagent.cache import SecretManager, SecretManagerOptions
-from mizzen.security.nodeagent.caclient import CAClient
 from mizzen.security.nodeagent.sds import SdsServer
 from mizzen.security.pki import KeyAlgorithm, cert_info, generate_key, make_csr, private_key_pem
 from mizzen.security.sdsconfig import downstream_tls_transport_socket, sds_cluster
@@ -96,6 +96,7 @@ def tls_probe(ip: str, port: int, ctx: ssl.SSLContext) -> Probe:
 @dataclass
 class Rig:
     ca: CertificateAuthority
+    agent: IdentityAgent
     manager: SecretManager
     sds: SdsServer
     ip: str
@@ -128,27 +129,29 @@ def client_cert(ca: CertificateAuthority, tmp: Path) -> tuple[Path, Path]:
 
 @contextlib.asynccontextmanager
 async def rig(tmp: Path, ttl_s: float) -> AsyncIterator[Rig]:
+    """CA (gRPC, Unix socket) + the pod's IdentityAgent (SDS socket) + a real Envoy; all stopped on exit."""
     ca = CertificateAuthority.self_signed(tmp / "state", FAST)
     creds = LocalCredentials()
     service = CAService(ca, [LocalCredentialAuthenticator(creds)])
-    await service.serve(f"unix:{tmp / 'ca.sock'}")
     token = creds.issue("bookinfo", "reviews-v1-abc", "bookinfo-reviews")
-    client = CAClient(f"unix:{tmp / 'ca.sock'}", token)
-    manager = SecretManager(SERVER, client, SecretManagerOptions(
-        ttl=dt.timedelta(seconds=ttl_s), key_algorithm=KeyAlgorithm.ECDSA, backoff_start_s=0.1))
-    sds = SdsServer(manager)
     sds_socket = tmp / "sds" / "socket"
-    await sds.start(sds_socket)
-    await manager.start()
-    ip, port = alloc_ip(), 0
+    agent = IdentityAgent(SERVER, f"unix:{tmp / 'ca.sock'}", token, sds_socket, SecretManagerOptions(
+        ttl=dt.timedelta(seconds=ttl_s), key_algorithm=KeyAlgorithm.ECDSA, backoff_start_s=0.1))
+    ip = alloc_ip()
     port = free_port(ip)
     cfg = tmp / "envoy.json"
     cfg.write_text(json.dumps(bootstrap(tmp, sds_socket, ip, port)))
-    log = (tmp / "envoy.log").open("wb")
-    proc = subprocess.Popen([str(envoy_binary()), "-c", str(cfg), "--disable-hot-restart", "-l", "warning",
-                             "--concurrency", "1"], stdout=log, stderr=subprocess.STDOUT)
-    r = Rig(ca, manager, sds, ip, port, tmp, client_cert(ca, tmp))
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        await service.serve(f"unix:{tmp / 'ca.sock'}")
+        stack.push_async_callback(service.stop)
+        await agent.start()
+        stack.push_async_callback(agent.stop)
+        log = stack.enter_context((tmp / "envoy.log").open("wb"))
+        args = [str(envoy_binary()), "-c", str(cfg), "--disable-hot-restart", "-l", "warning",
+                "--concurrency", "1"]
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        stack.callback(stop_process, proc)
+        r = Rig(ca, agent, agent.manager, agent.sds, ip, port, tmp, client_cert(ca, tmp))
         deadline = time.monotonic() + 20
         while True:                              # the listener warms until SDS delivered both secrets
             try:
@@ -160,18 +163,15 @@ async def rig(tmp: Path, ttl_s: float) -> AsyncIterator[Rig]:
                     raise AssertionError(f"Envoy never served mTLS:\n{tail}") from e
                 await asyncio.sleep(0.1)
         yield r
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-        await manager.stop()
-        await sds.stop()
-        await client.close()
-        await service.stop()
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 async def test_envoy_serves_the_spiffe_certificate_from_sds(tmp_path: Path) -> None:
@@ -180,6 +180,9 @@ async def test_envoy_serves_the_spiffe_certificate_from_sds(tmp_path: Path) -> N
         assert probe.uris == (SERVER.uri,)
         assert r.manager.current is not None and probe.serial == r.manager.current.leaf.serial
         assert r.sds.pushes >= 1 and r.sds.nacks == 0
+        rows = {row.resource_name: row for row in r.agent.secret_items()}
+        assert rows["default"].serial_number == probe.serial and rows["default"].identity == SERVER.uri
+        assert rows["ROOTCA"].serial_number == format(r.ca.material.cert.serial_number, "x")
         # Envoy requires a client certificate from the mesh
         with pytest.raises((ssl.SSLError, OSError, AssertionError)):
             await r.probe(r.client_context(with_cert=False))

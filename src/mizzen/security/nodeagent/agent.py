@@ -1,0 +1,47 @@
+"""One pod's identity agent: CA client + SecretManager + SDS server, started and stopped together.
+
+This is what the agent process runs beside its Envoy (pilot-agent's SDS half): give it the pod's identity,
+the CA's address, the credential the runner issued and the SDS socket path that Envoy's ``sds-grpc``
+cluster points at (:func:`mizzen.security.sdsconfig.sds_cluster`). ``secret_items()`` is the data for
+``mizzen proxy-config secret``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mizzen.security.identity import Identity
+from mizzen.security.nodeagent.cache import SecretItem, SecretManager, SecretManagerOptions
+from mizzen.security.nodeagent.caclient import CAClient
+from mizzen.security.nodeagent.sds import SdsServer
+
+__all__ = ["IdentityAgent"]
+
+
+class IdentityAgent:
+    def __init__(self, identity: Identity, ca_target: str, credential: str, sds_socket: Path,
+                 options: SecretManagerOptions | None = None, metadata: dict[str, str] | None = None) -> None:
+        self.client = CAClient(ca_target, credential, metadata=metadata)
+        self.manager = SecretManager(identity, self.client, options)
+        self.sds = SdsServer(self.manager)
+        self.sds_socket = sds_socket
+
+    async def start(self) -> None:
+        """Serve SDS (Envoy's streams wait for the first certificate) and start fetching."""
+        await self.sds.start(self.sds_socket)
+        await self.manager.start()
+
+    async def stop(self) -> None:
+        await self.manager.stop()
+        await self.sds.stop()
+        await self.client.close()
+
+    async def __aenter__(self) -> IdentityAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def secret_items(self) -> list[SecretItem]:
+        return self.manager.secret_items()
