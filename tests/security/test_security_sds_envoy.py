@@ -208,7 +208,7 @@ async def test_rotation_changes_the_serial_with_no_failed_handshake(tmp_path: Pa
             await asyncio.sleep(0.02)
         assert failures == [], failures[:5]
         assert len(set(serials)) >= 3, f"{len(set(serials))} serials in {attempts} handshakes"
-        assert r.sds.nacks == 0 and len(r.sds.push_latencies_s) >= 2
+        assert r.sds.nacks == 0 and len(r.sds.push_latencies_s) >= 2 and len(r.sds.ack_latencies_s) >= 2
 
 
 async def test_root_rotation_in_three_steps_fails_no_handshake(tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ state-of-the-world ``StreamSecrets`` (one stream per subscription, or several na
 Every stream answers its requested names once the :class:`SecretManager` has a certificate, and again after
 every rotation; ACKs and NACKs are matched by nonce (a stale nonce is ignored, a NACK is logged). Unknown
 names are logged and left out. The socket's directory is 0700 and the socket 0600: only the pod's Envoy
-(same user) connects. ``pushes`` counts responses sent; ``push_latencies_s`` records, per rotation, the time
-from the new certificate to the response on the wire (the SDS push time).
+(same user) connects. ``pushes`` counts responses sent; per rotation, ``push_latencies_s`` records the time
+from the new certificate to the response on the wire and ``ack_latencies_s`` to Envoy's ACK of it (the SDS
+push time as Envoy sees it).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
         self.pushes = 0
         self.nacks = 0
         self.push_latencies_s: list[float] = []
+        self.ack_latencies_s: list[float] = []
         self._server: grpc.aio.Server | None = None
         self._nonces = itertools.count(1)
         self._changed_at: float | None = None
@@ -120,6 +122,7 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
         names: list[str] | None = None
         last_nonce = ""
         sent_version = ""
+        pushed_change_at: float | None = None           # the rotation whose response awaits an ACK
         try:
             while True:
                 item = await queue.get()
@@ -133,6 +136,9 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
                         self.nacks += 1
                         log.warning("SDS: Envoy rejected secrets %s: %s", list(item.resource_names),
                                     item.error_detail.message)
+                    elif item.response_nonce and pushed_change_at is not None:
+                        self.ack_latencies_s.append(time.monotonic() - pushed_change_at)
+                    pushed_change_at = None
                     requested = sorted(set(item.resource_names))
                     if requested == names and item.response_nonce:
                         continue                                   # an ACK (or NACK) of what we sent
@@ -149,6 +155,7 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
                 self.pushes += 1
                 if item is _CHANGE and self._changed_at is not None:
                     self.push_latencies_s.append(time.monotonic() - self._changed_at)
+                    pushed_change_at = self._changed_at
         finally:
             unsubscribe()
             reader.cancel()
