@@ -4,10 +4,10 @@ Envoy asks for ``default`` (the workload certificate chain and key) and ``ROOTCA
 state-of-the-world ``StreamSecrets`` (one stream per subscription, or several names on one; both work).
 Every stream answers its requested names once the :class:`SecretManager` has a certificate, and again after
 every rotation; ACKs and NACKs are matched by nonce (a stale nonce is ignored, a NACK is logged). Unknown
-names are logged and left out. The socket's directory is 0700 and the socket 0600: only the pod's Envoy
-(same user) connects. ``pushes`` counts responses sent; per rotation, ``push_latencies_s`` records the time
-from the new certificate to the response on the wire and ``ack_latencies_s`` to Envoy's ACK of it (the SDS
-push time as Envoy sees it).
+names are logged and left out. The socket is 0600 (its directory 0700 when created here): only the
+pod's Envoy (same user) connects. ``pushes`` counts responses sent; per rotation, ``push_latencies_s``
+records the time from the new certificate to the response on the wire and ``ack_latencies_s`` to Envoy's
+ACK of it (the SDS push time as Envoy sees it).
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
         self._changed_at = time.monotonic()
 
     async def start(self, socket_path: Path) -> None:
-        socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(socket_path.parent, 0o700)
+        if not socket_path.parent.exists():
+            socket_path.parent.mkdir(parents=True, mode=0o700)   # an existing (caller's) dir is left as is
         with contextlib.suppress(FileNotFoundError):
             socket_path.unlink()          # a stale socket from a previous agent
         server = grpc.aio.server()
