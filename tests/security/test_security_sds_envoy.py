@@ -10,9 +10,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
+import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -191,6 +195,35 @@ async def test_envoy_serves_the_spiffe_certificate_from_sds(tmp_path: Path) -> N
         with pytest.raises(ssl.SSLCertVerificationError):
             await r.probe(r.client_context(roots_pem=other.trust_bundle.pem))
         assert oct((tmp_path / "sds" / "socket").stat().st_mode & 0o777) == "0o600"
+        assert oct((tmp_path / "sds").stat().st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+async def test_another_user_cannot_reach_the_sds_socket() -> None:
+    """The SDS socket hands out the pod's private key: a different user must not connect (0600, dir 0700).
+    A world-open socket beside it is the control: nobody does reach that one."""
+    base = Path(tempfile.mkdtemp(prefix="mizzen-sds-test-"))   # /tmp/...: every parent is traversable
+    base.chmod(0o755)
+    code = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\n"
+            "try:\n s.connect(sys.argv[1])\nexcept PermissionError:\n sys.exit(13)\nsys.exit(0)")
+
+    def as_nobody(path: Path) -> int:
+        args = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", code,
+                str(path)]
+        return subprocess.run(args, capture_output=True, timeout=30).returncode
+
+    control = socket.socket(socket.AF_UNIX)
+    try:
+        control.bind(str(base / "open.sock"))
+        control.listen(1)
+        (base / "open.sock").chmod(0o777)
+        async with rig(base, ttl_s=3600) as r:
+            assert r.sds.socket_path is not None
+            assert await asyncio.to_thread(as_nobody, base / "open.sock") == 0
+            assert await asyncio.to_thread(as_nobody, r.sds.socket_path) == 13
+    finally:
+        control.close()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 async def test_rotation_changes_the_serial_with_no_failed_handshake(tmp_path: Path) -> None:
