@@ -46,6 +46,27 @@ def test_self_signed_root_created_once_private_and_reloaded(tmp_path: Path) -> N
     assert again.material.cert == root, "a restart loads the same root"
 
 
+def test_loose_permissions_are_tightened(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    CertificateAuthority.self_signed(tmp_path, FAST)
+    d = tmp_path / CA_DIR
+    d.chmod(0o755)
+    (d / "ca-key.pem").chmod(0o644)
+    CertificateAuthority.self_signed(tmp_path, FAST)
+    assert (mode(d), mode(d / "ca-key.pem")) == (0o700, 0o600)
+    assert "was readable by group or others; set to 0600" in caplog.text
+
+
+def test_plugged_in_ca_reload_picks_up_a_combined_root(tmp_path: Path) -> None:
+    d = tmp_path / "cacerts"
+    shutil.copytree(FIXTURES, d)
+    ca = CertificateAuthority.from_cacerts(d)
+    assert len(ca.trust_bundle) == 1
+    shutil.copy(FIXTURES / "root-cert-combined.pem", d / "root-cert.pem")   # the operator adds a root
+    ca.reload()
+    assert len(ca.trust_bundle) == 2
+    assert verify_chain(ca.sign(csr_for(REVIEWS), [REVIEWS])) == [REVIEWS.uri]
+
+
 def test_concurrent_first_starts_agree_on_one_root(tmp_path: Path) -> None:
     roots: list[int] = []
     barrier = threading.Barrier(4)

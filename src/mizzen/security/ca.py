@@ -21,6 +21,7 @@ Istio's: ``[leaf, cert chain (if any), root bundle]``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -212,13 +213,18 @@ class CertificateAuthority:
             if publish_private_dir(directory, _material_files(key, cert, TrustBundle((cert,)))):
                 log.info("CA: generated a self-signed root for trust domain %s in %s", options.trust_domain,
                          directory)
+        _tighten(directory)
         ca = cls(load_material(directory), directory, options)
         ca._staged = _load_staged(directory, ca._material)
         return ca
 
     @classmethod
     def from_cacerts(cls, directory: Path, options: CAOptions | None = None) -> CertificateAuthority:
-        """A plugged-in CA from Istio's cacerts files."""
+        """A plugged-in CA from Istio's cacerts files (a key readable by others is warned about)."""
+        key = directory / CA_KEY
+        with contextlib.suppress(OSError):
+            if key.stat().st_mode & 0o077:
+                log.warning("CA: %s is readable by group or others; make it 0600", key)
         return cls(load_material(directory), directory, options)
 
     # --- what it is ---------------------------------------------------------------------------------------
@@ -388,6 +394,21 @@ def _load_staged(directory: Path, material: SigningMaterial) -> tuple[PrivateKey
     if not public_keys_match(key, cert) or not material.bundle.contains(cert):
         raise CAError(f"CA directory {directory}: the staged root is inconsistent (key or trust bundle)")
     return key, cert
+
+
+def _tighten(directory: Path) -> None:
+    """Our own CA directory: 0700, its key files 0600, whatever an operator or a restore did to them."""
+    try:
+        if directory.stat().st_mode & 0o077:
+            log.warning("CA: %s was accessible by group or others; set to 0700", directory)
+            os.chmod(directory, 0o700)
+        for name in (CA_KEY, STAGED_KEY):
+            path = directory / name
+            if path.exists() and path.stat().st_mode & 0o077:
+                log.warning("CA: %s was readable by group or others; set to 0600", path)
+                os.chmod(path, 0o600)
+    except OSError as e:
+        raise CAError(f"CA directory {directory}: cannot secure it: {e.strerror}") from None
 
 
 def _prev_dir(directory: Path) -> Path:
