@@ -100,6 +100,7 @@ def tls_probe(ip: str, port: int, ctx: ssl.SSLContext) -> Probe:
 @dataclass
 class Rig:
     ca: CertificateAuthority
+    service: CAService
     agent: IdentityAgent
     manager: SecretManager
     sds: SdsServer
@@ -155,7 +156,7 @@ async def rig(tmp: Path, ttl_s: float) -> AsyncIterator[Rig]:
                 "--concurrency", "1"]
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         stack.callback(stop_process, proc)
-        r = Rig(ca, agent, agent.manager, agent.sds, ip, port, tmp, client_cert(ca, tmp))
+        r = Rig(ca, service, agent, agent.manager, agent.sds, ip, port, tmp, client_cert(ca, tmp))
         deadline = time.monotonic() + 20
         while True:                              # the listener warms until SDS delivered both secrets
             try:
@@ -285,3 +286,36 @@ async def test_root_rotation_in_three_steps_fails_no_handshake(tmp_path: Path) -
         assert failures == [], failures[:5]
         assert attempts > 10
         assert old_root != new_root
+
+
+async def test_ca_outage_longer_than_a_rotation_fails_no_handshake(tmp_path: Path) -> None:
+    async with rig(tmp_path, ttl_s=8) as r:
+        first = r.manager.current
+        assert first is not None
+        await r.service.stop(grace=0)
+        failures: list[str] = []
+        serials: set[str] = set()
+        attempts = 0
+
+        async def traffic(seconds: float, until_new: bool = False) -> None:
+            nonlocal attempts
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and attempts < 3000:
+                attempts += 1
+                try:
+                    serials.add((await r.probe()).serial)
+                except (OSError, AssertionError) as e:
+                    failures.append(f"{type(e).__name__}: {e}")
+                if until_new and len(serials) > 1:
+                    return
+                await asyncio.sleep(0.02)
+
+        # the renewal point (about 4 s) passes while the CA is away; the certificate is valid until 8 s, and
+        # the backoff (doubling from 0.1 s) must not carry the next retry past that
+        await traffic(5.0)
+        assert r.manager.current is first and r.manager.stats.failures >= 1
+        assert serials == {first.leaf.serial}
+        await r.service.serve(f"unix:{tmp_path / 'ca.sock'}")
+        await traffic(6.0, until_new=True)
+        assert failures == [], failures[:5]
+        assert len(serials) == 2, "a new certificate once the CA is back"

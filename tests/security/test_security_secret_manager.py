@@ -116,6 +116,31 @@ async def test_ca_outage_keeps_serving_the_valid_certificate_and_recovers(world:
         await client.close()
 
 
+async def test_backoff_never_outlasts_the_served_certificate(world: World) -> None:
+    """A long backoff (3 s) must not carry the retry past the expiry of the certificate being served: the
+    CA is back right after the first failed renewal, and the renewal lands before the old certificate ends."""
+    client = world.client()
+    manager = SecretManager(REVIEWS, client, SecretManagerOptions(
+        ttl=dt.timedelta(seconds=6), key_algorithm=KeyAlgorithm.ECDSA, backoff_start_s=3.0, jitter_ratio=0))
+    try:
+        await manager.start()
+        first = await manager.wait_ready(timeout=10)
+        await world.stop_ca()
+        deadline = time.monotonic() + 8
+        while manager.stats.failures == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert manager.stats.failures >= 1
+        await world.start_ca()
+        while manager.current is first and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        renewed_at = dt.datetime.now(dt.UTC)
+        assert manager.current is not first, "renewed once the CA was back"
+        assert renewed_at < first.leaf.not_after, "renewed before the served certificate expired"
+    finally:
+        await manager.stop()
+        await client.close()
+
+
 class WrongIdentitySigner:
     """A CA that answers with a certificate for someone else (a seam fake: the signer protocol)."""
 

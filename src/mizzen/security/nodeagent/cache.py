@@ -4,7 +4,9 @@ It generates a key and a CSR for the pod's identity, has the CA sign it, and cac
 secrets under Istio's names: ``default`` (certificate chain + private key) and ``ROOTCA`` (the trust bundle).
 It renews when the certificate has lived ``grace_ratio`` (0.5, Istio's SECRET_GRACE_PERIOD_RATIO) of its
 validity, with a little jitter, using a fresh key each time. While the CA is away it retries with exponential
-backoff (``backoff_start_s`` doubling to ``backoff_max_s``) and keeps serving the certificate it has.
+backoff (``backoff_start_s`` doubling to ``backoff_max_s``, but never more than a quarter of the served
+certificate's remaining validity, so a CA that returns before the expiry is used in time) and keeps serving
+the certificate it has.
 Subscribers (the SDS server) are called after every change. The private key never leaves memory except
 to Envoy over the SDS socket, and is never logged.
 """
@@ -221,6 +223,9 @@ class SecretManager:
                 if self._current is not None:
                     left = (self._current.leaf.not_after - dt.datetime.now(dt.UTC)).total_seconds()
                     still = f"; serving serial {self._current.leaf.serial} ({max(0.0, left):.0f}s left)"
+                    # never back off past the served certificate's expiry: at least 4 retries in what is left
+                    if left > 0:
+                        delay = min(delay, max(0.05, left / 4))
                 log.warning("secret %s: fetch failed (%s), retrying in %.1fs%s", self.identity,
                             self.stats.last_error, delay, still)
                 await asyncio.sleep(delay)
