@@ -18,6 +18,11 @@ from mizzen.agent.envoy import Agent
 pytestmark = pytest.mark.e2e
 
 NS = "lb"
+# Outlier ejection time in the locality failover test. Envoy applies a health change that follows another
+# within common_lb_config.update_merge_window (1 s by default, which Istio keeps) only at the end of that
+# window: the first ejection reaches the load balancer at once, the second up to 1 s later, and only then does
+# all traffic fail over. The ejection must outlast that plus the requests that check it, on a loaded machine.
+EJECTION_S = 6
 WEB = "http://web:9080/"
 SERVICE = """
 apiVersion: v1
@@ -127,41 +132,56 @@ async def _ok(c: object) -> None:
 async def test_locality_failover_with_outlier_detection(mesh: Mesh) -> None:
     client, backends = await world(mesh, 3, locality="us/a", localities=("us/a", "us/a", "us/b"))
     local, remote = backends[:2], backends[2]
+    local_pods = {b.pod for b in local}
     await mesh.wait_synced()
     # without outlier detection Istio applies no locality priorities: every endpoint gets traffic
     await eventually(lambda: _all_seen(mesh, client, {b.pod for b in backends}))
 
-    await mesh.apply_yaml(dr("""
-    loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {enabled: true}}
-    outlierDetection: {consecutive5xxErrors: 1, interval: 0.1s, baseEjectionTime: 2s, maxEjectionPercent: 100}
+    # the checks judge Envoy's state (ejections_active) rather than how many requests fit in a time window
+    await mesh.apply_yaml(dr(f"""
+    loadBalancer: {{simple: ROUND_ROBIN, localityLbSetting: {{enabled: true}}}}
+    outlierDetection: {{consecutive5xxErrors: 1, interval: 0.1s, baseEjectionTime: {EJECTION_S}s,
+                       maxEjectionPercent: 100}}
 """), namespace=NS)
     await mesh.wait_synced()
 
     async def stays_local() -> None:
-        assert set(await pods(mesh, client, 20)) == {b.pod for b in local}
+        assert set(await pods(mesh, client, 20)) == local_pods
     await eventually(stays_local)
 
+    # each failing local endpoint answers one 500 and is ejected (consecutive5xxErrors: 1); until both are,
+    # requests reach us/a (500s) or already spill over to us/b, nothing else
     for b in local:
         b.fail(500)
-    # Each local endpoint fails once and is ejected at once; Envoy applies the second health change to the
-    # load balancer at the end of its update merge window (common_lb_config.update_merge_window, 1 s by
-    # default, as in Istio), so a few more requests may still reach us/a before all of them go to us/b.
-    t0, seen = time.monotonic(), list[str]()
-    while seen[-10:] != [remote.pod] * 10 and time.monotonic() - t0 < 4 and len(seen) < 200:
+    seen: list[str] = []
+    t0 = time.monotonic()
+    while await _ejected(client) < 2 and len(seen) < 50 and time.monotonic() - t0 < 10:
         seen += await pods(mesh, client, 1)
-        await asyncio.sleep(0.02)
-    assert seen[-10:] == [remote.pod] * 10, seen
-    assert {p for p in seen if p != remote.pod} == {f"HTTP 500 {b.pod}" for b in local}, set(seen)
-    ejected = await _stats(client, "ejections_enforced_consecutive_5xx")
-    assert ejected >= 2, ejected
-
-    # healed and back after the ejection time: traffic returns to the proxy's own locality
+    assert await _ejected(client) == 2, seen
+    assert {p for p in seen if p != remote.pod} == {f"HTTP 500 {p}" for p in local_pods}, seen
+    assert await _stats(client, "ejections_enforced_consecutive_5xx") == 2
+    # healed but still ejected: a request that still reached us/a would now show its pod, not a 500
     for b in local:
         b.heal()
+    await eventually(lambda: _failed_over(mesh, client, remote.pod), timeout=EJECTION_S - 1)
 
+    # after the ejection time the (healed) local endpoints return: traffic goes back to the proxy's locality
     async def back_home() -> None:
-        assert set(await pods(mesh, client, 10)) <= {b.pod for b in local}
-    await eventually(back_home, timeout=6, interval=0.2)
+        assert await _ejected(client) == 0
+        assert set(await pods(mesh, client, 10)) == local_pods
+    await eventually(back_home, timeout=EJECTION_S + 4, interval=0.2)
+
+
+async def _failed_over(mesh: Mesh, client: Agent, remote_pod: str) -> None:
+    """Ten requests in a row, all while both local endpoints stay ejected (the healed endpoints are not
+    ejected again, so two ejections after the requests means two during them), all answered by us/b."""
+    seen = await pods(mesh, client, 10)
+    assert await _ejected(client) == 2, "an ejection expired before the check ran; raise EJECTION_S"
+    assert seen == [remote_pod] * 10, seen
+
+
+async def _ejected(client: Agent) -> int:
+    return await _stats(client, "ejections_active")
 
 
 async def _all_seen(mesh: Mesh, client: Agent, want: set[str]) -> None:
