@@ -270,7 +270,8 @@ class Mesh:
         return b
 
     async def _agent(self, spec: ProxySpec, ready_timeout: float) -> Agent:
-        agent = Agent(spec, AgentOptions(log_level=self.envoy_log_level, concurrency=1))
+        agent = Agent(spec, AgentOptions(log_level=self.envoy_log_level, concurrency=1,
+                                         admin_token=self.cp.token))
         await agent.start(ready_timeout=ready_timeout)
         self._stack.push_async_callback(agent.stop)
         self.agents.append(agent)
@@ -324,9 +325,10 @@ class Mesh:
         return httpx.AsyncClient(base_url=f"http://{gateway.spec.ip}:{port}", timeout=timeout,
                                  trust_env=False, **kw)
 
-    def api_client(self, timeout: float = 10.0) -> httpx.AsyncClient:
-        """An HTTP client for the control plane's API/debug server."""
-        return httpx.AsyncClient(base_url=self.cp.http_url, timeout=timeout, trust_env=False)
+    def api_client(self, timeout: float = 10.0, token: str | None = None) -> httpx.AsyncClient:
+        """An HTTP client for the control plane's API/debug server, with its API token (or ``token``)."""
+        return httpx.AsyncClient(base_url=self.cp.http_url, timeout=timeout, trust_env=False,
+                                 headers={"Authorization": f"Bearer {token or self.cp.token}"})
 
 
 @pytest.fixture

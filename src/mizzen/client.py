@@ -3,6 +3,10 @@
 Owns the wire contract on the client side: one method per endpoint, JSON in and out, and two errors the CLI
 turns into one-line messages: :class:`Unreachable` (nothing answers at the address) and :class:`ApiError`
 (the control plane answered with an error, e.g. 422 with validation issues). Standard library only.
+
+Every request carries the API token (``Authorization: Bearer``) found by :func:`mizzen.auth.token.find_token`
+(``$MIZZEN_TOKEN``, ``--token-file``, the state dir); a 401 says where the token was looked for.
+:class:`AgentAdminClient` talks to one proxy's agent admin proxy (Envoy's admin, allow-listed) the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from mizzen.auth.token import TokenSource, find_token
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -24,11 +31,13 @@ __all__ = [
     "ControlPlaneClient",
     "Document",
     "Unreachable",
-    "envoy_clusters",
+    "http_call",
     "issue_texts",
 ]
 
 DEFAULT_SERVER = "http://127.0.0.1:15014"
+# never through $HTTP_PROXY (an app's sidecar, a corporate proxy): the token goes straight to the server
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 SERVER_ENV = "MIZZEN_SERVER"
 
 
@@ -84,12 +93,31 @@ def issue_texts(items: Any) -> list[str]:
     return out
 
 
-class ControlPlaneClient:
-    """Talks to one control plane. ``server`` defaults to ``$MIZZEN_SERVER`` or :data:`DEFAULT_SERVER`."""
+def _token_hint(source: TokenSource, what: str) -> str:
+    if source.token is None:
+        return (f"{what} needs an API token and none was found (looked in {', '.join(source.looked)}); "
+                "the token is in the state dir of the control plane (<state dir>/token): pass "
+                "--token-file PATH or set $MIZZEN_TOKEN")
+    return (f"{what} refused the API token from {source.where}: it is not this server's token (another "
+            "control plane?); pass --token-file <its state dir>/token or set $MIZZEN_TOKEN")
 
-    def __init__(self, server: str | None = None, timeout: float = 30.0) -> None:
+
+class ControlPlaneClient:
+    """Talks to one control plane. ``server`` defaults to ``$MIZZEN_SERVER`` or :data:`DEFAULT_SERVER`;
+    the token comes from ``token`` or :func:`find_token` (``token_file``)."""
+
+    def __init__(self, server: str | None = None, timeout: float = 30.0, *, token: str | None = None,
+                 token_file: Path | str | None = None) -> None:
         self.server = (server or os.environ.get(SERVER_ENV) or DEFAULT_SERVER).rstrip("/")
         self.timeout = timeout
+        self._token_file = token_file
+        self._source: TokenSource | None = TokenSource(token, "the caller") if token else None
+
+    @property
+    def token_source(self) -> TokenSource:
+        if self._source is None:
+            self._source = find_token(self._token_file)
+        return self._source
 
     # -- endpoints ---------------------------------------------------------------------------------------
 
@@ -161,38 +189,38 @@ class ControlPlaneClient:
         return {"documents": [d.to_json() for d in documents], "namespace": namespace, "dry_run": dry_run}
 
     def _request(self, method: str, path: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode()
-        req = urllib.request.Request(self.server + path, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            body = _decode(raw)
-            raise ApiError(e.code, _error_lines(e.code, body), body) from None
-        except (TimeoutError, urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise Unreachable(self.server, str(reason)) from None
-        except ValueError as e:  # malformed URL (e.g. --server without a scheme)
-            raise Unreachable(self.server, str(e)) from None
-        return _decode(raw)
+        return http_call(self.server, method, path, payload, self.token_source, self.timeout,
+                         what=f"the control plane at {self.server}")
 
 
-def envoy_clusters(admin_url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Envoy's own view of its clusters and hosts (``GET <admin>/clusters?format=json``)."""
-    url = admin_url.rstrip("/") + "/clusters?format=json"
+def http_call(base: str, method: str, path: str, payload: Any, source: TokenSource | None, timeout: float,
+              *, what: str, raw_text: bool = False) -> Any:
+    """One JSON request with the bearer token; HTTP errors -> :class:`ApiError`, no answer ->
+    :class:`Unreachable`. ``raw_text`` returns the body as text (Envoy's plain-text admin answers)."""
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(base + path, data=data, method=method)
+    req.add_header("Accept", "application/json")
+    if data is not None or method in ("POST", "PUT", "PATCH"):
+        req.add_header("Content-Type", "application/json")
+    if source is not None and source.token:
+        req.add_header("Authorization", f"Bearer {source.token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            body = _decode(resp.read())
+        with _NO_PROXY.open(req, timeout=timeout) as resp:
+            raw = resp.read()
     except urllib.error.HTTPError as e:
-        raise ApiError(e.code, [f"Envoy admin {admin_url}: HTTP {e.code}"]) from None
-    except (TimeoutError, urllib.error.URLError, OSError, ValueError) as e:
-        raise Unreachable(admin_url, str(getattr(e, "reason", e))) from None
-    statuses = body.get("cluster_statuses") if isinstance(body, Mapping) else None
-    return [c for c in statuses or [] if isinstance(c, dict)]
+        raw = e.read()
+        body = _decode(raw)
+        if e.code == 401 and source is not None:
+            raise ApiError(e.code, [_token_hint(source, what)], body) from None
+        raise ApiError(e.code, _error_lines(e.code, body), body) from None
+    except (TimeoutError, urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise Unreachable(base, str(reason)) from None
+    except ValueError as e:  # malformed URL (e.g. --server without a scheme)
+        raise Unreachable(base, str(e)) from None
+    if raw_text:
+        return raw.decode(errors="replace")
+    return _decode(raw)
 
 
 def _decode(raw: bytes) -> Any:

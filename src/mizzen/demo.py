@@ -5,6 +5,11 @@ the control plane, a LocalRunner that reconciles Deployments from the config sto
 deploy.yaml`` starts processes, like a kubelet would), and the ingress gateway; its API also serves the pods
 (``mizzen get pods``, ``mizzen logs``). The console narrates: one line per config change, crash, Envoy restart
 and pod (un)readiness. Ctrl-C/SIGTERM stops all.
+
+The API token is ``<state dir>/token`` (0600, created at first start); the runner's agents serve their admin
+proxies with it. Workload registration over the API accepts only pod IPs this demo's runner allocated. The
+gateway binds loopback only unless ``--allow-external-bind`` (also needed for Gateway ``bind`` fields outside
+loopback), which the console warns about.
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ from rich.table import Table
 
 from mizzen import __version__
 from mizzen.agent.envoy import AgentEvent, AgentOptions
+from mizzen.auth.token import TokenError
 from mizzen.bookinfo import MANIFEST
 from mizzen.config.model import Config
+from mizzen.controlplane.exposure import external_bind
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.controlplane.store import ApplyResult
+from mizzen.core.mesh import MeshConfig
 from mizzen.runner import AgentSidecars, InProcessRegistrar, LocalRunner
 from mizzen.runner.api import PodsApi
 from mizzen.runner.gateway import EGRESS_NAME, EGRESS_SERVICE_YAML, GATEWAY_NAME, GATEWAY_NAMESPACE
@@ -59,6 +67,7 @@ class DemoOptions:
     fresh: bool = False
     bookinfo: bool = True
     ready_timeout: float = 60.0
+    allow_external_bind: bool = False
 
 
 def default_state_dir() -> Path:
@@ -270,9 +279,23 @@ class Demo:
     def url(self) -> str:
         return f"http://{self.opts.host}:{self.opts.port}"
 
+    def _registered_address(self, address: str) -> str | None:
+        """The API's check on workload registrations: only pod IPs this demo's runner allocated."""
+        if self.runner is not None and self.runner.addresses.allocated(address):
+            return None
+        return f"address {address} was not allocated by this demo's runner (it registers its own pods)"
+
     async def start(self) -> None:
         o = self.opts
         t0 = time.monotonic()
+        if external_bind(o.host):
+            if not o.allow_external_bind:
+                raise DemoError(f"--host {o.host} is outside loopback and would serve the mesh beyond this "
+                                "machine; add --allow-external-bind to do that on purpose")
+            self.report(f"warning: the gateway binds {o.host}, outside loopback: other machines can reach "
+                        "the mesh (--allow-external-bind)")
+        elif o.allow_external_bind:
+            self.report("warning: --allow-external-bind: Gateways may bind addresses outside loopback")
         check_ports_free([(o.host, o.port, "gateway", "--port"),
                           (o.host, o.tls_port, "gateway TLS", "--tls-port"),
                           ("127.0.0.1", o.xds_port, "xDS", "--xds-port"),
@@ -282,14 +305,17 @@ class Demo:
                 if f.is_file():
                     f.unlink()
         # the demo starts every workload itself: workloads registered by an earlier run are dropped
-        self.cp = ControlPlane(ControlPlaneOptions(state_dir=o.state_dir, xds_port=o.xds_port,
-                                                   http_port=o.http_port, restore_workloads=False))
+        self.cp = ControlPlane(ControlPlaneOptions(
+            state_dir=o.state_dir, xds_port=o.xds_port, http_port=o.http_port, restore_workloads=False,
+            mesh=MeshConfig(allow_external_bind=o.allow_external_bind)))
         self.cp.api.add_routes(PodsApi(lambda: self.runner, self._pod_events).routes())
+        self.cp.api.workload_address_check = self._registered_address
         await self.cp.start()
         stored = list(self.cp.store.snapshot())
         for name in REPORTED_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
-        sidecars = AgentSidecars("127.0.0.1", self.cp.xds_port, AgentOptions(concurrency=1),
+        agent_options = AgentOptions(concurrency=1, admin_token=self.cp.token)
+        sidecars = AgentSidecars("127.0.0.1", self.cp.xds_port, agent_options,
                                  work_root=o.state_dir / "proxies", on_event=self._on_agent_event)
         self.runner = LocalRunner(InProcessRegistrar(self.cp), sidecars=sidecars,
                                   log_dir=o.state_dir / "logs", injection="istio")
@@ -301,10 +327,10 @@ class Demo:
         with self.console.status("starting the ingress and egress gateways..."):
             ingress, egress = await asyncio.gather(
                 self.runner.start_gateway(o.host, o.port, tls_port=o.tls_port, xds_port=self.cp.xds_port,
-                                          options=AgentOptions(concurrency=1,
+                                          options=AgentOptions(concurrency=1, admin_token=self.cp.token,
                                                                work_dir=gateways / GATEWAY_NAME)),
                 self.runner.start_egress_gateway(xds_port=self.cp.xds_port, options=AgentOptions(
-                    concurrency=1, work_dir=gateways / EGRESS_NAME)))
+                    concurrency=1, admin_token=self.cp.token, work_dir=gateways / EGRESS_NAME)))
             ingress.on_event = egress.on_event = self._on_agent_event
         defaults = self._apply_text(EGRESS_SERVICE_YAML, f"<{EGRESS_NAME} Service>", GATEWAY_NAMESPACE)
         if o.bookinfo:
@@ -349,6 +375,7 @@ class Demo:
                 f"(ready in {self.ready_after_s or 0:.1f}s)\n")
         c.print(f"  product page      {self.url}/productpage")
         c.print(f"  control plane API {self.cp.http_url}   (mizzen get vs -n bookinfo, mizzen proxy-status)")
+        c.print(f"  API token         {self.cp.token_file}   (0600; mizzen commands read it from there)")
         c.print("  pods              mizzen get pods -n bookinfo, mizzen logs POD [-c istio-proxy]")
         egress = next((g for g in self.runner.gateways if g.spec.labels.get("istio") == "egressgateway"),
                       None)
@@ -414,7 +441,7 @@ def run(opts: DemoOptions) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(opts))
-    except DemoError as e:
+    except (DemoError, TokenError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except TimeoutError as e:

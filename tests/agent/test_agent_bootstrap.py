@@ -50,11 +50,16 @@ def test_ads_points_at_the_control_plane() -> None:
     ads = boot["dynamic_resources"]
     assert ads["ads_config"]["grpc_services"] == [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]
     assert ads["cds_config"] == ads["lds_config"] == {"ads": {}, "resource_api_version": "V3"}
-    (xds,) = boot["static_resources"]["clusters"]
+    xds, stats = boot["static_resources"]["clusters"]
     sock = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
     assert (xds["type"], xds["connect_timeout"], sock) == (
         "STATIC", "1s", {"address": "127.0.0.1", "port_value": 15123})
-    assert boot["admin"]["address"]["socket_address"] == {"address": "127.10.250.7", "port_value": 15999}
+    # Envoy's admin is a 0600 Unix socket; only the prometheus_stats listener is on the proxy's address
+    assert boot["admin"]["address"] == {"pipe": {"path": "admin.sock", "mode": 0o600}}
+    (stats_listener,) = boot["static_resources"]["listeners"]
+    assert stats_listener["address"]["socket_address"] == {"address": "127.10.250.7", "port_value": 15090}
+    assert stats["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {
+        "pipe": {"path": "admin.sock"}}
 
 
 async def test_envoy_accepts_the_bootstrap(tmp_path: Path) -> None:

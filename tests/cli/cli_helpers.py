@@ -100,6 +100,11 @@ class RealControlPlane:
     cp: Any
     loop: LoopThread
 
+    @property
+    def token(self) -> str:
+        token: str = self.cp.token
+        return token
+
     def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         return self.loop.call(fn())
 
@@ -107,7 +112,8 @@ class RealControlPlane:
 @contextlib.contextmanager
 def running_control_plane(host: str) -> Iterator[RealControlPlane]:
     """The real :class:`mizzen.controlplane.server.ControlPlane`, in memory, HTTP + xDS on ephemeral ports
-    of ``host``, driven from a background event loop."""
+    of ``host``, driven from a background event loop. Its API token is in ``$MIZZEN_TOKEN`` while it runs,
+    which is how the ``mizzen`` commands under test (in-process or subprocesses) find it."""
     from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 
     lt = LoopThread()
@@ -120,19 +126,27 @@ def running_control_plane(host: str) -> Iterator[RealControlPlane]:
         return cp
 
     cp = lt.call(start())
+    saved = os.environ.get("MIZZEN_TOKEN")
+    os.environ["MIZZEN_TOKEN"] = cp.token
     try:
         yield RealControlPlane(cp.http_url, cp, lt)
     finally:
+        if saved is None:
+            os.environ.pop("MIZZEN_TOKEN", None)
+        else:
+            os.environ["MIZZEN_TOKEN"] = saved
         lt.call(cp.stop())
         lt.close()
 
 
 def run_cli(
-    *args: str, server: str | None = None, timeout: float = 30.0, stdin: str | None = None
+    *args: str, server: str | None = None, timeout: float = 30.0, stdin: str | None = None,
+    env_extra: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The installed console script as a real subprocess."""
     env = {k: v for k, v in os.environ.items() if k != "MIZZEN_SERVER"}
     if server:
         env["MIZZEN_SERVER"] = server
+    env.update(env_extra or {})
     return subprocess.run([MIZZEN, *args], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=REPO, check=False, input=stdin)

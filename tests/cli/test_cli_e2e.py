@@ -55,8 +55,10 @@ spec:
 """
 
 
-async def _cli(server: str, *args: str) -> tuple[int, str, str]:
+async def _cli(server: str, *args: str, token: str | None = None) -> tuple[int, str, str]:
     env = {**os.environ, "MIZZEN_SERVER": server}
+    if token:
+        env["MIZZEN_TOKEN"] = token
     proc = await asyncio.create_subprocess_exec(
         MIZZEN, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -79,14 +81,14 @@ async def test_converted_seed_ingresses_serve_through_a_gateway(mesh: Mesh, tmp_
     gw = await mesh.gateway()
     server = mesh.cp.http_url
 
-    rc, converted, err = await _cli(server, "convert", "ingress", "-f", str(FIXTURES))
+    rc, converted, err = await _cli(server, "convert", "ingress", "-f", str(FIXTURES), token=mesh.cp.token)
     assert rc == 0, err
     (tmp_path / "converted.yaml").write_text(converted)
     (tmp_path / "services.yaml").write_text("---\n".join([
         _service("order", 80, 18080), _service("demo-receive", 8080, 18081), _service("demo-ui", 80, 18082)]))
     # applied with the rest: changing a live EDS cluster's policy later leaves it warming (xDS server issue)
     (tmp_path / "dr.yaml").write_text(OUTLIER_DR)
-    rc, out, err = await _cli(server, "apply", "-f", str(tmp_path))
+    rc, out, err = await _cli(server, "apply", "-f", str(tmp_path), token=mesh.cp.token)
     assert rc == 0, err
     assert sorted(out.splitlines()) == [
         "destinationrule.networking.istio.io/demo-ui created",
@@ -112,14 +114,14 @@ async def test_converted_seed_ingresses_serve_through_a_gateway(mesh: Mesh, tmp_
             assert r.json()["service"] == backend.service, path
             assert r.json()["path"] == seen, path
 
-    rc, out, err = await _cli(server, "proxy-status")
+    rc, out, err = await _cli(server, "proxy-status", token=mesh.cp.token)
     assert rc == 0, err
     rows = _rows(out)
     assert rows[0] == ["NAME", "CDS", "LDS", "EDS", "RDS", "CONNECTED"]
     (row,) = [r for r in rows[1:] if r[0].startswith("istio-ingressgateway")]
     assert [c.split()[0] for c in row[1:5]] == ["SYNCED"] * 4, row
 
-    rc, out, err = await _cli(server, "proxy-config", "routes", "istio-ingressgateway")
+    rc, out, err = await _cli(server, "proxy-config", "routes", "istio-ingressgateway", token=mesh.cp.token)
     assert rc == 0, err
     rows = _rows(out)
     assert rows[0] == ["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"]
@@ -127,36 +129,41 @@ async def test_converted_seed_ingresses_serve_through_a_gateway(mesh: Mesh, tmp_
     assert {("/orders*", "demo-order.demo"), ("/receiveapi/*", "demo-receive.demo"),
             ("/receiveapi", "demo-receive.demo"), ("/*", "demo-ui.demo")} <= matches, out
 
-    rc, out, err = await _cli(server, "proxy-config", "clusters", "istio-ingressgateway", "--fqdn", "demo")
+    rc, out, err = await _cli(server, "proxy-config", "clusters", "istio-ingressgateway", "--fqdn", "demo",
+                              token=mesh.cp.token)
     assert rc == 0, err
     clusters = {tuple(r[:4]) for r in _rows(out)[1:]}
     assert ("demo-receive.demo.svc.cluster.local", "8080", "-", "outbound") in clusters, out
     assert ("order.demo.svc.cluster.local", "80", "-", "outbound") in clusters, out
 
     rc, out, err = await _cli(server, "proxy-config", "endpoints", "istio-ingressgateway",
-                              "--cluster", "demo-receive")
+                              "--cluster", "demo-receive", token=mesh.cp.token)
     assert rc == 0, err
     assert _rows(out)[1][:2] == [f"{receive.ip}:18081", "HEALTHY"], out
 
-    # Envoy's own view through its admin API: healthy, not ejected
-    rc, out, err = await _cli(server, "proxy-config", "endpoints", "istio-ingressgateway",
-                              "--cluster", "demo-receive", "--admin", gw.admin_url)
+    # Envoy's own view through its agent's admin proxy (host:port, no scheme): healthy, not ejected
+    assert gw.admin_proxy_url is not None
+    rc, out, err = await _cli(server, "proxy-config", "endpoints", "istio-ingressgateway", "--cluster",
+                              "demo-receive", "--admin", gw.admin_proxy_url.removeprefix("http://"),
+                              token=mesh.cp.token)
     assert rc == 0, err
     assert _rows(out)[1] == [f"{receive.ip}:18081", "HEALTHY", "OK",
                              "outbound|8080||demo-receive.demo.svc.cluster.local"], out
 
-    rc, out, err = await _cli(server, "proxy-config", "listeners", "istio-ingressgateway", "--port", "8080")
+    rc, out, err = await _cli(server, "proxy-config", "listeners", "istio-ingressgateway", "--port", "8080",
+                              token=mesh.cp.token)
     assert rc == 0, err
     assert any(r[1] == "8080" and r[3] == "Route: http.8080" for r in _rows(out)[1:]), out
 
     # outlier detection (like the seed's ratings rule): one 5xx ejects demo-ui; Envoy's view shows it
-    rc, out, err = await _cli(server, "proxy-config", "clusters", "istio-ingressgateway", "--fqdn", "demo-ui")
+    rc, out, err = await _cli(server, "proxy-config", "clusters", "istio-ingressgateway", "--fqdn", "demo-ui",
+                              token=mesh.cp.token)
     want = ["demo-ui.demo.svc.cluster.local", "80", "-", "outbound", "EDS", "demo-ui.demo"]
     assert _rows(out)[1] == want, out
     ui.fail(503)
     async with mesh.gateway_client(gw, headers={"Host": "demo.test.com"}) as http:
         assert (await http.get("/")).status_code == 503
     rc, out, err = await _cli(server, "proxy-config", "endpoints", "istio-ingressgateway",
-                              "--cluster", "demo-ui", "--admin", gw.admin_url)
+                              "--cluster", "demo-ui", "--admin", str(gw.admin_socket), token=mesh.cp.token)
     assert rc == 0, err
     assert _rows(out)[1][:3] == [f"{ui.ip}:18082", "HEALTHY", "FAILED"], out

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 import mizzen
 from harness import Mesh, mesh  # noqa: F401  (mesh is a fixture)
 
@@ -131,7 +129,7 @@ async def test_bad_requests_are_400_one_line(mesh: Mesh) -> None:  # noqa: F811
             ("GET", "/debug/config_dump", None),
         ]
         for method, path, content in cases:
-            r = await api.request(method, path, content=content)
+            r = await api.request(method, path, content=content, headers={"Content-Type": "application/json"})
             assert r.status_code == 400, (path, content, r.text)
             body = r.json()
             assert list(body) == ["error"] and "\n" not in body["error"] and "Traceback" not in r.text
@@ -188,6 +186,6 @@ async def test_debug_endpoints(mesh: Mesh) -> None:  # noqa: F811
 
 
 async def test_api_client_errors_are_json_even_for_wrong_method(mesh: Mesh) -> None:  # noqa: F811
-    async with httpx.AsyncClient(base_url=mesh.cp.http_url) as api:
+    async with mesh.api_client() as api:
         r = await api.get("/apis/apply")
         assert r.status_code == 405 and "error" in r.json()

@@ -95,7 +95,8 @@ async def test_state_survives_restart(tmp_path: Path) -> None:
     # a corrupt state file: the control plane still starts, and says so in its debug endpoints
     (tmp_path / "objects/DestinationRule/bookinfo/reviews.json").write_text("{truncated")
     opts.http_port = 0
-    async with ControlPlane(opts) as cp3, httpx.AsyncClient(base_url=cp3.http_url, trust_env=False) as api:
+    async with ControlPlane(opts) as cp3, httpx.AsyncClient(
+            base_url=cp3.http_url, trust_env=False, headers={"Authorization": f"Bearer {cp3.token}"}) as api:
         assert len(cp3.store) == 0
         for endpoint in ("/debug/configz", "/debug/push_status"):
             (problem,) = (await api.get(endpoint)).json()["load_problems"]

@@ -120,7 +120,7 @@ async def test_injection_rules(setup: tuple[FakeRegistrar, FakeSidecars, LocalRu
 
 async def test_http_registrar_against_control_plane_api() -> None:
     async with Mesh() as mesh:
-        reg = HttpRegistrar(mesh.cp.http_url)
+        reg = HttpRegistrar(mesh.cp.http_url, token=mesh.cp.token)
         w = Workload(name="cart-v1-bcdfghjklm-x2x4x", namespace="shop", address="127.20.9.9",
                      labels={"app": "cart"}, service_account="sa-cart", ports={"http": 8000})
         await reg.register(w)

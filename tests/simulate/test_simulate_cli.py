@@ -25,8 +25,10 @@ spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
 """
 
 
-async def _cli(server: str, *args: str) -> tuple[int, str, str]:
+async def _cli(server: str, *args: str, token: str | None = None) -> tuple[int, str, str]:
     env = {**os.environ, "MIZZEN_SERVER": server}
+    if token:
+        env["MIZZEN_TOKEN"] = token
     proc = await asyncio.create_subprocess_exec(MIZZEN, *args, env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -45,7 +47,7 @@ async def test_simulate_command(mesh: Mesh) -> None:  # noqa: F811
     server = mesh.cp.http_url
 
     rc, out, err = await _cli(server, "simulate", "productpage-v1-cli", "http://reviews:9080/reviews/0",
-                              "-H", "end-user: jason")
+                              "-H", "end-user: jason", token=mesh.cp.token)
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[1] == "FORWARDED"
@@ -56,14 +58,15 @@ async def test_simulate_command(mesh: Mesh) -> None:  # noqa: F811
     assert f"   endpoint {v2.ip}:9080  HEALTHY" in lines
     assert "why:" not in out
 
-    rc, out, err = await _cli(server, "simulate", "productpage-v1", "http://reviews:9080/reviews/0", "-v")
+    rc, out, err = await _cli(server, "simulate", "productpage-v1", "http://reviews:9080/reviews/0", "-v",
+                              token=mesh.cp.token)
     assert rc == 0, err
     assert "subset v3" in out
     assert "route 0 skipped: header end-user exact 'jason': fails (header not present)" in out
     assert "route 1 matched: prefix / matches /reviews/0" in out
 
     rc, out, err = await _cli(server, "simulate", "productpage", "http://reviews:9080/", "-X", "POST",
-                              "-H", "End-User: jason", "-o", "json")
+                              "-H", "End-User: jason", "-o", "json", token=mesh.cp.token)
     assert rc == 0, err
     result = json.loads(out)
     assert result["request"]["method"] == "POST"
@@ -85,12 +88,13 @@ async def test_simulate_command(mesh: Mesh) -> None:  # noqa: F811
         assert r.status_code == 200 and r.json()["destinations"][0]["subset"] == "v2"
         assert r.json()["request"]["method"] == "PUT"
 
-    rc, out, err = await _cli(server, "simulate", "nope", "http://reviews:9080/")
+    rc, out, err = await _cli(server, "simulate", "nope", "http://reviews:9080/", token=mesh.cp.token)
     assert rc == 1 and 'no proxy matches "nope"' in err
-    rc, out, err = await _cli(server, "simulate", "productpage", "http://reviews:9080/", "-H", "bad")
+    rc, out, err = await _cli(server, "simulate", "productpage", "http://reviews:9080/", "-H", "bad",
+                              token=mesh.cp.token)
     assert rc == 1 and "header 'bad': want 'Name: value'" in err
     rc, out, err = await _cli(server, "simulate", "productpage", "http://reviews:9080/", "--port", "1",
-                              "--direction", "inbound")
+                              "--direction", "inbound", token=mesh.cp.token)
     assert rc == 1 and "CANNOT SIMULATE: no inbound HTTP listener for port(s) [1]" in out
 
 

@@ -47,7 +47,9 @@ async def run(spec: ProxySpec, opts: AgentOptions) -> None:
     agent = Agent(spec, opts, on_event=report)
 
     def announce() -> None:
-        print(f"mizzen agent: node={agent.node_id} admin={agent.admin_url} pid={agent.pid}", flush=True)
+        proxy = agent.admin_proxy_url or "off (no API token found)"
+        print(f"mizzen agent: node={agent.node_id} admin={agent.admin_socket} admin-proxy={proxy} "
+              f"pid={agent.pid}", flush=True)
 
     await run_until_signal(lambda: agent.start(ready_timeout=None), agent.stop, announce)
 

@@ -1,8 +1,12 @@
 """The Envoy bootstrap the agent writes for one proxy (what pilot-agent renders from its template).
 
 It carries the proxy's identity (Istio-style node id and the metadata keys of ``core.proxy.Meta``), an ADS
-connection to the control plane over the static ``xds-grpc`` cluster, the admin listener and a layered
-runtime. Everything else (listeners, clusters, routes, endpoints) arrives over xDS.
+connection to the control plane over the static ``xds-grpc`` cluster, the admin interface on a Unix socket
+(mode 0600, in the agent's work dir: only the agent's user reaches it), Istio's static ``prometheus_stats``
+listener on ``<admin host>:15090`` that serves only ``GET /stats/prometheus`` from that socket (every other
+path is 404 there), and a layered runtime. Everything else (listeners, clusters, routes, endpoints) arrives
+over xDS. The agent's own admin proxy (``<admin host>:15004``, see :mod:`mizzen.agent.admin_proxy`) is how
+anyone else reaches the admin interface, with the API token.
 """
 
 from __future__ import annotations
@@ -15,15 +19,25 @@ from typing import Any
 from mizzen.core.proxy import DEFAULT_GATEWAY_PORTS, Meta, ProxyType, node_id
 
 __all__ = [
+    "ADMIN_SOCKET_NAME",
+    "AGENT_ADMIN_PORT",
     "DEFAULT_HTTP_PROXY_PORT",
+    "STATS_CLUSTER",
+    "STATS_PORT",
     "XDS_CLUSTER",
     "ProxySpec",
     "build_bootstrap",
     "node_metadata",
     "render_bootstrap",
+    "stats_resources",
 ]
 
 XDS_CLUSTER = "xds-grpc"
+STATS_CLUSTER = "prometheus_stats"          # Istio's names for the stats listener and its cluster
+STATS_PORT = 15090                          # Istio's Envoy Prometheus telemetry port
+AGENT_ADMIN_PORT = 15004                    # Istio's pilot-agent debug port: the agent's admin proxy
+ADMIN_SOCKET_NAME = "admin.sock"
+ADMIN_SOCKET_MODE = 0o600
 DEFAULT_HTTP_PROXY_PORT = 15080
 HTTP_PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -36,7 +50,7 @@ class ProxySpec:
     ip: str
     namespace: str
     name: str                                  # workload (pod) name
-    admin_port: int
+    admin_port: int = AGENT_ADMIN_PORT         # the agent's admin proxy (Envoy's admin is a Unix socket)
     xds_host: str = "127.0.0.1"
     xds_port: int = 15010
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -46,7 +60,8 @@ class ProxySpec:
     gateway_ports: Mapping[int, int] | None = None
     locality: str = ""
     interception_mode: str = "NONE"
-    admin_host: str | None = None              # default: the proxy ip
+    admin_host: str | None = None              # where the admin proxy and stats listen; default: the proxy ip
+    stats_port: int | None = STATS_PORT        # the prometheus_stats listener; None: none
     domain: str = "cluster.local"
 
     @property
@@ -94,8 +109,51 @@ def _locality(loc: str) -> dict[str, str]:
     return out
 
 
-def build_bootstrap(spec: ProxySpec) -> dict[str, Any]:
-    """The bootstrap as a JSON-ready dict (Envoy v3 Bootstrap)."""
+def _pipe(path: str) -> dict[str, Any]:
+    return {"pipe": {"path": path, "mode": ADMIN_SOCKET_MODE}}
+
+
+def stats_resources(spec: ProxySpec, admin_socket: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Istio's ``prometheus_stats`` listener (``GET /stats/prometheus`` only) and its cluster (the admin
+    socket); empty when ``spec.stats_port`` is None."""
+    if spec.stats_port is None:
+        return [], []
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                 ".HttpConnectionManager",
+        "stat_prefix": "stats",
+        "route_config": {"virtual_hosts": [{
+            "name": "backend",
+            "domains": ["*"],
+            "routes": [{
+                "match": {"path": "/stats/prometheus",
+                          "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+                "route": {"cluster": STATS_CLUSTER},
+            }],
+        }]},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }
+    listener = {
+        "name": STATS_CLUSTER,
+        "address": {"socket_address": {"address": spec.effective_admin_host, "port_value": spec.stats_port}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                        "typed_config": hcm}]}],
+    }
+    cluster = {
+        "name": STATS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "0.250s",
+        "load_assignment": {"cluster_name": STATS_CLUSTER, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"pipe": {"path": admin_socket}}}}]}]},
+    }
+    return [listener], [cluster]
+
+
+def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME) -> dict[str, Any]:
+    """The bootstrap as a JSON-ready dict (Envoy v3 Bootstrap); admin on the Unix socket ``admin_socket``
+    (an absolute path in practice: a relative one is relative to Envoy's working directory)."""
+    stats_listeners, stats_clusters = stats_resources(spec, admin_socket)
     node: dict[str, Any] = {
         "id": spec.node_id,
         "cluster": spec.cluster,
@@ -105,11 +163,7 @@ def build_bootstrap(spec: ProxySpec) -> dict[str, Any]:
         node["locality"] = _locality(spec.locality)
     return {
         "node": node,
-        "admin": {
-            "address": {"socket_address": {
-                "address": spec.effective_admin_host, "port_value": spec.admin_port,
-            }},
-        },
+        "admin": {"address": _pipe(admin_socket)},
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
@@ -121,6 +175,7 @@ def build_bootstrap(spec: ProxySpec) -> dict[str, Any]:
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
         "static_resources": {
+            "listeners": stats_listeners,
             "clusters": [
                 {
                     "name": XDS_CLUSTER,
@@ -141,6 +196,7 @@ def build_bootstrap(spec: ProxySpec) -> dict[str, Any]:
                     # keep the ADS stream alive across quiet periods; reconnects are cheap on loopback
                     "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
                 },
+                *stats_clusters,
             ],
         },
         "layered_runtime": {
@@ -152,5 +208,5 @@ def build_bootstrap(spec: ProxySpec) -> dict[str, Any]:
     }
 
 
-def render_bootstrap(spec: ProxySpec) -> str:
-    return json.dumps(build_bootstrap(spec), indent=1, sort_keys=True)
+def render_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME) -> str:
+    return json.dumps(build_bootstrap(spec, admin_socket), indent=1, sort_keys=True)

@@ -3,6 +3,10 @@
 An unexpected Envoy exit is reported (log, ``on_event`` callback, restart count) and Envoy is restarted with
 exponential backoff (0.2 s doubling up to 10 s; reset after a minute of stable running). ``stop()`` drains
 listeners gracefully, then sends SIGTERM, and SIGKILL if Envoy does not exit in time.
+
+Envoy's admin interface listens only on a Unix socket (mode 0600) in the agent's work dir (0700); the agent
+itself uses it for readiness and draining. With ``AgentOptions.admin_token`` the agent also serves its
+allow-listed admin proxy on ``<admin host>:<spec.admin_port>`` (:mod:`mizzen.agent.admin_proxy`).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from pathlib import Path
 
 import aiohttp
 
+from mizzen.agent.admin_proxy import AdminProxy
 from mizzen.agent.binary import envoy_binary
-from mizzen.agent.bootstrap import ProxySpec, render_bootstrap
+from mizzen.agent.bootstrap import ADMIN_SOCKET_NAME, ProxySpec, render_bootstrap
 from mizzen.core.proxy import ProxyType
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 10.0
 STABLE_RESET_S = 60.0
 PR_SET_PDEATHSIG = 1
+MAX_SOCKET_PATH = 100          # sun_path is 108 bytes; a longer work dir gets its socket in a short temp dir
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -104,6 +110,7 @@ class AgentOptions:
     max_restarts: int | None = None           # None = forever
     service_node_flags: bool = False          # also pass --service-node/--service-cluster
     env: dict[str, str] = field(default_factory=dict)
+    admin_token: str | None = None            # the API token: serve the admin proxy (None: no proxy)
 
 
 class Agent:
@@ -127,6 +134,8 @@ class Agent:
         self._work_dir: Path | None = self.options.work_dir
         self._started_at = 0.0
         self._running = asyncio.Event()     # set while a process is up
+        self._socket_dir: Path | None = None  # a short private dir for the admin socket, when needed
+        self.admin_proxy: AdminProxy | None = None
 
     # --- properties -----------------------------------------------------------------------------------------
     @property
@@ -134,8 +143,20 @@ class Agent:
         return self.spec.node_id
 
     @property
-    def admin_url(self) -> str:
-        return f"http://{self.spec.effective_admin_host}:{self.spec.admin_port}"
+    def admin_socket(self) -> Path:
+        """Envoy's admin interface (a 0600 Unix socket): only this agent's user reaches it."""
+        if self._socket_dir is not None:
+            return self._socket_dir / ADMIN_SOCKET_NAME
+        return self.work_dir / ADMIN_SOCKET_NAME
+
+    @property
+    def admin_proxy_url(self) -> str | None:
+        """The agent's admin proxy (``http://<admin host>:15004``), when it serves one."""
+        return self.admin_proxy.url if self.admin_proxy is not None else None
+
+    def _admin_session(self, timeout: float) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.admin_socket)),
+                                     timeout=aiohttp.ClientTimeout(total=timeout))
 
     @property
     def work_dir(self) -> Path:
@@ -194,9 +215,14 @@ class Agent:
         if self._work_dir is None:
             self._work_dir = Path(tempfile.mkdtemp(prefix="mizzen-agent-"))
         self._work_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            if self._work_dir.stat().st_uid == os.getuid():
+                os.chmod(self._work_dir, 0o700)     # the admin socket and logs are the agent's alone
         try:
+            if len(str(self._work_dir / ADMIN_SOCKET_NAME)) > MAX_SOCKET_PATH:
+                self._socket_dir = Path(tempfile.mkdtemp(prefix="mizzen-adm-"))
             tmp = self.bootstrap_path.with_suffix(".tmp")
-            tmp.write_text(render_bootstrap(self.spec))
+            tmp.write_text(render_bootstrap(self.spec, str(self.admin_socket)))
             os.replace(tmp, self.bootstrap_path)
             self._stopping = False
             await self._spawn()
@@ -204,6 +230,15 @@ class Agent:
             self._remove_own_work_dir()
             raise
         self._supervisor = asyncio.create_task(self._supervise(), name=f"agent {self.node_id}")
+        if self.options.admin_token:
+            proxy = AdminProxy(self.admin_socket, self.spec.effective_admin_host, self.spec.admin_port,
+                               self.options.admin_token)
+            try:
+                await proxy.start()
+            except BaseException:
+                await self.stop()
+                raise
+            self.admin_proxy = proxy
         if ready_timeout is not None:
             try:
                 await self.wait_ready(ready_timeout)
@@ -213,6 +248,8 @@ class Agent:
 
     async def _spawn(self) -> None:
         env = {**os.environ, **self.options.env}
+        with contextlib.suppress(FileNotFoundError):
+            self.admin_socket.unlink()              # a stale socket from an earlier Envoy
         with open(self.output_path, "ab") as out:   # Envoy's stdout/stderr (flag errors, early crashes)
             self._proc = await asyncio.create_subprocess_exec(
                 *self.command(),
@@ -227,7 +264,7 @@ class Agent:
             )
         self._started_at = time.monotonic()
         self._running.set()
-        log.info("envoy for %s started (pid %d, admin %s)", self.node_id, self._proc.pid, self.admin_url)
+        log.info("envoy for %s started (pid %d, admin %s)", self.node_id, self._proc.pid, self.admin_socket)
 
     def _emit(self, event: AgentEvent) -> None:
         self.events.append(event)
@@ -273,14 +310,14 @@ class Agent:
         """Wait until the admin ``/ready`` endpoint answers 200 ``LIVE``."""
         deadline = time.monotonic() + timeout
         last = "no answer"
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
+        async with self._admin_session(1.0) as session:
             while time.monotonic() < deadline:
                 sup, proc = self._supervisor, self._proc
                 if proc is not None and proc.returncode is not None and (sup is None or sup.done()):
                     raise AgentError(f"envoy for {self.node_id} exited with {proc.returncode} and is not "
                                      f"restarted: {self.log_tail(10)}")
                 try:
-                    async with session.get(f"{self.admin_url}/ready") as resp:
+                    async with session.get("http://localhost/ready") as resp:
                         body = (await resp.text()).strip()
                         if resp.status == 200 and body == "LIVE":
                             return
@@ -292,16 +329,16 @@ class Agent:
                          f"log: {self.log_tail(10)}")
 
     async def admin_get(self, path: str, timeout: float = 5.0) -> str:
-        """GET an admin endpoint (e.g. ``/config_dump``) and return the body."""
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(f"{self.admin_url}{path}") as resp,
-        ):
+        """GET an admin endpoint (e.g. ``/config_dump``) over the admin socket and return the body."""
+        async with self._admin_session(timeout) as session, session.get(f"http://localhost{path}") as resp:
             return await resp.text()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Drain and stop Envoy (graceful listener drain, SIGTERM, SIGKILL after ``timeout``)."""
         self._stopping = True
+        if self.admin_proxy is not None:
+            await self.admin_proxy.stop()
+            self.admin_proxy = None
         proc = self._proc
         if proc is not None and proc.returncode is None:
             await self._drain()
@@ -323,6 +360,12 @@ class Agent:
         self._remove_own_work_dir()
 
     def _remove_own_work_dir(self) -> None:
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+        elif self._work_dir is not None:
+            with contextlib.suppress(OSError):
+                self.admin_socket.unlink()
         if self._owns_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None
@@ -333,11 +376,11 @@ class Agent:
         query = "graceful&inboundonly" if self.spec.type is ProxyType.SIDECAR else "graceful"
         deadline = time.monotonic() + self.options.drain_time_s
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
-                async with session.post(f"{self.admin_url}/drain_listeners?{query}") as r:
+            async with self._admin_session(1.0) as session:
+                async with session.post(f"http://localhost/drain_listeners?{query}") as r:
                     await r.read()
                 while time.monotonic() < deadline:
-                    async with session.get(f"{self.admin_url}/stats?filter=downstream_cx_active$") as r:
+                    async with session.get("http://localhost/stats?filter=downstream_cx_active$") as r:
                         text = await r.text()
                     if active_downstream_connections(text) == 0:
                         return

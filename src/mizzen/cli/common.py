@@ -45,6 +45,7 @@ class Options:
     """Global options (mizzen --server URL ...), stored on the typer context."""
 
     server: str | None = None
+    token_file: str | None = None
 
 
 def client(ctx: typer.Context, timeout: float = 30.0) -> ControlPlaneClient:
@@ -53,7 +54,7 @@ def client(ctx: typer.Context, timeout: float = 30.0) -> ControlPlaneClient:
 
     opts = ctx.find_object(Options)
     server = (opts.server if opts else None) or os.environ.get(SERVER_ENV) or server_of_context()
-    return ControlPlaneClient(server, timeout=timeout)
+    return ControlPlaneClient(server, timeout=timeout, token_file=opts.token_file if opts else None)
 
 
 def echo_err(message: str) -> None:

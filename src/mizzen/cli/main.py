@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from mizzen.auth.token import TOKEN_FILE_ENV
 from mizzen.cli import (
     analyze,
     contexts,
@@ -47,8 +48,12 @@ def _global(
         "--server", "-s", envvar=SERVER_ENV, metavar="URL",
         show_default=f"the current context's server, else {DEFAULT_SERVER}",
         help="Control-plane HTTP API address")] = None,
+    token_file: Annotated[str | None, typer.Option(
+        "--token-file", envvar=TOKEN_FILE_ENV, metavar="FILE",
+        show_default="$MIZZEN_TOKEN, else $MIZZEN_STATE_DIR/token or ~/.local/state/mizzen/token",
+        help="The control plane's API token file")] = None,
 ) -> None:
-    ctx.obj = Options(server=server)
+    ctx.obj = Options(server=server, token_file=token_file)
 
 
 app.command("apply")(resources.apply)

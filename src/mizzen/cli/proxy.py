@@ -1,20 +1,31 @@
-"""``mizzen proxy-status`` and ``mizzen proxy-config clusters|listeners|routes|endpoints PROXY``.
+"""``mizzen proxy-status`` and ``mizzen proxy-config clusters|listeners|routes|endpoints|log|bootstrap|all
+PROXY``.
 
-Both read the control plane's debug endpoints (``/debug/syncz``, ``/debug/config_dump``); PROXY may be the
-full node id, the ``pod.namespace`` name, the pod name, or a unique prefix or substring of either.
+``proxy-status`` and ``clusters|listeners|routes`` read the control plane's debug endpoints (``/debug/syncz``,
+``/debug/config_dump``: what the control plane sends). ``endpoints``, ``log``, ``bootstrap`` and ``all`` ask
+the proxy itself, like istioctl does, through its agent's admin proxy (``http://<pod ip>:15004``, with the API
+token; the address comes from the demo's pods or the registered workloads, never from what a proxy claims) or
+``--admin`` (a socket path, ``host:port`` or a URL). PROXY may be the full node id, the ``pod.namespace``
+name, the pod name, or a unique prefix or substring of either.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+import yaml
 
+from mizzen.admin_client import AdminClient, parse_admin_target
+from mizzen.agent.bootstrap import AGENT_ADMIN_PORT
 from mizzen.cli import proxy_tables as pt
 from mizzen.cli.common import api_call, client, echo_err, fail
 from mizzen.cli.contexts import context_namespace
-from mizzen.client import ApiError, Unreachable, envoy_clusters
+from mizzen.client import ApiError, ControlPlaneClient, Unreachable
 
 __all__ = ["config_app", "proxy_status"]
 
@@ -75,12 +86,6 @@ def proxy_status(
             st = (e.get("types") or {}).get(t) or {}
             typer.echo(f"  {t}: sent={st.get('sent') or '-'} acked={st.get('acked') or '-'} "
                        f"nonce={st.get('nonce') or '-'}")
-
-
-def _syncz(ctx: typer.Context) -> list[dict[str, Any]]:
-    c = client(ctx)
-    with api_call(c, "Fetching proxy status..."):
-        return c.syncz()
 
 
 def _dump(ctx: typer.Context, proxy: str, type_key: str, namespace: str | None) -> list[dict[str, Any]]:
@@ -160,34 +165,182 @@ def listeners(
         typer.echo(pt.listeners_table(items, port))
 
 
+AdminOpt = Annotated[str | None, typer.Option(
+    "--admin", help="The proxy's admin: its agent (host:port or http://host:port, default: found from the "
+                    "pod) or Envoy's admin socket path")]
+
+
+def _discover_admin(c: ControlPlaneClient, proxy_id: str) -> str | None:
+    """The agent admin proxy URL of ``proxy_id`` from sources the control plane trusts: the demo's pods
+    (``/apis/pods``), else the registered workloads' addresses; None when neither knows the proxy."""
+    pod, _, namespace = pt.proxy_name(proxy_id).partition(".")
+    try:
+        body = c._request("GET", "/apis/pods?" + urllib.parse.urlencode({"namespace": namespace}))
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        body = None
+    items = body.get("items") if isinstance(body, dict) else body
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and item.get("name") == pod and item.get("namespace") == namespace:
+            return str(item.get("admin") or "") or None
+    try:
+        workloads = c.workloads()
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        workloads = []
+    for w in workloads:
+        if w.get("name") == pod and w.get("namespace") == namespace and w.get("address"):
+            return f"http://{w['address']}:{AGENT_ADMIN_PORT}"
+    return None
+
+
+@contextmanager
+def _admin_call(target: str) -> Iterator[None]:
+    try:
+        yield
+    except Unreachable:
+        fail(f"cannot reach the proxy's admin at {target}")
+    except ApiError as e:
+        fail("; ".join(e.errors))
+
+
+def _admin(ctx: typer.Context, proxy: str, namespace: str | None, admin: str | None,
+           required: bool = True) -> AdminClient | None:
+    """The admin client for PROXY (``--admin`` wins); None when not found and not ``required``."""
+    c = client(ctx)
+    with api_call(c, "Finding the proxy..."):
+        pid = resolve(proxy, c.syncz(), namespace)
+        url = admin or _discover_admin(c, pid)
+    if not url:
+        if required:
+            fail(f"no admin address known for {pt.proxy_name(pid)} (not a pod of this control plane's "
+                 "runner nor a registered workload): pass --admin HOST:PORT or the admin socket path")
+        return None
+    try:
+        target = parse_admin_target(url)
+    except ValueError as e:
+        fail(str(e))
+    return AdminClient(target, c.token_source if target.url else None)
+
+
 @config_app.command("endpoints")
 def endpoints(
     ctx: typer.Context, proxy: ProxyArg, output: Output = None,
     namespace: ProxyNamespace = None,
     cluster: Annotated[str | None, typer.Option("--cluster", help="Only clusters containing this")] = None,
-    admin: Annotated[str | None, typer.Option(
-        "--admin", help="Envoy admin URL: show Envoy's own health and outlier view")] = None,
+    admin: AdminOpt = None,
 ) -> None:
-    """Endpoints (EDS): ENDPOINT, STATUS, OUTLIER CHECK, CLUSTER.
+    """Endpoints as Envoy sees them now: ENDPOINT, STATUS, OUTLIER CHECK, CLUSTER.
 
-    From the control plane by default (OUTLIER CHECK is then unknown: "-"); with --admin, from Envoy.
+    Read from the proxy's admin (``/clusters?format=json``) like istioctl, so outlier ejections show as
+    OUTLIER CHECK FAILED. A proxy whose admin is unknown gets the control plane's EDS view (OUTLIER CHECK -).
     """
     _check_output(output)
-    if admin:
-        resolve(proxy, _syncz(ctx), namespace)
-        try:
-            statuses = envoy_clusters(admin)
-        except Unreachable:
-            fail(f"cannot reach the Envoy admin interface at {admin}")
-        except ApiError as e:
-            fail("; ".join(e.errors))
+    ac = _admin(ctx, proxy, namespace, admin, required=False)
+    if ac is not None:
+        with _admin_call(str(ac.target)):
+            statuses = ac.clusters()
         if output == "json":
             _print_json(statuses)
         else:
             typer.echo(pt.admin_endpoints_table(statuses, cluster))
         return
+    echo_err("note: this proxy's admin is unknown here; showing the control plane's EDS view (pass --admin "
+             "for Envoy's live health)")
     items = _dump(ctx, proxy, "EDS", namespace)
     if output == "json":
         _print_json(items)
     else:
         typer.echo(pt.endpoints_table(items, cluster))
+
+
+@config_app.command("log")
+def log_levels(
+    ctx: typer.Context, proxy: ProxyArg, namespace: ProxyNamespace = None,
+    level: Annotated[str | None, typer.Option(
+        "--level", help="Set the level of every logger (debug, info, warning, ...) or some: "
+                        "'http:debug,router:info'")] = None,
+    admin: AdminOpt = None,
+) -> None:
+    """Envoy's loggers and their levels (admin /logging); --level changes them."""
+    ac = _admin(ctx, proxy, namespace, admin)
+    assert ac is not None
+    with _admin_call(str(ac.target)):
+        text = ac.logging(level)
+    typer.echo(text.rstrip("\n"))
+
+
+def _config_dump(ac: AdminClient) -> dict[str, Any]:
+    with _admin_call(str(ac.target)):
+        return ac.config_dump()
+
+
+def _dump_section(dump: dict[str, Any], suffix: str) -> dict[str, Any]:
+    for c in dump.get("configs") or []:
+        if isinstance(c, dict) and str(c.get("@type", "")).endswith(suffix):
+            return c
+    return {}
+
+
+@config_app.command("bootstrap")
+def bootstrap(
+    ctx: typer.Context, proxy: ProxyArg, namespace: ProxyNamespace = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="json or yaml")] = "json",
+    admin: AdminOpt = None,
+) -> None:
+    """The proxy's bootstrap as Envoy runs it (config_dump's BootstrapConfigDump)."""
+    if output not in ("json", "yaml"):
+        fail(f'unknown output format "{output}" (want json or yaml)')
+    ac = _admin(ctx, proxy, namespace, admin)
+    assert ac is not None
+    found = _dump_section(_config_dump(ac), "BootstrapConfigDump")
+    section = {k: v for k, v in found.items() if k != "@type"}
+    if not section:
+        fail("the proxy's config_dump has no bootstrap")
+    typer.echo(json.dumps(section, indent=2) if output == "json"
+               else yaml.safe_dump(section, sort_keys=False).rstrip())
+
+
+def _dynamic(section: dict[str, Any], key: str, inner: tuple[str, ...]) -> list[dict[str, Any]]:
+    out = []
+    for entry in section.get(key) or []:
+        for k in inner:
+            entry = entry.get(k) if isinstance(entry, dict) else None
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
+
+
+@config_app.command("all")
+def all_config(
+    ctx: typer.Context, proxy: ProxyArg, output: Output = None, namespace: ProxyNamespace = None,
+    admin: AdminOpt = None,
+) -> None:
+    """Everything the proxy runs, from Envoy: clusters, listeners, routes and endpoints tables (-o json: the
+    whole config_dump, secrets redacted)."""
+    _check_output(output)
+    ac = _admin(ctx, proxy, namespace, admin)
+    assert ac is not None
+    dump = _config_dump(ac)
+    if output == "json":
+        typer.echo(json.dumps(dump, indent=2))
+        return
+    cds, lds = _dump_section(dump, "ClustersConfigDump"), _dump_section(dump, "ListenersConfigDump")
+    rds = _dump_section(dump, "RoutesConfigDump")
+    clusters = [*_dynamic(cds, "static_clusters", ("cluster",)),
+                *_dynamic(cds, "dynamic_active_clusters", ("cluster",))]
+    listeners = [*_dynamic(lds, "static_listeners", ("listener",)),
+                 *_dynamic(lds, "dynamic_listeners", ("active_state", "listener"))]
+    routes = [*_dynamic(rds, "static_route_configs", ("route_config",)),
+              *_dynamic(rds, "dynamic_route_configs", ("route_config",))]
+    with _admin_call(str(ac.target)):
+        statuses = ac.clusters()
+    typer.echo(pt.clusters_table(clusters, None, None, None, None))
+    typer.echo("")
+    typer.echo(pt.listeners_table(listeners, None))
+    typer.echo("")
+    typer.echo(pt.routes_table(routes, None))
+    typer.echo("")
+    typer.echo(pt.admin_endpoints_table(statuses, None))

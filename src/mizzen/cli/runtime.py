@@ -8,6 +8,7 @@ commands do not need).
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -77,13 +78,16 @@ def demo(
                                               help="Start an empty mesh (gateway only)")] = False,
     ready_timeout: Annotated[float, typer.Option(metavar="SECONDS",
                                                  help="How long to wait for everything to be ready")] = 60.0,
+    allow_external_bind: Annotated[bool, typer.Option(
+        "--allow-external-bind",
+        help="Let the gateway (--host, Gateway bind fields) serve on addresses outside loopback")] = False,
 ) -> None:
     """Run Bookinfo in a local mesh: control plane, ingress gateway, workloads with their sidecars."""
     from mizzen.demo import DemoOptions, run
 
     opts = DemoOptions(host=host, port=port, tls_port=tls_port, xds_port=xds_port, http_port=api_port,
                        state_dir=state_dir or _default_state_dir(), fresh=fresh, bookinfo=not no_bookinfo,
-                       ready_timeout=ready_timeout)
+                       ready_timeout=ready_timeout, allow_external_bind=allow_external_bind)
     rc = run(opts)
     if rc:
         raise typer.Exit(rc)
@@ -102,16 +106,26 @@ def controlplane(
         metavar="SECONDS", help="Push after this long without a change")] = 0.1,
     debounce_max: Annotated[float, typer.Option(
         metavar="SECONDS", help="Push at the latest this long after the first change")] = 1.0,
+    token_file: Annotated[Path | None, typer.Option(
+        metavar="FILE", show_default="<state dir>/token, else $MIZZEN_STATE_DIR/token",
+        help="The API token file, created 0600 at first start ($MIZZEN_TOKEN overrides)")] = None,
+    allow_external_bind: Annotated[bool, typer.Option(
+        "--allow-external-bind",
+        help="Accept Gateway bind addresses outside loopback (with a warning)")] = False,
     log_level: Annotated[str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run the control plane (like istiod: config store, xDS server, HTTP API) in the foreground."""
+    from mizzen.auth.token import TOKEN_ENV, TOKEN_FILE, default_state_dir
     from mizzen.controlplane.__main__ import serve
     from mizzen.controlplane.server import ControlPlaneOptions
+    from mizzen.core.mesh import MeshConfig
 
     _check_level(log_level)
     serve(ControlPlaneOptions(state_dir=state_dir, xds_host=xds_host, xds_port=xds_port, http_host=http_host,
                               http_port=http_port, debounce_quiet_s=debounce_quiet,
-                              debounce_max_s=debounce_max), log_level)
+                              debounce_max_s=debounce_max, token=os.environ.get(TOKEN_ENV) or None,
+                              token_file=token_file or (state_dir or default_state_dir()) / TOKEN_FILE,
+                              mesh=MeshConfig(allow_external_bind=allow_external_bind)), log_level)
 
 
 def _check_level(level: str) -> None:
@@ -132,7 +146,12 @@ def agent(
     service_account: Annotated[str, typer.Option(metavar="NAME", help="Service account")] = "default",
     xds: Annotated[str, typer.Option(metavar="HOST:PORT", help="Control plane ADS address")] =
         f"127.0.0.1:{DEFAULT_XDS_PORT}",
-    admin_port: Annotated[int, typer.Option(metavar="PORT", help="Envoy admin port")] = 15000,
+    admin_port: Annotated[int, typer.Option(
+        metavar="PORT", help="The agent's admin proxy port on --ip, served when an API token is found "
+                             "(Envoy's admin itself is a Unix socket in the work dir)")] = 15004,
+    token_file: Annotated[Path | None, typer.Option(
+        metavar="FILE", show_default="$MIZZEN_TOKEN, else $MIZZEN_STATE_DIR/token",
+        help="The control plane's API token, which the admin proxy requires")] = None,
     app_host: Annotated[str, typer.Option(metavar="ADDRESS",
                                           help="Where the app listens (inbound target)")] = "127.0.0.1",
     http_proxy_port: Annotated[int | None, typer.Option(
@@ -169,7 +188,10 @@ def agent(
         xds_host=xds_host, xds_port=xds_port, labels=label_map, service_account=service_account,
         app_host=app_host, http_proxy_port=http_proxy_port, gateway_ports=gw_ports, locality=locality,
     )
-    opts = AgentOptions(log_level=envoy_log_level, concurrency=concurrency, work_dir=work_dir)
+    from mizzen.auth.token import find_token
+
+    opts = AgentOptions(log_level=envoy_log_level, concurrency=concurrency, work_dir=work_dir,
+                        admin_token=find_token(token_file).token)
     serve(spec, opts, log_level)
 
 

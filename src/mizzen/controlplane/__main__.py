@@ -1,11 +1,17 @@
 """``python -m mizzen.controlplane`` (the same command as ``mizzen controlplane``): run the control plane
-(xDS + HTTP API) until SIGINT/SIGTERM. The options are declared once, in :mod:`mizzen.cli.runtime`."""
+(xDS + HTTP API) until SIGINT/SIGTERM. The options are declared once, in :mod:`mizzen.cli.runtime`.
+
+The API token: ``$MIZZEN_TOKEN`` if set, else ``--token-file`` (default ``<state dir>/token``, or
+``$MIZZEN_STATE_DIR/token`` / ``~/.local/state/mizzen/token`` without a state dir), created 0600 at first
+start."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
+from mizzen.auth.token import TokenError
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.lifecycle import run_until_signal
 
@@ -19,7 +25,11 @@ async def run(opts: ControlPlaneOptions) -> None:
 
 def serve(opts: ControlPlaneOptions, log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(opts))
+    try:
+        asyncio.run(run(opts))
+    except TokenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def main(argv: list[str] | None = None) -> None:

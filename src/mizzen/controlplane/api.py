@@ -7,12 +7,18 @@ istiod's names: ``/debug/syncz``, ``/debug/config_dump``, ``/debug/registryz``, 
 config and registry; POST adds candidate documents as a what-if). Apply responses carry the analyzer messages
 about the applied objects as warnings, never blocking the apply. ``/debug/simulate`` answers which route,
 subset and endpoints one request would hit in a proxy's config, and why.
+
+Every endpoint but readiness (``/ready``), ``/version`` and ``/metrics`` needs the API token, and writes are
+checked for Host, Origin and Content-Type (see :mod:`mizzen.auth.guard`). ``POST /apis/workloads`` takes only
+a valid IP address and ports 1-65535, and only addresses the embedder's ``workload_address_check`` accepts
+(``mizzen demo``: those its runner allocated).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -22,6 +28,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 import mizzen
+from mizzen.auth.guard import Guard
 from mizzen.config import kinds
 from mizzen.config.errors import ConfigError, Issue, Severity
 from mizzen.config.model import Config
@@ -50,6 +57,8 @@ __all__ = [
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# an embedder's say on a workload address: None to accept, else why it is refused
+AddressCheck = Callable[[str], str | None]
 MAX_BODY = 32 * 1024 * 1024
 # kinds the registry is built from (a what-if analysis with other kinds reuses the live registry snapshot)
 REGISTRY_KINDS = frozenset({"Service", "ServiceEntry", "WorkloadEntry"})
@@ -113,8 +122,12 @@ def manifest(config: Config) -> dict[str, Any]:
     return m
 
 
+def _port_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
 def workload_from_json(data: dict[str, Any]) -> Workload:
-    """A :class:`Workload` from JSON, checking types (raises BadRequest)."""
+    """A :class:`Workload` from JSON, checking types, the address (an IP) and ports (raises BadRequest)."""
     known = {f.name for f in dataclasses.fields(Workload)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -122,6 +135,10 @@ def workload_from_json(data: dict[str, Any]) -> Workload:
     for req in ("name", "namespace", "address"):
         if not isinstance(data.get(req), str) or not data[req]:
             raise BadRequest(f"workload field {req!r} is required (a non-empty string)")
+    try:
+        ipaddress.ip_address(data["address"])
+    except ValueError:
+        raise BadRequest(f"workload field 'address': {data['address']!r} is not an IP address") from None
     for f in ("service_account", "locality", "network"):
         if f in data and not isinstance(data[f], str):
             raise BadRequest(f"workload field {f!r} must be a string")
@@ -129,8 +146,12 @@ def workload_from_json(data: dict[str, Any]) -> Workload:
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise BadRequest("workload field 'labels' must be an object of strings")
     ports = data.get("ports") or {}
-    if not isinstance(ports, dict) or not all(isinstance(v, int) and 0 < v < 65536 for v in ports.values()):
+    if not isinstance(ports, dict):
         raise BadRequest("workload field 'ports' must map names to port numbers")
+    for pname, number in ports.items():
+        if not _port_number(number):
+            raise BadRequest(f"workload field 'ports.{pname}': {json.dumps(number)} is not a port number "
+                             "(1-65535)")
     weight = data.get("weight", 0)
     if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
         raise BadRequest("workload field 'weight' must be a non-negative integer")
@@ -151,10 +172,12 @@ def resource_to_dict(any_msg: Any) -> dict[str, Any]:
 class Api:
     """Builds the aiohttp application over a :class:`ControlPlane`."""
 
-    def __init__(self, cp: ControlPlane, loader: Loader | None = None) -> None:
+    def __init__(self, cp: ControlPlane, loader: Loader | None = None, guard: Guard | None = None) -> None:
         self.cp = cp
         self._loader = loader
         self._extra: list[web.AbstractRouteDef] = []
+        self.guard = guard
+        self.workload_address_check: AddressCheck | None = None
 
     def add_routes(self, routes: Iterable[web.AbstractRouteDef]) -> None:
         """Serve extra routes next to the built-in ones (the demo's ``/apis/pods``); call before start."""
@@ -167,7 +190,8 @@ class Api:
         return self._loader
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+        middlewares = [self.guard.middleware] if self.guard is not None else []
+        app = web.Application(middlewares=[*middlewares, _errors], client_max_size=MAX_BODY)
         r = app.router
         r.add_get("/version", self.version)
         r.add_get("/ready", self.ready)
@@ -290,6 +314,10 @@ class Api:
             w = workload_from_json(await _body(request))
         except TypeError as e:
             raise BadRequest(f"bad workload: {e}") from None
+        if self.workload_address_check is not None:
+            refused = self.workload_address_check(w.address)
+            if refused:
+                return _json({"error": f"workload {w.namespace}/{w.name}: {refused}"}, 403)
         self.cp.register_workload(w)
         return _json({"workload": dataclasses.asdict(w), "action": "registered"})
 

@@ -4,6 +4,12 @@ the xDS (ADS) gRPC server and the HTTP API/debug server, and starts/stops them a
 A config or workload change triggers a debounced push: one PushContext, then every connected proxy is
 regenerated and its snapshot set in the cache (the ADS server sends what changed). A newly connected proxy is
 generated immediately from the current PushContext.
+
+The HTTP API needs the API token (:mod:`mizzen.auth`): ``options.token`` if given, else the token file
+(``options.token_file``, default ``<state dir>/token``, created at first start with mode 0600), else (an
+in-memory control plane) a fresh random token, readable by the embedder as :attr:`ControlPlane.token`.
+Gateways may bind only loopback addresses unless ``mesh.allow_external_bind`` is set (see
+:mod:`.exposure`).
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from mizzen.auth.guard import Guard
+from mizzen.auth.token import TOKEN_ENV, ensure_token, new_token
 from mizzen.config.model import Config
 from mizzen.controlplane.api import Api, Loader
+from mizzen.controlplane.exposure import gateway_bind_policy
 from mizzen.controlplane.persist import StateDir
 from mizzen.controlplane.push import Generator, Pusher
 from mizzen.controlplane.store import ApplyResult, ConfigStore, Validator
@@ -57,6 +66,17 @@ class ControlPlaneOptions:
     # at once (like istiod re-listing pods) instead of pushing empty clusters; a runner that starts every
     # workload itself (the demo) passes False and re-registers.
     restore_workloads: bool = True
+    token: str | None = None               # the API token; None: from token_file
+    token_file: Path | None = None         # None: <state_dir>/token (no state dir: a random in-memory token)
+
+    def resolve_token(self) -> tuple[str, Path | None]:
+        """(the API token, the file it lives in or None)."""
+        if self.token:
+            return self.token, None
+        path = self.token_file or (self.state_dir / "token" if self.state_dir is not None else None)
+        if path is None:
+            return new_token(), None
+        return ensure_token(path), path
 
 
 class ControlPlane:
@@ -71,7 +91,8 @@ class ControlPlane:
         loader: Loader | None = None,
     ) -> None:
         self.options = opts = options or ControlPlaneOptions()
-        self.store = ConfigStore(opts.state_dir, validator=validator)
+        self.token, self.token_file = opts.resolve_token()
+        self.store = ConfigStore(opts.state_dir, validator=gateway_bind_policy(validator, opts.mesh))
         self.registry = Registry(opts.mesh.domain_suffix)
         self._state = StateDir(opts.state_dir) if opts.state_dir is not None else None
         if self._state is not None:
@@ -88,7 +109,9 @@ class ControlPlane:
         self.pusher = Pusher(self.cache, self.store.snapshot, self.registry.snapshot, opts.mesh, generator)
         self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
                              status=self.status)
-        self.api = Api(self, loader)
+        where = (f'the mizzen CLI reads it from {self.token_file} (or ${TOKEN_ENV})' if self.token_file
+                 else f'this control plane keeps it in memory: its embedder passes it as ${TOKEN_ENV}')
+        self.api = Api(self, loader, Guard(self.token, self._served, hint=where))
         self.started = False
         self._debouncer: Debouncer[str] | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -112,6 +135,9 @@ class ControlPlane:
         if self._http_port is None:
             raise RuntimeError("HTTP server not started")
         return self._http_port
+
+    def _served(self) -> list[tuple[str, int]]:
+        return [(self.options.http_host, self._http_port)] if self._http_port is not None else []
 
     @property
     def http_url(self) -> str:

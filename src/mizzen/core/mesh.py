@@ -24,3 +24,6 @@ class MeshConfig:
     enable_auto_mtls: bool = False   # becomes True with the CA/SDS issue
     access_log_file: str = ""        # "" = no access log; "/dev/stdout" like meshConfig.accessLogFile
     access_log_encoding: str = "TEXT"
+    # Mizzen's own (local mode): a Gateway server may bind an address outside loopback (0.0.0.0, a LAN IP)
+    # only when this is set; see mizzen.controlplane.exposure
+    allow_external_bind: bool = False

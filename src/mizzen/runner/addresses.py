@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 DEFAULT_POD_NET = "127.20.0.0/16"
 DEFAULT_APP_NET = "127.21.0.0/16"
-SIDECAR_PORTS = (15000, 15080)      # admin, http_proxy: always bound on the pod IP when a sidecar runs
+# agent admin proxy, http_proxy, Envoy's prometheus_stats: bound on the pod IP when a sidecar runs
+SIDECAR_PORTS = (15004, 15080, 15090)
 
 
 class AddressesExhausted(RuntimeError):
@@ -83,6 +84,14 @@ class AddressPool:
                 return PodAddresses(pod_ip, app_host)
             held.close()
         raise AddressesExhausted(f"no free address pair in {self.pod_net} / {self.app_net}")
+
+    def allocated(self, address: str) -> bool:
+        """Whether ``address`` is a pod IP this pool handed out and has not taken back."""
+        try:
+            ip = ipaddress.IPv4Address(address)
+        except ValueError:
+            return False
+        return ip in self.pod_net and int(ip) - int(self.pod_net.network_address) in self._used
 
     def release(self, addrs: PodAddresses) -> None:
         held = self._used.pop(int(ipaddress.IPv4Address(addrs.pod_ip)) - int(self.pod_net.network_address),

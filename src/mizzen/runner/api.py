@@ -59,6 +59,7 @@ def pod_to_dict(s: PodStatus, sidecar_logs: list[str] | None = None,
         "container_names": container_names(s),
         "object": pod_object(s),
         "events": events or [],
+        "admin": s.admin,
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, ProxySpec
 from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
 from mizzen.core.proxy import ProxyType
 from mizzen.runner.manifests import pod_name, pod_template_hash
@@ -49,7 +49,7 @@ def gateway_spec(
     xds_host: str = "127.0.0.1",
     xds_port: int = 15010,
     admin_host: str | None = None,
-    admin_port: int = 15000,
+    admin_port: int = AGENT_ADMIN_PORT,
     name: str | None = None,
     namespace: str = GATEWAY_NAMESPACE,
     labels: Mapping[str, str] | None = None,
@@ -81,7 +81,7 @@ async def start_gateway(
     xds_host: str = "127.0.0.1",
     xds_port: int = 15010,
     admin_host: str | None = None,
-    admin_port: int = 15000,
+    admin_port: int = AGENT_ADMIN_PORT,
     options: AgentOptions | None = None,
     on_event: Callable[[AgentEvent], None] | None = None,
     ready_timeout: float | None = 30.0,

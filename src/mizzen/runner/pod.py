@@ -67,6 +67,7 @@ class PodStatus:
     annotations: dict[str, str] = field(default_factory=dict)
     specs: tuple[ContainerSpec, ...] = ()        # the pod template's containers (also those never started)
     created_at: float = 0.0                      # wall clock (epoch seconds) of the pod's creation
+    admin: str = ""               # the sidecar agent's admin proxy (http://host:port), when it serves one
 
     @property
     def status_text(self) -> str:
@@ -319,4 +320,5 @@ class Pod:
             annotations=dict(self.spec.pod_annotations),
             specs=self.spec.containers,
             created_at=self.created_at,
+            admin=getattr(self.sidecar, "admin_proxy_url", None) or "",
         )

@@ -218,12 +218,13 @@ class LocalRunner:
         ready_timeout: float | None = 30.0,
     ) -> Agent:
         """Start the ingress gateway (see :func:`mizzen.runner.gateway.start_gateway`); its admin listener
-        gets a pod IP from the runner's pool so it never clashes with anything on ``host``."""
+        gets a pod IP from the runner's pool so it never clashes with anything on ``host``: its agent admin
+        proxy (15004) and stats listener (15090) bind there."""
         admin = self.addresses.allocate((), sidecar=True)
         try:
             agent = await start_gateway(
                 host, port, tls_port=tls_port, xds_host=xds_host, xds_port=xds_port,
-                admin_host=admin.pod_ip, admin_port=15000, options=options, ready_timeout=ready_timeout,
+                admin_host=admin.pod_ip, options=options, ready_timeout=ready_timeout,
             )
         except BaseException:
             self.addresses.release(admin)
@@ -249,7 +250,7 @@ class LocalRunner:
         try:
             agent = await start_gateway(
                 addrs.pod_ip, EGRESS_HTTP_PORT, tls_port=EGRESS_TLS_PORT, xds_host=xds_host,
-                xds_port=xds_port, admin_host=addrs.pod_ip, admin_port=15000, options=options,
+                xds_port=xds_port, admin_host=addrs.pod_ip, options=options,
                 ready_timeout=ready_timeout, deployment=EGRESS_NAME, labels=EGRESS_LABELS,
             )
         except BaseException:
@@ -288,6 +289,7 @@ class LocalRunner:
                 service_account=gw.spec.service_account,
                 age_s=(age := time.monotonic() - self._gateway_started.get(gw.spec.name, time.monotonic())),
                 sidecar_pid=gw.pid, created_at=time.time() - age,
+                admin=gw.admin_proxy_url or "",
             ))
         return sorted(out, key=lambda s: (s.namespace, s.name))
 

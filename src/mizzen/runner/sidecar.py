@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, ProxySpec
 from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
 from mizzen.core.proxy import ProxyType
 
 HTTP_PROXY_PORT = 15080
-ADMIN_PORT = 15000
+ADMIN_PORT = AGENT_ADMIN_PORT      # the agent's admin proxy; Envoy's admin is a socket in the work dir
 
 
 class Sidecar(Protocol):
@@ -48,8 +48,8 @@ SidecarFactory = Callable[[SidecarRequest], Sidecar]
 
 
 class AgentSidecars:
-    """Creates one :class:`Agent` per pod: node ``sidecar~<pod ip>~<pod>.<ns>~...``, admin on
-    ``<pod ip>:15000``, ADS to ``xds_host:xds_port``."""
+    """Creates one :class:`Agent` per pod: node ``sidecar~<pod ip>~<pod>.<ns>~...``, the agent's admin proxy
+    on ``<pod ip>:15004`` (when ``options.admin_token`` is set), ADS to ``xds_host:xds_port``."""
 
     def __init__(
         self,
