@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ def test_analysis_cli_falls_back_to_files_without_a_control_plane(tmp_path: Path
 
 
 def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {os.environ['MIZZEN_TOKEN']}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
 
@@ -138,7 +140,8 @@ def test_analysis_apply_checks_registered_workloads(control_plane: RealControlPl
     pod = {"name": "reviews-v1-abc", "namespace": "bookinfo", "address": "127.0.94.20",
            "labels": {"app": "reviews", "version": "v1"}}
     req = urllib.request.Request(url + "/apis/workloads", method="POST", data=json.dumps(pod).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {control_plane.token}"})
     urllib.request.urlopen(req, timeout=10).close()
     # workloads are known now, and none is a gateway: the Gateway selects nothing
     gw = c.apply([Document(GATEWAY, Path(GATEWAY).read_text())], "bookinfo")
