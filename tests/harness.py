@@ -34,7 +34,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, ProxySpec
 from mizzen.agent.envoy import Agent, AgentOptions
 from mizzen.config.errors import ConfigError
 from mizzen.controlplane.push import Generator
@@ -292,7 +292,7 @@ class Mesh:
         ``locality`` (region/zone/subzone) is the proxy's own locality, for locality load balancing."""
         ip = ip or alloc_ip()
         spec = ProxySpec(type=ProxyType.SIDECAR, ip=ip, namespace=namespace, name=name,
-                         admin_port=free_port(ip), xds_port=self.cp.xds_port, labels=dict(labels or {}),
+                         admin_port=AGENT_ADMIN_PORT, xds_port=self.cp.xds_port, labels=dict(labels or {}),
                          app_host=app_host, http_proxy_port=HTTP_PROXY_PORT, locality=locality)
         return await self._agent(spec, ready_timeout)
 
@@ -308,7 +308,7 @@ class Mesh:
         """A gateway (router) Envoy on a fresh IP; Gateway port 80 listens on 8080 unless remapped."""
         ip = alloc_ip()
         spec = ProxySpec(type=ProxyType.ROUTER, ip=ip, namespace=namespace, name=name,
-                         admin_port=free_port(ip), xds_port=self.cp.xds_port,
+                         admin_port=AGENT_ADMIN_PORT, xds_port=self.cp.xds_port,
                          labels=dict(labels or {"istio": "ingressgateway", "app": "istio-ingressgateway"}),
                          gateway_ports=gateway_ports)
         return await self._agent(spec, ready_timeout)
