@@ -89,6 +89,26 @@ def listening_sockets(inodes: set[int] | None = None) -> dict[int, tuple[str, in
     return out
 
 
+def listening_of(pid: int) -> set[tuple[str, int]]:
+    """The listening TCP (IPv4) sockets process ``pid`` holds open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and fields[9] in inodes:
+            hexip, hexport = fields[1].split(":")
+            ip = ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
+            out.add((ip, int(hexport, 16)))
+    return out
+
+
 def descendants(pid: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -124,8 +144,20 @@ class Demo:
     def output(self) -> str:
         return (self.state / "demo.out").read_text()
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment for ``mizzen`` commands against this demo: they find its API token in its state
+        dir, as a user's commands find the default demo's."""
+        env = {k: v for k, v in os.environ.items() if k not in ("MIZZEN_TOKEN", "MIZZEN_TOKEN_FILE")}
+        return {**env, "MIZZEN_STATE_DIR": str(self.state)}
+
+    @property
+    def token(self) -> str:
+        return (self.state / "token").read_text().strip()
+
     def mizzen(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([MIZZEN, "--server", self.api, *args], capture_output=True, text=True, timeout=120)
+        r = subprocess.run([MIZZEN, "--server", self.api, *args], capture_output=True, text=True, timeout=120,
+                           env=self.env)
         if check:
             assert r.returncode == 0, (args, r.stdout, r.stderr)
         return r

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from demo_helpers import MIZZEN, ROOT, Demo, alive, free_port, run_demo
+from demo_helpers import MIZZEN, ROOT, Demo, alive, free_port, listening_of, run_demo
 
 from mizzen.agent.envoy import AgentEvent
 from mizzen.runner.api import lines_since, tail_lines
@@ -198,7 +198,7 @@ def test_logs_show_app_and_envoy_lines(demo: Demo) -> None:
     assert proxy.count("[main]") >= 1 + container(details, "istio-proxy")["restartCount"], proxy
     # -f: a new request shows up while following; Ctrl-C ends it cleanly
     follow = subprocess.Popen([MIZZEN, "--server", demo.api, "logs", "productpage", "-f", "--tail", "1"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=demo.env)
     lines: queue.Queue[str] = queue.Queue()
     def pump() -> None:
         for x in follow.stdout or []:
@@ -344,19 +344,67 @@ def test_egress_gateway_task_through_the_demo(demo: Demo, tmp_path: Path) -> Non
 
 
 @pytest.mark.e2e
+def test_demo_is_locked_and_proxies_answer_through_their_agents(demo: Demo, tmp_path: Path) -> None:
+    token_file = demo.state / "token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert f"API token         {token_file}" in demo.output()
+    # without the token: one clear line, nothing else
+    lost = {**demo.env, "MIZZEN_STATE_DIR": str(tmp_path)}
+    r = subprocess.run([MIZZEN, "--server", demo.api, "get", "vs", "-n", "bookinfo"], capture_output=True,
+                       text=True, timeout=30, env=lost)
+    assert r.returncode == 1 and "needs an API token and none was found" in r.stderr, r.stderr
+    assert str(tmp_path / "token") in r.stderr and "Traceback" not in r.stderr and demo.token not in r.stderr
+    # with the token, a registration must name an address this demo's runner allocated
+    auth = {"Authorization": f"Bearer {demo.token}"}
+    resp = httpx.post(f"{demo.api}/apis/workloads", trust_env=False, headers=auth, json={
+        "name": "thief", "namespace": "bookinfo", "address": "127.0.0.1", "labels": {"app": "reviews"}})
+    assert resp.status_code == 403 and "not allocated" in resp.json()["error"], resp.text
+    # Envoy's admin is nowhere on TCP; the pod IP serves only /stats/prometheus
+    pp = pods(demo)["productpage-v1"]
+    ip = pp["pod_ip"]
+    assert listening_of(pp["sidecar"]["pid"]) == {(ip, 9080), (ip, 15080), (ip, 15090)}
+    assert httpx.post(f"http://{ip}:15090/quitquitquit", trust_env=False, timeout=5).status_code == 404
+    assert "envoy_server_live" in httpx.get(f"http://{ip}:15090/stats/prometheus", trust_env=False).text
+    assert pp["admin"] == f"http://{ip}:15004"
+    assert httpx.get(f"{pp['admin']}/config_dump", trust_env=False).status_code == 401
+    # proxy-config through the agents, found from the pods (sidecar and gateway)
+    live = demo.mizzen("proxy-config", "endpoints", "productpage", "--cluster", "details").stdout
+    rows = [line.split() for line in live.splitlines()]
+    assert rows[0] == ["ENDPOINT", "STATUS", "OUTLIER", "CHECK", "CLUSTER"], live
+    assert any(r[1:3] == ["HEALTHY", "OK"] and "details.bookinfo" in r[3] for r in rows[1:]), live
+    gw = demo.mizzen("proxy-config", "endpoints", "istio-ingressgateway", "--cluster", "productpage").stdout
+    assert "HEALTHY   OK" in gw, gw
+    levels = demo.mizzen("proxy-config", "log", "productpage", "--level", "http:debug").stdout
+    assert "  http: debug" in levels and "  router: warning" in levels, levels
+    levels = demo.mizzen("proxy-config", "log", "productpage", "--level", "warning").stdout
+    assert "  http: warning" in levels, levels
+    boot = json.loads(demo.mizzen("proxy-config", "bootstrap", "productpage").stdout)
+    assert boot["bootstrap"]["node"]["id"].startswith(f"sidecar~{ip}~productpage-v1-"), boot
+    assert boot["bootstrap"]["admin"]["address"]["pipe"]["path"].endswith("admin.sock")
+    everything = demo.mizzen("proxy-config", "all", "productpage").stdout
+    for header in ("SERVICE FQDN", "ADDRESS", "VHOST NAME", "OUTLIER CHECK"):
+        assert header in everything, everything
+    assert "prometheus_stats" in everything
+
+
+@pytest.mark.e2e
 def test_plain_control_plane_says_pods_need_the_demo(tmp_path: Path) -> None:
     xds, api = free_port(), free_port()
     out = (tmp_path / "cp.out").open("w")
+    # its token goes to $MIZZEN_STATE_DIR/token (no --state-dir), where the commands find it too
+    env = {**{k: v for k, v in os.environ.items() if k != "MIZZEN_TOKEN"}, "MIZZEN_STATE_DIR": str(tmp_path)}
     cp = subprocess.Popen([MIZZEN, "controlplane", "--xds-port", str(xds), "--http-port", str(api)],
-                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         eventually("control plane up", lambda: "mizzen control plane:" in (tmp_path / "cp.out").read_text())
         for args in (["get", "pods"], ["logs", "ratings"]):
             r = subprocess.run([MIZZEN, "--server", f"http://127.0.0.1:{api}", *args], capture_output=True,
-                               text=True, timeout=30)
+                               text=True, timeout=30, env=env)
             assert r.returncode == 1 and "runs no pods" in r.stderr and "mizzen demo" in r.stderr, r.stderr
             assert "Traceback" not in r.stderr
-        resp = httpx.get(f"http://127.0.0.1:{api}/apis/pods", trust_env=False)
+        token = (tmp_path / "token").read_text().strip()
+        resp = httpx.get(f"http://127.0.0.1:{api}/apis/pods", trust_env=False,
+                         headers={"Authorization": f"Bearer {token}"})
         assert resp.status_code == 404 and "runs no pods" in resp.json()["error"]
     finally:
         os.killpg(cp.pid, signal.SIGKILL)
