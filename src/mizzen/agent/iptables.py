@@ -48,8 +48,9 @@ class CaptureConfig:
     """The istio-iptables flags Mizzen supports, with Istio's defaults.
 
     ``inbound_ports``/``outbound_ip_ranges``: ``"*"`` captures everything, a sequence captures only those
-    ports / CIDRs, an empty sequence captures nothing. Mizzen's Envoy admin listens on the pod IP (Istio's on
-    localhost), so a sidecar's capture must also exclude its admin port: see :meth:`for_sidecar`.
+    ports / CIDRs, an empty sequence captures nothing. Mizzen's agent serves its admin proxy on the pod IP
+    (15004; Envoy's admin itself is a Unix socket), so a sidecar's capture must also exclude that port: see
+    :meth:`for_sidecar`.
     """
 
     proxy_port: int = 15001                     # virtualOutbound (-p)
@@ -67,8 +68,8 @@ class CaptureConfig:
 
     @classmethod
     def for_sidecar(cls, admin_port: int) -> CaptureConfig:
-        """Istio's defaults plus the proxy's admin port among the inbound exclusions (``dataclasses.replace``
-        the result for other flags)."""
+        """Istio's defaults plus the agent's admin proxy port among the inbound exclusions
+        (``dataclasses.replace`` the result for other flags)."""
         return cls(exclude_inbound_ports=tuple(dict.fromkeys((*DEFAULT_EXCLUDE_INBOUND_PORTS, admin_port))))
 
     def __post_init__(self) -> None:
