@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import os
 import signal
@@ -288,6 +289,10 @@ class Demo:
     async def start(self) -> None:
         o = self.opts
         t0 = time.monotonic()
+        try:
+            ipaddress.ip_address(o.host)
+        except ValueError:
+            raise DemoError(f"--host {o.host!r} is not an IP address (the gateway binds it)") from None
         if external_bind(o.host):
             if not o.allow_external_bind:
                 raise DemoError(f"--host {o.host} is outside loopback and would serve the mesh beyond this "

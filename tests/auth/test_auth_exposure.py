@@ -64,3 +64,6 @@ def test_demo_refuses_an_external_gateway_host(tmp_path: Path) -> None:
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "error: --host 0.0.0.0 is outside loopback" in r.stderr and "--allow-external-bind" in r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+    r = subprocess.run([MIZZEN, "demo", "--host", "gateway.lan", "--state-dir", str(tmp_path),
+                        "--no-bookinfo"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "--host 'gateway.lan' is not an IP address" in r.stderr, r.stderr
