@@ -15,16 +15,16 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from netns_lib import NetnsAgent, Pod, PodNet, as_user, netns_unavailable_reason
 
-from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, ProxySpec
 from mizzen.agent.envoy import AgentOptions
 from mizzen.agent.iptables import PROXY_UID, CaptureConfig, render_restore
 from mizzen.config.errors import ConfigError
@@ -36,7 +36,7 @@ _REASON = netns_unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 NS = "mzt"
-ADMIN_PORT = 15000
+ADMIN_PORT = AGENT_ADMIN_PORT       # the agent's admin proxy; Envoy's admin is a socket in the work dir
 APP_PORT = 9080
 HOST = f"echo.{NS}.svc.cluster.local"
 CAPTURED = f"http.outbound_0.0.0.0_{APP_PORT}.downstream_rq_total"   # HCM of a's 0.0.0.0_9080 listener
@@ -145,12 +145,10 @@ class World:
                      body)
 
     async def stat(self, pod: str, name: str) -> int:
-        """One counter from the sidecar admin of ``pod`` (0 when Envoy has not created it yet)."""
-        ip = self.agents[pod].spec.ip
-        async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
-            r = await http.get(f"http://{ip}:{ADMIN_PORT}/stats", params={"filter": "^" + _re(name) + "$"})
-        r.raise_for_status()
-        for line in r.text.splitlines():
+        """One counter from the sidecar admin of ``pod`` (its Unix socket; 0 when Envoy has not created it
+        yet)."""
+        text = await self.agents[pod].admin_get("/stats?" + urllib.parse.urlencode({"filter": f"^{_re(name)}$"}))
+        for line in text.splitlines():
             key, _, value = line.partition(": ")
             if key == name:
                 return int(value)
