@@ -147,7 +147,8 @@ class World:
     async def stat(self, pod: str, name: str) -> int:
         """One counter from the sidecar admin of ``pod`` (its Unix socket; 0 when Envoy has not created it
         yet)."""
-        text = await self.agents[pod].admin_get("/stats?" + urllib.parse.urlencode({"filter": f"^{_re(name)}$"}))
+        query = urllib.parse.urlencode({"filter": f"^{_re(name)}$"})
+        text = await self.agents[pod].admin_get(f"/stats?{query}")
         for line in text.splitlines():
             key, _, value = line.partition(": ")
             if key == name:
