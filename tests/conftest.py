@@ -21,3 +21,22 @@ def _isolated_cli_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
             os.environ.pop("MIZZEN_CONFIG", None)
         else:
             os.environ["MIZZEN_CONFIG"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_api_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test (nor a ``mizzen`` it starts) finds the user's own API token (``~/.local/state/mizzen/token``, a
+    running demo's) by default: each control plane under test hands its token over explicitly."""
+    names = ("MIZZEN_STATE_DIR", "MIZZEN_TOKEN", "MIZZEN_TOKEN_FILE")
+    old = {n: os.environ.get(n) for n in names}
+    os.environ["MIZZEN_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    os.environ.pop("MIZZEN_TOKEN", None)
+    os.environ.pop("MIZZEN_TOKEN_FILE", None)
+    try:
+        yield
+    finally:
+        for n, v in old.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v

@@ -234,7 +234,7 @@ def endpoints(
 ) -> None:
     """Endpoints as Envoy sees them now: ENDPOINT, STATUS, OUTLIER CHECK, CLUSTER.
 
-    Read from the proxy's admin (``/clusters?format=json``) like istioctl, so outlier ejections show as
+    Read from the proxy's admin (/clusters?format=json) like istioctl, so outlier ejections show as
     OUTLIER CHECK FAILED. A proxy whose admin is unknown gets the control plane's EDS view (OUTLIER CHECK -).
     """
     _check_output(output)
