@@ -8,9 +8,7 @@ Errors are the control-plane client's: :class:`~mizzen.client.Unreachable`, :cla
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mizzen.auth.token import TokenSource
-from mizzen.client import ApiError, Unreachable, http_call
+from mizzen.client import UNIX_SCHEME, ApiError, http_call
 
 __all__ = ["AdminClient", "AdminTarget", "parse_admin_target"]
 
@@ -37,8 +35,8 @@ class AdminTarget:
 def parse_admin_target(text: str) -> AdminTarget:
     """``/path/admin.sock`` or ``unix:///path`` -> socket; ``http://h:p`` -> URL; ``h:p`` -> ``http://h:p``."""
     text = text.strip()
-    if text.startswith("unix://"):
-        return AdminTarget(socket=text[len("unix://"):])
+    if text.startswith(UNIX_SCHEME):
+        return AdminTarget(socket=text[len(UNIX_SCHEME):])
     if text.startswith(("/", "./", "../", "~")) or Path(text).is_socket():
         return AdminTarget(socket=str(Path(text).expanduser()))
     if "://" in text:
@@ -52,18 +50,6 @@ def parse_admin_target(text: str) -> AdminTarget:
     return AdminTarget(url=f"http://{text}")
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.path)
-        self.sock = sock
-
-
 class AdminClient:
     """Allow-listed admin calls on one target (``str(target)`` names it in errors)."""
 
@@ -71,23 +57,10 @@ class AdminClient:
         self.target, self.token, self.timeout = target, token, timeout
 
     def _call(self, method: str, path: str) -> str:
-        if self.target.url:
-            text: str = http_call(self.target.url, method, path, None, self.token, self.timeout,
-                                  what=f"the proxy's agent at {self.target.url}", raw_text=True)
-            return text
-        conn = _UnixConnection(self.target.socket, self.timeout)
-        try:
-            conn.request(method, path)
-            resp = conn.getresponse()
-            body = resp.read().decode(errors="replace")
-        except (OSError, http.client.HTTPException) as e:
-            raise Unreachable(self.target.socket, str(e)) from None
-        finally:
-            conn.close()
-        if resp.status >= 300:
-            raise ApiError(resp.status, [f"Envoy admin {self.target.socket}: HTTP {resp.status}: "
-                                         f"{body.strip()[:200]}"])
-        return body
+        base = self.target.url or f"{UNIX_SCHEME}{self.target.socket}"
+        text: str = http_call(base, method, path, None, self.token if self.target.url else None, self.timeout,
+                              what=f"the proxy's agent at {self.target}", raw_text=True)
+        return text
 
     def _json(self, path: str) -> Any:
         text = self._call("GET", path)

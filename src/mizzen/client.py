@@ -11,8 +11,10 @@ Every request carries the API token (``Authorization: Bearer``) found by :func:`
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 DEFAULT_SERVER = "http://127.0.0.1:15014"
+UNIX_SCHEME = "unix://"          # unix:///path/api.sock: a socket whose file permissions are the credential
 # never through $HTTP_PROXY (an app's sidecar, a corporate proxy): the token goes straight to the server
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 SERVER_ENV = "MIZZEN_SERVER"
@@ -196,31 +199,64 @@ class ControlPlaneClient:
 def http_call(base: str, method: str, path: str, payload: Any, source: TokenSource | None, timeout: float,
               *, what: str, raw_text: bool = False) -> Any:
     """One JSON request with the bearer token; HTTP errors -> :class:`ApiError`, no answer ->
-    :class:`Unreachable`. ``raw_text`` returns the body as text (Envoy's plain-text admin answers)."""
+    :class:`Unreachable`. ``base`` is ``http://host:port`` or ``unix:///path/to/socket``; ``raw_text``
+    returns the body as text (Envoy's plain-text admin answers)."""
     data = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(base + path, data=data, method=method)
-    req.add_header("Accept", "application/json")
+    headers = {"Accept": "application/json"}
     if data is not None or method in ("POST", "PUT", "PATCH"):
-        req.add_header("Content-Type", "application/json")
+        headers["Content-Type"] = "application/json"
     if source is not None and source.token:
-        req.add_header("Authorization", f"Bearer {source.token}")
+        headers["Authorization"] = f"Bearer {source.token}"
     try:
-        with _NO_PROXY.open(req, timeout=timeout) as resp:
-            raw = resp.read()
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        body = _decode(raw)
-        if e.code == 401 and source is not None:
-            raise ApiError(e.code, [_token_hint(source, what)], body) from None
-        raise ApiError(e.code, _error_lines(e.code, body), body) from None
-    except (TimeoutError, urllib.error.URLError, OSError) as e:
+        if base.startswith(UNIX_SCHEME):
+            status, raw = _unix_request(base[len(UNIX_SCHEME):], method, path, data, headers, timeout)
+        else:
+            req = urllib.request.Request(base + path, data=data, headers=headers, method=method)
+            try:
+                with _NO_PROXY.open(req, timeout=timeout) as resp:
+                    status, raw = resp.status, resp.read()
+            except urllib.error.HTTPError as e:
+                status, raw = e.code, e.read()
+    except (TimeoutError, urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
         raise Unreachable(base, str(reason)) from None
     except ValueError as e:  # malformed URL (e.g. --server without a scheme)
         raise Unreachable(base, str(e)) from None
+    if status >= 300:
+        body = _decode(raw)
+        if status == 401 and source is not None:
+            raise ApiError(status, [_token_hint(source, what)], body)
+        raise ApiError(status, _error_lines(status, body), body)
     if raw_text:
         return raw.decode(errors="replace")
     return _decode(raw)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _unix_request(socket_path: str, method: str, path: str, data: bytes | None, headers: dict[str, str],
+                  timeout: float) -> tuple[int, bytes]:
+    conn = _UnixConnection(socket_path, timeout)
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
 
 
 def _decode(raw: bytes) -> Any:

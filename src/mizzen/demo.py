@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mizzen import __version__
-from mizzen.agent.envoy import AgentEvent, AgentOptions
+from mizzen.agent.envoy import MAX_SOCKET_PATH, AgentEvent, AgentOptions
 from mizzen.auth.token import TokenError
 from mizzen.bookinfo import MANIFEST
 from mizzen.config.model import Config
@@ -280,6 +280,13 @@ class Demo:
     def url(self) -> str:
         return f"http://{self.opts.host}:{self.opts.port}"
 
+    @property
+    def api_socket(self) -> Path | None:
+        """``<state dir>/api.sock`` (0600): the API for this user without a token; None when the path is too
+        long for a Unix socket."""
+        path = self.opts.state_dir.absolute() / "api.sock"
+        return path if len(str(path)) <= MAX_SOCKET_PATH else None
+
     def _registered_address(self, address: str) -> str | None:
         """The API's check on workload registrations: only pod IPs this demo's runner allocated."""
         if self.runner is not None and self.runner.addresses.allocated(address):
@@ -312,7 +319,7 @@ class Demo:
         # the demo starts every workload itself: workloads registered by an earlier run are dropped
         self.cp = ControlPlane(ControlPlaneOptions(
             state_dir=o.state_dir, xds_port=o.xds_port, http_port=o.http_port, restore_workloads=False,
-            mesh=MeshConfig(allow_external_bind=o.allow_external_bind)))
+            mesh=MeshConfig(allow_external_bind=o.allow_external_bind), api_socket=self.api_socket))
         self.cp.api.add_routes(PodsApi(lambda: self.runner, self._pod_events).routes())
         self.cp.api.workload_address_check = self._registered_address
         await self.cp.start()
@@ -381,6 +388,8 @@ class Demo:
         c.print(f"  product page      {self.url}/productpage")
         c.print(f"  control plane API {self.cp.http_url}   (mizzen get vs -n bookinfo, mizzen proxy-status)")
         c.print(f"  API token         {self.cp.token_file}   (0600; mizzen commands read it from there)")
+        if self.api_socket is not None:
+            c.print(f"  API socket        unix://{self.api_socket}   (0600: no token needed, --server)")
         c.print("  pods              mizzen get pods -n bookinfo, mizzen logs POD [-c istio-proxy]")
         egress = next((g for g in self.runner.gateways if g.spec.labels.get("istio") == "egressgateway"),
                       None)

@@ -4,15 +4,17 @@ still refused cross-site (foreign Origin, non-JSON body) and under a rebound DNS
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from pathlib import Path
 
 import httpx
 import pytest
-from auth_helpers import READ, as_nobody, needs_root, request_as_nobody, traversable_dir
+from auth_helpers import CONNECT_UNIX, READ, as_nobody, needs_root, request_as_nobody, traversable_dir
 
 from mizzen.auth.token import ensure_token, find_token, token_matches
+from mizzen.client import ControlPlaneClient, Document
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.runner.addresses import AddressPool
 
@@ -153,3 +155,25 @@ async def test_workload_registration_is_validated_and_never_pushed(tmp_path: Pat
         r = await api.post("/apis/workloads", json={**WORKLOAD, "name": "mine", "address": addrs.pod_ip})
         assert r.status_code == 200, r.text
         assert sorted(w.name for w in cp.registry.workloads()) == ["mine", "thief"]
+
+
+@needs_root
+async def test_the_api_socket_is_for_its_owner_only() -> None:
+    with traversable_dir() as state:
+        opts = _options(state)
+        opts.api_socket = state / "api.sock"
+        async with ControlPlane(opts) as cp:
+            assert stat.S_IMODE(opts.api_socket.stat().st_mode) == 0o600
+            # the owner: no token needed (the file permissions are the credential), JSON still required
+            owner = ControlPlaneClient(f"unix://{opts.api_socket}")
+            assert owner.token_source.token is None
+            results = await asyncio.to_thread(owner.apply, [Document("pwn.yaml", DEPLOYMENT)])
+            assert results.results == [{"kind": "Deployment", "namespace": "default", "name": "pwn",
+                                        "action": "created"}]
+            assert [d["metadata"]["name"] for d in await asyncio.to_thread(owner.objects, "Deployment")] == [
+                "pwn"]
+            # another user cannot even connect
+            answer = await asyncio.to_thread(as_nobody, CONNECT_UNIX, str(opts.api_socket))
+            assert answer == {"error": "PermissionError"}, answer
+            assert len(cp.store) == 1
+        assert not opts.api_socket.exists()            # removed on stop

@@ -10,12 +10,16 @@ For every request, in order:
    POST/PUT/PATCH must be ``Content-Type: application/json`` (415): a browser cannot send that cross-site
    without a CORS preflight, which nothing here answers.
 
+A request over a Unix socket listener (the control plane's ``<state dir>/api.sock``, mode 0600) is already
+authenticated by the socket's file permissions and cannot come from a browser: it skips steps 1 and 2.
+
 Nothing here logs a request's headers, so the token never reaches a log.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -89,6 +93,11 @@ def host_allowed(header: str, served: Iterable[tuple[str, int]]) -> bool:
     return False
 
 
+def _over_unix_socket(request: web.Request) -> bool:
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    return sock is not None and getattr(sock, "family", None) == socket.AF_UNIX
+
+
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
@@ -113,6 +122,8 @@ class Guard:
     def check(self, request: web.Request) -> web.Response | None:
         """The refusal for this request, or None when it may go on."""
         host = request.headers.get("Host", "")
+        if _over_unix_socket(request):
+            return self._check_write(request, host)
         if not host_allowed(host, self.served()):
             return _error(403, f"Host {host!r} is not an address this server serves (DNS rebinding guard); "
                                "use the IP address and port it listens on")
@@ -126,6 +137,10 @@ class Guard:
         if scheme.lower() != "bearer" or not token_matches(presented.strip(), self.token):
             return _error(401, f"the API token was refused (not this server's token): {self.hint}",
                           **{"WWW-Authenticate": 'Bearer realm="mizzen", error="invalid_token"'})
+        return self._check_write(request, host)
+
+    @staticmethod
+    def _check_write(request: web.Request, host: str) -> web.Response | None:
         if request.method in WRITE_METHODS:
             origin = request.headers.get("Origin")
             if origin is not None and origin.rstrip("/").lower() != f"http://{host}".lower():

@@ -15,7 +15,10 @@ Gateways may bind only loopback addresses unless ``mesh.allow_external_bind`` is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +71,8 @@ class ControlPlaneOptions:
     restore_workloads: bool = True
     token: str | None = None               # the API token; None: from token_file
     token_file: Path | None = None         # None: <state_dir>/token (no state dir: a random in-memory token)
+    # a second API listener on this Unix socket (mode 0600): its file permissions are the credential
+    api_socket: Path | None = None
 
     def resolve_token(self) -> tuple[str, Path | None]:
         """(the API token, the file it lives in or None)."""
@@ -169,6 +174,8 @@ class ControlPlane:
                 site = web.TCPSite(runner, opts.http_host, opts.http_port, reuse_address=True)
                 await site.start()
                 self._http_port = _bound_port(runner)
+                if opts.api_socket is not None:
+                    await _serve_socket(runner, opts.api_socket)
         except BaseException:
             await self.stop()
             raise
@@ -188,6 +195,9 @@ class ControlPlane:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
+            if self.options.api_socket is not None:
+                with contextlib.suppress(OSError):
+                    self.options.api_socket.unlink()
         if self._grpc is not None:
             await self.ads.shutdown(self._grpc, 0.5)   # streams end cleanly; proxies reconnect later
             self._grpc = None
@@ -258,6 +268,19 @@ class ControlPlane:
             return   # a newer stream of the same node is live
         self.pusher.disconnect(node_id)
         self.cache.clear(node_id)
+
+
+async def _serve_socket(runner: web.AppRunner, path: Path) -> None:
+    """The API also on the Unix socket ``path``, created 0600 (umask) so no other user ever connects."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()                  # an earlier run's socket (the state dir's lock holder is us)
+    old = os.umask(0o177)
+    try:
+        await web.UnixSite(runner, str(path)).start()
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
 
 
 def _bound_port(runner: web.AppRunner) -> int:
