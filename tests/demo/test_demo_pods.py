@@ -354,6 +354,12 @@ def test_demo_is_locked_and_proxies_answer_through_their_agents(demo: Demo, tmp_
                        text=True, timeout=30, env=lost)
     assert r.returncode == 1 and "needs an API token and none was found" in r.stderr, r.stderr
     assert str(tmp_path / "token") in r.stderr and "Traceback" not in r.stderr and demo.token not in r.stderr
+    # ... except on the demo's 0600 API socket, where the file permissions are the credential
+    sock = demo.state / "api.sock"
+    assert sock.stat().st_mode & 0o777 == 0o600 and f"unix://{sock}" in demo.output()
+    r = subprocess.run([MIZZEN, "--server", f"unix://{sock}", "get", "vs", "-n", "bookinfo"],
+                       capture_output=True, text=True, timeout=30, env=lost)
+    assert r.returncode == 0 and "bookinfo" in r.stdout, r.stderr
     # with the token, a registration must name an address this demo's runner allocated
     auth = {"Authorization": f"Bearer {demo.token}"}
     resp = httpx.post(f"{demo.api}/apis/workloads", trust_env=False, headers=auth, json={
