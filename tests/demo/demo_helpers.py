@@ -89,26 +89,6 @@ def listening_sockets(inodes: set[int] | None = None) -> dict[int, tuple[str, in
     return out
 
 
-def listening_of(pid: int) -> set[tuple[str, int]]:
-    """The listening TCP (IPv4) sockets process ``pid`` holds open."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    out = set()
-    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "0A" and fields[9] in inodes:
-            hexip, hexport = fields[1].split(":")
-            ip = ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
-            out.add((ip, int(hexport, 16)))
-    return out
-
-
 def descendants(pid: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):

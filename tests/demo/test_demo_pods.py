@@ -335,7 +335,8 @@ def test_egress_gateway_task_through_the_demo(demo: Demo, tmp_path: Path) -> Non
             return r.status_code == 200 and r.text == "stand-in for edition.cnn.com"
         eventually("request reached the stand-in", through)
         assert "edition.cnn.com/politics" in _Standin.paths
-        stats = httpx.get(f"http://{egress['status']['podIP']}:15000/stats", trust_env=False).text
+        stats = httpx.get(f"http://{egress['status']['podIP']}:15004/stats", trust_env=False,
+                          headers={"Authorization": f"Bearer {demo.token}"}).text
         assert re.search(r"cluster\.outbound\|80\|\|edition\.cnn\.com\.upstream_rq_200: [1-9]", stats), stats
     finally:
         demo.mizzen("delete", "-f", str(task), "-n", "bookinfo")
@@ -366,9 +367,11 @@ def test_demo_is_locked_and_proxies_answer_through_their_agents(demo: Demo, tmp_
         "name": "thief", "namespace": "bookinfo", "address": "127.0.0.1", "labels": {"app": "reviews"}})
     assert resp.status_code == 403 and "not allocated" in resp.json()["error"], resp.text
     # Envoy's admin is nowhere on TCP; the pod IP serves only /stats/prometheus
-    pp = pods(demo)["productpage-v1"]
+    raw = httpx.get(f"{demo.api}/apis/pods", params={"namespace": "bookinfo"}, headers=auth,
+                    trust_env=False).json()["items"]
+    pp = next(p for p in raw if p["deployment"] == "productpage-v1")
     ip = pp["pod_ip"]
-    assert listening_of(pp["sidecar"]["pid"]) == {(ip, 9080), (ip, 15080), (ip, 15090)}
+    assert listening_of({pp["sidecar"]["pid"]}) == {(ip, 9080), (ip, 15080), (ip, 15090)}
     assert httpx.post(f"http://{ip}:15090/quitquitquit", trust_env=False, timeout=5).status_code == 404
     assert "envoy_server_live" in httpx.get(f"http://{ip}:15090/stats/prometheus", trust_env=False).text
     assert pp["admin"] == f"http://{ip}:15004"

@@ -159,7 +159,7 @@ def test_demo_stops_and_leaves_nothing(demo: Demo) -> None:
     sockets = listening_sockets(socket_inodes(pids | {demo.proc.pid}))
     ours = set(sockets.values())
     port, _tls, xds, api = demo.ports            # (no Gateway serves 443: nothing listens on the TLS port)
-    assert {p for _, p in ours} >= {9080, 15000, 15080, port, xds, api}, ours
+    assert {p for _, p in ours} >= {9080, 15004, 15080, 15090, port, xds, api}, ours
     # every Envoy works in the demo's state dir: nothing in /tmp to leave behind if the demo is killed
     envoys = [Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") for p in pids
               if Path(f"/proc/{p}/exe").resolve().name == "envoy"]

@@ -109,7 +109,7 @@ async def test_simulate_gateway_on_a_remapped_port_and_bad_urls(mesh: Mesh) -> N
     await mesh.wait_synced()
     server = mesh.cp.http_url
     rc, out, err = await _cli(server, "simulate", "istio-ingressgateway",
-                              "http://bookinfo.kubeasy.com/productpage", "-o", "json")
+                              "http://bookinfo.kubeasy.com/productpage", "-o", "json", token=mesh.cp.token)
     assert rc == 0, (out, err)
     result = json.loads(out)
     assert result["listener"]["port"] == 18080 and result["status"] == "route", result["why"]
@@ -118,5 +118,5 @@ async def test_simulate_gateway_on_a_remapped_port_and_bad_urls(mesh: Mesh) -> N
         r = await c.get("/productpage", headers={"Host": "bookinfo.kubeasy.com"})
     assert r.status_code == 503, r.text
     for url, reason in (("http://[::1", "Invalid IPv6 URL"), ("ftp://x/", "scheme 'ftp' is not simulated")):
-        rc, out, err = await _cli(server, "simulate", "istio-ingressgateway", url)
+        rc, out, err = await _cli(server, "simulate", "istio-ingressgateway", url, token=mesh.cp.token)
         assert rc == 1 and reason in err and "Traceback" not in err, (out, err)
