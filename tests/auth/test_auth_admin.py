@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+from pathlib import Path
 
 import httpx
 from auth_helpers import CONNECT_UNIX, as_nobody, needs_root, request_as_nobody
 
-from harness import Mesh, mesh  # noqa: F401
+from harness import Mesh, alloc_ip, mesh  # noqa: F401
 from mizzen.agent.admin_proxy import REDACTED, redact_secrets
-from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, STATS_PORT
+from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, STATS_PORT, ProxySpec
+from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.core.proxy import ProxyType
 
 
 async def test_admin_is_a_private_socket_and_tcp_serves_only_prometheus_stats(mesh: Mesh) -> None:  # noqa: F811
@@ -127,3 +130,28 @@ def test_config_dump_secrets_are_redacted() -> None:
     # what is not secret stays: names, file paths
     for kept in ("kubernetes://bookinfo-cert", "/etc/certs/cert.pem", "/etc/certs/ca.pem"):
         assert kept in out
+
+
+async def test_a_long_work_dir_keeps_the_socket_inside_it(mesh: Mesh, tmp_path: Path) -> None:  # noqa: F811
+    """A socket path longer than sun_path allows is bound relative to Envoy's working directory and reached
+    through the agent's open directory fd: nothing is created elsewhere (no temp dir to leave behind)."""
+    work = tmp_path / ("w" * 60) / ("x" * 60)
+    spec = ProxySpec(ProxyType.SIDECAR, alloc_ip(), "bookinfo", "long-dir", xds_port=mesh.cp.xds_port,
+                     http_proxy_port=15080)
+    agent = Agent(spec, AgentOptions(work_dir=work, admin_token=mesh.cp.token, concurrency=1))
+    await agent.start(ready_timeout=20)
+    try:
+        assert len(str(agent.admin_socket)) > 108 and stat.S_ISSOCK(agent.admin_socket.stat().st_mode)
+        assert stat.S_IMODE(agent.admin_socket.stat().st_mode) == 0o600
+        assert (await agent.admin_get("/ready")).strip() == "LIVE"
+        assert agent.admin_proxy_url is not None
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+            r = await http.get(f"{agent.admin_proxy_url}/server_info",
+                               headers={"Authorization": f"Bearer {mesh.cp.token}"})
+            assert r.status_code == 200 and r.json()["state"] == "LIVE"
+            r = await http.get(f"http://{spec.ip}:{STATS_PORT}/stats/prometheus")
+            assert r.status_code == 200 and "envoy_server_live" in r.text
+    finally:
+        await agent.stop()
+    assert not agent.admin_socket.exists() and sorted(p.name for p in work.iterdir()) == [
+        "envoy.json", "envoy.log", "envoy.out"]

@@ -46,7 +46,9 @@ BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 10.0
 STABLE_RESET_S = 60.0
 PR_SET_PDEATHSIG = 1
-MAX_SOCKET_PATH = 100          # sun_path is 108 bytes; a longer work dir gets its socket in a short temp dir
+# sun_path is 108 bytes: a socket in a longer work dir is bound relative to Envoy's working directory (the
+# work dir) and reached by the agent through its own open directory fd (/proc/self/fd/N/admin.sock)
+MAX_SOCKET_PATH = 100
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -134,7 +136,7 @@ class Agent:
         self._work_dir: Path | None = self.options.work_dir
         self._started_at = 0.0
         self._running = asyncio.Event()     # set while a process is up
-        self._socket_dir: Path | None = None  # a short private dir for the admin socket, when needed
+        self._dir_fd: int | None = None       # the work dir, open, when its socket path is too long
         self.admin_proxy: AdminProxy | None = None
 
     # --- properties -----------------------------------------------------------------------------------------
@@ -145,9 +147,14 @@ class Agent:
     @property
     def admin_socket(self) -> Path:
         """Envoy's admin interface (a 0600 Unix socket): only this agent's user reaches it."""
-        if self._socket_dir is not None:
-            return self._socket_dir / ADMIN_SOCKET_NAME
         return self.work_dir / ADMIN_SOCKET_NAME
+
+    @property
+    def admin_connect_path(self) -> str:
+        """A path this process can connect to the admin socket with (short even for a long work dir)."""
+        if self._dir_fd is not None:
+            return f"/proc/self/fd/{self._dir_fd}/{ADMIN_SOCKET_NAME}"
+        return str(self.admin_socket)
 
     @property
     def admin_proxy_url(self) -> str | None:
@@ -155,7 +162,7 @@ class Agent:
         return self.admin_proxy.url if self.admin_proxy is not None else None
 
     def _admin_session(self, timeout: float) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.admin_socket)),
+        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.admin_connect_path),
                                      timeout=aiohttp.ClientTimeout(total=timeout))
 
     @property
@@ -219,10 +226,12 @@ class Agent:
             if self._work_dir.stat().st_uid == os.getuid():
                 os.chmod(self._work_dir, 0o700)     # the admin socket and logs are the agent's alone
         try:
-            if len(str(self._work_dir / ADMIN_SOCKET_NAME)) > MAX_SOCKET_PATH:
-                self._socket_dir = Path(tempfile.mkdtemp(prefix="mizzen-adm-"))
+            bound = str(self.admin_socket)
+            if len(str(self._work_dir.absolute() / ADMIN_SOCKET_NAME)) > MAX_SOCKET_PATH:
+                self._dir_fd = os.open(self._work_dir, os.O_PATH | os.O_DIRECTORY)
+                bound = ADMIN_SOCKET_NAME           # relative to Envoy's working directory, the work dir
             tmp = self.bootstrap_path.with_suffix(".tmp")
-            tmp.write_text(render_bootstrap(self.spec, str(self.admin_socket)))
+            tmp.write_text(render_bootstrap(self.spec, bound))
             os.replace(tmp, self.bootstrap_path)
             self._stopping = False
             await self._spawn()
@@ -231,8 +240,8 @@ class Agent:
             raise
         self._supervisor = asyncio.create_task(self._supervise(), name=f"agent {self.node_id}")
         if self.options.admin_token:
-            proxy = AdminProxy(self.admin_socket, self.spec.effective_admin_host, self.spec.admin_port,
-                               self.options.admin_token)
+            proxy = AdminProxy(Path(self.admin_connect_path), self.spec.effective_admin_host,
+                               self.spec.admin_port, self.options.admin_token)
             try:
                 await proxy.start()
             except BaseException:
@@ -257,6 +266,7 @@ class Agent:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
+                cwd=self.work_dir,                  # a relative admin socket path is bound here
                 preexec_fn=_die_with_parent(),
                 # its own process group: a Ctrl-C at the terminal goes to the supervisor, which drains and
                 # stops Envoy in order, instead of killing every Envoy at once behind its back
@@ -360,12 +370,12 @@ class Agent:
         self._remove_own_work_dir()
 
     def _remove_own_work_dir(self) -> None:
-        if self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
-            self._socket_dir = None
-        elif self._work_dir is not None:
+        if self._work_dir is not None:
             with contextlib.suppress(OSError):
                 self.admin_socket.unlink()
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
         if self._owns_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None
