@@ -277,7 +277,7 @@ async def test_on_connect_value_error_rejects_stream(harness: Harness) -> None:
         await c.close()
 
 
-async def test_delta_is_unimplemented(harness: Harness) -> None:
+async def test_delta_first_request_without_node_is_rejected(harness: Harness) -> None:
     from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
     async with grpc.aio.insecure_channel(harness.target) as ch:
@@ -285,7 +285,7 @@ async def test_delta_is_unimplemented(harness: Harness) -> None:
             iter([discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER)]))
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await call.read()
-        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_versions_are_content_hashes_and_memoized() -> None:

@@ -1,4 +1,5 @@
-"""xDS protocol layer: snapshot cache, state-of-the-world ADS server, sync status and push debouncing.
+"""xDS protocol layer: snapshot cache, the ADS state machine and server (state-of-the-world and delta), sync
+status and push debouncing.
 
 It knows nonces, ACK/NACK, subscriptions and versions, not the mesh: the control plane generates a
 ``ResourceSet`` per proxy and hands it to :meth:`SnapshotCache.set_snapshot`.

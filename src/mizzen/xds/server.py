@@ -1,8 +1,10 @@
-"""State-of-the-world ADS server (grpc.aio): subscriptions, nonces, ACK/NACK, pushes from the SnapshotCache.
+"""The ADS server's I/O (grpc.aio): state-of-the-world and delta (incremental) streams, both driven by the
+sans-I/O state machine in ``ads``.
 
-One :class:`_Stream` per Envoy connection serializes everything that happens on it (requests and snapshot
-changes) through one queue, so per-type protocol state needs no locks. The server knows nothing of the mesh:
-the owner's ``on_connect`` callback must ``set_snapshot`` the node before its first response goes out.
+One :class:`_Stream` per connection serializes everything that happens on it (requests and snapshot changes)
+through one queue, feeds it to its :class:`AdsStream` and writes the responses that come back, pre-serialized
+and shared between streams where the content is the same. The server knows nothing of the mesh: the owner's
+``on_connect`` callback must ``set_snapshot`` the node before its first response goes out.
 """
 
 from __future__ import annotations
@@ -11,10 +13,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any
 
 import grpc
@@ -22,13 +22,13 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
-from mizzen.core.resources import CLUSTER, ENDPOINT, SHORT
-from mizzen.xds.cache import Snapshot, SnapshotCache, TypeSnapshot, ordered_types
-from mizzen.xds.status import WILDCARD_TYPES, Nack, ProxyStatus, SyncStatus, TypeStatus
+from mizzen.xds.ads import AdsStream, DeltaDiffs, DeltaResponse, Response, SotwResponse, resource_version
+from mizzen.xds.cache import SnapshotCache, TypeSnapshot
+from mizzen.xds.status import ProxyStatus, SyncStatus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdsServer", "OnConnect", "OnDisconnect", "ResponseBodies", "serve"]
+__all__ = ["AdsServer", "DeltaBodies", "OnConnect", "OnDisconnect", "ResponseBodies", "serve"]
 
 OnConnect = Callable[[str, dict[str, Any]], Awaitable[None]]
 OnDisconnect = Callable[[str], Awaitable[None]]
@@ -41,18 +41,9 @@ _CHANGE = object()   # queue marker: the node's snapshot changed
 _EOF = object()      # queue marker: the client closed its side
 
 
-@dataclass
-class _Watch:
-    """A subscription on one stream: requested names (None = wildcard) and the status it reports into."""
-
-    names: frozenset[str] | None
-    status: TypeStatus
-    force: bool = False       # respond even if the version did not change (initial request, new names)
-    send_all: bool = False    # next response carries every resource of the type (EDS after a CDS push)
-
-
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """Serves snapshots from ``cache`` over ADS; records sync state in ``status``.
+    """Serves snapshots from ``cache`` over ADS (state-of-the-world and delta); records sync state in
+    ``status``.
 
     ``on_connect(node_id, metadata)`` is awaited for every new stream after its first request and before any
     response: it should ``set_snapshot`` the node (a ValueError rejects the stream with INVALID_ARGUMENT).
@@ -78,19 +69,33 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._background: set[asyncio.Task[None]] = set()
         self._live: set[_Stream] = set()
         self.bodies = ResponseBodies()
+        self.delta_bodies = DeltaBodies()
+        self.diffs = DeltaDiffs()
         self.responses_sent = 0
+        self.resources_sent = 0                # resources carried by every response written (both protocols)
 
     async def StreamAggregatedResources(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        stream = _Stream(self, next(self._stream_ids), context)
+        await self._serve_stream(request_iterator, context, delta=False)
+
+    async def DeltaAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        await self._serve_stream(request_iterator, context, delta=True)
+
+    async def _serve_stream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+                            *, delta: bool) -> None:
+        stream = _Stream(self, next(self._stream_ids), context, delta=delta)
         self._live.add(stream)
         try:
             # CancelledError: the client went away or the server is stopping; the stream cleaned up already
             with contextlib.suppress(asyncio.CancelledError):
-                await stream.run(request_iterator)
+                await stream.run(requests)
         finally:
             self._live.discard(stream)
 
@@ -107,11 +112,6 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         while self._live and loop.time() < deadline:
             await asyncio.sleep(0.01)
         await grpc_server.stop(grace)
-
-    async def DeltaAggregatedResources(
-        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not supported; use SotW ADS")
 
     def _disconnected(self, node_id: str) -> None:
         """Run on_disconnect in the background: the stream's own task may already be cancelled."""
@@ -131,67 +131,113 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         except Exception:
             log.exception("on_disconnect(%s) failed", node_id)
 
+    def encode(self, resp: Response) -> tuple[bytes, int]:
+        """A response's wire bytes (the shared body plus its nonce) and its resource count."""
+        if isinstance(resp, SotwResponse):
+            body, count = self.bodies.get(resp.tsnap, resp.names)
+            tail = discovery_pb2.DiscoveryResponse(nonce=resp.nonce).SerializeToString()
+        else:
+            body, count = self.delta_bodies.get(resp)
+            tail = discovery_pb2.DeltaDiscoveryResponse(nonce=resp.nonce).SerializeToString()
+        return body + tail, count
 
-class ResponseBodies:
-    """Serialized DiscoveryResponses minus the nonce, shared by every stream: a version is a content hash, so
-    (type, version, requested names) identifies the bytes. Thousands of proxies with the same clusters cost
-    one serialization. LRU, bounded in bytes."""
 
-    def __init__(self, max_bytes: int = 256 << 20) -> None:
-        self._lru: OrderedDict[tuple[str, str, frozenset[str] | None], tuple[bytes, int]] = OrderedDict()
+class _Lru:
+    """Serialized bodies by content key, LRU, bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._lru: OrderedDict[Hashable, tuple[bytes, int]] = OrderedDict()
         self._bytes = 0
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
 
-    def get(self, tsnap: TypeSnapshot, names: frozenset[str] | None) -> tuple[bytes, int]:
-        """(body bytes, resource count) for the resources of ``tsnap`` selected by ``names``."""
-        key = (tsnap.type_url, tsnap.version, names)
+    def lookup(self, key: Hashable) -> tuple[bytes, int] | None:
         hit = self._lru.get(key)
         if hit is not None:
             self._lru.move_to_end(key)
             self.hits += 1
-            return hit
+        return hit
+
+    def store(self, key: Hashable, entry: tuple[bytes, int]) -> tuple[bytes, int]:
         self.misses += 1
-        resources = tsnap.select(names)
-        body = discovery_pb2.DiscoveryResponse(
-            version_info=tsnap.version, type_url=tsnap.type_url, resources=resources,
-            control_plane=_CONTROL_PLANE).SerializeToString()
-        entry = self._lru[key] = (body, len(resources))
-        self._bytes += len(body)
+        self._lru[key] = entry
+        self._bytes += len(entry[0])
         while self._bytes > self.max_bytes and len(self._lru) > 1:
             _, (old, _n) = self._lru.popitem(last=False)
             self._bytes -= len(old)
         return entry
 
 
+class ResponseBodies(_Lru):
+    """Serialized DiscoveryResponses minus the nonce, shared by every stream: a version is a content hash, so
+    (type, version, requested names) identifies the bytes. Thousands of proxies with the same clusters cost
+    one serialization. LRU, bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        super().__init__(max_bytes)
+
+    def get(self, tsnap: TypeSnapshot, names: frozenset[str] | None) -> tuple[bytes, int]:
+        """(body bytes, resource count) for the resources of ``tsnap`` selected by ``names``."""
+        key = (tsnap.type_url, tsnap.version, names)
+        hit = self.lookup(key)
+        if hit is not None:
+            return hit
+        resources = tsnap.select(names)
+        body = discovery_pb2.DiscoveryResponse(
+            version_info=tsnap.version, type_url=tsnap.type_url, resources=resources,
+            control_plane=_CONTROL_PLANE).SerializeToString()
+        return self.store(key, (body, len(resources)))
+
+
+class DeltaBodies(_Lru):
+    """Serialized DeltaDiscoveryResponses minus the nonce, shared by streams whose diff has the same key."""
+
+    def __init__(self, max_bytes: int = 128 << 20) -> None:
+        super().__init__(max_bytes)
+
+    def get(self, resp: DeltaResponse) -> tuple[bytes, int]:
+        if resp.key is not None:
+            hit = self.lookup(resp.key)
+            if hit is not None:
+                return hit
+        body = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=resp.version, type_url=resp.type_url,
+            resources=[discovery_pb2.Resource(name=p.name, version=resource_version(p), resource=p.any)
+                       for p in resp.resources],
+            removed_resources=resp.removed, control_plane=_CONTROL_PLANE).SerializeToString()
+        entry = (body, len(resp.resources))
+        return self.store(resp.key, entry) if resp.key is not None else entry
+
+
 class _Stream:
-    def __init__(self, server: AdsServer, stream_id: int, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, server: AdsServer, stream_id: int, context: grpc.aio.ServicerContext,
+                 *, delta: bool) -> None:
         self.server = server
         self.id = stream_id
         self.context = context
+        self.delta = delta
         self.node_id = ""
         self.ps: ProxyStatus | None = None
-        self.snapshot: Snapshot | None = None
-        self.watches: dict[str, _Watch] = {}
+        self.ads: AdsStream | None = None
         self.queue: asyncio.Queue[object] = asyncio.Queue()
         self.change_pending = False
-        self.nonces = itertools.count(1)
 
-    async def run(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> None:
+    async def run(self, requests: AsyncIterator[Any]) -> None:
         tasks = [asyncio.create_task(self._read(requests))]
         try:
             first = await self.queue.get()
-            if not isinstance(first, discovery_pb2.DiscoveryRequest):
+            if first is _EOF:
                 return
-            if not first.node.id:
+            node = first.node   # type: ignore[attr-defined]
+            if not node.id:
                 await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first request must carry node.id")
-            self.node_id = first.node.id
-            node = first.node
+            self.node_id = node.id
             metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
             self.ps = ProxyStatus(self.node_id, self.id, metadata=metadata, peer=self.context.peer())
             self.server.status.connect(self.ps)
-            log.info("ADS stream %d: %s connected from %s", self.id, self.node_id, self.ps.peer)
+            log.info("ADS stream %d%s: %s connected from %s", self.id, " (delta)" if self.delta else "",
+                     self.node_id, self.ps.peer)
             if self.server.on_connect is not None:
                 try:
                     await self.server.on_connect(self.node_id, metadata)
@@ -201,18 +247,22 @@ class _Stream:
                 except Exception as e:
                     log.exception("on_connect(%s) failed", self.node_id)
                     await self.context.abort(grpc.StatusCode.INTERNAL, f"on_connect failed: {e}")
+            status, node_id = self.server.status, self.node_id
+            ads = self.ads = AdsStream(self.ps, delta=self.delta, diffs=self.server.diffs,
+                                       notify=lambda: status.notify(node_id))
             changed = self.server.cache.changed(self.node_id)   # taken before reading, so no change is lost
-            self.snapshot = self.server.cache.get(self.node_id)
+            ads.snapshot = self.server.cache.get(self.node_id)
             tasks.append(asyncio.create_task(self._watch_changes(changed)))
+            on_request = ads.delta_request if self.delta else ads.sotw_request
             item: object = first
             while True:
-                if isinstance(item, discovery_pb2.DiscoveryRequest):
-                    await self._on_request(item)
-                elif item is _CHANGE:
+                if item is _CHANGE:
                     self.change_pending = False
-                    await self._on_change()
+                    await self._write(ads.set_snapshot(self.server.cache.get(self.node_id)))
+                elif item is _EOF:
+                    return   # the client half-closed
                 else:
-                    return   # _EOF: the client half-closed
+                    await self._write(on_request(item))
                 item = await self.queue.get()
         finally:
             for t in tasks:
@@ -224,7 +274,14 @@ class _Stream:
                 if last:
                     self.server._disconnected(self.node_id)
 
-    async def _read(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> None:
+    async def _write(self, responses: list[Response]) -> None:
+        for resp in responses:
+            data, count = self.server.encode(resp)
+            await self.context.write(data)
+            self.server.responses_sent += 1
+            self.server.resources_sent += count
+
+    async def _read(self, requests: AsyncIterator[Any]) -> None:
         try:
             async for req in requests:
                 self.queue.put_nowait(req)
@@ -239,111 +296,6 @@ class _Stream:
             if not self.change_pending:
                 self.change_pending = True
                 self.queue.put_nowait(_CHANGE)
-
-    # --- protocol ------------------------------------------------------------------------------------------
-    async def _on_request(self, req: discovery_pb2.DiscoveryRequest) -> None:
-        type_url = req.type_url
-        if not type_url:
-            log.warning("ADS stream %d (%s): request without type_url ignored", self.id, self.node_id)
-            return
-        assert self.ps is not None
-        names = _requested_names(type_url, req.resource_names)
-        watch = self.watches.get(type_url)
-        if watch is None:
-            watch = self.watches[type_url] = _Watch(names, self.ps.of(type_url))
-        ts = watch.status
-        ts.requested = True
-        ts.unsubscribed = names == frozenset()
-        short = SHORT.get(type_url, type_url)
-        if not req.response_nonce:
-            # Initial request for the type on this stream (also after a reconnect, carrying the version the
-            # proxy already has): always answer, even if the version is unchanged, or Envoy stays warming.
-            log.debug("%s %s: initial request (has %r) names=%s", self.node_id, short, req.version_info,
-                      names)
-            watch.names = names
-            watch.force = True
-            await self._maybe_send(type_url)
-            return
-        if req.response_nonce != ts.nonce:
-            # No response for a stale nonce; but an emptied subscription still counts: Envoy drops its last
-            # EDS/RDS watch with the nonce it had, and does not ACK the (empty) response already in flight
-            if ts.unsubscribed:
-                watch.names = names
-                self.server.status.notify(self.node_id)
-            log.debug("%s %s: stale nonce %s (latest %s) ignored", self.node_id, short, req.response_nonce,
-                      ts.nonce)
-            return
-        now = time.time()
-        if req.HasField("error_detail"):
-            msg = req.error_detail.message
-            ts.nack = Nack(ts.sent_version or "", ts.nonce or "", msg, now)
-            ts.acked_version = req.version_info or None
-            log.warning("%s NACKed %s version %s (keeps %r): %s", self.node_id, short, ts.sent_version,
-                        req.version_info, msg)
-        else:
-            ts.acked_version = req.version_info
-            ts.acked_nonce = req.response_nonce
-            ts.acked_at = now
-            ts.nack = None
-            log.debug("%s ACKed %s version %s", self.node_id, short, req.version_info)
-        self.server.status.notify(self.node_id)
-        if _adds_names(watch.names, names):
-            watch.force = True
-        watch.names = names
-        await self._maybe_send(type_url)
-
-    async def _on_change(self) -> None:
-        self.snapshot = self.server.cache.get(self.node_id)
-        for type_url in ordered_types(self.watches):   # make-before-break: CDS, EDS, LDS, RDS
-            await self._maybe_send(type_url)
-
-    async def _maybe_send(self, type_url: str) -> None:
-        """Respond if forced or if the snapshot's version differs from the last one sent (never a NACKed
-        version again: after a NACK sent == snapshot until the snapshot changes)."""
-        watch = self.watches[type_url]
-        snap = self.snapshot
-        ts = watch.status
-        if snap is None or not ts.requested:
-            return   # no config yet: answered when the first snapshot arrives
-        tsnap = snap.of(type_url)
-        if not watch.force and tsnap.version == ts.sent_version:
-            return
-        watch.force = False
-        names = None if watch.send_all else watch.names
-        watch.send_all = False
-        nonce = f"{self.id:x}.{next(self.nonces):x}"
-        body, count = self.server.bodies.get(tsnap, names)
-        ts.sent_version, ts.nonce, ts.sent_at = tsnap.version, nonce, time.time()
-        self.server.status.notify(self.node_id)
-        log.debug("%s <- %s version %s nonce %s (%d resources)", self.node_id, SHORT.get(type_url, type_url),
-                  tsnap.version, nonce, count)
-        # a serialized DiscoveryResponse: the shared body plus this response's nonce field
-        await self.context.write(body + discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString())
-        self.server.responses_sent += 1
-        if type_url == CLUSTER and ENDPOINT in self.watches:
-            # Envoy warms every added or changed cluster until it gets an EDS response for it, and a changed
-            # cluster re-requests the same names (which looks like an ACK). Like istiod, follow every CDS
-            # push with the endpoints, all of them, so warming never waits for a request we would not answer.
-            eds = self.watches[ENDPOINT]
-            eds.force = eds.send_all = True
-            await self._maybe_send(ENDPOINT)
-
-
-def _requested_names(type_url: str, names: Any) -> frozenset[str] | None:
-    """None for a wildcard subscription, else the requested names."""
-    if "*" in names:
-        return None
-    if not names:
-        return None if type_url in WILDCARD_TYPES else frozenset()
-    return frozenset(names)
-
-
-def _adds_names(old: frozenset[str] | None, new: frozenset[str] | None) -> bool:
-    if new is None:
-        return old is not None
-    if old is None:
-        return False
-    return not new <= old
 
 
 def _serialize(msg: bytes | Any) -> bytes:

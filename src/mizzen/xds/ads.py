@@ -1,0 +1,462 @@
+"""The sans-I/O ADS state machine: what one xDS stream asked for, was sent and ACKed, and what to send next.
+
+One :class:`AdsStream` per stream, state-of-the-world or delta (incremental). It is fed the stream's requests
+(:meth:`AdsStream.sotw_request`, :meth:`AdsStream.delta_request`) and the node's snapshots
+(:meth:`AdsStream.set_snapshot`) and answers with the responses to write, in order; it does no I/O and keeps
+no clock other than the timestamps it records into the stream's :class:`ProxyStatus`.
+
+Semantics (Envoy's xDS protocol, as go-control-plane's ``pkg/server/{sotw,delta}/v3`` and istiod serve it):
+
+- Nonces: every response gets a fresh nonce ``<stream>.<n>``; a request naming an older nonce than the latest
+  one of its type is stale (SotW: ignored; delta: its ACK/NACK part is ignored, its subscription changes
+  kept).
+- ACK/NACK: a NACK (``error_detail``) is recorded with Envoy's message and nothing is resent until the
+  snapshot or the subscription changes, so the proxy keeps its last good config.
+- Subscriptions: wildcard (``*``, or an empty first request for LDS/CDS) or names. SotW replaces the set
+  with each request and answers when names are added; delta adds/removes with resource_names_subscribe /
+  unsubscribe and answers for newly subscribed names.
+- Versions: a type's version is its content hash (``system_version_info`` in delta); a delta resource's
+  version is the hash of its own bytes, so a reconnecting proxy's ``initial_resource_versions`` avoid
+  resending what it has. Delta responses carry only changed resources and ``removed_resources``.
+- Order: snapshot changes go out CDS, EDS, LDS, RDS (make-before-break), and a CDS response is followed by
+  the endpoints of the clusters it carried (Envoy warms a changed cluster until its EDS arrives).
+
+Delta diffs are shared: when a stream's known resources are exactly an earlier type snapshot (the common case
+after any full response), the diff is keyed by (old version, new version, subscription) in a
+:class:`DeltaDiffs` cache, so thousands of alike streams cost one diff and, in the server, one serialization.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mizzen.core.resources import CLUSTER, ENDPOINT, SHORT
+from mizzen.xds.cache import Packed, Snapshot, TypeSnapshot, ordered_types
+from mizzen.xds.status import WILDCARD_TYPES, Nack, ProxyStatus, TypeStatus
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AdsStream",
+    "DeltaDiffs",
+    "DeltaResponse",
+    "Response",
+    "SotwResponse",
+    "resource_version",
+]
+
+WILDCARD = "*"
+_MAX_PENDING = 16   # delta responses remembered per type for their ACK/NACK (Envoy ACKs in order)
+
+
+def resource_version(p: Packed) -> str:
+    """A delta resource's version: the hash of its deterministic (process-independent) bytes."""
+    return p.digest.hex()
+
+
+@dataclass(frozen=True)
+class SotwResponse:
+    """A state-of-the-world DiscoveryResponse: ``tsnap``'s resources selected by ``names`` (None: all)."""
+
+    type_url: str
+    tsnap: TypeSnapshot
+    names: frozenset[str] | None
+    nonce: str
+
+
+@dataclass(frozen=True)
+class DeltaResponse:
+    """A DeltaDiscoveryResponse. ``key`` identifies the content (equal keys, equal bytes) or is None."""
+
+    type_url: str
+    version: str                     # system_version_info: the type snapshot's content version
+    resources: tuple[Packed, ...]
+    removed: tuple[str, ...]
+    nonce: str
+    key: Hashable | None = None
+
+
+Response = SotwResponse | DeltaResponse
+
+
+# --- delta: what the proxy holds ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _SnapKnown:
+    """The proxy holds exactly ``tsnap``'s resources within subscription ``sub`` (None: all of them)."""
+
+    tsnap: TypeSnapshot
+    sub: frozenset[str] | None
+
+    def get(self, name: str) -> str | None:
+        if self.sub is not None and name not in self.sub:
+            return None
+        p = self.tsnap.resources.get(name)
+        return resource_version(p) if p is not None else None
+
+    def names(self) -> Iterable[str]:
+        res = self.tsnap.resources
+        return res if self.sub is None else (n for n in self.sub if n in res)
+
+    def to_dict(self) -> dict[str, str]:
+        res = self.tsnap.resources
+        return {n: resource_version(res[n]) for n in self.names()}
+
+
+_Known = _SnapKnown | dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Diff:
+    resources: tuple[Packed, ...]
+    removed: tuple[str, ...]
+
+
+class DeltaDiffs:
+    """Delta diffs shared by every stream, keyed by content: LRU, bounded in entries. Also interns
+    subscription sets, so alike streams' keys compare by identity."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._lru: OrderedDict[Hashable, _Diff] = OrderedDict()
+        self._subs: dict[frozenset[str], frozenset[str]] = {}
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+
+    def intern(self, sub: frozenset[str] | None) -> frozenset[str] | None:
+        if sub is None:
+            return None
+        if len(self._subs) > 4 * self.max_entries:
+            self._subs.clear()
+        return self._subs.setdefault(sub, sub)
+
+    def get(self, key: Hashable) -> _Diff | None:
+        hit = self._lru.get(key)
+        if hit is not None:
+            self._lru.move_to_end(key)
+            self.hits += 1
+        return hit
+
+    def put(self, key: Hashable, diff: _Diff) -> None:
+        self.misses += 1
+        self._lru[key] = diff
+        while len(self._lru) > self.max_entries:
+            self._lru.popitem(last=False)
+
+
+@dataclass
+class _Pending:
+    version: str
+    prior: _Known          # what the proxy held before this response (restored on its NACK)
+
+
+@dataclass
+class _DeltaWatch:
+    status: TypeStatus
+    wildcard: bool = False
+    names: frozenset[str] = frozenset()
+    known: _Known = field(default_factory=dict)
+    force: bool = False                                 # respond even if nothing changed (initial request)
+    force_names: set[str] = field(default_factory=set)  # send these even if the proxy has their version
+    pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict)
+
+    @property
+    def sub(self) -> frozenset[str] | None:
+        return None if self.wildcard else self.names
+
+
+# --- state of the world -------------------------------------------------------------------------------------
+
+@dataclass
+class _SotwWatch:
+    names: frozenset[str] | None      # None = wildcard
+    status: TypeStatus
+    force: bool = False               # respond even if the version is unchanged (initial request, new names)
+    send_all: bool = False            # next response carries all resources of the type (EDS after a CDS push)
+
+
+class AdsStream:
+    """Protocol state of one ADS stream (``delta`` picks the variant). Not thread-safe; no I/O.
+
+    ``notify`` is called whenever ``status`` changed (a response recorded, an ACK or NACK), e.g. to wake
+    :meth:`SyncStatus.wait_synced` waiters. ``diffs`` is shared between streams to share delta diffs.
+    """
+
+    def __init__(self, status: ProxyStatus, *, delta: bool = False, diffs: DeltaDiffs | None = None,
+                 notify: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.time) -> None:
+        self.status = status
+        self.delta = delta
+        self.diffs = diffs if diffs is not None else DeltaDiffs()
+        self.snapshot: Snapshot | None = None
+        self._notify = notify
+        self._clock = clock
+        self._sotw: dict[str, _SotwWatch] = {}
+        self._delta: dict[str, _DeltaWatch] = {}
+        self._nonces = itertools.count(1)
+
+    @property
+    def node_id(self) -> str:
+        return self.status.node_id
+
+    def subscribed(self) -> dict[str, frozenset[str] | None]:
+        """type URL -> subscribed names (None: wildcard), for debugging and tests."""
+        if self.delta:
+            return {t: w.sub for t, w in self._delta.items()}
+        return {t: w.names for t, w in self._sotw.items()}
+
+    def _nonce(self) -> str:
+        return f"{self.status.stream_id:x}.{next(self._nonces):x}"
+
+    def set_snapshot(self, snapshot: Snapshot | None) -> list[Response]:
+        """The node's snapshot changed (or arrived): the responses it causes, in push order."""
+        self.snapshot = snapshot
+        out: list[Response] = []
+        if self.delta:
+            for type_url in ordered_types(self._delta):
+                out += self._delta_send(type_url)
+        else:
+            for type_url in ordered_types(self._sotw):
+                out += self._sotw_send(type_url)
+        return out
+
+    # --- state of the world ---------------------------------------------------------------------------------
+    def sotw_request(self, req: Any) -> list[Response]:
+        """A DiscoveryRequest arrived: the responses to write."""
+        type_url: str = req.type_url
+        if not type_url:
+            log.warning("ADS stream %d (%s): request without type_url ignored", self.status.stream_id,
+                        self.node_id)
+            return []
+        names = _requested_names(type_url, req.resource_names)
+        watch = self._sotw.get(type_url)
+        if watch is None:
+            watch = self._sotw[type_url] = _SotwWatch(names, self.status.of(type_url))
+        ts = watch.status
+        ts.requested = True
+        ts.unsubscribed = names == frozenset()
+        short = SHORT.get(type_url, type_url)
+        if not req.response_nonce:
+            # Initial request for the type on this stream (also after a reconnect, carrying the version the
+            # proxy already has): always answer, even if the version is unchanged, or Envoy stays warming.
+            log.debug("%s %s: initial request (has %r) names=%s", self.node_id, short, req.version_info,
+                      names)
+            watch.names = names
+            watch.force = True
+            return self._sotw_send(type_url)
+        if req.response_nonce != ts.nonce:
+            # No response for a stale nonce; but an emptied subscription still counts: Envoy drops its last
+            # EDS/RDS watch with the nonce it had, and does not ACK the (empty) response already in flight
+            if ts.unsubscribed:
+                watch.names = names
+                self._notify()
+            log.debug("%s %s: stale nonce %s (latest %s) ignored", self.node_id, short, req.response_nonce,
+                      ts.nonce)
+            return []
+        if req.HasField("error_detail"):
+            self._nack(ts, short, req.error_detail.message, req.version_info or None)
+        else:
+            self._ack(ts, short, req.version_info, req.response_nonce)
+        if _adds_names(watch.names, names):
+            watch.force = True
+        watch.names = names
+        return self._sotw_send(type_url)
+
+    def _sotw_send(self, type_url: str) -> list[Response]:
+        """Respond if forced or if the snapshot's version differs from the last one sent (never a NACKed
+        version again: after a NACK sent == snapshot until the snapshot changes)."""
+        watch = self._sotw[type_url]
+        snap = self.snapshot
+        ts = watch.status
+        if snap is None or not ts.requested:
+            return []   # no config yet: answered when the first snapshot arrives
+        tsnap = snap.of(type_url)
+        if not watch.force and tsnap.version == ts.sent_version:
+            return []
+        watch.force = False
+        names = None if watch.send_all else watch.names
+        watch.send_all = False
+        nonce = self._nonce()
+        self._sent(ts, tsnap.version, nonce)
+        out: list[Response] = [SotwResponse(type_url, tsnap, names, nonce)]
+        if type_url == CLUSTER and ENDPOINT in self._sotw:
+            # Envoy warms every added or changed cluster until it gets an EDS response for it, and a changed
+            # cluster re-requests the same names (which looks like an ACK). Like istiod, follow every CDS
+            # push with the endpoints, all of them, so warming never waits for a request we would not answer.
+            eds = self._sotw[ENDPOINT]
+            eds.force = eds.send_all = True
+            out += self._sotw_send(ENDPOINT)
+        return out
+
+    # --- delta ----------------------------------------------------------------------------------------------
+    def delta_request(self, req: Any) -> list[Response]:
+        """A DeltaDiscoveryRequest arrived: the responses to write."""
+        type_url: str = req.type_url
+        if not type_url:
+            log.warning("ADS stream %d (%s): delta request without type_url ignored", self.status.stream_id,
+                        self.node_id)
+            return []
+        short = SHORT.get(type_url, type_url)
+        watch = self._delta.get(type_url)
+        subscribe = list(req.resource_names_subscribe)
+        unsubscribe = list(req.resource_names_unsubscribe)
+        if watch is None:
+            # First request for the type on this stream: what the proxy already has (after a reconnect),
+            # and wildcard if asked with "*", or legacy-style with no names for LDS/CDS.
+            watch = self._delta[type_url] = _DeltaWatch(self.status.of(type_url))
+            watch.status.requested = True
+            watch.known = dict(req.initial_resource_versions)
+            watch.wildcard = WILDCARD in subscribe or (not subscribe and type_url in WILDCARD_TYPES)
+            watch.force = True
+            log.debug("%s %s: initial delta request (has %d) wildcard=%s subscribe=%d", self.node_id, short,
+                      len(watch.known), watch.wildcard, len(subscribe))
+        elif req.response_nonce:
+            pending = watch.pending.get(req.response_nonce)
+            if pending is None:
+                log.debug("%s %s: unknown or stale nonce %s ignored", self.node_id, short, req.response_nonce)
+            elif req.HasField("error_detail"):
+                self._delta_nack(watch, req.response_nonce, pending)
+                self._nack(watch.status, short, req.error_detail.message, None)
+            else:
+                while watch.pending:   # Envoy answers in order: older ones are settled too
+                    nonce, _p = watch.pending.popitem(last=False)
+                    if nonce == req.response_nonce:
+                        break
+                self._ack(watch.status, short, pending.version, req.response_nonce)
+        self._delta_subscribe(watch, subscribe, unsubscribe)
+        return self._delta_send(type_url)
+
+    def _delta_subscribe(self, watch: _DeltaWatch, subscribe: list[str], unsubscribe: list[str]) -> None:
+        """Apply subscription changes; the proxy forgets what it unsubscribes. Newly subscribed names are
+        unknown to it, so the next diff carries them (if they exist)."""
+        if not subscribe and not unsubscribe:
+            return
+        names = set(watch.names)
+        if WILDCARD in unsubscribe:
+            watch.wildcard = False
+        if WILDCARD in subscribe:
+            watch.wildcard = True
+        gone = [n for n in unsubscribe if n != WILDCARD and n in names]
+        names.difference_update(gone)
+        names.update(n for n in subscribe if n != WILDCARD)
+        if gone and not watch.wildcard:
+            known = watch.known.to_dict() if isinstance(watch.known, _SnapKnown) else dict(watch.known)
+            for n in gone:
+                known.pop(n, None)
+            watch.known = known
+        watch.names = frozenset(names)
+
+    def _delta_nack(self, watch: _DeltaWatch, nonce: str, pending: _Pending) -> None:
+        """Envoy rejected that response (and kept what it had): forget what it carried, so the next change
+        sends it again, fixed or not. Nothing is resent now."""
+        last = next(reversed(watch.pending))
+        watch.known = pending.prior if nonce == last else {}
+        watch.pending.clear()
+
+    def _delta_send(self, type_url: str) -> list[Response]:
+        watch = self._delta[type_url]
+        snap = self.snapshot
+        if snap is None:
+            return []
+        tsnap = snap.of(type_url)
+        sub = self.diffs.intern(watch.sub)
+        forced = frozenset(watch.force_names)
+        diff, key = self._delta_diff(tsnap, sub, watch.known, forced)
+        if not (diff.resources or diff.removed or watch.force):
+            return []
+        watch.force = False
+        watch.force_names.clear()
+        nonce = self._nonce()
+        watch.pending[nonce] = _Pending(tsnap.version, watch.known)
+        while len(watch.pending) > _MAX_PENDING:
+            watch.pending.popitem(last=False)
+        watch.known = _SnapKnown(tsnap, sub)
+        self._sent(watch.status, tsnap.version, nonce)
+        log.debug("%s <- delta %s version %s nonce %s (%d resources, %d removed)", self.node_id,
+                  SHORT.get(type_url, type_url), tsnap.version, nonce, len(diff.resources), len(diff.removed))
+        out: list[Response] = [
+            DeltaResponse(type_url, tsnap.version, diff.resources, diff.removed, nonce, key)]
+        if type_url == CLUSTER and diff.resources and ENDPOINT in self._delta:
+            # a changed cluster warms until its endpoints arrive: send them even if the proxy has them
+            eds = self._delta[ENDPOINT]
+            changed = {p.name for p in diff.resources}
+            eds.force_names.update(changed if eds.wildcard else changed & eds.names)
+            if eds.force_names:
+                out += self._delta_send(ENDPOINT)
+        return out
+
+    def _delta_diff(self, tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known,
+                    forced: frozenset[str]) -> tuple[_Diff, Hashable | None]:
+        key: Hashable | None = None
+        if isinstance(known, _SnapKnown):
+            key = (tsnap.type_url, known.tsnap.version, known.sub, tsnap.version, sub, forced)
+            hit = self.diffs.get(key)
+            if hit is not None:
+                return hit, key
+        diff = _compute_diff(tsnap, sub, known, forced)
+        if key is not None:
+            self.diffs.put(key, diff)
+        return diff, key
+
+    # --- shared ---------------------------------------------------------------------------------------------
+    def _sent(self, ts: TypeStatus, version: str, nonce: str) -> None:
+        ts.sent_version, ts.nonce, ts.sent_at = version, nonce, self._clock()
+        self._notify()
+
+    def _ack(self, ts: TypeStatus, short: str, version: str, nonce: str) -> None:
+        ts.acked_version = version
+        ts.acked_nonce = nonce
+        ts.acked_at = self._clock()
+        ts.nack = None
+        log.debug("%s ACKed %s version %s", self.node_id, short, version)
+        self._notify()
+
+    def _nack(self, ts: TypeStatus, short: str, message: str, keeps: str | None) -> None:
+        ts.nack = Nack(ts.sent_version or "", ts.nonce or "", message, self._clock())
+        if keeps is not None or not self.delta:
+            ts.acked_version = keeps
+        log.warning("%s NACKed %s version %s (keeps %r): %s", self.node_id, short, ts.sent_version,
+                    ts.acked_version, message)
+        self._notify()
+
+
+def _compute_diff(tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known,
+                  forced: frozenset[str]) -> _Diff:
+    """Resources of ``tsnap`` within ``sub`` whose version the proxy does not have (plus ``forced`` ones),
+    and the names it has within ``sub`` that no longer exist."""
+    res: Mapping[str, Packed] = tsnap.resources
+    wanted: Iterable[str] = sorted(res) if sub is None else sorted(n for n in sub if n in res)
+    if isinstance(known, _SnapKnown) and known.sub == sub:
+        old = known.tsnap.resources
+        changed = [res[n] for n in wanted
+                   if n in forced or (o := old.get(n)) is None or o.digest != res[n].digest]
+        gone = ((n for n in old if n not in res) if sub is None
+                else (n for n in sub if n in old and n not in res))
+        return _Diff(tuple(changed), tuple(sorted(gone)))
+    have = known if isinstance(known, dict) else known.to_dict()
+    changed = [res[n] for n in wanted if n in forced or have.get(n) != resource_version(res[n])]
+    removed = sorted(n for n in have if n not in res and (sub is None or n in sub))
+    return _Diff(tuple(changed), tuple(removed))
+
+
+def _requested_names(type_url: str, names: Iterable[str]) -> frozenset[str] | None:
+    """SotW: None for a wildcard subscription, else the requested names."""
+    names = list(names)
+    if WILDCARD in names:
+        return None
+    if not names:
+        return None if type_url in WILDCARD_TYPES else frozenset()
+    return frozenset(names)
+
+
+def _adds_names(old: frozenset[str] | None, new: frozenset[str] | None) -> bool:
+    if new is None:
+        return old is not None
+    if old is None:
+        return False
+    return not new <= old
