@@ -118,6 +118,9 @@ class _Diff:
     removed: tuple[str, ...]
 
 
+_NO_DIFF = _Diff((), ())
+
+
 class DeltaDiffs:
     """Delta diffs shared by every stream, keyed by content: LRU, bounded in entries. Also interns
     subscription sets, so alike streams' keys compare by identity."""
@@ -165,6 +168,7 @@ class _DeltaWatch:
     force: bool = False                                 # respond even if nothing changed (initial request)
     force_names: set[str] = field(default_factory=set)  # send these even if the proxy has their version
     pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict)
+    held: str | None = None       # a NACKed type version: not sent again until the snapshot or names change
 
     @property
     def sub(self) -> frozenset[str] | None:
@@ -328,14 +332,17 @@ class AdsStream:
                     if nonce == req.response_nonce:
                         break
                 self._ack(watch.status, short, pending.version, req.response_nonce)
-        self._delta_subscribe(watch, subscribe, unsubscribe)
+        if self._delta_subscribe(watch, subscribe, unsubscribe):
+            watch.held = None
+        elif not watch.force:
+            return []   # an ACK or NACK: snapshot changes are sent when they happen
         return self._delta_send(type_url)
 
-    def _delta_subscribe(self, watch: _DeltaWatch, subscribe: list[str], unsubscribe: list[str]) -> None:
-        """Apply subscription changes; the proxy forgets what it unsubscribes. Newly subscribed names are
-        unknown to it, so the next diff carries them (if they exist)."""
+    def _delta_subscribe(self, watch: _DeltaWatch, subscribe: list[str], unsubscribe: list[str]) -> bool:
+        """Apply subscription changes (True if any); the proxy forgets what it unsubscribes. Newly subscribed
+        names are unknown to it, so the next diff carries them (if they exist)."""
         if not subscribe and not unsubscribe:
-            return
+            return False
         names = set(watch.names)
         if WILDCARD in unsubscribe:
             watch.wildcard = False
@@ -350,6 +357,7 @@ class AdsStream:
                 known.pop(n, None)
             watch.known = known
         watch.names = frozenset(names)
+        return True
 
     def _delta_nack(self, watch: _DeltaWatch, nonce: str, pending: _Pending) -> None:
         """Envoy rejected that response (and kept what it had): forget what it carried, so the next change
@@ -357,6 +365,7 @@ class AdsStream:
         last = next(reversed(watch.pending))
         watch.known = pending.prior if nonce == last else {}
         watch.pending.clear()
+        watch.held = pending.version
 
     def _delta_send(self, type_url: str) -> list[Response]:
         watch = self._delta[type_url]
@@ -364,10 +373,14 @@ class AdsStream:
         if snap is None:
             return []
         tsnap = snap.of(type_url)
+        if watch.held == tsnap.version and not watch.force_names:
+            return []
+        watch.held = None
         sub = self.diffs.intern(watch.sub)
         forced = frozenset(watch.force_names)
         diff, key = self._delta_diff(tsnap, sub, watch.known, forced)
-        if not (diff.resources or diff.removed or watch.force):
+        changed = bool(diff.resources or diff.removed or watch.force)
+        if not changed and not self._delta_unchanged(watch, tsnap, sub):
             return []
         watch.force = False
         watch.force_names.clear()
@@ -384,16 +397,36 @@ class AdsStream:
         if type_url == CLUSTER and diff.resources and ENDPOINT in self._delta:
             # a changed cluster warms until its endpoints arrive: send them even if the proxy has them
             eds = self._delta[ENDPOINT]
-            changed = {p.name for p in diff.resources}
-            eds.force_names.update(changed if eds.wildcard else changed & eds.names)
+            clusters = {p.name for p in diff.resources}
+            eds.force_names.update(clusters if eds.wildcard else clusters & eds.names)
             if eds.force_names:
                 out += self._delta_send(ENDPOINT)
         return out
+
+    def _delta_unchanged(self, watch: _DeltaWatch, tsnap: TypeSnapshot, sub: frozenset[str] | None) -> bool:
+        """Nothing the proxy subscribed to changed, though the type's version may have (resources it did not
+        ask for): it holds the new version already, so the status moves on without a response. True if an
+        (empty) response must go out anyway: after a NACK, back to the content the proxy kept."""
+        ts = watch.status
+        if tsnap.version == ts.sent_version:
+            return False
+        if ts.nack is not None and ts.nack.nonce == ts.nonce:
+            return True
+        ts.sent_version = tsnap.version
+        if ts.acked_nonce is not None and ts.acked_nonce == ts.nonce:
+            ts.acked_version = tsnap.version
+        elif watch.pending:
+            watch.pending[next(reversed(watch.pending))].version = tsnap.version
+        watch.known = _SnapKnown(tsnap, sub)
+        self._notify()
+        return False
 
     def _delta_diff(self, tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known,
                     forced: frozenset[str]) -> tuple[_Diff, Hashable | None]:
         key: Hashable | None = None
         if isinstance(known, _SnapKnown):
+            if known.tsnap.version == tsnap.version and known.sub == sub and not forced:
+                return _NO_DIFF, None
             key = (tsnap.type_url, known.tsnap.version, known.sub, tsnap.version, sub, forced)
             hit = self.diffs.get(key)
             if hit is not None:

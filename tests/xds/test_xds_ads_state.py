@@ -1,0 +1,234 @@
+"""The sans-I/O ADS state machine (xds/ads.py), driven directly with requests and snapshots: no sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
+from google.rpc import status_pb2
+from xds_testlib import eds_cluster, listener, load_assignment, resources, route_config
+
+from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
+from mizzen.xds import NACKED, STALE, SYNCED, SnapshotCache
+from mizzen.xds.ads import AdsStream, DeltaDiffs, DeltaResponse, Response, SotwResponse, resource_version
+from mizzen.xds.status import ProxyStatus
+
+NODE = "sidecar~127.0.0.1~t1.default~default.svc.cluster.local"
+
+
+def mesh(clusters: Iterable[str] = ("a", "b"), *, body: str = "v1", ep_port: int = 80) -> ResourceSet:
+    names = list(clusters)
+    return resources(
+        clusters=[eds_cluster(n) for n in names],
+        endpoints=[load_assignment(n, [("127.0.0.2", ep_port)]) for n in names],
+        listeners=[listener("l1", "127.0.0.1", 15001, "r1")],
+        routes=[route_config("r1", body=body)],
+    )
+
+
+class World:
+    """A cache plus one stream's state machine; ``push`` sets the snapshot and feeds it to the stream."""
+
+    def __init__(self, *, delta: bool, diffs: DeltaDiffs | None = None, stream_id: int = 1) -> None:
+        self.cache = SnapshotCache()
+        self.status = ProxyStatus(NODE, stream_id)
+        self.notified = 0
+        self.ads = AdsStream(self.status, delta=delta, diffs=diffs, notify=self._notify)
+
+    def _notify(self) -> None:
+        self.notified += 1
+
+    def push(self, rs: ResourceSet) -> list[Response]:
+        self.cache.set_snapshot(NODE, rs)
+        return self.ads.set_snapshot(self.cache.get(NODE))
+
+    def state(self, type_url: str) -> str:
+        snap = self.cache.get(NODE)
+        return self.status.of(type_url).state(snap.version(type_url) if snap else None)
+
+
+def delta_req(type_url: str, *, sub: Iterable[str] = (), unsub: Iterable[str] = (), nonce: str = "",
+              initial: Mapping[str, str] | None = None, error: str | None = None) -> DeltaDiscoveryRequest:
+    req = DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=list(sub),
+                                resource_names_unsubscribe=list(unsub), response_nonce=nonce,
+                                initial_resource_versions=dict(initial or {}))
+    if error is not None:
+        req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+    return req
+
+
+def sotw_req(type_url: str, names: Iterable[str] = (), *, version: str = "", nonce: str = "",
+             error: str | None = None) -> DiscoveryRequest:
+    req = DiscoveryRequest(type_url=type_url, resource_names=list(names), version_info=version,
+                           response_nonce=nonce)
+    if error is not None:
+        req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+    return req
+
+
+def only_delta(out: list[Response]) -> list[DeltaResponse]:
+    assert all(isinstance(r, DeltaResponse) for r in out)
+    return [r for r in out if isinstance(r, DeltaResponse)]
+
+
+def sent(r: DeltaResponse) -> list[str]:
+    return [p.name for p in r.resources]
+
+
+def subscribe_all(w: World) -> dict[str, DeltaResponse]:
+    """Subscribe like Envoy on delta (CDS/LDS wildcard, EDS/RDS by name) and ACK every response."""
+    got: dict[str, DeltaResponse] = {}
+    for t, names in ((CLUSTER, ()), (ENDPOINT, ("a", "b")), (LISTENER, ()), (ROUTE, ("r1",))):
+        (r,) = only_delta(w.ads.delta_request(delta_req(t, sub=names)))
+        assert w.ads.delta_request(delta_req(t, nonce=r.nonce)) == []
+        got[t] = r
+    return got
+
+
+# --- delta ---
+
+def test_delta_initial_subscriptions_get_everything_then_acks_are_synced() -> None:
+    w = World(delta=True)
+    w.push(mesh())
+    got = subscribe_all(w)
+    assert sent(got[CLUSTER]) == ["a", "b"] and sent(got[ENDPOINT]) == ["a", "b"]
+    assert sent(got[LISTENER]) == ["l1"] and sent(got[ROUTE]) == ["r1"]
+    snap = w.cache.get(NODE)
+    assert snap is not None and got[CLUSTER].version == snap.version(CLUSTER)   # system_version_info
+    assert all(w.state(t) == SYNCED for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE))
+    assert w.ads.subscribed() == {CLUSTER: None, ENDPOINT: frozenset({"a", "b"}), LISTENER: None,
+                                  ROUTE: frozenset({"r1"})}
+
+
+def test_delta_sends_only_changed_resources_and_removals() -> None:
+    w = World(delta=True)
+    w.push(mesh())
+    subscribe_all(w)
+    out = only_delta(w.push(mesh(ep_port=81)))   # endpoints of a and b change, nothing else
+    assert [(r.type_url, sent(r), r.removed) for r in out] == [(ENDPOINT, ["a", "b"], ())]
+    w.ads.delta_request(delta_req(ENDPOINT, nonce=out[0].nonce))
+    out = only_delta(w.push(mesh(("a",), ep_port=81)))   # cluster b deleted
+    assert [(r.type_url, sent(r), r.removed) for r in out] == [(CLUSTER, [], ("b",)), (ENDPOINT, [], ("b",))]
+    assert w.push(mesh(("a",), ep_port=81)) == []   # no change, no response
+
+
+def test_delta_changed_cluster_is_followed_by_its_endpoints_and_new_names_are_answered() -> None:
+    w = World(delta=True)
+    w.push(mesh())
+    subscribe_all(w)
+    out = only_delta(w.push(mesh(("a", "b", "c"))))
+    # the new cluster c goes out, then EDS for it is not subscribed yet: Envoy asks for it
+    assert [(r.type_url, sent(r)) for r in out] == [(CLUSTER, ["c"])]
+    w.ads.delta_request(delta_req(CLUSTER, nonce=out[0].nonce))
+    (eds,) = only_delta(w.ads.delta_request(delta_req(ENDPOINT, sub=["c"])))
+    assert sent(eds) == ["c"] and eds.removed == ()
+    # unsubscribing is not answered, and a later change to c's endpoints is not sent
+    assert w.ads.delta_request(delta_req(ENDPOINT, unsub=["c"], nonce=eds.nonce)) == []
+    out = only_delta(w.push(mesh(("a", "b", "c"), ep_port=82)))
+    assert [(r.type_url, sent(r)) for r in out] == [(ENDPOINT, ["a", "b"])]
+
+
+def test_delta_initial_resource_versions_avoid_resending_what_the_proxy_has() -> None:
+    first = World(delta=True)
+    first.push(mesh())
+    had = {p.name: resource_version(p) for p in subscribe_all(first)[CLUSTER].resources}
+    # reconnect (new stream, same content): the proxy announces its versions, gets an empty response
+    w = World(delta=True, stream_id=2)
+    w.push(mesh())
+    (r,) = only_delta(w.ads.delta_request(delta_req(CLUSTER, initial=had)))
+    assert sent(r) == [] and r.removed == ()
+    # a proxy that has a cluster we no longer have, and an old version of another, is corrected
+    w2 = World(delta=True, stream_id=3)
+    w2.push(mesh())
+    (r,) = only_delta(w2.ads.delta_request(delta_req(CLUSTER, initial={"a": had["a"], "b": "old", "z": "1"})))
+    assert sent(r) == ["b"] and r.removed == ("z",)
+
+
+def test_delta_nack_keeps_last_good_and_is_not_resent_until_a_change() -> None:
+    w = World(delta=True)
+    w.push(mesh())
+    subscribe_all(w)
+    (bad,) = only_delta(w.push(mesh(body="bad")))
+    assert bad.type_url == ROUTE
+    assert w.ads.delta_request(delta_req(ROUTE, nonce=bad.nonce, error="route r1: bad")) == []
+    assert w.state(ROUTE) == NACKED
+    nack = w.status.of(ROUTE).nack
+    assert nack is not None and nack.message == "route r1: bad" and nack.version == bad.version
+    assert w.push(mesh(body="bad")) == []            # same snapshot: nothing resent
+    # back to the content Envoy kept: the diff against what it holds is empty, the new version still goes out
+    (kept,) = only_delta(w.push(mesh(body="v1")))
+    assert sent(kept) == [] and w.state(ROUTE) == STALE
+    w.ads.delta_request(delta_req(ROUTE, nonce=kept.nonce))
+    assert w.state(ROUTE) == SYNCED
+    (bad,) = only_delta(w.push(mesh(body="bad")))
+    w.ads.delta_request(delta_req(ROUTE, nonce=bad.nonce, error="route r1: bad"))
+    (fixed,) = only_delta(w.push(mesh(body="v2")))   # a fix: the resource is sent
+    assert sent(fixed) == ["r1"]
+    w.ads.delta_request(delta_req(ROUTE, nonce=fixed.nonce))
+    assert w.state(ROUTE) == SYNCED
+
+
+def test_delta_stale_nonce_ack_is_ignored_but_subscriptions_apply() -> None:
+    w = World(delta=True)
+    w.push(mesh())
+    subscribe_all(w)
+    (r1,) = only_delta(w.push(mesh(body="v2")))
+    (r2,) = only_delta(w.push(mesh(body="v3")))
+    assert w.ads.delta_request(delta_req(ROUTE, nonce="ffff.1")) == []   # unknown nonce
+    assert w.state(ROUTE) == STALE
+    w.ads.delta_request(delta_req(ROUTE, nonce=r1.nonce))   # ACK of an older response: not the latest
+    assert w.state(ROUTE) == STALE
+    w.ads.delta_request(delta_req(ROUTE, nonce=r2.nonce))
+    assert w.state(ROUTE) == SYNCED
+
+
+def test_delta_explicit_wildcard_and_named_subscription() -> None:
+    w = World(delta=True)
+    w.push(mesh(("a", "b", "c")))
+    (r,) = only_delta(w.ads.delta_request(delta_req(ENDPOINT, sub=["*"])))
+    assert sent(r) == ["a", "b", "c"]
+    w2 = World(delta=True, stream_id=2)
+    w2.push(mesh(("a", "b", "c")))
+    (r,) = only_delta(w2.ads.delta_request(delta_req(CLUSTER, sub=["b"])))   # named CDS (like gRPC)
+    assert sent(r) == ["b"]
+    out = only_delta(w2.push(mesh(("a", "c"))))   # b deleted: removed, a and c never sent (not asked)
+    assert [(r.type_url, sent(r), r.removed) for r in out] == [(CLUSTER, [], ("b",))]
+
+
+def test_delta_alike_streams_share_one_diff() -> None:
+    diffs = DeltaDiffs()
+    worlds = [World(delta=True, diffs=diffs, stream_id=i) for i in range(1, 4)]
+    shared = mesh()
+    for w in worlds:
+        w.push(shared)
+        subscribe_all(w)
+    changed = mesh(ep_port=90)
+    misses = diffs.misses
+    keys = set()
+    for w in worlds:
+        (r,) = only_delta(w.push(changed))
+        assert sent(r) == ["a", "b"]
+        keys.add(r.key)
+    assert len(keys) == 1 and diffs.misses - misses == 1   # computed once, reused twice
+
+
+# --- state of the world ---
+
+def test_sotw_full_state_and_nack_not_resent() -> None:
+    w = World(delta=False)
+    w.push(mesh())
+    (cds,) = w.ads.sotw_request(sotw_req(CLUSTER))
+    assert isinstance(cds, SotwResponse) and cds.names is None
+    out = w.ads.sotw_request(sotw_req(ENDPOINT, ["a", "b"]))
+    assert [r.type_url for r in out] == [ENDPOINT]
+    w.ads.sotw_request(sotw_req(CLUSTER, version=cds.tsnap.version, nonce=cds.nonce))
+    out = w.push(mesh(("a", "b", "c")))
+    # CDS then all endpoints (warming), whole state each time
+    assert [(r.type_url, r.names) for r in out if isinstance(r, SotwResponse)] == [(CLUSTER, None),
+                                                                                    (ENDPOINT, None)]
+    cds2 = out[0]
+    assert w.ads.sotw_request(sotw_req(CLUSTER, version=cds.tsnap.version, nonce=cds2.nonce,
+                                       error="bad cluster")) == []
+    assert w.state(CLUSTER) == NACKED
+    assert w.status.of(CLUSTER).acked_version == cds.tsnap.version   # what Envoy kept
+    assert w.ads.sotw_request(sotw_req(CLUSTER, nonce="stale")) == []
