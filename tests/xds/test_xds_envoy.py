@@ -1,4 +1,5 @@
-"""The ADS server driving real Envoy 1.40 processes: sync, updates, NACKs, control-plane restarts."""
+"""The ADS server driving real Envoy 1.40 processes: sync, updates, NACKs, control-plane restarts; every test
+runs on state-of-the-world and on delta ADS."""
 
 from __future__ import annotations
 
@@ -68,8 +69,13 @@ async def get(url: str) -> str:
         return r.text
 
 
-async def start_envoy(xds_port: int) -> Envoy:
-    envoy = Envoy(NODE, HOST, xds_port, ENVOY_HOST, METADATA)
+@pytest.fixture(params=["sotw", "delta"])
+def delta(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param == "delta")
+
+
+async def start_envoy(xds_port: int, delta: bool) -> Envoy:
+    envoy = Envoy(NODE, HOST, xds_port, ENVOY_HOST, METADATA, delta=delta)
     envoy.start()
     await envoy.admin()
     return envoy
@@ -98,12 +104,12 @@ async def wait_status(harness: Harness, type_url: str, want: str, timeout: float
 
 
 async def test_envoy_initial_sync_update_and_named_subscriptions(
-        harness: Harness, backend: tuple[str, int]) -> None:
+        harness: Harness, backend: tuple[str, int], delta: bool) -> None:
     port = free_port(ENVOY_HOST)
     url = f"http://{ENVOY_HOST}:{port}/"
     harness.on_connect_snapshot = lambda _n: mesh_config(backend, port)
     assert harness.ads.port is not None
-    envoy = await start_envoy(harness.ads.port)
+    envoy = await start_envoy(harness.ads.port, delta)
     try:
         await harness.ads.status.wait_synced([NODE], timeout=10)
         assert harness.connects == [(NODE, METADATA)]
@@ -157,12 +163,12 @@ async def test_envoy_initial_sync_update_and_named_subscriptions(
     assert harness.disconnects == [NODE]
 
 
-async def test_envoy_nack_keeps_old_config(harness: Harness, backend: tuple[str, int]) -> None:
+async def test_envoy_nack_keeps_old_config(harness: Harness, backend: tuple[str, int], delta: bool) -> None:
     port = free_port(ENVOY_HOST)
     url = f"http://{ENVOY_HOST}:{port}/"
     harness.on_connect_snapshot = lambda _n: mesh_config(backend, port)
     assert harness.ads.port is not None
-    envoy = await start_envoy(harness.ads.port)
+    envoy = await start_envoy(harness.ads.port, delta)
     try:
         await harness.ads.status.wait_synced([NODE], timeout=10)
         good = harness.cache.get(NODE)
@@ -189,7 +195,7 @@ async def test_envoy_nack_keeps_old_config(harness: Harness, backend: tuple[str,
         envoy.stop()
 
 
-async def test_envoy_survives_control_plane_restart(backend: tuple[str, int]) -> None:
+async def test_envoy_survives_control_plane_restart(backend: tuple[str, int], delta: bool) -> None:
     port = free_port(ENVOY_HOST)
     url = f"http://{ENVOY_HOST}:{port}/"
     cache1 = SnapshotCache()
@@ -198,7 +204,7 @@ async def test_envoy_survives_control_plane_restart(backend: tuple[str, int]) ->
     assert ads1.port is not None
     xds_port = ads1.port
     cache1.set_snapshot(NODE, mesh_config(backend, port))
-    envoy = await start_envoy(xds_port)
+    envoy = await start_envoy(xds_port, delta)
     gs2 = None
     stop = asyncio.Event()
     results: list[str] = []

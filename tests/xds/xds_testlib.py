@@ -198,10 +198,11 @@ def names_of(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
 # --- Envoy ---
 
 class Envoy:
-    """A real Envoy with an ADS bootstrap pointing at ``xds_host:xds_port``; admin on a free port."""
+    """A real Envoy with an ADS bootstrap (SotW, or delta) pointing at ``xds_host:xds_port``; admin on a free
+    port."""
 
     def __init__(self, node_id: str, xds_host: str, xds_port: int, admin_host: str,
-                 metadata: Mapping[str, Any] | None = None) -> None:
+                 metadata: Mapping[str, Any] | None = None, *, delta: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="mizzen-xds-envoy-"))
         self.admin_path = self.dir / "admin"
         xds_address = {"address": xds_host, "port_value": xds_port}
@@ -210,7 +211,8 @@ class Envoy:
             "admin": {"address": {"socket_address": {"address": admin_host, "port_value": 0}}},
             "dynamic_resources": {
                 "ads_config": {
-                    "api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
+                    "api_type": "DELTA_GRPC" if delta else "GRPC", "transport_api_version": "V3",
+                    "set_node_on_first_message_only": True,
                     "grpc_services": [{"envoy_grpc": {
                         "cluster_name": "xds_cluster",
                         "retry_policy": {"retry_back_off": {"base_interval": "0.05s",

@@ -1,7 +1,8 @@
 """The Envoy bootstrap the agent writes for one proxy (what pilot-agent renders from its template).
 
 It carries the proxy's identity (Istio-style node id and the metadata keys of ``core.proxy.Meta``), an ADS
-connection to the control plane over the static ``xds-grpc`` cluster, the admin interface on a Unix socket
+connection to the control plane over the static ``xds-grpc`` cluster (delta xDS unless
+``ISTIO_DELTA_XDS=false``), the admin interface on a Unix socket
 (mode 0600, in the agent's work dir: only the agent's user reaches it), Istio's static ``prometheus_stats``
 listener on ``<admin host>:15090`` that serves only ``GET /stats/prometheus`` from that socket (every other
 path is 404 there), and a layered runtime. Everything else (listeners, clusters, routes, endpoints) arrives
@@ -12,6 +13,7 @@ anyone else reaches the admin interface, with the API token.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,11 +24,13 @@ __all__ = [
     "ADMIN_SOCKET_NAME",
     "AGENT_ADMIN_PORT",
     "DEFAULT_HTTP_PROXY_PORT",
+    "DELTA_XDS_ENV",
     "STATS_CLUSTER",
     "STATS_PORT",
     "XDS_CLUSTER",
     "ProxySpec",
     "build_bootstrap",
+    "delta_xds_default",
     "node_metadata",
     "render_bootstrap",
     "stats_resources",
@@ -40,6 +44,12 @@ ADMIN_SOCKET_NAME = "admin.sock"
 ADMIN_SOCKET_MODE = 0o600
 DEFAULT_HTTP_PROXY_PORT = 15080
 HTTP_PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+DELTA_XDS_ENV = "ISTIO_DELTA_XDS"   # pilot-agent's switch: "false" for state-of-the-world ADS
+
+
+def delta_xds_default() -> bool:
+    """Delta (incremental) ADS unless ``ISTIO_DELTA_XDS`` says false/0/no/off."""
+    return os.environ.get(DELTA_XDS_ENV, "true").strip().lower() not in ("false", "0", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class ProxySpec:
     admin_host: str | None = None              # where the admin proxy and stats listen; default: the proxy ip
     stats_port: int | None = STATS_PORT        # the prometheus_stats listener; None: none
     domain: str = "cluster.local"
+    delta_xds: bool = field(default_factory=delta_xds_default)   # DELTA_GRPC ADS, else SotW GRPC
 
     @property
     def node_id(self) -> str:
@@ -166,7 +177,7 @@ def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME) -> d
         "admin": {"address": _pipe(admin_socket)},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": "DELTA_GRPC" if spec.delta_xds else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],

@@ -159,6 +159,9 @@ def agent(
     gateway_ports: Annotated[str | None, typer.Option(
         metavar="PORT=LISTEN,...", help="Gateway port map, e.g. 80=8080,443=8443")] = None,
     locality: Annotated[str, typer.Option(metavar="REGION/ZONE/SUBZONE", help="Workload locality")] = "",
+    xds_protocol: Annotated[str | None, typer.Option(
+        metavar="delta|sotw", show_default="delta unless ISTIO_DELTA_XDS=false",
+        help="ADS variant Envoy speaks")] = None,
     work_dir: Annotated[Path | None, typer.Option(
         metavar="DIR", show_default="a temporary directory, removed on exit",
         help="Envoy bootstrap and logs")] = None,
@@ -176,6 +179,8 @@ def agent(
     types = [t.value for t in ProxyType]
     if proxy_type not in types:
         fail(f"--type {proxy_type!r}: want one of {', '.join(types)}")
+    if xds_protocol not in (None, "delta", "sotw"):
+        fail(f"--xds-protocol {xds_protocol!r}: want delta or sotw")
     try:
         label_map = parse_labels(labels)
         xds_host, xds_port = parse_hostport(xds)
@@ -187,6 +192,7 @@ def agent(
         name=name or label_map.get("app") or label_map.get("istio") or "proxy", admin_port=admin_port,
         xds_host=xds_host, xds_port=xds_port, labels=label_map, service_account=service_account,
         app_host=app_host, http_proxy_port=http_proxy_port, gateway_ports=gw_ports, locality=locality,
+        **({} if xds_protocol is None else {"delta_xds": xds_protocol == "delta"}),
     )
     from mizzen.auth.token import find_token
 
