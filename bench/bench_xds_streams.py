@@ -1,12 +1,21 @@
-"""Benchmark: N simulated ADS clients (separate process) against one AdsServer; push latency and server RSS.
+"""Benchmark: N simulated ADS streams (a Go client process) against one AdsServer, SotW or delta.
 
-    .venv/bin/python bench/bench_xds_streams.py                  # 1000 streams
-    .venv/bin/python bench/bench_xds_streams.py --streams 5000
+    .venv/bin/python bench/bench_xds_streams.py                                  # 1000 streams, SotW
+    .venv/bin/python bench/bench_xds_streams.py --streams 5000 --rounds 20 --protocol sotw,delta
+    .venv/bin/python bench/bench_xds_streams.py --streams 5000 --clusters 3500 --protocol delta \
+        --change one-cluster,one-endpoint --rounds 20
 
-Each client subscribes like Envoy (CDS and LDS wildcard, EDS and RDS by name) and ACKs every response.
-The server process measures: connect + initial sync of all nodes, then set_snapshot on every node and the
-time until each node has ACKed all types (p50/p99 per node), plus its RSS. Prints numbers only; bounded
-by --timeout.
+Each client stream subscribes like Envoy (CDS and LDS wildcard, EDS and RDS by name) and ACKs every
+response. The client is written in Go (``bench/xdsclient``, go-control-plane's protos and grpc-go) so that it
+costs less CPU than the server on a small box; this script builds it into a cache dir
+(``$XDG_CACHE_HOME/mizzen-bench``) when its source changed. ``--client python`` uses a grpc.aio client
+instead (SotW only).
+
+The server process measures: connect + initial sync of all nodes; then per push round, set_snapshot on
+every node (timed apart) and the time until every node has ACKed all types, the server's CPU seconds in the
+round, and the responses and resources sent per stream. ``--change``: ``all`` (new endpoints for every
+cluster and a new route config), ``one-cluster`` (one cluster's settings), ``one-endpoint`` (one cluster's
+endpoints). xDS runs over plaintext gRPC on loopback (no TLS). Prints numbers only; bounded by --timeout.
 """
 
 from __future__ import annotations
@@ -19,10 +28,12 @@ import ctypes
 import logging
 import os
 import pstats
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -41,6 +52,7 @@ from mizzen.xds import AdsServer, SnapshotCache, serve
 
 HOST = "127.71.9.1"
 STREAMS_PER_CHANNEL = 100
+GO_CLIENT_SRC = Path(__file__).resolve().parent / "xdsclient"
 
 
 def node_id(i: int) -> str:
@@ -77,6 +89,29 @@ class Mesh:
             eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads())) for n in self.names]
         self.endpoints = self.make_endpoints(generation=0)
         self.route = self.make_route(generation=0)
+        self._shared: dict[str, dict[str, Message]] | None = None
+
+    def change(self, kind: str, generation: int) -> None:
+        """Apply one round's change: ``all``, ``one-cluster`` or ``one-endpoint`` (cluster ``generation``
+        modulo the count)."""
+        k = generation % len(self.names)
+        if kind == "all":
+            self.endpoints = self.make_endpoints(generation)
+            self.route = self.make_route(generation)
+        elif kind == "one-cluster":
+            c = cluster_pb2.Cluster()
+            c.CopyFrom(self.clusters[k])
+            c.connect_timeout.seconds = 1 + generation % 30
+            c.connect_timeout.nanos = generation % 1000 * 1000
+            self.clusters = [*self.clusters[:k], c, *self.clusters[k + 1:]]
+        elif kind == "one-endpoint":
+            e = endpoint_pb2.ClusterLoadAssignment()
+            e.CopyFrom(self.endpoints[k])
+            e.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value = 10000 + generation
+            self.endpoints = [*self.endpoints[:k], e, *self.endpoints[k + 1:]]
+        else:
+            raise ValueError(kind)
+        self._shared = None
 
     def make_endpoints(self, generation: int) -> list[endpoint_pb2.ClusterLoadAssignment]:
         return [endpoint_pb2.ClusterLoadAssignment(cluster_name=n, endpoints=[
@@ -107,12 +142,14 @@ class Mesh:
                 name="envoy.filters.network.http_connection_manager", typed_config=typed)])])
 
     def resource_set(self, listener: Message) -> ResourceSet:
-        return ResourceSet({
-            CLUSTER: {c.name: c for c in self.clusters},
-            ENDPOINT: {e.cluster_name: e for e in self.endpoints},
-            LISTENER: {"0.0.0.0_9080": listener},
-            ROUTE: {"9080": self.route},
-        })
+        """The node's resources; the shared types are the same dicts for every node of a round."""
+        if self._shared is None:
+            self._shared = {
+                CLUSTER: {c.name: c for c in self.clusters},
+                ENDPOINT: {e.cluster_name: e for e in self.endpoints},
+                ROUTE: {"9080": self.route},
+            }
+        return ResourceSet({**self._shared, LISTENER: {"0.0.0.0_9080": listener}})
 
 
 # --- client process ---
@@ -183,8 +220,65 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] if s else float("nan")
 
 
-async def server_main(args: argparse.Namespace) -> None:
-    deadline = time.monotonic() + args.timeout
+def go_client() -> Path:
+    """Build bench/xdsclient into the cache dir when its source is newer than the binary; its path."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mizzen-bench"
+    binary = cache / "xdsclient"
+    sources = [*GO_CLIENT_SRC.glob("*.go"), GO_CLIENT_SRC / "go.mod", GO_CLIENT_SRC / "go.sum"]
+    newest = max(p.stat().st_mtime for p in sources)
+    if binary.exists() and binary.stat().st_mtime >= newest:
+        return binary
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    cache.mkdir(parents=True, exist_ok=True)
+    print(f"building the Go ADS client into {binary} ...", flush=True)
+    subprocess.run([go, "build", "-o", str(binary), "."], cwd=GO_CLIENT_SRC, check=True, timeout=900)
+    return binary
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_clients(args: argparse.Namespace, target: str, delta: bool) -> list[subprocess.Popen[bytes]]:
+    per_proc = (args.streams + args.client_procs - 1) // args.client_procs
+    procs = []
+    client = go_client() if args.client == "go" else None
+    for k in range(args.client_procs):
+        first, count = k * per_proc, min(per_proc, args.streams - k * per_proc)
+        if count <= 0:
+            break
+        if client is not None:
+            cmd = [str(client), "-target", target, "-first", str(first), "-streams", str(count),
+                   "-clusters", str(args.clusters)] + (["-delta"] if delta else [])
+        else:
+            if delta:
+                raise SystemExit("--client python speaks state-of-the-world only; use --client go for delta")
+            cmd = [sys.executable, __file__, "--client-process", "--target", target, "--first", str(first),
+                   "--streams", str(count), "--clusters", str(args.clusters)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE))
+    return procs
+
+
+def stop_clients(procs: list[subprocess.Popen[bytes]]) -> list[str]:
+    """SIGTERM the clients; the Go client's totals lines."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    lines = []
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate(timeout=5)
+        lines += [ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("{")]
+    return lines
+
+
+async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -> None:
     mesh = Mesh(args.clusters)
     listeners = [mesh.listener(i) for i in range(args.streams)]
     cache = SnapshotCache()
@@ -197,79 +291,90 @@ async def server_main(args: argparse.Namespace) -> None:
     gs = await serve(ads, args.host, 0)
     rss0 = rss_mb()
     nodes = [node_id(i) for i in range(args.streams)]
-    per_proc = (args.streams + args.client_procs - 1) // args.client_procs
-    procs = []
-    for k in range(args.client_procs):
-        first, count = k * per_proc, min(per_proc, args.streams - k * per_proc)
-        if count <= 0:
-            break
-        procs.append(subprocess.Popen([
-            sys.executable, __file__, "--client", "--target", f"{args.host}:{ads.port}",
-            "--first", str(first), "--streams", str(count), "--clusters", str(args.clusters)]))
-    print(f"streams={args.streams} clusters/node={args.clusters} client processes={len(procs)} "
-          f"server pid={os.getpid()}")
+    procs = start_clients(args, f"{args.host}:{ads.port}", delta)
+    proto = "delta" if delta else "SotW"
+    print(f"== {proto}: streams={args.streams} clusters/node={args.clusters} client={args.client} "
+          f"x{len(procs)} server pid={os.getpid()} xDS TLS: off (plaintext gRPC on loopback)", flush=True)
+    me = os.getpid()
     try:
         t0 = time.monotonic()
+        cpu0 = cpu_s(me)
         await ads.status.wait_synced(nodes, timeout=max(1.0, deadline - time.monotonic()))
-        t_connect = time.monotonic() - t0
+        print(f"connect + initial sync of all nodes: {time.monotonic() - t0:.2f} s "
+              f"(server CPU {cpu_s(me) - cpu0:.1f} s)", flush=True)
         rss1 = rss_mb()
-        print(f"connect + initial sync of all nodes: {t_connect:.2f} s")
         prof = cProfile.Profile() if args.profile else None
+        for kind in args.change.split(","):
+            rounds, sends, cpus = [], [], []
+            if prof is not None:
+                prof.enable()
+            client_cpu0 = sum(cpu_s(p.pid) for p in procs if p.poll() is None)
+            for rnd in range(1, args.rounds + 1):
+                mesh.change(kind, rnd)
+                sent, res = ads.responses_sent, ads.resources_sent
+                cpu0 = cpu_s(me)
+                t_wall = time.time()
+                t0 = time.monotonic()
+                for i, n in enumerate(nodes):
+                    cache.set_snapshot(n, mesh.resource_set(listeners[i]))
+                t_set = time.monotonic() - t0
+                await ads.status.wait_synced(nodes, timeout=max(1.0, deadline - time.monotonic()))
+                t_all = time.monotonic() - t0
+                cpu = cpu_s(me) - cpu0
+                lat = [(ads.status.synced_at(n) or t_wall) - t_wall for n in nodes]
+                rounds.append(t_all)
+                sends.append(t_all - t_set)
+                cpus.append(cpu)
+                print(f"  {kind} round {rnd}: set_snapshot x{len(nodes)} {t_set * 1000:.0f} ms; all ACKed "
+                      f"after {t_all * 1000:.0f} ms (send+ACK {(t_all - t_set) * 1000:.0f} ms); per node "
+                      f"p50 {pct(lat, 50) * 1000:.0f} p99 {pct(lat, 99) * 1000:.0f} ms; server CPU "
+                      f"{cpu:.2f} s; per stream: {(ads.responses_sent - sent) / len(nodes):.2f} responses, "
+                      f"{(ads.resources_sent - res) / len(nodes):.2f} resources", flush=True)
+            if prof is not None:
+                prof.disable()
+            client_cpu = sum(cpu_s(p.pid) for p in procs if p.poll() is None) - client_cpu0
+            print(f"{proto} {kind}: {len(rounds)} rounds, all ACKed p50 {pct(rounds, 50) * 1000:.0f} ms "
+                  f"p99 {pct(rounds, 99) * 1000:.0f} ms (send+ACK only: p50 {pct(sends, 50) * 1000:.0f} "
+                  f"p99 {pct(sends, 99) * 1000:.0f} ms); server CPU per round p50 {pct(cpus, 50):.2f} s "
+                  f"max {max(cpus):.2f} s; client CPU {client_cpu / len(rounds):.2f} s/round", flush=True)
         if prof is not None:
-            prof.enable()
-        for rnd in range(1, args.rounds + 1):
-            mesh.endpoints = mesh.make_endpoints(rnd)
-            mesh.route = mesh.make_route(rnd)
-            sent_before = ads.responses_sent
-            t_wall = time.time()
-            t0 = time.monotonic()
-            for i, n in enumerate(nodes):
-                cache.set_snapshot(n, mesh.resource_set(listeners[i]))
-            t_set = time.monotonic() - t0
-            await ads.status.wait_synced(nodes, timeout=max(1.0, deadline - time.monotonic()))
-            t_all = time.monotonic() - t0
-            lat = [(ads.status.synced_at(n) or t_wall) - t_wall for n in nodes]
-            print(f"round {rnd}: set_snapshot x{len(nodes)}: {t_set * 1000:.0f} ms; all ACKed after "
-                  f"{t_all:.2f} s; per node p50 {pct(lat, 50) * 1000:.0f} ms "
-                  f"p99 {pct(lat, 99) * 1000:.0f} ms max {max(lat) * 1000:.0f} ms; "
-                  f"responses {ads.responses_sent - sent_before}")
-        if prof is not None:
-            prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         rss2 = rss_mb()
-        client_rss = sum(rss_mb(p.pid) for p in procs if p.poll() is None)
         print(f"server RSS: idle {rss0:.0f} MB, connected {rss1:.0f} MB, after pushes {rss2:.0f} MB "
-              f"(~{(rss2 - rss0) * 1024 / max(1, args.streams):.0f} KB/stream); "
-              f"clients RSS {client_rss:.0f} MB")
-        print(f"cache memo: {cache.memo_stats()}")
+              f"(~{(rss2 - rss0) * 1024 / max(1, args.streams):.0f} KB/stream)")
+        print(f"cache memo: {cache.memo_stats()}; delta diffs hits/misses "
+              f"{ads.diffs.hits}/{ads.diffs.misses}")
     except TimeoutError as e:
         print(f"TIMEOUT: {e}")
     finally:
+        for line in stop_clients(procs):
+            print(f"client totals (initial sync included): {line}")
         await ads.shutdown(gs, 1.0)
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+
+
+async def server_main(args: argparse.Namespace) -> None:
+    deadline = time.monotonic() + args.timeout
+    for proto in args.protocol.split(","):
+        await run_protocol(args, proto == "delta", deadline)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--clusters", type=int, default=20, help="clusters (and EDS assignments) per node")
-    ap.add_argument("--rounds", type=int, default=3, help="push rounds after the initial sync")
+    ap.add_argument("--rounds", type=int, default=3, help="push rounds per change kind after initial sync")
+    ap.add_argument("--protocol", default="sotw", help="sotw, delta or both: sotw,delta")
+    ap.add_argument("--change", default="all", help="all, one-cluster, one-endpoint (comma-separated)")
+    ap.add_argument("--client", choices=["go", "python"], default="go")
     ap.add_argument("--client-procs", type=int, default=1)
     ap.add_argument("--host", default=HOST)
-    ap.add_argument("--timeout", type=float, default=180.0, help="overall bound in seconds")
+    ap.add_argument("--timeout", type=float, default=300.0, help="overall bound in seconds")
     ap.add_argument("--profile", action="store_true", help="cProfile the server during the push rounds")
-    ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--client-process", dest="client_mode", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--target", help=argparse.SUPPRESS)
     ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.client:
+    if args.client_mode:
         client_main(args)
         return
     logging.basicConfig(level=logging.WARNING)
