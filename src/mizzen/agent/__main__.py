@@ -1,15 +1,21 @@
 """``python -m mizzen.agent`` (the same command as ``mizzen agent``): run one agent (bootstrap + supervised
 Envoy) standalone until SIGTERM. The options are declared once, in :mod:`mizzen.cli.runtime`; this module
-parses their structured values and runs the agent."""
+parses their structured values and runs the agent.
+
+With ``--proxyless`` there is no Envoy: the agent serves its xDS proxy socket and writes the gRPC xDS
+bootstrap for a proxyless gRPC application (point ``GRPC_XDS_BOOTSTRAP`` at it), like Istio's agent does."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from pathlib import Path
 
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
+from mizzen.agent.grpc_bootstrap import write_grpc_bootstrap
+from mizzen.agent.xds_proxy import XdsProxy
 from mizzen.lifecycle import run_until_signal
 
 
@@ -52,6 +58,25 @@ async def run(spec: ProxySpec, opts: AgentOptions) -> None:
               f"pid={agent.pid}", flush=True)
 
     await run_until_signal(lambda: agent.start(ready_timeout=None), agent.stop, announce)
+
+
+async def run_proxyless(spec: ProxySpec, xds_socket: Path, bootstrap: Path) -> None:
+    proxy = XdsProxy(xds_socket, f"{spec.xds_host}:{spec.xds_port}")
+
+    async def start() -> None:
+        await proxy.start()
+        write_grpc_bootstrap(bootstrap, spec, proxy.server_uri)
+
+    def announce() -> None:
+        print(f"mizzen agent (proxyless): node={spec.node_id} xds={proxy.server_uri} "
+              f"GRPC_XDS_BOOTSTRAP={bootstrap.resolve()}", flush=True)
+
+    await run_until_signal(start, proxy.stop, announce)
+
+
+def serve_proxyless(spec: ProxySpec, xds_socket: Path, bootstrap: Path, log_level: str) -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_proxyless(spec, xds_socket, bootstrap))
 
 
 def serve(spec: ProxySpec, opts: AgentOptions, log_level: str) -> None:

@@ -168,9 +168,24 @@ def agent(
     concurrency: Annotated[int, typer.Option(metavar="N", help="Envoy worker threads")] = 1,
     envoy_log_level: Annotated[str, typer.Option(metavar="LEVEL", help="Envoy's log level")] = "warning",
     log_level: Annotated[str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    proxyless: Annotated[bool, typer.Option(
+        help="No Envoy: serve the xDS proxy socket and write a gRPC xDS bootstrap")] = False,
+    xds_socket: Annotated[Path, typer.Option(
+        metavar="PATH", help="The xDS proxy's Unix socket")] = Path("XDS"),
+    grpc_bootstrap: Annotated[Path, typer.Option(
+        metavar="FILE", help="Where --proxyless writes the gRPC xDS bootstrap")] =
+        Path("grpc-bootstrap.json"),
 ) -> None:
     """Run a proxy agent (like pilot-agent: bootstrap and supervise one Envoy) in the foreground."""
-    from mizzen.agent.__main__ import parse_gateway_ports, parse_hostport, parse_labels, serve
+    from dataclasses import replace
+
+    from mizzen.agent.__main__ import (
+        parse_gateway_ports,
+        parse_hostport,
+        parse_labels,
+        serve,
+        serve_proxyless,
+    )
     from mizzen.agent.bootstrap import ProxySpec
     from mizzen.agent.envoy import AgentOptions
     from mizzen.core.proxy import ProxyType
@@ -192,8 +207,12 @@ def agent(
         name=name or label_map.get("app") or label_map.get("istio") or "proxy", admin_port=admin_port,
         xds_host=xds_host, xds_port=xds_port, labels=label_map, service_account=service_account,
         app_host=app_host, http_proxy_port=http_proxy_port, gateway_ports=gw_ports, locality=locality,
-        **({} if xds_protocol is None else {"delta_xds": xds_protocol == "delta"}),
     )
+    if xds_protocol is not None:
+        spec = replace(spec, delta_xds=xds_protocol == "delta")
+    if proxyless:
+        serve_proxyless(spec, xds_socket, grpc_bootstrap, log_level)
+        return
     from mizzen.auth.token import find_token
 
     opts = AgentOptions(log_level=envoy_log_level, concurrency=concurrency, work_dir=work_dir,

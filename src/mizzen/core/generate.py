@@ -7,13 +7,15 @@ cluster that exists, every EDS cluster has a load assignment).
 
 from __future__ import annotations
 
-from mizzen.core import clusters, endpoints, listeners, routes
+from mizzen.core import clusters, endpoints, grpcgen, listeners, routes
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
 from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 
 
 def generate(proxy: Proxy, push: PushContext) -> ResourceSet:
+    if grpcgen.is_proxyless(proxy):   # a proxyless gRPC client: api_listeners, its own clusters
+        return grpcgen.generate_proxyless(proxy, push)
     cds = clusters.build_clusters(proxy, push)
     eds = endpoints.build_endpoints(proxy, push, [c.name for c in cds if clusters.uses_eds(c)])
     lds = listeners.build_listeners(proxy, push)
