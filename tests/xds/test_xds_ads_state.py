@@ -144,6 +144,20 @@ def test_delta_initial_resource_versions_avoid_resending_what_the_proxy_has() ->
     assert sent(r) == ["b"] and r.removed == ("z",)
 
 
+def test_delta_reconnect_cds_after_eds_resends_the_endpoints_for_warming() -> None:
+    first = World(delta=True)
+    first.push(mesh())
+    got = subscribe_all(first)
+    had = {t: {p.name: resource_version(p) for p in r.resources} for t, r in got.items()}
+    # Envoy reconnects and happens to ask for EDS (with what it has) before CDS
+    w = World(delta=True, stream_id=2)
+    w.push(mesh())
+    (eds,) = only_delta(w.ads.delta_request(delta_req(ENDPOINT, sub=["a", "b"], initial=had[ENDPOINT])))
+    assert sent(eds) == []
+    out = only_delta(w.ads.delta_request(delta_req(CLUSTER, initial=had[CLUSTER])))
+    assert [(r.type_url, sent(r)) for r in out] == [(CLUSTER, []), (ENDPOINT, ["a", "b"])]
+
+
 def test_delta_nack_keeps_last_good_and_is_not_resent_until_a_change() -> None:
     w = World(delta=True)
     w.push(mesh())

@@ -379,7 +379,8 @@ class AdsStream:
         sub = self.diffs.intern(watch.sub)
         forced = frozenset(watch.force_names)
         diff, key = self._delta_diff(tsnap, sub, watch.known, forced)
-        changed = bool(diff.resources or diff.removed or watch.force)
+        initial = watch.force
+        changed = bool(diff.resources or diff.removed or initial)
         if not changed and not self._delta_unchanged(watch, tsnap, sub):
             return []
         watch.force = False
@@ -394,10 +395,13 @@ class AdsStream:
                   SHORT.get(type_url, type_url), tsnap.version, nonce, len(diff.resources), len(diff.removed))
         out: list[Response] = [
             DeltaResponse(type_url, tsnap.version, diff.resources, diff.removed, nonce, key)]
-        if type_url == CLUSTER and diff.resources and ENDPOINT in self._delta:
-            # a changed cluster warms until its endpoints arrive: send them even if the proxy has them
+        if type_url == CLUSTER and (diff.resources or initial) and ENDPOINT in self._delta:
+            # A changed cluster warms until its endpoints arrive: send them even if the proxy has them. After
+            # the initial CDS request (a reconnect), all of them: Envoy may not ask again (as istiod does).
             eds = self._delta[ENDPOINT]
             clusters = {p.name for p in diff.resources}
+            if initial:
+                clusters.update(snap.of(ENDPOINT).resources if eds.wildcard else eds.names)
             eds.force_names.update(clusters if eds.wildcard else clusters & eds.names)
             if eds.force_names:
                 out += self._delta_send(ENDPOINT)
