@@ -110,6 +110,8 @@ async def test_delta_envoy_reaches_the_same_config_as_sotw_and_removes_on_delete
     for e in envoys:
         e.start()
     await harness.ads.status.wait_synced([SOTW_NODE, DELTA_NODE], timeout=10)
+    assert {p["proxy"]: p["xds"] for p in harness.ads.status.to_dict()} == {SOTW_NODE: "sotw",
+                                                                          DELTA_NODE: "delta"}
     first = await same_dumps(*envoys)
     assert dynamic(first) == {"clusters": ["c0", "c1", "c2"], "listeners": ["http", "http2"],
                               "routes": ["r1", "r2"], "endpoints": ["c0", "c1", "c2"]}

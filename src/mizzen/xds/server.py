@@ -234,7 +234,8 @@ class _Stream:
                 await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first request must carry node.id")
             self.node_id = node.id
             metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
-            self.ps = ProxyStatus(self.node_id, self.id, metadata=metadata, peer=self.context.peer())
+            self.ps = ProxyStatus(self.node_id, self.id, metadata=metadata, peer=self.context.peer(),
+                                  delta=self.delta)
             self.server.status.connect(self.ps)
             log.info("ADS stream %d%s: %s connected from %s", self.id, " (delta)" if self.delta else "",
                      self.node_id, self.ps.peer)

@@ -101,6 +101,7 @@ class ProxyStatus:
     peer: str = ""
     connected_at: float = field(default_factory=time.time)
     types: dict[str, TypeStatus] = field(default_factory=dict)
+    delta: bool = False            # the stream speaks delta (incremental) xDS, else state-of-the-world
 
     def of(self, type_url: str) -> TypeStatus:
         ts = self.types.get(type_url)
@@ -251,6 +252,7 @@ class SyncStatus:
                 "connected_at": _iso(ps.connected_at),
                 "peer": ps.peer,
                 "streams": len(self._streams[node_id]),
+                "xds": "delta" if ps.delta else "sotw",
                 "metadata": ps.metadata,
                 "types": types,
             })
