@@ -356,7 +356,7 @@ class AdsStream:
             for n in gone:
                 known.pop(n, None)
             watch.known = known
-        watch.names = frozenset(names)
+        watch.names = self.diffs.intern(frozenset(names)) or frozenset()   # shared: keys compare by identity
         return True
 
     def _delta_nack(self, watch: _DeltaWatch, nonce: str, pending: _Pending) -> None:
@@ -376,7 +376,7 @@ class AdsStream:
         if watch.held == tsnap.version and not watch.force_names:
             return []
         watch.held = None
-        sub = self.diffs.intern(watch.sub)
+        sub = watch.sub
         forced = frozenset(watch.force_names)
         diff, key = self._delta_diff(tsnap, sub, watch.known, forced)
         initial = watch.force
