@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"sync"
@@ -133,6 +134,7 @@ func main() {
 	delta := flag.Bool("delta", false, "delta ADS instead of state-of-the-world")
 	perConn := flag.Int("streams-per-conn", 100, "streams sharing one HTTP/2 connection")
 	retries := flag.Int("retries", 20, "reconnects per stream before giving up")
+	rate := flag.Int("connect-rate", 1000, "new streams opened per second (a fleet does not reconnect at once)")
 	flag.Parse()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -168,14 +170,16 @@ func main() {
 				if c.errors.Add(1) <= 5 {
 					fmt.Fprintf(os.Stderr, "stream %d attempt %d: %v\n", *first+n, attempt, err)
 				}
+				// back off like Envoy: 0.5 s doubling up to 8 s, with jitter
+				backoff := time.Duration(500<<min(attempt, 4)) * time.Millisecond
 				select {
 				case <-ctx.Done():
-				case <-time.After(200 * time.Millisecond):
+				case <-time.After(backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)))):
 				}
 			}
 		}(n)
-		if n%200 == 199 {
-			time.Sleep(20 * time.Millisecond) // no burst of thousands of streams at once
+		if n%50 == 49 {
+			time.Sleep(time.Duration(50 * int(time.Second) / *rate)) // paced: no burst of thousands at once
 		}
 	}
 	<-ctx.Done()
