@@ -222,6 +222,9 @@ class _Stream:
         self.ads: AdsStream | None = None
         self.queue: asyncio.Queue[object] = asyncio.Queue()
         self.change_pending = False
+        # Once set, the reader hands requests to the state machine itself and queues only the responses to
+        # write (an ACK, the common case, costs no hop to the stream's task).
+        self.inline: Callable[[Any], list[Response]] | None = None
 
     async def run(self, requests: AsyncIterator[Any]) -> None:
         tasks = [asyncio.create_task(self._read(requests))]
@@ -262,8 +265,12 @@ class _Stream:
                     await self._write(ads.set_snapshot(self.server.cache.get(self.node_id)))
                 elif item is _EOF:
                     return   # the client half-closed
+                elif isinstance(item, list):
+                    await self._write(item)
                 else:
                     await self._write(on_request(item))
+                if self.inline is None and self.queue.empty():   # requests read meanwhile are handled
+                    self.inline = on_request
                 item = await self.queue.get()
         finally:
             for t in tasks:
@@ -285,7 +292,17 @@ class _Stream:
     async def _read(self, requests: AsyncIterator[Any]) -> None:
         try:
             async for req in requests:
-                self.queue.put_nowait(req)
+                handle = self.inline
+                if handle is None:
+                    self.queue.put_nowait(req)
+                    continue
+                try:
+                    responses = handle(req)
+                except Exception:
+                    log.exception("ADS stream %d (%s): request failed", self.id, self.node_id)
+                    break
+                if responses:
+                    self.queue.put_nowait(responses)
         except Exception as e:   # stream broken: end like EOF; cancellation of this task passes through
             log.debug("ADS stream %d: read ended: %r", self.id, e)
         self.queue.put_nowait(_EOF)
