@@ -305,7 +305,7 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
         rss1 = rss_mb()
         prof = cProfile.Profile() if args.profile else None
         for kind in args.change.split(","):
-            rounds, sends, cpus = [], [], []
+            rounds, sends, cpus, send_cpus = [], [], [], []
             if prof is not None:
                 prof.enable()
             client_cpu0 = sum(cpu_s(p.pid) for p in procs if p.poll() is None)
@@ -318,6 +318,7 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
                 for i, n in enumerate(nodes):
                     cache.set_snapshot(n, mesh.resource_set(listeners[i]))
                 t_set = time.monotonic() - t0
+                cpu_set = cpu_s(me) - cpu0
                 await ads.status.wait_synced(nodes, timeout=max(1.0, deadline - time.monotonic()))
                 t_all = time.monotonic() - t0
                 cpu = cpu_s(me) - cpu0
@@ -325,10 +326,12 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
                 rounds.append(t_all)
                 sends.append(t_all - t_set)
                 cpus.append(cpu)
+                send_cpus.append(cpu - cpu_set)
                 print(f"  {kind} round {rnd}: set_snapshot x{len(nodes)} {t_set * 1000:.0f} ms; all ACKed "
                       f"after {t_all * 1000:.0f} ms (send+ACK {(t_all - t_set) * 1000:.0f} ms); per node "
                       f"p50 {pct(lat, 50) * 1000:.0f} p99 {pct(lat, 99) * 1000:.0f} ms; server CPU "
-                      f"{cpu:.2f} s; per stream: {(ads.responses_sent - sent) / len(nodes):.2f} responses, "
+                      f"{cpu:.2f} s ({cpu - cpu_set:.2f} s after set_snapshot); per stream: "
+                      f"{(ads.responses_sent - sent) / len(nodes):.2f} responses, "
                       f"{(ads.resources_sent - res) / len(nodes):.2f} resources", flush=True)
             if prof is not None:
                 prof.disable()
@@ -336,7 +339,9 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
             print(f"{proto} {kind}: {len(rounds)} rounds, all ACKed p50 {pct(rounds, 50) * 1000:.0f} ms "
                   f"p99 {pct(rounds, 99) * 1000:.0f} ms (send+ACK only: p50 {pct(sends, 50) * 1000:.0f} "
                   f"p99 {pct(sends, 99) * 1000:.0f} ms); server CPU per round p50 {pct(cpus, 50):.2f} s "
-                  f"max {max(cpus):.2f} s; client CPU {client_cpu / len(rounds):.2f} s/round", flush=True)
+                  f"max {max(cpus):.2f} s, of which send+ACK p50 {pct(send_cpus, 50):.2f} s "
+                  f"max {max(send_cpus):.2f} s; client CPU {client_cpu / len(rounds):.2f} s/round",
+                  flush=True)
         if prof is not None:
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         rss2 = rss_mb()
