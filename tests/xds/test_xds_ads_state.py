@@ -213,9 +213,11 @@ def test_delta_alike_streams_share_one_diff() -> None:
     diffs = DeltaDiffs()
     worlds = [World(delta=True, diffs=diffs, stream_id=i) for i in range(1, 4)]
     shared = mesh()
+    initial = set()
     for w in worlds:
         w.push(shared)
-        subscribe_all(w)
+        initial.add(subscribe_all(w)[CLUSTER].key)
+    assert len(initial) == 1 and None not in initial   # fresh subscriptions share their (full) diff too
     changed = mesh(ep_port=90)
     misses = diffs.misses
     keys = set()

@@ -432,6 +432,9 @@ class AdsStream:
             if known.tsnap.version == tsnap.version and known.sub == sub and not forced:
                 return _NO_DIFF, None
             key = (tsnap.type_url, known.tsnap.version, known.sub, tsnap.version, sub, forced)
+        elif not known:   # a fresh subscription: everything, the same for every alike stream
+            key = (tsnap.type_url, None, None, tsnap.version, sub, forced)
+        if key is not None:
             hit = self.diffs.get(key)
             if hit is not None:
                 return hit, key
