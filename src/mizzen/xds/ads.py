@@ -334,6 +334,8 @@ class AdsStream:
                 self._ack(watch.status, short, pending.version, req.response_nonce)
         if self._delta_subscribe(watch, subscribe, unsubscribe):
             watch.held = None
+            # an emptied subscription: the proxy holds nothing of the type, nothing to be out of sync with
+            watch.status.unsubscribed = not watch.wildcard and not watch.names
         elif not watch.force:
             return []   # an ACK or NACK: snapshot changes are sent when they happen
         return self._delta_send(type_url)
