@@ -17,11 +17,10 @@ SAMPLES = ROOT / "tests" / "fixtures" / "istio" / "samples" / "bookinfo" / "netw
 T = TypeVar("T")
 
 
-def _load() -> ModuleType:
-    name = "mizzen_testcluster"
+def _load(name: str = "mizzen_testcluster", file: str = "testcluster.py") -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "kube" / "testcluster.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "kube" / file)
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
@@ -30,6 +29,7 @@ def _load() -> ModuleType:
 
 
 testcluster = _load()
+nodeagent = _load("mizzen_nodeagent", "nodeagent.py")
 UNAVAILABLE = testcluster.unavailable_reason()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mizzen.runner.manifests import ContainerSpec, expand
 
@@ -34,16 +34,23 @@ class PodIdentity:
     sidecar: bool                 # when False there is no http_proxy listener, so HTTP_PROXY is not set
     python: str
     http_proxy_port: int = 15080
+    host_ip: str = "127.0.0.1"    # status.hostIP: the node's address (loopback in the local model)
+    node_name: str = "local"      # spec.nodeName
+    uid: str = ""                 # metadata.uid
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
-def _field_ref(path: str, pod: PodIdentity) -> str:
+def field_ref(path: str, pod: PodIdentity) -> str:
+    """The value of a downward-API ``fieldRef.fieldPath`` for ``pod`` ("" when unknown)."""
     simple = {
         "metadata.name": pod.name,
         "metadata.namespace": pod.namespace,
         "status.podIP": pod.pod_ip,
         "status.podIPs": pod.pod_ip,
-        "status.hostIP": "127.0.0.1",
-        "spec.nodeName": "local",
+        "status.hostIP": pod.host_ip,
+        "status.hostIPs": pod.host_ip,
+        "spec.nodeName": pod.node_name,
+        "metadata.uid": pod.uid,
         "spec.serviceAccountName": pod.service_account,
     }
     if path in simple:
@@ -51,6 +58,9 @@ def _field_ref(path: str, pod: PodIdentity) -> str:
     m = re.fullmatch(r"metadata\.labels\['([^']+)'\]", path)
     if m:
         return pod.labels.get(m.group(1), "")
+    m = re.fullmatch(r"metadata\.annotations\['([^']+)'\]", path)
+    if m:
+        return pod.annotations.get(m.group(1), "")
     return ""
 
 
@@ -76,7 +86,7 @@ def container_env(container: ContainerSpec, pod: PodIdentity) -> dict[str, str]:
         env.update(HTTP_PROXY=proxy, http_proxy=proxy)
     for var in container.env:
         if var.field_path is not None:
-            env[var.name] = _field_ref(var.field_path, pod)
+            env[var.name] = field_ref(var.field_path, pod)
         else:
             env[var.name] = expand(var.value or "", env)
     return env

@@ -138,6 +138,11 @@ def _str_list(value: Any, where: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+def parse_container(c: Any, where: str) -> ContainerSpec:
+    """One entry of a pod spec's ``containers``/``initContainers`` (``where`` names it in errors)."""
+    return _container(c, where)
+
+
 def _container(c: Any, where: str) -> ContainerSpec:
     if not isinstance(c, Mapping) or not c.get("name"):
         raise ManifestError(f"{where}: a container needs a name")

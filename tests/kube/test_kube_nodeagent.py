@@ -1,0 +1,265 @@
+"""The node agent (tools/kube/nodeagent.py) against the real cluster: it registers a Ready Node with its
+topology labels and podCIDR and renews its Lease; the real scheduler binds a Deployment's pods to it; it runs
+them as processes in their own network namespaces (init container first, env fieldRefs, ConfigMap/Secret/
+downwardAPI/projected-token/emptyDir volumes mapped to host paths), probes them and writes their status, so
+the real controller-manager's EndpointSlice lists both pod IPs as ready; a pod reached from the host over
+its IP answers; a deleted pod is stopped and replaced and the slice follows; stopping leaves nothing."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kube_harness import UNAVAILABLE, nodeagent, wait_for
+
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
+
+NS = "nodeagent"
+# The init container writes the page (the pod's name from a fieldRef env var, the ConfigMap's greeting)
+# into the emptyDir; the server serves that directory. Paths are the pod's mountPaths, mapped by the agent.
+INIT = ("import os, shutil, sys; "
+        "open(sys.argv[1], 'w').write(os.environ['MY_POD'] + ' ' + os.environ['MY_IP']); "
+        "shutil.copy(sys.argv[2], sys.argv[3])")
+MANIFESTS = textwrap.dedent(f"""\
+    apiVersion: v1
+    kind: ConfigMap
+    metadata: {{name: web-config, namespace: {NS}}}
+    data: {{greeting: hello-from-configmap}}
+    ---
+    apiVersion: v1
+    kind: Secret
+    metadata: {{name: web-secret, namespace: {NS}}}
+    stringData: {{password: s3cret}}
+    ---
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {{name: web, namespace: {NS}}}
+    spec:
+      replicas: 2
+      selector: {{matchLabels: {{app: web}}}}
+      template:
+        metadata: {{labels: {{app: web, version: v1}}}}
+        spec:
+          terminationGracePeriodSeconds: 5
+          initContainers:
+          - name: init
+            image: example/init
+            command: ["{sys.executable}", "-c", "{INIT}"]
+            args: ["/data/index.html", "/etc/cfg/greeting", "/data/greeting"]
+            env:
+            - {{name: MY_POD, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+            - {{name: MY_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+            volumeMounts:
+            - {{name: data, mountPath: /data}}
+            - {{name: cfg, mountPath: /etc/cfg}}
+          containers:
+          - name: web
+            image: example/web
+            command: ["{sys.executable}", "-m", "http.server", "8080", "--directory", "/data"]
+            ports: [{{containerPort: 8080, name: http}}]
+            env:
+            - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: web-secret, key: password}}}}}}
+            readinessProbe:
+              httpGet: {{path: /index.html, port: http}}
+              periodSeconds: 1
+            livenessProbe:
+              tcpSocket: {{port: 8080}}
+              periodSeconds: 2
+            volumeMounts:
+            - {{name: data, mountPath: /data}}
+            - {{name: istio-token, mountPath: /var/run/secrets/tokens}}
+            - {{name: podinfo, mountPath: /etc/podinfo}}
+            - {{name: sec, mountPath: /etc/sec}}
+          volumes:
+          - {{name: data, emptyDir: {{}}}}
+          - {{name: cfg, configMap: {{name: web-config}}}}
+          - {{name: sec, secret: {{secretName: web-secret}}}}
+          - name: podinfo
+            downwardAPI:
+              items:
+              - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+              - {{path: namespace, fieldRef: {{fieldPath: metadata.namespace}}}}
+          - name: istio-token
+            projected:
+              sources:
+              - serviceAccountToken: {{audience: istio-ca, expirationSeconds: 43200, path: istio-token}}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {{name: web, namespace: {NS}}}
+    spec:
+      selector: {{app: web}}
+      ports: [{{name: http, port: 80, targetPort: 8080}}]
+    """)
+
+
+@pytest.fixture
+def node(kube_cluster: Any) -> Iterator[Any]:
+    agent = nodeagent.NodeAgent(kube_cluster, "mizzen-node-0", region="us-east1", zone="us-east1-b",
+                                lease_renew_s=1.0)
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+def _json(cluster: Any, *args: str) -> Any:
+    return json.loads(cluster.kubectl(*args, "-o", "json"))
+
+
+def _ready_slice_ips(cluster: Any) -> set[str]:
+    ips: set[str] = set()
+    slices = _json(cluster, "get", "endpointslices", "-n", NS, "-l", "kubernetes.io/service-name=web")
+    for s in slices["items"]:
+        for ep in s.get("endpoints") or []:
+            if (ep.get("conditions") or {}).get("ready"):
+                ips.update(ep["addresses"])
+    return ips
+
+
+def _pods(cluster: Any) -> list[Any]:
+    return [p for p in _json(cluster, "get", "pods", "-n", NS, "-l", "app=web")["items"]
+            if not p["metadata"].get("deletionTimestamp")]
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:   # a pod IP in the test cluster
+        return str(r.read().decode())
+
+
+def test_node_registers_ready_with_lease(kube_cluster: Any, node: Any) -> None:
+    n = _json(kube_cluster, "get", "node", "mizzen-node-0")
+    labels = n["metadata"]["labels"]
+    assert labels["topology.kubernetes.io/region"] == "us-east1"
+    assert labels["topology.kubernetes.io/zone"] == "us-east1-b"
+    cidr = ipaddress.ip_network(n["spec"]["podCIDR"])
+    assert cidr == ipaddress.ip_network(f"10.244.{228 + kube_cluster.net.addr.slot}.0/24")
+    ready = {c["type"]: c["status"] for c in n["status"]["conditions"]}
+    assert ready["Ready"] == "True"
+    assert n["status"]["allocatable"]["pods"] == "110"
+    lease = _json(kube_cluster, "get", "lease", "-n", "kube-node-lease", "mizzen-node-0")
+    assert lease["spec"]["holderIdentity"] == "mizzen-node-0"
+    first = lease["spec"]["renewTime"]
+    wait_for(lambda: _json(kube_cluster, "get", "lease", "-n", "kube-node-lease", "mizzen-node-0")
+             ["spec"]["renewTime"] != first, timeout=15, what="the Lease renewed")
+
+
+def test_deployment_runs_on_the_node_and_drives_endpointslices(kube_cluster: Any, node: Any) -> None:
+    c = kube_cluster
+    c.kubectl("create", "namespace", NS)
+    try:
+        c.kubectl("apply", "-f", "-", stdin=MANIFESTS)
+        ips = wait_for(lambda: (s if len(s := _ready_slice_ips(c)) == 2 else None), timeout=90,
+                       what="EndpointSlice with both pod IPs ready")
+        pods = _pods(c)
+        assert {p["status"]["podIP"] for p in pods} == ips
+        cidr = ipaddress.ip_network(f"10.244.{228 + c.net.addr.slot}.0/24")
+        for p in pods:
+            st = p["status"]
+            assert p["spec"]["nodeName"] == "mizzen-node-0"   # bound by the real scheduler
+            assert st["phase"] == "Running" and ipaddress.ip_address(st["podIP"]) in cidr
+            assert st["hostIP"] == node.host_ip and st["podIPs"] == [{"ip": st["podIP"]}]
+            conds = {x["type"]: x["status"] for x in st["conditions"]}
+            assert conds["Ready"] == conds["ContainersReady"] == conds["Initialized"] == "True"
+            assert conds["PodScheduled"] == "True"
+            (cs,) = st["containerStatuses"]
+            assert cs["ready"] and "running" in cs["state"] and cs["restartCount"] == 0
+            assert st["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+            # the init container ran first, with downward-API env; the ConfigMap reached it via /etc/cfg
+            name = p["metadata"]["name"]
+            assert _get(f"http://{st['podIP']}:8080/index.html") == f"{name} {st['podIP']}"
+            assert _get(f"http://{st['podIP']}:8080/greeting") == "hello-from-configmap"
+
+        run = node.pod_by_name(NS, pods[0]["metadata"]["name"])
+        vols = run.dir / "volumes"
+        token = (vols / "istio-token" / "istio-token").read_text()
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        assert claims["aud"] == ["istio-ca"]
+        assert claims["kubernetes.io"]["pod"]["name"] == run.name   # bound to the pod
+        assert oct((vols / "istio-token" / "istio-token").stat().st_mode & 0o777) == "0o600"
+        assert (vols / "sec" / "password").read_text() == "s3cret"
+        assert oct((vols / "sec" / "password").stat().st_mode & 0o777) == "0o600"
+        assert 'app="web"' in (vols / "podinfo" / "labels").read_text()
+        assert (vols / "podinfo" / "namespace").read_text() == NS
+        web = run.containers["web"].proc
+        env = Path(f"/proc/{web.pid}/environ").read_bytes().split(b"\0")
+        assert b"PASSWORD=s3cret" in env
+        mounts = json.loads(next(e for e in env if e.startswith(b"MIZZEN_MOUNTS="))[14:])
+        assert mounts["/data"] == str(vols / "data")
+        # the process really is in the pod's namespace (its own eth0 with the pod IP)
+        assert os.readlink(f"/proc/{web.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        out = subprocess.run(["ip", "-n", run.netns, "-o", "addr", "show", "eth0"], capture_output=True,
+                             text=True, check=True).stdout
+        assert f"{run.ip}/24" in out
+
+        # delete one pod: it is stopped (namespace, veth, process gone), the ReplicaSet replaces it and the
+        # slice follows
+        victim = pods[0]
+        old_netns, old_veth, old_pid = run.netns, run.veth, web.pid
+        c.kubectl("delete", "pod", "-n", NS, victim["metadata"]["name"], "--wait=true", timeout=60)
+        assert not Path(f"/run/netns/{old_netns}").exists()
+        assert old_veth not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert not _alive(old_pid)
+        def settled() -> set[str] | None:
+            now = _pods(c)
+            ips = _ready_slice_ips(c)
+            replaced = len(now) == 2 and victim["metadata"]["uid"] not in {p["metadata"]["uid"] for p in now}
+            return ips if replaced and ips == {p["status"].get("podIP") for p in now} else None
+
+        new_ips = wait_for(settled, timeout=90, what="the slice listing the replacement pod")
+        names = {p["metadata"]["name"] for p in _pods(c)}
+        assert victim["metadata"]["name"] not in names and len(names) == 2
+        assert new_ips == {p["status"]["podIP"] for p in _pods(c)}
+    finally:
+        c.kubectl("delete", "namespace", NS, "--wait=false")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_stop_leaves_nothing(kube_cluster: Any) -> None:
+    c = kube_cluster
+    ns = "nodeagent-stop"
+    agent = nodeagent.NodeAgent(c, "mizzen-node-stop", lease_renew_s=1.0)
+    agent.start()
+    try:
+        c.kubectl("create", "namespace", ns)
+        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        c.kubectl("run", "sleeper", "-n", ns, "--image=example/sleep", "--restart=Never",
+                  "--overrides", json.dumps({"spec": {"nodeName": "mizzen-node-stop"}}),
+                  "--command", "--", sys.executable, "-c", "import time; time.sleep(600)")
+        run = wait_for(lambda: (r := agent.pod_by_name(ns, "sleeper")) and r.containers.get("sleeper")
+                       and r.containers["sleeper"].proc and r, timeout=60, what="the pod's process")
+        pid, netns, veth, workdir = run.containers["sleeper"].proc.pid, run.netns, run.veth, agent.workdir
+        assert _alive(pid)
+    finally:
+        agent.stop()
+    try:
+        assert not _alive(pid)
+        assert not Path(f"/run/netns/{netns}").exists()
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert veth not in links
+        addrs = subprocess.run(["ip", "-o", "addr", "show", "dev", f"{c.net.tag}br"], capture_output=True,
+                               text=True).stdout
+        assert agent.host_ip not in addrs
+        assert not workdir.exists()
+        nodes = _json(c, "get", "nodes")["items"]
+        assert "mizzen-node-stop" not in {n["metadata"]["name"] for n in nodes}
+    finally:
+        c.kubectl("delete", "namespace", ns, "--wait=false")
