@@ -263,3 +263,75 @@ def test_stop_leaves_nothing(kube_cluster: Any) -> None:
         assert "mizzen-node-stop" not in {n["metadata"]["name"] for n in nodes}
     finally:
         c.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+TOUCH = "import pathlib, sys, time; [pathlib.Path(p).touch() for p in sys.argv[1:]]; time.sleep(600)"
+EXISTS = "import os, sys; sys.exit(not os.path.exists(sys.argv[1]))"
+PROBED = textwrap.dedent(f"""\
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: probed, namespace: {{ns}}, labels: {{app: probed}}}}
+    spec:
+      containers:
+      - name: app
+        image: example/app
+        # marks itself healthy and ready (files in its emptyDir), then serves
+        command: ["{sys.executable}", "-c", "{TOUCH}"]
+        args: ["/state/alive", "/state/ready"]
+        readinessProbe:
+          exec: {{command: ["{sys.executable}", "-c", "{EXISTS}", "/state/ready"]}}
+          periodSeconds: 1
+          failureThreshold: 1
+        livenessProbe:
+          exec: {{command: ["{sys.executable}", "-c", "{EXISTS}", "/state/alive"]}}
+          periodSeconds: 1
+          failureThreshold: 2
+        volumeMounts: [{{name: state, mountPath: /state}}]
+      volumes: [{{name: state, emptyDir: {{}}}}]
+      terminationGracePeriodSeconds: 2
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: details, namespace: {{ns}}, labels: {{app: details}}}}
+    spec:
+      containers:
+      - name: details
+        image: docker.io/istio/examples-bookinfo-details-v1:1.20.3
+        ports: [{{containerPort: 9080}}]
+        readinessProbe:
+          tcpSocket: {{port: 9080}}
+          periodSeconds: 1
+    """)
+
+
+def _container_status(cluster: Any, ns: str, pod: str) -> Any:
+    st = _json(cluster, "get", "pod", "-n", ns, pod)["status"]
+    return (st.get("containerStatuses") or [None])[0]
+
+
+def test_probes_restarts_and_bookinfo_images(kube_cluster: Any, node: Any) -> None:
+    c, ns = kube_cluster, "nodeagent-probes"
+    c.kubectl("create", "namespace", ns)
+    try:
+        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        c.kubectl("apply", "-f", "-", stdin=PROBED.replace("{ns}", ns))
+        wait_for(lambda: (s := _container_status(c, ns, "probed")) and s["ready"], timeout=60,
+                 what="probed ready (exec readiness probe)")
+        state = node.pod_by_name(ns, "probed").dir / "volumes" / "state"
+        (state / "ready").unlink()   # readiness fails: not ready, but not restarted
+        wait_for(lambda: not _container_status(c, ns, "probed")["ready"], timeout=30, what="probed not ready")
+        pod = _json(c, "get", "pod", "-n", ns, "probed")
+        conds = {x["type"]: x["status"] for x in pod["status"]["conditions"]}
+        assert conds["Ready"] == "False" and _container_status(c, ns, "probed")["restartCount"] == 0
+        (state / "alive").unlink()   # liveness fails: killed and restarted; it marks itself alive+ready again
+        st = wait_for(lambda: (s := _container_status(c, ns, "probed")) and s["restartCount"] == 1
+                      and s["ready"] and s, timeout=60, what="probed restarted and ready again")
+        assert "running" in st["state"] and "terminated" in st["lastState"]
+
+        # an Istio Bookinfo image without a command runs our app, listening on the pod IP
+        wait_for(lambda: (s := _container_status(c, ns, "details")) and s["ready"], timeout=60,
+                 what="details ready")
+        ip = _json(c, "get", "pod", "-n", ns, "details")["status"]["podIP"]
+        assert json.loads(_get(f"http://{ip}:9080/details/0"))["id"] == 0
+    finally:
+        c.kubectl("delete", "namespace", ns, "--wait=false")

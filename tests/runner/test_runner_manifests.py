@@ -15,6 +15,7 @@ from mizzen.runner.manifests import (
     ManifestError,
     expand,
     load_manifests,
+    parse_container,
     parse_deployment,
     parse_service,
     pod_name,
@@ -123,6 +124,20 @@ def test_container_env_order_field_refs_and_proxy() -> None:
     assert env["LATER"] == "$(NOT_YET)"          # only earlier variables expand, like Kubernetes
     assert container_argv(c, env, "py") == ["/usr/bin/python3", "hi-ns1", "x-abc-12345", "$(HOST)"]
     assert "HTTP_PROXY" not in container_env(c, _ident(sidecar=False))
+
+
+def test_field_refs_of_a_pod_on_a_node() -> None:
+    c = parse_container({"name": "c", "env": [
+        {"name": n, "valueFrom": {"fieldRef": {"fieldPath": p}}} for n, p in (
+            ("NODE", "spec.nodeName"), ("HOST_IP", "status.hostIP"), ("UID", "metadata.uid"),
+            ("REV", "metadata.annotations['istio.io/rev']"), ("NONE", "metadata.annotations['missing']"))]},
+        "containers[0]")
+    env = container_env(c, _ident(host_ip="10.244.228.1", node_name="node-1", uid="u-1",
+                                  annotations={"istio.io/rev": "canary"}))
+    assert (env["NODE"], env["HOST_IP"], env["UID"], env["REV"], env["NONE"]) == \
+        ("node-1", "10.244.228.1", "u-1", "canary", "")
+    local = container_env(c, _ident())   # the local model: one node, loopback
+    assert (local["NODE"], local["HOST_IP"]) == ("local", "127.0.0.1")
 
 
 def test_pod_names_look_like_kubernetes() -> None:

@@ -588,6 +588,7 @@ class NodeAgent:
     def _identity(self, run: PodRun) -> PodIdentity:
         meta, spec = run.pod["metadata"], run.pod.get("spec") or {}
         return PodIdentity(
+            # HOST is the local model's bind address; in a pod's own namespace an app binds every address
             name=run.name, namespace=run.namespace, pod_ip=run.ip, app_host="0.0.0.0",
             service_account=spec.get("serviceAccountName") or "default", labels=meta.get("labels") or {},
             sidecar=False, python=self.python, host_ip=self.host_ip, node_name=self.name, uid=run.uid,
@@ -613,7 +614,6 @@ class NodeAgent:
                             raw: Object) -> tuple[list[str], dict[str, str], str]:
         ident = self._identity(run)
         env = container_env(c, ident)
-        env.pop("HOST", None)   # the local model's bind address; a pod binds what it likes
         for ef in raw.get("envFrom") or []:
             prefix = ef.get("prefix", "")
             if "configMapRef" in ef:
