@@ -335,3 +335,39 @@ def test_probes_restarts_and_bookinfo_images(kube_cluster: Any, node: Any) -> No
         assert json.loads(_get(f"http://{ip}:9080/details/0"))["id"] == 0
     finally:
         c.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+# An in-cluster client: the API server from KUBERNETES_SERVICE_HOST/PORT, with the pod's projected
+# service-account token and CA (the kube-api-access volume; its mountPath is passed as an argument).
+IN_CLUSTER = ("import os, ssl, sys, urllib.request; d = sys.argv[1]; "
+              "ctx = ssl.create_default_context(cafile=d + '/ca.crt'); "
+              "tok = open(d + '/token').read(); ns = open(d + '/namespace').read(); "
+              "url = 'https://%s:%s/api/v1/namespaces/%s/pods' % (os.environ['KUBERNETES_SERVICE_HOST'], "
+              "os.environ['KUBERNETES_SERVICE_PORT'], ns); "
+              "req = urllib.request.Request(url, headers={'Authorization': 'Bearer ' + tok}); "
+              "print(urllib.request.urlopen(req, context=ctx, timeout=10).status)")
+
+
+def test_pod_reaches_the_api_server_in_cluster(kube_cluster: Any, node: Any) -> None:
+    c, ns = kube_cluster, "nodeagent-incluster"
+    c.kubectl("create", "namespace", ns)
+    try:
+        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        # the default SA may read pods here, so a 200 proves token, CA and route; 403 would mean RBAC
+        c.kubectl("create", "rolebinding", "view", "-n", ns, "--clusterrole=view",
+                  f"--serviceaccount={ns}:default")
+        sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+        c.kubectl("run", "client", "-n", ns, "--image=example/client", "--restart=Never",
+                  "--command", "--", sys.executable, "-c", IN_CLUSTER, sa_dir)
+        phase = wait_for(lambda: _json(c, "get", "pod", "-n", ns, "client")["status"].get("phase")
+                         in ("Succeeded", "Failed") and
+                         _json(c, "get", "pod", "-n", ns, "client")["status"]["phase"], timeout=60,
+                         what="the client pod finished")
+        run = node.pod_by_name(ns, "client")
+        out = (run.dir / "logs" / "client.log").read_text() if run else ""
+        assert phase == "Succeeded", out
+        assert out.strip() == "200"
+        (cs,) = _json(c, "get", "pod", "-n", ns, "client")["status"]["containerStatuses"]
+        assert cs["state"]["terminated"] | {"exitCode": 0, "reason": "Completed"} == cs["state"]["terminated"]
+    finally:
+        c.kubectl("delete", "namespace", ns, "--wait=false")

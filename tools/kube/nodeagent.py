@@ -74,6 +74,7 @@ log = logging.getLogger("mizzen.nodeagent")
 
 Object = dict[str, Any]
 GRACE_CAP_S = 30.0
+API_PORT = 6443   # testcluster.API_PORT (this module is loaded by path beside it, not as a package)
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 30.0
 
 
@@ -203,7 +204,9 @@ class NodeAgent:
         self.workdir = Path(cluster.workdir) / "node" / name
         self.pods: dict[str, PodRun] = {}
         self._free_ips = [str(h) for h in list(self.pod_cidr.hosts())[1:]]
-        self._addr_added = False
+        self._addr_added = self._route_added = False
+        self._cp_link = f"{cluster.net.tag}cpn"            # the control plane's end of its veth
+        self._cp_subnet = ipaddress.ip_network(f"{cluster.net.addr.cp_ip}/24", strict=False)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -310,8 +313,16 @@ class NodeAgent:
     def _node_network_up(self) -> None:
         _ip("addr", "add", f"{self.host_ip}/{self.pod_cidr.prefixlen}", "dev", self.bridge)
         self._addr_added = True
+        # the control plane reaches the pods on the bridge directly (webhooks, in-cluster clients' replies):
+        # the host does not forward, and we leave its sysctls alone
+        _ip("-n", self.cluster.net.netns, "route", "add", str(self.pod_cidr), "dev", self._cp_link)
+        self._route_added = True
 
     def _node_network_down(self) -> None:
+        if self._route_added:
+            with contextlib.suppress(RuntimeError):
+                _ip("-n", self.cluster.net.netns, "route", "del", str(self.pod_cidr), "dev", self._cp_link)
+            self._route_added = False
         if self._addr_added:
             with contextlib.suppress(RuntimeError):
                 _ip("addr", "del", f"{self.host_ip}/{self.pod_cidr.prefixlen}", "dev", self.bridge)
@@ -479,6 +490,7 @@ class NodeAgent:
         _ip("-n", run.netns, "link", "set", "eth0", "up")
         _ip("-n", run.netns, "link", "set", "lo", "up")
         _ip("-n", run.netns, "route", "add", "default", "via", self.host_ip)
+        _ip("-n", run.netns, "route", "add", str(self._cp_subnet), "dev", "eth0")   # the API server, on-link
 
     def _pod_network_down(self, run: PodRun) -> None:
         if run.net_up:
@@ -614,6 +626,13 @@ class NodeAgent:
                             raw: Object) -> tuple[list[str], dict[str, str], str]:
         ident = self._identity(run)
         env = container_env(c, ident)
+        # in-cluster clients find the API server here; until kube-proxy runs in the pods' namespaces this is
+        # the API server's own address, not the ``kubernetes`` Service's ClusterIP
+        api_host, api_port = self.cluster.net.addr.cp_ip, str(API_PORT)
+        for k, v in (("KUBERNETES_SERVICE_HOST", api_host), ("KUBERNETES_SERVICE_PORT", api_port),
+                     ("KUBERNETES_SERVICE_PORT_HTTPS", api_port),
+                     ("KUBERNETES_PORT", f"tcp://{api_host}:{api_port}")):
+            env.setdefault(k, v)
         for ef in raw.get("envFrom") or []:
             prefix = ef.get("prefix", "")
             if "configMapRef" in ef:
