@@ -371,3 +371,52 @@ def test_pod_reaches_the_api_server_in_cluster(kube_cluster: Any, node: Any) -> 
         assert cs["state"]["terminated"] | {"exitCode": 0, "reason": "Completed"} == cs["state"]["terminated"]
     finally:
         c.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+# Retries a ClusterIP until kube-proxy has programmed it (bounded: 120 tries, 60 s), prints the answer.
+CLUSTER_IP_CLIENT = ("import sys, time, urllib.request\n"
+                     "for _ in range(120):\n"
+                     "    try:\n"
+                     "        print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode()); break\n"
+                     "    except OSError:\n"
+                     "        time.sleep(0.5)\n"
+                     "else:\n"
+                     "    sys.exit(1)\n")
+
+
+def _host_nat_rules() -> str:
+    out = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    return "\n".join(line for line in out.splitlines() if not line.startswith("#"))
+
+
+def test_kube_proxy_in_pod_namespaces_serves_cluster_ips(kube_cluster: Any) -> None:
+    c, ns = kube_cluster, "nodeagent-proxy"
+    host_rules = _host_nat_rules()
+    agent = nodeagent.NodeAgent(c, "mizzen-node-proxy", kube_proxy=True)
+    agent.start()
+    try:
+        c.kubectl("create", "namespace", ns)
+        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        c.kubectl("run", "server", "-n", ns, "--image=example/server", "--labels=app=server", "--port=8080",
+                  "--command", "--", sys.executable, "-m", "http.server", "8080")
+        c.kubectl("expose", "pod", "server", "-n", ns, "--port=80", "--target-port=8080")
+        cluster_ip = _json(c, "get", "svc", "server", "-n", ns)["spec"]["clusterIP"]
+        assert ipaddress.ip_address(cluster_ip) in ipaddress.ip_network(c.net.addr.service_cidr)
+        c.kubectl("run", "client", "-n", ns, "--image=example/client", "--restart=Never", "--command", "--",
+                  sys.executable, "-c", CLUSTER_IP_CLIENT, f"http://{cluster_ip}/")
+        phase = wait_for(lambda: (p := _json(c, "get", "pod", "-n", ns, "client")["status"].get("phase"))
+                         in ("Succeeded", "Failed") and p, timeout=90, what="the client pod finished")
+        run = agent.pod_by_name(ns, "client")
+        out = (run.dir / "logs" / "client.log").read_text() if run else ""
+        proxy_log = (run.dir / "logs" / "kube-proxy.log").read_text() if run else ""
+        assert phase == "Succeeded", out + proxy_log[-3000:]
+        assert "Directory listing" in out   # http.server's answer, through the ClusterIP
+        rules = subprocess.run(["ip", "netns", "exec", run.netns, "iptables-save", "-t", "nat"],
+                               capture_output=True, text=True).stdout
+        assert "KUBE-SERVICES" in rules and cluster_ip in rules
+        assert _host_nat_rules() == host_rules   # nothing in the host's iptables
+        proxy_pid = run.kube_proxy.pid
+    finally:
+        agent.stop()
+        c.kubectl("delete", "namespace", ns, "--wait=false")
+    assert not _alive(proxy_pid)

@@ -174,6 +174,7 @@ class PodRun:
     phase: str = "Pending"
     start_time: str = field(default_factory=_now)
     net_up: bool = False
+    kube_proxy: asyncio.subprocess.Process | None = None
     task: asyncio.Task[None] | None = None
     stopping: bool = False
     error: str = ""
@@ -186,7 +187,10 @@ class NodeAgent:
 
     def __init__(self, cluster: Any, name: str = "mizzen-node-0", *, region: str = "region1",
                  zone: str = "zone1", subzone: str = "", lease_renew_s: float = 10.0,
-                 lease_duration_s: int = 40) -> None:
+                 lease_duration_s: int = 40, kube_proxy: bool = False) -> None:
+        """``kube_proxy``: run the real kube-proxy (iptables mode) in each pod's namespace, so ClusterIPs work
+        from pods (one process per pod: the host's iptables are never touched, and there is no node
+        namespace that pods' traffic passes through)."""
         self.cluster = cluster
         self.name = name
         self.slot: int = cluster.net.addr.slot
@@ -200,6 +204,8 @@ class NodeAgent:
         if subzone:
             self.labels["topology.istio.io/subzone"] = subzone
         self.lease_renew_s = lease_renew_s
+        self.kube_proxy = kube_proxy
+        self._proxy_kubeconfig: Path | None = None
         self.lease_duration_s = lease_duration_s
         self.workdir = Path(cluster.workdir) / "node" / name
         self.pods: dict[str, PodRun] = {}
@@ -442,6 +448,8 @@ class NodeAgent:
         spec = run.pod.get("spec") or {}
         try:
             await asyncio.to_thread(self._pod_network_up, run)
+            if self.kube_proxy:
+                await self._start_kube_proxy(run)
             delay = BACKOFF_START_S
             while True:   # like a kubelet, retry mounting until the ConfigMap/Secret/token can be had
                 try:
@@ -501,6 +509,30 @@ class NodeAgent:
             run.net_up = False
         if run.ip not in self._free_ips:
             self._free_ips.append(run.ip)
+
+    # -- kube-proxy
+    async def _start_kube_proxy(self, run: PodRun) -> None:
+        """The real kube-proxy in iptables mode, in the pod's namespace: its rules (nat OUTPUT ->
+        KUBE-SERVICES) DNAT the pod's own connections to ClusterIPs. Sysctls it would change globally are
+        left alone (conntrack limits 0 = as-is; no localhost NodePorts, which need route_localnet)."""
+        if self._proxy_kubeconfig is None:
+            pki = self.cluster.pki
+            self._proxy_kubeconfig = await asyncio.to_thread(pki.kubeconfig, "kube-proxy",
+                                                             "system:kube-proxy")
+        logs = run.dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        exe = str(Path(self.cluster.bin) / "kube-proxy")
+        with open(logs / "kube-proxy.log", "ab") as out:
+            run.kube_proxy = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", run.netns, exe, "--kubeconfig", str(self._proxy_kubeconfig),
+                "--proxy-mode", "iptables", "--hostname-override", self.name,
+                "--cluster-cidr", str(self.pod_cidr), "--conntrack-max-per-core", "0",
+                "--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0",
+                "--iptables-localhost-nodeports=false", "--nodeport-addresses", "primary",
+                "--metrics-bind-address", "",
+                "--healthz-bind-address", "127.0.0.1:10256", "--iptables-min-sync-period", "0s",
+                "--v", "1", stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=_die_with_parent)
 
     # -- volumes
     async def _volumes(self, run: PodRun) -> None:
@@ -842,6 +874,8 @@ class NodeAgent:
         await asyncio.gather(*(self._kill(cr.proc, grace) for cr in run.containers.values() if cr.proc),
                              return_exceptions=True)
         await asyncio.gather(*(t for cr in run.containers.values() for t in cr.tasks), return_exceptions=True)
+        if run.kube_proxy:
+            await self._kill(run.kube_proxy, 5.0)
         await asyncio.to_thread(self._pod_network_down, run)
         shutil.rmtree(run.dir, ignore_errors=True)
         self.pods.pop(run.uid, None)
