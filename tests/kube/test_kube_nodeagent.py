@@ -378,8 +378,8 @@ CLUSTER_IP_CLIENT = ("import sys, time, urllib.request\n"
                      "for _ in range(120):\n"
                      "    try:\n"
                      "        print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode()); break\n"
-                     "    except OSError:\n"
-                     "        time.sleep(0.5)\n"
+                     "    except OSError as e:\n"
+                     "        print(e, file=sys.stderr); time.sleep(0.5)\n"
                      "else:\n"
                      "    sys.exit(1)\n")
 
@@ -403,20 +403,30 @@ def test_kube_proxy_in_pod_namespaces_serves_cluster_ips(kube_cluster: Any) -> N
         cluster_ip = _json(c, "get", "svc", "server", "-n", ns)["spec"]["clusterIP"]
         assert ipaddress.ip_address(cluster_ip) in ipaddress.ip_network(c.net.addr.service_cidr)
         c.kubectl("run", "client", "-n", ns, "--image=example/client", "--restart=Never", "--command", "--",
-                  sys.executable, "-c", CLUSTER_IP_CLIENT, f"http://{cluster_ip}/")
+                  sys.executable, "-c", CLUSTER_IP_CLIENT, "http://server/")   # by name: the pod's hosts
         phase = wait_for(lambda: (p := _json(c, "get", "pod", "-n", ns, "client")["status"].get("phase"))
                          in ("Succeeded", "Failed") and p, timeout=90, what="the client pod finished")
         run = agent.pod_by_name(ns, "client")
         out = (run.dir / "logs" / "client.log").read_text() if run else ""
         proxy_log = (run.dir / "logs" / "kube-proxy.log").read_text() if run else ""
-        assert phase == "Succeeded", out + proxy_log[-3000:]
+        hosts = Path(f"/etc/netns/{run.netns}/hosts").read_text() if run else ""
+        if phase != "Succeeded":   # say why: the server pod, its slice, the client's NAT rules
+            rules = subprocess.run(["ip", "netns", "exec", run.netns, "iptables-save", "-t", "nat"],
+                                   capture_output=True, text=True).stdout if run else ""
+            srv = _json(c, "get", "pod", "-n", ns, "server")["status"]
+            slices = c.kubectl("get", "endpointslices", "-n", ns, "-o", "yaml")
+            pytest.fail(f"{out[-500:]}\n{hosts}\n{srv}\n{slices}\n{rules}\n{proxy_log[-1500:]}")
         assert "Directory listing" in out   # http.server's answer, through the ClusterIP
         rules = subprocess.run(["ip", "netns", "exec", run.netns, "iptables-save", "-t", "nat"],
                                capture_output=True, text=True).stdout
         assert "KUBE-SERVICES" in rules and cluster_ip in rules
+        hosts = Path(f"/etc/netns/{run.netns}/hosts").read_text()
+        assert f"{cluster_ip}\tserver.{ns}.svc.cluster.local server.{ns}.svc server.{ns} server" in hosts
+        netns_etc = Path(f"/etc/netns/{run.netns}")
         assert _host_nat_rules() == host_rules   # nothing in the host's iptables
         proxy_pid = run.kube_proxy.pid
     finally:
         agent.stop()
         c.kubectl("delete", "namespace", ns, "--wait=false")
     assert not _alive(proxy_pid)
+    assert not netns_etc.exists()

@@ -74,6 +74,7 @@ log = logging.getLogger("mizzen.nodeagent")
 
 Object = dict[str, Any]
 GRACE_CAP_S = 30.0
+CLUSTER_DOMAIN = "cluster.local"
 API_PORT = 6443   # testcluster.API_PORT (this module is loaded by path beside it, not as a package)
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 30.0
 
@@ -175,6 +176,9 @@ class PodRun:
     start_time: str = field(default_factory=_now)
     net_up: bool = False
     kube_proxy: asyncio.subprocess.Process | None = None
+    # status writes are serialized and each builds its body once it holds the lock, so a slower request
+    # carrying an older state can never land after a newer one
+    status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
     stopping: bool = False
     error: str = ""
@@ -209,6 +213,7 @@ class NodeAgent:
         self.lease_duration_s = lease_duration_s
         self.workdir = Path(cluster.workdir) / "node" / name
         self.pods: dict[str, PodRun] = {}
+        self.services: dict[tuple[str, str], str] = {}   # (namespace, name) -> ClusterIP
         self._free_ips = [str(h) for h in list(self.pod_cidr.hosts())[1:]]
         self._addr_added = self._route_added = False
         self._cp_link = f"{cluster.net.tag}cpn"            # the control plane's end of its veth
@@ -271,7 +276,11 @@ class NodeAgent:
             await self._register()
             reflector = Reflector(self.api, ResourceType("", "v1", "pods"), _PodHandler(self),
                                   field_selector=f"spec.nodeName={self.name}", watch_timeout_s=60)
-            tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(reflector.run())]
+            services = Reflector(self.api, ResourceType("", "v1", "services"), _ServiceHandler(self),
+                                 watch_timeout_s=60)
+            tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(services.run())]
+            await asyncio.wait_for(services.synced.wait(), 30)   # pods' hosts files need them
+            tasks.append(asyncio.create_task(reflector.run()))
             await asyncio.wait_for(reflector.synced.wait(), 30)
             self._ready.set()
             await self._stop.wait()
@@ -499,8 +508,39 @@ class NodeAgent:
         _ip("-n", run.netns, "link", "set", "lo", "up")
         _ip("-n", run.netns, "route", "add", "default", "via", self.host_ip)
         _ip("-n", run.netns, "route", "add", str(self._cp_subnet), "dev", "eth0")   # the API server, on-link
+        self._write_dns(run)
+
+    # -- cluster DNS for pods without a sidecar: /etc/hosts and /etc/resolv.conf of the pod
+    def services_changed(self, services: dict[tuple[str, str], str]) -> None:
+        self.services = services
+        for run in list(self.pods.values()):
+            if run.net_up and not run.stopping:
+                self._write_dns(run)
+
+    def _etc_dir(self, run: PodRun) -> Path:
+        return Path("/etc/netns") / run.netns   # `ip netns exec` bind-mounts these over /etc/hosts etc.
+
+    def _write_dns(self, run: PodRun) -> None:
+        """The pod's /etc/hosts (itself, then every Service's ClusterIP under its cluster names, short name
+        only in its own namespace) and /etc/resolv.conf (Kubernetes' search path, ndots:5). Rewritten in
+        place: the processes' bind mounts keep the inode."""
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                 f"{run.ip}\t{run.name}"]
+        for (ns, name), ip in sorted(self.services.items()):
+            names = [f"{name}.{ns}.svc.{CLUSTER_DOMAIN}", f"{name}.{ns}.svc", f"{name}.{ns}"]
+            if ns == run.namespace:
+                names.append(name)
+            lines.append(f"{ip}\t{' '.join(names)}")
+        d = self._etc_dir(run)
+        d.mkdir(parents=True, exist_ok=True)
+        search = f"{run.namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
+        for fname, text in (("hosts", "\n".join(lines) + "\n"),
+                            ("resolv.conf", f"search {search}\noptions ndots:5\n")):
+            with open(d / fname, "w") as f:   # truncate + write: same inode
+                f.write(text)
 
     def _pod_network_down(self, run: PodRun) -> None:
+        shutil.rmtree(self._etc_dir(run), ignore_errors=True)
         if run.net_up:
             with contextlib.suppress(RuntimeError):
                 _ip("link", "del", run.veth)
@@ -884,6 +924,10 @@ class NodeAgent:
 
     # -- status
     async def _write_status(self, run: PodRun) -> None:
+        async with run.status_lock:
+            await self._write_status_locked(run)
+
+    async def _write_status_locked(self, run: PodRun) -> None:
         if run.stopping:
             return
         now = _now()
@@ -916,6 +960,35 @@ class NodeAgent:
             if e.status != 404:
                 log.warning("pod %s/%s: status update failed: %s %s", run.namespace, run.name, e.status,
                             e.reason)
+
+
+class _ServiceHandler:
+    """Reflector handler: keeps the agent's map of Service ClusterIPs for the pods' hosts files."""
+
+    def __init__(self, agent: NodeAgent) -> None:
+        self.agent = agent
+        self.ips: dict[tuple[str, str], str] = {}
+
+    @staticmethod
+    def _key_ip(obj: Object) -> tuple[tuple[str, str], str]:
+        meta = obj["metadata"]
+        ip = (obj.get("spec") or {}).get("clusterIP") or ""
+        return (meta["namespace"], meta["name"]), ("" if ip == "None" else ip)
+
+    def replace(self, objects: list[Object]) -> None:
+        self.ips = dict(kv for kv in map(self._key_ip, objects) if kv[1])
+        self.agent.services_changed(dict(self.ips))
+
+    def upsert(self, obj: Object) -> None:
+        key, ip = self._key_ip(obj)
+        if ip and self.ips.get(key) != ip:
+            self.ips[key] = ip
+            self.agent.services_changed(dict(self.ips))
+
+    def delete(self, obj: Object) -> None:
+        key, _ = self._key_ip(obj)
+        if self.ips.pop(key, None):
+            self.agent.services_changed(dict(self.ips))
 
 
 class _PodHandler:
