@@ -118,9 +118,9 @@ def _json(cluster: Any, *args: str) -> Any:
     return json.loads(cluster.kubectl(*args, "-o", "json"))
 
 
-def _ready_slice_ips(cluster: Any) -> set[str]:
+def _ready_slice_ips(cluster: Any, ns: str = NS) -> set[str]:
     ips: set[str] = set()
-    slices = _json(cluster, "get", "endpointslices", "-n", NS, "-l", "kubernetes.io/service-name=web")
+    slices = _json(cluster, "get", "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=web")
     for s in slices["items"]:
         for ep in s.get("endpoints") or []:
             if (ep.get("conditions") or {}).get("ready"):

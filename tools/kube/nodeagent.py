@@ -32,9 +32,21 @@ with a mountPath (longest first) is rewritten to the host directory (``/etc/cfg/
 as JSON (``{"/etc/cfg": "/tmp/.../volumes/cfg"}``) for programs that build paths themselves. Paths a program
 hard-codes (e.g. the in-cluster token path) are not mapped.
 
-Not done yet (later steps): kube-proxy (iptables mode, inside the pods' namespaces only) and cluster DNS
-(resolv.conf/hosts for pods without a sidecar); startupProbes; resource limits; hostNetwork pods; the
-node credential (it uses the admin kubeconfig, so the Node authorizer is not exercised).
+**Cluster DNS and Services.** Each pod gets ``/etc/hosts`` (itself, and every Service's ClusterIP under
+``name.ns.svc.cluster.local``, ``name.ns.svc``, ``name.ns`` and, in its own namespace, ``name``; rewritten in
+place when Services change) and ``/etc/resolv.conf`` (search path, ``ndots:5``, no nameserver yet: the
+sidecar's DNS proxy answers meshed pods) through ``/etc/netns/<netns>/``, which ``ip netns exec`` bind-mounts
+over ``/etc``. With ``kube_proxy=True`` the real kube-proxy (iptables mode) runs in each pod's namespace (one
+process per pod: there is no node namespace the pods' traffic crosses, and the host's iptables are never
+touched), so ClusterIPs work from pods. The pods and the control plane reach each other on the bridge by
+on-link routes (``10.244.(228+S).0/24`` in the control plane's namespace, ``10.244.(224+S).0/24`` in each
+pod's), without the host forwarding; ``KUBERNETES_SERVICE_HOST/PORT`` name the API server itself.
+
+Not done yet: headless Services and pod hostnames in DNS; the other Services' ``*_SERVICE_HOST`` env vars;
+refreshing projected tokens at 80 % of their lifetime and re-syncing ConfigMap/Secret volumes after start;
+startupProbes and grpc probes; resource limits; hostNetwork pods; more than one node per cluster slot (the
+podCIDR is per slot); the node credential (it uses the admin kubeconfig, so the Node authorizer is not
+exercised).
 
 ``stop()`` stops every pod, removes every namespace, link, address and directory it made and deletes its
 Node and Lease (a kubelet would leave them; a test harness must leave nothing behind).
