@@ -430,3 +430,43 @@ def test_kube_proxy_in_pod_namespaces_serves_cluster_ips(kube_cluster: Any) -> N
         c.kubectl("delete", "namespace", ns, "--wait=false")
     assert not _alive(proxy_pid)
     assert not netns_etc.exists()
+
+
+def test_volumes_follow_configmap_updates_and_tokens_are_refreshed(kube_cluster: Any) -> None:
+    c, ns = kube_cluster, "nodeagent-resync"
+    agent = nodeagent.NodeAgent(c, "mizzen-node-resync", volume_resync_s=0.5, token_refresh_s=1.0)
+    agent.start()
+    try:
+        c.kubectl("create", "namespace", ns)
+        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        c.kubectl("create", "configmap", "cfg", "-n", ns, "--from-literal=mode=one")
+        c.kubectl("apply", "-f", "-", stdin=textwrap.dedent(f"""\
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: reader, namespace: {ns}}}
+            spec:
+              containers:
+              - name: reader
+                image: example/reader
+                command: ["{sys.executable}", "-c", "import time; time.sleep(600)"]
+                volumeMounts:
+                - {{name: cfg, mountPath: /etc/cfg}}
+                - {{name: tok, mountPath: /var/run/secrets/tokens}}
+              volumes:
+              - {{name: cfg, configMap: {{name: cfg}}}}
+              - name: tok
+                projected: {{sources: [{{serviceAccountToken: {{audience: istio-ca, path: istio-token}}}}]}}
+            """))
+        run = wait_for(lambda: (r := agent.pod_by_name(ns, "reader")) and r.containers.get("reader")
+                       and r.containers["reader"].proc and r, timeout=60, what="the reader pod's process")
+        cfg = run.dir / "volumes" / "cfg" / "mode"
+        token = run.dir / "volumes" / "tok" / "istio-token"
+        assert cfg.read_text() == "one"
+        first = token.read_text()
+        c.kubectl("patch", "configmap", "cfg", "-n", ns, "--type=merge", "-p", '{"data": {"mode": "two"}}')
+        wait_for(lambda: cfg.read_text() == "two", timeout=30, what="the ConfigMap update in the volume")
+        wait_for(lambda: token.read_text() != first, timeout=30, what="a refreshed token")
+        assert oct(token.stat().st_mode & 0o777) == "0o600"
+    finally:
+        agent.stop()
+        c.kubectl("delete", "namespace", ns, "--wait=false")

@@ -10,7 +10,8 @@ It registers a Node (Ready, with capacity, topology labels and a podCIDR) and re
   ``status.hostIP``), so the host reaches pod IPs directly. Nothing is added to the host's iptables.
 * **volumes**, materialized under ``<workdir>/pods/<uid>/volumes/<volume>``: projected (service-account
   tokens through TokenRequest with the projection's audience and bound to the pod, ConfigMap, Secret,
-  downwardAPI), ConfigMap, Secret, downwardAPI and emptyDir. Secrets and tokens are written 0600.
+  downwardAPI), ConfigMap, Secret, downwardAPI and emptyDir. Secrets and tokens are written 0600. They are
+  re-synced every ``volume_resync_s`` (60 s) and tokens re-requested at 80 % of their lifetime.
 * **containers** as processes in the pod's namespace (``ip netns exec``): init containers one after another
   first, then the containers; command/args/env as :mod:`mizzen.runner.containers` builds them (incl.
   downward-API fieldRefs; Istio's Bookinfo images without a command run ``python -m mizzen.bookinfo``),
@@ -43,7 +44,8 @@ on-link routes (``10.244.(228+S).0/24`` in the control plane's namespace, ``10.2
 pod's), without the host forwarding; ``KUBERNETES_SERVICE_HOST/PORT`` name the API server itself.
 
 Not done yet: headless Services and pod hostnames in DNS; the other Services' ``*_SERVICE_HOST`` env vars;
-refreshing projected tokens at 80 % of their lifetime and re-syncing ConfigMap/Secret volumes after start;
+removing files of keys deleted from a ConfigMap/Secret on resync (updates and new keys do follow, every
+``volume_resync_s``; tokens are re-requested at 80 % of their lifetime);
 startupProbes and grpc probes; resource limits; hostNetwork pods; more than one node per cluster slot (the
 podCIDR is per slot); the node credential (it uses the admin kubeconfig, so the Node authorizer is not
 exercised).
@@ -111,11 +113,14 @@ def _ip(*args: str) -> None:
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
+    """Atomically (a reader sees the old or the new content, never half), created with ``mode``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    os.chmod(path, mode)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------- probes
@@ -188,6 +193,8 @@ class PodRun:
     start_time: str = field(default_factory=_now)
     net_up: bool = False
     kube_proxy: asyncio.subprocess.Process | None = None
+    token_due: dict[str, float] = field(default_factory=dict)   # token file -> when to request a new one
+    resync: asyncio.Task[None] | None = None
     # status writes are serialized and each builds its body once it holds the lock, so a slower request
     # carrying an older state can never land after a newer one
     status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -203,7 +210,8 @@ class NodeAgent:
 
     def __init__(self, cluster: Any, name: str = "mizzen-node-0", *, region: str = "region1",
                  zone: str = "zone1", subzone: str = "", lease_renew_s: float = 10.0,
-                 lease_duration_s: int = 40, kube_proxy: bool = False) -> None:
+                 lease_duration_s: int = 40, kube_proxy: bool = False, volume_resync_s: float = 60.0,
+                 token_refresh_s: float | None = None) -> None:
         """``kube_proxy``: run the real kube-proxy (iptables mode) in each pod's namespace, so ClusterIPs work
         from pods (one process per pod: the host's iptables are never touched, and there is no node
         namespace that pods' traffic passes through)."""
@@ -221,6 +229,8 @@ class NodeAgent:
             self.labels["topology.istio.io/subzone"] = subzone
         self.lease_renew_s = lease_renew_s
         self.kube_proxy = kube_proxy
+        self.volume_resync_s = volume_resync_s
+        self.token_refresh_s = token_refresh_s
         self._proxy_kubeconfig: Path | None = None
         self.lease_duration_s = lease_duration_s
         self.workdir = Path(cluster.workdir) / "node" / name
@@ -482,6 +492,7 @@ class NodeAgent:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, BACKOFF_MAX_S)
             run.error = ""
+            run.resync = asyncio.create_task(self._resync_volumes(run))
             init = [parse_container(c, f"initContainers[{i}]") for i, c in
                     enumerate(spec.get("initContainers") or [])]
             main = [parse_container(c, f"containers[{i}]") for i, c in
@@ -669,6 +680,11 @@ class NodeAgent:
             _write(d / item["path"], value.encode(), item.get("mode", mode))
 
     async def _token(self, run: PodRun, src: Object, d: Path) -> None:
+        """A TokenRequest for the projection, bound to the pod; re-requested (on resync) once 80 % of its
+        lifetime has passed, as a kubelet does (``token_refresh_s`` shortens that for tests)."""
+        key = str(d / src["path"])
+        if time.monotonic() < run.token_due.get(key, 0.0):
+            return
         sa = (run.pod.get("spec") or {}).get("serviceAccountName") or "default"
         spec: Object = {"expirationSeconds": int(src.get("expirationSeconds", 3607)),
                         "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": run.name,
@@ -679,6 +695,18 @@ class NodeAgent:
                               {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                                "spec": spec})
         _write(d / src["path"], tr["status"]["token"].encode(), 0o600)
+        ttl = float(spec["expirationSeconds"])
+        run.token_due[key] = time.monotonic() + (self.token_refresh_s or 0.8 * ttl)
+
+    async def _resync_volumes(self, run: PodRun) -> None:
+        """Like a kubelet's periodic sync: ConfigMap, Secret and downwardAPI volumes follow their sources
+        (files replaced atomically; keys removed from a source stay), tokens are refreshed when due."""
+        while not run.stopping:
+            await asyncio.sleep(self.volume_resync_s)
+            try:
+                await self._volumes(run)
+            except (RuntimeError, ApiException, OSError) as e:
+                log.info("pod %s/%s: volume resync: %s", run.namespace, run.name, e)
 
     # -- containers
     def _identity(self, run: PodRun) -> PodIdentity:
@@ -916,10 +944,11 @@ class NodeAgent:
         if run.stopping:
             return
         run.stopping = True
-        if run.task:
-            run.task.cancel()
-            with contextlib.suppress(BaseException):
-                await run.task
+        for task in (run.task, run.resync):
+            if task:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         for cr in run.containers.values():
             for t in cr.tasks:
                 t.cancel()
