@@ -599,7 +599,7 @@ class NodeAgent:
 
     # -- volumes
     async def _volumes(self, run: PodRun) -> None:
-        pod, spec = run.pod, run.pod.get("spec") or {}
+        spec = run.pod.get("spec") or {}
         vols: dict[str, Path] = {}
         for v in spec.get("volumes") or []:
             d = run.dir / "volumes" / v["name"]
@@ -636,7 +636,6 @@ class NodeAgent:
                 host = vols[vm["name"]] / vm.get("subPath", "")
                 m[vm["mountPath"].rstrip("/") or "/"] = host
             run.mounts[c["name"]] = m
-        del pod
 
     @staticmethod
     def _items(data: Mapping[str, bytes], items: list[Object] | None) -> list[tuple[str, bytes, int | None]]:
