@@ -201,6 +201,20 @@ async def test_watch_from_a_compacted_version_relists(kube_cluster: Any) -> None
         await api.close()
 
 
+async def test_error_answers_are_reported_and_retried(kube_cluster: Any, caplog: Any) -> None:
+    api = await connect(kube_cluster.kubeconfig)
+    r = Reflector(api, ResourceType("networking.istio.io", "v1", "nosuchthings"), Recorder())
+    task = asyncio.create_task(r.run())
+    try:
+        await until(lambda: "API server answered 404" in caplog.text, what="the 404 reported")
+        assert not r.synced.is_set()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await api.close()
+
+
 async def test_api_server_restart_loses_nothing(kube_cluster: Any) -> None:
     n = ns(kube_cluster, "src-restart")
     for name in ("keep", "drop"):

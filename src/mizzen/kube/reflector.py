@@ -124,10 +124,17 @@ class Reflector:
     async def _get(self, query: list[tuple[str, str]]) -> Any:
         if self.field_selector:
             query = [*query, ("fieldSelector", self.field_selector)]
-        return await self.api.call_api(
+        resp = await self.api.call_api(
             self.resource.path, "GET", query_params=query, auth_settings=["BearerToken"],
             _preload_content=False, _return_http_data_only=True,
             _request_timeout=self.watch_timeout_s + 30)
+        if not 200 <= resp.status < 300:   # with _preload_content=False the library does not check: we do
+            try:
+                body = (await resp.read()).decode("utf-8", "replace")
+            finally:
+                resp.release()
+            raise ApiException(status=resp.status, reason=_status_message(body) or resp.reason)
+        return resp
 
     async def _list(self) -> None:
         resp = await self._get([])
@@ -171,6 +178,15 @@ class Reflector:
                     self.handler.delete(obj)
         finally:
             resp.release()
+
+
+def _status_message(body: str) -> str:
+    """The ``message`` of a Kubernetes Status body, or ""."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    return str(data.get("message", "")) if isinstance(data, dict) else ""
 
 
 def _one_line(e: Exception) -> str:
