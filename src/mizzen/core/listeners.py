@@ -13,17 +13,17 @@ from typing import Any
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from google.protobuf import duration_pb2, wrappers_pb2
+from google.protobuf import wrappers_pb2
 
 from mizzen.core import filters, names, sidecar_scope
 from mizzen.core.hosts import hosts_intersect
 from mizzen.core.mesh import OutboundPolicy
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import MESH_GATEWAY, PushContext, ResolvedVirtualService
+from mizzen.core.routes import build_inbound_route
 from mizzen.registry.model import Protocol, Service, ServicePort
 
 __all__ = [
@@ -193,29 +193,9 @@ def inbound_ports(proxy: Proxy, push: PushContext) -> list[InboundPort]:
     return [by_port[p] for p in sorted(by_port)]
 
 
-def _fallback_inbound_route(port: int, cluster: str) -> Any:
-    action = route_components_pb2.RouteAction(cluster=cluster, timeout=duration_pb2.Duration(seconds=0))
-    action.max_stream_duration.max_stream_duration.seconds = 0
-    action.max_stream_duration.grpc_timeout_header_max.seconds = 0
-    vh = route_components_pb2.VirtualHost(
-        name=f"inbound|http|{port}", domains=["*"],
-        routes=[route_components_pb2.Route(
-            name="default", match=route_components_pb2.RouteMatch(prefix="/"), route=action,
-            decorator=route_components_pb2.Decorator(operation=f"{cluster}/*"),
-        )],
-    )
-    return route_pb2.RouteConfiguration(name=cluster, virtual_hosts=[vh],
-                                        validate_clusters=wrappers_pb2.BoolValue(value=False))
-
-
 def inbound_route(proxy: Proxy, push: PushContext, port: int, cluster: str) -> Any:
-    """The inline route config of an inbound HTTP port (routes engineer's builder when available)."""
-    from mizzen.core import routes
-
-    builder = getattr(routes, "build_inbound_route", None)
-    if builder is not None:
-        return builder(proxy, push, port, cluster)
-    return _fallback_inbound_route(port, cluster)
+    """The inline route config of an inbound HTTP port (Istio's inbound route, see routes)."""
+    return build_inbound_route(proxy, push, port, cluster)
 
 
 def inbound_filters(proxy: Proxy, push: PushContext, ip: InboundPort, stat_listener: str) -> list[Any]:
