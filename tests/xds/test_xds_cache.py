@@ -86,10 +86,13 @@ def test_equal_content_in_new_objects_reuses_the_canonical_digest() -> None:
     cache.set_snapshot("n", ResourceSet({LISTENER: {"l": listener_pb2.Listener(name="l")}}))
     first = cache.get("n")
     cache.set_snapshot("n", ResourceSet({LISTENER: {"l": listener_pb2.Listener(name="l")}}))
-    assert cache.get("n") is first       # same content: same snapshot object, nothing to push
+    same = cache.get("n")
+    assert first is not None and same is not None
+    assert same.serial == first.serial and same.versions() == first.versions()   # nothing to push
+    assert cache.memo_stats()["entries"] == 1   # the old message is let go: one copy held, not two
     cache.set_snapshot("n", ResourceSet({LISTENER: {"l": listener_pb2.Listener(name="l", stat_prefix="x")}}))
     second = cache.get("n")
-    assert second is not None and second is not first and second.serial > first.serial  # type: ignore[union-attr]
+    assert second is not None and second.serial > first.serial
 
 
 # --- per-type sharing across nodes -----------------------------------------------------------------------
@@ -252,3 +255,33 @@ def test_overlays_match_unshared_packing_for_random_edits() -> None:
         assert _wire(snap, CLUSTER) == _wire(alone, CLUSTER)
         assert dict(snap.of(CLUSTER).resources).keys() == cds.keys()
     assert cache.memo_stats()["overlays"] > 30     # most trials were overlays on the base, not copies
+
+
+def test_set_types_replaces_only_the_given_types_for_many_nodes_sharing_one_content() -> None:
+    from envoy.config.endpoint.v3 import endpoint_pb2
+    from envoy.config.listener.v3 import listener_pb2
+
+    from mizzen.core.resources import ENDPOINT
+
+    cache = SnapshotCache()
+    clusters = _clusters(100)
+    cla = {n: endpoint_pb2.ClusterLoadAssignment(cluster_name=n) for n in clusters}
+    for node in ("a", "b", "c"):
+        cache.set_snapshot(node, ResourceSet({CLUSTER: clusters, ENDPOINT: cla,
+                                              LISTENER: {"l": listener_pb2.Listener(name=node)}}))
+    before = {n: cache.get(n) for n in "abc"}
+    changed = dict(cache.resources("a", ENDPOINT))
+    first = next(iter(changed))
+    changed[first] = endpoint_pb2.ClusterLoadAssignment(cluster_name=first, endpoints=[{}])
+    cache.set_types(["a", "b"], ResourceSet({ENDPOINT: changed}))
+    a, b, c = (cache.get(n) for n in "abc")
+    assert a is not None and b is not None and c is not None
+    assert c is before["c"]                                                   # not named: untouched
+    for new, node in ((a, "a"), (b, "b")):
+        old = before[node]
+        assert old is not None and new.serial > old.serial
+        assert new.of(CLUSTER) is old.of(CLUSTER) and new.of(LISTENER) is old.of(LISTENER)
+        assert new.version(ENDPOINT) != old.version(ENDPOINT)
+    assert a.of(ENDPOINT) is b.of(ENDPOINT)                                  # packed once, shared
+    assert cache.resources("b", ENDPOINT)[first] is changed[first]
+    assert cache.memo_stats()["overlays"] >= 1                               # a small overlay, not a copy

@@ -216,6 +216,15 @@ class OverlayResources(Mapping[str, Packed]):
     def __len__(self) -> int:
         return len(self._base) - len(self._removed) + len(self._extra)
 
+    @property
+    def removed(self) -> frozenset[str]:
+        return self._removed
+
+    @property
+    def added(self) -> list[str]:
+        """The names of this view's own resources, in the order they were given."""
+        return list(self._extra)
+
 
 _Shared = _Full | _Overlay
 
@@ -269,7 +278,7 @@ class _Entry:
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
-        self.held: list[_Shared] = []   # the shared per-type contents this node references
+        self.held: dict[str, _Shared] = {}   # type -> the shared per-type content this node references
         self.changed = asyncio.Event()
 
 
@@ -290,21 +299,61 @@ class SnapshotCache:
 
     def set_snapshot(self, node_id: str, resources: ResourceSet) -> None:
         """Replace the node's snapshot and wake its streams (no-op for streams if no version changed)."""
-        types: dict[str, TypeSnapshot] = {}
-        held: list[_Shared] = []
-        for type_url, by_name in resources.by_type.items():
-            shared = self._acquire(type_url, by_name)
-            held.append(shared)
-            types[type_url] = shared.tsnap
+        self._set(node_id, {t: self._acquire(t, by_name) for t, by_name in resources.by_type.items()}, True)
+
+    def set_types(self, node_ids: Iterable[str], resources: ResourceSet) -> None:
+        """Replace only the types in ``resources`` for every node in ``node_ids`` (their other types keep
+        their snapshots). The content is packed once and shared by all of them."""
+        acquired: dict[str, _Shared] = {}
+        for node_id in node_ids:
+            held = {}
+            for t, by_name in resources.by_type.items():
+                shared = acquired.get(t)
+                if shared is None:
+                    shared = acquired[t] = self._acquire(t, by_name)
+                else:
+                    shared.refs += 1
+                held[t] = shared
+            self._set(node_id, held, False)
+        for shared in acquired.values():   # drop the acquisition reference; the nodes hold their own
+            self._release(shared)
+
+    def resources(self, node_id: str, type_url: str) -> dict[str, Message]:
+        """The messages the node's current snapshot of ``type_url`` was built from, by name (to derive an
+        updated set from; never mutate them)."""
+        entry = self._entries.get(node_id)
+        shared = entry.held.get(type_url) if entry is not None else None
+        if shared is None:
+            return {}
+        if isinstance(shared, _Full):
+            return dict(zip(shared.names, shared.msgs, strict=True))
+        base = shared.base
+        out = dict(zip(base.names, base.msgs, strict=True))
+        view = shared.tsnap.resources
+        assert isinstance(view, OverlayResources)
+        for name in view.removed:
+            del out[name]
+        out.update(zip(view.added, shared.msgs, strict=True))
+        return out
+
+    def _set(self, node_id: str, held: dict[str, _Shared], replace_all: bool) -> None:
         entry = self._entries.get(node_id)
         if entry is None:
             entry = self._entries[node_id] = _Entry()
         old = entry.snapshot
-        for shared in entry.held:   # after acquiring: content kept by the node is not dropped and rebuilt
+        if not replace_all:
+            held = {**entry.held, **held}
+            for t, shared in held.items():
+                if entry.held.get(t) is shared:
+                    shared.refs += 1   # kept: released below with the rest of the old holdings
+        for shared in entry.held.values():   # after acquiring: content kept by the node is not dropped and rebuilt
             self._release(shared)
-        entry.held = held   # (kept even when the old snapshot stays: alike nodes of this push reuse it)
+        entry.held = held   # (kept even when the versions stay: alike nodes of this push reuse it)
+        types = {t: shared.tsnap for t, shared in held.items()}
         if old is not None and _same_versions(old, types):
-            return  # identical content: keep the old snapshot object, nothing to push
+            # identical content: nothing to push, but hold the new objects only (the old ones are freed)
+            entry.snapshot = Snapshot(node_id, old.serial, types)
+            return
         self._serial += 1
         entry.snapshot = Snapshot(node_id, self._serial, types)
         log.debug("snapshot %s for %s: %s", self._serial, node_id, entry.snapshot.versions())
@@ -318,9 +367,9 @@ class SnapshotCache:
         """Forget the node's snapshot (its connected streams keep what they have and wait for a new one)."""
         entry = self._entries.pop(node_id, None)
         if entry is not None:
-            for shared in entry.held:
+            for shared in entry.held.values():
                 self._release(shared)
-            entry.held = []
+            entry.held = {}
             entry.changed.set()
 
     def changed(self, node_id: str) -> asyncio.Event:
