@@ -1,7 +1,11 @@
-"""Every kind Mizzen understands, declared once: group, versions, plural and short names, scope.
+"""Every kind Mizzen understands, declared once: group, versions, plural and short names, scope, and what
+the mesh does with it (translated or only stored, whether it feeds the service registry, which xDS generators
+read it). Adding a kind means one record here plus its validator module in :mod:`mizzen.config.validation`.
 
 The CLI resolves ``get vs`` / ``get virtualservices`` through :func:`lookup`; the loader accepts only the
-apiVersions listed here; validators are registered per kind name in :mod:`mizzen.config.validation`.
+apiVersions listed here; validators are registered per kind name in :mod:`mizzen.config.validation`; the push
+loop regenerates, for a changed object, only the generators its kind lists in ``read_by`` (xDS short names,
+the keys of ``mizzen.core.generator.GENERATORS`` by short name).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ class Kind:
     short_names: tuple[str, ...] = ()
     namespaced: bool = True
     istio: bool = True               # an Istio CRD (schema in config/schemas/crd-all.gen.yaml)
+    supported: bool = True           # False: accepted and stored, carries nothing the mesh acts on
+    feeds_registry: bool = False     # services or workloads are built from it (registry.build_snapshot)
+    read_by: frozenset[str] = frozenset()   # xDS generators (CDS, EDS, LDS, RDS) whose output it shapes
 
     @property
     def api_versions(self) -> tuple[str, ...]:
@@ -31,14 +38,21 @@ class Kind:
 NETWORKING = "networking.istio.io"
 NET_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 
-GATEWAY = Kind("Gateway", NETWORKING, NET_VERSIONS, "gateways", ("gw",))
-VIRTUAL_SERVICE = Kind("VirtualService", NETWORKING, NET_VERSIONS, "virtualservices", ("vs",))
-DESTINATION_RULE = Kind("DestinationRule", NETWORKING, NET_VERSIONS, "destinationrules", ("dr",))
-SERVICE_ENTRY = Kind("ServiceEntry", NETWORKING, NET_VERSIONS, "serviceentries", ("se",))
-WORKLOAD_ENTRY = Kind("WorkloadEntry", NETWORKING, NET_VERSIONS, "workloadentries", ("we",))
-SIDECAR = Kind("Sidecar", NETWORKING, NET_VERSIONS, "sidecars")
-SERVICE = Kind("Service", "", ("v1",), "services", ("svc",), istio=False)
-DEPLOYMENT = Kind("Deployment", "apps", ("v1",), "deployments", ("deploy",), istio=False)
+_ALL_XDS = frozenset({"CDS", "EDS", "LDS", "RDS"})
+
+GATEWAY = Kind("Gateway", NETWORKING, NET_VERSIONS, "gateways", ("gw",), read_by=frozenset({"LDS", "RDS"}))
+VIRTUAL_SERVICE = Kind("VirtualService", NETWORKING, NET_VERSIONS, "virtualservices", ("vs",),
+                       read_by=frozenset({"LDS", "RDS"}))
+DESTINATION_RULE = Kind("DestinationRule", NETWORKING, NET_VERSIONS, "destinationrules", ("dr",),
+                        read_by=frozenset({"CDS", "EDS", "RDS"}))   # clusters, locality LB, hash policies
+SERVICE_ENTRY = Kind("ServiceEntry", NETWORKING, NET_VERSIONS, "serviceentries", ("se",),
+                     feeds_registry=True, read_by=_ALL_XDS)
+WORKLOAD_ENTRY = Kind("WorkloadEntry", NETWORKING, NET_VERSIONS, "workloadentries", ("we",),
+                      feeds_registry=True, read_by=_ALL_XDS)
+SIDECAR = Kind("Sidecar", NETWORKING, NET_VERSIONS, "sidecars", read_by=_ALL_XDS)
+SERVICE = Kind("Service", "", ("v1",), "services", ("svc",), istio=False, feeds_registry=True,
+               read_by=_ALL_XDS)
+DEPLOYMENT = Kind("Deployment", "apps", ("v1",), "deployments", ("deploy",), istio=False)   # the runner's
 NAMESPACE = Kind("Namespace", "", ("v1",), "namespaces", ("ns",), namespaced=False, istio=False)
 
 ALL_KINDS: tuple[Kind, ...] = (
@@ -49,7 +63,22 @@ BY_NAME: dict[str, Kind] = {k.kind: k for k in ALL_KINDS}
 
 # Kinds that are accepted in input files but carry nothing the mesh acts on (kubectl users keep them in the
 # same files as Services and Deployments, e.g. Istio's bookinfo.yaml). Stored and listed, not translated.
-PASSIVE_KINDS: frozenset[str] = frozenset({"ServiceAccount", "ConfigMap", "Secret"})
+PASSIVE: tuple[Kind, ...] = tuple(
+    Kind(name, "", ("v1",), plural, istio=False, supported=False)
+    for name, plural in (("ServiceAccount", "serviceaccounts"), ("ConfigMap", "configmaps"),
+                         ("Secret", "secrets")))
+PASSIVE_KINDS: frozenset[str] = frozenset(k.kind for k in PASSIVE)
+
+
+def read_by(kind: str) -> frozenset[str]:
+    """The xDS generators (short names) whose output objects of ``kind`` shape; unknown kinds: none."""
+    k = BY_NAME.get(kind)
+    return k.read_by if k is not None else frozenset()
+
+
+def feeds_registry(kind: str) -> bool:
+    k = BY_NAME.get(kind)
+    return k is not None and k.feeds_registry
 
 
 def lookup(name: str) -> Kind | None:

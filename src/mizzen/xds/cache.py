@@ -346,7 +346,7 @@ class SnapshotCache:
             for t, shared in held.items():
                 if entry.held.get(t) is shared:
                     shared.refs += 1   # kept: released below with the rest of the old holdings
-        for shared in entry.held.values():   # after acquiring: content kept by the node is not dropped and rebuilt
+        for shared in entry.held.values():   # after acquiring: content the node keeps is not rebuilt
             self._release(shared)
         entry.held = held   # (kept even when the versions stay: alike nodes of this push reuse it)
         types = {t: shared.tsnap for t, shared in held.items()}
