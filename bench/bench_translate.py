@@ -35,10 +35,10 @@ from mizzen.config.model import ConfigSnapshot
 from mizzen.core.generate import generate
 from mizzen.core.proxy import Proxy, ProxyType
 from mizzen.core.push_context import PushContext
-from mizzen.core.resources import SHORT, ResourceSet
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import Registry
 from mizzen.xds import SnapshotCache
+from mizzen.xds.resources import SHORT, ResourceSet
 
 T = TypeVar("T")
 

@@ -14,10 +14,10 @@ from mizzen.cli.describe_kube import describe_object, describe_pod, describe_ser
 from mizzen.cli.describe_mesh import decode_proxy, describe_pod_mesh, describe_service_mesh
 from mizzen.controlplane.api import resource_to_dict
 from mizzen.core.proxy import Proxy
-from mizzen.core.resources import SHORT
 from mizzen.runner.manifests import ContainerPort, ContainerSpec
 from mizzen.runner.pod import ContainerStatus, PodStatus
 from mizzen.runner.pod_object import pod_object
+from mizzen.xds.resources import SHORT
 from simulate.simulate_kit import NET, WORKLOADS, configs, ingress_gateway, productpage_sidecar, resources
 
 NOW = datetime(2026, 12, 6, 8, 0, 30, tzinfo=UTC)

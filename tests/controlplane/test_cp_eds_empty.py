@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from harness import Mesh, eventually, mesh  # noqa: F401  (mesh is a fixture)
-from mizzen.core.resources import ENDPOINT
 from mizzen.xds import SYNCED
+from mizzen.xds.resources import ENDPOINT
 
 SERVICE = """\
 apiVersion: v1

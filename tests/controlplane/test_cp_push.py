@@ -18,7 +18,7 @@ from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.core.generate import generate
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
-from mizzen.core.resources import CLUSTER, LISTENER, ResourceSet
+from mizzen.xds.resources import CLUSTER, LISTENER, ResourceSet
 
 pytestmark = pytest.mark.e2e
 

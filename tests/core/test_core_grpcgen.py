@@ -10,7 +10,7 @@ from routes_testkit import BOOKINFO_NET, bookinfo_registry, configs_from_file, f
 
 from mizzen.core.generate import generate
 from mizzen.core.grpcgen import is_proxyless
-from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 REVIEWS = f"{fqdn('reviews')}:9080"
 

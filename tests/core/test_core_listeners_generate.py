@@ -20,9 +20,9 @@ from mizzen.core.generate import generate
 from mizzen.core.listeners import generation_warnings, route_config_names, socket_address
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
-from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import build_snapshot
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 
 pytestmark = pytest.mark.e2e
 

@@ -8,9 +8,9 @@ from mizzen.config.model import ConfigSnapshot
 from mizzen.core.generate import generate
 from mizzen.core.proxy import Proxy, ProxyType
 from mizzen.core.push_context import PushContext
-from mizzen.core.resources import CLUSTER, ENDPOINT, ROUTE
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import Registry
+from mizzen.xds.resources import CLUSTER, ENDPOINT, ROUTE
 
 BASE = """
 apiVersion: v1

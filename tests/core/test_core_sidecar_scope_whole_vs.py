@@ -12,10 +12,10 @@ from mizzen.config.model import ConfigSnapshot
 from mizzen.core.generate import generate
 from mizzen.core.proxy import Proxy, ProxyType, node_id
 from mizzen.core.push_context import PushContext
-from mizzen.core.resources import CLUSTER
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import build_snapshot
 from mizzen.simulate import SimRequest, simulate
+from mizzen.xds.resources import CLUSTER
 
 CONFIG = """
 apiVersion: v1

@@ -24,8 +24,8 @@ from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.grpc_bootstrap import GRPC_XDS_BOOTSTRAP_ENV, grpc_bootstrap, write_grpc_bootstrap
 from mizzen.agent.xds_proxy import XdsProxy
 from mizzen.core.proxy import ProxyType
-from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from mizzen.registry.model import Workload
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 pytestmark = pytest.mark.e2e
 

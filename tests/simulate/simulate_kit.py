@@ -11,9 +11,9 @@ from mizzen.config.model import Config, ConfigSnapshot
 from mizzen.core.generate import generate
 from mizzen.core.proxy import Proxy, ProxyType, node_id
 from mizzen.core.push_context import PushContext
-from mizzen.core.resources import ResourceSet
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import build_snapshot
+from mizzen.xds.resources import ResourceSet
 
 REPO = Path(__file__).resolve().parents[2]
 NET = REPO / "tests" / "fixtures" / "istio" / "samples" / "bookinfo" / "networking"

@@ -16,8 +16,8 @@ from mizzen.config.loader import load_text
 from mizzen.config.model import ConfigSnapshot
 from mizzen.core.generate import generate
 from mizzen.core.push_context import PushContext
-from mizzen.core.resources import LISTENER, ResourceSet
 from mizzen.simulate import InvalidRequest, SimRequest, render, simulate
+from mizzen.xds.resources import LISTENER, ResourceSet
 
 GATEWAY = NET / "bookinfo-gateway.yaml"
 REWRITE_VS = """

@@ -30,8 +30,8 @@ from google.protobuf import any_pb2, json_format
 
 from harness import alloc_ip, free_port
 from mizzen.agent.binary import envoy_binary
-from mizzen.core.resources import LISTENER, ResourceSet
 from mizzen.simulate import SimRequest, simulate
+from mizzen.xds.resources import LISTENER, ResourceSet
 
 pytestmark = pytest.mark.e2e
 

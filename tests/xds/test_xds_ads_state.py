@@ -8,9 +8,9 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, Disc
 from google.rpc import status_pb2
 from xds_testlib import eds_cluster, listener, load_assignment, resources, route_config
 
-from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 from mizzen.xds import NACKED, STALE, SYNCED, SnapshotCache
 from mizzen.xds.ads import AdsStream, DeltaDiffs, DeltaResponse, Response, SotwResponse, resource_version
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 from mizzen.xds.status import ProxyStatus
 
 NODE = "sidecar~127.0.0.1~t1.default~default.svc.cluster.local"

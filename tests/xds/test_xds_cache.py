@@ -10,9 +10,9 @@ import sys
 
 from google.protobuf.message import Message
 
-from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ResourceSet
 from mizzen.xds import Snapshot, SnapshotCache
 from mizzen.xds.canonical import canonical_bytes
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ResourceSet
 
 # Builds a listener whose typed_configs hold maps (Struct fields, filter_metadata) inside Any payloads, packed
 # the usual non-deterministic way, then prints the cache's versions.
@@ -21,7 +21,7 @@ import json, sys
 from google.protobuf import any_pb2, struct_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
-from mizzen.core.resources import LISTENER, ResourceSet
+from mizzen.xds.resources import LISTENER, ResourceSet
 from mizzen.xds import SnapshotCache
 
 def build():
@@ -261,7 +261,7 @@ def test_set_types_replaces_only_the_given_types_for_many_nodes_sharing_one_cont
     from envoy.config.endpoint.v3 import endpoint_pb2
     from envoy.config.listener.v3 import listener_pb2
 
-    from mizzen.core.resources import ENDPOINT
+    from mizzen.xds.resources import ENDPOINT
 
     cache = SnapshotCache()
     clusters = _clusters(100)

@@ -12,8 +12,8 @@ import pytest
 from xds_harness import HOST, Harness
 from xds_testlib import Envoy, eds_cluster, free_port, listener, load_assignment, resources, route_config
 
-from mizzen.core.resources import CLUSTER, ENDPOINT, ResourceSet
 from mizzen.xds import SYNCED
+from mizzen.xds.resources import CLUSTER, ENDPOINT, ResourceSet
 
 pytestmark = pytest.mark.e2e
 

@@ -23,8 +23,8 @@ from xds_testlib import (
     route_config,
 )
 
-from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 from mizzen.xds import NACKED, SYNCED, AdsServer, SnapshotCache, serve
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,8 @@ from xds_testlib import (
     route_config,
 )
 
-from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 from mizzen.xds import NACKED, NOT_SENT, STALE, SYNCED, SnapshotCache, SyncStatus
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 
 
 def config(body: str = "v1", extra_cluster: bool = False) -> ResourceSet:

@@ -8,8 +8,8 @@ from typing import Any
 
 import grpc
 
-from mizzen.core.resources import ResourceSet
 from mizzen.xds import AdsServer, SnapshotCache
+from mizzen.xds.resources import ResourceSet
 
 HOST = "127.71.0.1"
 

@@ -28,7 +28,7 @@ from google.protobuf import any_pb2, duration_pb2, struct_pb2
 from google.protobuf.message import Message
 
 from mizzen.agent.binary import envoy_binary
-from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 NODE = "sidecar~127.0.0.1~t1.default~default.svc.cluster.local"

@@ -33,10 +33,10 @@ from mizzen.config import kinds
 from mizzen.config.errors import ConfigError, Issue, Severity
 from mizzen.config.model import Config
 from mizzen.controlplane.push import iso
-from mizzen.core.resources import SHORT
 from mizzen.registry.model import Workload
 from mizzen.simulate import DIRECTIONS, InvalidRequest, SimRequest, resources_from_any
 from mizzen.simulate import simulate as simulate_request
+from mizzen.xds.resources import SHORT
 
 if TYPE_CHECKING:
     from mizzen.analysis import AnalysisIssue

@@ -20,8 +20,8 @@ from mizzen.config.model import ConfigSnapshot
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
-from mizzen.core.resources import ResourceSet
 from mizzen.registry.model import RegistrySnapshot
+from mizzen.xds.resources import ResourceSet
 
 log = logging.getLogger(__name__)
 

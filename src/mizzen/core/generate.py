@@ -10,7 +10,7 @@ from __future__ import annotations
 from mizzen.core import clusters, endpoints, grpcgen, listeners, routes
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
-from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 
 
 def generate(proxy: Proxy, push: PushContext) -> ResourceSet:

@@ -26,7 +26,7 @@ from mizzen.core import clusters, endpoints, routes
 from mizzen.core.filters import ROUTER, ads_config_source, pack
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
-from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 
 __all__ = ["GENERATOR_GRPC", "api_listener", "generate_proxyless", "is_proxyless"]
 

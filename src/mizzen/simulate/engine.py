@@ -23,10 +23,10 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from mizzen.core.proxy import DEFAULT_GATEWAY_PORTS
-from mizzen.core.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 from mizzen.simulate import action
 from mizzen.simulate.cluster import cluster_summary, endpoints_of, parse_cluster_name
 from mizzen.simulate.match import HttpRequest, describe_match, find_virtual_host, match_route
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 
 __all__ = ["DIRECTIONS", "InvalidRequest", "SimRequest", "build_request", "simulate"]
 

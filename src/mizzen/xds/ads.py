@@ -36,8 +36,8 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mizzen.core.resources import CLUSTER, ENDPOINT, SHORT
 from mizzen.xds.cache import Packed, Snapshot, TypeSnapshot, ordered_types
+from mizzen.xds.resources import CLUSTER, ENDPOINT, SHORT
 from mizzen.xds.status import WILDCARD_TYPES, Nack, ProxyStatus, TypeStatus
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from mizzen.core.resources import PUSH_ORDER, ResourceSet
 from mizzen.xds.canonical import canonical_bytes
+from mizzen.xds.resources import PUSH_ORDER, ResourceSet
 
 log = logging.getLogger(__name__)
 

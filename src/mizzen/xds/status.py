@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mizzen.core.resources import CLUSTER, LISTENER, SHORT
 from mizzen.xds.cache import SnapshotCache, ordered_types
+from mizzen.xds.resources import CLUSTER, LISTENER, SHORT
 
 __all__ = ["NACKED", "NOT_SENT", "STALE", "SYNCED", "WILDCARD_TYPES", "Nack", "ProxyStatus", "SyncStatus",
            "TypeStatus"]

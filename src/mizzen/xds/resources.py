@@ -1,4 +1,6 @@
-"""xDS type URLs and the per-proxy resource set produced by the translation core."""
+"""xDS type URLs, their push order and short names, and the per-proxy resource set (type URL -> name ->
+message) that the translation core produces and the snapshot cache consumes. Protocol vocabulary only: no
+mesh concepts, no imports from the rest of Mizzen."""
 
 from __future__ import annotations
 
