@@ -5,7 +5,7 @@ read it). Adding a kind means one record here plus its validator module in :mod:
 The CLI resolves ``get vs`` / ``get virtualservices`` through :func:`lookup`; the loader accepts only the
 apiVersions listed here; validators are registered per kind name in :mod:`mizzen.config.validation`; the push
 loop regenerates, for a changed object, only the generators its kind lists in ``read_by`` (xDS short names,
-the keys of ``mizzen.core.generator.GENERATORS`` by short name).
+the keys of ``mizzen.core.generate.GENERATORS`` by short name).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ differ: ORIGINAL_DST reads the destination from ``:authority``; PASSTHROUGH keep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
+from functools import partial
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -28,6 +29,7 @@ from mizzen.core.cluster_policy import (
 from mizzen.core.endpoints import endpoints_for_cluster
 from mizzen.core.policy import duration, effective_policy, locality_lb_setting, port_level_policy
 from mizzen.core.proxy import Proxy
+from mizzen.core.proxy_keys import cluster_inputs, outbound_clusters_key
 from mizzen.core.push_context import PushContext
 from mizzen.registry.model import Protocol, Resolution, Service, ServicePort, Workload
 
@@ -136,8 +138,7 @@ def outbound_clusters(proxy: Proxy, push: PushContext, svc: Service,
                       port: ServicePort) -> list[cluster_pb2.Cluster]:
     """``outbound|port||host`` and one ``outbound|port|subset|host`` per DestinationRule subset.
 
-    They depend on the proxy only through its namespace (DestinationRule lookup), interception mode and,
-    for DNS clusters with inline endpoints, its locality and labels: proxies alike share them per push."""
+    They depend on the proxy only through :func:`proxy_keys.cluster_inputs`: proxies alike share them."""
     def build() -> list[cluster_pb2.Cluster]:
         dr = push.destination_rule(proxy.namespace, svc.hostname)
         out = [_outbound(proxy, push, svc, port, dr, "")]
@@ -146,11 +147,8 @@ def outbound_clusters(proxy: Proxy, push: PushContext, svc: Service,
                 out.append(_outbound(proxy, push, svc, port, dr, str(sub["name"])))
         return out
 
-    dns_inputs = None   # DNS clusters carry their endpoints inline: locality LB reads locality and labels
-    if svc.resolution is not Resolution.STATIC:
-        dns_inputs = (proxy.locality, frozenset(proxy.labels.items()))
-    key = ("cds", svc.hostname, svc.namespace, port.port, proxy.namespace, proxy.interception_mode.upper(),
-           dns_inputs)
+    key = ("CDS", svc.hostname, svc.namespace, port.port,
+           cluster_inputs(proxy, push, svc.resolution is not Resolution.STATIC))
     return list(push.memoized(key, build))
 
 
@@ -254,10 +252,7 @@ def passthrough_cluster(push: PushContext, name: str = names.PASSTHROUGH_CLUSTER
     return c
 
 
-def build_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluster]:
-    """Every cluster for ``proxy``, sorted by name. Sidecars: outbound clusters for the services their
-    Sidecar resource admits, inbound, BlackHole and Passthrough clusters. Gateways: outbound clusters for
-    every service exported to their namespace, and BlackHoleCluster."""
+def _outbound_for(proxy: Proxy, push: PushContext) -> dict[str, cluster_pb2.Cluster]:
     out: dict[str, cluster_pb2.Cluster] = {}
     services = push.services_visible_to(proxy)
     if not proxy.is_gateway:   # a sidecar sees what its Sidecar resource's egress hosts admit (Istio scoping)
@@ -268,6 +263,17 @@ def build_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluster]
                 continue
             for c in outbound_clusters(proxy, push, svc, port):
                 out.setdefault(c.name, c)   # same host in two registries: the first one wins, like Istio
+    return out
+
+
+def build_clusters(proxy: Proxy, push: PushContext, key: Hashable | None = None) -> list[cluster_pb2.Cluster]:
+    """Every cluster for ``proxy``, sorted by name. Sidecars: outbound clusters for the services their
+    Sidecar resource admits, inbound, BlackHole and Passthrough clusters. Gateways: outbound clusters for
+    every service exported to their namespace, and BlackHoleCluster. The outbound part is shared by every
+    proxy with the same ``key`` (default :func:`proxy_keys.outbound_clusters_key`)."""
+    if key is None:
+        key = outbound_clusters_key(proxy, push)
+    out = dict(push.memoized(("CDS*", key), partial(_outbound_for, proxy, push)))
     out[names.BLACKHOLE_CLUSTER] = blackhole_cluster(push)
     if not proxy.is_gateway:
         out[names.PASSTHROUGH_CLUSTER] = passthrough_cluster(push, proxy=proxy)

@@ -22,6 +22,7 @@ from google.protobuf import struct_pb2
 from mizzen.core import names
 from mizzen.core.policy import effective_policy, find_subset, locality_lb_setting
 from mizzen.core.proxy import Proxy
+from mizzen.core.proxy_keys import endpoint_inputs
 from mizzen.core.push_context import PushContext
 from mizzen.registry.model import Endpoint
 
@@ -281,10 +282,8 @@ def build_endpoints(proxy: Proxy, push: PushContext, cluster_names: list[str]) -
         except ValueError:
             direction = ""
         if direction == "outbound":
-            # shared per push by proxies with the same namespace, locality and labels (locality LB inputs)
-            labels = (frozenset(proxy.labels.items())
-                      if push.uses_field("DestinationRule", "failoverPriority") else None)
-            key = ("eds", name, proxy.namespace, proxy.locality, labels)
+            # shared by proxies with the same locality LB inputs (see proxy_keys)
+            key = ("EDS", hostname, name, endpoint_inputs(proxy, push))
             cla = push.memoized(key, partial(_filled, cla, proxy, push, hostname, port, subset))
         out.append(cla)
     return out

@@ -16,7 +16,7 @@ from mizzen.config.model import Config, ConfigSnapshot
 from mizzen.core.hosts import host_matches, is_wildcard, resolve_short_name
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.proxy import Proxy
-from mizzen.registry.model import RegistrySnapshot, Service
+from mizzen.registry.model import RegistrySnapshot, Resolution, Service
 
 T = TypeVar("T")
 
@@ -117,12 +117,20 @@ class PushContext:
             return value
 
     @property
+    def has_inline_endpoints(self) -> bool:
+        """Whether any service is resolved by DNS (its clusters carry their endpoints inline)."""
+        return self.memoized(("uses", "Service", "resolution"), lambda: any(
+            s.resolution is not Resolution.STATIC for s in self.registry.services))
+
+    @property
     def version(self) -> str:
         return f"{self.configs.version}-{self.registry.version}"
 
     @staticmethod
-    def build(configs: ConfigSnapshot, registry: RegistrySnapshot,
-              mesh: MeshConfig | None = None) -> PushContext:
+    def build(configs: ConfigSnapshot, registry: RegistrySnapshot, mesh: MeshConfig | None = None,
+              memo: dict[Hashable, Any] | None = None) -> PushContext:
+        """Index config + registry for one push. ``memo``: entries carried over from the previous push that
+        nothing changed since could have made stale (see ``core.generate.carry_memo``)."""
         mesh = mesh or MeshConfig()
         vss = []
         ordered = sorted(configs.list("VirtualService"), key=lambda c: (c.created, c.namespace, c.name))
@@ -144,7 +152,7 @@ class PushContext:
                 exact.setdefault((dr.namespace, h), []).append(dr)
         return PushContext(configs, registry, mesh, tuple(vss), services,
                            {k: (merge_destination_rules(v),) for k, v in exact.items()},
-                           {ns: tuple(v) for ns, v in wild.items()})
+                           {ns: tuple(v) for ns, v in wild.items()}, dict(memo) if memo else {})
 
     # --- services -------------------------------------------------------------------------------------------
     def service(self, hostname: str) -> Service | None:

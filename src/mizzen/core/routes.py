@@ -5,16 +5,14 @@ sidecar inbound route (:func:`build_inbound_route`). Pure functions of (proxy, p
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from functools import partial
-from types import ModuleType
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import duration_pb2
 
-from mizzen.core import gateway_routes, http_action
+from mizzen.core import gateway_routes, http_action, sidecar_scope
 from mizzen.core import names as istio_names
 from mizzen.core.hosts import domains_for_service, host_matches, is_wildcard
 from mizzen.core.http_route import (
@@ -25,6 +23,7 @@ from mizzen.core.http_route import (
 )
 from mizzen.core.mesh import OutboundPolicy
 from mizzen.core.proxy import Proxy
+from mizzen.core.proxy_keys import route_inputs
 from mizzen.core.push_context import MESH_GATEWAY, PushContext, ResolvedVirtualService
 from mizzen.registry.model import Protocol, Service
 
@@ -42,12 +41,7 @@ def build_routes(proxy: Proxy, push: PushContext, names: list[str]) -> list[rout
         if proxy.is_gateway:
             out.append(gateway_routes.build_gateway_route_config(proxy, push, name))
         else:
-            # depends on the proxy's namespace (domains, visibility), labels (sourceLabels, Sidecar) and mode
-            sidecar = push.sidecar_for(proxy)
-            labels = (frozenset(proxy.labels.items())
-                      if push.uses_field("VirtualService", "sourceLabels") else None)
-            key = ("rds", name, proxy.namespace, sidecar.key if sidecar else None, labels,
-                   proxy.interception_mode)
+            key = ("RDS", name, route_inputs(proxy, push))   # shared by proxies alike (see proxy_keys)
             out.append(push.memoized(key, partial(_sidecar_route_config, proxy, push, name)))
     return out
 
@@ -102,27 +96,14 @@ def _sidecar_route_config(proxy: Proxy, push: PushContext, name: str) -> route_p
     return cfg
 
 
-def _sidecar_scope() -> ModuleType | None:
-    try:
-        return importlib.import_module("mizzen.core.sidecar_scope")
-    except ImportError:
-        return None
-
-
 def visible_services(proxy: Proxy, push: PushContext) -> list[Service]:
     """Services the proxy may reach: exported to its namespace and admitted by its Sidecar egress hosts."""
-    scope = _sidecar_scope()
-    if scope is None:
-        return push.services_visible_to(proxy)
-    return [s for s in push.registry.services if scope.sidecar_allows(proxy, push, s)]
+    return [s for s in push.registry.services if sidecar_scope.sidecar_allows(proxy, push, s)]
 
 
 def outbound_policy(proxy: Proxy, push: PushContext) -> OutboundPolicy:
     """The Sidecar's outboundTrafficPolicy if it sets one, else the mesh's."""
-    scope = _sidecar_scope()
-    if scope is None:
-        return push.mesh.outbound_policy
-    return OutboundPolicy(scope.outbound_policy(proxy, push))
+    return sidecar_scope.outbound_policy(proxy, push)
 
 
 def catch_all_virtual_host(push: PushContext, policy: OutboundPolicy | None = None) -> rc.VirtualHost:
@@ -156,9 +137,8 @@ def _claims(proxy: Proxy, push: PushContext, port: int, services: list[Service])
     """Which VS (oldest first) owns each service on this port: an exact host match wins, else the most
     specific matching wildcard host; hosts that are not services become extra vhosts on the VS's ports
     (or port 80)."""
-    scope = _sidecar_scope()
     vss = [vs for vs in push.virtual_services_for(proxy, MESH_GATEWAY)
-           if vs.hosts and (scope is None or scope.imports_virtual_service(proxy, push, vs))]
+           if vs.hosts and sidecar_scope.imports_virtual_service(proxy, push, vs)]
     owner: dict[str, int] = {}
     for svc in services:
         best, best_len = -1, -1
