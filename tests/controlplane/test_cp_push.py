@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 import httpx
@@ -43,11 +44,11 @@ spec:
 """
 
 
-def flaky(proxy: Proxy, push: PushContext) -> ResourceSet:
+def flaky(proxy: Proxy, push: PushContext, types: Collection[str] | None = None) -> ResourceSet:
     """The real generator, except that it crashes for the "fragile" app while a VS named poison exists."""
     if proxy.labels.get("app") == "fragile" and push.configs.get("VirtualService", "bookinfo", "poison"):
         raise RuntimeError("boom")
-    return generate(proxy, push)
+    return generate(proxy, push, types)
 
 
 async def test_generation_error_is_isolated() -> None:
@@ -122,10 +123,10 @@ async def test_module_entry_point(tmp_path: Path) -> None:
             await proc.wait()
 
 
-def with_bad_listener(proxy: Proxy, push: PushContext) -> ResourceSet:
+def with_bad_listener(proxy: Proxy, push: PushContext, types: Collection[str] | None = None) -> ResourceSet:
     """The real generator plus, while a VS named nack exists, a listener Envoy must reject (no address)."""
-    rs = generate(proxy, push)
-    if not push.configs.get("VirtualService", "bookinfo", "nack"):
+    rs = generate(proxy, push, types)
+    if LISTENER not in rs.by_type or not push.configs.get("VirtualService", "bookinfo", "nack"):
         return rs
     listeners = {**rs.of(LISTENER), "bad": listener_pb2.Listener(name="bad")}
     return ResourceSet({**rs.by_type, LISTENER: listeners})

@@ -32,12 +32,12 @@ class Recorder:
 
 async def test_burst_is_merged_into_one_push_after_quiet_time() -> None:
     rec = Recorder()
-    d: Debouncer[str] = Debouncer(rec, quiet=0.05, max_delay=1.0)
+    d: Debouncer[frozenset[str]] = Debouncer(rec, merge=frozenset.union, quiet=0.05, max_delay=1.0)
     t0 = time.monotonic()
     for k in ("a", "b", "c"):
-        d.trigger([k])
+        d.trigger(frozenset([k]))
         await asyncio.sleep(0.01)
-    d.trigger()   # "something changed", no key
+    d.trigger(frozenset())   # "something changed", no key
     await d.flush()
     assert [keys for _, keys in rec.calls] == [frozenset({"a", "b", "c"})]
     waited = rec.calls[0][0] - t0
@@ -48,11 +48,11 @@ async def test_burst_is_merged_into_one_push_after_quiet_time() -> None:
 
 async def test_max_delay_bounds_latency_under_constant_events() -> None:
     rec = Recorder()
-    d: Debouncer[int] = Debouncer(rec, quiet=0.05, max_delay=0.12)  # type: ignore[arg-type]
+    d: Debouncer[frozenset[int]] = Debouncer(rec, merge=frozenset.union, quiet=0.05, max_delay=0.12)  # type: ignore[arg-type]
     t0 = time.monotonic()
     i = 0
     while time.monotonic() - t0 < 0.4:      # never quiet for 50 ms
-        d.trigger([i])
+        d.trigger(frozenset([i]))
         i += 1
         await asyncio.sleep(0.01)
     await d.flush()
@@ -68,12 +68,12 @@ async def test_max_delay_bounds_latency_under_constant_events() -> None:
 
 async def test_pushes_never_overlap_and_events_during_a_push_start_the_next_round() -> None:
     rec = Recorder(work=0.1)
-    d: Debouncer[str] = Debouncer(rec, quiet=0.01, max_delay=0.05)
-    d.trigger(["x"])
+    d: Debouncer[frozenset[str]] = Debouncer(rec, merge=frozenset.union, quiet=0.01, max_delay=0.05)
+    d.trigger(frozenset(["x"]))
     await asyncio.sleep(0.05)                 # first push is running now
     assert rec.running == 1
-    d.trigger(["y"])
-    d.trigger(["z"])
+    d.trigger(frozenset(["y"]))
+    d.trigger(frozenset(["z"]))
     await asyncio.sleep(0.02)
     assert len(rec.calls) == 1                # not started while the first runs
     await d.flush()
@@ -84,34 +84,34 @@ async def test_pushes_never_overlap_and_events_during_a_push_start_the_next_roun
 
 async def test_failed_push_is_logged_and_debouncer_keeps_working(caplog: pytest.LogCaptureFixture) -> None:
     rec = Recorder(fail_first=True)
-    d: Debouncer[str] = Debouncer(rec, quiet=0.01, max_delay=0.05)
-    d.trigger(["a"])
+    d: Debouncer[frozenset[str]] = Debouncer(rec, merge=frozenset.union, quiet=0.01, max_delay=0.05)
+    d.trigger(frozenset(["a"]))
     await d.flush()
-    d.trigger(["b"])
+    d.trigger(frozenset(["b"]))
     await d.flush()
     assert [keys for _, keys in rec.calls] == [frozenset({"a"}), frozenset({"b"})]
     assert "debounced push failed" in caplog.text
     await d.close()
     with pytest.raises(RuntimeError):
-        d.trigger(["c"])
+        d.trigger(frozenset(["c"]))
 
 
 def test_rejects_bad_times() -> None:
     with pytest.raises(ValueError):
-        Debouncer(Recorder(), quiet=1.0, max_delay=0.5)
+        Debouncer(Recorder(), merge=frozenset.union, quiet=1.0, max_delay=0.5)
 
 
 async def test_lead_pushes_the_first_event_after_quiet_at_once_and_debounces_the_rest() -> None:
     rec = Recorder()
-    d: Debouncer[str] = Debouncer(rec, quiet=0.2, max_delay=1.0, lead=0.005)
+    d: Debouncer[frozenset[str]] = Debouncer(rec, merge=frozenset.union, quiet=0.2, max_delay=1.0, lead=0.005)
     t0 = time.monotonic()
-    d.trigger(["first"])
+    d.trigger(frozenset(["first"]))
     await asyncio.sleep(0.05)
     assert [k for _, k in rec.calls] == [frozenset({"first"})]
     assert rec.calls[0][0] - t0 < 0.05                 # not the 0.2 s quiet time
     # events right after that push are debounced as usual (a burst still coalesces)
     for k in ("b", "c", "d"):
-        d.trigger([k])
+        d.trigger(frozenset([k]))
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)
     assert len(rec.calls) == 1                         # still waiting for 0.2 s of quiet
@@ -120,7 +120,7 @@ async def test_lead_pushes_the_first_event_after_quiet_at_once_and_debounces_the
     # after a quiet period, the next single event leads again
     await asyncio.sleep(0.25)
     t1 = time.monotonic()
-    d.trigger(["later"])
+    d.trigger(frozenset(["later"]))
     await d.flush()
     assert rec.calls[-1][1] == frozenset({"later"}) and rec.calls[-1][0] - t1 < 0.05
     await d.close()
@@ -128,4 +128,4 @@ async def test_lead_pushes_the_first_event_after_quiet_at_once_and_debounces_the
 
 async def test_lead_must_not_exceed_quiet() -> None:
     with pytest.raises(ValueError):
-        Debouncer(Recorder(), quiet=0.01, max_delay=1.0, lead=0.05)
+        Debouncer(Recorder(), merge=frozenset.union, quiet=0.01, max_delay=1.0, lead=0.05)

@@ -195,6 +195,7 @@ class Api:
         r = app.router
         r.add_get("/version", self.version)
         r.add_get("/ready", self.ready)
+        r.add_get("/metrics", self.metrics)
         r.add_post("/apis/apply", self.apply)
         r.add_post("/apis/delete", self.delete)
         r.add_get("/apis/objects", self.objects)
@@ -219,6 +220,11 @@ class Api:
     # --- basics ---------------------------------------------------------------------------------------------
     async def version(self, request: web.Request) -> web.Response:
         return _json({"version": mizzen.__version__})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """istiod's metrics in Prometheus text format (unauthenticated, like istiod's :15014/metrics)."""
+        body = self.cp.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def ready(self, request: web.Request) -> web.Response:
         if not self.cp.started:

@@ -1,8 +1,10 @@
-"""The push loop's bookkeeping: connected proxies, per-proxy generation with error isolation, push statistics.
+"""The push loop: connected proxies, scoped generation per push request with error isolation, statistics.
 
-:class:`Pusher` builds one :class:`PushContext` per push and generates every connected proxy's resources
-from it. A generation failure for one proxy is logged and recorded (``/debug/push_status``) and that proxy
-keeps its last good snapshot; the other proxies are unaffected.
+:class:`Pusher` builds one :class:`PushContext` per :class:`PushRequest` (carrying over the memo entries the
+change cannot have touched) and regenerates, per connected proxy, only the xDS types whose generators read
+the changed kinds, only for proxies whose scope includes the changed objects; endpoint changes update just
+the affected load assignments of the proxies that see the service (incremental EDS). A generation failure
+for one proxy is logged and recorded (``/debug/push_status``) and that proxy keeps its last good snapshot.
 """
 
 from __future__ import annotations
@@ -11,17 +13,22 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from mizzen.config.model import ConfigSnapshot
+from mizzen.controlplane.metrics import Metrics, metric_type
+from mizzen.core.generate import GENERATORS, carry_memo, generate, types_reading
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
-from mizzen.registry.model import RegistrySnapshot
-from mizzen.xds.resources import ResourceSet
+from mizzen.core.push_request import PushRequest
+from mizzen.core.scope import config_affects_proxy, sees_service
+from mizzen.registry.model import RegistrySnapshot, Resolution
+from mizzen.xds.cache import SnapshotCache
+from mizzen.xds.resources import CLUSTER, ENDPOINT, SHORT, ResourceSet
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +37,19 @@ __all__ = [
     "Generator",
     "PushStats",
     "Pusher",
-    "SnapshotSink",
-    "default_generator",
     "iso",
 ]
 
-Generator = Callable[[Proxy, PushContext], ResourceSet]
+# (proxy, push, type URLs or None for all) -> resources; core.generate.generate by default
+Generator = Callable[[Proxy, PushContext, Collection[str] | None], ResourceSet]
 
 YIELD_EVERY = 20   # proxies generated between yields to the event loop
-
-
-class SnapshotSink(Protocol):
-    def set_snapshot(self, node_id: str, resources: ResourceSet) -> None: ...
 
 
 def iso(t: float | None) -> str | None:
     if t is None:
         return None
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def default_generator() -> Generator:
-    from mizzen.core.generate import generate
-
-    return generate
 
 
 @dataclass
@@ -79,6 +75,9 @@ class PushStats:
     proxies_failed: int = 0
     reasons: list[str] = field(default_factory=list)
     pending: bool = False
+    full: bool = True
+    types: list[str] = field(default_factory=list)       # the xDS types the last push regenerated
+    proxies_changed: int = 0                              # proxies whose config (some version) changed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +89,9 @@ class PushStats:
             "proxies_failed": self.proxies_failed,
             "reasons": list(self.reasons),
             "pending": self.pending,
+            "full": self.full,
+            "types": list(self.types),
+            "proxies_changed": self.proxies_changed,
         }
 
 
@@ -98,17 +100,24 @@ class Pusher:
 
     def __init__(
         self,
-        sink: SnapshotSink,
+        sink: SnapshotCache,
         configs: Callable[[], ConfigSnapshot],
         registry: Callable[[], RegistrySnapshot],
         mesh: MeshConfig,
         generator: Generator | None = None,
+        *,
+        throttle: int = 100,
+        metrics: Metrics | None = None,
+        on_changed: Callable[[list[str], float], None] | None = None,
     ) -> None:
         self._sink = sink
         self._configs = configs
         self._registry = registry
         self.mesh = mesh
         self._generator = generator
+        self.throttle = max(1, throttle)
+        self.metrics = metrics
+        self._on_changed = on_changed
         self.proxies: dict[str, Proxy] = {}
         self.errors: dict[str, GenerationError] = {}
         self.stats = PushStats()
@@ -119,19 +128,31 @@ class Pusher:
     @property
     def generator(self) -> Generator:
         if self._generator is None:
-            self._generator = default_generator()
+            self._generator = generate
         return self._generator
 
     def current(self) -> PushContext:
         """The latest PushContext (built on first use)."""
         if self._push is None:
-            self._push = PushContext.build(self._configs(), self._registry(), self.mesh)
+            self._push = self._build(None, None)
         return self._push
 
-    def _generate(self, proxy: Proxy, push: PushContext) -> bool:
+    def _build(self, memo: dict[Any, Any] | None, _prev: PushContext | None) -> PushContext:
+        t0 = time.monotonic()
+        push = PushContext.build(self._configs(), self._registry(), self.mesh, memo)
+        if self.metrics is not None:
+            self.metrics.pushcontext_init.observe(time.monotonic() - t0)
+            self.metrics.services.set(len(push.registry.services))
+        return push
+
+    def _generate(self, proxy: Proxy, push: PushContext, types: Collection[str] | None = None) -> bool:
+        """Generate ``types`` (None: all) for the proxy into the cache; False (and recorded) on failure."""
         try:
-            resources = self.generator(proxy, push)
-            self._sink.set_snapshot(proxy.id, resources)
+            resources = self.generator(proxy, push, types)
+            if types is None:
+                self._sink.set_snapshot(proxy.id, resources)
+            else:
+                self._sink.set_types([proxy.id], resources)
         except Exception as e:
             msg = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             prev = self.errors.get(proxy.id)
@@ -164,22 +185,65 @@ class Pusher:
         self.errors.pop(node_id, None)
 
     # --- pushes ---------------------------------------------------------------------------------------------
-    async def push(self, reasons: list[str] | None = None) -> PushContext:
-        """Rebuild the PushContext and regenerate every connected proxy."""
+    async def push(self, request: PushRequest | Iterable[str] | None = None) -> PushContext:
+        """Carry out one (merged) push request: a new PushContext, then for each connected proxy only the
+        generators the request's changes can affect (scoped like Istio's ConfigAffectsProxy), and for
+        endpoint changes an EDS update of the affected load assignments only, to the proxies that see them.
+        A plain list of reasons (or None) means a full push of everything."""
+        if request is None or not isinstance(request, PushRequest):
+            request = PushRequest.everything(list(request or ["manual"]))
         async with self._lock:
             start = time.monotonic()
-            push = PushContext.build(self._configs(), self._registry(), self.mesh)
+            if self.metrics is not None and request.start:
+                self.metrics.debounce_time.observe(max(0.0, start - request.start))
+            prev = self._push
+            everything = prev is None or request.all_configs
+            kinds = request.kinds()
+            types = set(GENERATORS) if everything else (types_reading(kinds) if request.full else set())
+            hosts = request.services
+            if everything or prev is None:
+                push = self._build(None, prev)
+            else:
+                push = self._build(carry_memo(prev.memo, types, kinds, hosts), prev)
             self._push = push
+            inline = {h for h in hosts if (svc := push.service(h)) is not None
+                      and svc.resolution is not Resolution.STATIC}
             ok = failed = 0
+            regenerated: set[str] = set()
+            changed: list[str] = []
+            serials = {n: sn.serial for n in self.proxies if (sn := self._sink.get(n)) is not None}
             for i, proxy in enumerate(list(self.proxies.values())):
                 if i and i % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 if proxy.id not in self.proxies:
                     continue  # disconnected meanwhile
-                if self._generate(proxy, push):
+                # a proxy whose last generation failed missed changes: it gets everything again
+                if everything or proxy.id in self.errors or _own_workload_changed(proxy, request):
+                    wanted: set[str] | None = None
+                else:
+                    wanted = set()
+                    if types and prev is not None and any(config_affects_proxy(proxy, prev, push, k)
+                                                          for k in request.configs):
+                        wanted |= types
+                    if inline and any(_sees(proxy, push, h) for h in inline):
+                        wanted |= {CLUSTER, ENDPOINT}
+                    if not wanted:
+                        continue
+                if self._generate(proxy, push, None if wanted is None else sorted(wanted)):
                     ok += 1
+                    if wanted is None or ENDPOINT in wanted:
+                        regenerated.add(proxy.id)
                 else:
                     failed += 1
+            static = hosts - inline
+            if static:
+                ok += await self._push_endpoints(push, static, regenerated)
+            for n, serial in serials.items():
+                snap = self._sink.get(n)
+                if snap is not None and snap.serial != serial:
+                    changed.append(n)
+            if self._on_changed is not None and changed:
+                self._on_changed(changed, request.start or start)
             s = self.stats
             s.pushes += 1
             s.version = push.version
@@ -187,13 +251,73 @@ class Pusher:
             s.duration_s = time.monotonic() - start
             s.proxies_pushed = ok
             s.proxies_failed = failed
-            s.reasons = sorted(set(reasons or []))[:20]
-            log.info("push %d (%s): %d proxies in %.1f ms, %d failed", s.pushes, push.version, ok,
-                     s.duration_s * 1000, failed)
+            s.reasons = sorted(request.reasons)[:20]
+            s.full = request.full
+            s.types = sorted(SHORT.get(t, t) for t in (types if request.full else set()) | (
+                {ENDPOINT} if hosts else set()))
+            s.proxies_changed = len(changed)
+            if self.metrics is not None:
+                for t in types | ({ENDPOINT} if hosts else set()):
+                    self.metrics.push_time.labels(type=metric_type(t)).observe(s.duration_s)
+            log.info("push %d (%s, %s): %d proxies in %.1f ms (%d changed), %d failed", s.pushes,
+                     push.version, "full" if request.full else "eds", ok, s.duration_s * 1000, len(changed),
+                     failed)
             ev, self._pushed = self._pushed, asyncio.Event()
             ev.set()
             return push
 
+    async def _push_endpoints(self, push: PushContext, hosts: frozenset[str] | set[str],
+                              skip: set[str]) -> int:
+        """Incremental EDS: for every proxy (not in ``skip``) whose load assignments include clusters of
+        ``hosts``, rebuild just those and swap them into its EDS snapshot. Proxies that share their EDS
+        content and their endpoint inputs are handled as one group: built once, packed once."""
+        eds = GENERATORS[ENDPOINT]
+        names_by_content: dict[int, list[str]] = {}
+        groups: dict[tuple[int, Any], list[Proxy]] = {}
+        suffixes = tuple(f"|{h}" for h in hosts)
+        for proxy in self.proxies.values():
+            if proxy.id in skip:
+                continue
+            snap = self._sink.get(proxy.id)
+            if snap is None:
+                continue
+            tsnap = snap.of(ENDPOINT)
+            names = names_by_content.get(id(tsnap))
+            if names is None:
+                names = names_by_content[id(tsnap)] = [n for n in tsnap.resources if n.endswith(suffixes)]
+            if names:   # the proxy sees (has endpoints for) one of the services
+                groups.setdefault((id(tsnap), eds.proxy_key(proxy, push)), []).append(proxy)
+        done = 0
+        for batch, ((content, _key), members) in enumerate(groups.items()):
+            if batch and batch % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            rep = members[0]
+            try:
+                current = self._sink.resources(rep.id, ENDPOINT)
+                current.update(eds.generate(rep, push, names_by_content[content]))
+                for i in range(0, len(members), self.throttle):
+                    if i:
+                        await asyncio.sleep(0)   # PILOT_PUSH_THROTTLE: a bounded batch woken per loop turn
+                    self._sink.set_types([p.id for p in members[i:i + self.throttle]],
+                                         ResourceSet({ENDPOINT: current}))
+                done += len(members)
+            except Exception:
+                log.exception("incremental EDS for %d proxies like %s failed; regenerating them",
+                              len(members), rep.id)
+                for p in members:
+                    done += self._generate(p, push, [CLUSTER, ENDPOINT])
+        return done
+
     def pushed_event(self) -> asyncio.Event:
         """Set after the next completed push."""
         return self._pushed
+
+
+def _own_workload_changed(proxy: Proxy, request: PushRequest) -> bool:
+    return any(w.namespace == proxy.namespace and (w.name == proxy.workload_name or (
+        w.address and w.address == proxy.ip)) for w in request.workloads)
+
+
+def _sees(proxy: Proxy, push: PushContext, hostname: str) -> bool:
+    svc = push.service(hostname)
+    return svc is not None and sees_service(proxy, push, svc)

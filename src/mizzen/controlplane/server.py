@@ -1,9 +1,11 @@
 """The control-plane process (istiod's job): wires the config store, the registry, the debounced push loop,
 the xDS (ADS) gRPC server and the HTTP API/debug server, and starts/stops them as one.
 
-A config or workload change triggers a debounced push: one PushContext, then every connected proxy is
-regenerated and its snapshot set in the cache (the ADS server sends what changed). A newly connected proxy is
-generated immediately from the current PushContext.
+A config change becomes a PushRequest naming the changed objects; a workload registration or removal one
+naming the services whose endpoints changed (an EDS-only push). The debouncer merges requests; the Pusher
+regenerates only what they can affect (see controlplane.push). A newly connected proxy is generated
+immediately from the current PushContext, admitted at a bounded rate (Istio's PILOT_MAX_REQUESTS_PER_SECOND);
+pushes wake at most PILOT_PUSH_THROTTLE proxies per event-loop turn.
 
 The HTTP API needs the API token (:mod:`mizzen.auth`): ``options.token`` if given, else the token file
 (``options.token_file``, default ``<state dir>/token``, created at first start with mode 0600), else (an
@@ -19,6 +21,7 @@ import contextlib
 import logging
 import os
 import stat
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +32,20 @@ from aiohttp import web
 
 from mizzen.auth.guard import Guard
 from mizzen.auth.token import TOKEN_ENV, ensure_token, new_token
-from mizzen.config.model import Config
+from mizzen.config import kinds
+from mizzen.config.model import Config, ConfigKey
 from mizzen.controlplane.api import Api, Loader
 from mizzen.controlplane.exposure import gateway_bind_policy
+from mizzen.controlplane.limits import RateLimiter, env_float, env_int
+from mizzen.controlplane.metrics import Metrics, ObservedStatus
 from mizzen.controlplane.persist import StateDir
 from mizzen.controlplane.push import Generator, Pusher
-from mizzen.controlplane.store import ApplyResult, ConfigStore, Validator
+from mizzen.controlplane.store import UNCHANGED, ApplyResult, ConfigStore, Validator
 from mizzen.core.mesh import MeshConfig
+from mizzen.core.push_request import PushRequest, WorkloadKey
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import Registry
-from mizzen.xds import AdsServer, Debouncer, SnapshotCache, SyncStatus, serve
+from mizzen.xds import AdsServer, Debouncer, SnapshotCache, serve
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,11 @@ class ControlPlaneOptions:
     token_file: Path | None = None         # None: <state_dir>/token (no state dir: a random in-memory token)
     # a second API listener on this Unix socket (mode 0600): its file permissions are the credential
     api_socket: Path | None = None
+    # Istio's PILOT_MAX_REQUESTS_PER_SECOND (new xDS streams admitted per second; 0 = by CPU count) and
+    # PILOT_PUSH_THROTTLE (proxies whose new config is handed out per event-loop turn during a push)
+    max_requests_per_second: float = field(
+        default_factory=lambda: env_float("PILOT_MAX_REQUESTS_PER_SECOND", 0.0))
+    push_throttle: int = field(default_factory=lambda: env_int("PILOT_PUSH_THROTTLE", 0))
 
     def resolve_token(self) -> tuple[str, Path | None]:
         """(the API token, the file it lives in or None)."""
@@ -82,6 +94,11 @@ class ControlPlaneOptions:
         if path is None:
             return new_token(), None
         return ensure_token(path), path
+
+
+def _auto_rate(value: float) -> float:
+    """0 or unset: 100 new streams per second per core (a reconnect storm of 2,000 takes ~10 s on 2 cores)."""
+    return value if value > 0 else 100.0 * (os.cpu_count() or 1)
 
 
 class ControlPlane:
@@ -110,15 +127,20 @@ class ControlPlane:
                     self._state.remove_workload(w.namespace, w.name)
         self.registry.set_configs(self.store.snapshot())
         self.cache = SnapshotCache()
-        self.status = SyncStatus(self.cache)
-        self.pusher = Pusher(self.cache, self.store.snapshot, self.registry.snapshot, opts.mesh, generator)
+        self.metrics = Metrics()
+        self.status = ObservedStatus(self.cache, self.metrics)
+        self.pusher = Pusher(self.cache, self.store.snapshot, self.registry.snapshot, opts.mesh, generator,
+                             throttle=opts.push_throttle or 100, metrics=self.metrics,
+                             on_changed=self.status.changed)
+        rate = _auto_rate(opts.max_requests_per_second)
+        self.admission = RateLimiter(rate, burst=max(1, int(rate)))
         self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
                              status=self.status)
         where = (f'the mizzen CLI reads it from {self.token_file} (or ${TOKEN_ENV})' if self.token_file
                  else f'this control plane keeps it in memory: its embedder passes it as ${TOKEN_ENV}')
         self.api = Api(self, loader, Guard(self.token, self._served, hint=where))
         self.started = False
-        self._debouncer: Debouncer[str] | None = None
+        self._debouncer: Debouncer[PushRequest] | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._http_port: int | None = None
@@ -163,8 +185,8 @@ class ControlPlane:
         lead = opts.debounce_lead_s
         if lead is not None:
             lead = min(lead, opts.debounce_quiet_s)
-        self._debouncer = Debouncer(self._push, quiet=opts.debounce_quiet_s, max_delay=opts.debounce_max_s,
-                                    lead=lead)
+        self._debouncer = Debouncer(self._push, merge=PushRequest.merge, quiet=opts.debounce_quiet_s,
+                                    max_delay=opts.debounce_max_s, lead=lead)
         try:
             self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port)
             if opts.http_port is not None:
@@ -212,23 +234,34 @@ class ControlPlane:
 
     # --- changes and pushes ---------------------------------------------------------------------------------
     def _on_config_change(self, results: list[ApplyResult]) -> None:
-        self.registry.set_configs(self.store.snapshot())
-        self.request_push(f"config {r.kind}/{r.namespace}/{r.name} {r.action}" for r in results)
+        changed = [r for r in results if r.action != UNCHANGED]
+        if not changed:
+            return
+        self.metrics.inbound_updates.labels(type="config").inc(len(changed))
+        if any(kinds.feeds_registry(r.kind) for r in changed):
+            self.registry.set_configs(self.store.snapshot())
+        self._request(PushRequest.config_change(
+            (ConfigKey(r.kind, r.namespace, r.name) for r in changed),
+            (f"config {r.kind}/{r.namespace}/{r.name} {r.action}" for r in changed), time.monotonic()))
 
     def request_push(self, reasons: Iterable[str] = ("manual",)) -> None:
-        """Schedule a debounced full push (no-op before start)."""
+        """Schedule a debounced full push of everything (no-op before start)."""
+        self._request(PushRequest.everything(list(reasons), time.monotonic()))
+
+    def _request(self, request: PushRequest) -> None:
         if self._debouncer is None:
             return
         self.pusher.stats.pending = True
-        self._debouncer.trigger(reasons)
+        self.metrics.push_triggers.labels(type="config" if request.full else "endpoint").inc()
+        self._debouncer.trigger(request)
 
-    async def _push(self, reasons: frozenset[str]) -> None:
+    async def _push(self, request: PushRequest) -> None:
         self.pusher.stats.pending = False
-        await self.pusher.push(sorted(reasons))
+        await self.pusher.push(request)
 
     async def push_now(self, reason: str = "manual") -> None:
         """Push immediately (bypassing the debounce), and wait for it."""
-        await self.pusher.push([reason])
+        await self.pusher.push(PushRequest.everything([reason], time.monotonic()))
 
     async def flush(self) -> None:
         """Wait until every change made so far has been pushed into the cache."""
@@ -248,19 +281,28 @@ class ControlPlane:
     def register_workload(self, workload: Workload) -> None:
         if self._state is not None:
             self._state.write_workload(workload)
-        self.registry.register_workload(workload)
-        self.request_push([f"workload {workload.namespace}/{workload.name} registered"])
+        services = self.registry.register_workload(workload)
+        self.metrics.inbound_updates.labels(type="eds").inc()
+        self._request(PushRequest.endpoint_change(
+            services, [WorkloadKey(workload.namespace, workload.name, workload.address)],
+            [f"workload {workload.namespace}/{workload.name} registered"], time.monotonic()))
 
     def remove_workload(self, namespace: str, name: str) -> bool:
-        removed = self.registry.remove_workload(namespace, name)
+        old = next((w for w in self.registry.workloads() if (w.namespace, w.name) == (namespace, name)), None)
+        services = self.registry.remove_workload(namespace, name)
         if self._state is not None:
             self._state.remove_workload(namespace, name)
-        if removed:
-            self.request_push([f"workload {namespace}/{name} removed"])
-        return removed
+        if services is None:
+            return False
+        self.metrics.inbound_updates.labels(type="eds").inc()
+        self._request(PushRequest.endpoint_change(
+            services, [WorkloadKey(namespace, name, old.address if old is not None else "")],
+            [f"workload {namespace}/{name} removed"], time.monotonic()))
+        return True
 
     # --- xDS callbacks --------------------------------------------------------------------------------------
     async def _on_connect(self, node_id: str, metadata: dict[str, Any]) -> None:
+        await self.admission.acquire()   # a reconnect storm is admitted at a bounded rate
         self.pusher.connect(node_id, metadata)
 
     async def _on_disconnect(self, node_id: str) -> None:

@@ -210,6 +210,9 @@ def types_reading(changed_kinds: Iterable[str]) -> set[str]:
     return out
 
 
+_CARRIED = frozenset({*SHORT.values(), *(f"{s}*" for s in SHORT.values())})
+
+
 def carry_memo(memo: Mapping[Hashable, Any], types: Collection[str], kinds_changed: Collection[str],
                hosts: Collection[str]) -> dict[Hashable, Any]:
     """The memo entries a push may keep from the previous one: everything except what generators of
@@ -228,8 +231,8 @@ def carry_memo(memo: Mapping[Hashable, Any], types: Collection[str], kinds_chang
         if not isinstance(k, tuple) or not k:
             continue
         tag = k[0]
-        if tag in drop:
-            continue
+        if tag in drop or (tag not in _CARRIED and tag != "uses"):
+            continue   # other tags (scope lookups, ...) are per push
         if tag == "uses":
             if k[1] in kind_set or (registry_changed and k[1] == "Service"):
                 continue

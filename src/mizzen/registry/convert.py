@@ -232,7 +232,7 @@ def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> 
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def _endpoint(svc: Service, port: ServicePort, w: Workload, target: int) -> Endpoint:
+def endpoint_of(svc: Service, port: ServicePort, w: Workload, target: int) -> Endpoint:
     return Endpoint(
         hostname=svc.hostname, service_port=port.port, address=w.address, port=target, labels=dict(w.labels),
         workload=w.name, namespace=w.namespace, service_account=w.service_account, locality=w.locality,
@@ -277,12 +277,12 @@ def endpoints_for_service(svc: Service, workloads: Iterable[Workload], inline: I
         eps = out[port.port]
         if svc.origin == "ServiceEntry":
             for w in [*inline, *selected]:
-                eps.append(_endpoint(svc, port, w, entry_target_port(port, w)))
+                eps.append(endpoint_of(svc, port, w, entry_target_port(port, w)))
         else:
             for w in selected:
                 target = kube_target_port(port, w)
                 if target is not None:
-                    eps.append(_endpoint(svc, port, w, target))
+                    eps.append(endpoint_of(svc, port, w, target))
         if not eps and svc.resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN) and not svc.selector:
             host = external_name or svc.hostname
             target = port.target_port if isinstance(port.target_port, int) else port.port

@@ -111,6 +111,7 @@ class RegistrySnapshot:
     endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]] = field(default_factory=dict)
     workloads: tuple[Workload, ...] = ()
     version: str = "empty"
+    content_sum: int = field(default=0, compare=False)   # the version's order-independent hash (registry)
 
     def service(self, hostname: str, namespace: str | None = None) -> Service | None:
         for s in self.services:

@@ -10,35 +10,53 @@ import dataclasses
 import hashlib
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from mizzen.config.model import ConfigSnapshot
 from mizzen.registry.convert import (
+    UNIX_PREFIX,
+    endpoint_of,
     endpoints_for_service,
+    entry_target_port,
     inline_workloads,
+    kube_target_port,
+    selector_matches,
     service_from_kube,
     services_from_service_entry,
     workload_from_entry,
 )
-from mizzen.registry.model import Endpoint, RegistrySnapshot, Service, Workload
+from mizzen.registry.model import Endpoint, RegistrySnapshot, Service, ServicePort, Workload
 
-__all__ = ["Registry", "build_snapshot"]
+__all__ = ["Registry", "build_snapshot", "with_workload"]
 
 
-def _content_version(services: Iterable[Service], endpoints: dict[tuple[str, int], tuple[Endpoint, ...]],
-                     workloads: Iterable[Workload]) -> str:
-    body = json.dumps(
-        {
-            "services": [dataclasses.asdict(s) for s in services],
-            "endpoints": [[h, p, [dataclasses.asdict(e) for e in eps]]
-                          for (h, p), eps in sorted(endpoints.items())],
-            "workloads": [dataclasses.asdict(w) for w in workloads],
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
-    return hashlib.sha256(body.encode()).hexdigest()[:12]
+def _digest(item: object) -> int:
+    body = json.dumps(dataclasses.asdict(item), sort_keys=True, separators=(",", ":"),  # type: ignore[call-overload]
+                      default=str)
+    return int.from_bytes(hashlib.blake2b(body.encode(), digest_size=8).digest(), "big")
+
+
+def _endpoints_digest(key: tuple[str, int], eps: Iterable[Endpoint]) -> int:
+    h = hashlib.blake2b(f"{key[0]}:{key[1]}".encode(), digest_size=8)
+    for e in eps:
+        h.update(_digest(e).to_bytes(8, "big"))
+    return int.from_bytes(h.digest(), "big")
+
+
+def _version(total: int) -> str:
+    return f"{total:016x}"[:12]
+
+
+def _content_sum(services: Iterable[Service], endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]],
+                 workloads: Iterable[Workload]) -> int:
+    """Order-independent content hash (a sum of per-item hashes mod 2**64), so one workload's change
+    updates it without hashing everything again."""
+    total = sum(map(_digest, services)) + sum(map(_digest, workloads))
+    total += sum(_endpoints_digest(k, v) for k, v in endpoints.items())
+    return total % _MOD
+
+
+_MOD = 1 << 64
 
 
 def build_snapshot(configs: ConfigSnapshot, registered: Iterable[Workload],
@@ -66,12 +84,59 @@ def build_snapshot(configs: ConfigSnapshot, registered: Iterable[Workload],
     services.sort(key=lambda s: (s.hostname, s.namespace, s.origin, s.name))
     frozen = {key: tuple(sorted(eps, key=lambda e: (e.address, e.port, e.workload)))
               for key, eps in sorted(endpoints.items())}
-    return RegistrySnapshot(
-        services=tuple(services),
-        endpoints=frozen,
-        workloads=tuple(workloads),
-        version=_content_version(services, frozen, workloads),
-    )
+    total = _content_sum(services, frozen, workloads)
+    return RegistrySnapshot(services=tuple(services), endpoints=frozen, workloads=tuple(workloads),
+                            version=_version(total), content_sum=total)
+
+
+def _endpoint_for(svc: Service, port: ServicePort, w: Workload) -> Endpoint | None:
+    target = entry_target_port(port, w) if svc.origin == "ServiceEntry" else kube_target_port(port, w)
+    return None if target is None else endpoint_of(svc, port, w, target)
+
+
+def with_workload(snap: RegistrySnapshot, old: Workload | None, new: Workload | None) -> tuple[
+        RegistrySnapshot, frozenset[str]]:
+    """``snap`` with one registered workload replaced, added (``old`` None) or removed (``new`` None),
+    touching only the services that select it; also returns their hostnames (endpoints changed)."""
+    ref = new if new is not None else old
+    ns = ref.namespace if ref is not None else ""
+    total = snap.content_sum
+    endpoints = dict(snap.endpoints)
+    changed: set[str] = set()
+    for svc in snap.services:
+        if not svc.selector or svc.namespace != ns:
+            continue
+        was = old is not None and selector_matches(svc.selector, old.labels)
+        now = new is not None and selector_matches(svc.selector, new.labels) and not new.address.startswith(
+            UNIX_PREFIX)
+        if not (was or now):
+            continue
+        for port in svc.ports:
+            key = (svc.hostname, port.port)
+            eps = [e for e in endpoints.get(key, ()) if not (
+                old is not None and e.workload == old.name and e.namespace == old.namespace
+                and e.address == old.address)]
+            if now and new is not None:
+                e = _endpoint_for(svc, port, new)
+                if e is not None:
+                    eps.append(e)
+            frozen = tuple(sorted(eps, key=lambda e: (e.address, e.port, e.workload)))
+            if frozen != endpoints.get(key, ()):
+                total -= _endpoints_digest(key, endpoints.get(key, ()))
+                total += _endpoints_digest(key, frozen)
+                endpoints[key] = frozen
+                changed.add(svc.hostname)
+    gone = (old.namespace, old.name) if old is not None else None
+    workloads = [w for w in snap.workloads if (w.namespace, w.name) != gone]
+    if old is not None:
+        total -= _digest(old)
+    if new is not None:
+        workloads.append(new)
+        workloads.sort(key=lambda w: (w.namespace, w.name, w.address))
+        total += _digest(new)
+    total %= _MOD
+    new_snap = RegistrySnapshot(snap.services, endpoints, tuple(workloads), _version(total), total)
+    return new_snap, frozenset(changed)
 
 
 class Registry:
@@ -92,19 +157,33 @@ class Registry:
             self._configs = snapshot
             self._cached = None
 
-    def register_workload(self, w: Workload) -> None:
-        """Add or replace (by namespace and name) a running workload instance."""
+    def register_workload(self, w: Workload) -> frozenset[str]:
+        """Add or replace (by namespace and name) a running workload instance; returns the hostnames of the
+        services whose endpoints changed (the snapshot is updated for those only)."""
         with self._lock:
+            old = self._workloads.get((w.namespace, w.name))
             self._workloads[(w.namespace, w.name)] = w
-            self._cached = None
+            return self._changed(old, w)
 
-    def remove_workload(self, namespace: str, name: str) -> bool:
-        """Remove a registered workload; False if there was none."""
+    def remove_workload(self, namespace: str, name: str) -> frozenset[str] | None:
+        """Remove a registered workload: None if there was none, else the hostnames of the services whose
+        endpoints changed."""
         with self._lock:
-            if self._workloads.pop((namespace, name), None) is None:
-                return False
-            self._cached = None
-            return True
+            old = self._workloads.pop((namespace, name), None)
+            if old is None:
+                return None
+            return self._changed(old, None)
+
+    def _changed(self, old: Workload | None, new: Workload | None) -> frozenset[str]:
+        if self._cached is None:
+            self._cached = build_snapshot(self._configs, self._workloads.values(), self._domain_suffix)
+            ref = new or old
+            assert ref is not None
+            return frozenset(s.hostname for s in self._cached.services if s.selector and s.namespace ==
+                             ref.namespace and any(selector_matches(s.selector, w.labels)
+                                                   for w in (old, new) if w is not None))
+        self._cached, changed = with_workload(self._cached, old, new)
+        return changed
 
     def workloads(self) -> list[Workload]:
         """The registered workloads (not WorkloadEntries), sorted by namespace and name."""

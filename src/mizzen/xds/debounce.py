@@ -1,7 +1,8 @@
 """Debouncing of config/registry change events into pushes (like istiod's PILOT_DEBOUNCE_AFTER/MAX).
 
-Events carry keys (what changed); they are merged into one set and handed to a single async push callback
-after ``quiet`` seconds without new events, or at the latest ``max_delay`` after the first pending event.
+Events carry a value describing what changed (the control plane's push request); values are folded together
+with ``merge`` and handed to a single async push callback after ``quiet`` seconds without new events, or at
+the latest ``max_delay`` after the first pending event.
 Pushes never run concurrently: events arriving during a push start the next round after it. With ``lead``,
 the first event after a quiet period is pushed after only ``lead`` seconds (one ``kubectl apply`` reaches the
 proxies at once); events that follow it are debounced as usual, so bursts still coalesce.
@@ -12,23 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Debouncer"]
 
-K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
 
 
-class Debouncer(Generic[K]):
-    """``trigger(keys)`` from the event loop; ``push(frozenset_of_keys)`` runs debounced, one at a time."""
+class Debouncer(Generic[R]):
+    """``trigger(value)`` from the event loop; ``push(merged value)`` runs debounced, one at a time."""
 
     def __init__(
         self,
-        push: Callable[[frozenset[K]], Awaitable[None]],
+        push: Callable[[R], Awaitable[None]],
         *,
+        merge: Callable[[R, R], R],
         quiet: float = 0.1,
         max_delay: float = 1.0,
         lead: float | None = None,
@@ -39,9 +41,10 @@ class Debouncer(Generic[K]):
         self._leading = False              # the pending batch began after a quiet period
         self._last_push_end = float("-inf")
         self._push = push
+        self._merge = merge
         self.quiet = quiet
         self.max_delay = max_delay
-        self._pending: set[K] = set()
+        self._pending: R | None = None
         self._events = 0
         self._first_at: float | None = None
         self._last_at = 0.0
@@ -53,13 +56,13 @@ class Debouncer(Generic[K]):
         self.pushes = 0               # completed push callbacks
         self.merged_events = 0        # events folded into those pushes
 
-    def trigger(self, keys: Iterable[K] = ()) -> None:
-        """Record a change (keys may be empty: "something changed"); must be called on the running loop."""
+    def trigger(self, value: R) -> None:
+        """Record a change; must be called on the running loop."""
         if self._closed:
             raise RuntimeError("debouncer is closed")
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._pending.update(keys)
+        self._pending = value if self._pending is None else self._merge(self._pending, value)
         self._events += 1
         if self._first_at is None:
             self._first_at = now
@@ -106,13 +109,14 @@ class Debouncer(Generic[K]):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(left):
                         await self._wake.wait()
-            keys, events = frozenset(self._pending), self._events
-            self._pending, self._events, self._first_at, self._leading = set(), 0, None, False
+            value, events = self._pending, self._events
+            self._pending, self._events, self._first_at, self._leading = None, 0, None, False
             self._wake.clear()
             try:
-                await self._push(keys)
+                if value is not None:
+                    await self._push(value)
             except Exception:
-                log.exception("debounced push failed (%d events, %d keys)", events, len(keys))
+                log.exception("debounced push failed (%d events merged)", events)
             self.pushes += 1
             self.merged_events += events
             self._last_push_end = loop.time()

@@ -1,0 +1,157 @@
+"""The control plane's ``/metrics``: istiod's metric names and labels (``pilot/pkg/xds/monitoring.go``,
+``discovery.go``) in Prometheus text format, one registry per control plane (so several can live in one
+process), plus process metrics.
+
+Pushes, rejects and convergence are observed from the xDS sync status (:class:`ObservedStatus` sees every
+response, ACK and NACK the ADS server records), so the protocol layer needs no metrics code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    gc_collector,
+    generate_latest,
+    platform_collector,
+    process_collector,
+)
+
+import mizzen
+from mizzen.xds.cache import SnapshotCache, TypeSnapshot
+from mizzen.xds.resources import SHORT
+from mizzen.xds.status import ProxyStatus, SyncStatus
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "ObservedStatus", "metric_type"]
+
+_PUSH_BUCKETS = (.01, .1, 1, 3, 5, 10, 20, 30)
+_CONVERGENCE_BUCKETS = (.1, .5, 1, 3, 5, 10, 20, 30)
+
+
+def metric_type(type_url: str) -> str:
+    """Istio's GetMetricType: ``cds``, ``eds``, ``lds``, ``rds``, ``sds``; other types by their URL."""
+    short = SHORT.get(type_url)
+    return short.lower() if short else type_url
+
+
+class Metrics:
+    """The metric objects, registered in their own :class:`CollectorRegistry`."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        process_collector.ProcessCollector(registry=r)
+        platform_collector.PlatformCollector(registry=r)
+        gc_collector.GCCollector(registry=r)
+        self.xds_clients = Gauge("pilot_xds", "Number of endpoints connected to this pilot using XDS.",
+                                 ["version"], registry=r)
+        self.pushes = Counter("pilot_xds_pushes", "Pilot build and send errors for lds, rds, cds and eds.",
+                              ["type"], registry=r)
+        self.push_time = Histogram("pilot_xds_push_time",
+                                   "Total time in seconds Pilot takes to push lds, rds, cds and eds.",
+                                   ["type"], buckets=_PUSH_BUCKETS, registry=r)
+        self.convergence = Histogram(
+            "pilot_proxy_convergence_time",
+            "Delay in seconds between config change and a proxy receiving all required configuration.",
+            buckets=_CONVERGENCE_BUCKETS, registry=r)
+        self.debounce_time = Histogram(
+            "pilot_debounce_time",
+            "Delay in seconds between the first config enters debouncing and the merged push request is "
+            "pushed into the push queue.", buckets=_PUSH_BUCKETS, registry=r)
+        self.pushcontext_init = Histogram("pilot_pushcontext_init_seconds",
+                                          "Total time in seconds Pilot takes to init pushContext.",
+                                          buckets=(.01, .1, 0.5, 1, 3, 5), registry=r)
+        self.rejects = Counter("pilot_total_xds_rejects",
+                               "Total number of XDS responses from pilot rejected by proxy.", ["type"],
+                               registry=r)
+        self.write_timeouts = Counter("pilot_xds_write_timeout", "Pilot XDS response write timeouts.",
+                                      registry=r)
+        self.inbound_updates = Counter("pilot_inbound_updates", "Total number of updates received by pilot.",
+                                       ["type"], registry=r)
+        self.push_triggers = Counter("pilot_push_triggers",
+                                     "Total number of times a push was triggered, labeled by reason for the "
+                                     "push.", ["type"], registry=r)
+        self.config_size = Histogram("pilot_xds_config_size_bytes",
+                                     "Distribution of configuration sizes pushed to clients", ["type"],
+                                     buckets=(1, 10000, 1000000, 4000000, 10000000, 40000000), registry=r)
+        self.services = Gauge("pilot_services", "Total services known to pilot.", registry=r)
+        build = Gauge("istio_build", "Istio component build info", ["component", "tag"], registry=r)
+        build.labels(component="pilot", tag=mizzen.__version__).set(1)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class ObservedStatus(SyncStatus):
+    """Sync status that also feeds the metrics: connected proxies by version, every response sent (by
+    type, with its size), every NACK, and each proxy's convergence time after a push changed its config."""
+
+    def __init__(self, cache: SnapshotCache, metrics: Metrics) -> None:
+        super().__init__(cache)
+        self._m = metrics
+        self._cache_ref = cache
+        self._seen: dict[int, dict[str, tuple[str | None, str | None]]] = {}   # stream -> type -> nonces
+        self._versions: dict[int, str] = {}
+        self._pending: dict[str, float] = {}   # node -> monotonic time of the change it must converge on
+        self._sizes: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def changed(self, node_ids: list[str], since: float) -> None:
+        """A push changed these nodes' config; ``since`` is when the change entered the debouncer."""
+        for n in node_ids:
+            self._pending.setdefault(n, since)
+
+    def connect(self, ps: ProxyStatus) -> None:
+        version = str(ps.metadata.get("ISTIO_VERSION") or mizzen.__version__)
+        self._versions[ps.stream_id] = version
+        self._m.xds_clients.labels(version=version).inc()
+        super().connect(ps)
+
+    def disconnect(self, ps: ProxyStatus) -> bool:
+        version = self._versions.pop(ps.stream_id, None)
+        if version is not None:
+            self._m.xds_clients.labels(version=version).dec()
+        self._seen.pop(ps.stream_id, None)
+        last = super().disconnect(ps)
+        if last:
+            self._pending.pop(ps.node_id, None)
+        return last
+
+    def notify(self, node_id: str) -> None:
+        ps = self.proxy(node_id)
+        if ps is not None:
+            seen = self._seen.setdefault(ps.stream_id, {})
+            for type_url, ts in ps.types.items():
+                nack = ts.nack.nonce if ts.nack is not None else None
+                last_nonce, last_nack = seen.get(type_url, (None, None))
+                if ts.nonce != last_nonce and ts.nonce is not None:
+                    kind = metric_type(type_url)
+                    self._m.pushes.labels(type=kind).inc()
+                    size = self._size(node_id, type_url)
+                    if size is not None:
+                        self._m.config_size.labels(type=kind).observe(size)
+                if nack is not None and nack != last_nack:
+                    self._m.rejects.labels(type=metric_type(type_url)).inc()
+                seen[type_url] = (ts.nonce, nack)
+            since = self._pending.get(node_id)
+            if since is not None and self.is_synced(node_id):
+                del self._pending[node_id]
+                self._m.convergence.observe(time.monotonic() - since)
+        super().notify(node_id)
+
+    def _size(self, node_id: str, type_url: str) -> int | None:
+        snap = self._cache_ref.get(node_id)
+        if snap is None:
+            return None
+        tsnap: TypeSnapshot = snap.of(type_url)
+        key = (type_url, tsnap.version)
+        size = self._sizes.get(key)
+        if size is None:
+            size = self._sizes[key] = sum(len(p.any.value) for p in tsnap.resources.values())
+            if len(self._sizes) > 4096:
+                self._sizes.popitem(last=False)
+        return size
