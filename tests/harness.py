@@ -60,6 +60,16 @@ _SUBNET = 1 + os.getpid() % 250
 _hosts = itertools.count(1)
 
 
+def scrape(text: str) -> dict[str, float]:
+    """Prometheus text format -> {'name{labels}': value} (comments skipped)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
 def alloc_ip() -> str:
     """A fresh loopback address 127.10.<x>.<y>; x comes from the pid, so parallel test processes differ."""
     n = next(_hosts)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from envoy.config.listener.v3 import listener_pb2
 
-from harness import Mesh, eventually
+from harness import Mesh, eventually, scrape
 from mizzen.config.model import Config
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.core.generate import generate
@@ -136,6 +136,7 @@ async def test_nacks_are_reported() -> None:
     async with Mesh(generator=with_bad_listener) as mesh, mesh.api_client() as api:
         proxy = await mesh.sidecar("bookinfo", "productpage-v1", {"app": "productpage"})
         await mesh.wait_synced()
+        before = scrape((await api.get("/metrics")).text)
         await mesh.apply_yaml(POISON.replace("name: poison", "name: nack"), namespace="bookinfo")
         await mesh.cp.flush()
 
@@ -150,6 +151,9 @@ async def test_nacks_are_reported() -> None:
         assert entry["types"]["LDS"]["status"] == "NACKED"
         # Envoy keeps serving its previous listeners
         assert (await proxy.admin_get("/ready")).strip() == "LIVE"
+        after = scrape((await api.get("/metrics")).text)   # istiod's reject counter, by type
+        assert after['pilot_total_xds_rejects{type="lds"}'] == before.get(
+            'pilot_total_xds_rejects{type="lds"}', 0) + 1
         await mesh.delete_yaml(POISON.replace("name: poison", "name: nack"), namespace="bookinfo")
         await mesh.wait_synced()
         assert (await api.get("/debug/push_status")).json()["nacks"] == []

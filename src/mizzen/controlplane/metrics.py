@@ -34,6 +34,10 @@ _PUSH_BUCKETS = (.01, .1, 1, 3, 5, 10, 20, 30)
 _CONVERGENCE_BUCKETS = (.1, .5, 1, 3, 5, 10, 20, 30)
 
 
+_ISTIO_COUNTERS = frozenset({"pilot_xds_pushes", "pilot_total_xds_rejects", "pilot_xds_write_timeout",
+                             "pilot_inbound_updates", "pilot_push_triggers"})
+
+
 def metric_type(type_url: str) -> str:
     """Istio's GetMetricType: ``cds``, ``eds``, ``lds``, ``rds``, ``sds``; other types by their URL."""
     short = SHORT.get(type_url)
@@ -84,7 +88,19 @@ class Metrics:
         build.labels(component="pilot", tag=mizzen.__version__).set(1)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """Text format with istiod's names: its counters carry no ``_total`` suffix and no ``_created``
+        series (Istio exports without counter suffixes)."""
+        out = []
+        for line in generate_latest(self.registry).decode().splitlines():
+            name = line.split(" ", 3)[2] if line.startswith("#") else line.split("{", 1)[0].split(" ", 1)[0]
+            if name.endswith("_created"):
+                continue
+            base = name.removesuffix("_total")
+            if base in _ISTIO_COUNTERS:
+                line = line.replace(name, base, 1) if not line.startswith("#") else line.replace(
+                    f" {name} ", f" {base} ", 1)
+            out.append(line)
+        return ("\n".join(out) + "\n").encode()
 
 
 class ObservedStatus(SyncStatus):
