@@ -137,9 +137,9 @@ class Pusher:
             self._push = self._build(None, None)
         return self._push
 
-    def _build(self, memo: dict[Any, Any] | None, _prev: PushContext | None) -> PushContext:
+    def _build(self, memo: dict[Any, Any] | None, prev: PushContext | None) -> PushContext:
         t0 = time.monotonic()
-        push = PushContext.build(self._configs(), self._registry(), self.mesh, memo)
+        push = PushContext.build(self._configs(), self._registry(), self.mesh, memo, prev)
         if self.metrics is not None:
             self.metrics.pushcontext_init.observe(time.monotonic() - t0)
             self.metrics.services.set(len(push.registry.services))

@@ -39,6 +39,8 @@ __all__ = [
     "config_path",
     "inbound_clusters",
     "load_assignment_for",
+    "local_clusters",
+    "outbound_cluster_map",
     "outbound_clusters",
     "passthrough_cluster",
     "uses_eds",
@@ -139,8 +141,9 @@ def outbound_clusters(proxy: Proxy, push: PushContext, svc: Service,
     """``outbound|port||host`` and one ``outbound|port|subset|host`` per DestinationRule subset.
 
     They depend on the proxy only through :func:`proxy_keys.cluster_inputs`: proxies alike share them."""
+    dr = push.destination_rule(proxy.namespace, svc.hostname)
+
     def build() -> list[cluster_pb2.Cluster]:
-        dr = push.destination_rule(proxy.namespace, svc.hostname)
         out = [_outbound(proxy, push, svc, port, dr, "")]
         for sub in (dr.spec.get("subsets") or ()) if dr is not None else ():
             if sub.get("name"):
@@ -148,7 +151,7 @@ def outbound_clusters(proxy: Proxy, push: PushContext, svc: Service,
         return out
 
     key = ("CDS", svc.hostname, svc.namespace, port.port,
-           cluster_inputs(proxy, push, svc.resolution is not Resolution.STATIC))
+           cluster_inputs(proxy, push, dr, svc.resolution is not Resolution.STATIC))
     return list(push.memoized(key, build))
 
 
@@ -157,8 +160,8 @@ def _selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> b
 
 
 def _own_workload(proxy: Proxy, push: PushContext) -> Workload | None:
-    for w in push.registry.workloads:
-        if w.namespace == proxy.namespace and (w.name == proxy.workload_name or w.address == proxy.ip):
+    for w in push.workloads_in(proxy.namespace):
+        if w.name == proxy.workload_name or w.address == proxy.ip:
             return w
     return None
 
@@ -187,8 +190,8 @@ def inbound_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluste
                                  i.protocol, i.port, []) for i in sorted(ingress, key=lambda i: i.port)]
     workload = _own_workload(proxy, push)
     by_port: dict[int, tuple[ServicePort, list[Service]]] = {}
-    for svc in push.registry.services:
-        if svc.namespace != proxy.namespace or not _selects(svc.selector, proxy.labels):
+    for svc in push.services_in(proxy.namespace):
+        if not _selects(svc.selector, proxy.labels):
             continue
         for port in svc.ports:
             target = _inbound_target(proxy, push, svc, port, workload)
@@ -252,7 +255,7 @@ def passthrough_cluster(push: PushContext, name: str = names.PASSTHROUGH_CLUSTER
     return c
 
 
-def _outbound_for(proxy: Proxy, push: PushContext) -> dict[str, cluster_pb2.Cluster]:
+def _outbound_for(proxy: Proxy, push: PushContext) -> tuple[dict[str, cluster_pb2.Cluster], tuple[str, ...]]:
     out: dict[str, cluster_pb2.Cluster] = {}
     services = push.services_visible_to(proxy)
     if not proxy.is_gateway:   # a sidecar sees what its Sidecar resource's egress hosts admit (Istio scoping)
@@ -263,22 +266,39 @@ def _outbound_for(proxy: Proxy, push: PushContext) -> dict[str, cluster_pb2.Clus
                 continue
             for c in outbound_clusters(proxy, push, svc, port):
                 out.setdefault(c.name, c)   # same host in two registries: the first one wins, like Istio
+    ordered = {k: out[k] for k in sorted(out)}
+    return ordered, tuple(k for k, c in ordered.items() if uses_eds(c))
+
+
+def outbound_cluster_map(proxy: Proxy, push: PushContext, key: Hashable | None = None) -> tuple[
+        dict[str, cluster_pb2.Cluster], tuple[str, ...]]:
+    """The proxy's outbound clusters by name (sorted) and the names of those using EDS, shared by every
+    proxy with the same ``key`` (default :func:`proxy_keys.outbound_clusters_key`); never mutate them."""
+    if key is None:
+        key = outbound_clusters_key(proxy, push)
+    return push.memoized(("CDS*", key), partial(_outbound_for, proxy, push))
+
+
+def local_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluster]:
+    """The proxy's own clusters: BlackHoleCluster, and for sidecars Passthrough, InboundPassthrough and the
+    inbound clusters."""
+    out = [blackhole_cluster(push)]
+    if not proxy.is_gateway:
+        out.append(passthrough_cluster(push, proxy=proxy))
+        out.append(passthrough_cluster(push, names.INBOUND_PASSTHROUGH_CLUSTER))
+        out.extend(inbound_clusters(proxy, push))
     return out
 
 
 def build_clusters(proxy: Proxy, push: PushContext, key: Hashable | None = None) -> list[cluster_pb2.Cluster]:
     """Every cluster for ``proxy``, sorted by name. Sidecars: outbound clusters for the services their
     Sidecar resource admits, inbound, BlackHole and Passthrough clusters. Gateways: outbound clusters for
-    every service exported to their namespace, and BlackHoleCluster. The outbound part is shared by every
-    proxy with the same ``key`` (default :func:`proxy_keys.outbound_clusters_key`)."""
-    if key is None:
-        key = outbound_clusters_key(proxy, push)
-    out = dict(push.memoized(("CDS*", key), partial(_outbound_for, proxy, push)))
-    out[names.BLACKHOLE_CLUSTER] = blackhole_cluster(push)
-    if not proxy.is_gateway:
-        out[names.PASSTHROUGH_CLUSTER] = passthrough_cluster(push, proxy=proxy)
-        out[names.INBOUND_PASSTHROUGH_CLUSTER] = passthrough_cluster(push, names.INBOUND_PASSTHROUGH_CLUSTER)
-        for c in inbound_clusters(proxy, push):
+    every service exported to their namespace, and BlackHoleCluster."""
+    out = dict(outbound_cluster_map(proxy, push, key)[0])
+    for c in local_clusters(proxy, push):
+        if c.name in (names.BLACKHOLE_CLUSTER, names.PASSTHROUGH_CLUSTER, names.INBOUND_PASSTHROUGH_CLUSTER):
+            out[c.name] = c
+        else:
             out.setdefault(c.name, c)
     return [out[k] for k in sorted(out)]
 

@@ -22,7 +22,7 @@ from google.protobuf import struct_pb2
 from mizzen.core import names
 from mizzen.core.policy import effective_policy, find_subset, locality_lb_setting
 from mizzen.core.proxy import Proxy
-from mizzen.core.proxy_keys import endpoint_inputs
+from mizzen.core.proxy_keys import locality_inputs, rule_identity
 from mizzen.core.push_context import PushContext
 from mizzen.registry.model import Endpoint
 
@@ -282,8 +282,10 @@ def build_endpoints(proxy: Proxy, push: PushContext, cluster_names: list[str]) -
         except ValueError:
             direction = ""
         if direction == "outbound":
-            # shared by proxies with the same locality LB inputs (see proxy_keys)
-            key = ("EDS", hostname, name, endpoint_inputs(proxy, push))
+            # shared by proxies that find the same DestinationRule and have the same locality LB inputs
+            dr = push.destination_rule(proxy.namespace, hostname)
+            key = ("EDS", hostname, name, rule_identity(dr),
+                   locality_inputs(proxy, effective_policy(dr, subset, port)))
             cla = push.memoized(key, partial(_filled, cla, proxy, push, hostname, port, subset))
         out.append(cla)
     return out

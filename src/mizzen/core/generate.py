@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from mizzen.config import kinds
 from mizzen.core import clusters, endpoints, grpcgen, listeners, proxy_keys, routes
+from mizzen.core import names as names_
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
 from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT, ResourceSet
@@ -82,11 +83,30 @@ class _Clusters:
         return proxy_keys.outbound_clusters_key(proxy, push)
 
     def generate(self, proxy: Proxy, push: PushContext, names: Sequence[str] | None) -> Mapping[str, Message]:
-        # the outbound part is shared by every proxy with the same key; the inbound part is the proxy's own
-        return {c.name: c for c in clusters.build_clusters(proxy, push, self.proxy_key(proxy, push))}
+        # the outbound part is shared by every proxy with the same key (same objects, same order, so the
+        # cache shares it too); the proxy's own clusters follow
+        outbound, eds_names = clusters.outbound_cluster_map(proxy, push, self.proxy_key(proxy, push))
+        out = ClusterMap(outbound)
+        for c in clusters.local_clusters(proxy, push):
+            if c.name not in out or c.name in _LOCAL_WINS:
+                out[c.name] = c
+        out.eds_names = eds_names
+        return out
+
+
+_LOCAL_WINS = frozenset({names_.BLACKHOLE_CLUSTER, names_.PASSTHROUGH_CLUSTER,
+                         names_.INBOUND_PASSTHROUGH_CLUSTER})
+
+
+class ClusterMap(dict[str, Message]):
+    """CDS output that knows the names of its EDS clusters (computed once per shared outbound part)."""
+
+    eds_names: tuple[str, ...] = ()
 
 
 def _eds_names(cds: Mapping[str, Message]) -> list[str]:
+    if isinstance(cds, ClusterMap):
+        return list(cds.eds_names)   # inbound and fixed clusters are STATIC / ORIGINAL_DST: none of them
     return [name for name, c in cds.items() if clusters.uses_eds(c)]
 
 
@@ -104,7 +124,7 @@ class _Endpoints:
         return proxy_keys.endpoint_inputs(proxy, push)
 
     def generate(self, proxy: Proxy, push: PushContext, names: Sequence[str] | None) -> Mapping[str, Message]:
-        wanted = tuple(sorted(set(names or ())))
+        wanted = tuple(names or ())
 
         def build() -> dict[str, Message]:
             return {e.cluster_name: e for e in endpoints.build_endpoints(proxy, push, list(wanted))}

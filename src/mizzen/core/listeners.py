@@ -167,8 +167,8 @@ def _target_port(push: PushContext, proxy: Proxy, svc: Service, sp: ServicePort)
     if isinstance(sp.target_port, str) and sp.target_port:
         if sp.target_port.isdigit():
             return int(sp.target_port)
-        for w in push.registry.workloads:
-            if w.name == proxy.workload_name and w.namespace == proxy.namespace:
+        for w in push.workloads_in(proxy.namespace):
+            if w.name == proxy.workload_name:
                 return w.ports.get(sp.target_port)
         return None
     return sp.port
@@ -181,8 +181,8 @@ def inbound_ports(proxy: Proxy, push: PushContext) -> list[InboundPort]:
     if ingress:
         return [InboundPort(i.port, i.protocol, i.port, i.bind) for i in ingress]
     by_port: dict[int, InboundPort] = {}
-    for svc in push.registry.services:
-        if svc.namespace != proxy.namespace or not _selects(svc, proxy):
+    for svc in push.services_in(proxy.namespace):
+        if not _selects(svc, proxy):
             continue
         for sp in svc.ports:
             if sp.protocol is Protocol.UDP:

@@ -9,16 +9,21 @@ other's config, too much and nothing is shared. Properties that only matter when
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from typing import Any
 
+from mizzen.config.model import Config
+from mizzen.core.policy import locality_lb_setting
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
 
 __all__ = [
     "cluster_inputs",
     "endpoint_inputs",
+    "locality_inputs",
     "outbound_clusters_key",
     "route_inputs",
+    "rule_identity",
     "scope_inputs",
 ]
 
@@ -33,24 +38,44 @@ def scope_inputs(proxy: Proxy, push: PushContext) -> Hashable:
 
 
 def endpoint_inputs(proxy: Proxy, push: PushContext) -> Hashable:
-    """Load assignments: the DestinationRule lookup (namespace) and locality LB relative to the proxy
-    (locality; labels only while some DestinationRule uses ``failoverPriority``)."""
+    """A proxy's whole set of load assignments: the DestinationRule lookups (namespace) and locality LB
+    relative to the proxy (locality; labels only while some DestinationRule uses ``failoverPriority``)."""
     labels = (frozenset(proxy.labels.items())
               if push.uses_field("DestinationRule", "failoverPriority") else None)
     return (proxy.namespace, proxy.locality, labels)
 
 
-def cluster_inputs(proxy: Proxy, push: PushContext, inline_endpoints: bool) -> Hashable:
-    """One outbound service port's clusters: the DestinationRule lookup (namespace), the interception mode
-    (local ORIGINAL_DST), and for DNS clusters, which carry their endpoints inline, the endpoint inputs."""
-    return (proxy.namespace, proxy.interception_mode.upper(),
+def rule_identity(dr: Config | None) -> Hashable:
+    """The DestinationRule a proxy's lookup found, as a memo key part. Proxies of different namespaces that
+    find the same rule share the clusters and load assignments built from it. (Any DestinationRule change
+    drops every memo entry built from one, so the name stands for the content.)"""
+    return (dr.namespace, dr.name) if dr is not None else None
+
+
+def locality_inputs(proxy: Proxy, policy: Mapping[str, Any]) -> Hashable:
+    """Load assignments of one cluster under ``policy``: locality LB makes them depend on the proxy's
+    locality only with ``distribute`` or with failover (outlier detection on), and on its labels only with
+    ``failoverPriority``; otherwise not at all."""
+    setting = locality_lb_setting(policy)
+    if not setting or not (setting.get("distribute") or policy.get("outlierDetection") is not None):
+        return None
+    return (proxy.locality, frozenset(proxy.labels.items()) if setting.get("failoverPriority") else None)
+
+
+def cluster_inputs(proxy: Proxy, push: PushContext, dr: Config | None, inline_endpoints: bool) -> Hashable:
+    """One outbound service port's clusters: the DestinationRule the proxy's lookup found, the interception
+    mode (local ORIGINAL_DST), and for DNS clusters, which carry their endpoints inline, the endpoint
+    inputs."""
+    return (rule_identity(dr), proxy.interception_mode.upper(),
             endpoint_inputs(proxy, push) if inline_endpoints else None)
 
 
 def outbound_clusters_key(proxy: Proxy, push: PushContext) -> Hashable:
-    """A proxy's whole outbound cluster list: which services it sees plus the per-cluster inputs (inline
-    endpoint inputs whenever the mesh has DNS services)."""
-    return (scope_inputs(proxy, push), cluster_inputs(proxy, push, push.has_inline_endpoints))
+    """A proxy's whole outbound cluster list: which services it sees (which also fixes the DestinationRule
+    lookups: namespace), the interception mode, and the endpoint inputs whenever the mesh has DNS services
+    (their clusters carry endpoints inline)."""
+    return (scope_inputs(proxy, push), proxy.interception_mode.upper(),
+            endpoint_inputs(proxy, push) if push.has_inline_endpoints else None)
 
 
 def route_inputs(proxy: Proxy, push: PushContext) -> Hashable:

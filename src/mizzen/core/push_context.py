@@ -16,7 +16,7 @@ from mizzen.config.model import Config, ConfigSnapshot
 from mizzen.core.hosts import host_matches, is_wildcard, resolve_short_name
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.proxy import Proxy
-from mizzen.registry.model import RegistrySnapshot, Resolution, Service
+from mizzen.registry.model import RegistrySnapshot, Resolution, Service, Workload
 
 T = TypeVar("T")
 
@@ -128,10 +128,15 @@ class PushContext:
 
     @staticmethod
     def build(configs: ConfigSnapshot, registry: RegistrySnapshot, mesh: MeshConfig | None = None,
-              memo: dict[Hashable, Any] | None = None) -> PushContext:
+              memo: dict[Hashable, Any] | None = None, previous: PushContext | None = None) -> PushContext:
         """Index config + registry for one push. ``memo``: entries carried over from the previous push that
-        nothing changed since could have made stale (see ``core.generate.carry_memo``)."""
+        nothing changed since could have made stale (see ``core.generate.carry_memo``). ``previous``: the
+        last push's context, whose config indexes are reused when the config is the same."""
         mesh = mesh or MeshConfig()
+        if previous is not None and previous.configs is configs and previous.mesh == mesh:
+            return dataclasses.replace(previous, registry=registry,
+                                       services_by_host={s.hostname: s for s in registry.services},
+                                       memo=dict(memo) if memo else {})
         vss = []
         ordered = sorted(configs.list("VirtualService"), key=lambda c: (c.created, c.namespace, c.name))
         for c in ordered:
@@ -157,6 +162,16 @@ class PushContext:
     # --- services -------------------------------------------------------------------------------------------
     def service(self, hostname: str) -> Service | None:
         return self.services_by_host.get(hostname)
+
+    def services_in(self, namespace: str) -> tuple[Service, ...]:
+        """The services of one namespace (registry order), indexed once per push."""
+        index = self.memoized(("index", "services"), lambda: _group(self.registry.services))
+        return index.get(namespace, ())
+
+    def workloads_in(self, namespace: str) -> tuple[Workload, ...]:
+        """The workloads of one namespace (registry order), indexed once per push."""
+        index = self.memoized(("index", "workloads"), lambda: _group(self.registry.workloads))
+        return index.get(namespace, ())
 
     def services_visible_to(self, proxy: Proxy) -> list[Service]:
         return [s for s in self.registry.services if exported_to(s.export_to, s.namespace, proxy.namespace)]
@@ -235,6 +250,16 @@ class PushContext:
             if not (sc.spec.get("workloadSelector") or {}).get("labels"):
                 return sc
         return None
+
+
+_N = TypeVar("_N", Service, Workload)
+
+
+def _group(items: Sequence[_N]) -> dict[str, tuple[_N, ...]]:
+    out: dict[str, list[_N]] = {}
+    for item in items:
+        out.setdefault(item.namespace, []).append(item)
+    return {ns: tuple(v) for ns, v in out.items()}
 
 
 def _mentions(value: Any, name: str) -> bool:

@@ -139,22 +139,28 @@ def _claims(proxy: Proxy, push: PushContext, port: int, services: list[Service])
     (or port 80)."""
     vss = [vs for vs in push.virtual_services_for(proxy, MESH_GATEWAY)
            if vs.hosts and sidecar_scope.imports_virtual_service(proxy, push, vs)]
-    owner: dict[str, int] = {}
+    exact: dict[str, int] = {}                  # host -> the first VS naming it exactly
+    wild: list[tuple[int, str]] = []            # (VS index, wildcard host), in VS order
+    for i, vs in enumerate(vss):
+        for h in vs.hosts:
+            if is_wildcard(h):
+                wild.append((i, h))
+            else:
+                exact.setdefault(h, i)
+    by_owner: dict[int, list[Service]] = {}
     for svc in services:
-        best, best_len = -1, -1
-        for i, vs in enumerate(vss):
-            if svc.hostname in vs.hosts:
-                best, best_len = i, 10**6
-                break
-            for h in vs.hosts:
-                if is_wildcard(h) and host_matches(h, svc.hostname) and len(h) > best_len:
+        best = exact.get(svc.hostname, -1)
+        if best < 0:
+            best_len = -1
+            for i, h in wild:   # the most specific wildcard; the first VS among equals
+                if len(h) > best_len and host_matches(h, svc.hostname):
                     best, best_len = i, len(h)
         if best >= 0:
-            owner[svc.hostname] = best
+            by_owner.setdefault(best, []).append(svc)
     all_visible = visible_services(proxy, push)
     out = []
     for i, vs in enumerate(vss):
-        svcs = [s for s in services if owner.get(s.hostname) == i]
+        svcs = by_owner.get(i, [])
         extra = []
         for h in vs.hosts:
             if is_wildcard(h):

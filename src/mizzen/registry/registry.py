@@ -6,6 +6,7 @@ equal content always gives the same version. Conversion rules live in :mod:`mizz
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import json
@@ -131,8 +132,7 @@ def with_workload(snap: RegistrySnapshot, old: Workload | None, new: Workload | 
     if old is not None:
         total -= _digest(old)
     if new is not None:
-        workloads.append(new)
-        workloads.sort(key=lambda w: (w.namespace, w.name, w.address))
+        bisect.insort(workloads, new, key=lambda w: (w.namespace, w.name, w.address))
         total += _digest(new)
     total %= _MOD
     new_snap = RegistrySnapshot(snap.services, endpoints, tuple(workloads), _version(total), total)

@@ -304,17 +304,31 @@ class SnapshotCache:
     def set_types(self, node_ids: Iterable[str], resources: ResourceSet) -> None:
         """Replace only the types in ``resources`` for every node in ``node_ids`` (their other types keep
         their snapshots). The content is packed once and shared by all of them."""
-        acquired: dict[str, _Shared] = {}
+        acquired = {t: self._acquire(t, by_name) for t, by_name in resources.by_type.items()}
         for node_id in node_ids:
-            held = {}
-            for t, by_name in resources.by_type.items():
-                shared = acquired.get(t)
-                if shared is None:
-                    shared = acquired[t] = self._acquire(t, by_name)
-                else:
-                    shared.refs += 1
+            entry = self._entries.get(node_id)
+            if entry is None:
+                entry = self._entries[node_id] = _Entry()
+            old = entry.snapshot
+            held = dict(entry.held)
+            types = dict(old.types) if old is not None else {}
+            same = old is not None
+            for t, shared in acquired.items():
+                shared.refs += 1
+                previous = held.get(t)
                 held[t] = shared
-            self._set(node_id, held, False)
+                if same and (t not in types or types[t].version != shared.tsnap.version):
+                    same = False
+                types[t] = shared.tsnap
+                if previous is not None:
+                    self._release(previous)
+            entry.held = held
+            if same and old is not None:
+                entry.snapshot = Snapshot(node_id, old.serial, types)   # same versions: nothing to push
+                continue
+            self._serial += 1
+            entry.snapshot = Snapshot(node_id, self._serial, types)
+            self._wake(entry)
         for shared in acquired.values():   # drop the acquisition reference; the nodes hold their own
             self._release(shared)
 
