@@ -17,7 +17,6 @@ a valid IP address and ports 1-65535, and only addresses the embedder's ``worklo
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import ipaddress
 import json
 import logging
@@ -73,17 +72,21 @@ class BadRequest(Exception):
 
 
 class LoadResultLike(Protocol):
-    configs: Sequence[Config]
-    errors: Sequence[Issue]
-    warnings: Sequence[Issue]
+    @property
+    def configs(self) -> Sequence[Config]: ...
+    @property
+    def errors(self) -> Sequence[Issue]: ...
+    @property
+    def warnings(self) -> Sequence[Issue]: ...
 
 
 Loader = Callable[[str, str, str | None], LoadResultLike]
 
 
 def default_loader() -> Loader:
-    module = importlib.import_module("mizzen.config.loader")
-    fn: Loader = module.load_text
+    from mizzen.config.loader import load_text  # deferred: YAML loading is only needed for applies
+
+    fn: Loader = load_text
     return fn
 
 

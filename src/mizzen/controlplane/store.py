@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import importlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -62,9 +61,11 @@ class ApplyResult:
 
 
 def default_validator() -> Validator:
-    """The per-kind validators of :mod:`mizzen.config.validation` (imported lazily)."""
-    module = importlib.import_module("mizzen.config.validation")
-    fn: Validator = module.validate
+    """The per-kind validators of :mod:`mizzen.config.validation` (imported on first use: the schemas load
+    with it)."""
+    from mizzen.config.validation import validate
+
+    fn: Validator = validate
     return fn
 
 

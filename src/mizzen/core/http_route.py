@@ -5,7 +5,6 @@ metadata naming the VS (for ``proxy-config routes``), trace decorator, action an
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 
 from mizzen.config.model import Config
 from mizzen.core import delegate, http_action, http_filter_config, http_match, names
+from mizzen.core.policy import consistent_hash_policy
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
 
@@ -41,17 +41,9 @@ HashLookup = Callable[[str, str, int], list[Any]]
 
 
 def hash_policy_lookup(proxy: Proxy, push: PushContext) -> HashLookup:
-    """A (host, subset, port) -> hash policies function from core.policy, or none if that module is absent."""
-    try:
-        policy = importlib.import_module("mizzen.core.policy")
-    except ImportError:
-        return lambda host, subset, port: []
-    fn = getattr(policy, "consistent_hash_policy", None)
-    if fn is None:
-        return lambda host, subset, port: []
-
+    """A (host, subset, port) -> hash policies function (DestinationRule consistentHash, core.policy)."""
     def lookup(host: str, subset: str, port: int) -> list[rc.RouteAction.HashPolicy]:
-        return list(fn(proxy, push, host, subset, port) or [])
+        return list(consistent_hash_policy(proxy, push, host, subset, port) or [])
 
     return lookup
 
