@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from mizzen.config.durations import parse_duration
 from mizzen.config.errors import Severity
 
 CRD_FILE = Path(__file__).parent / "schemas" / "crd-all.gen.yaml"
@@ -91,30 +92,6 @@ class SchemaNode:
 
 
 # ---------------------------------------------------------------------------------------------- durations
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float | None:
-    """A Go/Kubernetes duration string ("1.5s", "300ms", "1m30s", "-2s") in seconds; None if malformed."""
-    s = text.strip()
-    if not s:
-        return None
-    sign = 1.0
-    if s[0] in "+-":
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None:
-            return None
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    return sign * total if pos else None
 
 
 # ---------------------------------------------------------------------------------------------- CEL rules

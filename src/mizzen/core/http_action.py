@@ -8,7 +8,6 @@ Go/Kubernetes forms Istio accepts (``7s``, ``0.5s``, ``100ms``, ``1m30s``).
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from envoy.type.matcher.v3 import regex_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2
 
+from mizzen.config import durations
 from mizzen.core import names
 from mizzen.core.mesh import MeshConfig
 from mizzen.registry.model import Service
@@ -28,8 +28,6 @@ from mizzen.registry.model import Service
 RETRY_PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 RETRY_PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # 3xx codes Envoy can send for a redirect
 _REDIRECT_CODES = {
@@ -43,23 +41,11 @@ _REDIRECT_CODES = {
 
 # --- durations and percentages ---
 def parse_duration(value: Any) -> float:
-    """``"7s"``, ``"1.5s"``, ``"100ms"``, ``"1m30s"``, or a number of seconds -> seconds."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, Mapping):  # {"seconds": 1, "nanos": 0}
-        return float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
-    text = str(value).strip()
-    if not text:
-        raise ValueError("empty duration")
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if pos != len(text):
+    """A duration field in seconds (Go syntax, see config.durations); ValueError if malformed."""
+    secs = durations.seconds(value)
+    if secs is None:
         raise ValueError(f"invalid duration {value!r}")
-    return total
+    return secs
 
 
 def duration(value: Any) -> duration_pb2.Duration:

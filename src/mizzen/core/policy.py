@@ -6,13 +6,13 @@ durations, locality LB settings, and the consistent-hash HashPolicy list routes 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as route_pb2
 from google.protobuf import duration_pb2
 
+from mizzen.config import durations
 from mizzen.config.model import Config
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
@@ -36,27 +36,9 @@ POLICY_PARTS = ("connectionPool", "outlierDetection", "loadBalancer", "tls")
 # detection is configured.
 MESH_LOCALITY_LB: Policy = {"enabled": True}
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-
-
 def parse_duration(value: Any) -> float | None:
-    """``"10s"``, ``"3m"``, ``"1h30m"``, ``"100ms"``, ``"1.5s"`` (Go/protobuf style) -> seconds; None if
-    absent or malformed. Numbers are taken as seconds."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(text):
-        if m.start() != pos:
-            return None
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or pos == 0:
-        return None
-    return total
+    """A duration field in seconds (Go syntax, see config.durations); None if absent or malformed."""
+    return durations.seconds(value)
 
 
 def duration(seconds: float) -> duration_pb2.Duration:

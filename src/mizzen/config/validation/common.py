@@ -15,13 +15,13 @@ from typing import Any
 
 import re2
 
+from mizzen.config.durations import parse_duration as parse_duration
 from mizzen.config.errors import Severity
 from mizzen.config.model import Config
 from mizzen.config.schema import Finding as Finding  # re-exported for validators
 from mizzen.config.schema import index_path as index_path
 from mizzen.config.schema import key_path as key_path
 from mizzen.config.schema import parent_path as parent_path
-from mizzen.config.schema import parse_duration as parse_duration
 from mizzen.config.validation import envoy_limits
 
 # ---------------------------------------------------------------------------------------------- reporting
