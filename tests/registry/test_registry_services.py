@@ -228,8 +228,8 @@ def test_remove_workload_and_snapshot_versions() -> None:
     other.register_workload(wl("web-1", "127.0.40.1", {"app": "web"}, ports={"http-alt": 8080}))
     other.set_configs(configs(SERVICES))
     assert other.snapshot().version == s2.version
-    assert reg.remove_workload(NS, "web-1") is True
-    assert reg.remove_workload(NS, "web-1") is False
+    assert reg.remove_workload(NS, "web-1") == {"web.shop.svc.cluster.local"}   # endpoints changed there
+    assert reg.remove_workload(NS, "web-1") is None
     s3 = reg.snapshot()
     assert s3.version == s1.version
     assert eps(reg, "web.shop.svc.cluster.local", 80) == []
@@ -332,3 +332,26 @@ def test_workload_entry_ports_behind_a_kubernetes_service() -> None:
     assert eps(reg, host, 9080) == [("127.0.42.1", 8080), ("127.0.42.2", 9080), ("127.0.42.3", 9080)]
     assert eps(reg, host, 9090) == [("127.0.42.1", 8090), ("127.0.42.2", 19090), ("127.0.42.3", 19090)]
     assert eps(reg, host, 7070) == [("127.0.42.1", 17070), ("127.0.42.3", 7777)]
+
+
+def test_incremental_workload_changes_equal_a_full_rebuild() -> None:
+    """register/remove update the cached snapshot for the selecting services only; the result (endpoints,
+    workloads, version) is what a rebuild from scratch gives, and the changed hostnames are reported."""
+    reg = Registry()
+    reg.set_configs(configs(SERVICES))
+    reg.register_workload(wl("web-1", "127.0.40.1", {"app": "web"}, ports={"http-alt": 8080}))
+    reg.snapshot()
+    changed = reg.register_workload(wl("web-2", "127.0.40.2", {"app": "web"}, ports={"http-alt": 8080}))
+    assert changed == {"web.shop.svc.cluster.local"}
+    assert reg.register_workload(wl("lonely", "127.0.40.3", {"app": "nobody"})) == frozenset()
+    relabelled = reg.register_workload(wl("web-1", "127.0.40.1", {"app": "other"}, ports={"http-alt": 8080}))
+    assert relabelled == {"web.shop.svc.cluster.local"}   # web-1 left web's endpoints
+    incremental = reg.snapshot()
+    fresh = Registry()
+    fresh.set_configs(configs(SERVICES))
+    for w in reg.workloads():
+        fresh.register_workload(w)
+    rebuilt = fresh.snapshot()
+    assert dict(incremental.endpoints) == dict(rebuilt.endpoints)
+    assert incremental.workloads == rebuilt.workloads and incremental.version == rebuilt.version
+    assert eps(reg, "web.shop.svc.cluster.local", 80) == [("127.0.40.2", 8080)]

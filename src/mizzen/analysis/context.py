@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mizzen.config.labels import labels_match
 from mizzen.config.model import Config, ConfigSnapshot
 from mizzen.core.hosts import host_matches, resolve_short_name
 from mizzen.core.mesh import MeshConfig
@@ -18,10 +19,6 @@ from mizzen.core.sidecar_scope import virtual_service_destinations
 from mizzen.registry.model import RegistrySnapshot, Service, Workload
 
 __all__ = ["AnalysisContext", "destinations", "labels_match", "workloads_from_deployments"]
-
-
-def labels_match(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    return all(labels.get(str(k)) == str(v) for k, v in selector.items())
 
 
 @dataclass(frozen=True)

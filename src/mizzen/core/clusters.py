@@ -17,6 +17,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from google.protobuf import struct_pb2
 
+from mizzen.config.labels import selects
 from mizzen.config.model import Config
 from mizzen.core import names, sidecar_scope
 from mizzen.core.cluster_policy import (
@@ -155,10 +156,6 @@ def outbound_clusters(proxy: Proxy, push: PushContext, svc: Service,
     return list(push.memoized(key, build))
 
 
-def _selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
-
-
 def _own_workload(proxy: Proxy, push: PushContext) -> Workload | None:
     for w in push.workloads_in(proxy.namespace):
         if w.name == proxy.workload_name or w.address == proxy.ip:
@@ -191,7 +188,7 @@ def inbound_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluste
     workload = _own_workload(proxy, push)
     by_port: dict[int, tuple[ServicePort, list[Service]]] = {}
     for svc in push.services_in(proxy.namespace):
-        if not _selects(svc.selector, proxy.labels):
+        if not selects(svc.selector, proxy.labels):
             continue
         for port in svc.ports:
             target = _inbound_target(proxy, push, svc, port, workload)

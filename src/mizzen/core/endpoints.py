@@ -19,6 +19,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ep_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import struct_pb2
 
+from mizzen.config.labels import labels_match
 from mizzen.core import names
 from mizzen.core.policy import effective_policy, find_subset, locality_lb_setting
 from mizzen.core.proxy import Proxy
@@ -245,7 +246,7 @@ def subset_endpoints(push: PushContext, hostname: str, port: int,
     eps = push.registry.endpoints_for(hostname, port)
     if not subset_labels:
         return list(eps)
-    return [e for e in eps if all(e.labels.get(k) == v for k, v in subset_labels.items())]
+    return [e for e in eps if labels_match(subset_labels, e.labels)]
 
 
 def endpoints_for_cluster(proxy: Proxy, push: PushContext, hostname: str, port: int,

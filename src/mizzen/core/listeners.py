@@ -18,6 +18,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import wrappers_pb2
 
+from mizzen.config.labels import selects
 from mizzen.core import filters, names, sidecar_scope
 from mizzen.core.hosts import hosts_intersect
 from mizzen.core.mesh import OutboundPolicy
@@ -152,10 +153,6 @@ class InboundPort:
     bind: str = ""              # Sidecar ingress bind override
 
 
-def _selects(svc: Service, proxy: Proxy) -> bool:
-    return bool(svc.selector) and all(proxy.labels.get(k) == v for k, v in (svc.selector or {}).items())
-
-
 def _target_port(push: PushContext, proxy: Proxy, svc: Service, sp: ServicePort) -> int | None:
     """The workload port behind a service port: this proxy's endpoint, else the numeric targetPort, else the
     named container port of the proxy's workload (None if it has no such port), else the service port."""
@@ -182,7 +179,7 @@ def inbound_ports(proxy: Proxy, push: PushContext) -> list[InboundPort]:
         return [InboundPort(i.port, i.protocol, i.port, i.bind) for i in ingress]
     by_port: dict[int, InboundPort] = {}
     for svc in push.services_in(proxy.namespace):
-        if not _selects(svc, proxy):
+        if not selects(svc.selector, proxy.labels):
             continue
         for sp in svc.ports:
             if sp.protocol is Protocol.UDP:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from mizzen.config.labels import labels_match
 from mizzen.config.model import Config, ConfigSnapshot
 from mizzen.core.hosts import host_matches, is_wildcard, resolve_short_name
 from mizzen.core.mesh import MeshConfig
@@ -229,7 +230,7 @@ class PushContext:
         out = []
         for gw in self.configs.list("Gateway"):
             selector = gw.spec.get("selector") or {}
-            if all(proxy.labels.get(k) == v for k, v in selector.items()):
+            if labels_match(selector, proxy.labels):
                 out.append(gw)
         return out
 
@@ -240,7 +241,7 @@ class PushContext:
         for sc in self.configs.list("Sidecar", proxy.namespace):
             sel = (sc.spec.get("workloadSelector") or {}).get("labels")
             if sel:
-                if all(proxy.labels.get(k) == v for k, v in sel.items()):
+                if labels_match(sel, proxy.labels):
                     return sc
             elif default is None:
                 default = sc

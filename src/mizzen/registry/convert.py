@@ -9,6 +9,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mizzen.config.labels import selects
 from mizzen.config.model import Config
 from mizzen.registry.model import Endpoint, Protocol, Resolution, Service, ServicePort, Workload
 
@@ -227,9 +228,6 @@ def inline_workloads(c: Config) -> list[Workload]:
     return out
 
 
-def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    """Kubernetes equality selector: every selector label present with the same value (empty: no match)."""
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
 def endpoint_of(svc: Service, port: ServicePort, w: Workload, target: int) -> Endpoint:
@@ -272,7 +270,7 @@ def endpoints_for_service(svc: Service, workloads: Iterable[Workload], inline: I
     if svc.selector:
         selected = [w for w in workloads
                     if w.namespace == svc.namespace and not w.address.startswith(UNIX_PREFIX)
-                    and selector_matches(svc.selector, w.labels)]
+                    and selects(svc.selector, w.labels)]
     for port in svc.ports:
         eps = out[port.port]
         if svc.origin == "ServiceEntry":

@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import Iterable, Mapping
 
+from mizzen.config.labels import selects
 from mizzen.config.model import ConfigSnapshot
 from mizzen.registry.convert import (
     UNIX_PREFIX,
@@ -21,7 +22,6 @@ from mizzen.registry.convert import (
     entry_target_port,
     inline_workloads,
     kube_target_port,
-    selector_matches,
     service_from_kube,
     services_from_service_entry,
     workload_from_entry,
@@ -107,8 +107,8 @@ def with_workload(snap: RegistrySnapshot, old: Workload | None, new: Workload | 
     for svc in snap.services:
         if not svc.selector or svc.namespace != ns:
             continue
-        was = old is not None and selector_matches(svc.selector, old.labels)
-        now = new is not None and selector_matches(svc.selector, new.labels) and not new.address.startswith(
+        was = old is not None and selects(svc.selector, old.labels)
+        now = new is not None and selects(svc.selector, new.labels) and not new.address.startswith(
             UNIX_PREFIX)
         if not (was or now):
             continue
@@ -180,7 +180,7 @@ class Registry:
             ref = new or old
             assert ref is not None
             return frozenset(s.hostname for s in self._cached.services if s.selector and s.namespace ==
-                             ref.namespace and any(selector_matches(s.selector, w.labels)
+                             ref.namespace and any(selects(s.selector, w.labels)
                                                    for w in (old, new) if w is not None))
         self._cached, changed = with_workload(self._cached, old, new)
         return changed

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.config.labels import labels_match
 from mizzen.config.model import DEFAULT_NAMESPACE, Config
 from mizzen.registry.model import Workload
 from mizzen.runner.addresses import DEFAULT_APP_NET, DEFAULT_POD_NET, AddressPool, PodAddresses
@@ -298,7 +299,7 @@ class LocalRunner:
         return [
             s for s in self.status()
             if (namespace is None or s.namespace == namespace)
-            and all(s.labels.get(k) == v for k, v in labels.items())
+            and labels_match(labels, s.labels)
         ]
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
