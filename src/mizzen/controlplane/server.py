@@ -114,9 +114,10 @@ class ControlPlane:
     ) -> None:
         self.options = opts = options or ControlPlaneOptions()
         self.token, self.token_file = opts.resolve_token()
-        self.store = ConfigStore(opts.state_dir, validator=gateway_bind_policy(validator, opts.mesh))
-        self.registry = Registry(opts.mesh.domain_suffix)
+        # one StateDir for the directory: objects (the store) and registered workloads (here)
         self._state = StateDir(opts.state_dir) if opts.state_dir is not None else None
+        self.store = ConfigStore(self._state, validator=gateway_bind_policy(validator, opts.mesh))
+        self.registry = Registry(opts.mesh.domain_suffix)
         if self._state is not None:
             if opts.restore_workloads:
                 workloads, _problems = self._state.load_workloads()

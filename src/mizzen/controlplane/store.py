@@ -74,7 +74,7 @@ class ConfigStore:
 
     def __init__(
         self,
-        state_dir: Path | str | None = None,
+        state_dir: StateDir | Path | str | None = None,
         *,
         validator: Validator | None = None,
         clock: Callable[[], float] = time.time,
@@ -87,7 +87,10 @@ class ConfigStore:
         self._last_created = 0.0
         self.load_problems: list[LoadProblem] = []
         self.last_warnings: list[Issue] = []   # warnings of the last apply()
-        self._state = StateDir(Path(state_dir)) if state_dir is not None else None
+        if isinstance(state_dir, StateDir) or state_dir is None:
+            self._state = state_dir
+        else:
+            self._state = StateDir(Path(state_dir))
         if self._state is not None:
             configs, self.load_problems = self._state.load_all()
             for c in configs:
@@ -95,6 +98,11 @@ class ConfigStore:
                 self._last_created = max(self._last_created, c.created)
             if configs:
                 log.info("loaded %d objects from %s", len(configs), self._state.root)
+
+    @property
+    def state(self) -> StateDir | None:
+        """The state directory the objects persist in (None: in memory only)."""
+        return self._state
 
     # --- reading --------------------------------------------------------------------------------------------
     @property
