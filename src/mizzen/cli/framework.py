@@ -27,7 +27,7 @@ COMPLETE_VAR = "_MIZZEN_COMPLETE"
 try:    # typer >= 0.2x vendors click
     from typer._click.exceptions import ClickException as _ClickException
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
+    from click.exceptions import ClickException as _ClickException  # type: ignore[assignment, no-redef, unused-ignore]
 
 
 class _Option(TyperOption):

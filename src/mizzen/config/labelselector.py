@@ -4,8 +4,7 @@ Kubernetes ``LabelSelector`` (``matchLabels`` + ``matchExpressions``) and match 
 Grammar and semantics are Kubernetes' (``k8s.io/apimachinery/pkg/labels/selector.go``): requirements
 are ANDed; ``=``/``==``/``in`` need the label with one of the values; ``!=``/``notin`` also match when the
 label is absent; ``key`` needs it present, ``!key`` absent. An empty selector matches everything. The
-equality part is matched by the code base's one equality matcher
-(:func:`mizzen.registry.convert.selector_matches`).
+equality part is matched by the code base's one equality matcher (:func:`mizzen.config.labels.labels_match`).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mizzen.registry.convert import selector_matches
+from mizzen.config.labels import labels_match
 
 __all__ = ["SelectorError", "matches", "parse"]
 
@@ -154,7 +153,6 @@ def _expression_matches(expr: Mapping[str, Any], labels: Mapping[str, str]) -> b
 
 def matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     """A Kubernetes LabelSelector (as :func:`parse` returns) against a label map; empty matches everything."""
-    match_labels = {str(k): str(v) for k, v in (selector.get("matchLabels") or {}).items()}
-    if match_labels and not selector_matches(match_labels, labels):
+    if not labels_match(selector.get("matchLabels"), labels):
         return False
     return all(_expression_matches(e, labels) for e in selector.get("matchExpressions") or [])
