@@ -63,6 +63,12 @@ apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: private, namespace: bookinfo}
 spec: {host: reviews, exportTo: ["."]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: delegate, namespace: bookinfo}
+spec:
+  http: [{route: [{destination: {host: reviews}}]}]
 """
 
 
@@ -119,6 +125,7 @@ def test_config_affects_only_proxies_whose_scope_includes_it() -> None:
     assert affected("DestinationRule", "private") == {"bookinfo"}                # exportTo: "."
     assert affected("VirtualService", "reviews") == {"bookinfo", "elsewhere"}     # mesh VS: sidecars
     assert affected("VirtualService", "edge") == {"istio-system"}                  # gateway-bound only
+    assert affected("VirtualService", "delegate") == {"bookinfo", "scoped", "elsewhere", "istio-system"}
     assert affected("Sidecar", "default", "scoped") == {"scoped"}
     assert affected("Service", "reviews") == {"bookinfo", "elsewhere", "istio-system"}   # not past ./*
     assert affected("Service", "local", "scoped") == {"bookinfo", "elsewhere", "istio-system", "scoped"}

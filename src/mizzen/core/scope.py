@@ -61,6 +61,8 @@ def _affects(proxy: Proxy, push: PushContext, c: Config) -> bool:
     if c.kind == "Sidecar":
         return not proxy.is_gateway and c.namespace in (proxy.namespace, root)
     if c.kind == "VirtualService":
+        if not c.spec.get("hosts"):
+            return True   # a delegate: it reaches proxies through whichever root VS names it
         refs = c.spec.get("gateways") or (MESH_GATEWAY,)
         gateways = [resolve_gateway_ref(str(g), c.namespace) for g in refs]
         if proxy.is_gateway:
