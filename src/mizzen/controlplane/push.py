@@ -212,8 +212,9 @@ class Pusher:
             regenerated: set[str] = set()
             changed: list[str] = []
             serials = {n: sn.serial for n in self.proxies if (sn := self._sink.get(n)) is not None}
+            step = min(YIELD_EVERY, self.throttle)   # PILOT_PUSH_THROTTLE bounds a batch too
             for i, proxy in enumerate(list(self.proxies.values())):
-                if i and i % YIELD_EVERY == 0:
+                if i and i % step == 0:
                     await asyncio.sleep(0)
                 if proxy.id not in self.proxies:
                     continue  # disconnected meanwhile
