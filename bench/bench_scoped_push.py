@@ -11,8 +11,8 @@ proxy's new snapshot built, packed and its streams woken). Reports, in CPU secon
 - full push: one push of everything to every proxy (a new PushContext, nothing carried over);
 - workload join / leave: from ``register_workload`` to every affected proxy's new EDS snapshot (registry
   update + push), median and max over ``--joins`` joins, and how many proxies changed;
-- RSS after ``--repushes`` unrelated re-pushes (a config change in a namespace no proxy can see, and then
-  full pushes of everything: new messages for the same content).
+- RSS after ``--repushes`` unrelated re-pushes (a config change in a namespace no proxy can see), then after
+  ``--full-repushes`` full pushes of everything (new messages for the same content).
 
 It also runs against the code before the push redesign (which has no PushRequest): there a workload join
 is a registry rebuild plus a full push, and the unrelated change is a full push too.
@@ -44,11 +44,14 @@ from mizzen.core.proxy import ProxyType
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import Registry
 from mizzen.xds import SnapshotCache
+from mizzen.xds.server import ResponseBodies
 
 try:   # the push redesign
     from mizzen.core.push_request import ConfigKey, PushRequest, WorkloadKey
+    from mizzen.xds.resources import ENDPOINT
     SCOPED = True
 except ImportError:   # the code before it: every push is a full push
+    from mizzen.core.resources import ENDPOINT  # type: ignore[import-not-found, no-redef]
     SCOPED = False
 
 
@@ -102,7 +105,7 @@ async def run(args: argparse.Namespace) -> None:
     print(f"full push to {len(pusher.proxies)} proxies: {t_full:.1f} s CPU; RSS {rss_mb():.0f} MB")
 
     # --- a workload joins (and later leaves) one service; a different service each time ---
-    joins, leaves, changed = [], [], []
+    joins, leaves, changed, serialize = [], [], [], []
     for j in range(args.joins):
         ns, pod, addr, labels = pods[(j * 7919) % len(pods)]
         w = Workload(name=f"joiner-{j}", namespace=ns, address=f"10.250.{j // 250}.{j % 250 + 1}",
@@ -118,6 +121,16 @@ async def run(args: argparse.Namespace) -> None:
             registry.register_workload(w)
             await pusher.push(["join"])
         joins.append(cpu() - c0)
+        # the SotW EDS responses the woken streams will send: serialized once per distinct content
+        c0 = cpu()
+        bodies = ResponseBodies()
+        seen: set[int] = set()
+        for node in pusher.proxies:
+            snap = cache.get(node)
+            if snap is not None and id(snap.of(ENDPOINT)) not in seen:
+                seen.add(id(snap.of(ENDPOINT)))
+                bodies.get(snap.of(ENDPOINT), None)
+        serialize.append(cpu() - c0)
         if args.profile == "join" and j == 0:
             prof.disable()
             pstats.Stats(prof, stream=sys.stdout).sort_stats("cumulative").print_stats(30)
@@ -133,6 +146,8 @@ async def run(args: argparse.Namespace) -> None:
     print(f"workload join ({args.joins}x): median {statistics.median(joins) * 1000:.1f} ms, "
           f"max {max(joins) * 1000:.1f} ms CPU; proxies whose config changed: median "
           f"{statistics.median(changed):.0f} of {len(pusher.proxies)}")
+    print(f"  + serializing the new EDS responses once per distinct content (SotW, all assignments): median "
+          f"{statistics.median(serialize) * 1000:.1f} ms CPU")
     print(f"workload leave ({args.joins}x): median {statistics.median(leaves) * 1000:.1f} ms, "
           f"max {max(leaves) * 1000:.1f} ms CPU")
 
@@ -158,13 +173,13 @@ async def run(args: argparse.Namespace) -> None:
           f"{statistics.median(times) * 1000:.0f} ms CPU each; RSS after each: "
           + ", ".join(f"{r:.0f}" for r in rss_after) + " MB")
     rss_after, times = [], []
-    for _ in range(args.repushes):
+    for _ in range(args.full_repushes):
         c0 = cpu()
         await full()
         times.append(cpu() - c0)
         gc.collect()
         rss_after.append(rss_mb())
-    print(f"{args.repushes} full pushes of everything (new messages, same content): median "
+    print(f"{args.full_repushes} full pushes of everything (new messages, same content): median "
           f"{statistics.median(times):.1f} s CPU each; RSS after each: "
           + ", ".join(f"{r:.0f}" for r in rss_after) + " MB")
     stats: Any = cache.memo_stats()
@@ -178,7 +193,8 @@ def main() -> None:
     ap.add_argument("--workloads", type=int, default=3, help="instances per service")
     ap.add_argument("--proxies", type=int, default=2000)
     ap.add_argument("--joins", type=int, default=10)
-    ap.add_argument("--repushes", type=int, default=10)
+    ap.add_argument("--repushes", type=int, default=10, help="unrelated config changes")
+    ap.add_argument("--full-repushes", type=int, default=3, help="full pushes of everything after them")
     ap.add_argument("--profile", choices=("join", "full"), help="cProfile one join or the full push")
     asyncio.run(run(ap.parse_args()))
 
