@@ -51,7 +51,7 @@ try:   # the push redesign
     from mizzen.xds.resources import ENDPOINT
     SCOPED = True
 except ImportError:   # the code before it: every push is a full push
-    from mizzen.core.resources import ENDPOINT  # type: ignore[import-not-found, no-redef]
+    from mizzen.xds.resources import ENDPOINT  # type: ignore[import-not-found, no-redef]
     SCOPED = False
 
 
