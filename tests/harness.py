@@ -191,6 +191,7 @@ class Mesh:
         debounce_max_s: float = 0.5,
         envoy_log_level: str = "warning",
         mesh_config: MeshConfig | None = None,
+        kubeconfig: Path | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
@@ -200,7 +201,7 @@ class Mesh:
         self.cp = ControlPlane(
             ControlPlaneOptions(state_dir=state_dir / "state", xds_port=0, http_port=0,
                                 debounce_quiet_s=debounce_quiet_s, debounce_max_s=debounce_max_s,
-                                mesh=mesh_config or MeshConfig()),
+                                mesh=mesh_config or MeshConfig(), kubeconfig=kubeconfig),
             generator=generator,
         )
         self.envoy_log_level = envoy_log_level

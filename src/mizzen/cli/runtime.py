@@ -112,6 +112,9 @@ def controlplane(
     allow_external_bind: Annotated[bool, typer.Option(
         "--allow-external-bind",
         help="Accept Gateway bind addresses outside loopback (with a warning)")] = False,
+    kubeconfig: Annotated[Path | None, typer.Option(
+        metavar="FILE", show_default="no cluster: config comes from applies",
+        help="Read Istio config and Services from this cluster's API server (like istiod)")] = None,
     log_level: Annotated[str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run the control plane (like istiod: config store, xDS server, HTTP API) in the foreground."""
@@ -125,7 +128,8 @@ def controlplane(
                               http_port=http_port, debounce_quiet_s=debounce_quiet,
                               debounce_max_s=debounce_max, token=os.environ.get(TOKEN_ENV) or None,
                               token_file=token_file or (state_dir or default_state_dir()) / TOKEN_FILE,
-                              mesh=MeshConfig(allow_external_bind=allow_external_bind)), log_level)
+                              mesh=MeshConfig(allow_external_bind=allow_external_bind),
+                              kubeconfig=kubeconfig), log_level)
 
 
 def _check_level(level: str) -> None:

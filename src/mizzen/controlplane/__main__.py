@@ -13,6 +13,7 @@ import sys
 
 from mizzen.auth.token import TokenError
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
+from mizzen.kube.client import KubeConfigError
 from mizzen.lifecycle import run_until_signal
 
 
@@ -27,7 +28,7 @@ def serve(opts: ControlPlaneOptions, log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(run(opts))
-    except TokenError as e:
+    except (TokenError, KubeConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
 

@@ -276,9 +276,19 @@ class Api:
             raise BadRequest("'dry_run' must be a boolean")
         return dry
 
+    def _owned_by_cluster(self, dry_run: bool) -> web.Response | None:
+        """409 for a write while the config comes from a Kubernetes API server (dry runs still validate)."""
+        if dry_run or self.cp.kube_source is None:
+            return None
+        return _json({"errors": [{"message": "this control plane reads its config from the Kubernetes API "
+                                             "server: change it there (kubectl apply/delete); --dry-run "
+                                             "still validates here"}]}, 409)
+
     async def apply(self, request: web.Request) -> web.Response:
         data = await _body(request)
         dry_run = self._dry_run(data)
+        if (refused := self._owned_by_cluster(dry_run)) is not None:
+            return refused
         configs, errors, warnings = self._load(data)
         if errors:
             return _json({"errors": [i.to_dict() for i in errors]}, 422)
@@ -297,6 +307,8 @@ class Api:
     async def delete(self, request: web.Request) -> web.Response:
         data = await _body(request)
         dry_run = self._dry_run(data)
+        if (refused := self._owned_by_cluster(dry_run)) is not None:
+            return refused
         configs, errors, _ = self._load(data)
         if errors:
             return _json({"errors": [i.to_dict() for i in errors]}, 422)

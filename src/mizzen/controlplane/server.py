@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from aiohttp import web
@@ -46,6 +46,11 @@ from mizzen.core.push_request import PushRequest, WorkloadKey
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import Registry
 from mizzen.xds import AdsServer, Debouncer, SnapshotCache, serve
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
+
+    from mizzen.kube.config_source import KubeConfigSource
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,9 @@ class ControlPlaneOptions:
     max_requests_per_second: float = field(
         default_factory=lambda: env_float("PILOT_MAX_REQUESTS_PER_SECOND", 0.0))
     push_throttle: int = field(default_factory=lambda: env_int("PILOT_PUSH_THROTTLE", 0))
+    # read config (Istio's kinds and Services) from this cluster's API server instead of applies through the
+    # API (mizzen.kube.config_source); xDS is served once every kind has been listed
+    kubeconfig: Path | None = None
 
     def resolve_token(self) -> tuple[str, Path | None]:
         """(the API token, the file it lives in or None)."""
@@ -141,6 +149,9 @@ class ControlPlane:
                  else f'this control plane keeps it in memory: its embedder passes it as ${TOKEN_ENV}')
         self.api = Api(self, loader, Guard(self.token, self._served, hint=where))
         self.started = False
+        self.kube_source: KubeConfigSource | None = None
+        self._kube_api: ApiClient | None = None
+        self._kube_task: asyncio.Task[None] | None = None
         self._debouncer: Debouncer[PushRequest] | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
@@ -189,6 +200,8 @@ class ControlPlane:
         self._debouncer = Debouncer(self._push, merge=PushRequest.merge, quiet=opts.debounce_quiet_s,
                                     max_delay=opts.debounce_max_s, lead=lead)
         try:
+            if opts.kubeconfig is not None:
+                await self._start_kube(opts.kubeconfig)
             self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port)
             if opts.http_port is not None:
                 runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False)
@@ -206,8 +219,26 @@ class ControlPlane:
         log.info("control plane up: xDS %s, HTTP %s, %d objects", self.xds_address,
                  self.http_url if self._http else "off", len(self.store))
 
+    async def _start_kube(self, kubeconfig: Path) -> None:
+        from mizzen.kube.client import connect
+        from mizzen.kube.config_source import KubeConfigSource
+
+        self._kube_api = await connect(kubeconfig)
+        self.kube_source = KubeConfigSource(self._kube_api, self.store)
+        self._kube_task = asyncio.create_task(self.kube_source.run(), name="kube config source")
+        await self.kube_source.wait_synced(timeout=60)   # istiod serves xDS once its informers have synced
+        log.info("config from the Kubernetes API server (%s): %d objects", kubeconfig, len(self.store))
+
     async def stop(self) -> None:
         self.started = False
+        if self._kube_task is not None:
+            self._kube_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._kube_task
+            self._kube_task = None
+        if self._kube_api is not None:
+            await self._kube_api.close()
+            self._kube_api = None
         if self._debouncer is not None:
             debouncer, self._debouncer = self._debouncer, None
             # bounded, so a stuck push can never hang shutdown
