@@ -31,6 +31,7 @@ from typing import IO, Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mizzen import __version__
@@ -312,8 +313,8 @@ class Demo:
                           (o.host, o.tls_port, "gateway TLS", "--tls-port"),
                           ("127.0.0.1", o.xds_port, "xDS", "--xds-port"),
                           ("127.0.0.1", o.http_port, "API", "--api-port")])
-        if o.fresh:
-            for f in (o.state_dir / "objects").rglob("*"):
+        if o.fresh:   # applied objects, and applies committed but not yet written out (the journal)
+            for f in [*(o.state_dir / "objects").rglob("*"), *(o.state_dir / "journal").rglob("*")]:
                 if f.is_file():
                     f.unlink()
         # the demo starts every workload itself: workloads registered by an earlier run are dropped
@@ -397,6 +398,12 @@ class Demo:
             c.print(f"  egress gateway    {egress.spec.ip}:8080 (Service {EGRESS_NAME}.{GATEWAY_NAMESPACE})")
         c.print(f"  xDS (ADS gRPC)    {self.cp.xds_address}")
         c.print(f"  state and logs    {self.opts.state_dir}")
+        problems = self.cp.store.load_problems
+        if problems:   # said loudly: these objects were NOT restored (Bookinfo's defaults replace its own)
+            c.print(f"\n[bold red]{len(problems)} stored object(s) could not be restored and are not "
+                    f"served[/] (moved to {self.opts.state_dir / 'quarantine'}; also in /debug/configz):")
+            for p in problems:
+                c.print(f"  [red]{escape(str(p))}[/]")
         c.print("\nPress Ctrl-C to stop everything.")
 
     async def stop(self) -> None:

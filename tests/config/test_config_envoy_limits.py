@@ -30,6 +30,7 @@ from mizzen.config.validation.envoy_limits import (
     CIPHER_SUITES,
     COMMANDS,
     MAX_DIRECT_RESPONSE_BODY,
+    MAX_HEADER_BYTES,
     MAX_RING_SIZE,
     OPTIONAL_ARG_COMMANDS,
     RE2_MAX_PROGRAM_SIZE,
@@ -152,6 +153,19 @@ def test_config_header_names_with_line_breaks_are_rejected(tmp_path: Path) -> No
     errs = errors("VirtualService", vs_http({"headers": {"request": {"set": {"x-a\nb": "v"}}}}))
     assert [m for _, m in errs] == ["invalid header name 'x-a\\nb': NUL, CR and LF are not allowed (Envoy "
                                     "would reject the route)"]
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_config_header_size_limit(tmp_path: Path, extra: int) -> None:
+    """Header names and values to add are at most 16 KiB (bytes: one 'é' is two)."""
+    value = "é" * (MAX_HEADER_BYTES // 2) + "a" * extra
+    name = "x" * (MAX_HEADER_BYTES + extra)
+    for headers, path in (({"x-a": value}, "spec.http[0].headers.request.set.x-a"),
+                          ({name: "v"}, f"spec.http[0].headers.request.set.{name}")):
+        ok, out = envoy_accepts(tmp_path, [_with_headers(headers)])
+        assert ok == (extra == 0), out[-300:]
+        errs = errors("VirtualService", vs_http({"headers": {"request": {"set": headers}}}))
+        assert [p for p, m in errs if "Envoy allows at most 16384 bytes" in m] == ([] if ok else [path])
 
 
 # --- SNI, ring hash, query parameters, direct responses ----------------------------------------------------

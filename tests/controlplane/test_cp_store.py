@@ -140,24 +140,48 @@ def test_persistence_round_trip(tmp_path: Path) -> None:
     assert again.get("VirtualService", "bookinfo", "late").created > reviews.created  # type: ignore[union-attr]
 
 
-def test_corrupt_state_file_is_reported_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_state_is_quarantined_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = ConfigStore(tmp_path, validator=fake_validator)
-    store.apply([vs("good"), vs("broken")])
-    broken = tmp_path / "objects/VirtualService/bookinfo/broken.json"
-    broken.write_text('{"kind": "VirtualService", "metadata": ')
-    misplaced = tmp_path / "objects/VirtualService/bookinfo/misplaced.json"
-    misplaced.write_text((tmp_path / "objects/VirtualService/bookinfo/good.json").read_text())
+    store.apply([vs("good"), vs("broken"), vs("garbage"), vs("invalid")])
+    objects = tmp_path / "objects/VirtualService/bookinfo"
+    (objects / "broken.json").write_text('{"kind": "VirtualService", "metadata": ')     # truncated
+    (objects / "garbage.json").write_bytes(b"\xff\x00\x17garbage")
+    (objects / "misplaced.json").write_text((objects / "good.json").read_text())
+    record = json.loads((objects / "invalid.json").read_text())           # reads back, fails validation
+    record["spec"]["http"][0]["route"][0]["weight"] = 150
+    (objects / "invalid.json").write_text(json.dumps(record))
 
     again = ConfigStore(tmp_path, validator=fake_validator)
-    assert [c.name for c in again.list()] == ["good"]
-    problems = {Path(p.path).name: p.error for p in again.load_problems}
-    assert set(problems) == {"broken.json", "misplaced.json"}
-    assert problems["broken.json"].startswith("JSONDecodeError")
-    assert "does not belong" in problems["misplaced.json"]
-    assert "broken.json" in caplog.text
-    # the corrupt file is left for inspection; applying the object again repairs it
+    assert [c.name for c in again.list()] == ["good"]                    # nothing unvalidated is served
+    problems = {Path(p.path).name: p for p in again.load_problems}
+    assert set(problems) == {"broken.json", "garbage.json", "misplaced.json", "invalid.json"}
+    assert problems["broken.json"].error.startswith("JSONDecodeError")
+    assert problems["garbage.json"].error.startswith("UnicodeDecodeError")
+    assert "does not belong" in problems["misplaced.json"].error
+    assert problems["invalid.json"].error == ("VirtualService/bookinfo/invalid fails validation: "
+                                              "spec.http[0].route[0].weight: must be 0..100")
+    for name, p in problems.items():                                    # moved aside, kept for inspection
+        assert not (objects / name).exists() and Path(p.quarantine).is_file()
+        assert Path(p.quarantine).parent == tmp_path / "quarantine"
+        assert f"state file {objects / name} could not be restored and is NOT served" in caplog.text
+    assert json.loads(Path(problems["invalid.json"].quarantine).read_text()) == record
+    # a third start is clean: the bad files are no longer in the way; applying the object again repairs it
+    assert ConfigStore(tmp_path, validator=fake_validator).load_problems == []
     assert again.apply([vs("broken")])[0].action == "created"
-    assert json.loads(broken.read_text())["metadata"]["name"] == "broken"
+    assert json.loads((objects / "broken.json").read_text())["metadata"]["name"] == "broken"
+
+
+def test_garbage_journal_record_is_quarantined(tmp_path: Path) -> None:
+    store = ConfigStore(tmp_path, validator=fake_validator)
+    store.apply([vs("a")])
+    (tmp_path / "journal").mkdir(exist_ok=True)
+    (tmp_path / "journal/000000000007.json").write_text('{"writes": [{"kind": ')
+    (tmp_path / "journal/.000000000008.json.1.tmp").write_text("uncommitted")
+    again = ConfigStore(tmp_path, validator=fake_validator)
+    assert [c.name for c in again.list()] == ["a"]
+    (problem,) = again.load_problems
+    assert problem.error.startswith("journal record unreadable: JSONDecodeError")
+    assert list((tmp_path / "journal").iterdir()) == []
 
 
 def test_validator_crash_refuses_the_batch() -> None:

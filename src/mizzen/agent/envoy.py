@@ -7,6 +7,8 @@ listeners gracefully, then sends SIGTERM, and SIGKILL if Envoy does not exit in 
 Envoy's admin interface listens only on a Unix socket (mode 0600) in the agent's work dir (0700); the agent
 itself uses it for readiness and draining. With ``AgentOptions.admin_token`` the agent also serves its
 allow-listed admin proxy on ``<admin host>:<spec.admin_port>`` (:mod:`mizzen.agent.admin_proxy`).
+
+Envoy's log file is kept under ``max_log_bytes`` (see :mod:`.logcap`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import aiohttp
 from mizzen.agent.admin_proxy import AdminProxy
 from mizzen.agent.binary import envoy_binary
 from mizzen.agent.bootstrap import ADMIN_SOCKET_NAME, ProxySpec, render_bootstrap
+from mizzen.agent.logcap import DEFAULT_MAX_LOG_BYTES, watch_log
 from mizzen.core.proxy import ProxyType
 
 log = logging.getLogger(__name__)
@@ -113,6 +116,8 @@ class AgentOptions:
     service_node_flags: bool = False          # also pass --service-node/--service-cluster
     env: dict[str, str] = field(default_factory=dict)
     admin_token: str | None = None            # the API token: serve the admin proxy (None: no proxy)
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES   # envoy.log is rotated to envoy.log.1 beyond this (0: never)
+    log_check_s: float = 2.0
 
 
 class Agent:
@@ -131,6 +136,7 @@ class Agent:
         self.events: list[AgentEvent] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._log_watch: asyncio.Task[None] | None = None
         self._stopping = False
         self._owns_work_dir = self.options.work_dir is None
         self._work_dir: Path | None = self.options.work_dir
@@ -248,6 +254,10 @@ class Agent:
                 await self.stop()
                 raise
             self.admin_proxy = proxy
+        if self.options.max_log_bytes > 0:
+            self._log_watch = asyncio.create_task(
+                watch_log(self.log_path, self.options.max_log_bytes, self._reopen_logs,
+                          self.options.log_check_s), name=f"agent log {self.node_id}")
         if ready_timeout is not None:
             try:
                 await self.wait_ready(ready_timeout)
@@ -338,6 +348,13 @@ class Agent:
         raise AgentError(f"envoy for {self.node_id} not ready after {timeout}s (last: {last}); "
                          f"log: {self.log_tail(10)}")
 
+    async def _reopen_logs(self) -> None:
+        async with (
+            self._admin_session(2.0) as session,
+            session.post("http://localhost/reopen_logs") as resp,
+        ):
+            resp.raise_for_status()
+
     async def admin_get(self, path: str, timeout: float = 5.0) -> str:
         """GET an admin endpoint (e.g. ``/config_dump``) over the admin socket and return the body."""
         async with self._admin_session(timeout) as session, session.get(f"http://localhost{path}") as resp:
@@ -361,11 +378,12 @@ class Agent:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
+        for task in (self._supervisor, self._log_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._supervisor = self._log_watch = None
         self._running.clear()
         self._remove_own_work_dir()
 

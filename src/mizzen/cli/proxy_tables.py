@@ -119,7 +119,7 @@ def nack_lines(entries: Sequence[Mapping[str, Any]]) -> list[str]:
             nack = (st or {}).get("nack")
             if nack:
                 out.append(f"{proxy_name(str(e.get('proxy', '')))} {t} rejected version "
-                           f"{nack.get('version', '?')}: {nack.get('message', '')}")
+                           f"{nack.get('version', '?')}: {nack.get('reason') or nack.get('message', '')}")
     return out
 
 

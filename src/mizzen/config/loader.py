@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import difflib
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from mizzen.config.errors import Issue, Severity
 from mizzen.config.model import DEFAULT_NAMESPACE, Config, Source
 from mizzen.config.validation import validate
 from mizzen.config.validation.common import is_k8s_dns_label, is_k8s_dns_subdomain
+
+log = logging.getLogger(__name__)
 
 _FastLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BLANK = "\0 \t\r\n\x85\u2028\u2029"
@@ -119,6 +122,9 @@ class LoadResult:
 
 
 MAX_VALUES_PER_DOCUMENT = 500_000
+# Nesting deeper than this is refused with an Issue (Istio's objects nest about 10 levels; recursion in the
+# parser, the schema walk and the validators must never hit Python's limit).
+MAX_DEPTH = 100
 
 
 class _StructureError(Exception):
@@ -143,7 +149,10 @@ def _plain(value: Any, budget: list[int]) -> Any:
 
 
 def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int], dups: list[tuple[str, int]],
-                   active: set[int], walked: set[int]) -> None:
+                   active: set[int], walked: set[int], depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        where = path if len(path) <= 60 else path[:60] + "..."
+        raise _StructureError(f"document nested too deeply (more than {MAX_DEPTH} levels) at {where}")
     if id(node) in active:
         raise _StructureError("recursive YAML alias")
     if id(node) in walked:
@@ -159,12 +168,12 @@ def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int], dups: list
                 dups.append((child, key_node.start_mark.line + 1))
             seen.add(key)
             lines[child] = key_node.start_mark.line + 1
-            _collect_lines(value_node, child, lines, dups, active, walked)
+            _collect_lines(value_node, child, lines, dups, active, walked, depth + 1)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = schema.index_path(path, i)
             lines[child] = item.start_mark.line + 1
-            _collect_lines(item, child, lines, dups, active, walked)
+            _collect_lines(item, child, lines, dups, active, walked, depth + 1)
     active.discard(id(node))
 
 
@@ -179,7 +188,16 @@ def _sub_lines(lines: dict[str, int], prefix: str) -> dict[str, int]:
     return out
 
 
-def _yaml_error(exc: yaml.YAMLError, file: str) -> Issue:
+def _line_at(text: str, position: int) -> int:
+    return text.count("\n", 0, max(position, 0)) + 1
+
+
+def _yaml_error(exc: yaml.YAMLError, file: str, text: str) -> Issue:
+    if isinstance(exc, yaml.reader.ReaderError):   # a character YAML does not allow (control characters)
+        char = exc.character
+        shown = f"#x{char:04x}" if isinstance(char, int) else repr(char)
+        return Issue(f"YAML syntax error: {exc.reason} {shown} at position {exc.position}", file=file,
+                     line=_line_at(text, exc.position))
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         reason = exc.problem or "invalid YAML"
@@ -201,7 +219,13 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[Issue]]:
     """
     docs: list[Document] = []
     issues: list[Issue] = []
-    loader = (KubeYAMLLoader if _COLON_IN_FLOW.search(text) else _FastLoader)(text)
+    bad = text_error(text)
+    if bad is not None:
+        return docs, [Issue(bad[1], file=file, line=bad[0])]
+    try:
+        loader = (KubeYAMLLoader if _COLON_IN_FLOW.search(text) else _FastLoader)(text)
+    except yaml.YAMLError as exc:    # the pure-Python reader checks the characters up front
+        return docs, [_yaml_error(exc, file, text)]
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -215,6 +239,10 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[Issue]]:
                 data = _plain(loader.construct_document(node), [MAX_VALUES_PER_DOCUMENT])
             except _StructureError as exc:
                 issues.append(Issue(str(exc), file=file, line=line))
+                continue
+            except (ValueError, OverflowError) as exc:
+                # a scalar PyYAML cannot convert: a 5000-digit int, a date like 2001-02-30
+                issues.append(Issue(f"invalid value: {exc}".split("; use sys.")[0], file=file, line=line))
                 continue
             if data is None:
                 continue
@@ -238,10 +266,25 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[Issue]]:
                 continue
             docs.append(Document(data, file, line, lines))
     except yaml.YAMLError as exc:
-        issues.append(_yaml_error(exc, file))
+        issues.append(_yaml_error(exc, file, text))
+    except RecursionError:   # nesting too deep for the parser itself (before _collect_lines could count it)
+        issues.append(Issue(f"document nested too deeply (more than {MAX_DEPTH} levels)", file=file,
+                            line=_line_at(text, len(text))))
     finally:
         loader.dispose()
     return docs, issues
+
+
+def text_error(text: str) -> tuple[int, str] | None:
+    """(line, reason) when ``text`` cannot be a UTF-8 document: a lone surrogate (what invalid UTF-8 or a
+    ``\\udc80`` escape in JSON decodes to) cannot be stored, sent to Envoy or printed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])
+        return _line_at(text, e.start), f"text is not valid UTF-8: lone surrogate U+{code:04X} at " \
+                                        f"position {e.start}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- objects
@@ -398,7 +441,12 @@ def _load_documents(docs: list[Document], namespace: str | None, result: LoadRes
         result.errors.extend(builder.errors)
         if cfg is None:
             continue
-        issues = validate(cfg)
+        try:
+            issues = validate(cfg)
+        except Exception as exc:   # a validator bug must be a clear error, never a traceback or a pass
+            log.exception("validator failed on %s", cfg.key)
+            issues = [Issue(f"internal validation error: {type(exc).__name__}: {exc}", kind=cfg.kind,
+                            name=cfg.name, file=doc.file, line=doc.line)]
         errs = [i for i in issues if i.severity is Severity.ERROR]
         result.errors.extend(errs)
         result.warnings.extend(i for i in issues if i.severity is Severity.WARNING)
@@ -414,9 +462,21 @@ def _load_documents(docs: list[Document], namespace: str | None, result: LoadRes
             result.configs.append(cfg)
 
 
+def namespace_error(namespace: str) -> str | None:
+    """Why ``namespace`` (from ``-n``, an API path, query or body) is not a Kubernetes namespace name."""
+    if not is_k8s_dns_label(namespace):
+        return (f"invalid namespace {namespace!r}: a lowercase RFC 1123 label must consist of lower case "
+                "alphanumeric characters or '-', start and end with an alphanumeric character, and be at "
+                "most 63 characters")
+    return None
+
+
 def load_text(text: str, file: str = "<input>", namespace: str | None = None) -> LoadResult:
     """Parse and validate one YAML/JSON text. ``namespace`` applies where ``metadata.namespace`` is unset."""
     result = LoadResult()
+    if namespace is not None and (bad := namespace_error(namespace)) is not None:
+        result.errors.append(Issue(bad, file=file))
+        return result
     docs, issues = parse_documents(text, file)
     result.errors.extend(issues)
     _load_documents(docs, namespace, result, {})
@@ -428,6 +488,41 @@ def load_object(data: dict[str, Any], file: str) -> LoadResult:
     does for text; ``file`` names where it came from in messages."""
     result = LoadResult()
     _load_documents([Document(data, file, 1)], None, result, {})
+    return result
+
+
+class TooManyObjects(ValueError):
+    """More objects than a caller's limit (the API's per-request limit)."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"too many objects in one request: {count} (at most {limit}; split them into "
+                         "several applies)")
+        self.count = count
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[type[TooManyObjects], tuple[int, int]]:   # it crosses process boundaries
+        return TooManyObjects, (self.count, self.limit)
+
+
+def load_texts(texts: Sequence[tuple[str, str]], namespace: str | None = None,
+               max_objects: int | None = None) -> LoadResult:
+    """:func:`load_text` over several ``(text, file)`` pairs; with ``max_objects``, raise
+    :class:`TooManyObjects` once parsing finds more, before anything is validated."""
+    result = LoadResult()
+    if namespace is not None and (bad := namespace_error(namespace)) is not None:
+        result.errors.append(Issue(bad, file=texts[0][1] if texts else ""))
+        return result
+    parsed: list[list[Document]] = []
+    count = 0
+    for text, file in texts:
+        docs, issues = parse_documents(text, file)
+        count += len(docs)
+        if max_objects is not None and count > max_objects:
+            raise TooManyObjects(count, max_objects)
+        result.errors.extend(issues)
+        parsed.append(docs)
+    for docs in parsed:
+        _load_documents(docs, namespace, result, {})
     return result
 
 
@@ -449,6 +544,9 @@ def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Issue]]:
 def load_paths(paths: Sequence[str | Path], namespace: str | None = None) -> LoadResult:
     """Load files and directories as one unit: duplicates across files are errors too."""
     result = LoadResult()
+    if namespace is not None and (bad := namespace_error(namespace)) is not None:
+        result.errors.append(Issue(bad))
+        return result
     files, issues = expand_paths(paths)
     result.errors.extend(issues)
     seen: dict[tuple[str, str, str], Source] = {}

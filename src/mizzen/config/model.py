@@ -6,6 +6,7 @@ plain JSON-like data that has passed validation. A :class:`ConfigSnapshot` is th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
@@ -62,14 +63,27 @@ class Config:
         return self.api_version.rpartition("/")[0]
 
     def content_hash(self) -> str:
-        """Stable hash of what matters for behaviour (kind, identity, labels, annotations, spec)."""
-        body = json.dumps(
-            [self.kind, self.namespace, self.name, dict(self.labels), dict(self.annotations), self.spec],
-            sort_keys=True,
-            separators=(",", ":"),
-            default=str,
-        )
-        return hashlib.sha256(body.encode()).hexdigest()[:16]
+        """Stable hash of what matters for behaviour (kind, identity, labels, annotations, spec); computed
+        once per object (it is immutable) and kept across :meth:`with_created` and pickling."""
+        cached: str | None = self.__dict__.get("_content_hash")
+        if cached is None:
+            body = json.dumps(
+                [self.kind, self.namespace, self.name, dict(self.labels), dict(self.annotations), self.spec],
+                sort_keys=True,
+                separators=(",", ":"),
+                default=str,
+            )
+            cached = hashlib.sha256(body.encode()).hexdigest()[:16]
+            object.__setattr__(self, "_content_hash", cached)
+        return cached
+
+    def with_created(self, created: float) -> Config:
+        """This object with another creation time (which the content hash does not cover)."""
+        new = dataclasses.replace(self, created=created)
+        for cache in ("_content_hash", "_record_json"):
+            if cache in self.__dict__:
+                object.__setattr__(new, cache, self.__dict__[cache])
+        return new
 
     def to_manifest(self) -> dict[str, Any]:
         """The object as a Kubernetes-style manifest (what ``get -o yaml`` prints)."""

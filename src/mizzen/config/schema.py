@@ -26,7 +26,7 @@ Pred = Callable[[Any], bool]
 
 # ---------------------------------------------------------------------------------------------- field paths
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 
 def key_path(base: str, key: str) -> str:
@@ -113,7 +113,7 @@ def _unique_numbers(v: Any) -> bool:
     return len(nums) == len(set(map(str, nums)))
 
 
-_PORT_NAME_RE = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+_PORT_NAME_RE = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?\Z")
 
 
 def _uds_address(v: Any) -> bool:
@@ -163,6 +163,20 @@ _CEL_BY_MESSAGE: dict[str, Pred] = {
     "NONE mode cannot set endpoints": _none_no_endpoints,
     "DNS_ROUND_ROBIN mode cannot have multiple endpoints": _dns_rr_endpoints,
 }
+def _go_anchors(pattern: str) -> str:
+    """A CRD pattern (Go/RE2 syntax) for Python: a final ``$`` means the end of the text, as in Go (Python's
+    ``$`` also matches before a trailing newline, which let ``"name\\n"`` through)."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + "\\Z"
+    return pattern
+
+
+def _shown_pattern(compiled: re.Pattern[str]) -> str:
+    """The pattern as the CRD wrote it (undoing :func:`_go_anchors`)."""
+    p = compiled.pattern
+    return p[:-2] + "$" if p.endswith("\\Z") else p
+
+
 _AT_MOST_ONE = re.compile(r"^(?:\(has\(self\.\w+\) \? 1 : 0\)(?: \+ )?)+ <= 1$")
 _HAS = re.compile(r"has\(self\.(\w+)\)")
 
@@ -245,7 +259,7 @@ def compile_schema(schema: dict[str, Any]) -> SchemaNode:
         min_length=schema.get("minLength"),
         max_length=schema.get("maxLength"),
         max_properties=schema.get("maxProperties"),
-        pattern=re.compile(schema["pattern"]) if "pattern" in schema else None,
+        pattern=re.compile(_go_anchors(schema["pattern"])) if "pattern" in schema else None,
         fmt=schema.get("format"),
         list_type=schema.get("x-kubernetes-list-type"),
         list_map_keys=tuple(schema.get("x-kubernetes-list-map-keys", ())),
@@ -437,7 +451,8 @@ def _validate_string(node: SchemaNode, value: str, path: str, out: list[Finding]
     if node.max_length is not None and len(value) > node.max_length:
         out.append(Finding(path, f"Too long: may not be longer than {node.max_length}"))
     if node.pattern is not None and not node.pattern.search(value):
-        out.append(Finding(path, f"Invalid value: {_show(value)}: must match {node.pattern.pattern!r}"))
+        shown = _shown_pattern(node.pattern)
+        out.append(Finding(path, f"Invalid value: {_show(value)}: must match {shown!r}"))
 
 
 def _validate_array(node: SchemaNode, value: list[Any], path: str, out: list[Finding]) -> None:

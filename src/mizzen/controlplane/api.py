@@ -1,8 +1,10 @@
 """The control plane's HTTP API (apply/delete/get objects, register workloads) and debug endpoints, as JSON.
 
 Every bad request is answered 400 with a one-line ``{"error": ...}``; validation failures are 422 with every
-issue (``file:line: Kind/name: path: reason``); nothing is ever half-applied. Debug endpoints follow
-istiod's names: ``/debug/syncz``, ``/debug/config_dump``, ``/debug/registryz``, ``/debug/configz``,
+issue (``file:line: Kind/name: path: reason``); nothing is ever half-applied. A request body is at most 3 MiB
+and one request at most 1,000 objects (413 beyond, see :mod:`.parse_worker`); a body not received within
+``ControlPlaneOptions.body_timeout_s`` (10 s) is answered 408 and its connection closed. Debug endpoints
+follow istiod's names: ``/debug/syncz``, ``/debug/config_dump``, ``/debug/registryz``, ``/debug/configz``,
 ``/debug/push_status``, and ``/debug/analyze`` (``istioctl analyze``'s cross-object messages over the stored
 config and registry; POST adds candidate documents as a what-if). Apply responses carry the analyzer messages
 about the applied objects as warnings, never blocking the apply. ``/debug/simulate`` answers which route,
@@ -16,6 +18,7 @@ a valid IP address and ports 1-65535, and only addresses the embedder's ``worklo
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import json
@@ -30,7 +33,10 @@ import mizzen
 from mizzen.auth.guard import Guard
 from mizzen.config import kinds
 from mizzen.config.errors import ConfigError, Issue, Severity
+from mizzen.config.loader import TooManyObjects, namespace_error
 from mizzen.config.model import Config
+from mizzen.config.validation.common import is_k8s_dns_subdomain
+from mizzen.controlplane.parse_worker import MAX_BODY, MAX_OBJECTS, ParsePool, ParserCrashed
 from mizzen.controlplane.push import iso
 from mizzen.registry.model import Workload
 from mizzen.simulate import DIRECTIONS, InvalidRequest, SimRequest, resources_from_any
@@ -58,7 +64,9 @@ __all__ = [
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # an embedder's say on a workload address: None to accept, else why it is refused
 AddressCheck = Callable[[str], str | None]
-MAX_BODY = 32 * 1024 * 1024
+BODY_TIMEOUT_KEY = web.AppKey("body_timeout_s", float)
+# the analyzer runs over the whole store on the event loop: a larger apply gets a note instead of its warnings
+ANALYZE_MAX_OBJECTS = 100
 # kinds the registry is built from (a what-if analysis with other kinds reuses the live registry snapshot)
 REGISTRY_KINDS = frozenset({"Service", "ServiceEntry", "WorkloadEntry"})
 # what a control plane that runs no workloads answers on the pod endpoints (an embedder such as ``mizzen
@@ -68,7 +76,11 @@ NO_PODS = ("this control plane runs no pods: pods and their logs are served by \
 
 
 class BadRequest(Exception):
-    """A client error, answered 400 with the message."""
+    """A client error, answered 400 (or ``status``) with the message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class LoadResultLike(Protocol):
@@ -99,7 +111,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except BadRequest as e:
-        return _json({"error": str(e).replace("\n", " ")}, 400)
+        resp = _json({"error": str(e).replace("\n", " ")}, e.status)
+        if e.status in (408, 413):
+            resp.force_close()   # the rest of the body is not read
+        return resp
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -109,11 +124,37 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json({"error": f"internal error: {type(e).__name__}: {e}".replace("\n", " ")}, 500)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+def check_namespace(namespace: str, where: str) -> str:
+    """``namespace`` if it is a valid namespace name, else BadRequest naming ``where`` it came from."""
+    bad = namespace_error(namespace)
+    if bad is not None:
+        raise BadRequest(f"{where}: {bad}")
+    return namespace
+
+
+async def _read_body(request: web.Request, timeout: float) -> bytes:
+    """The body, within the size limit and ``timeout`` seconds (413 / 408 otherwise)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise BadRequest(f"request body too large: {request.content_length} bytes (at most {MAX_BODY} bytes, "
+                         "3 MiB; split the files into several applies)", 413)
     try:
-        data = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadRequest(f"request body is not valid JSON: {e}") from None
+        return await asyncio.wait_for(request.read(), timeout)
+    except web.HTTPRequestEntityTooLarge:
+        raise BadRequest(f"request body too large (at most {MAX_BODY} bytes, 3 MiB; split the files into "
+                         "several applies)", 413) from None
+    except TimeoutError:
+        raise BadRequest(f"request body not received within {timeout:g}s", 408) from None
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    timeout = request.app.get(BODY_TIMEOUT_KEY, 10.0)
+    raw = await _read_body(request, timeout)
+    try:
+        data = json.loads(raw)
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError, a 5000-digit number
+        raise BadRequest(f"request body is not valid JSON: {e}".split("; use sys.")[0]) from None
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return data
@@ -164,6 +205,14 @@ def workload_from_json(data: dict[str, Any]) -> Workload:
     return Workload(**{**data, "labels": dict(labels), "ports": dict(ports)})
 
 
+def check_workload_names(namespace: str, name: str) -> None:
+    """A workload's namespace is a namespace name and its name a Kubernetes object name (BadRequest)."""
+    check_namespace(namespace, "workload namespace")
+    if not is_k8s_dns_subdomain(name):
+        raise BadRequest(f"workload name {name!r} is not a valid Kubernetes name: a lowercase RFC 1123 "
+                         "subdomain of at most 253 characters (letters, digits, '-' and '.')")
+
+
 def resource_to_dict(any_msg: Any) -> dict[str, Any]:
     try:
         out: dict[str, Any] = json_format.MessageToDict(any_msg)
@@ -178,9 +227,15 @@ class Api:
     def __init__(self, cp: ControlPlane, loader: Loader | None = None, guard: Guard | None = None) -> None:
         self.cp = cp
         self._loader = loader
+        self._custom_loader = loader is not None   # else the default one, run in the parse worker
         self._extra: list[web.AbstractRouteDef] = []
         self.guard = guard
         self.workload_address_check: AddressCheck | None = None
+        self.parser = ParsePool()
+
+    def close(self) -> None:
+        """Stop the parse worker process."""
+        self.parser.close()
 
     def add_routes(self, routes: Iterable[web.AbstractRouteDef]) -> None:
         """Serve extra routes next to the built-in ones (the demo's ``/apis/pods``); call before start."""
@@ -195,6 +250,7 @@ class Api:
     def app(self) -> web.Application:
         middlewares = [self.guard.middleware] if self.guard is not None else []
         app = web.Application(middlewares=[*middlewares, _errors], client_max_size=MAX_BODY)
+        app[BODY_TIMEOUT_KEY] = self.cp.options.body_timeout_s
         r = app.router
         r.add_get("/version", self.version)
         r.add_get("/ready", self.ready)
@@ -247,6 +303,8 @@ class Api:
         namespace = data.get("namespace")
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
             raise BadRequest("'namespace' must be a non-empty string or null")
+        if namespace is not None:
+            check_namespace(namespace, "'namespace'")
         out: list[tuple[str, str]] = []
         for i, doc in enumerate(docs):
             if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
@@ -254,20 +312,33 @@ class Api:
             file = doc.get("file") or f"documents[{i}]"
             if not isinstance(file, str):
                 raise BadRequest(f"documents[{i}].file must be a string")
+            if "\n" in file or len(file) > 1024:
+                raise BadRequest(f"documents[{i}].file must be one line of at most 1024 characters")
             out.append((file, doc["text"]))
         return out
 
-    def _load(self, data: dict[str, Any]) -> tuple[list[Config], list[Issue], list[Issue]]:
+    async def _load(self, data: dict[str, Any]) -> tuple[list[Config], list[Issue], list[Issue]]:
         namespace = data.get("namespace")
-        configs: list[Config] = []
-        errors: list[Issue] = []
-        warnings: list[Issue] = []
-        for file, text in self._documents(data):
-            result = self.loader(text, file, namespace)
-            configs.extend(result.configs)
-            errors.extend(result.errors)
-            warnings.extend(result.warnings)
-        return configs, errors, warnings
+        texts = [(text, file) for file, text in self._documents(data)]
+        if self._custom_loader:   # an embedder's own loader: called in place, per document
+            configs: list[Config] = []
+            errors: list[Issue] = []
+            warnings: list[Issue] = []
+            for text, file in texts:
+                result = self.loader(text, file, namespace)
+                configs.extend(result.configs)
+                errors.extend(result.errors)
+                warnings.extend(result.warnings)
+            if len(configs) > MAX_OBJECTS:
+                raise BadRequest(str(TooManyObjects(len(configs), MAX_OBJECTS)), 413)
+            return configs, errors, warnings
+        try:
+            loaded = await self.parser.load(texts, namespace, MAX_OBJECTS)
+        except TooManyObjects as e:
+            raise BadRequest(str(e), 413) from None
+        except ParserCrashed as e:
+            raise BadRequest(str(e)) from None
+        return loaded.configs, loaded.errors, loaded.warnings
 
     @staticmethod
     def _dry_run(data: dict[str, Any]) -> bool:
@@ -289,11 +360,13 @@ class Api:
         dry_run = self._dry_run(data)
         if (refused := self._owned_by_cluster(dry_run)) is not None:
             return refused
-        configs, errors, warnings = self._load(data)
+        configs, errors, warnings = await self._load(data)
         if errors:
             return _json({"errors": [i.to_dict() for i in errors]}, 422)
+        # the default loader validated every object with the store's validator: not again on the loop
+        prevalidated = None if self._custom_loader else list(warnings)
         try:
-            results = self.cp.store.apply(configs, dry_run=dry_run)
+            results = self.cp.store.apply(configs, dry_run=dry_run, issues=prevalidated)
         except ConfigError as e:
             return _json({"errors": [i.to_dict() for i in e.issues]}, 422)
         seen = {str(w) for w in warnings}
@@ -309,7 +382,7 @@ class Api:
         dry_run = self._dry_run(data)
         if (refused := self._owned_by_cluster(dry_run)) is not None:
             return refused
-        configs, errors, _ = self._load(data)
+        configs, errors, _ = await self._load(data)
         if errors:
             return _json({"errors": [i.to_dict() for i in errors]}, 422)
         results = self.cp.store.delete([c.key for c in configs], dry_run=dry_run)
@@ -326,6 +399,8 @@ class Api:
                 kind_name = q["kind"]
             else:
                 raise BadRequest(f"unknown kind {q['kind']!r}")
+        if q.get("namespace"):
+            check_namespace(q["namespace"], "query parameter 'namespace'")
         items = self.cp.store.list(kind_name, q.get("namespace") or None, q.get("name") or None)
         return _json({"items": [manifest(c) for c in items]})
 
@@ -335,6 +410,7 @@ class Api:
             w = workload_from_json(await _body(request))
         except TypeError as e:
             raise BadRequest(f"bad workload: {e}") from None
+        check_workload_names(w.namespace, w.name)
         if self.workload_address_check is not None:
             refused = self.workload_address_check(w.address)
             if refused:
@@ -344,6 +420,7 @@ class Api:
 
     async def remove_workload(self, request: web.Request) -> web.Response:
         ns, name = request.match_info["namespace"], request.match_info["name"]
+        check_workload_names(ns, name)
         if not self.cp.remove_workload(ns, name):
             return _json({"error": f"workload {ns}/{name} not found"}, 404)
         return _json({"namespace": ns, "name": name, "action": "removed"})
@@ -438,6 +515,9 @@ class Api:
     def _analysis_warnings(self, configs: Sequence[Config]) -> list[Issue]:
         """The analyzer messages about the objects being applied, as warnings (Info-level ones left to
         ``mizzen analyze``); never fails the apply."""
+        if len(configs) > ANALYZE_MAX_OBJECTS:
+            return [Issue(f"cross-object analysis skipped for an apply of {len(configs)} objects (more than "
+                          f"{ANALYZE_MAX_OBJECTS}); run `mizzen analyze` for it", severity=Severity.WARNING)]
         keys = {(c.kind, c.namespace, c.name) for c in configs}
         try:
             messages = self._analyze(configs, per_object=False)
@@ -456,8 +536,10 @@ class Api:
         if request.method == "POST":
             data = await _body(request)
             inputs = read_documents(self._documents(data), data.get("namespace"))
-        messages = [*inputs.messages, *self._analyze(inputs.configs)]
         ns = request.query.get("namespace")
+        if ns:
+            check_namespace(ns, "query parameter 'namespace'")
+        messages = [*inputs.messages, *self._analyze(inputs.configs)]
         if ns:
             messages = [m for m in messages if m.namespace == ns]
         return _json({"messages": [m.to_dict() for m in messages], "skipped": inputs.skipped,

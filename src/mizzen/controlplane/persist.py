@@ -1,18 +1,31 @@
-"""On-disk state of the config store: one JSON file per object, written atomically.
+"""On-disk state of the config store: a journal of applies (the commit points) and one JSON file per object.
 
-Layout: ``<state>/objects/<Kind>/<namespace or _cluster>/<name>.json``, and registered workloads (the pods
-of the local mesh) under ``<state>/workloads/<namespace>/<name>.json``. Writes go to a temporary file in
-the same directory, are fsynced and renamed over the target (then the directory is fsynced), so a crash leaves
-either the old or the new object, never half of one. A file that cannot be read back is reported, not fatal.
+Layout: ``<state>/objects/<Kind>/<namespace or _cluster>/<name>.json``, registered workloads (the pods of the
+local mesh) under ``<state>/workloads/<namespace>/<name>.json``, pending applies under
+``<state>/journal/<seq>.json`` and files that could not be restored under ``<state>/quarantine/``.
+
+Every apply or delete is first written as ONE journal record (temporary file, fsync, rename, directory fsync):
+that rename is the apply's commit point. Only then are the object files written (each one atomically) and
+the record removed (a "checkpoint"). At start, records still present are replayed in order, so after a crash
+at any step either all or none of an apply's objects are on disk. Names too long for a file name (over 195
+characters) are stored as a readable prefix plus a hash. A file that cannot be read back is moved aside to
+``quarantine/`` and reported (log and :class:`LoadProblem`), never served.
+
+``MIZZEN_TEST_CRASH_AT=<step>`` makes the process SIGKILL itself at that named step of an apply (a test-only
+seam for the crash-consistency test; see :data:`CRASH_STEPS`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
-import tempfile
+import signal
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,25 +36,58 @@ from mizzen.registry.model import Workload
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CRASH_STEPS",
     "LoadProblem",
     "StateDir",
     "config_to_record",
+    "crash_point",
+    "file_stem",
     "record_to_config",
 ]
 
 CLUSTER_SCOPE_DIR = "_cluster"
 FORMAT_VERSION = 1
+# file names are at most 255 bytes (NAME_MAX): longer object names keep a readable prefix plus a hash
+MAX_PLAIN_STEM = 195
+_HASHED_PREFIX = 180
+BULK_SYNC_OVER = 16     # a checkpoint of more files than this syncs once (os.sync) instead of per file
+
+CRASH_ENV = "MIZZEN_TEST_CRASH_AT"
+# the named steps of an apply/delete, in order (before-commit and journal-tmp: nothing committed yet)
+CRASH_STEPS = ("before-commit", "journal-tmp", "committed", "checkpoint-partial", "checkpoint-written",
+               "done")
+
+
+def crash_point(step: str) -> None:
+    """SIGKILL this process if the test-only ``MIZZEN_TEST_CRASH_AT`` names ``step`` (a seam for tests)."""
+    if os.environ.get(CRASH_ENV) == step:
+        log.warning("%s=%s: killing this process", CRASH_ENV, step)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def file_stem(name: str) -> str:
+    """The file name (without ``.json``) for an object or workload name: the name itself, or for names longer
+    than 195 characters their first 180 plus a hash (never equal to a plain name's stem)."""
+    if len(name.encode()) <= MAX_PLAIN_STEM:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{name[:_HASHED_PREFIX]}.{digest}"
 
 
 @dataclass(frozen=True)
 class LoadProblem:
-    """A state file that could not be loaded (kept on disk untouched)."""
+    """A state file that could not be restored, and where it was moved (``quarantine``)."""
 
     path: str
     error: str
+    quarantine: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "error": self.error}
+        return {"path": self.path, "error": self.error, "quarantine": self.quarantine}
+
+    def __str__(self) -> str:
+        moved = f" (moved to {self.quarantine})" if self.quarantine else ""
+        return f"{self.path}: {self.error}{moved}"
 
 
 def config_to_record(config: Config) -> dict[str, Any]:
@@ -54,6 +100,30 @@ def config_to_record(config: Config) -> dict[str, Any]:
         "lines": dict(config.lines),
     }
     return record
+
+
+_CREATED_SLOT = b'"mizzen": {"format": %d, "created": null' % FORMAT_VERSION
+
+
+def record_json(config: Config) -> bytes:
+    """:func:`config_to_record` as JSON with ``created`` left null, computed once per object and kept on it
+    (the API's worker process prepares it, so a large apply is not serialized on the event loop)."""
+    cached: bytes | None = config.__dict__.get("_record_json")
+    if cached is None:
+        record = config_to_record(config)
+        record["mizzen"]["created"] = None
+        cached = json.dumps(record, default=str).encode()
+        object.__setattr__(config, "_record_json", cached)
+    return cached
+
+
+def _with_created(fragment: bytes, created: float) -> bytes:
+    """The record JSON with its creation time filled in (the store bookkeeping is the last key)."""
+    i = fragment.rfind(_CREATED_SLOT)
+    if i < 0:
+        raise ValueError("not a record made by record_json")
+    slot = b'"mizzen": {"format": %d, "created": %s' % (FORMAT_VERSION, json.dumps(created).encode())
+    return fragment[:i] + slot + fragment[i + len(_CREATED_SLOT):]
 
 
 def record_to_config(record: Any) -> Config:
@@ -90,55 +160,184 @@ def record_to_config(record: Any) -> Config:
     )
 
 
-class StateDir:
-    """Reads and writes object files under ``<root>/objects``."""
+def _safe_part(part: str) -> bool:
+    return "/" not in part and part not in ("", ".", "..") and "\0" not in part
 
-    def __init__(self, root: Path) -> None:
+
+class StateDir:
+    """Reads and writes the journal and the object files under ``<root>``.
+
+    With ``background=True`` checkpoints (writing object files after a commit) run on one worker thread, in
+    commit order, so a large apply never blocks the caller's event loop on thousands of fsyncs; :meth:`wait`
+    waits for them (the control plane calls it on stop). The commit itself is always synchronous.
+    """
+
+    def __init__(self, root: Path, *, background: bool = False) -> None:
         self.root = Path(root)
         self.objects = self.root / "objects"
         self.workloads = self.root / "workloads"
+        self.journal = self.root / "journal"
+        self.quarantine = self.root / "quarantine"
+        self._seq = 0
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="mizzen-state") if background else None
+        self._pending: list[Future[None]] = []
+        self._failed = False   # a checkpoint failed: keep later journal records too, so replay order holds
 
     def path_for(self, key: ConfigKey) -> Path:
         ns = key.namespace or CLUSTER_SCOPE_DIR
         for part in (key.kind, ns, key.name):
-            if "/" in part or part in ("", ".", "..") or "\0" in part:
+            if not _safe_part(part):
                 raise ValueError(f"{key}: unsafe name for a state file")
-        return self.objects / key.kind / ns / f"{key.name}.json"
+        return self.objects / key.kind / ns / f"{file_stem(key.name)}.json"
 
     def write(self, config: Config) -> None:
-        data = json.dumps(config_to_record(config), sort_keys=True, indent=1, default=str).encode()
-        atomic_write(self.path_for(config.key), data)
+        atomic_write(self.path_for(config.key), _with_created(record_json(config), config.created))
 
     def remove(self, key: ConfigKey) -> None:
         remove_file(self.path_for(key))
 
-    def load_all(self) -> tuple[list[Config], list[LoadProblem]]:
-        """Every readable object, and a problem per unreadable file (sorted by path)."""
-        configs: list[Config] = []
+    # --- the journal: one record per apply/delete is its commit point ---------------------------------------
+    def commit(self, writes: Iterable[Config], deletes: Iterable[ConfigKey]) -> None:
+        """Make one apply durable: a single journal record (the commit point), then the checkpoint that writes
+        the object files (now, or on the worker thread with ``background``)."""
+        writes, deletes = list(writes), list(deletes)
+        paths = [self.path_for(c.key) for c in writes]   # refuse unsafe names before anything is written
+        for key in deletes:
+            self.path_for(key)
+        files = [(p, _with_created(record_json(c), c.created)) for p, c in zip(paths, writes, strict=True)]
+        head = json.dumps({"format": FORMAT_VERSION,
+                           "deletes": [[k.kind, k.namespace, k.name] for k in deletes]}).encode()
+        body = head[:-1] + b', "writes": [' + b",".join(data for _, data in files) + b"]}"
+        crash_point("before-commit")
+        self._seq = max(self._seq, self._last_seq()) + 1
+        path = self.journal / f"{self._seq:012d}.json"
+        atomic_write(path, body, step="journal-tmp")
+        crash_point("committed")
+        if self._executor is None:
+            self._checkpoint(path, files, deletes)
+        else:
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._executor.submit(self._checkpoint, path, files, deletes))
+
+    def wait(self) -> None:
+        """Wait for every queued checkpoint (errors are logged; the journal keeps what they did not write)."""
+        for f in list(self._pending):
+            f.result()
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.wait()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _checkpoint(self, journal: Path, files: list[tuple[Path, bytes]], deletes: list[ConfigKey]) -> None:
+        # many files: one os.sync() for all instead of an fsync each (3 ms apiece adds up to seconds)
+        bulk = len(files) + len(deletes) > BULK_SYNC_OVER
+        try:
+            for i, (path, data) in enumerate(files):
+                atomic_write(path, data, sync=not bulk)
+                if i == 0:
+                    crash_point("checkpoint-partial")
+            for key in deletes:
+                remove_file(self.path_for(key), sync=not bulk)
+            if bulk:
+                os.sync()
+            crash_point("checkpoint-written")
+            if not self._failed:
+                remove_file(journal)
+            crash_point("done")
+        except Exception:
+            # the journal record stays, so the next start replays it (and every later one, in order)
+            self._failed = True
+            log.exception("writing the object files of %s failed; it is replayed at the next start", journal)
+
+    def _last_seq(self) -> int:
+        last = 0
+        if self.journal.is_dir():
+            for p in self.journal.glob("*.json"):
+                if p.stem.isdigit():
+                    last = max(last, int(p.stem))
+        return last
+
+    def recover(self) -> list[LoadProblem]:
+        """Replay committed journal records (oldest first) into the object files; drop uncommitted ones."""
         problems: list[LoadProblem] = []
+        if not self.journal.is_dir():
+            return problems
+        for tmp in self.journal.glob(".*.tmp"):
+            log.warning("dropping an uncommitted apply (the process stopped before its commit): %s", tmp.name)
+            tmp.unlink(missing_ok=True)
+        for path in sorted(self.journal.glob("*.json")):
+            try:
+                body = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(body, dict):
+                    raise ValueError("not a JSON object")
+                records = list(body.get("writes") or [])
+                files = [(self.path_for(record_to_config(r).key), _object_bytes(r)) for r in records]
+                deletes = [ConfigKey(str(k), str(ns), str(n)) for k, ns, n in body.get("deletes") or []]
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                problems.append(self._quarantine(path, f"journal record unreadable: {type(e).__name__}: {e}"))
+                continue
+            log.info("replaying the committed apply %s (%d writes, %d deletes)", path.name, len(records),
+                     len(deletes))
+            self._checkpoint(path, files, deletes)
+            self._seq = max(self._seq, int(path.stem) if path.stem.isdigit() else 0)
+        return problems
+
+    # --- loading --------------------------------------------------------------------------------------------
+    def load_all(
+        self, validator: Callable[[Config], list[str]] | None = None
+    ) -> tuple[list[Config], list[LoadProblem]]:
+        """Every object that reads back (and, given ``validator``, passes it: it returns error messages), and
+        a problem per file that does not, each moved to ``quarantine/`` (sorted by path)."""
+        problems = self.recover()
+        configs: list[Config] = []
         if not self.objects.is_dir():
             return configs, problems
         for path in sorted(self.objects.glob("*/*/*.json")):
             try:
-                config = record_to_config(json.loads(path.read_text()))
+                config = record_to_config(json.loads(path.read_text(encoding="utf-8")))
                 expected = self.path_for(config.key)
                 if expected != path:
                     raise ValueError(f"object {config.key} does not belong in this file")
-            except (OSError, ValueError, TypeError, KeyError) as e:
-                problem = LoadProblem(str(path), f"{type(e).__name__}: {e}")
-                log.error("state file %s is unreadable, ignored: %s", path, problem.error)
-                problems.append(problem)
+            except (OSError, ValueError, TypeError, KeyError, RecursionError) as e:
+                problems.append(self._quarantine(path, f"{type(e).__name__}: {e}"))
+                continue
+            errors = validator(config) if validator is not None else []
+            if errors:
+                more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+                problems.append(self._quarantine(path, f"{config.key} fails validation: "
+                                                       + "; ".join(errors[:3]) + more))
                 continue
             configs.append(config)
         return configs, problems
+
+    def _quarantine(self, path: Path, error: str) -> LoadProblem:
+        """Move a file that cannot be restored to ``quarantine/`` (kept for inspection), loudly."""
+        rel = path.relative_to(self.root).as_posix().replace("/", "__")
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        target = self.quarantine / f"{stamp}-{file_stem(rel)}"
+        try:
+            self.quarantine.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            _fsync_dir(path.parent)
+            where = str(target)
+        except OSError as e:
+            log.error("could not move %s to %s: %s", path, self.quarantine, e)
+            where = ""
+        problem = LoadProblem(str(path), error, where)
+        log.error("state file %s could not be restored and is NOT served: %s%s", path, error,
+                  f"; moved to {where}" if where else "")
+        return problem
 
 
     # --- registered workloads ------------------------------------------------------------------------------
     def workload_path(self, namespace: str, name: str) -> Path:
         for part in (namespace, name):
-            if "/" in part or part in ("", ".", "..") or "\0" in part:
+            if not _safe_part(part):
                 raise ValueError(f"workload {namespace}/{name}: unsafe name for a state file")
-        return self.workloads / namespace / f"{name}.json"
+        return self.workloads / namespace / f"{file_stem(name)}.json"
 
     def write_workload(self, w: Workload) -> None:
         record = dataclasses.asdict(w)
@@ -161,28 +360,40 @@ class StateDir:
         return out, problems
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old or the new content, never a mix."""
+def _object_bytes(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, default=str).encode()   # no indent: the C encoder
+
+
+def atomic_write(path: Path, data: bytes, *, step: str = "", sync: bool = True) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old or the new content, never a mix (``step``: a
+    crash point between the fsynced temporary file and the rename; ``sync=False``: the caller syncs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # one writer per file at a time (the store's thread, the loop for workloads), so a fixed name will do
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
+        if step:
+            crash_point(step)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if sync:
+        _fsync_dir(path.parent)
 
 
-def remove_file(path: Path) -> None:
+def remove_file(path: Path, *, sync: bool = True) -> None:
     try:
         path.unlink()
     except FileNotFoundError:
         return
-    _fsync_dir(path.parent)
+    if sync:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -35,7 +35,7 @@ from mizzen.auth.token import TOKEN_ENV, ensure_token, new_token
 from mizzen.config import kinds
 from mizzen.config.model import Config, ConfigKey
 from mizzen.controlplane.api import Api, Loader
-from mizzen.controlplane.exposure import gateway_bind_policy
+from mizzen.controlplane.exposure import gateway_bind_issues
 from mizzen.controlplane.limits import RateLimiter, env_float, env_int
 from mizzen.controlplane.metrics import Metrics, ObservedStatus
 from mizzen.controlplane.persist import StateDir
@@ -102,6 +102,8 @@ class ControlPlaneOptions:
         if path is None:
             return new_token(), None
         return ensure_token(path), path
+    # an API request body must arrive within this long (408 and the connection closed otherwise)
+    body_timeout_s: float = 10.0
 
 
 def _auto_rate(value: float) -> float:
@@ -122,9 +124,12 @@ class ControlPlane:
     ) -> None:
         self.options = opts = options or ControlPlaneOptions()
         self.token, self.token_file = opts.resolve_token()
-        # one StateDir for the directory: objects (the store) and registered workloads (here)
-        self._state = StateDir(opts.state_dir) if opts.state_dir is not None else None
-        self.store = ConfigStore(self._state, validator=gateway_bind_policy(validator, opts.mesh))
+        # one StateDir for the directory: objects (the store) and registered workloads (here); object files
+        # are written off the event loop, the journal record is the synchronous commit point; the gateway bind
+        # policy runs on every apply, also on batches validated in the parse worker
+        self._state = StateDir(opts.state_dir, background=True) if opts.state_dir is not None else None
+        self.store = ConfigStore(self._state, validator=validator,
+                                 checks=lambda c: gateway_bind_issues(c, opts.mesh.allow_external_bind))
         self.registry = Registry(opts.mesh.domain_suffix)
         if self._state is not None:
             if opts.restore_workloads:
@@ -204,7 +209,9 @@ class ControlPlane:
                 await self._start_kube(opts.kubeconfig)
             self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port)
             if opts.http_port is not None:
-                runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False)
+                # lingering_time: a client that declared more body than it sends is cut off after 1 s
+                runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False,
+                                       lingering_time=1.0)
                 await runner.setup()
                 self._http = runner
                 site = web.TCPSite(runner, opts.http_host, opts.http_port, reuse_address=True)
@@ -255,6 +262,8 @@ class ControlPlane:
         if self._grpc is not None:
             await self.ads.shutdown(self._grpc, 0.5)   # streams end cleanly; proxies reconnect later
             self._grpc = None
+        await asyncio.to_thread(self.store.wait_written)
+        await asyncio.to_thread(self.api.close)
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (the ``python -m mizzen.controlplane`` loop)."""

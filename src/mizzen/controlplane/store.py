@@ -1,15 +1,17 @@
 """The config store: applied objects, all-or-nothing apply/delete, snapshots and change listeners.
 
-Every apply re-validates the whole batch and refuses it entirely on any error (:class:`ConfigError`), so a
+Every apply re-validates the whole batch (unless the caller hands in the issues the same validator found,
+as the API's worker process does) and refuses it entirely on any error (:class:`ConfigError`), so a
 half-applied change never reaches a proxy. ``created`` timestamps survive updates (Istio orders same-host
-VirtualServices by creation). With a state directory every change is persisted (see :mod:`.persist`) and the
-store is reloaded from it at start.
+VirtualServices by creation). With a state directory every change is committed to disk as one journal
+record before memory changes (see :mod:`.persist`), and the store is reloaded from it at start: every
+restored object is validated again, and what cannot be restored is quarantined and listed in
+:attr:`ConfigStore.load_problems`.
 """
 
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -78,8 +80,11 @@ class ConfigStore:
         *,
         validator: Validator | None = None,
         clock: Callable[[], float] = time.time,
+        background_writes: bool = False,
+        checks: Validator | None = None,
     ) -> None:
         self._validator = validator
+        self._checks = checks   # policy beyond validation, run on every apply (also a prevalidated one)
         self._clock = clock
         self._objects: dict[ConfigKey, Config] = {}
         self._snapshot: ConfigSnapshot | None = None
@@ -90,9 +95,9 @@ class ConfigStore:
         if isinstance(state_dir, StateDir) or state_dir is None:
             self._state = state_dir
         else:
-            self._state = StateDir(Path(state_dir))
+            self._state = StateDir(Path(state_dir), background=background_writes)
         if self._state is not None:
-            configs, self.load_problems = self._state.load_all()
+            configs, self.load_problems = self._state.load_all(self._restore_errors)
             for c in configs:
                 self._objects[c.key] = c
                 self._last_created = max(self._last_created, c.created)
@@ -103,6 +108,20 @@ class ConfigStore:
     def state(self) -> StateDir | None:
         """The state directory the objects persist in (None: in memory only)."""
         return self._state
+    def _restore_errors(self, config: Config) -> builtins.list[str]:
+        """The validation errors of an object read back from disk (it is never served with any)."""
+        return [i.message if not i.path else f"{i.path}: {i.message}" for i in self.validate([config])
+                if i.severity is Severity.ERROR]
+
+    def wait_written(self) -> None:
+        """Wait until the object files of every commit are written (the journal already holds them)."""
+        if self._state is not None:
+            self._state.wait()
+
+    def close(self) -> None:
+        """:meth:`wait_written`, then stop the writer thread."""
+        if self._state is not None:
+            self._state.close()
 
     # --- reading --------------------------------------------------------------------------------------------
     @property
@@ -163,6 +182,8 @@ class ConfigStore:
         for c in configs:
             try:
                 issues.extend(self._validator(c))
+                if self._checks is not None:
+                    issues.extend(self._checks(c))
             except Exception as e:  # a validator bug must not let an object through unchecked
                 log.exception("validator failed on %s", c.key)
                 issues.append(Issue(f"internal validation error: {e}", kind=c.kind, name=c.name,
@@ -170,13 +191,25 @@ class ConfigStore:
                                     line=c.source.line if c.source else 0))
         return issues
 
-    def apply(self, configs: Iterable[Config], *, dry_run: bool = False) -> builtins.list[ApplyResult]:
+    def apply(
+        self, configs: Iterable[Config], *, dry_run: bool = False, issues: Iterable[Issue] | None = None
+    ) -> builtins.list[ApplyResult]:
         """Create or update every object, or none: raises :class:`ConfigError` if any object has an error.
 
+        ``issues``: what the store's own (default) validator found in exactly these objects, computed
+        elsewhere (the API validates in a worker process); then they are not validated again here.
         Returns one result per input object, in order; a later duplicate of the same key wins.
         """
         batch = list(configs)
-        issues = self.validate(batch)
+        if issues is not None and self._validator not in (None, default_validator()):
+            issues = None   # a custom validator must see every object itself
+        if issues is None:
+            issues = self.validate(batch)
+        else:
+            issues = builtins.list(issues)
+            if self._checks is not None:
+                for c in batch:
+                    issues.extend(self._checks(c))
         errors = [i for i in issues if i.severity is Severity.ERROR]
         self.last_warnings = [i for i in issues if i.severity is not Severity.ERROR]
         if errors:
@@ -192,22 +225,19 @@ class ConfigStore:
                 if prev is None:
                     # strictly increasing, so objects applied together keep their order in the batch
                     last_created = max(now, last_created + 1e-6)
-                new = dataclasses.replace(c, created=prev.created if prev else last_created)
+                new = c.with_created(prev.created if prev else last_created)
                 action = CREATED
             elif old.content_hash() == c.content_hash():
                 new, action = old, UNCHANGED
             else:
-                new, action = dataclasses.replace(c, created=old.created), CONFIGURED
+                new, action = c.with_created(old.created), CONFIGURED
             staged[c.key] = new
             results.append(ApplyResult(c.kind, c.namespace, c.name, action))
         if dry_run:
             return results
         changed = {k: v for k, v in staged.items() if self._objects.get(k) is not v}
-        if self._state is not None:
-            for key in changed:
-                self._state.path_for(key)   # refuse unsafe names before writing anything
-            for c in changed.values():
-                self._state.write(c)
+        if self._state is not None and changed:
+            self._state.commit(changed.values(), [])   # the commit point; raises before it on unsafe names
         self._objects.update(changed)
         self._last_created = last_created
         self._notify(results)
@@ -224,9 +254,9 @@ class ConfigStore:
                 gone.add(k)
         if dry_run:
             return results
+        if self._state is not None and gone:
+            self._state.commit([], sorted(gone))
         for k in sorted(gone):
-            if self._state is not None:
-                self._state.remove(k)
             del self._objects[k]
         self._notify(results)
         return results

@@ -8,6 +8,7 @@ The same grouping and rules are reused for STRICT_DNS clusters' inline load assi
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -249,9 +250,21 @@ def subset_endpoints(push: PushContext, hostname: str, port: int,
     return [e for e in eps if labels_match(subset_labels, e.labels)]
 
 
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
 def endpoints_for_cluster(proxy: Proxy, push: PushContext, hostname: str, port: int,
-                          subset: str) -> list[ep_pb2.LocalityLbEndpoints]:
-    """The locality groups for an outbound cluster, with the DestinationRule's locality LB applied."""
+                          subset: str, *, ip_only: bool = False) -> list[ep_pb2.LocalityLbEndpoints]:
+    """The locality groups for an outbound cluster, with the DestinationRule's locality LB applied.
+
+    ``ip_only`` (EDS): endpoints whose address is a host name are left out, as Envoy rejects the whole
+    assignment for one (a DNS ServiceEntry's host endpoint reaching the EDS cluster of a STATIC one for the
+    same host in another namespace)."""
     dr = push.destination_rule(proxy.namespace, hostname)
     labels: Mapping[str, str] | None = None
     if subset:
@@ -260,7 +273,10 @@ def endpoints_for_cluster(proxy: Proxy, push: PushContext, hostname: str, port: 
             return []   # unknown subset: nothing to send to (Istio drops the cluster)
         labels = sub.get("labels") or {}
     policy = effective_policy(dr, subset, port)
-    groups = group_by_locality(subset_endpoints(push, hostname, port, labels))
+    eps = subset_endpoints(push, hostname, port, labels)
+    if ip_only:
+        eps = [e for e in eps if _is_ip(e.address)]
+    groups = group_by_locality(eps)
     groups = apply_locality_lb(proxy, groups, locality_lb_setting(policy),
                                enable_failover=policy.get("outlierDetection") is not None)
     return [g.lle for g in groups]
@@ -268,7 +284,7 @@ def endpoints_for_cluster(proxy: Proxy, push: PushContext, hostname: str, port: 
 
 def _filled(cla: endpoint_pb2.ClusterLoadAssignment, proxy: Proxy, push: PushContext, hostname: str,
             port: int, subset: str) -> endpoint_pb2.ClusterLoadAssignment:
-    cla.endpoints.extend(endpoints_for_cluster(proxy, push, hostname, port, subset))
+    cla.endpoints.extend(endpoints_for_cluster(proxy, push, hostname, port, subset, ip_only=True))
     return cla
 
 

@@ -462,8 +462,9 @@ class AdsStream:
         ts.nack = Nack(ts.sent_version or "", ts.nonce or "", message, self._clock())
         if keeps is not None or not self.delta:
             ts.acked_version = keeps
+        # the reason only: Envoy's message can carry a 4 KiB config dump (it is in /debug/syncz)
         log.warning("%s NACKed %s version %s (keeps %r): %s", self.node_id, short, ts.sent_version,
-                    ts.acked_version, message)
+                    ts.acked_version, ts.nack.reason)
         self._notify()
 
 

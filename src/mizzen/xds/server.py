@@ -316,6 +316,7 @@ class _Stream:
                 self.queue.put_nowait(_CHANGE)
 
 
+
 def _serialize(msg: bytes | Any) -> bytes:
     if isinstance(msg, bytes):
         return msg

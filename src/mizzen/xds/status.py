@@ -2,12 +2,15 @@
 
 The ADS server records every response and ACK/NACK here, one :class:`ProxyStatus` per stream; the view of a
 node is its newest live stream. Status is computed against the node's current snapshot in the cache:
-SYNCED (acked == sent == snapshot version), STALE, NACKED or NOT SENT.
+SYNCED (acked == sent == snapshot version), STALE, NACKED or NOT SENT. A NACK keeps Envoy's message and a
+readable ``reason`` extracted from it (:func:`nack_reason`: Envoy puts a config dump first and truncates the
+whole message at 4 KiB, so the reason often comes last or not at all).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,7 +21,7 @@ from mizzen.xds.cache import SnapshotCache, ordered_types
 from mizzen.xds.resources import CLUSTER, LISTENER, SHORT
 
 __all__ = ["NACKED", "NOT_SENT", "STALE", "SYNCED", "WILDCARD_TYPES", "Nack", "ProxyStatus", "SyncStatus",
-           "TypeStatus"]
+           "TypeStatus", "nack_reason"]
 
 SYNCED = "SYNCED"
 STALE = "STALE"
@@ -37,6 +40,39 @@ def _iso(t: float | None) -> str | None:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+MAX_REASON = 500
+_PROTO_FAILED = "Proto constraint validation failed ("
+_DUMP_NAME = re.compile(r'^\s*name: "([^"]*)"', re.M)
+
+
+def nack_reason(message: str) -> str:
+    """The readable part of Envoy's NACK message, at most 500 characters.
+
+    Proto validation errors are ``<config dump>: Proto constraint validation failed (A | caused by B | ...)``:
+    the last cause is the reason. Envoy truncates the message at 4 KiB, which can cut that part off: then
+    the reason says so and names the rejected resource. Other messages (a listener that cannot bind, a
+    missing certificate file) are readable already: their lines are joined.
+    """
+    i = message.find(_PROTO_FAILED)
+    if i >= 0:
+        chain = message[i + len(_PROTO_FAILED):].rstrip()
+        chain = chain[:-1] if chain.endswith(")") else chain
+        causes = [c.strip() for c in chain.split("| caused by") if c.strip()]
+        reason = f"invalid config: {causes[-1]}" if causes else "invalid config"
+        if len(causes) > 1:
+            reason += f" (in {causes[0].split(':')[0]})"
+    elif message.startswith("goo.gle/debugonly") or (
+            message.rstrip().endswith("...(truncated)") and _DUMP_NAME.search(message)):
+        m = _DUMP_NAME.search(message)
+        name = f' "{m.group(1)}"' if m else ""
+        reason = (f"Envoy rejected the resource{name}, but its message was cut off at 4 KiB before the "
+                  "reason (run the config through `envoy --mode validate`, or look for the field in the "
+                  "rejected version)")
+    else:
+        reason = "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
+    return reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 3] + "..."
+
+
 @dataclass
 class Nack:
     version: str          # the rejected version (what we sent)
@@ -44,8 +80,12 @@ class Nack:
     message: str          # Envoy's error_detail.message
     time: float
 
+    @property
+    def reason(self) -> str:
+        return nack_reason(self.message)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "nonce": self.nonce, "message": self.message,
+        return {"version": self.version, "nonce": self.nonce, "reason": self.reason, "message": self.message,
                 "time": _iso(self.time)}
 
 

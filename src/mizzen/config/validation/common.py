@@ -87,11 +87,11 @@ def as_int(value: Any, default: int = 0) -> int:
 
 # ---------------------------------------------------------------------------------------------- DNS names
 
-DNS1123_LABEL = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-_K8S_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$")
-_K8S_SUBDOMAIN = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$")
-_WILDCARD_LABEL = re.compile(r"^(?:\*|(?:\*|\*-)?[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)$")
-_QUALIFIED_NAME = re.compile(r"^(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+DNS1123_LABEL = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?\Z")
+_K8S_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?\Z")
+_K8S_SUBDOMAIN = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*\Z")
+_WILDCARD_LABEL = re.compile(r"^(?:\*|(?:\*|\*-)?[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)\Z")
+_QUALIFIED_NAME = re.compile(r"^(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
 
 
 def is_dns1123_label(value: str) -> bool:
@@ -330,7 +330,7 @@ def check_string_match(r: Report, path: str, match: Any) -> None:
 
 # ------------------------------------------------------------------------------------------ labels, headers
 
-_HEADER_NAME = re.compile(r"^[-_A-Za-z0-9]+$")
+_HEADER_NAME = re.compile(r"^[-_A-Za-z0-9]+\Z")
 
 
 def check_labels(r: Report, path: str, labels: Any) -> None:
@@ -379,6 +379,9 @@ def check_header_operation(r: Report, path: str, name: str, *, authority_ok: boo
     elif any(c in name for c in "\x00\r\n"):
         r.error(path, f"invalid header name {name!r}: NUL, CR and LF are not allowed (Envoy would reject the "
                       "route)")
+    elif len(name.encode()) > envoy_limits.MAX_HEADER_BYTES:
+        r.error(path, f"header name of {len(name.encode())} bytes is too long: Envoy allows at most "
+                      f"{envoy_limits.MAX_HEADER_BYTES} bytes (16 KiB)")
 
 
 _HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -388,7 +391,8 @@ def check_header_value(r: Report, path: str, value: Any) -> None:
     """Envoy header value syntax: no control characters; ``%`` only as ``%%`` or a known ``%COMMAND%``."""
     v = str(value)
     if _HEADER_VALUE_BAD.search(v):
-        r.error(path, f"header value configuration {v!r} is invalid")
+        shown = v if len(v) <= 80 else v[:80] + "..."
+        r.error(path, f"header value configuration {shown!r} is invalid")
         return
     err = envoy_limits.header_value_error(v)
     if err:

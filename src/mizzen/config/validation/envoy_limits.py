@@ -1,6 +1,7 @@
 """Limits and syntax Envoy 1.40 enforces on the config Mizzen generates, where Istio's validation accepts
 what Envoy would then reject (NACK): RE2 program size, the command operators allowed in header values
-(``%REQ(x)%``), whole-label SNI wildcards, ring-hash size, direct-response body size and Go's duration range.
+(``%REQ(x)%``), header name/value size, whole-label SNI wildcards, ring-hash size, direct-response body size
+and Go's duration range.
 Each table here was checked against the real binary (tests/config/test_config_envoy_limits.py).
 """
 
@@ -16,6 +17,7 @@ __all__ = [
     "COMMANDS",
     "MAX_DIRECT_RESPONSE_BODY",
     "MAX_DURATION_S",
+    "MAX_HEADER_BYTES",
     "MAX_RING_SIZE",
     "OPTIONAL_ARG_COMMANDS",
     "RE2_MAX_PROGRAM_SIZE",
@@ -31,6 +33,8 @@ RE2_MAX_PROGRAM_SIZE = 100
 MAX_RING_SIZE = 8388608
 # What Mizzen's route configurations allow (max_direct_response_body_size_bytes, as Istio: 1 MiB).
 MAX_DIRECT_RESPONSE_BODY = 1024 * 1024
+# HeaderValue.key and .value: max_bytes 16384 (config.core.v3.HeaderValue); a larger one fails the route.
+MAX_HEADER_BYTES = 16384
 # Go's time.Duration (int64 nanoseconds), which Istio parses durations into.
 MAX_DURATION_S = (2**63 - 1) / 1e9
 
@@ -120,7 +124,12 @@ _COMMAND = re.compile(r"%([A-Z0-9_]+)(\([^)]*\))?(:[0-9]+)?%")
 
 
 def header_value_error(value: str) -> str | None:
-    """Why Envoy would refuse ``value`` as a header value to add (``%`` must start a command or be ``%%``)."""
+    """Why Envoy would refuse ``value`` as a header value to add (at most 16 KiB; ``%`` must start a command
+    or be ``%%``)."""
+    size = len(value.encode())
+    if size > MAX_HEADER_BYTES:
+        return (f"header value of {size} bytes is too long: Envoy allows at most {MAX_HEADER_BYTES} bytes "
+                "(16 KiB)")
     i = 0
     while True:
         i = value.find("%", i)

@@ -32,9 +32,9 @@ SPEC_FIELDS = frozenset({
 PORT_FIELDS = frozenset({"name", "protocol", "appProtocol", "port", "targetPort", "nodePort"})
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
-_IANA = re.compile(r"^[a-z0-9](?:-?[a-z0-9])*$")
+_IANA = re.compile(r"^[a-z0-9](?:-?[a-z0-9])*\Z")
 _APP_PROTOCOL = re.compile(
-    r"^(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    r"^(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
 
 
 def is_iana_svc_name(name: str) -> bool:
@@ -121,6 +121,8 @@ def validate_service(cfg: Config, r: Report) -> None:
                 r.error(key_path(pp, "name"), f'Duplicate value: "{name}"')
             names.add(name)
         ident = (raw.get("port"), raw.get("protocol", "TCP"))
+        if not all(isinstance(v, int | str) for v in ident):
+            continue   # a wrong type, reported above; not comparable
         if ident in seen:
             r.error(pp, f"Duplicate value: port {ident[0]}/{ident[1]}")
         seen.add(ident)

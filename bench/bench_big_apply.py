@@ -1,0 +1,166 @@
+"""Benchmark: a maximum-size apply (1,000 objects, ~3 MiB, over the HTTP API) while N real Envoys keep
+receiving unrelated pushes: how long those pushes take to be ACKed before and during the big apply.
+
+    .venv/bin/python bench/bench_big_apply.py                  # N=50, worker process on (the default)
+    .venv/bin/python bench/bench_big_apply.py --inline         # what it was before: parsed on the event loop
+
+An in-process ControlPlane (production debounce, ephemeral ports, temp state dir) serves bench_push.py's
+Bookinfo-like mesh to N real Envoy sidecars. A loop applies a `reviews` VirtualService change every
+``--interval`` seconds (store.apply) and measures apply -> every proxy ACKed. First ``--baseline`` rounds
+alone, then the big apply is POSTed to /apis/apply (its objects live in namespace ``bulk`` with
+``exportTo: ["."]``, so the sidecars' config does not change) and every round that overlaps the request is
+counted as "during". ``--dry-run`` only parses and validates. Every Envoy is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import httpx
+from _common import fmt_ms, pct, rss_mb, vs_yaml
+from bench_push import APPS, NS, address, bookinfo_yaml, free_port, load, stop_all
+
+from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.controlplane.parse_worker import MAX_BODY, MAX_OBJECTS
+from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
+from mizzen.core.proxy import ProxyType
+from mizzen.registry.model import Workload
+
+
+def big_apply(dry_run: bool = False, objects: int = MAX_OBJECTS, budget: int = MAX_BODY - 64 * 1024) -> bytes:
+    """A request body with ``objects`` VirtualServices, as close to ``budget`` bytes as they get."""
+    per = budget // objects
+
+    def vs(i: int, routes: int) -> str:
+        host = f"bulk-{i}.bulk.svc.cluster.local"
+        rules = "".join(
+            f"  - match: [{{uri: {{prefix: /p{r}/{'a' * 24}}}, "
+            f"headers: {{x-key-{r}: {{exact: value-{r}}}}}}}]\n"
+            f"    route: [{{destination: {{host: {host}, subset: v{r % 3}}}, weight: 100}}]\n"
+            f"    timeout: {r + 1}s\n"
+            for r in range(routes))
+        return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: bulk-{i}}}\n"
+                f"spec:\n  hosts: [{host}]\n  exportTo: [\".\"]\n  http:\n{rules}")
+
+    routes = 1
+    while len(vs(0, routes + 1)) <= per:
+        routes += 1
+    text = "---\n".join(vs(i, routes) for i in range(objects))
+    return json.dumps({"documents": [{"file": "bulk.yaml", "text": text}], "namespace": "bulk",
+                       "dry_run": dry_run}).encode()
+
+
+async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
+    with tempfile.TemporaryDirectory(prefix="mizzen-bench-big-") as tmp:
+        cp = ControlPlane(ControlPlaneOptions(state_dir=Path(tmp) / "state", xds_port=0, http_port=0))
+        await cp.start()
+        if args.inline:
+            cp.api.parser.inline_max_bytes = 1 << 62     # the bench's what-if: no worker process
+        try:
+            cp.apply(load(cp, bookinfo_yaml()))
+            cp.apply(load(cp, vs_yaml("reviews", NS, (50, 50))))
+            for i in range(args.proxies):
+                app, version = APPS[i % len(APPS)]
+                ip, pod, labels = address(i), f"{app}-{version}-{i}", {"app": app, "version": version}
+                cp.register_workload(Workload(name=pod, namespace=NS, address=ip, labels=labels))
+                agents.append(Agent(ProxySpec(type=ProxyType.SIDECAR, ip=ip, namespace=NS, name=pod,
+                                              admin_port=free_port(ip), xds_port=cp.xds_port, labels=labels),
+                                    AgentOptions(log_level="warning", concurrency=1)))
+            for k in range(0, len(agents), 10):
+                await asyncio.gather(*(a.start(ready_timeout=60) for a in agents[k:k + 10]))
+            await cp.wait_synced(timeout=60)
+            nodes = [a.node_id for a in agents]
+            body = big_apply(args.dry_run)
+            where = "on the event loop" if args.inline else "in the worker process"
+            print(f"{args.proxies} Envoys synced; big apply: {len(body) / 2**20:.2f} MiB, "
+                  f"{MAX_OBJECTS} objects, parsed {where}{', dry run' if args.dry_run else ''}; "
+                  f"RSS {rss_mb():.0f} MB")
+
+            big_running = False
+            baseline: list[float] = []
+            during: list[float] = []
+
+            async def rounds(n: int | None) -> None:
+                r = 0
+                while n is None or r < n:
+                    r += 1
+                    w = 5 + (r * 37) % 90
+                    change = load(cp, vs_yaml("reviews", NS, (w, 100 - w), ("v1", "v3" if r % 2 else "v2")))
+                    started_during = big_running
+                    t = time.time()
+                    cp.store.apply(change)
+                    await cp.wait_synced(nodes, timeout=30)
+                    acks = [cp.status.synced_at(nd) for nd in nodes]
+                    lat = max(a for a in acks if a is not None) - t
+                    overlapped = started_during or big_running
+                    (during if overlapped else baseline).append(lat)
+                    if args.verbose:
+                        print(f"  round {r}: {lat * 1000:.0f} ms{' (during)' if overlapped else ''}")
+                    await asyncio.sleep(args.interval)
+
+            await rounds(args.baseline)
+            ticker = asyncio.create_task(rounds(None))
+            async with httpx.AsyncClient(base_url=cp.http_url, timeout=300, trust_env=False) as api:
+                big_running = True
+                t0 = time.monotonic()
+                r = await api.post("/apis/apply", content=body, headers={"content-type": "application/json"})
+                took = time.monotonic() - t0
+                big_running = False
+                if r.status_code != 200:
+                    print(f"big apply answered {r.status_code}: {r.text[:300]}")
+            await asyncio.sleep(1.0)
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            print(f"  big apply: HTTP {r.status_code} after {took:.2f} s; RSS now {rss_mb():.0f} MB")
+            for what, values in (("alone: ", baseline), ("during:", during)):
+                print(f"  unrelated push -> all {args.proxies} ACKed, {what} {fmt_ms(values)} "
+                      f"({len(values)} rounds)")
+            if during:
+                print(f"  p99 during the big apply: {pct(during, 99) * 1000:.0f} ms (target: under 200 ms)")
+        finally:
+            await stop_all(agents)
+            await cp.stop()
+
+
+async def amain(args: argparse.Namespace) -> None:
+    agents: list[Agent] = []
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await run(args, agents)
+    finally:
+        await stop_all(agents)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--proxies", type=int, default=50)
+    ap.add_argument("--baseline", type=int, default=20, help="rounds before the big apply")
+    ap.add_argument("--interval", type=float, default=0.05, help="seconds between rounds")
+    ap.add_argument("--inline", action="store_true", help="parse on the event loop (no worker process)")
+    ap.add_argument("--dry-run", action="store_true", help="the big apply only parses and validates")
+    ap.add_argument("--verbose", action="store_true", help="print every round")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    main()

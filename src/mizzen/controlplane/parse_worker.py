@@ -1,0 +1,122 @@
+"""Parsing and validating the documents of an API request (apply, delete, analyze) off the event loop.
+
+A request body of up to :data:`MAX_BODY` bytes holds up to :data:`MAX_OBJECTS` objects (like Kubernetes'
+3 MiB request limit; more is answered 413). Parsing and validating that much takes seconds of pure-Python
+CPU, which in the control plane's process would stall every xDS stream, so bodies over
+:data:`INLINE_MAX_BYTES` go to one worker process (a ``ProcessPoolExecutor`` started on first use, spawned,
+not forked, so it shares nothing with gRPC); small ones, the usual ``mizzen apply -f``, are parsed in place
+with the same code (:func:`mizzen.config.loader.load_texts`, which counts objects before validating). The
+worker answers with each object's stored JSON and content hash; the objects are rebuilt from it in slices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from mizzen.config.errors import Issue
+from mizzen.config.loader import LoadResult, TooManyObjects, load_texts
+from mizzen.config.model import Config
+from mizzen.controlplane.persist import record_json, record_to_config
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "INLINE_MAX_BYTES",
+    "MAX_BODY",
+    "MAX_OBJECTS",
+    "ParsePool",
+    "ParserCrashed",
+    "TooManyObjects",
+]
+
+MAX_BODY = 3 * 1024 * 1024        # bytes in one API request (Kubernetes' default request limit: 3 MiB)
+MAX_OBJECTS = 1000                # objects in one apply/delete/analyze request
+INLINE_MAX_BYTES = 32 * 1024      # smaller bodies are parsed on the event loop (a few milliseconds)
+WORKER_NICE = 10                  # the worker's scheduling priority, below the control plane's
+SLICE = 25                        # objects rebuilt from the worker's answer between two yields to the loop
+
+
+@dataclass
+class Prepared:
+    """What the worker sends back: each object as its stored JSON (cheap to pickle: bytes, not thousands of
+    small objects, whose unpickling would hold the GIL for seconds) with its content hash, and the issues."""
+
+    records: list[tuple[bytes, str]]
+    errors: list[Issue]
+    warnings: list[Issue]
+
+
+def load_prepared(docs: Sequence[tuple[str, str]], namespace: str | None, max_objects: int) -> Prepared:
+    """:func:`load_texts` in the worker process, the objects serialized as the store will persist them."""
+    result = load_texts(docs, namespace, max_objects)
+    return Prepared([(record_json(c), c.content_hash()) for c in result.configs], result.errors,
+                    result.warnings)
+
+
+async def unpack(prepared: Prepared, slice_size: int = SLICE) -> LoadResult:
+    """The objects back from their JSON, ``slice_size`` at a time, yielding to the event loop in between."""
+    configs: list[Config] = []
+    for i, (raw, digest) in enumerate(prepared.records):
+        if i and i % slice_size == 0:
+            await asyncio.sleep(0)
+        config = record_to_config(json.loads(raw))
+        object.__setattr__(config, "_content_hash", digest)   # the caches Config.content_hash and
+        object.__setattr__(config, "_record_json", raw)       # record_json keep (same content)
+        configs.append(config)
+    return LoadResult(configs, prepared.errors, prepared.warnings)
+
+
+class ParserCrashed(Exception):
+    """The worker process died twice on one request (answered 400: the request cannot be parsed)."""
+
+
+class ParsePool:
+    """One lazily started worker process for :func:`load_documents` on large bodies."""
+
+    def __init__(self, inline_max_bytes: int = INLINE_MAX_BYTES) -> None:
+        self.inline_max_bytes = inline_max_bytes
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # niced: on a busy machine the parse waits, not the xDS streams and the proxies
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=os.nice, initargs=(WORKER_NICE,))
+        return self._pool
+
+    async def load(self, docs: Sequence[tuple[str, str]], namespace: str | None,
+                   max_objects: int = MAX_OBJECTS) -> LoadResult:
+        size = sum(len(t) for t, _ in docs)
+        if size <= self.inline_max_bytes:
+            return load_texts(docs, namespace, max_objects)
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            try:
+                prepared = await loop.run_in_executor(self._executor(), load_prepared, list(docs), namespace,
+                                                      max_objects)
+                return await unpack(prepared)
+            except RuntimeError as e:
+                if "bootstrapping phase" not in str(e):
+                    raise
+                # spawn needs an `if __name__ == "__main__":` guard in the main script; without one, parse
+                # here (correct, only slower for the event loop)
+                log.warning("cannot start the parse worker process (%s); parsing in this process", e)
+                self.inline_max_bytes = 1 << 62
+                return load_texts(docs, namespace, max_objects)
+            except BrokenProcessPool:   # the worker died (killed, out of memory): start a new one once
+                log.warning("the parse worker process died; starting a new one (attempt %d)", attempt)
+                self._pool = None
+        raise ParserCrashed("the request could not be parsed: the parser process died on it")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
