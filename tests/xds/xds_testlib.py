@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -266,3 +267,4 @@ class Envoy:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
