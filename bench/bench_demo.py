@@ -5,9 +5,9 @@
 
 Each run starts ``.venv/bin/mizzen demo --fresh`` as a real subprocess on free ports and a temp --state-dir,
 polls ``http://<gateway>/productpage`` until it answers 200 (seconds from spawn), then sums VmRSS and PSS
-over the demo process and all its descendants (from /proc), split by kind: control plane + runner (the demo
-Python process), apps (Bookinfo processes) and Envoys. Then SIGINT, and checks that every process of the tree
-exited and the gateway port is free again.
+over the demo process and all its descendants (from /proc), split by kind: runner (the demo Python process),
+control plane (its process and its warm spare), apps (Bookinfo processes) and Envoys. Then SIGINT, and
+checks that every process of the tree exited and the gateway port is free again.
 """
 
 from __future__ import annotations
@@ -62,13 +62,15 @@ def alive(pid: int) -> bool:
 
 def kind_of(pid: int, root: int) -> str:
     if pid == root:
-        return "control plane + runner"
+        return "runner"
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv0 = f.read().split(b"\0", 1)[0].decode(errors="replace")
+            argv = f.read().split(b"\0")
     except (FileNotFoundError, ProcessLookupError):
         return "gone"
-    return "envoys" if os.path.basename(argv0) == "envoy" else "apps"
+    if b"mizzen.controlplane" in argv:     # the running one and its warm spare (--standby)
+        return "control plane"
+    return "envoys" if os.path.basename(argv[0].decode(errors="replace")) == "envoy" else "apps"
 
 
 def one_run(i: int, timeout: float) -> tuple[float | None, dict[str, tuple[int, float, float]], bool]:

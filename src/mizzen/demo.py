@@ -1,15 +1,20 @@
 """``mizzen demo``: the whole mesh on one machine - control plane, ingress gateway and Bookinfo.
 
-One long-lived process (Envoy dies with its parent, so the supervisor must live as long as the mesh) runs
-the control plane, a LocalRunner that reconciles Deployments from the config store (so ``mizzen apply -f
-deploy.yaml`` starts processes, like a kubelet would), and the ingress gateway; its API also serves the pods
-(``mizzen get pods``, ``mizzen logs``). The console narrates: one line per config change, crash, Envoy restart
-and pod (un)readiness. Ctrl-C/SIGTERM stops all.
+One long-lived process (Envoy dies with its parent, so the supervisor must live as long as the mesh) runs a
+LocalRunner: the control plane as its own supervised process (the ``istio-system/istiod-...`` pod, restarted
+with backoff when it dies, while every Envoy and app keeps serving), the ingress and egress gateways, and the
+Deployments it follows from the control plane's config feed (so ``mizzen apply -f deploy.yaml`` starts
+processes, like a kubelet would). Ready pods are registered over the control plane's API and re-sent in full
+each time it comes back. The runner serves the pods on its own loopback port and the control plane forwards
+``/apis/pods`` there (``mizzen get pods``, ``mizzen logs``). The console narrates: one line per config
+change, crash (the control plane's included), Envoy restart and pod (un)readiness. Ctrl-C/SIGTERM stops all.
 
-The API token is ``<state dir>/token`` (0600, created at first start); the runner's agents serve their admin
-proxies with it. Workload registration over the API accepts only pod IPs this demo's runner allocated. The
-gateway binds loopback only unless ``--allow-external-bind`` (also needed for Gateway ``bind`` fields outside
-loopback), which the console warns about.
+The API token is ``<state dir>/token`` (0600, created by the demo at first start and handed to the control
+plane process in its environment); the runner's agents serve their admin proxies with it, and the runner's
+pod API, its registrations and its config feed use it. Workload registration over the API accepts only pod
+IPs this demo's runner allocated (the control plane asks the runner). The gateway binds loopback only unless
+``--allow-external-bind`` (also needed for Gateway ``bind`` fields outside loopback), which the console
+warns about.
 """
 
 from __future__ import annotations
@@ -20,37 +25,45 @@ import fcntl
 import ipaddress
 import logging
 import os
+import re
+import shutil
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from aiohttp import web
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from mizzen import __version__
 from mizzen.agent.envoy import MAX_SOCKET_PATH, AgentEvent, AgentOptions
-from mizzen.auth.token import TokenError
+from mizzen.auth.guard import Guard
+from mizzen.auth.token import TOKEN_FILE, TokenError, ensure_token
 from mizzen.bookinfo import MANIFEST
+from mizzen.config.loader import load_text
 from mizzen.config.model import Config
 from mizzen.controlplane.exposure import external_bind
-from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
+from mizzen.controlplane.persist import LoadProblem, StateDir
 from mizzen.controlplane.store import ApplyResult
-from mizzen.core.mesh import MeshConfig
-from mizzen.runner import AgentSidecars, InProcessRegistrar, LocalRunner
+from mizzen.runner import AgentSidecars, LocalRunner
 from mizzen.runner.api import PodsApi
+from mizzen.runner.controller import DeploymentController
 from mizzen.runner.gateway import EGRESS_NAME, EGRESS_SERVICE_YAML, GATEWAY_NAME, GATEWAY_NAMESPACE
+from mizzen.runner.istiod import ControlPlaneArgs, ControlPlanePod
+from mizzen.runner.registrar import HttpRegistrar
 from mizzen.runner.watch import PodWatcher, agent_event_line
 
 log = logging.getLogger("mizzen.demo")
 
 GATEWAY_MANIFEST = MANIFEST.parent / "bookinfo-gateway.yaml"   # Istio's sample, unchanged
+_DOCUMENT_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
 BOOKINFO_NAMESPACE = "bookinfo"
 
 
@@ -143,54 +156,6 @@ def restored_line(stored: Sequence[Config], defaults: Sequence[Config], state_di
             "(mizzen demo --fresh starts from the defaults)")
 
 
-class DeploymentController:
-    """Keeps the runner's Deployments equal to the store's (the kubelet/ReplicaSet part of the demo)."""
-
-    def __init__(self, cp: ControlPlane, runner: LocalRunner) -> None:
-        self.cp, self.runner = cp, runner
-        self._queue: asyncio.Queue[list[ApplyResult]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._unsubscribe = cp.store.add_listener(self._queue.put_nowait)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="deployment-controller")
-
-    async def sync_all(self) -> None:
-        snap = self.cp.store.snapshot()
-        for ns in snap.list("Namespace"):
-            self.runner.set_namespace_labels(ns.name, ns.labels)
-        await self.runner.apply(list(snap.list("Deployment")))
-
-    async def _run(self) -> None:
-        while True:
-            results = await self._queue.get()
-            try:
-                await self._reconcile(results)
-            except Exception as e:   # a bad Deployment must not take the demo down
-                log.error("reconciling deployments failed: %s", e)
-
-    async def _reconcile(self, results: list[ApplyResult]) -> None:
-        snap = self.cp.store.snapshot()
-        for r in results:
-            if r.kind == "Namespace":
-                ns = snap.get("Namespace", "", r.name)
-                self.runner.set_namespace_labels(r.name, ns.labels if ns else {})
-            if r.kind != "Deployment":
-                continue
-            cfg: Config | None = snap.get("Deployment", r.namespace, r.name)
-            if cfg is None:
-                await self.runner.delete_deployment(r.namespace, r.name)
-            else:
-                await self.runner.apply([cfg])
-
-    async def stop(self) -> None:
-        self._unsubscribe()
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
 async def wait_for_page(url: str, timeout: float) -> float:
     """Poll ``url`` until it answers 200; returns the seconds it took."""
     t0 = time.monotonic()
@@ -246,13 +211,18 @@ class Demo:
         self.console = console or Console(stderr=False)
         if not self.console.is_terminal:     # a log file: no wrapping at 80 columns
             self.console.width = max(self.console.width, 160)
-        self.cp: ControlPlane | None = None
+        self.cp: ControlPlanePod | None = None
         self.runner: LocalRunner | None = None
+        self.registrar: HttpRegistrar | None = None
         self.controller: DeploymentController | None = None
         self.watcher: PodWatcher | None = None
         self.ready_after_s: float | None = None
+        self._pods_api: web.AppRunner | None = None
+        self._pods_served: list[tuple[str, int]] = []
+        self.token = ""                     # the API token, read or created by start()
+        self.load_problems: list[LoadProblem] = []     # what the control plane could not restore
         self._tasks: list[asyncio.Task[None]] = []
-        self._unsubscribe: list[Callable[[], None]] = []
+        self._narrating = False
         self._log_filter = _ReportedElsewhere()
 
     def report(self, line: str) -> None:
@@ -266,16 +236,17 @@ class Demo:
             self.report(line)
 
     def _on_config(self, results: list[ApplyResult]) -> None:
+        if not self._narrating:
+            return
         for r in results:
             if r.changed:
                 self.report(config_line(r))
 
     def narrate(self) -> None:
         """From now on also report config changes and pods created/deleted/(un)ready (after the banner)."""
-        assert self.cp is not None
         if self.watcher is not None:
             self.watcher.lifecycle = True
-        self._unsubscribe.append(self.cp.store.add_listener(self._on_config))
+        self._narrating = True
 
     @property
     def url(self) -> str:
@@ -288,11 +259,37 @@ class Demo:
         path = self.opts.state_dir.absolute() / "api.sock"
         return path if len(str(path)) <= MAX_SOCKET_PATH else None
 
-    def _registered_address(self, address: str) -> str | None:
-        """The API's check on workload registrations: only pod IPs this demo's runner allocated."""
-        if self.runner is not None and self.runner.addresses.allocated(address):
-            return None
-        return f"address {address} was not allocated by this demo's runner (it registers its own pods)"
+    @property
+    def token_file(self) -> Path:
+        return self.opts.state_dir / TOKEN_FILE
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.opts.http_port}"
+
+    async def _control_plane_up(self) -> None:
+        """After every (re)start of the control plane: send it every registered workload (opens its xDS)."""
+        assert self.registrar is not None and self.runner is not None
+        count = await self.registrar.resync(self.runner.registered_workloads)
+        cp = self.runner.control_plane
+        if cp is not None and cp.ups > 0:
+            self.report(f"pod istio-system/{cp.name}: control plane back, {count} workloads re-registered")
+
+    async def _serve_pods(self) -> str:
+        """The runner's pod API on a free loopback port (the control plane forwards /apis/pods to it)."""
+        app = web.Application(middlewares=[Guard(self.token, lambda: self._pods_served,
+                                                  hint=f"the token is in {self.token_file}").middleware])
+        app.add_routes(PodsApi(lambda: self.runner, self._pod_events).routes())
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._pods_api = runner
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        for addr in runner.addresses:
+            if isinstance(addr, tuple):
+                self._pods_served = [("127.0.0.1", addr[1])]
+                return f"http://127.0.0.1:{addr[1]}"
+        raise DemoError("the pod API has no address")
 
     async def start(self) -> None:
         o = self.opts
@@ -313,50 +310,61 @@ class Demo:
                           (o.host, o.tls_port, "gateway TLS", "--tls-port"),
                           ("127.0.0.1", o.xds_port, "xDS", "--xds-port"),
                           ("127.0.0.1", o.http_port, "API", "--api-port")])
+        # the token exists before any process that needs it: the control plane, the agents, the runner's API
+        self.token = ensure_token(self.token_file)
         if o.fresh:   # applied objects, and applies committed but not yet written out (the journal)
             for f in [*(o.state_dir / "objects").rglob("*"), *(o.state_dir / "journal").rglob("*")]:
                 if f.is_file():
                     f.unlink()
-        # the demo starts every workload itself: workloads registered by an earlier run are dropped
-        self.cp = ControlPlane(ControlPlaneOptions(
-            state_dir=o.state_dir, xds_port=o.xds_port, http_port=o.http_port, restore_workloads=False,
-            mesh=MeshConfig(allow_external_bind=o.allow_external_bind), api_socket=self.api_socket))
-        self.cp.api.add_routes(PodsApi(lambda: self.runner, self._pod_events).routes())
-        self.cp.api.workload_address_check = self._registered_address
-        await self.cp.start()
-        stored = list(self.cp.store.snapshot())
+        # the demo starts every workload itself: workloads registered by an earlier run are dropped (a
+        # restarted control plane, in contrast, restores the current run's and is re-sent them)
+        shutil.rmtree(o.state_dir / "workloads", ignore_errors=True)
         for name in REPORTED_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
-        agent_options = AgentOptions(concurrency=1, admin_token=self.cp.token)
-        sidecars = AgentSidecars("127.0.0.1", self.cp.xds_port, agent_options,
+        pods_url = await self._serve_pods()
+        self.registrar = HttpRegistrar(self.api_url, token=self.token)
+        sidecars = AgentSidecars("127.0.0.1", o.xds_port,
+                                 AgentOptions(concurrency=1, admin_token=self.token),
                                  work_root=o.state_dir / "proxies", on_event=self._on_agent_event)
-        self.runner = LocalRunner(InProcessRegistrar(self.cp), sidecars=sidecars,
-                                  log_dir=o.state_dir / "logs", injection="istio")
+        self.runner = LocalRunner(self.registrar, sidecars=sidecars, log_dir=o.state_dir / "logs",
+                                  injection="istio")
         self.watcher = PodWatcher(self.runner, self.report, lifecycle=False)
         self._tasks.append(asyncio.create_task(self.watcher.run(), name="pod-watcher"))
+        with self.console.status("starting the control plane..."):
+            self.cp = await self.runner.start_control_plane(
+                ControlPlaneArgs(o.state_dir, o.xds_port, o.http_port, pods_url=pods_url, token=self.token,
+                                 api_socket=self.api_socket, allow_external_bind=o.allow_external_bind),
+                on_up=self._control_plane_up, ready_timeout=o.ready_timeout)
+        # what the control plane restored (it replayed the journal and set aside what it could not restore)
+        stored = StateDir(o.state_dir).read_objects()
         self.runner.set_namespace_labels(BOOKINFO_NAMESPACE, {"istio-injection": "enabled"})
-        self.controller = DeploymentController(self.cp, self.runner)
+        self.controller = DeploymentController(self.api_url, self.runner, self._on_config, token=self.token)
         gateways = o.state_dir / "proxies" / GATEWAY_NAMESPACE
         with self.console.status("starting the ingress and egress gateways..."):
             ingress, egress = await asyncio.gather(
-                self.runner.start_gateway(o.host, o.port, tls_port=o.tls_port, xds_port=self.cp.xds_port,
-                                          options=AgentOptions(concurrency=1, admin_token=self.cp.token,
+                self.runner.start_gateway(o.host, o.port, tls_port=o.tls_port, xds_port=o.xds_port,
+                                          options=AgentOptions(concurrency=1, admin_token=self.token,
                                                                work_dir=gateways / GATEWAY_NAME)),
-                self.runner.start_egress_gateway(xds_port=self.cp.xds_port, options=AgentOptions(
-                    concurrency=1, admin_token=self.cp.token, work_dir=gateways / EGRESS_NAME)))
+                self.runner.start_egress_gateway(xds_port=o.xds_port, options=AgentOptions(
+                    concurrency=1, admin_token=self.token, work_dir=gateways / EGRESS_NAME)))
             ingress.on_event = egress.on_event = self._on_agent_event
-        defaults = self._apply_text(EGRESS_SERVICE_YAML, f"<{EGRESS_NAME} Service>", GATEWAY_NAMESPACE)
-        if o.bookinfo:
-            defaults += self._apply_file(MANIFEST, BOOKINFO_NAMESPACE)
-            defaults += self._apply_file(GATEWAY_MANIFEST, BOOKINFO_NAMESPACE)
-        line = restored_line(stored, defaults, o.state_dir)
-        if line:
-            self.report(line)
-        with self.console.status("starting workloads and their sidecars..."):
-            await self.controller.sync_all()
-            self.controller.start()
-            await self.runner.wait_ready(o.ready_timeout)
-            await self.cp.wait_synced(timeout=10)
+        async with httpx.AsyncClient(trust_env=False, timeout=30,
+                                     headers={"Authorization": f"Bearer {self.token}"}) as api:
+            defaults = await self._apply_text(api, EGRESS_SERVICE_YAML, f"<{EGRESS_NAME} Service>",
+                                              GATEWAY_NAMESPACE)
+            if o.bookinfo:
+                defaults += await self._apply_file(api, MANIFEST, BOOKINFO_NAMESPACE)
+                defaults += await self._apply_file(api, GATEWAY_MANIFEST, BOOKINFO_NAMESPACE)
+            configz = (await api.get(f"{self.api_url}/debug/configz")).json()
+            self.load_problems = [LoadProblem(**p) for p in configz.get("load_problems") or []]
+            line = restored_line(stored, defaults, o.state_dir)
+            if line:
+                self.report(line)
+            with self.console.status("starting workloads and their sidecars..."):
+                await self.controller.sync_all()
+                self.controller.start()
+                await self.runner.wait_ready(o.ready_timeout)
+                await wait_all_synced(api, self.api_url, timeout=10)
         if o.bookinfo:
             with self.console.status("waiting for /productpage through the gateway..."):
                 await wait_for_page(f"{self.url}/productpage", o.ready_timeout)
@@ -365,30 +373,40 @@ class Demo:
     def _pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return self.watcher.events(namespace, name) if self.watcher is not None else []
 
-    def _apply_file(self, path: Path, namespace: str) -> list[Config]:
-        return self._apply_text(path.read_text(), str(path), namespace)
+    async def _apply_file(self, api: httpx.AsyncClient, path: Path, namespace: str) -> list[Config]:
+        return await self._apply_text(api, path.read_text(), str(path), namespace)
 
-    def _apply_text(self, text: str, file: str, namespace: str) -> list[Config]:
-        """Apply the demo's own manifests, keeping objects an earlier run changed; returns the defaults."""
-        assert self.cp is not None
-        result = self.cp.api.loader(text, file, namespace)
+    async def _apply_text(self, api: httpx.AsyncClient, text: str, file: str, namespace: str) -> list[Config]:
+        """Apply the demo's own manifests through the control plane's API, keeping objects an earlier run
+        changed; returns the defaults."""
+        result = load_text(text, file, namespace)
         if result.errors:
             raise DemoError("; ".join(str(e) for e in result.errors))
         # objects the user changed in an earlier run (persisted state) are kept, not overwritten
-        keep = {c.key for c in self.cp.store.snapshot()}
-        fresh = [c for c in result.configs if c.key not in keep or c.kind in ("Service", "Deployment")]
-        self.cp.store.apply(fresh)
+        r = await api.get(f"{self.api_url}/apis/objects")
+        r.raise_for_status()
+        keep = {(m["kind"], m["metadata"].get("namespace") or "", m["metadata"]["name"])
+                for m in r.json()["items"]}
+        # sent as written (documents of the file), so what is stored is exactly what the file says
+        fresh = [doc for doc in _DOCUMENT_SEPARATOR.split(text)
+                 if any((c.kind, c.namespace, c.name) not in keep or c.kind in ("Service", "Deployment")
+                        for c in load_text(doc, file, namespace).configs)]
+        if fresh:
+            r = await api.post(f"{self.api_url}/apis/apply", json={
+                "documents": [{"file": file, "text": "\n---\n".join(fresh)}], "namespace": namespace})
+            if r.status_code != 200:
+                raise DemoError(f"applying {file}: HTTP {r.status_code} {r.text}")
         return list(result.configs)
 
     def banner(self) -> None:
-        assert self.cp is not None and self.runner is not None
+        assert self.runner is not None
         c = self.console
         c.print(status_table(self.runner))
         c.print(f"\n[bold green]Mizzen {__version__}: Bookinfo is up[/] "
                 f"(ready in {self.ready_after_s or 0:.1f}s)\n")
         c.print(f"  product page      {self.url}/productpage")
-        c.print(f"  control plane API {self.cp.http_url}   (mizzen get vs -n bookinfo, mizzen proxy-status)")
-        c.print(f"  API token         {self.cp.token_file}   (0600; mizzen commands read it from there)")
+        c.print(f"  control plane API {self.api_url}   (mizzen get vs -n bookinfo, mizzen proxy-status)")
+        c.print(f"  API token         {self.token_file}   (0600; mizzen commands read it from there)")
         if self.api_socket is not None:
             c.print(f"  API socket        unix://{self.api_socket}   (0600: no token needed, --server)")
         c.print("  pods              mizzen get pods -n bookinfo, mizzen logs POD [-c istio-proxy]")
@@ -396,9 +414,9 @@ class Demo:
                       None)
         if egress is not None:
             c.print(f"  egress gateway    {egress.spec.ip}:8080 (Service {EGRESS_NAME}.{GATEWAY_NAMESPACE})")
-        c.print(f"  xDS (ADS gRPC)    {self.cp.xds_address}")
+        c.print(f"  xDS (ADS gRPC)    127.0.0.1:{self.opts.xds_port}")
         c.print(f"  state and logs    {self.opts.state_dir}")
-        problems = self.cp.store.load_problems
+        problems = self.load_problems
         if problems:   # said loudly: these objects were NOT restored (Bookinfo's defaults replace its own)
             c.print(f"\n[bold red]{len(problems)} stored object(s) could not be restored and are not "
                     f"served[/] (moved to {self.opts.state_dir / 'quarantine'}; also in /debug/configz):")
@@ -407,9 +425,7 @@ class Demo:
         c.print("\nPress Ctrl-C to stop everything.")
 
     async def stop(self) -> None:
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
-        self._unsubscribe.clear()
+        self._narrating = False
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -418,11 +434,30 @@ class Demo:
         if self.controller:
             await self.controller.stop()
         if self.runner:
-            await self.runner.stop()
-        if self.cp:
-            await self.cp.stop()
+            await self.runner.stop()          # pods, gateways, then the control plane
+        if self._pods_api is not None:
+            await self._pods_api.cleanup()
+            self._pods_api = None
         for name in REPORTED_LOGGERS:
             logging.getLogger(name).removeFilter(self._log_filter)
+
+
+async def wait_all_synced(api: httpx.AsyncClient, api_url: str, timeout: float) -> None:
+    """Wait until no push is pending and every connected proxy ACKed its current config."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            push = (await api.get(f"{api_url}/debug/push_status")).json()
+            syncz = (await api.get(f"{api_url}/debug/syncz")).json()
+            lagging = [p["proxy"] for p in syncz if not p.get("synced")]
+            if not push.get("pending") and not lagging:
+                return
+            last = f"not synced: {', '.join(lagging[:3])}" if lagging else "push pending"
+        except (httpx.HTTPError, ValueError) as e:
+            last = type(e).__name__
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"proxies not synced after {timeout}s ({last})")
 
 
 async def serve(opts: DemoOptions, stop: asyncio.Event | None = None) -> None:

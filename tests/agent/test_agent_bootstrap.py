@@ -48,7 +48,10 @@ def test_gateway_ports_and_no_http_proxy_for_routers() -> None:
 def test_ads_points_at_the_control_plane() -> None:
     boot = build_bootstrap(sidecar_spec())
     ads = boot["dynamic_resources"]
-    assert ads["ads_config"]["grpc_services"] == [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]
+    # reconnect to a returning control plane within 0.5 s, not Envoy's default 0.5 s doubling to 30 s
+    assert ads["ads_config"]["grpc_services"] == [{"envoy_grpc": {
+        "cluster_name": XDS_CLUSTER,
+        "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "0.5s"}}}}]
     assert ads["cds_config"] == ads["lds_config"] == {"ads": {}, "resource_api_version": "V3"}
     xds, stats = boot["static_resources"]["clusters"]
     sock = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]

@@ -59,7 +59,7 @@ async def test_version_and_ready(mesh: Mesh) -> None:  # noqa: F811
     async with mesh.api_client() as api:
         assert (await api.get("/version")).json() == {"version": mizzen.__version__}
         r = await api.get("/ready")
-        assert r.status_code == 200 and r.json() == {"ready": True}
+        assert r.status_code == 200 and r.json() == {"ready": True, "workloads_synced": True}
 
 
 async def test_apply_get_delete(mesh: Mesh) -> None:  # noqa: F811

@@ -114,7 +114,7 @@ async def test_module_entry_point(tmp_path: Path) -> None:
         assert line.startswith("mizzen control plane: xds=127.0.0.1:"), line
         http = line.split("http=")[1].strip()
         async with httpx.AsyncClient(base_url=http, trust_env=False) as api:
-            assert (await api.get("/ready")).json() == {"ready": True}
+            assert (await api.get("/ready")).json() == {"ready": True, "workloads_synced": True}
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     finally:

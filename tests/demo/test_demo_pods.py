@@ -97,8 +97,9 @@ def test_get_pods_lists_bookinfo_like_kubectl(demo: Demo) -> None:
 
     wide = table(demo.mizzen("get", "po", "-A", "-o", "wide").stdout)
     assert wide[0] == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "APP-HOST"], wide
-    gateways = sorted(r[1].rsplit("-", 2)[0] for r in wide if r[0] == "istio-system")
-    assert gateways == ["istio-egressgateway", "istio-ingressgateway"], wide    # like Istio's demo profile
+    system = sorted(r[1].rsplit("-", 2)[0] for r in wide if r[0] == "istio-system")
+    # like Istio's demo profile; the control plane is a pod too
+    assert system == ["istio-egressgateway", "istio-ingressgateway", "istiod"], wide
     assert all(r[2:4] == ["1/1", "Running"] for r in wide if r[0] == "istio-system"), wide
     api = pods(demo)
     for r in wide[1:]:
@@ -110,7 +111,9 @@ def test_get_pods_lists_bookinfo_like_kubectl(demo: Demo) -> None:
     egress = gw["istio-egressgateway"]
     labels = egress["metadata"]["labels"]
     assert (labels["istio"], labels["app"]) == ("egressgateway", "istio-egressgateway"), labels
-    assert all(p["metadata"]["creationTimestamp"] and pid(p, "istio-proxy") for p in gw.values()), gw
+    assert all(p["metadata"]["creationTimestamp"] and pid(p, "istio-proxy") for d, p in gw.items()
+               if d != "istiod"), gw
+    assert pid(gw["istiod"], "discovery"), gw["istiod"]
     # Pod objects, as kubectl prints them: spec, container states, conditions
     pp = api["productpage-v1"]
     assert [c["name"] for c in pp["spec"]["containers"]] == ["productpage", "istio-proxy"], pp

@@ -115,6 +115,18 @@ def controlplane(
     kubeconfig: Annotated[Path | None, typer.Option(
         metavar="FILE", show_default="no cluster: config comes from applies",
         help="Read Istio config and Services from this cluster's API server (like istiod)")] = None,
+    api_socket: Annotated[Path | None, typer.Option(
+        metavar="PATH", show_default="none",
+        help="Also serve the API on this Unix socket (0600: its file permissions are the credential)")
+    ] = None,
+    await_workload_sync: Annotated[float | None, typer.Option(
+        metavar="SECONDS", show_default="no wait",
+        help="Hold xDS until a runner sends its workloads (PUT /apis/workloads), at most this long")] = None,
+    pods_url: Annotated[str | None, typer.Option(
+        metavar="URL", help="Forward /apis/pods to this runner API (mizzen demo's)")] = None,
+    standby: Annotated[bool, typer.Option(
+        "--standby", help="A warm spare: prepare, then start when a line arrives on stdin (exit at its end)")
+    ] = False,
     log_level: Annotated[str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run the control plane (like istiod: config store, xDS server, HTTP API) in the foreground."""
@@ -128,8 +140,10 @@ def controlplane(
                               http_port=http_port, debounce_quiet_s=debounce_quiet,
                               debounce_max_s=debounce_max, token=os.environ.get(TOKEN_ENV) or None,
                               token_file=token_file or (state_dir or default_state_dir()) / TOKEN_FILE,
-                              mesh=MeshConfig(allow_external_bind=allow_external_bind),
-                              kubeconfig=kubeconfig), log_level)
+                              mesh=MeshConfig(allow_external_bind=allow_external_bind), api_socket=api_socket,
+                              await_workload_sync_s=await_workload_sync, pods_url=pods_url,
+                              kubeconfig=kubeconfig),
+          log_level, standby)
 
 
 def _check_level(level: str) -> None:

@@ -3,15 +3,23 @@
 
 The API token: ``$MIZZEN_TOKEN`` if set, else ``--token-file`` (default ``<state dir>/token``, or
 ``$MIZZEN_STATE_DIR/token`` / ``~/.local/state/mizzen/token`` without a state dir), created 0600 at first
-start."""
+start.
+
+``--standby`` makes a warm spare: it imports everything a running control plane needs and compiles the CRD
+schemas, then waits for a line on stdin before it reads the state dir and binds its ports (end of input: it
+exits). A supervisor (``mizzen demo``) keeps one to replace a control plane that died without paying
+Python's start-up.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 
 from mizzen.auth.token import TokenError
+from mizzen.config.schema import compile_all
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.kube.client import KubeConfigError
 from mizzen.lifecycle import run_until_signal
@@ -24,8 +32,22 @@ async def run(opts: ControlPlaneOptions) -> None:
         f"mizzen control plane: xds={cp.xds_address} http={cp.http_url}", flush=True))
 
 
-def serve(opts: ControlPlaneOptions, log_level: str) -> None:
+def warm_up() -> None:
+    """Import what serving needs but the server module imports lazily (validation, translation), and compile
+    the CRD schemas, so the first apply after a take-over is as fast as any."""
+    for module in ("mizzen.config.loader", "mizzen.config.validation", "mizzen.core.generate",
+                   "mizzen.analysis"):
+        importlib.import_module(module)
+    compile_all()
+
+
+def serve(opts: ControlPlaneOptions, log_level: str, standby: bool = False) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if standby:
+        warm_up()
+        if not sys.stdin.readline():
+            return                      # not needed any more
+        logging.getLogger("mizzen.controlplane").info("standby: taking over")
     try:
         asyncio.run(run(opts))
     except (TokenError, KubeConfigError) as e:

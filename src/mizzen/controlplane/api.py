@@ -8,21 +8,25 @@ follow istiod's names: ``/debug/syncz``, ``/debug/config_dump``, ``/debug/regist
 ``/debug/push_status``, and ``/debug/analyze`` (``istioctl analyze``'s cross-object messages over the stored
 config and registry; POST adds candidate documents as a what-if). Apply responses carry the analyzer messages
 about the applied objects as warnings, never blocking the apply. ``/debug/simulate`` answers which route,
-subset and endpoints one request would hit in a proxy's config, and why.
+subset and endpoints one request would hit in a proxy's config, and why. ``PUT /apis/workloads`` replaces the
+whole set of registered workloads (a runner's reconcile); ``GET /apis/events?epoch=&since=&timeout=`` is the
+long-polled config-change feed (:mod:`.events`).
 
 Every endpoint but readiness (``/ready``), ``/version`` and ``/metrics`` needs the API token, and writes are
-checked for Host, Origin and Content-Type (see :mod:`mizzen.auth.guard`). ``POST /apis/workloads`` takes only
-a valid IP address and ports 1-65535, and only addresses the embedder's ``workload_address_check`` accepts
-(``mizzen demo``: those its runner allocated).
+checked for Host, Origin and Content-Type (see :mod:`mizzen.auth.guard`). ``POST /apis/workloads`` (and each
+item of ``PUT /apis/workloads``) takes only a valid IP address and ports 1-65535, and only addresses the
+embedder's ``workload_address_check`` accepts (``mizzen demo``: those its runner allocated).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import ipaddress
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,7 +67,7 @@ __all__ = [
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # an embedder's say on a workload address: None to accept, else why it is refused
-AddressCheck = Callable[[str], str | None]
+AddressCheck = Callable[[str], str | Awaitable[str | None] | None]
 BODY_TIMEOUT_KEY = web.AppKey("body_timeout_s", float)
 # the analyzer runs over the whole store on the event loop: a larger apply gets a note instead of its warnings
 ANALYZE_MAX_OBJECTS = 100
@@ -259,6 +263,8 @@ class Api:
         r.add_post("/apis/delete", self.delete)
         r.add_get("/apis/objects", self.objects)
         r.add_post("/apis/workloads", self.add_workload)
+        r.add_put("/apis/workloads", self.sync_workloads)
+        r.add_get("/apis/events", self.events)
         r.add_get("/apis/workloads", self.list_workloads)
         r.add_delete("/apis/workloads/{namespace}/{name}", self.remove_workload)
         r.add_get("/debug/syncz", self.syncz)
@@ -286,9 +292,11 @@ class Api:
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def ready(self, request: web.Request) -> web.Response:
-        if not self.cp.started:
-            return _json({"ready": False}, 503)
-        return _json({"ready": True})
+        """200 once the control plane serves xDS (started, and its workloads reconciled when it waits)."""
+        synced = self.cp.workloads_synced.is_set()
+        if not self.cp.started or not synced:
+            return _json({"ready": False, "workloads_synced": synced}, 503)
+        return _json({"ready": True, "workloads_synced": True})
 
     async def no_pods(self, request: web.Request) -> web.Response:
         return _json({"error": NO_PODS}, 404)
@@ -411,12 +419,57 @@ class Api:
         except TypeError as e:
             raise BadRequest(f"bad workload: {e}") from None
         check_workload_names(w.namespace, w.name)
-        if self.workload_address_check is not None:
-            refused = self.workload_address_check(w.address)
-            if refused:
-                return _json({"error": f"workload {w.namespace}/{w.name}: {refused}"}, 403)
+        refused = await self._address_refused(w.address)
+        if refused:
+            return _json({"error": f"workload {w.namespace}/{w.name}: {refused}"}, 403)
         self.cp.register_workload(w)
         return _json({"workload": dataclasses.asdict(w), "action": "registered"})
+
+    async def _address_refused(self, address: str) -> str | None:
+        """The embedder's ``workload_address_check`` on ``address`` (sync or async): None to accept."""
+        if self.workload_address_check is None:
+            return None
+        refused = self.workload_address_check(address)
+        if inspect.isawaitable(refused):
+            refused = await refused
+        return refused
+
+    async def sync_workloads(self, request: web.Request) -> web.Response:
+        """``{"items": [workload, ...]}``: the complete set; everything else registered is removed."""
+        items = (await _body(request)).get("items")
+        if not isinstance(items, list):
+            raise BadRequest("'items' must be a list of workloads")
+        workloads: list[Workload] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise BadRequest(f"items[{i}] must be a workload object")
+            try:
+                w = workload_from_json(item)
+                check_workload_names(w.namespace, w.name)
+                workloads.append(w)
+            except BadRequest as e:
+                raise BadRequest(f"items[{i}]: {e}") from None
+            except TypeError as e:
+                raise BadRequest(f"items[{i}]: bad workload: {e}") from None
+        for w in workloads:                 # all or nothing: one refused address refuses the whole set
+            refused = await self._address_refused(w.address)
+            if refused:
+                return _json({"error": f"workload {w.namespace}/{w.name}: {refused}"}, 403)
+        registered, removed = self.cp.sync_workloads(workloads)
+        return _json({"workloads": len(workloads), "registered": registered, "removed": removed})
+
+    async def events(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            since = int(q.get("since") or 0)
+            timeout = float(q.get("timeout") or 0)
+            if not math.isfinite(timeout):
+                raise ValueError(timeout)
+            timeout = min(max(timeout, 0.0), 60.0)
+        except ValueError:
+            raise BadRequest("'since' must be an integer and 'timeout' a number of seconds") from None
+        answer = await self.cp.events.since(q.get("epoch") or None, since, timeout)
+        return _json(answer.to_dict())
 
     async def remove_workload(self, request: web.Request) -> web.Response:
         ns, name = request.match_info["namespace"], request.match_info["name"]

@@ -313,6 +313,17 @@ class StateDir:
             configs.append(config)
         return configs, problems
 
+    def read_objects(self) -> list[Config]:
+        """The object files that read back now, with no recovery, validation or quarantine: a look from
+        another process (``mizzen demo``) at what the owning control plane restored; it reports the rest."""
+        configs: list[Config] = []
+        for path in sorted(self.objects.glob("*/*/*.json")) if self.objects.is_dir() else []:
+            try:
+                configs.append(record_to_config(json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, TypeError, KeyError, RecursionError):
+                continue
+        return configs
+
     def _quarantine(self, path: Path, error: str) -> LoadProblem:
         """Move a file that cannot be restored to ``quarantine/`` (kept for inspection), loudly."""
         rel = path.relative_to(self.root).as_posix().replace("/", "__")

@@ -12,6 +12,11 @@ The HTTP API needs the API token (:mod:`mizzen.auth`): ``options.token`` if give
 in-memory control plane) a fresh random token, readable by the embedder as :attr:`ControlPlane.token`.
 Gateways may bind only loopback addresses unless ``mesh.allow_external_bind`` is set (see
 :mod:`.exposure`).
+
+Registry readiness gates xDS: with ``await_workload_sync_s`` set (a control plane whose workloads are
+registered by a separate runner, like the demo's), a proxy's stream is held before its first response until
+the runner has sent its full set of workloads (``sync_workloads``, ``PUT /apis/workloads``), or that many
+seconds have passed; so a restarted control plane never pushes endpoints it has not reconciled yet.
 """
 
 from __future__ import annotations
@@ -35,10 +40,12 @@ from mizzen.auth.token import TOKEN_ENV, ensure_token, new_token
 from mizzen.config import kinds
 from mizzen.config.model import Config, ConfigKey
 from mizzen.controlplane.api import Api, Loader
+from mizzen.controlplane.events import EventLog
 from mizzen.controlplane.exposure import gateway_bind_issues
 from mizzen.controlplane.limits import RateLimiter, env_float, env_int
 from mizzen.controlplane.metrics import Metrics, ObservedStatus
 from mizzen.controlplane.persist import StateDir
+from mizzen.controlplane.pods_proxy import PodsProxy
 from mizzen.controlplane.push import Generator, Pusher
 from mizzen.controlplane.store import UNCHANGED, ApplyResult, ConfigStore, Validator
 from mizzen.core.mesh import MeshConfig
@@ -104,6 +111,11 @@ class ControlPlaneOptions:
         return ensure_token(path), path
     # an API request body must arrive within this long (408 and the connection closed otherwise)
     body_timeout_s: float = 10.0
+    # hold xDS until the runner's full workload set arrives (sync_workloads), at most this long (None: never)
+    await_workload_sync_s: float | None = None
+    # the runner's pod API (``mizzen demo``): /apis/pods is forwarded there (None: "this control plane runs
+    # no pods")
+    pods_url: str | None = None
 
 
 def _auto_rate(value: float) -> float:
@@ -152,7 +164,17 @@ class ControlPlane:
                              status=self.status)
         where = (f'the mizzen CLI reads it from {self.token_file} (or ${TOKEN_ENV})' if self.token_file
                  else f'this control plane keeps it in memory: its embedder passes it as ${TOKEN_ENV}')
+        self.events = EventLog()
+        self.store.add_listener(self.events.record)
         self.api = Api(self, loader, Guard(self.token, self._served, hint=where))
+        if opts.pods_url:
+            pods = PodsProxy(opts.pods_url, token=self.token)
+            self.api.add_routes(pods.routes())
+            self.api.workload_address_check = pods.address_check
+        self.workloads_synced = asyncio.Event()
+        if opts.await_workload_sync_s is None:
+            self.workloads_synced.set()
+        self._sync_timer: asyncio.TimerHandle | None = None
         self.started = False
         self.kube_source: KubeConfigSource | None = None
         self._kube_api: ApiClient | None = None
@@ -223,6 +245,9 @@ class ControlPlane:
             await self.stop()
             raise
         self.started = True
+        if not self.workloads_synced.is_set():
+            self._sync_timer = asyncio.get_running_loop().call_later(
+                opts.await_workload_sync_s or 0.0, self._workload_sync_timed_out)
         log.info("control plane up: xDS %s, HTTP %s, %d objects", self.xds_address,
                  self.http_url if self._http else "off", len(self.store))
 
@@ -238,6 +263,9 @@ class ControlPlane:
 
     async def stop(self) -> None:
         self.started = False
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
         if self._kube_task is not None:
             self._kube_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -253,6 +281,7 @@ class ControlPlane:
                 await asyncio.wait_for(debouncer.close(), 1.0)
             except TimeoutError:
                 log.warning("debouncer did not stop within 1s; cancelled again")
+        self.events.close()
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
@@ -328,6 +357,42 @@ class ControlPlane:
             services, [WorkloadKey(workload.namespace, workload.name, workload.address)],
             [f"workload {workload.namespace}/{workload.name} registered"], time.monotonic()))
 
+    def sync_workloads(self, workloads: Iterable[Workload]) -> tuple[int, int]:
+        """Make ``workloads`` the complete set of registered workloads (the runner's reconcile after a
+        restart of either side) and open the xDS gate; returns (registered or changed, removed)."""
+        wanted = {(w.namespace, w.name): w for w in workloads}
+        current = {(w.namespace, w.name): w for w in self.registry.workloads()}
+        removed = [k for k in current if k not in wanted]
+        changed = [w for k, w in wanted.items() if current.get(k) != w]
+        services: set[str] = set()
+        keys: list[WorkloadKey] = []
+        for ns, name in removed:
+            services |= self.registry.remove_workload(ns, name) or frozenset()
+            keys.append(WorkloadKey(ns, name, current[(ns, name)].address))
+            if self._state is not None:
+                self._state.remove_workload(ns, name)
+        for w in changed:
+            if self._state is not None:
+                self._state.write_workload(w)
+            services |= self.registry.register_workload(w)
+            keys.append(WorkloadKey(w.namespace, w.name, w.address))
+        if removed or changed:
+            self.metrics.inbound_updates.labels(type="eds").inc(len(removed) + len(changed))
+            self._request(PushRequest.endpoint_change(
+                services, keys, [f"workloads synced: {len(changed)} registered, {len(removed)} removed"],
+                time.monotonic()))
+        if not self.workloads_synced.is_set():
+            log.info("workloads synced (%d): serving xDS", len(wanted))
+            self.workloads_synced.set()
+        return len(changed), len(removed)
+
+    def _workload_sync_timed_out(self) -> None:
+        self._sync_timer = None
+        if not self.workloads_synced.is_set():
+            log.warning("no workload sync within %.1fs: serving xDS from the %d restored workloads",
+                        self.options.await_workload_sync_s or 0.0, len(self.registry.workloads()))
+            self.workloads_synced.set()
+
     def remove_workload(self, namespace: str, name: str) -> bool:
         old = next((w for w in self.registry.workloads() if (w.namespace, w.name) == (namespace, name)), None)
         services = self.registry.remove_workload(namespace, name)
@@ -343,6 +408,8 @@ class ControlPlane:
 
     # --- xDS callbacks --------------------------------------------------------------------------------------
     async def _on_connect(self, node_id: str, metadata: dict[str, Any]) -> None:
+        if not self.workloads_synced.is_set():
+            await self.workloads_synced.wait()     # never generate from a registry not reconciled yet
         await self.admission.acquire()   # a reconnect storm is admitted at a bounded rate
         self.pusher.connect(node_id, metadata)
 

@@ -3,6 +3,8 @@
 ``GET /apis/pods/{ns}/{name}/logs?container=<app container|istio-proxy>&tail=N`` (the app's log file, or the
 sidecar's Envoy output and log from the agent's work dir; ``offsets`` in the answer, sent back as
 ``&offsets=a,b``, gives only the lines written since, for ``logs -f``). ``mizzen get pods``/``logs`` use them.
+``GET /apis/addresses/{ip}`` answers whether the runner allocated that pod IP (``{"allocated": bool}``): a
+control plane in another process asks it before it accepts a workload registration.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class PodsApi:
         return [
             web.get("/apis/pods", self.list_pods),
             web.get("/apis/pods/{namespace}/{name}/logs", self.logs),
+            web.get("/apis/addresses/{address}", self.address),
         ]
 
     def _get_runner(self) -> LocalRunner:
@@ -162,6 +165,10 @@ class PodsApi:
                              self._events(s.namespace, s.name) if self._events else None)
                  for s in runner.pods(namespace)]
         return _json({"items": items})
+
+    async def address(self, request: web.Request) -> web.Response:
+        runner = self._get_runner()
+        return _json({"allocated": runner.addresses.allocated(request.match_info["address"])})
 
     async def logs(self, request: web.Request) -> web.Response:
         runner = self._get_runner()

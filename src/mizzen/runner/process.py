@@ -21,7 +21,7 @@ log = logging.getLogger("mizzen.runner")
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child between fork and exec: SIGKILL it when the runner goes away."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -93,7 +93,7 @@ class ContainerProcess:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self.state, self.message = "Running", ""
         self.started_at = time.time()
@@ -147,15 +147,15 @@ class ContainerProcess:
         self._stopping = True
         proc = self._proc
         if proc is not None and proc.returncode is None:
-            _signal_group(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), grace_s)
             except TimeoutError:
                 log.warning("container %s ignored SIGTERM for %.1fs; killing", self.label, grace_s)
-                _signal_group(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 await proc.wait()
         if proc is not None:
-            _signal_group(proc.pid, signal.SIGKILL)    # anything the app left behind in its group
+            signal_group(proc.pid, signal.SIGKILL)    # anything the app left behind in its group
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -165,6 +165,7 @@ class ContainerProcess:
         self._changed()
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def signal_group(pid: int, sig: int) -> None:
+    """Send ``sig`` to the process group ``pid`` leads (gone or not ours: nothing)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)

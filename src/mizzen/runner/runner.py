@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from mizzen.runner.gateway import (
     GATEWAY_NAMESPACE,
     start_gateway,
 )
+from mizzen.runner.istiod import ISTIOD_NAME, ControlPlaneArgs, ControlPlanePod
 from mizzen.runner.manifests import (
     DeploymentSpec,
     ManifestError,
@@ -100,6 +101,8 @@ class LocalRunner:
         self._gateway_started: dict[str, float] = {}      # gateway name -> monotonic start (AGE)
         self._gateway_addrs: list[PodAddresses] = []
         self._registered_gateways: list[str] = []          # gateway pods registered as workloads
+        self._gateway_workloads: dict[str, Workload] = {}   # gateway pod -> its workload (egress)
+        self.control_plane: ControlPlanePod | None = None
         self._lock = asyncio.Lock()
 
     # --- apply / delete ------------------------------------------------------------------------------------
@@ -206,6 +209,34 @@ class LocalRunner:
                 raise ManifestError(f"Deployment/{namespace}/{name} not found")
             await self._scale(dep, replicas)
 
+    # --- control plane -------------------------------------------------------------------------------------
+    async def start_control_plane(
+        self,
+        args: ControlPlaneArgs,
+        on_up: Callable[[], Awaitable[object]] | None = None,
+        ready_timeout: float = 30.0,
+    ) -> ControlPlanePod:
+        """Run the control plane as this runner's ``istio-system/istiod-...`` pod (see
+        :mod:`mizzen.runner.istiod`); stopped last by :meth:`stop`."""
+        if self.control_plane is not None:
+            raise RuntimeError("the control plane is already running")
+        cp = ControlPlanePod(args, self.log_dir / "istio-system" / ISTIOD_NAME / "discovery.log", on_up)
+        self.control_plane = cp
+        try:
+            await cp.start(ready_timeout)
+        except BaseException:
+            self.control_plane = None
+            await cp.stop()
+            raise
+        return cp
+
+    def registered_workloads(self) -> list[Workload]:
+        """The workloads registered with the control plane now (what a resync sends): ready pods and the
+        gateways that are registered as workloads (the egress gateway)."""
+        pods = [p.workload() for d in self.deployments.values() for p in d.pods if p.registered]
+        return pods + [self._gateway_workloads[gw.spec.name] for gw in self.gateways
+                       if gw.spec.name in self._gateway_workloads]
+
     # --- gateway -------------------------------------------------------------------------------------------
     async def start_gateway(
         self,
@@ -260,11 +291,13 @@ class LocalRunner:
         self.gateways.append(agent)
         self._gateway_started[agent.spec.name] = time.monotonic()
         self._gateway_addrs.append(addrs)
+        workload = Workload(
+            name=agent.spec.name, namespace=agent.spec.namespace, address=addrs.pod_ip,
+            labels=dict(EGRESS_LABELS), service_account=agent.spec.service_account,
+            ports={"http2": EGRESS_HTTP_PORT, "https": EGRESS_TLS_PORT})
+        self._gateway_workloads[agent.spec.name] = workload     # also re-sent by every resync
         try:
-            await call(self.registrar.register(Workload(
-                name=agent.spec.name, namespace=agent.spec.namespace, address=addrs.pod_ip,
-                labels=dict(EGRESS_LABELS), service_account=agent.spec.service_account,
-                ports={"http2": EGRESS_HTTP_PORT, "https": EGRESS_TLS_PORT})))
+            await call(self.registrar.register(workload))
         except Exception as exc:
             log.warning("egress gateway %s: register failed: %s", agent.spec.name, exc)
         else:
@@ -280,6 +313,8 @@ class LocalRunner:
     # --- status / stop -------------------------------------------------------------------------------------
     def status(self) -> list[PodStatus]:
         out = [p.status() for d in self.deployments.values() for p in d.pods]
+        if self.control_plane is not None:
+            out.append(self.control_plane.status())
         for gw in self.gateways:
             out.append(PodStatus(
                 name=gw.spec.name, namespace=gw.spec.namespace, deployment=self._gateway_deployment(gw),
@@ -329,6 +364,7 @@ class LocalRunner:
                 with contextlib.suppress(Exception):
                     await call(self.registrar.deregister(GATEWAY_NAMESPACE, name))
             self._registered_gateways.clear()
+            self._gateway_workloads.clear()
             for gw in gws:
                 with contextlib.suppress(Exception):
                     await gw.stop()
@@ -336,6 +372,9 @@ class LocalRunner:
                 self.addresses.release(addrs)
             self._gateway_addrs.clear()
             self._gateway_started.clear()
+            cp, self.control_plane = self.control_plane, None
+            if cp is not None:
+                await cp.stop()
         if self._own_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
 

@@ -293,6 +293,7 @@ class SyncStatus:
                 "peer": ps.peer,
                 "streams": len(self._streams[node_id]),
                 "xds": "delta" if ps.delta else "sotw",
+                "synced": self.is_synced(node_id),
                 "metadata": ps.metadata,
                 "types": types,
             })
