@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 from google.protobuf import json_format, struct_pb2
 
 from mizzen.agent.binary import envoy_binary
@@ -45,9 +47,11 @@ def test_gateway_ports_and_no_http_proxy_for_routers() -> None:
     assert proxy.gateway_listen_port(80) == 18080 and proxy.gateway_listen_port(9000) == 9000
 
 
-def test_ads_points_at_the_control_plane() -> None:
-    boot = build_bootstrap(sidecar_spec())
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
+def test_ads_points_at_the_control_plane(delta: bool) -> None:
+    boot = build_bootstrap(dataclasses.replace(sidecar_spec(), delta_xds=delta))
     ads = boot["dynamic_resources"]
+    assert ads["ads_config"]["api_type"] == ("DELTA_GRPC" if delta else "GRPC")
     # reconnect to a returning control plane within 0.5 s, not Envoy's default 0.5 s doubling to 30 s
     assert ads["ads_config"]["grpc_services"] == [{"envoy_grpc": {
         "cluster_name": XDS_CLUSTER,

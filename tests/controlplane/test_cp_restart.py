@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -23,6 +24,7 @@ from aiohttp import web
 from harness import alloc_ip, free_port
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.auth.token import TOKEN_ENV, new_token
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.core.proxy import ProxyType
 
@@ -35,6 +37,8 @@ spec:
   selector: {app: ratings}
 """
 CLUSTER = "outbound|9080||ratings.bookinfo.svc.cluster.local"
+TOKEN = new_token()                  # the control plane processes get it as $MIZZEN_TOKEN
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def workload(name: str, address: str) -> dict[str, Any]:
@@ -57,7 +61,8 @@ class CpProcess:
         """Start it; returns the monotonic time its ports were bound (its announce line)."""
         with self.log.open("ab") as err:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdout=asyncio.subprocess.PIPE, stderr=err, stdin=asyncio.subprocess.DEVNULL)
+                *self.argv, stdout=asyncio.subprocess.PIPE, stderr=err, stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, TOKEN_ENV: TOKEN})
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
         assert line.startswith(b"mizzen control plane:"), (line, self.log.read_text())
@@ -123,7 +128,8 @@ async def test_proxies_reconnect_within_a_second_of_the_return(tmp_path: Path) -
     second = CpProcess(tmp_path / "state", xds, http)
     try:
         await first.start()
-        async with httpx.AsyncClient(trust_env=False, timeout=5) as api, agents(xds, 3) as proxies:
+        async with httpx.AsyncClient(trust_env=False, timeout=5, headers=AUTH) as api, \
+                agents(xds, 3) as proxies:
             r = await api.post(f"{first.url}/apis/apply", json={"documents": [{"text": SERVICE}]})
             assert r.status_code == 200, r.text
             await until("synced", lambda: synced(api, first.url, len(proxies)), 20)
@@ -149,7 +155,8 @@ async def test_restarted_control_plane_serves_only_a_reconciled_registry(tmp_pat
     second = CpProcess(tmp_path / "state", xds, http, "--await-workload-sync", "30")
     try:
         await first.start()
-        async with httpx.AsyncClient(trust_env=False, timeout=5) as api, agents(xds, 1) as (proxy,):
+        async with httpx.AsyncClient(trust_env=False, timeout=5, headers=AUTH) as api, \
+                agents(xds, 1) as (proxy,):
             assert (await api.post(f"{first.url}/apis/apply",
                                    json={"documents": [{"text": SERVICE}]})).status_code == 200
             for name, ip in (("ratings-a", a), ("ratings-b", b)):
@@ -200,6 +207,11 @@ async def test_workload_sync_gate_opens_after_its_timeout() -> None:
         await cp.stop()
 
 
+def client(cp: ControlPlane) -> httpx.AsyncClient:
+    return httpx.AsyncClient(trust_env=False, base_url=cp.http_url,
+                             headers={"Authorization": f"Bearer {cp.token}"})
+
+
 @contextlib.asynccontextmanager
 async def control_plane(**kw: Any) -> AsyncIterator[ControlPlane]:
     cp = ControlPlane(ControlPlaneOptions(xds_port=0, http_port=0, debounce_quiet_s=0.01, **kw))
@@ -211,7 +223,7 @@ async def control_plane(**kw: Any) -> AsyncIterator[ControlPlane]:
 
 
 async def test_workload_sync_rejects_bad_bodies() -> None:
-    async with control_plane() as cp, httpx.AsyncClient(trust_env=False, base_url=cp.http_url) as api:
+    async with control_plane() as cp, client(cp) as api:
         for body, want in (({"items": "x"}, "'items' must be a list"), ({"items": [1]}, "items[0] must be"),
                            ({"items": [{"name": "a"}]}, "items[0]: workload field 'namespace'")):
             r = await api.put("/apis/workloads", json=body)
@@ -220,7 +232,7 @@ async def test_workload_sync_rejects_bad_bodies() -> None:
 
 
 async def test_events_feed_long_polls_and_resets_on_another_epoch() -> None:
-    async with control_plane() as cp, httpx.AsyncClient(trust_env=False, base_url=cp.http_url) as api:
+    async with control_plane() as cp, client(cp) as api:
         first = (await api.get("/apis/events")).json()
         assert first["reset"] and first["seq"] == 0 and first["events"] == []
         epoch = first["epoch"]
@@ -249,8 +261,11 @@ async def test_events_feed_long_polls_and_resets_on_another_epoch() -> None:
 async def test_pods_are_forwarded_to_the_runner_api() -> None:
     seen: list[str] = []
 
+    auth: list[str | None] = []
+
     async def pods(request: web.Request) -> web.Response:
         seen.append(str(request.rel_url))
+        auth.append(request.headers.get("Authorization"))
         return web.json_response({"items": [{"name": "ratings-v1-abc", "namespace": "bookinfo"}]})
 
     app = web.Application()
@@ -262,20 +277,57 @@ async def test_pods_are_forwarded_to_the_runner_api() -> None:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         async with control_plane(pods_url=f"http://127.0.0.1:{port}") as cp, \
-                httpx.AsyncClient(trust_env=False, base_url=cp.http_url) as api:
+                client(cp) as api:
             r = await api.get("/apis/pods", params={"namespace": "bookinfo"})
             assert r.status_code == 200 and r.json()["items"][0]["name"] == "ratings-v1-abc"
             r = await api.get("/apis/pods/bookinfo/ratings-v1-abc/logs", params={"tail": "5"})
             assert r.status_code == 200
             assert seen == ["/apis/pods?namespace=bookinfo", "/apis/pods/bookinfo/ratings-v1-abc/logs?tail=5"]
+            assert auth == [f"Bearer {cp.token}"] * 2          # the runner's API is guarded by the same token
     finally:
         await runner.cleanup()
     # the runner gone: a clear 503, not a traceback
     async with control_plane(pods_url=f"http://127.0.0.1:{port}") as cp, \
-            httpx.AsyncClient(trust_env=False, base_url=cp.http_url) as api:
+            client(cp) as api:
         r = await api.get("/apis/pods")
         assert r.status_code == 503 and "is not reachable" in r.json()["error"], r.text
 
+
+async def test_registrations_need_an_address_the_runner_allocated() -> None:
+    """The control plane in its own process asks the runner's API (``GET /apis/addresses/{ip}``, with the
+    token) before it accepts a workload: POST and every item of PUT; an unreachable runner refuses."""
+    allocated = {"127.96.0.1"}
+    asked: list[tuple[str, str | None]] = []
+
+    async def address(request: web.Request) -> web.Response:
+        asked.append((request.match_info["address"], request.headers.get("Authorization")))
+        return web.json_response({"allocated": request.match_info["address"] in allocated})
+
+    app = web.Application()
+    app.router.add_get("/apis/addresses/{address}", address)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with control_plane(pods_url=f"http://127.0.0.1:{port}") as cp, client(cp) as api:
+            r = await api.post("/apis/workloads", json=workload("ratings-a", "127.96.0.1"))
+            assert r.status_code == 200, r.text
+            r = await api.post("/apis/workloads", json=workload("thief", "127.96.0.2"))
+            assert r.status_code == 403, r.text
+            assert "127.96.0.2 was not allocated by this demo's runner" in r.json()["error"]
+            # a full sync is all or nothing: one foreign address refuses the whole set
+            r = await api.put("/apis/workloads", json={"items": [workload("ratings-a", "127.96.0.1"),
+                                                                 workload("thief", "127.96.0.2")]})
+            assert r.status_code == 403 and "thief" in r.json()["error"], r.text
+            assert [(w.name, w.address) for w in cp.registry.workloads()] == [("ratings-a", "127.96.0.1")]
+            assert {a for _, a in asked} == {f"Bearer {cp.token}"}
+    finally:
+        await runner.cleanup()
+    async with control_plane(pods_url=f"http://127.0.0.1:{port}") as cp, client(cp) as api:
+        r = await api.post("/apis/workloads", json=workload("ratings-a", "127.96.0.1"))
+        assert r.status_code == 403 and "could not confirm address 127.96.0.1" in r.json()["error"], r.text
+        assert cp.registry.workloads() == []
 
 
 @pytest.mark.e2e

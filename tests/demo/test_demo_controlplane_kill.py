@@ -115,7 +115,8 @@ def test_sigkill_of_the_control_plane_under_traffic(demo: Demo) -> None:
     assert restarts == 0
     data_plane = descendants(demo.proc.pid) - descendants(pid) - {pid}
     assert len(data_plane) >= 14, data_plane             # 6 apps + 6 sidecars + 2 gateways (+ the spare)
-    with httpx.Client(trust_env=False, timeout=2) as api:
+    with httpx.Client(trust_env=False, timeout=2,
+                      headers={"Authorization": f"Bearer {demo.token}"}) as api:
         before, _ = wait("synced before the kill", lambda: all_synced(api, demo), 10)
         cds_before = {p["proxy"]: p["types"]["CDS"]["acked"] for p in before}
         with Traffic(f"{demo.url}/productpage") as traffic:

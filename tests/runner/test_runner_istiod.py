@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from harness import free_port
+from mizzen.auth.token import new_token
 from mizzen.runner.istiod import ControlPlaneArgs, ControlPlanePod
 from mizzen.runner.registrar import HttpRegistrar
 
@@ -36,8 +37,10 @@ async def until(what: str, check: object, timeout: float) -> None:
 
 
 async def test_control_plane_pod_restarts_from_its_spare_or_cold(tmp_path: Path) -> None:
-    args = ControlPlaneArgs(tmp_path / "state", free_port(), free_port(), await_workload_sync_s=30)
-    registrar = HttpRegistrar(args.http_url)
+    token = new_token()
+    args = ControlPlaneArgs(tmp_path / "state", free_port(), free_port(), await_workload_sync_s=30,
+                            token=token)
+    registrar = HttpRegistrar(args.http_url, token=token)
     syncs: list[int] = []
 
     async def on_up() -> None:
@@ -50,6 +53,10 @@ async def test_control_plane_pod_restarts_from_its_spare_or_cold(tmp_path: Path)
         first = pod.pid
         assert first is not None and pod.ready and pod.ups == 1 and syncs == [0]
         pids.append(first)
+        # the token travels in the environment, never on the command line (other users can read that)
+        cmdline = Path(f"/proc/{first}/cmdline").read_bytes()
+        assert token.encode() not in cmdline and token not in repr(args)
+        assert f"MIZZEN_TOKEN={token}".encode() in Path(f"/proc/{first}/environ").read_bytes().split(b"\0")
         async with httpx.AsyncClient(trust_env=False, timeout=2) as api:
             # the resync opened its xDS gate
             ready = (await api.get(f"{args.http_url}/ready")).json()
