@@ -28,9 +28,11 @@ import httpx
 
 from mizzen.agent.binary import envoy_binary
 from mizzen.agent.bootstrap import ProxySpec, build_bootstrap
+from mizzen.auth.token import TOKEN_ENV, new_token
 from mizzen.core.proxy import ProxyType
 
 SUBNET = f"127.76.{1 + os.getpid() % 200}"
+TOKEN = new_token()                     # the control plane gets it as $MIZZEN_TOKEN
 SERVICE = """\
 apiVersion: v1
 kind: Service
@@ -52,7 +54,8 @@ async def start_cp(state: Path, xds: int, http: int) -> tuple[asyncio.subprocess
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mizzen.controlplane", "--state-dir", str(state), "--xds-port", str(xds),
         "--http-port", str(http), "--log-level", "WARNING", stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
+        stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+        env={**os.environ, TOKEN_ENV: TOKEN})
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
     if not line.startswith(b"mizzen control plane:"):
@@ -81,14 +84,16 @@ async def run_mode(mode: str, outages: list[float], envoys: int, tmp: Path) -> l
     procs: list[asyncio.subprocess.Process] = []
     out: list[float | None] = []
     try:
-        async with httpx.AsyncClient(trust_env=False, timeout=5) as api:
+        async with httpx.AsyncClient(trust_env=False, timeout=5,
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as api:
             r = await api.post(f"{url}/apis/apply", json={"documents": [{"text": SERVICE}]})
             r.raise_for_status()
             for i in range(envoys):
                 ip = f"{SUBNET}.{i + 2}"
                 spec = ProxySpec(ProxyType.SIDECAR, ip, "bookinfo", f"productpage-v1-{mode}-{i}",
                                  admin_port=free_port(ip), xds_port=xds, labels={"app": "productpage"})
-                boot = build_bootstrap(spec)
+                # Envoy's admin is a Unix socket: one per Envoy, in the temp dir
+                boot = build_bootstrap(spec, str(tmp / f"admin-{mode.replace(' ', '-')}-{i}.sock"))
                 if mode == "envoy default":
                     grpc = boot["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]
                     del grpc["retry_policy"]

@@ -205,6 +205,9 @@ def main() -> None:
                     sys.exit("the demo did not start:\n"
                              + Path(f"{tmp}/demo.out").read_text(errors="replace"))
                 time.sleep(0.2)
+            # the demo's API token (created by the demo in its state dir)
+            token = Path(f"{tmp}/state/token").read_text().strip()
+            soak.client.headers["Authorization"] = f"Bearer {token}"
             soak.apply(NET / "destination-rule-all.yaml")
             soak.wait_synced(10)
             t0 = time.monotonic()
