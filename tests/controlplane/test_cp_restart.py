@@ -97,9 +97,12 @@ async def agents(xds_port: int, n: int) -> AsyncIterator[list[Agent]]:
 
 
 async def synced(api: httpx.AsyncClient, url: str, n: int) -> list[dict[str, Any]] | None:
+    """The syncz entries once no push is pending (a debounced change) and all ``n`` proxies ACKed."""
     try:
+        if (await api.get(f"{url}/debug/push_status")).json()["pending"]:
+            return None
         syncz: list[dict[str, Any]] = (await api.get(f"{url}/debug/syncz")).json()
-    except (httpx.HTTPError, ValueError):
+    except (httpx.HTTPError, ValueError, KeyError):
         return None
     return syncz if len(syncz) == n and all(p["synced"] for p in syncz) else None
 
@@ -112,6 +115,10 @@ async def until(what: str, check: Any, timeout: float) -> Any:
             return got
         assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
         await asyncio.sleep(0.01)
+
+
+async def has_endpoints(agent: Agent, want: set[str]) -> bool:
+    return await endpoints(agent) == want
 
 
 async def endpoints(agent: Agent) -> set[str]:
@@ -163,7 +170,7 @@ async def test_restarted_control_plane_serves_only_a_reconciled_registry(tmp_pat
                 r = await api.post(f"{first.url}/apis/workloads", json=workload(name, ip))
                 assert r.status_code == 200, r.text
             await until("synced", lambda: synced(api, first.url, 1), 20)
-            assert await endpoints(proxy) == {a, b}
+            await until("a and b on the proxy", lambda: has_endpoints(proxy, {a, b}), 5)
             first.kill()
             await first.proc.wait()   # type: ignore[union-attr]
             await second.start()      # restores a and b from the state dir; the runner now runs a and c
@@ -184,7 +191,7 @@ async def test_restarted_control_plane_serves_only_a_reconciled_registry(tmp_pat
                               json={"items": [workload("ratings-a", a), workload("ratings-c", c)]})
             assert r.json() == {"workloads": 2, "registered": 1, "removed": 1}, r.text
             await until("synced after the workload sync", lambda: synced(api, second.url, 1), 5)
-            assert await endpoints(proxy) == {a, c}
+            await until("a and c on the proxy", lambda: has_endpoints(proxy, {a, c}), 5)
             assert (await api.get(f"{second.url}/ready")).status_code == 200
             registered = {w["name"] for w in (await api.get(f"{second.url}/apis/workloads")).json()["items"]}
             assert registered == {"ratings-a", "ratings-c"}
