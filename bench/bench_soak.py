@@ -155,9 +155,11 @@ class Soak:
             items = r.json()["items"]
         except (httpx.HTTPError, ValueError, KeyError):
             return None
-        for p in items:                   # v1 Pods; the container's id is local://<pid>
-            if p["metadata"]["labels"].get("app") == "istiod":
-                cid = p["status"]["containerStatuses"][0].get("containerID", "")
+        for item in items:                # each carries its v1 Pod; the container's id is local://<pid>
+            pod = item.get("object") or {}
+            if pod.get("metadata", {}).get("labels", {}).get("app") == "istiod":
+                statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+                cid = statuses[0].get("containerID", "")
                 return int(cid.removeprefix("local://")) if cid else None
         return None
 
