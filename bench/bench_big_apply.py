@@ -115,7 +115,8 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
             async with httpx.AsyncClient(base_url=cp.http_url, timeout=300, trust_env=False) as api:
                 big_running = True
                 t0 = time.monotonic()
-                r = await api.post("/apis/apply", content=body, headers={"content-type": "application/json"})
+                headers = {"content-type": "application/json", "authorization": f"Bearer {cp.token}"}
+                r = await api.post("/apis/apply", content=body, headers=headers)
                 took = time.monotonic() - t0
                 big_running = False
                 if r.status_code != 200:
