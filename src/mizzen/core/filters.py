@@ -29,6 +29,7 @@ from google.protobuf.message import Message
 
 from mizzen.core import names
 from mizzen.core.mesh import MeshConfig
+from mizzen.core.plugins import NONE, Extensions
 from mizzen.registry.model import Service
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -106,11 +107,14 @@ def access_logs(mesh: MeshConfig) -> list[Any]:
     return [accesslog_pb2.AccessLog(name=FILE_ACCESS_LOG, typed_config=pack(cfg))]
 
 
-def http_filters() -> list[Any]:
-    """fault, cors, router — per-route fault/cors config goes in typed_per_filter_config under these names."""
+def http_filters(ext: Extensions = NONE) -> list[Any]:
+    """Plugins' authn/authz filters, fault, cors, plugins' later filters, router — per-route fault/cors config
+    goes in typed_per_filter_config under these names."""
     return [
+        *ext.http_before,
         hcm_pb2.HttpFilter(name=FAULT, typed_config=pack(fault_pb2.HTTPFault())),
         hcm_pb2.HttpFilter(name=CORS, typed_config=pack(cors_pb2.Cors())),
+        *ext.http_after,
         hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router())),
     ]
 
@@ -133,12 +137,14 @@ def build_hcm(
     gateway: bool = False,
     inbound: bool = False,
     allow_absolute_url: bool = False,
+    ext: Extensions = NONE,
 ) -> Any:
-    """An HttpConnectionManager with Istio's settings; routes from RDS ``rds`` or inline ``route_config``."""
+    """An HttpConnectionManager with Istio's settings; routes from RDS ``rds`` or inline ``route_config``;
+    ``ext``: what the listener plugins add (``core.plugins``)."""
     hcm = hcm_pb2.HttpConnectionManager(
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         stat_prefix=stat_prefix,
-        http_filters=http_filters(),
+        http_filters=http_filters(ext),
         normalize_path=wrappers_pb2.BoolValue(value=True),
         merge_slashes=True,
         path_with_escaped_slashes_action=hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
@@ -150,7 +156,7 @@ def build_hcm(
         # sidecars keep the x-request-id the app propagated (tracing across hops); gateways start new ones
         preserve_external_request_id=not gateway,
         request_id_extension=hcm_pb2.RequestIDExtension(typed_config=pack(uuid_pb2.UuidRequestIdConfig())),
-        access_log=access_logs(mesh),
+        access_log=[*access_logs(mesh), *ext.access_logs],
     )
     if gateway or inbound:
         # gateways sanitize client-cert headers (SANITIZE_SET); sidecar inbound appends (APPEND_FORWARD)
@@ -178,6 +184,11 @@ def hcm_filter(hcm: Message) -> Any:
     return listener_components_pb2.Filter(name=HCM, typed_config=pack(hcm))
 
 
+def chain_filters(terminal: Any, ext: Extensions = NONE) -> list[Any]:
+    """A filter chain's network filters: the plugins' (``ext.network``), then the terminal one."""
+    return [*ext.network, terminal]
+
+
 @dataclass(frozen=True)
 class WeightedCluster:
     name: str
@@ -185,10 +196,11 @@ class WeightedCluster:
 
 
 def tcp_proxy_filter(
-    stat_prefix: str, mesh: MeshConfig, cluster: str = "", weighted: Sequence[WeightedCluster] = ()
+    stat_prefix: str, mesh: MeshConfig, cluster: str = "", weighted: Sequence[WeightedCluster] = (),
+    ext: Extensions = NONE,
 ) -> Any:
     """tcp_proxy to one cluster, or to weighted clusters when more than one destination has weight."""
-    tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, access_log=access_logs(mesh))
+    tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, access_log=[*access_logs(mesh), *ext.access_logs])
     if len(weighted) > 1:
         for w in weighted:
             tp.weighted_clusters.clusters.add(name=w.name, weight=w.weight)
@@ -275,11 +287,11 @@ def route_destinations(routes: Sequence[Mapping[str, Any]], resolve: Resolver,
 
 
 def l4_filter_for_routes(routes: Sequence[Mapping[str, Any]], resolve: Resolver, default_port: int,
-                         mesh: MeshConfig, stat_prefix: str) -> Any | None:
+                         mesh: MeshConfig, stat_prefix: str, ext: Extensions = NONE) -> Any | None:
     """tcp_proxy for VS L4 routes; single destination uses the cluster name as stat prefix (like Istio)."""
     dests = route_destinations(routes, resolve, default_port)
     if not dests:
         return None
     if len(dests) == 1:
-        return tcp_proxy_filter(dests[0].name, mesh, cluster=dests[0].name)
-    return tcp_proxy_filter(stat_prefix, mesh, weighted=dests)
+        return tcp_proxy_filter(dests[0].name, mesh, cluster=dests[0].name, ext=ext)
+    return tcp_proxy_filter(stat_prefix, mesh, weighted=dests, ext=ext)

@@ -17,9 +17,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 
 from mizzen.config.model import Config
-from mizzen.core import filters, names
+from mizzen.core import filters, names, plugins
 from mizzen.core.hosts import hosts_intersect
-from mizzen.core.listeners import ChainSet, new_listener, resolver, tls_inspector
+from mizzen.core.listeners import ChainSet, extensions, new_listener, resolver, tls_inspector
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext, ResolvedVirtualService, resolve_gateway_ref
 
@@ -155,9 +155,11 @@ def _listener(proxy: Proxy, push: PushContext, bind: str, port: int, servers: Se
             continue
         if http_port:
             if not chains.chains:
+                ext = extensions(proxy, push, plugins.Direction.GATEWAY, port, True)
                 hcm = filters.build_hcm(stat_prefix=f"outbound_{lis.name}", mesh=push.mesh, rds=s.route_name,
-                                        use_remote_address=True, gateway=True)
-                chains.add(listener_components_pb2.FilterChain(filters=[filters.hcm_filter(hcm)]), _where(s))
+                                        use_remote_address=True, gateway=True, ext=ext)
+                chains.add(listener_components_pb2.FilterChain(
+                    filters=filters.chain_filters(filters.hcm_filter(hcm), ext)), _where(s))
             continue
         for chain in _server_chains(proxy, push, s, warnings):
             sni = list(chain.filter_chain_match.server_names)
@@ -200,9 +202,11 @@ def _server_chains(proxy: Proxy, push: PushContext, s: GatewayServer, warnings: 
         return []
     if s.terminates_https:
         stat = str(s.server.get("name") or "") or f"outbound_https_{s.listen_port}"
+        ext = extensions(proxy, push, plugins.Direction.GATEWAY, s.listen_port, True)
         hcm = filters.build_hcm(stat_prefix=stat, mesh=push.mesh, rds=s.route_name,
-                                use_remote_address=True, gateway=True)
-        chain = listener_components_pb2.FilterChain(filters=[filters.hcm_filter(hcm)])
+                                use_remote_address=True, gateway=True, ext=ext)
+        chain = listener_components_pb2.FilterChain(
+            filters=filters.chain_filters(filters.hcm_filter(hcm), ext))
         chain.filter_chain_match.server_names.extend(s.sni_hosts)
         chain.transport_socket.CopyFrom(filters.tls_transport_socket(_tls_context(s)))
         return [chain]
@@ -211,7 +215,7 @@ def _server_chains(proxy: Proxy, push: PushContext, s: GatewayServer, warnings: 
     if f is None:
         warnings.append(f"{_where(s)}: no VirtualService tcp route bound to the gateway matches; skipped")
         return []
-    chain = listener_components_pb2.FilterChain(filters=[f])
+    chain = listener_components_pb2.FilterChain(filters=filters.chain_filters(f, _ext(proxy, push, s)))
     if mode:
         chain.filter_chain_match.server_names.extend(s.sni_hosts)
         chain.transport_socket.CopyFrom(filters.tls_transport_socket(_tls_context(s, alpn=())))
@@ -242,6 +246,10 @@ def _bound_vs(proxy: Proxy, push: PushContext, s: GatewayServer) -> list[Resolve
     return [vs for vs in push.virtual_services_for(proxy, s.gateway_ref) if s.admits(vs)]
 
 
+def _ext(proxy: Proxy, push: PushContext, s: GatewayServer) -> plugins.Extensions:
+    return extensions(proxy, push, plugins.Direction.GATEWAY, s.listen_port, False)
+
+
 def _tcp_route_filter(proxy: Proxy, push: PushContext, s: GatewayServer) -> Any | None:
     for vs in _bound_vs(proxy, push, s):
         for rule in vs.spec.get("tcp") or ():
@@ -250,7 +258,8 @@ def _tcp_route_filter(proxy: Proxy, push: PushContext, s: GatewayServer) -> Any 
             if any(_l4_match(m, s) for m in (rule.get("match") or [{}])):
                 return filters.l4_filter_for_routes(rule["route"], resolver(push, vs.config.namespace),
                                                     s.port_number, push.mesh,
-                                                    f"{vs.config.name}.{vs.config.namespace}")
+                                                    f"{vs.config.name}.{vs.config.namespace}",
+                                                    _ext(proxy, push, s))
     return None
 
 
@@ -263,12 +272,13 @@ def _passthrough_chains(proxy: Proxy, push: PushContext, s: GatewayServer, warni
             for m in rule.get("match") or ():
                 if not _l4_match(m, s):
                     continue
+                ext = _ext(proxy, push, s)
                 f = filters.l4_filter_for_routes(rule["route"], resolver(push, vs.config.namespace),
                                                  s.port_number, push.mesh,
-                                                 f"{vs.config.name}.{vs.config.namespace}")
+                                                 f"{vs.config.name}.{vs.config.namespace}", ext)
                 if f is None:
                     continue
-                chain = listener_components_pb2.FilterChain(filters=[f])
+                chain = listener_components_pb2.FilterChain(filters=filters.chain_filters(f, ext))
                 sni = [str(h) for h in m.get("sniHosts") or ()]
                 if "*" not in sni:   # "*" (gateways only) is every name; Envoy refuses it in server_names
                     chain.filter_chain_match.server_names.extend(sni)

@@ -19,7 +19,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import wrappers_pb2
 
 from mizzen.config.labels import selects
-from mizzen.core import filters, names, sidecar_scope
+from mizzen.core import filters, names, plugins, sidecar_scope
 from mizzen.core.hosts import hosts_intersect
 from mizzen.core.mesh import OutboundPolicy
 from mizzen.core.proxy import Proxy
@@ -195,13 +195,20 @@ def inbound_route(proxy: Proxy, push: PushContext, port: int, cluster: str) -> A
     return build_inbound_route(proxy, push, port, cluster)
 
 
+def extensions(proxy: Proxy, push: PushContext, direction: plugins.Direction, port: int,
+               http: bool) -> plugins.Extensions:
+    """What the listener plugins (security, telemetry) add to one chain."""
+    return plugins.extensions(plugins.ListenerContext(proxy, push, direction, port, http))
+
+
 def inbound_filters(proxy: Proxy, push: PushContext, ip: InboundPort, stat_listener: str) -> list[Any]:
     cluster = names.inbound_cluster(ip.port)
+    ext = extensions(proxy, push, plugins.Direction.INBOUND, ip.port, ip.protocol.is_http)
     if ip.protocol.is_http:
         hcm = filters.build_hcm(stat_prefix=f"inbound_{stat_listener}", mesh=push.mesh, inbound=True,
-                                route_config=inbound_route(proxy, push, ip.port, cluster))
-        return [filters.hcm_filter(hcm)]
-    return [filters.tcp_proxy_filter(cluster, push.mesh, cluster=cluster)]
+                                route_config=inbound_route(proxy, push, ip.port, cluster), ext=ext)
+        return filters.chain_filters(filters.hcm_filter(hcm), ext)
+    return filters.chain_filters(filters.tcp_proxy_filter(cluster, push.mesh, cluster=cluster, ext=ext), ext)
 
 
 # --- local mode ---------------------------------------------------------------------------------------------
@@ -239,9 +246,10 @@ def _local_listeners(proxy: Proxy, push: PushContext, warnings: list[str]) -> li
 def http_proxy_listener(proxy: Proxy, push: PushContext) -> Any:
     """Outbound HTTP forward proxy (absolute-URI requests set :authority) routed by RDS ``http_proxy``."""
     lis = new_listener(proxy.ip, proxy.http_proxy_port, base_pb2.OUTBOUND)
+    ext = extensions(proxy, push, plugins.Direction.OUTBOUND, proxy.http_proxy_port, True)
     hcm = filters.build_hcm(stat_prefix=f"outbound_{lis.name}", mesh=push.mesh, rds=names.HTTP_PROXY_ROUTE,
-                            allow_absolute_url=True)
-    lis.filter_chains.add().filters.append(filters.hcm_filter(hcm))
+                            allow_absolute_url=True, ext=ext)
+    lis.filter_chains.add().filters.extend(filters.chain_filters(filters.hcm_filter(hcm), ext))
     return lis
 
 
@@ -251,9 +259,10 @@ def bound_egress_listener(proxy: Proxy, push: PushContext, e: sidecar_scope.Egre
     service on that port its hosts admit."""
     lis = new_listener(e.bind, e.port, base_pb2.OUTBOUND)
     if e.protocol.is_http:
+        ext = extensions(proxy, push, plugins.Direction.OUTBOUND, e.port, True)
         hcm = filters.build_hcm(stat_prefix=f"outbound_{lis.name}", mesh=push.mesh,
-                                rds=names.outbound_route_config(e.port))
-        lis.filter_chains.add().filters.append(filters.hcm_filter(hcm))
+                                rds=names.outbound_route_config(e.port), ext=ext)
+        lis.filter_chains.add().filters.extend(filters.chain_filters(filters.hcm_filter(hcm), ext))
         return lis
     svcs = [s for s in push.registry.services
             if s.port(e.port) is not None and sidecar_scope.sidecar_allows(proxy, push, s)
@@ -303,6 +312,7 @@ def service_tcp_chains(proxy: Proxy, push: PushContext, svc: Service, port: int,
     covered = False
     sp = svc.port(port)
     is_tls = sp is not None and sp.protocol.is_tls
+    ext = extensions(proxy, push, plugins.Direction.OUTBOUND, port, False)
     for vs in _vs_for_service(proxy, push, svc):
         resolve = resolver(push, vs.config.namespace)
         stat = f"{vs.config.name}.{vs.config.namespace}"
@@ -311,10 +321,10 @@ def service_tcp_chains(proxy: Proxy, push: PushContext, svc: Service, port: int,
                 for m in rule.get("match") or ():
                     if not _mesh_l4_match(m, proxy, port) or not rule.get("route"):
                         continue
-                    f = filters.l4_filter_for_routes(rule["route"], resolve, port, push.mesh, stat)
+                    f = filters.l4_filter_for_routes(rule["route"], resolve, port, push.mesh, stat, ext)
                     if f is None:
                         continue
-                    chain = listener_components_pb2.FilterChain(filters=[f])
+                    chain = listener_components_pb2.FilterChain(filters=filters.chain_filters(f, ext))
                     chain.filter_chain_match.server_names.extend(str(h) for h in m.get("sniHosts") or ())
                     chain.filter_chain_match.prefix_ranges.extend(
                         cidr_ranges(m.get("destinationSubnets") or ()) or own)
@@ -326,10 +336,10 @@ def service_tcp_chains(proxy: Proxy, push: PushContext, svc: Service, port: int,
             for m in matches:
                 if not _mesh_l4_match(m, proxy, port):
                     continue
-                f = filters.l4_filter_for_routes(rule["route"], resolve, port, push.mesh, stat)
+                f = filters.l4_filter_for_routes(rule["route"], resolve, port, push.mesh, stat, ext)
                 if f is None:
                     continue
-                chain = listener_components_pb2.FilterChain(filters=[f])
+                chain = listener_components_pb2.FilterChain(filters=filters.chain_filters(f, ext))
                 subnets = cidr_ranges(m.get("destinationSubnets") or ())
                 chain.filter_chain_match.prefix_ranges.extend(subnets or own)
                 chains.append(chain)
@@ -338,8 +348,8 @@ def service_tcp_chains(proxy: Proxy, push: PushContext, svc: Service, port: int,
                     break
     if not covered:
         cluster = names.outbound_cluster(port, "", svc.hostname)
-        chain = listener_components_pb2.FilterChain(filters=[filters.tcp_proxy_filter(cluster, push.mesh,
-                                                                                      cluster=cluster)])
+        chain = listener_components_pb2.FilterChain(filters=filters.chain_filters(
+            filters.tcp_proxy_filter(cluster, push.mesh, cluster=cluster, ext=ext), ext))
         chain.filter_chain_match.prefix_ranges.extend(own)
         chains.append(chain)
     return chains
@@ -441,9 +451,11 @@ def _outbound_port_listener(proxy: Proxy, push: PushContext, port: int,
         for chain in service_tcp_chains(proxy, push, svc, port, match_addresses=shared):
             chains.add(chain, f"service {svc.hostname}")
     if http:
+        ext = extensions(proxy, push, plugins.Direction.OUTBOUND, port, True)
         hcm = filters.build_hcm(stat_prefix=f"outbound_{lis.name}", mesh=push.mesh,
-                                rds=names.outbound_route_config(port))
-        chain = listener_components_pb2.FilterChain(filters=[filters.hcm_filter(hcm)])
+                                rds=names.outbound_route_config(port), ext=ext)
+        chain = listener_components_pb2.FilterChain(
+            filters=filters.chain_filters(filters.hcm_filter(hcm), ext))
         chains.add(chain, f"HTTP services on port {port}")
     lis.filter_chains.extend(chains.chains)
     if not any(not c.HasField("filter_chain_match") or c.filter_chain_match.ByteSize() == 0
