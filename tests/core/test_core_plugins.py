@@ -20,12 +20,13 @@ from mizzen.core.listeners import build_listeners
 from mizzen.registry.model import Protocol
 
 
-class _Recorder:
+class _Recorder(plugins.ListenerPlugin):
     """A plugin that adds one filter per phase it is given and records the contexts it saw."""
 
     name = "test-recorder"
 
     def __init__(self) -> None:
+        super().__init__()
         self.seen: list[tuple[plugins.Direction, int, bool]] = []
 
     def http_filters(self, ctx: plugins.ListenerContext) -> Sequence[plugins.Phased]:

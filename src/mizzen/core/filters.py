@@ -166,6 +166,8 @@ def build_hcm(
         hcm.set_current_client_cert_details.cert = True
         hcm.set_current_client_cert_details.dns = True
         hcm.set_current_client_cert_details.uri = True
+    if ext.tracing is not None:
+        hcm.tracing.CopyFrom(ext.tracing)
     if gateway or allow_absolute_url:
         opts = protocol_pb2.Http1ProtocolOptions()
         if allow_absolute_url:

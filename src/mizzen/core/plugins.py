@@ -8,7 +8,8 @@ what to add, and places it:
 - HTTP filters by :class:`Phase`: authentication, then authorization, then core's own ``fault`` and ``cors``,
   then stats, then the router (always last);
 - network filters before the chain's terminal filter (``tcp_proxy`` or the HTTP connection manager);
-- access loggers next to the mesh config's access log.
+- access loggers next to the mesh config's access log;
+- the HTTP connection manager's ``tracing`` settings.
 
 A plugin's output must depend only on what :class:`ListenerContext` gives it (the proxy, the push, the
 direction and port of the chain): listeners are generated per proxy (LDS's key is the proxy itself), so per
@@ -21,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Protocol
 
 from google.protobuf.message import Message
 
@@ -83,23 +83,28 @@ class Phased:
     filter: Message
 
 
-class ListenerPlugin(Protocol):
-    """What a pillar adds to listeners. Return empty sequences for what it does not add."""
+class ListenerPlugin:
+    """What a pillar adds to listeners. Subclass it and override what the pillar adds; the defaults add
+    nothing (so new hooks can be added here without touching every plugin)."""
 
-    @property
-    def name(self) -> str: ...
+    name: str = ""
 
     def http_filters(self, ctx: ListenerContext) -> Sequence[Phased]:
         """HTTP filters (``hcm_pb2.HttpFilter``) for an HTTP chain."""
-        ...
+        return ()
 
     def network_filters(self, ctx: ListenerContext) -> Sequence[Phased]:
         """Network filters (``listener_components_pb2.Filter``) before the chain's terminal filter."""
-        ...
+        return ()
 
     def access_logs(self, ctx: ListenerContext) -> Sequence[Message]:
         """Access loggers (``accesslog_pb2.AccessLog``) for the chain's terminal filter."""
-        ...
+        return ()
+
+    def tracing(self, ctx: ListenerContext) -> Message | None:
+        """The HTTP connection manager's ``tracing`` (``HttpConnectionManager.Tracing``); the first plugin
+        that returns one wins."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class Extensions:
     http_after: tuple[Message, ...] = ()     # after them, before the router
     network: tuple[Message, ...] = ()        # before the terminal filter
     access_logs: tuple[Message, ...] = ()
+    tracing: Message | None = None
 
 
 NONE = Extensions()
@@ -134,9 +140,12 @@ def extensions(ctx: ListenerContext) -> Extensions:
     http: list[Phased] = []
     network: list[Phased] = []
     logs: list[Message] = []
+    tracing: Message | None = None
     for p in PLUGINS:
         if ctx.http:
             http.extend(p.http_filters(ctx))
+            if tracing is None:
+                tracing = p.tracing(ctx)
         network.extend(p.network_filters(ctx))
         logs.extend(p.access_logs(ctx))
     http.sort(key=lambda f: f.phase)     # stable: plugins keep registration order within a phase
@@ -146,4 +155,5 @@ def extensions(ctx: ListenerContext) -> Extensions:
         http_after=tuple(f.filter for f in http if f.phase >= Phase.CORE),
         network=tuple(f.filter for f in network),
         access_logs=tuple(logs),
+        tracing=tracing,
     )
