@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +31,7 @@ from mizzen.agent.admin_proxy import AdminProxy
 from mizzen.agent.binary import envoy_binary
 from mizzen.agent.bootstrap import ADMIN_SOCKET_NAME, ProxySpec, render_bootstrap
 from mizzen.agent.logcap import DEFAULT_MAX_LOG_BYTES, watch_log
+from mizzen.childproc import tied_to_parent
 from mizzen.core.proxy import ProxyType
 
 log = logging.getLogger(__name__)
@@ -48,31 +47,9 @@ __all__ = [
 BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 10.0
 STABLE_RESET_S = 60.0
-PR_SET_PDEATHSIG = 1
 # sun_path is 108 bytes: a socket in a longer work dir is bound relative to Envoy's working directory (the
 # work dir) and reached by the agent through its own open directory fd (/proc/self/fd/N/admin.sock)
 MAX_SOCKET_PATH = 100
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec function setting PR_SET_PDEATHSIG=SIGKILL (Linux), so Envoy never outlives the agent.
-
-    The libc function is bound here, in the parent; the child only makes the one system call.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:   # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 def active_downstream_connections(stats: str) -> int:
@@ -271,13 +248,12 @@ class Agent:
             self.admin_socket.unlink()              # a stale socket from an earlier Envoy
         with open(self.output_path, "ab") as out:   # Envoy's stdout/stderr (flag errors, early crashes)
             self._proc = await asyncio.create_subprocess_exec(
-                *self.command(),
+                *tied_to_parent(self.command()),   # Envoy never outlives the agent
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
                 cwd=self.work_dir,                  # a relative admin socket path is bound here
-                preexec_fn=_die_with_parent(),
                 # its own process group: a Ctrl-C at the terminal goes to the supervisor, which drains and
                 # stops Envoy in order, instead of killing every Envoy at once behind its back
                 start_new_session=True,

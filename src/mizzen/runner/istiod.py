@@ -25,9 +25,10 @@ from pathlib import Path
 import aiohttp
 
 from mizzen.auth.token import TOKEN_ENV
+from mizzen.childproc import tied_to_parent
 from mizzen.runner.manifests import pod_name, pod_template_hash
 from mizzen.runner.pod import ContainerStatus, PodStatus
-from mizzen.runner.process import Backoff, die_with_parent, signal_group
+from mizzen.runner.process import Backoff, signal_group
 
 log = logging.getLogger("mizzen.runner")
 
@@ -151,9 +152,9 @@ class ControlPlanePod:
         argv = self.args.argv() + (["--standby"] if spare else [])
         with self.log_path.open("ab") as out:
             return await asyncio.create_subprocess_exec(
-                *argv, env=self.args.env(), stdout=out, stderr=asyncio.subprocess.STDOUT,
+                *tied_to_parent(argv), env=self.args.env(), stdout=out, stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.PIPE if spare else asyncio.subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=die_with_parent)
+                start_new_session=True)
 
     async def _promote(self) -> asyncio.subprocess.Process:
         """The warm spare told to start, or (none alive) a new process."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -16,18 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mizzen.childproc import tied_to_parent
+
 log = logging.getLogger("mizzen.runner")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGKILL it when the runner goes away."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass(frozen=True)
@@ -86,14 +76,13 @@ class ContainerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self._proc = await asyncio.create_subprocess_exec(
-                *self.argv,
+                *tied_to_parent(self.argv),   # SIGKILLed when the runner goes away
                 env=self.env,
                 cwd=self.cwd or None,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
             )
         self.state, self.message = "Running", ""
         self.started_at = time.time()
