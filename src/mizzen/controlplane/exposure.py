@@ -4,21 +4,18 @@ mesh opts in (``MeshConfig.allow_external_bind``: ``mizzen demo --allow-external
 controlplane --allow-external-bind``); when opted in, the apply answers with a warning instead.
 
 Istio's own validation accepts any IP here; this is a policy of the local mode, added to the store's
-validator by :func:`gateway_bind_policy`.
+checks by :func:`gateway_bind_issues` (the store's ``checks`` hook).
 """
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
-from typing import Any
 
 from mizzen.config.errors import Issue, Severity
 from mizzen.config.model import Config
-from mizzen.controlplane.store import Validator, default_validator
-from mizzen.core.mesh import MeshConfig
+from mizzen.config.validation import line_of
 
-__all__ = ["external_bind", "gateway_bind_issues", "gateway_bind_policy"]
+__all__ = ["external_bind", "gateway_bind_issues"]
 
 OPT_IN = "allowed by allow_external_bind (mizzen demo/controlplane --allow-external-bind)"
 
@@ -30,11 +27,6 @@ def external_bind(bind: str) -> bool:
     except ValueError:
         return False
     return not ip.is_loopback
-
-
-def _line(config: Config, path: str) -> int:
-    line_of: Any = importlib.import_module("mizzen.config.validation").line_of
-    return int(line_of(config, path))
 
 
 def gateway_bind_issues(config: Config, allow: bool) -> list[Issue]:
@@ -56,18 +48,6 @@ def gateway_bind_issues(config: Config, allow: bool) -> list[Issue]:
                    "127.x.y.z address, or opt in with mizzen demo --allow-external-bind "
                    "(mesh config allow_external_bind)")
         out.append(Issue(msg, path=path, kind=config.kind, name=config.name,
-                         file=config.source.file if config.source else "", line=_line(config, path),
+                         file=config.source.file if config.source else "", line=line_of(config, path),
                          severity=Severity.WARNING if allow else Severity.ERROR))
     return out
-
-
-def gateway_bind_policy(validator: Validator | None, mesh: MeshConfig) -> Validator:
-    """``validator`` (default: Istio's validation) plus :func:`gateway_bind_issues` under ``mesh``."""
-    base: list[Validator] = [validator] if validator is not None else []
-
-    def validate(config: Config) -> list[Issue]:
-        if not base:
-            base.append(default_validator())
-        return [*base[0](config), *gateway_bind_issues(config, mesh.allow_external_bind)]
-
-    return validate
