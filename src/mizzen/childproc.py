@@ -10,11 +10,13 @@ fault.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["tied_to_parent"]
 
@@ -31,9 +33,27 @@ def _setpriv() -> str | None:
     return path
 
 
-def tied_to_parent(argv: Sequence[str]) -> list[str]:
-    """``argv`` run so that the kernel sends it SIGKILL when the process starting it dies."""
+def _check_executable(program: str, env: Mapping[str, str] | None) -> None:
+    """Raise the OSError exec would raise for ``program`` (setpriv would only exit non-zero), so a command
+    that cannot run still fails at spawn with its reason."""
+    if "/" in program:
+        if not os.path.exists(program):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+        return
+    path = (env if env is not None else os.environ).get("PATH", os.defpath)
+    if shutil.which(program, path=path) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
+def tied_to_parent(argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """``argv`` run so that the kernel sends it SIGKILL when the process starting it dies. Raises the
+    OSError exec would (``env``: the child's environment, for its PATH) when the program cannot run."""
+    if not argv:
+        raise ValueError("tied_to_parent needs a command")
     setpriv = _setpriv()
     if setpriv is None:
         return list(argv)
+    _check_executable(argv[0], env)
     return [setpriv, "--pdeathsig", "KILL", "--", *argv]

@@ -8,6 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from mizzen.childproc import tied_to_parent
 
@@ -57,5 +60,17 @@ def test_child_dies_when_its_parent_is_killed() -> None:
 
 
 def test_argv_is_kept() -> None:
-    argv = tied_to_parent(["envoy", "-c", "x.yaml"])
-    assert argv[-3:] == ["envoy", "-c", "x.yaml"]
+    argv = tied_to_parent(["true", "-c", "x.yaml"])
+    assert argv[-3:] == ["true", "-c", "x.yaml"]
+
+
+def test_a_program_that_cannot_run_fails_at_spawn_with_its_reason(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="No such file"):
+        tied_to_parent(["/nonexistent/mizzen-bin"])
+    with pytest.raises(FileNotFoundError):
+        tied_to_parent(["mizzen-no-such-program"], env={"PATH": str(tmp_path)})
+    plain = tmp_path / "plain"
+    plain.write_text("#!/bin/sh\n")
+    with pytest.raises(PermissionError):
+        tied_to_parent([str(plain)])
+    assert tied_to_parent(["sh", "-c", "true"], env={"PATH": "/usr/bin:/bin"})[-3:] == ["sh", "-c", "true"]

@@ -150,9 +150,10 @@ class ControlPlanePod:
     async def _spawn(self, spare: bool) -> asyncio.subprocess.Process:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = self.args.argv() + (["--standby"] if spare else [])
+        env = self.args.env()
         with self.log_path.open("ab") as out:
             return await asyncio.create_subprocess_exec(
-                *tied_to_parent(argv), env=self.args.env(), stdout=out, stderr=asyncio.subprocess.STDOUT,
+                *tied_to_parent(argv, env), env=env, stdout=out, stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.PIPE if spare else asyncio.subprocess.DEVNULL,
                 start_new_session=True)
 

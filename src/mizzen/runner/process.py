@@ -76,7 +76,7 @@ class ContainerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self._proc = await asyncio.create_subprocess_exec(
-                *tied_to_parent(self.argv),   # SIGKILLed when the runner goes away
+                *tied_to_parent(self.argv, self.env),   # SIGKILLed when the runner goes away
                 env=self.env,
                 cwd=self.cwd or None,
                 stdin=asyncio.subprocess.DEVNULL,
