@@ -54,10 +54,18 @@ SERVICE = Kind("Service", "", ("v1",), "services", ("svc",), istio=False, feeds_
                read_by=_ALL_XDS)
 DEPLOYMENT = Kind("Deployment", "apps", ("v1",), "deployments", ("deploy",), istio=False)   # the runner's
 NAMESPACE = Kind("Namespace", "", ("v1",), "namespaces", ("ns",), namespaced=False, istio=False)
+SECURITY = "security.istio.io"
+SEC_VERSIONS = ("v1", "v1beta1")
+# translated by security.authz (a listener plugin: RBAC, ext_authz and jwt_authn filters)
+AUTHORIZATION_POLICY = Kind("AuthorizationPolicy", SECURITY, SEC_VERSIONS, "authorizationpolicies", ("ap",),
+                            read_by=frozenset({"LDS"}))
+REQUEST_AUTHENTICATION = Kind("RequestAuthentication", SECURITY, SEC_VERSIONS, "requestauthentications",
+                              ("ra",), read_by=frozenset({"LDS"}))
 
 ALL_KINDS: tuple[Kind, ...] = (
     GATEWAY, VIRTUAL_SERVICE, DESTINATION_RULE, SERVICE_ENTRY, WORKLOAD_ENTRY, SIDECAR,
     SERVICE, DEPLOYMENT, NAMESPACE,
+    AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION,
 )
 BY_NAME: dict[str, Kind] = {k.kind: k for k in ALL_KINDS}
 

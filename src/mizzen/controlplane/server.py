@@ -52,6 +52,7 @@ from mizzen.core.mesh import MeshConfig
 from mizzen.core.push_request import PushRequest, WorkloadKey
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import Registry
+from mizzen.security import authz
 from mizzen.xds import AdsServer, Debouncer, SnapshotCache, serve
 
 if TYPE_CHECKING:
@@ -136,6 +137,7 @@ class ControlPlane:
     ) -> None:
         self.options = opts = options or ControlPlaneOptions()
         self.token, self.token_file = opts.resolve_token()
+        authz.register()   # AuthorizationPolicy / RequestAuthentication filters in every inbound/gateway chain
         # one StateDir for the directory: objects (the store) and registered workloads (here); object files
         # are written off the event loop, the journal record is the synchronous commit point; the gateway bind
         # policy runs on every apply, also on batches validated in the parse worker

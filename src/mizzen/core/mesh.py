@@ -2,13 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class OutboundPolicy(str, Enum):
     ALLOW_ANY = "ALLOW_ANY"
     REGISTRY_ONLY = "REGISTRY_ONLY"
+
+
+@dataclass(frozen=True)
+class ExtensionProvider:
+    """One of MeshConfig's ``extensionProviders`` (only the ext_authz kinds: ``envoyExtAuthzHttp`` and
+    ``envoyExtAuthzGrpc``); ``settings`` is the provider's body as Istio's mesh config spells it (service,
+    port, timeout, pathPrefix, failOpen, statusOnError, includeRequestHeadersInCheck, ...), kept as sorted
+    (key, value) pairs so the mesh config stays hashable."""
+
+    name: str
+    kind: str                              # "envoyExtAuthzHttp" | "envoyExtAuthzGrpc"
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return dict(self.settings)
+
+
+def extension_providers(raw: Sequence[Mapping[str, Any]]) -> tuple[ExtensionProvider, ...]:
+    """Istio's ``extensionProviders`` list (``[{name: x, envoyExtAuthzHttp: {...}}]``) -> providers; kinds
+    other than ext_authz are skipped. Raises ValueError with a one-line reason for a malformed entry."""
+    out = []
+    for i, p in enumerate(raw):
+        name = p.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"extensionProviders[{i}]: name is required")
+        for kind in ("envoyExtAuthzHttp", "envoyExtAuthzGrpc"):
+            body = p.get(kind)
+            if isinstance(body, Mapping):
+                if not body.get("service") or not isinstance(body.get("port"), int):
+                    raise ValueError(f"extensionProviders[{i}] {name}: {kind} needs service and port")
+                out.append(ExtensionProvider(name, kind, tuple(sorted(
+                    (str(k), _freeze(v)) for k, v in body.items()))))
+    return tuple(out)
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return tuple(sorted((str(k), _freeze(x)) for k, x in v.items()))
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v
 
 
 @dataclass(frozen=True)
@@ -27,3 +71,5 @@ class MeshConfig:
     # Mizzen's own (local mode): a Gateway server may bind an address outside loopback (0.0.0.0, a LAN IP)
     # only when this is set; see mizzen.controlplane.exposure
     allow_external_bind: bool = False
+    # MeshConfig.extensionProviders (ext_authz providers for CUSTOM AuthorizationPolicies)
+    extension_providers: tuple[ExtensionProvider, ...] = ()

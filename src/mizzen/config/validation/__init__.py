@@ -13,6 +13,7 @@ from mizzen.config.validation import (  # noqa: F401  (each module registers its
     destinationrule,
     gateway,
     namespace,
+    security,
     service,
     serviceentry,
     sidecar,

@@ -1,0 +1,5 @@
+"""Authorization tests: the ``mesh`` fixture (a started harness.Mesh)."""
+
+from harness import mesh
+
+__all__ = ["mesh"]
