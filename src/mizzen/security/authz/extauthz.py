@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from envoy.config.core.v3 import base_pb2, grpc_service_pb2, http_uri_pb2
+from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2, http_uri_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2 as http_authz_pb2
 from envoy.extensions.filters.network.ext_authz.v3 import ext_authz_pb2 as tcp_authz_pb2
 from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
@@ -78,7 +78,7 @@ def http_filter(push: PushContext, p: ExtensionProvider, namespace: str, rbac_fi
     body = p.body
     cluster, host = _cluster(push, p, namespace)
     cfg = http_authz_pb2.ExtAuthz(
-        transport_api_version=base_pb2.ApiVersion.V3,
+        transport_api_version=config_source_pb2.ApiVersion.V3,
         failure_mode_allow=bool(body.get("failOpen", False)),
         status_on_error=_status(body),
         filter_enabled_metadata=enabled_metadata(rbac_filter, p.name),
@@ -123,7 +123,7 @@ def tcp_filter(push: PushContext, p: ExtensionProvider, namespace: str, rbac_fil
     body = p.body
     cluster, host = _cluster(push, p, namespace)
     return tcp_authz_pb2.ExtAuthz(
-        stat_prefix="tcp.", transport_api_version=base_pb2.ApiVersion.V3,
+        stat_prefix="tcp.", transport_api_version=config_source_pb2.ApiVersion.V3,
         failure_mode_allow=bool(body.get("failOpen", False)),
         grpc_service=grpc_service_pb2.GrpcService(
             envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster, authority=host),

@@ -50,7 +50,7 @@ def jwks_cluster(push: PushContext, uri: str, namespace: str) -> str | None:
     fqdn = push.resolve_host(host, namespace)
     for h in (fqdn, host):
         svc = push.service(h)
-        if svc is not None and any(p.number == port for p in svc.ports):
+        if svc is not None and any(p.port == port for p in svc.ports):
             return names.outbound_cluster(port, "", h)
     return None
 
