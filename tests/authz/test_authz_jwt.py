@@ -51,7 +51,8 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 def ra(name: str, rules: str) -> str:
     return (f"apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: {name}, "
-            f"namespace: {NS}}}\nspec:\n  selector: {{matchLabels: {{app: server}}}}\n  jwtRules:\n{rules}\n---\n")
+            f"namespace: {NS}}}\nspec:\n  selector: {{matchLabels: {{app: server}}}}\n"
+            f"  jwtRules:\n{rules}\n---\n")
 
 
 INLINE = ra("jwt", f"  - issuer: {ISSUER}\n    jwks: {json.dumps(JWKS)}")
@@ -61,25 +62,30 @@ ROWS: list[tuple[str, str, list[Check]]] = [
     ("inline JWKS: valid, none, invalid, expired, foreign issuer", INLINE, [
         Check(200, headers=bearer(DEMO_JWT)), Check(200), Check(401, headers=bearer(TAMPERED)),
         Check(401, headers=bearer(EXPIRED)), Check(401, headers=bearer(FOREIGN))]),
-    ("requestPrincipals iss/sub required", INLINE + ap("a", f'  rules: [{{from: [{{source: {{requestPrincipals: '
+    ("requestPrincipals iss/sub required",
+     INLINE + ap("a", f'  rules: [{{from: [{{source: {{requestPrincipals: '
                                                             f'["{ISSUER}/{ISSUER}"]}}}}]}}]'),
      [Check(403), Check(200, headers=bearer(DEMO_JWT))]),
-    ("requestPrincipals * required", INLINE + REQUIRE_ANY, [Check(403), Check(200, headers=bearer(DEMO_JWT))]),
+    ("requestPrincipals * required", INLINE + REQUIRE_ANY,
+     [Check(403), Check(200, headers=bearer(DEMO_JWT))]),
     ("DENY notRequestPrincipals *", INLINE + ap("d", '  action: DENY\n  rules: [{from: [{source: '
                                                      '{notRequestPrincipals: ["*"]}}]}]'),
      [Check(403), Check(200, headers=bearer(DEMO_JWT))]),
-    ("requestPrincipals of another subject", INLINE + ap("a", f'  rules: [{{from: [{{source: {{requestPrincipals: '
+    ("requestPrincipals of another subject",
+     INLINE + ap("a", f'  rules: [{{from: [{{source: {{requestPrincipals: '
                                                               f'["{ISSUER}/other"]}}}}]}}]'),
      [Check(403, headers=bearer(DEMO_JWT))]),
     ("claims: groups list", INLINE + ap("a", '  rules: [{when: [{key: "request.auth.claims[groups]", '
                                              'values: [group1]}]}]'),
      [Check(200, headers=bearer(GROUPS_JWT)), Check(403, headers=bearer(DEMO_JWT)), Check(403)]),
-    ("claims: string claim", INLINE + ap("a", '  rules: [{when: [{key: "request.auth.claims[foo]", values: [bar]}]}]'),
+    ("claims: string claim",
+     INLINE + ap("a", '  rules: [{when: [{key: "request.auth.claims[foo]", values: [bar]}]}]'),
      [Check(200, headers=bearer(DEMO_JWT)), Check(403)]),
     ("when request.auth.principal", INLINE + ap("a", f'  rules: [{{when: [{{key: request.auth.principal, '
                                                      f'values: ["{ISSUER}/*"]}}]}}]'),
      [Check(200, headers=bearer(DEMO_JWT)), Check(403)]),
-    ("audiences the token lacks (Envoy answers 403, as in Istio)", ra("jwt", f"  - issuer: {ISSUER}\n    audiences: [other]\n"
+    ("audiences the token lacks (Envoy answers 403, as in Istio)",
+     ra("jwt", f"  - issuer: {ISSUER}\n    audiences: [other]\n"
                                             f"    jwks: {json.dumps(JWKS)}"),
      [Check(403, headers=bearer(DEMO_JWT), denied_body="Audiences in Jwt are not allowed"), Check(200)]),
     ("fromHeaders", ra("jwt", f"  - issuer: {ISSUER}\n    jwks: {json.dumps(JWKS)}\n"
@@ -129,7 +135,8 @@ async def test_request_authentication_table(mesh: Mesh) -> None:
     assert not failures, "\n".join(failures)
 
 
-async def test_jwks_uri_fetched_by_envoy_from_a_local_server(mesh: Mesh, jwks_server: tuple[str, int]) -> None:
+async def test_jwks_uri_fetched_by_envoy_from_a_local_server(mesh: Mesh,
+                                                              jwks_server: tuple[str, int]) -> None:
     ip, port = jwks_server
     w = await world(mesh)
     await w.apply(f"""
@@ -143,7 +150,8 @@ spec:
   ports: [{{number: {port}, name: http, protocol: HTTP}}]
   endpoints: [{{address: {ip}}}]
 ---
-""" + ra("jwt", f"  - issuer: {ISSUER}\n    jwksUri: http://jwks.example.local:{port}/jwks.json") + REQUIRE_ANY)
+""" + ra("jwt", f"  - issuer: {ISSUER}\n    jwksUri: http://jwks.example.local:{port}/jwks.json")
+        + REQUIRE_ANY)
     await check(w, Check(200, headers=bearer(DEMO_JWT)), timeout=15)
     await check(w, Check(401, headers=bearer(TAMPERED)))
     await check(w, Check(403))
@@ -160,7 +168,8 @@ async def test_outputs_to_the_application(mesh: Mesh) -> None:
     await w.apply(INLINE)
     await check(w, Check(200, headers=bearer(DEMO_JWT)))
     assert "authorization" not in await _headers_seen(w, DEMO_JWT)    # forwardOriginalToken: false
-    await w.apply(ra("jwt", f"  - issuer: {ISSUER}\n    jwks: {json.dumps(JWKS)}\n    forwardOriginalToken: true\n"
+    await w.apply(ra("jwt", f"  - issuer: {ISSUER}\n    jwks: {json.dumps(JWKS)}\n"
+                            "    forwardOriginalToken: true\n"
                             "    outputPayloadToHeader: x-jwt-payload\n"
                             "    outputClaimToHeaders: [{header: x-foo, claim: foo}]"))
 

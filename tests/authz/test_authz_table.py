@@ -32,7 +32,8 @@ B = alloc_ip()
 
 def ap(name: str, spec: str, namespace: str = "foo", annotations: str = "") -> str:
     meta = f"{{name: {name}, namespace: {namespace}{', annotations: ' + annotations if annotations else ''}}}"
-    return f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {meta}\nspec:\n{spec}\n---\n"
+    return (f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {meta}\n"
+            f"spec:\n{spec}\n---\n")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ async def _once(w: World, c: Check) -> tuple[int, str]:
 
 async def check(w: World, c: Check, timeout: float = 8.0) -> None:
     """The expected status, once the new listeners replaced the drained ones (Envoy keeps an open connection
-    on the old filter chain for the drain time), then the same again (and a 403's body is Envoy's RBAC one)."""
+    on the old filter chain for the drain time), then the same again (and a 403's body is Envoy's RBAC
+    one)."""
     deadline = time.monotonic() + timeout
     got = await _once(w, c)
     while got[0] != c.expect and time.monotonic() < deadline:
@@ -94,7 +96,8 @@ ROWS: list[tuple[str, str, list[Check]]] = [
      [Check(200, "/public/x"), Check(403, "/private")]),
     ("ALLOW hosts suffix", ap("a", '  rules: [{to: [{operation: {hosts: ["*.svc.cluster.local:9080"]}}]}]'),
      [Check(200, host="server.foo.svc.cluster.local:9080"), Check(403, host="server.foo:9080")]),
-    ("DENY notHosts", ap("d", '  action: DENY\n  rules: [{to: [{operation: {notHosts: ["server.foo:9080"]}}]}]'),
+    ("DENY notHosts",
+     ap("d", '  action: DENY\n  rules: [{to: [{operation: {notHosts: ["server.foo:9080"]}}]}]'),
      [Check(200, host="server.foo:9080"), Check(403, host="server.foo.svc.cluster.local:9080")]),
     ("ALLOW ports", ap("a", '  rules: [{to: [{operation: {ports: ["9080"]}}]}]'), [Check(200)]),
     ("ALLOW other ports", ap("a", '  rules: [{to: [{operation: {ports: ["9999"]}}]}]'), [Check(403)]),
@@ -123,7 +126,8 @@ ROWS: list[tuple[str, str, list[Check]]] = [
      ap("d", '  action: DENY\n  rules: [{from: [{source: {notNamespaces: ["foo"]}}]}]'), [Check(403)]),
     ("ALLOW ipBlocks", ap("a", f'  rules: [{{from: [{{source: {{ipBlocks: ["{A}/32"]}}}}]}}]'),
      [Check(200, via="direct", src=A), Check(403, via="direct", src=B)]),
-    ("DENY notIpBlocks", ap("d", f'  action: DENY\n  rules: [{{from: [{{source: {{notIpBlocks: ["{A}"]}}}}]}}]'),
+    ("DENY notIpBlocks",
+     ap("d", f'  action: DENY\n  rules: [{{from: [{{source: {{notIpBlocks: ["{A}"]}}}}]}}]'),
      [Check(200, via="direct", src=A), Check(403, via="direct", src=B)]),
     ("ALLOW remoteIpBlocks", ap("a", f'  rules: [{{from: [{{source: {{remoteIpBlocks: ["{A}"]}}}}]}}]'),
      [Check(200, via="direct", src=A), Check(403, via="direct", src=B)]),
@@ -141,7 +145,8 @@ ROWS: list[tuple[str, str, list[Check]]] = [
      ap("a", "  rules: [{to: [{operation: {paths: [/a], methods: [GET]}}]}]"),
      [Check(200, "/a"), Check(403, "/a", "POST"), Check(403, "/b")]),
     ("mesh-wide DENY in the root namespace",
-     ap("d", "  action: DENY\n  rules: [{to: [{operation: {paths: [/root-deny]}}]}]", namespace="istio-system"),
+     ap("d", "  action: DENY\n  rules: [{to: [{operation: {paths: [/root-deny]}}]}]",
+        namespace="istio-system"),
      [Check(403, "/root-deny"), Check(200, "/ok")]),
     ("mesh-wide allow-nothing, namespace ALLOW adds", ap("none", "  {}", namespace="istio-system")
      + ap("a", "  rules: [{to: [{operation: {paths: [/ok]}}]}]"), [Check(200, "/ok"), Check(403, "/no")]),
@@ -150,7 +155,8 @@ ROWS: list[tuple[str, str, list[Check]]] = [
     ("selector that matches",
      ap("a", "  selector: {matchLabels: {app: server}}\n  rules: [{to: [{operation: {paths: [/sel]}}]}]"),
      [Check(200, "/sel"), Check(403, "/other")]),
-    ("dry-run DENY only shadows", ap("d", "  action: DENY\n  rules: [{}]", annotations='{"istio.io/dry-run": "true"}'),
+    ("dry-run DENY only shadows",
+     ap("d", "  action: DENY\n  rules: [{}]", annotations='{"istio.io/dry-run": "true"}'),
      [Check(200)]),
     ("dry-run allow-nothing only shadows", ap("none", "  {}", annotations='{"istio.io/dry-run": "true"}'),
      [Check(200)]),
@@ -191,7 +197,7 @@ async def test_authorization_policy_table(mesh: Mesh) -> None:
 
 
 class _HintLog(plugins.ListenerPlugin):
-    """A test plugin (the core.plugins seam) logging each inbound request's path and Envoy's access-log hint."""
+    """A test plugin (the core.plugins seam) logging each inbound request's path and access-log hint."""
 
     name = "test.audit-log"
 
@@ -202,7 +208,8 @@ class _HintLog(plugins.ListenerPlugin):
         if ctx.direction is not plugins.Direction.INBOUND:
             return ()
         fmt = substitution_format_string_pb2.SubstitutionFormatString()
-        fmt.text_format_source.inline_string = "%REQ(:PATH)% %DYNAMIC_METADATA(envoy.common:access_log_hint)%\n"
+        fmt.text_format_source.inline_string = (
+            "%REQ(:PATH)% %DYNAMIC_METADATA(envoy.common:access_log_hint)%\n")
         cfg = file_pb2.FileAccessLog(path=str(self.path), log_format=fmt)
         return [accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=pack(cfg))]
 

@@ -137,7 +137,7 @@ class ControlPlane:
     ) -> None:
         self.options = opts = options or ControlPlaneOptions()
         self.token, self.token_file = opts.resolve_token()
-        authz.register()   # AuthorizationPolicy / RequestAuthentication filters in every inbound/gateway chain
+        authz.register()   # AuthorizationPolicy / RequestAuthentication filters: inbound and gateway chains
         # one StateDir for the directory: objects (the store) and registered workloads (here); object files
         # are written off the event loop, the journal record is the synchronous commit point; the gateway bind
         # policy runs on every apply, also on batches validated in the parse worker

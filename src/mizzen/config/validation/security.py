@@ -29,7 +29,8 @@ __all__ = ["DRY_RUN_ANNOTATION", "WHEN_KEYS", "dry_run", "validate_authorization
            "validate_request_authentication"]
 
 DRY_RUN_ANNOTATION = "istio.io/dry-run"
-TARGET_REF_WARNING = ("accepted but not yet honoured by Mizzen: targetRef(s) attach policies to waypoints and "
+TARGET_REF_WARNING = ("accepted but not yet honoured by Mizzen: targetRef(s) attach policies to waypoints "
+                      "and "
                       "Gateway API gateways, which Mizzen does not run; this policy applies to no workload")
 
 # Istio's supported `when` keys (pkg/config/security: ValidateAttribute)

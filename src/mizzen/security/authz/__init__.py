@@ -1,6 +1,6 @@
 """Authorization and request authentication (Istio's ``pilot/pkg/security/authz`` and the JWT half of
 ``pilot/pkg/security/authn``): AuthorizationPolicy -> Envoy RBAC (HTTP and network) and ext_authz filters,
-RequestAuthentication -> ``jwt_authn``, placed into listeners by a :class:`~mizzen.core.plugins.ListenerPlugin`.
+RequestAuthentication -> ``jwt_authn``, placed into listeners by a listener plugin (``core.plugins``).
 
 - :mod:`.matchers`: Istio's string/header/path/metadata matchers (exact, prefix, suffix, presence).
 - :mod:`.rules`: one AuthorizationPolicy rule -> an RBAC ``Policy`` (Istio's ``authz/model``).

@@ -61,7 +61,7 @@ def _rules(policies: Sequence[Config], action: int, tcp: bool, provider: str = "
     for cfg in policies:
         target = out.shadow if dry_run(cfg) else out.enforce
         if target is None:
-            target = rbac_pb2.RBAC(action=action)  # type: ignore[arg-type]
+            target = rbac_pb2.RBAC(action=action)
             if dry_run(cfg):
                 out.shadow = target
             else:

@@ -53,12 +53,13 @@ def _cluster(push: PushContext, p: ExtensionProvider, namespace: str) -> tuple[s
 
 def _timeout(body: dict[str, Any]) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
-    d.FromNanoseconds(int((parse_duration(str(body["timeout"])) if body.get("timeout") else 0.6) * 1e9))
+    seconds = parse_duration(str(body["timeout"])) if body.get("timeout") else None
+    d.FromNanoseconds(int((0.6 if seconds is None else seconds) * 1e9))   # Istio's default 600ms
     return d
 
 
 def _status(body: dict[str, Any]) -> http_status_pb2.HttpStatus:
-    return http_status_pb2.HttpStatus(code=int(body.get("statusOnError") or 403))  # type: ignore[arg-type]
+    return http_status_pb2.HttpStatus(code=int(body.get("statusOnError") or 403))
 
 
 def enabled_metadata(rbac_filter: str, provider: str) -> metadata_pb2.MetadataMatcher:

@@ -55,6 +55,16 @@ def jwks_cluster(push: PushContext, uri: str, namespace: str) -> str | None:
     return None
 
 
+def _has_keys(jwks: str) -> bool:
+    """Whether an inline JWKS has keys Envoy can load (a PEM key is passed through as Envoy reads it); one
+    without keys would make Envoy refuse the whole listener, so it is replaced by one that verifies nothing."""
+    try:
+        doc = json.loads(jwks)
+    except ValueError:
+        return "-----BEGIN" in jwks
+    return isinstance(doc, dict) and isinstance(doc.get("keys"), list) and bool(doc["keys"])
+
+
 def _duration(seconds: float) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromNanoseconds(int(seconds * 1e9))
@@ -79,14 +89,14 @@ def _provider(push: PushContext, rule: dict[str, Any], namespace: str) -> jwt_pb
     p.normalize_payload_in_metadata.space_delimited_claims.extend(
         dict.fromkeys([*DEFAULT_SPACE_DELIMITED, *(str(c) for c in rule.get("spaceDelimitedClaims") or ())]))
     if rule.get("jwks"):
-        p.local_jwks.inline_string = str(rule["jwks"])
+        p.local_jwks.inline_string = str(rule["jwks"]) if _has_keys(str(rule["jwks"])) else UNREACHABLE_JWKS
     else:
         uri = str(rule.get("jwksUri", ""))
         cluster = jwks_cluster(push, uri, namespace) if uri else None
         if cluster is None:
             p.local_jwks.inline_string = UNREACHABLE_JWKS
         else:
-            timeout = parse_duration(str(rule["timeout"])) if rule.get("timeout") else 5.0
+            timeout = (parse_duration(str(rule["timeout"])) if rule.get("timeout") else None) or 5.0
             p.remote_jwks.http_uri.CopyFrom(http_uri_pb2.HttpUri(uri=uri, cluster=cluster,
                                                                  timeout=_duration(timeout)))
             p.remote_jwks.cache_duration.CopyFrom(_duration(300))

@@ -15,7 +15,7 @@ __all__ = ["JWT_FILTER", "JWT_PAYLOAD", "claim_matcher", "header_matcher", "host
            "namespace_regex", "path_matcher", "regex", "string_matcher", "values_or"]
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
-JWT_PAYLOAD = "payload"   # jwt_authn's payload_in_metadata key for every provider (Istio's EnvoyJwtFilterPayload)
+JWT_PAYLOAD = "payload"   # every provider's payload_in_metadata key (Istio's EnvoyJwtFilterPayload)
 
 
 def regex(pattern: str) -> string_pb2.StringMatcher:

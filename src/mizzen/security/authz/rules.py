@@ -49,7 +49,7 @@ def _http_only(key: str, tcp: bool) -> None:
         raise HttpOnly(f"{key!r} is HTTP only")
 
 
-def _path_permission(value: str) -> Permission:
+def _path_permission(value: str) -> Any:
     if "{" in value:
         tmpl = value.replace("{**}", "**").replace("{*}", "*")
         return Permission(uri_template=extension_pb2.TypedExtensionConfig(
@@ -58,13 +58,13 @@ def _path_permission(value: str) -> Permission:
     return Permission(url_path=m.path_matcher(value))
 
 
-def _principal_name(value: str) -> Principal:
+def _principal_name(value: str) -> Any:
     return Principal(authenticated=Principal.Authenticated(
         principal_name=m.string_matcher(value, prefix=SPIFFE)))
 
 
-def _service_account(default_ns: str) -> Callable[[str], Principal]:
-    def gen(value: str) -> Principal:
+def _service_account(default_ns: str) -> Callable[[str], Any]:
+    def gen(value: str) -> Any:
         ns, sep, sa = value.partition("/")
         if not sep:
             ns, sa = default_ns, value
@@ -73,7 +73,7 @@ def _service_account(default_ns: str) -> Callable[[str], Principal]:
     return gen
 
 
-def _trust_domain(value: str) -> Principal:
+def _trust_domain(value: str) -> Any:
     if value == "*":
         pattern = "spiffe://.+"
     else:
@@ -81,7 +81,7 @@ def _trust_domain(value: str) -> Principal:
     return Principal(authenticated=Principal.Authenticated(principal_name=m.regex(pattern)))
 
 
-def _request_principal(value: str) -> Principal:
+def _request_principal(value: str) -> Any:
     """``iss/sub`` split at the last ``/`` (issuers may be URLs); ``*`` forms as Istio's generator."""
     idx = value.rfind("/")
     found = idx >= 0
@@ -109,7 +109,7 @@ def _request_principal(value: str) -> Principal:
     ]))
 
 
-def _envoy_filter(key: str, value: str) -> Permission:
+def _envoy_filter(key: str, value: str) -> Any:
     filt, _, rest = key.removeprefix("experimental.").removesuffix("]").partition("[")
     if value.startswith("[") and value.endswith("]"):
         return Permission(metadata=metadata_pb2.MetadataMatcher(
@@ -161,7 +161,8 @@ def _one(f: Field, value: str, tcp: bool, policy_ns: str) -> Any:
     if k in ("trustDomains", "source.trustDomain"):
         return _trust_domain(value)
     if k in ("namespaces", "source.namespace"):
-        return Principal(authenticated=Principal.Authenticated(principal_name=m.regex(m.namespace_regex(value))))
+        return Principal(authenticated=Principal.Authenticated(
+            principal_name=m.regex(m.namespace_regex(value))))
     if k in ("ipBlocks", "source.ip"):
         return Principal(direct_remote_ip=cidr(value))
     if k in ("remoteIpBlocks", "remote.ip"):
@@ -178,7 +179,7 @@ def _one(f: Field, value: str, tcp: bool, policy_ns: str) -> Any:
 _CLAIMS = {"request.auth.audiences": ["aud"], "request.auth.presenter": ["azp"]}
 
 
-def _extended(f: Field, values: Sequence[str], tcp: bool) -> Principal | None:
+def _extended(f: Field, values: Sequence[str], tcp: bool) -> Any:
     """Keys Istio matches with all values at once (JWT claims)."""
     claims = _CLAIMS.get(f.key)
     if claims is None and f.key.startswith("request.auth.claims["):
@@ -279,7 +280,7 @@ def build_policy(rule: Mapping[str, Any], *, tcp: bool, allow: bool, policy_ns: 
             out.extend(_field_conditions(f, tcp, allow, policy_ns))
         return out
 
-    principals: list[Principal] = []
+    principals: list[Any] = []
     for fr in rule.get("from") or ():
         src = fr.get("source") or {}
         fields = [Field(pos, _strs(src.get(pos)), _strs(src.get(neg)), True)
@@ -289,7 +290,7 @@ def build_policy(rule: Mapping[str, Any], *, tcp: bool, allow: bool, policy_ns: 
     if not rule.get("from"):
         ids = conds(when_principals) or [Principal(any=True)]
         principals.append(Principal(and_ids=Principal.Set(ids=ids)))
-    permissions: list[Permission] = []
+    permissions: list[Any] = []
     for to in rule.get("to") or ():
         op = to.get("operation") or {}
         fields = [Field(pos, _strs(op.get(pos)), _strs(op.get(neg)), False)

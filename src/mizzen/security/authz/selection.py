@@ -53,7 +53,8 @@ def authorization_policies(push: PushContext, proxy: Proxy) -> Policies:
     found = _selected(push, "AuthorizationPolicy", proxy)
     for c in found:
         by.setdefault(str(c.spec.get("action") or "ALLOW"), []).append(c)
-    return Policies(tuple(by["CUSTOM"]), tuple(by["DENY"]), tuple(by["ALLOW"]), tuple(by["AUDIT"]), tuple(found))
+    return Policies(tuple(by["CUSTOM"]), tuple(by["DENY"]), tuple(by["ALLOW"]), tuple(by["AUDIT"]),
+                    tuple(found))
 
 
 def request_authentications(push: PushContext, proxy: Proxy) -> list[Config]:
