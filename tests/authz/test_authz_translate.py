@@ -14,8 +14,18 @@ from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as tcp_rbac_pb2
-from listeners_testkit import bootstrap, by_name, configs, envoy_validate, gateway, hcm_of, loopback, push_of
-from listeners_testkit import service, sidecar
+from listeners_testkit import (
+    bootstrap,
+    by_name,
+    configs,
+    envoy_validate,
+    gateway,
+    hcm_of,
+    loopback,
+    push_of,
+    service,
+    sidecar,
+)
 
 from mizzen.config.loader import load_text
 from mizzen.config.model import Config
@@ -35,7 +45,8 @@ PROVIDERS = extension_providers([
                                                  "headersToUpstreamOnAllow": ["x-a"],
                                                  "headersToDownstreamOnDeny": ["x-b"], "timeout": "2s",
                                                  "includeAdditionalHeadersInCheck": {"x-c": "v"}}},
-    {"name": "grpc-authz", "envoyExtAuthzGrpc": {"service": "authz.bookinfo.svc.cluster.local", "port": 9000}},
+    {"name": "grpc-authz",
+     "envoyExtAuthzGrpc": {"service": "authz.bookinfo.svc.cluster.local", "port": 9000}},
 ])
 SERVICES = [service("reviews", [(9080, Protocol.HTTP), (5000, Protocol.TCP)], selector={"app": "reviews"}),
             service("authz", [(8000, Protocol.HTTP), (9000, Protocol.GRPC)])]
@@ -60,7 +71,8 @@ def full_policies() -> list[Config]:
     out = []
     for action in ("ALLOW", "DENY", "AUDIT"):
         out.append(policy(full, f"full-{action.lower()}", action=action))
-        out.append(policy(full, f"dry-{action.lower()}", action=action, annotations={"istio.io/dry-run": "true"}))
+        out.append(policy(full, f"dry-{action.lower()}", action=action,
+                          annotations={"istio.io/dry-run": "true"}))
     out.append(policy(split, "split"))
     out.append(policy(full, "custom-http", action="CUSTOM", provider={"name": "http-authz"}))
     out.append(policy(full, "custom-grpc", action="CUSTOM", provider={"name": "grpc-authz"}))
@@ -94,11 +106,10 @@ def test_istio_full_policies_translate_to_config_envoy_accepts(tmp_path: Path) -
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.rbac", "envoy.filters.http.ext_authz",    # CUSTOM grpc-authz (sorted)
         "envoy.filters.http.rbac", "envoy.filters.http.ext_authz",    # CUSTOM http-authz
-        "envoy.filters.http.rbac", "envoy.filters.http.rbac", "envoy.filters.http.rbac"]   # AUDIT, DENY, ALLOW
+        "envoy.filters.http.rbac", "envoy.filters.http.rbac", "envoy.filters.http.rbac"]  # AUDIT DENY ALLOW
     tcp = [f.name for f in by_name(lds)["127.0.10.1_5000"].filter_chains[0].filters]
     # the HTTP provider is ignored on TCP; the gRPC one is used
-    assert tcp == ["envoy.filters.network.rbac", "envoy.filters.network.ext_authz", "envoy.filters.network.rbac",
-                   "envoy.filters.network.rbac", "envoy.filters.network.rbac", "envoy.filters.network.tcp_proxy"]
+    assert tcp == [f"envoy.filters.network.{n}" for n in ("rbac", "ext_authz", "rbac", "rbac", "rbac", "tcp_proxy")]
 
 
 def _rbac(f: Any) -> Any:
@@ -124,16 +135,17 @@ def test_policy_names_actions_and_dry_run_shadow_rules() -> None:
     deny, allow = (_rbac(f) for f in b.http)
     assert not deny.HasField("rules") and deny.shadow_rules.action == rbac_pb2.RBAC.DENY
     assert deny.shadow_rules_stat_prefix == "istio_dry_run_deny_"
-    assert sorted(allow.rules.policies) == ["ns[bookinfo]-policy[a]-rule[0]", "ns[bookinfo]-policy[a]-rule[1]"]
+    assert sorted(allow.rules.policies) == [f"ns[bookinfo]-policy[a]-rule[{i}]" for i in (0, 1)]
     assert allow.rules.action == rbac_pb2.RBAC.ALLOW
 
 
 def test_empty_spec_is_allow_nothing_and_http_only_rules_on_tcp() -> None:
     b = _built(AP + "metadata: {name: none}\nspec: {}\n---\n" + AP
-               + "metadata: {name: get}\nspec:\n  rules: [{to: [{operation: {methods: [GET], ports: ['5000']}}]}]"
+               + "metadata: {name: get}\nspec:\n"
+               + "  rules: [{to: [{operation: {methods: [GET], ports: ['5000']}}]}]"
                + "\n---\n" + AP + "metadata: {name: deny}\nspec:\n  action: DENY\n"
                + "  rules: [{to: [{operation: {methods: [POST], ports: ['5000']}}]}]")
-    deny, allow = (_rbac(f) for f in b.http)
+    _, allow = (_rbac(f) for f in b.http)
     assert allow.rules.policies["ns[bookinfo]-policy[none]-rule[0]"] == builder.MATCH_NEVER
     tcp_deny, tcp_allow = (tcp_rbac_pb2.RBAC() for _ in range(2))
     assert b.tcp[0].typed_config.Unpack(tcp_deny) and b.tcp[1].typed_config.Unpack(tcp_allow)
@@ -150,7 +162,8 @@ def test_custom_with_an_unknown_provider_denies_what_it_matches() -> None:
     (f,) = b.http
     cfg = _rbac(f)
     assert cfg.rules.action == rbac_pb2.RBAC.DENY
-    assert list(cfg.rules.policies) == ["istio-ext-authz-nope-ns[bookinfo]-policy[c]-rule[0]-bad-custom-action"]
+    assert list(cfg.rules.policies) == [
+        "istio-ext-authz-nope-ns[bookinfo]-policy[c]-rule[0]-bad-custom-action"]
     assert any("nope" in n for n in b.notes)
 
 

@@ -57,7 +57,7 @@ def jwks_cluster(push: PushContext, uri: str, namespace: str) -> str | None:
 
 def _has_keys(jwks: str) -> bool:
     """Whether an inline JWKS has keys Envoy can load (a PEM key is passed through as Envoy reads it); one
-    without keys would make Envoy refuse the whole listener, so it is replaced by one that verifies nothing."""
+    without keys would make Envoy refuse the whole listener, so it is replaced by one verifying nothing."""
     try:
         doc = json.loads(jwks)
     except ValueError:
