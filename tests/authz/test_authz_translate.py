@@ -109,7 +109,8 @@ def test_istio_full_policies_translate_to_config_envoy_accepts(tmp_path: Path) -
         "envoy.filters.http.rbac", "envoy.filters.http.rbac", "envoy.filters.http.rbac"]  # AUDIT DENY ALLOW
     tcp = [f.name for f in by_name(lds)["127.0.10.1_5000"].filter_chains[0].filters]
     # the HTTP provider is ignored on TCP; the gRPC one is used
-    assert tcp == [f"envoy.filters.network.{n}" for n in ("rbac", "ext_authz", "rbac", "rbac", "rbac", "tcp_proxy")]
+    names = ("rbac", "ext_authz", "rbac", "rbac", "rbac", "tcp_proxy")
+    assert tcp == [f"envoy.filters.network.{n}" for n in names]
 
 
 def _rbac(f: Any) -> Any:
