@@ -14,6 +14,7 @@ import typer
 from mizzen.auth.token import TOKEN_FILE_ENV
 from mizzen.cli import (
     analyze,
+    authz,
     contexts,
     convert,
     describe,
@@ -60,6 +61,7 @@ app.command("apply")(resources.apply)
 app.command("delete")(resources.delete)
 app.command("get")(get.get)
 app.command("describe")(describe.describe)
+describe.x_app.add_typer(authz.app, name="authz")
 app.add_typer(describe.x_app, name="x")
 app.command("validate")(resources.validate)
 app.command("analyze")(analyze.analyze)
