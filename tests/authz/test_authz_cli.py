@@ -55,7 +55,8 @@ async def test_validate_rejects_bad_policies_in_one_line_each(tmp_path: Path) ->
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         ap("custom", "  action: CUSTOM\n  rules: [{}]")
-        + ap("keys", '  rules: [{when: [{key: "request.weird", values: [x]}, {key: source.ip, values: [nope]}]}]')
+        + ap("keys", '  rules: [{when: [{key: "request.weird", values: [x]}, '
+                     '{key: source.ip, values: [nope]}]}]')
         + ap("empty", "  rules: [{from: [{source: {}}]}]")
         + "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: ra}\nspec:\n"
           "  jwtRules: [{issuer: x, jwksUri: 'ftp://x'}]\n")
