@@ -26,6 +26,7 @@ CODES: dict[str, tuple[str, Severity]] = {
     "IST0112": ("VirtualServiceDestinationPortSelectorRequired", Severity.ERROR),
     "IST0118": ("PortNameIsNotUnderNamingConvention", Severity.INFO),
     "IST0125": ("InvalidAnnotation", Severity.WARNING),
+    "IST0127": ("NoMatchingWorkloadsFound", Severity.WARNING),
     "IST0128": ("NoServerCertificateVerificationDestinationLevel", Severity.WARNING),
     "IST0129": ("NoServerCertificateVerificationPortLevel", Severity.WARNING),
     "IST0130": ("VirtualServiceUnreachableRule", Severity.WARNING),

@@ -12,6 +12,7 @@ from mizzen.analysis import (
     gateways,
     references,
     schema,
+    security,
     subsets,
     virtualservices,
     workloads,
@@ -41,6 +42,7 @@ ANALYZERS: tuple[Callable[[AnalysisContext], list[AnalysisIssue]], ...] = (
     gateways.gateway_credentials,
     virtualservices.jwt_claim_routes,
     subsets.subsets_without_pods,
+    security.security_policies,
 )
 
 
