@@ -83,6 +83,7 @@ class DemoOptions:
     bookinfo: bool = True
     ready_timeout: float = 60.0
     allow_external_bind: bool = False
+    mesh_config: Path | None = None         # Istio mesh config YAML for the control plane (--mesh-config)
 
 
 def default_state_dir() -> Path:
@@ -333,7 +334,8 @@ class Demo:
         with self.console.status("starting the control plane..."):
             self.cp = await self.runner.start_control_plane(
                 ControlPlaneArgs(o.state_dir, o.xds_port, o.http_port, pods_url=pods_url, token=self.token,
-                                 api_socket=self.api_socket, allow_external_bind=o.allow_external_bind),
+                                 api_socket=self.api_socket, allow_external_bind=o.allow_external_bind,
+                                 mesh_config=o.mesh_config),
                 on_up=self._control_plane_up, ready_timeout=o.ready_timeout)
         # what the control plane restored (it replayed the journal and set aside what it could not restore)
         stored = StateDir(o.state_dir).read_objects()

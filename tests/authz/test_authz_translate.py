@@ -30,7 +30,7 @@ from listeners_testkit import (
 from mizzen.config.loader import load_text
 from mizzen.config.model import Config
 from mizzen.core.listeners import build_listeners
-from mizzen.core.mesh import MeshConfig, extension_providers
+from mizzen.core.mesh import MeshConfig, extension_providers, with_mesh_file
 from mizzen.registry.model import Protocol
 from mizzen.security.authz import builder, jwt, register
 from mizzen.security.authz.plugin import AuthzPlugin
@@ -194,3 +194,25 @@ def test_outbound_chains_get_nothing() -> None:
     out = next(lis for name, lis in by_name(lds).items() if name.endswith("_15080"))
     assert "envoy.filters.http.rbac" not in _names(hcm_of(out.filter_chains[0].filters[0]))
     assert AuthzPlugin.name == "security.authz"
+
+
+def test_mesh_config_file_fields() -> None:
+    mesh = with_mesh_file(MeshConfig(), yaml.safe_load("""
+rootNamespace: mesh-root
+extensionProviders:
+- name: opa
+  envoyExtAuthzGrpc: {service: opa.opa.svc.cluster.local, port: 9191, timeout: 1s}
+- name: zipkin
+  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}
+"""))
+    assert mesh.root_namespace == "mesh-root"
+    assert [(p.name, p.kind, p.body["port"]) for p in mesh.extension_providers] == [
+        ("opa", "envoyExtAuthzGrpc", 9191)]
+    for bad in ("[1]", "extensionProviders: {a: b}", "extensionProviders: [{envoyExtAuthzHttp: {}}]",
+                "rootNamespace: [x]"):
+        try:
+            with_mesh_file(MeshConfig(), yaml.safe_load(bad))
+        except ValueError as e:
+            assert "\n" not in str(e)
+        else:
+            raise AssertionError(bad)

@@ -12,7 +12,7 @@ import os
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -59,6 +59,26 @@ def _default_state_dir() -> Path:
     return default_state_dir()
 
 
+MeshConfigOpt = Annotated[Path | None, typer.Option(
+    "--mesh-config", metavar="FILE", show_default="Istio's defaults",
+    help="Istio mesh config YAML (extensionProviders for CUSTOM authorization, rootNamespace, ...)")]
+
+
+def load_mesh_config(path: Path | None, base: Any) -> Any:
+    """``base`` (a MeshConfig) with the honoured fields of the mesh config file; a bad file is one error."""
+    if path is None:
+        return base
+    import yaml
+
+    from mizzen.core.mesh import with_mesh_file
+
+    try:
+        return with_mesh_file(base, yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise typer.BadParameter(f"{path}: {reason}", param_hint="--mesh-config") from None
+
+
 def demo(
     host: Annotated[str, typer.Option(
         metavar="ADDRESS", help="Address the ingress gateway binds")] = "127.0.0.1",
@@ -81,13 +101,17 @@ def demo(
     allow_external_bind: Annotated[bool, typer.Option(
         "--allow-external-bind",
         help="Let the gateway (--host, Gateway bind fields) serve on addresses outside loopback")] = False,
+    mesh_config: MeshConfigOpt = None,
 ) -> None:
     """Run Bookinfo in a local mesh: control plane, ingress gateway, workloads with their sidecars."""
+    from mizzen.core.mesh import MeshConfig
     from mizzen.demo import DemoOptions, run
 
+    load_mesh_config(mesh_config, MeshConfig())   # a bad file fails here, before anything starts
     opts = DemoOptions(host=host, port=port, tls_port=tls_port, xds_port=xds_port, http_port=api_port,
                        state_dir=state_dir or _default_state_dir(), fresh=fresh, bookinfo=not no_bookinfo,
-                       ready_timeout=ready_timeout, allow_external_bind=allow_external_bind)
+                       ready_timeout=ready_timeout, allow_external_bind=allow_external_bind,
+                       mesh_config=mesh_config.resolve() if mesh_config else None)
     rc = run(opts)
     if rc:
         raise typer.Exit(rc)
@@ -128,6 +152,7 @@ def controlplane(
         "--standby", help="A warm spare: prepare, then start when a line arrives on stdin (exit at its end)")
     ] = False,
     log_level: Annotated[str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    mesh_config: MeshConfigOpt = None,
 ) -> None:
     """Run the control plane (like istiod: config store, xDS server, HTTP API) in the foreground."""
     from mizzen.auth.token import TOKEN_ENV, TOKEN_FILE, default_state_dir
@@ -140,7 +165,9 @@ def controlplane(
                               http_port=http_port, debounce_quiet_s=debounce_quiet,
                               debounce_max_s=debounce_max, token=os.environ.get(TOKEN_ENV) or None,
                               token_file=token_file or (state_dir or default_state_dir()) / TOKEN_FILE,
-                              mesh=MeshConfig(allow_external_bind=allow_external_bind), api_socket=api_socket,
+                              mesh=load_mesh_config(mesh_config,
+                                                    MeshConfig(allow_external_bind=allow_external_bind)),
+                              api_socket=api_socket,
                               await_workload_sync_s=await_workload_sync, pods_url=pods_url,
                               kubeconfig=kubeconfig),
           log_level, standby)

@@ -73,3 +73,28 @@ class MeshConfig:
     allow_external_bind: bool = False
     # MeshConfig.extensionProviders (ext_authz providers for CUSTOM AuthorizationPolicies)
     extension_providers: tuple[ExtensionProvider, ...] = ()
+
+
+def with_mesh_file(mesh: MeshConfig, doc: Any) -> MeshConfig:
+    """``mesh`` with the fields of an Istio mesh config document (the ``mesh`` key of Istio's ConfigMap,
+    as YAML already parsed) that Mizzen honours: ``extensionProviders`` (ext_authz kinds), ``rootNamespace``,
+    ``trustDomain``, ``accessLogFile``, ``accessLogEncoding``. Raises ValueError with a one-line reason."""
+    import dataclasses
+
+    if doc is None:
+        return mesh
+    if not isinstance(doc, Mapping):
+        raise ValueError("mesh config must be a YAML mapping (Istio's MeshConfig)")
+    changes: dict[str, Any] = {}
+    providers = doc.get("extensionProviders")
+    if providers is not None:
+        if not isinstance(providers, list) or not all(isinstance(p, Mapping) for p in providers):
+            raise ValueError("extensionProviders must be a list of providers")
+        changes["extension_providers"] = extension_providers(providers)
+    for key, attr in (("rootNamespace", "root_namespace"), ("trustDomain", "trust_domain"),
+                      ("accessLogFile", "access_log_file"), ("accessLogEncoding", "access_log_encoding")):
+        if key in doc:
+            if not isinstance(doc[key], str):
+                raise ValueError(f"{key} must be a string")
+            changes[attr] = doc[key]
+    return dataclasses.replace(mesh, **changes)

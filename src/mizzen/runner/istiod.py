@@ -63,6 +63,7 @@ class ControlPlaneArgs:
     token: str | None = field(default=None, repr=False)
     api_socket: Path | None = None          # a second API listener on this Unix socket (0600)
     allow_external_bind: bool = False
+    mesh_config: Path | None = None         # Istio mesh config YAML (--mesh-config)
 
     @property
     def http_url(self) -> str:
@@ -79,6 +80,8 @@ class ControlPlaneArgs:
             out += ["--api-socket", str(self.api_socket)]
         if self.allow_external_bind:
             out.append("--allow-external-bind")
+        if self.mesh_config is not None:
+            out += ["--mesh-config", str(self.mesh_config)]
         return out
 
     def env(self) -> dict[str, str]:
