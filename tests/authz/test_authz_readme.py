@@ -69,7 +69,8 @@ async def test_istio_authorization_tasks_on_bookinfo(mesh: Mesh, jwks_port: int)
                      **headers: str) -> None:
         async def once() -> None:
             async with mesh.gateway_client(gw) as c:
-                r = await c.request(method, path, headers={k.replace("_", "-"): v for k, v in headers.items()})
+                hs = {k.replace("_", "-"): v for k, v in headers.items()}
+                r = await c.request(method, path, headers=hs)
             assert r.status_code == status, (path, method, headers, r.status_code, r.text)
             if body is not None:
                 assert r.text == body
