@@ -30,7 +30,8 @@ kind: RequestAuthentication
 metadata: {name: jwt}
 spec:
   selector: {matchLabels: {app: ghost}}
-  jwtRules: [{issuer: x}]
+  jwtRules: [{issuer: x, jwksUri: "http://nowhere.example/jwks.json"},
+             {issuer: y, jwksUri: "http://reviews:9080/jwks.json"}]
 """
 
 
@@ -45,6 +46,9 @@ def test_security_findings() -> None:
         'Referenced namespace not found: "ghost"')
     assert not any(k[2].endswith("namespaces[0]") or k[2].endswith("namespaces[2]") for k in found)
     assert "opa" in found[("IST0101", "reviews", "spec.provider.name")]
+    assert found[("IST0101", "jwt", "spec.jwtRules[0].jwksUri")].startswith(
+        'Referenced host not found: "nowhere.example"')
+    assert ("IST0101", "jwt", "spec.jwtRules[1].jwksUri") not in found   # reviews is a mesh service
 
 
 def test_no_workload_findings_without_workloads() -> None:

@@ -2,14 +2,19 @@
 analyzers): IST0127 for an AuthorizationPolicy or RequestAuthentication whose selector matches no known
 workload (it protects nothing), IST0101 for ``from.source.namespaces`` naming a namespace the mesh does not
 know, and a CUSTOM policy whose provider is not in mesh config ``extensionProviders`` (IST0101 too: the
-provider is a referenced resource). Checks that need workloads run only when they are known.
+provider is a referenced resource), and a RequestAuthentication ``jwksUri`` no mesh Service or ServiceEntry
+serves (Envoy fetches keys through the mesh; IST0101 too). Checks that need workloads or the registry run
+only when they are known.
 """
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from mizzen.analysis.context import AnalysisContext
 from mizzen.analysis.message import AnalysisIssue, issue_for
 from mizzen.config.labels import labels_match
+from mizzen.security.authz.jwt import jwks_cluster
 
 __all__ = ["security_policies"]
 
@@ -60,4 +65,13 @@ def security_policies(ctx: AnalysisContext) -> list[AnalysisIssue]:
                 out.append(issue_for("IST0101", cfg, "spec.provider.name",
                                      f'Referenced extension provider not found: "{name}" (mesh config '
                                      "extensionProviders); requests its rules match are denied"))
+    for cfg in ctx.configs.list("RequestAuthentication"):
+        for i, rule in enumerate(cfg.spec.get("jwtRules") or ()):
+            uri = str((rule or {}).get("jwksUri") or "")
+            if uri and not (rule or {}).get("jwks") and jwks_cluster(ctx.push, uri, cfg.namespace) is None:
+                host = urlsplit(uri).hostname or uri
+                out.append(issue_for("IST0101", cfg, f"spec.jwtRules[{i}].jwksUri",
+                                     f'Referenced host not found: "{host}" (Envoy fetches the JWKS through '
+                                     "the mesh: declare it with a Service or ServiceEntry; until then tokens "
+                                     "of this issuer are refused)"))
     return out
