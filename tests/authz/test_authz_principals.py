@@ -49,7 +49,8 @@ ROWS = {   # path -> (source or when, {client: expected status})
     "/when-principal": ("when: [{key: source.principal, values: [cluster.local/ns/bar/sa/client]}]",
                         {"bar": 200, "client": 403}),
     "/when-namespace": ("when: [{key: source.namespace, values: [bar]}]", {"bar": 200, "client": 403}),
-    "/when-not-namespace": ("when: [{key: source.namespace, notValues: [bar]}]", {"client": 200, "bar": 403}),
+    "/when-not-namespace": ("when: [{key: source.namespace, notValues: [bar]}]",
+                            {"client": 200, "bar": 403}),
     "/deny-ns": (None, {"client": 200, "bar": 403}),       # the DENY policy below
 }
 CLIENTS = {"client": Identity("foo", "client"), "other": Identity("foo", "other"), "bar": Identity("bar", "client")}
