@@ -53,7 +53,8 @@ ROWS = {   # path -> (source or when, {client: expected status})
                             {"client": 200, "bar": 403}),
     "/deny-ns": (None, {"client": 200, "bar": 403}),       # the DENY policy below
 }
-CLIENTS = {"client": Identity("foo", "client"), "other": Identity("foo", "other"), "bar": Identity("bar", "client")}
+CLIENTS = {"client": Identity("foo", "client"), "other": Identity("foo", "other"),
+           "bar": Identity("bar", "client")}
 
 
 def policies() -> str:
