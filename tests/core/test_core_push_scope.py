@@ -69,6 +69,16 @@ kind: VirtualService
 metadata: {name: delegate, namespace: bookinfo}
 spec:
   http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: bookinfo}
+spec: {action: DENY, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: istio-system}
+spec: {jwtRules: [{issuer: x}]}
 """
 
 
@@ -132,6 +142,10 @@ def test_config_affects_only_proxies_whose_scope_includes_it() -> None:
     assert affected("Deployment", "reviews") == set()
     # a deleted object is judged as it was
     assert config_affects_proxy(scoped, after, before, ConfigKey("Sidecar", "scoped", "default"))
+    # security policies: the proxy's namespace and the root namespace only (security.authz's selection)
+    assert affected("AuthorizationPolicy", "deny") == {"bookinfo"}
+    assert affected("RequestAuthentication", "jwt", "istio-system") == {"bookinfo", "scoped", "elsewhere",
+                                                                        "istio-system"}
 
 
 def test_carry_memo_keeps_what_a_change_cannot_have_touched() -> None:

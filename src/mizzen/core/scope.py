@@ -78,6 +78,8 @@ def _affects(proxy: Proxy, push: PushContext, c: Config) -> bool:
         if not exported_to(c.spec.get("exportTo"), c.namespace, proxy.namespace):
             return False
         return proxy.is_gateway or _imports(proxy, push, c.namespace, _object_hosts(c, push))
+    if c.kind in ("AuthorizationPolicy", "RequestAuthentication"):
+        return c.namespace in (proxy.namespace, root)   # security.authz selects from these two only
     if c.kind in ("Service", "ServiceEntry"):
         if c.namespace == proxy.namespace:
             return True   # may select the proxy's own workload (inbound listeners and clusters)
