@@ -93,6 +93,9 @@ ROWS: list[tuple[str, str, list[Check]]] = [
      [Check(200, headers=(("x-jwt", DEMO_JWT),)), Check(403, headers=bearer(DEMO_JWT))]),
     ("fromParams", ra("jwt", f"  - issuer: {ISSUER}\n    jwks: {json.dumps(JWKS)}\n    fromParams: [tok]")
      + REQUIRE_ANY, [Check(200, f"/?tok={DEMO_JWT}"), Check(403, headers=bearer(DEMO_JWT))]),
+    ("presence: REQUIRED", ra("jwt", f"  - issuer: {ISSUER}\n    jwks: {json.dumps(JWKS)}\n"
+                                     "    presence: REQUIRED"),
+     [Check(401), Check(200, headers=bearer(DEMO_JWT))]),
     ("jwksUri not served by any mesh service: tokens refused",
      ra("jwt", f"  - issuer: {ISSUER}\n    jwksUri: http://nowhere.example:8000/jwks.json"),
      [Check(401, headers=bearer(DEMO_JWT)), Check(200)]),

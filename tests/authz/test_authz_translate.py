@@ -182,8 +182,13 @@ def test_jwt_filter_providers_and_requirement() -> None:
     assert [(c.header_name, c.claim_name) for c in ext.claim_to_headers] == [("def", "abc")]
     assert mesh.remote_jwks.http_uri.cluster == "outbound|8000||authz.bookinfo.svc.cluster.local"
     reqs = cfg.rules[0].requires.requires_any.requirements
-    assert [r.provider_name for r in reqs[:3]] == ["origins-0", "origins-1", "origins-2"]
-    assert reqs[3].HasField("allow_missing")
+    # Istio's sample has presence: REQUIRED, so a request without a token is not let through
+    assert [r.provider_name for r in reqs] == ["origins-0", "origins-1", "origins-2"]
+    optional = request_authn()
+    rules = [{k: v for k, v in r.items() if k != "presence"} for r in optional.spec["jwtRules"]]
+    f = jwt.build(push, [Config(optional.kind, optional.api_version, "ra", NS, {"jwtRules": rules})], NS)
+    assert f is not None and f.typed_config.Unpack(cfg)
+    assert cfg.rules[0].requires.requires_any.requirements[3].HasField("allow_missing")
     assert inline.local_jwks.inline_string
 
 

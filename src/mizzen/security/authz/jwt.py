@@ -3,7 +3,8 @@ one provider per JWT rule (``origins-<i>``, all of the proxy's RequestAuthentica
 provider writing its verified payload to the filter's metadata under ``payload`` (what AuthorizationPolicy's
 request principals, audiences, presenter and claims match), and one requirement for every path: any provider
 or no token at all. So a request without a token passes (an AuthorizationPolicy may then require one), and a
-token that no rule accepts (bad signature, expired, wrong issuer or audience) gets a 401.
+token that no rule accepts (bad signature, expired, wrong issuer or audience) gets a 401. A rule with
+``presence: REQUIRED`` drops "no token at all": a request without one gets a 401 too.
 
 ``jwksUri`` is fetched by Envoy (``remote_jwks``) through the outbound cluster of the mesh service or
 ServiceEntry that serves it; a URI naming no mesh service gets a JWKS no token verifies against (requests
@@ -115,7 +116,9 @@ def build(push: PushContext, configs: Sequence[Config], namespace: str) -> Any |
         name = f"origins-{i}"
         cfg.providers[name].CopyFrom(_provider(push, rule, namespace))
         any_of.append(jwt_pb2.JwtRequirement(provider_name=name))
-    any_of.append(jwt_pb2.JwtRequirement(allow_missing=empty_pb2.Empty()))
-    cfg.rules.add(match=route_pb2.RouteMatch(prefix="/"),
-                  requires=jwt_pb2.JwtRequirement(requires_any=jwt_pb2.JwtRequirementOrList(requirements=any_of)))
+    if not any(str(r.get("presence", "")) == "REQUIRED" for r in rules):
+        any_of.append(jwt_pb2.JwtRequirement(allow_missing=empty_pb2.Empty()))   # no token: passes
+    requires = (jwt_pb2.JwtRequirement(requires_any=jwt_pb2.JwtRequirementOrList(requirements=any_of))
+                if len(any_of) > 1 else any_of[0])
+    cfg.rules.add(match=route_pb2.RouteMatch(prefix="/"), requires=requires)
     return hcm_pb2.HttpFilter(name=JWT_FILTER, typed_config=pack(cfg))
