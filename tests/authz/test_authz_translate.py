@@ -221,3 +221,20 @@ extensionProviders:
             assert "\n" not in str(e)
         else:
             raise AssertionError(bad)
+
+
+def test_custom_rbac_only_marks_requests_for_ext_authz() -> None:
+    """CUSTOM's RBAC filter never enforces (dry-run policies included): its shadow result turns ext_authz
+    on."""
+    b = _built(AP + "metadata: {name: c, annotations: {istio.io/dry-run: 'true'}}\n"
+               "spec: {action: CUSTOM, provider: {name: http-authz}, rules: [{}]}\n---\n"
+               + AP + "metadata: {name: d}\n"
+               "spec: {action: CUSTOM, provider: {name: http-authz}, rules: [{}]}",
+               MeshConfig(extension_providers=PROVIDERS))
+    rbac, authz = b.http
+    cfg = _rbac(rbac)
+    assert not cfg.HasField("rules") and cfg.shadow_rules_stat_prefix == "istio_ext_authz_"
+    assert sorted(cfg.shadow_rules.policies) == [
+        "istio-ext-authz-http-authz-ns[bookinfo]-policy[c]-rule[0]",
+        "istio-ext-authz-http-authz-ns[bookinfo]-policy[d]-rule[0]"]
+    assert authz.name == "envoy.filters.http.ext_authz"

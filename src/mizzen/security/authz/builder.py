@@ -138,8 +138,13 @@ def _custom(push: PushContext, proxy: Proxy, custom: Sequence[Config], tcp: bool
         if authz is None:
             notes.append(f"CUSTOM provider {provider} is HTTP only: ignored on TCP chains")
             continue
-        # the RBAC filter never enforces here: its shadow result enables ext_authz
-        marker = _Rules(enforce=r.shadow, shadow=r.enforce)
+        # the RBAC filter never enforces here: its shadow result enables ext_authz. Dry-run CUSTOM policies
+        # mark requests too (Istio's documented limitation: the authorizer is still called for them)
+        shadow = rbac_pb2.RBAC(action=rbac_pb2.RBAC.DENY)
+        for src in (r.enforce, r.shadow):
+            for k, v in (src.policies.items() if src is not None else ()):
+                shadow.policies[k].CopyFrom(v)
+        marker = _Rules(shadow=shadow)
         if tcp:
             f = _tcp_rbac(marker)
             cfg = tcp_rbac_pb2.RBAC()
