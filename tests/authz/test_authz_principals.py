@@ -22,13 +22,11 @@ from mizzen.config.loader import load_text
 from mizzen.core import filters
 from mizzen.core.listeners import build_listeners
 from mizzen.registry.model import Protocol
-from mizzen.security.authz import register
 from mizzen.security.ca import CAOptions, CertificateAuthority
 from mizzen.security.identity import Identity
 from mizzen.security.pki import KeyAlgorithm, generate_key, make_csr, private_key_pem
 
 pytestmark = pytest.mark.e2e
-register()
 
 ROWS = {   # path -> (source or when, {client: expected status})
     "/principal": ("from: [{source: {principals: [cluster.local/ns/foo/sa/client]}}]",

@@ -32,12 +32,11 @@ from mizzen.config.model import Config
 from mizzen.core.listeners import build_listeners
 from mizzen.core.mesh import MeshConfig, extension_providers, with_mesh_file
 from mizzen.registry.model import Protocol
-from mizzen.security.authz import builder, jwt, register
+from mizzen.security.authz import builder, jwt
 from mizzen.security.authz.plugin import AuthzPlugin
 
 CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "istio" / "validation"
 NS = "bookinfo"
-register()
 
 PROVIDERS = extension_providers([
     {"name": "http-authz", "envoyExtAuthzHttp": {"service": "authz.bookinfo.svc.cluster.local", "port": 8000,

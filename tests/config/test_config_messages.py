@@ -10,7 +10,8 @@ SUPPORTED = ("Gateway (networking.istio.io/v1), VirtualService (networking.istio
              "(networking.istio.io/v1), ServiceEntry (networking.istio.io/v1), WorkloadEntry "
              "(networking.istio.io/v1), Sidecar (networking.istio.io/v1), Service (v1), Deployment "
              "(apps/v1), "
-             "Namespace (v1)")
+             "Namespace (v1), AuthorizationPolicy (security.istio.io/v1), RequestAuthentication "
+             "(security.istio.io/v1)")
 
 REVIEWS = """\
 apiVersion: networking.istio.io/v1
@@ -195,8 +196,8 @@ spec:
      f'reviews.yaml:2: VirtualServce/x: unknown kind "VirtualServce" (apiVersion "networking.istio.io/v1"); '
      f'did you mean "VirtualService"? supported kinds: {SUPPORTED}'),
     ("kind not supported yet",
-     "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny\nspec: {}\n",
-     "reviews.yaml:2: AuthorizationPolicy/deny: kind AuthorizationPolicy (security.istio.io) is not "
+     "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata:\n  name: deny\nspec: {}\n",
+     "reviews.yaml:2: EnvoyFilter/deny: kind EnvoyFilter (networking.istio.io) is not "
      "supported "
      f"yet; supported kinds: {SUPPORTED}"),
     ("apiVersion not served",

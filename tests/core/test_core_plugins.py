@@ -83,7 +83,13 @@ def test_outbound_chains_carry_direction(recorder: _Recorder) -> None:
 
 
 def test_nothing_added_without_plugins() -> None:
-    lds = by_name(build_listeners(sidecar(), push_of([service("reviews", [(9080, Protocol.HTTP)])])))
+    # plugins registered process-wide by earlier tests (a ControlPlane registers security.authz) are set
+    # aside for this test
+    saved = list(plugins.PLUGINS)
+    plugins.PLUGINS.clear()
+    try:
+        lds = by_name(build_listeners(sidecar(), push_of([service("reviews", [(9080, Protocol.HTTP)])])))
+    finally:
+        plugins.PLUGINS[:] = saved
     hcm = hcm_of(lds["127.0.10.1_9080"].filter_chains[0].filters[0])
     assert [f.name for f in hcm.http_filters] == [filters.FAULT, filters.CORS, filters.ROUTER]
-    assert not plugins.PLUGINS
