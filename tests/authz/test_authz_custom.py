@@ -1,15 +1,21 @@
-"""CUSTOM action through real Envoys: an ``envoyExtAuthzHttp`` provider from mesh config, served by a local
-ext_authz HTTP server (Istio's sample semantics: ``x-ext-authz: allow`` passes), declared to the mesh as a
-ServiceEntry. Only requests a CUSTOM rule matches are sent to it; its answer decides; DENY still applies
-after it; a CUSTOM policy naming an unknown provider denies what it matches."""
+"""CUSTOM action through real Envoys: ``envoyExtAuthzHttp`` and ``envoyExtAuthzGrpc`` providers from mesh
+config, served by local authorizers (an HTTP server with Istio's sample semantics, ``x-ext-authz: allow``
+passes, and a gRPC ``Authorization/Check`` server) declared to the mesh as ServiceEntries. Only requests a
+CUSTOM rule matches are sent to them; their answer decides; DENY still applies after CUSTOM; the gRPC
+provider also guards TCP chains; a CUSTOM policy naming an unknown provider denies what it matches."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import grpc
 import pytest
 from aiohttp import web
 from authz_kit import NS, world
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
 from test_authz_table import Check, ap, check
 
 from harness import Mesh, alloc_ip, free_port
@@ -90,3 +96,57 @@ async def test_custom_action_with_an_unknown_provider_denies_what_it_matches(mes
     await w.apply(custom("no-such-provider"))
     await check(w, Check(403, "/custom/a", headers=(("x-ext-authz", "allow"),)))
     await check(w, Check(200, "/other"))
+
+
+class _GrpcAuthorizer(external_auth_pb2_grpc.AuthorizationServicer):
+    """Envoy's ``envoy.service.auth.v3.Authorization/Check``: HTTP requests with ``x-ext-authz: allow`` pass,
+    everything else (TCP connections included: they carry no HTTP attributes) is denied."""
+
+    def __init__(self) -> None:
+        self.checks: list[str] = []
+
+    async def Check(self, request: Any, context: Any) -> Any:
+        http = request.attributes.request.http
+        self.checks.append(http.path or "tcp")
+        if http.headers.get("x-ext-authz") == "allow":
+            return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED),
+            denied_response=external_auth_pb2.DeniedHttpResponse(
+                status=http_status_pb2.HttpStatus(code=http_status_pb2.Forbidden), body="denied by grpc"))
+
+
+async def test_custom_action_with_a_local_grpc_ext_authz_server() -> None:
+    ip, port = alloc_ip(), free_port()
+    authorizer = _GrpcAuthorizer()
+    server = grpc.aio.server()
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authorizer, server)
+    server.add_insecure_port(f"{ip}:{port}")
+    await server.start()
+    providers = extension_providers([{"name": "grpc-authz", "envoyExtAuthzGrpc": {
+        "service": "ext-authz-grpc.example.local", "port": port}}])
+    try:
+        async with Mesh(mesh_config=MeshConfig(extension_providers=providers)) as mesh:
+            w = await world(mesh)
+            await w.apply(f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ext-authz-grpc, namespace: {NS}}}
+spec:
+  hosts: [ext-authz-grpc.example.local]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: {port}, name: grpc, protocol: GRPC}}]
+  endpoints: [{{address: {ip}}}]
+---
+""" + custom("grpc-authz") + ap("tcp", "  selector: {matchLabels: {app: tcpserver}}\n  action: CUSTOM\n"
+                                      "  provider: {name: grpc-authz}\n  rules: [{}]"))
+            await check(w, Check(200, "/custom/a", headers=(("x-ext-authz", "allow"),)))
+            await check(w, Check(403, "/custom/b", denied_body="denied by grpc"))
+            await check(w, Check(200, "/other"))
+            assert "/other" not in authorizer.checks
+            # the gRPC provider also guards TCP chains (network ext_authz): this authorizer denies them
+            await check(w, Check(0, via="tcp"))
+            assert "tcp" in authorizer.checks
+    finally:
+        await server.stop(None)
