@@ -49,6 +49,12 @@ async def test_x_authz_check_lists_the_policies_of_a_pod(mesh: Mesh) -> None:
     assert ["ALLOW", "allow-get.foo", "2"] in lines
     assert not any("other.foo" in line for line in lines)        # its selector does not match this pod
     assert "JWT: validated" in out
+    code, out, err = await mizzen("get", "ap", "-n", NS, mesh=mesh)       # Istio's printer column Action
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines()]
+    assert rows[0] == ["NAME", "ACTION", "AGE"]
+    assert ["deny-admin", "DENY"] == rows[[r[0] for r in rows].index("deny-admin")][:2]
+    assert len(rows[[r[0] for r in rows].index("allow-get")]) == 2       # no action set: empty, like kubectl
 
 
 async def test_validate_rejects_bad_policies_in_one_line_each(tmp_path: Path) -> None:

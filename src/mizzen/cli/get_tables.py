@@ -76,6 +76,7 @@ COLUMNS: Mapping[str, tuple[Sequence[tuple[str, Getter]], Sequence[tuple[str, Ge
          ("IMAGES", lambda i: ",".join(str(c.get("image", "")) for c in _containers(i))),
          ("SELECTOR", _selector)]),
     "Namespace": ([("STATUS", lambda i: str((i.get("status") or {}).get("phase") or "Active"))], []),
+    "AuthorizationPolicy": ([("ACTION", lambda i: str(_spec(i).get("action", "")))], []),
 }
 
 
