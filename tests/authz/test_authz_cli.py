@@ -53,7 +53,7 @@ async def test_x_authz_check_lists_the_policies_of_a_pod(mesh: Mesh) -> None:
     assert code == 0, err
     rows = [line.split() for line in out.splitlines()]
     assert rows[0] == ["NAME", "ACTION", "AGE"]
-    assert ["deny-admin", "DENY"] == rows[[r[0] for r in rows].index("deny-admin")][:2]
+    assert rows[[r[0] for r in rows].index("deny-admin")][:2] == ["deny-admin", "DENY"]
     assert len(rows[[r[0] for r in rows].index("allow-get")]) == 2       # no action set: empty, like kubectl
 
 
