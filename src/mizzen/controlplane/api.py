@@ -370,13 +370,16 @@ class Api:
             return refused
         configs, errors, warnings = await self._load(data)
         if errors:
+            self._count_validation([], errors)
             return _json({"errors": [i.to_dict() for i in errors]}, 422)
         # the default loader validated every object with the store's validator: not again on the loop
         prevalidated = None if self._custom_loader else list(warnings)
         try:
             results = self.cp.store.apply(configs, dry_run=dry_run, issues=prevalidated)
         except ConfigError as e:
+            self._count_validation([], e.issues)
             return _json({"errors": [i.to_dict() for i in e.issues]}, 422)
+        self._count_validation(configs, [])
         seen = {str(w) for w in warnings}
         for w in [*self.cp.store.last_warnings, *self._analysis_warnings(configs)]:
             if str(w) not in seen:
@@ -384,6 +387,22 @@ class Api:
                 warnings.append(w)
         return _json({"results": [r.to_dict() for r in results], "warnings": [w.to_dict() for w in warnings],
                       "dry_run": dry_run})
+
+    def _count_validation(self, passed: Sequence[Config], failed: Sequence[Issue]) -> None:
+        """istiod's validation webhook metrics: one ``galley_validation_passed`` per admitted object, one
+        ``galley_validation_failed`` per refused object (reason ``invalid_resource``, as istiod labels it)."""
+        m = self.cp.metrics
+        for c in passed:
+            group, version, resource = _gvr(c.kind, c.api_version)
+            m.validation_passed.labels(group=group, version=version, resource=resource).inc()
+        seen: set[tuple[str, str]] = set()
+        for i in failed:
+            if (i.kind, i.name) in seen:
+                continue
+            seen.add((i.kind, i.name))
+            group, version, resource = _gvr(i.kind, "")
+            m.validation_failed.labels(group=group, version=version, resource=resource,
+                                       reason="invalid_resource").inc()
 
     async def delete(self, request: web.Request) -> web.Response:
         data = await _body(request)
@@ -659,3 +678,10 @@ class Api:
             return _json(simulate_request(resources, req, node, ports))
         except InvalidRequest as e:
             raise BadRequest(str(e)) from None
+
+
+def _gvr(kind: str, api_version: str) -> tuple[str, str, str]:
+    """(group, version, plural resource) of a kind, as the validation metrics label them."""
+    k = kinds.lookup(kind)
+    version = api_version.rsplit("/", 1)[-1] if api_version else (k.versions[0] if k else "")
+    return (k.group if k else "", version, k.plural if k else kind.lower())

@@ -35,7 +35,11 @@ _CONVERGENCE_BUCKETS = (.1, .5, 1, 3, 5, 10, 20, 30)
 
 
 _ISTIO_COUNTERS = frozenset({"pilot_xds_pushes", "pilot_total_xds_rejects", "pilot_xds_write_timeout",
-                             "pilot_inbound_updates", "pilot_push_triggers"})
+                             "pilot_inbound_updates", "pilot_push_triggers", "pilot_k8s_cfg_events",
+                             "pilot_k8s_reg_events", "pilot_total_xds_internal_errors",
+                             "galley_validation_passed", "galley_validation_failed"})
+# an apply's action -> Istio's config event (pilot/pkg/model/monitoring: event="add"|"update"|"delete")
+CONFIG_EVENTS = {"created": "add", "configured": "update", "deleted": "delete"}
 
 
 def metric_type(type_url: str) -> str:
@@ -83,6 +87,20 @@ class Metrics:
         self.config_size = Histogram("pilot_xds_config_size_bytes",
                                      "Distribution of configuration sizes pushed to clients", ["type"],
                                      buckets=(1, 10000, 1000000, 4000000, 10000000, 40000000), registry=r)
+        # what istiod's config and service-registry controllers count (``pilot_k8s_cfg_events{type=<kind>,
+        # event}``, ``pilot_k8s_reg_events{type="Services"|"Pods",event}``); here the API's applies and the
+        # workloads the runner registers
+        self.config_events = Counter("pilot_k8s_cfg_events", "Events from k8s config.", ["type", "event"],
+                                     registry=r)
+        self.registry_events = Counter("pilot_k8s_reg_events", "Events from k8s registry.", ["type", "event"],
+                                       registry=r)
+        self.internal_errors = Counter("pilot_total_xds_internal_errors",
+                                       "Total number of internal XDS errors in pilot.", registry=r)
+        # istiod's validation webhook counts every object it admits or refuses; our API validates each apply
+        self.validation_passed = Counter("galley_validation_passed", "Resource is valid",
+                                         ["group", "version", "resource"], registry=r)
+        self.validation_failed = Counter("galley_validation_failed", "Resource validation failed",
+                                         ["group", "version", "resource", "reason"], registry=r)
         self.services = Gauge("pilot_services", "Total services known to pilot.", registry=r)
         build = Gauge("istio_build", "Istio component build info", ["component", "tag"], registry=r)
         build.labels(component="pilot", tag=mizzen.__version__).set(1)

@@ -155,6 +155,8 @@ class Pusher:
                 self._sink.set_types([proxy.id], resources)
         except Exception as e:
             msg = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            if self.metrics is not None:
+                self.metrics.internal_errors.inc()
             prev = self.errors.get(proxy.id)
             if prev is None or prev.message != msg or prev.version != push.version:
                 log.error("generating config for %s at %s failed (keeping its last snapshot): %s",

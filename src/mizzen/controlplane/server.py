@@ -43,7 +43,7 @@ from mizzen.controlplane.api import Api, Loader
 from mizzen.controlplane.events import EventLog
 from mizzen.controlplane.exposure import gateway_bind_issues
 from mizzen.controlplane.limits import RateLimiter, env_float, env_int
-from mizzen.controlplane.metrics import Metrics, ObservedStatus
+from mizzen.controlplane.metrics import CONFIG_EVENTS, Metrics, ObservedStatus
 from mizzen.controlplane.persist import StateDir
 from mizzen.controlplane.pods_proxy import PodsProxy
 from mizzen.controlplane.push import Generator, Pusher
@@ -310,6 +310,11 @@ class ControlPlane:
         if not changed:
             return
         self.metrics.inbound_updates.labels(type="config").inc(len(changed))
+        for r in changed:
+            event = CONFIG_EVENTS.get(r.action, r.action)
+            self.metrics.config_events.labels(type=r.kind, event=event).inc()
+            if r.kind == "Service":
+                self.metrics.registry_events.labels(type="Services", event=event).inc()
         if any(kinds.feeds_registry(r.kind) for r in changed):
             self.registry.set_configs(self.store.snapshot())
         self._request(PushRequest.config_change(
@@ -353,8 +358,11 @@ class ControlPlane:
     def register_workload(self, workload: Workload) -> None:
         if self._state is not None:
             self._state.write_workload(workload)
+        known = any((w.namespace, w.name) == (workload.namespace, workload.name)
+                    for w in self.registry.workloads())
         services = self.registry.register_workload(workload)
         self.metrics.inbound_updates.labels(type="eds").inc()
+        self.metrics.registry_events.labels(type="Pods", event="update" if known else "add").inc()
         self._request(PushRequest.endpoint_change(
             services, [WorkloadKey(workload.namespace, workload.name, workload.address)],
             [f"workload {workload.namespace}/{workload.name} registered"], time.monotonic()))
@@ -369,11 +377,14 @@ class ControlPlane:
         services: set[str] = set()
         keys: list[WorkloadKey] = []
         for ns, name in removed:
+            self.metrics.registry_events.labels(type="Pods", event="delete").inc()
             services |= self.registry.remove_workload(ns, name) or frozenset()
             keys.append(WorkloadKey(ns, name, current[(ns, name)].address))
             if self._state is not None:
                 self._state.remove_workload(ns, name)
         for w in changed:
+            self.metrics.registry_events.labels(
+                type="Pods", event="update" if (w.namespace, w.name) in current else "add").inc()
             if self._state is not None:
                 self._state.write_workload(w)
             services |= self.registry.register_workload(w)
@@ -402,6 +413,7 @@ class ControlPlane:
             self._state.remove_workload(namespace, name)
         if services is None:
             return False
+        self.metrics.registry_events.labels(type="Pods", event="delete").inc()
         self.metrics.inbound_updates.labels(type="eds").inc()
         self._request(PushRequest.endpoint_change(
             services, [WorkloadKey(namespace, name, old.address if old is not None else "")],
