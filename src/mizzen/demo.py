@@ -52,11 +52,17 @@ from mizzen.config.model import Config
 from mizzen.controlplane.exposure import external_bind
 from mizzen.controlplane.persist import LoadProblem, StateDir
 from mizzen.controlplane.store import ApplyResult
+from mizzen.observe.addons import remove_addons, write_addons
+from mizzen.observe.process import AddonError
+from mizzen.observe.prometheus import INSTALL_HINT, Prometheus, PrometheusOptions
+from mizzen.observe.prometheus import find_binary as find_prometheus
+from mizzen.observe.sd import target_groups, write_targets
 from mizzen.runner import AgentSidecars, LocalRunner
 from mizzen.runner.api import PodsApi
 from mizzen.runner.controller import DeploymentController
 from mizzen.runner.gateway import EGRESS_NAME, EGRESS_SERVICE_YAML, GATEWAY_NAME, GATEWAY_NAMESPACE
 from mizzen.runner.istiod import ControlPlaneArgs, ControlPlanePod
+from mizzen.runner.pod_object import pod_object
 from mizzen.runner.registrar import HttpRegistrar
 from mizzen.runner.watch import PodWatcher, agent_event_line
 
@@ -84,6 +90,8 @@ class DemoOptions:
     ready_timeout: float = 60.0
     allow_external_bind: bool = False
     mesh_config: Path | None = None         # Istio mesh config YAML for the control plane (--mesh-config)
+    prometheus_port: int = 9090          # 0: no Prometheus
+    scrape_interval_s: float = 15.0
 
 
 def default_state_dir() -> Path:
@@ -225,6 +233,8 @@ class Demo:
         self._tasks: list[asyncio.Task[None]] = []
         self._narrating = False
         self._log_filter = _ReportedElsewhere()
+        self.prometheus: Prometheus | None = None
+        self.prometheus_note = ""           # why there is none (not installed, port busy...)
 
     def report(self, line: str) -> None:
         """One narration line on the console (no markup: names may contain brackets)."""
@@ -370,7 +380,56 @@ class Demo:
         if o.bookinfo:
             with self.console.status("waiting for /productpage through the gateway..."):
                 await wait_for_page(f"{self.url}/productpage", o.ready_timeout)
+        await self._start_prometheus()
         self.ready_after_s = time.monotonic() - t0
+
+    @property
+    def prometheus_options(self) -> PrometheusOptions:
+        o = self.opts
+        return PrometheusOptions(o.state_dir / "prometheus", port=o.prometheus_port,
+                                 scrape_interval_s=o.scrape_interval_s)
+
+    def write_scrape_targets(self) -> None:
+        """The file SD Prometheus reads: every pod of the runner (gateways and istiod included) as Kubernetes'
+        pod discovery would label it."""
+        if self.runner is not None:
+            write_targets(self.prometheus_options.targets_file,
+                          target_groups(pod_object(s) for s in self.runner.status()))
+
+    async def _keep_targets(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.write_scrape_targets()
+            except OSError as e:
+                log.warning("cannot write Prometheus' targets: %s", e)
+
+    async def _start_prometheus(self) -> None:
+        """Prometheus when installed and its port is free; otherwise a note on the banner saying why."""
+        o = self.opts
+        if o.prometheus_port == 0:
+            self.prometheus_note = "not started (--prometheus-port 0)"
+            return
+        binary = find_prometheus()
+        if binary is None:
+            self.prometheus_note = INSTALL_HINT
+            return
+        why = port_problem("127.0.0.1", o.prometheus_port)
+        if why:
+            self.prometheus_note = (f"not started: port 127.0.0.1:{o.prometheus_port} is in use ({why}); "
+                                    "pick another with --prometheus-port")
+            return
+        self.write_scrape_targets()
+        prom = Prometheus(self.prometheus_options, binary)
+        try:
+            with self.console.status("starting Prometheus..."):
+                await prom.start(timeout=o.ready_timeout)
+        except AddonError as e:
+            self.prometheus_note = f"not started: {e}"
+            return
+        self.prometheus = prom
+        write_addons(o.state_dir, {"prometheus": prom.url})
+        self._tasks.append(asyncio.create_task(self._keep_targets(), name="prometheus-targets"))
 
     def _pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return self.watcher.events(namespace, name) if self.watcher is not None else []
@@ -417,6 +476,11 @@ class Demo:
         if egress is not None:
             c.print(f"  egress gateway    {egress.spec.ip}:8080 (Service {EGRESS_NAME}.{GATEWAY_NAMESPACE})")
         c.print(f"  xDS (ADS gRPC)    127.0.0.1:{self.opts.xds_port}")
+        if self.prometheus is not None:
+            c.print(f"  Prometheus        {self.prometheus.url}   (mizzen dashboard prometheus; "
+                    "Istio's dashboards: mizzen dashboard grafana)")
+        else:
+            c.print(f"  Prometheus        {escape(self.prometheus_note)}")
         c.print(f"  state and logs    {self.opts.state_dir}")
         problems = self.load_problems
         if problems:   # said loudly: these objects were NOT restored (Bookinfo's defaults replace its own)
@@ -435,6 +499,10 @@ class Demo:
         self._tasks.clear()
         if self.controller:
             await self.controller.stop()
+        remove_addons(self.opts.state_dir)
+        if self.prometheus is not None:
+            await self.prometheus.stop()
+            self.prometheus = None
         if self.runner:
             await self.runner.stop()          # pods, gateways, then the control plane
         if self._pods_api is not None:

@@ -17,6 +17,7 @@ from mizzen.cli import (
     authz,
     contexts,
     convert,
+    dashboard,
     describe,
     framework,
     get,
@@ -77,6 +78,7 @@ app.add_typer(contexts.app, name="config")
 app.command("version")(runtime.version)
 app.command("completion")(framework.completion)
 app.command("demo")(runtime.demo)
+app.add_typer(dashboard.app, name="dashboard")
 app.command("controlplane")(runtime.controlplane)
 app.command("agent")(runtime.agent)
 framework.finish(app)

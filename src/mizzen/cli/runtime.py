@@ -101,9 +101,14 @@ def demo(
     allow_external_bind: Annotated[bool, typer.Option(
         "--allow-external-bind",
         help="Let the gateway (--host, Gateway bind fields) serve on addresses outside loopback")] = False,
+    prometheus_port: Annotated[int, typer.Option(
+        metavar="PORT", help="Prometheus' port on 127.0.0.1 when prometheus is installed; 0 = none")] = 9090,
+    scrape_interval: Annotated[float, typer.Option(
+        metavar="SECONDS", help="Prometheus' scrape interval (Istio's addon: 15)")] = 15.0,
     mesh_config: MeshConfigOpt = None,
 ) -> None:
-    """Run Bookinfo in a local mesh: control plane, ingress gateway, workloads with their sidecars."""
+    """Run Bookinfo in a local mesh: control plane, ingress gateway, workloads with their sidecars (and
+    Prometheus scraping them, when installed)."""
     from mizzen.core.mesh import MeshConfig
     from mizzen.demo import DemoOptions, run
 
@@ -111,6 +116,7 @@ def demo(
     opts = DemoOptions(host=host, port=port, tls_port=tls_port, xds_port=xds_port, http_port=api_port,
                        state_dir=state_dir or _default_state_dir(), fresh=fresh, bookinfo=not no_bookinfo,
                        ready_timeout=ready_timeout, allow_external_bind=allow_external_bind,
+                       prometheus_port=prometheus_port, scrape_interval_s=scrape_interval,
                        mesh_config=mesh_config.resolve() if mesh_config else None)
     rc = run(opts)
     if rc:

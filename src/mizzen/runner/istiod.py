@@ -310,4 +310,7 @@ class ControlPlanePod:
             sidecar="none", sidecar_restarts=0, labels=dict(ISTIOD_LABELS),
             service_account="istiod", containers=(container,), message=self.message,
             age_s=age, created_at=time.time() - age,
+            # as istiod's Deployment: Prometheus scrapes its /metrics (15014 in Istio: the API port here)
+            annotations={"prometheus.io/scrape": "true", "prometheus.io/port": str(self.args.http_port),
+                         "sidecar.istio.io/inject": "false"},
         )

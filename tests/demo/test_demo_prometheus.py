@@ -1,0 +1,247 @@
+"""Istio's dashboards' queries against a real Prometheus scraping a real ``mizzen demo``.
+
+The demo starts Debian's Prometheus (1 s scrape interval here) with Istio's ``kubernetes-pods`` job over the
+file SD it writes; the test drives Bookinfo, expands each dashboard's template variables as Grafana does
+(``qrep`` = source and destination, ``$__rate_interval`` = 1m, each Bookinfo service and workload,
+``query_result(...)`` run as its inner PromQL) and requires every panel query to return data, except those on
+the allow-lists below, each with its reason. An allow-listed query that does return data fails the test too
+(the list must shrink as the mesh grows).
+
+The mesh, service and workload dashboards read the proxies' ``istio_*`` metrics (issue 12 item 1, the
+telemetry package): until ``mizzen.telemetry`` exists they are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from demo_helpers import ROOT, Demo, free_port, run_demo
+
+from mizzen.observe import dashboards as dash
+from mizzen.observe.prometheus import find_binary
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
+    find_binary() is None, reason="no Prometheus (apt-get install prometheus: ./run test does)")]
+
+DASHBOARDS = ROOT / "tests" / "fixtures" / "istio" / "dashboards"
+NET = ROOT / "tests" / "fixtures" / "istio" / "samples" / "bookinfo" / "networking"
+RATE = "1m"
+TELEMETRY = importlib.util.find_spec("mizzen.telemetry") is not None
+
+# Istio's control-plane dashboard: queries that cannot return data here, and why
+PILOT_ALLOWED = {
+    'sum by (pod) (container_memory_working_set_bytes{container="discovery",pod=~"istiod-.*"})':
+        "cAdvisor's container metrics come from the kubelet; the local runner has none",
+    'sum by (pod) (irate(container_cpu_usage_seconds_total{container="discovery",pod=~"istiod-.*"}[1m]))':
+        "cAdvisor's container metrics come from the kubelet; the local runner has none",
+    'sum by (pod) (go_memstats_stack_inuse_bytes{app="istiod"})':
+        "istiod is Go; this control plane is Python (process_* metrics instead)",
+    'sum by (pod) (go_memstats_heap_inuse_bytes{app="istiod"})': "Go runtime metric (Python control plane)",
+    'sum by (pod) (go_memstats_heap_alloc_bytes{app="istiod"})': "Go runtime metric (Python control plane)",
+    'sum by (pod) (rate(go_memstats_alloc_bytes_total{app="istiod"}[1m]))': "Go runtime metric",
+    'sum by (pod) (rate(go_memstats_mallocs_total{app="istiod"}[1m]))': "Go runtime metric",
+    'sum by (pod) (go_goroutines{app="istiod"})': "Go runtime metric (no goroutines in Python)",
+    'sum (rate(sidecar_injection_success_total[1m]))': "injection is the local runner's decision, not an "
+                                                       "istiod webhook",
+    'sum (rate(sidecar_injection_failure_total[1m]))': "injection is the local runner's decision",
+}
+if not TELEMETRY:
+    PILOT_ALLOWED['sum(envoy_cluster_upstream_cx_active{cluster_name="xds-grpc"})'] = (
+        "read from the proxies' merged :15020 endpoint, which the telemetry work (issue 12 item 1) serves")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    with run_demo(tmp_path_factory.mktemp("demo-prom-state"), "--prometheus-port", str(free_port()),
+                  "--scrape-interval", "1") as d:
+        yield d
+
+
+def prom_url(demo: Demo) -> str:
+    out = demo.mizzen("dashboard", "prometheus").stdout.strip()
+    assert out.startswith("http://127.0.0.1:"), out
+    return out
+
+
+def run(client: httpx.Client, url: str, promql: str) -> list[dict[str, Any]]:
+    r = client.get(f"{url}/api/v1/query", params={"query": promql})
+    body = r.json()
+    assert body.get("status") == "success", (promql, body)
+    result = body["data"]["result"]
+    return [{"value": result}] if body["data"]["resultType"] == "scalar" else list(result)
+
+
+BAD_VS = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+      weight: -1
+"""
+
+
+BUSY_GATEWAY = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: busy}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: http-busy, protocol: HTTP}}
+    hosts: ["*"]
+"""
+
+
+def drive(demo: Demo) -> None:
+    """Bookinfo pages through the gateway, a refused and an accepted apply, fault-injected 5xx."""
+    with httpx.Client(trust_env=False, timeout=20) as c:
+        for _ in range(10):
+            assert c.get(f"{demo.url}/productpage").status_code == 200
+    # refused by the control plane's validation (the CLI would refuse it before sending)
+    r = httpx.post(f"{demo.api}/apis/apply", headers={"Authorization": f"Bearer {demo.token}"},
+                   trust_env=False,
+                   json={"documents": [{"file": "broken.yaml", "text": BAD_VS}], "namespace": "bookinfo"})
+    assert r.status_code == 422, r.text
+    # a Gateway port the node cannot bind (the API's own): the gateway NACKs it (pilot_total_xds_rejects)
+    busy = demo.state / "busy-gateway.yaml"
+    busy.write_text(BUSY_GATEWAY.format(port=demo.ports[3]))
+    demo.mizzen("apply", "-n", "bookinfo", "-f", str(busy))
+    deadline = time.monotonic() + 20
+    while "NACK" not in demo.mizzen("proxy-status").stdout:
+        assert time.monotonic() < deadline, "the gateway did not NACK a port it cannot bind"
+        time.sleep(0.2)
+    demo.mizzen("delete", "-n", "bookinfo", "-f", str(busy))
+    demo.mizzen("apply", "-n", "bookinfo", "-f", str(NET / "destination-rule-all.yaml"))
+    demo.mizzen("apply", "-n", "bookinfo", "-f", str(NET / "virtual-service-ratings-test-abort.yaml"))
+    with httpx.Client(trust_env=False, timeout=20) as c:
+        c.post(f"{demo.url}/login", data={"username": "jason"})
+        for _ in range(10):
+            assert c.get(f"{demo.url}/productpage").status_code == 200
+
+
+def wait_scraped(client: httpx.Client, url: str, timeout: float = 60) -> None:
+    """Until the control plane's target is up and has a few samples (rate/irate need two in the window)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = run(client, url, 'count_over_time(pilot_xds{app="istiod"}[1m])')
+        if result and float(result[0]["value"][1]) >= 3:
+            return
+        assert time.monotonic() < deadline, "Prometheus did not scrape the control plane"
+        time.sleep(0.5)
+
+
+def check(client: httpx.Client, url: str, queries: list[tuple[str, str]], allowed: dict[str, str]) -> None:
+    """Every (context, PromQL) returns data unless allowed; every allowed one returns none."""
+    empty = {}
+    answered = set()
+    for where, q in queries:
+        assert "$" not in q, f"{where}: a variable left unexpanded: {q}"
+        if run(client, url, q):
+            answered.add(q)
+        else:
+            empty.setdefault(q, where)
+    unexpected = {q: w for q, w in empty.items() if q not in allowed}
+    assert not unexpected, "queries without data:\n" + "\n".join(f"  {w}: {q}" for q, w in unexpected.items())
+    stale = sorted(q for q in allowed if q in answered)
+    assert not stale, "allow-listed queries that do return data now (remove them):\n" + "\n".join(stale)
+
+
+def test_prometheus_discovers_pods_with_istio_labels(demo: Demo) -> None:
+    url = prom_url(demo)
+    assert f"Prometheus        {url}" in demo.output()
+    state = demo.state / "prometheus"
+    assert (state / "data").is_dir() and (state / "targets.json").is_file()
+    with httpx.Client(trust_env=False, timeout=10) as c:
+        wait_scraped(c, url)
+        targets = c.get(f"{url}/api/v1/targets").json()["data"]["activeTargets"]
+    by_pod = {t["labels"]["pod"]: t for t in targets}
+    istiod = next(t for p, t in by_pod.items() if p.startswith("istiod-"))
+    assert istiod["health"] == "up" and istiod["labels"]["job"] == "kubernetes-pods"
+    assert istiod["labels"]["app"] == "istiod" and istiod["labels"]["namespace"] == "istio-system"
+    reviews = [t for p, t in by_pod.items() if p.startswith("reviews-v2-")]
+    assert len(reviews) == 1, sorted(by_pod)
+    labels = reviews[0]["labels"]
+    assert (labels["app"], labels["version"], labels["namespace"]) == ("reviews", "v2", "bookinfo")
+    # Istio's injector annotations: the agent's merged endpoint
+    assert reviews[0]["scrapeUrl"].endswith(":15020/stats/prometheus"), reviews[0]["scrapeUrl"]
+    assert any(p.startswith("istio-ingressgateway-") for p in by_pod), sorted(by_pod)
+
+
+def test_control_plane_dashboard_queries_return_data(demo: Demo) -> None:
+    url = prom_url(demo)
+    drive(demo)
+    board = dash.load(DASHBOARDS / "pilot-dashboard.gen.json")
+    queries = [(f"{q.panel}/{q.ref}", dash.interpolate(q.expr, {}, RATE))
+               for q in dash.panel_queries(board, "pilot")]
+    assert len(queries) >= 20
+    with httpx.Client(trust_env=False, timeout=10) as c:
+        wait_scraped(c, url)
+        time.sleep(3)     # a few scrapes after the traffic and applies (irate over the last two samples)
+        check(c, url, queries, PILOT_ALLOWED)
+
+
+def expand(client: httpx.Client, url: str, board: dict[str, Any], fixed: dict[str, list[str]],
+           name: str) -> list[tuple[str, str]]:
+    """Grafana's expansion: fixed values, then each query variable from its query_result in order."""
+    values = dict(fixed)
+    for v in dash.variables(board):
+        if v.name in values or v.type != "query" or v.inner_query is None:
+            continue
+        inner = dash.interpolate(v.inner_query, values, RATE)
+        values[v.name] = v.values_from(dash.render_result(run(client, url, inner)))
+        assert values[v.name], f"{name}: variable {v.name} has no values ({inner})"
+    where = ",".join(f"{k}={'|'.join(x)}" for k, x in fixed.items())
+    return [(f"{name}[{where}] {q.panel}/{q.ref}", dash.interpolate(q.expr, values, RATE))
+            for q in dash.panel_queries(board, name)]
+
+
+@pytest.mark.skipif(not TELEMETRY, reason="the proxies' istio_* metrics (issue 12 item 1, mizzen.telemetry) "
+                                         "are not on this branch yet")
+def test_mesh_service_workload_dashboards_return_data(demo: Demo) -> None:   # pragma: no cover - see skip
+    url = prom_url(demo)
+    drive(demo)
+    services = [f"{s}.bookinfo.svc.cluster.local" for s in ("productpage", "details", "reviews", "ratings")]
+    workloads = ["productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1"]
+    with httpx.Client(trust_env=False, timeout=10) as c:
+        wait_scraped(c, url)
+        time.sleep(3)
+        queries = [(f"mesh {q.panel}", dash.interpolate(q.expr, {}, RATE)) for q in dash.panel_queries(
+            dash.load(DASHBOARDS / "istio-mesh-dashboard.gen.json"), "mesh")]
+        service = dash.load(DASHBOARDS / "istio-service-dashboard.json")
+        workload = dash.load(DASHBOARDS / "istio-workload-dashboard.json")
+        for qrep in ("source", "destination"):
+            for s in services:
+                queries += expand(c, url, service, {"service": [s], "qrep": [qrep]}, "service")
+            for w in workloads:
+                queries += expand(c, url, workload, {"namespace": ["bookinfo"], "workload": [w],
+                                                     "qrep": [qrep]}, "workload")
+        check(c, url, queries, {})
+
+
+def test_dashboard_variables_expand_like_grafana() -> None:
+    board = dash.load(DASHBOARDS / "istio-service-dashboard.json")
+    by_name = {v.name: v for v in dash.variables(board)}
+    assert by_name["qrep"].custom_values() == ["source", "destination"]
+    srcwl = by_name["srcwl"]
+    inner = srcwl.inner_query
+    assert inner is not None and inner.startswith("sum(istio_requests_total{")
+    lines = dash.render_result([
+        {"metric": {"source_workload": "productpage-v1"}, "value": [1.5, "3"]},
+        {"metric": {"source_workload": "istio-ingressgateway"}, "value": [1.5, "1"]},
+    ])
+    assert lines[0] == '{source_workload="productpage-v1"} 3 1500'
+    assert srcwl.values_from(lines) == ["productpage-v1", "istio-ingressgateway"]
+    expr = dash.interpolate('x{reporter=~"$qrep",w=~"$srcwl",s="${service}"}[$__rate_interval]',
+                            {"qrep": ["source"], "srcwl": ["a.b", "c"], "service": ["r.bookinfo"]}, "1m")
+    assert expr == r'x{reporter=~"source",w=~"(a\.b|c)",s="r.bookinfo"}[1m]'
+    assert len(dash.panel_queries(board)) == 76     # 79 targets, 3 of them without an expression
+    assert (DASHBOARDS / "pilot-dashboard.gen.json").is_file()
