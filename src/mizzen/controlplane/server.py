@@ -53,6 +53,7 @@ from mizzen.core.push_request import PushRequest, WorkloadKey
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import Registry
 from mizzen.security import authz
+from mizzen.tracing import register_plugin as register_tracing
 from mizzen.xds import AdsServer, Debouncer, SnapshotCache, serve
 
 if TYPE_CHECKING:
@@ -136,6 +137,7 @@ class ControlPlane:
         loader: Loader | None = None,
     ) -> None:
         self.options = opts = options or ControlPlaneOptions()
+        register_tracing()     # Envoy's tracer on HTTP chains when the mesh config names a collector
         self.token, self.token_file = opts.resolve_token()
         authz.register()   # AuthorizationPolicy / RequestAuthentication filters: inbound and gateway chains
         # one StateDir for the directory: objects (the store) and registered workloads (here); object files

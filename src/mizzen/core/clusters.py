@@ -6,6 +6,7 @@ differ: ORIGINAL_DST reads the destination from ``:authority``; PASSTHROUGH keep
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Hashable, Mapping
 from functools import partial
 from typing import Any
@@ -236,6 +237,30 @@ def blackhole_cluster(push: PushContext) -> cluster_pb2.Cluster:
     return c
 
 
+ZIPKIN_CLUSTER = "zipkin"
+
+
+def zipkin_cluster(push: PushContext) -> cluster_pb2.Cluster | None:
+    """Istio's bootstrap ``zipkin`` cluster: the collector of ``defaultConfig.tracing.zipkin.address``
+    (None when tracing is off)."""
+    address = push.mesh.tracing_zipkin_address
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+        kind = cluster_pb2.Cluster.STATIC
+    except ValueError:
+        kind = cluster_pb2.Cluster.STRICT_DNS
+    c = cluster_pb2.Cluster(name=ZIPKIN_CLUSTER, type=kind, lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
+    c.connect_timeout.CopyFrom(duration(1.0))
+    c.load_assignment.cluster_name = ZIPKIN_CLUSTER
+    ep = c.load_assignment.endpoints.add().lb_endpoints.add().endpoint
+    ep.address.socket_address.address = host
+    ep.address.socket_address.port_value = int(port)
+    return c
+
+
 def passthrough_cluster(push: PushContext, name: str = names.PASSTHROUGH_CLUSTER,
                         proxy: Proxy | None = None) -> cluster_pb2.Cluster:
     """ORIGINAL_DST / CLUSTER_PROVIDED, using the downstream HTTP protocol (ALLOW_ANY traffic)."""
@@ -280,6 +305,8 @@ def local_clusters(proxy: Proxy, push: PushContext) -> list[cluster_pb2.Cluster]
     """The proxy's own clusters: BlackHoleCluster, and for sidecars Passthrough, InboundPassthrough and the
     inbound clusters."""
     out = [blackhole_cluster(push)]
+    if (zipkin := zipkin_cluster(push)) is not None:
+        out.append(zipkin)
     if not proxy.is_gateway:
         out.append(passthrough_cluster(push, proxy=proxy))
         out.append(passthrough_cluster(push, names.INBOUND_PASSTHROUGH_CLUSTER))

@@ -73,6 +73,10 @@ class MeshConfig:
     allow_external_bind: bool = False
     # MeshConfig.extensionProviders (ext_authz providers for CUSTOM AuthorizationPolicies)
     extension_providers: tuple[ExtensionProvider, ...] = ()
+    # defaultConfig.tracing: the Zipkin collector (``host:port``; "" = no tracing, Istio's default would be
+    # zipkin.istio-system:9411) and the percentage of requests sampled (Istio's default 1.0)
+    tracing_zipkin_address: str = ""
+    tracing_sampling: float = 1.0
 
 
 def with_mesh_file(mesh: MeshConfig, doc: Any) -> MeshConfig:
