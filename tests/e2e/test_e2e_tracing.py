@@ -1,7 +1,7 @@
 """Envoy's Zipkin tracer from the tracing plugin, with real Envoys: one request from a client sidecar to a
 backend's sidecar is one trace with a client span (the caller's proxy, service ``sleep.default``) and a server
 span (``reviews.default``) under it, reported as Zipkin v2 JSON to the mesh's collector; sampling 0 reports
-nothing. The collector here is a Zipkin-API endpoint of the test's own (the HTTP seam a Jaeger sits behind)."""
+nothing. The collector is a Zipkin-API endpoint of the test's own (the HTTP seam a Jaeger sits behind)."""
 
 from __future__ import annotations
 

@@ -158,6 +158,11 @@ def controlplane(
         "--standby", help="A warm spare: prepare, then start when a line arrives on stdin (exit at its end)")
     ] = False,
     log_level: Annotated[str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    zipkin_address: Annotated[str, typer.Option(
+        metavar="HOST:PORT", show_default="no tracing",
+        help="Trace collector (Zipkin API, e.g. Jaeger's), like defaultConfig.tracing.zipkin.address")] = "",
+    trace_sampling: Annotated[float, typer.Option(
+        metavar="PERCENT", help="Requests traced, like defaultConfig.tracing.sampling")] = 1.0,
     mesh_config: MeshConfigOpt = None,
 ) -> None:
     """Run the control plane (like istiod: config store, xDS server, HTTP API) in the foreground."""
@@ -167,12 +172,17 @@ def controlplane(
     from mizzen.core.mesh import MeshConfig
 
     _check_level(log_level)
+    if zipkin_address and not zipkin_address.rpartition(":")[2].isdigit():
+        fail(f"--zipkin-address {zipkin_address!r}: want HOST:PORT")
+    if not 0 <= trace_sampling <= 100:
+        fail(f"--trace-sampling {trace_sampling}: want a percentage from 0 to 100")
     serve(ControlPlaneOptions(state_dir=state_dir, xds_host=xds_host, xds_port=xds_port, http_host=http_host,
                               http_port=http_port, debounce_quiet_s=debounce_quiet,
                               debounce_max_s=debounce_max, token=os.environ.get(TOKEN_ENV) or None,
                               token_file=token_file or (state_dir or default_state_dir()) / TOKEN_FILE,
-                              mesh=load_mesh_config(mesh_config,
-                                                    MeshConfig(allow_external_bind=allow_external_bind)),
+                              mesh=load_mesh_config(mesh_config, MeshConfig(
+                                  allow_external_bind=allow_external_bind,
+                                  tracing_zipkin_address=zipkin_address, tracing_sampling=trace_sampling)),
                               api_socket=api_socket,
                               await_workload_sync_s=await_workload_sync, pods_url=pods_url,
                               kubeconfig=kubeconfig),
