@@ -1,6 +1,7 @@
 """A helper process of the observability addons (Prometheus, Jaeger): started in its own session, its
-output in a log file, dying with its parent (``PR_SET_PDEATHSIG``), waited for until its readiness URL
-answers, and stopped by its PID (SIGTERM to its process group, SIGKILL after a grace period)."""
+output in a log file, dying with its parent (:func:`mizzen.childproc.tied_to_parent`), waited for until its
+readiness URL answers, and stopped by its PID (SIGTERM to its process group, SIGKILL after a grace
+period)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from mizzen.runner.process import die_with_parent, signal_group
+from mizzen.childproc import tied_to_parent
+from mizzen.runner.process import signal_group
 
 __all__ = ["AddonError", "AddonProcess"]
 
@@ -45,8 +47,8 @@ class AddonProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=die_with_parent, env=self.env)
+                *tied_to_parent(self.argv), stdout=out, stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=self.env)
         deadline = time.monotonic() + timeout
         last = "no answer"
         async with httpx.AsyncClient(trust_env=False, timeout=2) as client:
