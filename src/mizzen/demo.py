@@ -53,6 +53,8 @@ from mizzen.controlplane.exposure import external_bind
 from mizzen.controlplane.persist import LoadProblem, StateDir
 from mizzen.controlplane.store import ApplyResult
 from mizzen.observe.addons import remove_addons, write_addons
+from mizzen.observe.jaeger import BUILD_HINT, Jaeger, JaegerOptions
+from mizzen.observe.jaeger import find_binary as find_jaeger
 from mizzen.observe.process import AddonError
 from mizzen.observe.prometheus import INSTALL_HINT, Prometheus, PrometheusOptions
 from mizzen.observe.prometheus import find_binary as find_prometheus
@@ -92,6 +94,8 @@ class DemoOptions:
     mesh_config: Path | None = None         # Istio mesh config YAML for the control plane (--mesh-config)
     prometheus_port: int = 9090          # 0: no Prometheus
     scrape_interval_s: float = 15.0
+    jaeger_host: str = "127.0.16.86"     # Jaeger's own loopback address ("" = no Jaeger); Jaeger's ports
+    trace_sampling: float = 100.0        # Istio's demo profile traces every request
 
 
 def default_state_dir() -> Path:
@@ -235,6 +239,8 @@ class Demo:
         self._log_filter = _ReportedElsewhere()
         self.prometheus: Prometheus | None = None
         self.prometheus_note = ""           # why there is none (not installed, port busy...)
+        self.jaeger: Jaeger | None = None
+        self.jaeger_note = ""
 
     def report(self, line: str) -> None:
         """One narration line on the console (no markup: names may contain brackets)."""
@@ -332,6 +338,7 @@ class Demo:
         shutil.rmtree(o.state_dir / "workloads", ignore_errors=True)
         for name in REPORTED_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
+        await self._start_jaeger()      # before the control plane, which sends its address to every proxy
         pods_url = await self._serve_pods()
         self.registrar = HttpRegistrar(self.api_url, token=self.token)
         sidecars = AgentSidecars("127.0.0.1", o.xds_port,
@@ -345,7 +352,9 @@ class Demo:
             self.cp = await self.runner.start_control_plane(
                 ControlPlaneArgs(o.state_dir, o.xds_port, o.http_port, pods_url=pods_url, token=self.token,
                                  api_socket=self.api_socket, allow_external_bind=o.allow_external_bind,
-                                 mesh_config=o.mesh_config),
+                                 mesh_config=o.mesh_config,
+                                 zipkin_address=self.jaeger.opts.zipkin_address if self.jaeger else "",
+                                 trace_sampling=o.trace_sampling),
                 on_up=self._control_plane_up, ready_timeout=o.ready_timeout)
         # what the control plane restored (it replayed the journal and set aside what it could not restore)
         stored = StateDir(o.state_dir).read_objects()
@@ -404,6 +413,40 @@ class Demo:
             except OSError as e:
                 log.warning("cannot write Prometheus' targets: %s", e)
 
+    async def _start_jaeger(self) -> None:
+        """Jaeger when built and its ports are free on its own address; otherwise a note saying why."""
+        o = self.opts
+        if not o.jaeger_host:
+            self.jaeger_note = "not started (--jaeger-host '')"
+            return
+        binary = find_jaeger()
+        if binary is None:
+            self.jaeger_note = BUILD_HINT
+            return
+        opts = JaegerOptions(o.state_dir / "jaeger", host=o.jaeger_host)
+        busy = [f"{o.jaeger_host}:{p} ({why})" for p in opts.ports()
+                if (why := port_problem(o.jaeger_host, p))]
+        if busy:
+            self.jaeger_note = f"not started: {', '.join(busy)} in use; pick another --jaeger-host"
+            return
+        jaeger = Jaeger(opts, binary)
+        try:
+            with self.console.status("starting Jaeger..."):
+                await jaeger.start(timeout=o.ready_timeout)
+        except AddonError as e:
+            self.jaeger_note = f"not started: {e}"
+            return
+        self.jaeger = jaeger
+        self._write_addons()
+
+    def _write_addons(self) -> None:
+        urls = {}
+        if self.prometheus is not None:
+            urls["prometheus"] = self.prometheus.url
+        if self.jaeger is not None:
+            urls["jaeger"] = self.jaeger.url
+        write_addons(self.opts.state_dir, urls)
+
     async def _start_prometheus(self) -> None:
         """Prometheus when installed and its port is free; otherwise a note on the banner saying why."""
         o = self.opts
@@ -428,7 +471,7 @@ class Demo:
             self.prometheus_note = f"not started: {e}"
             return
         self.prometheus = prom
-        write_addons(o.state_dir, {"prometheus": prom.url})
+        self._write_addons()
         self._tasks.append(asyncio.create_task(self._keep_targets(), name="prometheus-targets"))
 
     def _pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -481,6 +524,11 @@ class Demo:
                     "Istio's dashboards: mizzen dashboard grafana)")
         else:
             c.print(f"  Prometheus        {escape(self.prometheus_note)}")
+        if self.jaeger is not None:
+            c.print(f"  Jaeger            {self.jaeger.url}   (query API /api/traces; mizzen dashboard "
+                    f"jaeger; sampling {self.opts.trace_sampling:g}%)")
+        else:
+            c.print(f"  Jaeger            {escape(self.jaeger_note)}")
         c.print(f"  state and logs    {self.opts.state_dir}")
         problems = self.load_problems
         if problems:   # said loudly: these objects were NOT restored (Bookinfo's defaults replace its own)
@@ -505,6 +553,9 @@ class Demo:
             self.prometheus = None
         if self.runner:
             await self.runner.stop()          # pods, gateways, then the control plane
+        if self.jaeger is not None:
+            await self.jaeger.stop()
+            self.jaeger = None
         if self._pods_api is not None:
             await self._pods_api.cleanup()
             self._pods_api = None

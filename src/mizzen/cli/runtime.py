@@ -106,6 +106,11 @@ def demo(
     scrape_interval: Annotated[float, typer.Option(
         metavar="SECONDS", help="Prometheus' scrape interval (Istio's addon: 15)")] = 15.0,
     mesh_config: MeshConfigOpt = None,
+    jaeger_host: Annotated[str, typer.Option(
+        metavar="ADDRESS", help="Jaeger's own loopback address when it is built (tools/jaeger/build.sh); "
+                                "'' = none")] = "127.0.16.86",
+    trace_sampling: Annotated[float, typer.Option(
+        metavar="PERCENT", help="Requests traced (Istio's demo profile: 100)")] = 100.0,
 ) -> None:
     """Run Bookinfo in a local mesh: control plane, ingress gateway, workloads with their sidecars (and
     Prometheus scraping them, when installed)."""
@@ -117,7 +122,8 @@ def demo(
                        state_dir=state_dir or _default_state_dir(), fresh=fresh, bookinfo=not no_bookinfo,
                        ready_timeout=ready_timeout, allow_external_bind=allow_external_bind,
                        prometheus_port=prometheus_port, scrape_interval_s=scrape_interval,
-                       mesh_config=mesh_config.resolve() if mesh_config else None)
+                       mesh_config=mesh_config.resolve() if mesh_config else None,
+                       jaeger_host=jaeger_host, trace_sampling=trace_sampling)
     rc = run(opts)
     if rc:
         raise typer.Exit(rc)

@@ -64,6 +64,8 @@ class ControlPlaneArgs:
     api_socket: Path | None = None          # a second API listener on this Unix socket (0600)
     allow_external_bind: bool = False
     mesh_config: Path | None = None         # Istio mesh config YAML (--mesh-config)
+    zipkin_address: str = ""                # defaultConfig.tracing.zipkin.address ("" = no tracing)
+    trace_sampling: float = 1.0             # defaultConfig.tracing.sampling (percent)
 
     @property
     def http_url(self) -> str:
@@ -82,6 +84,8 @@ class ControlPlaneArgs:
             out.append("--allow-external-bind")
         if self.mesh_config is not None:
             out += ["--mesh-config", str(self.mesh_config)]
+        if self.zipkin_address:
+            out += ["--zipkin-address", self.zipkin_address, "--trace-sampling", str(self.trace_sampling)]
         return out
 
     def env(self) -> dict[str, str]:
