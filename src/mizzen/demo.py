@@ -395,8 +395,11 @@ class Demo:
     @property
     def prometheus_options(self) -> PrometheusOptions:
         o = self.opts
+        pods = self._pods_served[0] if self._pods_served else None
         return PrometheusOptions(o.state_dir / "prometheus", port=o.prometheus_port,
-                                 scrape_interval_s=o.scrape_interval_s)
+                                 scrape_interval_s=o.scrape_interval_s,
+                                 cadvisor_target=f"{pods[0]}:{pods[1]}" if pods else None,
+                                 token_file=self.token_file.absolute())
 
     def write_scrape_targets(self) -> None:
         """The file SD Prometheus reads: every pod of the runner (gateways and istiod included) as Kubernetes'

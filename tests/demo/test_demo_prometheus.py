@@ -35,10 +35,6 @@ TELEMETRY = importlib.util.find_spec("mizzen.telemetry") is not None
 
 # Istio's control-plane dashboard: queries that cannot return data here, and why
 PILOT_ALLOWED = {
-    'sum by (pod) (container_memory_working_set_bytes{container="discovery",pod=~"istiod-.*"})':
-        "cAdvisor's container metrics come from the kubelet; the local runner has none",
-    'sum by (pod) (irate(container_cpu_usage_seconds_total{container="discovery",pod=~"istiod-.*"}[1m]))':
-        "cAdvisor's container metrics come from the kubelet; the local runner has none",
     'sum by (pod) (go_memstats_stack_inuse_bytes{app="istiod"})':
         "istiod is Go; this control plane is Python (process_* metrics instead)",
     'sum by (pod) (go_memstats_heap_inuse_bytes{app="istiod"})': "Go runtime metric (Python control plane)",
@@ -163,7 +159,7 @@ def test_prometheus_discovers_pods_with_istio_labels(demo: Demo) -> None:
     with httpx.Client(trust_env=False, timeout=10) as c:
         wait_scraped(c, url)
         targets = c.get(f"{url}/api/v1/targets").json()["data"]["activeTargets"]
-    by_pod = {t["labels"]["pod"]: t for t in targets}
+    by_pod = {t["labels"]["pod"]: t for t in targets if t["labels"]["job"] == "kubernetes-pods"}
     istiod = next(t for p, t in by_pod.items() if p.startswith("istiod-"))
     assert istiod["health"] == "up" and istiod["labels"]["job"] == "kubernetes-pods"
     assert istiod["labels"]["app"] == "istiod" and istiod["labels"]["namespace"] == "istio-system"
@@ -174,6 +170,12 @@ def test_prometheus_discovers_pods_with_istio_labels(demo: Demo) -> None:
     # Istio's injector annotations: the agent's merged endpoint
     assert reviews[0]["scrapeUrl"].endswith(":15020/stats/prometheus"), reviews[0]["scrapeUrl"]
     assert any(p.startswith("istio-ingressgateway-") for p in by_pod), sorted(by_pod)
+    # the kubelet's cAdvisor job: the runner's /metrics/cadvisor, with the API token from its 0600 file
+    cadvisor = [t for t in targets if t["labels"]["job"] == "kubernetes-nodes-cadvisor"]
+    assert len(cadvisor) == 1 and cadvisor[0]["health"] == "up", cadvisor
+    with httpx.Client(trust_env=False, timeout=10) as c:
+        mem = run(c, url, 'container_memory_working_set_bytes{namespace="bookinfo",container="istio-proxy"}')
+    assert len(mem) == 6 and all(float(m["value"][1]) > 1e6 for m in mem), mem   # six Envoys, MBs each
 
 
 def test_control_plane_dashboard_queries_return_data(demo: Demo) -> None:

@@ -70,6 +70,10 @@ class PrometheusOptions:
     port: int = DEFAULT_PORT
     scrape_interval_s: float = 15.0     # Istio's addon: 15s; tests use ~1s
     retention: str = "1d"
+    # the kubelet's cAdvisor endpoint (``host:port`` of the runner's pod API, /metrics/cadvisor) and the API
+    # token file (0600) Prometheus authenticates with; None: no kubernetes-nodes-cadvisor job
+    cadvisor_target: str | None = None
+    token_file: Path | None = None
 
     @property
     def url(self) -> str:
@@ -89,14 +93,24 @@ def render_config(opts: PrometheusOptions) -> str:
     """prometheus.yml: Istio's global settings and its kubernetes-pods job over file SD."""
     interval = _duration(opts.scrape_interval_s)
     timeout = _duration(min(10.0, opts.scrape_interval_s))
+    jobs: list[dict[str, Any]] = [{
+        "job_name": JOB,
+        "honor_labels": True,
+        "file_sd_configs": [{"files": [str(opts.targets_file)], "refresh_interval": "5s"}],
+        "relabel_configs": ISTIO_POD_RELABELING,
+    }]
+    if opts.cadvisor_target and opts.token_file is not None:
+        # Istio's kubernetes-nodes-cadvisor job: the one local "node" is the runner
+        jobs.append({
+            "job_name": "kubernetes-nodes-cadvisor",
+            "metrics_path": "/metrics/cadvisor",
+            "authorization": {"type": "Bearer", "credentials_file": str(opts.token_file)},
+            "static_configs": [{"targets": [opts.cadvisor_target], "labels": {"node": "local"}}],
+            "relabel_configs": [{"source_labels": ["__metrics_path__"], "target_label": "metrics_path"}],
+        })
     doc = {
         "global": {"scrape_interval": interval, "scrape_timeout": timeout, "evaluation_interval": "1m"},
-        "scrape_configs": [{
-            "job_name": JOB,
-            "honor_labels": True,
-            "file_sd_configs": [{"files": [str(opts.targets_file)], "refresh_interval": "5s"}],
-            "relabel_configs": ISTIO_POD_RELABELING,
-        }],
+        "scrape_configs": jobs,
     }
     return yaml.safe_dump(doc, sort_keys=False)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mizzen.runner.cadvisor import exposition
 from mizzen.runner.pod import PodStatus
 from mizzen.runner.pod_object import pod_object
 from mizzen.runner.runner import LocalRunner
@@ -133,6 +134,7 @@ class PodsApi:
             web.get("/apis/pods", self.list_pods),
             web.get("/apis/pods/{namespace}/{name}/logs", self.logs),
             web.get("/apis/addresses/{address}", self.address),
+            web.get("/metrics/cadvisor", self.cadvisor),
         ]
 
     def _get_runner(self) -> LocalRunner:
@@ -165,6 +167,12 @@ class PodsApi:
                              self._events(s.namespace, s.name) if self._events else None)
                  for s in runner.pods(namespace)]
         return _json({"items": items})
+
+    async def cadvisor(self, request: web.Request) -> web.Response:
+        """The kubelet's ``/metrics/cadvisor`` for the local pods (CPU and working set per container)."""
+        runner = self._get_runner()
+        return web.Response(text=exposition(runner.status()),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def address(self, request: web.Request) -> web.Response:
         runner = self._get_runner()
