@@ -14,7 +14,9 @@ telemetry package): until ``mizzen.telemetry`` exists they are skipped with that
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -132,6 +134,66 @@ def drive(demo: Demo) -> None:
             assert c.get(f"{demo.url}/productpage").status_code == 200
 
 
+TCP_ECHO = """\
+apiVersion: v1
+kind: Service
+metadata: {name: tcp-echo, labels: {app: tcp-echo}}
+spec:
+  ports: [{name: tcp, port: 9000}]
+  selector: {app: tcp-echo}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tcp-echo-v1}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: tcp-echo, version: v1}}
+  template:
+    metadata: {labels: {app: tcp-echo, version: v1}}
+    spec:
+      containers:
+      - name: tcp-echo
+        image: docker.io/istio/tcp-echo-server:1.3
+        command:
+        - $(MIZZEN_PYTHON)
+        - -c
+        - |
+          import asyncio, os
+          async def echo(r, w):
+              while line := await r.readline():
+                  w.write(b"hello " + line)
+                  await w.drain()
+              w.close()
+          async def main():
+              server = await asyncio.start_server(echo, os.environ["HOST"], 9000)
+              await server.serve_forever()
+          asyncio.run(main())
+        ports: [{containerPort: 9000}]
+"""
+
+
+def drive_tcp(demo: Demo) -> None:
+    """Istio's tcp-echo (a Python stand-in for its image), called in plaintext from outside the mesh on its
+    pod IP (its sidecar's inbound listener)."""
+    manifest = demo.state / "tcp-echo.yaml"
+    manifest.write_text(TCP_ECHO)
+    demo.mizzen("apply", "-n", "bookinfo", "-f", str(manifest))
+    deadline = time.monotonic() + 60
+    while True:
+        items = json.loads(demo.mizzen("get", "pods", "-n", "bookinfo", "-l", "app=tcp-echo", "-o",
+                                       "json").stdout)["items"]
+        ready = [p for p in items if all(c["ready"] for c in p["status"]["containerStatuses"])]
+        if ready:
+            ip = ready[0]["status"]["podIP"]
+            break
+        assert time.monotonic() < deadline, items
+        time.sleep(0.5)
+    for i in range(5):
+        with socket.create_connection((ip, 9000), timeout=5) as s:
+            s.sendall(f"world {i}\n".encode())
+            assert s.makefile("rb").readline() == f"hello world {i}\n".encode()
+
+
 def wait_scraped(client: httpx.Client, url: str, timeout: float = 60) -> None:
     """Until the control plane's target is up and has a few samples (rate/irate need two in the window)."""
     deadline = time.monotonic() + timeout
@@ -221,8 +283,11 @@ def expand(client: httpx.Client, url: str, board: dict[str, Any], fixed: dict[st
 def test_mesh_service_workload_dashboards_return_data(demo: Demo) -> None:   # pragma: no cover - see skip
     url = prom_url(demo)
     drive(demo)
-    services = [f"{s}.bookinfo.svc.cluster.local" for s in ("productpage", "details", "reviews", "ratings")]
-    workloads = ["productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1"]
+    drive_tcp(demo)
+    services = [f"{s}.bookinfo.svc.cluster.local"
+                for s in ("productpage", "details", "reviews", "ratings", "tcp-echo")]
+    workloads = ["productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1",
+                 "tcp-echo-v1"]
     with httpx.Client(trust_env=False, timeout=10) as c:
         wait_scraped(c, url)
         time.sleep(3)
