@@ -180,9 +180,9 @@ def drive_tcp(demo: Demo) -> None:
     demo.mizzen("apply", "-n", "bookinfo", "-f", str(manifest))
     deadline = time.monotonic() + 60
     while True:
-        items = json.loads(demo.mizzen("get", "pods", "-n", "bookinfo", "-l", "app=tcp-echo", "-o",
-                                       "json").stdout)["items"]
-        ready = [p for p in items if all(c["ready"] for c in p["status"]["containerStatuses"])]
+        items = json.loads(demo.mizzen("get", "pods", "-n", "bookinfo", "-o", "json").stdout)["items"]
+        ready = [p for p in items if p["metadata"]["name"].startswith("tcp-echo-v1-")
+                 and all(c["ready"] for c in p["status"]["containerStatuses"])]
         if ready:
             ip = ready[0]["status"]["podIP"]
             break
