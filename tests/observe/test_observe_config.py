@@ -1,0 +1,91 @@
+"""The addons' generated configuration: Kubernetes-style pod discovery labels for Prometheus' file SD, Istio's
+job and relabelling, and Jaeger bound only to its own loopback address."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from mizzen.observe.jaeger import JaegerOptions
+from mizzen.observe.jaeger import render_config as jaeger_config
+from mizzen.observe.prometheus import ISTIO_POD_RELABELING, PrometheusOptions
+from mizzen.observe.prometheus import render_config as prometheus_config
+from mizzen.observe.sd import target_groups, write_targets
+
+ISTIO_ADDON = Path(__file__).resolve().parents[1] / "fixtures/istio/samples/addons/prometheus.yaml"
+
+
+def pod(name: str, ip: str, labels: dict[str, str], containers: list[str],
+        annotations: dict[str, str] | None = None, phase: str = "Running") -> dict[str, object]:
+    meta: dict[str, object] = {"name": name, "namespace": "bookinfo", "labels": labels}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"metadata": meta, "spec": {"containers": [{"name": c} for c in containers]},
+            "status": {"podIP": ip, "phase": phase, "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def test_pods_become_target_groups_labelled_like_kubernetes_sd() -> None:
+    groups = target_groups([
+        pod("reviews-v2-abc", "127.20.0.5", {"app": "reviews", "version": "v2", "app.kubernetes.io/x": "y"},
+            ["reviews", "istio-proxy"]),
+        pod("plain-1", "127.20.0.6", {"app": "plain"}, ["plain"]),
+        pod("own-1", "127.20.0.7", {"app": "own"}, ["own", "istio-proxy"],
+            {"prometheus.io/scrape": "true", "prometheus.io/port": "9999"}),
+        pod("pending-1", "", {"app": "pending"}, ["x"], phase="Pending"),
+    ])
+    by_pod = {g["labels"]["__meta_kubernetes_pod_name"]: g for g in groups}
+    assert sorted(by_pod) == ["own-1", "plain-1", "reviews-v2-abc"]      # no pod IP: not a target
+    reviews = by_pod["reviews-v2-abc"]
+    assert reviews["targets"] == ["127.20.0.5"]
+    labels = reviews["labels"]
+    assert labels["__meta_kubernetes_pod_label_app"] == "reviews"
+    assert labels["__meta_kubernetes_pod_label_app_kubernetes_io_x"] == "y"     # Kubernetes SD's mangling
+    assert labels["__meta_kubernetes_namespace"] == "bookinfo"
+    # Istio's injector annotations on an injected pod: the agent's merged endpoint
+    assert labels["__meta_kubernetes_pod_annotation_prometheus_io_port"] == "15020"
+    assert labels["__meta_kubernetes_pod_annotation_prometheus_io_path"] == "/stats/prometheus"
+    assert "__meta_kubernetes_pod_annotation_prometheus_io_scrape" not in by_pod["plain-1"]["labels"]
+    own = by_pod["own-1"]["labels"]
+    assert own["__meta_kubernetes_pod_annotation_prometheus_io_port"] == "9999"
+    assert "__meta_kubernetes_pod_annotation_prometheus_io_path" not in own    # the pod's own win
+
+
+def test_targets_file_is_replaced_only_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "sd" / "targets.json"
+    groups = target_groups([pod("a-1", "127.20.0.9", {"app": "a"}, ["a", "istio-proxy"])])
+    assert write_targets(path, groups) is True
+    assert write_targets(path, groups) is False
+    assert json.loads(path.read_text()) == groups
+    assert [p.name for p in path.parent.iterdir()] == ["targets.json"]          # no temp file left
+
+
+def test_prometheus_runs_istios_kubernetes_pods_job_verbatim(tmp_path: Path) -> None:
+    opts = PrometheusOptions(tmp_path, scrape_interval_s=1, cadvisor_target="127.0.0.1:4000",
+                             token_file=tmp_path / "token")
+    cfg = yaml.safe_load(prometheus_config(opts))
+    assert cfg["global"]["scrape_interval"] == "1s"
+    pods, cadvisor = cfg["scrape_configs"]
+    assert pods["job_name"] == "kubernetes-pods" and pods["honor_labels"] is True
+    assert pods["file_sd_configs"][0]["files"] == [str(tmp_path / "targets.json")]
+    addon = next(doc for doc in yaml.safe_load_all(ISTIO_ADDON.read_text())
+                 if doc and doc.get("kind") == "ConfigMap")
+    istio = yaml.safe_load(addon["data"]["prometheus.yml"])
+    istio_job = next(j for j in istio["scrape_configs"] if j["job_name"] == "kubernetes-pods")
+    # (PyYAML reads Istio's unquoted `regex: true` as a bool; Prometheus reads a string)
+    istio_relabel = [{k: "true" if v is True else v for k, v in r.items()}
+                     for r in istio_job["relabel_configs"]]
+    assert pods["relabel_configs"] == istio_relabel == ISTIO_POD_RELABELING
+    assert cadvisor["job_name"] == "kubernetes-nodes-cadvisor"
+    assert cadvisor["authorization"]["credentials_file"] == str(tmp_path / "token")   # never the token itself
+
+
+def test_jaeger_listens_only_on_its_own_address(tmp_path: Path) -> None:
+    text = jaeger_config(JaegerOptions(tmp_path, host="127.0.16.86"))
+    endpoints = re.findall(r"endpoint: (\S+)", text)
+    assert len(endpoints) == 6 and all(e.startswith("127.0.16.86:") for e in endpoints), endpoints
+    cfg = yaml.safe_load(text)
+    assert cfg["receivers"]["zipkin"]["endpoint"] == "127.0.16.86:9411"
+    assert cfg["service"]["telemetry"]["metrics"]["level"] == "none"      # no self-metrics port on 8888
