@@ -70,10 +70,10 @@ def test_one_request_is_one_trace_through_every_proxy(demo: Demo) -> None:
     assert f"Jaeger            {url}" in demo.output()
     demo.mizzen("apply", "-n", "bookinfo", "-f", str(NET / "destination-rule-all.yaml"))
     demo.mizzen("apply", "-n", "bookinfo", "-f", str(NET / "virtual-service-reviews-v3.yaml"))
+    demo.until(3, {"v3"}, timeout=15)          # reviews v3 calls ratings
     delay = demo.state / "ratings-delay.yaml"
     delay.write_text(RATINGS_DELAY)
     demo.mizzen("apply", "-n", "bookinfo", "-f", str(delay))
-    demo.until(3, {"v3"})
     # let the delay reach reviews' sidecar: a page now takes at least the delay
     deadline = time.monotonic() + 10
     with httpx.Client(trust_env=False, timeout=20) as c:
