@@ -167,12 +167,14 @@ class Demo:
 @contextlib.contextmanager
 def run_demo(state: Path, *extra: str, ready_timeout: float = 90) -> Iterator[Demo]:
     """Start ``mizzen demo`` on free ports with ``state`` as its state dir; yields once Bookinfo is up;
-    SIGKILLs its process group at the end if it is still running."""
+    SIGKILLs its process group at the end if it is still running. Prometheus and Jaeger are off unless
+    ``extra`` turns them on (a later option wins)."""
     port, tls, xds, api = free_port(), free_port(), free_port(), free_port()
     log = (state / "demo.out").open("w")
     proc = subprocess.Popen(
         [MIZZEN, "demo", "--port", str(port), "--tls-port", str(tls), "--xds-port", str(xds),
-         "--api-port", str(api), "--state-dir", str(state), *extra],
+         "--api-port", str(api), "--state-dir", str(state), "--prometheus-port", "0", "--jaeger-host", "",
+         *extra],
         stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     d = Demo(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{api}", state, (port, tls, xds, api))
     try:
