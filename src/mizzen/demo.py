@@ -323,6 +323,18 @@ class Demo:
                         "the mesh (--allow-external-bind)")
         elif o.allow_external_bind:
             self.report("warning: --allow-external-bind: Gateways may bind addresses outside loopback")
+        if o.jaeger_host:
+            try:
+                loopback = ipaddress.ip_address(o.jaeger_host).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                raise DemoError(f"--jaeger-host {o.jaeger_host!r} must be a loopback address (127.x.y.z): "
+                                "Jaeger's receivers and query API have no authentication")
+        if not 0 <= o.trace_sampling <= 100:
+            raise DemoError(f"--trace-sampling {o.trace_sampling:g}: want a percentage from 0 to 100")
+        if o.scrape_interval_s <= 0:
+            raise DemoError(f"--scrape-interval {o.scrape_interval_s:g}: want a positive number of seconds")
         check_ports_free([(o.host, o.port, "gateway", "--port"),
                           (o.host, o.tls_port, "gateway TLS", "--tls-port"),
                           ("127.0.0.1", o.xds_port, "xDS", "--xds-port"),

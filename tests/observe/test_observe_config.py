@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -89,3 +91,13 @@ def test_jaeger_listens_only_on_its_own_address(tmp_path: Path) -> None:
     cfg = yaml.safe_load(text)
     assert cfg["receivers"]["zipkin"]["endpoint"] == "127.0.16.86:9411"
     assert cfg["service"]["telemetry"]["metrics"]["level"] == "none"      # no self-metrics port on 8888
+
+
+def test_demo_refuses_addon_options_that_would_expose_or_mislead(tmp_path: Path) -> None:
+    mizzen = str(Path(sys.executable).parent / "mizzen")
+    for args, message in ((["--jaeger-host", "0.0.0.0"], "must be a loopback address"),
+                          (["--trace-sampling", "150"], "want a percentage from 0 to 100"),
+                          (["--scrape-interval", "0"], "want a positive number of seconds")):
+        r = subprocess.run([mizzen, "demo", "--state-dir", str(tmp_path), *args], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
