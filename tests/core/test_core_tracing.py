@@ -44,6 +44,10 @@ def test_mesh_sampling_and_zipkin_settings() -> None:
     assert (cfg.collector_cluster, cfg.collector_endpoint) == ("zipkin", "/api/v2/spans")
     assert cfg.trace_id_128bit
     assert cfg.shared_span_context.value is False
+    tags = {t.tag: t.literal.value for t in hcm.tracing.custom_tags}
+    assert tags == {"istio.canonical_service": "reviews", "istio.canonical_revision": "v1",
+                    "istio.namespace": "bookinfo", "istio.mesh_id": "cluster.local",
+                    "istio.cluster_id": "Kubernetes"}, tags
 
 
 def test_a_registered_source_overrides_per_chain() -> None:

@@ -80,6 +80,11 @@ async def test_one_request_is_one_trace_with_client_and_server_spans() -> None:
     assert server["localEndpoint"]["serviceName"] == "reviews.default"
     assert server["parentId"] == client["id"]            # one span per hop: no shared span context
     assert client["tags"]["http.status_code"] == "200"
+    # Istio's span tags from each proxy's own labels
+    tags = server["tags"]
+    assert (tags["istio.canonical_service"], tags["istio.canonical_revision"]) == ("reviews", "v1")
+    assert client["tags"]["istio.canonical_service"] == "sleep"
+    assert tags["istio.namespace"] == "default" and tags["istio.mesh_id"] == "cluster.local"
 
 
 async def test_sampling_zero_reports_nothing() -> None:

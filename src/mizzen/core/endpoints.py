@@ -66,12 +66,17 @@ def _topology_labels(labels: Mapping[str, str], locality: str, network: str = ""
     return out
 
 
-def _workload_metadata(e: Endpoint) -> base_pb2.Metadata:
-    labels = e.labels
+def canonical_names(labels: Mapping[str, str], workload: str) -> tuple[str, str]:
+    """Istio's canonical service and revision of a workload, from its labels."""
     canonical = (labels.get("service.istio.io/canonical-name") or labels.get("app.kubernetes.io/name")
-                 or labels.get("app") or e.workload)
+                 or labels.get("app") or workload)
     revision = (labels.get("service.istio.io/canonical-revision") or labels.get("app.kubernetes.io/version")
                 or labels.get("version") or "latest")
+    return canonical, revision
+
+
+def _workload_metadata(e: Endpoint) -> base_pb2.Metadata:
+    canonical, revision = canonical_names(e.labels, e.workload)
     return _istio_metadata(f"{e.workload};{e.namespace};{canonical};{revision};{CLUSTER_ID}")
 
 
