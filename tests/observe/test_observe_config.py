@@ -4,6 +4,7 @@ job and relabelling, and Jaeger bound only to its own loopback address."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -101,3 +102,18 @@ def test_demo_refuses_addon_options_that_would_expose_or_mislead(tmp_path: Path)
         r = subprocess.run([mizzen, "demo", "--state-dir", str(tmp_path), *args], capture_output=True,
                            text=True, timeout=60)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_dashboard_commands_without_a_demo(tmp_path: Path) -> None:
+    mizzen = str(Path(sys.executable).parent / "mizzen")
+    env = {**os.environ, "MIZZEN_STATE_DIR": str(tmp_path)}
+    grafana = subprocess.run([mizzen, "dashboard", "grafana"], capture_output=True, text=True, env=env,
+                             timeout=60)
+    assert grafana.returncode == 0 and "7639" in grafana.stdout and "7645" in grafana.stdout, grafana
+    for addon in ("prometheus", "jaeger"):
+        r = subprocess.run([mizzen, "dashboard", addon], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 1 and r.stderr.startswith(f"error: no {addon} is running") and \
+            r.stderr.count("\n") == 1, r.stderr
+    (tmp_path / "addons.json").write_text('{"jaeger": "http://127.0.16.86:16686"}')
+    r = subprocess.run([mizzen, "dashboard", "jaeger"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.stdout.splitlines()[0] == "http://127.0.16.86:16686" and "placeholder" in r.stdout
