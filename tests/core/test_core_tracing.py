@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import yaml
 from envoy.config.trace.v3 import zipkin_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from listeners_testkit import by_name, hcm_of, push_of, service, sidecar
@@ -14,7 +15,7 @@ from mizzen import tracing
 from mizzen.core import plugins
 from mizzen.core.clusters import build_clusters
 from mizzen.core.listeners import build_listeners
-from mizzen.core.mesh import MeshConfig
+from mizzen.core.mesh import MeshConfig, with_mesh_file
 from mizzen.registry.model import Protocol
 
 
@@ -71,3 +72,16 @@ def test_zipkin_cluster_only_with_a_collector() -> None:
         zipkin = {c.name: c for c in build_clusters(proxy, push)}["zipkin"]
         addr = zipkin.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
         assert (addr.address, addr.port_value) == ("127.0.16.86", 9411)
+
+
+def test_mesh_config_file_default_config_tracing() -> None:
+    mesh = with_mesh_file(MeshConfig(), yaml.safe_load(
+        "defaultConfig:\n  tracing:\n    sampling: 25\n    zipkin: {address: 'zipkin.istio-system:9411'}\n"))
+    assert (mesh.tracing_sampling, mesh.tracing_zipkin_address) == (25.0, "zipkin.istio-system:9411")
+    assert with_mesh_file(MeshConfig(), {"defaultConfig": {"concurrency": 2}}) == MeshConfig()
+    for bad, why in (({"tracing": {"sampling": 150}}, "percentage"),
+                     ({"tracing": {"sampling": "all"}}, "percentage"),
+                     ({"tracing": {"zipkin": {"address": "nohost"}}}, "host:port"),
+                     ({"tracing": []}, "mapping")):
+        with pytest.raises(ValueError, match=why):
+            with_mesh_file(MeshConfig(), {"defaultConfig": bad})

@@ -82,7 +82,8 @@ class MeshConfig:
 def with_mesh_file(mesh: MeshConfig, doc: Any) -> MeshConfig:
     """``mesh`` with the fields of an Istio mesh config document (the ``mesh`` key of Istio's ConfigMap,
     as YAML already parsed) that Mizzen honours: ``extensionProviders`` (ext_authz kinds), ``rootNamespace``,
-    ``trustDomain``, ``accessLogFile``, ``accessLogEncoding``. Raises ValueError with a one-line reason."""
+    ``trustDomain``, ``accessLogFile``, ``accessLogEncoding``, ``defaultConfig.tracing`` (``sampling``,
+    ``zipkin.address``). Raises ValueError with a one-line reason."""
     import dataclasses
 
     if doc is None:
@@ -101,4 +102,32 @@ def with_mesh_file(mesh: MeshConfig, doc: Any) -> MeshConfig:
             if not isinstance(doc[key], str):
                 raise ValueError(f"{key} must be a string")
             changes[attr] = doc[key]
+    changes.update(_tracing(doc.get("defaultConfig")))
     return dataclasses.replace(mesh, **changes)
+
+
+def _tracing(default_config: Any) -> dict[str, Any]:
+    """``defaultConfig.tracing``: ``sampling`` (percent) and ``zipkin.address`` (``host:port``)."""
+    if default_config is None:
+        return {}
+    if not isinstance(default_config, Mapping):
+        raise ValueError("defaultConfig must be a mapping (Istio's ProxyConfig)")
+    tracing = default_config.get("tracing")
+    if tracing is None:
+        return {}
+    if not isinstance(tracing, Mapping):
+        raise ValueError("defaultConfig.tracing must be a mapping")
+    out: dict[str, Any] = {}
+    if "sampling" in tracing:
+        value = tracing["sampling"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+            raise ValueError(f"defaultConfig.tracing.sampling must be a percentage from 0 to 100, "
+                             f"not {value!r}")
+        out["tracing_sampling"] = float(value)
+    if "zipkin" in tracing:
+        zipkin = tracing["zipkin"]
+        address = zipkin.get("address") if isinstance(zipkin, Mapping) else None
+        if not isinstance(address, str) or not address.rpartition(":")[2].isdigit():
+            raise ValueError(f"defaultConfig.tracing.zipkin.address must be host:port, not {address!r}")
+        out["tracing_zipkin_address"] = address
+    return out
