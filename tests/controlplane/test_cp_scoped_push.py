@@ -91,6 +91,13 @@ async def test_endpoint_change_is_eds_only_to_proxies_that_see_the_service() -> 
         assert sum(v for k, v in metrics1.items() if k.startswith("pilot_xds{")) == 2   # connected proxies
         assert metrics1['istio_build{component="pilot",tag="0.1.0"}'] == 1
         assert metrics1["process_resident_memory_bytes"] > 0
+        # pilot_xds_push_time is observed per proxy and type, with every response (as istiod's pushXds does),
+        # not once per push: its count follows pilot_xds_pushes
+        for t in ("cds", "eds", "lds", "rds"):
+            assert metrics1[f'pilot_xds_push_time_count{{type="{t}"}}'] == metrics1[
+                f'pilot_xds_pushes{{type="{t}"}}'], t
+        assert (metrics1['pilot_xds_push_time_count{type="eds"}']
+                - metrics0['pilot_xds_push_time_count{type="eds"}']) == 1   # one proxy got one EDS response
 
         # the workload goes away: again EDS only, again only to the proxy that sees reviews
         seer1, blind1 = responses(mesh, seer), responses(mesh, blind)

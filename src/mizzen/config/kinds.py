@@ -1,6 +1,7 @@
 """Every kind Mizzen understands, declared once: group, versions, plural and short names, scope, and what
 the mesh does with it (translated or only stored, whether it feeds the service registry, which xDS generators
-read it). Adding a kind means one record here plus its validator module in :mod:`mizzen.config.validation`.
+read it). Adding a kind means one record here plus its validator module in :mod:`mizzen.config.validation`
+(discovered there: no import line to add).
 
 The CLI resolves ``get vs`` / ``get virtualservices`` through :func:`lookup`; the loader accepts only the
 apiVersions listed here; validators are registered per kind name in :mod:`mizzen.config.validation`; the push

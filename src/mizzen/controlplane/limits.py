@@ -8,9 +8,11 @@ import logging
 import os
 import time
 
+from mizzen.config.durations import parse_duration
+
 log = logging.getLogger(__name__)
 
-__all__ = ["RateLimiter", "env_float", "env_int"]
+__all__ = ["RateLimiter", "env_duration", "env_float", "env_int"]
 
 
 def env_float(name: str, default: float) -> float:
@@ -27,6 +29,22 @@ def env_float(name: str, default: float) -> float:
 
 def env_int(name: str, default: int) -> int:
     return int(env_float(name, float(default)))
+
+
+def env_duration(name: str, default: float) -> float:
+    """A duration setting in seconds, written as Istio's are (Go's ``5s``, ``500ms``; a bare number is
+    seconds)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    value = parse_duration(raw)
+    if value is None:
+        try:
+            value = float(raw)
+        except ValueError:
+            log.warning("%s=%r is not a duration; using %ss", name, raw, default)
+            return default
+    return value if value >= 0 else default
 
 
 class RateLimiter:

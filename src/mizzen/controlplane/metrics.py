@@ -132,12 +132,31 @@ class ObservedStatus(SyncStatus):
         self._seen: dict[int, dict[str, tuple[str | None, str | None]]] = {}   # stream -> type -> nonces
         self._versions: dict[int, str] = {}
         self._pending: dict[str, float] = {}   # node -> monotonic time of the change it must converge on
+        # node -> (when its generation began in the last push that changed it, the types written since)
+        self._generated: dict[str, tuple[float, set[str]]] = {}
         self._sizes: OrderedDict[tuple[str, str], int] = OrderedDict()
 
-    def changed(self, node_ids: list[str], since: float) -> None:
-        """A push changed these nodes' config; ``since`` is when the change entered the debouncer."""
+    def changed(self, node_ids: list[str], since: float, generated: dict[str, float] | None = None) -> None:
+        """A push changed these nodes' config; ``since`` is when the change entered the debouncer,
+        ``generated[node]`` when the push began generating that node's config."""
         for n in node_ids:
             self._pending.setdefault(n, since)
+            if generated is not None and n in generated:
+                self._generated[n] = (generated[n], set())
+
+    def written(self, node_id: str, type_url: str, started: float) -> None:
+        """``pilot_xds_push_time``, per response like istiod's pushXds: from the start of the proxy's
+        generation in the push that changed it to its response of the type written (the first of each type
+        after that push); for other responses (answers to requests, served from the cache) the write."""
+        now = time.monotonic()
+        gen = self._generated.get(node_id)
+        if gen is not None and type_url not in gen[1]:
+            gen[1].add(type_url)
+            started = gen[0]
+        self._m.push_time.labels(type=metric_type(type_url)).observe(max(0.0, now - started))
+
+    def write_timeout(self, node_id: str, type_url: str) -> None:
+        self._m.write_timeouts.inc()
 
     def connect(self, ps: ProxyStatus) -> None:
         version = str(ps.metadata.get("ISTIO_VERSION") or mizzen.__version__)
@@ -153,6 +172,7 @@ class ObservedStatus(SyncStatus):
         last = super().disconnect(ps)
         if last:
             self._pending.pop(ps.node_id, None)
+            self._generated.pop(ps.node_id, None)
         return last
 
     def notify(self, node_id: str) -> None:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mizzen.config.model import ConfigSnapshot
-from mizzen.controlplane.metrics import Metrics, metric_type
+from mizzen.controlplane.metrics import Metrics
 from mizzen.core.generate import GENERATORS, carry_memo, generate, types_reading
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.proxy import Proxy
@@ -108,7 +108,7 @@ class Pusher:
         *,
         throttle: int = 100,
         metrics: Metrics | None = None,
-        on_changed: Callable[[list[str], float], None] | None = None,
+        on_changed: Callable[[list[str], float, dict[str, float]], None] | None = None,
     ) -> None:
         self._sink = sink
         self._configs = configs
@@ -214,6 +214,7 @@ class Pusher:
             regenerated: set[str] = set()
             changed: list[str] = []
             serials = {n: sn.serial for n in self.proxies if (sn := self._sink.get(n)) is not None}
+            generated: dict[str, float] = {}   # node -> when its generation began (pilot_xds_push_time)
             step = min(YIELD_EVERY, self.throttle)   # PILOT_PUSH_THROTTLE bounds a batch too
             for i, proxy in enumerate(list(self.proxies.values())):
                 if i and i % step == 0:
@@ -232,6 +233,7 @@ class Pusher:
                         wanted |= {CLUSTER, ENDPOINT}
                     if not wanted:
                         continue
+                generated[proxy.id] = time.monotonic()
                 if self._generate(proxy, push, None if wanted is None else sorted(wanted)):
                     ok += 1
                     if wanted is None or ENDPOINT in wanted:
@@ -240,13 +242,13 @@ class Pusher:
                     failed += 1
             static = hosts - inline
             if static:
-                ok += await self._push_endpoints(push, static, regenerated)
+                ok += await self._push_endpoints(push, static, regenerated, generated)
             for n, serial in serials.items():
                 snap = self._sink.get(n)
                 if snap is not None and snap.serial != serial:
                     changed.append(n)
             if self._on_changed is not None and changed:
-                self._on_changed(changed, request.start or start)
+                self._on_changed(changed, request.start or start, generated)
             s = self.stats
             s.pushes += 1
             s.version = push.version
@@ -259,9 +261,6 @@ class Pusher:
             s.types = sorted(SHORT.get(t, t) for t in (types if request.full else set()) | (
                 {ENDPOINT} if hosts else set()))
             s.proxies_changed = len(changed)
-            if self.metrics is not None:
-                for t in types | ({ENDPOINT} if hosts else set()):
-                    self.metrics.push_time.labels(type=metric_type(t)).observe(s.duration_s)
             log.info("push %d (%s, %s): %d proxies in %.1f ms (%d changed), %d failed", s.pushes,
                      push.version, "full" if request.full else "eds", ok, s.duration_s * 1000, len(changed),
                      failed)
@@ -270,7 +269,7 @@ class Pusher:
             return push
 
     async def _push_endpoints(self, push: PushContext, hosts: frozenset[str] | set[str],
-                              skip: set[str]) -> int:
+                              skip: set[str], generated: dict[str, float]) -> int:
         """Incremental EDS: for every proxy (not in ``skip``) whose load assignments include clusters of
         ``hosts``, rebuild just those and swap them into its EDS snapshot. Proxies that share their EDS
         content and their endpoint inputs are handled as one group: built once, packed once."""
@@ -295,6 +294,9 @@ class Pusher:
             if batch and batch % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             rep = members[0]
+            began = time.monotonic()
+            for p in members:
+                generated[p.id] = began
             try:
                 current = self._sink.resources(rep.id, ENDPOINT)
                 current.update(eds.generate(rep, push, names_by_content[content]))

@@ -42,7 +42,7 @@ from mizzen.config.model import Config, ConfigKey
 from mizzen.controlplane.api import Api, Loader
 from mizzen.controlplane.events import EventLog
 from mizzen.controlplane.exposure import gateway_bind_issues
-from mizzen.controlplane.limits import RateLimiter, env_float, env_int
+from mizzen.controlplane.limits import RateLimiter, env_duration, env_float, env_int
 from mizzen.controlplane.metrics import CONFIG_EVENTS, Metrics, ObservedStatus
 from mizzen.controlplane.persist import StateDir
 from mizzen.controlplane.pods_proxy import PodsProxy
@@ -99,6 +99,9 @@ class ControlPlaneOptions:
     max_requests_per_second: float = field(
         default_factory=lambda: env_float("PILOT_MAX_REQUESTS_PER_SECOND", 0.0))
     push_throttle: int = field(default_factory=lambda: env_int("PILOT_PUSH_THROTTLE", 0))
+    # Istio's PILOT_XDS_SEND_TIMEOUT in seconds (0 = none, Istio's default): a response write that takes
+    # longer closes the stream and counts in pilot_xds_write_timeout
+    xds_send_timeout_s: float = field(default_factory=lambda: env_duration("PILOT_XDS_SEND_TIMEOUT", 0.0))
     # read config (Istio's kinds and Services) from this cluster's API server instead of applies through the
     # API (mizzen.kube.config_source); xDS is served once every kind has been listed
     kubeconfig: Path | None = None
@@ -165,7 +168,7 @@ class ControlPlane:
         rate = _auto_rate(opts.max_requests_per_second)
         self.admission = RateLimiter(rate, burst=max(1, int(rate)))
         self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
-                             status=self.status)
+                             status=self.status, write_timeout=opts.xds_send_timeout_s)
         where = (f'the mizzen CLI reads it from {self.token_file} (or ${TOKEN_ENV})' if self.token_file
                  else f'this control plane keeps it in memory: its embedder passes it as ${TOKEN_ENV}')
         self.events = EventLog()

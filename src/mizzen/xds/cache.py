@@ -9,12 +9,11 @@ identity). Per-type content is shared across nodes: nodes handed the same messag
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import logging
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf import any_pb2
@@ -274,16 +273,16 @@ def _overlay_version(base: _Full, removed: Iterable[str], extra: Mapping[str, Pa
 
 
 class _Entry:
-    __slots__ = ("changed", "held", "snapshot")
+    __slots__ = ("held", "snapshot")
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
         self.held: dict[str, _Shared] = {}   # type -> the shared per-type content this node references
-        self.changed = asyncio.Event()
 
 
 class SnapshotCache:
-    """Node id -> current :class:`Snapshot`. All methods must be called from the event loop's thread.
+    """Node id -> current :class:`Snapshot`. All methods must be called from the event loop's thread (watchers
+    run in it).
 
     Messages handed to :meth:`set_snapshot` must not be mutated afterwards (they are memoized by identity).
     Nodes whose resources of a type are the same objects share one :class:`TypeSnapshot`.
@@ -296,6 +295,9 @@ class SnapshotCache:
         self._fulls: dict[tuple[str, tuple[int, ...]], _Full] = {}
         self._member: dict[str, dict[int, _Full]] = {}   # type -> id(message) -> a live _Full holding it
         self._overlays = 0
+        # node id -> callbacks run (synchronously, in order) at each snapshot change of the node: a stream's
+        # own wake-up, no task or event per node and change
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
 
     def set_snapshot(self, node_id: str, resources: ResourceSet) -> None:
         """Replace the node's snapshot and wake its streams (no-op for streams if no version changed)."""
@@ -328,7 +330,7 @@ class SnapshotCache:
                 continue
             self._serial += 1
             entry.snapshot = Snapshot(node_id, self._serial, types)
-            self._wake(entry)
+            self._wake(node_id)
         for shared in acquired.values():   # drop the acquisition reference; the nodes hold their own
             self._release(shared)
 
@@ -370,8 +372,9 @@ class SnapshotCache:
             return
         self._serial += 1
         entry.snapshot = Snapshot(node_id, self._serial, types)
-        log.debug("snapshot %s for %s: %s", self._serial, node_id, entry.snapshot.versions())
-        self._wake(entry)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("snapshot %s for %s: %s", self._serial, node_id, entry.snapshot.versions())
+        self._wake(node_id)
 
     def get(self, node_id: str) -> Snapshot | None:
         entry = self._entries.get(node_id)
@@ -384,14 +387,21 @@ class SnapshotCache:
             for shared in entry.held.values():
                 self._release(shared)
             entry.held = {}
-            entry.changed.set()
+            self._wake(node_id)
 
-    def changed(self, node_id: str) -> asyncio.Event:
-        """An event set at the next snapshot change of ``node_id``; fetch it before reading :meth:`get`."""
-        entry = self._entries.get(node_id)
-        if entry is None:
-            entry = self._entries[node_id] = _Entry()
-        return entry.changed
+    def watch(self, node_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` at every later snapshot change of ``node_id`` (also :meth:`clear`), from the
+        thread that makes it; it must not block. Returns the function that stops watching."""
+        self._watchers.setdefault(node_id, []).append(callback)
+
+        def unwatch() -> None:
+            callbacks = self._watchers.get(node_id)
+            if callbacks is not None and callback in callbacks:
+                callbacks.remove(callback)
+                if not callbacks:
+                    del self._watchers[node_id]
+
+        return unwatch
 
     def node_ids(self) -> list[str]:
         return [n for n, e in self._entries.items() if e.snapshot is not None]
@@ -496,10 +506,12 @@ class SnapshotCache:
             if member.get(i) is shared:
                 del member[i]
 
-    @staticmethod
-    def _wake(entry: _Entry) -> None:
-        ev, entry.changed = entry.changed, asyncio.Event()
-        ev.set()
+    def _wake(self, node_id: str) -> None:
+        for callback in tuple(self._watchers.get(node_id, ())):
+            try:
+                callback()
+            except Exception:
+                log.exception("snapshot watcher of %s failed", node_id)
 
 
 def _same_versions(old: Snapshot, types: Mapping[str, TypeSnapshot]) -> bool:

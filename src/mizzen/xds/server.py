@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any
@@ -24,6 +25,7 @@ from google.protobuf import json_format
 
 from mizzen.xds.ads import AdsStream, DeltaDiffs, DeltaResponse, Response, SotwResponse, resource_version
 from mizzen.xds.cache import SnapshotCache, TypeSnapshot
+from mizzen.xds.resources import SHORT
 from mizzen.xds.status import ProxyStatus, SyncStatus
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         on_connect: OnConnect | None = None,
         on_disconnect: OnDisconnect | None = None,
         status: SyncStatus | None = None,
+        write_timeout: float = 0.0,
     ) -> None:
         self.cache = cache
+        # like istiod's PILOT_XDS_SEND_TIMEOUT (0: none): a response whose write takes longer ends its stream
+        # (the proxy reconnects) and is counted (SyncStatus.write_timeout)
+        self.write_timeout = write_timeout
         self.status = status if status is not None else SyncStatus(cache)
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
@@ -222,12 +228,14 @@ class _Stream:
         self.ads: AdsStream | None = None
         self.queue: asyncio.Queue[object] = asyncio.Queue()
         self.change_pending = False
+        self.timed_out = False
         # Once set, the reader hands requests to the state machine itself and queues only the responses to
         # write (an ACK, the common case, costs no hop to the stream's task).
         self.inline: Callable[[Any], list[Response]] | None = None
 
     async def run(self, requests: AsyncIterator[Any]) -> None:
-        tasks = [asyncio.create_task(self._read(requests))]
+        reader = asyncio.create_task(self._read(requests))
+        unwatch: Callable[[], None] | None = None
         try:
             first = await self.queue.get()
             if first is _EOF:
@@ -254,9 +262,8 @@ class _Stream:
             status, node_id = self.server.status, self.node_id
             ads = self.ads = AdsStream(self.ps, delta=self.delta, diffs=self.server.diffs,
                                        notify=lambda: status.notify(node_id))
-            changed = self.server.cache.changed(self.node_id)   # taken before reading, so no change is lost
+            unwatch = self.server.cache.watch(self.node_id, self._changed)   # before reading: none is lost
             ads.snapshot = self.server.cache.get(self.node_id)
-            tasks.append(asyncio.create_task(self._watch_changes(changed)))
             on_request = ads.delta_request if self.delta else ads.sotw_request
             item: object = first
             while True:
@@ -273,8 +280,9 @@ class _Stream:
                     self.inline = on_request
                 item = await self.queue.get()
         finally:
-            for t in tasks:
-                t.cancel()
+            reader.cancel()
+            if unwatch is not None:
+                unwatch()
             if self.ps is not None:
                 last = self.server.status.disconnect(self.ps)
                 log.info("ADS stream %d: %s disconnected%s", self.id, self.node_id,
@@ -283,11 +291,35 @@ class _Stream:
                     self.server._disconnected(self.node_id)
 
     async def _write(self, responses: list[Response]) -> None:
+        server = self.server
         for resp in responses:
-            data, count = self.server.encode(resp)
+            data, count = server.encode(resp)
+            started = time.monotonic()
+            if server.write_timeout > 0:
+                await self._write_bounded(data, resp.type_url)
+            else:
+                await self.context.write(data)
+            server.responses_sent += 1
+            server.resources_sent += count
+            server.status.written(self.node_id, resp.type_url, started)
+
+    async def _write_bounded(self, data: bytes, type_url: str) -> None:
+        """Write, or end the stream if that takes longer than the server's write timeout."""
+        task = asyncio.current_task()
+        assert task is not None
+        timer = asyncio.get_running_loop().call_later(self.server.write_timeout, self._write_timed_out, task,
+                                                      type_url)
+        try:
             await self.context.write(data)
-            self.server.responses_sent += 1
-            self.server.resources_sent += count
+        finally:
+            timer.cancel()
+
+    def _write_timed_out(self, task: asyncio.Task[Any], type_url: str) -> None:
+        self.timed_out = True
+        log.warning("ADS stream %d (%s): writing %s took over %.3gs: stream closed", self.id, self.node_id,
+                    SHORT.get(type_url, type_url), self.server.write_timeout)
+        self.server.status.write_timeout(self.node_id, type_url)
+        task.cancel()
 
     async def _read(self, requests: AsyncIterator[Any]) -> None:
         try:
@@ -307,13 +339,11 @@ class _Stream:
             log.debug("ADS stream %d: read ended: %r", self.id, e)
         self.queue.put_nowait(_EOF)
 
-    async def _watch_changes(self, changed: asyncio.Event) -> None:
-        while True:
-            await changed.wait()
-            changed = self.server.cache.changed(self.node_id)
-            if not self.change_pending:
-                self.change_pending = True
-                self.queue.put_nowait(_CHANGE)
+    def _changed(self) -> None:
+        """The node's snapshot changed (a cache watcher): one wake-up queued, however many changes."""
+        if not self.change_pending:
+            self.change_pending = True
+            self.queue.put_nowait(_CHANGE)
 
 
 

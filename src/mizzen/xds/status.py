@@ -188,6 +188,14 @@ class SyncStatus:
                 w.dirty.add(node_id)
                 w.event.set()
 
+    def written(self, node_id: str, type_url: str, started: float) -> None:
+        """A response of ``type_url`` was written to ``node_id``'s stream (its write began at ``started``,
+        ``time.monotonic()``). For observers (metrics); nothing here."""
+
+    def write_timeout(self, node_id: str, type_url: str) -> None:
+        """Writing a response to ``node_id`` took longer than the server's write timeout (the stream is
+        closed). For observers (metrics); nothing here."""
+
     # --- read side ---
     def proxy(self, node_id: str) -> ProxyStatus | None:
         """The authoritative (newest live) stream of a node."""

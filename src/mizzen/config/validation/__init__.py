@@ -1,30 +1,34 @@
 """Validation of one configuration object: structural (Istio's CRD schemas, :mod:`mizzen.config.schema`), then
 semantic (one module per kind, Istio's own rules), analyzer-style warnings (:mod:`.analysis`), then
 "accepted but not yet honoured" warnings (:mod:`.unhonoured`). Entry point: :func:`validate`.
+
+Every module of this package is imported here (:func:`import_modules`), so a kind's validator module
+registers itself (``@register(kind)``) just by existing: adding a kind touches ``kinds.py`` and its module.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Iterable
+
 from mizzen.config import kinds, schema
 from mizzen.config.errors import Issue, Severity
 from mizzen.config.model import Config
-from mizzen.config.validation import (  # noqa: F401  (each module registers its validator)
-    deployment,
-    destinationrule,
-    gateway,
-    namespace,
-    security,
-    service,
-    serviceentry,
-    sidecar,
-    virtualservice,
-    workloadentry,
-)
 from mizzen.config.validation.analysis import analyze
 from mizzen.config.validation.common import VALIDATORS, Finding, Report, check_labels
 from mizzen.config.validation.unhonoured import unhonoured_findings
 
-__all__ = ["VALIDATORS", "line_of", "validate"]
+__all__ = ["VALIDATORS", "import_modules", "line_of", "validate"]
+
+
+def import_modules(package: str, paths: Iterable[str]) -> list[str]:
+    """Import every module of ``package`` (found in ``paths``, its ``__path__``), sorted by name: their
+    ``@register`` decorators fill :data:`VALIDATORS`. Returns the modules' names."""
+    names = sorted(m.name for m in pkgutil.iter_modules(list(paths)) if not m.name.startswith("_"))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names
 
 
 def line_of(config: Config, path: str) -> int:
@@ -68,3 +72,6 @@ def validate(config: Config) -> list[Issue]:
     issues = [_issue(config, f) for f in report.findings]
     issues.sort(key=lambda i: (i.severity is Severity.WARNING, i.line))
     return issues
+
+
+import_modules(__name__, __path__)   # last: a module may use what this one defines
