@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import cProfile
 import ctypes
+import gc
 import logging
 import os
 import pstats
@@ -47,6 +48,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
+from mizzen import gctune
 from mizzen.xds import AdsServer, SnapshotCache, serve
 from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 
@@ -289,6 +291,8 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
 
     ads = AdsServer(cache, on_connect=on_connect)
     gs = await serve(ads, args.host, 0)
+    if args.gc == "tuned":
+        gctune.configure()   # what `python -m mizzen.controlplane` does once started
     rss0 = rss_mb()
     nodes = [node_id(i) for i in range(args.streams)]
     procs = start_clients(args, f"{args.host}:{ads.port}", delta)
@@ -303,6 +307,8 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
         print(f"connect + initial sync of all nodes: {time.monotonic() - t0:.2f} s "
               f"(server CPU {cpu_s(me) - cpu0:.1f} s)", flush=True)
         rss1 = rss_mb()
+        if args.gc == "tuned" and gctune.refreeze_if_grown():   # the control plane's periodic check
+            print(f"gc: refroze after the connects ({gc.get_freeze_count()} objects frozen)", flush=True)
         prof = cProfile.Profile() if args.profile else None
         for kind in args.change.split(","):
             rounds, sends, cpus, send_cpus = [], [], [], []
@@ -375,6 +381,8 @@ def main() -> None:
     ap.add_argument("--host", default=HOST)
     ap.add_argument("--timeout", type=float, default=300.0, help="overall bound in seconds")
     ap.add_argument("--profile", action="store_true", help="cProfile the server during the push rounds")
+    ap.add_argument("--gc", choices=["tuned", "default"], default="tuned",
+                    help="tuned: the control-plane process's GC settings (mizzen.gctune); default: CPython's")
     ap.add_argument("--client-process", dest="client_mode", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--target", help=argparse.SUPPRESS)
     ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)

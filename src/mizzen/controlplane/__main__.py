@@ -18,6 +18,7 @@ import importlib
 import logging
 import sys
 
+from mizzen import gctune
 from mizzen.auth.token import TokenError
 from mizzen.config.schema import compile_all
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
@@ -27,8 +28,20 @@ from mizzen.lifecycle import run_until_signal
 
 async def run(opts: ControlPlaneOptions) -> None:
     cp = ControlPlane(opts)
+    background: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        await cp.start()
+        gctune.configure()   # this process is the control plane: what startup built is frozen
+        background.append(asyncio.create_task(gctune.refreeze_periodically()))
+
+    async def stop() -> None:
+        for task in background:
+            task.cancel()
+        await cp.stop()
+
     # one parseable line so a parent process can find the (possibly ephemeral) ports
-    await run_until_signal(cp.start, cp.stop, lambda: print(
+    await run_until_signal(start, stop, lambda: print(
         f"mizzen control plane: xds={cp.xds_address} http={cp.http_url}", flush=True))
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mizzen.xds.cache import SnapshotCache, ordered_types
+from mizzen.xds.cache import EMPTY_VERSION, SnapshotCache, ordered_types
 from mizzen.xds.resources import CLUSTER, LISTENER, SHORT
 
 __all__ = ["NACKED", "NOT_SENT", "STALE", "SYNCED", "WILDCARD_TYPES", "Nack", "ProxyStatus", "SyncStatus",
@@ -221,17 +221,25 @@ class SyncStatus:
         Wildcard types (CDS, LDS) that have resources must have been requested; named types (EDS, RDS) count
         once requested (Envoy asks for them while applying CDS/LDS, before it ACKs those).
         """
-        ps = self.proxy(node_id)
+        streams = self._streams.get(node_id)
         snap = self._cache.get(node_id)
-        if ps is None or snap is None:
+        if not streams or snap is None:
             return False
-        for type_url in set(snap.types) | set(ps.types):
-            ts = ps.types.get(type_url)
-            if ts is None or not ts.requested:
-                if type_url in WILDCARD_TYPES and snap.of(type_url).resources:
+        proxy_types = streams[-1].types
+        snap_types = snap.types
+        for type_url, ts in proxy_types.items():
+            tsnap = snap_types.get(type_url)
+            if not ts.requested:
+                if type_url in WILDCARD_TYPES and tsnap is not None and tsnap.resources:
                     return False
                 continue
-            if ts.state(snap.version(type_url)) != SYNCED:
+            if ts.state(tsnap.version if tsnap is not None else EMPTY_VERSION) != SYNCED:
+                return False
+        for type_url in WILDCARD_TYPES:   # never requested, but there is something to send
+            if type_url in proxy_types:
+                continue
+            tsnap = snap_types.get(type_url)
+            if tsnap is not None and tsnap.resources:
                 return False
         return True
 
