@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import logging
+import pstats
 import signal
 import sys
 import tempfile
@@ -116,8 +118,14 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                 big_running = True
                 t0 = time.monotonic()
                 headers = {"content-type": "application/json", "authorization": f"Bearer {cp.token}"}
+                prof = cProfile.Profile() if args.profile else None
+                if prof is not None:
+                    prof.enable()
                 r = await api.post("/apis/apply", content=body, headers=headers)
                 took = time.monotonic() - t0
+                if prof is not None:
+                    await asyncio.sleep(1.0)   # the push that follows
+                    prof.disable()
                 big_running = False
                 if r.status_code != 200:
                     print(f"big apply answered {r.status_code}: {r.text[:300]}")
@@ -131,6 +139,8 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                       f"({len(values)} rounds)")
             if during:
                 print(f"  p99 during the big apply: {pct(during, 99) * 1000:.0f} ms (target: under 200 ms)")
+            if prof is not None:
+                pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
         finally:
             await stop_all(agents)
             await cp.stop()
@@ -157,6 +167,8 @@ def main() -> None:
     ap.add_argument("--inline", action="store_true", help="parse on the event loop (no worker process)")
     ap.add_argument("--dry-run", action="store_true", help="the big apply only parses and validates")
     ap.add_argument("--verbose", action="store_true", help="print every round")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile this process from the big apply's request to 1 s after its answer")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
