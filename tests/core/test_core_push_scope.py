@@ -16,7 +16,7 @@ from mizzen.core import generate as gen
 from mizzen.core.proxy import Proxy, ProxyType
 from mizzen.core.push_context import PushContext
 from mizzen.core.push_request import PushRequest, WorkloadKey
-from mizzen.core.scope import config_affects_proxy
+from mizzen.core.scope import config_affects_proxy, scope_key
 from mizzen.registry.model import Workload
 from mizzen.registry.registry import Registry
 from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
@@ -146,6 +146,45 @@ def test_config_affects_only_proxies_whose_scope_includes_it() -> None:
     assert affected("AuthorizationPolicy", "deny") == {"bookinfo"}
     assert affected("RequestAuthentication", "jwt", "istio-system") == {"bookinfo", "scoped", "elsewhere",
                                                                         "istio-system"}
+
+
+def test_scope_key_groups_proxies_that_get_the_same_answers() -> None:
+    # the push asks config_affects_proxy once per scope key: proxies with equal keys must agree on every
+    # object, and a Sidecar that selects one workload must split its namespace
+    selective = """
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: narrow, namespace: bookinfo}
+spec:
+  workloadSelector: {labels: {app: narrow}}
+  egress: [{hosts: ["./*"]}]
+"""
+    before = push_of(MESH + selective)
+    after = push_of(MESH + selective + "---" + EXTRA)
+    plain_a, plain_b = proxy("bookinfo", ip="10.1.0.1"), proxy("bookinfo", ip="10.1.0.2")
+    narrow = Proxy(id="sidecar~10.1.0.3~n.bookinfo~bookinfo.svc.cluster.local", type=ProxyType.SIDECAR,
+                   ip="10.1.0.3", namespace="bookinfo", labels={"app": "narrow"})
+    scoped = proxy("scoped", ip="10.1.0.4")
+    keys = {p.ip: (scope_key(p, before), scope_key(p, after)) for p in (plain_a, plain_b, narrow, scoped)}
+    assert keys["10.1.0.1"] == keys["10.1.0.2"]
+    assert len({keys["10.1.0.1"], keys["10.1.0.3"], keys[scoped.ip]}) == 3
+    for key in (ConfigKey("VirtualService", "bookinfo", "reviews"),
+                ConfigKey("Service", "bookinfo", "reviews"), ConfigKey("Service", "scoped", "local")):
+        assert config_affects_proxy(plain_a, before, after, key) == config_affects_proxy(
+            plain_b, before, after, key)
+    # a Service elsewhere is past the narrow proxy's egress ("./*") but not the plain ones'
+    service = ConfigKey("Service", "scoped", "local")
+    assert config_affects_proxy(plain_a, before, after, service)
+    assert not config_affects_proxy(narrow, before, after, service)
+
+
+def test_config_snapshot_get_finds_every_object() -> None:
+    snap = push_of(MESH + "---" + EXTRA).configs
+    for c in snap:
+        assert snap.get(c.kind, c.namespace, c.name) is c
+    assert snap.get("VirtualService", "bookinfo", "missing") is None
+    assert snap.get("Sidecar", "bookinfo", "default") is None   # the namespace is part of the key
 
 
 def test_carry_memo_keeps_what_a_change_cannot_have_touched() -> None:

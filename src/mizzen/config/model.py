@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 DEFAULT_NAMESPACE = "default"
@@ -121,10 +122,16 @@ class ConfigSnapshot:
         return tuple(c for c in items if c.namespace == namespace)
 
     def get(self, kind: str, namespace: str, name: str) -> Config | None:
-        for c in self.by_kind.get(kind, ()):
-            if c.namespace == namespace and c.name == name:
-                return c
-        return None
+        return self._index.get((kind, namespace, name))
+
+    @cached_property
+    def _index(self) -> dict[tuple[str, str, str], Config]:
+        """(kind, namespace, name) -> object, built on the first lookup (a push checks thousands)."""
+        index: dict[tuple[str, str, str], Config] = {}
+        for items in self.by_kind.values():
+            for c in items:
+                index.setdefault((c.kind, c.namespace, c.name), c)   # the first one, as a scan finds it
+        return index
 
     def __iter__(self) -> Iterator[Config]:
         for kind in sorted(self.by_kind):

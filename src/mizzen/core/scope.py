@@ -8,7 +8,7 @@ affects every proxy (correct, merely not minimal).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 from mizzen.config import kinds
 from mizzen.config.model import Config, ConfigKey
@@ -24,7 +24,7 @@ from mizzen.core.push_context import (
 from mizzen.core.sidecar_scope import egress_listeners, imports_host
 from mizzen.registry.model import Service
 
-__all__ = ["config_affects_proxy", "sees_service"]
+__all__ = ["config_affects_proxy", "scope_key", "sees_service"]
 
 
 def _egress_hosts(proxy: Proxy, push: PushContext) -> list[str]:
@@ -94,9 +94,15 @@ def _services_of(push: PushContext, c: Config) -> tuple[Service, ...]:
     return push.memoized(("scope", c.kind, c.namespace, c.name), find)
 
 
+def scope_key(proxy: Proxy, push: PushContext) -> Hashable:
+    """What :func:`config_affects_proxy` reads of a proxy in ``push``: proxies with equal keys (in both
+    PushContexts) get the same answer for every object, so a push can ask once per key."""
+    return proxy.is_gateway, proxy.namespace, tuple(_egress_hosts(proxy, push))
+
+
 def config_affects_proxy(proxy: Proxy, before: PushContext, after: PushContext, key: ConfigKey) -> bool:
     """Whether the object ``key`` (as it was in ``before`` and as it is in ``after``) can change anything
-    generated for ``proxy``."""
+    generated for ``proxy``. Depends on the proxy only through :func:`scope_key` in each."""
     if not kinds.read_by(key.kind):
         return False   # stored only (Deployment, Namespace, passive kinds)
     for push in (before, after):
