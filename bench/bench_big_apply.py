@@ -33,12 +33,15 @@ import httpx
 from _common import fmt_ms, pct, rss_mb, vs_yaml
 from bench_push import APPS, NS, address, bookinfo_yaml, free_port, load, stop_all
 
+from mizzen import gctune
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentOptions
 from mizzen.controlplane.parse_worker import MAX_BODY, MAX_OBJECTS
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.core.proxy import ProxyType
 from mizzen.registry.model import Workload
+
+GC_TUNED = True   # --gc: the control-plane process's GC settings (mizzen.gctune)
 
 
 def big_apply(dry_run: bool = False, objects: int = MAX_OBJECTS, budget: int = MAX_BODY - 64 * 1024) -> bytes:
@@ -68,6 +71,8 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
     with tempfile.TemporaryDirectory(prefix="mizzen-bench-big-") as tmp:
         cp = ControlPlane(ControlPlaneOptions(state_dir=Path(tmp) / "state", xds_port=0, http_port=0))
         await cp.start()
+        if GC_TUNED:
+            gctune.configure()   # what `python -m mizzen.controlplane` does once started
         if args.inline:
             cp.api.parser.inline_max_bytes = 1 << 62     # the bench's what-if: no worker process
         try:
@@ -169,7 +174,11 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true", help="print every round")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile this process from the big apply's request to 1 s after its answer")
+    ap.add_argument("--gc", choices=["tuned", "default"], default="tuned",
+                    help="tuned: the control-plane process's GC settings (mizzen.gctune); default: CPython's")
     args = ap.parse_args()
+    global GC_TUNED
+    GC_TUNED = args.gc == "tuned"
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(amain(args))

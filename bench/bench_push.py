@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import fmt_ms, pct, pss_mb, rss_mb, vs_yaml
 
+from mizzen import gctune
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentOptions
 from mizzen.config.model import Config
@@ -48,6 +49,9 @@ APPS = [("productpage", "v1"), ("details", "v1"), ("ratings", "v1"), ("reviews",
 SUBSETS = {"productpage": ["v1"], "details": ["v1", "v2"], "ratings": ["v1", "v2"],
            "reviews": ["v1", "v2", "v3"]}
 _SUBNET = 1 + os.getpid() % 200
+
+
+GC_TUNED = True   # --gc: the control-plane process's GC settings (mizzen.gctune)
 
 
 def bookinfo_yaml() -> str:
@@ -115,6 +119,8 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
         cp = ControlPlane(ControlPlaneOptions(state_dir=Path(tmp) / "state", xds_port=0, http_port=0,
                                               debounce_quiet_s=quiet, debounce_max_s=max_delay))
         await cp.start()
+        if GC_TUNED:
+            gctune.configure()   # what `python -m mizzen.controlplane` does once started
         try:
             cp.apply(load(cp, bookinfo_yaml()))
             cp.apply(load(cp, vs_yaml("reviews", NS, (50, 50))))
@@ -234,7 +240,11 @@ def main() -> None:
                          f"({PROD.debounce_quiet_s:g} s quiet, {PROD.debounce_max_s:g} s max); "
                          "e.g. prod,0.005")
     ap.add_argument("--profile", action="store_true", help="cProfile the control plane during the rounds")
+    ap.add_argument("--gc", choices=["tuned", "default"], default="tuned",
+                    help="tuned: the control-plane process's GC settings (mizzen.gctune); default: CPython's")
     args = ap.parse_args()
+    global GC_TUNED
+    GC_TUNED = args.gc == "tuned"
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(amain(args))

@@ -6,7 +6,8 @@ CPU, which in the control plane's process would stall every xDS stream, so bodie
 :data:`INLINE_MAX_BYTES` go to one worker process (a ``ProcessPoolExecutor`` started on first use, spawned,
 not forked, so it shares nothing with gRPC); small ones, the usual ``mizzen apply -f``, are parsed in place
 with the same code (:func:`mizzen.config.loader.load_texts`, which counts objects before validating). The
-worker answers with each object's stored JSON and content hash; the objects are rebuilt from it in slices.
+worker answers with each object's stored JSON and content hash; the objects are rebuilt from it in slices
+of a few milliseconds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -41,7 +43,7 @@ MAX_BODY = 3 * 1024 * 1024        # bytes in one API request (Kubernetes' defaul
 MAX_OBJECTS = 1000                # objects in one apply/delete/analyze request
 INLINE_MAX_BYTES = 32 * 1024      # smaller bodies are parsed on the event loop (a few milliseconds)
 WORKER_NICE = 10                  # the worker's scheduling priority, below the control plane's
-SLICE = 25                        # objects rebuilt from the worker's answer between two yields to the loop
+SLICE_S = 0.005                   # longest stretch of rebuilding objects between two yields to the loop
 
 
 @dataclass
@@ -61,12 +63,14 @@ def load_prepared(docs: Sequence[tuple[str, str]], namespace: str | None, max_ob
                     result.warnings)
 
 
-async def unpack(prepared: Prepared, slice_size: int = SLICE) -> LoadResult:
-    """The objects back from their JSON, ``slice_size`` at a time, yielding to the event loop in between."""
+async def unpack(prepared: Prepared, slice_s: float = SLICE_S) -> LoadResult:
+    """The objects back from their JSON, yielding to the event loop whenever a stretch took ``slice_s``."""
     configs: list[Config] = []
-    for i, (raw, digest) in enumerate(prepared.records):
-        if i and i % slice_size == 0:
+    t0 = time.monotonic()
+    for raw, digest in prepared.records:
+        if time.monotonic() - t0 > slice_s:
             await asyncio.sleep(0)
+            t0 = time.monotonic()
         config = record_to_config(json.loads(raw))
         object.__setattr__(config, "_content_hash", digest)   # the caches Config.content_hash and
         object.__setattr__(config, "_record_json", raw)       # record_json keep (same content)
