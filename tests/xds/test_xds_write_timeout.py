@@ -48,7 +48,8 @@ async def test_a_write_that_exceeds_the_timeout_ends_the_stream_and_is_counted()
     async def on_connect(node_id: str, _md: dict[str, object]) -> None:
         cache.set_snapshot(node_id, big if node_id == BIG_NODE else small)
 
-    ads = AdsServer(cache, on_connect=on_connect, status=status, write_timeout=3.0)   # generous: a loaded machine must not time out the reader
+    # generous: a loaded machine must not time out the reader
+    ads = AdsServer(cache, on_connect=on_connect, status=status, write_timeout=3.0)
     gs = await serve(ads, HOST, 0)
     target = f"{HOST}:{ads.port}"
     # a proxy that reads: answered, nothing counted
