@@ -55,6 +55,8 @@ def _object_hosts(c: Config, push: PushContext) -> list[str]:
 
 
 def _affects(proxy: Proxy, push: PushContext, c: Config) -> bool:
+    # reads of the proxy: is_gateway, namespace, its Sidecar egress; a rule that reads more (labels, a
+    # workload selector) must add it to scope_key, which the push uses to ask once per alike proxies
     root = push.mesh.root_namespace
     if c.kind == "Gateway":
         return proxy.is_gateway
