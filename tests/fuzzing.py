@@ -38,7 +38,7 @@ SAMPLE_DIRS = (ROOT / "tests" / "fixtures" / "istio", ROOT / "tests" / "fixtures
 NODE_ONLY = re.compile(
     r"cannot bind '[^']*': (Address already in use|Cannot assign requested address|Permission denied)"
     r"|Failed to load (incomplete )?(certificate chain|private key|trusted CA certificates|certificate)"
-    r"[^;]* from (path: )?/"
+    r"[^;]* from (path: )?\S"          # a relative path too: it names a file on the node
     r"|Invalid path: "
     r"|(certificate|private key|ca) file.*(does not exist|cannot be read|No such file)", re.I)
 
