@@ -4,8 +4,10 @@ For every request, in order:
 
 1. ``Host`` must name the address actually served (its IP, or ``localhost`` when that is loopback, with the
    served port): a page whose DNS name was rebound to 127.0.0.1 sends its own name and is refused (403).
-2. Except on the open paths (readiness, ``/version``, ``/metrics``), ``Authorization: Bearer <token>``
-   must carry the API token (constant-time compare); missing or wrong is 401 with a one-line hint.
+2. Except on the open paths (readiness, ``/version``, ``/metrics``, the console's login), ``Authorization:
+   Bearer <token>`` must carry the API token (constant-time compare), or - without an Authorization header -
+   the console's session cookie must name a live session (``session_valid``); missing or wrong is 401 with a
+   one-line hint.
 3. Writes (POST, PUT, PATCH, DELETE) with an ``Origin`` other than the served one are refused (403), and
    POST/PUT/PATCH must be ``Content-Type: application/json`` (415): a browser cannot send that cross-site
    without a CORS preflight, which nothing here answers.
@@ -27,13 +29,14 @@ from aiohttp import web
 
 from mizzen.auth.token import token_matches
 
-__all__ = ["OPEN_PATHS", "Guard", "host_allowed"]
+__all__ = ["OPEN_PATHS", "Guard", "host_allowed", "over_unix_socket"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # what stays open: readiness (kubelet-style probes), the version (harmless; istiod serves it openly on
 # 15014 too) and Prometheus metrics
-OPEN_PATHS = frozenset({"/ready", "/healthz", "/healthz/ready", "/version", "/metrics", "/stats/prometheus"})
+OPEN_PATHS = frozenset({"/ready", "/healthz", "/healthz/ready", "/version", "/metrics", "/stats/prometheus",
+                        "/console/login"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -93,7 +96,8 @@ def host_allowed(header: str, served: Iterable[tuple[str, int]]) -> bool:
     return False
 
 
-def _over_unix_socket(request: web.Request) -> bool:
+def over_unix_socket(request: web.Request) -> bool:
+    """Whether the request came over a Unix socket listener (authenticated by the socket's permissions)."""
     sock = request.transport.get_extra_info("socket") if request.transport is not None else None
     return sock is not None and getattr(sock, "family", None) == socket.AF_UNIX
 
@@ -111,6 +115,8 @@ class Guard:
     served: Callable[[], Iterable[tuple[str, int]]]
     hint: str = "set $MIZZEN_TOKEN or use the token file in the state dir"
     open_paths: frozenset[str] = field(default=OPEN_PATHS)
+    session_cookie: str = ""                                   # the console's cookie name ("" = none)
+    session_valid: Callable[[str], bool] | None = None
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -122,7 +128,7 @@ class Guard:
     def check(self, request: web.Request) -> web.Response | None:
         """The refusal for this request, or None when it may go on."""
         host = request.headers.get("Host", "")
-        if _over_unix_socket(request):
+        if over_unix_socket(request):
             return self._check_write(request, host)
         if not host_allowed(host, self.served()):
             return _error(403, f"Host {host!r} is not an address this server serves (DNS rebinding guard); "
@@ -131,6 +137,10 @@ class Guard:
             return None
         auth = request.headers.get("Authorization", "")
         scheme, _, presented = auth.partition(" ")
+        if not auth and self.session_cookie and self.session_valid is not None:
+            session = request.cookies.get(self.session_cookie, "")
+            if session and self.session_valid(session):
+                return self._check_write(request, host)
         if not auth:
             return _error(401, f"this API needs its token (Authorization: Bearer): {self.hint}",
                           **{"WWW-Authenticate": 'Bearer realm="mizzen"'})

@@ -39,6 +39,8 @@ from mizzen.auth.guard import Guard
 from mizzen.auth.token import TOKEN_ENV, ensure_token, new_token
 from mizzen.config import kinds
 from mizzen.config.model import Config, ConfigKey
+from mizzen.console.app import Console
+from mizzen.console.sessions import COOKIE, Sessions
 from mizzen.controlplane.api import Api, Loader
 from mizzen.controlplane.events import EventLog
 from mizzen.controlplane.exposure import gateway_bind_issues
@@ -121,6 +123,9 @@ class ControlPlaneOptions:
     # the runner's pod API (``mizzen demo``): /apis/pods is forwarded there (None: "this control plane runs
     # no pods")
     pods_url: str | None = None
+    # the console's backends (``mizzen demo`` starts them when installed); None: the console says so
+    prometheus_url: str | None = None
+    jaeger_url: str | None = None
 
 
 def _auto_rate(value: float) -> float:
@@ -173,7 +178,11 @@ class ControlPlane:
                  else f'this control plane keeps it in memory: its embedder passes it as ${TOKEN_ENV}')
         self.events = EventLog()
         self.store.add_listener(self.events.record)
-        self.api = Api(self, loader, Guard(self.token, self._served, hint=where))
+        self.sessions = Sessions()
+        self.api = Api(self, loader, Guard(self.token, self._served, hint=where, session_cookie=COOKIE,
+                                           session_valid=self.sessions.valid))
+        self.console = Console(self.sessions, opts.prometheus_url, opts.jaeger_url)
+        self.api.add_routes(self.console.routes())
         if opts.pods_url:
             pods = PodsProxy(opts.pods_url, token=self.token)
             self.api.add_routes(pods.routes())
