@@ -1,6 +1,8 @@
-"""``mizzen dashboard prometheus|grafana|jaeger`` (istioctl dashboard's habits): where the demo's addons
-serve, read from ``<state dir>/addons.json``; ``--browser`` opens the address. Grafana is not run here: the
-command says how to point one's own Grafana at the demo's Prometheus and import Istio's dashboards."""
+"""``mizzen dashboard`` (istioctl dashboard's habits): ``mizzen dashboard`` / ``mizzen dashboard kiali`` open
+the console with a one-time login link (so the API token itself never reaches the browser);
+``prometheus|jaeger`` print where the demo's addons serve, read from ``<state dir>/addons.json``;
+``--browser`` opens the address. Grafana is not run here: the command says how to point one's own Grafana at the demo's
+Prometheus and import Istio's dashboards."""
 
 from __future__ import annotations
 
@@ -10,14 +12,14 @@ from typing import Annotated
 import typer
 
 from mizzen.auth.token import default_state_dir
-from mizzen.cli.common import fail
+from mizzen.cli.common import api_call, client, fail
 from mizzen.observe.addons import read_addons
 from mizzen.observe.prometheus import INSTALL_HINT, find_binary
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Addresses of the mesh's dashboards (Prometheus, Jaeger) and how to use Grafana.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Open the console (the default), or the addresses of the mesh's other dashboards "
+                       "(Prometheus, Jaeger) and how to use Grafana.", invoke_without_command=True)
 
 # Istio's dashboards as published on grafana.com (manifests/addons/dashboards: the same JSON)
 GRAFANA_DASHBOARDS = (("Istio Mesh Dashboard", 7639), ("Istio Service Dashboard", 7636),
@@ -25,6 +27,35 @@ GRAFANA_DASHBOARDS = (("Istio Mesh Dashboard", 7639), ("Istio Service Dashboard"
                       ("Istio Performance Dashboard", 11829), ("Istio Wasm Extension Dashboard", 13277))
 
 Browser = Annotated[bool, typer.Option("--browser", help="Also open it in the default browser")]
+ConsoleBrowser = Annotated[bool, typer.Option(
+    "--browser/--no-browser", help="Open the console in a browser (its link is printed either way)")]
+
+
+def _open_console(ctx: typer.Context, browser: bool) -> None:
+    c = client(ctx)
+    if not c.server.startswith("http://"):
+        fail(f"the console is served over HTTP; {c.server} is not an HTTP address (use --server http://...)")
+    with api_call(c):
+        body = c._request("POST", "/apis/login-tickets", {})
+    url = f"{c.server}{body['path']}"
+    typer.echo(f"Console: {url}")
+    ttl = int(body.get("expires_in_s", 30))
+    typer.echo(f"(a one-time login link, valid {ttl} s; run this again for a new one)")
+    if browser:
+        webbrowser.open(url)
+
+
+@app.callback()
+def dashboard(ctx: typer.Context, browser: ConsoleBrowser = True) -> None:
+    """Open the console (traffic graph, services, workloads, config, proxies, traces)."""
+    if ctx.invoked_subcommand is None:
+        _open_console(ctx, browser)
+
+
+@app.command("kiali")
+def kiali(ctx: typer.Context, browser: ConsoleBrowser = True) -> None:
+    """The console (Mizzen's Kiali): same as ``mizzen dashboard``."""
+    _open_console(ctx, browser)
 
 
 def _url(name: str) -> str:
@@ -69,6 +100,6 @@ def jaeger(browser: Browser = False) -> None:
     typer.echo(url)
     typer.echo(f"Jaeger's query API: {url}/api/services, {url}/api/traces?service=productpage.bookinfo; "
                "its web UI is a placeholder in this build (no UI assets): the console (mizzen dashboard, "
-               "a coming release) shows traces from that API.")
+               "Traces) shows traces from that API.")
     if browser:
         webbrowser.open(url)

@@ -49,16 +49,14 @@ def _name(request: web.Request, key: str, required: bool = True) -> str:
     if not value and not required:
         return ""
     if not _NAME.match(value):
-        raise web.HTTPBadRequest(text=f'{{"error": "{key}: a name of letters, digits, . _ - is required"}}',
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(reason=f"{key}: a name of letters, digits, . _ - is required")
     return value
 
 
 def _window(request: web.Request) -> str:
     w = request.query.get("window", "1m")
     if not _WINDOW.match(w):
-        raise web.HTTPBadRequest(text='{"error": "window: a duration like 30s, 1m or 1h is required"}',
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(reason="window: a duration like 30s, 1m or 1h is required")
     return w
 
 
@@ -167,8 +165,8 @@ class Console:
     def _prom(self) -> Prometheus:
         if not self.prometheus_url:
             raise web.HTTPServiceUnavailable(
-                text='{"error": "no Prometheus: the graph, health and charts need it (install Debian\'s '
-                     'prometheus and restart mizzen demo)"}', content_type="application/json")
+                reason="no Prometheus: the graph, health and charts need it (install Debian's prometheus and "
+                       "restart mizzen demo)")
         return Prometheus(self.prometheus_url)
 
     async def graph(self, request: web.Request) -> web.Response:
@@ -233,8 +231,7 @@ class Console:
     def _jaeger(self) -> Jaeger:
         if not self.jaeger_url:
             raise web.HTTPServiceUnavailable(
-                text='{"error": "no Jaeger: traces need it (mizzen demo starts it when it is built)"}',
-                content_type="application/json")
+                reason="no Jaeger: traces need it (mizzen demo starts it when it is built)")
         return Jaeger(self.jaeger_url)
 
     async def traced_services(self, request: web.Request) -> web.Response:
@@ -292,6 +289,5 @@ def _trace_summary(t: dict[str, Any]) -> dict[str, Any]:
 
 def _window_param(value: str) -> str:
     if not re.match(r"^[0-9]{1,6}(us|ms|s|m)$", value):
-        raise web.HTTPBadRequest(text='{"error": "minDuration: a duration like 500ms or 2s"}',
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(reason="minDuration: a duration like 500ms or 2s")
     return value
