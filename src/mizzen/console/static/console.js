@@ -256,7 +256,8 @@ pages.config = async function () {
     const key = `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`;
     const f = findings[key] || [];
     const cell = el("td", { class: "findings" }, ...(f.length ? f.map((m) =>
-      el("div", { class: `finding-${m.level || m.severity || "Warning"}` }, `[${m.code}] ${m.message}`)) : ["\u2713"]));
+      el("div", { class: `finding-${m.level || m.severity || "Warning"}` },
+        m.message.startsWith(`[${m.code}]`) ? m.message : `[${m.code}] ${m.message}`)) : ["\u2713"]));
     rows.push(el("tr", { class: "clickable", "data-object": key, onclick: () => { $("#config-yaml").textContent = toYaml(o).trimStart(); } },
       el("td", {}, o.kind), el("td", {}, o.metadata.name), el("td", {}, o.metadata.namespace), cell));
   }
