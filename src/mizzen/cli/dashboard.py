@@ -1,8 +1,8 @@
 """``mizzen dashboard`` (istioctl dashboard's habits): ``mizzen dashboard`` / ``mizzen dashboard kiali`` open
 the console with a one-time login link (so the API token itself never reaches the browser);
 ``prometheus|jaeger`` print where the demo's addons serve, read from ``<state dir>/addons.json``;
-``--browser`` opens the address. Grafana is not run here: the command says how to point one's own Grafana at the demo's
-Prometheus and import Istio's dashboards."""
+``--browser`` opens the address. Grafana is not run here: the command says how to point one's own Grafana at
+the demo's Prometheus and import Istio's dashboards."""
 
 from __future__ import annotations
 
