@@ -49,10 +49,10 @@ from mizzen.auth.token import TOKEN_FILE, TokenError, ensure_token
 from mizzen.bookinfo import MANIFEST
 from mizzen.config.loader import load_text
 from mizzen.config.model import Config
+from mizzen.console.addons import remove_addons, write_addons
 from mizzen.controlplane.exposure import external_bind
 from mizzen.controlplane.persist import LoadProblem, StateDir
 from mizzen.controlplane.store import ApplyResult
-from mizzen.observe.addons import remove_addons, write_addons
 from mizzen.observe.jaeger import BUILD_HINT, Jaeger, JaegerOptions
 from mizzen.observe.jaeger import find_binary as find_jaeger
 from mizzen.observe.process import AddonError

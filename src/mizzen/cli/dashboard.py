@@ -13,7 +13,7 @@ import typer
 
 from mizzen.auth.token import default_state_dir
 from mizzen.cli.common import api_call, client, fail
-from mizzen.observe.addons import read_addons
+from mizzen.console.addons import read_addons
 from mizzen.observe.prometheus import INSTALL_HINT, find_binary
 
 __all__ = ["app"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -81,9 +82,19 @@ def chart_queries(kind: str, namespace: str, name: str, direction: str, window: 
 
 @dataclass
 class Console:
+    """``addons`` gives the current addon URLs (``{"prometheus": url, "jaeger": url}``): the demo starts
+    Prometheus after the control plane, so they are looked up per request."""
+
     sessions: Sessions
-    prometheus_url: str | None = None
-    jaeger_url: str | None = None
+    addons: Callable[[], Mapping[str, str]] = dict
+
+    @property
+    def prometheus_url(self) -> str | None:
+        return self.addons().get("prometheus") or None
+
+    @property
+    def jaeger_url(self) -> str | None:
+        return self.addons().get("jaeger") or None
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -156,18 +167,20 @@ class Console:
 
     # --- data -----------------------------------------------------------------------------------------------
     async def status(self, request: web.Request) -> web.Response:
+        prometheus = self.prometheus_url
         return web.json_response({
-            "prometheus": self.prometheus_url, "jaeger": self.jaeger_url,
-            "hint": None if self.prometheus_url else
+            "prometheus": prometheus, "jaeger": self.jaeger_url,
+            "hint": None if prometheus else
             "Prometheus is not running: install Debian's prometheus and restart mizzen demo",
         })
 
     def _prom(self) -> Prometheus:
-        if not self.prometheus_url:
+        url = self.prometheus_url
+        if not url:
             raise web.HTTPServiceUnavailable(
                 reason="no Prometheus: the graph, health and charts need it (install Debian's prometheus and "
                        "restart mizzen demo)")
-        return Prometheus(self.prometheus_url)
+        return Prometheus(url)
 
     async def graph(self, request: web.Request) -> web.Response:
         view = request.query.get("view", "versionedApp")
@@ -229,10 +242,11 @@ class Console:
                                   for k, v in sorted(out.items())})
 
     def _jaeger(self) -> Jaeger:
-        if not self.jaeger_url:
+        url = self.jaeger_url
+        if not url:
             raise web.HTTPServiceUnavailable(
                 reason="no Jaeger: traces need it (mizzen demo starts it when it is built)")
-        return Jaeger(self.jaeger_url)
+        return Jaeger(url)
 
     async def traced_services(self, request: web.Request) -> web.Response:
         try:

@@ -39,6 +39,7 @@ from mizzen.auth.guard import Guard
 from mizzen.auth.token import TOKEN_ENV, ensure_token, new_token
 from mizzen.config import kinds
 from mizzen.config.model import Config, ConfigKey
+from mizzen.console.addons import read_addons
 from mizzen.console.app import Console
 from mizzen.console.sessions import COOKIE, Sessions
 from mizzen.controlplane.api import Api, Loader
@@ -123,7 +124,7 @@ class ControlPlaneOptions:
     # the runner's pod API (``mizzen demo``): /apis/pods is forwarded there (None: "this control plane runs
     # no pods")
     pods_url: str | None = None
-    # the console's backends (``mizzen demo`` starts them when installed); None: the console says so
+    # the console's backends; None: those ``mizzen demo`` wrote into <state dir>/addons.json, if any
     prometheus_url: str | None = None
     jaeger_url: str | None = None
 
@@ -181,7 +182,7 @@ class ControlPlane:
         self.sessions = Sessions()
         self.api = Api(self, loader, Guard(self.token, self._served, hint=where, session_cookie=COOKIE,
                                            session_valid=self.sessions.valid))
-        self.console = Console(self.sessions, opts.prometheus_url, opts.jaeger_url)
+        self.console = Console(self.sessions, self._addons)
         self.api.add_routes(self.console.routes())
         if opts.pods_url:
             pods = PodsProxy(opts.pods_url, token=self.token)
@@ -200,6 +201,16 @@ class ControlPlane:
         self._http: web.AppRunner | None = None
         self._http_port: int | None = None
         self._unsubscribe = self.store.add_listener(self._on_config_change)
+
+    def _addons(self) -> dict[str, str]:
+        """The console's backends: the options' URLs, else those the demo wrote into the state dir."""
+        opts = self.options
+        urls = read_addons(opts.state_dir) if opts.state_dir is not None else {}
+        if opts.prometheus_url:
+            urls["prometheus"] = opts.prometheus_url
+        if opts.jaeger_url:
+            urls["jaeger"] = opts.jaeger_url
+        return urls
 
     # --- addresses ------------------------------------------------------------------------------------------
     @property

@@ -1,6 +1,7 @@
 """Where a running ``mizzen demo`` serves its addons: ``<state dir>/addons.json`` (``{"prometheus": url,
 "jaeger": url}``), written when they are up and removed when the demo stops, so ``mizzen dashboard
-prometheus|jaeger`` (and later the console) find them without another API."""
+prometheus|jaeger`` and the console (served by the control plane, which shares the state dir) find them
+without another API."""
 
 from __future__ import annotations
 
