@@ -525,6 +525,8 @@ class Demo:
                 f"(ready in {self.ready_after_s or 0:.1f}s)\n")
         c.print(f"  product page      {self.url}/productpage")
         c.print(f"  control plane API {self.api_url}   (mizzen get vs -n bookinfo, mizzen proxy-status)")
+        c.print(f"  console           {self.api_url}/console/   (mizzen dashboard: opens it with a one-time "
+                "login link)")
         c.print(f"  API token         {self.token_file}   (0600; mizzen commands read it from there)")
         if self.api_socket is not None:
             c.print(f"  API socket        unix://{self.api_socket}   (0600: no token needed, --server)")
