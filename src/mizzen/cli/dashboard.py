@@ -54,7 +54,7 @@ def dashboard(ctx: typer.Context, browser: ConsoleBrowser = True) -> None:
 
 @app.command("kiali")
 def kiali(ctx: typer.Context, browser: ConsoleBrowser = True) -> None:
-    """The console (Mizzen's Kiali): same as ``mizzen dashboard``."""
+    """The console (Mizzen's Kiali): same as `mizzen dashboard`."""
     _open_console(ctx, browser)
 
 
