@@ -14,9 +14,9 @@ from mizzen.config.loader import LoadResult, load_paths, load_text, parse_docume
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "istio"
 VALIDATION = FIXTURES / "validation"
-SUPPORTED = ("destinationrule", "serviceentry", "workloadentry", "authz", "reqauth")
+SUPPORTED = ("destinationrule", "serviceentry", "workloadentry", "authz", "reqauth", "peerauth")
 UNSUPPORTED = (
-    "peerauth", "telemetry", "wasm", "envoyfilter", "proxyconfig", "workloadgroup",
+    "telemetry", "wasm", "envoyfilter", "proxyconfig", "workloadgroup",
 )
 
 # Istio routing inputs that current Istio itself rejects, with the reason.
@@ -123,10 +123,7 @@ ROUTING = [(p.name, case, data) for p in sorted((FIXTURES / "routing").glob("*.y
 def test_config_istio_routing_inputs(file: str, case: str, data: dict[str, object]) -> None:
     result = _load_one(data, file)
     name = data["metadata"]["name"]  # type: ignore[index]
-    kind = str(data["kind"])
-    if kind == "PeerAuthentication":
-        assert f"kind {kind} (security.istio.io) is not supported yet" in _text(result.errors)
-    elif (file, name) in GENUINELY_INVALID:
+    if (file, name) in GENUINELY_INVALID:
         assert GENUINELY_INVALID[(file, name)] in _text(result.errors)
     else:
         assert result.ok, _text(result.errors)

@@ -216,14 +216,14 @@ spec:
   host: reviews
   trafficPolicy:
     tls:
-      mode: ISTIO_MUTUAL
+      mode: SIMPLE
+      caCrl: /etc/crl.pem
 """
     result = load_text(text, "dr.yaml")
     assert result.ok and len(result.configs) == 1
     assert [str(w) for w in result.warnings] == [
-        "dr.yaml:9: DestinationRule/reviews: spec.trafficPolicy.tls.mode: warning: accepted but not yet "
-        "honoured by Mizzen: ISTIO_MUTUAL: needs the CA/SDS (mTLS) issue; traffic to this destination is "
-        "sent in plaintext"]
+        "dr.yaml:10: DestinationRule/reviews: spec.trafficPolicy.tls.caCrl: warning: accepted but not yet "
+        "honoured by Mizzen: certificate revocation lists are not passed to Envoy yet"]
     assert result.warnings[0].severity is Severity.WARNING
 
 

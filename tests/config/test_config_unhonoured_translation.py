@@ -45,11 +45,10 @@ def test_config_workload_scoped_destination_rule_is_ignored() -> None:
         "workload-scoped DestinationRules work now: remove the spec.workloadSelector UNHONOURED entry"
 
 
-def test_config_istio_mutual_and_credential_name_send_plaintext() -> None:
-    assert "ISTIO_MUTUAL" in _entry("DestinationRule", "spec.trafficPolicy.tls.mode").values
+def test_config_credential_name_sends_plaintext() -> None:
     _entry("DestinationRule", "spec.trafficPolicy.tls.credentialName")
     assert _cluster({"trafficPolicy": {"tls": {"mode": "SIMPLE"}}}).HasField("transport_socket")
-    for tls in ({"mode": "ISTIO_MUTUAL"}, {"mode": "SIMPLE", "credentialName": "cert"}):
+    for tls in ({"mode": "SIMPLE", "credentialName": "cert"}, {"mode": "MUTUAL", "credentialName": "cert"}):
         assert not _cluster({"trafficPolicy": {"tls": tls}}).HasField("transport_socket"), \
             f"{tls} originates TLS now: update its UNHONOURED entry"
 

@@ -62,11 +62,15 @@ AUTHORIZATION_POLICY = Kind("AuthorizationPolicy", SECURITY, SEC_VERSIONS, "auth
                             read_by=frozenset({"LDS"}))
 REQUEST_AUTHENTICATION = Kind("RequestAuthentication", SECURITY, SEC_VERSIONS, "requestauthentications",
                               ("ra",), read_by=frozenset({"LDS"}))
+# inbound chains (LDS); clients' auto mTLS reads the destination's mode too (CDS), as Istio's
+# BestEffortInferServiceMTLSMode does
+PEER_AUTHENTICATION = Kind("PeerAuthentication", SECURITY, SEC_VERSIONS, "peerauthentications", ("pa",),
+                           read_by=frozenset({"CDS", "LDS"}))
 
 ALL_KINDS: tuple[Kind, ...] = (
     GATEWAY, VIRTUAL_SERVICE, DESTINATION_RULE, SERVICE_ENTRY, WORKLOAD_ENTRY, SIDECAR,
     SERVICE, DEPLOYMENT, NAMESPACE,
-    AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION,
+    AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION, PEER_AUTHENTICATION,
 )
 BY_NAME: dict[str, Kind] = {k.kind: k for k in ALL_KINDS}
 

@@ -1,7 +1,7 @@
 """Applying an effective DestinationRule policy (see policy.py) to an Envoy Cluster, as Istio's
 cluster_traffic_policy.go does: connection pool (circuit-breaker thresholds, timeouts, keepalive, HTTP
-protocol options), outlier detection, load balancer (simple, consistent hash, locality), and client TLS
-origination from files (SIMPLE / MUTUAL; ISTIO_MUTUAL and credentialName need SDS and are not handled here).
+protocol options), outlier detection, load balancer (simple, consistent hash, locality). Client TLS (the
+DestinationRule's ``tls`` and auto mTLS) is :mod:`mizzen.core.mtls`'s.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import base_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
-from envoy.type.matcher.v3 import string_pb2
 
 from mizzen.core.policy import duration, parse_duration
 from mizzen.registry.model import Protocol
@@ -25,7 +22,6 @@ __all__ = [
     "apply_connection_pool",
     "apply_load_balancer",
     "apply_outlier_detection",
-    "apply_tls",
     "default_thresholds",
     "http_protocol_options",
     "set_http_protocol_options",
@@ -227,26 +223,3 @@ def apply_load_balancer(c: cluster_pb2.Cluster, lb: Mapping[str, Any] | None,
     else:
         c.lb_policy = cluster_pb2.Cluster.RING_HASH
         c.ring_hash_lb_config.minimum_ring_size.value = _int(ch.get("minimumRingSize")) or 1024
-
-
-def apply_tls(c: cluster_pb2.Cluster, tls: Mapping[str, Any] | None, hostname: str) -> None:
-    """Client TLS origination for ``mode: SIMPLE`` / ``MUTUAL`` with certificate files (DISABLE and unset do
-    nothing; ISTIO_MUTUAL and credentialName are left to the mTLS/SDS layer)."""
-    if not tls or str(tls.get("mode", "")) not in ("SIMPLE", "MUTUAL") or tls.get("credentialName"):
-        return
-    ctx = tls_pb2.UpstreamTlsContext(sni=str(tls.get("sni") or hostname))
-    common = ctx.common_tls_context
-    if tls.get("mode") == "MUTUAL" and tls.get("clientCertificate") and tls.get("privateKey"):
-        common.tls_certificates.append(common_pb2.TlsCertificate(
-            certificate_chain=base_pb2.DataSource(filename=str(tls["clientCertificate"])),
-            private_key=base_pb2.DataSource(filename=str(tls["privateKey"]))))
-    ca = tls.get("caCertificates")
-    if ca and not tls.get("insecureSkipVerify"):
-        vc = common.validation_context
-        vc.trusted_ca.filename = str(ca)
-        for san in tls.get("subjectAltNames") or ():
-            vc.match_typed_subject_alt_names.append(common_pb2.SubjectAltNameMatcher(
-                san_type=common_pb2.SubjectAltNameMatcher.DNS,
-                matcher=string_pb2.StringMatcher(exact=str(san))))
-    c.transport_socket.name = "envoy.transport_sockets.tls"
-    c.transport_socket.typed_config.Pack(ctx)

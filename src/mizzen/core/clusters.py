@@ -25,10 +25,10 @@ from mizzen.core.cluster_policy import (
     apply_connection_pool,
     apply_load_balancer,
     apply_outlier_detection,
-    apply_tls,
     set_http_protocol_options,
 )
 from mizzen.core.endpoints import endpoints_for_cluster
+from mizzen.core.mtls import apply_cluster_tls
 from mizzen.core.policy import duration, effective_policy, locality_lb_setting, port_level_policy
 from mizzen.core.proxy import Proxy
 from mizzen.core.proxy_keys import cluster_inputs, outbound_clusters_key
@@ -133,7 +133,7 @@ def _outbound(proxy: Proxy, push: PushContext, svc: Service, port: ServicePort, 
                                                           c.load_assignment.endpoints] != [1]:
             c.type = cluster_pb2.Cluster.STRICT_DNS   # Envoy rejects LOGICAL_DNS without exactly one host
     _local_original_dst(c, proxy)
-    apply_tls(c, policy.get("tls"), svc.hostname)
+    apply_cluster_tls(c, proxy, push, svc, port.port, port.protocol, subset, policy.get("tls"))
     _set_metadata(c, [svc], dr, subset, svc.mesh_external)
     return c
 

@@ -26,7 +26,7 @@ from mizzen.core.policy import effective_policy, find_subset, locality_lb_settin
 from mizzen.core.proxy import Proxy
 from mizzen.core.proxy_keys import locality_inputs, rule_identity
 from mizzen.core.push_context import PushContext
-from mizzen.registry.model import Endpoint
+from mizzen.registry.model import ISTIO_TLS_MODE, Endpoint
 
 __all__ = [
     "LocalityGroup",
@@ -44,6 +44,7 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 SUBZONE_LABEL = "topology.istio.io/subzone"
 NETWORK_LABEL = "topology.istio.io/network"
 CLUSTER_ID = "Kubernetes"
+TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
 
 
 def _split_locality(locality: str) -> tuple[str, str, str]:
@@ -77,16 +78,24 @@ def canonical_names(labels: Mapping[str, str], workload: str) -> tuple[str, str]
 
 def _workload_metadata(e: Endpoint) -> base_pb2.Metadata:
     canonical, revision = canonical_names(e.labels, e.workload)
-    return _istio_metadata(f"{e.workload};{e.namespace};{canonical};{revision};{CLUSTER_ID}")
+    return _istio_metadata(f"{e.workload};{e.namespace};{canonical};{revision};{CLUSTER_ID}",
+                           e.tls_mode == ISTIO_TLS_MODE)
 
 
 @functools.lru_cache(maxsize=65536)
-def _istio_metadata(workload: str) -> base_pb2.Metadata:
-    """Shared per workload string (every proxy's EDS repeats it); callers copy it, never mutate it."""
-    istio = struct_pb2.Struct()
-    istio.update({"workload": workload})
+def _istio_metadata(workload: str, istio_tls: bool = False) -> base_pb2.Metadata:
+    """Shared per workload string (every proxy's EDS repeats it); callers copy it, never mutate it. An
+    endpoint with a sidecar also carries ``envoy.transport_socket_match: {tlsMode: istio}``, what auto mTLS
+    clusters' transport socket matches select on (see core.mtls)."""
     md = base_pb2.Metadata()
-    md.filter_metadata["istio"].CopyFrom(istio)
+    if workload:
+        istio = struct_pb2.Struct()
+        istio.update({"workload": workload})
+        md.filter_metadata["istio"].CopyFrom(istio)
+    if istio_tls:
+        match = struct_pb2.Struct()
+        match.update({"tlsMode": ISTIO_TLS_MODE})
+        md.filter_metadata[TRANSPORT_SOCKET_MATCH].CopyFrom(match)
     return md
 
 
@@ -101,6 +110,8 @@ def lb_endpoint(e: Endpoint) -> ep_pb2.LbEndpoint:
         lb.load_balancing_weight.value = e.weight
     if e.workload:
         lb.metadata.CopyFrom(_workload_metadata(e))
+    elif e.tls_mode == ISTIO_TLS_MODE:
+        lb.metadata.CopyFrom(_istio_metadata("", True))
     return lb
 
 

@@ -19,7 +19,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import wrappers_pb2
 
 from mizzen.config.labels import selects
-from mizzen.core import filters, names, plugins, sidecar_scope
+from mizzen.core import filters, inbound_mtls, names, plugins, sidecar_scope
 from mizzen.core.hosts import hosts_intersect
 from mizzen.core.mesh import OutboundPolicy
 from mizzen.core.proxy import Proxy
@@ -230,7 +230,13 @@ def _local_listeners(proxy: Proxy, push: PushContext, warnings: list[str]) -> li
         if not claim(bind, ip.port, f"inbound port {ip.port}"):
             continue
         lis = new_listener(bind, ip.port, base_pb2.INBOUND)
-        lis.filter_chains.add().filters.extend(inbound_filters(proxy, push, ip, lis.name))
+        chains = ChainSet(lis.name, warnings)
+        for chain in inbound_mtls.inbound_chains(proxy, push, ip.port, ip.protocol.is_http,
+                                                 inbound_filters(proxy, push, ip, lis.name)):
+            chains.add(chain, f"inbound port {ip.port}")
+        lis.filter_chains.extend(chains.chains)
+        if chains.needs_tls_inspector:
+            lis.listener_filters.append(tls_inspector())
         out.append(lis)
     for e in sidecar_scope.egress_listeners(proxy, push):
         if not (e.port and e.bind):
@@ -400,14 +406,18 @@ def virtual_inbound_listener(proxy: Proxy, push: PushContext, warnings: list[str
     blackhole.filter_chain_match.destination_port.value = names.VIRTUAL_INBOUND_PORT
     chains.add(blackhole, "blackhole chain")
     for ip in inbound_ports(proxy, push):
-        chain = listener_components_pb2.FilterChain(
-            name=names.inbound_cluster(ip.port),
-            filters=inbound_filters(proxy, push, ip, names.listener_name(WILDCARD, ip.port)))
-        chain.filter_chain_match.destination_port.value = ip.port
-        chains.add(chain, f"inbound port {ip.port}")
-    chains.add(_tcp_chain(names.INBOUND_PASSTHROUGH_CLUSTER, push, names.VIRTUAL_INBOUND_LISTENER),
-               "passthrough")
+        for chain in inbound_mtls.inbound_chains(
+                proxy, push, ip.port, ip.protocol.is_http,
+                inbound_filters(proxy, push, ip, names.listener_name(WILDCARD, ip.port)),
+                name=names.inbound_cluster(ip.port), destination_port=ip.port):
+            chains.add(chain, f"inbound port {ip.port}")
+    passthrough = _tcp_chain(names.INBOUND_PASSTHROUGH_CLUSTER, push, names.VIRTUAL_INBOUND_LISTENER)
+    for chain in inbound_mtls.inbound_chains(proxy, push, 0, False, passthrough.filters,
+                                             name=names.VIRTUAL_INBOUND_LISTENER):
+        chains.add(chain, "passthrough")
     lis.filter_chains.extend(chains.chains)
+    if chains.needs_tls_inspector:
+        lis.listener_filters.append(tls_inspector())
     return lis
 
 

@@ -65,7 +65,7 @@ class MeshConfig:
     # Istio's default retry policy for HTTP routes with no explicit retries
     default_retry_attempts: int = 2
     default_retry_on: str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-    enable_auto_mtls: bool = False   # becomes True with the CA/SDS issue
+    enable_auto_mtls: bool = True    # Istio's default (meshConfig.enableAutoMtls); needs the proxy's SDS
     access_log_file: str = ""        # "" = no access log; "/dev/stdout" like meshConfig.accessLogFile
     access_log_encoding: str = "TEXT"
     # Mizzen's own (local mode): a Gateway server may bind an address outside loopback (0.0.0.0, a LAN IP)

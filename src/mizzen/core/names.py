@@ -50,3 +50,8 @@ def listener_name(address: str, port: int) -> str:
 def virtual_host(host: str, port: int) -> str:
     """Virtual host names are ``host:port``."""
     return f"{host}:{port}"
+
+
+def outbound_sni(port: int, subset: str, hostname: str) -> str:
+    """Istio's SNI for in-mesh mTLS (``BuildDNSSrvSubsetKey``): ``outbound_.9080_.v1_.reviews.ns.svc...``."""
+    return f"outbound_.{port}_.{subset}_.{hostname}"

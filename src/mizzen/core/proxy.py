@@ -27,6 +27,7 @@ class Meta:
     SERVICE_ACCOUNT = "SERVICE_ACCOUNT"
     INSTANCE_IPS = "INSTANCE_IPS"
     INTERCEPTION_MODE = "INTERCEPTION_MODE"   # "NONE" (local, bind per port) or "REDIRECT" (iptables)
+    SDS = "SDS"   # "true": the bootstrap has the agent's sds-grpc cluster (Istio's old SdsEnabled key)
     # Mizzen's own, for the no-root local mode:
     APP_HOST = "MIZZEN_APP_HOST"               # where inbound clusters reach the app (default 127.0.0.1)
     HTTP_PROXY_PORT = "MIZZEN_HTTP_PROXY_PORT"  # outbound HTTP proxy listener port (local mode), e.g. 15080
@@ -56,6 +57,12 @@ class Proxy:
     @property
     def is_gateway(self) -> bool:
         return self.type is ProxyType.ROUTER
+
+    @property
+    def has_sds(self) -> bool:
+        """Whether the proxy gets workload certificates from its agent over SDS (``sds-grpc``): only then
+        can its config use Istio mTLS (config naming a missing cluster is rejected by Envoy)."""
+        return str(self.metadata.get(Meta.SDS, "")).lower() in ("true", "1")
 
     def gateway_listen_port(self, gateway_port: int) -> int:
         """The port a Gateway server port binds to here (like the ingressgateway Service's targetPort)."""

@@ -64,9 +64,9 @@ def locality_inputs(proxy: Proxy, policy: Mapping[str, Any]) -> Hashable:
 
 def cluster_inputs(proxy: Proxy, push: PushContext, dr: Config | None, inline_endpoints: bool) -> Hashable:
     """One outbound service port's clusters: the DestinationRule the proxy's lookup found, the interception
-    mode (local ORIGINAL_DST), and for DNS clusters, which carry their endpoints inline, the endpoint
-    inputs."""
-    return (rule_identity(dr), proxy.interception_mode.upper(),
+    mode (local ORIGINAL_DST), whether the proxy has SDS (mTLS), and for DNS clusters, which carry their
+    endpoints inline, the endpoint inputs."""
+    return (rule_identity(dr), proxy.interception_mode.upper(), proxy.has_sds,
             endpoint_inputs(proxy, push) if inline_endpoints else None)
 
 
@@ -74,7 +74,7 @@ def outbound_clusters_key(proxy: Proxy, push: PushContext) -> Hashable:
     """A proxy's whole outbound cluster list: which services it sees (which also fixes the DestinationRule
     lookups: namespace), the interception mode, and the endpoint inputs whenever the mesh has DNS services
     (their clusters carry endpoints inline)."""
-    return (scope_inputs(proxy, push), proxy.interception_mode.upper(),
+    return (scope_inputs(proxy, push), proxy.interception_mode.upper(), proxy.has_sds,
             endpoint_inputs(proxy, push) if push.has_inline_endpoints else None)
 
 

@@ -9,6 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+# Istio's endpoint label (set by the sidecar injector on every pod it injects): "istio" means the endpoint has
+# a sidecar that accepts Istio mTLS, so auto mTLS sends TLS there; absent or anything else means plaintext.
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+ISTIO_TLS_MODE = "istio"
+
 
 class Protocol(str, Enum):
     HTTP = "HTTP"
@@ -102,6 +107,11 @@ class Endpoint:
     locality: str = ""
     weight: int = 0
     healthy: bool = True
+
+    @property
+    def tls_mode(self) -> str:
+        """Istio's ``GetTLSModeFromEndpointLabels``: the tlsMode label, else ``disabled``."""
+        return self.labels.get(TLS_MODE_LABEL) or "disabled"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mizzen.registry.model import Workload
+from mizzen.registry.model import ISTIO_TLS_MODE, TLS_MODE_LABEL, Workload
 from mizzen.runner.addresses import PodAddresses
 from mizzen.runner.containers import CommandError, PodIdentity, container_argv, container_env
 from mizzen.runner.manifests import ContainerSpec, DeploymentSpec
@@ -126,6 +126,15 @@ class Pod:
         self._stopping = False
 
     @property
+    def labels(self) -> dict[str, str]:
+        """The pod's labels: the template's, plus Istio's ``security.istio.io/tlsMode: istio`` when the
+        sidecar is injected (as Istio's injector adds it), which tells clients' auto mTLS to use TLS."""
+        out = dict(self.spec.pod_labels)
+        if self._sidecar_factory is not None:
+            out.setdefault(TLS_MODE_LABEL, ISTIO_TLS_MODE)
+        return out
+
+    @property
     def identity(self) -> PodIdentity:
         return PodIdentity(
             name=self.name,
@@ -133,7 +142,7 @@ class Pod:
             pod_ip=self.addrs.pod_ip,
             app_host=self.addrs.app_host,
             service_account=self.spec.service_account,
-            labels=self.spec.pod_labels,
+            labels=self.labels,
             sidecar=self._sidecar_factory is not None,
             python=self.options.python,
         )
@@ -144,7 +153,7 @@ class Pod:
             name=self.name,
             namespace=self.spec.namespace,
             address=self.addrs.pod_ip,
-            labels=dict(self.spec.pod_labels),
+            labels=self.labels,
             service_account=self.spec.service_account,
             ports=ports,
         )
@@ -158,7 +167,7 @@ class Pod:
         if self._sidecar_factory is not None:
             self.sidecar = self._sidecar_factory(SidecarRequest(
                 pod_name=self.name, namespace=self.spec.namespace, pod_ip=self.addrs.pod_ip,
-                app_host=self.addrs.app_host, labels=dict(self.spec.pod_labels),
+                app_host=self.addrs.app_host, labels=self.labels,
                 service_account=self.spec.service_account, workload=self.spec.name,
             ))
             self._sidecar_state = "starting"
@@ -309,7 +318,7 @@ class Pod:
             restarts=sum(c.restarts for c in containers),
             sidecar=self._sidecar_state,
             sidecar_restarts=self.sidecar.restarts if self.sidecar is not None else 0,
-            labels=dict(self.spec.pod_labels),
+            labels=self.labels,
             service_account=self.spec.service_account,
             containers=containers,
             message=message,

@@ -10,7 +10,8 @@ from mizzen.config.validation.unhonoured import POLICY_PATHS
 
 __all__ = ["HONOURED", "KINDS", "REJECTED"]
 
-KINDS = ("Gateway", "VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry", "Sidecar")
+KINDS = ("Gateway", "VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry", "Sidecar",
+         "PeerAuthentication")
 
 # Relative to each DestinationRule traffic policy (POLICY_PATHS): core.policy / core.cluster_policy /
 # core.endpoints (locality LB) / core.http_route (consistent-hash route hash policies).
@@ -31,7 +32,7 @@ _POLICY = (
     "outlierDetection.consecutiveGatewayErrors", "outlierDetection.consecutiveLocalOriginFailures",
     "outlierDetection.interval", "outlierDetection.maxEjectionPercent", "outlierDetection.minHealthPercent",
     "outlierDetection.splitExternalLocalOriginErrors",
-    # client TLS origination from files (DISABLE / SIMPLE / MUTUAL; ISTIO_MUTUAL is unhonoured)
+    # core.mtls: client TLS (DISABLE / SIMPLE / MUTUAL from files / ISTIO_MUTUAL with SDS, auto mTLS)
     "tls.mode", "tls.caCertificates", "tls.clientCertificate", "tls.privateKey", "tls.sni",
     "tls.subjectAltNames", "tls.insecureSkipVerify",
 )
@@ -93,6 +94,9 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "spec.ingress[*].bind", "spec.ingress[*].defaultEndpoint",
         "spec.ingress[*].captureMode",                            # DEFAULT only
         "spec.outboundTrafficPolicy.mode",
+    ),
+    "PeerAuthentication": (
+        "spec.selector", "spec.mtls", "spec.portLevelMtls",       # core.peer_authn, core.inbound_mtls
     ),
 }
 

@@ -66,8 +66,6 @@ _POLICY_PARTS = (
                                                      "consecutive5xxErrors or consecutiveGatewayErrors)"),
     Unhonoured("outlierDetection.outlierDetectionHttpErrorCodes", "custom outlier-detection status codes are "
                                                                   "not translated yet"),
-    Unhonoured("tls.mode", f"{MTLS}; traffic to this destination is sent in plaintext",
-               values=("ISTIO_MUTUAL",)),
     Unhonoured("tls.credentialName", f"{SDS}; TLS origination is skipped for this policy (plaintext)"),
     Unhonoured("tls.caCrl", "certificate revocation lists are not passed to Envoy yet"),
 )
