@@ -217,12 +217,13 @@ spec:
   trafficPolicy:
     tls:
       mode: SIMPLE
+      caCertificates: /etc/ca.pem
       caCrl: /etc/crl.pem
 """
     result = load_text(text, "dr.yaml")
     assert result.ok and len(result.configs) == 1
     assert [str(w) for w in result.warnings] == [
-        "dr.yaml:10: DestinationRule/reviews: spec.trafficPolicy.tls.caCrl: warning: accepted but not yet "
+        "dr.yaml:11: DestinationRule/reviews: spec.trafficPolicy.tls.caCrl: warning: accepted but not yet "
         "honoured by Mizzen: certificate revocation lists are not passed to Envoy yet"]
     assert result.warnings[0].severity is Severity.WARNING
 
