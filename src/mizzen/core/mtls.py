@@ -79,7 +79,7 @@ def _sds(name: str) -> tls_pb2.SdsSecretConfig:
 
 
 def _sds_common(alpn: Sequence[str], sans: Sequence[str] = ()) -> common_pb2.CommonTlsContext:
-    common = common_pb2.CommonTlsContext(alpn_protocols=list(alpn))
+    common = tls_pb2.CommonTlsContext(alpn_protocols=list(alpn))
     common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TLSv1_2
     common.tls_certificate_sds_secret_configs.append(_sds(WORKLOAD_SECRET))
     combined = common.combined_validation_context

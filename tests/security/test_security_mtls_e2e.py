@@ -1,0 +1,179 @@
+"""Auto mTLS and PeerAuthentication with real Envoys and real certificates (local mode: inbound listeners on
+the pod address). Each sidecar gets its workload certificate over SDS from its own identity agent, signed by
+a real CA (see mtls_kit); the control plane's translation decides who speaks TLS to whom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from mtls_kit import MtlsMesh, mtls_mesh, plaintext_refused, spiffe
+
+from harness import Backend, Mesh, eventually, mesh  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.e2e
+
+NS = "bookinfo"
+SERVICES = """
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}]
+"""
+
+
+def pa(name: str, mode: str, selector: dict[str, str] | None = None, ports: dict[int, str] | None = None,
+       namespace: str = NS) -> str:
+    lines = ["apiVersion: security.istio.io/v1", "kind: PeerAuthentication",
+             f"metadata: {{name: {name}, namespace: {namespace}}}", "spec:"]
+    if selector:
+        lines.append(f"  selector: {{matchLabels: {selector}}}")
+    lines.append(f"  mtls: {{mode: {mode}}}")
+    if ports:
+        lines.append("  portLevelMtls:")
+        lines.extend(f"    \"{p}\": {{mode: {m}}}" for p, m in ports.items())
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+async def world(mesh: Mesh) -> AsyncIterator[tuple[MtlsMesh, Backend, httpx.AsyncClient]]:
+    """reviews (with an identity sidecar) and a productpage sidecar that calls it."""
+    async with mtls_mesh(mesh) as m:
+        await mesh.apply_yaml(SERVICES)
+        reviews = await m.backend("reviews")
+        client = await m.identity_sidecar(NS, "productpage-v1-abc", {"app": "productpage", "version": "v1"},
+                                          "bookinfo-productpage")
+        await mesh.wait_synced()
+        async with mesh.client_via(client) as http:
+            yield m, reviews, http
+
+
+async def _get(http: httpx.AsyncClient) -> dict[str, str]:
+    async def ok() -> dict[str, str]:
+        r = await http.get("http://reviews:9080/reviews/0")
+        assert r.status_code == 200, r.text
+        return {k.lower(): v for k, v in r.json()["headers"].items()}
+    return await eventually(ok, timeout=15)
+
+
+def _direct(b: Backend) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=f"http://{b.address}:{b.port}", timeout=5, trust_env=False)
+
+
+async def test_sidecar_to_sidecar_is_mtls_and_the_server_sees_the_callers_spiffe_id(
+        world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    _m, reviews, http = world
+    headers = await _get(http)
+    xfcc = headers.get("x-forwarded-client-cert", "")
+    assert f"By={spiffe(NS, 'bookinfo-reviews')}" in xfcc, headers
+    assert f"URI={spiffe(NS, 'bookinfo-productpage')}" in xfcc, headers
+    assert reviews.sidecar is not None
+    stats = await reviews.sidecar.admin_get("/stats?filter=^listener\\..*ssl\\.handshake$")
+    handshakes = [int(line.rpartition(" ")[2]) for line in stats.splitlines() if line.strip()]
+    assert handshakes and sum(handshakes) >= 1, stats
+
+
+async def test_permissive_by_default_accepts_plaintext_from_outside_too(
+        world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    _m, reviews, http = world
+    await _get(http)
+    async with _direct(reviews) as direct:
+        r = await direct.get("/plain")
+        assert r.status_code == 200
+        assert "x-forwarded-client-cert" not in {k.lower() for k in r.json()["headers"]}
+
+
+async def test_strict_refuses_1000_of_1000_plaintext_attempts_and_mtls_still_works(
+        mesh: Mesh, world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    _m, reviews, http = world
+    await mesh.apply_yaml(pa("default", "STRICT"))
+    await mesh.wait_synced()
+    await eventually(lambda: asyncio.to_thread(plaintext_refused, reviews.address, reviews.port), timeout=10)
+
+    def attempts() -> int:
+        return sum(plaintext_refused(reviews.address, reviews.port) for _ in range(1000))
+
+    assert await asyncio.wait_for(asyncio.to_thread(attempts), 120) == 1000
+    assert reviews.paths.count("/plain") == 0
+    headers = await _get(http)
+    assert f"URI={spiffe(NS, 'bookinfo-productpage')}" in headers.get("x-forwarded-client-cert", "")
+
+
+async def test_workload_and_port_level_policies_override_the_namespace(
+        mesh: Mesh, world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    m, reviews, http = world
+    ratings = await m.backend("ratings", port=9081)
+    await mesh.apply_yaml("""
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9081}]
+""")
+    await mesh.apply_yaml(pa("default", "STRICT"))
+    # the workload policy of reviews: PERMISSIVE; ratings: STRICT but DISABLE on its port 9081
+    await mesh.apply_yaml(pa("reviews", "PERMISSIVE", {"app": "reviews"}))
+    await mesh.apply_yaml(pa("ratings", "STRICT", {"app": "ratings"}, {9081: "DISABLE"}))
+    await mesh.wait_synced()
+
+    async def plain_ok(b: Backend) -> None:
+        async with _direct(b) as direct:
+            assert (await direct.get("/plain")).status_code == 200
+
+    await eventually(lambda: plain_ok(reviews), timeout=10)
+    await eventually(lambda: plain_ok(ratings), timeout=10)
+    # the namespace says STRICT, the workload policy without port overrides: a plain workload in it refuses
+    await mesh.delete_yaml(pa("reviews", "PERMISSIVE", {"app": "reviews"}))
+    await mesh.wait_synced()
+    await eventually(lambda: asyncio.to_thread(plaintext_refused, reviews.address, reviews.port), timeout=10)
+    headers = await _get(http)
+    assert f"URI={spiffe(NS, 'bookinfo-productpage')}" in headers.get("x-forwarded-client-cert", "")
+
+
+async def test_mesh_wide_strict_in_the_root_namespace_and_namespace_disable_wins(
+        mesh: Mesh, world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    _m, reviews, http = world
+    await mesh.apply_yaml(pa("default", "STRICT", namespace="istio-system"))
+    await mesh.wait_synced()
+    await eventually(lambda: asyncio.to_thread(plaintext_refused, reviews.address, reviews.port), timeout=10)
+    await mesh.apply_yaml(pa("default", "DISABLE"))
+    await mesh.wait_synced()
+    # DISABLE in the namespace: the server is plaintext and clients' auto mTLS sends plaintext (Istio infers
+    # the namespace's mode), so in-mesh traffic keeps working, without a client certificate
+    headers = await _get(http)
+    assert "x-forwarded-client-cert" not in headers
+    async with _direct(reviews) as direct:
+        assert (await direct.get("/plain")).status_code == 200
+
+
+async def test_workload_without_sidecar_gets_plaintext_from_auto_mtls(
+        mesh: Mesh, world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    """Auto mTLS looks at each endpoint's tlsMode label: a pod without a sidecar is called in plaintext."""
+    m, _reviews, _http = world
+    await mesh.apply_yaml(SERVICES.replace("reviews", "details"))
+    plain = Backend(service="details", version="v1", namespace=NS, pod="details-v1-plain",
+                    ip=__import__("harness").alloc_ip(), port=9080, labels={"app": "details"})
+    await plain.start()
+    m.stack.push_async_callback(plain.stop)
+    mesh.cp.register_workload(plain.workload())
+    m.stack.callback(mesh.cp.remove_workload, NS, plain.pod)
+    client = await m.identity_sidecar(NS, "productpage-v1-two", {"app": "productpage"}, "bookinfo-productpage")
+    await mesh.wait_synced()
+    async with mesh.client_via(client) as http:
+        async def ok() -> None:
+            r = await http.get("http://details:9080/details/0")
+            assert r.status_code == 200, r.text
+        await eventually(ok, timeout=15)
