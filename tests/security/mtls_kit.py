@@ -88,9 +88,9 @@ class MtlsMesh:
         ip, pod_ip = alloc_ip(), alloc_ip()
         labels = dict(labels or {"app": service, "version": version})
         sa = service_account or f"bookinfo-{service}"
-        b = Backend(service=service, version=version, namespace=namespace, pod=f"{service}-{version}-x{ip[-3:]}",
-                    ip=ip, port=port, labels=labels, service_account=sa)
-        b.pod = b.pod.replace(".", "x")
+        pod = f"{service}-{version}-{ip.replace('.', 'x')}"
+        b = Backend(service=service, version=version, namespace=namespace, pod=pod, ip=ip, port=port,
+                    labels=labels, service_account=sa)
         await b.start()
         self.stack.push_async_callback(b.stop)
         b.sidecar = await self.identity_sidecar(namespace, b.pod, labels, sa, ip=pod_ip, app_host=ip, sds=sds)

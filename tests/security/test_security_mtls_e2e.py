@@ -12,7 +12,7 @@ import httpx
 import pytest
 from mtls_kit import MtlsMesh, mtls_mesh, plaintext_refused, spiffe
 
-from harness import Backend, Mesh, eventually, mesh  # noqa: F401  (the fixture)
+from harness import Backend, Mesh, alloc_ip, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -48,9 +48,9 @@ def pa(name: str, mode: str, selector: dict[str, str] | None = None, ports: dict
 
 
 @pytest.fixture
-async def world(mesh: Mesh) -> AsyncIterator[tuple[MtlsMesh, Backend, httpx.AsyncClient]]:
-    """reviews (with an identity sidecar) and a productpage sidecar that calls it."""
-    async with mtls_mesh(mesh) as m:
+async def world() -> AsyncIterator[tuple[MtlsMesh, Backend, httpx.AsyncClient]]:
+    """A control plane, a CA, reviews (with an identity sidecar) and a productpage sidecar that calls it."""
+    async with Mesh() as mesh, mtls_mesh(mesh) as m:
         await mesh.apply_yaml(SERVICES)
         reviews = await m.backend("reviews")
         client = await m.identity_sidecar(NS, "productpage-v1-abc", {"app": "productpage", "version": "v1"},
@@ -96,8 +96,9 @@ async def test_permissive_by_default_accepts_plaintext_from_outside_too(
 
 
 async def test_strict_refuses_1000_of_1000_plaintext_attempts_and_mtls_still_works(
-        mesh: Mesh, world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
-    _m, reviews, http = world
+        world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    m, reviews, http = world
+    mesh = m.mesh
     await mesh.apply_yaml(pa("default", "STRICT"))
     await mesh.wait_synced()
     await eventually(lambda: asyncio.to_thread(plaintext_refused, reviews.address, reviews.port), timeout=10)
@@ -112,8 +113,9 @@ async def test_strict_refuses_1000_of_1000_plaintext_attempts_and_mtls_still_wor
 
 
 async def test_workload_and_port_level_policies_override_the_namespace(
-        mesh: Mesh, world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+        world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
     m, reviews, http = world
+    mesh = m.mesh
     ratings = await m.backend("ratings", port=9081)
     await mesh.apply_yaml("""
 apiVersion: v1
@@ -144,8 +146,9 @@ spec:
 
 
 async def test_mesh_wide_strict_in_the_root_namespace_and_namespace_disable_wins(
-        mesh: Mesh, world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
-    _m, reviews, http = world
+        world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    m, reviews, http = world
+    mesh = m.mesh
     await mesh.apply_yaml(pa("default", "STRICT", namespace="istio-system"))
     await mesh.wait_synced()
     await eventually(lambda: asyncio.to_thread(plaintext_refused, reviews.address, reviews.port), timeout=10)
@@ -160,17 +163,19 @@ async def test_mesh_wide_strict_in_the_root_namespace_and_namespace_disable_wins
 
 
 async def test_workload_without_sidecar_gets_plaintext_from_auto_mtls(
-        mesh: Mesh, world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+        world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
     """Auto mTLS looks at each endpoint's tlsMode label: a pod without a sidecar is called in plaintext."""
     m, _reviews, _http = world
+    mesh = m.mesh
     await mesh.apply_yaml(SERVICES.replace("reviews", "details"))
     plain = Backend(service="details", version="v1", namespace=NS, pod="details-v1-plain",
-                    ip=__import__("harness").alloc_ip(), port=9080, labels={"app": "details"})
+                    ip=alloc_ip(), port=9080, labels={"app": "details"})
     await plain.start()
     m.stack.push_async_callback(plain.stop)
     mesh.cp.register_workload(plain.workload())
     m.stack.callback(mesh.cp.remove_workload, NS, plain.pod)
-    client = await m.identity_sidecar(NS, "productpage-v1-two", {"app": "productpage"}, "bookinfo-productpage")
+    client = await m.identity_sidecar(NS, "productpage-v1-two", {"app": "productpage"},
+                                      "bookinfo-productpage")
     await mesh.wait_synced()
     async with mesh.client_via(client) as http:
         async def ok() -> None:
