@@ -67,8 +67,8 @@ async def test_registration_waits_for_sidecar(setup: tuple[FakeRegistrar, FakeSi
     assert sc.started and pod.sidecar == "starting"
     assert sc.req == SidecarRequest(
         pod_name=pod.name, namespace="shop", pod_ip=pod.pod_ip, app_host=pod.app_host,
-        labels={"app": "cart", "version": "v7"}, service_account="sa-cart", workload="cart",
-        http_proxy_port=15080,
+        labels={"app": "cart", "version": "v7", "security.istio.io/tlsMode": "istio"},   # as Istio injects
+        service_account="sa-cart", workload="cart", http_proxy_port=15080,
     )
     async def app_env() -> dict[str, str]:
         async with httpx.AsyncClient(trust_env=False, timeout=5) as c:
