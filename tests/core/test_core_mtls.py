@@ -86,7 +86,8 @@ def test_core_mtls_auto_mtls_transport_socket_matches() -> None:
 def test_core_mtls_alpn_follows_the_cluster_protocol(protocol: Protocol, alpn: list[str]) -> None:
     svc, push = world(protocol=protocol)
     (c,) = outbound_clusters(with_sds(sidecar(name="pp")), push, svc, svc.ports[0])
-    assert list(tls_ctx(c.transport_socket_matches[0].transport_socket).common_tls_context.alpn_protocols) == alpn
+    ctx = tls_ctx(c.transport_socket_matches[0].transport_socket)
+    assert list(ctx.common_tls_context.alpn_protocols) == alpn
 
 
 def test_core_mtls_nothing_without_sds_or_auto_mtls_or_for_external_or_disabled_namespaces() -> None:
@@ -140,8 +141,8 @@ spec: {{host: reviews, trafficPolicy: {{tls: {tls}}}, subsets: [{{name: v1, labe
     c, _ = cluster("{mode: SIMPLE, caCertificates: /ca.pem, subjectAltNames: [a.example.com]}")
     ctx = tls_ctx(c.transport_socket)
     assert ctx.sni == REVIEWS and ctx.common_tls_context.validation_context.trusted_ca.filename == "/ca.pem"
-    assert {m.matcher.exact for m in ctx.common_tls_context.validation_context.match_typed_subject_alt_names} \
-        == {"a.example.com"}
+    vc = ctx.common_tls_context.validation_context
+    assert {m.matcher.exact for m in vc.match_typed_subject_alt_names} == {"a.example.com"}
     c, _ = cluster("{mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, insecureSkipVerify: true}")
     ctx = tls_ctx(c.transport_socket)
     assert ctx.common_tls_context.tls_certificates[0].certificate_chain.filename == "/c.pem"
@@ -151,7 +152,7 @@ spec: {{host: reviews, trafficPolicy: {{tls: {tls}}}, subsets: [{{name: v1, labe
 
 
 def test_core_mtls_eds_marks_endpoints_with_a_sidecar() -> None:
-    svc, push = world(eps=(endpoint("127.0.0.11"), endpoint("127.0.0.12", labels={"app": "reviews"})))
+    _svc, push = world(eps=(endpoint("127.0.0.11"), endpoint("127.0.0.12", labels={"app": "reviews"})))
     (cla,) = build_endpoints(sidecar(name="pp"), push, [f"outbound|9080||{REVIEWS}"])
     marks = {lb.endpoint.address.socket_address.address:
              dict(lb.metadata.filter_metadata["envoy.transport_socket_match"])
