@@ -81,6 +81,14 @@ def test_core_mtls_auto_mtls_transport_socket_matches() -> None:
     assert vc.sds_config.api_config_source.grpc_services[0].envoy_grpc.cluster_name == "sds-grpc"
 
 
+def test_core_mtls_service_entry_subject_alt_names_join_the_san_list() -> None:
+    svc, push = world()
+    se = dataclasses.replace(svc, subject_alt_names=("spiffe://cluster.local/ns/x/sa/se",))
+    (c,) = outbound_clusters(with_sds(sidecar(name="pp")), push, se, svc.ports[0])
+    ctx = tls_ctx(c.transport_socket_matches[0].transport_socket)
+    assert "spiffe://cluster.local/ns/x/sa/se" in sans(ctx)
+
+
 @pytest.mark.parametrize(("protocol", "alpn"), [(Protocol.GRPC, ["istio", "h2"]), (Protocol.TCP, ["istio"]),
                                                 (Protocol.HTTP2, ["istio", "h2"])])
 def test_core_mtls_alpn_follows_the_cluster_protocol(protocol: Protocol, alpn: list[str]) -> None:

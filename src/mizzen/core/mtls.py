@@ -138,10 +138,11 @@ def _file_context(tls: Mapping[str, Any], sni: str, protocol: Protocol | None) -
 
 
 def service_accounts(push: PushContext, svc: Service, port: int) -> list[str]:
-    """SPIFFE IDs of the service accounts behind a service port (sorted), Istio's SAN list."""
+    """Istio's SAN list for a service port (sorted): the SPIFFE IDs of the service accounts of its
+    endpoints, plus a ServiceEntry's ``subjectAltNames``."""
     ids = {spiffe_id(push.mesh.trust_domain, e.namespace or svc.namespace, e.service_account)
            for e in push.registry.endpoints_for(svc.hostname, port) if e.service_account}
-    return sorted(ids)
+    return sorted(ids | set(svc.subject_alt_names))
 
 
 def _auto_mode(push: PushContext, svc: Service, port: int, cluster_type: int) -> bool:

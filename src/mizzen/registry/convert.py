@@ -188,6 +188,7 @@ def services_from_service_entry(c: Config) -> list[Service]:
             addresses=tuple(se_address(str(a)) for a in spec.get("addresses") or ()),
             export_to=_export_to(spec.get("exportTo")),
             origin="ServiceEntry",
+            subject_alt_names=tuple(str(s) for s in spec.get("subjectAltNames") or ()),
         )
         for host in spec.get("hosts") or ()
     ]

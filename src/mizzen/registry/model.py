@@ -69,6 +69,7 @@ class Service:
     addresses: tuple[str, ...] = ()        # VIPs (ClusterIP / SE addresses)
     export_to: tuple[str, ...] = ("*",)
     origin: str = "Service"                # "Service" | "ServiceEntry"
+    subject_alt_names: tuple[str, ...] = ()  # a ServiceEntry's: identities its servers may present (mTLS)
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)

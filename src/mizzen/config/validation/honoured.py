@@ -81,9 +81,11 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "spec.workloadSelector",
         "spec.endpoints[*].address", "spec.endpoints[*].ports", "spec.endpoints[*].labels",
         "spec.endpoints[*].locality", "spec.endpoints[*].weight",
+        "spec.endpoints[*].serviceAccount", "spec.subjectAltNames",     # core.mtls: the SAN list
     ),
     "WorkloadEntry": (
         "spec.address", "spec.ports", "spec.labels", "spec.locality", "spec.weight",   # convert
+        "spec.serviceAccount",                                                         # core.mtls SANs
     ),
     "Sidecar": (
         "spec.workloadSelector",                                  # push_context.sidecar_for

@@ -41,7 +41,6 @@ class Unhonoured:
         return f"{MESSAGE}: {self.reason}"
 
 
-MTLS = "needs the CA/SDS (mTLS) issue"
 SDS = "Kubernetes secrets over SDS are not supported yet (use certificate files)"
 
 # The four places a DestinationRule traffic policy can be: its own, its port-level settings, and the same
@@ -129,13 +128,10 @@ UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
                                                              "ALLOW_ANY traffic goes out directly"),
     ),
     "ServiceEntry": (
-        Unhonoured("spec.subjectAltNames", MTLS),
-        Unhonoured("spec.endpoints[*].serviceAccount", f"workload identity is only used by mTLS: {MTLS}"),
         Unhonoured("spec.endpoints[*].network", "multi-network meshes are not supported yet"),
         Unhonoured("spec.endpoints[*].address", _UNIX_ENDPOINT, values=("unix://*",)),
     ),
     "WorkloadEntry": (
-        Unhonoured("spec.serviceAccount", f"workload identity is only used by mTLS: {MTLS}"),
         Unhonoured("spec.network", "multi-network meshes are not supported yet"),
         Unhonoured("spec.address", _UNIX_ENDPOINT, values=("unix://*",)),
     ),
