@@ -144,7 +144,8 @@ async def main(args: argparse.Namespace) -> None:
                     print(f"round {k + 1:2d} {mode:9s}  p50 {p50[mode][-1]:.2f} ms  "
                           f"p99 {p99[mode][-1]:.2f} ms", flush=True)
             stats = await client.admin_get("/stats?filter=ssl.handshake$")
-            print("client sidecar:", " ".join(line.strip() for line in stats.splitlines() if "reviews" in line))
+            shakes = [line.strip() for line in stats.splitlines() if "reviews" in line]
+            print("client sidecar:", " ".join(shakes))
             for mode in ("mtls", "plaintext"):
                 print(f"{mode:9s}: median of {args.rounds} rounds: p50 {statistics.median(p50[mode]):.2f} "
                       f"ms, p99 {statistics.median(p99[mode]):.2f} ms ({args.requests} requests per round)")
