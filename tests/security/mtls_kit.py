@@ -55,30 +55,43 @@ class MtlsMesh:
     tmp: Path
     stack: contextlib.AsyncExitStack
 
-    async def identity_sidecar(self, namespace: str, name: str, labels: Mapping[str, str],
-                               service_account: str, *, ip: str | None = None, app_host: str = "127.0.0.1",
-                               sds: bool = True) -> Agent:
-        """A sidecar whose agent serves it ``default``/``ROOTCA`` for ``namespace``/``service_account``."""
-        ip = ip or alloc_ip()
-        extra: tuple[str, ...] = ()
-        if sds:
-            token = self.creds.issue(namespace, name, service_account)
-            sds_socket = self.tmp / f"sds-{name}" / "socket"
-            ident = IdentityAgent(Identity(namespace, service_account), self.ca_target, token, sds_socket,
-                                  SecretManagerOptions(ttl=dt.timedelta(hours=1),
-                                                       key_algorithm=KeyAlgorithm.ECDSA, backoff_start_s=0.1))
-            await ident.start()
-            self.stack.push_async_callback(ident.stop)
-            extra = ("--config-yaml", sds_overlay(sds_socket))
-        spec = ProxySpec(type=ProxyType.SIDECAR, ip=ip, namespace=namespace, name=name,
-                         admin_port=AGENT_ADMIN_PORT, xds_port=self.mesh.cp.xds_port,
-                         labels={**labels, TLS_MODE_LABEL: ISTIO_TLS_MODE} if sds else dict(labels),
-                         service_account=service_account, app_host=app_host, http_proxy_port=HTTP_PROXY_PORT)
+    async def _identity(self, namespace: str, name: str, service_account: str) -> tuple[str, ...]:
+        """Start the pod's identity agent; Envoy's extra arguments that plug its SDS socket in."""
+        token = self.creds.issue(namespace, name, service_account)
+        sds_socket = self.tmp / f"sds-{name}" / "socket"
+        ident = IdentityAgent(Identity(namespace, service_account), self.ca_target, token, sds_socket,
+                              SecretManagerOptions(ttl=dt.timedelta(hours=1),
+                                                   key_algorithm=KeyAlgorithm.ECDSA, backoff_start_s=0.1))
+        await ident.start()
+        self.stack.push_async_callback(ident.stop)
+        return ("--config-yaml", sds_overlay(sds_socket))
+
+    async def _start(self, spec: ProxySpec, extra: tuple[str, ...]) -> Agent:
         agent = Agent(spec, AgentOptions(log_level=self.mesh.envoy_log_level, concurrency=1,
                                          admin_token=self.mesh.cp.token, extra_args=extra))
         await agent.start(ready_timeout=20)
         self.stack.push_async_callback(agent.stop)
         return agent
+
+    async def identity_sidecar(self, namespace: str, name: str, labels: Mapping[str, str],
+                               service_account: str, *, ip: str | None = None, app_host: str = "127.0.0.1",
+                               sds: bool = True) -> Agent:
+        """A sidecar whose agent serves it ``default``/``ROOTCA`` for ``namespace``/``service_account``."""
+        extra = await self._identity(namespace, name, service_account) if sds else ()
+        spec = ProxySpec(type=ProxyType.SIDECAR, ip=ip or alloc_ip(), namespace=namespace, name=name,
+                         admin_port=AGENT_ADMIN_PORT, xds_port=self.mesh.cp.xds_port,
+                         labels={**labels, TLS_MODE_LABEL: ISTIO_TLS_MODE} if sds else dict(labels),
+                         service_account=service_account, app_host=app_host, http_proxy_port=HTTP_PROXY_PORT)
+        return await self._start(spec, extra)
+
+    async def identity_gateway(self, name: str = "istio-ingressgateway-abc") -> Agent:
+        """The ingress gateway (istio-system, Istio's labels and service account) with its identity."""
+        sa = "istio-ingressgateway-service-account"
+        spec = ProxySpec(type=ProxyType.ROUTER, ip=alloc_ip(), namespace="istio-system", name=name,
+                         admin_port=AGENT_ADMIN_PORT, xds_port=self.mesh.cp.xds_port,
+                         labels={"istio": "ingressgateway", "app": "istio-ingressgateway"},
+                         service_account=sa)
+        return await self._start(spec, await self._identity("istio-system", name, sa))
 
     async def backend(self, service: str, version: str = "v1", *, namespace: str = "bookinfo",
                       port: int = 9080, service_account: str | None = None, sds: bool = True,

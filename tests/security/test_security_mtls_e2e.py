@@ -182,3 +182,36 @@ async def test_workload_without_sidecar_gets_plaintext_from_auto_mtls(
             r = await http.get("http://details:9080/details/0")
             assert r.status_code == 200, r.text
         await eventually(ok, timeout=15)
+
+
+async def test_ingress_gateway_reaches_a_strict_namespace_over_mtls(
+        world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    m, reviews, _http = world
+    mesh = m.mesh
+    gw = await m.identity_gateway()
+    await mesh.apply_yaml(pa("default", "STRICT"))
+    await mesh.apply_yaml("""
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http: [{route: [{destination: {host: reviews, port: {number: 9080}}}]}]
+""", namespace=NS)
+    await mesh.wait_synced()
+    await eventually(lambda: asyncio.to_thread(plaintext_refused, reviews.address, reviews.port), timeout=10)
+    async with mesh.gateway_client(gw) as client:
+        async def ok() -> str:
+            r = await client.get("/reviews/0")
+            assert r.status_code == 200, r.text
+            return str({k.lower(): v for k, v in r.json()["headers"].items()}.get("x-forwarded-client-cert"))
+        xfcc = await eventually(ok, timeout=15)
+    assert f"URI={spiffe('istio-system', 'istio-ingressgateway-service-account')}" in xfcc
