@@ -77,6 +77,8 @@ COLUMNS: Mapping[str, tuple[Sequence[tuple[str, Getter]], Sequence[tuple[str, Ge
          ("SELECTOR", _selector)]),
     "Namespace": ([("STATUS", lambda i: str((i.get("status") or {}).get("phase") or "Active"))], []),
     "AuthorizationPolicy": ([("ACTION", lambda i: str(_spec(i).get("action", "")))], []),
+    # the CRD's additionalPrinterColumns (kubectl get peerauthentication: NAME MODE AGE)
+    "PeerAuthentication": ([("MODE", lambda i: str((_spec(i).get("mtls") or {}).get("mode") or ""))], []),
 }
 
 
