@@ -159,6 +159,26 @@ spec: {{host: reviews, trafficPolicy: {{tls: {tls}}}, subsets: [{{name: v1, labe
     assert not c.HasField("transport_socket")
 
 
+def test_core_mtls_port_and_subset_tls_and_a_tls_block_without_mode() -> None:
+    svc, push = world("""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: DISABLE}
+    portLevelSettings: [{port: {number: 9080}, tls: {mode: ISTIO_MUTUAL, sni: port.sni}}]
+  subsets:
+  - {name: v1, labels: {version: v1}, trafficPolicy: {tls: {mode: SIMPLE, sni: v1.sni}}}
+  - {name: v2, labels: {version: v2}, trafficPolicy: {tls: {sni: ignored}}}
+""")
+    top, v1, v2 = outbound_clusters(with_sds(sidecar(name="pp")), push, svc, svc.ports[0])
+    assert tls_ctx(top.transport_socket).sni == "port.sni"          # port level beats the top level
+    assert tls_ctx(v1.transport_socket).sni == "v1.sni"             # the subset's policy wins
+    assert not v2.HasField("transport_socket") and not v2.transport_socket_matches   # no mode: DISABLE
+
+
 def test_core_mtls_eds_marks_endpoints_with_a_sidecar() -> None:
     _svc, push = world(eps=(endpoint("127.0.0.11"), endpoint("127.0.0.12", labels={"app": "reviews"})))
     (cla,) = build_endpoints(sidecar(name="pp"), push, [f"outbound|9080||{REVIEWS}"])

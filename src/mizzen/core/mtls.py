@@ -164,10 +164,11 @@ def _istio_match() -> struct_pb2.Struct:
 
 def apply_cluster_tls(c: cluster_pb2.Cluster, proxy: Proxy, push: PushContext, svc: Service, port: int,
                       protocol: Protocol | None, subset: str, tls: Mapping[str, Any] | None) -> None:
-    """Client TLS of an outbound cluster: the DestinationRule's ``tls`` when it has a mode, else auto mTLS.
-    ``credentialName`` needs the gateway SDS generator: such a policy is skipped (warned at apply)."""
+    """Client TLS of an outbound cluster: the DestinationRule's ``tls`` when it has one (a ``tls`` block
+    without a mode is DISABLE, the proto's default, as in Istio), else auto mTLS. ``credentialName`` needs
+    the gateway SDS generator: such a policy is skipped (warned at apply)."""
+    mode = "" if tls is None else str(tls.get("mode") or "DISABLE")
     tls = tls or {}
-    mode = str(tls.get("mode") or "")
     sni_default = names.outbound_sni(port, subset, svc.hostname)
     if mode == "DISABLE":
         return
