@@ -278,3 +278,20 @@ def test_core_inbound_chains_in_virtual_inbound() -> None:
     (vi,) = [x for x in _inbound("PERMISSIVE", "REDIRECT") if x.name == "virtualInbound"]
     assert [(c.filter_chain_match.destination_port.value, _match(c)[0]) for c in vi.filter_chains] == [
         (15006, ""), (9080, "tls"), (9080, "raw_buffer"), (0, "tls"), (0, "raw_buffer"), (0, "tls")]
+
+
+def test_core_virtual_inbound_port_level_mode_for_a_port_without_a_service() -> None:
+    svc = service("reviews", [(9080, Protocol.HTTP)])
+    push = push_of([svc], configs("""
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  mtls: {mode: STRICT}
+  portLevelMtls: {"8000": {mode: DISABLE}}
+"""))
+    (vi,) = [x for x in build_listeners(with_sds(sidecar(labels=SIDECAR_LABELS, mode="REDIRECT")), push)
+             if x.name == "virtualInbound"]
+    assert [(c.filter_chain_match.destination_port.value, *_match(c)) for c in vi.filter_chains] == [
+        (15006, "", (), False), (9080, "tls", (), True), (8000, "", (), False), (0, "tls", (), True)]

@@ -8,9 +8,11 @@
 - DISABLE: one plaintext chain without a match (what a proxy without SDS always gets).
 
 The same chains serve local mode (a listener per port on the pod IP) and REDIRECT mode (virtualInbound, where
-each chain also matches its destination port). The caller's network/HTTP filters are the same in every chain:
-under mTLS the inbound HTTP connection manager's ``forward_client_cert_details`` (APPEND_FORWARD, set in
-core.filters) hands the app the caller's SPIFFE ID in ``x-forwarded-client-cert``.
+each chain also matches its destination port; ports with a ``portLevelMtls`` mode but no service get
+passthrough chains under that mode, the rest the workload's mode, as Istio builds them). The caller's
+network/HTTP filters are the same in every chain: under mTLS the inbound HTTP connection manager's
+``forward_client_cert_details`` (APPEND_FORWARD, set in core.filters) hands the app the caller's SPIFFE ID
+in ``x-forwarded-client-cert``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from mizzen.core.peer_authn import MtlsMode, peer_policy
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
 
-__all__ = ["inbound_chains", "port_mode"]
+__all__ = ["inbound_chains", "port_mode", "port_overrides"]
 
 TLS = "tls"
 RAW_BUFFER = "raw_buffer"
@@ -38,6 +40,13 @@ def port_mode(proxy: Proxy, push: PushContext, port: int) -> MtlsMode:
         return MtlsMode.DISABLE
     policy = peer_policy(push, proxy.namespace, proxy.labels)
     return policy.for_port(port) if port else policy.mode
+
+
+def port_overrides(proxy: Proxy, push: PushContext) -> list[int]:
+    """The workload ports that have a ``portLevelMtls`` mode of their own (sorted); none without SDS."""
+    if not proxy.has_sds:
+        return []
+    return sorted(peer_policy(push, proxy.namespace, proxy.labels).ports)
 
 
 def _chain(name: str, filters: Sequence[Any], transport: str = "", alpns: Sequence[str] = (),

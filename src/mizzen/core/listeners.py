@@ -405,16 +405,20 @@ def virtual_inbound_listener(proxy: Proxy, push: PushContext, warnings: list[str
     blackhole = _tcp_chain(names.BLACKHOLE_CLUSTER, push, "virtualInbound-blackhole")
     blackhole.filter_chain_match.destination_port.value = names.VIRTUAL_INBOUND_PORT
     chains.add(blackhole, "blackhole chain")
-    for ip in inbound_ports(proxy, push):
+    ports = inbound_ports(proxy, push)
+    for ip in ports:
         for chain in inbound_mtls.inbound_chains(
                 proxy, push, ip.port, ip.protocol.is_http,
                 inbound_filters(proxy, push, ip, names.listener_name(WILDCARD, ip.port)),
                 name=names.inbound_cluster(ip.port), destination_port=ip.port):
             chains.add(chain, f"inbound port {ip.port}")
     passthrough = _tcp_chain(names.INBOUND_PASSTHROUGH_CLUSTER, push, names.VIRTUAL_INBOUND_LISTENER)
-    for chain in inbound_mtls.inbound_chains(proxy, push, 0, False, passthrough.filters,
-                                             name=names.VIRTUAL_INBOUND_LISTENER):
-        chains.add(chain, "passthrough")
+    # ports with their own PeerAuthentication mode but no service get passthrough chains of their own
+    served = {ip.port for ip in ports}
+    for port in [p for p in inbound_mtls.port_overrides(proxy, push) if p not in served] + [0]:
+        for chain in inbound_mtls.inbound_chains(proxy, push, port, False, passthrough.filters,
+                                                 name=names.VIRTUAL_INBOUND_LISTENER, destination_port=port):
+            chains.add(chain, f"passthrough port {port}" if port else "passthrough")
     lis.filter_chains.extend(chains.chains)
     if chains.needs_tls_inspector:
         lis.listener_filters.append(tls_inspector())
