@@ -215,3 +215,18 @@ spec:
             return str({k.lower(): v for k, v in r.json()["headers"].items()}.get("x-forwarded-client-cert"))
         xfcc = await eventually(ok, timeout=15)
     assert f"URI={spiffe('istio-system', 'istio-ingressgateway-service-account')}" in xfcc
+
+
+async def test_a_new_service_account_behind_a_service_reaches_connected_clients(
+        world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    """Istio pushes clusters (not only endpoints) when the service accounts behind a service change: a
+    client connected before the new pod would otherwise check the server against stale SPIFFE IDs."""
+    m, reviews, http = world
+    mesh = m.mesh
+    await _get(http)                       # the client's reviews cluster accepts bookinfo-reviews only
+    other = await m.backend("reviews", "v2", service_account="reviews-v2-sa")
+    mesh.cp.remove_workload(reviews.namespace, reviews.pod)
+    await mesh.wait_synced()
+    headers = await _get(http)
+    assert f"By={spiffe(NS, 'reviews-v2-sa')}" in headers.get("x-forwarded-client-cert", "")
+    assert other.requests >= 1

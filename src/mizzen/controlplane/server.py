@@ -52,8 +52,9 @@ from mizzen.controlplane.pods_proxy import PodsProxy
 from mizzen.controlplane.push import Generator, Pusher
 from mizzen.controlplane.store import UNCHANGED, ApplyResult, ConfigStore, Validator
 from mizzen.core.mesh import MeshConfig
+from mizzen.core.mtls import identity_changes
 from mizzen.core.push_request import PushRequest, WorkloadKey
-from mizzen.registry.model import Workload
+from mizzen.registry.model import RegistrySnapshot, Workload
 from mizzen.registry.registry import Registry
 from mizzen.security import authz
 from mizzen.tracing import register_plugin as register_tracing
@@ -380,17 +381,27 @@ class ControlPlane:
     def apply(self, configs: Iterable[Config], *, dry_run: bool = False) -> list[ApplyResult]:
         return self.store.apply(configs, dry_run=dry_run)
 
+    def _endpoint_request(self, before: RegistrySnapshot, request: PushRequest) -> PushRequest:
+        """An endpoint change, plus a config change of the services whose endpoints' identities changed
+        (their clusters' SANs, core.mtls.identity_changes)."""
+        keys = identity_changes(before, self.registry.snapshot(), request.services)
+        if not keys:
+            return request
+        reasons = [f"service accounts of {k.kind} {k.namespace}/{k.name} changed" for k in keys]
+        return request.merge(PushRequest.config_change(keys, reasons, request.start))
+
     def register_workload(self, workload: Workload) -> None:
         if self._state is not None:
             self._state.write_workload(workload)
         known = any((w.namespace, w.name) == (workload.namespace, workload.name)
                     for w in self.registry.workloads())
+        before = self.registry.snapshot()
         services = self.registry.register_workload(workload)
         self.metrics.inbound_updates.labels(type="eds").inc()
         self.metrics.registry_events.labels(type="Pods", event="update" if known else "add").inc()
-        self._request(PushRequest.endpoint_change(
+        self._request(self._endpoint_request(before, PushRequest.endpoint_change(
             services, [WorkloadKey(workload.namespace, workload.name, workload.address)],
-            [f"workload {workload.namespace}/{workload.name} registered"], time.monotonic()))
+            [f"workload {workload.namespace}/{workload.name} registered"], time.monotonic())))
 
     def sync_workloads(self, workloads: Iterable[Workload]) -> tuple[int, int]:
         """Make ``workloads`` the complete set of registered workloads (the runner's reconcile after a
@@ -399,6 +410,7 @@ class ControlPlane:
         current = {(w.namespace, w.name): w for w in self.registry.workloads()}
         removed = [k for k in current if k not in wanted]
         changed = [w for k, w in wanted.items() if current.get(k) != w]
+        before = self.registry.snapshot()
         services: set[str] = set()
         keys: list[WorkloadKey] = []
         for ns, name in removed:
@@ -416,9 +428,9 @@ class ControlPlane:
             keys.append(WorkloadKey(w.namespace, w.name, w.address))
         if removed or changed:
             self.metrics.inbound_updates.labels(type="eds").inc(len(removed) + len(changed))
-            self._request(PushRequest.endpoint_change(
+            self._request(self._endpoint_request(before, PushRequest.endpoint_change(
                 services, keys, [f"workloads synced: {len(changed)} registered, {len(removed)} removed"],
-                time.monotonic()))
+                time.monotonic())))
         if not self.workloads_synced.is_set():
             log.info("workloads synced (%d): serving xDS", len(wanted))
             self.workloads_synced.set()
@@ -433,6 +445,7 @@ class ControlPlane:
 
     def remove_workload(self, namespace: str, name: str) -> bool:
         old = next((w for w in self.registry.workloads() if (w.namespace, w.name) == (namespace, name)), None)
+        before = self.registry.snapshot()
         services = self.registry.remove_workload(namespace, name)
         if self._state is not None:
             self._state.remove_workload(namespace, name)
@@ -440,9 +453,9 @@ class ControlPlane:
             return False
         self.metrics.registry_events.labels(type="Pods", event="delete").inc()
         self.metrics.inbound_updates.labels(type="eds").inc()
-        self._request(PushRequest.endpoint_change(
+        self._request(self._endpoint_request(before, PushRequest.endpoint_change(
             services, [WorkloadKey(namespace, name, old.address if old is not None else "")],
-            [f"workload {namespace}/{name} removed"], time.monotonic()))
+            [f"workload {namespace}/{name} removed"], time.monotonic())))
         return True
 
     # --- xDS callbacks --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ reject any config naming it, so it gets no mTLS at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -30,13 +30,14 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import duration_pb2, struct_pb2
 
+from mizzen.config.model import ConfigKey
 from mizzen.core import names
 from mizzen.core.endpoints import TRANSPORT_SOCKET_MATCH
 from mizzen.core.filters import TLS_TRANSPORT, pack
 from mizzen.core.peer_authn import MtlsMode, infer_service_mode
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
-from mizzen.registry.model import ISTIO_TLS_MODE, Protocol, Service
+from mizzen.registry.model import ISTIO_TLS_MODE, Protocol, RegistrySnapshot, Service
 
 __all__ = [
     "ISTIO_MTLS_ALPNS",
@@ -45,6 +46,7 @@ __all__ = [
     "TRANSPORT_SOCKET_MATCH",
     "WORKLOAD_SECRET",
     "apply_cluster_tls",
+    "identity_changes",
     "istio_mutual_context",
     "server_mtls_context",
     "spiffe_id",
@@ -143,6 +145,24 @@ def service_accounts(push: PushContext, svc: Service, port: int) -> list[str]:
     ids = {spiffe_id(push.mesh.trust_domain, e.namespace or svc.namespace, e.service_account)
            for e in push.registry.endpoints_for(svc.hostname, port) if e.service_account}
     return sorted(ids | set(svc.subject_alt_names))
+
+
+def _identities(snapshot: RegistrySnapshot, svc: Service) -> frozenset[tuple[str, str, str]]:
+    return frozenset((e.namespace, e.service_account, e.tls_mode) for p in svc.ports
+                     for e in snapshot.endpoints_for(svc.hostname, p.port))
+
+
+def identity_changes(before: RegistrySnapshot, after: RegistrySnapshot,
+                     hosts: Iterable[str]) -> list[ConfigKey]:
+    """The services among ``hosts`` whose endpoints' identities (service accounts, tlsMode) changed, as
+    config keys: their clusters carry those SANs (and headless ones the TLS decision), so, as Istio does
+    for a service-account change, such an endpoint change must also regenerate clusters."""
+    out = []
+    for host in sorted(set(hosts)):
+        svc = after.service(host) or before.service(host)
+        if svc is not None and _identities(before, svc) != _identities(after, svc):
+            out.append(ConfigKey(svc.origin, svc.namespace, svc.name))
+    return out
 
 
 def _auto_mode(push: PushContext, svc: Service, port: int, cluster_type: int) -> bool:
