@@ -295,3 +295,16 @@ spec:
              if x.name == "virtualInbound"]
     assert [(c.filter_chain_match.destination_port.value, *_match(c)) for c in vi.filter_chains] == [
         (15006, "", (), False), (9080, "tls", (), True), (8000, "", (), False), (0, "tls", (), True)]
+
+
+def test_core_mtls_identity_changes_name_services_whose_mtls_service_accounts_changed() -> None:
+    svc, before = world(eps=(endpoint("127.0.0.11"),))
+    same = push_of([svc], [], None, {(REVIEWS, 9080): (endpoint("127.0.0.11"), endpoint("127.0.0.12"))})
+    new_sa = push_of([svc], [], None, {(REVIEWS, 9080): (endpoint("127.0.0.11"),
+                                                         endpoint("127.0.0.13", "x"))})
+    plain = push_of([svc], [], None, {(REVIEWS, 9080): (endpoint("127.0.0.11"),
+                                                        endpoint("127.0.0.14", "y", labels={}))})
+    assert mtls.identity_changes(before.registry, same.registry, [REVIEWS]) == []
+    assert mtls.identity_changes(before.registry, plain.registry, [REVIEWS]) == []   # no sidecar: no SAN
+    (key,) = mtls.identity_changes(before.registry, new_sa.registry, [REVIEWS])
+    assert (key.kind, key.namespace, key.name) == ("Service", NS, "reviews")

@@ -147,16 +147,17 @@ def service_accounts(push: PushContext, svc: Service, port: int) -> list[str]:
     return sorted(ids | set(svc.subject_alt_names))
 
 
-def _identities(snapshot: RegistrySnapshot, svc: Service) -> frozenset[tuple[str, str, str]]:
-    return frozenset((e.namespace, e.service_account, e.tls_mode) for p in svc.ports
-                     for e in snapshot.endpoints_for(svc.hostname, p.port))
+def _identities(snapshot: RegistrySnapshot, svc: Service) -> frozenset[tuple[str, str]]:
+    return frozenset((e.namespace, e.service_account) for p in svc.ports
+                     for e in snapshot.endpoints_for(svc.hostname, p.port) if e.tls_mode == ISTIO_TLS_MODE)
 
 
 def identity_changes(before: RegistrySnapshot, after: RegistrySnapshot,
                      hosts: Iterable[str]) -> list[ConfigKey]:
-    """The services among ``hosts`` whose endpoints' identities (service accounts, tlsMode) changed, as
-    config keys: their clusters carry those SANs (and headless ones the TLS decision), so, as Istio does
-    for a service-account change, such an endpoint change must also regenerate clusters."""
+    """The services among ``hosts`` whose mTLS endpoints' identities (the service accounts of endpoints
+    with a sidecar) changed, as config keys: clusters carry those SANs, so, as Istio does for a
+    service-account change, such an endpoint change must also regenerate clusters. Endpoints without a
+    sidecar take no part (plaintext): their changes stay EDS-only."""
     out = []
     for host in sorted(set(hosts)):
         svc = after.service(host) or before.service(host)
