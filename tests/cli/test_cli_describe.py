@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from google.protobuf import any_pb2
 
 from mizzen.cli.describe_kube import describe_object, describe_pod, describe_service, references, smart_label
@@ -175,3 +176,35 @@ def test_x_describe_service_lists_every_route_of_its_virtual_service() -> None:
         "(prefix /, header end-user exact 'jason')",
         '   Route to host "reviews.bookinfo.svc.cluster.local" subset "v3" with weight 100% for (everything)',
     ], lines
+
+
+def test_x_describe_pod_shows_the_effective_peer_authentication() -> None:
+    objs = manifests(NET / "destination-rule-all.yaml")
+    services = [o for o in objs if o["kind"] == "Service"]
+    pas = yaml.safe_load_all("""
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system, creationTimestamp: "2026-12-06T10:00:00Z"}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: bookinfo, creationTimestamp: "2026-12-06T10:00:01Z"}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  mtls: {mode: UNSET}
+  portLevelMtls: {"9080": {mode: PERMISSIVE}}
+""")
+    objs = [*objs, *pas]
+    text = describe_pod_mesh(reviews_pod("v1"), services, objs, None, [])
+    assert text.splitlines()[-7:] == [
+        "--------------------",
+        "Effective PeerAuthentication:",
+        "   Workload mTLS mode: STRICT",
+        "   Port Level mTLS mode:",
+        "      9080: PERMISSIVE",
+        "Applied PeerAuthentication:",
+        "   default.istio-system, reviews.bookinfo",
+    ], text
+    # no PeerAuthentication applies: no block (the mesh default PERMISSIVE)
+    assert "PeerAuthentication" not in describe_pod_mesh(reviews_pod("v1"), services, objs[:-2], None, [])

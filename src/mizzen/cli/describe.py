@@ -21,7 +21,8 @@ from mizzen.config import kinds
 __all__ = ["describe", "x_app"]
 
 SERVICE_KINDS = ("svc", "service", "services")
-MESH_KINDS = ("VirtualService", "DestinationRule", "Gateway", "Sidecar", "ServiceEntry")
+MESH_KINDS = ("VirtualService", "DestinationRule", "Gateway", "Sidecar", "ServiceEntry",
+              "PeerAuthentication")
 
 
 x_app = typer.Typer(help="Experimental commands, like istioctl x.", no_args_is_help=True,

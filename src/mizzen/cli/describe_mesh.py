@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -24,9 +25,13 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf import json_format
 
 from mizzen.analysis.context import labels_match
+from mizzen.config.model import Config, ConfigSnapshot
+from mizzen.core import peer_authn
 from mizzen.core.hosts import host_matches, resolve_short_name
-from mizzen.core.push_context import resolve_gateway_ref
+from mizzen.core.mesh import MeshConfig
+from mizzen.core.push_context import PushContext, resolve_gateway_ref
 from mizzen.registry.convert import port_protocol
+from mizzen.registry.model import RegistrySnapshot
 from mizzen.simulate.action import destinations, istio_config
 from mizzen.simulate.cluster import parse_cluster_name
 from mizzen.simulate.match import describe_match
@@ -361,6 +366,39 @@ def _sidecars(pod: Obj, configs: Sequence[Obj], root_namespace: str) -> list[str
     return []
 
 
+def _created(obj: Obj) -> float:
+    text = str(_meta(obj).get("creationTimestamp") or "")
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _peer_authn_lines(pod: Obj, configs: Sequence[Obj], root_namespace: str) -> list[str]:
+    """istioctl's "Effective PeerAuthentication" block (core.peer_authn's precedence), when any
+    PeerAuthentication applies to the pod."""
+    pas = [Config(kind=peer_authn.KIND, api_version=str(c.get("apiVersion") or ""),
+                  name=str(_meta(c).get("name") or ""), namespace=str(_meta(c).get("namespace") or ""),
+                  spec=_spec(c), created=_created(c))
+           for c in configs if c.get("kind") == peer_authn.KIND]
+    if not pas:
+        return []
+    push = PushContext.build(ConfigSnapshot.of(pas), RegistrySnapshot(),
+                             MeshConfig(root_namespace=root_namespace))
+    ns, labels = str(_meta(pod).get("namespace") or ""), dict(_meta(pod).get("labels") or {})
+    used = peer_authn.applied(push, ns, labels)
+    if not used:
+        return []
+    policy = peer_authn.peer_policy(push, ns, labels)
+    lines = ["Effective PeerAuthentication:", f"   Workload mTLS mode: {policy.mode.value}"]
+    if policy.ports:
+        lines.append("   Port Level mTLS mode:")
+        lines.extend(f"      {port}: {mode.value}" for port, mode in sorted(policy.ports.items()))
+    lines.append("Applied PeerAuthentication:")
+    lines.append("   " + ", ".join(f"{c.name}.{c.namespace}" for c in used))
+    return lines
+
+
 def _service_sections(svc: Obj, pod: Obj | None, configs: Sequence[Obj], own: ProxyConfig | None,
                       gateways: Sequence[ProxyConfig], suffix: str) -> tuple[list[str], list[str]]:
     """(the Service's lines with its DestinationRule and VirtualServices, its gateway exposure lines)."""
@@ -476,6 +514,10 @@ def describe_pod_mesh(pod: Obj, services: Sequence[Obj], configs: Sequence[Obj],
     if sc:
         lines.append(SEPARATOR)
         lines.extend(sc)
+    authn = _peer_authn_lines(pod, configs, root_namespace)
+    if authn:
+        lines.append(SEPARATOR)
+        lines.extend(authn)
     if exposure:
         lines.append("")
         lines.extend(exposure)

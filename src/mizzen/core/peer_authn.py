@@ -22,6 +22,7 @@ __all__ = [
     "KIND",
     "MtlsMode",
     "PeerPolicy",
+    "applied",
     "infer_service_mode",
     "peer_policy",
 ]
@@ -74,6 +75,14 @@ def _level_policies(push: PushContext, namespace: str) -> tuple[Config | None, C
             [c for c in push.configs.list(KIND, namespace) if not _selector(c)])
         return mesh, ns
     return push.memoized(("peer_authn", namespace), build)
+
+
+def applied(push: PushContext, namespace: str, labels: Mapping[str, str]) -> list[Config]:
+    """The policies that make up a workload's effective one: mesh, namespace, workload (those present)."""
+    mesh, ns = _level_policies(push, namespace)
+    workload = _oldest([c for c in push.configs.list(KIND, namespace)
+                        if _selector(c) and selects(_selector(c), labels)])
+    return [c for c in (mesh, ns, workload) if c is not None]
 
 
 def peer_policy(push: PushContext, namespace: str, labels: Mapping[str, str]) -> PeerPolicy:
