@@ -230,3 +230,28 @@ async def test_a_new_service_account_behind_a_service_reaches_connected_clients(
     headers = await _get(http)
     assert f"By={spiffe(NS, 'reviews-v2-sa')}" in headers.get("x-forwarded-client-cert", "")
     assert other.requests >= 1
+
+
+async def test_authorization_principals_see_the_mtls_peer_identity(
+        world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    """AuthorizationPolicy ``principals`` match the SPIFFE ID the peer proved in the mTLS handshake."""
+    m, _reviews, http = world
+    mesh = m.mesh
+    await mesh.apply_yaml(pa("default", "STRICT"))
+    await mesh.apply_yaml("""
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-viewer}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: ALLOW
+  rules: [{from: [{source: {principals: ["cluster.local/ns/bookinfo/sa/bookinfo-productpage"]}}]}]
+""", namespace=NS)
+    sleep = await m.identity_sidecar(NS, "sleep-abc", {"app": "sleep"}, "sleep")
+    await mesh.wait_synced()
+    await _get(http)                                           # productpage: allowed
+    async with mesh.client_via(sleep) as other:
+        async def denied() -> None:
+            r = await other.get("http://reviews:9080/reviews/0")
+            assert r.status_code == 403, r.text
+        await eventually(denied, timeout=15)
