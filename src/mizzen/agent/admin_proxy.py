@@ -41,6 +41,8 @@ SECRET_SCOPES = frozenset({"secret", "tls_certificate", "tls_certificates", "gen
                            "session_ticket_keys", "dynamic_active_secrets", "dynamic_warming_secrets",
                            "static_secrets"})
 INLINE_KEYS = frozenset({"inline_bytes", "inline_string", "inlineBytes", "inlineString"})
+# certificates are public: kept (``proxy-config secret`` reads serials and validity from them)
+PUBLIC_KEYS = frozenset({"certificate_chain", "trusted_ca"})
 QUERY_ALLOWED: dict[str, frozenset[str]] = {
     "/config_dump": frozenset({"resource", "mask", "name_regex", "include_eds"}),
     "/clusters": frozenset({"format"}),
@@ -68,6 +70,8 @@ def redact_secrets(value: Any, in_secret: bool = False) -> Any:
                 out[k] = _redact_all(v)
             elif k in INLINE_KEYS and in_secret:
                 out[k] = REDACTED
+            elif name in PUBLIC_KEYS:
+                out[k] = v
             else:
                 out[k] = redact_secrets(v, in_secret or name in SECRET_SCOPES)
         return out

@@ -25,7 +25,8 @@ class Kind:
     istio: bool = True               # an Istio CRD (schema in config/schemas/crd-all.gen.yaml)
     supported: bool = True           # False: accepted and stored, carries nothing the mesh acts on
     feeds_registry: bool = False     # services or workloads are built from it (registry.build_snapshot)
-    read_by: frozenset[str] = frozenset()   # xDS generators (CDS, EDS, LDS, RDS) whose output it shapes
+    read_by: frozenset[str] = frozenset()   # xDS generators (CDS, EDS, LDS, RDS, SDS) whose output it shapes
+    body: tuple[str, ...] = ()       # top-level fields that hold the content instead of ``spec`` (Secret)
 
     @property
     def api_versions(self) -> tuple[str, ...]:
@@ -41,7 +42,8 @@ NET_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 
 _ALL_XDS = frozenset({"CDS", "EDS", "LDS", "RDS"})
 
-GATEWAY = Kind("Gateway", NETWORKING, NET_VERSIONS, "gateways", ("gw",), read_by=frozenset({"LDS", "RDS"}))
+GATEWAY = Kind("Gateway", NETWORKING, NET_VERSIONS, "gateways", ("gw",),
+               read_by=frozenset({"LDS", "RDS", "SDS"}))   # SDS: the credentialNames its servers name
 VIRTUAL_SERVICE = Kind("VirtualService", NETWORKING, NET_VERSIONS, "virtualservices", ("vs",),
                        read_by=frozenset({"LDS", "RDS"}))
 DESTINATION_RULE = Kind("DestinationRule", NETWORKING, NET_VERSIONS, "destinationrules", ("dr",),
@@ -66,11 +68,14 @@ REQUEST_AUTHENTICATION = Kind("RequestAuthentication", SECURITY, SEC_VERSIONS, "
 # BestEffortInferServiceMTLSMode does
 PEER_AUTHENTICATION = Kind("PeerAuthentication", SECURITY, SEC_VERSIONS, "peerauthentications", ("pa",),
                            read_by=frozenset({"CDS", "LDS"}))
+# gateway credentialName (SDS), and whether a server's chain can be built at all (LDS)
+SECRET = Kind("Secret", "", ("v1",), "secrets", (), istio=False, read_by=frozenset({"LDS", "SDS"}),
+              body=("type", "data", "stringData", "immutable"))
 
 ALL_KINDS: tuple[Kind, ...] = (
     GATEWAY, VIRTUAL_SERVICE, DESTINATION_RULE, SERVICE_ENTRY, WORKLOAD_ENTRY, SIDECAR,
     SERVICE, DEPLOYMENT, NAMESPACE,
-    AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION, PEER_AUTHENTICATION,
+    AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION, PEER_AUTHENTICATION, SECRET,
 )
 BY_NAME: dict[str, Kind] = {k.kind: k for k in ALL_KINDS}
 
@@ -78,8 +83,7 @@ BY_NAME: dict[str, Kind] = {k.kind: k for k in ALL_KINDS}
 # same files as Services and Deployments, e.g. Istio's bookinfo.yaml). Stored and listed, not translated.
 PASSIVE: tuple[Kind, ...] = tuple(
     Kind(name, "", ("v1",), plural, istio=False, supported=False)
-    for name, plural in (("ServiceAccount", "serviceaccounts"), ("ConfigMap", "configmaps"),
-                         ("Secret", "secrets")))
+    for name, plural in (("ServiceAccount", "serviceaccounts"), ("ConfigMap", "configmaps")))
 PASSIVE_KINDS: frozenset[str] = frozenset(k.kind for k in PASSIVE)
 
 

@@ -383,6 +383,8 @@ class _ObjectBuilder:
         annotations = _string_map(meta, "annotations", self.err)
         if passive:
             spec = {k: v for k, v in data.items() if k not in ("apiVersion", "kind", "metadata")}
+        elif known is not None and known.body:
+            spec = self._body(data, known.body)
         else:
             spec = self._spec(data, kind_name, api_version)
         if self.errors:
@@ -406,6 +408,13 @@ class _ObjectBuilder:
                      f'"{self.namespace}". You must pass \'--namespace={ns_meta}\' to perform this '
                      "operation.")
         return str(ns_meta or self.namespace or DEFAULT_NAMESPACE)
+
+    def _body(self, data: dict[str, Any], body: tuple[str, ...]) -> dict[str, Any]:
+        """A kind without ``spec`` (Secret): its content fields, kept as the stored spec."""
+        for key in data:
+            if key not in body and key not in _TOP_LEVEL - {"spec"}:
+                self.err(schema.key_path("", str(key)), f'unknown field "{key}"')
+        return {k: data[k] for k in body if k in data}
 
     def _spec(self, data: dict[str, Any], kind_name: str, api_version: str) -> dict[str, Any]:
         for key in data:

@@ -34,8 +34,9 @@ from aiohttp import web
 from google.protobuf import json_format
 
 import mizzen
+from mizzen.agent.admin_proxy import redact_secrets
 from mizzen.auth.guard import Guard
-from mizzen.config import kinds
+from mizzen.config import credentials, kinds
 from mizzen.config.errors import ConfigError, Issue, Severity
 from mizzen.config.loader import TooManyObjects, namespace_error
 from mizzen.config.model import Config
@@ -45,7 +46,7 @@ from mizzen.controlplane.push import iso
 from mizzen.registry.model import Workload
 from mizzen.simulate import DIRECTIONS, InvalidRequest, SimRequest, resources_from_any
 from mizzen.simulate import simulate as simulate_request
-from mizzen.xds.resources import SHORT
+from mizzen.xds.resources import SECRET, SHORT
 
 if TYPE_CHECKING:
     from mizzen.analysis import AnalysisIssue
@@ -165,8 +166,15 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 def manifest(config: Config) -> dict[str, Any]:
+    """The object as the API shows it: a kind without ``spec`` (Secret) has its fields at the top level, and
+    a Secret's values are never shown, only their sizes."""
     m = config.to_manifest()
     m["metadata"]["creationTimestamp"] = iso(config.created) if config.created else None
+    k = kinds.BY_NAME.get(config.kind)
+    if k is not None and k.body:
+        m.update(m.pop("spec") or {})
+    if config.kind == "Secret":
+        m = credentials.redacted_manifest(m)
     return m
 
 
@@ -535,6 +543,8 @@ class Api:
         for type_url, ts in snap.types.items():
             short = SHORT.get(type_url, type_url)
             out[short] = [resource_to_dict(ts.resources[n].any) for n in sorted(ts.resources)]
+            if type_url == SECRET:   # private keys never leave the control plane's memory
+                out[short] = [redact_secrets(r) for r in out[short]]
             out.setdefault("versions", {})[short] = ts.version
         return _json(out)
 
