@@ -27,10 +27,10 @@ from mizzen.config.model import Config
 __all__ = [
     "CA_SUFFIX",
     "CERT_KEYS",
-    "CredentialError",
     "KUBERNETES_PREFIX",
     "ROOT_KEYS",
     "CertInfo",
+    "CredentialError",
     "cert_info",
     "leaf_certificate",
     "redacted",

@@ -51,6 +51,7 @@ from mizzen.controlplane.persist import StateDir
 from mizzen.controlplane.pods_proxy import PodsProxy
 from mizzen.controlplane.push import Generator, Pusher
 from mizzen.controlplane.store import UNCHANGED, ApplyResult, ConfigStore, Validator
+from mizzen.core import generate, sds
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.mtls import identity_changes
 from mizzen.core.push_request import PushRequest, WorkloadKey
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
     from mizzen.kube.config_source import KubeConfigSource
 
 log = logging.getLogger(__name__)
+
+generate.register(sds.SecretGenerator())   # gateway credentialName: istiod's SecretGen on the push table
 
 __all__ = [
     "DEFAULT_HTTP_PORT",

@@ -2,9 +2,11 @@
 listen port (Gateway port mapped through ``proxy.gateway_listen_port``), one listener per (bind, port).
 
 HTTP servers share one HCM (RDS ``http.<port>``); HTTPS SIMPLE/MUTUAL servers get an SNI filter chain each
-with a DownstreamTlsContext from certificate files and an HCM (RDS ``https.<port>.<port name>.<gw>.<ns>``);
+with a DownstreamTlsContext from certificate files, or for ``credentialName`` from SDS on the ADS stream
+(``kubernetes://<name>``, ``kubernetes://<name>-cacert``; a server whose Secret is missing or unusable in the
+proxy's namespace is left out with a warning), and an HCM (RDS ``https.<port>.<port name>.<gw>.<ns>``);
 TLS PASSTHROUGH servers get SNI chains from VirtualService ``tls`` routes; TCP servers a tcp_proxy from
-``tcp`` routes. ``credentialName`` (needs SDS) and ISTIO_MUTUAL/AUTO_PASSTHROUGH are skipped with a warning.
+``tcp`` routes. ISTIO_MUTUAL/AUTO_PASSTHROUGH are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from envoy.config.listener.v3 import listener_components_pb2
 
 from mizzen.config.model import Config
 from mizzen.core import filters, names, plugins
+from mizzen.core.gateway_credentials import SDS_MODES, Credential, ads_sds_config, credential, needs_ca
 from mizzen.core.hosts import hosts_intersect
 from mizzen.core.listeners import ChainSet, extensions, new_listener, resolver, tls_inspector
 from mizzen.core.proxy import Proxy
@@ -61,6 +64,10 @@ class GatewayServer:
     @property
     def tls(self) -> Mapping[str, Any]:
         return self.server.get("tls") or {}
+
+    @property
+    def credential_name(self) -> str:
+        return str(self.tls.get("credentialName") or "") if self.server.get("tls") else ""
 
     @property
     def tls_mode(self) -> str:
@@ -184,11 +191,13 @@ def _listener(proxy: Proxy, push: PushContext, bind: str, port: int, servers: Se
 
 
 def _server_chains(proxy: Proxy, push: PushContext, s: GatewayServer, warnings: list[str]) -> list[Any]:
-    if s.server.get("tls") and s.tls.get("credentialName"):
-        warnings.append(f"{_where(s)}: tls.credentialName (Kubernetes secret via SDS) is not supported yet; "
-                        f"use serverCertificate/privateKey files; server skipped")
-        return []
     mode = s.tls_mode
+    cred: Credential | None = None
+    if s.credential_name and mode in SDS_MODES:
+        cred = credential(push, proxy.namespace, s.credential_name, mode)
+        if cred.problem:   # Envoy would wait for a secret that never comes: leave the chain out
+            warnings.append(f"{_where(s)}: {cred.problem}; server skipped")
+            return []
     if mode in ("ISTIO_MUTUAL", "AUTO_PASSTHROUGH"):
         warnings.append(f"{_where(s)}: tls.mode {mode} is not supported yet; server skipped")
         return []
@@ -197,7 +206,7 @@ def _server_chains(proxy: Proxy, push: PushContext, s: GatewayServer, warnings: 
         return []
     if mode == "PASSTHROUGH":
         return _passthrough_chains(proxy, push, s, warnings)
-    if mode and not (s.tls.get("serverCertificate") and s.tls.get("privateKey")):
+    if mode and cred is None and not (s.tls.get("serverCertificate") and s.tls.get("privateKey")):
         warnings.append(f"{_where(s)}: tls.mode {mode} needs serverCertificate and privateKey; skipped")
         return []
     if s.terminates_https:
@@ -208,7 +217,7 @@ def _server_chains(proxy: Proxy, push: PushContext, s: GatewayServer, warnings: 
         chain = listener_components_pb2.FilterChain(
             filters=filters.chain_filters(filters.hcm_filter(hcm), ext))
         chain.filter_chain_match.server_names.extend(s.sni_hosts)
-        chain.transport_socket.CopyFrom(filters.tls_transport_socket(_tls_context(s)))
+        chain.transport_socket.CopyFrom(filters.tls_transport_socket(_tls_context(s, cred)))
         return [chain]
     # TCP, or TLS terminated here and forwarded as TCP
     f = _tcp_route_filter(proxy, push, s)
@@ -218,13 +227,25 @@ def _server_chains(proxy: Proxy, push: PushContext, s: GatewayServer, warnings: 
     chain = listener_components_pb2.FilterChain(filters=filters.chain_filters(f, _ext(proxy, push, s)))
     if mode:
         chain.filter_chain_match.server_names.extend(s.sni_hosts)
-        chain.transport_socket.CopyFrom(filters.tls_transport_socket(_tls_context(s, alpn=())))
+        chain.transport_socket.CopyFrom(filters.tls_transport_socket(_tls_context(s, cred, alpn=())))
     return [chain]
 
 
-def _tls_context(s: GatewayServer, alpn: Sequence[str] = filters.ALPN_HTTP) -> Any:
+def _tls_context(s: GatewayServer, cred: Credential | None,
+                 alpn: Sequence[str] = filters.ALPN_HTTP) -> Any:
     tls = dict(s.tls)
     ctx = filters.downstream_tls_context(tls, alpn=alpn)
+    if cred is not None:   # Istio's credentialName: certificate (and CA) over SDS on the ADS stream
+        common = ctx.common_tls_context
+        del common.tls_certificates[:]
+        common.tls_certificate_sds_secret_configs.add(name=cred.cert_resource, sds_config=ads_sds_config())
+        if needs_ca(s.tls_mode):
+            combined = common.combined_validation_context
+            combined.default_validation_context.CopyFrom(common.validation_context)
+            combined.default_validation_context.ClearField("trusted_ca")
+            combined.validation_context_sds_secret_config.name = cred.ca_resource
+            combined.validation_context_sds_secret_config.sds_config.CopyFrom(ads_sds_config())
+            common.ClearField("validation_context")
     if s.tls_mode == "OPTIONAL_MUTUAL":
         ctx.require_client_certificate.value = False
     return ctx

@@ -60,6 +60,8 @@ def _affects(proxy: Proxy, push: PushContext, c: Config) -> bool:
     root = push.mesh.root_namespace
     if c.kind == "Gateway":
         return proxy.is_gateway
+    if c.kind == "Secret":   # gateway credentialName: served only to gateways of the Secret's namespace
+        return proxy.is_gateway and proxy.namespace == c.namespace
     if c.kind == "Sidecar":
         return not proxy.is_gateway and c.namespace in (proxy.namespace, root)
     if c.kind == "VirtualService":

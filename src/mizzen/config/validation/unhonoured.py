@@ -77,7 +77,6 @@ _TOP_POLICY_PARTS = (
 _SERVER_TLS = (
     Unhonoured("tls.mode", "not supported yet; this server is skipped",
                values=("ISTIO_MUTUAL", "AUTO_PASSTHROUGH")),
-    Unhonoured("tls.credentialName", f"{SDS}; this server is skipped"),
     Unhonoured("tls.credentialNames", SDS),
     Unhonoured("tls.caCertCredentialName", SDS),
     Unhonoured("tls.tlsCertificates", "several certificates per server are not supported yet (use "
