@@ -1,8 +1,9 @@
-"""Gateway ``credentialName`` end to end: Kubernetes Secrets applied to the real control plane, served over SDS
-on the ADS stream to a real gateway Envoy, checked with real TLS clients (Python ssl; the served certificate's
-serial is compared with the Secret's). SIMPLE from a ``kubernetes.io/tls`` Secret, MUTUAL from a generic one
-(``cert``/``key``/``cacert``) and from a ``<name>-cacert`` Secret, rotation without a restart (an SDS-only
-push), a Secret in another namespace is not served, and no Secret value appears in any output or log.
+"""Gateway ``credentialName`` end to end: Kubernetes Secrets applied to the real control plane, served
+over SDS on the ADS stream to a real gateway Envoy, checked with real TLS clients (Python ssl; the served
+certificate's serial is compared with the Secret's). SIMPLE from a ``kubernetes.io/tls`` Secret, MUTUAL
+from a generic one (``cert``/``key``/``cacert``) and from a ``<name>-cacert`` Secret, rotation without a
+restart (an SDS-only push), a Secret in another namespace is not served, and no Secret value appears in
+any output or log.
 """
 
 from __future__ import annotations
@@ -246,7 +247,6 @@ async def test_a_secret_in_another_namespace_is_not_served(mesh: Mesh, tmp_path:
     node = node_of(mesh, gw)
     snap = mesh.cp.cache.get(node)
     assert snap is not None and not snap.of(SECRET).resources
-    assert not any(SECRET == t and ts.resources for t, ts in snap.types.items())
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         await fetch(gw, ca.pem, tmp_path)
     # the same Secret in the gateway's namespace is served

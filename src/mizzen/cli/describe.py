@@ -88,6 +88,11 @@ def describe(
     k = kinds.lookup(kind)
     if k is None:
         fail(f'the server doesn\'t have a resource type "{kind}"')
+    if k.kind == "Secret":   # kubectl describe secret: keys and sizes (the API never returns the values)
+        with api_call(c, "Describing..."):
+            obj = _one(c, k.kind, name, ns)
+        typer.echo(describe_kube.describe_secret(obj))
+        return
     with api_call(c, "Describing..."):
         obj = _one(c, k.kind, name, ns if k.namespaced else None)
         others = _config(c) + c.objects("Service")

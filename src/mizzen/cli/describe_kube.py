@@ -326,3 +326,28 @@ def describe_object(obj: Obj, others: Sequence[Obj] = (), pods: Sequence[Obj] = 
     lines.append(_field("Events", "<none>", w))
     return "\n".join(lines)
 
+
+
+_SIZE = re.compile(r"^\[redacted: (\d+) bytes\]$")
+
+
+def describe_secret(secret: Obj) -> str:
+    """kubectl describe secret: metadata, type, and each key with its size (never a value)."""
+    meta = _meta(secret)
+    w = 13
+    lines = [
+        _field("Name", meta.get("name", ""), w),
+        _field("Namespace", meta.get("namespace", ""), w),
+        *_map_lines("Labels", meta.get("labels"), w),
+        *_map_lines("Annotations", meta.get("annotations"), w),
+        "",
+        _field("Type", secret.get("type") or "Opaque", 7),
+        "",
+        "Data",
+        "====",
+    ]
+    data: dict[str, Any] = {**(secret.get("data") or {}), **(secret.get("stringData") or {})}
+    for key in sorted(data):
+        m = _SIZE.match(str(data[key]))
+        lines.append(f"{key}:  {m.group(1) if m else '?'} bytes")
+    return "\n".join(lines)

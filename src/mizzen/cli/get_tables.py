@@ -75,6 +75,8 @@ COLUMNS: Mapping[str, tuple[Sequence[tuple[str, Getter]], Sequence[tuple[str, Ge
         [("CONTAINERS", lambda i: ",".join(str(c.get("name", "")) for c in _containers(i))),
          ("IMAGES", lambda i: ",".join(str(c.get("image", "")) for c in _containers(i))),
          ("SELECTOR", _selector)]),
+    "Secret": ([("TYPE", lambda i: str(i.get("type") or "Opaque")),
+                ("DATA", lambda i: str(len({**(i.get("data") or {}), **(i.get("stringData") or {})})))], []),
     "Namespace": ([("STATUS", lambda i: str((i.get("status") or {}).get("phase") or "Active"))], []),
     "AuthorizationPolicy": ([("ACTION", lambda i: str(_spec(i).get("action", "")))], []),
     # the CRD's additionalPrinterColumns (kubectl get peerauthentication: NAME MODE AGE)

@@ -1,4 +1,5 @@
-"""Kubernetes ``Secret`` objects as TLS credentials, as Istio reads them (pilot/pkg/credentials/kube/secrets.go).
+"""Kubernetes ``Secret`` objects as TLS credentials, as Istio reads them
+(pilot/pkg/credentials/kube/secrets.go).
 
 A Secret's content is ``data`` (base64) merged with ``stringData`` (plain text; it wins, as the API server
 merges it). A credential is ``cert``/``key`` (generic Secret, with an optional ``cacert``) or ``tls.crt``/
@@ -96,7 +97,8 @@ def root_cert(data: Mapping[str, bytes]) -> bytes:
     for k in ROOT_KEYS:
         if data.get(k):
             return data[k]
-    raise CredentialError(f"found secret, but didn't have expected keys cacert or ca.crt; found: {_found(data)}")
+    raise CredentialError("found secret, but didn't have expected keys cacert or ca.crt; found: "
+                          f"{_found(data)}")
 
 
 def leaf_certificate(pem: bytes, what: str = "certificate") -> x509.Certificate:
@@ -165,5 +167,6 @@ def redacted_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
         for field_name, encoded in (("data", True), ("stringData", False)):
             values = holder.get(field_name)
             if isinstance(values, Mapping):
-                holder[field_name] = {str(k): REDACTED_FMT.format(_size(v, encoded)) for k, v in values.items()}
+                holder[field_name] = {str(k): REDACTED_FMT.format(_size(v, encoded))
+                                      for k, v in values.items()}
     return out

@@ -43,7 +43,7 @@ def build_secrets(proxy: Proxy, push: PushContext) -> dict[str, Message]:
         return out
     for name, mode in _gateway_credentials(proxy, push):
         cred = credential(push, proxy.namespace, name, mode)
-        if cred.info is None:
+        if cred.info is None or cred.problem:   # the listener leaves that server out
             continue
         cert = secret_pb2.Secret(name=cred.cert_resource)
         cert.tls_certificate.certificate_chain.inline_bytes = cred.info.cert

@@ -23,8 +23,8 @@ _KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 def _check_key(r: Report, field: str, key: str) -> None:
     if not _KEY.match(key) or len(key) > 253 or key in (".", ".."):
-        r.error(key_path(field, key), f'Invalid value: "{key}": a valid config key must consist of alphanumeric '
-                                      "characters, '-', '_' or '.'")
+        r.error(key_path(field, key), f'Invalid value: "{key}": a valid config key must consist of '
+                                      "alphanumeric characters, '-', '_' or '.'")
 
 
 def _decode(r: Report, data: Mapping[object, object]) -> dict[str, bytes]:
@@ -104,8 +104,8 @@ def _check_credential(r: Report, data: Mapping[str, bytes], origin: Mapping[str,
                 r.error(_where(data, key_key), str(e))
             if credentials.expired(cert):
                 when = cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
-                r.warn(_where(data, cert_key), f"the certificate expired at {when}; a gateway serving it fails "
-                                               "every handshake")
+                r.warn(_where(data, cert_key), f"the certificate expired at {when}; a gateway serving it "
+                                               "fails every handshake")
     for ca_key in credentials.ROOT_KEYS:
         if data.get(ca_key):
             try:
