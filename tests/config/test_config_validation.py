@@ -385,11 +385,12 @@ def test_config_unhonoured_fields_are_warnings_at_their_paths() -> None:
         ("spec.http[1].redirect.prefixRewrite", f"{MESSAGE}: redirect prefix rewriting is not translated yet "
                                                 "(use redirect.uri)")]
     gw = ("servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], "
-          "tls: {mode: SIMPLE, credentialName: bookinfo-cert}}]")
+          "tls: {mode: SIMPLE, credentialNames: [bookinfo-cert]}}]")
     assert warnings("Gateway", gw) == [(
-        "spec.servers[0].tls.credentialName",
-        f"{MESSAGE}: Kubernetes secrets over SDS are not supported yet (use certificate files); this server "
-        "is skipped")]
+        "spec.servers[0].tls.credentialNames",
+        f"{MESSAGE}: several credentials per server are not supported yet (use credentialName)")]
+    # a single credentialName is served over SDS
+    assert warnings("Gateway", gw.replace("credentialNames: [bookinfo-cert]", "credentialName: c")) == []
     assert warnings("WorkloadEntry", "address: 1.1.1.1\nnetwork: n1") == [
         ("spec.network", f"{MESSAGE}: multi-network meshes are not supported yet")]
 

@@ -6,15 +6,12 @@ without a usable certificate).
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from cryptography import x509
-
 from mizzen.analysis.context import AnalysisContext, labels_match
 from mizzen.analysis.message import AnalysisIssue, issue_for
+from mizzen.config import credentials
 from mizzen.config.model import Config
 from mizzen.core.hosts import hosts_intersect
 from mizzen.core.push_context import MESH_GATEWAY, resolve_gateway_ref
@@ -177,18 +174,8 @@ def gateway_credentials(ctx: AnalysisContext) -> list[AnalysisIssue]:
 def secret_has_certificate(secret: Config) -> bool:
     """Istio's ExtractCertInfo + ValidateCertificate: a certificate and a key under ``tls.crt``/``tls.key``
     (or ``cert``/``key``), the certificate valid PEM X.509."""
-    data: dict[str, bytes] = {}
-    for k, v in (secret.spec.get("data") or {}).items():
-        try:
-            data[str(k)] = base64.b64decode(str(v), validate=True)
-        except (binascii.Error, ValueError):
-            return False
-    for k, v in (secret.spec.get("stringData") or {}).items():
-        data[str(k)] = str(v).encode()
-    for cert_key, key_key in (("tls.crt", "tls.key"), ("cert", "key")):
-        if data.get(cert_key) and data.get(key_key):
-            try:
-                return bool(x509.load_pem_x509_certificates(data[cert_key]))
-            except ValueError:
-                return False
-    return False
+    try:
+        credentials.leaf_certificate(credentials.cert_info(credentials.secret_data(secret)).cert)
+    except credentials.CredentialError:
+        return False
+    return True

@@ -45,6 +45,7 @@ HONOURED: dict[str, tuple[str, ...]] = {
         # gateway_listeners / filters.downstream_tls_context (certificate files), gateway_routes (redirect)
         "spec.servers[*].tls.mode", "spec.servers[*].tls.httpsRedirect",
         "spec.servers[*].tls.serverCertificate", "spec.servers[*].tls.privateKey",
+        "spec.servers[*].tls.credentialName",   # SDS from a Secret (core.sds, core.gateway_credentials)
         "spec.servers[*].tls.caCertificates", "spec.servers[*].tls.subjectAltNames",
         "spec.servers[*].tls.verifyCertificateHash", "spec.servers[*].tls.verifyCertificateSpki",
         "spec.servers[*].tls.cipherSuites", "spec.servers[*].tls.minProtocolVersion",

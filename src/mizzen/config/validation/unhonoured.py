@@ -77,8 +77,10 @@ _TOP_POLICY_PARTS = (
 _SERVER_TLS = (
     Unhonoured("tls.mode", "not supported yet; this server is skipped",
                values=("ISTIO_MUTUAL", "AUTO_PASSTHROUGH")),
-    Unhonoured("tls.credentialNames", SDS),
-    Unhonoured("tls.caCertCredentialName", SDS),
+    Unhonoured("tls.credentialNames", "several credentials per server are not supported yet (use "
+                                      "credentialName)"),
+    Unhonoured("tls.caCertCredentialName", "not supported yet (the CA comes from credentialName's "
+                                           "cacert/ca.crt key or a <credentialName>-cacert Secret)"),
     Unhonoured("tls.tlsCertificates", "several certificates per server are not supported yet (use "
                                       "serverCertificate/privateKey)"),
     Unhonoured("tls.caCrl", "certificate revocation lists are not passed to Envoy yet"),
