@@ -117,9 +117,10 @@ async def test_converted_seed_ingresses_serve_through_a_gateway(mesh: Mesh, tmp_
     rc, out, err = await _cli(server, "proxy-status", token=mesh.cp.token)
     assert rc == 0, err
     rows = _rows(out)
-    assert rows[0] == ["NAME", "CDS", "LDS", "EDS", "RDS", "CONNECTED"]
+    assert rows[0] == ["NAME", "CDS", "LDS", "EDS", "RDS", "MTLS", "CONNECTED"]
     (row,) = [r for r in rows[1:] if r[0].startswith("istio-ingressgateway")]
     assert [c.split()[0] for c in row[1:5]] == ["SYNCED"] * 4, row
+    assert row[5] == "-", row   # a gateway has no inbound listeners
 
     rc, out, err = await _cli(server, "proxy-config", "routes", "istio-ingressgateway", token=mesh.cp.token)
     assert rc == 0, err

@@ -156,11 +156,11 @@ def test_proxy_status_table_and_nack_reasons(fake_api: FakeApi) -> None:
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
     assert _cells(lines[:3]) == [
-        ["NAME", "CDS", "LDS", "EDS", "RDS", "CONNECTED"],
+        ["NAME", "CDS", "LDS", "EDS", "RDS", "MTLS", "CONNECTED"],
         ["istio-ingressgateway-xyz.istio-system", "SYNCED (a1b2c3d4)", "NACKED (deadbeef)",
-         "SYNCED (a1b2c3d4)", "NOT SENT", "30s"],
+         "SYNCED (a1b2c3d4)", "NOT SENT", "-", "30s"],
         ["reviews-v1-abc.bookinfo", "SYNCED (a1b2c3d4)", "SYNCED (a1b2c3d4)", "SYNCED (a1b2c3d4)",
-         "STALE (ffff0000)", "3d"],
+         "STALE (ffff0000)", "-", "3d"],
     ]
     assert lines[3:] == [
         "",
@@ -251,7 +251,7 @@ def test_proxy_status_as_a_real_subprocess(fake_api: FakeApi) -> None:
     _setup(fake_api)
     proc = run_cli("proxy-status", server=fake_api.url)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0].split() == ["NAME", "CDS", "LDS", "EDS", "RDS", "CONNECTED"]
+    assert proc.stdout.splitlines()[0].split() == ["NAME", "CDS", "LDS", "EDS", "RDS", "MTLS", "CONNECTED"]
     assert "NACKED (deadbeef)" in proc.stdout and "duplicate listener 0.0.0.0_8080" in proc.stdout
 
 

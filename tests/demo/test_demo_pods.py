@@ -96,7 +96,8 @@ def test_get_pods_lists_bookinfo_like_kubectl(demo: Demo) -> None:
     assert all(r[1:4] == ["2/2", "Running", "0"] for r in rows[1:]), rows
 
     wide = table(demo.mizzen("get", "po", "-A", "-o", "wide").stdout)
-    assert wide[0] == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "APP-HOST"], wide
+    assert wide[0] == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "APP-HOST",
+                       "MTLS"], wide
     system = sorted(r[1].rsplit("-", 2)[0] for r in wide if r[0] == "istio-system")
     # like Istio's demo profile; the control plane is a pod too
     assert system == ["istio-egressgateway", "istio-ingressgateway", "istiod"], wide

@@ -12,8 +12,10 @@ import asyncio
 import base64
 import datetime
 import json
+import os
 import socket
 import ssl
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +159,29 @@ async def fetch(gw: Agent, ca: bytes, tmp: Path, client: Issued | None = None) -
     return await asyncio.to_thread(_fetch, gw.spec.ip, ca, client, tmp)
 
 
+MIZZEN = str(Path(sys.executable).parent / "mizzen")
+
+
+async def cli(mesh: Mesh, *args: str) -> str:
+    """The real ``mizzen`` command against this mesh's control plane (its token in the environment)."""
+    env = {**os.environ, "MIZZEN_SERVER": mesh.cp.http_url, "MIZZEN_TOKEN": mesh.cp.token}
+    proc = await asyncio.create_subprocess_exec(MIZZEN, *args, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+    return out.decode()
+
+
+async def secret_rows(mesh: Mesh, gw: Agent) -> list[list[str]]:
+    """``mizzen proxy-config secret`` rows for the gateway, asked of its agent's admin proxy."""
+    out = await cli(mesh, "proxy-config", "secret", node_of(mesh, gw), "--admin", f"{gw.spec.ip}:15004")
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines[0].split() == ["RESOURCE", "NAME", "TYPE", "STATUS", "VALID", "CERT", "SERIAL", "NUMBER",
+                                "NOT", "AFTER", "NOT", "BEFORE"], out
+    return [line.split() for line in lines[1:]]
+
+
 async def setup(mesh: Mesh) -> Agent:
     await mesh.apply_yaml(SERVICE, namespace=NS)
     await mesh.backend("web", namespace=NS, port=9080)
@@ -199,6 +224,10 @@ async def test_simple_from_a_tls_secret_rotates_without_restart(mesh: Mesh, tmp_
     snap = mesh.cp.cache.get(node)
     assert snap is not None and snap.version(LISTENER) == lds_version   # an SDS-only change
     assert (gw.pid, gw.restarts) == (pid, restarts)                       # no restart, no drain
+    # what Envoy holds, as istioctl proxy-config secret shows it
+    [row] = [r for r in await secret_rows(mesh, gw) if r[0] == "kubernetes://bookinfo-cert"]
+    assert row[1:6] == ["Cert", "Chain", "ACTIVE", "true", format(second.cert.serial_number, "x")], row
+    assert row[6] == second.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def test_mutual_from_a_generic_secret_with_cacert(mesh: Mesh, tmp_path: Path) -> None:
@@ -217,6 +246,9 @@ async def test_mutual_from_a_generic_secret_with_cacert(mesh: Mesh, tmp_path: Pa
     snap = mesh.cp.cache.get(node_of(mesh, gw))
     assert snap is not None
     assert sorted(snap.of(SECRET).resources) == ["kubernetes://api-cred", "kubernetes://api-cred-cacert"]
+    rows = {r[0]: r for r in await secret_rows(mesh, gw)}
+    assert rows["kubernetes://api-cred-cacert"][1:5] == ["CA", "ACTIVE", "true",
+                                                          format(client_ca.cert.serial_number, "x")]
     for who in (None, rogue.issue("mallory")):
         # TLS 1.3: the server's alert may arrive only when the client reads
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
@@ -294,6 +326,14 @@ async def test_secret_values_never_appear_in_outputs_or_logs(mesh: Mesh, tmp_pat
         assert r.status_code == 200
         outputs.append(r.text)
     assert "kubernetes://bookinfo-cert" in outputs[-1]
+    # the CLI: proxy-config secret (table and json), proxy-config all -o json, get/describe secret
+    admin = ("--admin", f"{gw.spec.ip}:15004")
+    for args in (("proxy-config", "secret", node, *admin),
+                 ("proxy-config", "secret", node, "-o", "json", *admin),
+                 ("proxy-config", "all", node, "-o", "json", *admin), ("get", "secret", "-A", "-o", "yaml"),
+                 ("describe", "secret", "bookinfo-cert", "-n", GW_NS), ("proxy-status",)):
+        outputs.append(await cli(mesh, *args))
+    assert "[redacted]" in outputs[-5]   # the private key's place in the SecretsConfigDump
     # stored state: files are private
     state = mesh.state_dir / "state"
     for p in state.rglob("*"):

@@ -108,7 +108,7 @@ def _fetch(c: ControlPlaneClient, kind: kinds.Kind | None, ns: str | None, names
            missing: list[str]) -> Listing:
     """One kind's items (``kind`` None: pods); names not found are added to ``missing``."""
     if kind is None:
-        items = _pods(c, ns)
+        items = pods.with_mtls(c, _pods(c, ns))   # the MTLS column (-o wide)
         if names:
             missing.extend(f'Error from server (NotFound): pods "{n}" not found'
                            for n in names if not any(p.get("name") == n for p in items))

@@ -36,6 +36,17 @@ def _pods(c: ControlPlaneClient, namespace: str | None) -> list[dict[str, Any]]:
     return [p for p in (body or {}).get("items") or [] if isinstance(p, dict)]
 
 
+def with_mtls(c: ControlPlaneClient, pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods with ``mtls``: what their proxy's inbound accepts, as the control plane sent it
+    (``/debug/syncz``; STRICT, PERMISSIVE, DISABLE, or - when the pod has no connected proxy)."""
+    by_ip: dict[str, str] = {}
+    for e in c.syncz():
+        parts = str(e.get("proxy", "")).split("~")
+        if len(parts) == 4:
+            by_ip[parts[1]] = str(e.get("mtls") or "-")
+    return [{**p, "mtls": by_ip.get(str(p.get("pod_ip") or ""), "-")} for p in pods]
+
+
 def _logs(c: ControlPlaneClient, namespace: str, name: str, container: str | None,
           tail: int | None, offsets: Sequence[int] | None = None) -> tuple[list[str], list[int]]:
     """(lines, offsets to pass back for what is written next)."""
@@ -52,10 +63,11 @@ def _logs(c: ControlPlaneClient, namespace: str, name: str, container: str | Non
 
 
 def pod_rows(pods: Sequence[Mapping[str, Any]], all_namespaces: bool, wide: bool) -> str:
-    """kubectl's pod table: NAME READY STATUS RESTARTS AGE (NAMESPACE first with -A; IP, APP-HOST wide)."""
+    """kubectl's pod table: NAME READY STATUS RESTARTS AGE (NAMESPACE first with -A; IP, APP-HOST and MTLS
+    wide, MTLS from :func:`with_mtls`)."""
     headers = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     if wide:
-        headers += ["IP", "APP-HOST"]
+        headers += ["IP", "APP-HOST", "MTLS"]
     rows = []
     for p in pods:
         row = ([str(p.get("namespace", ""))] if all_namespaces else []) + [
@@ -63,7 +75,8 @@ def pod_rows(pods: Sequence[Mapping[str, Any]], all_namespaces: bool, wide: bool
             str(p.get("restarts", 0)), human_duration(int(float(p.get("age_s") or 0))),
         ]
         if wide:
-            row += [str(p.get("pod_ip") or "<none>"), str(p.get("app_host") or "<none>")]
+            row += [str(p.get("pod_ip") or "<none>"), str(p.get("app_host") or "<none>"),
+                    str(p.get("mtls") or "-")]
         rows.append(row)
     return format_table(headers, rows)
 
@@ -92,6 +105,9 @@ def get_pods(
         for p in pods:
             typer.echo(f"pod/{p.get('name', '')}")
     elif pods:
+        if output == "wide":
+            with api_call(c, "Listing pods..."):
+                pods = with_mtls(c, pods)
         typer.echo(pod_rows(pods, all_namespaces, output == "wide"))
     elif not names:
         echo_err("No resources found" if ns is None else f"No resources found in {ns} namespace.")

@@ -1,12 +1,12 @@
-"""``mizzen proxy-status`` and ``mizzen proxy-config clusters|listeners|routes|endpoints|log|bootstrap|all
-PROXY``.
+"""``mizzen proxy-status`` and ``mizzen proxy-config clusters|listeners|routes|endpoints|secret|log|bootstrap|
+all PROXY``.
 
 ``proxy-status`` and ``clusters|listeners|routes`` read the control plane's debug endpoints (``/debug/syncz``,
-``/debug/config_dump``: what the control plane sends). ``endpoints``, ``log``, ``bootstrap`` and ``all`` ask
-the proxy itself, like istioctl does, through its agent's admin proxy (``http://<pod ip>:15004``, with the API
-token; the address comes from the demo's pods or the registered workloads, never from what a proxy claims) or
-``--admin`` (a socket path, ``host:port`` or a URL). PROXY may be the full node id, the ``pod.namespace``
-name, the pod name, or a unique prefix or substring of either.
+``/debug/config_dump``: what the control plane sends). ``endpoints``, ``secret``, ``log``, ``bootstrap`` and
+``all`` ask the proxy itself, like istioctl does, through its agent's admin proxy (``http://<pod ip>:15004``,
+with the API token; the address comes from the demo's pods or the registered workloads, never from what a
+proxy claims) or ``--admin`` (a socket path, ``host:port`` or a URL). PROXY may be the full node id, the
+``pod.namespace`` name, the pod name, or a unique prefix or substring of either.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import yaml
 from mizzen.admin_client import AdminClient, parse_admin_target
 from mizzen.agent.bootstrap import AGENT_ADMIN_PORT
 from mizzen.cli import proxy_tables as pt
+from mizzen.cli import secret_tables
 from mizzen.cli.common import api_call, client, echo_err, fail
 from mizzen.cli.contexts import context_namespace
 from mizzen.client import ApiError, ControlPlaneClient, Unreachable
@@ -282,6 +283,24 @@ def _dump_section(dump: dict[str, Any], suffix: str) -> dict[str, Any]:
         if isinstance(c, dict) and str(c.get("@type", "")).endswith(suffix):
             return c
     return {}
+
+
+@config_app.command("secret")
+def secret(
+    ctx: typer.Context, proxy: ProxyArg, output: Output = None, namespace: ProxyNamespace = None,
+    admin: AdminOpt = None,
+) -> None:
+    """The proxy's certificates as Envoy holds them, like istioctl proxy-config secret: workload identity
+    (default), roots (ROOTCA) and gateway credentials (kubernetes://NAME); -o json: Envoy's SecretsConfigDump
+    (private keys redacted)."""
+    _check_output(output)
+    ac = _admin(ctx, proxy, namespace, admin)
+    assert ac is not None
+    section = secret_tables.secrets_section(_config_dump(ac))
+    if output == "json":
+        typer.echo(json.dumps(section, indent=2))
+        return
+    typer.echo(secret_tables.secrets_table(section))
 
 
 @config_app.command("bootstrap")

@@ -107,9 +107,10 @@ def status_table(entries: Sequence[Mapping[str, Any]]) -> str:
         rows.append([
             proxy_name(str(e.get("proxy", ""))),
             *(_type_status(types.get(t)) for t in TYPES),
+            str(e.get("mtls") or "-"),
             human_age(e.get("connected_at")) if e.get("connected_at") else "-",
         ])
-    return format_table(["NAME", *TYPES, "CONNECTED"], rows)
+    return format_table(["NAME", *TYPES, "MTLS", "CONNECTED"], rows)
 
 
 def nack_lines(entries: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -44,9 +44,10 @@ from mizzen.config.validation.common import is_k8s_dns_subdomain
 from mizzen.controlplane.parse_worker import MAX_BODY, MAX_OBJECTS, ParsePool, ParserCrashed
 from mizzen.controlplane.push import iso
 from mizzen.registry.model import Workload
+from mizzen.security import inbound_mtls
 from mizzen.simulate import DIRECTIONS, InvalidRequest, SimRequest, resources_from_any
 from mizzen.simulate import simulate as simulate_request
-from mizzen.xds.resources import SECRET, SHORT
+from mizzen.xds.resources import LISTENER, SECRET, SHORT
 
 if TYPE_CHECKING:
     from mizzen.analysis import AnalysisIssue
@@ -241,6 +242,7 @@ class Api:
         self._loader = loader
         self._custom_loader = loader is not None   # else the default one, run in the parse worker
         self._extra: list[web.AbstractRouteDef] = []
+        self._mtls_by_version: dict[str, str] = {}
         self.guard = guard
         self.workload_address_check: AddressCheck | None = None
         self.parser = ParsePool()
@@ -510,7 +512,25 @@ class Api:
 
     # --- debug ----------------------------------------------------------------------------------------------
     async def syncz(self, request: web.Request) -> web.Response:
-        return _json(self.cp.status.to_dict())
+        entries = self.cp.status.to_dict()
+        for e in entries:
+            e["mtls"] = self._inbound_mtls(str(e.get("proxy", "")))
+        return _json(entries)
+
+    def _inbound_mtls(self, node: str) -> str:
+        """The MTLS column: what the proxy's inbound listeners, as sent, accept (cached per LDS version)."""
+        snap = self.cp.cache.get(node)
+        if snap is None:
+            return inbound_mtls.NONE
+        version = snap.version(LISTENER)
+        mode = self._mtls_by_version.get(version)
+        if mode is None:
+            ts = snap.of(LISTENER)
+            mode = inbound_mtls.inbound_mtls_mode(p.any for p in ts.resources.values())
+            if len(self._mtls_by_version) > 4096:
+                self._mtls_by_version.clear()
+            self._mtls_by_version[version] = mode
+        return mode
 
     def resolve_proxy(self, ident: str) -> str:
         """A node id from an exact id, a unique id prefix, a unique ``name.namespace``/ip part, the pod name,
