@@ -1,7 +1,7 @@
 """Gateway-side analyzers: IST0132 (a VirtualService bound to a Gateway none of whose server hosts it
 matches), IST0145 (Gateways selecting the same workloads with the same host on the same port), IST0162 (a
-server port the gateway's Service does not expose) and IST0101/IST0161 (a ``credentialName`` Secret missing or
-without a usable certificate).
+server port the gateway's Service does not expose), IST0101/IST0161 (a ``credentialName`` Secret missing or
+without a usable certificate) and IST0138 (two Gateways on the same workloads serving the same certificate).
 """
 
 from __future__ import annotations
@@ -179,3 +179,44 @@ def secret_has_certificate(secret: Config) -> bool:
     except credentials.CredentialError:
         return False
     return True
+
+
+def _selector_subset(x: Mapping[str, Any], y: Mapping[str, Any]) -> bool:
+    """Istio's selectorSubset: every label of ``x`` is in ``y`` with the same value."""
+    return all(str(k) in y and str(y[str(k)]) == str(v) for k, v in x.items())
+
+
+def _same_certificate(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Istio's haveSameCertificate: equal credentialNames, or (neither has one) equal certificate files and
+    equal private keys."""
+    ca, cb = str(a.get("credentialName") or ""), str(b.get("credentialName") or "")
+    if ca and cb:
+        return ca == cb
+    if not ca and not cb:
+        sa, sb = str(a.get("serverCertificate") or ""), str(b.get("serverCertificate") or "")
+        pa, pb = str(a.get("privateKey") or ""), str(b.get("privateKey") or "")
+        return bool(sa and sb and sa == sb and pa and pb and pa == pb)
+    return False
+
+
+def duplicate_certificates(ctx: AnalysisContext) -> list[AnalysisIssue]:
+    """IST0138 (Istio's gateway.CertificateAnalyzer): a Gateway whose selector is a subset of another
+    Gateway's (any namespace) and which has a TLS server with the same certificate as one of the other's;
+    clients reusing an HTTP/2 connection across the two get 404s."""
+    out: list[AnalysisIssue] = []
+    gateways = ctx.configs.list("Gateway")
+    for gw in gateways:
+        selector = gw.spec.get("selector") or {}
+        for other in gateways:
+            if other is gw or (selector and not _selector_subset(selector, other.spec.get("selector") or {})):
+                continue
+            for server in gw.spec.get("servers") or ():
+                for theirs in other.spec.get("servers") or ():
+                    tls, other_tls = (server or {}).get("tls"), (theirs or {}).get("tls")
+                    if tls and other_tls and _same_certificate(tls, other_tls):
+                        out.append(issue_for(
+                            "IST0138", gw, "metadata.name",
+                            f"Duplicate certificate in multiple gateways [{gw.namespace}/{gw.name} "
+                            f"{other.namespace}/{other.name}] may cause 404s if clients re-use HTTP2 "
+                            "connections."))
+    return out

@@ -34,6 +34,7 @@ CODES: dict[str, tuple[str, Severity]] = {
     "IST0132": ("VirtualServiceHostNotFoundInGateway", Severity.WARNING),
     "IST0134": ("ServiceEntryAddressesRequired", Severity.WARNING),
     "IST0135": ("DeprecatedAnnotation", Severity.INFO),
+    "IST0138": ("GatewayDuplicateCertificate", Severity.WARNING),
     "IST0144": ("InvalidApplicationUID", Severity.WARNING),
     "IST0145": ("ConflictingGateways", Severity.ERROR),
     "IST0149": ("JwtClaimBasedRoutingWithoutRequestAuthN", Severity.ERROR),

@@ -40,6 +40,7 @@ ANALYZERS: tuple[Callable[[AnalysisContext], list[AnalysisIssue]], ...] = (
     gateways.conflicting_gateways,
     gateways.gateway_ports_on_services,
     gateways.gateway_credentials,
+    gateways.duplicate_certificates,
     virtualservices.jwt_claim_routes,
     subsets.subsets_without_pods,
     security.security_policies,
