@@ -111,3 +111,33 @@ def test_no_command_prints_a_secret_value(control_plane: RealControlPlane, tmp_p
     assert f"tls.crt:  {len(cert)} bytes" in described and f"tls.key:  {len(key)} bytes" in described
     assert "password:  15 bytes" in outputs[("describe", "secret", "plain", "-n", "istio-system")]
     assert "[redacted: " in outputs[("get", "secret", "cred", "-n", "istio-system", "-o", "yaml")]
+
+
+def test_create_secret_tls_and_generic_like_kubectl(control_plane: RealControlPlane, tmp_path: Path,
+                                                    pem: tuple[bytes, bytes]) -> None:
+    cert, key = pem
+    (tmp_path / "c.crt").write_bytes(cert)
+    (tmp_path / "k.key").write_bytes(key)
+    url = control_plane.url
+    r = run_cli("create", "-n", "istio-system", "secret", "tls", "httpbin-credential",
+                "--key", str(tmp_path / "k.key"), "--cert", str(tmp_path / "c.crt"), server=url)
+    assert (r.returncode, r.stdout.strip()) == (0, "secret/httpbin-credential created"), r.stderr
+    r = run_cli("create", "secret", "generic", "mtls-credential", "-n", "istio-system",
+                f"--from-file=tls.crt={tmp_path / 'c.crt'}", f"--from-file=tls.key={tmp_path / 'k.key'}",
+                f"--from-file=ca.crt={tmp_path / 'c.crt'}", server=url)
+    assert (r.returncode, r.stdout.strip()) == (0, "secret/mtls-credential created"), r.stderr
+    stored = control_plane.cp.store.get("Secret", "istio-system", "mtls-credential")
+    assert stored is not None and sorted(stored.spec["data"]) == ["ca.crt", "tls.crt", "tls.key"]
+    assert base64.b64decode(stored.spec["data"]["tls.key"]) == key
+    # a key file that does not match: refused before anything is sent, naming the key, not its content
+    _c2, other_key = _pem()
+    (tmp_path / "other.key").write_bytes(other_key)
+    r = run_cli("create", "secret", "tls", "bad", "-n", "istio-system", "--key", str(tmp_path / "other.key"),
+                "--cert", str(tmp_path / "c.crt"), server=url)
+    assert r.returncode == 1 and "private key does not match the certificate" in r.stderr, r.stderr
+    assert other_key.decode().splitlines()[1] not in r.stderr + r.stdout
+    assert control_plane.cp.store.get("Secret", "istio-system", "bad") is None
+    r = run_cli("create", "secret", "tls", "nofile", "--key", str(tmp_path / "missing.key"),
+                "--cert", str(tmp_path / "c.crt"), server=url)
+    assert r.returncode == 1 and r.stderr.startswith("error: error reading key"), r.stderr
+    assert "Traceback" not in r.stderr

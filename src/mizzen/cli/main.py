@@ -17,6 +17,7 @@ from mizzen.cli import (
     authz,
     contexts,
     convert,
+    create,
     dashboard,
     describe,
     framework,
@@ -60,6 +61,7 @@ def _global(
 
 app.command("apply")(resources.apply)
 app.command("delete")(resources.delete)
+app.add_typer(create.app, name="create")
 app.command("get")(get.get)
 app.command("describe")(describe.describe)
 describe.x_app.add_typer(authz.app, name="authz")
