@@ -285,6 +285,17 @@ async def test_a_secret_in_another_namespace_is_not_served(mesh: Mesh, tmp_path:
     await mesh.apply_yaml(tls_secret("bookinfo-cert", GW_NS, leaf))
     await mesh.wait_synced()
     await eventually(lambda: _expect(fetch(gw, ca.pem, tmp_path), (leaf.cert.serial_number, 200)), timeout=10)
+    # deleting it takes the server out again; the gateway keeps running
+    await mesh.delete_yaml(tls_secret("bookinfo-cert", GW_NS, leaf))
+    await mesh.wait_synced()
+
+    async def refused() -> None:
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            await fetch(gw, ca.pem, tmp_path)
+    await eventually(refused, timeout=10)
+    snap = mesh.cp.cache.get(node)
+    assert snap is not None and not snap.of(SECRET).resources
+    assert gw.running and gw.restarts == 0
 
 
 async def _expect(got: object, want: tuple[int, int]) -> None:
