@@ -141,3 +141,29 @@ def test_create_secret_tls_and_generic_like_kubectl(control_plane: RealControlPl
                 "--cert", str(tmp_path / "c.crt"), server=url)
     assert r.returncode == 1 and r.stderr.startswith("error: error reading key"), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_proxy_config_secret_rows_from_a_secrets_config_dump(pem: tuple[bytes, bytes]) -> None:
+    from mizzen.cli.secret_tables import HEADERS, secret_rows, secrets_table
+
+    cert, _key = pem
+    parsed = x509.load_pem_x509_certificate(cert)
+    dump = {"dynamic_active_secrets": [
+        {"name": "default", "secret": {"name": "default", "tls_certificate": {
+            "certificate_chain": {"inline_bytes": b64(cert)},
+            "private_key": {"inline_bytes": "[redacted]"}}}}],
+        "dynamicWarmingSecrets": [
+            {"name": "ROOTCA", "secret": {"name": "ROOTCA", "validationContext": {
+                "trustedCa": {"inlineString": cert.decode()}}}}],
+        "static_secrets": [{"name": "files", "secret": {"tls_certificate": {
+            "certificate_chain": {"filename": "/etc/certs/cert.pem"}}}}]}
+    rows = secret_rows(dump)
+    when = "%Y-%m-%dT%H:%M:%SZ"
+    valid = [format(parsed.serial_number, "x"), parsed.not_valid_after_utc.strftime(when),
+             parsed.not_valid_before_utc.strftime(when)]
+    assert rows == [["default", "Cert Chain", "ACTIVE", "true", *valid],
+                    ["ROOTCA", "CA", "WARMING", "true", *valid],
+                    ["files", "Cert Chain", "ACTIVE", "false", "-", "-", "-"]]
+    expired = secret_rows(dump, now=parsed.not_valid_after_utc + datetime.timedelta(seconds=1))
+    assert expired[0][3] == "false"
+    assert secrets_table(dump).splitlines()[0].split() == " ".join(HEADERS).split()
