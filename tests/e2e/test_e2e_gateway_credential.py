@@ -198,6 +198,9 @@ async def test_simple_from_a_tls_secret_rotates_without_restart(mesh: Mesh, tmp_
     monkeypatch.setenv("ISTIO_DELTA_XDS", "true" if delta else "false")   # the gateway's ADS flavour
     gw = await setup(mesh)
     assert gw.spec.delta_xds is delta
+    # a sidecar in the Secret's namespace and a gateway elsewhere: a Secret change is none of their business
+    await mesh.sidecar(GW_NS, "sleep-v1", {"app": "sleep"})
+    await mesh.gateway(namespace="edge", name="edge-gateway", gateway_ports={443: 9443})
     ca = CA("gateway CA")
     first = ca.issue(HOST)
     await mesh.apply_yaml(tls_secret("bookinfo-cert", GW_NS, first))
@@ -220,6 +223,8 @@ async def test_simple_from_a_tls_secret_rotates_without_restart(mesh: Mesh, tmp_
     assert second.cert.serial_number != first.cert.serial_number
     await mesh.apply_yaml(tls_secret("bookinfo-cert", GW_NS, second))
     await mesh.wait_synced()
+    stats = mesh.cp.pusher.stats
+    assert (stats.proxies_pushed, stats.proxies_changed) == (1, 1), stats   # only the istio-system gateway
     await eventually(lambda: serves(second.cert.serial_number), timeout=10)
     snap = mesh.cp.cache.get(node)
     assert snap is not None and snap.version(LISTENER) == lds_version   # an SDS-only change
