@@ -13,6 +13,7 @@ import base64
 import datetime
 import json
 import os
+import re
 import socket
 import ssl
 import sys
@@ -182,9 +183,9 @@ async def secret_rows(mesh: Mesh, gw: Agent) -> list[list[str]]:
     return [line.split() for line in lines[1:]]
 
 
-async def setup(mesh: Mesh) -> Agent:
+async def setup(mesh: Mesh, sidecar: bool = False) -> Agent:
     await mesh.apply_yaml(SERVICE, namespace=NS)
-    await mesh.backend("web", namespace=NS, port=9080)
+    await mesh.backend("web", namespace=NS, port=9080, sidecar=sidecar)
     return await mesh.gateway(namespace=GW_NS, gateway_ports={80: 8080, 443: 8443})
 
 
@@ -311,7 +312,7 @@ async def _expect(got: object, want: tuple[int, int]) -> None:
 async def test_secret_values_never_appear_in_outputs_or_logs(mesh: Mesh, tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
-    gw = await setup(mesh)
+    gw = await setup(mesh, sidecar=True)
     ca = CA("gateway CA")
     leaf = ca.issue(HOST)
     await mesh.apply_yaml(tls_secret("bookinfo-cert", GW_NS, leaf))
@@ -350,6 +351,10 @@ async def test_secret_values_never_appear_in_outputs_or_logs(mesh: Mesh, tmp_pat
                  ("describe", "secret", "bookinfo-cert", "-n", GW_NS), ("proxy-status",)):
         outputs.append(await cli(mesh, *args))
     assert "[redacted]" in outputs[-5]   # the private key's place in the SecretsConfigDump
+    # the MTLS column: the web sidecar's inbound is plaintext (no mTLS sent yet), a gateway has no inbound
+    rows = [re.split(r" {2,}", line.strip()) for line in outputs[-1].splitlines()[1:] if line.strip()]
+    mtls = {r[0].split("-")[0]: r[5] for r in rows}
+    assert mtls == {"istio": "-", "web": "DISABLE"}, outputs[-1]
     # stored state: files are private
     state = mesh.state_dir / "state"
     for p in state.rglob("*"):
