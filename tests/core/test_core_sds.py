@@ -65,15 +65,16 @@ def test_simple_chain_references_the_secret_over_ads(pem: dict[str, bytes]) -> N
     assert s.tls_certificate.private_key.inline_bytes == pem["key"]
 
 
-def test_mutual_uses_a_combined_validation_context(pem: dict[str, bytes]) -> None:
-    cfgs = [*gw_config("MUTUAL"), secret("cred", "istio-system", {"cert": pem["cert"], "key": pem["key"],
+@pytest.mark.parametrize("mode", ["MUTUAL", "OPTIONAL_MUTUAL"])
+def test_mutual_uses_a_combined_validation_context(pem: dict[str, bytes], mode: str) -> None:
+    cfgs = [*gw_config(mode), secret("cred", "istio-system", {"cert": pem["cert"], "key": pem["key"],
                                                                    "cacert": pem["cert"]})]
     proxy, push = gateway(), push_of([WEB], cfgs)
     ctx = tls_of(by_name(build_listeners(proxy, push))["127.0.20.1_8443"].filter_chains[0])
     combined = ctx.common_tls_context.combined_validation_context
     assert combined.validation_context_sds_secret_config.name == "kubernetes://cred-cacert"
     assert not ctx.common_tls_context.HasField("validation_context")
-    assert ctx.require_client_certificate.value
+    assert ctx.require_client_certificate.value is (mode == "MUTUAL")
     out = sds.SecretGenerator().generate(proxy, push, None)
     assert sorted(out) == ["kubernetes://cred", "kubernetes://cred-cacert"]
     ca = out["kubernetes://cred-cacert"]
