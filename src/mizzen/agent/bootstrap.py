@@ -8,6 +8,10 @@ listener on ``<admin host>:15090`` that serves only ``GET /stats/prometheus`` fr
 path is 404 there), and a layered runtime. Everything else (listeners, clusters, routes, endpoints) arrives
 over xDS. The agent's own admin proxy (``<admin host>:15004``, see :mod:`mizzen.agent.admin_proxy`) is how
 anyone else reaches the admin interface, with the API token.
+
+With a workload identity (``xds_socket``/``sds_socket``, as pilot-agent renders it) the ``xds-grpc``
+cluster is the agent's local xDS socket (the agent forwards over TLS to the control plane), and Istio's
+``sds-grpc`` cluster points at the agent's SDS socket for the ``default`` and ``ROOTCA`` secrets.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mizzen.core.proxy import DEFAULT_GATEWAY_PORTS, Meta, ProxyType, node_id
+from mizzen.security.sdsconfig import sds_cluster
 
 __all__ = [
     "ADMIN_SOCKET_NAME",
@@ -166,10 +171,34 @@ def stats_resources(spec: ProxySpec, admin_socket: str) -> tuple[list[dict[str, 
     return [listener], [cluster]
 
 
-def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME) -> dict[str, Any]:
+def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME, *, xds_socket: str | None = None,
+                    sds_socket: str | None = None) -> dict[str, Any]:
     """The bootstrap as a JSON-ready dict (Envoy v3 Bootstrap); admin on the Unix socket ``admin_socket``
-    (an absolute path in practice: a relative one is relative to Envoy's working directory)."""
+    (an absolute path in practice: a relative one is relative to Envoy's working directory); ADS through the
+    agent's ``xds_socket`` and the ``sds-grpc`` cluster on ``sds_socket`` when given."""
     stats_listeners, stats_clusters = stats_resources(spec, admin_socket)
+    xds_address: dict[str, Any] = (
+        {"pipe": {"path": xds_socket}} if xds_socket is not None
+        else {"socket_address": {"address": spec.xds_host, "port_value": spec.xds_port}})
+    identity_clusters = [sds_cluster(sds_socket)] if sds_socket is not None else []
+    xds_cluster: dict[str, Any] = {
+        "name": XDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": xds_address}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+    }
+    if xds_socket is None:
+        # keep the ADS stream alive across quiet periods; reconnects are cheap on loopback
+        xds_cluster["upstream_connection_options"] = {"tcp_keepalive": {"keepalive_time": 300}}
     node: dict[str, Any] = {
         "id": spec.node_id,
         "cluster": spec.cluster,
@@ -197,26 +226,9 @@ def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME) -> d
         "static_resources": {
             "listeners": stats_listeners,
             "clusters": [
-                {
-                    "name": XDS_CLUSTER,
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": XDS_CLUSTER,
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                            "address": spec.xds_host, "port_value": spec.xds_port,
-                        }}}}]}],
-                    },
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        },
-                    },
-                    # keep the ADS stream alive across quiet periods; reconnects are cheap on loopback
-                    "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
-                },
+                xds_cluster,
                 *stats_clusters,
+                *identity_clusters,
             ],
         },
         "layered_runtime": {
@@ -228,5 +240,7 @@ def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME) -> d
     }
 
 
-def render_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME) -> str:
-    return json.dumps(build_bootstrap(spec, admin_socket), indent=1, sort_keys=True)
+def render_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME, *, xds_socket: str | None = None,
+                     sds_socket: str | None = None) -> str:
+    return json.dumps(build_bootstrap(spec, admin_socket, xds_socket=xds_socket, sds_socket=sds_socket),
+                      indent=1, sort_keys=True)

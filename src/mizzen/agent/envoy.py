@@ -9,6 +9,9 @@ itself uses it for readiness and draining. With ``AgentOptions.admin_token`` the
 allow-listed admin proxy on ``<admin host>:<spec.admin_port>`` (:mod:`mizzen.agent.admin_proxy`).
 
 Envoy's log file is kept under ``max_log_bytes`` (see :mod:`.logcap`).
+
+With ``AgentOptions.identity`` the agent is also the pod's identity agent (:mod:`.identity`): SDS and the
+xDS proxy start before Envoy, whose bootstrap then reaches the control plane only through the agent.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import aiohttp
 from mizzen.agent.admin_proxy import AdminProxy
 from mizzen.agent.binary import envoy_binary
 from mizzen.agent.bootstrap import ADMIN_SOCKET_NAME, ProxySpec, render_bootstrap
+from mizzen.agent.identity import IdentityOptions, WorkloadIdentity
 from mizzen.agent.logcap import DEFAULT_MAX_LOG_BYTES, watch_log
 from mizzen.childproc import tied_to_parent
 from mizzen.core.proxy import ProxyType
@@ -95,6 +99,7 @@ class AgentOptions:
     admin_token: str | None = None            # the API token: serve the admin proxy (None: no proxy)
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES   # envoy.log is rotated to envoy.log.1 beyond this (0: never)
     log_check_s: float = 2.0
+    identity: IdentityOptions | None = None   # SDS + xDS over TLS through the agent (None: plaintext ADS)
 
 
 class Agent:
@@ -121,6 +126,7 @@ class Agent:
         self._running = asyncio.Event()     # set while a process is up
         self._dir_fd: int | None = None       # the work dir, open, when its socket path is too long
         self.admin_proxy: AdminProxy | None = None
+        self.identity: WorkloadIdentity | None = None
 
     # --- properties -----------------------------------------------------------------------------------------
     @property
@@ -210,15 +216,26 @@ class Agent:
                 os.chmod(self._work_dir, 0o700)     # the admin socket and logs are the agent's alone
         try:
             bound = str(self.admin_socket)
+            bind_dir = envoy_dir = str(self._work_dir.absolute())
             if len(str(self._work_dir.absolute() / ADMIN_SOCKET_NAME)) > MAX_SOCKET_PATH:
                 self._dir_fd = os.open(self._work_dir, os.O_PATH | os.O_DIRECTORY)
                 bound = ADMIN_SOCKET_NAME           # relative to Envoy's working directory, the work dir
+                bind_dir, envoy_dir = f"/proc/self/fd/{self._dir_fd}", ""
+            sockets: dict[str, str] = {}
+            if self.options.identity is not None:
+                self.identity = WorkloadIdentity(self.spec, self.options.identity, self._work_dir, bind_dir,
+                                                 envoy_dir)
+                await self.identity.start()
+                sockets = {"xds_socket": self.identity.xds_socket, "sds_socket": self.identity.sds_socket}
             tmp = self.bootstrap_path.with_suffix(".tmp")
-            tmp.write_text(render_bootstrap(self.spec, bound))
+            tmp.write_text(render_bootstrap(self.spec, bound, **sockets))
             os.replace(tmp, self.bootstrap_path)
             self._stopping = False
             await self._spawn()
         except BaseException:           # nothing started: leave no temp work dir behind
+            if self.identity is not None:
+                await self.identity.stop()
+                self.identity = None
             self._remove_own_work_dir()
             raise
         self._supervisor = asyncio.create_task(self._supervise(), name=f"agent {self.node_id}")
@@ -361,6 +378,9 @@ class Agent:
                     await task
         self._supervisor = self._log_watch = None
         self._running.clear()
+        if self.identity is not None:
+            await self.identity.stop()
+            self.identity = None
         self._remove_own_work_dir()
 
     def _remove_own_work_dir(self) -> None:

@@ -277,6 +277,8 @@ class Api:
         r.add_get("/apis/events", self.events)
         r.add_get("/apis/workloads", self.list_workloads)
         r.add_delete("/apis/workloads/{namespace}/{name}", self.remove_workload)
+        r.add_post("/apis/credentials", self.issue_credential)
+        r.add_delete("/apis/credentials/{namespace}/{pod}", self.revoke_credential)
         r.add_get("/debug/syncz", self.syncz)
         r.add_get("/debug/config_dump", self.config_dump)
         r.add_get("/debug/registryz", self.registryz)
@@ -453,6 +455,34 @@ class Api:
             return _json({"error": f"workload {w.namespace}/{w.name}: {refused}"}, 403)
         self.cp.register_workload(w)
         return _json({"workload": dataclasses.asdict(w), "action": "registered"})
+
+    async def issue_credential(self, request: web.Request) -> web.Response:
+        """``{"namespace", "pod", "serviceAccount"}`` -> a new pod credential for the pod's agent, with the
+        mesh roots (the runner's job, as the kubelet mounts a pod's service-account token). The credential
+        is in this response only: the control plane keeps its digest."""
+        identity = self.cp.identity
+        if identity is None:
+            return _json({"error": "this control plane runs no CA (start it with --xds-tls-port)"}, 404)
+        body = await _body(request)
+        ns, pod, sa = (body.get(k) for k in ("namespace", "pod", "serviceAccount"))
+        if not all(isinstance(v, str) and v for v in (ns, pod, sa)):
+            raise BadRequest("want {\"namespace\", \"pod\", \"serviceAccount\"} (non-empty strings)")
+        assert isinstance(ns, str) and isinstance(pod, str) and isinstance(sa, str)
+        check_workload_names(ns, pod)
+        try:
+            issued = identity.issue(ns, pod, sa)
+        except ValueError as e:
+            raise BadRequest(f"credential for {ns}/{pod}: {e}") from None
+        log.info("issued a pod credential for %s/%s (service account %s)", ns, pod, sa)
+        return _json(issued.as_dict())
+
+    async def revoke_credential(self, request: web.Request) -> web.Response:
+        identity = self.cp.identity
+        if identity is None:
+            return _json({"error": "this control plane runs no CA (start it with --xds-tls-port)"}, 404)
+        ns, pod = request.match_info["namespace"], request.match_info["pod"]
+        revoked = identity.revoke(ns, pod)
+        return _json({"revoked": revoked}, 200 if revoked else 404)
 
     async def _address_refused(self, address: str) -> str | None:
         """The embedder's ``workload_address_check`` on ``address`` (sync or async): None to accept."""

@@ -17,6 +17,11 @@ Registry readiness gates xDS: with ``await_workload_sync_s`` set (a control plan
 registered by a separate runner, like the demo's), a proxy's stream is held before its first response until
 the runner has sent its full set of workloads (``sync_workloads``, ``PUT /apis/workloads``), or that many
 seconds have passed; so a restarted control plane never pushes endpoints it has not reconciled yet.
+
+With ``xds_tls_port`` set (``mizzen controlplane`` and the demo: 15012, like istiod) the control plane runs
+the mesh CA and serves xDS and ``IstioCertificateService`` over TLS on that port, every stream authenticated
+and held to its own node (:mod:`.identity`); the plaintext ``xds_port`` stays for tests and raw-ADS
+benchmarks, as istiod keeps 15010.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from mizzen.console.sessions import COOKIE, Sessions
 from mizzen.controlplane.api import Api, Loader
 from mizzen.controlplane.events import EventLog
 from mizzen.controlplane.exposure import gateway_bind_issues
+from mizzen.controlplane.identity import MeshIdentity
 from mizzen.controlplane.limits import RateLimiter, env_duration, env_float, env_int
 from mizzen.controlplane.metrics import CONFIG_EVENTS, Metrics, ObservedStatus
 from mizzen.controlplane.persist import StateDir
@@ -73,11 +79,13 @@ generate.register(sds.SecretGenerator())   # gateway credentialName: istiod's Se
 __all__ = [
     "DEFAULT_HTTP_PORT",
     "DEFAULT_XDS_PORT",
+    "DEFAULT_XDS_TLS_PORT",
     "ControlPlane",
     "ControlPlaneOptions",
 ]
 
 DEFAULT_XDS_PORT = 15010
+DEFAULT_XDS_TLS_PORT = 15012
 DEFAULT_HTTP_PORT = 15014
 
 
@@ -86,6 +94,9 @@ class ControlPlaneOptions:
     state_dir: Path | None = None          # None: in memory only
     xds_host: str = "127.0.0.1"
     xds_port: int = DEFAULT_XDS_PORT       # 0 = ephemeral (see ControlPlane.xds_port)
+    # xDS + the CA over TLS (istiod's 15012; 0 = ephemeral); None: no CA and no TLS port (embedders, tests)
+    xds_tls_port: int | None = None
+    ca_dir: Path | None = None             # a plugged-in CA (Istio's cacerts files); None: self-signed
     http_host: str = "127.0.0.1"
     http_port: int | None = DEFAULT_HTTP_PORT   # 0 = ephemeral, None = no HTTP server
     mesh: MeshConfig = field(default_factory=MeshConfig)
@@ -177,8 +188,12 @@ class ControlPlane:
                              on_changed=self.status.changed)
         rate = _auto_rate(opts.max_requests_per_second)
         self.admission = RateLimiter(rate, burst=max(1, int(rate)))
+        self.identity: MeshIdentity | None = None
+        if opts.xds_tls_port is not None:
+            self.identity = MeshIdentity(opts.state_dir, opts.ca_dir, opts.mesh.trust_domain)
         self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
-                             status=self.status, write_timeout=opts.xds_send_timeout_s)
+                             status=self.status, write_timeout=opts.xds_send_timeout_s,
+                             authorize=self.identity.authorize if self.identity is not None else None)
         where = (f'the mizzen CLI reads it from {self.token_file} (or ${TOKEN_ENV})' if self.token_file
                  else f'this control plane keeps it in memory: its embedder passes it as ${TOKEN_ENV}')
         self.events = EventLog()
@@ -228,6 +243,17 @@ class ControlPlane:
         return f"{self.options.xds_host}:{self.xds_port}"
 
     @property
+    def xds_tls_port(self) -> int:
+        if self.ads.tls_port is None:
+            raise RuntimeError("control plane not started with an xDS TLS port")
+        return self.ads.tls_port
+
+    @property
+    def xds_tls_address(self) -> str:
+        """xDS and the CA over TLS (what agents use: Istio's CA_ADDR / discoveryAddress)."""
+        return f"{self.options.xds_host}:{self.xds_tls_port}"
+
+    @property
     def http_port(self) -> int:
         if self._http_port is None:
             raise RuntimeError("HTTP server not started")
@@ -260,7 +286,12 @@ class ControlPlane:
         try:
             if opts.kubeconfig is not None:
                 await self._start_kube(opts.kubeconfig)
-            self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port)
+            if self.identity is not None and opts.xds_tls_port is not None:
+                self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port,
+                                         tls=(self.identity.server_credentials(), opts.xds_tls_port),
+                                         handlers=(self.identity.ca_service.rpc_handler(),))
+            else:
+                self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port)
             if opts.http_port is not None:
                 # lingering_time: a client that declared more body than it sends is cut off after 1 s
                 runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False,
@@ -279,7 +310,8 @@ class ControlPlane:
         if not self.workloads_synced.is_set():
             self._sync_timer = asyncio.get_running_loop().call_later(
                 opts.await_workload_sync_s or 0.0, self._workload_sync_timed_out)
-        log.info("control plane up: xDS %s, HTTP %s, %d objects", self.xds_address,
+        log.info("control plane up: xDS %s%s, HTTP %s, %d objects", self.xds_address,
+                 f" (TLS + CA {self.xds_tls_address})" if self.ads.tls_port else "",
                  self.http_url if self._http else "off", len(self.store))
 
     async def _start_kube(self, kubeconfig: Path) -> None:
@@ -324,6 +356,8 @@ class ControlPlane:
             self._grpc = None
         await asyncio.to_thread(self.store.wait_written)
         await asyncio.to_thread(self.api.close)
+        if self.identity is not None:
+            self.identity.close()
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (the ``python -m mizzen.controlplane`` loop)."""

@@ -14,6 +14,7 @@ from typing import Protocol
 from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, ProxySpec
 from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
 from mizzen.core.proxy import ProxyType
+from mizzen.runner.credentials import CredentialIssuer, with_identity
 
 HTTP_PROXY_PORT = 15080
 ADMIN_PORT = AGENT_ADMIN_PORT      # the agent's admin proxy; Envoy's admin is a socket in the work dir
@@ -49,7 +50,9 @@ SidecarFactory = Callable[[SidecarRequest], Sidecar]
 
 class AgentSidecars:
     """Creates one :class:`Agent` per pod: node ``sidecar~<pod ip>~<pod>.<ns>~...``, the agent's admin proxy
-    on ``<pod ip>:15004`` (when ``options.admin_token`` is set), ADS to ``xds_host:xds_port``."""
+    on ``<pod ip>:15004`` (when ``options.admin_token`` is set), ADS to ``xds_host:xds_port``; with
+    ``credentials`` and ``ca_address`` (the control plane's TLS port) each pod gets its credential and its
+    agent serves SDS and forwards xDS over TLS instead."""
 
     def __init__(
         self,
@@ -58,7 +61,13 @@ class AgentSidecars:
         options: AgentOptions | None = None,
         work_root: Path | None = None,
         on_event: Callable[[AgentEvent], None] | None = None,
+        *,
+        credentials: CredentialIssuer | None = None,
+        ca_address: str | None = None,
     ) -> None:
+        if (credentials is None) != (ca_address is None):
+            raise ValueError("credentials and ca_address go together")
+        self.credentials, self.ca_address = credentials, ca_address
         self.xds_host, self.xds_port = xds_host, xds_port
         self.options = options or AgentOptions()
         self.work_root = work_root
@@ -83,4 +92,7 @@ class AgentSidecars:
         opts = self.options
         if self.work_root is not None:
             opts = dataclasses.replace(opts, work_dir=self.work_root / req.namespace / req.pod_name)
+        if self.credentials is not None and self.ca_address is not None:
+            opts = with_identity(opts, self.credentials, self.ca_address, req.namespace, req.pod_name,
+                                 req.service_account)
         return Agent(self.spec(req), opts, self.on_event)

@@ -321,6 +321,43 @@ class CertificateAuthority:
         chain.append(material.bundle.pem)
         return chain
 
+    def sign_server_certificate(self, public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+                                dns_names: Sequence[str], ttl: dt.timedelta) -> list[str]:
+        """The control plane's own serving certificate (istiod's DNS certificate, e.g.
+        ``istiod.istio-system.svc``): DNS SANs, server auth only; signed by the CA, not via a CSR (the key
+        never leaves the control plane). Istio's response chain ``[leaf, (chain), roots]``."""
+        if not dns_names:
+            raise CAError("a serving certificate needs at least one DNS name")
+        material = self._material
+        now = _now()
+        not_after = min(now + min(ttl, self.options.max_ttl), material.cert.not_valid_after_utc)
+        if not_after <= now:
+            raise CAError("the CA certificate has expired")
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(material.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
+                                         content_commitment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                         encipher_only=False, decipher_only=False),
+                           critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                material.key.public_key()), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=True)
+            .sign(material.key, hashes.SHA256())
+        )
+        chain = [cert_pem(cert)]
+        if material.chain_pem:
+            chain.append(material.chain_pem)
+        chain.append(material.bundle.pem)
+        return chain
+
     # --- root rotation ------------------------------------------------------------------------------------
     # Three steps, so no handshake fails: stage (the new root joins every trust bundle while the old root
     # still signs), activate (the new root signs; the old stays trusted), drop (once every certificate the old

@@ -21,6 +21,7 @@ from mizzen.security import caproto
 from mizzen.security.authn import AuthenticationError, Authenticator, RequestContext, authenticate
 from mizzen.security.ca import CAError, CertificateAuthority, IdentityMismatch
 from mizzen.security.pki import cert_info, load_certs
+from mizzen.security.xdsauth import is_tls
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,19 @@ __all__ = ["CAService"]
 class CAService:
     """The CA's gRPC face. ``issued`` counts signed certificates (for tests and metrics)."""
 
-    def __init__(self, ca: CertificateAuthority, authenticators: Sequence[Authenticator]) -> None:
+    def __init__(self, ca: CertificateAuthority, authenticators: Sequence[Authenticator], *,
+                 require_tls: bool = False) -> None:
         self.ca = ca
+        self.require_tls = require_tls        # mounted on a server with a plaintext port: refuse there
         self.authenticators = list(authenticators)
         self.issued = 0
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
 
     async def create_certificate(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if self.require_tls and not is_tls(context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "the CA is served over TLS only (the control plane's secure port, 15012)")
         metadata = {str(k).lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         try:
             caller = await authenticate(self.authenticators, RequestContext(metadata=metadata))

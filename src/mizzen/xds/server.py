@@ -30,10 +30,21 @@ from mizzen.xds.status import ProxyStatus, SyncStatus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdsServer", "DeltaBodies", "OnConnect", "OnDisconnect", "ResponseBodies", "serve"]
+__all__ = ["AdsServer", "Authorize", "DeltaBodies", "OnConnect", "OnDisconnect", "ResponseBodies",
+           "StreamDenied", "serve"]
 
 OnConnect = Callable[[str, dict[str, Any]], Awaitable[None]]
 OnDisconnect = Callable[[str], Awaitable[None]]
+# (node id, metadata, gRPC context) -> the stream's principal (None: anonymous); raises StreamDenied
+Authorize = Callable[[str, dict[str, Any], grpc.aio.ServicerContext], Awaitable[Hashable | None]]
+
+
+class StreamDenied(Exception):
+    """Raised by an ``authorize`` callback: the stream ends with ``code`` and this one-line message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
@@ -50,8 +61,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     ``on_connect(node_id, metadata)`` is awaited for every new stream after its first request and before any
     response: it should ``set_snapshot`` the node (a ValueError rejects the stream with INVALID_ARGUMENT).
     ``on_disconnect(node_id)`` runs when the node's last stream ends, unless it reconnected meanwhile.
-    Serve with :func:`serve` (it registers serializers for the pre-serialized responses); stop with
-    :meth:`shutdown`.
+    ``authorize(node_id, metadata, context)`` runs first: it returns the stream's principal (who it speaks
+    for; None = anonymous) or raises :class:`StreamDenied`. A node is held by one principal: a new stream
+    of the same principal (or any identified one, for a node only anonymous streams hold) replaces the old
+    streams; a stream of another principal, or an anonymous one for a node an identified stream holds, is
+    refused with PERMISSION_DENIED. Serve with :func:`serve` (it registers serializers for the
+    pre-serialized responses); stop with :meth:`shutdown`.
     """
 
     def __init__(
@@ -62,15 +77,19 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         on_disconnect: OnDisconnect | None = None,
         status: SyncStatus | None = None,
         write_timeout: float = 0.0,
+        authorize: Authorize | None = None,
     ) -> None:
         self.cache = cache
         # like istiod's PILOT_XDS_SEND_TIMEOUT (0: none): a response whose write takes longer ends its stream
         # (the proxy reconnects) and is counted (SyncStatus.write_timeout)
         self.write_timeout = write_timeout
+        self.authorize = authorize
+        self.replaced = 0                      # streams ended because their node reconnected (same identity)
         self.status = status if status is not None else SyncStatus(cache)
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.port: int | None = None           # set by serve()
+        self.tls_port: int | None = None       # set by serve() with tls
         self._stream_ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
         self._live: set[_Stream] = set()
@@ -118,6 +137,22 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         while self._live and loop.time() < deadline:
             await asyncio.sleep(0.01)
         await grpc_server.stop(grace)
+
+    def _claim(self, stream: _Stream, principal: Hashable | None) -> str | None:
+        """Give ``stream``'s node to ``principal``: ends replaced streams; the refusal text, or None."""
+        others = [s for s in self._live
+                  if s is not stream and s.node_id == stream.node_id and s.ps is not None]
+        for other in others:
+            if other.principal is not None and other.principal != principal:
+                return (f"node {stream.node_id} is connected with another identity; a stream for it must "
+                        "present that identity")
+        if principal is not None:
+            for other in others:
+                log.info("ADS stream %d: %s reconnected with the same identity (stream %d): ending the old "
+                         "stream", other.id, stream.node_id, stream.id)
+                other.queue.put_nowait(_EOF)
+                self.replaced += 1
+        return None
 
     def _disconnected(self, node_id: str) -> None:
         """Run on_disconnect in the background: the stream's own task may already be cancelled."""
@@ -224,6 +259,7 @@ class _Stream:
         self.context = context
         self.delta = delta
         self.node_id = ""
+        self.principal: Hashable | None = None
         self.ps: ProxyStatus | None = None
         self.ads: AdsStream | None = None
         self.queue: asyncio.Queue[object] = asyncio.Queue()
@@ -245,6 +281,18 @@ class _Stream:
                 await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first request must carry node.id")
             self.node_id = node.id
             metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+            if self.server.authorize is not None:
+                try:
+                    self.principal = await self.server.authorize(self.node_id, metadata, self.context)
+                except StreamDenied as e:
+                    log.warning("ADS stream %d: refused %s from %s: %s", self.id, self.node_id,
+                                self.context.peer(), e)
+                    await self.context.abort(e.code, str(e))
+            refused = self.server._claim(self, self.principal)
+            if refused is not None:
+                log.warning("ADS stream %d: refused %s from %s: %s", self.id, self.node_id,
+                            self.context.peer(), refused)
+                await self.context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
             self.ps = ProxyStatus(self.node_id, self.id, metadata=metadata, peer=self.context.peer(),
                                   delta=self.delta)
             self.server.status.connect(self.ps)
@@ -358,9 +406,13 @@ def _grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-async def serve(server: AdsServer, host: str, port: int) -> grpc.aio.Server:
+async def serve(server: AdsServer, host: str, port: int, *,
+                tls: tuple[grpc.ServerCredentials, int] | None = None,
+                handlers: tuple[grpc.GenericRpcHandler, ...] = ()) -> grpc.aio.Server:
     """Start a grpc.aio server for ``server`` on host:port (0 = any free port; the bound one is in
-    ``server.port`` and logged). Stop it with ``await grpc_server.stop(grace)``."""
+    ``server.port`` and logged), and with ``tls=(credentials, port)`` also on a TLS port (the bound one in
+    ``server.tls_port``); ``handlers`` are more services on the same ports (the CA). Stop it with
+    ``await grpc_server.stop(grace)``."""
     grpc_server = grpc.aio.server(options=[
         ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -381,10 +433,18 @@ async def serve(server: AdsServer, host: str, port: int) -> grpc.aio.Server:
             request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
             response_serializer=_serialize),
     }),))
+    if handlers:
+        grpc_server.add_generic_rpc_handlers(handlers)
     bound = grpc_server.add_insecure_port(_grpc_address(host, port))
     if not bound:
         raise OSError(f"cannot bind xDS server to {host}:{port}")
     server.port = bound
+    if tls is not None:
+        tls_bound = grpc_server.add_secure_port(_grpc_address(host, tls[1]), tls[0])
+        if not tls_bound:
+            raise OSError(f"cannot bind the xDS TLS port to {host}:{tls[1]}")
+        server.tls_port = tls_bound
     await grpc_server.start()
-    log.info("xDS (ADS) server listening on %s", _grpc_address(host, bound))
+    log.info("xDS (ADS) server listening on %s%s", _grpc_address(host, bound),
+             f", TLS on {_grpc_address(host, server.tls_port)}" if server.tls_port else "")
     return grpc_server

@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2
 
 from mizzen.security import caproto
 from mizzen.security.authn import AUTHORIZATION
+from mizzen.security.nodeagent.upstream import ControlPlaneTls
 
 __all__ = ["CAClient", "CAClientError", "CertificateSigner"]
 
@@ -29,18 +30,28 @@ class CertificateSigner(Protocol):
 
 
 class CAClient:
+    """Plaintext to ``target`` (tests, a CA on a Unix socket), or with ``tls`` over the control plane's TLS
+    port (the agent; ``tls`` also carries the credential and follows root changes)."""
+
     def __init__(self, target: str, credential: str, *, timeout_s: float = 10.0,
-                 metadata: Mapping[str, str] | None = None) -> None:
+                 metadata: Mapping[str, str] | None = None, tls: ControlPlaneTls | None = None) -> None:
         self.target = target                 # host:port or unix:/path
         self._credential = credential
         self.timeout_s = timeout_s
         self.metadata = dict(metadata or {})  # node metadata sent with the request (WorkloadName, ...)
+        self.tls = tls
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
 
     def _stub(self) -> Any:
-        if self._channel is None:
+        if self.tls is not None:
+            channel = self.tls.channel()         # new roots: a new channel (the TLS helper owns it)
+            if channel is not self._channel:
+                self._channel, self._call = channel, None
+        elif self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.target)
+        if self._call is None:
+            assert self._channel is not None
             self._call = self._channel.unary_unary(
                 caproto.CREATE_CERTIFICATE,
                 request_serializer=caproto.IstioCertificateRequest.SerializeToString,
@@ -66,6 +77,8 @@ class CAClient:
         return chain
 
     async def close(self) -> None:
-        if self._channel is not None:
+        if self.tls is not None:
+            await self.tls.close()
+        elif self._channel is not None:
             await self._channel.close()
-            self._channel = None
+        self._channel = self._call = None

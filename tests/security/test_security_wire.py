@@ -1,0 +1,434 @@
+"""Workload identity wired end to end: the control plane runs the CA and serves xDS + the CA over TLS; the
+runner's credential reaches the pod's agent as a 0600 file; the agent serves SDS to its real Envoy and
+forwards Envoy's ADS over TLS; streams are held to their own node.
+
+The listener that uses ``default``/``ROOTCA`` comes from the control plane over the TLS xDS path: a test
+generator (the control plane's generator seam) adds an mTLS listener for the server pod (auto mTLS in core is
+another branch's work); real TLS clients then see the served certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401 (Any type)
+    http_connection_manager_pb2,
+)
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401 (Any type)
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format, struct_pb2
+
+from harness import alloc_ip, free_port
+from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.agent.identity import CREDENTIAL_FILE, IdentityError
+from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
+from mizzen.core.generate import generate
+from mizzen.core.proxy import Proxy, ProxyType
+from mizzen.core.push_context import PushContext
+from mizzen.runner.credentials import InProcessCredentials, with_identity
+from mizzen.security.identity import Identity
+from mizzen.security.nodeagent.cache import SecretManagerOptions
+from mizzen.security.nodeagent.caclient import CAClient, CAClientError
+from mizzen.security.nodeagent.upstream import ControlPlaneTls
+from mizzen.security.pki import KeyAlgorithm, cert_info, generate_key, make_csr
+from mizzen.security.sdsconfig import downstream_tls_transport_socket
+from mizzen.xds.resources import LISTENER, ResourceSet
+
+pytestmark = pytest.mark.e2e
+
+NS = "bookinfo"
+HELLO = "hello over mTLS\n"
+HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+            "HttpConnectionManager")
+ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+
+def tls_listener(ip: str, port: int) -> listener_pb2.Listener:
+    return json_format.ParseDict({
+        "name": "test-mtls",
+        "address": {"socket_address": {"address": ip, "port_value": port}},
+        "filter_chains": [{
+            "transport_socket": downstream_tls_transport_socket(require_client_certificate=False),
+            "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                "@type": HCM_TYPE, "stat_prefix": "test_mtls",
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"},
+                    "direct_response": {"status": 200, "body": {"inline_string": HELLO}}}]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            }}],
+        }],
+    }, listener_pb2.Listener())
+
+
+class WithTlsListener:
+    """The default generator, plus an mTLS listener (SDS ``default``/``ROOTCA``) for the node ``ip``."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        self.ip, self.port = ip, port
+
+    def __call__(self, proxy: Proxy, push: PushContext, types: Collection[str] | None) -> ResourceSet:
+        out = generate(proxy, push, types)
+        if proxy.ip != self.ip or LISTENER not in out.by_type:
+            return out
+        by_type = dict(out.by_type)
+        by_type[LISTENER] = {**by_type[LISTENER], "test-mtls": tls_listener(self.ip, self.port)}
+        return ResourceSet(by_type)
+
+
+@dataclass
+class Probe:
+    serial: str
+    uris: tuple[str, ...]
+    issuer: str
+
+
+def tls_probe(ip: str, port: int, roots_pem: str) -> Probe:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False           # a SPIFFE certificate has no DNS name: its URI SAN is checked below
+    ctx.load_verify_locations(cadata=roots_pem)
+    with socket.create_connection((ip, port), timeout=5) as raw, ctx.wrap_socket(raw) as s:
+        der = s.getpeercert(binary_form=True)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while not data.endswith(HELLO.encode()):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(HELLO.encode()), data
+    info = cert_info(x509.load_der_x509_certificate(der or b""))
+    return Probe(info.serial, info.uris, info.issuer)
+
+
+@dataclass
+class Pod:
+    name: str
+    service_account: str
+    ip: str
+    agent: Agent
+
+    @property
+    def node_id(self) -> str:
+        return self.agent.node_id
+
+
+@dataclass
+class World:
+    tmp: Path
+    cp: ControlPlane
+    ports: tuple[int, int]
+    listen: tuple[str, int]
+
+    def roots(self) -> str:
+        assert self.cp.identity is not None
+        return self.cp.identity.ca.trust_bundle.pem
+
+    async def probe(self, roots: str | None = None) -> Probe:
+        return await asyncio.to_thread(tls_probe, *self.listen, roots or self.roots())
+
+    async def pod(self, name: str, sa: str, ttl_s: float = 3600, ip: str | None = None) -> Pod:
+        ip = ip or alloc_ip()
+        spec = ProxySpec(type=ProxyType.SIDECAR, ip=ip, namespace=NS, name=name, service_account=sa,
+                         app_host="127.0.0.1", stats_port=None)
+        opts = with_identity(AgentOptions(work_dir=self.tmp / "proxies" / name),
+                             InProcessCredentials(self.cp), self.cp.xds_tls_address, NS, name, sa)
+        assert opts.identity is not None
+        secrets = SecretManagerOptions(ttl=dt.timedelta(seconds=ttl_s), key_algorithm=KeyAlgorithm.ECDSA,
+                                       backoff_start_s=0.2, backoff_max_s=1.0)
+        opts = dataclasses.replace(opts, identity=dataclasses.replace(opts.identity, secrets=secrets))
+        agent = Agent(spec, opts)
+        await agent.start(ready_timeout=30)
+        return Pod(name, sa, ip, agent)
+
+
+def cp_options(tmp: Path, ports: tuple[int, int]) -> ControlPlaneOptions:
+    return ControlPlaneOptions(state_dir=tmp / "state", xds_port=ports[0], xds_tls_port=ports[1],
+                               http_port=None, debounce_quiet_s=0.01, debounce_max_s=0.05)
+
+
+@contextlib.asynccontextmanager
+async def world(tmp: Path) -> AsyncIterator[World]:
+    server_ip = alloc_ip()
+    listen = (server_ip, free_port(server_ip))
+    ports = (free_port(), free_port())
+    cp = ControlPlane(cp_options(tmp, ports), generator=WithTlsListener(*listen))
+    await cp.start()
+    w = World(tmp, cp, ports, listen)
+    try:
+        yield w
+    finally:
+        await w.cp.stop()
+
+
+async def wait_serving(w: World, timeout: float = 20.0) -> Probe:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await w.probe()
+        except (OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def test_pod_identity_from_the_runner_to_envoy_over_tls(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        pod = await w.pod("reviews-v1-5d8f6c9b7d-abcde", "bookinfo-reviews", ip=w.listen[0])
+        try:
+            await w.cp.wait_synced([pod.node_id], timeout=20)
+            probe = await wait_serving(w)
+            assert probe.uris == (Identity(NS, "bookinfo-reviews").uri,)
+            assert pod.agent.identity is not None
+            rows = {r.resource_name: r for r in pod.agent.identity.secret_items()}
+            assert rows["default"].serial_number == probe.serial
+            # the credential went through a 0600 file in the pod's private dir; Envoy's sockets are 0600
+            work = pod.agent.work_dir
+            assert (work / CREDENTIAL_FILE).stat().st_mode & 0o777 == 0o600
+            for sock in ("sds.sock", "xds.sock"):
+                assert (work / sock).stat().st_mode & 0o777 == 0o600
+            # Envoy itself dials only its agent: the bootstrap has no TCP address for xds-grpc
+            boot = pod.agent.bootstrap_path.read_text()
+            assert str(w.ports[0]) not in boot and str(w.ports[1]) not in boot and "sds-grpc" in boot
+            # the stream is authenticated as the pod's identity
+            assert w.cp.identity is not None and w.cp.identity.ca_service is not None
+            stream = next(s for s in w.cp.ads._live if s.node_id == pod.node_id)
+            assert stream.principal == (Identity(NS, "bookinfo-reviews").uri,)
+            # the control plane keeps digests only, persisted in the state dir
+            text = (tmp_path / "state" / "credentials.json").read_text()
+            credential = (work / CREDENTIAL_FILE).read_text()
+            assert credential not in text and pod.name in text
+        finally:
+            await pod.agent.stop()
+        # stopping the pod revokes its credential
+        assert len(w.cp.identity.credentials) == 0  # type: ignore[union-attr]
+
+
+async def test_rotation_under_traffic_and_a_ca_outage(tmp_path: Path) -> None:
+    """TTL 4 s: during continuous requests Envoy serves 3+ serials with 0 failures; then the control plane
+    (CA and xDS) is away for longer than a rotation, requests keep working, and a restarted control plane
+    (same state dir) accepts the pod's persisted credential and the agent renews."""
+    async with world(tmp_path) as w:
+        pod = await w.pod("reviews-v1-5d8f6c9b7d-rotat", "bookinfo-reviews", ttl_s=4, ip=w.listen[0])
+        try:
+            await wait_serving(w)
+            serials: list[str] = []
+            failures = 0
+            deadline = time.monotonic() + 7.5
+            while time.monotonic() < deadline:
+                try:
+                    p = await w.probe()
+                    if not serials or serials[-1] != p.serial:
+                        serials.append(p.serial)
+                except (OSError, AssertionError):
+                    failures += 1
+                await asyncio.sleep(0.05)
+            assert failures == 0
+            assert len(set(serials)) >= 3, serials
+            # CA outage right after a renewal: the control plane is away for 2.6 s, longer than one rotation
+            # (TTL/2 = 2 s) and shorter than the certificate's remaining validity
+            assert pod.agent.identity is not None and pod.agent.identity.agent is not None
+            manager = pod.agent.identity.agent.manager
+            fetches = manager.stats.fetches
+            while manager.stats.fetches == fetches:
+                await asyncio.sleep(0.02)
+            roots = w.roots()
+            await w.cp.stop()
+            failed_before = manager.stats.failures
+            t_end = time.monotonic() + 2.6
+            outage_serials = set()
+            while time.monotonic() < t_end:
+                p = await w.probe(roots)                 # any failure raises: traffic must keep working
+                outage_serials.add(p.serial)
+                await asyncio.sleep(0.1)
+            assert manager.stats.failures > failed_before          # it did try, and kept serving
+            assert len(outage_serials) == 1
+            w.cp = ControlPlane(cp_options(tmp_path, w.ports), generator=WithTlsListener(*w.listen))
+            await w.cp.start()
+            fetches = manager.stats.fetches
+            for _ in range(100):
+                if manager.stats.fetches > fetches:
+                    break
+                await asyncio.sleep(0.1)
+            assert manager.stats.fetches > fetches, manager.stats.last_error
+            p = await w.probe()
+            assert p.serial not in outage_serials
+            await w.cp.wait_synced([pod.node_id], timeout=20)      # xDS is back over TLS too
+        finally:
+            await pod.agent.stop()
+
+
+async def test_root_rotation_drops_nothing(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        pod = await w.pod("reviews-v1-5d8f6c9b7d-rootr", "bookinfo-reviews", ttl_s=3, ip=w.listen[0])
+        assert w.cp.identity is not None and pod.agent.identity is not None
+        ca = w.cp.identity.ca
+        manager = pod.agent.identity.agent.manager  # type: ignore[union-attr]
+        try:
+            await wait_serving(w)
+            old_root = ca.trust_bundle.pem
+            failures = 0
+
+            async def traffic_until(cond: object, timeout: float) -> None:
+                nonlocal failures
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    try:
+                        await w.probe(old_root + ca.trust_bundle.pem)
+                    except (OSError, AssertionError):
+                        failures += 1
+                    if callable(cond) and cond():
+                        return
+                    await asyncio.sleep(0.05)
+                raise AssertionError("timed out")
+
+            new_root = ca.stage_root()
+            new_pem = new_root.public_bytes(serialization.Encoding.PEM).decode()
+
+            def signed_by_new_root() -> bool:
+                try:
+                    tls_probe(*w.listen, new_pem)     # only the new root trusted
+                    return True
+                except (OSError, AssertionError):
+                    return False
+
+            await traffic_until(lambda: manager.current is not None and len(manager.current.roots) == 2, 10)
+            assert not signed_by_new_root()
+            ca.activate_root()
+            await traffic_until(signed_by_new_root, 10)
+            ca.drop_root(format(first_root_serial(old_root), "x"))
+            await traffic_until(lambda: manager.current is not None and len(manager.current.roots) == 1, 10)
+            assert failures == 0
+        finally:
+            await pod.agent.stop()
+
+
+def first_root_serial(pem: str) -> int:
+    return x509.load_pem_x509_certificates(pem.encode())[0].serial_number
+
+
+def ads_request(node_id: str, namespace: str, sa: str, pod: str) -> discovery_pb2.DiscoveryRequest:
+    req = discovery_pb2.DiscoveryRequest(type_url=LISTENER)
+    req.node.id = node_id
+    meta = struct_pb2.Struct()
+    meta.update({"NAMESPACE": namespace, "SERVICE_ACCOUNT": sa, "WORKLOAD_NAME": pod})
+    req.node.metadata.CopyFrom(meta)
+    return req
+
+
+async def open_stream(w: World, credential: str | None, req: discovery_pb2.DiscoveryRequest,
+                      tls: bool = True) -> grpc.StatusCode | None:
+    """One ADS stream with ``req``; None if the control plane answered, else the status code it ended with."""
+    if tls:
+        channel = ControlPlaneTls(w.cp.xds_tls_address, w.roots(), credential or "none").channel()
+        metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
+    else:
+        channel = grpc.aio.insecure_channel(w.cp.xds_address)
+        metadata = ()
+    try:
+        call = channel.stream_stream(ADS, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                                     response_deserializer=discovery_pb2.DiscoveryResponse.FromString)(
+            iter([req]), metadata=metadata)
+        try:
+            async for _ in call:
+                return None
+        except grpc.aio.AioRpcError as e:
+            return e.code()
+        return grpc.StatusCode.OK
+    finally:
+        await channel.close()
+
+
+async def test_a_stream_for_another_identitys_node_is_refused(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        victim = await w.pod("reviews-v1-5d8f6c9b7d-victm", "bookinfo-reviews", ip=w.listen[0])
+        try:
+            await w.cp.wait_synced([victim.node_id], timeout=20)
+            await wait_serving(w)
+            assert w.cp.identity is not None
+            before = w.cp.status.proxy(victim.node_id)
+            assert before is not None
+            dump_before = await victim.agent.admin_get("/config_dump?resource=dynamic_listeners")
+            attacker = w.cp.identity.issue(NS, "ratings-v1-7d9c8b6f5d-attck", "bookinfo-ratings").credential
+            stolen = ads_request(victim.node_id, NS, "bookinfo-reviews", victim.name)
+            assert await open_stream(w, attacker, stolen) is grpc.StatusCode.PERMISSION_DENIED
+            # lying about the service account in its own node's metadata does not help either
+            own = f"sidecar~127.0.0.9~ratings-v1-7d9c8b6f5d-attck.{NS}~{NS}.svc.cluster.local"
+            lie = ads_request(own, NS, "bookinfo-reviews", "ratings-v1-7d9c8b6f5d-attck")
+            assert await open_stream(w, attacker, lie) is grpc.StatusCode.PERMISSION_DENIED
+            # no credential, a wrong one, or plaintext for a node an identity holds
+            assert await open_stream(w, None, stolen) is grpc.StatusCode.UNAUTHENTICATED
+            assert await open_stream(w, "mizzen-pod.bogus", stolen) is grpc.StatusCode.UNAUTHENTICATED
+            assert await open_stream(w, None, stolen, tls=False) is grpc.StatusCode.PERMISSION_DENIED
+            # the real proxy's stream and config are untouched
+            after = w.cp.status.proxy(victim.node_id)
+            assert after is before and w.cp.ads.replaced == 0
+            assert await victim.agent.admin_get("/config_dump?resource=dynamic_listeners") == dump_before
+            await wait_serving(w, timeout=2)
+            # its own attacker's node with the right metadata is served
+            ok = ads_request(own, NS, "bookinfo-ratings", "ratings-v1-7d9c8b6f5d-attck")
+            assert await open_stream(w, attacker, ok) is None
+            # the same identity reconnecting replaces its old stream
+            victim_cred = (victim.agent.work_dir / CREDENTIAL_FILE).read_text()
+            assert await open_stream(w, victim_cred, stolen) is None
+            assert w.cp.ads.replaced == 1
+        finally:
+            await victim.agent.stop()
+
+
+async def test_bad_credentials_get_one_line_errors(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        assert w.cp.identity is not None
+        ident = Identity(NS, "bookinfo-reviews")
+        csr = make_csr(generate_key(KeyAlgorithm.ECDSA), ident)
+        for credential, want in (("mizzen-pod.not-issued", "not valid"), ("garbage", "no credential")):
+            client = CAClient(w.cp.xds_tls_address, credential,
+                              tls=ControlPlaneTls(w.cp.xds_tls_address, w.roots(), credential))
+            with pytest.raises(CAClientError) as e:
+                await client.sign(csr, 60)
+            await client.close()
+            assert e.value.code is grpc.StatusCode.UNAUTHENTICATED
+            assert want in str(e.value) and "\n" not in str(e.value) and credential not in str(e.value)
+        # a revoked credential is refused too
+        issued = w.cp.identity.issue(NS, "reviews-v1-5d8f6c9b7d-revok", "bookinfo-reviews")
+        w.cp.identity.revoke(NS, "reviews-v1-5d8f6c9b7d-revok")
+        client = CAClient("", issued.credential, tls=ControlPlaneTls(w.cp.xds_tls_address, w.roots(),
+                                                                     issued.credential))
+        with pytest.raises(CAClientError, match="unknown or revoked"):
+            await client.sign(csr, 60)
+        await client.close()
+        # the CA is not served on the plaintext port
+        plain = CAClient(w.cp.xds_address, issued.credential)
+        with pytest.raises(CAClientError, match="TLS only"):
+            await plain.sign(csr, 60)
+        await plain.close()
+        # a credential file others can read is refused before anything starts
+        work = tmp_path / "loose"
+        work.mkdir(mode=0o700)
+        (work / CREDENTIAL_FILE).write_text(issued.credential)
+        (work / CREDENTIAL_FILE).chmod(0o644)
+        (work / "root-cert.pem").write_text(w.roots())
+        (work / "root-cert.pem").chmod(0o600)
+        spec = ProxySpec(type=ProxyType.SIDECAR, ip=alloc_ip(), namespace=NS, name="loose", stats_port=None)
+        from mizzen.agent.identity import IdentityOptions
+        agent = Agent(spec, AgentOptions(work_dir=work, identity=IdentityOptions(w.cp.xds_tls_address)))
+        with pytest.raises(IdentityError) as err:
+            await agent.start(ready_timeout=5)
+        message = str(err.value)
+        assert "0644" in message and "\n" not in message and issued.credential not in message
+        assert agent.pid is None
