@@ -62,6 +62,7 @@ from mizzen.observe.sd import target_groups, write_targets
 from mizzen.runner import AgentSidecars, LocalRunner
 from mizzen.runner.api import PodsApi
 from mizzen.runner.controller import DeploymentController
+from mizzen.runner.credentials import HttpCredentials
 from mizzen.runner.gateway import EGRESS_NAME, EGRESS_SERVICE_YAML, GATEWAY_NAME, GATEWAY_NAMESPACE
 from mizzen.runner.istiod import ControlPlaneArgs, ControlPlanePod
 from mizzen.runner.pod_object import pod_object
@@ -85,6 +86,9 @@ class DemoOptions:
     port: int = 8080
     tls_port: int = 8443
     xds_port: int = 15010
+    # xDS + the CA over TLS (what every proxy of the demo uses); None: 15012 with the default xds_port, else
+    # a free port chosen at start (so tests with their own ports never meet a running demo)
+    xds_tls_port: int | None = None
     http_port: int = 15014
     state_dir: Path = Path(os.environ.get("MIZZEN_STATE_DIR", Path.home() / ".local/state/mizzen"))
     fresh: bool = False
@@ -96,6 +100,13 @@ class DemoOptions:
     scrape_interval_s: float = 15.0
     jaeger_host: str = "127.0.16.86"     # Jaeger's own loopback address ("" = no Jaeger); Jaeger's ports
     trace_sampling: float = 100.0        # Istio's demo profile traces every request
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def default_state_dir() -> Path:
@@ -233,6 +244,7 @@ class Demo:
         self._pods_api: web.AppRunner | None = None
         self._pods_served: list[tuple[str, int]] = []
         self.token = ""                     # the API token, read or created by start()
+        self.xds_tls_port: int | None = None  # xDS + CA over TLS, chosen by start()
         self.load_problems: list[LoadProblem] = []     # what the control plane could not restore
         self._tasks: list[asyncio.Task[None]] = []
         self._narrating = False
@@ -335,9 +347,14 @@ class Demo:
             raise DemoError(f"--trace-sampling {o.trace_sampling:g}: want a percentage from 0 to 100")
         if o.scrape_interval_s <= 0:
             raise DemoError(f"--scrape-interval {o.scrape_interval_s:g}: want a positive number of seconds")
+        xds_tls_port = o.xds_tls_port
+        if xds_tls_port is None:
+            xds_tls_port = 15012 if o.xds_port == 15010 else _free_port()
+        self.xds_tls_port = xds_tls_port
         check_ports_free([(o.host, o.port, "gateway", "--port"),
                           (o.host, o.tls_port, "gateway TLS", "--tls-port"),
                           ("127.0.0.1", o.xds_port, "xDS", "--xds-port"),
+                          ("127.0.0.1", xds_tls_port, "xDS over TLS", "--xds-tls-port"),
                           ("127.0.0.1", o.http_port, "API", "--api-port")])
         # the token exists before any process that needs it: the control plane, the agents, the runner's API
         self.token = ensure_token(self.token_file)
@@ -348,14 +365,20 @@ class Demo:
         # the demo starts every workload itself: workloads registered by an earlier run are dropped (a
         # restarted control plane, in contrast, restores the current run's and is re-sent them)
         shutil.rmtree(o.state_dir / "workloads", ignore_errors=True)
+        # likewise the pod credentials of an earlier run's pods (a restarted control plane keeps this run's)
+        (o.state_dir / "credentials.json").unlink(missing_ok=True)
         for name in REPORTED_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         await self._start_jaeger()      # before the control plane, which sends its address to every proxy
         pods_url = await self._serve_pods()
         self.registrar = HttpRegistrar(self.api_url, token=self.token)
+        # every proxy gets its pod credential from the control plane (through the runner, the one holder of
+        # the API token) and reaches xDS and the CA over TLS on xds_tls_port
         sidecars = AgentSidecars("127.0.0.1", o.xds_port,
                                  AgentOptions(concurrency=1, admin_token=self.token),
-                                 work_root=o.state_dir / "proxies", on_event=self._on_agent_event)
+                                 work_root=o.state_dir / "proxies", on_event=self._on_agent_event,
+                                 credentials=HttpCredentials(self.api_url, self.token),
+                                 ca_address=f"127.0.0.1:{xds_tls_port}")
         self.runner = LocalRunner(self.registrar, sidecars=sidecars, log_dir=o.state_dir / "logs",
                                   injection="istio")
         self.watcher = PodWatcher(self.runner, self.report, lifecycle=False)
@@ -363,6 +386,7 @@ class Demo:
         with self.console.status("starting the control plane..."):
             self.cp = await self.runner.start_control_plane(
                 ControlPlaneArgs(o.state_dir, o.xds_port, o.http_port, pods_url=pods_url, token=self.token,
+                                 xds_tls_port=xds_tls_port,
                                  api_socket=self.api_socket, allow_external_bind=o.allow_external_bind,
                                  mesh_config=o.mesh_config,
                                  zipkin_address=self.jaeger.opts.zipkin_address if self.jaeger else "",
@@ -535,7 +559,8 @@ class Demo:
                       None)
         if egress is not None:
             c.print(f"  egress gateway    {egress.spec.ip}:8080 (Service {EGRESS_NAME}.{GATEWAY_NAMESPACE})")
-        c.print(f"  xDS (ADS gRPC)    127.0.0.1:{self.opts.xds_port}")
+        c.print(f"  xDS + CA (TLS)    127.0.0.1:{self.xds_tls_port}   (every proxy; plaintext ADS "
+                f"127.0.0.1:{self.opts.xds_port} for tools)")
         if self.prometheus is not None:
             c.print(f"  Prometheus        {self.prometheus.url}   (mizzen dashboard prometheus; "
                     "Istio's dashboards: mizzen dashboard grafana)")

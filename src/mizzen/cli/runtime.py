@@ -22,6 +22,7 @@ from mizzen.client import ApiError, Unreachable
 __all__ = ["agent", "client_version", "controlplane", "demo", "standalone", "version"]
 
 DEFAULT_XDS_PORT = 15010      # mizzen.controlplane.server's defaults (not imported: it pulls in gRPC)
+DEFAULT_XDS_TLS_PORT = 15012
 DEFAULT_HTTP_PORT = 15014
 
 
@@ -87,7 +88,10 @@ def demo(
     tls_port: Annotated[int, typer.Option(
         metavar="PORT", help="Gateway port for Gateway servers on 443")] = 8443,
     xds_port: Annotated[int, typer.Option(
-        metavar="PORT", help="Control plane ADS (gRPC) port")] = DEFAULT_XDS_PORT,
+        metavar="PORT", help="Control plane ADS (gRPC) port, plaintext (for tools)")] = DEFAULT_XDS_PORT,
+    xds_tls_port: Annotated[int | None, typer.Option(
+        metavar="PORT", show_default="15012 with the default --xds-port, else a free port",
+        help="Control plane xDS and CA over TLS (what the demo's proxies use)")] = None,
     api_port: Annotated[int, typer.Option(
         metavar="PORT", help="Control plane HTTP API port")] = DEFAULT_HTTP_PORT,
     state_dir: Annotated[Path | None, typer.Option(
@@ -118,7 +122,8 @@ def demo(
     from mizzen.demo import DemoOptions, run
 
     load_mesh_config(mesh_config, MeshConfig())   # a bad file fails here, before anything starts
-    opts = DemoOptions(host=host, port=port, tls_port=tls_port, xds_port=xds_port, http_port=api_port,
+    opts = DemoOptions(host=host, port=port, tls_port=tls_port, xds_port=xds_port, xds_tls_port=xds_tls_port,
+                       http_port=api_port,
                        state_dir=state_dir or _default_state_dir(), fresh=fresh, bookinfo=not no_bookinfo,
                        ready_timeout=ready_timeout, allow_external_bind=allow_external_bind,
                        prometheus_port=prometheus_port, scrape_interval_s=scrape_interval,
@@ -135,6 +140,14 @@ def controlplane(
     xds_host: Annotated[str, typer.Option(metavar="ADDRESS", help="ADS (gRPC) listen address")] = "127.0.0.1",
     xds_port: Annotated[int, typer.Option(
         metavar="PORT", help="ADS port; 0 = any free port")] = DEFAULT_XDS_PORT,
+    xds_tls_port: Annotated[int | None, typer.Option(
+        metavar="PORT", show_default="15012 with the default --xds-port, else any free port",
+        help="xDS and the CA over TLS (istiod's 15012); 0 = any free port, -1 = no CA and no TLS port")
+    ] = None,
+    ca_dir: Annotated[Path | None, typer.Option(
+        metavar="DIR", show_default="a self-signed root in <state dir>/ca",
+        help="A plugged-in CA: Istio's cacerts files (ca-cert.pem, ca-key.pem, root-cert.pem, "
+             "cert-chain.pem)")] = None,
     http_host: Annotated[str, typer.Option(metavar="ADDRESS", help="HTTP API listen address")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(metavar="PORT",
                                            help="HTTP API port; 0 = any free port")] = DEFAULT_HTTP_PORT,
@@ -182,7 +195,15 @@ def controlplane(
         fail(f"--zipkin-address {zipkin_address!r}: want HOST:PORT")
     if not 0 <= trace_sampling <= 100:
         fail(f"--trace-sampling {trace_sampling}: want a percentage from 0 to 100")
-    serve(ControlPlaneOptions(state_dir=state_dir, xds_host=xds_host, xds_port=xds_port, http_host=http_host,
+    if xds_tls_port is None:
+        xds_tls_port = DEFAULT_XDS_TLS_PORT if xds_port == DEFAULT_XDS_PORT else 0
+    if ca_dir is not None and not ca_dir.is_dir():
+        fail(f"--ca-dir {ca_dir}: not a directory (want Istio's cacerts files)")
+    if ca_dir is not None and xds_tls_port < 0:
+        fail("--ca-dir needs the CA: drop --xds-tls-port -1")
+    serve(ControlPlaneOptions(state_dir=state_dir, xds_host=xds_host, xds_port=xds_port,
+                              xds_tls_port=xds_tls_port if xds_tls_port >= 0 else None, ca_dir=ca_dir,
+                              http_host=http_host,
                               http_port=http_port, debounce_quiet_s=debounce_quiet,
                               debounce_max_s=debounce_max, token=os.environ.get(TOKEN_ENV) or None,
                               token_file=token_file or (state_dir or default_state_dir()) / TOKEN_FILE,

@@ -24,6 +24,7 @@ from mizzen.config.schema import compile_all
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.kube.client import KubeConfigError
 from mizzen.lifecycle import run_until_signal
+from mizzen.security.ca import CAError
 
 
 async def run(opts: ControlPlaneOptions) -> None:
@@ -42,7 +43,8 @@ async def run(opts: ControlPlaneOptions) -> None:
 
     # one parseable line so a parent process can find the (possibly ephemeral) ports
     await run_until_signal(start, stop, lambda: print(
-        f"mizzen control plane: xds={cp.xds_address} http={cp.http_url}", flush=True))
+        f"mizzen control plane: xds={cp.xds_address}"
+        + (f" xds-tls={cp.xds_tls_address}" if cp.ads.tls_port else "") + f" http={cp.http_url}", flush=True))
 
 
 def warm_up() -> None:
@@ -63,7 +65,7 @@ def serve(opts: ControlPlaneOptions, log_level: str, standby: bool = False) -> N
         logging.getLogger("mizzen.controlplane").info("standby: taking over")
     try:
         asyncio.run(run(opts))
-    except (TokenError, KubeConfigError) as e:
+    except (TokenError, KubeConfigError, CAError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, ProxySpec
 from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
 from mizzen.core.proxy import ProxyType
+from mizzen.runner.credentials import CredentialIssuer, with_identity
 from mizzen.runner.manifests import pod_name, pod_template_hash
 
 GATEWAY_NAME = "istio-ingressgateway"
@@ -87,10 +88,17 @@ async def start_gateway(
     ready_timeout: float | None = 30.0,
     deployment: str = GATEWAY_NAME,
     labels: Mapping[str, str] | None = None,
+    credentials: CredentialIssuer | None = None,
+    ca_address: str | None = None,
 ) -> Agent:
-    """Start the gateway Envoy; returns its running, supervised Agent (``await agent.stop()``)."""
+    """Start the gateway Envoy; returns its running, supervised Agent (``await agent.stop()``). With
+    ``credentials`` and ``ca_address`` the gateway pod gets its credential and identity like a sidecar
+    (gateways are proxies with identities: ``<deployment>-service-account`` in ``istio-system``)."""
     spec = gateway_spec(host, port, tls_port, xds_host, xds_port, admin_host, admin_port, labels=labels,
                         deployment=deployment)
+    if credentials is not None and ca_address is not None:
+        options = with_identity(options or AgentOptions(), credentials, ca_address, spec.namespace, spec.name,
+                                spec.service_account)
     agent = Agent(spec, options, on_event)
     await agent.start(ready_timeout=ready_timeout)
     return agent

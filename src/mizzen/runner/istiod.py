@@ -66,6 +66,8 @@ class ControlPlaneArgs:
     mesh_config: Path | None = None         # Istio mesh config YAML (--mesh-config)
     zipkin_address: str = ""                # defaultConfig.tracing.zipkin.address ("" = no tracing)
     trace_sampling: float = 1.0             # defaultConfig.tracing.sampling (percent)
+    xds_tls_port: int = -1                  # xDS + the CA over TLS (15012 in the demo); -1: no CA
+    ca_dir: Path | None = None              # a plugged-in CA (Istio's cacerts files)
 
     @property
     def http_url(self) -> str:
@@ -75,7 +77,9 @@ class ControlPlaneArgs:
         out = [self.python, "-m", "mizzen.controlplane", "--state-dir", str(self.state_dir),
                "--xds-host", self.host, "--xds-port", str(self.xds_port), "--http-host", self.host,
                "--http-port", str(self.http_port), "--await-workload-sync", str(self.await_workload_sync_s),
-               "--log-level", self.log_level]
+               "--log-level", self.log_level, "--xds-tls-port", str(self.xds_tls_port)]
+        if self.ca_dir is not None:
+            out += ["--ca-dir", str(self.ca_dir)]
         if self.pods_url:
             out += ["--pods-url", self.pods_url]
         if self.api_socket is not None:

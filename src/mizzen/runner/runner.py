@@ -251,12 +251,14 @@ class LocalRunner:
     ) -> Agent:
         """Start the ingress gateway (see :func:`mizzen.runner.gateway.start_gateway`); its admin listener
         gets a pod IP from the runner's pool so it never clashes with anything on ``host``: its agent admin
-        proxy (15004) and stats listener (15090) bind there."""
+        proxy (15004) and stats listener (15090) bind there. When the sidecars get identities
+        (``AgentSidecars(credentials=..., ca_address=...)``), so does the gateway."""
         admin = self.addresses.allocate((), sidecar=True)
         try:
             agent = await start_gateway(
                 host, port, tls_port=tls_port, xds_host=xds_host, xds_port=xds_port,
                 admin_host=admin.pod_ip, options=options, ready_timeout=ready_timeout,
+                **self._gateway_identity(),
             )
         except BaseException:
             self.addresses.release(admin)
@@ -284,6 +286,7 @@ class LocalRunner:
                 addrs.pod_ip, EGRESS_HTTP_PORT, tls_port=EGRESS_TLS_PORT, xds_host=xds_host,
                 xds_port=xds_port, admin_host=addrs.pod_ip, options=options,
                 ready_timeout=ready_timeout, deployment=EGRESS_NAME, labels=EGRESS_LABELS,
+                **self._gateway_identity(),
             )
         except BaseException:
             self.addresses.release(addrs)
@@ -303,6 +306,12 @@ class LocalRunner:
         else:
             self._registered_gateways.append(agent.spec.name)
         return agent
+
+    def _gateway_identity(self) -> dict[str, Any]:
+        """The sidecars' credential source and CA address, for the gateways (none without identities)."""
+        credentials = getattr(self.sidecars, "credentials", None)
+        ca_address = getattr(self.sidecars, "ca_address", None)
+        return {"credentials": credentials, "ca_address": ca_address} if credentials and ca_address else {}
 
     @staticmethod
     def _gateway_deployment(agent: Agent) -> str:
