@@ -432,3 +432,63 @@ async def test_bad_credentials_get_one_line_errors(tmp_path: Path) -> None:
         message = str(err.value)
         assert "0644" in message and "\n" not in message and issued.credential not in message
         assert agent.pid is None
+
+
+async def test_plugged_in_cacerts_sign_over_tls(tmp_path: Path) -> None:
+    """``ca_dir`` (``mizzen controlplane --ca-dir``): Istio's sample cacerts sign; the serving certificate and
+    workload certificates chain to its root-cert.pem through cert-chain.pem."""
+    certs = Path(__file__).resolve().parent.parent / "fixtures" / "istio" / "samples" / "certs"
+    cp = ControlPlane(ControlPlaneOptions(state_dir=tmp_path / "state", xds_port=0, xds_tls_port=0,
+                                          http_port=None, ca_dir=certs))
+    await cp.start()
+    try:
+        assert cp.identity is not None
+        root = (certs / "root-cert.pem").read_text()
+        assert not (tmp_path / "state" / "ca").exists()          # no self-signed root next to a plugged-in CA
+        issued = cp.identity.issue(NS, "reviews-v1-5d8f6c9b7d-plugd", "bookinfo-reviews")
+        assert issued.root_cert.strip() == root.strip()
+        ident = Identity(NS, "bookinfo-reviews")
+        client = CAClient("", issued.credential,
+                          tls=ControlPlaneTls(cp.xds_tls_address, issued.root_cert, issued.credential))
+        chain = await client.sign(make_csr(generate_key(KeyAlgorithm.ECDSA), ident), 600)
+        await client.close()
+        from security_kit import verify_chain
+        assert verify_chain(chain) == [ident.uri]
+        leaf = x509.load_pem_x509_certificate(chain[0].encode())
+        assert dt.timedelta(seconds=590) <= leaf.not_valid_after_utc - leaf.not_valid_before_utc <= \
+            dt.timedelta(seconds=600)
+    finally:
+        await cp.stop()
+
+
+def test_the_cli_serves_tls_and_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "mizzen.controlplane", "--state-dir", str(tmp_path / "s"),
+                             "--xds-port", "0", "--http-port", "0", "--log-level", "WARNING"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert " xds-tls=127.0.0.1:" in line and " http=http://127.0.0.1:" in line, line
+        assert (tmp_path / "s" / "ca" / "ca-key.pem").stat().st_mode & 0o777 == 0o600
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    # an agent without its credential file, a bad SECRET_TTL, a bad cacerts dir: one line each, rc 1
+    work = tmp_path / "w"
+    work.mkdir(mode=0o700)
+    for argv, env, want in (
+        (["mizzen.agent", "--ip", "127.0.0.1", "--ca-address", "127.0.0.1:1", "--work-dir", str(work)], {},
+         "credential file"),
+        (["mizzen.agent", "--ip", "127.0.0.1", "--ca-address", "127.0.0.1:1", "--work-dir", str(work)],
+         {"SECRET_TTL": "soon"}, "$SECRET_TTL"),
+        (["mizzen.controlplane", "--ca-dir", str(work), "--xds-port", "0", "--http-port", "0",
+          "--state-dir", str(tmp_path / "s2")], {}, "ca-cert.pem is missing"),
+    ):
+        import os
+        res = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, **env})
+        assert res.returncode == 1, res
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and want in lines[0] and "Traceback" not in res.stderr, res.stderr

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from pathlib import Path
 
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
 from mizzen.agent.grpc_bootstrap import write_grpc_bootstrap
+from mizzen.agent.identity import IdentityError
 from mizzen.agent.xds_proxy import XdsProxy
 from mizzen.lifecycle import run_until_signal
 
@@ -81,7 +83,11 @@ def serve_proxyless(spec: ProxySpec, xds_socket: Path, bootstrap: Path, log_leve
 
 def serve(spec: ProxySpec, opts: AgentOptions, log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(spec, opts))
+    try:
+        asyncio.run(run(spec, opts))
+    except IdentityError as e:          # a missing or loose credential file, ...: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -234,6 +234,16 @@ def agent(
     service_account: Annotated[str, typer.Option(metavar="NAME", help="Service account")] = "default",
     xds: Annotated[str, typer.Option(metavar="HOST:PORT", help="Control plane ADS address")] =
         f"127.0.0.1:{DEFAULT_XDS_PORT}",
+    ca_address: Annotated[str | None, typer.Option(
+        metavar="HOST:PORT", show_default="none: plaintext ADS to --xds",
+        help="The control plane's TLS port (xDS + CA, Istio's CA_ADDR): the agent gets the workload "
+             "certificate, serves SDS and forwards Envoy's xDS there; needs --credential-file")] = None,
+    credential_file: Annotated[Path | None, typer.Option(
+        metavar="FILE", show_default="<work dir>/credential",
+        help="The pod credential (0600), from POST /apis/credentials")] = None,
+    root_cert: Annotated[Path | None, typer.Option(
+        metavar="FILE", show_default="<work dir>/root-cert.pem",
+        help="The mesh roots (0600) that the control plane's certificate is verified with")] = None,
     admin_port: Annotated[int, typer.Option(
         metavar="PORT", help="The agent's admin proxy port on --ip, served when an API token is found "
                              "(Envoy's admin itself is a Unix socket in the work dir)")] = 15004,
@@ -298,13 +308,28 @@ def agent(
     )
     if xds_protocol is not None:
         spec = replace(spec, delta_xds=xds_protocol == "delta")
+    identity = None
+    if ca_address is not None:
+        from mizzen.agent.identity import IdentityError, IdentityOptions
+
+        try:
+            parse_hostport(ca_address)
+            identity = IdentityOptions(ca_address=ca_address, credential_file=credential_file,
+                                       root_cert_file=root_cert)
+        except (ValueError, IdentityError) as e:
+            fail(str(e))
+    elif credential_file is not None or root_cert is not None:
+        fail("--credential-file and --root-cert go with --ca-address (the control plane's TLS port)")
     if proxyless:
+        if identity is not None:
+            fail("--proxyless with --ca-address is not supported yet: its xDS proxy forwards plaintext "
+                 "to --xds")
         serve_proxyless(spec, xds_socket, grpc_bootstrap, log_level)
         return
     from mizzen.auth.token import find_token
 
     opts = AgentOptions(log_level=envoy_log_level, concurrency=concurrency, work_dir=work_dir,
-                        admin_token=find_token(token_file).token)
+                        admin_token=find_token(token_file).token, identity=identity)
     serve(spec, opts, log_level)
 
 
