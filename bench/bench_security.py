@@ -4,6 +4,8 @@
   workload keys, generated beforehand, so only signing is timed); then the same over
   ``IstioCertificateService/CreateCertificate`` on a Unix socket with a pod credential, 1 and 8 calls in
   flight.
+* the same through the control plane as agents use it: ``CreateCertificate`` over its TLS port (istiod's
+  15012: server-authenticated TLS, the pod credential as the bearer), 1 and 8 calls in flight.
 * SDS push: the pod's IdentityAgent with a ``--ttl`` seconds certificate feeds a real Envoy (an mTLS
   listener on 127.75.x.1 taking ``default``/``ROOTCA`` over SDS); per rotation, the time from the new
   certificate to the SDS response on the wire and to Envoy's ACK, for ``--rotations`` rotations.
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt_ms
 
 from mizzen.agent.binary import envoy_binary
+from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.security.authn import LocalCredentialAuthenticator, LocalCredentials
 from mizzen.security.ca import CAOptions, CertificateAuthority
 from mizzen.security.caserver import CAService
@@ -38,6 +41,7 @@ from mizzen.security.identity import Identity
 from mizzen.security.nodeagent.agent import IdentityAgent
 from mizzen.security.nodeagent.cache import SecretManagerOptions
 from mizzen.security.nodeagent.caclient import CAClient
+from mizzen.security.nodeagent.upstream import ControlPlaneTls
 from mizzen.security.pki import KeyAlgorithm, generate_key, make_csr
 from mizzen.security.sdsconfig import downstream_tls_transport_socket, sds_cluster
 
@@ -84,6 +88,37 @@ async def signing(tmp: Path, n: int) -> None:
     finally:
         await client.close()
         await service.stop()
+
+
+async def tls_signing(tmp: Path, n: int) -> None:
+    """CreateCertificate on a real control plane's TLS port, with a pod credential it issued."""
+    cp = ControlPlane(ControlPlaneOptions(state_dir=tmp / "cp", xds_port=0, xds_tls_port=0, http_port=None))
+    await cp.start()
+    assert cp.identity is not None
+    issued = cp.identity.issue(ID.namespace, "bench-pod", ID.service_account)
+    client = CAClient("", issued.credential, tls=ControlPlaneTls(cp.xds_tls_address, issued.root_cert,
+                                                                 issued.credential))
+    try:
+        batch = csrs(n, KeyAlgorithm.ECDSA)
+        await client.sign(batch[0], 3600)           # the TLS handshake, not timed
+        for in_flight in (1, 8):
+            sem = asyncio.Semaphore(in_flight)
+            lat: list[float] = []
+
+            async def one(c: bytes, sem: asyncio.Semaphore = sem, lat: list[float] = lat) -> None:
+                async with sem:
+                    s = time.perf_counter()
+                    await client.sign(c, 3600)
+                    lat.append(time.perf_counter() - s)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(c) for c in batch))
+            took = time.perf_counter() - t0
+            print(f"CreateCertificate on the control plane's TLS port, {in_flight} in flight: "
+                  f"{n / took:.0f} certs/s; {fmt_ms(lat)}")
+    finally:
+        await client.close()
+        await cp.stop()
 
 
 def bootstrap(tmp: Path, sds_socket: Path, port: int) -> dict[str, object]:
@@ -149,6 +184,7 @@ async def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mizzen-bench-sec-") as tmp:
         await signing(Path(tmp), args.csrs)
+        await tls_signing(Path(tmp), args.csrs)
         await sds_push(Path(tmp), args.ttl, args.rotations)
 
 
