@@ -500,3 +500,38 @@ def test_the_cli_serves_tls_and_says_what_is_wrong_in_one_line(tmp_path: Path) -
         assert res.returncode == 1, res
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and want in lines[0] and "Traceback" not in res.stderr, res.stderr
+
+
+async def test_the_xds_proxy_forwards_over_tls_for_proxyless_clients(tmp_path: Path) -> None:
+    """``mizzen agent --proxyless --ca-address``: a local client on the agent's socket gets its own node's
+    config from the TLS port; another pod's node id is refused through the proxy with PERMISSION_DENIED."""
+    from mizzen.agent.xds_proxy import XdsProxy
+    async with world(tmp_path) as w:
+        assert w.cp.identity is not None
+        pod = "productpage-v1-6b746f74dc-prxls"
+        issued = w.cp.identity.issue(NS, pod, "bookinfo-productpage")
+        sock = tmp_path / "xds.sock"
+        proxy = XdsProxy(sock, w.cp.xds_tls_address,
+                         tls=ControlPlaneTls(w.cp.xds_tls_address, issued.root_cert, issued.credential))
+        await proxy.start()
+        try:
+            async def through_proxy(req: discovery_pb2.DiscoveryRequest) -> grpc.StatusCode | None:
+                async with grpc.aio.insecure_channel(f"unix:{sock}") as ch:
+                    call = ch.stream_stream(
+                        ADS, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                        response_deserializer=discovery_pb2.DiscoveryResponse.FromString)(iter([req]))
+                    try:
+                        async for _ in call:
+                            return None
+                    except grpc.aio.AioRpcError as e:
+                        return e.code()
+                    return grpc.StatusCode.OK
+
+            own = ads_request(f"sidecar~127.0.0.9~{pod}.{NS}~{NS}.svc.cluster.local", NS,
+                              "bookinfo-productpage", pod)
+            assert await through_proxy(own) is None
+            other = ads_request(f"sidecar~127.0.0.9~reviews-v1-x.{NS}~{NS}.svc.cluster.local", NS,
+                                "bookinfo-reviews", "reviews-v1-x")
+            assert await through_proxy(other) is grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            await proxy.stop()

@@ -16,9 +16,16 @@ from pathlib import Path
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
 from mizzen.agent.grpc_bootstrap import write_grpc_bootstrap
-from mizzen.agent.identity import IdentityError
+from mizzen.agent.identity import (
+    CREDENTIAL_FILE,
+    ROOT_CERT_FILE,
+    IdentityError,
+    IdentityOptions,
+    read_private,
+)
 from mizzen.agent.xds_proxy import XdsProxy
 from mizzen.lifecycle import run_until_signal
+from mizzen.security.nodeagent.upstream import ControlPlaneTls
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -62,8 +69,18 @@ async def run(spec: ProxySpec, opts: AgentOptions) -> None:
     await run_until_signal(lambda: agent.start(ready_timeout=None), agent.stop, announce)
 
 
-async def run_proxyless(spec: ProxySpec, xds_socket: Path, bootstrap: Path) -> None:
-    proxy = XdsProxy(xds_socket, f"{spec.xds_host}:{spec.xds_port}")
+async def run_proxyless(spec: ProxySpec, xds_socket: Path, bootstrap: Path,
+                        identity: IdentityOptions | None = None) -> None:
+    """With ``identity`` the xDS proxy forwards over the control plane's TLS port with the pod credential
+    (read from its 0600 file next to the socket unless given), like a sidecar's agent."""
+    tls = None
+    if identity is not None:
+        here = xds_socket.resolve().parent
+        credential = read_private(identity.credential_file or here / CREDENTIAL_FILE, "credential file")
+        roots = read_private(identity.root_cert_file or here / ROOT_CERT_FILE, "root certificate file")
+        tls = ControlPlaneTls(identity.ca_address, roots, credential, identity.server_name)
+    proxy = XdsProxy(xds_socket, identity.ca_address if identity else f"{spec.xds_host}:{spec.xds_port}",
+                     tls=tls)
 
     async def start() -> None:
         await proxy.start()
@@ -76,9 +93,14 @@ async def run_proxyless(spec: ProxySpec, xds_socket: Path, bootstrap: Path) -> N
     await run_until_signal(start, proxy.stop, announce)
 
 
-def serve_proxyless(spec: ProxySpec, xds_socket: Path, bootstrap: Path, log_level: str) -> None:
+def serve_proxyless(spec: ProxySpec, xds_socket: Path, bootstrap: Path, log_level: str,
+                    identity: IdentityOptions | None = None) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_proxyless(spec, xds_socket, bootstrap))
+    try:
+        asyncio.run(run_proxyless(spec, xds_socket, bootstrap, identity))
+    except IdentityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def serve(spec: ProxySpec, opts: AgentOptions, log_level: str) -> None:

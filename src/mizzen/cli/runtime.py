@@ -240,7 +240,8 @@ def agent(
              "certificate, serves SDS and forwards Envoy's xDS there; needs --credential-file")] = None,
     credential_file: Annotated[Path | None, typer.Option(
         metavar="FILE", show_default="<work dir>/credential",
-        help="The pod credential (0600), from POST /apis/credentials")] = None,
+        help="The pod credential (0600), from POST /apis/credentials (with --proxyless: default next to "
+             "--xds-socket)")] = None,
     root_cert: Annotated[Path | None, typer.Option(
         metavar="FILE", show_default="<work dir>/root-cert.pem",
         help="The mesh roots (0600) that the control plane's certificate is verified with")] = None,
@@ -321,10 +322,7 @@ def agent(
     elif credential_file is not None or root_cert is not None:
         fail("--credential-file and --root-cert go with --ca-address (the control plane's TLS port)")
     if proxyless:
-        if identity is not None:
-            fail("--proxyless with --ca-address is not supported yet: its xDS proxy forwards plaintext "
-                 "to --xds")
-        serve_proxyless(spec, xds_socket, grpc_bootstrap, log_level)
+        serve_proxyless(spec, xds_socket, grpc_bootstrap, log_level, identity)
         return
     from mizzen.auth.token import find_token
 
