@@ -535,3 +535,31 @@ async def test_the_xds_proxy_forwards_over_tls_for_proxyless_clients(tmp_path: P
             assert await through_proxy(other) is grpc.StatusCode.PERMISSION_DENIED
         finally:
             await proxy.stop()
+
+
+async def test_credentials_over_the_api(tmp_path: Path) -> None:
+    """``POST /apis/credentials`` needs the API token, checks the names and answers the credential and the
+    roots; a control plane without a CA says so in one line; ``DELETE`` revokes."""
+    import httpx
+
+    from mizzen.runner.credentials import HttpCredentials
+    ports = (free_port(), free_port())
+    opts = dataclasses.replace(cp_options(tmp_path, ports), http_port=0)
+    async with ControlPlane(opts) as cp:
+        assert cp.identity is not None
+        creds = HttpCredentials(cp.http_url, cp.token, retry_s=1)
+        credential, roots = await creds.issue(NS, "details-v1-6b746f74dc-httpc", "bookinfo-details")
+        assert roots == cp.identity.ca.trust_bundle.pem
+        assert cp.identity.credentials.lookup(credential) is not None
+        async with httpx.AsyncClient(base_url=cp.http_url, trust_env=False) as api:
+            body = {"namespace": NS, "pod": "x", "serviceAccount": "sa"}
+            assert (await api.post("/apis/credentials", json=body)).status_code == 401      # no token
+            auth = {"Authorization": f"Bearer {cp.token}"}
+            bad = await api.post("/apis/credentials", json={**body, "serviceAccount": "Not_A_Name"},
+                                 headers=auth)
+            assert bad.status_code == 400 and "service account" in bad.json()["error"]
+        await creds.revoke(NS, "details-v1-6b746f74dc-httpc")
+        assert cp.identity.credentials.lookup(credential) is None
+    async with ControlPlane(ControlPlaneOptions(xds_port=0, http_port=0)) as plain:
+        with pytest.raises(RuntimeError, match=r"HTTP 404 .*runs no CA"):
+            await HttpCredentials(plain.http_url, plain.token, retry_s=5).issue(NS, "p", "sa")

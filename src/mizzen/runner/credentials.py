@@ -9,6 +9,7 @@ environment or a command line). When the pod stops, the credential is revoked an
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from pathlib import Path
@@ -49,25 +50,39 @@ class InProcessCredentials:
 
 
 class HttpCredentials:
-    """Through the control plane's API at ``base_url`` with the API token."""
+    """Through the control plane's API at ``base_url`` with the API token. While the control plane is away
+    (a restart) or not ready (5xx), issuing retries with backoff for up to ``retry_s``; a refusal (4xx) is
+    final."""
 
-    def __init__(self, base_url: str, token: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, base_url: str, token: str, timeout_s: float = 10.0, retry_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.retry_s = retry_s
 
     async def issue(self, namespace: str, pod: str, service_account: str) -> tuple[str, str]:
         body = {"namespace": namespace, "pod": pod, "serviceAccount": service_account}
-        async with (
-            aiohttp.ClientSession(timeout=self.timeout, headers=self._headers, trust_env=False) as s,
-            s.post(f"{self.base_url}/apis/credentials", json=body) as r,
-        ):
-            if r.status != 200:
-                text = (await r.text()).strip().splitlines()
-                raise RuntimeError(f"pod credential for {namespace}/{pod}: HTTP {r.status} "
-                                   f"{text[0] if text else ''}")
-            data = await r.json()
-        return str(data["credential"]), str(data["rootCert"])
+        deadline = asyncio.get_running_loop().time() + self.retry_s
+        delay = 0.2
+        while True:
+            try:
+                async with (
+                    aiohttp.ClientSession(timeout=self.timeout, headers=self._headers, trust_env=False) as s,
+                    s.post(f"{self.base_url}/apis/credentials", json=body) as r,
+                ):
+                    if r.status == 200:
+                        data = await r.json()
+                        return str(data["credential"]), str(data["rootCert"])
+                    text = (await r.text()).strip().splitlines()
+                    problem = f"HTTP {r.status} {text[0] if text else ''}".strip()
+                    if r.status < 500:
+                        raise RuntimeError(f"pod credential for {namespace}/{pod}: {problem}")
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                problem = f"control plane unreachable ({type(e).__name__})"
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise RuntimeError(f"pod credential for {namespace}/{pod}: {problem}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def revoke(self, namespace: str, pod: str) -> None:
         async with (
