@@ -3,6 +3,8 @@ the chain that lets another kind (a Kubernetes TokenReview authenticator later) 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mizzen.security.authn import (
@@ -60,3 +62,25 @@ async def test_the_chain_asks_each_kind_in_order() -> None:
     for ctx in (bearer("opaque"), RequestContext(metadata={}), RequestContext({"authorization": "Basic x"})):
         with pytest.raises(AuthenticationError, match=r"authenticators: local-credential, kube-jwt"):
             await authenticate(chain, ctx)
+
+
+def test_persisted_credentials_survive_a_restart_and_hold_only_digests(tmp_path: Path) -> None:
+    path = tmp_path / "credentials.json"
+    first = LocalCredentials(path)
+    a = first.issue("bookinfo", "reviews-v1-abc", "bookinfo-reviews")
+    b = first.issue("bookinfo", "ratings-v1-def", "bookinfo-ratings")
+    first.revoke("bookinfo", "ratings-v1-def")
+    assert path.stat().st_mode & 0o777 == 0o600
+    text = path.read_text()
+    assert a not in text and b not in text and "reviews-v1-abc" in text
+    # a restarted control plane (a new process reading the same state dir) accepts a, not b
+    second = LocalCredentials(path)
+    grant = second.lookup(a)
+    assert grant is not None and (grant.pod, grant.service_account) == ("reviews-v1-abc", "bookinfo-reviews")
+    assert second.lookup(b) is None
+    # one issued by another process after this one loaded is found on a miss (the file changed)
+    c = first.issue("bookinfo", "details-v1-ghi", "bookinfo-details")
+    assert second.lookup(c) is not None
+    # a corrupt file is ignored (the runner re-issues), never a crash
+    path.write_text("{not json")
+    assert len(LocalCredentials(path)) == 0

@@ -19,7 +19,7 @@ import datetime as dt
 import os
 import shutil
 import tempfile
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,10 @@ class IssuedCredential:
 
 class MeshIdentity:
     def __init__(self, state_dir: Path | None, ca_dir: Path | None = None,
-                 trust_domain: str = "cluster.local") -> None:
+                 trust_domain: str = "cluster.local",
+                 authenticators: Sequence[Authenticator] = ()) -> None:
+        """``authenticators`` are tried after the pod credentials (a Kubernetes TokenReview
+        authenticator, as istiod's KubeJWTAuthenticator, goes here)."""
         options = CAOptions(trust_domain=trust_domain,
                             default_ttl=env_ttl("DEFAULT_WORKLOAD_CERT_TTL", dt.timedelta(hours=24)),
                             max_ttl=env_ttl("MAX_WORKLOAD_CERT_TTL", dt.timedelta(days=90)))
@@ -81,7 +84,7 @@ class MeshIdentity:
             self.ca = CertificateAuthority.self_signed(base, options)
         self.credentials = LocalCredentials(state_dir / CREDENTIALS_FILE if state_dir is not None else None)
         self.authenticators: list[Authenticator] = [
-            LocalCredentialAuthenticator(self.credentials, trust_domain)]   # + TokenReview on Kubernetes
+            LocalCredentialAuthenticator(self.credentials, trust_domain), *authenticators]
         self.ca_service = CAService(self.ca, self.authenticators, require_tls=True)
         self.serving = ServingCertificate(self.ca)
 
