@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
 import itertools
 import os
 import socket
@@ -43,6 +45,7 @@ from mizzen.controlplane.store import ApplyResult
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.proxy import ProxyType
 from mizzen.registry.model import Workload
+from mizzen.runner.credentials import InProcessCredentials, with_identity
 
 __all__ = [
     "Backend",
@@ -192,7 +195,13 @@ class Mesh:
         envoy_log_level: str = "warning",
         mesh_config: MeshConfig | None = None,
         kubeconfig: Path | None = None,
+        identities: bool = False,
+        secret_ttl_s: float | None = None,
     ) -> None:
+        """``identities``: the control plane runs the CA and its TLS port, and every agent gets a pod
+        credential (as the demo's): SDS for its Envoy, xDS over TLS; ``secret_ttl_s`` their certificates'
+        lifetime (default 24 h)."""
+        self.identities, self.secret_ttl_s = identities, secret_ttl_s
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="mizzen-mesh-")
@@ -201,7 +210,8 @@ class Mesh:
         self.cp = ControlPlane(
             ControlPlaneOptions(state_dir=state_dir / "state", xds_port=0, http_port=0,
                                 debounce_quiet_s=debounce_quiet_s, debounce_max_s=debounce_max_s,
-                                mesh=mesh_config or MeshConfig(), kubeconfig=kubeconfig),
+                                mesh=mesh_config or MeshConfig(), kubeconfig=kubeconfig,
+                                xds_tls_port=0 if identities else None),
             generator=generator,
         )
         self.envoy_log_level = envoy_log_level
@@ -281,8 +291,16 @@ class Mesh:
         return b
 
     async def _agent(self, spec: ProxySpec, ready_timeout: float) -> Agent:
-        agent = Agent(spec, AgentOptions(log_level=self.envoy_log_level, concurrency=1,
-                                         admin_token=self.cp.token))
+        options = AgentOptions(log_level=self.envoy_log_level, concurrency=1, admin_token=self.cp.token)
+        if self.identities:
+            options = with_identity(options, InProcessCredentials(self.cp), self.cp.xds_tls_address,
+                                    spec.namespace, spec.name, spec.service_account)
+            if self.secret_ttl_s is not None and options.identity is not None:
+                secrets = dataclasses.replace(options.identity.secrets,
+                                              ttl=dt.timedelta(seconds=self.secret_ttl_s))
+                options = dataclasses.replace(options, identity=dataclasses.replace(options.identity,
+                                                                                    secrets=secrets))
+        agent = Agent(spec, options)
         await agent.start(ready_timeout=ready_timeout)
         self._stack.push_async_callback(agent.stop)
         self.agents.append(agent)

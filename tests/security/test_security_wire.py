@@ -213,6 +213,7 @@ async def test_pod_identity_from_the_runner_to_envoy_over_tls(tmp_path: Path) ->
             # Envoy itself dials only its agent: the bootstrap has no TCP address for xds-grpc
             boot = pod.agent.bootstrap_path.read_text()
             assert str(w.ports[0]) not in boot and str(w.ports[1]) not in boot and "sds-grpc" in boot
+            assert json.loads(boot)["node"]["metadata"]["SDS"] == "true"      # the proxy can do mTLS
             # the stream is authenticated as the pod's identity
             assert w.cp.identity is not None and w.cp.identity.ca_service is not None
             stream = next(s for s in w.cp.ads._live if s.node_id == pod.node_id)

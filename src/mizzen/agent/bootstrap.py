@@ -55,6 +55,7 @@ HTTP_PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.htt
 XDS_RETRY_BASE = "0.1s"
 XDS_RETRY_MAX = "0.5s"
 DELTA_XDS_ENV = "ISTIO_DELTA_XDS"   # pilot-agent's switch: "false" for state-of-the-world ADS
+SDS_META = "SDS"                    # node metadata "true": the bootstrap has the agent's sds-grpc cluster
 
 
 def delta_xds_default() -> bool:
@@ -204,6 +205,10 @@ def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME, *, x
         "cluster": spec.cluster,
         "metadata": node_metadata(spec),
     }
+    if sds_socket is not None:
+        # Istio's SdsEnabled-style key: this proxy has the sds-grpc cluster, so the control plane may give it
+        # mTLS (auto mTLS, ISTIO_MUTUAL) with the default/ROOTCA secrets
+        node["metadata"][SDS_META] = "true"
     if spec.locality:
         node["locality"] = _locality(spec.locality)
     return {
