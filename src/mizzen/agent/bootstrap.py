@@ -55,7 +55,7 @@ HTTP_PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.htt
 XDS_RETRY_BASE = "0.1s"
 XDS_RETRY_MAX = "0.5s"
 DELTA_XDS_ENV = "ISTIO_DELTA_XDS"   # pilot-agent's switch: "false" for state-of-the-world ADS
-SDS_META = "SDS"                    # node metadata "true": the bootstrap has the agent's sds-grpc cluster
+SDS_META = Meta.SDS                 # node metadata "true": the bootstrap has the agent's sds-grpc cluster
 
 
 def delta_xds_default() -> bool:
