@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
 
     from mizzen.kube.config_source import KubeConfigSource
+    from mizzen.kube.registry_source import KubeRegistrySource
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,9 @@ class ControlPlane:
         self.kube_source: KubeConfigSource | None = None
         self._kube_api: ApiClient | None = None
         self._kube_task: asyncio.Task[None] | None = None
+        self.kube_registry: KubeRegistrySource | None = None
+        self._kube_registry_task: asyncio.Task[None] | None = None
+        self.mesh_config_problem: str | None = None   # why the cluster's mesh config is not used
         self._debouncer: Debouncer[PushRequest] | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
@@ -317,23 +321,58 @@ class ControlPlane:
     async def _start_kube(self, kubeconfig: Path) -> None:
         from mizzen.kube.client import connect
         from mizzen.kube.config_source import KubeConfigSource
+        from mizzen.kube.registry_source import KubeRegistrySource
 
         self._kube_api = await connect(kubeconfig)
         self.kube_source = KubeConfigSource(self._kube_api, self.store)
+        self.kube_registry = KubeRegistrySource(
+            self._kube_api, self.registry, on_endpoints=self._kube_endpoints, on_mesh=self._kube_mesh,
+            system_namespace=self.options.mesh.root_namespace)
         self._kube_task = asyncio.create_task(self.kube_source.run(), name="kube config source")
-        await self.kube_source.wait_synced(timeout=60)   # istiod serves xDS once its informers have synced
-        log.info("config from the Kubernetes API server (%s): %d objects", kubeconfig, len(self.store))
+        self._kube_registry_task = asyncio.create_task(self.kube_registry.run(), name="kube registry")
+        # istiod serves xDS once its informers have synced
+        await self.kube_source.wait_synced(timeout=60)
+        await self.kube_registry.wait_synced(timeout=60)
+        log.info("config and services from the Kubernetes API server (%s): %d objects, %d services",
+                 kubeconfig, len(self.store), len(self.registry.snapshot().services))
+
+    def _kube_endpoints(self, services: frozenset[str], reasons: list[str]) -> None:
+        """EndpointSlices (or the Pods, Nodes behind them) changed: an EDS-only push of those services."""
+        self.metrics.inbound_updates.labels(type="eds").inc(len(reasons))
+        self._request(PushRequest.endpoint_change(services, (), reasons, time.monotonic()))
+
+    def _kube_mesh(self, text: str | None) -> None:
+        """The mesh config ConfigMap changed: the command line's MeshConfig with its fields, a full push; an
+        unusable one is logged and the current mesh config kept (as istiod does)."""
+        from mizzen.kube.meshconfig import MeshConfigError, parse_mesh_config
+
+        base = self.options.mesh
+        try:
+            mesh, ignored = parse_mesh_config(text, base) if text is not None else (base, [])
+        except MeshConfigError as e:
+            self.mesh_config_problem = f"mesh config ConfigMap {self.options.mesh.root_namespace}/istio: {e}"
+            log.warning("%s; keeping the current mesh config", self.mesh_config_problem)
+            return
+        self.mesh_config_problem = None
+        if ignored:
+            log.info("mesh config: fields Mizzen does not honour are ignored: %s", ", ".join(ignored))
+        if mesh != self.pusher.mesh:
+            self.pusher.mesh = mesh
+            log.info("mesh config changed (ConfigMap %s/istio %s)", base.root_namespace,
+                     "updated" if text is not None else "removed")
+            self.request_push(["mesh config changed"])
 
     async def stop(self) -> None:
         self.started = False
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
-        if self._kube_task is not None:
-            self._kube_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._kube_task
-            self._kube_task = None
+        for task in (self._kube_task, self._kube_registry_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._kube_task = self._kube_registry_task = None
         if self._kube_api is not None:
             await self._kube_api.close()
             self._kube_api = None

@@ -104,7 +104,8 @@ def lb_endpoint(e: Endpoint) -> ep_pb2.LbEndpoint:
     lb = ep_pb2.LbEndpoint(
         endpoint=ep_pb2.Endpoint(address=address_pb2.Address(
             socket_address=address_pb2.SocketAddress(address=e.address, port_value=e.port))),
-        health_status=health_check_pb2.HEALTHY if e.healthy else health_check_pb2.UNHEALTHY,
+        health_status=(health_check_pb2.DRAINING if e.draining else health_check_pb2.HEALTHY if e.healthy
+                       else health_check_pb2.UNHEALTHY),
     )
     if e.weight > 0:
         lb.load_balancing_weight.value = e.weight

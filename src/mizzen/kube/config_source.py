@@ -33,8 +33,24 @@ __all__ = ["WATCHED_KINDS", "KubeConfigSource", "Rejected", "Store"]
 
 log = logging.getLogger(__name__)
 
-# what istiod reads as config from the API server (the registry part — endpoints, pods — comes separately)
-WATCHED_KINDS: tuple[kinds.Kind, ...] = (*(k for k in kinds.ALL_KINDS if k.istio), kinds.SERVICE)
+
+
+def _secret_kind() -> kinds.Kind:
+    """Secrets (gateway ``credentialName``) come through the config path like any kind, so whatever reads
+    them from the store (the SDS generator) sees the cluster's: the registered kind, else the passive one."""
+    found = kinds.BY_NAME.get("Secret") or next(k for k in kinds.PASSIVE if k.kind == "Secret")
+    return found
+
+
+# what istiod reads as config from the API server (the registry part — endpoints, pods — comes separately,
+# see mizzen.kube.registry_source)
+WATCHED_KINDS: tuple[kinds.Kind, ...] = (*(k for k in kinds.ALL_KINDS if k.istio), kinds.SERVICE,
+                                         _secret_kind())
+# top-level fields of an API object that are bookkeeping, not content (kinds with no ``spec``, like Secret,
+# keep the rest: ``type``, ``data``...)
+_BOOKKEEPING = frozenset({"apiVersion", "kind", "metadata", "status"})
+# as istiod's credentials controller: never service-account tokens or Helm's release records
+FIELD_SELECTORS = {"Secret": "type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1"}
 
 
 class Store(Protocol):
@@ -70,6 +86,8 @@ def _essentials(obj: dict[str, Any]) -> dict[str, Any]:
                            "metadata": kept}
     if "spec" in obj:
         out["spec"] = obj["spec"]
+    else:
+        out.update((k, v) for k, v in obj.items() if k not in _BOOKKEEPING)
     return out
 
 
@@ -108,7 +126,8 @@ class KubeConfigSource:
         self.store = store
         self.rejected: dict[ConfigKey, Rejected] = {}
         timeout = watch_timeout_s
-        self.reflectors = [Reflector(api, _resource(k), _KindHandler(self, k), watch_timeout_s=timeout)
+        self.reflectors = [Reflector(api, _resource(k), _KindHandler(self, k), watch_timeout_s=timeout,
+                                     field_selector=FIELD_SELECTORS.get(k.kind, ""))
                            for k in kinds_]
 
     async def run(self) -> None:

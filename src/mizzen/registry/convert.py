@@ -11,11 +11,22 @@ from typing import Any
 
 from mizzen.config.labels import selects
 from mizzen.config.model import Config
-from mizzen.registry.model import Endpoint, Protocol, Resolution, Service, ServicePort, Workload
+from mizzen.registry.model import (
+    Endpoint,
+    Protocol,
+    Resolution,
+    Service,
+    ServicePort,
+    SliceEndpoint,
+    SliceHealth,
+    Workload,
+)
 
 # Ports Istio never sniffs: an unnamed port here is TCP.
 WELL_KNOWN_TCP_PORTS = frozenset({25, 53, 3306, 27017})
 EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
+# Istio's PILOT_PERSISTENT_SESSION_LABEL: a Service with it gets its terminating endpoints as DRAINING
+PERSISTENT_SESSION_LABEL = "istio.io/persistent-session"
 UNIX_PREFIX = "unix://"   # unix domain socket workload addresses: left out of endpoints (not supported yet)
 
 _PROTOCOLS: Mapping[str, Protocol] = {
@@ -142,6 +153,8 @@ def service_from_kube(c: Config, domain_suffix: str = "cluster.local") -> Servic
         addresses=tuple(addresses),
         export_to=_export_to(c.annotations.get(EXPORT_TO_ANNOTATION)),
         origin="Service",
+        labels=dict(c.labels),
+        created=c.created,
     )
 
 
@@ -189,6 +202,8 @@ def services_from_service_entry(c: Config) -> list[Service]:
             export_to=_export_to(spec.get("exportTo")),
             origin="ServiceEntry",
             subject_alt_names=tuple(str(s) for s in spec.get("subjectAltNames") or ()),
+            labels=dict(c.labels),
+            created=c.created,
         )
         for host in spec.get("hosts") or ()
     ]
@@ -287,4 +302,28 @@ def endpoints_for_service(svc: Service, workloads: Iterable[Workload], inline: I
             target = port.target_port if isinstance(port.target_port, int) else port.port
             eps.append(Endpoint(hostname=svc.hostname, service_port=port.port, address=host, port=target,
                                 namespace=svc.namespace))
+    return out
+
+
+def endpoints_from_slices(svc: Service, slice_eps: Iterable[SliceEndpoint]) -> dict[int, list[Endpoint]]:
+    """A Kubernetes Service's endpoints per service port from its EndpointSlices, as Istio's endpoint
+    builder sends them: a slice port belongs to the service port of the same name; HEALTHY endpoints are sent,
+    DRAINING ones only for a persistent-session service (as Envoy DRAINING), UNHEALTHY and TERMINATING ones
+    never (Istio's default, PILOT_SEND_UNHEALTHY_ENDPOINTS off)."""
+    by_name = {p.name: p for p in svc.ports}
+    persistent = bool(svc.labels.get(PERSISTENT_SESSION_LABEL))
+    out: dict[int, list[Endpoint]] = {}
+    for se in slice_eps:
+        port = by_name.get(se.port_name)
+        if port is None and len(svc.ports) == 1 and not se.port_name:
+            port = svc.ports[0]
+        if port is None or se.health in (SliceHealth.UNHEALTHY, SliceHealth.TERMINATING):
+            continue
+        draining = se.health is SliceHealth.DRAINING
+        if draining and not persistent:
+            continue
+        out.setdefault(port.port, []).append(Endpoint(
+            hostname=svc.hostname, service_port=port.port, address=se.address, port=se.port,
+            labels=dict(se.labels), workload=se.pod, namespace=se.namespace or svc.namespace,
+            service_account=se.service_account, locality=se.locality, draining=draining))
     return out

@@ -70,6 +70,8 @@ class Service:
     export_to: tuple[str, ...] = ("*",)
     origin: str = "Service"                # "Service" | "ServiceEntry"
     subject_alt_names: tuple[str, ...] = ()  # a ServiceEntry's: identities its servers may present (mTLS)
+    labels: Mapping[str, str] = field(default_factory=dict)   # the object's own metadata.labels
+    created: float = field(default=0.0, compare=False)      # creation order (oldest wins a shared host)
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
@@ -108,11 +110,36 @@ class Endpoint:
     locality: str = ""
     weight: int = 0
     healthy: bool = True
+    draining: bool = False                 # Envoy DRAINING: a terminating pod of a persistent-session service
 
     @property
     def tls_mode(self) -> str:
         """Istio's ``GetTLSModeFromEndpointLabels``: the tlsMode label, else ``disabled``."""
         return self.labels.get(TLS_MODE_LABEL) or "disabled"
+
+
+class SliceHealth(str, Enum):
+    """Istio's health status of a Kubernetes endpoint (from its EndpointSlice conditions)."""
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+    DRAINING = "DRAINING"
+    TERMINATING = "TERMINATING"
+
+
+@dataclass(frozen=True)
+class SliceEndpoint:
+    """One address:port of a Kubernetes Service's EndpointSlices, with what the pod behind it says about
+    itself (labels already augmented with locality/network, service account, locality)."""
+
+    address: str
+    port_name: str                         # the EndpointSlice port's name = the Service port's name
+    port: int                              # the target port number on the pod
+    health: SliceHealth = SliceHealth.HEALTHY
+    pod: str = ""                          # the Pod's name ("" for an address with no Pod)
+    namespace: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    service_account: str = ""
+    locality: str = ""
 
 
 @dataclass(frozen=True)

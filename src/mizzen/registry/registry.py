@@ -19,6 +19,7 @@ from mizzen.registry.convert import (
     UNIX_PREFIX,
     endpoint_of,
     endpoints_for_service,
+    endpoints_from_slices,
     entry_target_port,
     inline_workloads,
     kube_target_port,
@@ -26,9 +27,12 @@ from mizzen.registry.convert import (
     services_from_service_entry,
     workload_from_entry,
 )
-from mizzen.registry.model import Endpoint, RegistrySnapshot, Service, ServicePort, Workload
+from mizzen.registry.model import Endpoint, RegistrySnapshot, Service, ServicePort, SliceEndpoint, Workload
 
-__all__ = ["Registry", "build_snapshot", "with_workload"]
+__all__ = ["Registry", "SliceKey", "build_snapshot", "with_service_endpoints", "with_workload"]
+
+SliceKey = tuple[str, str]   # (namespace, Kubernetes Service name)
+Slices = Mapping[SliceKey, tuple[SliceEndpoint, ...]]
 
 
 def _digest(item: object) -> int:
@@ -60,34 +64,107 @@ def _content_sum(services: Iterable[Service], endpoints: Mapping[tuple[str, int]
 _MOD = 1 << 64
 
 
+def _winners(services: Iterable[Service]) -> list[Service]:
+    """Istio's rule for one hostname defined more than once in a namespace (PushContext
+    initServiceRegistry): a Kubernetes Service beats a ServiceEntry (no "squatting" on a Service's name);
+    otherwise the oldest wins. The losers are left out, with their endpoints."""
+    best: dict[tuple[str, str], Service] = {}
+    for svc in services:
+        key = (svc.hostname, svc.namespace)
+        cur = best.get(key)
+        if cur is None or _precedes(svc, cur):
+            best[key] = svc
+    return list(best.values())
+
+
+def _precedes(a: Service, b: Service) -> bool:
+    a_kube, b_kube = a.origin == "Service", b.origin == "Service"
+    if a_kube != b_kube:
+        return a_kube
+    return (a.created, a.name) < (b.created, b.name)
+
+
+def _service_endpoints(svc: Service, workloads: Iterable[Workload], slices: Slices,
+                       inline: Iterable[Workload] = (), external_name: str = "") -> dict[int, list[Endpoint]]:
+    """Every endpoint of one service: selected workloads (registered, WorkloadEntries), a ServiceEntry's
+    inline endpoints, and for a Kubernetes Service its EndpointSlices (an address:port in both: once)."""
+    out = endpoints_for_service(svc, workloads, inline, external_name)
+    if svc.origin != "Service":
+        return out
+    sliced = slices.get((svc.namespace, svc.name))
+    if sliced:
+        for port, eps in endpoints_from_slices(svc, sliced).items():
+            have = {(e.address, e.port) for e in out.get(port, ())}
+            out.setdefault(port, []).extend(e for e in eps if (e.address, e.port) not in have)
+    return out
+
+
 def build_snapshot(configs: ConfigSnapshot, registered: Iterable[Workload],
-                   domain_suffix: str = "cluster.local") -> RegistrySnapshot:
-    """Pure: config objects + runner-registered workloads -> a RegistrySnapshot."""
+                   domain_suffix: str = "cluster.local", slices: Slices | None = None) -> RegistrySnapshot:
+    """Pure: config objects + registered workloads + Kubernetes EndpointSlice endpoints (per Service) ->
+    a RegistrySnapshot (the aggregate of the Kubernetes and ServiceEntry registries)."""
+    slices = slices or {}
     workloads = [workload_from_entry(c) for c in configs.list("WorkloadEntry")]
     workloads.extend(registered)
     workloads.sort(key=lambda w: (w.namespace, w.name, w.address))
 
-    services: list[Service] = []
-    endpoints: dict[tuple[str, int], list[Endpoint]] = {}
+    candidates: list[tuple[Service, list[Workload], str]] = []
     for c in configs.list("Service"):
         svc = service_from_kube(c, domain_suffix)
-        services.append(svc)
         external = str(c.spec.get("externalName") or "") if svc.mesh_external else ""
-        for port, eps in endpoints_for_service(svc, workloads, external_name=external).items():
-            endpoints.setdefault((svc.hostname, port), []).extend(eps)
+        candidates.append((svc, [], external))
     for c in configs.list("ServiceEntry"):
         inline = inline_workloads(c)
-        for svc in services_from_service_entry(c):
-            services.append(svc)
-            for port, eps in endpoints_for_service(svc, workloads, inline).items():
-                endpoints.setdefault((svc.hostname, port), []).extend(eps)
+        candidates.extend((svc, inline, "") for svc in services_from_service_entry(c))
+    kept = {id(s) for s in _winners(s for s, _, _ in candidates)}
+
+    services: list[Service] = []
+    endpoints: dict[tuple[str, int], list[Endpoint]] = {}
+    for svc, inline, external in candidates:
+        if id(svc) not in kept:
+            continue
+        services.append(svc)
+        for port, eps in _service_endpoints(svc, workloads, slices, inline, external).items():
+            endpoints.setdefault((svc.hostname, port), []).extend(eps)
 
     services.sort(key=lambda s: (s.hostname, s.namespace, s.origin, s.name))
-    frozen = {key: tuple(sorted(eps, key=lambda e: (e.address, e.port, e.workload)))
-              for key, eps in sorted(endpoints.items())}
+    frozen = {key: _sorted(eps) for key, eps in sorted(endpoints.items())}
     total = _content_sum(services, frozen, workloads)
     return RegistrySnapshot(services=tuple(services), endpoints=frozen, workloads=tuple(workloads),
                             version=_version(total), content_sum=total)
+
+
+def _sorted(eps: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
+    return tuple(sorted(eps, key=lambda e: (e.address, e.port, e.workload)))
+
+
+def with_service_endpoints(snap: RegistrySnapshot, namespace: str, name: str, slices: Slices) -> tuple[
+        RegistrySnapshot, frozenset[str]]:
+    """``snap`` with the endpoints of the Kubernetes Service ``namespace/name`` recomputed (its EndpointSlices
+    changed); also returns its hostname when its endpoints changed. Other services are untouched."""
+    svc = next((s for s in snap.services
+                if s.origin == "Service" and s.namespace == namespace and s.name == name), None)
+    if svc is None:
+        return snap, frozenset()
+    fresh = _service_endpoints(svc, snap.workloads, slices)
+    endpoints = dict(snap.endpoints)
+    total = snap.content_sum
+    changed = False
+    for port in svc.ports:
+        key = (svc.hostname, port.port)
+        # the same host:port may also hold another service's endpoints (a ServiceEntry elsewhere): keep them
+        others = [e for e in endpoints.get(key, ()) if e.namespace != svc.namespace]
+        frozen = _sorted([*others, *fresh.get(port.port, ())])
+        if frozen != endpoints.get(key, ()):
+            total -= _endpoints_digest(key, endpoints.get(key, ()))
+            total += _endpoints_digest(key, frozen)
+            endpoints[key] = frozen
+            changed = True
+    if not changed:
+        return snap, frozenset()
+    total %= _MOD
+    return (RegistrySnapshot(snap.services, endpoints, snap.workloads, _version(total), total),
+            frozenset({svc.hostname}))
 
 
 def _endpoint_for(svc: Service, port: ServicePort, w: Workload) -> Endpoint | None:
@@ -121,7 +198,7 @@ def with_workload(snap: RegistrySnapshot, old: Workload | None, new: Workload | 
                 e = _endpoint_for(svc, port, new)
                 if e is not None:
                     eps.append(e)
-            frozen = tuple(sorted(eps, key=lambda e: (e.address, e.port, e.workload)))
+            frozen = _sorted(eps)
             if frozen != endpoints.get(key, ()):
                 total -= _endpoints_digest(key, endpoints.get(key, ()))
                 total += _endpoints_digest(key, frozen)
@@ -147,6 +224,7 @@ class Registry:
         self._lock = threading.Lock()
         self._configs = ConfigSnapshot()
         self._workloads: dict[tuple[str, str], Workload] = {}
+        self._slices: dict[SliceKey, tuple[SliceEndpoint, ...]] = {}
         self._cached: RegistrySnapshot | None = None
 
     def set_configs(self, snapshot: ConfigSnapshot) -> None:
@@ -176,7 +254,8 @@ class Registry:
 
     def _changed(self, old: Workload | None, new: Workload | None) -> frozenset[str]:
         if self._cached is None:
-            self._cached = build_snapshot(self._configs, self._workloads.values(), self._domain_suffix)
+            self._cached = build_snapshot(self._configs, self._workloads.values(), self._domain_suffix,
+                                          self._slices)
             ref = new or old
             assert ref is not None
             return frozenset(s.hostname for s in self._cached.services if s.selector and s.namespace ==
@@ -184,6 +263,31 @@ class Registry:
                                                    for w in (old, new) if w is not None))
         self._cached, changed = with_workload(self._cached, old, new)
         return changed
+
+    def set_service_endpoints(self, namespace: str, name: str,
+                              endpoints: Iterable[SliceEndpoint]) -> frozenset[str]:
+        """Replace the EndpointSlice endpoints of the Kubernetes Service ``namespace/name`` (the Kubernetes
+        registry's input; an empty list removes them); returns the hostnames whose endpoints changed (the
+        snapshot is updated for that service only)."""
+        key = (namespace, name)
+        unique = {(e.address, e.port_name, e.port, e.pod): e for e in endpoints}   # listed twice: once
+        eps = tuple(unique[k] for k in sorted(unique))
+        with self._lock:
+            if self._slices.get(key, ()) == eps:
+                return frozenset()
+            if eps:
+                self._slices[key] = eps
+            else:
+                self._slices.pop(key, None)
+            if self._cached is None:
+                return frozenset({f"{name}.{namespace}.svc.{self._domain_suffix}"})
+            self._cached, changed = with_service_endpoints(self._cached, namespace, name, self._slices)
+            return changed
+
+    def service_endpoints(self) -> dict[SliceKey, tuple[SliceEndpoint, ...]]:
+        """The EndpointSlice endpoints per Kubernetes Service (namespace, name)."""
+        with self._lock:
+            return dict(self._slices)
 
     def workloads(self) -> list[Workload]:
         """The registered workloads (not WorkloadEntries), sorted by namespace and name."""
@@ -193,5 +297,6 @@ class Registry:
     def snapshot(self) -> RegistrySnapshot:
         with self._lock:
             if self._cached is None:
-                self._cached = build_snapshot(self._configs, self._workloads.values(), self._domain_suffix)
+                self._cached = build_snapshot(self._configs, self._workloads.values(), self._domain_suffix,
+                                          self._slices)
             return self._cached

@@ -1,0 +1,301 @@
+"""The Kubernetes service registry (Istio's kube controller): endpoints of Kubernetes Services from their
+EndpointSlices, described by the Pods behind them, plus the mesh config ConfigMap.
+
+Services themselves arrive as config (:mod:`.config_source` mirrors them into the store, the registry
+builds them from there); this source watches what istiod's kube controller reads besides:
+
+* **EndpointSlices** (``discovery.k8s.io/v1``), grouped by their ``kubernetes.io/service-name`` label. Each
+  address and port becomes a :class:`~mizzen.registry.model.SliceEndpoint` with Istio's health status
+  (``endpointHealthStatus``): ready (or unset) is HEALTHY; not ready but serving and terminating is DRAINING;
+  otherwise terminating (or unset) is TERMINATING, else UNHEALTHY. Which of them reach Envoy is the
+  registry's rule (:func:`mizzen.registry.convert.endpoints_from_slices`). FQDN slices are skipped (Istio
+  does too).
+* **Pods**: an endpoint whose ``targetRef`` is a Pod takes that Pod's labels and service account; an
+  endpoint naming a Pod not seen yet is left out until the Pod arrives (Istio's endpoint resync).
+* **Nodes**: the locality ``region/zone/subzone`` from the node's ``topology.kubernetes.io/region|zone`` and
+  ``topology.istio.io/subzone`` labels, unless the Pod's ``istio-locality`` label says otherwise.
+* **Namespaces**: the network of an endpoint is its Pod's ``topology.istio.io/network`` label, else the
+  system namespace's (Istio's ``Network()``). Endpoint labels are augmented like Istio's ``AugmentLabels``
+  (locality, network, cluster), so DestinationRule subsets and ``failoverPriority`` can select on them.
+* **The mesh config** ConfigMap ``istio`` in the system namespace: its ``mesh`` key is handed to
+  ``on_mesh`` as text (None when the ConfigMap or key is gone).
+
+Every change recomputes only the Services it can touch and hands their endpoints to the registry
+(:meth:`Registry.set_service_endpoints`); the hostnames whose endpoints changed go to ``on_endpoints``, which
+the control plane turns into an EDS-only push.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kubernetes_asyncio import client
+
+from mizzen.kube.reflector import Reflector, ResourceType
+from mizzen.registry.model import SliceEndpoint, SliceHealth
+
+__all__ = ["MESH_CONFIGMAP", "KubeRegistrySource", "ServiceEndpointsSink", "slice_health"]
+
+log = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+ServiceKey = tuple[str, str]   # (namespace, Service name)
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+SUBZONE_LABEL = "topology.istio.io/subzone"
+NETWORK_LABEL = "topology.istio.io/network"
+CLUSTER_LABEL = "topology.istio.io/cluster"
+LOCALITY_LABEL = "istio-locality"
+CLUSTER_ID = "Kubernetes"
+MESH_CONFIGMAP = "istio"
+MESH_KEY = "mesh"
+
+ENDPOINT_SLICES = ResourceType("discovery.k8s.io", "v1", "endpointslices")
+PODS = ResourceType("", "v1", "pods")
+NODES = ResourceType("", "v1", "nodes")
+NAMESPACES = ResourceType("", "v1", "namespaces")
+CONFIGMAPS = ResourceType("", "v1", "configmaps")
+
+
+class ServiceEndpointsSink(Protocol):
+    """What the source needs of the registry (``mizzen.registry.registry.Registry``)."""
+
+    def set_service_endpoints(self, namespace: str, name: str,
+                              endpoints: Iterable[SliceEndpoint]) -> frozenset[str]: ...
+
+
+def slice_health(conditions: Any) -> SliceHealth:
+    """Istio's endpointHealthStatus for one EndpointSlice endpoint's ``conditions``."""
+    cond = conditions if isinstance(conditions, dict) else {}
+    ready, serving, terminating = cond.get("ready"), cond.get("serving"), cond.get("terminating")
+    if ready is None or ready:
+        return SliceHealth.HEALTHY
+    if (serving is None or serving) and (terminating is None or terminating):
+        return SliceHealth.DRAINING        # sent only for persistent-session services (the registry decides)
+    if terminating is None or terminating:
+        return SliceHealth.TERMINATING
+    return SliceHealth.UNHEALTHY
+
+
+def _meta(obj: Object) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _labels(obj: Object) -> dict[str, str]:
+    labels = _meta(obj).get("labels")
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+
+def _key(obj: Object) -> tuple[str, str]:
+    meta = _meta(obj)
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+@dataclass
+class _Collection:
+    """A reflector handler keeping one collection by (namespace, name) and reporting what changed."""
+
+    changed: Callable[[list[Object]], None]
+
+    def __post_init__(self) -> None:
+        self.items: dict[tuple[str, str], Object] = {}
+
+    def replace(self, objects: list[Object]) -> None:
+        fresh = {_key(o): o for o in objects}
+        gone = [o for k, o in self.items.items() if k not in fresh]
+        touched = [o for k, o in fresh.items() if self.items.get(k) != o]
+        self._commit(fresh, [*gone, *touched])
+
+    def upsert(self, obj: Object) -> None:
+        old = self.items.get(_key(obj))
+        self._commit({**self.items, _key(obj): obj}, [obj] if old is None else [old, obj])
+
+    def delete(self, obj: Object) -> None:
+        items = dict(self.items)
+        old = items.pop(_key(obj), None)
+        self._commit(items, [old or obj])
+
+    def _commit(self, items: dict[tuple[str, str], Object], changed: list[Object]) -> None:
+        """Take ``items`` and propagate; if that fails the collection is left as it was, so the reflector's
+        retry (a re-list) finds the same difference again instead of none."""
+        before, self.items = self.items, items
+        if not changed:
+            return
+        try:
+            self.changed(changed)
+        except BaseException:
+            self.items = before
+            raise
+
+
+class KubeRegistrySource:
+    """Feeds ``sink`` (the registry) from the API server while :meth:`run` runs."""
+
+    def __init__(self, api: client.ApiClient, sink: ServiceEndpointsSink, *,
+                 on_endpoints: Callable[[frozenset[str], list[str]], None] | None = None,
+                 on_mesh: Callable[[str | None], None] | None = None,
+                 system_namespace: str = "istio-system", watch_timeout_s: int = 300) -> None:
+        self.sink = sink
+        self.on_endpoints = on_endpoints
+        self.on_mesh = on_mesh
+        self.system_namespace = system_namespace
+        self.slices = _Collection(self._slices_changed)
+        self.pods = _Collection(self._pods_changed)
+        self.nodes = _Collection(self._nodes_changed)
+        self.namespaces = _Collection(self._namespaces_changed)
+        self.configmaps = _Collection(self._configmap_changed)
+        self.mesh_text: str | None = None
+        t = watch_timeout_s
+        self.reflectors = [
+            # pods, nodes and namespaces first: the slices' endpoints are described by them
+            Reflector(api, PODS, self.pods, watch_timeout_s=t),
+            Reflector(api, NODES, self.nodes, watch_timeout_s=t),
+            Reflector(api, NAMESPACES, self.namespaces, watch_timeout_s=t),
+            Reflector(api, ENDPOINT_SLICES, self.slices, watch_timeout_s=t),
+            Reflector(api, CONFIGMAPS, self.configmaps, watch_timeout_s=t, field_selector=(
+                f"metadata.namespace={system_namespace},metadata.name={MESH_CONFIGMAP}")),
+        ]
+
+    async def run(self) -> None:
+        """Run every reflector until cancelled."""
+        tasks = [asyncio.create_task(r.run(), name=f"reflector {r.resource}") for r in self.reflectors]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    async def wait_synced(self, timeout: float = 30.0) -> None:
+        """Until every collection has been listed once (the registry is complete)."""
+        async with asyncio.timeout(timeout):
+            for r in self.reflectors:
+                await r.synced.wait()
+
+    # --- what a change touches ------------------------------------------------------------------------------
+    def _slices_changed(self, objs: list[Object]) -> None:
+        services = {k for k in (_service_of(o) for o in objs) if k is not None}
+        self._recompute(services, "EndpointSlice")
+
+    def _pods_changed(self, objs: list[Object]) -> None:
+        names: set[tuple[str, str]] = set()
+        ips: set[str] = set()
+        for o in objs:
+            names.add(_key(o))
+            status = o.get("status") or {}
+            ips.update(str(p.get("ip")) for p in status.get("podIPs") or () if isinstance(p, dict))
+            if status.get("podIP"):
+                ips.add(str(status["podIP"]))
+        self._recompute(self._services_where(lambda ns, ep: _pod_ref(ns, ep) in names
+                                             or bool(ips & set(map(str, ep.get("addresses") or ())))), "Pod")
+
+    def _nodes_changed(self, objs: list[Object]) -> None:
+        nodes = {_key(o)[1] for o in objs}
+        pods_on = {k for k, p in self.pods.items.items() if (p.get("spec") or {}).get("nodeName") in nodes}
+        self._recompute(self._services_where(lambda ns, ep: ep.get("nodeName") in nodes
+                                             or _pod_ref(ns, ep) in pods_on), "Node")
+
+    def _namespaces_changed(self, objs: list[Object]) -> None:
+        if any(_key(o)[1] == self.system_namespace for o in objs):   # the mesh's default network
+            every = {k for k in (_service_of(o) for o in self.slices.items.values()) if k}
+            self._recompute(every, "Namespace")
+
+    def _configmap_changed(self, objs: list[Object]) -> None:
+        cm = self.configmaps.items.get((self.system_namespace, MESH_CONFIGMAP))
+        data = (cm or {}).get("data") or {}
+        text = str(data[MESH_KEY]) if isinstance(data, dict) and MESH_KEY in data else None
+        if text != self.mesh_text:
+            self.mesh_text = text
+            if self.on_mesh is not None:
+                self.on_mesh(text)
+
+    def _services_where(self, pred: Callable[[str, dict[str, Any]], bool]) -> set[ServiceKey]:
+        out: set[ServiceKey] = set()
+        for s in self.slices.items.values():
+            key = _service_of(s)
+            if key is None or key in out:
+                continue
+            if any(isinstance(ep, dict) and pred(key[0], ep) for ep in s.get("endpoints") or ()):
+                out.add(key)
+        return out
+
+    # --- endpoints ------------------------------------------------------------------------------------------
+    def _recompute(self, services: Iterable[ServiceKey], why: str) -> None:
+        changed: set[str] = set()
+        reasons: list[str] = []
+        for ns, name in sorted(services):
+            hosts = self.sink.set_service_endpoints(ns, name, self.endpoints_of(ns, name))
+            if hosts:
+                changed |= hosts
+                reasons.append(f"{why}: endpoints of Service {ns}/{name}")
+        if changed and self.on_endpoints is not None:
+            self.on_endpoints(frozenset(changed), reasons)
+
+    def endpoints_of(self, namespace: str, service: str) -> list[SliceEndpoint]:
+        """Every address:port of the Service's EndpointSlices, described by their Pods."""
+        out: list[SliceEndpoint] = []
+        for s in self.slices.items.values():
+            if _service_of(s) != (namespace, service) or s.get("addressType") == "FQDN":
+                continue
+            ports = [p for p in s.get("ports") or () if isinstance(p, dict) and p.get("port")]
+            for ep in s.get("endpoints") or ():
+                if not isinstance(ep, dict):
+                    continue
+                health = slice_health(ep.get("conditions"))
+                ref = _pod_ref(namespace, ep)
+                pod = self.pods.items.get(ref) if ref is not None else None
+                if ref is not None and pod is None:
+                    continue                 # its Pod is not known yet: it is added when the Pod arrives
+                labels, sa, locality = self._describe(pod, ep)
+                for address in ep.get("addresses") or ():
+                    for p in ports:
+                        out.append(SliceEndpoint(
+                            address=str(address), port_name=str(p.get("name") or ""), port=int(p["port"]),
+                            health=health, pod=ref[1] if ref else "", namespace=namespace, labels=labels,
+                            service_account=sa, locality=locality))
+        return out
+
+    def _describe(self, pod: Object | None, ep: dict[str, Any]) -> tuple[dict[str, str], str, str]:
+        """(labels augmented with locality/network/cluster, service account, locality) of an endpoint."""
+        labels = _labels(pod) if pod is not None else {}
+        spec = (pod or {}).get("spec") or {}
+        node_name = str(spec.get("nodeName") or ep.get("nodeName") or "")
+        locality = labels.get(LOCALITY_LABEL, "").replace(".", "/")
+        if not locality:
+            node = _labels(self.nodes.items.get(("", node_name), {}))
+            region, zone = node.get(REGION_LABEL, ""), node.get(ZONE_LABEL, "") or str(ep.get("zone") or "")
+            subzone = node.get(SUBZONE_LABEL, "")
+            locality = "/".join((region, zone, subzone)).rstrip("/") if region or zone or subzone else ""
+        network = labels.get(NETWORK_LABEL) or _labels(
+            self.namespaces.items.get(("", self.system_namespace), {})).get(NETWORK_LABEL, "")
+        augmented = dict(labels)
+        region, zone, subzone = [*locality.split("/"), "", "", ""][:3] if locality else ["", "", ""]
+        for key, value in ((REGION_LABEL, region), (ZONE_LABEL, zone), (SUBZONE_LABEL, subzone),
+                           (NETWORK_LABEL, network), (CLUSTER_LABEL, CLUSTER_ID)):
+            if value and key not in augmented:
+                augmented[key] = value
+        sa = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default") if pod else ""
+        return augmented, sa, locality
+
+
+def _service_of(obj: Object) -> ServiceKey | None:
+    name = _labels(obj).get(SERVICE_NAME_LABEL)
+    ns = _key(obj)[0]
+    return (ns, name) if name and ns else None
+
+
+def _pod_ref(namespace: str, ep: dict[str, Any]) -> tuple[str, str] | None:
+    ref = ep.get("targetRef")
+    if not isinstance(ref, dict) or ref.get("kind") != "Pod" or not ref.get("name"):
+        return None
+    return str(ref.get("namespace") or namespace), str(ref["name"])
