@@ -228,6 +228,14 @@ async def test_endpointslices_drive_envoy(kube_cluster: Any, node: Any) -> None:
             assert rc == 0 and host in out, out
             rc, out = await mizzen(mesh, "analyze", "-n", ns)
             assert rc == 0, out
+            rc, out = await mizzen(mesh, "get", "pods", "-n", ns, "-o", "wide")
+            rows = [line.split() for line in out.splitlines()[1:]]
+            assert rc == 0 and len(rows) == 3 and all(r[1:3] == ["1/1", "Running"] for r in rows), out
+            assert {r[5] for r in rows} == await asyncio.to_thread(ready_ips, c, ns), out
+            rc, out = await mizzen(mesh, "describe", "pod", rows[0][0], "-n", ns)
+            assert rc == 0 and f"IP:  {rows[0][5]}" in out and "web-sa" in out, out
+            rc, out = await mizzen(mesh, "logs", rows[0][0], "-n", ns)
+            assert rc == 1 and "kubectl logs" in out and len(out.strip().splitlines()) == 1, out
 
             c.kubectl("delete", "-n", ns, "service", "web")
 
@@ -338,5 +346,52 @@ async def test_api_server_restart_leaves_no_stale_endpoint(kube_cluster: Any, no
             await asyncio.sleep(3.0)
             await until(stable)
             assert sum(r.lists for r in mesh.cp.kube_registry.reflectors) >= lists
+    finally:
+        c.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+async def test_service_kinds_and_secrets(kube_cluster: Any) -> None:
+    """ExternalName and appProtocol Services from the cluster reach CDS; Secrets are mirrored through the
+    config path (for credentialName), service-account token Secrets never."""
+    c, ns = kube_cluster, "reg-kinds"
+    c.kubectl("create", "namespace", ns)
+    try:
+        c.kubectl("apply", "-n", ns, "-f", "-", stdin=textwrap.dedent("""\
+            apiVersion: v1
+            kind: Service
+            metadata: {name: ext}
+            spec: {type: ExternalName, externalName: localhost, ports: [{name: http, port: 8080}]}
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {name: api}
+            spec:
+              selector: {app: api}
+              ports: [{name: api, port: 7070, appProtocol: grpc}]
+            ---
+            apiVersion: v1
+            kind: Secret
+            metadata: {name: sa-token, annotations: {kubernetes.io/service-account.name: default}}
+            type: kubernetes.io/service-account-token
+            """))
+        c.kubectl("create", "secret", "generic", "gw-cred", "-n", ns, "--from-literal=cert=pem-here")
+        async with Mesh(kubeconfig=c.kubeconfig) as mesh:
+            secret = mesh.cp.store.get("Secret", ns, "gw-cred")
+            assert secret is not None and secret.spec["data"]["cert"] == "cGVtLWhlcmU="
+            assert mesh.cp.store.get("Secret", ns, "sa-token") is None
+            client = await mesh.sidecar(ns, "client-4", {"app": "client"})
+
+            async def clusters() -> None:
+                ext = await cluster_dump(client, f"outbound|8080||ext.{ns}.svc.cluster.local")
+                assert ext is not None and ext["type"] in ("STRICT_DNS", "LOGICAL_DNS"), ext
+                assert "localhost" in json.dumps(ext["load_assignment"]), ext
+                api = await cluster_dump(client, f"outbound|7070||api.{ns}.svc.cluster.local")
+                assert api is not None and "http2_protocol_options" in json.dumps(api), api
+            await until(clusters)
+            c.kubectl("delete", "secret", "gw-cred", "-n", ns)
+
+            async def secret_gone() -> None:
+                assert mesh.cp.store.get("Secret", ns, "gw-cred") is None
+            await until(secret_gone)
     finally:
         c.kubectl("delete", "namespace", ns, "--wait=false")

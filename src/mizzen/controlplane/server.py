@@ -208,6 +208,10 @@ class ControlPlane:
             pods = PodsProxy(opts.pods_url, token=self.token)
             self.api.add_routes(pods.routes())
             self.api.workload_address_check = pods.address_check
+        elif opts.kubeconfig is not None:   # the cluster's Pods, as the Kubernetes registry sees them
+            from mizzen.kube.pods_view import KubePodsApi
+
+            self.api.add_routes(KubePodsApi(self._kube_pods).routes())
         self.workloads_synced = asyncio.Event()
         if opts.await_workload_sync_s is None:
             self.workloads_synced.set()
@@ -335,6 +339,9 @@ class ControlPlane:
         await self.kube_registry.wait_synced(timeout=60)
         log.info("config and services from the Kubernetes API server (%s): %d objects, %d services",
                  kubeconfig, len(self.store), len(self.registry.snapshot().services))
+
+    def _kube_pods(self) -> list[dict[str, Any]]:
+        return list(self.kube_registry.pods.items.values()) if self.kube_registry is not None else []
 
     def _kube_endpoints(self, services: frozenset[str], reasons: list[str]) -> None:
         """EndpointSlices (or the Pods, Nodes behind them) changed: an EDS-only push of those services."""

@@ -1,0 +1,112 @@
+"""``GET /apis/pods`` of a control plane reading a cluster (``mizzen controlplane --kubeconfig``): the Pods
+the Kubernetes registry watches, in the shape the ``mizzen`` CLI reads from the demo's runner (kubectl's
+READY, STATUS, RESTARTS and AGE, the IP, and the ``v1 Pod`` itself as ``object``), so ``mizzen get pods`` and
+``mizzen describe pod`` work against the cluster. Container logs live on the nodes: ``/apis/pods/.../logs``
+answers with a one-line pointer to ``kubectl logs``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["KubePodsApi", "pod_item", "status_text"]
+
+LOGS = ("container logs are kept on the cluster's nodes; this control plane does not proxy them: use "
+        "kubectl logs -n {ns} {name}")
+
+
+def _time(text: Any) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def status_text(pod: Mapping[str, Any]) -> str:
+    """kubectl's STATUS column (the common cases): Terminating, Init:<reason>/Init:n/m, a waiting or
+    terminated container's reason, else the phase."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return "Terminating"
+    inits = status.get("initContainerStatuses") or []
+    for i, cs in enumerate(inits):
+        state = cs.get("state") or {}
+        if (state.get("terminated") or {}).get("exitCode") == 0:
+            continue
+        reason = (state.get("waiting") or state.get("terminated") or {}).get("reason")
+        if reason and reason != "PodInitializing":
+            return f"Init:{reason}"
+        return f"Init:{i}/{len(inits)}"
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        reason = (state.get("waiting") or state.get("terminated") or {}).get("reason")
+        if reason:
+            return str(reason)
+    return str(status.get("reason") or status.get("phase") or "Unknown")
+
+
+def pod_item(pod: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
+    """One ``/apis/pods`` item for a v1 Pod from the API server."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    ready = sum(1 for cs in statuses if cs.get("ready"))
+    created = _time(meta.get("creationTimestamp")) or 0.0
+    obj = {k: v for k, v in pod.items() if k != "metadata"}
+    obj["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    obj.setdefault("apiVersion", "v1")
+    obj.setdefault("kind", "Pod")
+    return {
+        "name": str(meta.get("name") or ""),
+        "namespace": str(meta.get("namespace") or ""),
+        "ready": f"{ready}/{len(spec.get('containers') or [])}",
+        "is_ready": any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in status.get("conditions") or []),
+        "registered": False,
+        "phase": str(status.get("phase") or ""),
+        "status": status_text(pod),
+        "restarts": sum(int(cs.get("restartCount") or 0) for cs in statuses),
+        "pod_ip": str(status.get("podIP") or ""),
+        "app_host": "",
+        "age_s": round(max(0.0, (now or time.time()) - created), 3) if created else 0.0,
+        "start_time": created,
+        "labels": dict(meta.get("labels") or {}),
+        "service_account": str(spec.get("serviceAccountName") or "default"),
+        "node": str(spec.get("nodeName") or ""),
+        "container_names": [str(c.get("name")) for c in spec.get("containers") or []],
+        "object": obj,
+        "events": [],
+        "admin": None,
+    }
+
+
+class KubePodsApi:
+    """The pod routes, over ``pods()`` (the registry's current Pods)."""
+
+    def __init__(self, pods: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        self.pods = pods
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [web.get("/apis/pods", self.list_pods),
+                web.get("/apis/pods/{namespace}/{name}/logs", self.logs)]
+
+    async def list_pods(self, request: web.Request) -> web.Response:
+        namespace = request.query.get("namespace") or None
+        now = time.time()
+        items = [pod_item(p, now) for p in self.pods()
+                 if namespace is None or (p.get("metadata") or {}).get("namespace") == namespace]
+        items.sort(key=lambda i: (i["namespace"], i["name"]))
+        return web.Response(text=json.dumps({"items": items}), content_type="application/json")
+
+    async def logs(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        return web.Response(status=501, content_type="application/json",
+                            text=json.dumps({"error": LOGS.format(ns=ns, name=name)}))
