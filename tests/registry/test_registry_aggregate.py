@@ -154,3 +154,29 @@ spec:
     reg.set_configs(ConfigSnapshot.of([a.with_created(20.0), b.with_created(10.0), other_ns]))
     assert sorted(s.namespace for s in reg.snapshot().services if s.hostname == "api.example.com") == [
         "elsewhere", NS]
+
+
+def test_service_entries_select_kubernetes_pods_services_do_not() -> None:
+    reg = Registry()
+    snap = configs(SERVICE.replace("LABELS", "{}") + """
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web-internal}
+spec:
+  hosts: [web.internal]
+  location: MESH_INTERNAL
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: web}}
+""")
+    reg.set_configs(snap)
+    reg.snapshot()
+    pod = wl("web-1", "10.1.0.1", {"app": "web"}, kube_pod=True)
+    assert reg.register_workload(pod) == {"web.internal"}      # the Service lists its Pods by slices only
+    assert addresses(reg) == []
+    assert [(e.address, e.port) for e in reg.snapshot().endpoints_for("web.internal", 80)] == [
+        ("10.1.0.1", 8080)]
+    full = build_snapshot(snap, reg.workloads())       # the same rule in a full build
+    assert full.endpoints == reg.snapshot().endpoints
+    assert reg.remove_workload(NS, "web-1") == {"web.internal"}

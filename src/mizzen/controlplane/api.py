@@ -634,7 +634,8 @@ class Api:
             return c.kind in REGISTRY_KINDS and (old is None or old.content_hash() != c.content_hash())
 
         if any(changes_registry(c) for c in candidates):   # a what-if: the registry it would make
-            registry = build_snapshot(snapshot, self.cp.registry.workloads(), mesh.domain_suffix)
+            registry = build_snapshot(snapshot, self.cp.registry.workloads(), mesh.domain_suffix,
+                                      self.cp.registry.service_endpoints())
         else:   # the live one (cached, shared with the push)
             registry = self.cp.registry.snapshot()
         gateway_workloads = list(registry.workloads)

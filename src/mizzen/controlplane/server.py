@@ -343,10 +343,11 @@ class ControlPlane:
     def _kube_pods(self) -> list[dict[str, Any]]:
         return list(self.kube_registry.pods.items.values()) if self.kube_registry is not None else []
 
-    def _kube_endpoints(self, services: frozenset[str], reasons: list[str]) -> None:
+    def _kube_endpoints(self, services: frozenset[str], reasons: list[str],
+                        workloads: list[WorkloadKey]) -> None:
         """EndpointSlices (or the Pods, Nodes behind them) changed: an EDS-only push of those services."""
         self.metrics.inbound_updates.labels(type="eds").inc(len(reasons))
-        self._request(PushRequest.endpoint_change(services, (), reasons, time.monotonic()))
+        self._request(PushRequest.endpoint_change(services, workloads, reasons, time.monotonic()))
 
     def _kube_mesh(self, text: str | None) -> None:
         """The mesh config ConfigMap changed: the command line's MeshConfig with its fields, a full push; an

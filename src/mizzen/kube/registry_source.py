@@ -36,8 +36,9 @@ from typing import Any, Protocol
 
 from kubernetes_asyncio import client
 
+from mizzen.core.push_request import WorkloadKey
 from mizzen.kube.reflector import Reflector, ResourceType
-from mizzen.registry.model import SliceEndpoint, SliceHealth
+from mizzen.registry.model import SliceEndpoint, SliceHealth, Workload
 
 __all__ = ["MESH_CONFIGMAP", "KubeRegistrySource", "ServiceEndpointsSink", "slice_health"]
 
@@ -69,6 +70,10 @@ class ServiceEndpointsSink(Protocol):
 
     def set_service_endpoints(self, namespace: str, name: str,
                               endpoints: Iterable[SliceEndpoint]) -> frozenset[str]: ...
+
+    def register_workload(self, w: Workload) -> frozenset[str]: ...
+
+    def remove_workload(self, namespace: str, name: str) -> frozenset[str] | None: ...
 
 
 def slice_health(conditions: Any) -> SliceHealth:
@@ -140,7 +145,7 @@ class KubeRegistrySource:
     """Feeds ``sink`` (the registry) from the API server while :meth:`run` runs."""
 
     def __init__(self, api: client.ApiClient, sink: ServiceEndpointsSink, *,
-                 on_endpoints: Callable[[frozenset[str], list[str]], None] | None = None,
+                 on_endpoints: Callable[[frozenset[str], list[str], list[WorkloadKey]], None] | None = None,
                  on_mesh: Callable[[str | None], None] | None = None,
                  system_namespace: str = "istio-system", watch_timeout_s: int = 300) -> None:
         self.sink = sink
@@ -153,6 +158,7 @@ class KubeRegistrySource:
         self.namespaces = _Collection(self._namespaces_changed)
         self.configmaps = _Collection(self._configmap_changed)
         self.mesh_text: str | None = None
+        self.pod_workloads: dict[tuple[str, str], Workload] = {}   # what the registry has of each Pod
         t = watch_timeout_s
         self.reflectors = [
             # pods, nodes and namespaces first: the slices' endpoints are described by them
@@ -197,18 +203,19 @@ class KubeRegistrySource:
             if status.get("podIP"):
                 ips.add(str(status["podIP"]))
         self._recompute(self._services_where(lambda ns, ep: _pod_ref(ns, ep) in names
-                                             or bool(ips & set(map(str, ep.get("addresses") or ())))), "Pod")
+                                             or bool(ips & set(map(str, ep.get("addresses") or ())))), "Pod",
+                        names)
 
     def _nodes_changed(self, objs: list[Object]) -> None:
         nodes = {_key(o)[1] for o in objs}
         pods_on = {k for k, p in self.pods.items.items() if (p.get("spec") or {}).get("nodeName") in nodes}
         self._recompute(self._services_where(lambda ns, ep: ep.get("nodeName") in nodes
-                                             or _pod_ref(ns, ep) in pods_on), "Node")
+                                             or _pod_ref(ns, ep) in pods_on), "Node", pods_on)
 
     def _namespaces_changed(self, objs: list[Object]) -> None:
         if any(_key(o)[1] == self.system_namespace for o in objs):   # the mesh's default network
             every = {k for k in (_service_of(o) for o in self.slices.items.values()) if k}
-            self._recompute(every, "Namespace")
+            self._recompute(every, "Namespace", set(self.pods.items))
 
     def _configmap_changed(self, objs: list[Object]) -> None:
         cm = self.configmaps.items.get((self.system_namespace, MESH_CONFIGMAP))
@@ -230,16 +237,58 @@ class KubeRegistrySource:
         return out
 
     # --- endpoints ------------------------------------------------------------------------------------------
-    def _recompute(self, services: Iterable[ServiceKey], why: str) -> None:
+    def _recompute(self, services: Iterable[ServiceKey], why: str,
+                   pods: Iterable[tuple[str, str]] = ()) -> None:
         changed: set[str] = set()
         reasons: list[str] = []
+        keys: list[WorkloadKey] = []
         for ns, name in sorted(services):
             hosts = self.sink.set_service_endpoints(ns, name, self.endpoints_of(ns, name))
             if hosts:
                 changed |= hosts
                 reasons.append(f"{why}: endpoints of Service {ns}/{name}")
-        if changed and self.on_endpoints is not None:
-            self.on_endpoints(frozenset(changed), reasons)
+        for ns, name in sorted(set(pods)):
+            hosts, key = self._sync_pod(ns, name)
+            if key is not None:
+                changed |= hosts
+                keys.append(key)
+                reasons.append(f"{why}: Pod {ns}/{name}")
+        if (changed or keys) and self.on_endpoints is not None:
+            self.on_endpoints(frozenset(changed), reasons, keys)
+
+    def _sync_pod(self, namespace: str, name: str) -> tuple[frozenset[str], WorkloadKey | None]:
+        """The Pod as a workload in the registry (ServiceEntries select it): added, updated or removed.
+        Returns the hostnames whose endpoints changed, and the workload's key when anything changed."""
+        pod = self.pods.items.get((namespace, name))
+        w = self.workload_of(pod) if pod is not None else None
+        old = self.pod_workloads.get((namespace, name))
+        if w == old:
+            return frozenset(), None
+        if w is None:
+            del self.pod_workloads[(namespace, name)]
+            hosts = self.sink.remove_workload(namespace, name) or frozenset()
+            assert old is not None
+            return hosts, WorkloadKey(namespace, name, old.address)
+        self.pod_workloads[(namespace, name)] = w
+        return self.sink.register_workload(w), WorkloadKey(namespace, name, w.address)
+
+    def workload_of(self, pod: Object) -> Workload | None:
+        """A running Pod with an IP as a workload (Istio's WorkloadInstance of a Pod); None for a Pod that
+        is terminating, finished or has no IP yet."""
+        meta, spec, status = _meta(pod), pod.get("spec") or {}, pod.get("status") or {}
+        if meta.get("deletionTimestamp") or not status.get("podIP") or spec.get("hostNetwork"):
+            return None
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return None
+        labels, sa, locality = self._describe(pod, {})
+        ports = {str(p["name"]): int(p["containerPort"])
+                 for c in spec.get("containers") or () for p in c.get("ports") or ()
+                 if isinstance(p, dict) and p.get("name") and p.get("containerPort")}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions") or ())
+        return Workload(name=str(meta.get("name")), namespace=str(meta.get("namespace")),
+                        address=str(status["podIP"]), labels=labels, service_account=sa, locality=locality,
+                        ports=ports, network=labels.get(NETWORK_LABEL, ""), healthy=ready, kube_pod=True)
 
     def endpoints_of(self, namespace: str, service: str) -> list[SliceEndpoint]:
         """Every address:port of the Service's EndpointSlices, described by their Pods."""

@@ -276,6 +276,12 @@ def entry_target_port(port: ServicePort, w: Workload) -> int:
     return port.port
 
 
+def label_selectable(svc: Service, w: Workload) -> bool:
+    """Whether ``svc``'s selector may pick ``w``: a Kubernetes Pod only by a ServiceEntry (a Kubernetes
+    Service has its Pods through EndpointSlices)."""
+    return not w.kube_pod or svc.origin == "ServiceEntry"
+
+
 def endpoints_for_service(svc: Service, workloads: Iterable[Workload], inline: Iterable[Workload] = (),
                           external_name: str = "") -> dict[int, list[Endpoint]]:
     """Endpoints of ``svc`` per service port, from selected ``workloads`` (same namespace) and ``inline``
@@ -286,7 +292,7 @@ def endpoints_for_service(svc: Service, workloads: Iterable[Workload], inline: I
     if svc.selector:
         selected = [w for w in workloads
                     if w.namespace == svc.namespace and not w.address.startswith(UNIX_PREFIX)
-                    and selects(svc.selector, w.labels)]
+                    and selects(svc.selector, w.labels) and label_selectable(svc, w)]
     for port in svc.ports:
         eps = out[port.port]
         if svc.origin == "ServiceEntry":

@@ -93,6 +93,9 @@ class Workload:
     healthy: bool = True
     # a WorkloadEntry: behind a Kubernetes Service, its ``ports`` map is keyed by service port name (Istio)
     from_entry: bool = False
+    # a Pod from the Kubernetes registry: ServiceEntries select it by labels; Kubernetes Services list it
+    # through their EndpointSlices instead (never by label selection here)
+    kube_pod: bool = False
 
 
 @dataclass(frozen=True)

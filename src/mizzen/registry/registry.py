@@ -23,6 +23,7 @@ from mizzen.registry.convert import (
     entry_target_port,
     inline_workloads,
     kube_target_port,
+    label_selectable,
     service_from_kube,
     services_from_service_entry,
     workload_from_entry,
@@ -184,9 +185,9 @@ def with_workload(snap: RegistrySnapshot, old: Workload | None, new: Workload | 
     for svc in snap.services:
         if not svc.selector or svc.namespace != ns:
             continue
-        was = old is not None and selects(svc.selector, old.labels)
+        was = old is not None and selects(svc.selector, old.labels) and label_selectable(svc, old)
         now = new is not None and selects(svc.selector, new.labels) and not new.address.startswith(
-            UNIX_PREFIX)
+            UNIX_PREFIX) and label_selectable(svc, new)
         if not (was or now):
             continue
         for port in svc.ports:
