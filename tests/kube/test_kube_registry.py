@@ -218,6 +218,8 @@ async def test_endpointslices_drive_envoy(kube_cluster: Any, node: Any) -> None:
                 got = await envoy_endpoints(client, "outbound|80||web.internal")
                 assert set(got) == {f"{ip}:8080" for ip in three}, got
             await until(selected_by_entry)
+            rc, out = await mizzen(mesh, "get", "se", "-n", ns)
+            assert rc == 0 and "web-internal" in out and "web.internal" in out, out
             rc, out = await mizzen(mesh, "analyze", "-n", ns)
             assert "IST0173" in out and "Subset v9" in out and "Subset v1 " not in out, out
 
