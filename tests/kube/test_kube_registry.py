@@ -333,6 +333,9 @@ async def test_network_label_and_mesh_config(kube_cluster: Any, node: Any) -> No
             async def refused() -> None:
                 assert mesh.cp.mesh_config_problem and "connectTimeout" in mesh.cp.mesh_config_problem
             await until(refused)
+            async with mesh.api_client() as api:    # said where an operator looks
+                problem = (await api.get("/debug/configz")).json()["mesh_config_problem"]
+                assert problem.startswith(f"mesh config ConfigMap {SYSTEM_NS}/istio: connectTimeout"), problem
             await timeout_is("7s")
             c.kubectl("delete", "configmap", "istio", "-n", SYSTEM_NS)
             await until(lambda: timeout_is("10s"))

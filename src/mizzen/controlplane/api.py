@@ -616,6 +616,7 @@ class Api:
             "version": snap.version,
             "items": [manifest(c) for c in snap],
             "load_problems": [p.to_dict() for p in self.cp.store.load_problems],
+            "mesh_config_problem": self.cp.mesh_config_problem,
         })
 
     # --- analysis -------------------------------------------------------------------------------------------
@@ -625,7 +626,7 @@ class Api:
         from mizzen.analysis import analyze, merge
         from mizzen.registry.registry import build_snapshot
 
-        mesh = self.cp.options.mesh
+        mesh = self.cp.pusher.mesh   # the mesh config in force (a cluster's ConfigMap may have changed it)
         store = self.cp.store
         snapshot = merge(store.snapshot(), candidates)
 
@@ -691,6 +692,7 @@ class Api:
             "errors": [e.to_dict() for e in sorted(pusher.errors.values(), key=lambda e: e.node_id)],
             "nacks": nacks,
             "load_problems": [p.to_dict() for p in self.cp.store.load_problems],
+            "mesh_config_problem": self.cp.mesh_config_problem,
         })
 
     async def simulate(self, request: web.Request) -> web.Response:
