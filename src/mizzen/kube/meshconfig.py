@@ -1,9 +1,11 @@
 """Istio's MeshConfig as istiod reads it from the ``mesh`` key of the ConfigMap ``istio`` (YAML, Istio's
-field names), overlaid on the control plane's own defaults (:class:`~mizzen.core.mesh.MeshConfig`).
+field names), overlaid on the control plane's own (:class:`~mizzen.core.mesh.MeshConfig`).
 
-Fields Mizzen honours: ``rootNamespace``, ``trustDomain``, ``outboundTrafficPolicy.mode``,
-``connectTimeout``, ``defaultHttpRetryPolicy.attempts|retryOn``, ``enableAutoMtls``, ``accessLogFile``,
-``accessLogEncoding``. Other MeshConfig fields are accepted and listed as ignored. A document that is not
+The fields the mesh config file also has (``rootNamespace``, ``trustDomain``, ``accessLogFile``,
+``accessLogEncoding``, ``extensionProviders``, ``defaultConfig.tracing``) are read by
+:func:`mizzen.core.mesh.with_mesh_file`; this module adds ``outboundTrafficPolicy.mode``, ``connectTimeout``,
+``defaultHttpRetryPolicy.attempts|retryOn`` and ``enableAutoMtls``. Other MeshConfig fields are accepted and
+listed as ignored. A document that is not
 YAML, not a mapping, or has a wrong value is refused whole with a one-line :class:`MeshConfigError` (istiod
 keeps its previous mesh config then, and so does Mizzen).
 """
@@ -16,12 +18,13 @@ from typing import Any
 import yaml
 
 from mizzen.config.durations import parse_duration
-from mizzen.core.mesh import MeshConfig, OutboundPolicy
+from mizzen.core.mesh import MeshConfig, OutboundPolicy, with_mesh_file
 
 __all__ = ["HONOURED", "MeshConfigError", "parse_mesh_config"]
 
 HONOURED = ("rootNamespace", "trustDomain", "outboundTrafficPolicy", "connectTimeout",
-            "defaultHttpRetryPolicy", "enableAutoMtls", "accessLogFile", "accessLogEncoding")
+            "defaultHttpRetryPolicy", "enableAutoMtls", "accessLogFile", "accessLogEncoding",
+            "extensionProviders", "defaultConfig")
 
 
 class MeshConfigError(ValueError):
@@ -47,11 +50,11 @@ def parse_mesh_config(text: str, base: MeshConfig) -> tuple[MeshConfig, list[str
         doc = {}
     if not isinstance(doc, dict):
         raise MeshConfigError(f"expected a mapping of MeshConfig fields, got {type(doc).__name__}")
+    try:
+        base = with_mesh_file(base, doc)
+    except ValueError as e:
+        raise MeshConfigError(str(e).splitlines()[0] if str(e) else "invalid mesh config") from None
     changes: dict[str, Any] = {}
-    if "rootNamespace" in doc:
-        changes["root_namespace"] = _str(doc, "rootNamespace")
-    if "trustDomain" in doc:
-        changes["trust_domain"] = _str(doc, "trustDomain")
     if "outboundTrafficPolicy" in doc:
         otp = doc["outboundTrafficPolicy"] or {}
         if not isinstance(otp, dict):
@@ -82,12 +85,5 @@ def parse_mesh_config(text: str, base: MeshConfig) -> tuple[MeshConfig, list[str
         if not isinstance(doc["enableAutoMtls"], bool):
             raise MeshConfigError("enableAutoMtls: expected true or false")
         changes["enable_auto_mtls"] = doc["enableAutoMtls"]
-    if "accessLogFile" in doc:
-        changes["access_log_file"] = _str(doc, "accessLogFile")
-    if "accessLogEncoding" in doc:
-        encoding = _str(doc, "accessLogEncoding").upper()
-        if encoding not in ("TEXT", "JSON"):
-            raise MeshConfigError(f"accessLogEncoding: {encoding!r} is not TEXT or JSON")
-        changes["access_log_encoding"] = encoding
     ignored = sorted(str(k) for k in doc if k not in HONOURED)
     return dataclasses.replace(base, **changes), ignored
