@@ -14,9 +14,9 @@ from mizzen.config.loader import LoadResult, load_paths, load_text, parse_docume
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "istio"
 VALIDATION = FIXTURES / "validation"
-SUPPORTED = ("destinationrule", "serviceentry", "workloadentry", "authz", "reqauth", "peerauth")
+SUPPORTED = ("destinationrule", "serviceentry", "workloadentry", "authz", "reqauth", "peerauth", "telemetry")
 UNSUPPORTED = (
-    "telemetry", "wasm", "envoyfilter", "proxyconfig", "workloadgroup",
+    "wasm", "envoyfilter", "proxyconfig", "workloadgroup",
 )
 
 # Istio routing inputs that current Istio itself rejects, with the reason.

@@ -161,6 +161,7 @@ BASE: dict[str, dict[str, Any]] = {
                      "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
                      "endpoints": [{"address": "1.1.1.1"}]},
     "WorkloadEntry": {"address": "1.1.1.1"},
+    "Telemetry": {},
 }
 
 

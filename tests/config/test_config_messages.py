@@ -11,7 +11,8 @@ SUPPORTED = ("Gateway (networking.istio.io/v1), VirtualService (networking.istio
              "(networking.istio.io/v1), Sidecar (networking.istio.io/v1), Service (v1), Deployment "
              "(apps/v1), "
              "Namespace (v1), AuthorizationPolicy (security.istio.io/v1), RequestAuthentication "
-             "(security.istio.io/v1), PeerAuthentication (security.istio.io/v1), Secret (v1)")
+             "(security.istio.io/v1), PeerAuthentication (security.istio.io/v1), Secret (v1), Telemetry "
+             "(telemetry.istio.io/v1)")
 
 REVIEWS = """\
 apiVersion: networking.istio.io/v1

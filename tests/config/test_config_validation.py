@@ -398,7 +398,7 @@ def test_config_unhonoured_fields_are_warnings_at_their_paths() -> None:
 def test_config_unhonoured_table_patterns_are_well_formed() -> None:
     for kind, entries in UNHONOURED.items():
         assert kind in ("Gateway", "VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry",
-                        "Sidecar", "Service", "Deployment", "Namespace")
+                        "Sidecar", "Service", "Deployment", "Namespace", "Telemetry")
         for entry in entries:
             assert entry.pattern.startswith("spec.")
     c = cfg("DestinationRule", "host: a\nsubsets: [{name: a, trafficPolicy: {tls: {mode: SIMPLE}}}, "

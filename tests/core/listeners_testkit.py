@@ -36,6 +36,7 @@ from mizzen.core.mesh import MeshConfig
 from mizzen.core.proxy import Proxy, ProxyType, node_id
 from mizzen.core.push_context import PushContext
 from mizzen.registry.model import Endpoint, Protocol, RegistrySnapshot, Service, ServicePort
+from mizzen.telemetry.metrics import with_stats_scope
 
 NS = "bookinfo"
 
@@ -232,7 +233,8 @@ def bootstrap(
     for name in sorted(names):
         host, port = (upstreams or {}).get(name, ("127.0.0.1", 9))
         bs.static_resources.clusters.append(static_cluster(name, host, port))
-    return dict(json.loads(json_format.MessageToJson(bs)))
+    # the telemetry plugin's stats loggers carry a field newer than our protobufs, lost in JSON: restored
+    return dict(with_stats_scope(json.loads(json_format.MessageToJson(bs))))
 
 
 def envoy_validate(config: Mapping[str, Any], tmp: Path) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from listeners_testkit import (
     sidecar,
 )
 
+from mizzen import telemetry
 from mizzen.core.listeners import build_listeners, route_config_names
 from mizzen.core.mesh import MeshConfig, OutboundPolicy
 from mizzen.registry.model import Protocol
@@ -78,6 +79,17 @@ spec:
   - match: [{port: 443, sniHosts: [api.example.com]}]
     route: [{destination: {host: api.example.com}}]
 """
+
+
+@pytest.fixture(autouse=True)
+def _telemetry() -> Iterator[None]:
+    """Access logs (and Istio's stats loggers) come from the telemetry listener plugin, as in the control
+    plane; Envoy must accept them with everything core builds."""
+    telemetry.acquire()
+    try:
+        yield
+    finally:
+        telemetry.release()
 
 
 def _validate(listeners: list[Any], tmp_path: Path) -> None:

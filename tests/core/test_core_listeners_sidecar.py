@@ -134,23 +134,6 @@ spec:
     assert tp.cluster == "outbound|3306||mysqldb.bookinfo.svc.cluster.local"
 
 
-def test_access_log_json_and_text() -> None:
-    for enc in ("JSON", "TEXT"):
-        mesh = MeshConfig(access_log_file="/dev/stdout", access_log_encoding=enc)
-        lis = build_listeners(sidecar(), push_of([REVIEWS], mesh=mesh))[0]
-        hcm = hcm_of(lis.filter_chains[0].filters[0])
-        assert [a.name for a in hcm.access_log] == [filters.FILE_ACCESS_LOG]
-        from envoy.extensions.access_loggers.file.v3 import file_pb2
-
-        fl = file_pb2.FileAccessLog()
-        hcm.access_log[0].typed_config.Unpack(fl)
-        assert fl.path == "/dev/stdout"
-        if enc == "JSON":
-            assert fl.log_format.json_format.fields["authority"].string_value == "%REQ(:AUTHORITY)%"
-        else:
-            assert fl.log_format.text_format_source.inline_string.startswith('[%START_TIME%] "%REQ(:METHOD)%')
-
-
 # --- sidecar_allows -----------------------------------------------------------------------------------------
 def test_sidecar_allows_egress_host_forms() -> None:
     proxy = sidecar(labels={"app": "productpage"})

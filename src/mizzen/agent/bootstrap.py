@@ -56,6 +56,10 @@ XDS_RETRY_BASE = "0.1s"
 XDS_RETRY_MAX = "0.5s"
 DELTA_XDS_ENV = "ISTIO_DELTA_XDS"   # pilot-agent's switch: "false" for state-of-the-world ADS
 SDS_META = Meta.SDS                 # node metadata "true": the bootstrap has the agent's sds-grpc cluster
+# what Istio keeps when proxyStatsMatcher narrows Envoy's stats (its bootstrap's defaults), plus its standard
+# metrics (the stats logger's istiocustom prefix)
+DEFAULT_STATS_PREFIXES = ("cluster_manager", "listener_manager", "server", "cluster.xds-grpc", "wasm",
+                          "component", "istiocustom.")
 
 
 def delta_xds_default() -> bool:
@@ -85,6 +89,11 @@ class ProxySpec:
     stats_port: int | None = STATS_PORT        # the prometheus_stats listener; None: none
     domain: str = "cluster.local"
     delta_xds: bool = field(default_factory=delta_xds_default)   # DELTA_GRPC ADS, else SotW GRPC
+    # ProxyConfig.proxyStatsMatcher: {inclusionPrefixes, inclusionSuffixes, inclusionRegexps}; None: all stats
+    proxy_stats_matcher: Mapping[str, Any] | None = None
+    merged_stats_port: int | None = 15020      # the agent's merged /stats/prometheus; None: none
+    app_metrics_port: int | None = None        # prometheus.io/port of the app (merged into :15020)
+    app_metrics_path: str = "/metrics"         # prometheus.io/path
 
     @property
     def node_id(self) -> str:
@@ -135,9 +144,11 @@ def _pipe(path: str) -> dict[str, Any]:
     return {"pipe": {"path": path, "mode": ADMIN_SOCKET_MODE}}
 
 
-def stats_resources(spec: ProxySpec, admin_socket: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Istio's ``prometheus_stats`` listener (``GET /stats/prometheus`` only) and its cluster (the admin
-    socket); empty when ``spec.stats_port`` is None."""
+def stats_resources(spec: ProxySpec, admin_socket: str,
+                    stats_socket: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Istio's ``prometheus_stats`` listener (``GET /stats/prometheus`` only) and its cluster: the agent's
+    stats socket (Envoy's stats with Istio's names, :mod:`mizzen.agent.metrics_server`) when given, else the
+    admin socket; empty when ``spec.stats_port`` is None."""
     if spec.stats_port is None:
         return [], []
     hcm = {
@@ -167,17 +178,31 @@ def stats_resources(spec: ProxySpec, admin_socket: str) -> tuple[list[dict[str, 
         "type": "STATIC",
         "connect_timeout": "0.250s",
         "load_assignment": {"cluster_name": STATS_CLUSTER, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"pipe": {"path": admin_socket}}}}]}]},
+            {"endpoint": {"address": {"pipe": {"path": stats_socket or admin_socket}}}}]}]},
     }
     return [listener], [cluster]
 
 
+def stats_matcher(spec: ProxySpec) -> dict[str, Any] | None:
+    """Istio's ``proxyStatsMatcher`` (ProxyConfig): Envoy's stats_matcher inclusion list of Istio's default
+    stats, Istio's standard metrics (``istiocustom.``) and the configured prefixes, suffixes and regexps."""
+    m = spec.proxy_stats_matcher
+    if not m:
+        return None
+    prefixes = (*DEFAULT_STATS_PREFIXES, *(str(x) for x in m.get("inclusionPrefixes") or ()))
+    patterns: list[dict[str, Any]] = [{"prefix": p} for p in prefixes]
+    patterns += [{"suffix": str(x)} for x in m.get("inclusionSuffixes") or ()]
+    patterns += [{"safe_regex": {"regex": str(x)}} for x in m.get("inclusionRegexps") or ()]
+    return {"stats_matcher": {"inclusion_list": {"patterns": patterns}}}
+
+
 def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME, *, xds_socket: str | None = None,
-                    sds_socket: str | None = None) -> dict[str, Any]:
+                    sds_socket: str | None = None, stats_socket: str | None = None) -> dict[str, Any]:
     """The bootstrap as a JSON-ready dict (Envoy v3 Bootstrap); admin on the Unix socket ``admin_socket``
     (an absolute path in practice: a relative one is relative to Envoy's working directory); ADS through the
-    agent's ``xds_socket`` and the ``sds-grpc`` cluster on ``sds_socket`` when given."""
-    stats_listeners, stats_clusters = stats_resources(spec, admin_socket)
+    agent's ``xds_socket`` and the ``sds-grpc`` cluster on ``sds_socket`` when given; ``:15090`` served from
+    the agent's ``stats_socket`` when given."""
+    stats_listeners, stats_clusters = stats_resources(spec, admin_socket, stats_socket)
     xds_address: dict[str, Any] = (
         {"pipe": {"path": xds_socket}} if xds_socket is not None
         else {"socket_address": {"address": spec.xds_host, "port_value": spec.xds_port}})
@@ -211,7 +236,7 @@ def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME, *, x
         node["metadata"][SDS_META] = "true"
     if spec.locality:
         node["locality"] = _locality(spec.locality)
-    return {
+    out: dict[str, Any] = {
         "node": node,
         "admin": {"address": _pipe(admin_socket)},
         "dynamic_resources": {
@@ -243,9 +268,13 @@ def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME, *, x
             ],
         },
     }
+    matcher = stats_matcher(spec)
+    if matcher is not None:
+        out["stats_config"] = matcher
+    return out
 
 
 def render_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME, *, xds_socket: str | None = None,
-                     sds_socket: str | None = None) -> str:
-    return json.dumps(build_bootstrap(spec, admin_socket, xds_socket=xds_socket, sds_socket=sds_socket),
-                      indent=1, sort_keys=True)
+                     sds_socket: str | None = None, stats_socket: str | None = None) -> str:
+    return json.dumps(build_bootstrap(spec, admin_socket, xds_socket=xds_socket, sds_socket=sds_socket,
+                                      stats_socket=stats_socket), indent=1, sort_keys=True)

@@ -35,8 +35,10 @@ from mizzen.agent.binary import envoy_binary
 from mizzen.agent.bootstrap import ADMIN_SOCKET_NAME, ProxySpec, render_bootstrap
 from mizzen.agent.identity import IdentityOptions, WorkloadIdentity
 from mizzen.agent.logcap import DEFAULT_MAX_LOG_BYTES, watch_log
+from mizzen.agent.metrics_server import STATS_SOCKET_NAME, MetricsServer
 from mizzen.childproc import tied_to_parent
 from mizzen.core.proxy import ProxyType
+from mizzen.telemetry.prometheus import AppScrape
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,7 @@ class Agent:
         self._dir_fd: int | None = None       # the work dir, open, when its socket path is too long
         self.admin_proxy: AdminProxy | None = None
         self.identity: WorkloadIdentity | None = None
+        self.metrics_server: MetricsServer | None = None
 
     # --- properties -----------------------------------------------------------------------------------------
     @property
@@ -227,8 +230,10 @@ class Agent:
                                                  envoy_dir)
                 await self.identity.start()
                 sockets = {"xds_socket": self.identity.xds_socket, "sds_socket": self.identity.sds_socket}
+            stats_bound = str(self.work_dir.absolute() / STATS_SOCKET_NAME) if self._dir_fd is None \
+                else STATS_SOCKET_NAME
             tmp = self.bootstrap_path.with_suffix(".tmp")
-            tmp.write_text(render_bootstrap(self.spec, bound, **sockets))
+            tmp.write_text(render_bootstrap(self.spec, bound, stats_socket=stats_bound, **sockets))
             os.replace(tmp, self.bootstrap_path)
             self._stopping = False
             await self._spawn()
@@ -239,6 +244,11 @@ class Agent:
             self._remove_own_work_dir()
             raise
         self._supervisor = asyncio.create_task(self._supervise(), name=f"agent {self.node_id}")
+        try:
+            await self._start_metrics()
+        except BaseException:
+            await self.stop()
+            raise
         if self.options.admin_token:
             proxy = AdminProxy(Path(self.admin_connect_path), self.spec.effective_admin_host,
                                self.spec.admin_port, self.options.admin_token)
@@ -258,6 +268,19 @@ class Agent:
             except BaseException:
                 await self.stop()
                 raise
+
+    async def _start_metrics(self) -> None:
+        """The agent's metrics endpoints: :15090's socket (Istio's names) and the merged :15020."""
+        spec = self.spec
+        app = AppScrape(spec.app_metrics_port, spec.app_metrics_path) if spec.app_metrics_port else None
+        stats_socket = (Path(f"/proc/self/fd/{self._dir_fd}/{STATS_SOCKET_NAME}") if self._dir_fd is not None
+                        else self.work_dir / STATS_SOCKET_NAME)
+        st = self.work_dir.stat()
+        server = MetricsServer(self.admin_connect_path, stats_socket, spec.effective_admin_host,
+                               spec.merged_stats_port, app, spec.app_host,
+                               socket_owner=(st.st_uid, st.st_gid))
+        await server.start()
+        self.metrics_server = server
 
     async def _spawn(self) -> None:
         env = {**os.environ, **self.options.env}
@@ -359,6 +382,9 @@ class Agent:
         if self.admin_proxy is not None:
             await self.admin_proxy.stop()
             self.admin_proxy = None
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
         proc = self._proc
         if proc is not None and proc.returncode is None:
             await self._drain()

@@ -56,6 +56,8 @@ SIDECAR = Kind("Sidecar", NETWORKING, NET_VERSIONS, "sidecars", read_by=_ALL_XDS
 SERVICE = Kind("Service", "", ("v1",), "services", ("svc",), istio=False, feeds_registry=True,
                read_by=_ALL_XDS)
 DEPLOYMENT = Kind("Deployment", "apps", ("v1",), "deployments", ("deploy",), istio=False)   # the runner's
+TELEMETRY = Kind("Telemetry", "telemetry.istio.io", ("v1", "v1alpha1"), "telemetries", ("telemetry",),
+                  read_by=frozenset({"LDS"}))   # mizzen.telemetry's listener plugin
 NAMESPACE = Kind("Namespace", "", ("v1",), "namespaces", ("ns",), namespaced=False, istio=False)
 SECURITY = "security.istio.io"
 SEC_VERSIONS = ("v1", "v1beta1")
@@ -75,7 +77,7 @@ SECRET = Kind("Secret", "", ("v1",), "secrets", (), istio=False, read_by=frozens
 ALL_KINDS: tuple[Kind, ...] = (
     GATEWAY, VIRTUAL_SERVICE, DESTINATION_RULE, SERVICE_ENTRY, WORKLOAD_ENTRY, SIDECAR,
     SERVICE, DEPLOYMENT, NAMESPACE,
-    AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION, PEER_AUTHENTICATION, SECRET,
+    AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION, PEER_AUTHENTICATION, SECRET, TELEMETRY,
 )
 BY_NAME: dict[str, Kind] = {k.kind: k for k in ALL_KINDS}
 

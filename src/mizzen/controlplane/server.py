@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from aiohttp import web
 
+from mizzen import telemetry
 from mizzen.auth.guard import Guard
 from mizzen.auth.token import TOKEN_ENV, ensure_token, new_token
 from mizzen.config import kinds
@@ -285,6 +286,7 @@ class ControlPlane:
     async def start(self) -> None:
         if self.started:
             return
+        telemetry.acquire()    # the telemetry listener plugin (metrics, access logs, Telemetry API)
         opts = self.options
         lead = opts.debounce_lead_s
         if lead is not None:
@@ -371,6 +373,8 @@ class ControlPlane:
             self.request_push(["mesh config changed"])
 
     async def stop(self) -> None:
+        if self.started:
+            telemetry.release()
         self.started = False
         if self._sync_timer is not None:
             self._sync_timer.cancel()

@@ -33,6 +33,7 @@ from mizzen.core.policy import duration, effective_policy, locality_lb_setting, 
 from mizzen.core.proxy import Proxy
 from mizzen.core.proxy_keys import cluster_inputs, outbound_clusters_key
 from mizzen.core.push_context import PushContext
+from mizzen.core.workload_labels import PEER_METADATA
 from mizzen.registry.model import Protocol, Resolution, Service, ServicePort, Workload
 
 __all__ = [
@@ -75,6 +76,10 @@ def _set_metadata(c: cluster_pb2.Cluster, services: list[Service], dr: Config | 
     istio = struct_pb2.Struct()
     istio.update(fields)
     c.metadata.filter_metadata["istio"].CopyFrom(istio)
+    if len(services) == 1:   # what telemetry reports as destination_service* (%CLUSTER_METADATA%)
+        s = services[0]
+        c.metadata.filter_metadata[PEER_METADATA].update(
+            {"service": s.hostname, "service_name": s.name, "service_namespace": s.namespace})
 
 
 def _socket(address: str, port: int) -> address_pb2.Address:
@@ -234,6 +239,7 @@ def blackhole_cluster(push: PushContext) -> cluster_pb2.Cluster:
     c = cluster_pb2.Cluster(name=names.BLACKHOLE_CLUSTER, type=cluster_pb2.Cluster.STATIC,
                             lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
     c.connect_timeout.CopyFrom(duration(push.mesh.connect_timeout_s))
+    _catch_all_metadata(c)
     return c
 
 
@@ -261,6 +267,13 @@ def zipkin_cluster(push: PushContext) -> cluster_pb2.Cluster | None:
     return c
 
 
+def _catch_all_metadata(c: cluster_pb2.Cluster) -> None:
+    """What telemetry reports for traffic to no service: Istio's ``destination_service_name`` is the
+    cluster's name (PassthroughCluster, BlackHoleCluster)."""
+    c.metadata.filter_metadata[PEER_METADATA].update(
+        {"service": "unknown", "service_name": c.name, "service_namespace": "unknown"})
+
+
 def passthrough_cluster(push: PushContext, name: str = names.PASSTHROUGH_CLUSTER,
                         proxy: Proxy | None = None) -> cluster_pb2.Cluster:
     """ORIGINAL_DST / CLUSTER_PROVIDED, using the downstream HTTP protocol (ALLOW_ANY traffic)."""
@@ -274,6 +287,7 @@ def passthrough_cluster(push: PushContext, name: str = names.PASSTHROUGH_CLUSTER
     set_http_protocol_options(c, opts)
     if proxy is not None:
         _local_original_dst(c, proxy)
+    _catch_all_metadata(c)
     return c
 
 

@@ -1,7 +1,8 @@
 """Network-filter and transport-socket builders shared by sidecar and gateway listeners.
 
 Owns the HTTP connection manager (Istio's settings: fault/cors/router filters, AUTO codec, websocket
-upgrades, path normalisation, request ids, access logs), tcp_proxy to one or weighted clusters, the downstream
+upgrades, path normalisation, request ids; access logs come from the listener plugins, see
+``mizzen.telemetry``), tcp_proxy to one or weighted clusters, the downstream
 TLS context for Gateway servers (certificate files), and the mapping of VirtualService ``tcp``/``tls`` route
 destinations to Envoy cluster names (like Istio's networkfilter.go).
 """
@@ -12,10 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import base_pb2, config_source_pb2, protocol_pb2, substitution_format_string_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2
-from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -24,7 +23,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.request_id.uuid.v3 import uuid_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
-from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from mizzen.core import names
@@ -40,47 +39,8 @@ ROUTER = "envoy.filters.http.router"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 ORIGINAL_DST = "envoy.filters.listener.original_dst"
 TLS_TRANSPORT = "envoy.transport_sockets.tls"
-FILE_ACCESS_LOG = "envoy.access_loggers.file"
 SERVER_NAME = "istio-envoy"
 ALPN_HTTP = ("h2", "http/1.1")
-
-# Istio's default access log formats (pilot/pkg/model/telemetry_logging.go)
-TEXT_LOG_FORMAT = (
-    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
-    "%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "
-    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
-    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
-    '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% '
-    "%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% "
-    "%REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
-)
-JSON_LOG_FORMAT: Mapping[str, str] = {
-    "start_time": "%START_TIME%",
-    "route_name": "%ROUTE_NAME%",
-    "method": "%REQ(:METHOD)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-    "protocol": "%PROTOCOL%",
-    "response_code": "%RESPONSE_CODE%",
-    "response_flags": "%RESPONSE_FLAGS%",
-    "response_code_details": "%RESPONSE_CODE_DETAILS%",
-    "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%",
-    "bytes_received": "%BYTES_RECEIVED%",
-    "bytes_sent": "%BYTES_SENT%",
-    "duration": "%DURATION%",
-    "upstream_service_time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
-    "x_forwarded_for": "%REQ(X-FORWARDED-FOR)%",
-    "user_agent": "%REQ(USER-AGENT)%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
-    "authority": "%REQ(:AUTHORITY)%",
-    "upstream_host": "%UPSTREAM_HOST%",
-    "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
-    "upstream_local_address": "%UPSTREAM_LOCAL_ADDRESS%",
-    "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
-    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
-    "requested_server_name": "%REQUESTED_SERVER_NAME%",
-    "upstream_transport_failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
-}
-
 
 Resolver = Callable[[str], tuple[str, Service | None]]
 """Resolves a VirtualService destination host (possibly short) to its FQDN and registry Service."""
@@ -90,21 +50,6 @@ def pack(msg: Message) -> any_pb2.Any:
     out = any_pb2.Any()
     out.Pack(msg)
     return out
-
-
-def access_logs(mesh: MeshConfig) -> list[Any]:
-    """File access log like meshConfig.accessLogFile/accessLogEncoding; none when the file is unset."""
-    if not mesh.access_log_file:
-        return []
-    fmt = substitution_format_string_pb2.SubstitutionFormatString()
-    if mesh.access_log_encoding.upper() == "JSON":
-        js = struct_pb2.Struct()
-        js.update(dict(JSON_LOG_FORMAT))
-        fmt.json_format.CopyFrom(js)
-    else:
-        fmt.text_format_source.inline_string = TEXT_LOG_FORMAT
-    cfg = file_pb2.FileAccessLog(path=mesh.access_log_file, log_format=fmt)
-    return [accesslog_pb2.AccessLog(name=FILE_ACCESS_LOG, typed_config=pack(cfg))]
 
 
 def http_filters(ext: Extensions = NONE) -> list[Any]:
@@ -156,7 +101,7 @@ def build_hcm(
         # sidecars keep the x-request-id the app propagated (tracing across hops); gateways start new ones
         preserve_external_request_id=not gateway,
         request_id_extension=hcm_pb2.RequestIDExtension(typed_config=pack(uuid_pb2.UuidRequestIdConfig())),
-        access_log=[*access_logs(mesh), *ext.access_logs],
+        access_log=list(ext.access_logs),
     )
     if gateway or inbound:
         # gateways sanitize client-cert headers (SANITIZE_SET); sidecar inbound appends (APPEND_FORWARD)
@@ -202,7 +147,9 @@ def tcp_proxy_filter(
     ext: Extensions = NONE,
 ) -> Any:
     """tcp_proxy to one cluster, or to weighted clusters when more than one destination has weight."""
-    tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, access_log=[*access_logs(mesh), *ext.access_logs])
+    tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, access_log=list(ext.access_logs))
+    if ext.access_logs:
+        tp.access_log_options.flush_access_log_on_connected = True   # loggers may count connections opened
     if len(weighted) > 1:
         for w in weighted:
             tp.weighted_clusters.clusters.add(name=w.name, weight=w.weight)

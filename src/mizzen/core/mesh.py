@@ -68,6 +68,7 @@ class MeshConfig:
     enable_auto_mtls: bool = True    # Istio's default (meshConfig.enableAutoMtls); needs the proxy's SDS
     access_log_file: str = ""        # "" = no access log; "/dev/stdout" like meshConfig.accessLogFile
     access_log_encoding: str = "TEXT"
+    access_log_format: str = ""      # meshConfig.accessLogFormat; "" = Istio's default for the encoding
     # Mizzen's own (local mode): a Gateway server may bind an address outside loopback (0.0.0.0, a LAN IP)
     # only when this is set; see mizzen.controlplane.exposure
     allow_external_bind: bool = False
@@ -80,14 +81,25 @@ class MeshConfig:
 
 
 def with_mesh_file(mesh: MeshConfig, doc: Any) -> MeshConfig:
-    """``mesh`` with the fields of an Istio mesh config document (the ``mesh`` key of Istio's ConfigMap,
-    as YAML already parsed) that Mizzen honours: ``extensionProviders`` (ext_authz kinds), ``rootNamespace``,
-    ``trustDomain``, ``accessLogFile``, ``accessLogEncoding``, ``defaultConfig.tracing`` (``sampling``,
-    ``zipkin.address``). Raises ValueError with a one-line reason."""
+    """``mesh`` with the fields of an Istio mesh config document that Mizzen honours: ``extensionProviders``
+    (ext_authz kinds), ``rootNamespace``, ``trustDomain``, ``accessLogFile``, ``accessLogEncoding`` (TEXT or
+    JSON), ``accessLogFormat``, ``outboundTrafficPolicy.mode``, ``defaultConfig.tracing`` (``sampling``,
+    ``zipkin.address``). ``doc`` is the ``mesh`` key of Istio's ConfigMap (YAML already parsed), the ``istio``
+    ConfigMap itself (its ``data.mesh``) or an IstioOperator (its ``spec.meshConfig``, like the seed's).
+    Raises ValueError with a one-line reason."""
     import dataclasses
 
     if doc is None:
         return mesh
+    if isinstance(doc, Mapping) and doc.get("kind") == "IstioOperator":
+        doc = (doc.get("spec") or {}).get("meshConfig") or {}
+    elif isinstance(doc, Mapping) and doc.get("kind") == "ConfigMap":
+        import yaml
+
+        try:
+            doc = yaml.safe_load((doc.get("data") or {}).get("mesh") or "") or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"ConfigMap data.mesh is not YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(doc, Mapping):
         raise ValueError("mesh config must be a YAML mapping (Istio's MeshConfig)")
     changes: dict[str, Any] = {}
@@ -97,12 +109,25 @@ def with_mesh_file(mesh: MeshConfig, doc: Any) -> MeshConfig:
             raise ValueError("extensionProviders must be a list of providers")
         changes["extension_providers"] = extension_providers(providers)
     for key, attr in (("rootNamespace", "root_namespace"), ("trustDomain", "trust_domain"),
-                      ("accessLogFile", "access_log_file"), ("accessLogEncoding", "access_log_encoding")):
+                      ("accessLogFile", "access_log_file"), ("accessLogFormat", "access_log_format")):
         if key in doc:
             if not isinstance(doc[key], str):
                 raise ValueError(f"{key} must be a string")
             changes[attr] = doc[key]
     changes.update(_tracing(doc.get("defaultConfig")))
+    if "accessLogEncoding" in doc:
+        encoding = str(doc["accessLogEncoding"]).upper()
+        if encoding not in ("TEXT", "JSON"):
+            raise ValueError(f"accessLogEncoding: want TEXT or JSON, got {doc['accessLogEncoding']!r}")
+        changes["access_log_encoding"] = encoding
+    policy = doc.get("outboundTrafficPolicy")
+    if policy is not None:
+        mode = policy.get("mode") if isinstance(policy, Mapping) else None
+        try:
+            changes["outbound_policy"] = OutboundPolicy(str(mode or "ALLOW_ANY"))
+        except ValueError:
+            raise ValueError(f"outboundTrafficPolicy.mode: want ALLOW_ANY or REGISTRY_ONLY, got {mode!r}") \
+                from None
     return dataclasses.replace(mesh, **changes)
 
 

@@ -169,6 +169,7 @@ class Pod:
                 pod_name=self.name, namespace=self.spec.namespace, pod_ip=self.addrs.pod_ip,
                 app_host=self.addrs.app_host, labels=self.labels,
                 service_account=self.spec.service_account, workload=self.spec.name,
+                annotations=dict(self.spec.pod_annotations),
             ))
             self._sidecar_state = "starting"
             try:

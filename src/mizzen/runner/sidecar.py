@@ -6,17 +6,24 @@ factory about a pod (:class:`SidecarRequest`), and :class:`AgentSidecars`, the f
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import yaml
 
 from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, ProxySpec
 from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
 from mizzen.core.proxy import ProxyType
 from mizzen.runner.credentials import CredentialIssuer, with_identity
+from mizzen.telemetry.prometheus import app_scrape
+
+log = logging.getLogger(__name__)
 
 HTTP_PROXY_PORT = 15080
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 ADMIN_PORT = AGENT_ADMIN_PORT      # the agent's admin proxy; Envoy's admin is a socket in the work dir
 
 
@@ -43,9 +50,25 @@ class SidecarRequest:
     service_account: str = "default"
     workload: str = ""                     # the Deployment
     http_proxy_port: int = HTTP_PROXY_PORT
+    annotations: Mapping[str, str] = field(default_factory=dict)   # the pod's (prometheus.io/*, proxy config)
 
 
 SidecarFactory = Callable[[SidecarRequest], Sidecar]
+
+
+def proxy_stats_matcher(annotations: Mapping[str, str]) -> Mapping[str, Any] | None:
+    """``proxyStatsMatcher`` of the pod's ``proxy.istio.io/config`` annotation (ProxyConfig YAML), if any; an
+    annotation that is not YAML is ignored with a warning, as the injector would reject it."""
+    text = annotations.get(PROXY_CONFIG_ANNOTATION)
+    if not text:
+        return None
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError:
+        log.warning("%s is not YAML; ignored", PROXY_CONFIG_ANNOTATION)
+        return None
+    m = cfg.get("proxyStatsMatcher") if isinstance(cfg, dict) else None
+    return m if isinstance(m, dict) else None
 
 
 class AgentSidecars:
@@ -74,6 +97,7 @@ class AgentSidecars:
         self.on_event = on_event
 
     def spec(self, req: SidecarRequest) -> ProxySpec:
+        scrape = app_scrape(req.annotations)
         return ProxySpec(
             type=ProxyType.SIDECAR,
             ip=req.pod_ip,
@@ -86,6 +110,9 @@ class AgentSidecars:
             service_account=req.service_account,
             app_host=req.app_host,
             http_proxy_port=req.http_proxy_port,
+            app_metrics_port=scrape.port if scrape else None,
+            app_metrics_path=scrape.path if scrape else "/metrics",
+            proxy_stats_matcher=proxy_stats_matcher(req.annotations),
         )
 
     def __call__(self, req: SidecarRequest) -> Agent:

@@ -11,7 +11,7 @@ from mizzen.config.validation.unhonoured import POLICY_PATHS
 __all__ = ["HONOURED", "KINDS", "REJECTED"]
 
 KINDS = ("Gateway", "VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry", "Sidecar",
-         "PeerAuthentication")
+         "PeerAuthentication", "Telemetry")
 
 # Relative to each DestinationRule traffic policy (POLICY_PATHS): core.policy / core.cluster_policy /
 # core.endpoints (locality LB) / core.http_route (consistent-hash route hash policies).
@@ -100,6 +100,16 @@ HONOURED: dict[str, tuple[str, ...]] = {
     ),
     "PeerAuthentication": (
         "spec.selector", "spec.mtls", "spec.portLevelMtls",       # core.peer_authn, core.inbound_mtls
+    ),
+    "Telemetry": (                                                # mizzen.telemetry.api / plugin
+        "spec.selector.matchLabels",
+        "spec.accessLogging[*].disabled", "spec.accessLogging[*].filter.expression",
+        "spec.accessLogging[*].match.mode", "spec.accessLogging[*].providers[*].name",
+        "spec.metrics[*].providers[*].name", "spec.metrics[*].overrides[*].disabled",
+        "spec.metrics[*].overrides[*].match.metric", "spec.metrics[*].overrides[*].match.mode",
+        "spec.metrics[*].overrides[*].tagOverrides[*].operation",     # REMOVE; UPSERT's value is not
+        "spec.tracing[*].randomSamplingPercentage", "spec.tracing[*].match.mode",
+        "spec.tracing[*].disableSpanReporting",                       # sampling 0
     ),
 }
 

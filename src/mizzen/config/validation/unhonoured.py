@@ -114,6 +114,21 @@ UNHONOURED: dict[str, tuple[Unhonoured, ...]] = {
                    "gateway servers forward by route; defaultEndpoint is not used"),
         *(Unhonoured(f"spec.servers[*].{u.pattern}", u.reason, u.values) for u in _SERVER_TLS),
     ),
+    "Telemetry": (
+        Unhonoured("spec.targetRef", "policy attachment to Gateway API gateways is not supported; use "
+                                     "selector"),
+        Unhonoured("spec.targetRefs", "policy attachment to Gateway API gateways is not supported; use "
+                                      "selector"),
+        Unhonoured("spec.metrics[*].reportingInterval", "Envoy counts when a request or connection ends"),
+        Unhonoured("spec.metrics[*].overrides[*].match.customMetric", "custom metrics are not defined yet"),
+        Unhonoured("spec.metrics[*].overrides[*].tagOverrides[*].value",
+                   "tag values are not evaluated (CEL); only REMOVE is applied"),
+        Unhonoured("spec.tracing[*].customTags", "custom span tags are not added yet"),
+        Unhonoured("spec.tracing[*].disableContextPropagation", "trace context is always propagated"),
+        Unhonoured("spec.tracing[*].enableIstioTags", "Istio's span tags are not added yet"),
+        Unhonoured("spec.tracing[*].useRequestIdForTraceSampling", "sampling always uses the request id"),
+        Unhonoured("spec.tracing[*].providers", "the tracer is the mesh's; a Telemetry sets sampling only"),
+    ),
     "Sidecar": (
         Unhonoured("spec.inboundConnectionPool", "inbound connection pools are not applied yet (a "
                                                  "DestinationRule's connectionPool is)"),

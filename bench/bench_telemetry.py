@@ -1,0 +1,268 @@
+"""Throughput through two sidecars with telemetry on vs off (issue 12): a closed-loop HTTP/1.1 load
+(``bench/httpload``, Go, keep-alive) -> the client sidecar's outbound listener -> the server sidecar's inbound
+listener -> a Go backend, both Envoys ``--concurrency 1``. "Off" is a mesh-wide Telemetry that disables every
+metric (no exchange filters, no stats loggers: what the telemetry plugin adds is gone); "on" is the default.
+Rounds interleave on/off (the order alternates), each after the push is ACKed and old connections drained;
+the median of each and their ratio are printed. Every "on" round checks that istio_requests_total counted
+every request at both proxies; every "off" round that nothing was counted.
+
+    .venv/bin/python bench/bench_telemetry.py            # --rounds 7 --seconds 3 --connections 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
+from mizzen.core.proxy import ProxyType
+from mizzen.registry.model import Workload
+
+SRC = Path(__file__).resolve().parent / "httpload"
+NS = "bench"
+SERVER_IP, APP_IP, CLIENT_IP = "127.75.0.2", "127.75.0.3", "127.75.0.4"
+SERVICE = f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: fast, namespace: {NS}}}
+spec:
+  selector: {{app: fast}}
+  ports: [{{name: http, port: 9080}}]
+"""
+LEAN = """
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - {match: {metric: REQUEST_SIZE}, disabled: true}
+    - {match: {metric: RESPONSE_SIZE}, disabled: true}
+"""
+OFF = """
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics: [{providers: [{name: prometheus}], overrides: [{match: {metric: ALL_METRICS}, disabled: true}]}]
+"""
+
+
+def httpload() -> Path:
+    """Build bench/httpload into the cache dir when its source is newer than the binary; its path."""
+    cache = Path.home() / ".cache" / "mizzen-bench"
+    binary = cache / "httpload"
+    newest = max(p.stat().st_mtime for p in (SRC / "main.go", SRC / "go.mod"))
+    if not binary.exists() or binary.stat().st_mtime < newest:
+        go = shutil.which("go") or "/usr/local/go/bin/go"
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([go, "build", "-o", str(binary), "."], cwd=SRC, check=True, timeout=600)
+    return binary
+
+
+async def requests_total(ip: str) -> float:
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as c:
+        text = (await c.get(f"http://{ip}:15090/stats/prometheus")).text
+    return sum(float(m.group(1)) for m in re.finditer(r"^istio_requests_total\{.*\} (\S+)$", text, re.M))
+
+
+def cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def apply(cp: ControlPlane, text: str, delete: bool = False) -> None:
+    result = cp.api.loader(text, "bench.yaml", None)
+    assert not result.errors, result.errors
+    if delete:
+        cp.store.delete([c.key for c in result.configs])
+    else:
+        cp.store.apply(result.configs)
+    await cp.wait_synced(timeout=20)
+    await asyncio.sleep(2.5)       # connections of the old listener config drain (--drain-time-s 1)
+
+
+async def run(args: argparse.Namespace) -> None:
+    binary = httpload()
+    backend = subprocess.Popen([str(binary), "serve", f"{APP_IP}:9080"])
+    work = Path(tempfile.mkdtemp(prefix="mizzen-bench-tel-"))
+    cp = ControlPlane(ControlPlaneOptions(state_dir=None, xds_port=0, http_port=0, debounce_quiet_s=0.05,
+                                          debounce_max_s=0.5, restore_workloads=False))
+    agents: list[Agent] = []
+    try:
+        await cp.start()
+        opts = AgentOptions(concurrency=1, log_level="error")
+        server = Agent(ProxySpec(type=ProxyType.SIDECAR, ip=SERVER_IP, namespace=NS, name="fast-v1",
+                                 xds_port=cp.xds_port, labels={"app": "fast", "version": "v1"},
+                                 app_host=APP_IP), opts)
+        client = Agent(ProxySpec(type=ProxyType.SIDECAR, ip=CLIENT_IP, namespace=NS, name="load-v1",
+                                 xds_port=cp.xds_port, labels={"app": "load", "version": "v1"},
+                                 http_proxy_port=15080), opts)
+        for a in (server, client):
+            await a.start(ready_timeout=30)
+            agents.append(a)
+        cp.register_workload(Workload(name="fast-v1", namespace=NS, address=SERVER_IP,
+                                      labels={"app": "fast", "version": "v1"}))
+        await apply(cp, SERVICE)
+        if args.probe:
+            for name, argv in (("backend", [f"http://{APP_IP}:9080/"]),
+                               ("server sidecar inbound", [f"http://{SERVER_IP}:9080/"]),
+                               ("both sidecars", ["-proxy", f"http://{CLIENT_IP}:15080", "http://fast:9080/"])):
+                out = subprocess.run([str(binary), "load", "-c", str(args.connections), "-d", "2s", *argv],
+                                     capture_output=True, text=True, timeout=60, check=True)
+                print(f"probe {name}: {out.stdout.strip()}", flush=True)
+        modes = ("on", "off", "lean") if args.lean else ("on", "off")
+        results: dict[str, list[float]] = {m: [] for m in modes}
+        cpu_per_req: dict[str, list[float]] = {m: [] for m in modes}
+        current = "on"
+        for r in range(args.rounds):
+            order = modes if r % 2 == 0 else tuple(reversed(modes))
+            for mode in order:
+                want_on = mode != "off"
+                if mode != current:
+                    if mode == "on":
+                        await apply(cp, OFF, delete=True)
+                    else:
+                        await apply(cp, LEAN if mode == "lean" else OFF)
+                    current = mode
+                before = (await requests_total(CLIENT_IP), await requests_total(SERVER_IP))
+                cpu0 = cpu_s(client.pid) + cpu_s(server.pid)
+                out = subprocess.run([str(binary), "load", "-proxy", f"http://{CLIENT_IP}:15080", "-c",
+                                      str(args.connections), "-d", f"{args.seconds}s", "http://fast:9080/"],
+                                     capture_output=True, text=True, timeout=args.seconds + 30, check=True)
+                ok, bad, secs = out.stdout.split()
+                us = (cpu_s(client.pid) + cpu_s(server.pid) - cpu0) * 1e6 / max(1, int(ok) + int(bad))
+                rps = int(ok) / float(secs)
+                results[mode].append(rps)
+                cpu_per_req[mode].append(us)
+                await asyncio.sleep(0.5)
+                counted = (await requests_total(CLIENT_IP) - before[0],
+                           await requests_total(SERVER_IP) - before[1])
+                expect = (int(ok) + int(bad), int(ok) + int(bad)) if want_on else (0, 0)
+                check = "counted" if counted == expect else f"COUNT MISMATCH {counted} != {expect}"
+                print(f"round {r + 1} {mode:3}: {rps:8.0f} req/s ({ok} ok, {bad} errors), both Envoys "
+                      f"{us:5.0f} us CPU/request, {check}", flush=True)
+        on, off = statistics.median(results["on"]), statistics.median(results["off"])
+        print(f"median telemetry on {on:.0f} req/s, off {off:.0f} req/s: ratio on/off {on / off:.3f} "
+              f"({args.rounds} interleaved rounds of {args.seconds} s, {args.connections} connections, "
+              f"--concurrency 1 Envoys)")
+        con, coff = statistics.median(cpu_per_req["on"]), statistics.median(cpu_per_req["off"])
+        print(f"median CPU of both Envoys per request: on {con:.0f} us, off {coff:.0f} us: "
+              f"off/on {coff / con:.3f} (the throughput ratio a CPU-bound pair would reach); load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        if args.lean:
+            lean, clean = statistics.median(results["lean"]), statistics.median(cpu_per_req["lean"])
+            print(f"without the size histograms (lean): {lean:.0f} req/s, ratio lean/off {lean / off:.3f}; "
+                  f"CPU {clean:.0f} us/request, off/lean {coff / clean:.3f}")
+    finally:
+        for a in agents:
+            await a.stop()
+        await cp.stop()
+        backend.terminate()
+        backend.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def static_probe(binary: Path, seconds: float, connections: int) -> None:
+    """CPU per request of one static Envoy answering directly, with what the telemetry plugin adds to a
+    server's inbound chain switched on piece by piece."""
+    import json
+
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+    from envoy.extensions.filters.http.router.v3 import router_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+    from google.protobuf import json_format
+
+    from mizzen.agent.binary import envoy_binary
+    from mizzen.core.filters import pack
+    from mizzen.core.workload_labels import peer_labels
+    from mizzen.telemetry import exchange
+    from mizzen.telemetry.metrics import Metric, Reporter, ServiceLabels, http_loggers, with_stats_scope
+
+    me = peer_labels("fast-v1", NS, {"app": "fast", "version": "v1"})
+    variants: dict[str, tuple[bool, list[Metric]]] = {
+        "none": (False, []), "exchange": (True, []), "+counter": (True, [Metric.REQUEST_COUNT]),
+        "+duration": (True, [Metric.REQUEST_COUNT, Metric.REQUEST_DURATION]),
+        "all four": (True, [Metric.REQUEST_COUNT, Metric.REQUEST_DURATION, Metric.REQUEST_SIZE,
+                            Metric.RESPONSE_SIZE]),
+    }
+    ip, port = "127.76.0.1", 19950
+    for name, (exch, metrics) in [*variants.items(), *variants.items()]:      # twice: the spread shows noise
+        hcm = hcm_pb2.HttpConnectionManager(stat_prefix="probe",
+                                            codec_type=hcm_pb2.HttpConnectionManager.AUTO)
+        if exch:
+            hcm.http_filters.extend([exchange.receive_filter(on_request=True),
+                                     exchange.send_filter(me, on_request=False)])
+        hcm.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(router_pb2.Router())
+        route = hcm.route_config.virtual_hosts.add(name="all", domains=["*"]).routes.add()
+        route.match.prefix = "/"
+        route.direct_response.status = 200
+        route.direct_response.body.inline_string = "ok"
+        if metrics:
+            hcm.access_log.extend(http_loggers(Reporter.DESTINATION, me, ServiceLabels(), metrics))
+        bs = bootstrap_pb2.Bootstrap()
+        lis = bs.static_resources.listeners.add(name="probe")
+        lis.address.socket_address.address, lis.address.socket_address.port_value = ip, port
+        lis.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager",
+                                            typed_config=pack(hcm))
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = Path(tmp) / "envoy.json"
+            cfg.write_text(json.dumps(with_stats_scope(json.loads(json_format.MessageToJson(bs)))))
+            envoy = subprocess.Popen([str(envoy_binary()), "-c", str(cfg), "--concurrency", "1",
+                                      "-l", "error", "--disable-hot-restart"])
+            try:
+                time.sleep(1.5)
+                c0 = cpu_s(envoy.pid)
+                out = subprocess.run([str(binary), "load", "-c", str(connections), "-d", f"{seconds}s",
+                                      f"http://{ip}:{port}/"], capture_output=True, text=True, check=True,
+                                     timeout=seconds + 30).stdout.split()
+                n = int(out[0])
+                us = 1e6 * (cpu_s(envoy.pid) - c0) / n
+                rps = n / float(out[2])
+                print(f"static {name:10} {rps:7.0f} req/s, {us:5.1f} us CPU/request", flush=True)
+            finally:
+                envoy.terminate()
+                envoy.wait(10)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--probe", action="store_true", help="first measure the backend and one sidecar alone")
+    p.add_argument("--lean", action="store_true",
+                   help="also rounds with istio_request_bytes/istio_response_bytes disabled (Telemetry API)")
+    p.add_argument("--static", action="store_true",
+                   help="only the cost breakdown on one static Envoy (no control plane, no sidecars)")
+    args = p.parse_args()
+    start = time.monotonic()
+    if args.static:
+        static_probe(httpload(), args.seconds, args.connections)
+    else:
+        asyncio.run(run(args))
+    print(f"({time.monotonic() - start:.0f} s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

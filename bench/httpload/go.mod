@@ -1,0 +1,3 @@
+module mizzen.dev/bench/httpload
+
+go 1.22

@@ -1,0 +1,113 @@
+"""The agent's metrics endpoints (pilot-agent's): Istio's merged ``<pod ip>:15020/stats/prometheus`` (Envoy's
+stats with Istio's names, then the app's own metrics when it is annotated ``prometheus.io/scrape``) and a Unix
+socket in the work dir serving Envoy's stats with Istio's names, which Envoy's static ``prometheus_stats``
+listener on ``:15090`` routes to (see :mod:`mizzen.agent.bootstrap`). Scrapes only: no request path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from mizzen.telemetry.prometheus import AppScrape, istio_names, merge
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MERGED_STATS_PORT", "STATS_SOCKET_NAME", "MetricsServer"]
+
+MERGED_STATS_PORT = 15020         # Istio's pilot-agent merged metrics port
+STATS_SOCKET_NAME = "stats.sock"
+PATH = "/stats/prometheus"
+TEXT = "text/plain; version=0.0.4"
+
+
+class MetricsServer:
+    def __init__(self, admin_socket: str, stats_socket: Path, host: str, port: int | None,
+                 app: AppScrape | None = None, app_host: str = "127.0.0.1", timeout_s: float = 5.0,
+                 socket_owner: tuple[int, int] | None = None) -> None:
+        self.admin_socket, self.stats_socket = admin_socket, stats_socket
+        self.host, self.port, self.app, self.app_host = host, port, app, app_host
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.socket_owner = socket_owner
+        self._runners: list[web.AppRunner] = []
+
+    async def envoy_stats(self, query: dict[str, str]) -> str:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.admin_socket),
+                                  timeout=self.timeout) as s,
+            s.get(f"http://localhost{PATH}", params=query) as r,
+        ):
+            r.raise_for_status()
+            return istio_names(await r.text())
+
+    async def app_stats(self) -> str:
+        if self.app is None:
+            return ""
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self.timeout, trust_env=False) as s,
+                s.get(f"http://{self.app_host}:{self.app.port}{self.app.path}") as r,
+            ):
+                if r.status != 200:
+                    return ""
+                return await r.text()
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return ""      # Istio's merge skips an app that does not answer
+
+    async def _envoy_only(self, request: web.Request) -> web.Response:
+        try:
+            text = await self.envoy_stats(dict(request.query))
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            return web.Response(status=503, text=f"Envoy's stats are unavailable: {type(e).__name__}\n")
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    async def _merged(self, request: web.Request) -> web.Response:
+        try:
+            envoy = await self.envoy_stats({})
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            return web.Response(status=503, text=f"Envoy's stats are unavailable: {type(e).__name__}\n")
+        return web.Response(text=merge(envoy, await self.app_stats()), content_type="text/plain",
+                            charset="utf-8")
+
+    async def start(self) -> None:
+        try:
+            unix = web.Application()
+            unix.router.add_get(PATH, self._envoy_only)
+            r = web.AppRunner(unix, access_log=None, handle_signals=False)
+            await r.setup()
+            self._runners.append(r)
+            with contextlib.suppress(FileNotFoundError):
+                self.stats_socket.unlink()
+            await web.UnixSite(r, str(self.stats_socket)).start()
+            self.stats_socket.chmod(0o600)
+            if self.socket_owner is not None and os.geteuid() == 0:
+                # Envoy runs as the proxy user (netns pods): the socket is that user's, like the work dir
+                os.chown(self.stats_socket, *self.socket_owner)
+            if self.port is not None:
+                tcp = web.Application()
+                tcp.router.add_get(PATH, self._merged)
+                r2 = web.AppRunner(tcp, access_log=None, handle_signals=False)
+                await r2.setup()
+                self._runners.append(r2)
+                try:
+                    await web.TCPSite(r2, self.host, self.port, reuse_address=True).start()
+                except OSError as e:
+                    # the pod IP lives in another network namespace (the proxy runs in the pod's): Envoy's
+                    # :15090 still serves Istio's names through the socket
+                    log.warning("merged metrics on %s:%d unavailable: %s", self.host, self.port,
+                                e.strerror or e)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        for r in reversed(self._runners):
+            await r.cleanup()
+        self._runners.clear()
+        with contextlib.suppress(OSError):
+            self.stats_socket.unlink()        # leave nothing behind in the work dir

@@ -1,0 +1,82 @@
+"""Istio's workload identity labels, as telemetry reports them: workload name (the Deployment, not the pod),
+app, version, canonical service and revision, cluster; ``unknown`` where Istio reports ``unknown``.
+
+One place for the rules (Istio's ``pkg/config/labels`` canonical names and the stats plugin's peer
+fields), so endpoint metadata (EDS, what a client proxy reports about its destination) and listener-level
+constants (what a proxy reports about itself) agree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["CLUSTER_ID", "PEER_FIELDS", "PEER_METADATA", "UNKNOWN", "PeerLabels", "canonical_revision",
+           "canonical_service", "peer_labels", "workload_from_pod"]
+
+CLUSTER_ID = "Kubernetes"     # Istio's default cluster ID (source_cluster / destination_cluster)
+UNKNOWN = "unknown"
+# the metadata namespace of peer labels: endpoint metadata (EDS) and the dynamic metadata a receiving proxy
+# fills from the peer's headers (mizzen.telemetry.exchange)
+PEER_METADATA = "mizzen.peer"
+
+# a ReplicaSet pod's name: <deployment>-<pod-template-hash (6-10)>-<5 random>
+_RS_POD = re.compile(r"^(?P<deploy>.+)-[a-z0-9]{6,10}-[a-z0-9]{5}$")
+
+
+def workload_from_pod(pod: str) -> str:
+    """The workload (Deployment) name of a pod named the way a ReplicaSet names it, else the pod name."""
+    m = _RS_POD.match(pod)
+    return m.group("deploy") if m else pod
+
+
+def canonical_service(labels: Mapping[str, str], workload: str) -> str:
+    return (labels.get("service.istio.io/canonical-name") or labels.get("app.kubernetes.io/name")
+            or labels.get("app") or workload)
+
+
+def canonical_revision(labels: Mapping[str, str]) -> str:
+    return (labels.get("service.istio.io/canonical-revision") or labels.get("app.kubernetes.io/version")
+            or labels.get("version") or "latest")
+
+
+@dataclass(frozen=True)
+class PeerLabels:
+    """What a proxy says about one side of a request (``source_*`` or ``destination_*`` labels)."""
+
+    workload: str
+    namespace: str
+    app: str
+    version: str
+    canonical_service: str
+    canonical_revision: str
+    cluster: str = CLUSTER_ID
+
+    def fields(self) -> dict[str, str]:
+        """Istio's label suffixes (``workload``, ``workload_namespace``, ...) -> value."""
+        return {
+            "workload": self.workload,
+            "workload_namespace": self.namespace,
+            "app": self.app,
+            "version": self.version,
+            "canonical_service": self.canonical_service,
+            "canonical_revision": self.canonical_revision,
+            "cluster": self.cluster,
+        }
+
+
+PEER_FIELDS: tuple[str, ...] = ("workload", "workload_namespace", "app", "version", "canonical_service",
+                                "canonical_revision", "cluster")
+
+
+def peer_labels(pod: str, namespace: str, labels: Mapping[str, str]) -> PeerLabels:
+    workload = workload_from_pod(pod) if pod else UNKNOWN
+    return PeerLabels(
+        workload=workload,
+        namespace=namespace or UNKNOWN,
+        app=labels.get("app") or UNKNOWN,
+        version=labels.get("version") or UNKNOWN,
+        canonical_service=canonical_service(labels, workload),
+        canonical_revision=canonical_revision(labels),
+    )

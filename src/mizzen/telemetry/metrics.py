@@ -1,0 +1,268 @@
+"""Istio's standard metrics, counted by Envoy's ``envoy.access_loggers.stats`` on each proxy's own listeners.
+
+Names and labels are Istio's (``istio_requests_total``, ``istio_request_duration_milliseconds``,
+``istio_request_bytes``, ``istio_response_bytes``, ``istio_tcp_*``; ``reporter``, ``source_*``,
+``destination_*``, ``request_protocol``, ``response_code``, ``grpc_response_status``, ``response_flags``,
+``connection_security_policy``). Envoy keeps them under the stat prefix ``istiocustom`` (Istio's own custom
+stat namespace); the agent's Prometheus endpoints drop Envoy's ``envoy_istiocustom_`` prefix
+(:mod:`mizzen.telemetry.prometheus`).
+
+Label values, per side (no per-request Python, nothing per proxy outside LDS):
+
+- the proxy's own side (``source_*`` at a client sidecar or gateway, ``destination_*`` at a server sidecar)
+  is a constant in the logger (LDS is per proxy);
+- the peer's side over HTTP comes from the peer's headers, moved to dynamic metadata by
+  :mod:`mizzen.telemetry.exchange` (``unknown`` when absent);
+- over TCP a client reads the destination from the chosen endpoint's metadata (EDS, shared) and the
+  service from the cluster's metadata (CDS, shared); a server does not learn its TCP peer (``unknown``)
+  until mTLS identities exist;
+- ``request_protocol`` is ``grpc`` for ``content-type: application/grpc*`` requests (a second logger
+  behind a header filter), ``http`` otherwise, ``tcp`` for TCP.
+
+The logger's behaviour (counters, histograms, tags from command operators, empty operators -> empty tag) is
+pinned by ``tests/telemetry/test_telemetry_stats_logger.py`` against the real Envoy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
+
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2 as data_pb2
+from envoy.extensions.access_loggers.stats.v3 import stats_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import any_pb2
+
+from mizzen.core.workload_labels import PEER_FIELDS, PEER_METADATA, UNKNOWN, PeerLabels
+
+__all__ = [
+    "STATS_LOGGER",
+    "STAT_NAMESPACE",
+    "Metric",
+    "Reporter",
+    "ServiceLabels",
+    "http_loggers",
+    "tcp_loggers",
+    "with_stats_scope",
+]
+
+_J = TypeVar("_J")
+
+STATS_LOGGER = "envoy.access_loggers.stats"
+STAT_NAMESPACE = "istiocustom"        # Istio's custom stat prefix; Envoy renders envoy_istiocustom_<name>
+
+
+class Reporter(str, Enum):
+    SOURCE = "source"              # a client sidecar's outbound, or a gateway
+    DESTINATION = "destination"    # a server sidecar's inbound
+
+
+class Metric(str, Enum):
+    """Istio's standard metrics; the names are the Telemetry API's ``overrides.match.metric`` values."""
+
+    REQUEST_COUNT = "istio_requests_total"
+    REQUEST_DURATION = "istio_request_duration_milliseconds"
+    REQUEST_SIZE = "istio_request_bytes"
+    RESPONSE_SIZE = "istio_response_bytes"
+    TCP_OPENED_CONNECTIONS = "istio_tcp_connections_opened_total"
+    TCP_CLOSED_CONNECTIONS = "istio_tcp_connections_closed_total"
+    TCP_SENT_BYTES = "istio_tcp_sent_bytes_total"
+    TCP_RECEIVED_BYTES = "istio_tcp_received_bytes_total"
+
+
+HTTP_METRICS = (Metric.REQUEST_COUNT, Metric.REQUEST_DURATION, Metric.REQUEST_SIZE, Metric.RESPONSE_SIZE)
+TCP_METRICS = (Metric.TCP_OPENED_CONNECTIONS, Metric.TCP_CLOSED_CONNECTIONS, Metric.TCP_SENT_BYTES,
+               Metric.TCP_RECEIVED_BYTES)
+
+
+@dataclass(frozen=True)
+class ServiceLabels:
+    """``destination_service``, ``destination_service_name``, ``destination_service_namespace``."""
+
+    host: str = UNKNOWN
+    name: str = UNKNOWN
+    namespace: str = UNKNOWN
+
+
+def _peer_from_metadata(prefix: str) -> dict[str, str]:
+    return {f"{prefix}_{f}": f"%DYNAMIC_METADATA({PEER_METADATA}:{f})%" for f in PEER_FIELDS}
+
+
+def _peer_from_endpoint(prefix: str) -> dict[str, str]:
+    return {f"{prefix}_{f}": f"%UPSTREAM_METADATA({PEER_METADATA}:{f})%" for f in PEER_FIELDS}
+
+
+def _peer_constant(prefix: str, me: PeerLabels) -> dict[str, str]:
+    return {f"{prefix}_{k}": v for k, v in me.fields().items()}
+
+
+_SERVICE_FROM_CLUSTER = {
+    "destination_service": f"%CLUSTER_METADATA({PEER_METADATA}:service)%",
+    "destination_service_name": f"%CLUSTER_METADATA({PEER_METADATA}:service_name)%",
+    "destination_service_namespace": f"%CLUSTER_METADATA({PEER_METADATA}:service_namespace)%",
+}
+
+# Istio's label order (the stats plugin's)
+_ORDER = ("reporter", "source_workload", "source_canonical_service", "source_canonical_revision",
+          "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
+          "destination_workload", "destination_workload_namespace", "destination_principal",
+          "destination_app", "destination_version", "destination_service", "destination_service_name",
+          "destination_service_namespace", "destination_canonical_service", "destination_canonical_revision",
+          "destination_cluster", "request_protocol", "response_code", "grpc_response_status",
+          "response_flags", "connection_security_policy")
+
+
+def base_labels(reporter: Reporter, me: PeerLabels, service: ServiceLabels | None,
+                tcp: bool) -> dict[str, str]:
+    """Every label except the protocol-specific ones, as ``value_format`` strings."""
+    labels: dict[str, str] = {"reporter": reporter.value}
+    if reporter is Reporter.DESTINATION:
+        labels |= _peer_constant("destination", me)
+        # over TCP the server learns nothing of its peer until mTLS identities exist
+        labels |= {f"source_{f}": UNKNOWN for f in PEER_FIELDS} if tcp else _peer_from_metadata("source")
+        svc = service or ServiceLabels()
+        labels |= {"destination_service": svc.host, "destination_service_name": svc.name,
+                   "destination_service_namespace": svc.namespace}
+        labels["connection_security_policy"] = "none"     # plaintext until mTLS (Istio: mutual_tls)
+    else:
+        labels |= _peer_constant("source", me)
+        labels |= _peer_from_endpoint("destination") if tcp else _peer_from_metadata("destination")
+        labels |= _SERVICE_FROM_CLUSTER
+        labels["connection_security_policy"] = UNKNOWN    # what Istio's source reporter says
+    labels["source_principal"] = UNKNOWN
+    labels["destination_principal"] = UNKNOWN
+    labels["response_flags"] = "%RESPONSE_FLAGS%"
+    return labels
+
+
+def _tags(labels: Mapping[str, str], removed: frozenset[str]) -> list[stats_pb2.Config.Tag]:
+    keys = [k for k in _ORDER if k in labels] + sorted(k for k in labels if k not in _ORDER)
+    # an empty value_format is invalid: a label with no value is reported as "unknown" (Istio's word)
+    return [stats_pb2.Config.Tag(name=k, value_format=labels[k] or UNKNOWN) for k in keys if k not in removed]
+
+
+def _stat(metric: Metric, labels: Mapping[str, str], removed: frozenset[str]) -> stats_pb2.Config.Stat:
+    return stats_pb2.Config.Stat(name=metric.value, tags=_tags(labels, removed))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+# Envoy 1.40 deprecates ``stat_prefix`` (a warning on every listener update) for ``stats_scope``
+# (field 6, ``envoy.type.v3.Scope``, whose ``prefix`` is field 5); the pinned xds-protos predate both new
+# fields, so they are appended as encoded bytes (Envoy parses them; our protobufs keep them as unknown fields)
+_STATS_SCOPE = _len_field(6, _len_field(5, STAT_NAMESPACE.encode()))
+
+
+def with_stats_scope(doc: _J) -> _J:
+    """``doc`` (a JSON-ready rendering of Envoy config, e.g. from ``json_format.MessageToDict``) with the
+    stats loggers' ``stats_scope``, which the rendering drops (our protobufs keep it as an unknown field):
+    for static bootstraps and what tools print. Changes ``doc`` in place and returns it."""
+    if isinstance(doc, dict):
+        if doc.get("@type") == "type.googleapis.com/" + stats_pb2.Config.DESCRIPTOR.full_name and \
+                "stat_prefix" not in doc and "stats_scope" not in doc:
+            doc["stats_scope"] = {"prefix": STAT_NAMESPACE}
+        for v in doc.values():
+            with_stats_scope(v)
+    elif isinstance(doc, list):
+        for v in doc:
+            with_stats_scope(v)
+    return doc
+
+
+def _logger(cfg: stats_pb2.Config,
+            flt: accesslog_pb2.AccessLogFilter | None = None) -> accesslog_pb2.AccessLog:
+    typed = any_pb2.Any(type_url="type.googleapis.com/" + cfg.DESCRIPTOR.full_name,
+                        value=cfg.SerializeToString() + _STATS_SCOPE)
+    log = accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=typed)
+    if flt is not None:
+        log.filter.CopyFrom(flt)
+    return log
+
+
+def _grpc_filter(invert: bool) -> accesslog_pb2.AccessLogFilter:
+    hm = route_components_pb2.HeaderMatcher(
+        name="content-type", string_match=string_pb2.StringMatcher(prefix="application/grpc"),
+        invert_match=invert, treat_missing_header_as_empty=True)
+    return accesslog_pb2.AccessLogFilter(header_filter=accesslog_pb2.HeaderFilter(header=hm))
+
+
+def _http_config(labels: Mapping[str, str], enabled: Iterable[Metric],
+                 removed: frozenset[str]) -> stats_pb2.Config:
+    cfg = stats_pb2.Config()
+    H = stats_pb2.Config.Histogram
+    for m in enabled:
+        stat = _stat(m, labels, removed)
+        if m is Metric.REQUEST_COUNT:
+            c = cfg.counters.add(stat=stat)
+            c.value_fixed.value = 1
+        elif m is Metric.REQUEST_DURATION:
+            cfg.histograms.add(stat=stat, unit=H.Milliseconds, value_format="%DURATION%")
+        elif m is Metric.REQUEST_SIZE:
+            cfg.histograms.add(stat=stat, unit=H.Bytes, value_format="%BYTES_RECEIVED%")
+        elif m is Metric.RESPONSE_SIZE:
+            cfg.histograms.add(stat=stat, unit=H.Bytes, value_format="%BYTES_SENT%")
+    return cfg
+
+
+def http_loggers(reporter: Reporter, me: PeerLabels, service: ServiceLabels | None = None,
+                 enabled: Sequence[Metric] = HTTP_METRICS,
+                 removed: frozenset[str] = frozenset()) -> list[accesslog_pb2.AccessLog]:
+    """The HTTP connection manager's stats loggers: one for gRPC requests, one for the rest."""
+    metrics = [m for m in HTTP_METRICS if m in enabled]
+    if not metrics:
+        return []
+    base = base_labels(reporter, me, service, tcp=False)
+    out = []
+    for grpc in (False, True):
+        labels = base | {
+            "request_protocol": "grpc" if grpc else "http",
+            "response_code": "%RESPONSE_CODE%",
+            "grpc_response_status": "%GRPC_STATUS_NUMBER%",   # empty for plain HTTP, as in Istio
+        }
+        out.append(_logger(_http_config(labels, metrics, removed), _grpc_filter(invert=not grpc)))
+    return out
+
+
+def _log_type(*types: int) -> accesslog_pb2.AccessLogFilter:
+    return accesslog_pb2.AccessLogFilter(log_type_filter=accesslog_pb2.LogTypeFilter(types=list(types)))
+
+
+def tcp_loggers(reporter: Reporter, me: PeerLabels, service: ServiceLabels | None = None,
+                enabled: Sequence[Metric] = TCP_METRICS,
+                removed: frozenset[str] = frozenset()) -> list[accesslog_pb2.AccessLog]:
+    """tcp_proxy's stats loggers: connections opened (logged when the upstream connects: the tcp_proxy needs
+    ``flush_access_log_on_connected``), closed and bytes (logged when the connection ends)."""
+    labels = base_labels(reporter, me, service, tcp=True) | {"request_protocol": "tcp"}
+    out = []
+    if Metric.TCP_OPENED_CONNECTIONS in enabled:
+        cfg = stats_pb2.Config()
+        c = cfg.counters.add(stat=_stat(Metric.TCP_OPENED_CONNECTIONS, labels, removed))
+        c.value_fixed.value = 1
+        out.append(_logger(cfg, _log_type(data_pb2.TcpUpstreamConnected)))
+    end = stats_pb2.Config()
+    if Metric.TCP_CLOSED_CONNECTIONS in enabled:
+        c = end.counters.add(stat=_stat(Metric.TCP_CLOSED_CONNECTIONS, labels, removed))
+        c.value_fixed.value = 1
+    if Metric.TCP_SENT_BYTES in enabled:
+        end.counters.add(stat=_stat(Metric.TCP_SENT_BYTES, labels, removed), value_format="%BYTES_SENT%")
+    if Metric.TCP_RECEIVED_BYTES in enabled:
+        end.counters.add(stat=_stat(Metric.TCP_RECEIVED_BYTES, labels, removed),
+                         value_format="%BYTES_RECEIVED%")
+    if end.counters:
+        out.append(_logger(end, _log_type(data_pb2.TcpConnectionEnd)))
+    return out

@@ -1,0 +1,1 @@
+from harness import mesh  # noqa: F401  (the fixture)

@@ -1,0 +1,135 @@
+"""Pins the behaviour of Envoy's ``envoy.access_loggers.stats`` (work in progress upstream) that Istio's
+metrics here rely on, with the loggers :mod:`mizzen.telemetry.metrics` builds, on a static real Envoy:
+
+- names render as ``envoy_<stat_prefix>_<name>`` in Prometheus text (hence the agent's renaming);
+- constant tag values are allowed; a command operator with no value gives an empty tag value;
+- tags from dynamic metadata (header_to_metadata) and cluster metadata; RESPONSE_FLAGS ``-`` when none;
+- a header filter with ``treat_missing_header_as_empty`` selects gRPC vs the rest (no content-type too);
+- counters add 1 per request; histograms get one sample per request, zero durations included;
+- TCP: opened counts on ``TcpUpstreamConnected`` (``flush_access_log_on_connected``), closed and bytes at
+  the end; a file access log next to them still writes one line per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import json_format
+from telemetry_kit import parse, series, total
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "core"))
+from listeners_testkit import free_port, loopback, running_envoy, static_cluster
+
+from mizzen.core.filters import pack
+from mizzen.core.workload_labels import peer_labels
+from mizzen.telemetry import exchange
+from mizzen.telemetry.access_log import at_tcp_end_only, file_access_log
+from mizzen.telemetry.metrics import Reporter, ServiceLabels, http_loggers, tcp_loggers, with_stats_scope
+from mizzen.telemetry.prometheus import istio_names
+
+ME = peer_labels("reviews-v1-7f9c4d8b6c-x2x4z", "bookinfo", {"app": "reviews", "version": "v1"})
+
+
+def _bootstrap(ip: str, http_port: int, tcp_port: int, admin: int, echo_port: int,
+               tcp_log: Path) -> dict[str, Any]:
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix="t", codec_type=hcm_pb2.HttpConnectionManager.AUTO)
+    hcm.http_filters.append(exchange.receive_filter(on_request=True))
+    hcm.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(
+        __import__("envoy.extensions.filters.http.router.v3.router_pb2", fromlist=["Router"]).Router())
+    vh = hcm.route_config.virtual_hosts.add(name="a", domains=["*"])
+    r = vh.routes.add()
+    r.match.prefix = "/"
+    r.direct_response.status = 200
+    r.direct_response.body.inline_string = "hello"
+    hcm.access_log.extend(http_loggers(Reporter.DESTINATION, ME, ServiceLabels("r.ns.svc", "r", "ns")))
+    lis = listener_pb2.Listener(name="http")
+    lis.address.socket_address.address, lis.address.socket_address.port_value = ip, http_port
+    lis.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager",
+                                        typed_config=pack(hcm))
+    tp = tcp_proxy_pb2.TcpProxy(stat_prefix="tcp", cluster="echo",
+                                access_log=[*tcp_loggers(Reporter.SOURCE, ME),
+                                            at_tcp_end_only(file_access_log(str(tcp_log)))])
+    tp.access_log_options.flush_access_log_on_connected = True
+    tl = listener_pb2.Listener(name="tcp")
+    tl.address.socket_address.address, tl.address.socket_address.port_value = ip, tcp_port
+    tl.filter_chains.add().filters.add(name="envoy.filters.network.tcp_proxy", typed_config=pack(tp))
+    bs = bootstrap_pb2.Bootstrap()
+    bs.admin.address.socket_address.address, bs.admin.address.socket_address.port_value = ip, admin
+    bs.static_resources.listeners.extend([lis, tl])
+    echo = static_cluster("echo", ip, echo_port)
+    echo.metadata.filter_metadata["mizzen.peer"].update({"service": "echo.ns.svc", "service_name": "echo",
+                                                         "service_namespace": "ns"})
+    bs.static_resources.clusters.append(echo)
+    bs.stats_flush_interval.FromMilliseconds(200)
+    return dict(with_stats_scope(json.loads(json_format.MessageToJson(bs))))
+
+
+async def test_stats_logger_behaviour(tmp_path: Path) -> None:
+    ip = loopback()
+    http_port, tcp_port, admin, echo_port = (free_port(ip) for _ in range(4))
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.read(100))
+        await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(echo, ip, echo_port)
+    try:
+        cfg = _bootstrap(ip, http_port, tcp_port, admin, echo_port, tmp_path / "tcp-access.log")
+        async with running_envoy(cfg, tmp_path, (ip, http_port)), \
+                httpx.AsyncClient(trust_env=False, timeout=5) as c:
+            for headers in ({}, {"x-mizzen-peer-workload": "productpage-v1"},
+                            {"content-type": "application/grpc",
+                             "x-mizzen-peer-workload": "grpc-client"}):
+                assert (await c.get(f"http://{ip}:{http_port}/", headers=headers)).status_code == 200
+            for _ in range(2):
+                r, w = await asyncio.open_connection(ip, tcp_port)
+                w.write(b"ping!")
+                await w.drain()
+                assert await r.read(100) == b"ping!"
+                w.close()
+            deadline = time.monotonic() + 10
+            while True:
+                raw = (await c.get(f"http://{ip}:{admin}/stats/prometheus")).text
+                if ("envoy_istiocustom_istio_tcp_connections_closed_total" in raw and \
+                        'le="+Inf"} 3' in raw) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        server.close()
+    assert "envoy_istiocustom_istio_requests_total{" in raw          # Envoy's own rendering
+    s = parse(istio_names(raw))
+    http = series(s, "istio_requests_total")
+    assert {d["source_workload"] for d in http} == {"unknown", "productpage-v1", "grpc-client"}
+    assert {(d["request_protocol"], d["source_workload"]) for d in http} == {
+        ("http", "unknown"), ("http", "productpage-v1"), ("grpc", "grpc-client")}
+    for d in http:
+        assert d["destination_workload"] == "reviews-v1" and d["destination_service"] == "r.ns.svc"
+        assert d["response_flags"] == "-" and d["response_code"] == "200"
+        # empty for plain HTTP; a gRPC request answered without grpc-status is UNKNOWN (2)
+        assert d["grpc_response_status"] == ("2" if d["request_protocol"] == "grpc" else "")
+    assert total(s, "istio_requests_total") == 3
+    assert total(s, "istio_request_duration_milliseconds_count") == 3     # 0 ms durations count too
+    assert total(s, "istio_response_bytes_count") == 3
+    assert 9.5 < total(s, "istio_response_bytes_sum") < 16      # histogram sums are bucket approximations
+    tcp = series(s, "istio_tcp_connections_opened_total")
+    assert len(tcp) == 1 and tcp[0]["destination_service"] == "echo.ns.svc"
+    assert tcp[0]["destination_workload"] == ""        # no endpoint metadata: empty
+    assert tcp[0]["request_protocol"] == "tcp" and tcp[0]["reporter"] == "source"
+    assert total(s, "istio_tcp_connections_opened_total") == 2
+    assert total(s, "istio_tcp_connections_closed_total") == 2
+    assert total(s, "istio_tcp_sent_bytes_total") == 10 and total(s, "istio_tcp_received_bytes_total") == 10
+    # the access log has one line per TCP connection, not one more at connect (flush_access_log_on_connected)
+    deadline = time.monotonic() + 5
+    while len((tmp_path / "tcp-access.log").read_text().splitlines()) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert len((tmp_path / "tcp-access.log").read_text().splitlines()) == 2
