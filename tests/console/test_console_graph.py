@@ -44,7 +44,7 @@ def test_versioned_app_view_shows_the_split_as_shares() -> None:
     e = edges("versionedApp")
     v1 = e[("va:bookinfo/productpage/v1", "va:bookinfo/reviews/v1")]
     v2 = e[("va:bookinfo/productpage/v1", "va:bookinfo/reviews/v2")]
-    assert v1["percent"] == 40.0 and v2["percent"] == 10.0   # of productpage's 20 rps
+    assert v1["percent"] == 80.0 and v2["percent"] == 20.0   # of productpage's 10 rps to reviews
     assert v1["p95"] == 12.5 and v2["p95"] is None
     assert v1["mtls"]
     g = build_graph("versionedApp", CANARY).to_json()

@@ -5,7 +5,8 @@ Views (Kiali's names): ``workload`` (a node per workload), ``app`` (per app, ver
 ``versionedApp`` (per app and version, grouped in an app box) and ``service`` (requests from their source app
 to the destination service). Traffic is what the destination reported (``reporter="destination"``), plus what
 only a source saw (a destination without a sidecar or outside the mesh). An edge carries its request rate,
-the share of its source's outbound rate, the error rate (5xx, and response code 0 = no response), p95 latency
+its share of what its source sends to the same destination service (so a canary split reads 80%/20% on the
+edges to the two versions), the error rate (5xx, and response code 0 = no response), p95 latency
 and whether its requests were mutual TLS (``connection_security_policy="mutual_tls"``).
 """
 
@@ -54,6 +55,7 @@ class EdgeKey:
 
 @dataclass
 class _Edge:
+    service: str = ""          # the destination service (namespace/name): shares are per source and service
     rate: float = 0.0
     errors: float = 0.0
     mtls_rate: float = 0.0
@@ -67,14 +69,14 @@ class Graph:
     edges: dict[EdgeKey, _Edge] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        out_rate: dict[str, float] = {}
+        out_rate: dict[tuple[str, str], float] = {}
         for k, e in self.edges.items():
-            out_rate[k.source] = out_rate.get(k.source, 0.0) + e.rate
+            out_rate[(k.source, e.service)] = out_rate.get((k.source, e.service), 0.0) + e.rate
         edges = []
         for k, e in sorted(self.edges.items(), key=lambda kv: (kv[0].source, kv[0].target)):
-            total = out_rate.get(k.source) or 0.0
+            total = out_rate.get((k.source, e.service)) or 0.0
             edges.append({
-                "id": f"{k.source}->{k.target}", "source": k.source, "target": k.target,
+                "id": f"{k.source}->{k.target}", "source": k.source, "target": k.target, "service": e.service,
                 "rate": round(e.rate, 4),
                 "percent": round(100.0 * e.rate / total, 1) if total else 0.0,
                 "errorRate": round(e.errors / e.rate, 4) if e.rate else 0.0,
@@ -141,7 +143,8 @@ def build_graph(view: str, results: Mapping[str, Sequence[Mapping[str, Any]]]) -
             if parent:
                 g.nodes.setdefault(parent, {"id": parent, "kind": "box", "namespace": n["namespace"],
                                             "label": n["app"]})
-        e = g.edges.setdefault(EdgeKey(src["id"], dst["id"]), _Edge())
+        service = f'{_label(m, "destination_service_namespace")}/{_label(m, "destination_service_name")}'
+        e = g.edges.setdefault(EdgeKey(src["id"], dst["id"]), _Edge(service=service))
         e.rate += rate
         code = m.get("response_code", "")
         e.codes[code] = e.codes.get(code, 0.0) + rate
