@@ -155,7 +155,7 @@ spec: {{host: reviews, trafficPolicy: {{tls: {tls}}}, subsets: [{{name: v1, labe
     ctx = tls_ctx(c.transport_socket)
     assert ctx.common_tls_context.tls_certificates[0].certificate_chain.filename == "/c.pem"
     assert not ctx.common_tls_context.HasField("validation_context")
-    c, _ = cluster("{mode: SIMPLE, credentialName: cert}")     # needs SDS from the gateway pillar
+    c, _ = cluster("{mode: SIMPLE, credentialName: cert}")     # sidecars: only with a workloadSelector
     assert not c.HasField("transport_socket")
 
 

@@ -113,7 +113,8 @@ def test_merge_unions_keys_and_full_wins() -> None:
 
 def test_generators_run_for_the_kinds_they_read() -> None:
     assert gen.types_reading({"VirtualService"}) == {LISTENER, ROUTE}
-    assert gen.types_reading({"DestinationRule"}) == {CLUSTER, ENDPOINT, ROUTE}
+    sds = {SECRET} & set(gen.GENERATORS)   # the SDS generator (registered where the control plane starts)
+    assert gen.types_reading({"DestinationRule"}) == {CLUSTER, ENDPOINT, ROUTE} | sds
     assert gen.types_reading({"Deployment", "Namespace"}) == set()
     assert gen.types_reading({"Sidecar"}) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
     assert "VirtualService" in gen.GENERATORS[ROUTE].reads and "VirtualService" not in gen.GENERATORS[

@@ -47,7 +47,8 @@ GATEWAY = Kind("Gateway", NETWORKING, NET_VERSIONS, "gateways", ("gw",),
 VIRTUAL_SERVICE = Kind("VirtualService", NETWORKING, NET_VERSIONS, "virtualservices", ("vs",),
                        read_by=frozenset({"LDS", "RDS"}))
 DESTINATION_RULE = Kind("DestinationRule", NETWORKING, NET_VERSIONS, "destinationrules", ("dr",),
-                        read_by=frozenset({"CDS", "EDS", "RDS"}))   # clusters, locality LB, hash policies
+                        read_by=frozenset({"CDS", "EDS", "RDS", "SDS"}))   # clusters, locality LB, hash
+# policies, and (SDS) the tls.credentialNames gateways' clusters name
 SERVICE_ENTRY = Kind("ServiceEntry", NETWORKING, NET_VERSIONS, "serviceentries", ("se",),
                      feeds_registry=True, read_by=_ALL_XDS)
 WORKLOAD_ENTRY = Kind("WorkloadEntry", NETWORKING, NET_VERSIONS, "workloadentries", ("we",),

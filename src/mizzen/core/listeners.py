@@ -45,7 +45,8 @@ def build_listeners(proxy: Proxy, push: PushContext) -> list[listener_pb2.Listen
 
 
 def generation_warnings(proxy: Proxy, push: PushContext) -> list[str]:
-    """Config that was skipped while building this proxy's listeners (unsupported or conflicting)."""
+    """Config that was skipped while building this proxy's listeners (unsupported or conflicting), and for
+    gateways the DestinationRule credentials their namespace cannot serve."""
     return build_listeners_with_warnings(proxy, push)[1]
 
 
@@ -53,8 +54,10 @@ def build_listeners_with_warnings(proxy: Proxy, push: PushContext) -> tuple[list
     warnings: list[str] = []
     if proxy.is_gateway:
         from mizzen.core import gateway_listeners
+        from mizzen.core.upstream_credentials import credential_problems
 
         out = gateway_listeners.build_gateway_listeners(proxy, push, warnings)
+        warnings.extend(credential_problems(proxy, push))
     elif proxy.interception_mode.upper() == "REDIRECT":
         out = _redirect_listeners(proxy, push, warnings)
     else:

@@ -37,6 +37,7 @@ from mizzen.core.filters import TLS_TRANSPORT, pack
 from mizzen.core.peer_authn import MtlsMode, infer_service_mode
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
+from mizzen.core.upstream_credentials import credential_context
 from mizzen.registry.model import ISTIO_TLS_MODE, Protocol, RegistrySnapshot, Service
 
 __all__ = [
@@ -186,17 +187,19 @@ def _istio_match() -> struct_pb2.Struct:
 def apply_cluster_tls(c: cluster_pb2.Cluster, proxy: Proxy, push: PushContext, svc: Service, port: int,
                       protocol: Protocol | None, subset: str, tls: Mapping[str, Any] | None) -> None:
     """Client TLS of an outbound cluster: the DestinationRule's ``tls`` when it has one (a ``tls`` block
-    without a mode is DISABLE, the proto's default, as in Istio), else auto mTLS. ``credentialName`` needs
-    the gateway SDS generator: such a policy is skipped (warned at apply)."""
+    without a mode is DISABLE, the proto's default, as in Istio), else auto mTLS. ``credentialName`` applies
+    at gateways (:mod:`mizzen.core.upstream_credentials`); sidecars skip such a policy (warned at apply)."""
     mode = "" if tls is None else str(tls.get("mode") or "DISABLE")
     tls = tls or {}
     sni_default = names.outbound_sni(port, subset, svc.hostname)
     if mode == "DISABLE":
         return
     if mode in ("SIMPLE", "MUTUAL"):
+        sni = str(tls.get("sni") or svc.hostname)
         if not tls.get("credentialName"):
-            c.transport_socket.CopyFrom(_socket(_file_context(tls, str(tls.get("sni") or svc.hostname),
-                                                              protocol)))
+            c.transport_socket.CopyFrom(_socket(_file_context(tls, sni, protocol)))
+        elif proxy.is_gateway:
+            c.transport_socket.CopyFrom(_socket(credential_context(tls, sni, protocol)))
         return
     if not proxy.has_sds:
         return

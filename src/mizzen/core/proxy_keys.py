@@ -64,9 +64,9 @@ def locality_inputs(proxy: Proxy, policy: Mapping[str, Any]) -> Hashable:
 
 def cluster_inputs(proxy: Proxy, push: PushContext, dr: Config | None, inline_endpoints: bool) -> Hashable:
     """One outbound service port's clusters: the DestinationRule the proxy's lookup found, the interception
-    mode (local ORIGINAL_DST), whether the proxy has SDS (mTLS), and for DNS clusters, which carry their
-    endpoints inline, the endpoint inputs."""
-    return (rule_identity(dr), proxy.interception_mode.upper(), proxy.has_sds,
+    mode (local ORIGINAL_DST), whether the proxy has SDS (mTLS), whether it is a gateway (DestinationRule
+    ``credentialName``), and for DNS clusters, which carry their endpoints inline, the endpoint inputs."""
+    return (rule_identity(dr), proxy.interception_mode.upper(), proxy.has_sds, proxy.is_gateway,
             endpoint_inputs(proxy, push) if inline_endpoints else None)
 
 

@@ -5,7 +5,8 @@ into Envoy ``Secret`` resources named ``kubernetes://<name>`` (certificate and k
 A gateway proxy gets only Secrets of its own namespace (as istiod authorizes SDS requests by the proxy's
 namespace), and only those its Gateway servers name (:mod:`mizzen.core.gateway_credentials` resolves them;
 the gateway listener builder leaves out a server whose credential cannot be served, so no listener waits
-for a Secret that does not exist). Pure: config in, protobuf out.
+for a Secret that does not exist), plus those its clusters' DestinationRule ``tls.credentialName`` name
+(:mod:`mizzen.core.upstream_credentials`). Pure: config in, protobuf out.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mizzen.core.gateway_credentials import SDS_MODES, credential
 from mizzen.core.gateway_listeners import gateway_servers
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
+from mizzen.core.upstream_credentials import upstream_credentials, upstream_secrets
 from mizzen.xds.resources import SECRET
 
 __all__ = ["SecretGenerator", "build_secrets"]
@@ -37,10 +39,11 @@ def _gateway_credentials(proxy: Proxy, push: PushContext) -> tuple[tuple[str, st
 
 
 def build_secrets(proxy: Proxy, push: PushContext) -> dict[str, Message]:
-    """Every SDS resource the proxy's Gateway servers name that its namespace holds."""
+    """Every SDS resource the proxy's Gateway servers and DestinationRules name that its namespace holds."""
     out: dict[str, Message] = {}
     if not proxy.is_gateway:
         return out
+    out.update(upstream_secrets(proxy, push))
     for name, mode in _gateway_credentials(proxy, push):
         cred = credential(push, proxy.namespace, name, mode)
         if cred.info is None or cred.problem:   # the listener leaves that server out
@@ -71,7 +74,7 @@ class SecretGenerator:
     def proxy_key(self, proxy: Proxy, push: PushContext) -> Hashable:
         if not proxy.is_gateway:
             return None
-        return (proxy.namespace, _gateway_credentials(proxy, push))
+        return (proxy.namespace, _gateway_credentials(proxy, push), upstream_credentials(proxy, push))
 
     def generate(self, proxy: Proxy, push: PushContext, names: Sequence[str] | None) -> Mapping[str, Message]:
         key = self.proxy_key(proxy, push)

@@ -35,6 +35,7 @@ _POLICY = (
     # core.mtls: client TLS (DISABLE / SIMPLE / MUTUAL from files / ISTIO_MUTUAL with SDS, auto mTLS)
     "tls.mode", "tls.caCertificates", "tls.clientCertificate", "tls.privateKey", "tls.sni",
     "tls.subjectAltNames", "tls.insecureSkipVerify",
+    "tls.credentialName",   # at gateways: SDS from a Secret (core.upstream_credentials); not at sidecars
 )
 
 HONOURED: dict[str, tuple[str, ...]] = {

@@ -41,8 +41,6 @@ class Unhonoured:
         return f"{MESSAGE}: {self.reason}"
 
 
-SDS = "Kubernetes secrets over SDS are not supported yet (use certificate files)"
-
 # The four places a DestinationRule traffic policy can be: its own, its port-level settings, and the same
 # in each subset. Entries below apply to each of them.
 POLICY_PATHS = ("spec.trafficPolicy", "spec.trafficPolicy.portLevelSettings[*]",
@@ -65,7 +63,10 @@ _POLICY_PARTS = (
                                                      "consecutive5xxErrors or consecutiveGatewayErrors)"),
     Unhonoured("outlierDetection.outlierDetectionHttpErrorCodes", "custom outlier-detection status codes are "
                                                                   "not translated yet"),
-    Unhonoured("tls.credentialName", f"{SDS}; TLS origination is skipped for this policy (plaintext)"),
+    Unhonoured("tls.credentialName", "honoured at gateways (SDS from the gateway's namespace); at "
+                                     "sidecars it needs a workloadSelector, which Mizzen does not support: "
+                                     "sidecars skip TLS origination for this policy (plaintext)",
+               partial=True),
     Unhonoured("tls.caCrl", "certificate revocation lists are not passed to Envoy yet"),
 )
 _TOP_POLICY_PARTS = (
