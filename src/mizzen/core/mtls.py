@@ -1,7 +1,8 @@
 """Istio mutual TLS on the wire, both ends: the TLS contexts that take the workload certificate (``default``)
 and the roots (``ROOTCA``) over SDS from the proxy's agent (the ``sds-grpc`` cluster), Istio's ALPN values,
-and the client side of a cluster's TLS: a DestinationRule's ``tls`` (DISABLE / SIMPLE / MUTUAL from files /
-ISTIO_MUTUAL) or, when it has none, auto mTLS (Istio's ``buildAutoMtlsSettings``).
+and the client side of a cluster's TLS: a DestinationRule's ``tls`` (DISABLE / SIMPLE / MUTUAL from files,
+or at gateways from a ``credentialName`` (:mod:`mizzen.core.upstream_credentials`) / ISTIO_MUTUAL)
+or, when it has none, auto mTLS (Istio's ``buildAutoMtlsSettings``).
 
 Auto mTLS: an outbound cluster gets ``transport_socket_matches``: endpoints whose metadata says
 ``tlsMode: istio`` (Istio's ``security.istio.io/tlsMode`` endpoint label, set on pods with a sidecar) get
