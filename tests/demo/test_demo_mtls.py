@@ -17,11 +17,13 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from cryptography import x509
-from demo_helpers import MIZZEN, Demo, run_demo
+from demo_helpers import MIZZEN, ROOT, Demo, run_demo
 
 pytestmark = pytest.mark.e2e
 
 UNAVAILABLE = "Ratings service is currently unavailable"
+DETAILS_UNAVAILABLE = "Sorry, product details are currently unavailable for this book."
+REVIEWS_UNAVAILABLE = "Sorry, product reviews are currently unavailable for this book."
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +191,33 @@ def test_readme_mutual_tls_walk(demo: Demo) -> None:
     eventually(lambda: curl(details_url).returncode == 0)
     wide = rows(demo.mizzen("get", "pods", "-n", "bookinfo", "-o", "wide").stdout)
     assert {r[wide[0].index("MTLS")] for r in wide[1:]} == {"PERMISSIVE"}, wide
+
+
+def test_istio_authorization_task_by_principal_over_mtls(demo: Demo) -> None:
+    """Istio's "Authorization for HTTP traffic" task (README "Authorization and JWT", step 3): with the mesh
+    denying everything, details and reviews let productpage's identity in, which they only learn over mTLS."""
+    files = [str(ROOT / "tests" / "fixtures" / "authz" / f) for f in
+             ("allow-nothing.yaml", "productpage-viewer.yaml", "details-reviews-viewer.yaml")]
+    args = [a for f in files for a in ("-f", f)]
+
+    def get() -> httpx.Response:
+        return httpx.get(f"{demo.url}/productpage", trust_env=False, timeout=20)
+
+    def page_whole() -> bool:
+        r = get()
+        missing = DETAILS_UNAVAILABLE in r.text or REVIEWS_UNAVAILABLE in r.text
+        return r.status_code == 200 and not missing
+
+    try:
+        demo.mizzen("apply", *args[:2], "-n", "bookinfo")        # allow nothing: the gateway gets 403
+        eventually(lambda: get().status_code == 403)
+        demo.mizzen("apply", *args[2:4], "-n", "bookinfo")       # productpage 200, details/reviews denied
+        eventually(lambda: get().status_code == 200)
+        r = get()
+        assert DETAILS_UNAVAILABLE in r.text and REVIEWS_UNAVAILABLE in r.text
+        demo.mizzen("apply", *args[4:], "-n", "bookinfo")        # by productpage's principal: the whole page
+        eventually(page_whole)
+        assert all(page_whole() for _ in range(10))
+    finally:
+        demo.mizzen("delete", *args, "-n", "bookinfo", check=False)
+    eventually(lambda: get().status_code == 200)
