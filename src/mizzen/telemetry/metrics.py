@@ -14,8 +14,12 @@ Label values, per side (no per-request Python, nothing per proxy outside LDS):
 - the peer's side over HTTP comes from the peer's headers, moved to dynamic metadata by
   :mod:`mizzen.telemetry.exchange` (``unknown`` when absent);
 - over TCP a client reads the destination from the chosen endpoint's metadata (EDS, shared) and the
-  service from the cluster's metadata (CDS, shared); a server does not learn its TCP peer (``unknown``)
-  until mTLS identities exist;
+  service from the cluster's metadata (CDS, shared); a server learns only its TCP peer's principal (the
+  other source labels are ``unknown``: no address-to-workload map yet);
+- ``connection_security_policy`` and the principals come from the connection's certificates (Envoy's
+  built-in ``%CEL(...)%`` formatter): ``mutual_tls`` with the peer's and own SPIFFE IDs when the server's
+  downstream presented a client certificate, else ``none`` and ``unknown`` (the source reporter: ``unknown``
+  policy, principals of the upstream TLS connection);
 - ``request_protocol`` is ``grpc`` for ``content-type: application/grpc*`` requests (a second logger
   behind a header filter), ``http`` otherwise, ``tcp`` for TCP.
 
@@ -106,6 +110,27 @@ _SERVICE_FROM_CLUSTER = {
     "destination_service_namespace": f"%CLUSTER_METADATA({PEER_METADATA}:service_namespace)%",
 }
 
+# mTLS labels from the connection's certificates (Envoy's CEL formatter, built in): the server sidecar's
+# downstream presented a client certificate (Istio's mutual_tls, else none) and its URI SAN is the source's
+# SPIFFE ID, the local certificate's the destination's; the client side reads the upstream connection's
+# certificates and, as Istio's source reporter, says unknown for the policy. No certificate -> unknown.
+_DOWNSTREAM_MTLS = {
+    "connection_security_policy": "%CEL(connection.mtls ? 'mutual_tls' : 'none')%",
+    "source_principal": "%CEL(connection.mtls ? connection.uri_san_peer_certificate : 'unknown')%",
+    "destination_principal": "%CEL(connection.mtls ? connection.uri_san_local_certificate : 'unknown')%",
+}
+
+
+def _upstream_san(attr: str) -> str:
+    return f"%CEL(has(upstream.{attr}) && upstream.{attr} != '' ? upstream.{attr} : '{UNKNOWN}')%"
+
+
+_UPSTREAM_MTLS = {
+    "connection_security_policy": UNKNOWN,
+    "source_principal": _upstream_san("uri_san_local_certificate"),
+    "destination_principal": _upstream_san("uri_san_peer_certificate"),
+}
+
 # Istio's label order (the stats plugin's)
 _ORDER = ("reporter", "source_workload", "source_canonical_service", "source_canonical_revision",
           "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
@@ -122,19 +147,17 @@ def base_labels(reporter: Reporter, me: PeerLabels, service: ServiceLabels | Non
     labels: dict[str, str] = {"reporter": reporter.value}
     if reporter is Reporter.DESTINATION:
         labels |= _peer_constant("destination", me)
-        # over TCP the server learns nothing of its peer until mTLS identities exist
+        # over TCP the server knows only its peer's principal (below); no address-to-workload map yet
         labels |= {f"source_{f}": UNKNOWN for f in PEER_FIELDS} if tcp else _peer_from_metadata("source")
         svc = service or ServiceLabels()
         labels |= {"destination_service": svc.host, "destination_service_name": svc.name,
                    "destination_service_namespace": svc.namespace}
-        labels["connection_security_policy"] = "none"     # plaintext until mTLS (Istio: mutual_tls)
+        labels |= _DOWNSTREAM_MTLS
     else:
         labels |= _peer_constant("source", me)
         labels |= _peer_from_endpoint("destination") if tcp else _peer_from_metadata("destination")
         labels |= _SERVICE_FROM_CLUSTER
-        labels["connection_security_policy"] = UNKNOWN    # what Istio's source reporter says
-    labels["source_principal"] = UNKNOWN
-    labels["destination_principal"] = UNKNOWN
+        labels |= _UPSTREAM_MTLS
     labels["response_flags"] = "%RESPONSE_FLAGS%"
     return labels
 
