@@ -238,7 +238,14 @@ def test_prometheus_discovers_pods_with_istio_labels(demo: Demo) -> None:
     assert (labels["app"], labels["version"], labels["namespace"]) == ("reviews", "v2", "bookinfo")
     # Istio's injector annotations: the agent's merged endpoint
     assert reviews[0]["scrapeUrl"].endswith(":15020/stats/prometheus"), reviews[0]["scrapeUrl"]
-    assert any(p.startswith("istio-ingressgateway-") for p in by_pod), sorted(by_pod)
+    # productpage is annotated for its own metrics: merged by its agent, scraped there (Istio's merging)
+    [productpage] = [t for p, t in by_pod.items() if p.startswith("productpage-v1-")]
+    assert productpage["scrapeUrl"].endswith(":15020/stats/prometheus"), productpage["scrapeUrl"]
+    # every proxy's merged endpoint answers, the ingress gateway's too (on its own pod address)
+    proxies = {p: t for p, t in by_pod.items() if t["scrapeUrl"].endswith(":15020/stats/prometheus")}
+    assert any(p.startswith("istio-ingressgateway-") for p in proxies), sorted(by_pod)
+    assert len(proxies) == 8, sorted(proxies)           # six Bookinfo pods and the two gateways
+    assert all(t["health"] == "up" for t in proxies.values()), {p: t["lastError"] for p, t in proxies.items()}
     # the kubelet's cAdvisor job: the runner's /metrics/cadvisor, with the API token from its 0600 file
     cadvisor = [t for t in targets if t["labels"]["job"] == "kubernetes-nodes-cadvisor"]
     assert len(cadvisor) == 1 and cadvisor[0]["health"] == "up", cadvisor

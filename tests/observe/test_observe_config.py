@@ -37,10 +37,14 @@ def test_pods_become_target_groups_labelled_like_kubernetes_sd() -> None:
         pod("plain-1", "127.20.0.6", {"app": "plain"}, ["plain"]),
         pod("own-1", "127.20.0.7", {"app": "own"}, ["own", "istio-proxy"],
             {"prometheus.io/scrape": "true", "prometheus.io/port": "9999"}),
+        pod("off-1", "127.20.0.8", {"app": "off"}, ["off", "istio-proxy"], {"prometheus.io/scrape": "false"}),
+        pod("nomerge-1", "127.20.0.9", {"app": "nomerge"}, ["nomerge", "istio-proxy"],
+            {"prometheus.io/scrape": "true", "prometheus.io/port": "9998",
+             "prometheus.istio.io/merge-metrics": "false"}),
         pod("pending-1", "", {"app": "pending"}, ["x"], phase="Pending"),
     ])
     by_pod = {g["labels"]["__meta_kubernetes_pod_name"]: g for g in groups}
-    assert sorted(by_pod) == ["own-1", "plain-1", "reviews-v2-abc"]      # no pod IP: not a target
+    assert sorted(by_pod) == ["nomerge-1", "off-1", "own-1", "plain-1", "reviews-v2-abc"]   # no pod IP: none
     reviews = by_pod["reviews-v2-abc"]
     assert reviews["targets"] == ["127.20.0.5"]
     labels = reviews["labels"]
@@ -51,9 +55,18 @@ def test_pods_become_target_groups_labelled_like_kubernetes_sd() -> None:
     assert labels["__meta_kubernetes_pod_annotation_prometheus_io_port"] == "15020"
     assert labels["__meta_kubernetes_pod_annotation_prometheus_io_path"] == "/stats/prometheus"
     assert "__meta_kubernetes_pod_annotation_prometheus_io_scrape" not in by_pod["plain-1"]["labels"]
+    # an injected pod annotated for its app's metrics (Bookinfo's productpage): Istio's metrics merging
+    # points Prometheus at the agent, which serves the app's metrics too (its own annotations are the agent's)
     own = by_pod["own-1"]["labels"]
-    assert own["__meta_kubernetes_pod_annotation_prometheus_io_port"] == "9999"
-    assert "__meta_kubernetes_pod_annotation_prometheus_io_path" not in own    # the pod's own win
+    assert own["__meta_kubernetes_pod_annotation_prometheus_io_port"] == "15020"
+    assert own["__meta_kubernetes_pod_annotation_prometheus_io_path"] == "/stats/prometheus"
+    # opted out of scraping or of merging: the pod's own annotations stay
+    off = by_pod["off-1"]["labels"]
+    assert off["__meta_kubernetes_pod_annotation_prometheus_io_scrape"] == "false"
+    assert "__meta_kubernetes_pod_annotation_prometheus_io_port" not in off
+    nomerge = by_pod["nomerge-1"]["labels"]
+    assert nomerge["__meta_kubernetes_pod_annotation_prometheus_io_port"] == "9998"
+    assert "__meta_kubernetes_pod_annotation_prometheus_io_path" not in nomerge
 
 
 def test_targets_file_is_replaced_only_when_it_changes(tmp_path: Path) -> None:

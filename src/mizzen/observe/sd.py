@@ -5,11 +5,14 @@ labels Kubernetes' pod discovery (``kubernetes_sd_configs: role: pod``) gives, s
 path. Pure: no I/O besides :func:`write_targets`, which replaces the file atomically (Prometheus re-reads it
 on change).
 
-Istio's injector annotates every injected pod ``prometheus.io/scrape: "true"``, ``prometheus.io/port:
-"15020"``, ``prometheus.io/path: /stats/prometheus`` (the agent's merged endpoint); a pod with an
-``istio-proxy`` container and no ``prometheus.io/*`` annotation of its own gets those here, as it would from
-the injector. A pod without a pod IP, or in a phase Prometheus drops, is still listed with its phase (the
-relabelling drops it, as in Kubernetes)."""
+Istio's injector (metrics merging, ``applyPrometheusMerge``) annotates every injected pod
+``prometheus.io/scrape: "true"``, ``prometheus.io/port: "15020"``, ``prometheus.io/path: /stats/prometheus``
+(the agent's merged endpoint, which also serves the app's own metrics from its original annotations); a pod
+with an ``istio-proxy`` container gets those here, as it would from the injector, unless it opts out
+(``prometheus.io/scrape: "false"`` or ``prometheus.istio.io/merge-metrics: "false"``: kept as is).
+
+A pod without a pod IP, or in a phase Prometheus drops, is still listed with its phase (the relabelling
+drops it, as in Kubernetes)."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ MERGED_METRICS_PORT = 15020
 MERGED_METRICS_PATH = "/stats/prometheus"
 INJECTED_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/port": str(MERGED_METRICS_PORT),
                         "prometheus.io/path": MERGED_METRICS_PATH}
+MERGE_ANNOTATION = "prometheus.istio.io/merge-metrics"
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -41,7 +45,9 @@ def _annotations(pod: Mapping[str, Any]) -> dict[str, str]:
     out = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
     containers = (pod.get("spec") or {}).get("containers") or []
     injected = any(c.get("name") == PROXY_CONTAINER for c in containers)
-    if injected and not any(k.startswith("prometheus.io/") for k in out):
+    opted_out = out.get("prometheus.io/scrape", "").lower() == "false" or \
+        out.get(MERGE_ANNOTATION, "").lower() == "false"
+    if injected and not opted_out:
         out.update(INJECTED_ANNOTATIONS)
     return out
 

@@ -327,7 +327,9 @@ class LocalRunner:
         for gw in self.gateways:
             out.append(PodStatus(
                 name=gw.spec.name, namespace=gw.spec.namespace, deployment=self._gateway_deployment(gw),
-                pod_ip=gw.spec.ip, app_host="", phase="Running" if gw.running else "Pending",
+                # the pod's own address (its agent's 15004/15020/15090), not where it publishes its ports
+                pod_ip=gw.spec.effective_admin_host, app_host="",
+                phase="Running" if gw.running else "Pending",
                 ready=gw.running, registered=gw.spec.name in self._registered_gateways, restarts=0,
                 sidecar="running" if gw.running else "down",
                 sidecar_restarts=gw.restarts, labels=dict(gw.spec.labels),
