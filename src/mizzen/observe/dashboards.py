@@ -127,9 +127,12 @@ def render_result(result: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _format(values: Sequence[str]) -> str:
+    """Grafana's Prometheus interpolation of a multi-value variable (``prometheusSpecialRegexEscape``): each
+    value regex-escaped, then written as a PromQL string, whose own escaping doubles every backslash (PromQL
+    has no string escape for a dot: a single backslash before one is a parse error)."""
     if len(values) == 1:
         return values[0]
-    return "(" + "|".join(_REGEX_SPECIAL.sub(r"\\\1", v) for v in values) + ")"
+    return "(" + "|".join(_REGEX_SPECIAL.sub(r"\\\1", v).replace("\\", "\\\\") for v in values) + ")"
 
 
 def interpolate(expr: str, values: Mapping[str, Sequence[str]], rate_interval: str = "1m") -> str:
