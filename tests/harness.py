@@ -266,25 +266,27 @@ class Mesh:
         register: bool = True,
         sidecar: bool = False,
         locality: str = "",
+        service_account: str = "default",
     ) -> Backend:
         """Start an in-process backend on a fresh IP and register it as a workload (labels app/version).
 
         With ``sidecar=True`` the workload gets its own sidecar Envoy, like an injected pod: the workload
         address (pod IP) is the sidecar's, whose inbound listener forwards to the app on a second private IP
-        (``backend.ip``); the agent is in ``backend.sidecar``.
+        (``backend.ip``); the agent is in ``backend.sidecar``. ``service_account``: the pod's (its identity
+        with ``Mesh(identities=True)``).
         """
         ip = alloc_ip()
         pod_ip = alloc_ip() if sidecar else ip
         labels = dict(labels or {"app": service, "version": version})
         b = Backend(service=service, version=version, namespace=namespace,
                     pod=pod or f"{service}-{version}-{ip.rsplit('.', 2)[1]}x{ip.rsplit('.', 1)[1]}",
-                    ip=ip, port=port, labels=labels, locality=locality)
+                    ip=ip, port=port, labels=labels, locality=locality, service_account=service_account)
         await b.start()
         self._stack.push_async_callback(b.stop)
         self.backends.append(b)
         if sidecar:
             b.sidecar = await self.sidecar(namespace, b.pod, labels, ip=pod_ip, app_host=ip,
-                                           locality=locality)
+                                           locality=locality, service_account=service_account)
         if register:
             self.cp.register_workload(b.workload(pod_ip))
             self._stack.callback(self.cp.remove_workload, b.namespace, b.pod)
@@ -316,13 +318,16 @@ class Mesh:
         app_host: str = "127.0.0.1",
         ready_timeout: float = 20.0,
         locality: str = "",
+        service_account: str = "default",
     ) -> Agent:
         """A sidecar Envoy on a fresh IP; outbound HTTP goes through ``<ip>:15080`` (see client_via).
-        ``locality`` (region/zone/subzone) is the proxy's own locality, for locality load balancing."""
+        ``locality`` (region/zone/subzone) is the proxy's own locality, for locality load balancing;
+        ``service_account`` the pod's (its SPIFFE identity with ``Mesh(identities=True)``)."""
         ip = ip or alloc_ip()
         spec = ProxySpec(type=ProxyType.SIDECAR, ip=ip, namespace=namespace, name=name,
                          admin_port=AGENT_ADMIN_PORT, xds_port=self.cp.xds_port, labels=dict(labels or {}),
-                         app_host=app_host, http_proxy_port=HTTP_PROXY_PORT, locality=locality)
+                         app_host=app_host, http_proxy_port=HTTP_PROXY_PORT, locality=locality,
+                         service_account=service_account)
         return await self._agent(spec, ready_timeout)
 
     async def gateway(

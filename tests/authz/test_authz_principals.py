@@ -1,8 +1,9 @@
 """The peer-identity rows (principals, namespaces, serviceAccounts, trustDomains, source.principal,
 source.namespace, and their ``not*`` forms) with real certificates from ``security.ca`` and a real Envoy: the
 inbound listener Mizzen generates for a sidecar, with the policies' RBAC filters, gets a TLS transport
-socket set up here (sidecar mTLS is issue 10's), and clients present SPIFFE certificates of different
-identities (or none). One ALLOW rule per path, so one Envoy answers every row."""
+socket set up here, and clients present SPIFFE certificates of different identities (or none), which
+covers serviceAccounts/trustDomains too. One ALLOW rule per path, so one Envoy answers every row. The same
+rows through real sidecars and the mesh's auto mTLS: test_authz_mtls.py."""
 
 from __future__ import annotations
 

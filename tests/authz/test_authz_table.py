@@ -2,7 +2,7 @@
 with real requests through real Envoys fed by the real control plane: a client sidecar calling the server's
 sidecar (HTTP), direct requests from chosen source addresses (ipBlocks), and a TCP (tcp_proxy) port for the
 network RBAC filter. Principal/namespace rows here are the plaintext half (no peer identity -> no match);
-the mTLS half needs sidecar certificates (issue 10).
+the mTLS half, through sidecars with the mesh's own certificates, is test_authz_mtls.py.
 """
 
 from __future__ import annotations
