@@ -1,7 +1,9 @@
 """The README's walk of Istio's authorization and JWT tasks, with the same policy files
-(tests/fixtures/authz), through a real ingress gateway and sidecars: deny-all, allow productpage GET,
-details/reviews by the caller's principal (denied until sidecars have mTLS identities), deny by header,
-ipBlocks at the ingress gateway, JWT at the ingress gateway with Istio's sample JWKS served locally."""
+(tests/fixtures/authz), through a real ingress gateway and sidecars that have workload identities from the
+control plane's CA and talk auto mTLS, as the demo's (``Mesh(identities=True)``, Bookinfo's service
+accounts): deny-all, allow productpage GET, details/reviews by the caller's principal (productpage's GET
+passes, its POST and another workload's GET are denied), deny by header, ipBlocks at the ingress gateway,
+JWT at the ingress gateway with Istio's sample JWKS served locally."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from authz_kit import DEMO_JWT, JWKS
 from test_authz_jwt import TAMPERED
 
 from harness import Mesh, eventually, free_port
+from mizzen.agent.envoy import Agent
+from mizzen.registry.model import ISTIO_TLS_MODE, TLS_MODE_LABEL
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +35,11 @@ apiVersion: v1
 kind: Service
 metadata: {name: details, labels: {app: details}}
 spec: {ports: [{port: 9080, name: http}], selector: {app: details}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, labels: {app: reviews}}
+spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
 """
 
 
@@ -56,12 +65,22 @@ async def jwks_port() -> AsyncIterator[int]:
         await runner.cleanup()
 
 
+@pytest.fixture
+async def mesh() -> AsyncIterator[Mesh]:
+    """A mesh whose proxies have identities (CA, SDS, auto mTLS), as ``mizzen demo`` runs them."""
+    async with Mesh(identities=True) as m:
+        yield m
+
+
 async def test_istio_authorization_tasks_on_bookinfo(mesh: Mesh, jwks_port: int) -> None:
     await mesh.apply_yaml(SERVICES, namespace=NS)
     await mesh.apply_yaml(GATEWAY.read_text(), namespace=NS)
-    await mesh.backend("productpage", namespace=NS, sidecar=True)
-    await mesh.backend("details", namespace=NS, sidecar=True)
-    caller = await mesh.sidecar(NS, "productpage-v1-caller", {"app": "productpage", "version": "v1"})
+    for app in ("productpage", "details", "reviews"):     # injected pods: Bookinfo's service accounts
+        await mesh.backend(app, namespace=NS, sidecar=True, service_account=f"bookinfo-{app}",
+                           labels={"app": app, "version": "v1", TLS_MODE_LABEL: ISTIO_TLS_MODE})
+    caller = await mesh.sidecar(NS, "productpage-v1-caller", {"app": "productpage", "version": "v1"},
+                                service_account="bookinfo-productpage")
+    sleep = await mesh.sidecar(NS, "sleep-v1-caller", {"app": "sleep"}, service_account="sleep")
     gw = await mesh.gateway()
     await mesh.wait_synced(timeout=15)
 
@@ -96,14 +115,23 @@ async def test_istio_authorization_tasks_on_bookinfo(mesh: Mesh, jwks_port: int)
     await apply("productpage-viewer.yaml")
     await expect(200)
     await expect(403, method="POST")
-    # 3. details/reviews by the caller's principal: plaintext carries no principal, so still denied
-    await apply("details-reviews-viewer.yaml")
 
-    async def details_from_productpage() -> None:
-        async with mesh.client_via(caller) as c:
-            r = await c.get("http://details:9080/details/0")
-        assert r.status_code == 403 and r.text == "RBAC: access denied", r.text
-    await eventually(details_from_productpage, timeout=10, interval=0.2)
+    async def call(who: Agent, url: str, status: int, method: str = "GET") -> None:
+        async def once() -> None:
+            async with mesh.client_via(who) as c:
+                r = await c.request(method, url)
+            assert r.status_code == status, (url, method, r.status_code, r.text)
+            if status == 403:
+                assert r.text == "RBAC: access denied"
+        await eventually(once, timeout=10, interval=0.2)
+
+    await call(caller, "http://details:9080/details/0", 403)     # allow-nothing still covers details
+    # 3. details/reviews by the caller's principal, which productpage's sidecar proves over mTLS
+    await apply("details-reviews-viewer.yaml")
+    for url in ("http://details:9080/details/0", "http://reviews:9080/reviews/0"):
+        await call(caller, url, 200)
+        await call(caller, url, 403, method="POST")
+        await call(sleep, url, 403)                                # another principal
     for name in ("details-reviews-viewer.yaml", "productpage-viewer.yaml", "allow-nothing.yaml"):
         await delete(name)
 
