@@ -2,8 +2,8 @@
 (tests/fixtures/authz), through a real ingress gateway and sidecars that have workload identities from the
 control plane's CA and talk auto mTLS, as the demo's (``Mesh(identities=True)``, Bookinfo's service
 accounts): deny-all, allow productpage GET, details/reviews by the caller's principal (productpage's GET
-passes, its POST and another workload's GET are denied), deny by header, ipBlocks at the ingress gateway,
-JWT at the ingress gateway with Istio's sample JWKS served locally."""
+passes, its POST and another workload's GET are denied), ratings by reviews' principal, deny by header,
+ipBlocks at the ingress gateway, JWT at the ingress gateway with Istio's sample JWKS served locally."""
 
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ apiVersion: v1
 kind: Service
 metadata: {name: reviews, labels: {app: reviews}}
 spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, labels: {app: ratings}}
+spec: {ports: [{port: 9080, name: http}], selector: {app: ratings}}
 """
 
 
@@ -75,11 +80,13 @@ async def mesh() -> AsyncIterator[Mesh]:
 async def test_istio_authorization_tasks_on_bookinfo(mesh: Mesh, jwks_port: int) -> None:
     await mesh.apply_yaml(SERVICES, namespace=NS)
     await mesh.apply_yaml(GATEWAY.read_text(), namespace=NS)
-    for app in ("productpage", "details", "reviews"):     # injected pods: Bookinfo's service accounts
+    for app in ("productpage", "details", "reviews", "ratings"):   # injected pods, Bookinfo's accounts
         await mesh.backend(app, namespace=NS, sidecar=True, service_account=f"bookinfo-{app}",
                            labels={"app": app, "version": "v1", TLS_MODE_LABEL: ISTIO_TLS_MODE})
     caller = await mesh.sidecar(NS, "productpage-v1-caller", {"app": "productpage", "version": "v1"},
                                 service_account="bookinfo-productpage")
+    reviewer = await mesh.sidecar(NS, "reviews-v1-caller", {"app": "reviews", "version": "v1"},
+                                  service_account="bookinfo-reviews")
     sleep = await mesh.sidecar(NS, "sleep-v1-caller", {"app": "sleep"}, service_account="sleep")
     gw = await mesh.gateway()
     await mesh.wait_synced(timeout=15)
@@ -132,7 +139,14 @@ async def test_istio_authorization_tasks_on_bookinfo(mesh: Mesh, jwks_port: int)
         await call(caller, url, 200)
         await call(caller, url, 403, method="POST")
         await call(sleep, url, 403)                                # another principal
-    for name in ("details-reviews-viewer.yaml", "productpage-viewer.yaml", "allow-nothing.yaml"):
+    # 4. ratings by reviews' principal
+    ratings = "http://ratings:9080/ratings/0"
+    await call(reviewer, ratings, 403)
+    await apply("ratings-viewer.yaml")
+    await call(reviewer, ratings, 200)
+    await call(caller, ratings, 403)
+    for name in ("ratings-viewer.yaml", "details-reviews-viewer.yaml", "productpage-viewer.yaml",
+                 "allow-nothing.yaml"):
         await delete(name)
 
     # deny by header
