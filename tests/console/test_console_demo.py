@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from browser import browser_page, needs_chromium, screenshot
-from demo_helpers import ROOT, Demo, free_port, run_demo
+from demo_helpers import ROOT, Demo, free_port, run_demo, wait_all_targets_up
 
 from mizzen.observe.jaeger import find_binary as find_jaeger
 from mizzen.observe.prometheus import find_binary as find_prometheus
@@ -35,6 +35,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         d.mizzen("apply", "-n", "bookinfo", "-f", str(NET / "destination-rule-all.yaml"))
         d.mizzen("apply", "-n", "bookinfo", "-f", str(NET / "virtual-service-reviews-80-20.yaml"))
         wait_all_synced(d)   # no page before the split is in force: the graph's window sees only 80/20
+        with httpx.Client(trust_env=False, timeout=10) as c:   # traffic before a first scrape would not show
+            wait_all_targets_up(c, d.mizzen("dashboard", "prometheus").stdout.strip())
         with httpx.Client(trust_env=False, timeout=20) as c:
             for _ in range(PAGES):
                 assert c.get(f"{d.url}/productpage").status_code == 200

@@ -198,3 +198,16 @@ def stop_demo(proc: subprocess.Popen[str], timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def wait_all_targets_up(client: httpx.Client, url: str, timeout: float = 60) -> None:
+    """Until every discovered target has been scraped up a few times. Traffic sent before a pod's first
+    scrape is already in that first sample, so rate() over the window would never show it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        targets = client.get(f"{url}/api/v1/targets").json()["data"]["activeTargets"]
+        if targets and all(t["health"] == "up" for t in targets):
+            time.sleep(2.5)          # two more scrapes at the tests' 1 s interval
+            return
+        assert time.monotonic() < deadline, [(t["scrapeUrl"], t["health"]) for t in targets]
+        time.sleep(0.5)

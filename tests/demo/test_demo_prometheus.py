@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from demo_helpers import ROOT, Demo, free_port, run_demo
+from demo_helpers import ROOT, Demo, free_port, run_demo, wait_all_targets_up
 
 from mizzen.observe import dashboards as dash
 from mizzen.observe.prometheus import find_binary
@@ -324,6 +324,8 @@ def expand(client: httpx.Client, url: str, board: dict[str, Any], fixed: dict[st
                                          "are not on this branch yet")
 def test_mesh_service_workload_dashboards_return_data(demo: Demo) -> None:   # pragma: no cover - see skip
     url = prom_url(demo)
+    with httpx.Client(trust_env=False, timeout=10) as c:
+        wait_all_targets_up(c, url)
     drive(demo)
     drive_tcp(demo)
     drive_plaintext(demo)
