@@ -200,14 +200,19 @@ def stop_demo(proc: subprocess.Popen[str], timeout: float = 30) -> None:
             proc.wait()
 
 
-def wait_all_targets_up(client: httpx.Client, url: str, timeout: float = 60) -> None:
-    """Until every discovered target has been scraped up a few times. Traffic sent before a pod's first
-    scrape is already in that first sample, so rate() over the window would never show it."""
+def wait_all_targets_up(client: httpx.Client, url: str, timeout: float = 60,
+                        pods: tuple[str, ...] = ()) -> None:
+    """Until every discovered target has been scraped up a few times, and a target exists for each pod-name
+    prefix in ``pods`` (a pod started just now is discovered on the next file-SD refresh). Traffic sent
+    before a pod's first scrape is already in that first sample, so rate() over the window would never
+    show it."""
     deadline = time.monotonic() + timeout
     while True:
         targets = client.get(f"{url}/api/v1/targets").json()["data"]["activeTargets"]
-        if targets and all(t["health"] == "up" for t in targets):
+        names = [t.get("labels", {}).get("pod", "") for t in targets]
+        missing = [p for p in pods if not any(n.startswith(p) for n in names)]
+        if targets and not missing and all(t["health"] == "up" for t in targets):
             time.sleep(2.5)          # two more scrapes at the tests' 1 s interval
             return
-        assert time.monotonic() < deadline, [(t["scrapeUrl"], t["health"]) for t in targets]
+        assert time.monotonic() < deadline, (missing, [(t["scrapeUrl"], t["health"]) for t in targets])
         time.sleep(0.5)

@@ -188,9 +188,8 @@ spec:
 """
 
 
-def drive_tcp(demo: Demo) -> None:
-    """Istio's tcp-echo (a Python stand-in for its image), called in plaintext from outside the mesh on its
-    pod IP (its sidecar's inbound listener)."""
+def deploy_tcp_echo(demo: Demo) -> str:
+    """Istio's tcp-echo (a Python stand-in for its image) in the demo; returns its ready pod's IP."""
     manifest = demo.state / "tcp-echo.yaml"
     manifest.write_text(TCP_ECHO)
     demo.mizzen("apply", "-n", "bookinfo", "-f", str(manifest))
@@ -200,14 +199,28 @@ def drive_tcp(demo: Demo) -> None:
         ready = [p for p in items if p["metadata"]["name"].startswith("tcp-echo-v1-")
                  and all(c["ready"] for c in p["status"]["containerStatuses"])]
         if ready:
-            ip = ready[0]["status"]["podIP"]
-            break
+            return str(ready[0]["status"]["podIP"])
         assert time.monotonic() < deadline, items
         time.sleep(0.5)
+
+
+def drive_tcp(ip: str) -> None:
+    """tcp-echo called in plaintext from outside the mesh on its pod IP (its sidecar's inbound listener)."""
     for i in range(5):
         with socket.create_connection((ip, 9000), timeout=5) as s:
             s.sendall(f"world {i}\n".encode())
             assert s.makefile("rb").readline() == f"hello world {i}\n".encode()
+
+
+def wait_series(client: httpx.Client, url: str, selector: str, timeout: float = 60) -> None:
+    """Until Prometheus holds at least two samples of ``selector`` in the last minute (irate needs two)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = run(client, url, f"count_over_time({selector}[1m])")
+        if result and max(float(r["value"][1]) for r in result) >= 2:
+            return
+        assert time.monotonic() < deadline, f"Prometheus has no two samples of {selector}"
+        time.sleep(0.5)
 
 
 BOOKINFO_PATHS = {"productpage": "/productpage", "details": "/details/0", "reviews": "/reviews/0",
@@ -324,10 +337,11 @@ def expand(client: httpx.Client, url: str, board: dict[str, Any], fixed: dict[st
                                          "are not on this branch yet")
 def test_mesh_service_workload_dashboards_return_data(demo: Demo) -> None:   # pragma: no cover - see skip
     url = prom_url(demo)
+    tcp_echo_ip = deploy_tcp_echo(demo)
     with httpx.Client(trust_env=False, timeout=10) as c:
-        wait_all_targets_up(c, url)
+        wait_all_targets_up(c, url, pods=("tcp-echo-v1-",))
     drive(demo)
-    drive_tcp(demo)
+    drive_tcp(tcp_echo_ip)
     drive_plaintext(demo)
     services = [f"{s}.bookinfo.svc.cluster.local"
                 for s in ("productpage", "details", "reviews", "ratings", "tcp-echo")]
@@ -335,6 +349,8 @@ def test_mesh_service_workload_dashboards_return_data(demo: Demo) -> None:   # p
                  "tcp-echo-v1"]
     with httpx.Client(trust_env=False, timeout=10) as c:
         wait_scraped(c, url)
+        wait_series(c, url, 'istio_tcp_received_bytes_total{reporter="destination", '
+                            'destination_service="tcp-echo.bookinfo.svc.cluster.local"}')
         time.sleep(3)
         queries = [(f"mesh {q.panel}", dash.interpolate(q.expr, {}, RATE)) for q in dash.panel_queries(
             dash.load(DASHBOARDS / "istio-mesh-dashboard.gen.json"), "mesh")]
