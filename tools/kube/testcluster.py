@@ -207,16 +207,25 @@ class Network:
     def netns(self) -> str:
         return f"{self.tag}-cp"
 
-    def up(self) -> None:
-        for slot in range(SLOTS):   # creating the bridge claims the slot (atomic: it fails if it exists)
-            self.addr = Addresses(slot)
-            r = subprocess.run(["ip", "link", "add", f"{self.tag}br", "type", "bridge"],
-                               capture_output=True, text=True, timeout=10)
-            if r.returncode == 0:
-                break
-        else:
-            raise RuntimeError(f"all {SLOTS} test-cluster slots are taken (bridges {self.tag_prefix}0br..): "
-                               "stop the other clusters or remove leftovers with `ip link del`")
+    def up(self, slot_wait_s: float = float(os.environ.get("MIZZEN_KUBE_SLOT_WAIT", "600"))) -> None:
+        # creating the bridge claims a slot (atomic: it fails if it exists); when every slot is taken (other
+        # test runs on this machine), wait for one to be freed, bounded by ``slot_wait_s``
+        deadline = time.monotonic() + slot_wait_s
+        while True:
+            for slot in range(SLOTS):
+                self.addr = Addresses(slot)
+                r = subprocess.run(["ip", "link", "add", f"{self.tag}br", "type", "bridge"],
+                                   capture_output=True, text=True, timeout=10)
+                if r.returncode == 0:
+                    break
+            else:
+                if time.monotonic() < deadline:
+                    time.sleep(2)
+                    continue
+                raise RuntimeError(f"all {SLOTS} test-cluster slots are taken (bridges "
+                                   f"{self.tag_prefix}0br..) for {slot_wait_s:.0f} s: stop the other "
+                                   "clusters or remove leftovers with `ip link del`")
+            break
         br, host_end, ns_end = f"{self.tag}br", f"{self.tag}cph", f"{self.tag}cpn"
         self.created.append(("link", br))
         if Path(f"/run/netns/{self.netns}").exists():   # a leftover of a killed run in this slot
