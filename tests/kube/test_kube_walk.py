@@ -20,12 +20,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from kube_harness import ROOT, SAMPLES, UNAVAILABLE, nodeagent
+from kube_harness import ROOT, SAMPLES, UNAVAILABLE, nodeagent, wait_for
 from walk_world import (
     MIZZEN,
     SYSTEM_NS,
@@ -38,6 +39,10 @@ from walk_world import (
 )
 
 import seed_checks
+from mizzen.kube.webhooks.configuration import (
+    DEFAULT_VALIDATOR_NAME,
+    default_validating_webhook_configuration,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")]
 
@@ -129,6 +134,10 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
     try:
         cp.start()
         _ensure_namespace(w, SYSTEM_NS)
+        # Istio's istiod-default-validator, installed fail-open; the control plane's patcher writes its
+        # caBundle and flips it to Fail once its webhook answers
+        w.kubectl("create", "-f", "-", stdin=json.dumps(default_validating_webhook_configuration(
+            SYSTEM_NS, url=cp.webhook_url)))
         w.kubectl("create", "namespace", NS)
         w.kubectl("label", "namespace", NS, "istio-injection=enabled")
         bookinfo = BOOKINFO.read_text()
@@ -139,6 +148,7 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
         print(f"walk set up in {time.monotonic() - t0:.1f} s (injected by: {w.injected_by or 'nothing'})")
         yield w
     finally:
+        c.kubectl("delete", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME, "--ignore-not-found")
         for ns in (NS, DEMO):
             c.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false")
         c.kubectl("delete", "-n", SYSTEM_NS, "deployment/istio-ingressgateway",
@@ -331,13 +341,33 @@ def test_section5_converted_ingress_north_south_and_east_west(walk: Walk) -> Non
     until(only_v1, timeout=60)
 
 
-def test_invalid_virtual_service_is_refused(walk: Walk) -> None:
-    hooks = walk.json("get", "validatingwebhookconfigurations")["items"]
-    if not any(h["metadata"]["name"].startswith("istio-validator") for h in hooks):
-        pytest.skip("no validating webhook in this branch (kwebhook)")
-    bad = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad}\n"
-           "spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: -1}]}]}\n")
+INVALID_VS = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bad-reviews}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v1}, weight: 200}]}]
+"""
+
+
+def test_invalid_virtual_service_is_refused(walk: Walk, tmp_path: Path) -> None:
+    def fail_closed() -> bool:
+        (hook,) = walk.json("get", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME)["webhooks"]
+        return hook["failurePolicy"] == "Fail" and "caBundle" in hook["clientConfig"]
+    wait_for(fail_closed, timeout=30, what="the validator patched (caBundle, failurePolicy Fail)")
+    # what `mizzen validate` says about it, minus its file:line prefix
+    (tmp_path / "bad.yaml").write_text(INVALID_VS)
+    v = subprocess.run([MIZZEN, "validate", "-n", NS, "-f", str(tmp_path / "bad.yaml")], capture_output=True,
+                       text=True, timeout=60)
+    lines = [ln.split(": ", 1)[1] for ln in (v.stdout + v.stderr).splitlines()
+             if ln.startswith(str(tmp_path / "bad.yaml"))]
+    assert v.returncode == 1 and lines, v.stdout + v.stderr
     kubectl = [str(walk.cluster.bin / "kubectl"), "--kubeconfig", str(walk.cluster.kubeconfig)]
-    r = subprocess.run([*kubectl, "apply", "-n", NS, "-f", "-"],
-                       input=bad, capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0 and "weight" in r.stderr, r.stderr
+    r = subprocess.run([*kubectl, "apply", "-n", NS, "-f", "-"], input=INVALID_VS, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode != 0, r.stdout
+    assert 'admission webhook "validation.istio.io" denied the request' in r.stderr, r.stderr
+    for line in lines:
+        assert line in r.stderr, (line, r.stderr)
+    assert "bad-reviews" not in walk.kubectl("get", "virtualservices", "-n", NS, "-o", "name")

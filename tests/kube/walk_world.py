@@ -47,12 +47,18 @@ class HostControlPlane:
         self.xds_port = free_port(self.host)
         self.tls_port = free_port(self.host)
         self.http_port = free_port("127.0.0.1")
+        self.webhook_port = free_port(self.host)
         self.dir = Path(tempfile.mkdtemp(prefix="mizzen-walk-cp-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def xds(self) -> str:
         return f"{self.host}:{self.xds_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        """The validating webhook (a ``url:`` client config: the API server reaches the host's bridge)."""
+        return f"https://{self.host}:{self.webhook_port}/validate"
 
     @property
     def http_url(self) -> str:
@@ -67,7 +73,8 @@ class HostControlPlane:
         self.proc = subprocess.Popen(
             [MIZZEN, "controlplane", "--kubeconfig", str(self.cluster.kubeconfig), "--state-dir",
              str(self.dir / "state"), "--xds-host", self.host, "--xds-port", str(self.xds_port),
-             "--xds-tls-port", str(self.tls_port), "--http-port", str(self.http_port)],
+             "--xds-tls-port", str(self.tls_port), "--http-port", str(self.http_port),
+             "--webhook-port", str(self.webhook_port), "--webhook-host", self.host],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MIZZEN_TOKEN": ""})
         log.close()
         deadline = time.monotonic() + timeout
