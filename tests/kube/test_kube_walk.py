@@ -132,8 +132,8 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
     webhook = False   # no injection webhook in this branch yet
     w = Walk(c, node, cp, "webhook" if webhook else "kube-inject" if _has_command("kube-inject") else "")
     try:
+        _ensure_namespace(w, SYSTEM_NS)      # the CA's root Secret lives there
         cp.start()
-        _ensure_namespace(w, SYSTEM_NS)
         # Istio's istiod-default-validator, installed fail-open; the control plane's patcher writes its
         # caBundle and flips it to Fail once its webhook answers
         w.kubectl("create", "-f", "-", stdin=json.dumps(default_validating_webhook_configuration(
