@@ -28,6 +28,7 @@ import pytest
 import yaml
 from kube_harness import ROOT, SAMPLES, UNAVAILABLE, nodeagent, wait_for
 from walk_world import (
+    LEASE_TTL_S,
     MIZZEN,
     SYSTEM_NS,
     HostControlPlane,
@@ -39,6 +40,8 @@ from walk_world import (
 )
 
 import seed_checks
+from mizzen.kube.leader import NAMESPACE_CONTROLLER, VALIDATION_CONTROLLER
+from mizzen.kube.rootcert import CONFIGMAP, DATA_KEY
 from mizzen.kube.webhooks.configuration import (
     DEFAULT_VALIDATOR_NAME,
     default_validating_webhook_configuration,
@@ -67,7 +70,8 @@ def _has_command(*args: str) -> bool:
 class Walk:
     cluster: Any
     node: Any
-    cp: HostControlPlane
+    cp: HostControlPlane        # the replica the proxies use, started first: the leader
+    standby: HostControlPlane
     injected_by: str          # "webhook", "kube-inject" or "" (no injector in this branch)
 
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> str:
@@ -128,12 +132,15 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
     t0 = time.monotonic()
     node = nodeagent.NodeAgent(c, NODE, kube_proxy=True, lease_renew_s=2.0)
     node.start()
-    cp = HostControlPlane(c)
+    cp, standby = HostControlPlane(c, "istiod-a"), HostControlPlane(c, "istiod-b")
     webhook = False   # no injection webhook in this branch yet
-    w = Walk(c, node, cp, "webhook" if webhook else "kube-inject" if _has_command("kube-inject") else "")
+    w = Walk(c, node, cp, standby,
+             "webhook" if webhook else "kube-inject" if _has_command("kube-inject") else "")
     try:
         _ensure_namespace(w, SYSTEM_NS)      # the CA's root Secret lives there
         cp.start()
+        wait_for(lambda: _holder(w, NAMESPACE_CONTROLLER) == cp.name, timeout=30, what="istiod-a leading")
+        standby.start()                      # the second replica: same root, no lease while istiod-a renews
         # Istio's istiod-default-validator, installed fail-open; the control plane's patcher writes its
         # caBundle and flips it to Fail once its webhook answers
         w.kubectl("create", "-f", "-", stdin=json.dumps(default_validating_webhook_configuration(
@@ -156,6 +163,14 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
                   "--ignore-not-found", timeout=90)
         node.stop()
         cp.stop()
+        standby.stop()
+
+
+def _holder(w: Walk, lease: str) -> str | None:
+    try:
+        return w.json("get", "lease", "-n", SYSTEM_NS, lease)["spec"].get("holderIdentity")
+    except RuntimeError:   # not created yet
+        return None
 
 
 def needs_sidecars(w: Walk) -> None:
@@ -371,3 +386,53 @@ def test_invalid_virtual_service_is_refused(walk: Walk, tmp_path: Path) -> None:
     for line in lines:
         assert line in r.stderr, (line, r.stderr)
     assert "bad-reviews" not in walk.kubectl("get", "virtualservices", "-n", NS, "-o", "name")
+
+
+def test_kill_the_leader(walk: Walk) -> None:
+    """Last: istiod-a (the leader, and the proxies' control plane) is killed -9. istiod-b takes both Leases; a
+    namespace created after the kill gets istio-ca-root-cert (the same root) within the Lease duration plus
+    one retry period (client-go: the old Lease expires at most a TTL after the kill, the standby retries every
+    TTL/4); the proxies keep their config all along; the restarted istiod-a serves them again."""
+    w = walk
+    assert {_holder(w, NAMESPACE_CONTROLLER), _holder(w, VALIDATION_CONTROLLER)} == {w.cp.name}
+    root = w.json("get", "configmap", "-n", NS, CONFIGMAP)["data"][DATA_KEY]
+    walk.apply((SEED / "bookinfo-gateway.yaml").read_text())     # the gateway route used below
+    walk.apply((SEED / "bookinfo-vs-redirect-rewrite.yaml").read_text())
+    until(lambda: seed_checks.redirected(*_yunwei(w)), timeout=60)
+
+    w.cp.kill()
+    killed = time.monotonic()
+    w.kubectl("create", "namespace", "walk-after-failover")
+    try:
+        def published() -> bool:
+            seed_checks.redirected(*_yunwei(w))                  # the gateway keeps its config throughout
+            try:
+                cm = w.json("get", "configmap", "-n", "walk-after-failover", CONFIGMAP)
+            except RuntimeError:
+                return False
+            return bool(cm["data"][DATA_KEY] == root)
+        wait_for(published, timeout=3 * LEASE_TTL_S, what="istio-ca-root-cert in the new namespace")
+        took = time.monotonic() - killed
+        print(f"failover: istio-ca-root-cert in a new namespace {took:.1f} s after kill -9 of the leader "
+              f"(Lease duration {LEASE_TTL_S} s)")
+        assert took <= LEASE_TTL_S * 1.25 + 1.0, took
+        assert _holder(w, NAMESPACE_CONTROLLER) == w.standby.name
+        wait_for(lambda: _holder(w, VALIDATION_CONTROLLER) == w.standby.name, timeout=2 * LEASE_TTL_S,
+                 what="the validation controller's Lease taken over")
+        for _ in range(10):
+            seed_checks.redirected(*_yunwei(w))
+            time.sleep(0.2)
+    finally:
+        w.kubectl("delete", "namespace", "walk-after-failover", "--wait=false")
+    # istiod-a back on its address: the proxies reconnect and take a change again
+    w.cp.start()
+    w.apply((SEED / "bookinfo-gateway.yaml").read_text().replace("bookinfo.kubeasy.com", "after.example.com"))
+
+    def moved() -> None:
+        assert w.gateway("/productpage", {"Host": "after.example.com"}).status_code == 200
+    until(moved, timeout=60)
+
+
+def _yunwei(w: Walk) -> tuple[int, str | None]:
+    r = w.gateway("/yunwei", SEED_HOST)
+    return r.status_code, r.headers.get("location")

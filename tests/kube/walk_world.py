@@ -38,11 +38,16 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-class HostControlPlane:
-    """``mizzen controlplane --kubeconfig`` on the host (stopped by its PID)."""
+LEASE_TTL_S = 6   # $MIZZEN_LEADER_ELECTION_TTL for the walk's replicas (Istio's default is 30 s)
 
-    def __init__(self, cluster: Any) -> None:
+
+class HostControlPlane:
+    """One replica of ``mizzen controlplane --kubeconfig`` on the host, named ``name`` (its Lease holder
+    identity, as istiod's POD_NAME); stopped or killed by its PID."""
+
+    def __init__(self, cluster: Any, name: str = "istiod-0") -> None:
         self.cluster = cluster
+        self.name = name
         self.host = cluster.net.addr.host_ip          # the bridge's host address: pods reach it on-link
         self.xds_port = free_port(self.host)
         self.tls_port = free_port(self.host)
@@ -69,13 +74,15 @@ class HostControlPlane:
         return (self.dir / "state" / "token").read_text().strip()
 
     def start(self, timeout: float = 60.0) -> None:
-        log = open(self.dir / "controlplane.log", "wb")   # noqa: SIM115 (kept open for the process)
+        log = open(self.dir / "controlplane.log", "ab")   # noqa: SIM115 (kept open for the process)
         self.proc = subprocess.Popen(
             [MIZZEN, "controlplane", "--kubeconfig", str(self.cluster.kubeconfig), "--state-dir",
              str(self.dir / "state"), "--xds-host", self.host, "--xds-port", str(self.xds_port),
              "--xds-tls-port", str(self.tls_port), "--http-port", str(self.http_port),
              "--webhook-port", str(self.webhook_port), "--webhook-host", self.host],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MIZZEN_TOKEN": ""})
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "MIZZEN_TOKEN": "", "POD_NAME": self.name, "POD_NAMESPACE": SYSTEM_NS,
+                 "MIZZEN_LEADER_ELECTION_TTL": f"{LEASE_TTL_S}s"})
         log.close()
         deadline = time.monotonic() + timeout
         while True:
@@ -100,6 +107,12 @@ class HostControlPlane:
     def log(self) -> str:
         p = self.dir / "controlplane.log"
         return p.read_text(errors="replace") if p.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no lease released, no goodbye."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
