@@ -179,8 +179,8 @@ class InjectConfig:
               inject_config_text: str | None = None) -> InjectConfig:
         """From istioctl kube-inject's files (each may also be the ConfigMap holding it: ``istio``'s
         ``mesh``, ``istio-sidecar-injector``'s ``values`` and ``config``). The injector config's
-        ``policy``, ``alwaysInjectSelector``, ``neverInjectSelector`` and ``injectedAnnotations`` are honoured;
-        its ``templates`` are not (Mizzen renders Istio's sidecar template itself)."""
+        ``policy``, ``alwaysInjectSelector``, ``neverInjectSelector`` and ``injectedAnnotations`` are
+        honoured; its ``templates`` are not (Mizzen renders Istio's sidecar template itself)."""
         mesh = _from_configmap(_mapping(mesh_text, "mesh config"), "mesh", "mesh config")
         dc = mesh.get("defaultConfig", {})
         if dc is not None and not isinstance(dc, dict):
