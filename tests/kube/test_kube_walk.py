@@ -113,8 +113,14 @@ def _ensure_namespace(w: Walk, ns: str) -> None:
     w.kubectl("apply", "-f", "-", stdin=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n")
 
 
-def _inject(text: str) -> str:
-    r = subprocess.run([MIZZEN, "kube-inject", "-f", "-"], input=text, capture_output=True, text=True,
+def _inject(w: Walk, text: str) -> str:
+    """``mizzen kube-inject`` with the mesh config pointing the proxies at the host's control plane."""
+    d = w.cp.dir
+    (d / "mesh.yaml").write_text(yaml.safe_dump({"defaultConfig": {
+        "discoveryAddress": w.cp.xds, "controlPlaneAuthPolicy": "NONE", "terminationDrainDuration": "2s"}}))
+    (d / "values.yaml").write_text("global:\n  proxy:\n    readinessPeriodSeconds: 1\n")
+    r = subprocess.run([MIZZEN, "kube-inject", "-f", "-", "--meshConfigFile", str(d / "mesh.yaml"),
+                        "--valuesFile", str(d / "values.yaml")], input=text, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
@@ -148,7 +154,7 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
         w.kubectl("create", "namespace", NS)
         w.kubectl("label", "namespace", NS, "istio-injection=enabled")
         bookinfo = BOOKINFO.read_text()
-        w.apply(_inject(bookinfo) if w.injected_by == "kube-inject" else bookinfo)
+        w.apply(_inject(w, bookinfo) if w.injected_by == "kube-inject" else bookinfo)
         w.apply(ingress_gateway_manifest(cp.xds), ns=SYSTEM_NS)
         _wait_deployments(w, NS, DEPLOYMENTS)
         _wait_deployments(w, SYSTEM_NS, ("istio-ingressgateway",))
@@ -326,7 +332,7 @@ def test_section5_converted_ingress_north_south_and_east_west(walk: Walk) -> Non
     walk.kubectl("create", "namespace", DEMO)
     walk.kubectl("label", "namespace", DEMO, "istio-injection=enabled")
     apps = _demo_manifests()
-    walk.apply(_inject(apps) if walk.injected_by == "kube-inject" else apps, ns=DEMO)
+    walk.apply(_inject(walk, apps) if walk.injected_by == "kube-inject" else apps, ns=DEMO)
     r = subprocess.run([MIZZEN, "convert", "ingress", "-f", str(INGRESSES)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
