@@ -14,8 +14,11 @@ election) are skipped with the reason; the verdicts are tests/seed_checks.py's, 
 
 from __future__ import annotations
 
+import base64
+import difflib
 import json
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -40,6 +43,7 @@ from walk_world import (
 )
 
 import seed_checks
+from mizzen.kube.inject.webhook import mutating_webhook_configuration
 from mizzen.kube.leader import NAMESPACE_CONTROLLER, VALIDATION_CONTROLLER
 from mizzen.kube.rootcert import CONFIGMAP, DATA_KEY
 from mizzen.kube.webhooks.configuration import (
@@ -62,17 +66,21 @@ RATINGS = "http://ratings:9080/ratings/0"
 SEED_HOST = {"Host": "bookinfo.kubeasy.com"}
 
 
-def _has_command(*args: str) -> bool:
-    return subprocess.run([MIZZEN, *args, "--help"], capture_output=True).returncode == 0
-
-
 @dataclass
 class Walk:
     cluster: Any
     node: Any
     cp: HostControlPlane        # the replica the proxies use, started first: the leader
     standby: HostControlPlane
-    injected_by: str          # "webhook", "kube-inject" or "" (no injector in this branch)
+    injected_by: str          # "webhook" or "" (no injector)
+
+    @property
+    def mesh_cm(self) -> Path:
+        return self.cp.dir / "istio-configmap.yaml"
+
+    @property
+    def injector_cm(self) -> Path:
+        return self.cp.dir / "istio-sidecar-injector-configmap.yaml"
 
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> str:
         return str(self.cluster.kubectl(*args, stdin=stdin, timeout=timeout))
@@ -113,17 +121,46 @@ def _ensure_namespace(w: Walk, ns: str) -> None:
     w.kubectl("apply", "-f", "-", stdin=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n")
 
 
-def _inject(w: Walk, text: str) -> str:
-    """``mizzen kube-inject`` with the mesh config pointing the proxies at the host's control plane."""
-    d = w.cp.dir
-    (d / "mesh.yaml").write_text(yaml.safe_dump({"defaultConfig": {
-        "discoveryAddress": w.cp.xds, "controlPlaneAuthPolicy": "NONE", "terminationDrainDuration": "2s"}}))
-    (d / "values.yaml").write_text("global:\n  proxy:\n    readinessPeriodSeconds: 1\n")
-    r = subprocess.run([MIZZEN, "kube-inject", "-f", "-", "--meshConfigFile", str(d / "mesh.yaml"),
-                        "--valuesFile", str(d / "values.yaml")], input=text, capture_output=True, text=True,
-                       timeout=60)
+def _injection_configmaps(w: Walk) -> None:
+    """Istio's ``istio`` (mesh config: the proxies' discoveryAddress is the host's control plane, plaintext)
+    and ``istio-sidecar-injector`` (values, injector config) ConfigMaps, written to files for ``mizzen
+    kube-inject`` and applied for the webhook: both inject from the same configuration."""
+    # one Envoy worker per proxy: two cores are shared by the whole test run, and ROUND_ROBIN is per worker
+    mesh = {"defaultConfig": {"discoveryAddress": w.cp.xds, "controlPlaneAuthPolicy": "NONE",
+                              "terminationDrainDuration": "2s", "concurrency": 1}}
+    values = {"global": {"proxy": {"readinessPeriodSeconds": 1}}}
+    for path, name, data in ((w.mesh_cm, "istio", {"mesh": yaml.safe_dump(mesh)}),
+                             (w.injector_cm, "istio-sidecar-injector",
+                              {"values": json.dumps(values), "config": "policy: enabled\n"})):
+        path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
+                                        "metadata": {"name": name, "namespace": SYSTEM_NS}, "data": data}))
+        w.kubectl("apply", "-f", str(path))
+
+
+def _kube_inject(w: Walk, text: str, ns: str) -> str:
+    r = subprocess.run([MIZZEN, "kube-inject", "-f", "-", "-n", ns, "--meshConfigFile", str(w.mesh_cm),
+                        "--valuesFile", str(w.injector_cm), "--injectConfigFile", str(w.injector_cm)],
+                       input=text, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+def _injector_webhook(w: Walk) -> None:
+    """Istio's istio-sidecar-injector MutatingWebhookConfiguration, its client config a ``url:`` to the host's
+    control plane (the chart's is the istiod Service) with the mesh root (istio-ca-root-cert) as caBundle."""
+    root = wait_for(lambda: _configmap_root(w, SYSTEM_NS), timeout=30, what="istio-ca-root-cert")
+    mwc = mutating_webhook_configuration(namespace=SYSTEM_NS)
+    for hook in mwc["webhooks"]:
+        hook["clientConfig"] = {"url": w.cp.webhook_url.replace("/validate", "/inject"),
+                                "caBundle": base64.b64encode(root.encode()).decode()}
+    w.kubectl("create", "-f", "-", stdin=json.dumps(mwc))
+
+
+def _configmap_root(w: Walk, ns: str) -> str | None:
+    try:
+        return str(w.json("get", "configmap", "-n", ns, CONFIGMAP)["data"][DATA_KEY])
+    except RuntimeError:
+        return None
 
 
 def _wait_deployments(w: Walk, ns: str, names: tuple[str, ...], timeout: int = 150) -> None:
@@ -139,11 +176,10 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
     node = nodeagent.NodeAgent(c, NODE, kube_proxy=True, lease_renew_s=2.0)
     node.start()
     cp, standby = HostControlPlane(c, "istiod-a"), HostControlPlane(c, "istiod-b")
-    webhook = False   # no injection webhook in this branch yet
-    w = Walk(c, node, cp, standby,
-             "webhook" if webhook else "kube-inject" if _has_command("kube-inject") else "")
+    w = Walk(c, node, cp, standby, "webhook")
     try:
         _ensure_namespace(w, SYSTEM_NS)      # the CA's root Secret lives there
+        _injection_configmaps(w)
         cp.start()
         wait_for(lambda: _holder(w, NAMESPACE_CONTROLLER) == cp.name, timeout=30, what="istiod-a leading")
         standby.start()                      # the second replica: same root, no lease while istiod-a renews
@@ -151,10 +187,11 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
         # caBundle and flips it to Fail once its webhook answers
         w.kubectl("create", "-f", "-", stdin=json.dumps(default_validating_webhook_configuration(
             SYSTEM_NS, url=cp.webhook_url)))
+        _injector_webhook(w)
         w.kubectl("create", "namespace", NS)
         w.kubectl("label", "namespace", NS, "istio-injection=enabled")
         bookinfo = BOOKINFO.read_text()
-        w.apply(_inject(w, bookinfo) if w.injected_by == "kube-inject" else bookinfo)
+        w.apply(bookinfo)                    # unchanged: the webhook injects the pods
         w.apply(ingress_gateway_manifest(cp.xds), ns=SYSTEM_NS)
         _wait_deployments(w, NS, DEPLOYMENTS)
         _wait_deployments(w, SYSTEM_NS, ("istio-ingressgateway",))
@@ -162,6 +199,9 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
         yield w
     finally:
         c.kubectl("delete", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME, "--ignore-not-found")
+        c.kubectl("delete", "mutatingwebhookconfiguration", "istio-sidecar-injector", "--ignore-not-found")
+        c.kubectl("delete", "configmap", "-n", SYSTEM_NS, "istio", "istio-sidecar-injector",
+                  "--ignore-not-found")
         for ns in (NS, DEMO):
             c.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false")
         c.kubectl("delete", "-n", SYSTEM_NS, "deployment/istio-ingressgateway",
@@ -217,6 +257,74 @@ def test_pods_are_injected_with_transparent_capture(walk: Walk) -> None:
         rules = subprocess.run(["ip", "netns", "exec", walk.node.pod_by_name(NS, p["metadata"]["name"]).netns,
                                 "iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
         assert "ISTIO_OUTPUT" in rules and "--uid-owner 1337" in rules, rules
+
+
+def test_opt_out_gets_no_sidecar(walk: Walk) -> None:
+    needs_sidecars(walk)
+    for key in ("labels", "annotations"):
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"opt-out-{key}", "namespace": NS, "labels": {"app": "opt-out"},
+                            key: {"sidecar.istio.io/inject": "false"}},
+               "spec": {"containers": [{"name": "app", "image": "example/sleep",
+                                        "command": [sys.executable, "-c", "import time; time.sleep(600)"]}]}}
+        if key == "labels":
+            pod["metadata"]["labels"]["sidecar.istio.io/inject"] = "false"
+        created = json.loads(walk.kubectl("create", "-o", "json", "-f", "-", stdin=json.dumps(pod)))
+        try:
+            assert [c["name"] for c in created["spec"]["containers"]] == ["app"]
+            assert not created["spec"].get("initContainers")
+            assert "sidecar.istio.io/status" not in (created["metadata"].get("annotations") or {})
+        finally:
+            walk.kubectl("delete", "pod", "-n", NS, created["metadata"]["name"], "--wait=false")
+
+
+def _comparable(pod: dict[str, Any]) -> dict[str, Any]:
+    """What injection decides in a pod: containers, init containers, volumes, Istio's labels and annotations;
+    without what the cluster adds to a running pod (the service-account volume, the ReplicaSet's hash label,
+    the node's topology labels copied at binding) and with Kubernetes' defaulted port protocol in
+    ISTIO_META_POD_PORTS (the webhook sees the defaulted pod, kube-inject the file: the same in Istio)."""
+    spec = pod["spec"]
+
+    def env(e: dict[str, Any]) -> dict[str, Any]:
+        if e["name"] != "ISTIO_META_POD_PORTS":
+            return e
+        return {**e, "value": [{"protocol": "TCP", **p} for p in json.loads(e["value"])]}
+
+    def mounts(c: dict[str, Any]) -> dict[str, Any]:
+        return {**c, "env": [env(e) for e in c.get("env") or []],
+                "volumeMounts": [m for m in c.get("volumeMounts") or []
+                                 if not m["name"].startswith("kube-api-access-")]}
+    meta = pod["metadata"]
+    return {
+        "containers": [mounts(c) for c in spec["containers"]],
+        "initContainers": [mounts(c) for c in spec.get("initContainers") or []],
+        "volumes": [v for v in spec.get("volumes") or [] if not v["name"].startswith("kube-api-access-")],
+        "securityContext": spec.get("securityContext"),
+        "labels": {k: v for k, v in (meta.get("labels") or {}).items()
+                   if k != "pod-template-hash" and not k.startswith("topology.kubernetes.io/")},
+        "annotations": meta.get("annotations") or {},
+    }
+
+
+def test_kube_inject_equals_the_webhook(walk: Walk) -> None:
+    """``mizzen kube-inject`` of the same bookinfo.yaml with the same ConfigMaps as files gives the pods the
+    webhook made: each injected template, created as a Pod with a server-side dry run (the API server's
+    defaults; the webhook leaves an already injected pod alone), equals the running pod of that Deployment."""
+    needs_sidecars(walk)
+    out = _kube_inject(walk, BOOKINFO.read_text(), NS)
+    templates = {d["metadata"]["name"]: d["spec"]["template"] for d in yaml.safe_load_all(out)
+                 if d and d["kind"] == "Deployment"}
+    assert set(templates) == set(DEPLOYMENTS)
+    for name, template in templates.items():
+        pod = {"apiVersion": "v1", "kind": "Pod", "spec": template["spec"],
+               "metadata": {**template["metadata"], "generateName": f"{name}-", "namespace": NS}}
+        dry = json.loads(walk.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
+                                      stdin=json.dumps(pod)))
+        (live,) = walk.pods(NS, f"app={template['metadata']['labels']['app']},"
+                                f"version={template['metadata']['labels']['version']}")
+        want, got = (json.dumps(_comparable(x), indent=1, sort_keys=True).splitlines() for x in (dry, live))
+        assert want == got, f"{name}:\n" + "\n".join(difflib.unified_diff(want, got, "kube-inject", "webhook",
+                                                                          lineterm="", n=2))
 
 
 def test_gateway_serves_istios_sample(walk: Walk) -> None:
@@ -332,7 +440,7 @@ def test_section5_converted_ingress_north_south_and_east_west(walk: Walk) -> Non
     walk.kubectl("create", "namespace", DEMO)
     walk.kubectl("label", "namespace", DEMO, "istio-injection=enabled")
     apps = _demo_manifests()
-    walk.apply(_inject(walk, apps) if walk.injected_by == "kube-inject" else apps, ns=DEMO)
+    walk.apply(apps, ns=DEMO)
     r = subprocess.run([MIZZEN, "convert", "ingress", "-f", str(INGRESSES)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr

@@ -241,6 +241,7 @@ class ControlPlane:
         self.webhook_patcher: WebhookPatcher | None = None
         self._ca_secret: CASecretDir | None = None
         self.leader_work: LeaderWork | None = None    # leader-only work on a cluster (mizzen.kube.ha)
+        self._inject_task: asyncio.Task[None] | None = None     # /inject's config from the cluster
         self._leader_task: asyncio.Task[None] | None = None
         self.mesh_config_problem: str | None = None   # why the cluster's mesh config is not used
         self._debouncer: Debouncer[PushRequest] | None = None
@@ -361,6 +362,8 @@ class ControlPlane:
             system_namespace=self.options.mesh.root_namespace)
         self._kube_task = asyncio.create_task(self.kube_source.run(), name="kube config source")
         self._kube_registry_task = asyncio.create_task(self.kube_registry.run(), name="kube registry")
+        if self.webhooks is not None:
+            await self._start_injector(self._kube_api, self.webhooks)
         # istiod serves xDS once its informers have synced
         await self.kube_source.wait_synced(timeout=60)
         await self.kube_registry.wait_synced(timeout=60)
@@ -401,7 +404,7 @@ class ControlPlane:
         return await self.identity.authorize(node_id, metadata, context)
 
     async def _start_webhooks(self, port: int) -> None:
-        """The admission server (``/validate``; ``/inject`` is added by the injector's wiring)."""
+        """The admission server (``/validate``; ``/inject`` comes with the cluster: _start_injector)."""
         from mizzen.kube.webhooks.server import AdmissionServer, is_ip, webhook_dns_names
         from mizzen.kube.webhooks.validation import ValidationHandler
         from mizzen.security.serving import ServingCertificate
@@ -416,6 +419,16 @@ class ControlPlane:
         validate = ValidationHandler(lambda c: gateway_bind_issues(c, opts.mesh.allow_external_bind))
         self.webhooks = AdmissionServer(serving, {"/validate": validate})
         await self.webhooks.start(host, port)
+
+    async def _start_injector(self, api: ApiClient, webhooks: AdmissionServer) -> None:
+        """``/inject`` (the sidecar injector, mizzen.kube.inject) with its config from the cluster's
+        ConfigMaps, like istiod's: served once they are listed."""
+        from mizzen.kube.inject.source import InjectConfigSource
+
+        source = InjectConfigSource(api, self.options.mesh.root_namespace, self.options.revision)
+        self._inject_task = asyncio.create_task(source.run(), name="injector config")
+        await asyncio.wait_for(source.reflector.synced.wait(), timeout=60)
+        webhooks.route("/inject", source.review)
 
     def _add_webhook_patcher(self, api: ApiClient, work: LeaderWork) -> None:
         """Keep the validating webhooks' caBundle and failurePolicy current: leader-only work, like Istio's
@@ -467,12 +480,13 @@ class ControlPlane:
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
-        for task in (self._leader_task, self._kube_task, self._kube_registry_task):   # leases released
+        for task in (self._leader_task, self._kube_task, self._kube_registry_task,   # leases released
+                     self._inject_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._kube_task = self._kube_registry_task = self._leader_task = None
+        self._kube_task = self._kube_registry_task = self._leader_task = self._inject_task = None
         if self.webhooks is not None:
             await self.webhooks.stop()
             self.webhooks = None
