@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import stat
@@ -76,6 +77,8 @@ if TYPE_CHECKING:
     from mizzen.kube.ha import LeaderWork
     from mizzen.kube.leader import Timing
     from mizzen.kube.registry_source import KubeRegistrySource
+    from mizzen.kube.webhooks.patcher import WebhookPatcher
+    from mizzen.kube.webhooks.server import AdmissionServer
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +131,12 @@ class ControlPlaneOptions:
     # read config (Istio's kinds and Services) from this cluster's API server instead of applies through the
     # API (mizzen.kube.config_source); xDS is served once every kind has been listed
     kubeconfig: Path | None = None
+    # the admission webhooks over HTTPS (istiod's 15017; 0 = ephemeral; None = off), on webhook_host (None:
+    # xds_host); needs the mesh CA (xds_tls_port). In Kubernetes mode the webhooks' caBundle and
+    # failurePolicy are kept up to date (mizzen.kube.webhooks.patcher) for this revision (Istio's REVISION)
+    webhook_port: int | None = None
+    webhook_host: str | None = None
+    revision: str = field(default_factory=lambda: os.environ.get("REVISION", ""))
 
     def resolve_token(self) -> tuple[str, Path | None]:
         """(the API token, the file it lives in or None)."""
@@ -229,6 +238,8 @@ class ControlPlane:
         self._kube_task: asyncio.Task[None] | None = None
         self.kube_registry: KubeRegistrySource | None = None
         self._kube_registry_task: asyncio.Task[None] | None = None
+        self.webhooks: AdmissionServer | None = None
+        self.webhook_patcher: WebhookPatcher | None = None
         self._ca_secret: CASecretDir | None = None
         self.leader_work: LeaderWork | None = None    # leader-only work on a cluster (mizzen.kube.ha)
         self._leader_task: asyncio.Task[None] | None = None
@@ -308,6 +319,8 @@ class ControlPlane:
         self._debouncer = Debouncer(self._push, merge=PushRequest.merge, quiet=opts.debounce_quiet_s,
                                     max_delay=opts.debounce_max_s, lead=lead)
         try:
+            if opts.webhook_port is not None and not self._ca_from_cluster:
+                await self._start_webhooks(opts.webhook_port)
             if opts.kubeconfig is not None:
                 await self._start_kube(opts.kubeconfig)
             if self.identity is not None and opts.xds_tls_port is not None:
@@ -346,6 +359,8 @@ class ControlPlane:
         self._kube_api = await connect(kubeconfig)
         if self._ca_from_cluster:
             await self._cluster_identity(self._kube_api)
+            if self.options.webhook_port is not None:   # its serving certificate is from the cluster's CA
+                await self._start_webhooks(self.options.webhook_port)
         self.kube_source = KubeConfigSource(self._kube_api, self.store)
         self.kube_registry = KubeRegistrySource(
             self._kube_api, self.registry, on_endpoints=self._kube_endpoints, on_mesh=self._kube_mesh,
@@ -382,6 +397,8 @@ class ControlPlane:
                                       self._election_timing or Timing())
         self.leader_work.add(NAMESPACE_CONTROLLER, "istio-ca-root-cert",
                              RootCertPublisher(api, lambda: identity.ca.trust_bundle.pem).run)
+        if self.webhooks is not None:
+            self._add_webhook_patcher(api, self.leader_work)
         self._leader_task = asyncio.create_task(self.leader_work.run(), name="leader elections")
 
     async def _authorize(self, node_id: str, metadata: dict[str, Any],
@@ -389,6 +406,36 @@ class ControlPlane:
         """The TLS port's stream check (the identity exists before the port is served)."""
         assert self.identity is not None
         return await self.identity.authorize(node_id, metadata, context)
+
+    async def _start_webhooks(self, port: int) -> None:
+        """The admission server (``/validate``; ``/inject`` is added by the injector's wiring)."""
+        from mizzen.kube.webhooks.server import AdmissionServer, is_ip, webhook_dns_names
+        from mizzen.kube.webhooks.validation import ValidationHandler
+        from mizzen.security.serving import ServingCertificate
+
+        opts = self.options
+        if self.identity is None:
+            raise ValueError("the admission webhooks need the mesh CA: set xds_tls_port")
+        host = opts.webhook_host or opts.xds_host
+        extra = (host,) if is_ip(host) and not ipaddress.ip_address(host).is_unspecified else ()
+        serving = ServingCertificate(self.identity.ca, webhook_dns_names(
+            opts.mesh.root_namespace, opts.revision, extra))
+        validate = ValidationHandler(lambda c: gateway_bind_issues(c, opts.mesh.allow_external_bind))
+        self.webhooks = AdmissionServer(serving, {"/validate": validate})
+        await self.webhooks.start(host, port)
+
+    def _add_webhook_patcher(self, api: ApiClient, work: LeaderWork) -> None:
+        """Keep the validating webhooks' caBundle and failurePolicy current: leader-only work, like Istio's
+        validation controller (its election id)."""
+        from mizzen.kube.leader import VALIDATION_CONTROLLER
+        from mizzen.kube.webhooks.patcher import WebhookPatcher
+
+        assert self.identity is not None
+        ca = self.identity.ca
+        patcher = self.webhook_patcher = WebhookPatcher(lambda: ca.trust_bundle.pem,
+                                                        namespace=self.options.mesh.root_namespace,
+                                                        revision=self.options.revision)
+        work.add(VALIDATION_CONTROLLER, "webhook patcher", lambda: patcher.run(api))
 
     def _kube_pods(self) -> list[dict[str, Any]]:
         return list(self.kube_registry.pods.items.values()) if self.kube_registry is not None else []
@@ -433,6 +480,9 @@ class ControlPlane:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._kube_task = self._kube_registry_task = self._leader_task = None
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+            self.webhooks = None
         if self._kube_api is not None:
             await self._kube_api.close()
             self._kube_api = None
