@@ -164,6 +164,10 @@ def controlplane(
     kubeconfig: Annotated[Path | None, typer.Option(
         metavar="FILE", show_default="no cluster: config comes from applies",
         help="Read Istio config and Services from this cluster's API server (like istiod)")] = None,
+    in_cluster: Annotated[bool, typer.Option(
+        "--in-cluster", help="Like --kubeconfig, with the pod's service account (KUBERNETES_SERVICE_HOST/"
+                             "PORT and the token and CA under /var/run/secrets/kubernetes.io/serviceaccount)")
+    ] = False,
     api_socket: Annotated[Path | None, typer.Option(
         metavar="PATH", show_default="none",
         help="Also serve the API on this Unix socket (0600: its file permissions are the credential)")
@@ -199,6 +203,8 @@ def controlplane(
         xds_tls_port = DEFAULT_XDS_TLS_PORT if xds_port == DEFAULT_XDS_PORT else 0
     if ca_dir is not None and not ca_dir.is_dir():
         fail(f"--ca-dir {ca_dir}: not a directory (want Istio's cacerts files)")
+    if in_cluster and kubeconfig is not None:
+        fail("--in-cluster and --kubeconfig: give one")
     if ca_dir is not None and xds_tls_port < 0:
         fail("--ca-dir needs the CA: drop --xds-tls-port -1")
     serve(ControlPlaneOptions(state_dir=state_dir, xds_host=xds_host, xds_port=xds_port,
@@ -212,7 +218,7 @@ def controlplane(
                                   tracing_zipkin_address=zipkin_address, tracing_sampling=trace_sampling)),
                               api_socket=api_socket,
                               await_workload_sync_s=await_workload_sync, pods_url=pods_url,
-                              kubeconfig=kubeconfig),
+                              kubeconfig=kubeconfig, in_cluster=in_cluster),
           log_level, standby)
 
 

@@ -125,6 +125,9 @@ class ControlPlaneOptions:
     # read config (Istio's kinds and Services) from this cluster's API server instead of applies through the
     # API (mizzen.kube.config_source); xDS is served once every kind has been listed
     kubeconfig: Path | None = None
+    # the same from inside a pod: the API server and credentials of its service account (mizzen install's
+    # istiod Deployment)
+    in_cluster: bool = False
 
     def resolve_token(self) -> tuple[str, Path | None]:
         """(the API token, the file it lives in or None)."""
@@ -209,7 +212,7 @@ class ControlPlane:
             pods = PodsProxy(opts.pods_url, token=self.token)
             self.api.add_routes(pods.routes())
             self.api.workload_address_check = pods.address_check
-        elif opts.kubeconfig is not None:   # the cluster's Pods, as the Kubernetes registry sees them
+        elif opts.kubeconfig is not None or opts.in_cluster:   # the cluster's Pods, as its registry sees them
             from mizzen.kube.pods_view import KubePodsApi
 
             self.api.add_routes(KubePodsApi(self._kube_pods).routes())
@@ -294,7 +297,7 @@ class ControlPlane:
         self._debouncer = Debouncer(self._push, merge=PushRequest.merge, quiet=opts.debounce_quiet_s,
                                     max_delay=opts.debounce_max_s, lead=lead)
         try:
-            if opts.kubeconfig is not None:
+            if opts.kubeconfig is not None or opts.in_cluster:
                 await self._start_kube(opts.kubeconfig)
             if self.identity is not None and opts.xds_tls_port is not None:
                 self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port,
@@ -324,12 +327,12 @@ class ControlPlane:
                  f" (TLS + CA {self.xds_tls_address})" if self.ads.tls_port else "",
                  self.http_url if self._http else "off", len(self.store))
 
-    async def _start_kube(self, kubeconfig: Path) -> None:
+    async def _start_kube(self, kubeconfig: Path | None) -> None:
         from mizzen.kube.client import connect
         from mizzen.kube.config_source import KubeConfigSource
         from mizzen.kube.registry_source import KubeRegistrySource
 
-        self._kube_api = await connect(kubeconfig)
+        self._kube_api = await connect(kubeconfig, in_cluster=kubeconfig is None)
         self.kube_source = KubeConfigSource(self._kube_api, self.store)
         self.kube_registry = KubeRegistrySource(
             self._kube_api, self.registry, on_endpoints=self._kube_endpoints, on_mesh=self._kube_mesh,
@@ -340,7 +343,7 @@ class ControlPlane:
         await self.kube_source.wait_synced(timeout=60)
         await self.kube_registry.wait_synced(timeout=60)
         log.info("config and services from the Kubernetes API server (%s): %d objects, %d services",
-                 kubeconfig, len(self.store), len(self.registry.snapshot().services))
+                 kubeconfig or "in-cluster", len(self.store), len(self.registry.snapshot().services))
 
     def _kube_pods(self) -> list[dict[str, Any]]:
         return list(self.kube_registry.pods.items.values()) if self.kube_registry is not None else []

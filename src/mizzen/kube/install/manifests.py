@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from mizzen.kube.webhooks import configuration as wh
+
 __all__ = ["COMPONENT_LABEL", "OWNER", "OWNER_LABEL", "Component", "render"]
 
 Obj = dict[str, Any]
@@ -48,8 +50,8 @@ class Component:
 def _meta(name: str, namespace: str | None, component: str, ns: str, labels: dict[str, str] | None = None,
           annotations: dict[str, str] | None = None) -> Obj:
     meta: Obj = {"name": name,
-                 "labels": {**(labels or {}), OWNER_LABEL: OWNER, OWNER_NS_LABEL: ns, COMPONENT_LABEL: component,
-                            "app.kubernetes.io/part-of": "mizzen"}}
+                 "labels": {**(labels or {}), OWNER_LABEL: OWNER, OWNER_NS_LABEL: ns,
+                            COMPONENT_LABEL: component, "app.kubernetes.io/part-of": "mizzen"}}
     if namespace:
         meta["namespace"] = namespace
     if annotations:
@@ -104,7 +106,8 @@ def _deployment(name: str, ns: str, component: str, labels: dict[str, str], sa: 
     pod: Obj = {"serviceAccountName": sa, "containers": [container], "volumes": volumes}
     _customize(container, pod, k8s)
     annotations = {"sidecar.istio.io/inject": "false", **(k8s.get("podAnnotations") or {})}
-    dep: Obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, ns, component, ns, labels),
+    dep: Obj = {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": _meta(name, ns, component, ns, labels),
                 "spec": {"replicas": _replicas(k8s), "selector": {"matchLabels": dict(labels)},
                          "template": {"metadata": {"labels": {**labels, "sidecar.istio.io/inject": "false"},
                                                    "annotations": annotations},
@@ -134,36 +137,17 @@ def _crds(ns: str) -> list[Obj]:
         if not doc or doc.get("kind") != "CustomResourceDefinition":
             continue
         meta = doc.setdefault("metadata", {})
-        meta.setdefault("labels", {}).update({OWNER_LABEL: OWNER, OWNER_NS_LABEL: ns, COMPONENT_LABEL: "Base"})
+        meta.setdefault("labels", {}).update({OWNER_LABEL: OWNER, OWNER_NS_LABEL: ns,
+                                              COMPONENT_LABEL: "Base"})
         out.append(doc)
     return out
 
 
 def _validating_webhooks(ns: str, default_only: bool) -> list[Obj]:
-    """kwebhook's ValidatingWebhookConfigurations when present, else Istio-shaped ones rendered here."""
-    try:
-        from mizzen.kube.webhooks import configuration as wh   # type: ignore[attr-defined,unused-ignore]
-        hooks: list[Obj] = ([wh.default_validating_webhook_configuration(ns)] if default_only
-                            else [wh.validating_webhook_configuration(ns)])
-    except ImportError:
-        rule = [{"operations": ["CREATE", "UPDATE"], "apiGroups": VALIDATED_GROUPS, "apiVersions": ["*"],
-                 "resources": ["*"]}]
-
-        def hook(name: str) -> Obj:
-            return {"name": name, "clientConfig": {"service": {"name": "istiod", "namespace": ns,
-                                                               "path": "/validate", "port": 443}},
-                    "rules": rule, "failurePolicy": "Ignore", "sideEffects": "None",
-                    "admissionReviewVersions": ["v1"], "timeoutSeconds": 10}
-        if default_only:
-            hooks = [{"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-                      "metadata": {"name": "istiod-default-validator"},
-                      "webhooks": [hook("validation.istio.io")]}]
-        else:
-            h = hook("rev.validation.istio.io")
-            h["objectSelector"] = {"matchExpressions": [{"key": "istio.io/rev", "operator": "In",
-                                                         "values": ["default"]}]}
-            hooks = [{"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-                      "metadata": {"name": f"istio-validator-{ns}"}, "webhooks": [h]}]
+    """The ValidatingWebhookConfigurations of :mod:`mizzen.kube.webhooks.configuration` (kwebhook's), with
+    the install's labels: ``istiod-default-validator`` (base) or ``istio-validator-<ns>`` (pilot)."""
+    hooks = ([wh.default_validating_webhook_configuration(ns)] if default_only
+             else [wh.validating_webhook_configuration(ns)])
     component = "Base" if default_only else "Pilot"
     for h in hooks:
         h["metadata"]["labels"] = {**(h["metadata"].get("labels") or {}), OWNER_LABEL: OWNER,
@@ -210,12 +194,14 @@ def _base(spec: Obj, ns: str) -> Component:
                       "rules": [
                           {"apiGroups": [*VALIDATED_GROUPS, "config.istio.io", "rbac.istio.io"],
                            "resources": ["*"], "verbs": ["get", "list", "watch"]},
-                          {"apiGroups": [""], "resources": ["endpoints", "pods", "services", "nodes",
-                                                            "replicationcontrollers", "namespaces", "secrets"],
+                          {"apiGroups": [""],
+                           "resources": ["endpoints", "pods", "services", "nodes", "replicationcontrollers",
+                                         "namespaces", "secrets"],
                            "verbs": ["get", "list", "watch"]},
                           {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
                            "verbs": ["get", "list", "watch"]},
-                          {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"]},
+                          {"apiGroups": ["apps"], "resources": ["replicasets"],
+                           "verbs": ["get", "list", "watch"]},
                           {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
                            "verbs": ["create"]},
                           {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
@@ -255,11 +241,13 @@ def _istiod_rules() -> list[Obj]:
          "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["pods", "nodes", "services", "namespaces", "endpoints", "secrets"],
          "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+         "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"],
          "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["*"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "watch", "update"]},
+        {"apiGroups": [""], "resources": ["configmaps"],
+         "verbs": ["create", "get", "list", "watch", "update"]},
         {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
         {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests",
@@ -290,8 +278,8 @@ def _pilot(spec: Obj, ns: str) -> Component:
     pilot_values = (spec.get("values") or {}).get("pilot") or {}
     if "replicaCount" in pilot_values and "replicaCount" not in k8s:
         k8s = {**k8s, "replicaCount": pilot_values["replicaCount"]}
-    c.objects.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta("istiod", ns, "Pilot", ns,
-                                                                                      labels)})
+    c.objects.append({"apiVersion": "v1", "kind": "ServiceAccount",
+                      "metadata": _meta("istiod", ns, "Pilot", ns, labels)})
     c.objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                       "metadata": _meta(f"istiod-clusterrole-{ns}", None, "Pilot", ns, labels),
                       "rules": _istiod_rules()})
@@ -332,8 +320,8 @@ def _pilot(spec: Obj, ns: str) -> Component:
     c.objects.append(_deployment("istiod", ns, "Pilot", labels, "istiod", container, k8s,
                                  [{"name": "local-certs", "emptyDir": {"medium": "Memory"}}]))
     c.objects.append(_service("istiod", ns, "Pilot", labels, {"app": "istiod", "istio": "pilot"},
-                              copy.deepcopy(ISTIOD_PORTS), {"service": k8s.get("service")} if k8s.get("service")
-                              else {}))
+                              copy.deepcopy(ISTIOD_PORTS),
+                              {"service": k8s["service"]} if k8s.get("service") else {}))
     if (spec.get("values") or {}).get("global", {}).get("configValidation", True) is not False:
         c.objects.extend(_validating_webhooks(ns, default_only=False))
     c.objects.append(_injection_webhook(ns))
@@ -376,7 +364,7 @@ def _gateway(spec: Obj, ns: str, gw: Obj, ingress: bool) -> list[Obj]:
                  "--name", "$(POD_NAME)", "--labels", label_arg, "--service-account", sa, "--xds", xds,
                  "--gateway-ports", port_map, "--work-dir", "/etc/istio/proxy"],
         "ports": [{"containerPort": 15021, "name": "status-port", "protocol": "TCP"},
-                  *[{"containerPort": int(p.get("targetPort", p["port"])), "protocol": "TCP"}
+                  *[{"containerPort": int(str(p.get("targetPort", p["port"]))), "protocol": "TCP"}
                     for p in ports if p.get("name") != "status-port"],
                   {"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}],
         "env": [*_pod_env(), {"name": "ISTIO_META_ROUTER_MODE", "value": "standard"},

@@ -5,9 +5,10 @@ Order, as istioctl's: Istio's ``default`` profile, overlaid by the selected prof
 IstioOperator file in order, then every ``--set path=value``. Mappings merge key by key; lists of gateways
 merge by ``name`` (as Istio's strategic merge does); other lists and scalars are replaced.
 
-``--set`` takes Istio's paths: ``meshConfig.accessLogFile=/dev/stdout``, ``values.global.proxy.logLevel=debug``,
-``components.ingressGateways[0].enabled=false`` or ``components.ingressGateways[name:istio-ingressgateway]
-.enabled=false``; ``true``/``false`` and integers are typed, everything else stays a string (so a ``tag`` like
+``--set`` takes Istio's paths: ``meshConfig.accessLogFile=/dev/stdout``,
+``values.global.proxy.logLevel=debug``, ``components.ingressGateways[0].enabled=false`` or
+``components.ingressGateways[name:istio-ingressgateway].enabled=false``; ``true``/``false`` and integers are
+typed, everything else stays a string (so a ``tag`` like
 ``1.26`` is not a number).
 
 Every field is checked against IstioOperator's schema: ``spec``'s fields, the components and their ``k8s``
@@ -47,9 +48,9 @@ GATEWAY_COMPONENTS = frozenset({"ingressGateways", "egressGateways"})
 COMPONENT_FIELDS = frozenset({"enabled", "namespace", "hub", "tag", "k8s", "spec", "label"})
 GATEWAY_FIELDS = frozenset({"name", "namespace", "label", "enabled", "hub", "tag", "k8s"})
 # KubernetesResourcesSpec
-K8S_FIELDS = frozenset({"affinity", "env", "hpaSpec", "imagePullPolicy", "nodeSelector", "podDisruptionBudget",
-                        "podAnnotations", "priorityClassName", "readinessProbe", "replicaCount", "resources",
-                        "service", "strategy", "tolerations", "serviceAnnotations", "securityContext",
+K8S_FIELDS = frozenset({"affinity", "env", "hpaSpec", "imagePullPolicy", "nodeSelector",
+                        "podDisruptionBudget", "podAnnotations", "priorityClassName", "readinessProbe",
+                        "replicaCount", "resources", "service", "strategy", "tolerations", "serviceAnnotations", "securityContext",
                         "volumes", "volumeMounts", "overlays"})
 # MeshConfig's fields (istio/api mesh/v1alpha1/config.proto)
 MESH_FIELDS = frozenset({
@@ -203,7 +204,8 @@ def _check_k8s(where: str, k8s: Any) -> None:
     svc = k8s.get("service")
     if svc is not None:
         _unknown(f"{where}.service", svc, frozenset({
-            "type", "ports", "selector", "clusterIP", "externalIPs", "loadBalancerIP", "loadBalancerSourceRanges",
+            "type", "ports", "selector", "clusterIP", "externalIPs", "loadBalancerIP",
+            "loadBalancerSourceRanges",
             "externalName", "externalTrafficPolicy", "healthCheckNodePort", "publishNotReadyAddresses",
             "sessionAffinity", "sessionAffinityConfig", "ipFamilies", "ipFamilyPolicy",
             "internalTrafficPolicy", "allocateLoadBalancerNodePorts", "loadBalancerClass"}))
@@ -268,7 +270,8 @@ def _read_operator(path: Path) -> Spec:
     if len(docs) != 1 or not isinstance(docs[0], dict):
         raise InstallError(f"{path}: want one IstioOperator document")
     doc = docs[0]
-    if doc.get("kind") != "IstioOperator" or not str(doc.get("apiVersion", "")).startswith("install.istio.io/"):
+    api_version = str(doc.get("apiVersion", ""))
+    if doc.get("kind") != "IstioOperator" or not api_version.startswith("install.istio.io/"):
         raise InstallError(f"{path}: want kind IstioOperator (apiVersion install.istio.io/v1alpha1), got "
                            f"{doc.get('kind')!r}")
     for k in doc:
@@ -285,21 +288,25 @@ def _read_operator(path: Path) -> Spec:
 
 
 def load_spec(files: list[Path] | None = None, sets: list[str] | None = None) -> Spec:
-    """The merged, checked IstioOperator ``spec``: default profile < selected profile < files < sets."""
-    overlays = [_read_operator(p) for p in files or []]
+    """The merged, checked IstioOperator ``spec``: default profile < selected profile < files < sets (a
+    ``--set`` list index counts in the merged list, e.g. the profile's ``ingressGateways[0]``)."""
     user: Spec = {}
-    for o in overlays:
-        user = merge(user, o)
-    for s in sets or []:
-        user = apply_set(user, s)
-    try:
-        check(user)
-    except InstallError as e:
-        raise InstallError(f"--set: {e}") from None
+    for p in files or []:
+        user = merge(user, _read_operator(p))
     profile = str(user.get("profile") or "default")
+    for s in sets or []:
+        path, _, value = s.partition("=")
+        if path.strip() in ("profile", "spec.profile"):
+            profile = value.strip()
     spec = _profile_doc("default")
     if profile != "default":
         spec = merge(spec, _profile_doc(profile))
     spec = merge(spec, user)
+    for s in sets or []:
+        spec = apply_set(spec, s)
+    try:
+        check(spec)
+    except InstallError as e:
+        raise InstallError(f"--set: {e}") from None
     spec["profile"] = profile
     return spec
