@@ -50,8 +50,8 @@ GATEWAY_FIELDS = frozenset({"name", "namespace", "label", "enabled", "hub", "tag
 # KubernetesResourcesSpec
 K8S_FIELDS = frozenset({"affinity", "env", "hpaSpec", "imagePullPolicy", "nodeSelector",
                         "podDisruptionBudget", "podAnnotations", "priorityClassName", "readinessProbe",
-                        "replicaCount", "resources", "service", "strategy", "tolerations", "serviceAnnotations", "securityContext",
-                        "volumes", "volumeMounts", "overlays"})
+                        "replicaCount", "resources", "service", "strategy", "tolerations",
+                        "serviceAnnotations", "securityContext", "volumes", "volumeMounts", "overlays"})
 # MeshConfig's fields (istio/api mesh/v1alpha1/config.proto)
 MESH_FIELDS = frozenset({
     "proxyListenPort", "proxyInboundListenPort", "proxyHttpPort", "connectTimeout",
