@@ -4,7 +4,7 @@
 * :func:`install`: server-side apply (field manager ``mizzen-install``, forced, as ``istioctl install``) of
   each component's objects in order; after the CRDs, waits until they are Established, and after each
   component with Deployments until they are ready; reports ``✔ Istio core installed`` and so on.
-  A namespace that exists without the install's label is used, not adopted, so uninstall leaves it.
+  A namespace or CRD that exists without the install's label is used, not adopted: uninstall leaves it.
 * :func:`verify`: every object exists and every Deployment is ready; the problems, one line each.
 * :func:`uninstall`: deletes every object labelled ``install.operator.istio.io/owning-resource`` (gateways,
   then istiod, then the core; the namespace last) and waits until they are gone.
@@ -28,6 +28,9 @@ __all__ = ["ApplyError", "install", "uninstall", "verify"]
 
 Obj = dict[str, Any]
 FIELD_MANAGER = "mizzen-install"
+# kinds whose objects may exist before an install (the user's namespace, CRDs from another install or
+# kubectl): when they do without the install's label they are used as they are and never removed
+UNADOPTED = frozenset({"Namespace", "CustomResourceDefinition"})
 
 
 class ApplyError(Exception):
@@ -146,11 +149,11 @@ async def install(api: client.ApiClient, components: list[Component], report: Ca
     rest = Rest(api)
     for comp in components:
         for obj in comp.objects:
-            if obj["kind"] == "Namespace":
+            if obj["kind"] in UNADOPTED:
                 try:
                     existing = await rest.call("GET", _path(obj))
                     if (existing["metadata"].get("labels") or {}).get(OWNER_LABEL) != OWNER:
-                        continue   # the user's namespace: used, not adopted (uninstall leaves it)
+                        continue   # the cluster's own: used, not adopted (uninstall leaves it)
                 except ApiException as e:
                     if e.status != 404:
                         raise ApplyError(f"{_ref(obj)}: {e.reason}") from None

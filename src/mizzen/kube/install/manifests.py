@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from importlib import resources
+from functools import cache
 from typing import Any
 
 import yaml
 
+from mizzen.config.schema import CRD_FILE
 from mizzen.kube.webhooks import configuration as wh
 
 __all__ = ["COMPONENT_LABEL", "OWNER", "OWNER_LABEL", "Component", "render"]
@@ -130,12 +131,18 @@ def _service(name: str, ns: str, component: str, labels: dict[str, str], selecto
 
 # --------------------------------------------------------------------------------------------- base
 
+@cache
+def _crd_docs() -> tuple[Obj, ...]:
+    """Istio's CRDs as the package has them (parsed once; the C loader: the file is about 1 MB)."""
+    text = CRD_FILE.read_text(encoding="utf-8")
+    return tuple(d for d in yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+                 if isinstance(d, dict) and d.get("kind") == "CustomResourceDefinition")
+
+
 def _crds(ns: str) -> list[Obj]:
-    text = resources.files("mizzen.config").joinpath("schemas", "crd-all.gen.yaml").read_text()
     out = []
-    for doc in yaml.safe_load_all(text):
-        if not doc or doc.get("kind") != "CustomResourceDefinition":
-            continue
+    for crd in _crd_docs():
+        doc = copy.deepcopy(crd)
         meta = doc.setdefault("metadata", {})
         meta.setdefault("labels", {}).update({OWNER_LABEL: OWNER, OWNER_NS_LABEL: ns,
                                               COMPONENT_LABEL: "Base"})
@@ -408,5 +415,5 @@ def render(spec: Obj) -> list[Component]:
 
 def to_yaml(components: list[Component]) -> str:
     """``manifest generate``'s output: every object, one YAML document each."""
-    return yaml.safe_dump_all([o for c in components for o in c.objects], sort_keys=False,
-                              explicit_start=True)
+    return yaml.dump_all([o for c in components for o in c.objects], sort_keys=False, explicit_start=True,
+                         allow_unicode=True, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
