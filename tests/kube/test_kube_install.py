@@ -39,7 +39,8 @@ VS = textwrap.dedent(f"""\
 
 @pytest.fixture(scope="module")
 def node(kube_cluster: Any) -> Iterator[Any]:
-    with nodeagent.NodeAgent(kube_cluster, "mizzen-node-install") as n:
+    # kube-proxy in the pods' namespaces: the gateway reaches istiod by its Service's ClusterIP
+    with nodeagent.NodeAgent(kube_cluster, "mizzen-node-install", kube_proxy=True) as n:
         yield n
 
 
@@ -56,13 +57,22 @@ def owned(cluster: Any) -> list[str]:
     return out.split()
 
 
+def pod_log(node: Any, selector: str) -> str:
+    key, _, value = selector.partition("=")
+    for run in list(node.pods.values()):
+        if (run.pod["metadata"].get("labels") or {}).get(key) == value:
+            return "\n".join(p.read_text(errors="replace")[-3000:] for p in (run.dir / "logs").glob("*.log"))
+    return "(no such pod)"
+
+
 def test_install_verify_uninstall(kube_cluster: Any, node: Any) -> None:
     c = kube_cluster
     crds_before = c.kubectl("get", "crd", "-o", "name").split()
     started = time.monotonic()
-    r = mizzen(c, "install", "-y", "--set", "profile=minimal", "--set", "meshConfig.accessLogFile=/dev/stdout")
+    r = mizzen(c, "install", "-y", "--set", "meshConfig.accessLogFile=/dev/stdout")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.splitlines() == ["✔ Istio core installed", "✔ Istiod installed", "✔ Installation complete"]
+    assert r.stdout.splitlines() == ["✔ Istio core installed", "✔ Istiod installed",
+                                     "✔ Ingress gateways installed", "✔ Installation complete"]
     install_s = time.monotonic() - started
     try:
         (pod,) = json.loads(c.kubectl("get", "pods", "-n", "istio-system", "-l", "app=istiod", "-o",
@@ -74,20 +84,31 @@ def test_install_verify_uninstall(kube_cluster: Any, node: Any) -> None:
         c.kubectl("apply", "-f", "-", stdin=VS)
         token = (run.dir / "volumes" / "local-certs" / "token").read_text().strip()
 
-        def configz() -> list[Any]:
-            req = urllib.request.Request(f"http://{run.ip}:15014/debug/configz",
+        def get(path: str) -> Any:
+            req = urllib.request.Request(f"http://{run.ip}:15014{path}",
                                          headers={"Authorization": f"Bearer {token}"})
             with urllib.request.urlopen(req, timeout=5) as resp:
-                body = json.loads(resp.read())
-            return [i for i in body["items"] if i["metadata"]["name"] == "reviews-route"]
+                return json.loads(resp.read())
 
+        def configz() -> list[Any]:
+            return [i for i in get("/debug/configz")["items"] if i["metadata"]["name"] == "reviews-route"]
+
+        # the ingress gateway's agent connected to istiod through the istiod Service (ClusterIP, port 15010)
+        def synced() -> list[Any]:
+            return [e for e in get("/debug/syncz") if "istio-ingressgateway" in str(e.get("proxy"))]
+
+        try:
+            wait_for(synced, timeout=60, what="the ingress gateway in istiod's /debug/syncz")
+        except AssertionError as e:
+            logs = pod_log(node, "app=istio-ingressgateway")
+            raise AssertionError(f"{e}; the gateway's log: {logs}") from None
         (vs,) = wait_for(configz, timeout=30, what="the VirtualService in istiod's /debug/configz")
         assert "v2" in json.dumps(vs)
         # its mesh config came from the install's ConfigMap
         mesh = c.kubectl("get", "configmap", "istio", "-n", "istio-system", "-o", "jsonpath={.data.mesh}")
         assert "accessLogFile: /dev/stdout" in mesh
 
-        v = mizzen(c, "verify-install", "--set", "profile=minimal")
+        v = mizzen(c, "verify-install")
         assert v.returncode == 0, v.stdout + v.stderr
         assert "are present and their Deployments are ready" in v.stdout
     finally:
@@ -100,7 +121,7 @@ def test_install_verify_uninstall(kube_cluster: Any, node: Any) -> None:
     assert c.kubectl("get", "crd", "-o", "name").split() == crds_before   # the cluster's CRDs stay
     wait_for(lambda: node.pod_by_name("istio-system", pod["metadata"]["name"]) is None, timeout=30,
              what="the istiod pod stopped")
-    v = mizzen(c, "verify-install", "--set", "profile=minimal")
+    v = mizzen(c, "verify-install")
     assert v.returncode == 1
     assert "✘ Deployment istio-system/istiod: not found" in v.stderr
     assert v.stderr.strip().splitlines()[-1].startswith("error: ") and "checks failed" in v.stderr
