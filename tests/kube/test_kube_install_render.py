@@ -65,6 +65,14 @@ def test_default_profile() -> None:
     assert names(docs, "ValidatingWebhookConfiguration") == {"istiod-default-validator",
                                                              "istio-validator-istio-system"}
     assert names(docs, "MutatingWebhookConfiguration") == {"istio-sidecar-injector"}
+    # the webhooks call istiod through its Service (443 -> 15017)
+    for kind, name in (("MutatingWebhookConfiguration", "istio-sidecar-injector"),
+                       ("ValidatingWebhookConfiguration", "istio-validator-istio-system"),
+                       ("ValidatingWebhookConfiguration", "istiod-default-validator")):
+        for hook in find(docs, kind, name)["webhooks"]:
+            svc_ref = hook["clientConfig"]["service"]
+            assert (svc_ref["name"], svc_ref["namespace"], svc_ref.get("port", 443)) == (
+                "istiod", "istio-system", 443), (name, hook)
     assert names(docs, "ServiceAccount") == {"istiod", "istio-reader-service-account",
                                              "istio-ingressgateway-service-account"}
     # istiod's RBAC covers what the control plane does on a cluster

@@ -5,8 +5,9 @@ Components, in the order they are applied (istioctl's): **Istio core** (``base``
 namespace, Istio's CRDs, the ``istio-reader`` ServiceAccount and ClusterRole, the ``istiod-default-validator``
 webhook), **Istiod** (``pilot``: ServiceAccount ``istiod``, ClusterRoles like istiod's incl. TokenReview,
 Leases, ConfigMaps and webhooks, the ``istio`` ConfigMap with the mesh config, the ``istiod`` Deployment and
-Service with ports 15010, 15012, 443->15017 and 15014, the ``istio-validator-<ns>`` and
-``istio-sidecar-injector`` webhooks), **Ingress gateways** and **Egress gateways** (a ServiceAccount, a Role
+Service with ports 15010, 15012, 443->15017 and 15014, the ``istio-validator-<ns>`` webhook of
+:mod:`mizzen.kube.webhooks.configuration` and the ``istio-sidecar-injector`` of
+:mod:`mizzen.kube.inject.webhook`), **Ingress gateways** and **Egress gateways** (a ServiceAccount, a Role
 for gateway Secrets, a Deployment and a Service each).
 
 There is no container runtime in Mizzen's test cluster: a node agent runs a container's ``command``/``args``
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from mizzen.config.schema import CRD_FILE
+from mizzen.kube.inject.webhook import mutating_webhook_configuration
 from mizzen.kube.webhooks import configuration as wh
 
 __all__ = ["COMPONENT_LABEL", "OWNER", "OWNER_LABEL", "Component", "render"]
@@ -163,30 +165,11 @@ def _validating_webhooks(ns: str, default_only: bool) -> list[Obj]:
 
 
 def _injection_webhook(ns: str) -> Obj:
-    """istio-discovery's ``istio-sidecar-injector`` MutatingWebhookConfiguration (Istio's shape: the
-    namespace label ``istio-injection=enabled`` or the pod label ``sidecar.istio.io/inject=true``)."""
-    def hook(name: str, ns_sel: Obj, obj_sel: Obj) -> Obj:
-        return {"name": name, "clientConfig": {"service": {"name": "istiod", "namespace": ns,
-                                                           "path": "/inject", "port": 443}},
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                           "resources": ["pods"]}],
-                "failurePolicy": "Fail", "reinvocationPolicy": "Never", "sideEffects": "None",
-                "admissionReviewVersions": ["v1"], "namespaceSelector": ns_sel, "objectSelector": obj_sel}
-    not_false = {"matchExpressions": [{"key": "sidecar.istio.io/inject", "operator": "NotIn",
-                                       "values": ["false"]}]}
-    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-            "metadata": _meta("istio-sidecar-injector", None, "Pilot", ns,
-                              {"app": "sidecar-injector", "istio.io/rev": "default"}),
-            "webhooks": [
-                hook("namespace.sidecar-injector.istio.io",
-                     {"matchExpressions": [{"key": "istio-injection", "operator": "In",
-                                            "values": ["enabled"]}]}, not_false),
-                hook("object.sidecar-injector.istio.io",
-                     {"matchExpressions": [{"key": "istio-injection", "operator": "DoesNotExist"},
-                                           {"key": "istio.io/rev", "operator": "DoesNotExist"}]},
-                     {"matchExpressions": [{"key": "sidecar.istio.io/inject", "operator": "In",
-                                            "values": ["true"]},
-                                           {"key": "istio.io/rev", "operator": "DoesNotExist"}]})]}
+    """kinject's ``istio-sidecar-injector`` (:mod:`mizzen.kube.inject.webhook`) with the install's labels."""
+    hook = mutating_webhook_configuration(namespace=ns)
+    hook["metadata"]["labels"] = {**(hook["metadata"].get("labels") or {}), OWNER_LABEL: OWNER,
+                                  OWNER_NS_LABEL: ns, COMPONENT_LABEL: "Pilot"}
+    return hook
 
 
 def _base(spec: Obj, ns: str) -> Component:
