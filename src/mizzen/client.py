@@ -180,6 +180,12 @@ class ControlPlaneClient:
         body = self._request("GET", "/debug/config_dump?" + urllib.parse.urlencode({"proxyID": proxy_id}))
         return dict(body) if isinstance(body, Mapping) else {}
 
+    def proxy_warnings(self, proxy_id: str) -> list[str]:
+        """``/debug/proxy_warnings``: config skipped while generating that proxy's listeners."""
+        body = self._request("GET", "/debug/proxy_warnings?" + urllib.parse.urlencode({"proxyID": proxy_id}))
+        found = body.get("warnings") if isinstance(body, Mapping) else None
+        return [str(w) for w in found] if isinstance(found, list) else []
+
     def simulate(self, proxy_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """``/debug/simulate``: where one request (url, method, header list, port) would go in that proxy."""
         body = self._request("POST", "/debug/simulate", {"proxyID": proxy_id, **request})

@@ -69,10 +69,16 @@ def test_ads_points_at_the_control_plane(delta: bool) -> None:
         "pipe": {"path": "admin.sock"}}
 
 
-async def test_envoy_accepts_the_bootstrap(tmp_path: Path) -> None:
+@pytest.mark.parametrize("xds_host", ["127.0.0.1", "istiod.istio-system.svc"], ids=["ip", "name"])
+async def test_envoy_accepts_the_bootstrap(tmp_path: Path, xds_host: str) -> None:
+    """A control plane by name (a pod's ``istiod.istio-system.svc``) is a STRICT_DNS cluster: Envoy refuses
+    a name in a STATIC one ("malformed IP address")."""
     path = tmp_path / "envoy.json"
-    path.write_text(render_bootstrap(sidecar_spec()))
-    assert json.loads(path.read_text())["node"]["cluster"] == "reviews.bookinfo"
+    path.write_text(render_bootstrap(dataclasses.replace(sidecar_spec(), xds_host=xds_host)))
+    boot = json.loads(path.read_text())
+    assert boot["node"]["cluster"] == "reviews.bookinfo"
+    xds = boot["static_resources"]["clusters"][0]
+    assert xds["type"] == ("STATIC" if xds_host[0].isdigit() else "STRICT_DNS")
     proc = await asyncio.create_subprocess_exec(
         str(envoy_binary()), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "error",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

@@ -12,7 +12,12 @@ import yaml
 from google.protobuf import any_pb2
 
 from mizzen.cli.describe_kube import describe_object, describe_pod, describe_service, references, smart_label
-from mizzen.cli.describe_mesh import decode_proxy, describe_pod_mesh, describe_service_mesh
+from mizzen.cli.describe_mesh import (
+    decode_proxy,
+    describe_pod_mesh,
+    describe_service_mesh,
+    skipped_config_lines,
+)
 from mizzen.controlplane.api import resource_to_dict
 from mizzen.core.proxy import Proxy
 from mizzen.runner.manifests import ContainerPort, ContainerSpec
@@ -208,3 +213,11 @@ spec:
     ], text
     # no PeerAuthentication applies: no block (the mesh default PERMISSIVE)
     assert "PeerAuthentication" not in describe_pod_mesh(reviews_pod("v1"), services, objs[:-2], None, [])
+
+
+def test_x_describe_pod_lists_the_config_skipped_for_its_proxy() -> None:
+    assert skipped_config_lines([]) == ""
+    text = skipped_config_lines(["gateway istio-system/web server 0: credential no-such-cert not found"])
+    lines = text.splitlines()
+    assert lines[2] == "Warning: config skipped for this proxy (Envoy never received it):"
+    assert lines[3] == "   gateway istio-system/web server 0: credential no-such-cert not found"

@@ -189,3 +189,37 @@ async def test_api_client_errors_are_json_even_for_wrong_method(mesh: Mesh) -> N
     async with mesh.api_client() as api:
         r = await api.get("/apis/apply")
         assert r.status_code == 405 and "error" in r.json()
+
+
+HTTPS_GATEWAY = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["a.example.com"]
+    tls: {mode: SIMPLE, credentialName: no-such-cert}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+"""
+
+
+async def test_proxy_warnings_name_the_config_generation_skipped(mesh: Mesh) -> None:  # noqa: F811
+    """A valid Gateway whose HTTPS server the gateway cannot serve (its credential does not exist): Envoy
+    never sees that server, so nothing NACKs; /debug/proxy_warnings says what was skipped, for that proxy."""
+    gw = await mesh.gateway()
+    side = await mesh.sidecar("bookinfo", "productpage-v1", {"app": "productpage", "version": "v1"})
+    async with mesh.api_client() as api:
+        r = await api.post("/apis/apply", json=docs(("gw.yaml", HTTPS_GATEWAY), namespace=None))
+        assert r.status_code == 200, r.text
+        await mesh.wait_synced()
+        one = (await api.get("/debug/proxy_warnings", params={"proxyID": gw.node_id})).json()
+        assert one["proxy"] == gw.node_id
+        assert any("no-such-cert" in w for w in one["warnings"]), one
+        none = (await api.get("/debug/proxy_warnings", params={"proxyID": side.node_id})).json()
+        assert none["warnings"] == []
+        every = (await api.get("/debug/proxy_warnings")).json()["proxies"]
+        assert [e["proxy"] for e in every] == [gw.node_id]
+        assert (await api.get("/debug/proxy_warnings", params={"proxyID": "router~nope"})).status_code == 404

@@ -252,7 +252,8 @@ def _match(chain: Any) -> tuple[str, tuple[str, ...], bool]:
 
 def test_core_inbound_chains_per_mode_in_local_mode() -> None:
     (lis,) = [x for x in _inbound("STRICT") if x.name == "127.0.10.1_9080"]
-    assert [_match(c) for c in lis.filter_chains] == [("tls", (), True)]
+    assert [_match(c) for c in lis.filter_chains] == [("tls", mtls.ISTIO_MTLS_ALPNS, True), ("tls", (), True)]
+    strict_istio_chain = lis.filter_chains[0]
     assert [f.name for f in lis.listener_filters] == ["envoy.filters.listener.tls_inspector"]
     ctx = tls_pb2.DownstreamTlsContext()
     assert lis.filter_chains[0].transport_socket.typed_config.Unpack(ctx)
@@ -261,6 +262,8 @@ def test_core_inbound_chains_per_mode_in_local_mode() -> None:
     (lis,) = [x for x in _inbound("PERMISSIVE") if x.name == "127.0.10.1_9080"]
     assert [_match(c) for c in lis.filter_chains] == [("tls", mtls.ISTIO_MTLS_ALPNS, True),
                                                       ("raw_buffer", (), False)]
+    # the mTLS chain is the same message in both modes: Envoy keeps its connections across the change
+    assert lis.filter_chains[0] == strict_istio_chain
     (lis,) = [x for x in _inbound("PERMISSIVE", protocol=Protocol.TCP) if x.name == "127.0.10.1_9080"]
     assert [_match(c) for c in lis.filter_chains] == [("tls", mtls.ISTIO_MTLS_ALPNS, True),
                                                       ("raw_buffer", (), False), ("tls", (), False)]
@@ -272,7 +275,9 @@ def test_core_inbound_chains_per_mode_in_local_mode() -> None:
 def test_core_inbound_chains_in_virtual_inbound() -> None:
     (vi,) = [x for x in _inbound("STRICT", "REDIRECT") if x.name == "virtualInbound"]
     by_port = [(c.filter_chain_match.destination_port.value, *_match(c)) for c in vi.filter_chains]
-    assert by_port == [(15006, "", (), False), (9080, "tls", (), True), (0, "tls", (), True)]
+    alpns = mtls.ISTIO_MTLS_ALPNS
+    assert by_port == [(15006, "", (), False), (9080, "tls", alpns, True), (9080, "tls", (), True),
+                       (0, "tls", alpns, True), (0, "tls", (), True)]
     assert [f.name for f in vi.listener_filters] == ["envoy.filters.listener.original_dst",
                                                     "envoy.filters.listener.tls_inspector"]
     (vi,) = [x for x in _inbound("PERMISSIVE", "REDIRECT") if x.name == "virtualInbound"]
@@ -294,7 +299,8 @@ spec:
     (vi,) = [x for x in build_listeners(with_sds(sidecar(labels=SIDECAR_LABELS, mode="REDIRECT")), push)
              if x.name == "virtualInbound"]
     assert [(c.filter_chain_match.destination_port.value, *_match(c)) for c in vi.filter_chains] == [
-        (15006, "", (), False), (9080, "tls", (), True), (8000, "", (), False), (0, "tls", (), True)]
+        (15006, "", (), False), (9080, "tls", mtls.ISTIO_MTLS_ALPNS, True), (9080, "tls", (), True),
+        (8000, "", (), False), (0, "tls", mtls.ISTIO_MTLS_ALPNS, True), (0, "tls", (), True)]
 
 
 def test_core_mtls_identity_changes_name_services_whose_mtls_service_accounts_changed() -> None:

@@ -112,6 +112,41 @@ async def test_strict_refuses_1000_of_1000_plaintext_attempts_and_mtls_still_wor
     assert f"URI={spiffe(NS, 'bookinfo-productpage')}" in headers.get("x-forwarded-client-cert", "")
 
 
+async def _inbound_connections(b: Backend) -> int:
+    """Downstream connections ever accepted by the backend sidecar's inbound listeners."""
+    assert b.sidecar is not None
+    stats = await b.sidecar.admin_get("/stats?filter=^listener\\.[0-9].*\\.downstream_cx_total$")
+    return sum(int(line.rpartition(" ")[2]) for line in stats.splitlines() if line.strip())
+
+
+async def test_permissive_to_strict_keeps_the_open_mtls_connections(
+        world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
+    """Going STRICT only removes the plaintext chain: the caller's pooled mTLS connection to reviews carries
+    on (no new inbound connection, no failed request), while plaintext from outside is refused."""
+    m, reviews, http = world
+    mesh = m.mesh
+    await _get(http)
+    before = await _inbound_connections(reviews)
+    assert before >= 1
+    failures = 0
+
+    async def traffic(n: int) -> None:
+        nonlocal failures
+        for _ in range(n):
+            r = await http.get("http://reviews:9080/reviews/0")
+            failures += r.status_code != 200
+            await asyncio.sleep(0.02)
+
+    running = asyncio.create_task(traffic(150))
+    await mesh.apply_yaml(pa("default", "STRICT"))
+    await mesh.wait_synced()
+    await eventually(lambda: asyncio.to_thread(plaintext_refused, reviews.address, reviews.port), timeout=10)
+    await running
+    await traffic(20)
+    assert failures == 0
+    assert await _inbound_connections(reviews) == before
+
+
 async def test_workload_and_port_level_policies_override_the_namespace(
         world: tuple[MtlsMesh, Backend, httpx.AsyncClient]) -> None:
     m, reviews, http = world

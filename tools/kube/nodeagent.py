@@ -150,6 +150,15 @@ def _run_as(pod: Object, container: Object) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--pdeathsig=KILL"]
 
 
+def _image_entrypoint(argv: list[str], python: str) -> list[str]:
+    """The Mizzen image's ``mizzen`` (``mizzen install``'s Deployments run ``mizzen controlplane``/``agent``):
+    the console script beside ``python`` (this checkout's), as the image has it on its PATH."""
+    if argv and argv[0] == "mizzen":
+        script = Path(python).parent / "mizzen"
+        return [str(script) if script.exists() else "mizzen", *argv[1:]]
+    return argv
+
+
 # ------------------------------------------------------------------------------------------- probes
 
 @dataclass
@@ -840,7 +849,7 @@ class NodeAgent:
                     return str(host) + s[len(mp):]
             return s
 
-        argv = [mapped(a) for a in container_argv(c, env, self.python)]
+        argv = [mapped(a) for a in _image_entrypoint(container_argv(c, env, self.python), self.python)]
         env = {k: (v if k == "MIZZEN_MOUNTS" else mapped(v)) for k, v in env.items()}
         cwd = mapped(c.working_dir) if c.working_dir else str(run.dir)
         return argv, env, cwd

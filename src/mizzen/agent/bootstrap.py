@@ -16,6 +16,7 @@ cluster is the agent's local xDS socket (the agent forwards over TLS to the cont
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -196,6 +197,14 @@ def stats_matcher(spec: ProxySpec) -> dict[str, Any] | None:
     return {"stats_matcher": {"inclusion_list": {"patterns": patterns}}}
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME, *, xds_socket: str | None = None,
                     sds_socket: str | None = None, stats_socket: str | None = None) -> dict[str, Any]:
     """The bootstrap as a JSON-ready dict (Envoy v3 Bootstrap); admin on the Unix socket ``admin_socket``
@@ -225,6 +234,8 @@ def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME, *, x
     if xds_socket is None:
         # keep the ADS stream alive across quiet periods; reconnects are cheap on loopback
         xds_cluster["upstream_connection_options"] = {"tcp_keepalive": {"keepalive_time": 300}}
+        if not _is_ip(spec.xds_host):   # a name (istiod.istio-system.svc in a pod): Envoy resolves it
+            xds_cluster.update({"type": "STRICT_DNS", "dns_lookup_family": "V4_PREFERRED"})
     node: dict[str, Any] = {
         "id": spec.node_id,
         "cluster": spec.cluster,

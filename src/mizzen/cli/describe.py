@@ -134,6 +134,8 @@ def x_describe(
             own = _dump(c, own_id) if own_id else None
             text = describe_mesh.describe_pod_mesh(pod, c.objects("Service"), _config(c), own,
                                                    _gateways(c, ids))
+            mine = next((p for p in ids if pt.proxy_name(p) == me), None)
+            text += describe_mesh.skipped_config_lines(c.proxy_warnings(mine) if mine else [])
         typer.echo(text)
         return
     if kind.lower() in SERVICE_KINDS:

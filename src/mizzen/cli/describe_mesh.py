@@ -524,6 +524,15 @@ def describe_pod_mesh(pod: Obj, services: Sequence[Obj], configs: Sequence[Obj],
     return "\n".join(lines)
 
 
+def skipped_config_lines(warnings: Sequence[str]) -> str:
+    """The config the control plane skipped for the pod's proxy (``/debug/proxy_warnings``), as text to
+    append to ``x describe pod``; empty when nothing was skipped."""
+    if not warnings:
+        return ""
+    return "\n".join(["", SEPARATOR, "Warning: config skipped for this proxy (Envoy never received it):",
+                      *(f"   {w}" for w in warnings)])
+
+
 def describe_service_mesh(svc: Obj, pods: Sequence[Obj], configs: Sequence[Obj], own: ProxyConfig | None,
                           gateways: Sequence[ProxyConfig], suffix: str = "cluster.local") -> str:
     """``istioctl x describe svc``: the Service's ports, DestinationRule, VirtualServices (every route with

@@ -22,6 +22,7 @@ from mizzen.cli import (
     describe,
     framework,
     get,
+    install,
     kubeinject,
     load,
     pods,
@@ -85,6 +86,10 @@ app.command("demo")(runtime.demo)
 app.add_typer(dashboard.app, name="dashboard")
 app.command("controlplane")(runtime.controlplane)
 app.command("agent")(runtime.agent)
+app.add_typer(install.manifest_app, name="manifest")
+app.command("install")(install.install)
+app.command("uninstall")(install.uninstall)
+app.command("verify-install")(install.verify_install)
 framework.finish(app)
 
 

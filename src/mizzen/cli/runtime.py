@@ -173,6 +173,10 @@ def controlplane(
         metavar="ADDRESS", show_default="0.0.0.0 in a Kubernetes pod, else the --xds-host",
         help="Webhook listen address (an IP here is also in the serving certificate, for a url: client "
              "config)")] = None,
+    in_cluster: Annotated[bool, typer.Option(
+        "--in-cluster", help="Like --kubeconfig, with the pod's service account (KUBERNETES_SERVICE_HOST/"
+                             "PORT and the token and CA under /var/run/secrets/kubernetes.io/serviceaccount)")
+    ] = False,
     api_socket: Annotated[Path | None, typer.Option(
         metavar="PATH", show_default="none",
         help="Also serve the API on this Unix socket (0600: its file permissions are the credential)")
@@ -208,9 +212,11 @@ def controlplane(
         xds_tls_port = DEFAULT_XDS_TLS_PORT if xds_port == DEFAULT_XDS_PORT else 0
     if ca_dir is not None and not ca_dir.is_dir():
         fail(f"--ca-dir {ca_dir}: not a directory (want Istio's cacerts files)")
+    if in_cluster and kubeconfig is not None:
+        fail("--in-cluster and --kubeconfig: give one")
     if ca_dir is not None and xds_tls_port < 0:
         fail("--ca-dir needs the CA: drop --xds-tls-port -1")
-    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) or in_cluster
     if webhook_port is None:   # istiod serves its webhooks in the cluster; off on a developer's machine
         webhook_port = DEFAULT_WEBHOOK_PORT if in_pod else -1
     if webhook_host is None and in_pod:
@@ -228,7 +234,7 @@ def controlplane(
                                   tracing_zipkin_address=zipkin_address, tracing_sampling=trace_sampling)),
                               api_socket=api_socket,
                               await_workload_sync_s=await_workload_sync, pods_url=pods_url,
-                              kubeconfig=kubeconfig,
+                              kubeconfig=kubeconfig, in_cluster=in_cluster,
                               webhook_port=webhook_port if webhook_port >= 0 else None,
                               webhook_host=webhook_host),
           log_level, standby)

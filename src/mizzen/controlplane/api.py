@@ -6,8 +6,9 @@ and one request at most 1,000 objects (413 beyond, see :mod:`.parse_worker`); a 
 ``ControlPlaneOptions.body_timeout_s`` (10 s) is answered 408 and its connection closed. Debug endpoints
 follow istiod's names: ``/debug/syncz``, ``/debug/config_dump``, ``/debug/registryz``, ``/debug/configz``,
 ``/debug/push_status``, and ``/debug/analyze`` (``istioctl analyze``'s cross-object messages over the stored
-config and registry; POST adds candidate documents as a what-if). Apply responses carry the analyzer messages
-about the applied objects as warnings, never blocking the apply. ``/debug/simulate`` answers which route,
+config and registry; POST adds candidate documents as a what-if); ``/debug/proxy_warnings`` is Mizzen's:
+what generation skipped for a proxy. Apply responses carry the analyzer messages about the applied objects
+as warnings, never blocking the apply. ``/debug/simulate`` answers which route,
 subset and endpoints one request would hit in a proxy's config, and why. ``PUT /apis/workloads`` replaces the
 whole set of registered workloads (a runner's reconcile); ``GET /apis/events?epoch=&since=&timeout=`` is the
 long-polled config-change feed (:mod:`.events`).
@@ -284,6 +285,7 @@ class Api:
         r.add_get("/debug/registryz", self.registryz)
         r.add_get("/debug/configz", self.configz)
         r.add_get("/debug/push_status", self.push_status)
+        r.add_get("/debug/proxy_warnings", self.proxy_warnings)
         r.add_get("/debug/analyze", self.analyze)
         r.add_post("/debug/analyze", self.analyze)
         r.add_get("/debug/simulate", self.simulate)
@@ -694,6 +696,30 @@ class Api:
             "load_problems": [p.to_dict() for p in self.cp.store.load_problems],
             "mesh_config_problem": self.cp.mesh_config_problem,
         })
+
+    async def proxy_warnings(self, request: web.Request) -> web.Response:
+        """``?proxyID=``: the config the generators skipped for that connected proxy (unsupported or
+        conflicting parts, gateway credentials its namespace cannot serve), which Envoy never sees and so
+        never NACKs; without ``proxyID``, every connected proxy that has some."""
+        from mizzen.core.listeners import generation_warnings
+
+        ident = request.query.get("proxyID") or request.query.get("proxy")
+        pusher = self.cp.pusher
+        push = pusher.current()
+        if ident:
+            node = self.resolve_proxy(ident)
+            proxy = pusher.proxies.get(node)
+            if proxy is None:
+                raise web.HTTPNotFound(reason=f"proxy {node!r} is not connected")
+            return _json({"proxy": node, "warnings": generation_warnings(proxy, push)})
+        out = []
+        for i, (node, proxy) in enumerate(sorted(pusher.proxies.items())):
+            if i and i % 20 == 0:
+                await asyncio.sleep(0)       # a big mesh: let the loop breathe between proxies
+            found = generation_warnings(proxy, push)
+            if found:
+                out.append({"proxy": node, "warnings": found})
+        return _json({"proxies": out})
 
     async def simulate(self, request: web.Request) -> web.Response:
         """``?proxyID=&url=&method=&header=K:V (repeatable)&port=&direction=`` (or the same as a JSON body):

@@ -138,6 +138,9 @@ class ControlPlaneOptions:
     webhook_port: int | None = None
     webhook_host: str | None = None
     revision: str = field(default_factory=lambda: os.environ.get("REVISION", ""))
+    # the same from inside a pod: the API server and credentials of its service account (mizzen install's
+    # istiod Deployment)
+    in_cluster: bool = False
 
     def resolve_token(self) -> tuple[str, Path | None]:
         """(the API token, the file it lives in or None)."""
@@ -205,8 +208,8 @@ class ControlPlane:
         self.admission = RateLimiter(rate, burst=max(1, int(rate)))
         self.identity: MeshIdentity | None = None
         # on a cluster without --ca-dir the CA's root lives in a Secret (mizzen.kube.casecret), read at start
-        self._ca_from_cluster = (opts.xds_tls_port is not None and opts.kubeconfig is not None
-                                 and opts.ca_dir is None)
+        self._ca_from_cluster = (opts.xds_tls_port is not None and opts.ca_dir is None
+                                 and (opts.kubeconfig is not None or opts.in_cluster))
         if opts.xds_tls_port is not None and not self._ca_from_cluster:
             self.identity = MeshIdentity(opts.state_dir, opts.ca_dir, opts.mesh.trust_domain)
         # agents' debug channels (TLS port): proxy-config and Envoy's logs of pods on a cluster (with the CA
@@ -231,7 +234,7 @@ class ControlPlane:
             pods = PodsProxy(opts.pods_url, token=self.token)
             self.api.add_routes(pods.routes())
             self.api.workload_address_check = pods.address_check
-        elif opts.kubeconfig is not None:   # the cluster's Pods, as the Kubernetes registry sees them
+        elif opts.kubeconfig is not None or opts.in_cluster:   # the cluster's Pods, as its registry sees them
             from mizzen.kube.pods_view import KubePodsApi
 
             hub = self.proxy_debug
@@ -257,7 +260,7 @@ class ControlPlane:
         self._inject_task: asyncio.Task[None] | None = None     # /inject's config from the cluster
         self._leader_task: asyncio.Task[None] | None = None
         self._election_timing: Timing | None = None
-        if opts.kubeconfig is not None:   # a bad $MIZZEN_LEADER_ELECTION_TTL fails here, before any I/O
+        if opts.kubeconfig is not None or opts.in_cluster:   # a bad $MIZZEN_LEADER_ELECTION_TTL: before I/O
             from mizzen.kube.leader import timing_from_env
 
             self._election_timing = timing_from_env()
@@ -334,7 +337,7 @@ class ControlPlane:
         try:
             if opts.webhook_port is not None and not self._ca_from_cluster:
                 await self._start_webhooks(opts.webhook_port)
-            if opts.kubeconfig is not None:
+            if opts.kubeconfig is not None or opts.in_cluster:
                 await self._start_kube(opts.kubeconfig)
             if self.identity is not None and opts.xds_tls_port is not None:
                 self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port,
@@ -366,12 +369,12 @@ class ControlPlane:
                  f" (TLS + CA {self.xds_tls_address})" if self.ads.tls_port else "",
                  self.http_url if self._http else "off", len(self.store))
 
-    async def _start_kube(self, kubeconfig: Path) -> None:
+    async def _start_kube(self, kubeconfig: Path | None) -> None:
         from mizzen.kube.client import connect
         from mizzen.kube.config_source import KubeConfigSource
         from mizzen.kube.registry_source import KubeRegistrySource
 
-        self._kube_api = await connect(kubeconfig)
+        self._kube_api = await connect(kubeconfig, in_cluster=kubeconfig is None)
         if self._ca_from_cluster:
             await self._cluster_identity(self._kube_api)
             assert self.identity is not None
@@ -394,7 +397,7 @@ class ControlPlane:
         await self.kube_source.wait_synced(timeout=60)
         await self.kube_registry.wait_synced(timeout=60)
         log.info("config and services from the Kubernetes API server (%s): %d objects, %d services",
-                 kubeconfig, len(self.store), len(self.registry.snapshot().services))
+                 kubeconfig or "in-cluster", len(self.store), len(self.registry.snapshot().services))
         if self.identity is not None:
             self._start_leader_work(self._kube_api, self.identity)
 

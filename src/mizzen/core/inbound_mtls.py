@@ -1,7 +1,9 @@
 """The filter chains of one inbound port under its PeerAuthentication mode (Istio's inbound mTLS chains).
 
-- STRICT: one chain matching ``transport_protocol: tls`` that terminates Istio mTLS (client certificate
-  required, validated against ROOTCA); plaintext matches no chain and the connection is closed.
+- STRICT: chains matching ``transport_protocol: tls`` that terminate Istio mTLS (client certificate
+  required, validated against ROOTCA); plaintext matches no chain and the connection is closed. The chain for
+  Istio's ALPN values is the same as PERMISSIVE's, and a second one takes TLS with other ALPN values, so a
+  PERMISSIVE <-> STRICT change leaves open mTLS connections alone (Envoy drains only chains that change).
 - PERMISSIVE: both on one port, told apart by the TLS inspector: Istio mTLS (``tls`` plus one of Istio's ALPN
   values) is terminated, ``raw_buffer`` goes through in plaintext, and on TCP ports other TLS (the app's own)
   passes through untouched.
@@ -67,7 +69,10 @@ def inbound_chains(proxy: Proxy, push: PushContext, port: int, http: bool, filte
     matches ``destination_port`` when given (virtualInbound)."""
     mode = port_mode(proxy, push, port)
     if mode is MtlsMode.STRICT:
-        chains = [_chain(name, filters, TLS, tls_http=http)]
+        # the Istio-ALPN chain is PERMISSIVE's, byte for byte: a PERMISSIVE -> STRICT change then only removes
+        # chains, and Envoy keeps the mTLS connections already open (a changed chain would be drained)
+        chains = [_chain(name, filters, TLS, ISTIO_MTLS_ALPNS, tls_http=http),
+                  _chain(name, filters, TLS, tls_http=http)]
     elif mode is MtlsMode.PERMISSIVE:
         chains = [_chain(name, filters, TLS, ISTIO_MTLS_ALPNS, tls_http=http),
                   _chain(name, filters, RAW_BUFFER)]

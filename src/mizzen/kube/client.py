@@ -10,24 +10,56 @@ that protocol behind their own abstractions.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from kubernetes_asyncio import client, config
+from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
-__all__ = ["KubeConfigError", "connect"]
+__all__ = ["KubeConfigError", "connect", "service_account_dir"]
 
-_IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+_IN_CLUSTER_TOKEN = Path(SERVICE_ACCOUNT_DIR) / "token"
+MOUNTS_ENV = "MIZZEN_MOUNTS"
+
+
+def service_account_dir() -> Path:
+    """Where the pod's service-account token, CA and namespace are: the standard path, or where the test
+    cluster's node agent (which has no mount namespace) put that mount (its ``$MIZZEN_MOUNTS`` map)."""
+    try:
+        mounts = json.loads(os.environ.get(MOUNTS_ENV) or "{}")
+    except ValueError:
+        mounts = {}
+    if not isinstance(mounts, dict):
+        mounts = {}
+    for mount_path, host in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+        mp = str(mount_path).rstrip("/")
+        if mp == SERVICE_ACCOUNT_DIR or SERVICE_ACCOUNT_DIR.startswith(mp + "/"):
+            return Path(str(host) + SERVICE_ACCOUNT_DIR[len(mp):])
+    return Path(SERVICE_ACCOUNT_DIR)
 
 
 class KubeConfigError(Exception):
     """The kubeconfig could not be read (a one-line reason)."""
 
 
-async def connect(kubeconfig: Path | None = None, context: str | None = None) -> client.ApiClient:
+async def connect(kubeconfig: Path | None = None, context: str | None = None, *,
+                  in_cluster: bool = False) -> client.ApiClient:
     """An API client for ``kubeconfig`` (``$KUBECONFIG`` or ``~/.kube/config`` when None), or the in-cluster
-    configuration when running in a pod with no kubeconfig. Close it with ``await api.close()``."""
+    configuration when running in a pod with no kubeconfig; ``in_cluster`` insists on the latter
+    (:func:`service_account_dir`). Close it with ``await api.close()``."""
     cfg = client.Configuration()
+    if in_cluster:
+        sa = service_account_dir()
+        if not os.environ.get("KUBERNETES_SERVICE_HOST") or not (sa / "token").is_file():
+            raise KubeConfigError(f"not in a pod: no KUBERNETES_SERVICE_HOST or no token in {sa}")
+        try:
+            loader = InClusterConfigLoader(token_filename=str(sa / "token"), cert_filename=str(sa / "ca.crt"))
+            loader.load_and_set(cfg)
+        except Exception as e:
+            raise KubeConfigError(f"in-cluster config: {' '.join(str(e).split())}") from None
+        return client.ApiClient(configuration=cfg)
     path = kubeconfig or (Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None)
     try:
         if path is None and _IN_CLUSTER_TOKEN.exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
