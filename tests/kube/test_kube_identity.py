@@ -111,6 +111,9 @@ async def _cli(server: str, token: str, *args: str) -> tuple[int, str, str]:
 def identity_cluster(kube_cluster: Any) -> Any:
     for ns in (NS, OTHER_NS):
         kube_cluster.kubectl("create", "namespace", ns)
+    # the control plane keeps its CA in a Secret there (mizzen.kube.casecret); shared, so left in place
+    kube_cluster.kubectl("apply", "-f", "-",
+                         stdin="apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n")
     kube_cluster.kubectl("create", "serviceaccount", SA, "-n", NS)
     kube_cluster.kubectl("create", "serviceaccount", OTHER_SA, "-n", OTHER_NS)
     pods = "\n---\n".join(json.dumps(_pod(p)) for p in (POD, GONE_POD))
