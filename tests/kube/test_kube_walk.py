@@ -1,15 +1,15 @@
 """The seed's Bookinfo walk on the real test cluster (issue 15, "What must be shown"), one module-scoped
-walk: the control plane (``mizzen install`` when this branch has it, else ``mizzen controlplane --kubeconfig``
-on the host), ``kubectl label namespace bookinfo istio-injection=enabled``, ``kubectl apply -f`` Istio's
-unchanged ``bookinfo.yaml`` (through ``mizzen kube-inject`` when there is no injection webhook), the pods
-run by the node agent with kube-proxy in each pod; then the seed's section 4 with ``kubectl apply``:
-north-south through the ingress gateway (Istio's sample Gateway, the seed's host match, redirect, rewrite)
-and east-west from inside the productpage pod (all-v1, 80/20, jason A/B, load balancing, circuit breaking,
-delay, abort); and section 5 (the seed's nginx Ingresses through ``mizzen convert ingress``, north-south and
-east-west).
-
-Steps that need a part of issue 15 this branch does not have (the injector, the validating webhook, leader
-election) are skipped with the reason; the verdicts are tests/seed_checks.py's, shared with tests/e2e.
+walk: two control-plane replicas (``mizzen controlplane --kubeconfig`` on the host, standing in for ``mizzen
+install``'s istiod pods; their webhooks reached by ``url:``), Istio's istio-sidecar-injector and
+istiod-default-validator webhook configurations and the injector's ConfigMaps, ``kubectl label namespace
+bookinfo istio-injection=enabled``, ``kubectl apply`` of Istio's unchanged ``bookinfo.yaml``: the webhook
+injects the pods and the node agent runs them with transparent capture (istio-init's iptables, no
+HTTP_PROXY). Then the seed's section 4 with ``kubectl apply``: north-south through the ingress gateway
+(Istio's sample Gateway, the seed's host match, redirect, rewrite) and east-west from inside the productpage
+pod (all-v1, 80/20, jason A/B, load balancing, circuit breaking, delay, abort); section 5 (the seed's nginx
+Ingresses through ``mizzen convert ingress``, north-south and east-west); an invalid VirtualService refused;
+``sidecar.istio.io/inject: "false"``; ``mizzen kube-inject`` equal to the webhook; and last, kill -9 of the
+leader. The verdicts are tests/seed_checks.py's, shared with tests/e2e.
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ class Walk:
     node: Any
     cp: HostControlPlane        # the replica the proxies use, started first: the leader
     standby: HostControlPlane
-    injected_by: str          # "webhook" or "" (no injector)
 
     @property
     def mesh_cm(self) -> Path:
@@ -113,8 +112,6 @@ class Walk:
             except httpx.TransportError as e:     # e.g. the listener not pushed yet
                 raise AssertionError(f"the gateway: {e!r}") from e
 
-    def sidecars(self) -> bool:
-        return bool(self.injected_by)
 
 
 def _ensure_namespace(w: Walk, ns: str) -> None:
@@ -176,7 +173,7 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
     node = nodeagent.NodeAgent(c, NODE, kube_proxy=True, lease_renew_s=2.0)
     node.start()
     cp, standby = HostControlPlane(c, "istiod-a"), HostControlPlane(c, "istiod-b")
-    w = Walk(c, node, cp, standby, "webhook")
+    w = Walk(c, node, cp, standby)
     try:
         _ensure_namespace(w, SYSTEM_NS)      # the CA's root Secret lives there
         _injection_configmaps(w)
@@ -195,7 +192,7 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
         w.apply(ingress_gateway_manifest(cp.xds), ns=SYSTEM_NS)
         _wait_deployments(w, NS, DEPLOYMENTS)
         _wait_deployments(w, SYSTEM_NS, ("istio-ingressgateway",))
-        print(f"walk set up in {time.monotonic() - t0:.1f} s (injected by: {w.injected_by or 'nothing'})")
+        print(f"walk set up in {time.monotonic() - t0:.1f} s")
         yield w
     finally:
         c.kubectl("delete", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME, "--ignore-not-found")
@@ -217,11 +214,6 @@ def _holder(w: Walk, lease: str) -> str | None:
         return w.json("get", "lease", "-n", SYSTEM_NS, lease)["spec"].get("holderIdentity")
     except RuntimeError:   # not created yet
         return None
-
-
-def needs_sidecars(w: Walk) -> None:
-    if not w.sidecars():
-        pytest.skip("no sidecar injector in this branch (kinject's `mizzen kube-inject` / webhook)")
 
 
 def review_versions(w: Walk, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
@@ -247,20 +239,22 @@ def test_bookinfo_runs_on_the_node(walk: Walk) -> None:
 
 
 def test_pods_are_injected_with_transparent_capture(walk: Walk) -> None:
-    needs_sidecars(walk)
     for p in walk.pods(NS, "app"):
         names = [c["name"] for c in p["spec"]["containers"]]
         assert "istio-proxy" in names, names
         assert "sidecar.istio.io/status" in p["metadata"]["annotations"]
-        for c in p["spec"]["containers"]:
-            assert not {e["name"] for e in c.get("env") or []} & {"HTTP_PROXY", "http_proxy"}, c["name"]
-        rules = subprocess.run(["ip", "netns", "exec", walk.node.pod_by_name(NS, p["metadata"]["name"]).netns,
-                                "iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
-        assert "ISTIO_OUTPUT" in rules and "--uid-owner 1337" in rules, rules
+        assert [c["name"] for c in p["spec"]["initContainers"]] == ["istio-init"]
+        run = walk.node.pod_by_name(NS, p["metadata"]["name"])
+        for name, c in run.containers.items():      # the processes: no proxy in any environment
+            env = Path(f"/proc/{c.proc.pid}/environ").read_bytes().split(b"\0")
+            assert not [e for e in env if e.lower().startswith(b"http_proxy=")], name
+        rules = subprocess.run(["ip", "netns", "exec", run.netns, "iptables-save", "-t", "nat"],
+                               capture_output=True, text=True).stdout
+        assert "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN" in rules, rules
+        assert "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001" in rules, rules
 
 
 def test_opt_out_gets_no_sidecar(walk: Walk) -> None:
-    needs_sidecars(walk)
     for key in ("labels", "annotations"):
         pod = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": f"opt-out-{key}", "namespace": NS, "labels": {"app": "opt-out"},
@@ -310,7 +304,6 @@ def test_kube_inject_equals_the_webhook(walk: Walk) -> None:
     """``mizzen kube-inject`` of the same bookinfo.yaml with the same ConfigMaps as files gives the pods the
     webhook made: each injected template, created as a Pod with a server-side dry run (the API server's
     defaults; the webhook leaves an already injected pod alone), equals the running pod of that Deployment."""
-    needs_sidecars(walk)
     out = _kube_inject(walk, BOOKINFO.read_text(), NS)
     templates = {d["metadata"]["name"]: d["spec"]["template"] for d in yaml.safe_load_all(out)
                  if d and d["kind"] == "Deployment"}
@@ -353,7 +346,6 @@ def test_seed_gateway_host_match_redirect_and_rewrite(walk: Walk) -> None:
 
 
 def test_all_v1_then_80_20(walk: Walk) -> None:
-    needs_sidecars(walk)
     walk.apply((SAMPLES / "destination-rule-all.yaml").read_text())
     walk.apply((SAMPLES / "virtual-service-all-v1.yaml").read_text())
     until(lambda: seed_checks.only(review_versions(walk, 10), "v1", 10), timeout=60)
@@ -364,7 +356,6 @@ def test_all_v1_then_80_20(walk: Walk) -> None:
 
 
 def test_end_user_jason_ab(walk: Walk) -> None:
-    needs_sidecars(walk)
     walk.apply((SEED / "reviews-dr.yaml").read_text())
     walk.apply((SEED / "reviews-jasonv3.yaml").read_text())
     jason = {"end-user": "jason"}
@@ -375,7 +366,6 @@ def test_end_user_jason_ab(walk: Walk) -> None:
 
 
 def test_load_balancing_round_robin(walk: Walk) -> None:
-    needs_sidecars(walk)
     walk.kubectl("delete", "-n", NS, "virtualservice", "reviews", "--ignore-not-found")
     walk.apply((SEED / "reviews-dr-random.yaml").read_text().replace("RANDOM", "ROUND_ROBIN"))
 
@@ -387,7 +377,6 @@ def test_load_balancing_round_robin(walk: Walk) -> None:
 
 
 def test_circuit_breaking(walk: Walk) -> None:
-    needs_sidecars(walk)
     walk.apply((SEED / "ratings-dr.yaml").read_text())      # maxConnections 3, pending 1
     netns = walk.netns(NS, "productpage")
 
@@ -400,7 +389,6 @@ def test_circuit_breaking(walk: Walk) -> None:
 
 
 def test_delay_and_abort(walk: Walk) -> None:
-    needs_sidecars(walk)
     netns = walk.netns(NS, "productpage")
     walk.apply((SEED / "details-delay.yaml").read_text().replace("fixedDelay: 5s", "fixedDelay: 1s"))
 
@@ -460,7 +448,6 @@ def test_section5_converted_ingress_north_south_and_east_west(walk: Walk) -> Non
     assert walk.gateway("/orders", {"Host": "nope.test.com"}).status_code == 404
 
     # east-west (seed 5.3): order -> handler, subset v1 only
-    needs_sidecars(walk)
     walk.apply((SEED / "demo-handler-dr.yaml").read_text(), ns=DEMO)
     netns = walk.netns(DEMO, "demo-order")
 
