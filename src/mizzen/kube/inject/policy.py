@@ -57,6 +57,8 @@ def inject_required(pod: Mapping[str, Any], namespace: str, values: Any = None) 
             for sel in values.get(key) or []:
                 if _label_selector_matches(sel, labels):
                     return want, f"{key.split('.')[1]} matched"
+        if str(values.get("global.proxy.autoInject") or "enabled") == "disabled":
+            return False, "policy disabled"
     return True, "policy enabled"
 
 

@@ -47,6 +47,7 @@ DEFAULT_VALUES: dict[str, Any] = {
         "sts": {"servicePort": 0},
         "proxy": {
             "image": "proxyv2",
+            "autoInject": "enabled",
             "clusterDomain": "cluster.local",
             "logLevel": "warning",
             "componentLogLevel": "misc:error",
@@ -174,14 +175,27 @@ class InjectConfig:
     mesh: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, values_text: str | None = None, mesh_text: str | None = None) -> InjectConfig:
-        mesh = _mapping(mesh_text, "mesh config")
-        if "mesh" in mesh and isinstance(mesh["mesh"], str):   # the `istio` ConfigMap's data
-            mesh = _mapping(mesh["mesh"], "mesh config")
+    def parse(cls, values_text: str | None = None, mesh_text: str | None = None,
+              inject_config_text: str | None = None) -> InjectConfig:
+        """From istioctl kube-inject's files (each may also be the ConfigMap holding it: ``istio``'s
+        ``mesh``, ``istio-sidecar-injector``'s ``values`` and ``config``). The injector config's
+        ``policy``, ``alwaysInjectSelector``, ``neverInjectSelector`` and ``injectedAnnotations`` are
+        honoured; its ``templates`` are not (Mizzen renders Istio's sidecar template itself)."""
+        mesh = _from_configmap(_mapping(mesh_text, "mesh config"), "mesh", "mesh config")
         dc = mesh.get("defaultConfig", {})
         if dc is not None and not isinstance(dc, dict):
             raise ValuesError("mesh config: defaultConfig must be a mapping (Istio's ProxyConfig)")
-        return cls(Values.parse(values_text), mesh)
+        values = _from_configmap(_mapping(values_text, "values"), "values", "values")
+        inj = _from_configmap(_mapping(inject_config_text, "injector config"), "config", "injector config")
+        over: dict[str, Any] = {}
+        if "policy" in inj:
+            if inj["policy"] not in ("enabled", "disabled"):
+                raise ValuesError(f"injector config: policy {inj['policy']!r}: want enabled or disabled")
+            over.setdefault("global", {}).setdefault("proxy", {})["autoInject"] = inj["policy"]
+        for key in ("alwaysInjectSelector", "neverInjectSelector", "injectedAnnotations"):
+            if key in inj:
+                over.setdefault("sidecarInjectorWebhook", {})[key] = inj[key]
+        return cls(Values(merge(merge(DEFAULT_VALUES, values), over)), mesh)
 
     @property
     def revision(self) -> str:
@@ -190,6 +204,16 @@ class InjectConfig:
     @property
     def trust_domain(self) -> str:
         return str(self.mesh.get("trustDomain") or self.values.text("global.trustDomain") or "")
+
+
+def _from_configmap(doc: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    """A ConfigMap's ``data[key]`` (YAML or JSON text) instead of the document itself."""
+    if doc.get("kind") != "ConfigMap":
+        return doc
+    text = (doc.get("data") or {}).get(key)
+    if not isinstance(text, str):
+        raise ValuesError(f"{what}: the ConfigMap has no data.{key}")
+    return _mapping(text, what)
 
 
 def proxy_config(cfg: InjectConfig, annotations: Mapping[str, str]) -> dict[str, Any]:
