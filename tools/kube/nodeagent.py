@@ -16,8 +16,8 @@ It registers a Node (Ready, with capacity, topology labels and a podCIDR) and re
   first, then the containers; command/args/env as :mod:`mizzen.runner.containers` builds them (incl.
   downward-API fieldRefs; Istio's Bookinfo images without a command run ``python -m mizzen.bookinfo``),
   plus ``configMapKeyRef``/``secretKeyRef`` env and ``envFrom``; a command ``mizzen`` (the Mizzen image's,
-  as ``mizzen install`` renders it) is this checkout's console script. Restarts follow ``restartPolicy`` with a
-  capped backoff (1 s doubling to 30 s, shorter than a kubelet's 10 s..5 min: this is a test harness).
+  as ``mizzen install`` renders it) is this checkout's console script. Restarts follow ``restartPolicy``
+  with a capped backoff (1 s doubling to 30 s, shorter than a kubelet's 10 s..5 min: this is a test harness).
 * **probes**: readiness and liveness (httpGet, tcpSocket, exec) with Kubernetes' defaults and semantics;
   httpGet and tcpSocket are sent from the host (as a kubelet does from the node) to the pod IP.
 * **status** written through the API like a kubelet: phase, podIP/podIPs, hostIP, startTime, conditions
