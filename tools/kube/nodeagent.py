@@ -15,8 +15,9 @@ It registers a Node (Ready, with capacity, topology labels and a podCIDR) and re
 * **containers** as processes in the pod's namespace (``ip netns exec``): init containers one after another
   first, then the containers; command/args/env as :mod:`mizzen.runner.containers` builds them (incl.
   downward-API fieldRefs; Istio's Bookinfo images without a command run ``python -m mizzen.bookinfo``),
-  plus ``configMapKeyRef``/``secretKeyRef`` env and ``envFrom``. Restarts follow ``restartPolicy`` with a
-  capped backoff (1 s doubling to 30 s, shorter than a kubelet's 10 s..5 min: this is a test harness).
+  plus ``configMapKeyRef``/``secretKeyRef`` env and ``envFrom``; a command ``mizzen`` (the Mizzen image's,
+  as ``mizzen install`` renders it) is this checkout's console script. Restarts follow ``restartPolicy``
+  with a capped backoff (1 s doubling to 30 s, shorter than a kubelet's 10 s..5 min: this is a test harness).
 * **users and hooks**: a container's (or the pod's) ``securityContext.runAsUser``/``runAsGroup`` runs it
   through ``setpriv`` (Istio's ``istio-proxy`` as 1337, ``istio-init`` as root applying its iptables rules in
   the pod's namespace: transparent capture, uid 1337 excluded); emptyDirs are 0777 like a kubelet's and the

@@ -24,7 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from mizzen.kube.install.manifests import OWNER, OWNER_LABEL, Component
 
-__all__ = ["ApplyError", "install", "uninstall", "verify"]
+__all__ = ["KINDS", "ApplyError", "install", "uninstall", "verify"]
 
 Obj = dict[str, Any]
 FIELD_MANAGER = "mizzen-install"

@@ -31,7 +31,7 @@ from mizzen.config.schema import CRD_FILE
 from mizzen.kube.inject.webhook import mutating_webhook_configuration
 from mizzen.kube.webhooks import configuration as wh
 
-__all__ = ["COMPONENT_LABEL", "OWNER", "OWNER_LABEL", "Component", "render"]
+__all__ = ["COMPONENT_LABEL", "OWNER", "OWNER_LABEL", "Component", "render", "to_yaml"]
 
 Obj = dict[str, Any]
 OWNER_LABEL = "install.operator.istio.io/owning-resource"

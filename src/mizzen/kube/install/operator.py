@@ -30,7 +30,7 @@ import yaml
 from mizzen.core.mesh import MeshConfig
 from mizzen.kube.meshconfig import MeshConfigError, parse_mesh_config
 
-__all__ = ["PROFILES", "InstallError", "apply_set", "load_spec", "merge"]
+__all__ = ["PROFILES", "InstallError", "apply_set", "check", "load_spec", "merge"]
 
 PROFILES = ("default", "demo", "minimal", "empty")
 Spec = dict[str, Any]
