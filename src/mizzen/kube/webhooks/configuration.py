@@ -1,7 +1,7 @@
 """The ``ValidatingWebhookConfiguration`` objects Istio's charts install, as plain dicts ready for the API
 server or a manifest: ``istio-validator[-<rev>]-<ns>`` (istio-discovery's per-revision webhook
-``rev.validation.istio.io``, only for objects labelled ``istio.io/rev=<rev>``) and ``istiod-default-validator``
-(the base chart's ``validation.istio.io`` for every object).
+``rev.validation.istio.io``, only for objects labelled ``istio.io/rev=<rev>``) and
+``istiod-default-validator`` (the base chart's ``validation.istio.io`` for every object).
 
 Both start fail-open (``failurePolicy: Ignore``) with no ``caBundle``: the leader's
 :class:`~mizzen.kube.webhooks.patcher.WebhookPatcher` patches the mesh CA's roots in and flips the policy to
@@ -97,4 +97,5 @@ def default_validating_webhook_configuration(namespace: str = "istio-system", re
     Istio's groups, answered by the default revision's control plane (``revision``)."""
     return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": DEFAULT_VALIDATOR_NAME, "labels": _labels(revision)},
-            "webhooks": [_webhook("validation.istio.io", namespace, revision, url, ca_bundle, failure_policy)]}
+            "webhooks": [_webhook("validation.istio.io", namespace, revision, url, ca_bundle,
+                                  failure_policy)]}
