@@ -58,7 +58,7 @@ def _client_config(namespace: str, revision: str, url: str | None, ca_bundle: st
 
 
 def _webhook(name: str, namespace: str, revision: str, url: str | None, ca_bundle: str | None,
-             failure_policy: str) -> dict[str, Any]:
+             failure_policy: str, review_versions: tuple[str, ...]) -> dict[str, Any]:
     return {
         "name": name,
         "clientConfig": _client_config(namespace, revision, url, ca_bundle),
@@ -66,7 +66,7 @@ def _webhook(name: str, namespace: str, revision: str, url: str | None, ca_bundl
                    "apiVersions": ["*"], "resources": ["*"]}],
         "failurePolicy": failure_policy,
         "sideEffects": "None",
-        "admissionReviewVersions": ["v1"],
+        "admissionReviewVersions": list(review_versions),
         "timeoutSeconds": 10,
     }
 
@@ -82,7 +82,8 @@ def validating_webhook_configuration(namespace: str = "istio-system", revision: 
     """istio-discovery's ``istio-validator[-<rev>]-<ns>``: webhook ``rev.validation.istio.io`` for objects
     labelled ``istio.io/rev=<rev>`` (``default`` when unnamed). ``url`` replaces the Service client config
     (a control plane outside the cluster); ``ca_bundle`` is base64 PEM (normally left to the patcher)."""
-    hook = _webhook("rev.validation.istio.io", namespace, revision, url, ca_bundle, failure_policy)
+    hook = _webhook("rev.validation.istio.io", namespace, revision, url, ca_bundle, failure_policy,
+                    ("v1beta1", "v1"))   # as the chart lists them: the API server sends v1beta1
     hook["objectSelector"] = {"matchExpressions": [
         {"key": REV_LABEL, "operator": "In", "values": [_revision(revision)]}]}
     return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
@@ -98,4 +99,4 @@ def default_validating_webhook_configuration(namespace: str = "istio-system", re
     return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": DEFAULT_VALIDATOR_NAME, "labels": _labels(revision)},
             "webhooks": [_webhook("validation.istio.io", namespace, revision, url, ca_bundle,
-                                  failure_policy)]}
+                                  failure_policy, ("v1",))]}
