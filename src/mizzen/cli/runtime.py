@@ -24,6 +24,7 @@ __all__ = ["agent", "client_version", "controlplane", "demo", "standalone", "ver
 DEFAULT_XDS_PORT = 15010      # mizzen.controlplane.server's defaults (not imported: it pulls in gRPC)
 DEFAULT_XDS_TLS_PORT = 15012
 DEFAULT_HTTP_PORT = 15014
+DEFAULT_WEBHOOK_PORT = 15017   # istiod's admission webhooks (mizzen.kube.webhooks.server)
 
 
 def client_version() -> str:
@@ -168,6 +169,14 @@ def controlplane(
         "--in-cluster", help="Like --kubeconfig, with the pod's service account (KUBERNETES_SERVICE_HOST/"
                              "PORT and the token and CA under /var/run/secrets/kubernetes.io/serviceaccount)")
     ] = False,
+    webhook_port: Annotated[int | None, typer.Option(
+        metavar="PORT", show_default="15017 when running in a Kubernetes pod, else off",
+        help="Serve the admission webhooks (/validate) over HTTPS with the mesh CA's certificate, like "
+             "istiod's 15017; 0 = any free port, -1 = off")] = None,
+    webhook_host: Annotated[str | None, typer.Option(
+        metavar="ADDRESS", show_default="the --xds-host",
+        help="Webhook listen address (an IP here is also in the serving certificate, for a url: client "
+             "config)")] = None,
     api_socket: Annotated[Path | None, typer.Option(
         metavar="PATH", show_default="none",
         help="Also serve the API on this Unix socket (0600: its file permissions are the credential)")
@@ -207,6 +216,10 @@ def controlplane(
         fail("--in-cluster and --kubeconfig: give one")
     if ca_dir is not None and xds_tls_port < 0:
         fail("--ca-dir needs the CA: drop --xds-tls-port -1")
+    if webhook_port is None:   # istiod serves its webhooks in the cluster; off on a developer's machine
+        webhook_port = DEFAULT_WEBHOOK_PORT if os.environ.get("KUBERNETES_SERVICE_HOST") else -1
+    if webhook_port >= 0 and xds_tls_port < 0:
+        fail("--webhook-port needs the mesh CA for its certificate: drop --xds-tls-port -1")
     serve(ControlPlaneOptions(state_dir=state_dir, xds_host=xds_host, xds_port=xds_port,
                               xds_tls_port=xds_tls_port if xds_tls_port >= 0 else None, ca_dir=ca_dir,
                               http_host=http_host,
@@ -218,7 +231,9 @@ def controlplane(
                                   tracing_zipkin_address=zipkin_address, tracing_sampling=trace_sampling)),
                               api_socket=api_socket,
                               await_workload_sync_s=await_workload_sync, pods_url=pods_url,
-                              kubeconfig=kubeconfig, in_cluster=in_cluster),
+                              kubeconfig=kubeconfig, in_cluster=in_cluster,
+                              webhook_port=webhook_port if webhook_port >= 0 else None,
+                              webhook_host=webhook_host),
           log_level, standby)
 
 

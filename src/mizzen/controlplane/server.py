@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import stat
@@ -73,6 +74,8 @@ if TYPE_CHECKING:
 
     from mizzen.kube.config_source import KubeConfigSource
     from mizzen.kube.registry_source import KubeRegistrySource
+    from mizzen.kube.webhooks.patcher import WebhookPatcher
+    from mizzen.kube.webhooks.server import AdmissionServer
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +131,12 @@ class ControlPlaneOptions:
     # the same from inside a pod: the API server and credentials of its service account (mizzen install's
     # istiod Deployment)
     in_cluster: bool = False
+    # the admission webhooks over HTTPS (istiod's 15017; 0 = ephemeral; None = off), on webhook_host (None:
+    # xds_host); needs the mesh CA (xds_tls_port). In Kubernetes mode the webhooks' caBundle and
+    # failurePolicy are kept up to date (mizzen.kube.webhooks.patcher) for this revision (Istio's REVISION)
+    webhook_port: int | None = None
+    webhook_host: str | None = None
+    revision: str = field(default_factory=lambda: os.environ.get("REVISION", ""))
 
     def resolve_token(self) -> tuple[str, Path | None]:
         """(the API token, the file it lives in or None)."""
@@ -226,6 +235,9 @@ class ControlPlane:
         self._kube_task: asyncio.Task[None] | None = None
         self.kube_registry: KubeRegistrySource | None = None
         self._kube_registry_task: asyncio.Task[None] | None = None
+        self.webhooks: AdmissionServer | None = None
+        self.webhook_patcher: WebhookPatcher | None = None
+        self._webhook_patcher_task: asyncio.Task[None] | None = None
         self.mesh_config_problem: str | None = None   # why the cluster's mesh config is not used
         self._debouncer: Debouncer[PushRequest] | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -297,6 +309,8 @@ class ControlPlane:
         self._debouncer = Debouncer(self._push, merge=PushRequest.merge, quiet=opts.debounce_quiet_s,
                                     max_delay=opts.debounce_max_s, lead=lead)
         try:
+            if opts.webhook_port is not None:
+                await self._start_webhooks(opts.webhook_port)
             if opts.kubeconfig is not None or opts.in_cluster:
                 await self._start_kube(opts.kubeconfig)
             if self.identity is not None and opts.xds_tls_port is not None:
@@ -342,8 +356,40 @@ class ControlPlane:
         # istiod serves xDS once its informers have synced
         await self.kube_source.wait_synced(timeout=60)
         await self.kube_registry.wait_synced(timeout=60)
+        if self.webhooks is not None:
+            self._start_webhook_patcher(self._kube_api)
         log.info("config and services from the Kubernetes API server (%s): %d objects, %d services",
                  kubeconfig or "in-cluster", len(self.store), len(self.registry.snapshot().services))
+
+    async def _start_webhooks(self, port: int) -> None:
+        """The admission server (``/validate``; ``/inject`` is added by the injector's wiring)."""
+        from mizzen.kube.webhooks.server import AdmissionServer, is_ip, webhook_dns_names
+        from mizzen.kube.webhooks.validation import ValidationHandler
+        from mizzen.security.serving import ServingCertificate
+
+        opts = self.options
+        if self.identity is None:
+            raise ValueError("the admission webhooks need the mesh CA: set xds_tls_port")
+        host = opts.webhook_host or opts.xds_host
+        extra = (host,) if is_ip(host) and not ipaddress.ip_address(host).is_unspecified else ()
+        serving = ServingCertificate(self.identity.ca, webhook_dns_names(
+            opts.mesh.root_namespace, opts.revision, extra))
+        validate = ValidationHandler(lambda c: gateway_bind_issues(c, opts.mesh.allow_external_bind))
+        self.webhooks = AdmissionServer(serving, {"/validate": validate})
+        await self.webhooks.start(host, port)
+
+    def _start_webhook_patcher(self, api: ApiClient) -> None:
+        """Keep the validating webhooks' caBundle and failurePolicy current. Only the leader may run this
+        (Istio's validation controller); with no leader election yet, the control plane starts it itself."""
+        from mizzen.kube.webhooks.patcher import WebhookPatcher
+
+        assert self.identity is not None
+        ca = self.identity.ca
+        self.webhook_patcher = WebhookPatcher(lambda: ca.trust_bundle.pem,
+                                              namespace=self.options.mesh.root_namespace,
+                                              revision=self.options.revision)
+        self._webhook_patcher_task = asyncio.create_task(self.webhook_patcher.run(api),
+                                                         name="webhook patcher")
 
     def _kube_pods(self) -> list[dict[str, Any]]:
         return list(self.kube_registry.pods.items.values()) if self.kube_registry is not None else []
@@ -382,12 +428,15 @@ class ControlPlane:
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
-        for task in (self._kube_task, self._kube_registry_task):
+        for task in (self._kube_task, self._kube_registry_task, self._webhook_patcher_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._kube_task = self._kube_registry_task = None
+        self._kube_task = self._kube_registry_task = self._webhook_patcher_task = None
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+            self.webhooks = None
         if self._kube_api is not None:
             await self._kube_api.close()
             self._kube_api = None

@@ -29,7 +29,7 @@ from mizzen.config.loader import load_object
 from mizzen.config.model import Config, ConfigKey
 from mizzen.kube.reflector import Reflector, ResourceType
 
-__all__ = ["WATCHED_KINDS", "KubeConfigSource", "Rejected", "Store"]
+__all__ = ["WATCHED_KINDS", "KubeConfigSource", "Rejected", "Store", "essentials"]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def _resource(kind: kinds.Kind) -> ResourceType:
     return ResourceType(kind.group, kind.versions[0], kind.plural)
 
 
-def _essentials(obj: dict[str, Any]) -> dict[str, Any]:
+def essentials(obj: dict[str, Any]) -> dict[str, Any]:
+    """What Mizzen reads of an API object (also the admission webhook): apiVersion, kind, name, namespace,
+    labels, annotations and the content; bookkeeping (status, uid, managedFields...) dropped."""
     meta = obj.get("metadata") or {}
     kept: dict[str, Any] = {"name": meta.get("name", "")}
     if meta.get("namespace"):
@@ -151,7 +153,7 @@ class KubeConfigSource:
     # -- conversion and application
     def convert(self, obj: dict[str, Any]) -> Config | None:
         """The validated Config for one API object, or None (recorded in :attr:`rejected`)."""
-        doc = _essentials(obj)
+        doc = essentials(obj)
         meta = doc["metadata"]
         kind = doc["kind"]
         key = ConfigKey(kind, meta.get("namespace", ""), meta.get("name", ""))

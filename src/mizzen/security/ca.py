@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ipaddress
 import logging
 import os
 import shutil
@@ -107,6 +108,14 @@ class SigningMaterial:
     @property
     def self_signed(self) -> bool:
         return self.cert.issuer == self.cert.subject and self.bundle.contains(self.cert)
+
+
+def _san(name: str) -> x509.GeneralName:
+    """An IP SAN for an address literal, else a DNS SAN."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def _now() -> dt.datetime:
@@ -324,7 +333,8 @@ class CertificateAuthority:
     def sign_server_certificate(self, public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
                                 dns_names: Sequence[str], ttl: dt.timedelta) -> list[str]:
         """The control plane's own serving certificate (istiod's DNS certificate, e.g.
-        ``istiod.istio-system.svc``): DNS SANs, server auth only; signed by the CA, not via a CSR (the key
+        ``istiod.istio-system.svc``): DNS SANs (an IP address literal becomes an IP SAN: a webhook ``url``
+        by address), server auth only; signed by the CA, not via a CSR (the key
         never leaves the control plane). Istio's response chain ``[leaf, (chain), roots]``."""
         if not dns_names:
             raise CAError("a serving certificate needs at least one DNS name")
@@ -349,7 +359,7 @@ class CertificateAuthority:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 material.key.public_key()), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=True)
+            .add_extension(x509.SubjectAlternativeName([_san(n) for n in dns_names]), critical=True)
             .sign(material.key, hashes.SHA256())
         )
         chain = [cert_pem(cert)]

@@ -1,0 +1,144 @@
+"""The leader's upkeep of the validating webhooks, as Istio's validation controller does: every
+``ValidatingWebhookConfiguration`` labelled ``istio.io/rev=<revision>`` gets the mesh CA's roots as its
+webhooks' ``caBundle``, and ``failurePolicy: Ignore`` (fail open, how the charts install them) until a
+dry-run create of an invalid Gateway (``invalid-gateway`` with no servers, in the control plane's namespace)
+is refused by the webhook; from then on ``Fail``, so nothing invalid gets past while the webhook is down.
+If the Gateway CRD is missing the check cannot run and the webhook counts as ready, as in Istio.
+
+Only one replica may do this: :meth:`WebhookPatcher.run` is started by the leader (or by a single control
+plane) and cancelled when it loses the lease. It re-checks every ``resync_s`` (a rotated CA root, a webhook
+configuration created or re-applied later, e.g. by ``mizzen install``), every ``retry_s`` until fail-closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes_asyncio.client import ApiClient
+
+from mizzen.kube.webhooks.configuration import REV_LABEL
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WebhookPatcher"]
+
+_VWC_PATH = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+DENIED = "denied the request"
+MISSING_RESOURCE = "the server could not find the requested resource"
+
+
+def _message(status: int, body: dict[str, Any] | None, raw: str) -> str:
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    return f"HTTP {status}: {' '.join(raw.split())[:300]}"
+
+
+async def _call(api: ApiClient, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
+                body: Any = None) -> tuple[int, Any, str]:
+    """``(status, decoded body or None, raw text)``; never raises on an HTTP status."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    resp = await api.call_api(path, method, query_params=query or [], body=body, header_params=headers,
+                              auth_settings=["BearerToken"], _preload_content=False,
+                              _return_http_data_only=True, _request_timeout=30)
+    try:
+        raw = (await resp.read()).decode("utf-8", "replace")
+    finally:
+        resp.release()
+    try:
+        decoded = json.loads(raw) if raw else None
+    except ValueError:
+        decoded = None
+    return resp.status, decoded, raw
+
+
+class WebhookPatcher:
+    """``ca_bundle()`` returns the PEM roots the webhook's serving certificate chains to (read at every
+    round, so a root rotation reaches the webhooks)."""
+
+    def __init__(self, ca_bundle: Callable[[], str], *, namespace: str = "istio-system",
+                 revision: str = "default", retry_s: float = 1.0, resync_s: float = 5.0) -> None:
+        self.ca_bundle = ca_bundle
+        self.namespace = namespace
+        self.revision = revision or "default"
+        self.retry_s = retry_s
+        self.resync_s = resync_s
+        self.fail_closed = False
+        self.patched = 0            # configuration updates written
+        self._not_ready = ""
+
+    async def run(self, api: ApiClient) -> None:
+        """Reconcile until cancelled."""
+        while True:
+            try:
+                await self.reconcile(api)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("validating webhook configurations not reconciled: %s", " ".join(str(e).split()))
+            await asyncio.sleep(self.resync_s if self.fail_closed else self.retry_s)
+
+    async def reconcile(self, api: ApiClient) -> None:
+        if not self.fail_closed:
+            ready, why = await self._invalid_config_refused(api)
+            if ready:
+                log.info("the validation webhook refused an invalid config: failurePolicy Fail from now on")
+                self.fail_closed = True
+            elif why != self._not_ready:
+                log.info("validation webhook not ready for fail-close yet: %s", why)
+            self._not_ready = why
+        policy = "Fail" if self.fail_closed else "Ignore"
+        bundle = base64.b64encode(self.ca_bundle().encode()).decode()
+        status, listed, raw = await _call(api, "GET", _VWC_PATH,
+                                          query=[("labelSelector", f"{REV_LABEL}={self.revision}")])
+        if status != 200 or not isinstance(listed, dict):
+            raise RuntimeError(f"listing ValidatingWebhookConfigurations: {_message(status, listed, raw)}")
+        for obj in listed.get("items") or []:
+            await self._update(api, obj, bundle, policy)
+
+    async def _update(self, api: ApiClient, obj: dict[str, Any], bundle: str, policy: str) -> None:
+        name = obj.get("metadata", {}).get("name", "")
+        changed = False
+        for hook in obj.get("webhooks") or []:
+            client_config = hook.setdefault("clientConfig", {})
+            if client_config.get("caBundle") != bundle:
+                client_config["caBundle"] = bundle
+                changed = True
+            if hook.get("failurePolicy") != policy:
+                hook["failurePolicy"] = policy
+                changed = True
+        if not changed:
+            return
+        # the object carries its resourceVersion: a concurrent change is a 409, not overwritten
+        status, body, raw = await _call(api, "PUT", f"{_VWC_PATH}/{name}", body=obj)
+        if status == 409:   # changed meanwhile: the next round reads it again
+            log.info("ValidatingWebhookConfiguration %s changed while patching; retrying", name)
+            return
+        if status != 200:
+            raise RuntimeError(f"updating ValidatingWebhookConfiguration {name}: "
+                               f"{_message(status, body, raw)}")
+        self.patched += 1
+        log.info("ValidatingWebhookConfiguration %s: caBundle patched, failurePolicy %s", name, policy)
+
+    async def _invalid_config_refused(self, api: ApiClient) -> tuple[bool, str]:
+        """Istio's readiness check: a dry-run create of an invalid Gateway must be denied by the webhook."""
+        invalid = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                   "metadata": {"name": "invalid-gateway", "namespace": self.namespace}, "spec": {}}
+        path = f"/apis/networking.istio.io/v1/namespaces/{self.namespace}/gateways"
+        status, body, raw = await _call(api, "POST", path, query=[("dryRun", "All")], body=invalid)
+        if status == 409:   # one by that name exists: a dry-run update instead
+            status, body, raw = await _call(api, "PUT", f"{path}/invalid-gateway", query=[("dryRun", "All")],
+                                            body=invalid)
+        if 200 <= status < 300:
+            return False, "the dry-run of an invalid Gateway was accepted (webhook not reached yet)"
+        message = _message(status, body, raw)
+        if DENIED in message:
+            return True, ""
+        if status == 404 and MISSING_RESOURCE in message:
+            log.warning("no Gateway CRD: cannot check the validation webhook; assuming it is ready")
+            return True, ""
+        return False, f"the dry-run of an invalid Gateway failed for another reason: {message}"

@@ -1,0 +1,73 @@
+"""Galley's check as an admission handler (istiod's ``/validate``): the object of a CREATE or UPDATE of one
+of Istio's kinds goes through the same loader and validators as ``mizzen apply`` and ``mizzen validate``
+(:func:`mizzen.config.loader.load_object`); an invalid one is refused with Mizzen's
+``Kind/name: field.path: reason`` lines (what ``mizzen validate`` prints, minus ``file:line``), warnings
+travel as the AdmissionResponse's ``warnings``.
+
+Allowed without a check, as Istio's webhook does: DELETE and CONNECT, and objects of kinds Mizzen does not
+know (Istio's other kinds, like EnvoyFilter or WasmPlugin: allowed with a warning saying Mizzen does not
+validate them). A body that carries no object is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mizzen.config import kinds
+from mizzen.config.errors import Issue, Severity
+from mizzen.config.loader import load_object
+from mizzen.config.model import Config
+from mizzen.kube.config_source import essentials
+from mizzen.kube.webhooks.review import allowed, denied
+
+__all__ = ["Checks", "ValidationHandler"]
+
+# policy beyond validation that the control plane applies to every object (e.g. the Gateway bind policy)
+Checks = Callable[[Config], list[Issue]]
+
+
+def _line(issue: Issue) -> str:
+    """An issue as ``mizzen validate`` prints it, without file and line."""
+    return str(Issue(message=issue.message, path=issue.path, kind=issue.kind, name=issue.name,
+                     severity=issue.severity))
+
+
+class ValidationHandler:
+    """``handler(request) -> AdmissionResponse`` (see :mod:`.review`); ``checks`` adds the control
+    plane's own policy, refused the same way."""
+
+    def __init__(self, checks: Checks | None = None) -> None:
+        self.checks = checks
+
+    def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
+        operation = request.get("operation")
+        if operation not in ("CREATE", "UPDATE"):
+            return allowed()
+        obj = request.get("object")
+        if not isinstance(obj, dict):
+            return denied("cannot decode configuration: the request carries no object")
+        kind_name = obj.get("kind")
+        known = kinds.BY_NAME.get(kind_name) if isinstance(kind_name, str) else None
+        api_version = str(obj.get("apiVersion", ""))
+        group = api_version.rpartition("/")[0]
+        if known is None or not known.istio or group != known.group:
+            return allowed([f"{api_version} {kind_name}: not validated by Mizzen (a kind it does not act "
+                            "on)"])
+        doc = essentials(obj)
+        namespace = request.get("namespace")
+        if known.namespaced and isinstance(namespace, str) and namespace and not doc["metadata"].get(
+                "namespace"):
+            doc["metadata"]["namespace"] = namespace
+        result = load_object(doc, file="")
+        errors = list(result.errors)
+        warnings = [_line(w) for w in result.warnings]
+        if not errors and self.checks is not None:
+            for config in result.configs:
+                for issue in self.checks(config):
+                    (errors.append(issue) if issue.severity is Severity.ERROR
+                     else warnings.append(_line(issue)))
+        if errors:
+            return denied("configuration is invalid: " + "; ".join(_line(e) for e in errors),
+                          warnings=warnings)
+        return allowed(warnings)
