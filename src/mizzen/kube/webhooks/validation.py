@@ -6,7 +6,8 @@ travel as the AdmissionResponse's ``warnings``.
 
 Allowed without a check, as Istio's webhook does: DELETE and CONNECT, and objects of kinds Mizzen does not
 know (Istio's other kinds, like EnvoyFilter or WasmPlugin: allowed with a warning saying Mizzen does not
-validate them). A body that carries no object is refused.
+support them, where ``mizzen validate`` refuses them: a cluster that has Istio's CRDs may hold them, and a
+fail-closed webhook must not lock them out). A body that carries no object is refused.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class ValidationHandler:
         api_version = str(obj.get("apiVersion", ""))
         group = api_version.rpartition("/")[0]
         if known is None or not known.istio or group != known.group:
-            return allowed([f"{api_version} {kind_name}: not validated by Mizzen (a kind it does not act "
-                            "on)"])
+            return allowed([f"kind {kind_name} ({group}) is not supported yet by Mizzen: admitted without "
+                            "validation, and the control plane ignores it"])
         doc = essentials(obj)
         namespace = request.get("namespace")
         if known.namespaced and isinstance(namespace, str) and namespace and not doc["metadata"].get(
