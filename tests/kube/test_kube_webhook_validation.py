@@ -25,8 +25,9 @@ from typer.testing import CliRunner
 from mizzen.cli.main import app
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.core.mesh import MeshConfig
-from mizzen.kube.webhooks.configuration import DEFAULT_VALIDATOR_NAME
+from mizzen.kube.webhooks.configuration import DEFAULT_VALIDATOR_NAME, validator_name
 from mizzen.kube.webhooks.configuration import default_validating_webhook_configuration as default_validator
+from mizzen.kube.webhooks.configuration import validating_webhook_configuration as rev_validator
 
 pytestmark = pytest.mark.e2e
 
@@ -76,6 +77,21 @@ WITH_WARNING = """
     """
 
 
+# istiod's Service for a control plane outside the cluster: no selector, its endpoint the host's bridge
+# address
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: istiod-mzwh}
+spec: {ports: [{name: https-webhook, port: 443, targetPort: PORT}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: istiod-mzwh}
+subsets: [{addresses: [{ip: HOST}], ports: [{name: https-webhook, port: PORT}]}]
+"""
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -104,8 +120,8 @@ def mizzen_validate_lines(tmp: Path, kind: str, text: str) -> list[str]:
     return lines
 
 
-async def webhook_config(cluster: Any) -> dict[str, Any]:
-    r = await kubectl(cluster, "get", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME, "-o", "json")
+async def webhook_config(cluster: Any, name: str = DEFAULT_VALIDATOR_NAME) -> dict[str, Any]:
+    r = await kubectl(cluster, "get", "validatingwebhookconfiguration", name, "-o", "json")
     assert r.returncode == 0, r.stderr
     return dict(json.loads(r.stdout)["webhooks"][0])
 
@@ -175,18 +191,43 @@ async def test_kubectl_apply_is_validated_by_the_webhook(kube_cluster: Any, tmp_
             heavy = VALID.replace("NAME", "good").replace("{host: reviews}", "{host: reviews}, weight: 300")
             r = await apply(kube_cluster, heavy)
             assert r.returncode != 0 and "must be 0..100" in r.stderr, r.stderr
+
+            # the Service form (a control plane in the cluster): istiod.<ns>.svc:443 -> its endpoint
+            await kubectl(kube_cluster, "delete", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME)
+            r = await kubectl(kube_cluster, "apply", "-n", SYSTEM, "-f", "-",
+                              stdin=SERVICE.replace("HOST", host).replace("PORT", str(port)))
+            assert r.returncode == 0, r.stderr
+            service_form = json.dumps(rev_validator(SYSTEM, REVISION))
+            r = await kubectl(kube_cluster, "create", "-f", "-", stdin=service_form)
+            assert r.returncode == 0, r.stderr
+
+            async def rev_patched() -> bool:
+                hook = await webhook_config(kube_cluster, validator_name(SYSTEM, REVISION))
+                return hook["failurePolicy"] == "Fail" and hook["clientConfig"].get("caBundle") == patched
+
+            await until(rev_patched, 20, "the revision's validator patched")
+            mine = f"labels: {{istio.io/rev: {REVISION}}}"
+            labelled = INVALID["VirtualService"].replace("{name: bad-vs}", f"{{name: bad-vs, {mine}}}")
+            r = await apply(kube_cluster, labelled)
+            assert r.returncode != 0, r.stdout
+            assert 'admission webhook "rev.validation.istio.io" denied the request' in r.stderr, r.stderr
+            assert expected["VirtualService"][0] in r.stderr, r.stderr
+            # that webhook only sees its revision's objects (the default validator is gone)
+            r = await apply(kube_cluster, INVALID["VirtualService"])
+            assert r.returncode == 0, r.stderr
         finally:
             await cp.stop()
 
-        # fail-closed: with the webhook down nothing of Istio's kinds is admitted, valid or not
-        r = await apply(kube_cluster, VALID.replace("NAME", "while-down"))
+        # fail-closed: with the webhook down nothing of its objects is admitted, valid or not
+        r = await apply(kube_cluster, VALID.replace("NAME", "while-down").replace(
+            "{name: while-down}", f"{{name: while-down, {mine}}}"))
         assert r.returncode != 0 and "failed calling webhook" in r.stderr, r.stderr
         # other kinds are not the webhook's business
         r = await kubectl(kube_cluster, "create", "configmap", "-n", NS, "unrelated")
         assert r.returncode == 0, r.stderr
     finally:
         await kubectl(kube_cluster, "delete", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME,
-                      "--ignore-not-found")
+                      validator_name(SYSTEM, REVISION), "--ignore-not-found")
         with contextlib.suppress(Exception):
             for ns in (NS, SYSTEM):
                 await kubectl(kube_cluster, "delete", "namespace", ns, "--wait=false")
