@@ -174,7 +174,7 @@ def controlplane(
         help="Serve the admission webhooks (/validate) over HTTPS with the mesh CA's certificate, like "
              "istiod's 15017; 0 = any free port, -1 = off")] = None,
     webhook_host: Annotated[str | None, typer.Option(
-        metavar="ADDRESS", show_default="the --xds-host",
+        metavar="ADDRESS", show_default="0.0.0.0 in a Kubernetes pod, else the --xds-host",
         help="Webhook listen address (an IP here is also in the serving certificate, for a url: client "
              "config)")] = None,
     api_socket: Annotated[Path | None, typer.Option(
@@ -216,8 +216,11 @@ def controlplane(
         fail("--in-cluster and --kubeconfig: give one")
     if ca_dir is not None and xds_tls_port < 0:
         fail("--ca-dir needs the CA: drop --xds-tls-port -1")
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     if webhook_port is None:   # istiod serves its webhooks in the cluster; off on a developer's machine
-        webhook_port = DEFAULT_WEBHOOK_PORT if os.environ.get("KUBERNETES_SERVICE_HOST") else -1
+        webhook_port = DEFAULT_WEBHOOK_PORT if in_pod else -1
+    if webhook_host is None and in_pod:
+        webhook_host = "0.0.0.0"   # the API server calls the pod's address (the istiod Service's endpoint)
     if webhook_port >= 0 and xds_tls_port < 0:
         fail("--webhook-port needs the mesh CA for its certificate: drop --xds-tls-port -1")
     serve(ControlPlaneOptions(state_dir=state_dir, xds_host=xds_host, xds_port=xds_port,
