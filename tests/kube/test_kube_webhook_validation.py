@@ -228,6 +228,8 @@ async def test_kubectl_apply_is_validated_by_the_webhook(kube_cluster: Any, tmp_
     finally:
         await kubectl(kube_cluster, "delete", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME,
                       validator_name(SYSTEM, REVISION), "--ignore-not-found")
+        # the objects now, so no config event of this test lands in a later one; the namespaces in background
+        await kubectl(kube_cluster, "delete", "-n", NS, "virtualservices,destinationrules,gateways", "--all")
         with contextlib.suppress(Exception):
             for ns in (NS, SYSTEM):
                 await kubectl(kube_cluster, "delete", "namespace", ns, "--wait=false")

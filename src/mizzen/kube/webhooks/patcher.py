@@ -1,8 +1,9 @@
 """The leader's upkeep of the validating webhooks, as Istio's validation controller does: every
 ``ValidatingWebhookConfiguration`` labelled ``istio.io/rev=<revision>`` gets the mesh CA's roots as its
-webhooks' ``caBundle``, and ``failurePolicy: Ignore`` (fail open, how the charts install them) until a
-dry-run create of an invalid Gateway (``invalid-gateway`` with no servers, in the control plane's namespace)
-is refused by the webhook; from then on ``Fail``, so nothing invalid gets past while the webhook is down.
+webhooks' ``caBundle``; a webhook installed fail-open (``failurePolicy: Ignore``, as the charts do) is
+switched to ``Fail`` once a dry-run create of an invalid Gateway (``invalid-gateway`` with no servers, in the
+control plane's namespace) is refused by the webhook, so nothing invalid gets past while the webhook is down;
+never back to ``Ignore``.
 If the Gateway CRD is missing the check cannot run and the webhook counts as ready, as in Istio.
 
 Only one replica may do this: :meth:`WebhookPatcher.run` is started by the leader (or by a single control
@@ -91,16 +92,15 @@ class WebhookPatcher:
             elif why != self._not_ready:
                 log.info("validation webhook not ready for fail-close yet: %s", why)
             self._not_ready = why
-        policy = "Fail" if self.fail_closed else "Ignore"
         bundle = base64.b64encode(self.ca_bundle().encode()).decode()
         status, listed, raw = await _call(api, "GET", _VWC_PATH,
                                           query=[("labelSelector", f"{REV_LABEL}={self.revision}")])
         if status != 200 or not isinstance(listed, dict):
             raise RuntimeError(f"listing ValidatingWebhookConfigurations: {_message(status, listed, raw)}")
         for obj in listed.get("items") or []:
-            await self._update(api, obj, bundle, policy)
+            await self._update(api, obj, bundle)
 
-    async def _update(self, api: ApiClient, obj: dict[str, Any], bundle: str, policy: str) -> None:
+    async def _update(self, api: ApiClient, obj: dict[str, Any], bundle: str) -> None:
         name = obj.get("metadata", {}).get("name", "")
         changed = False
         for hook in obj.get("webhooks") or []:
@@ -108,8 +108,8 @@ class WebhookPatcher:
             if client_config.get("caBundle") != bundle:
                 client_config["caBundle"] = bundle
                 changed = True
-            if hook.get("failurePolicy") != policy:
-                hook["failurePolicy"] = policy
+            if self.fail_closed and hook.get("failurePolicy") == "Ignore":   # never back to Ignore, as Istio
+                hook["failurePolicy"] = "Fail"
                 changed = True
         if not changed:
             return
@@ -122,7 +122,8 @@ class WebhookPatcher:
             raise RuntimeError(f"updating ValidatingWebhookConfiguration {name}: "
                                f"{_message(status, body, raw)}")
         self.patched += 1
-        log.info("ValidatingWebhookConfiguration %s: caBundle patched, failurePolicy %s", name, policy)
+        log.info("ValidatingWebhookConfiguration %s: caBundle patched%s", name,
+                 ", failurePolicy Fail" if self.fail_closed else "")
 
     async def _invalid_config_refused(self, api: ApiClient) -> tuple[bool, str]:
         """Istio's readiness check: a dry-run create of an invalid Gateway must be denied by the webhook."""
