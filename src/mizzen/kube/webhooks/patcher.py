@@ -7,14 +7,16 @@ never back to ``Ignore``.
 If the Gateway CRD is missing the check cannot run and the webhook counts as ready, as in Istio.
 
 Only one replica may do this: :meth:`WebhookPatcher.run` is started by the leader (or by a single control
-plane) and cancelled when it loses the lease. It re-checks every ``resync_s`` (a rotated CA root, a webhook
-configuration created or re-applied later, e.g. by ``mizzen install``), every ``retry_s`` until fail-closed.
+plane) and cancelled when it loses the lease. It watches the webhook configurations (one created or
+re-applied later, e.g. by ``mizzen install``, is patched at once) and re-checks every ``resync_s`` (a rotated
+CA root), every ``retry_s`` until fail-closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
+from mizzen.kube.reflector import Reflector, ResourceType
 from mizzen.kube.webhooks.configuration import REV_LABEL
 
 log = logging.getLogger(__name__)
@@ -57,12 +60,37 @@ async def _call(api: ApiClient, method: str, path: str, *, query: list[tuple[str
     return resp.status, decoded, raw
 
 
+_VWC = ResourceType("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations")
+
+
+class _Wake:
+    """A reflector handler that only signals: one of this revision's webhook configurations changed."""
+
+    def __init__(self, revision: str, event: asyncio.Event) -> None:
+        self.revision = revision
+        self.event = event
+
+    def _mine(self, obj: dict[str, Any]) -> bool:
+        return bool((obj.get("metadata") or {}).get("labels", {}).get(REV_LABEL) == self.revision)
+
+    def replace(self, objects: list[dict[str, Any]]) -> None:
+        if any(self._mine(o) for o in objects):
+            self.event.set()
+
+    def upsert(self, obj: dict[str, Any]) -> None:
+        if self._mine(obj):
+            self.event.set()
+
+    def delete(self, obj: dict[str, Any]) -> None:
+        pass
+
+
 class WebhookPatcher:
     """``ca_bundle()`` returns the PEM roots the webhook's serving certificate chains to (read at every
     round, so a root rotation reaches the webhooks)."""
 
     def __init__(self, ca_bundle: Callable[[], str], *, namespace: str = "istio-system",
-                 revision: str = "default", retry_s: float = 1.0, resync_s: float = 5.0) -> None:
+                 revision: str = "default", retry_s: float = 1.0, resync_s: float = 10.0) -> None:
         self.ca_bundle = ca_bundle
         self.namespace = namespace
         self.revision = revision or "default"
@@ -73,15 +101,28 @@ class WebhookPatcher:
         self._not_ready = ""
 
     async def run(self, api: ApiClient) -> None:
-        """Reconcile until cancelled."""
-        while True:
-            try:
-                await self.reconcile(api)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("validating webhook configurations not reconciled: %s", " ".join(str(e).split()))
-            await asyncio.sleep(self.resync_s if self.fail_closed else self.retry_s)
+        """Reconcile until cancelled: at once when one of the revision's configurations changes, else every
+        ``retry_s`` / ``resync_s``."""
+        changed = asyncio.Event()
+        watch = asyncio.create_task(Reflector(api, _VWC, _Wake(self.revision, changed)).run(),
+                                    name="webhook configurations")
+        try:
+            while True:
+                changed.clear()
+                try:
+                    await self.reconcile(api)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    log.warning("validating webhook configurations not reconciled: %s",
+                                " ".join(str(e).split()))
+                pause = self.resync_s if self.fail_closed else self.retry_s
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), pause)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
 
     async def reconcile(self, api: ApiClient) -> None:
         if not self.fail_closed:
