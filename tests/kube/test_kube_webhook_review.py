@@ -246,3 +246,17 @@ def test_istio_testdata_gets_the_verdict_of_mizzen_validate(case: str, data: dic
 def test_istio_testdata_is_there() -> None:
     assert len(CASES) >= 40
     assert sum("_err" in d for _, d in CASES) >= 15
+
+
+def test_every_verdict_is_observed_with_istios_reason() -> None:
+    seen: list[tuple[tuple[str, str, str], str | None]] = []
+    handler = ValidationHandler(observe=lambda gvr, reason: seen.append((gvr, reason)))
+    vs = {"group": "networking.istio.io", "version": "v1", "resource": "virtualservices"}
+    good = dict(BAD_VS, spec={"hosts": ["r"]})
+    filt = {"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter", "metadata": {"name": "f"}}
+    cases = ((BAD_VS, "CREATE"), (good, "UPDATE"), (None, "DELETE"), (None, "CREATE"), (filt, "CREATE"))
+    for obj, op in cases:
+        handler(review(obj, operation=op, resource=vs)["request"])
+    gvr = ("networking.istio.io", "v1", "virtualservices")
+    assert seen == [(gvr, "invalid_resource"), (gvr, None), (gvr, "unsupported_operation"),
+                    (gvr, "yaml_decode_error"), (gvr, "unknown_type")]

@@ -191,6 +191,12 @@ async def test_kubectl_apply_is_validated_by_the_webhook(kube_cluster: Any, tmp_
             heavy = VALID.replace("NAME", "good").replace("{host: reviews}", "{host: reviews}, weight: 300")
             r = await apply(kube_cluster, heavy)
             assert r.returncode != 0 and "must be 0..100" in r.stderr, r.stderr
+            # istiod's webhook metrics
+            metrics = cp.metrics.exposition().decode()
+            vs = 'group="networking.istio.io",resource="virtualservices",version="v1"'
+            assert f'galley_validation_passed{{{vs}}} 2.0' in metrics, metrics
+            assert ('galley_validation_failed{group="networking.istio.io",reason="invalid_resource",'
+                    'resource="virtualservices",version="v1"} 2.0') in metrics
 
             # the Service form (a control plane in the cluster): istiod.<ns>.svc:443 -> its endpoint
             await kubectl(kube_cluster, "delete", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME)

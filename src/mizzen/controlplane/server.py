@@ -374,9 +374,19 @@ class ControlPlane:
         extra = (host,) if is_ip(host) and not ipaddress.ip_address(host).is_unspecified else ()
         serving = ServingCertificate(self.identity.ca, webhook_dns_names(
             opts.mesh.root_namespace, opts.revision, extra))
-        validate = ValidationHandler(lambda c: gateway_bind_issues(c, opts.mesh.allow_external_bind))
+        validate = ValidationHandler(lambda c: gateway_bind_issues(c, opts.mesh.allow_external_bind),
+                                     self._count_validation)
         self.webhooks = AdmissionServer(serving, {"/validate": validate})
         await self.webhooks.start(host, port)
+
+    def _count_validation(self, gvr: tuple[str, str, str], reason: str | None) -> None:
+        """istiod's webhook metrics: ``galley_validation_passed`` / ``_failed`` by resource (and reason)."""
+        group, version, resource = gvr
+        if reason is None:
+            self.metrics.validation_passed.labels(group=group, version=version, resource=resource).inc()
+        else:
+            self.metrics.validation_failed.labels(group=group, version=version, resource=resource,
+                                                  reason=reason).inc()
 
     def _start_webhook_patcher(self, api: ApiClient) -> None:
         """Keep the validating webhooks' caBundle and failurePolicy current. Only the leader may run this
