@@ -260,3 +260,35 @@ def test_every_verdict_is_observed_with_istios_reason() -> None:
     gvr = ("networking.istio.io", "v1", "virtualservices")
     assert seen == [(gvr, "invalid_resource"), (gvr, None), (gvr, "unsupported_operation"),
                     (gvr, "yaml_decode_error"), (gvr, "unknown_type")]
+
+
+def test_webhook_configurations_are_istios() -> None:
+    from mizzen.kube.webhooks.configuration import (
+        default_validating_webhook_configuration,
+        validating_webhook_configuration,
+    )
+
+    rev = validating_webhook_configuration()
+    assert rev["metadata"]["name"] == "istio-validator-istio-system"
+    assert rev["metadata"]["labels"]["istio.io/rev"] == "default"
+    hook = rev["webhooks"][0]
+    assert hook["name"] == "rev.validation.istio.io" and hook["failurePolicy"] == "Ignore"
+    assert hook["clientConfig"] == {"service": {"name": "istiod", "namespace": "istio-system",
+                                                "path": "/validate", "port": 443}}
+    assert hook["objectSelector"]["matchExpressions"] == [
+        {"key": "istio.io/rev", "operator": "In", "values": ["default"]}]
+    assert hook["rules"] == [{"operations": ["CREATE", "UPDATE"], "apiVersions": ["*"], "resources": ["*"],
+                              "apiGroups": ["security.istio.io", "networking.istio.io", "telemetry.istio.io",
+                                            "extensions.istio.io"]}]
+    canary = validating_webhook_configuration("mesh", "canary", ca_bundle="Q0E=")
+    assert canary["metadata"]["name"] == "istio-validator-canary-mesh"
+    assert canary["webhooks"][0]["clientConfig"]["service"]["name"] == "istiod-canary"
+    assert canary["webhooks"][0]["clientConfig"]["caBundle"] == "Q0E="
+    default = default_validating_webhook_configuration(url="https://10.244.224.1:15017/validate")
+    assert default["metadata"]["name"] == "istiod-default-validator"
+    hook = default["webhooks"][0]
+    assert hook["name"] == "validation.istio.io" and "objectSelector" not in hook
+    assert hook["clientConfig"] == {"url": "https://10.244.224.1:15017/validate"}
+    assert webhook_dns_names(revision="canary")[:2] == ("istiod.istio-system.svc",
+                                                         "istiod.istio-system.svc.cluster.local")
+    assert "istiod-canary.istio-system.svc" in webhook_dns_names(revision="canary")
