@@ -252,7 +252,7 @@ def test_every_verdict_is_observed_with_istios_reason() -> None:
     seen: list[tuple[tuple[str, str, str], str | None]] = []
     handler = ValidationHandler(observe=lambda gvr, reason: seen.append((gvr, reason)))
     vs = {"group": "networking.istio.io", "version": "v1", "resource": "virtualservices"}
-    good = dict(BAD_VS, spec={"hosts": ["r"]})
+    good = dict(BAD_VS, spec={"hosts": ["r"], "http": [{"route": [{"destination": {"host": "r"}}]}]})
     filt = {"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter", "metadata": {"name": "f"}}
     cases = ((BAD_VS, "CREATE"), (good, "UPDATE"), (None, "DELETE"), (None, "CREATE"), (filt, "CREATE"))
     for obj, op in cases:

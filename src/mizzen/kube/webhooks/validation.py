@@ -82,8 +82,10 @@ class ValidationHandler:
         if not errors and self.checks is not None:
             for config in result.configs:
                 for issue in self.checks(config):
-                    (errors.append(issue) if issue.severity is Severity.ERROR
-                     else warnings.append(_line(issue)))
+                    if issue.severity is Severity.ERROR:
+                        errors.append(issue)
+                    else:
+                        warnings.append(_line(issue))
         if errors:
             return denied("configuration is invalid: " + "; ".join(_line(e) for e in errors),
                           warnings=warnings), "invalid_resource"
