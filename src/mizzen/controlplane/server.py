@@ -330,6 +330,9 @@ class ControlPlane:
         from mizzen.kube.registry_source import KubeRegistrySource
 
         self._kube_api = await connect(kubeconfig)
+        if self.identity is not None:     # pods' projected istio-ca tokens, checked by TokenReview
+            from mizzen.kube.tokenreview import KubeJWTAuthenticator
+            self.identity.add_authenticator(KubeJWTAuthenticator(self._kube_api, self.identity.trust_domain))
         self.kube_source = KubeConfigSource(self._kube_api, self.store)
         self.kube_registry = KubeRegistrySource(
             self._kube_api, self.registry, on_endpoints=self._kube_endpoints, on_mesh=self._kube_mesh,
