@@ -111,9 +111,10 @@ async def _cli(server: str, token: str, *args: str) -> tuple[int, str, str]:
 def identity_cluster(kube_cluster: Any) -> Any:
     for ns in (NS, OTHER_NS):
         kube_cluster.kubectl("create", "namespace", ns)
-    # the control plane keeps its CA in a Secret there (mizzen.kube.casecret); shared, so left in place
-    kube_cluster.kubectl("apply", "-f", "-",
-                         stdin="apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n")
+    # the control plane keeps its CA in a Secret there (mizzen.kube.casecret); removed again if made here
+    made_system = "namespace/istio-system" not in kube_cluster.kubectl("get", "namespaces", "-o", "name")
+    if made_system:
+        kube_cluster.kubectl("create", "namespace", "istio-system")
     kube_cluster.kubectl("create", "serviceaccount", SA, "-n", NS)
     kube_cluster.kubectl("create", "serviceaccount", OTHER_SA, "-n", OTHER_NS)
     pods = "\n---\n".join(json.dumps(_pod(p)) for p in (POD, GONE_POD))
@@ -121,6 +122,8 @@ def identity_cluster(kube_cluster: Any) -> Any:
     yield kube_cluster
     for ns in (NS, OTHER_NS):
         kube_cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    if made_system:   # gone before the next test (mizzen install expects to create it)
+        kube_cluster.kubectl("delete", "namespace", "istio-system", "--wait=true", timeout=120)
 
 
 async def test_projected_token_gets_certificate_and_xds(identity_cluster: Any,

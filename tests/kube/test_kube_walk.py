@@ -174,6 +174,7 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
     node.start()
     cp, standby = HostControlPlane(c, "istiod-a"), HostControlPlane(c, "istiod-b")
     w = Walk(c, node, cp, standby)
+    made_system = f"namespace/{SYSTEM_NS}" not in c.kubectl("get", "namespaces", "-o", "name")
     try:
         _ensure_namespace(w, SYSTEM_NS)      # the CA's root Secret lives there
         _injection_configmaps(w)
@@ -201,9 +202,12 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
                   "--ignore-not-found")
         for ns in (NS, DEMO):
             c.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false")
-        c.kubectl("delete", "-n", SYSTEM_NS, "deployment/istio-ingressgateway",
-                  "service/istio-ingressgateway", "serviceaccount/istio-ingressgateway-service-account",
-                  "--ignore-not-found", timeout=90)
+        if made_system:   # gone (its pods confirmed by the node agent) before the next test: mizzen install
+            c.kubectl("delete", "namespace", SYSTEM_NS, "--wait=true", timeout=120)   # expects to create it
+        else:
+            c.kubectl("delete", "-n", SYSTEM_NS, "deployment/istio-ingressgateway",
+                      "service/istio-ingressgateway", "serviceaccount/istio-ingressgateway-service-account",
+                      "--ignore-not-found", timeout=90)
         node.stop()
         cp.stop()
         standby.stop()

@@ -216,7 +216,7 @@ def controlplane(
         fail("--in-cluster and --kubeconfig: give one")
     if ca_dir is not None and xds_tls_port < 0:
         fail("--ca-dir needs the CA: drop --xds-tls-port -1")
-    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) or in_cluster
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     if webhook_port is None:   # istiod serves its webhooks in the cluster; off on a developer's machine
         webhook_port = DEFAULT_WEBHOOK_PORT if in_pod else -1
     if webhook_host is None and in_pod:
