@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
 
     from mizzen.kube.config_source import KubeConfigSource
+    from mizzen.kube.inject.values import InjectConfig
     from mizzen.kube.registry_source import KubeRegistrySource
     from mizzen.kube.webhooks.patcher import WebhookPatcher
     from mizzen.kube.webhooks.server import AdmissionServer
@@ -236,6 +237,8 @@ class ControlPlane:
         self.kube_registry: KubeRegistrySource | None = None
         self._kube_registry_task: asyncio.Task[None] | None = None
         self.webhooks: AdmissionServer | None = None
+        self._mesh_text: str | None = None     # the cluster's mesh config ConfigMap, as the injector reads it
+        self._inject_config: tuple[str | None, InjectConfig] | None = None
         self.webhook_patcher: WebhookPatcher | None = None
         self._webhook_patcher_task: asyncio.Task[None] | None = None
         self.mesh_config_problem: str | None = None   # why the cluster's mesh config is not used
@@ -362,7 +365,8 @@ class ControlPlane:
                  kubeconfig or "in-cluster", len(self.store), len(self.registry.snapshot().services))
 
     async def _start_webhooks(self, port: int) -> None:
-        """The admission server (``/validate``; ``/inject`` is added by the injector's wiring)."""
+        """The admission server: ``/validate`` and ``/inject`` (the sidecar injector, with Istio's chart
+        values and the cluster's mesh config)."""
         from mizzen.kube.webhooks.server import AdmissionServer, is_ip, webhook_dns_names
         from mizzen.kube.webhooks.validation import ValidationHandler
         from mizzen.security.serving import ServingCertificate
@@ -376,8 +380,26 @@ class ControlPlane:
             opts.mesh.root_namespace, opts.revision, extra))
         validate = ValidationHandler(lambda c: gateway_bind_issues(c, opts.mesh.allow_external_bind),
                                      self._count_validation)
-        self.webhooks = AdmissionServer(serving, {"/validate": validate})
+        self.webhooks = AdmissionServer(serving, {"/validate": validate, "/inject": self._inject})
         await self.webhooks.start(host, port)
+
+    def _inject(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``/inject``: kube.inject's AdmissionResponse for a Pod. The mesh config is the cluster's ``istio``
+        ConfigMap (the one the registry watches); the values are the chart's defaults (the
+        ``istio-sidecar-injector`` ConfigMap is not read yet)."""
+        from mizzen.kube.inject.values import InjectConfig, ValuesError
+        from mizzen.kube.inject.webhook import inject_review
+
+        text = self._mesh_text
+        cached = self._inject_config
+        if cached is None or cached[0] != text:
+            try:
+                cached = (text, InjectConfig.parse(None, text))
+            except ValuesError as e:   # the registry logs an unusable mesh config; inject with the defaults
+                log.warning("injection: mesh config not usable (%s); using Istio's defaults", e)
+                cached = (text, InjectConfig())
+            self._inject_config = cached
+        return inject_review(request, cached[1])
 
     def _count_validation(self, gvr: tuple[str, str, str], reason: str | None) -> None:
         """istiod's webhook metrics: ``galley_validation_passed`` / ``_failed`` by resource (and reason)."""
@@ -416,6 +438,7 @@ class ControlPlane:
         from mizzen.kube.meshconfig import MeshConfigError, parse_mesh_config
 
         base = self.options.mesh
+        self._mesh_text = text   # the injector reads defaultConfig from it
         try:
             mesh, ignored = parse_mesh_config(text, base) if text is not None else (base, [])
         except MeshConfigError as e:
