@@ -217,12 +217,12 @@ def controlplane(
     if ca_dir is not None and xds_tls_port < 0:
         fail("--ca-dir needs the CA: drop --xds-tls-port -1")
     in_pod = in_cluster or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    if webhook_port is None:   # istiod serves its webhooks in the cluster; off on a developer's machine
-        webhook_port = DEFAULT_WEBHOOK_PORT if in_pod else -1
+    if webhook_port is not None and webhook_port >= 0 and xds_tls_port < 0:
+        fail("--webhook-port needs the mesh CA for its certificate: drop --xds-tls-port -1")
+    if webhook_port is None:   # istiod serves its webhooks in the cluster (with its CA); off on a laptop
+        webhook_port = DEFAULT_WEBHOOK_PORT if in_pod and xds_tls_port >= 0 else -1
     if webhook_host is None and in_pod:
         webhook_host = "0.0.0.0"   # the API server calls the pod's address (the istiod Service's endpoint)
-    if webhook_port >= 0 and xds_tls_port < 0:
-        fail("--webhook-port needs the mesh CA for its certificate: drop --xds-tls-port -1")
     serve(ControlPlaneOptions(state_dir=state_dir, xds_host=xds_host, xds_port=xds_port,
                               xds_tls_port=xds_tls_port if xds_tls_port >= 0 else None, ca_dir=ca_dir,
                               http_host=http_host,
