@@ -113,6 +113,13 @@ def serve(spec: ProxySpec, opts: AgentOptions, log_level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """pilot-agent's subcommands (``proxy``, ``istio-iptables``, ``wait``: :mod:`mizzen.agent.pilot`), else
+    the ``mizzen agent`` options."""
+    args = sys.argv[1:] if argv is None else argv
+    from mizzen.agent import pilot
+
+    if args and args[0] in pilot.SUBCOMMANDS:
+        raise SystemExit(pilot.main(args))
     from mizzen.cli.runtime import standalone
 
     standalone("agent", "python -m mizzen.agent", argv)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -102,6 +103,7 @@ class AgentOptions:
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES   # envoy.log is rotated to envoy.log.1 beyond this (0: never)
     log_check_s: float = 2.0
     identity: IdentityOptions | None = None   # SDS + xDS over TLS through the agent (None: plaintext ADS)
+    status_routes: tuple[tuple[str, Any], ...] = ()   # more GET routes on :15020 (app probes)
 
 
 class Agent:
@@ -278,7 +280,7 @@ class Agent:
         st = self.work_dir.stat()
         server = MetricsServer(self.admin_connect_path, stats_socket, spec.effective_admin_host,
                                spec.merged_stats_port, app, spec.app_host,
-                               socket_owner=(st.st_uid, st.st_gid))
+                               socket_owner=(st.st_uid, st.st_gid), extra_routes=self.options.status_routes)
         await server.start()
         self.metrics_server = server
 

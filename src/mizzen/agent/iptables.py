@@ -206,6 +206,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--istio-service-cidr", default="*", help="'*' or comma-separated CIDRs")
     p.add_argument("-x", "--istio-service-exclude-cidr", type=_words, default=())
     p.add_argument("-c", "--exclude-interfaces", type=_words, default=())
+    p.add_argument("-q", "--istio-local-outbound-ports", type=_ports, default=(),
+                   help="(not supported: must be empty)")
+    p.add_argument("-k", "--kube-virt-interfaces", type=_words, default=(),
+                   help="(not supported: must be empty)")
+    p.add_argument("--log_output_level", default="", help="accepted for istio-iptables compatibility")
+    p.add_argument("--log_as_json", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--apply", action="store_true", help="feed the rules to `iptables-restore --noflush`")
     return p
 
@@ -214,6 +220,9 @@ def parse_flags(argv: Sequence[str]) -> tuple[CaptureConfig, bool]:
     """istio-iptables' flags (the subset above) -> (config, apply?). Raises SystemExit on bad flags."""
     p = _parser()
     a = p.parse_args(list(argv))
+    for flag, value in (("-q", a.istio_local_outbound_ports), ("-k", a.kube_virt_interfaces)):
+        if value:
+            p.error(f"{flag}: not supported by Mizzen's capture (REDIRECT of all outbound ports)")
     try:
         cfg = CaptureConfig(
             proxy_port=a.envoy_port, inbound_capture_port=a.inbound_capture_port,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -24,13 +25,17 @@ MERGED_STATS_PORT = 15020         # Istio's pilot-agent merged metrics port
 STATS_SOCKET_NAME = "stats.sock"
 PATH = "/stats/prometheus"
 TEXT = "text/plain; version=0.0.4"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class MetricsServer:
     def __init__(self, admin_socket: str, stats_socket: Path, host: str, port: int | None,
                  app: AppScrape | None = None, app_host: str = "127.0.0.1", timeout_s: float = 5.0,
-                 socket_owner: tuple[int, int] | None = None) -> None:
+                 socket_owner: tuple[int, int] | None = None,
+                 extra_routes: Sequence[tuple[str, Handler]] = ()) -> None:
+        """``extra_routes``: more GET routes on the TCP port (pilot-agent's ``/app-health/...`` on 15020)."""
         self.admin_socket, self.stats_socket = admin_socket, stats_socket
+        self.extra_routes = tuple(extra_routes)
         self.host, self.port, self.app, self.app_host = host, port, app, app_host
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.socket_owner = socket_owner
@@ -91,6 +96,8 @@ class MetricsServer:
             if self.port is not None:
                 tcp = web.Application()
                 tcp.router.add_get(PATH, self._merged)
+                for path, handler in self.extra_routes:
+                    tcp.router.add_get(path, handler)
                 r2 = web.AppRunner(tcp, access_log=None, handle_signals=False)
                 await r2.setup()
                 self._runners.append(r2)

@@ -23,6 +23,7 @@ from mizzen.cli import (
     framework,
     get,
     install,
+    kubeinject,
     load,
     pods,
     proxy,
@@ -75,6 +76,7 @@ app.add_typer(proxy.config_app, name="proxy-config")
 app.add_typer(proxy.config_app, name="pc", hidden=True, help="Alias of proxy-config.")
 app.command("simulate")(simulate.simulate)
 app.add_typer(convert.app, name="convert")
+app.command("kube-inject")(kubeinject.kube_inject)
 app.command("load")(load.load)
 app.command("logs")(pods.logs)
 app.add_typer(contexts.app, name="config")
@@ -92,5 +94,12 @@ framework.finish(app)
 
 
 def main() -> None:
+    import sys
+
+    if len(sys.argv) > 2 and sys.argv[1] == "agent":   # pilot-agent's `proxy sidecar`, `istio-iptables`, `wait`
+        from mizzen.agent import pilot
+
+        if sys.argv[2] in pilot.SUBCOMMANDS:
+            raise SystemExit(pilot.main(sys.argv[2:]))
     framework.enable_completion()
     app(prog_name="mizzen")

@@ -16,6 +16,9 @@ from mizzen.runner.manifests import ContainerSpec, expand
 INHERITED_ENV = (
     "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "PYTHONPATH", "VIRTUAL_ENV",
 )
+# Istio's proxy image: its entrypoint is pilot-agent, which is ``python -m mizzen.agent`` here (also when a
+# command names it, as the injector's postStart hook ``pilot-agent wait`` does)
+_PROXY_IMAGE = re.compile(r"(^|/)proxyv2(?::|@|$)")
 _BOOKINFO_IMAGE = re.compile(r"examples-bookinfo-(productpage|details|reviews|ratings)-(v\d+)(?::|@|$)")
 
 
@@ -93,8 +96,13 @@ def container_env(container: ContainerSpec, pod: PodIdentity) -> dict[str, str]:
 
 
 def container_argv(container: ContainerSpec, env: Mapping[str, str], python: str) -> list[str]:
+    if container.command and container.command[0] == "pilot-agent":
+        return [python, "-m", "mizzen.agent", *(expand(a, env) for a in (*container.command[1:],
+                                                                          *container.args))]
     if container.command:
         return [expand(a, env) for a in (*container.command, *container.args)]
+    if _PROXY_IMAGE.search(container.image):
+        return [python, "-m", "mizzen.agent", *(expand(a, env) for a in container.args)]
     m = _BOOKINFO_IMAGE.search(container.image)
     if m:
         base = [python, "-m", "mizzen.bookinfo", m.group(1), "--version", m.group(2)]
