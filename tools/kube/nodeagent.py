@@ -18,6 +18,12 @@ It registers a Node (Ready, with capacity, topology labels and a podCIDR) and re
   plus ``configMapKeyRef``/``secretKeyRef`` env and ``envFrom``; a command ``mizzen`` (the Mizzen image's,
   as ``mizzen install`` renders it) is this checkout's console script. Restarts follow ``restartPolicy``
   with a capped backoff (1 s doubling to 30 s, shorter than a kubelet's 10 s..5 min: this is a test harness).
+* **users and hooks**: a container's (or the pod's) ``securityContext.runAsUser``/``runAsGroup`` runs it
+  through ``setpriv`` (Istio's ``istio-proxy`` as 1337, ``istio-init`` as root applying its iptables rules in
+  the pod's namespace: transparent capture, uid 1337 excluded); emptyDirs are 0777 like a kubelet's and the
+  path to a non-root pod's volumes is searchable; containers start in order and a ``lifecycle.postStart``
+  exec hook finishes before the next one starts (``holdApplicationUntilProxyStarts``). Injected pods get no
+  kube-proxy (see ``_injected``).
 * **probes**: readiness and liveness (httpGet, tcpSocket, exec) with Kubernetes' defaults and semantics;
   httpGet and tcpSocket are sent from the host (as a kubelet does from the node) to the pod IP.
 * **status** written through the API like a kubelet: phase, podIP/podIPs, hostIP, startTime, conditions
@@ -131,6 +137,27 @@ def _image_entrypoint(argv: list[str], python: str) -> list[str]:
         script = Path(python).parent / "mizzen"
         return [str(script) if script.exists() else "mizzen", *argv[1:]]
     return argv
+
+
+def _injected(pod: Object) -> bool:
+    """A pod with Istio's sidecar (``sidecar.istio.io/status``): its ``istio-init`` rules capture outbound
+    traffic in the pod's own namespace, where kube-proxy's DNAT would run first and bypass the sidecar (on a
+    real node kube-proxy runs in the node's namespace, after the sidecar); the sidecar reaches endpoints
+    directly, so no kube-proxy runs there."""
+    return "sidecar.istio.io/status" in ((pod.get("metadata") or {}).get("annotations") or {})
+
+
+def _run_as(pod: Object, container: Object) -> list[str]:
+    """``securityContext.runAsUser``/``runAsGroup`` (the container's, else the pod's) as a ``setpriv`` prefix;
+    none for root."""
+    pod_sc = (pod.get("spec") or {}).get("securityContext") or {}
+    sc = container.get("securityContext") or {}
+    uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+    if not uid and not gid:
+        return []
+    uid, gid = int(uid or 0), int(gid if gid is not None else uid or 0)
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--pdeathsig=KILL"]
 
 
 # ------------------------------------------------------------------------------------------- probes
@@ -489,7 +516,7 @@ class NodeAgent:
         spec = run.pod.get("spec") or {}
         try:
             await asyncio.to_thread(self._pod_network_up, run)
-            if self.kube_proxy:
+            if self.kube_proxy and not _injected(run.pod):
                 await self._start_kube_proxy(run)
             delay = BACKOFF_START_S
             while True:   # like a kubelet, retry mounting until the ConfigMap/Secret/token can be had
@@ -502,6 +529,7 @@ class NodeAgent:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, BACKOFF_MAX_S)
             run.error = ""
+            self._traversable(run)
             run.resync = asyncio.create_task(self._resync_volumes(run))
             init = [parse_container(c, f"initContainers[{i}]") for i, c in
                     enumerate(spec.get("initContainers") or [])]
@@ -518,6 +546,7 @@ class NodeAgent:
             for c in main:
                 cr = run.containers[c.name]
                 cr.tasks.append(asyncio.create_task(self._supervise(run, c, cr)))
+                await self._post_start(run, cr)
             await self._write_status(run)
         except (ManifestError, CommandError, ApiException, RuntimeError, OSError) as e:
             run.error = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -526,6 +555,45 @@ class NodeAgent:
                 cr.state = {"waiting": {"reason": "CreateContainerConfigError", "message": run.error}}
             with contextlib.suppress(Exception):
                 await self._write_status(run)
+
+    # -- users and lifecycle hooks (injected pods: istio-proxy runs as 1337, holdApplicationUntilProxyStarts)
+    def _traversable(self, run: PodRun) -> None:
+        """A container running as another user than root reaches its volumes: every directory from the
+        cluster's work dir down to the pod's volumes gets search permission for others (not read)."""
+        spec = run.pod.get("spec") or {}
+        if not any(_run_as(run.pod, c) for c in spec.get("containers") or []):
+            return
+        d = run.dir / "volumes"
+        top = Path(self.cluster.workdir)
+        while True:
+            with contextlib.suppress(OSError):
+                d.chmod(d.stat().st_mode & 0o777 | 0o111)
+            if d == top or d.parent == d:
+                break
+            d = d.parent
+
+    async def _post_start(self, run: PodRun, cr: ContainerRun, timeout: float = 120.0) -> None:
+        """A kubelet runs a container's ``lifecycle.postStart`` exec hook right after starting it and starts
+        the next container only when the hook returned (Istio's ``pilot-agent wait``)."""
+        hook = ((cr.spec.get("lifecycle") or {}).get("postStart") or {}).get("exec")
+        if not hook or not hook.get("command"):
+            return
+        deadline = time.monotonic() + timeout
+        while cr.proc is None and time.monotonic() < deadline and not run.stopping:
+            await asyncio.sleep(0.05)
+        c = parse_container({**cr.spec, "command": hook["command"], "args": []}, "postStart")
+        argv, env, cwd = await self._process_spec(run, c, cr.spec)
+        p = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", run.netns, *_run_as(run.pod, cr.spec), *argv, env=env, cwd=cwd,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        try:
+            code = await asyncio.wait_for(p.wait(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            await self._kill(p, 0)
+            code = -1
+        if code != 0:
+            log.info("pod %s/%s: postStart hook of %s exited %s", run.namespace, run.name, cr.name, code)
 
     # -- network
     def _pod_network_up(self, run: PodRun) -> None:
@@ -616,6 +684,7 @@ class NodeAgent:
             d.mkdir(parents=True, exist_ok=True, mode=0o755)
             vols[v["name"]] = d
             if "emptyDir" in v:
+                d.chmod(0o777)          # a kubelet's emptyDir: any container user may write
                 continue
             if "configMap" in v:
                 await self._configmap(run, v["configMap"], d)
@@ -792,7 +861,7 @@ class NodeAgent:
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{c.name}.log", "ab") as out:
             return await asyncio.create_subprocess_exec(
-                "ip", "netns", "exec", run.netns, *argv, env=env, cwd=cwd, stdout=out,
+                "ip", "netns", "exec", run.netns, *_run_as(run.pod, raw), *argv, env=env, cwd=cwd, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 preexec_fn=_die_with_parent)
 

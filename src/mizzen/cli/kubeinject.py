@@ -1,5 +1,5 @@
-"""``mizzen kube-inject -f FILE``: istioctl kube-inject. Reads multi-document YAML (files, directories or ``-``),
-injects every pod template (and Pod) the injection policy selects with the same function the injection
+"""``mizzen kube-inject -f FILE``: istioctl kube-inject. Reads multi-document YAML (files, directories or
+``-``), injects every pod template (and Pod) the injection policy selects with the same function the injection
 webhook uses (:mod:`mizzen.kube.inject`), and prints the result as YAML; other kinds pass through.
 """
 
@@ -49,7 +49,8 @@ def kube_inject(
     from mizzen.kube.inject.workloads import inject_yaml
 
     try:
-        cfg = InjectConfig.parse(_read(values_file, "--valuesFile"), _read(mesh_config_file, "--meshConfigFile"),
+        cfg = InjectConfig.parse(_read(values_file, "--valuesFile"),
+                                 _read(mesh_config_file, "--meshConfigFile"),
                                  _read(inject_config_file, "--injectConfigFile"))
     except ValuesError as e:
         fail(str(e))

@@ -96,7 +96,8 @@ framework.finish(app)
 def main() -> None:
     import sys
 
-    if len(sys.argv) > 2 and sys.argv[1] == "agent":   # pilot-agent's `proxy sidecar`, `istio-iptables`, `wait`
+    # pilot-agent's `proxy sidecar`, `istio-iptables` and `wait` (the proxyv2 image's entrypoint)
+    if len(sys.argv) > 2 and sys.argv[1] == "agent":
         from mizzen.agent import pilot
 
         if sys.argv[2] in pilot.SUBCOMMANDS:
