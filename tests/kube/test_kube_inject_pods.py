@@ -121,6 +121,17 @@ def _pod(cluster: Any, app: str) -> dict[str, Any]:
     return pods[0] if pods else {}
 
 
+async def _until_ready(cluster: Any, app: str, timeout: float = 90.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pod = await asyncio.to_thread(_pod, cluster, app)
+        if pod and _ready(pod):
+            return pod
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{app} pod not Ready in {timeout} s: {pod.get('status')}")
+        await asyncio.sleep(0.3)
+
+
 def _ready(pod: dict[str, Any]) -> bool:
     conds = (pod.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
@@ -175,7 +186,7 @@ async def test_kube_injected_pods_talk_through_sidecars_with_transparent_capture
         values.write_text("global:\n  proxy:\n    readinessPeriodSeconds: 1\n")
         src = tmp_path / "app.yaml"
         src.write_text(manifests())
-        r = subprocess.run([MIZZEN, "kube-inject", "-f", str(src), "--meshConfigFile", str(mesh),
+        r = await asyncio.to_thread(subprocess.run, [MIZZEN, "kube-inject", "-f", str(src), "--meshConfigFile", str(mesh),
                             "--valuesFile", str(values)], capture_output=True, text=True, timeout=60,
                            cwd=ROOT)
         assert r.returncode == 0, r.stderr
@@ -183,13 +194,12 @@ async def test_kube_injected_pods_talk_through_sidecars_with_transparent_capture
         sleep_spec = injected["sleep"]["spec"]["template"]["spec"]
         assert [x["name"] for x in sleep_spec["containers"]] == ["istio-proxy", "sleep"]   # held: proxy first
         assert [x["name"] for x in injected["plain"]["spec"]["template"]["spec"]["containers"]] == ["plain"]
-        c.kubectl("apply", "-f", "-", stdin=r.stdout)
-        c.kubectl("apply", "-f", "-", stdin=VS)
+        await asyncio.to_thread(c.kubectl, "apply", "-f", "-", stdin=r.stdout)
+        await asyncio.to_thread(c.kubectl, "apply", "-f", "-", stdin=VS)
 
         t0 = time.monotonic()
-        pods = {app: wait_for(lambda a=app: (p := _pod(c, a)) and _ready(p) and p, timeout=90,
-                              what=f"{app} pod Ready")
-                for app in ("echo", "sleep", "plain")}
+        # the control plane runs on this event loop: wait without blocking it
+        pods = {app: await _until_ready(c, app) for app in ("echo", "sleep", "plain")}
         ready_s = time.monotonic() - t0
         echo, sleep, plain = pods["echo"], pods["sleep"], pods["plain"]
         names = [x["name"] for x in echo["status"]["containerStatuses"]]

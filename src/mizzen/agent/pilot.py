@@ -200,7 +200,7 @@ def _agent_log_level(spec: str) -> str:
 
 async def run_proxy(spec: ProxySpec, opts: AgentOptions) -> None:
     agent = Agent(spec, opts)
-    health = HealthServer(agent, spec.ip)
+    health = HealthServer(agent, "0.0.0.0")   # the pod's own namespace: Envoy's :15021 listens on all too
 
     async def start() -> None:
         await agent.start(ready_timeout=None)
@@ -243,8 +243,8 @@ def wait_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     p.add_argument("--periodMillis", type=int, default=500)
     p.add_argument("--url", default="")
     a = p.parse_args(list(argv))
-    host = env.get("INSTANCE_IP") or "127.0.0.1"
-    url = a.url or f"http://{host}:{HEALTH_PORT}/healthz/ready"
+    # loopback: the proxy user's calls to the pod's own IP are captured inbound (istio-iptables)
+    url = a.url or f"http://127.0.0.1:{HEALTH_PORT}/healthz/ready"
     deadline = time.monotonic() + a.timeoutSeconds
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     while True:
