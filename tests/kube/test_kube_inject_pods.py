@@ -4,8 +4,8 @@ running ``mizzen agent proxy sidecar`` as uid 1337 from the pod's env), a contro
 the cluster. The client app calls the Service by name (its ClusterIP, no proxy env, no kube-proxy in the
 pod): its sidecar captures the call, routes it by a VirtualService applied with kubectl, and the server's
 sidecar captures it inbound. Probes go through the agent (``:15021/healthz/ready``, the app's rewritten
-``/app-health/...``), ``holdApplicationUntilProxyStarts`` puts the proxy first with a ``postStart`` wait, and a
-pod labelled ``sidecar.istio.io/inject: "false"`` runs without a sidecar."""
+``/app-health/...``), ``holdApplicationUntilProxyStarts`` puts the proxy first with a ``postStart`` wait, and
+a pod labelled ``sidecar.istio.io/inject: "false"`` runs without a sidecar."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def manifests() -> str:
 
     def deploy(name: str, code: str, labels: dict[str, str], annotations: dict[str, str] | None = None,
                probe: bool = False) -> dict[str, Any]:
+        pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
         c: dict[str, Any] = {"name": name, "image": f"example/{name}", "command": [py, "-c", code],
-                             "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}
+                             "env": [pod_name]}
         if probe:
             c["ports"] = [{"containerPort": 8080, "name": "http"}]
             c["readinessProbe"] = {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1}
@@ -71,7 +72,8 @@ def manifests() -> str:
 
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo", "namespace": NS},
-         "spec": {"selector": {"app": "echo"}, "ports": [{"name": "http", "port": 8000, "targetPort": 8080}]}},
+         "spec": {"selector": {"app": "echo"},
+                  "ports": [{"name": "http", "port": 8000, "targetPort": 8080}]}},
         deploy("echo", SERVER, {"app": "echo", "version": "v1"}, probe=True),
         deploy("sleep", SLEEP, {"app": "sleep"},
                {"proxy.istio.io/config": "holdApplicationUntilProxyStarts: true"}),
@@ -106,9 +108,10 @@ def node(kube_cluster: Any) -> Iterator[Any]:
 async def controlplane(kube_cluster: Any, node: Any) -> AsyncIterator[ControlPlane]:
     """On the node's address, where the pods' agents reach it (plaintext ADS, 15010's semantics)."""
     with tempfile.TemporaryDirectory(prefix="mzt-kinject-") as tmp:
-        cp = ControlPlane(ControlPlaneOptions(state_dir=Path(tmp) / "state", xds_host=node.host_ip, xds_port=0,
-                                              http_port=None, debounce_quiet_s=0.05, debounce_max_s=0.5,
-                                              kubeconfig=Path(kube_cluster.kubeconfig), xds_tls_port=None))
+        cp = ControlPlane(ControlPlaneOptions(
+            state_dir=Path(tmp) / "state", xds_host=node.host_ip, xds_port=0, http_port=None,
+            debounce_quiet_s=0.05, debounce_max_s=0.5, kubeconfig=Path(kube_cluster.kubeconfig),
+            xds_tls_port=None))
         await cp.start()
         try:
             yield cp
@@ -156,7 +159,8 @@ async def _curl(node: Any, pod: dict[str, Any], url: str, *extra: str) -> tuple[
 async def _stat(node: Any, pod: dict[str, Any], name: str) -> int:
     """A counter from the pod's Envoy admin socket (in its istio-envoy volume; through a directory fd, as
     the path is longer than a socket address may be)."""
-    fd = os.open(node.pods[pod["metadata"]["uid"]].dir / "volumes" / "istio-envoy", os.O_PATH | os.O_DIRECTORY)
+    envoy_dir = node.pods[pod["metadata"]["uid"]].dir / "volumes" / "istio-envoy"
+    fd = os.open(envoy_dir, os.O_PATH | os.O_DIRECTORY)
     try:
         connector = aiohttp.UnixConnector(path=f"/proc/self/fd/{fd}/admin.sock")
         async with aiohttp.ClientSession(connector=connector) as s, \
@@ -186,9 +190,10 @@ async def test_kube_injected_pods_talk_through_sidecars_with_transparent_capture
         values.write_text("global:\n  proxy:\n    readinessPeriodSeconds: 1\n")
         src = tmp_path / "app.yaml"
         src.write_text(manifests())
-        r = await asyncio.to_thread(subprocess.run, [MIZZEN, "kube-inject", "-f", str(src), "--meshConfigFile", str(mesh),
-                            "--valuesFile", str(values)], capture_output=True, text=True, timeout=60,
-                           cwd=ROOT)
+        argv = [MIZZEN, "kube-inject", "-f", str(src), "--meshConfigFile", str(mesh),
+                "--valuesFile", str(values)]
+        r = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60,
+                                    cwd=ROOT)
         assert r.returncode == 0, r.stderr
         injected = {d["metadata"]["name"]: d for d in yaml.safe_load_all(r.stdout) if d}
         sleep_spec = injected["sleep"]["spec"]["template"]["spec"]
@@ -229,12 +234,20 @@ async def test_kube_injected_pods_talk_through_sidecars_with_transparent_capture
         assert seen["pod"] == echo["metadata"]["name"]
         assert seen["peer"] == "127.0.0.1"                         # handed over by echo's sidecar
         assert seen["headers"].get("x-request-id")
-        assert await _stat(node, sleep, "cluster.outbound|8000||echo.kinject.svc.cluster.local.upstream_rq_200") >= 1
+        outbound = f"cluster.outbound|8000||echo.{NS}.svc.cluster.local.upstream_rq_200"
+        assert await _stat(node, sleep, outbound) >= 1
         assert await _stat(node, echo, "listener.0.0.0.0_15006.downstream_cx_total") >= 1
-        # the app's rewritten readiness probe went through the agent to the app
         assert await _stat(node, echo, "cluster.inbound|8080||.upstream_rq_200") >= 1
 
-        # the pod without a sidecar: no outbound capture (no VirtualService), the server still captures inbound
+        # the app's readiness probe was rewritten to the agent, which probes the app (the pod became Ready)
+        probe = next(x for x in echo["spec"]["containers"] if x["name"] == "echo")["readinessProbe"]
+        assert probe["httpGet"] == {"path": "/app-health/echo/readyz", "port": 15020, "scheme": "HTTP"}
+        async with aiohttp.ClientSession() as s:
+            base = f"http://{echo['status']['podIP']}:15020/app-health"
+            async with s.get(f"{base}/echo/readyz") as r200, s.get(f"{base}/other/readyz") as r404:
+                assert (r200.status, r404.status) == (200, 404)
+
+        # the pod without a sidecar: no outbound capture (no VirtualService); the server captures inbound
         status, headers, body = await _curl(node, plain, f"http://{echo['status']['podIP']}:8080/direct")
         assert status == 200 and "x-mizzen-route" not in headers, (status, headers, body)
         assert json.loads(body)["peer"] == "127.0.0.1"
