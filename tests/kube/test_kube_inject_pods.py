@@ -217,6 +217,11 @@ async def test_kube_injected_pods_talk_through_sidecars_with_transparent_capture
         assert "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN" in rules
         assert "--dports 15090,15021,15020 -j RETURN" in rules
         assert "KUBE-SERVICES" not in rules            # no kube-proxy: only the sidecar can reach a ClusterIP
+        # the proxy user reads the pod's istio-token (a kubelet's 0644 when the pod's users differ)
+        token = run.dir / "volumes" / "istio-token" / "istio-token"
+        as_proxy = subprocess.run(["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", "cat",
+                                   str(token)], capture_output=True, text=True, timeout=10)
+        assert as_proxy.returncode == 0 and as_proxy.stdout.count(".") == 2, as_proxy.stderr
         envoy_user = subprocess.run(["ps", "-o", "uid=", "-C", "envoy"], capture_output=True, text=True)
         assert "1337" in envoy_user.stdout.split()
 

@@ -147,16 +147,21 @@ def _injected(pod: Object) -> bool:
     return "sidecar.istio.io/status" in ((pod.get("metadata") or {}).get("annotations") or {})
 
 
-def _run_as(pod: Object, container: Object) -> list[str]:
-    """``securityContext.runAsUser``/``runAsGroup`` (the container's, else the pod's) as a ``setpriv`` prefix;
-    none for root."""
+def _user(pod: Object, container: Object) -> tuple[int, int]:
+    """(uid, gid) from ``securityContext.runAsUser``/``runAsGroup``, the container's else the pod's; root
+    by default."""
     pod_sc = (pod.get("spec") or {}).get("securityContext") or {}
     sc = container.get("securityContext") or {}
-    uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    uid = int(sc.get("runAsUser", pod_sc.get("runAsUser")) or 0)
     gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+    return uid, int(gid) if gid is not None else uid
+
+
+def _run_as(pod: Object, container: Object) -> list[str]:
+    """The container's user as a ``setpriv`` prefix; none for root."""
+    uid, gid = _user(pod, container)
     if not uid and not gid:
         return []
-    uid, gid = int(uid or 0), int(gid if gid is not None else uid or 0)
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--pdeathsig=KILL"]
 
 
@@ -697,7 +702,7 @@ class NodeAgent:
                 mode = v["projected"].get("defaultMode", 0o644)
                 for src in v["projected"].get("sources") or []:
                     if "serviceAccountToken" in src:
-                        await self._token(run, src["serviceAccountToken"], d)
+                        await self._token(run, src["serviceAccountToken"], d, mode)
                     elif "configMap" in src:
                         await self._configmap(run, {"defaultMode": mode, **src["configMap"]}, d)
                     elif "secret" in src:
@@ -757,9 +762,11 @@ class NodeAgent:
                 value = field_ref(fp, self._identity(run))
             _write(d / item["path"], value.encode(), item.get("mode", mode))
 
-    async def _token(self, run: PodRun, src: Object, d: Path) -> None:
+    async def _token(self, run: PodRun, src: Object, d: Path, mode: int = 0o644) -> None:
         """A TokenRequest for the projection, bound to the pod; re-requested (on resync) once 80 % of its
-        lifetime has passed, as a kubelet does (``token_refresh_s`` shortens that for tests)."""
+        lifetime has passed, as a kubelet does (``token_refresh_s`` shortens that for tests). The file's mode
+        is a kubelet's (KEP 1598): 0600 owned by the pod's user when every container runs as the same one,
+        else the projection's ``defaultMode`` (0644), so a sidecar running as 1337 can read it."""
         key = str(d / src["path"])
         if time.monotonic() < run.token_due.get(key, 0.0):
             return
@@ -772,7 +779,13 @@ class NodeAgent:
         tr = await self._call("POST", f"/api/v1/namespaces/{run.namespace}/serviceaccounts/{sa}/token",
                               {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                                "spec": spec})
-        _write(d / src["path"], tr["status"]["token"].encode(), 0o600)
+        spec_ = run.pod.get("spec") or {}
+        users = {_user(run.pod, c)[0]
+                 for c in [*(spec_.get("initContainers") or []), *(spec_.get("containers") or [])]}
+        path = d / src["path"]
+        _write(path, tr["status"]["token"].encode(), 0o600 if len(users) == 1 else mode)
+        if len(users) == 1 and (uid := next(iter(users))) != 0:
+            os.chown(path, uid, -1)
         ttl = float(spec["expirationSeconds"])
         run.token_due[key] = time.monotonic() + (self.token_refresh_s or 0.8 * ttl)
 
