@@ -77,10 +77,6 @@ class Walk:
     def mesh_cm(self) -> Path:
         return self.cp.dir / "istio-configmap.yaml"
 
-    @property
-    def injector_cm(self) -> Path:
-        return self.cp.dir / "istio-sidecar-injector-configmap.yaml"
-
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> str:
         return str(self.cluster.kubectl(*args, stdin=stdin, timeout=timeout))
 
@@ -119,24 +115,21 @@ def _ensure_namespace(w: Walk, ns: str) -> None:
 
 
 def _injection_configmaps(w: Walk) -> None:
-    """Istio's ``istio`` (mesh config: the proxies' discoveryAddress is the host's control plane, plaintext)
-    and ``istio-sidecar-injector`` (values, injector config) ConfigMaps, written to files for ``mizzen
-    kube-inject`` and applied for the webhook: both inject from the same configuration."""
+    """Istio's ``istio`` ConfigMap (mesh config: the proxies' discoveryAddress is the host's control plane,
+    plaintext), written to a file for ``mizzen kube-inject`` and applied for the webhook: both inject from the
+    same mesh config and the chart's default values (the webhook does not read ``istio-sidecar-injector``
+    yet)."""
     # one Envoy worker per proxy: two cores are shared by the whole test run, and ROUND_ROBIN is per worker
     mesh = {"defaultConfig": {"discoveryAddress": w.cp.xds, "controlPlaneAuthPolicy": "NONE",
                               "terminationDrainDuration": "2s", "concurrency": 1}}
-    values = {"global": {"proxy": {"readinessPeriodSeconds": 1}}}
-    for path, name, data in ((w.mesh_cm, "istio", {"mesh": yaml.safe_dump(mesh)}),
-                             (w.injector_cm, "istio-sidecar-injector",
-                              {"values": json.dumps(values), "config": "policy: enabled\n"})):
+    for path, name, data in ((w.mesh_cm, "istio", {"mesh": yaml.safe_dump(mesh)}),):
         path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
                                         "metadata": {"name": name, "namespace": SYSTEM_NS}, "data": data}))
         w.kubectl("apply", "-f", str(path))
 
 
 def _kube_inject(w: Walk, text: str, ns: str) -> str:
-    r = subprocess.run([MIZZEN, "kube-inject", "-f", "-", "-n", ns, "--meshConfigFile", str(w.mesh_cm),
-                        "--valuesFile", str(w.injector_cm), "--injectConfigFile", str(w.injector_cm)],
+    r = subprocess.run([MIZZEN, "kube-inject", "-f", "-", "-n", ns, "--meshConfigFile", str(w.mesh_cm)],
                        input=text, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
@@ -198,8 +191,7 @@ def walk(kube_cluster: Any) -> Iterator[Walk]:
     finally:
         c.kubectl("delete", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME, "--ignore-not-found")
         c.kubectl("delete", "mutatingwebhookconfiguration", "istio-sidecar-injector", "--ignore-not-found")
-        c.kubectl("delete", "configmap", "-n", SYSTEM_NS, "istio", "istio-sidecar-injector",
-                  "--ignore-not-found")
+        c.kubectl("delete", "configmap", "-n", SYSTEM_NS, "istio", "--ignore-not-found")
         for ns in (NS, DEMO):
             c.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false")
         if made_system:   # gone (its pods confirmed by the node agent) before the next test: mizzen install

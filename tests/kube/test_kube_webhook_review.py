@@ -292,3 +292,31 @@ def test_webhook_configurations_are_istios() -> None:
     assert webhook_dns_names(revision="canary")[:2] == ("istiod.istio-system.svc",
                                                          "istiod.istio-system.svc.cluster.local")
     assert "istiod-canary.istio-system.svc" in webhook_dns_names(revision="canary")
+
+
+async def test_the_control_plane_serves_validate_and_inject() -> None:
+    from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
+    from mizzen.kube.inject.webhook import inject_review
+
+    opts = ControlPlaneOptions(xds_port=0, xds_tls_port=0, http_port=None, webhook_port=0, webhook_host=HOST)
+    async with ControlPlane(opts) as cp:
+        assert cp.webhooks is not None and cp.identity is not None
+        verify = ssl.create_default_context(cadata=cp.identity.ca.trust_bundle.pem)
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "p", "labels": {"app": "p", "sidecar.istio.io/inject": "true"}},
+               "spec": {"containers": [{"name": "app", "image": "app"}]}}
+        request = {"uid": "pod-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                   "operation": "CREATE", "namespace": "default", "object": pod}
+        async with httpx.AsyncClient(base_url=f"https://{HOST}:{cp.webhooks.port}", verify=verify) as http:
+            review_in = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+            resp = (await http.post("/inject", json=review_in)).json()["response"]
+            assert resp["allowed"] is True and resp["patchType"] == "JSONPatch" and resp["uid"] == "pod-1"
+            assert resp["patch"] == inject_review(request)["patch"]   # what kube-inject computes
+            ops = json.loads(base64.b64decode(resp["patch"]))
+            containers = next(o["value"] for o in ops if o["path"] == "/spec/containers")
+            assert [c["name"] for c in containers] == ["app", "istio-proxy"]
+            pod["metadata"]["labels"]["sidecar.istio.io/inject"] = "false"
+            resp = (await http.post("/inject", json=review_in)).json()["response"]
+            assert resp == {"uid": "pod-1", "allowed": True}
+            resp = (await http.post("/validate", json=review(BAD_VS))).json()["response"]
+            assert resp["allowed"] is False

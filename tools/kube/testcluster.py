@@ -316,8 +316,8 @@ class TestCluster:
             # compact etcd every 5 s (default 5 min), and serve ConfigMaps without the watch cache, so a test
             # can watch from a compacted version and get 410 Gone as clients of a busy cluster do
             "--etcd-compaction-interval", "5s", "--watch-cache-sizes", "configmaps#0",
-            # webhooks and aggregated APIs with a ``service:`` reference are dialled at the endpoints
-            # (the pod), not its ClusterIP: nothing routes ClusterIPs in the API server's namespace
+            # webhooks and aggregated APIs with a ``service:`` reference are dialled at the Service's
+            # endpoints (the pod), not its ClusterIP: nothing routes ClusterIPs in the API server's namespace
             "--enable-aggregator-routing=true",
             "--allow-privileged", "--profiling=false", "--v", "1"])
         self._wait_ready(timeout)

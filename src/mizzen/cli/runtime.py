@@ -166,11 +166,11 @@ def controlplane(
         metavar="FILE", show_default="no cluster: config comes from applies",
         help="Read Istio config and Services from this cluster's API server (like istiod)")] = None,
     webhook_port: Annotated[int | None, typer.Option(
-        metavar="PORT", show_default="15017 when running in a Kubernetes pod, else off",
+        metavar="PORT", show_default="15017 with --in-cluster or in a Kubernetes pod, else off",
         help="Serve the admission webhooks (/validate) over HTTPS with the mesh CA's certificate, like "
              "istiod's 15017; 0 = any free port, -1 = off")] = None,
     webhook_host: Annotated[str | None, typer.Option(
-        metavar="ADDRESS", show_default="0.0.0.0 in a Kubernetes pod, else the --xds-host",
+        metavar="ADDRESS", show_default="0.0.0.0 with --in-cluster or in a pod, else the --xds-host",
         help="Webhook listen address (an IP here is also in the serving certificate, for a url: client "
              "config)")] = None,
     in_cluster: Annotated[bool, typer.Option(
@@ -216,13 +216,13 @@ def controlplane(
         fail("--in-cluster and --kubeconfig: give one")
     if ca_dir is not None and xds_tls_port < 0:
         fail("--ca-dir needs the CA: drop --xds-tls-port -1")
-    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    if webhook_port is None:   # istiod serves its webhooks in the cluster; off on a developer's machine
-        webhook_port = DEFAULT_WEBHOOK_PORT if in_pod else -1
+    in_pod = in_cluster or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if webhook_port is not None and webhook_port >= 0 and xds_tls_port < 0:
+        fail("--webhook-port needs the mesh CA for its certificate: drop --xds-tls-port -1")
+    if webhook_port is None:   # istiod serves its webhooks in the cluster (with its CA); off on a laptop
+        webhook_port = DEFAULT_WEBHOOK_PORT if in_pod and xds_tls_port >= 0 else -1
     if webhook_host is None and in_pod:
         webhook_host = "0.0.0.0"   # the API server calls the pod's address (the istiod Service's endpoint)
-    if webhook_port >= 0 and xds_tls_port < 0:
-        fail("--webhook-port needs the mesh CA for its certificate: drop --xds-tls-port -1")
     serve(ControlPlaneOptions(state_dir=state_dir, xds_host=xds_host, xds_port=xds_port,
                               xds_tls_port=xds_tls_port if xds_tls_port >= 0 else None, ca_dir=ca_dir,
                               http_host=http_host,

@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from mizzen.kube.casecret import CASecretDir
     from mizzen.kube.config_source import KubeConfigSource
     from mizzen.kube.ha import LeaderWork
+    from mizzen.kube.inject.values import InjectConfig
     from mizzen.kube.leader import Timing
     from mizzen.kube.registry_source import KubeRegistrySource
     from mizzen.kube.webhooks.patcher import WebhookPatcher
@@ -254,10 +255,11 @@ class ControlPlane:
         self.kube_registry: KubeRegistrySource | None = None
         self._kube_registry_task: asyncio.Task[None] | None = None
         self.webhooks: AdmissionServer | None = None
+        self._mesh_text: str | None = None     # the cluster's mesh config ConfigMap, as the injector reads it
+        self._inject_config: tuple[str | None, InjectConfig] | None = None
         self.webhook_patcher: WebhookPatcher | None = None
         self._ca_secret: CASecretDir | None = None
         self.leader_work: LeaderWork | None = None    # leader-only work on a cluster (mizzen.kube.ha)
-        self._inject_task: asyncio.Task[None] | None = None     # /inject's config from the cluster
         self._leader_task: asyncio.Task[None] | None = None
         self._election_timing: Timing | None = None
         if opts.kubeconfig is not None or opts.in_cluster:   # a bad $MIZZEN_LEADER_ELECTION_TTL: before I/O
@@ -391,8 +393,6 @@ class ControlPlane:
             system_namespace=self.options.mesh.root_namespace)
         self._kube_task = asyncio.create_task(self.kube_source.run(), name="kube config source")
         self._kube_registry_task = asyncio.create_task(self.kube_registry.run(), name="kube registry")
-        if self.webhooks is not None:
-            await self._start_injector(self._kube_api, self.webhooks)
         # istiod serves xDS once its informers have synced
         await self.kube_source.wait_synced(timeout=60)
         await self.kube_registry.wait_synced(timeout=60)
@@ -435,7 +435,8 @@ class ControlPlane:
         return await self.identity.authorize(node_id, metadata, context)
 
     async def _start_webhooks(self, port: int) -> None:
-        """The admission server (``/validate``; ``/inject`` comes with the cluster: _start_injector)."""
+        """The admission server: ``/validate`` and ``/inject`` (the sidecar injector, with Istio's chart
+        values and the cluster's mesh config)."""
         from mizzen.kube.webhooks.server import AdmissionServer, is_ip, webhook_dns_names
         from mizzen.kube.webhooks.validation import ValidationHandler
         from mizzen.security.serving import ServingCertificate
@@ -449,8 +450,26 @@ class ControlPlane:
             opts.mesh.root_namespace, opts.revision, extra))
         validate = ValidationHandler(lambda c: gateway_bind_issues(c, opts.mesh.allow_external_bind),
                                      self._count_validation)
-        self.webhooks = AdmissionServer(serving, {"/validate": validate})
+        self.webhooks = AdmissionServer(serving, {"/validate": validate, "/inject": self._inject})
         await self.webhooks.start(host, port)
+
+    def _inject(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``/inject``: kube.inject's AdmissionResponse for a Pod. The mesh config is the cluster's ``istio``
+        ConfigMap (the one the registry watches); the values are the chart's defaults (the
+        ``istio-sidecar-injector`` ConfigMap is not read yet)."""
+        from mizzen.kube.inject.values import InjectConfig, ValuesError
+        from mizzen.kube.inject.webhook import inject_review
+
+        text = self._mesh_text
+        cached = self._inject_config
+        if cached is None or cached[0] != text:
+            try:
+                cached = (text, InjectConfig.parse(None, text))
+            except ValuesError as e:   # the registry logs an unusable mesh config; inject with the defaults
+                log.warning("injection: mesh config not usable (%s); using Istio's defaults", e)
+                cached = (text, InjectConfig())
+            self._inject_config = cached
+        return inject_review(request, cached[1])
 
     def _count_validation(self, gvr: tuple[str, str, str], reason: str | None) -> None:
         """istiod's webhook metrics: ``galley_validation_passed`` / ``_failed`` by resource (and reason)."""
@@ -460,16 +479,6 @@ class ControlPlane:
         else:
             self.metrics.validation_failed.labels(group=group, version=version, resource=resource,
                                                   reason=reason).inc()
-    async def _start_injector(self, api: ApiClient, webhooks: AdmissionServer) -> None:
-        """``/inject`` (the sidecar injector, mizzen.kube.inject) with its config from the cluster's
-        ConfigMaps, like istiod's: served once they are listed."""
-        from mizzen.kube.inject.source import InjectConfigSource
-
-        source = InjectConfigSource(api, self.options.mesh.root_namespace, self.options.revision)
-        self._inject_task = asyncio.create_task(source.run(), name="injector config")
-        await asyncio.wait_for(source.reflector.synced.wait(), timeout=60)
-        webhooks.route("/inject", source.review)
-
     def _add_webhook_patcher(self, api: ApiClient, work: LeaderWork) -> None:
         """Keep the validating webhooks' caBundle and failurePolicy current: leader-only work, like Istio's
         validation controller (its election id)."""
@@ -498,6 +507,7 @@ class ControlPlane:
         from mizzen.kube.meshconfig import MeshConfigError, parse_mesh_config
 
         base = self.options.mesh
+        self._mesh_text = text   # the injector reads defaultConfig from it
         try:
             mesh, ignored = parse_mesh_config(text, base) if text is not None else (base, [])
         except MeshConfigError as e:
@@ -520,13 +530,12 @@ class ControlPlane:
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
-        for task in (self._leader_task, self._kube_task, self._kube_registry_task,   # leases released
-                     self._inject_task):
+        for task in (self._leader_task, self._kube_task, self._kube_registry_task):   # leases released
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._kube_task = self._kube_registry_task = self._leader_task = self._inject_task = None
+        self._kube_task = self._kube_registry_task = self._leader_task = None
         if self.webhooks is not None:
             await self.webhooks.stop()
             self.webhooks = None
