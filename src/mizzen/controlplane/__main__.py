@@ -23,6 +23,7 @@ from mizzen.auth.token import TokenError
 from mizzen.config.schema import compile_all
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.kube.client import KubeConfigError
+from mizzen.kube.leader import ElectionError
 from mizzen.lifecycle import run_until_signal
 from mizzen.security.ca import CAError
 
@@ -65,7 +66,7 @@ def serve(opts: ControlPlaneOptions, log_level: str, standby: bool = False) -> N
         logging.getLogger("mizzen.controlplane").info("standby: taking over")
     try:
         asyncio.run(run(opts))
-    except (TokenError, KubeConfigError, CAError) as e:
+    except (TokenError, KubeConfigError, CAError, ElectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
 

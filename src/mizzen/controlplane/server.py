@@ -33,7 +33,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,7 +72,9 @@ from mizzen.xds import AdsServer, Debouncer, SnapshotCache, serve
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
 
+    from mizzen.kube.casecret import CASecretDir
     from mizzen.kube.config_source import KubeConfigSource
+    from mizzen.kube.ha import LeaderWork
     from mizzen.kube.inject.values import InjectConfig
     from mizzen.kube.registry_source import KubeRegistrySource
     from mizzen.kube.webhooks.patcher import WebhookPatcher
@@ -204,11 +206,14 @@ class ControlPlane:
         rate = _auto_rate(opts.max_requests_per_second)
         self.admission = RateLimiter(rate, burst=max(1, int(rate)))
         self.identity: MeshIdentity | None = None
-        if opts.xds_tls_port is not None:
+        # on a cluster without --ca-dir the CA's root lives in a Secret (mizzen.kube.casecret), read at start
+        self._ca_from_cluster = (opts.xds_tls_port is not None and opts.ca_dir is None
+                                 and (opts.kubeconfig is not None or opts.in_cluster))
+        if opts.xds_tls_port is not None and not self._ca_from_cluster:
             self.identity = MeshIdentity(opts.state_dir, opts.ca_dir, opts.mesh.trust_domain)
         self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
                              status=self.status, write_timeout=opts.xds_send_timeout_s,
-                             authorize=self.identity.authorize if self.identity is not None else None)
+                             authorize=self._authorize if opts.xds_tls_port is not None else None)
         where = (f'the mizzen CLI reads it from {self.token_file} (or ${TOKEN_ENV})' if self.token_file
                  else f'this control plane keeps it in memory: its embedder passes it as ${TOKEN_ENV}')
         self.events = EventLog()
@@ -240,7 +245,9 @@ class ControlPlane:
         self._mesh_text: str | None = None     # the cluster's mesh config ConfigMap, as the injector reads it
         self._inject_config: tuple[str | None, InjectConfig] | None = None
         self.webhook_patcher: WebhookPatcher | None = None
-        self._webhook_patcher_task: asyncio.Task[None] | None = None
+        self._ca_secret: CASecretDir | None = None
+        self.leader_work: LeaderWork | None = None    # leader-only work on a cluster (mizzen.kube.ha)
+        self._leader_task: asyncio.Task[None] | None = None
         self.mesh_config_problem: str | None = None   # why the cluster's mesh config is not used
         self._debouncer: Debouncer[PushRequest] | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -312,7 +319,7 @@ class ControlPlane:
         self._debouncer = Debouncer(self._push, merge=PushRequest.merge, quiet=opts.debounce_quiet_s,
                                     max_delay=opts.debounce_max_s, lead=lead)
         try:
-            if opts.webhook_port is not None:
+            if opts.webhook_port is not None and not self._ca_from_cluster:
                 await self._start_webhooks(opts.webhook_port)
             if opts.kubeconfig is not None or opts.in_cluster:
                 await self._start_kube(opts.kubeconfig)
@@ -350,6 +357,10 @@ class ControlPlane:
         from mizzen.kube.registry_source import KubeRegistrySource
 
         self._kube_api = await connect(kubeconfig, in_cluster=kubeconfig is None)
+        if self._ca_from_cluster:
+            await self._cluster_identity(self._kube_api)
+            if self.options.webhook_port is not None:   # its serving certificate is from the cluster's CA
+                await self._start_webhooks(self.options.webhook_port)
         self.kube_source = KubeConfigSource(self._kube_api, self.store)
         self.kube_registry = KubeRegistrySource(
             self._kube_api, self.registry, on_endpoints=self._kube_endpoints, on_mesh=self._kube_mesh,
@@ -359,10 +370,41 @@ class ControlPlane:
         # istiod serves xDS once its informers have synced
         await self.kube_source.wait_synced(timeout=60)
         await self.kube_registry.wait_synced(timeout=60)
-        if self.webhooks is not None:
-            self._start_webhook_patcher(self._kube_api)
         log.info("config and services from the Kubernetes API server (%s): %d objects, %d services",
                  kubeconfig or "in-cluster", len(self.store), len(self.registry.snapshot().services))
+        if self.identity is not None:
+            self._start_leader_work(self._kube_api, self.identity)
+
+    async def _cluster_identity(self, api: ApiClient) -> None:
+        """The CA from the cluster's cacerts / istio-ca-secret Secret, shared by every replica."""
+        from mizzen.kube.casecret import load_ca_secret
+        from mizzen.kube.ha import system_namespace
+        from mizzen.security.ca import CAOptions
+
+        opts = self.options
+        self._ca_secret = await load_ca_secret(api, system_namespace(),
+                                               CAOptions(trust_domain=opts.mesh.trust_domain))
+        self.identity = MeshIdentity(opts.state_dir, self._ca_secret.directory, opts.mesh.trust_domain)
+
+    def _start_leader_work(self, api: ApiClient, identity: MeshIdentity) -> None:
+        """Leader elections for the work one replica does: istio-ca-root-cert in every namespace (and what
+        other kube wiring adds to ``self.leader_work``)."""
+        from mizzen.kube.ha import LeaderWork, system_namespace
+        from mizzen.kube.leader import NAMESPACE_CONTROLLER, holder_identity, timing_from_env
+        from mizzen.kube.rootcert import RootCertPublisher
+
+        self.leader_work = LeaderWork(api, system_namespace(), holder_identity(), timing_from_env())
+        self.leader_work.add(NAMESPACE_CONTROLLER, "istio-ca-root-cert",
+                             RootCertPublisher(api, lambda: identity.ca.trust_bundle.pem).run)
+        if self.webhooks is not None:
+            self._add_webhook_patcher(api, self.leader_work)
+        self._leader_task = asyncio.create_task(self.leader_work.run(), name="leader elections")
+
+    async def _authorize(self, node_id: str, metadata: dict[str, Any],
+                         context: grpc.aio.ServicerContext[Any, Any]) -> Hashable | None:
+        """The TLS port's stream check (the identity exists before the port is served)."""
+        assert self.identity is not None
+        return await self.identity.authorize(node_id, metadata, context)
 
     async def _start_webhooks(self, port: int) -> None:
         """The admission server: ``/validate`` and ``/inject`` (the sidecar injector, with Istio's chart
@@ -410,18 +452,18 @@ class ControlPlane:
             self.metrics.validation_failed.labels(group=group, version=version, resource=resource,
                                                   reason=reason).inc()
 
-    def _start_webhook_patcher(self, api: ApiClient) -> None:
-        """Keep the validating webhooks' caBundle and failurePolicy current. Only the leader may run this
-        (Istio's validation controller); with no leader election yet, the control plane starts it itself."""
+    def _add_webhook_patcher(self, api: ApiClient, work: LeaderWork) -> None:
+        """Keep the validating webhooks' caBundle and failurePolicy current: leader-only work, like Istio's
+        validation controller (its election id)."""
+        from mizzen.kube.leader import VALIDATION_CONTROLLER
         from mizzen.kube.webhooks.patcher import WebhookPatcher
 
         assert self.identity is not None
         ca = self.identity.ca
-        self.webhook_patcher = WebhookPatcher(lambda: ca.trust_bundle.pem,
-                                              namespace=self.options.mesh.root_namespace,
-                                              revision=self.options.revision)
-        self._webhook_patcher_task = asyncio.create_task(self.webhook_patcher.run(api),
-                                                         name="webhook patcher")
+        patcher = self.webhook_patcher = WebhookPatcher(lambda: ca.trust_bundle.pem,
+                                                        namespace=self.options.mesh.root_namespace,
+                                                        revision=self.options.revision)
+        work.add(VALIDATION_CONTROLLER, "webhook patcher", lambda: patcher.run(api))
 
     def _kube_pods(self) -> list[dict[str, Any]]:
         return list(self.kube_registry.pods.items.values()) if self.kube_registry is not None else []
@@ -461,12 +503,12 @@ class ControlPlane:
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
-        for task in (self._kube_task, self._kube_registry_task, self._webhook_patcher_task):
+        for task in (self._leader_task, self._kube_task, self._kube_registry_task):   # leases released
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._kube_task = self._kube_registry_task = self._webhook_patcher_task = None
+        self._kube_task = self._kube_registry_task = self._leader_task = None
         if self.webhooks is not None:
             await self.webhooks.stop()
             self.webhooks = None
@@ -494,6 +536,9 @@ class ControlPlane:
         await asyncio.to_thread(self.api.close)
         if self.identity is not None:
             self.identity.close()
+        if self._ca_secret is not None:
+            self._ca_secret.close()
+            self._ca_secret = None
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (the ``python -m mizzen.controlplane`` loop)."""
