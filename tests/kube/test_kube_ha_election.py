@@ -143,3 +143,28 @@ async def test_leader_that_cannot_renew_stops_before_another_takes_over(kube_clu
     finally:
         await api_a.close()
         await api_b.close()
+
+
+@pytest.mark.parametrize("value", ["soon", "0.5s", "-3s"])
+def test_bad_election_ttl_is_a_one_line_error(value: str, tmp_path: Path) -> None:
+    """``mizzen controlplane --kubeconfig`` with a bad $MIZZEN_LEADER_ELECTION_TTL: one line, exit 1, before
+    it connects anywhere (the kubeconfig is never read)."""
+    import os
+    import subprocess
+    import sys
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("not read\n")
+    r = subprocess.run([sys.executable, "-m", "mizzen.controlplane", "--kubeconfig", str(kubeconfig),
+                        "--state-dir", str(tmp_path / "state"), "--xds-port", "0", "--http-port", "0"],
+                       env={**os.environ, "MIZZEN_LEADER_ELECTION_TTL": value}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"error: $MIZZEN_LEADER_ELECTION_TTL={value!r} is not a duration of at least 1s (like 30s)"], r.stderr
+
+
+def test_timing_is_istios() -> None:
+    t = Timing()
+    assert (t.lease_duration_s, t.renew_deadline_s, t.retry_period_s) == (30.0, 15.0, 7.5)
+    assert Timing.from_ttl(8) == Timing(8, 4, 2)

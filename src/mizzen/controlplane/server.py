@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from mizzen.kube.config_source import KubeConfigSource
     from mizzen.kube.ha import LeaderWork
     from mizzen.kube.inject.values import InjectConfig
+    from mizzen.kube.leader import Timing
     from mizzen.kube.registry_source import KubeRegistrySource
     from mizzen.kube.webhooks.patcher import WebhookPatcher
     from mizzen.kube.webhooks.server import AdmissionServer
@@ -248,6 +249,11 @@ class ControlPlane:
         self._ca_secret: CASecretDir | None = None
         self.leader_work: LeaderWork | None = None    # leader-only work on a cluster (mizzen.kube.ha)
         self._leader_task: asyncio.Task[None] | None = None
+        self._election_timing: Timing | None = None
+        if opts.kubeconfig is not None or opts.in_cluster:   # a bad $MIZZEN_LEADER_ELECTION_TTL: no I/O
+            from mizzen.kube.leader import timing_from_env
+
+            self._election_timing = timing_from_env()
         self.mesh_config_problem: str | None = None   # why the cluster's mesh config is not used
         self._debouncer: Debouncer[PushRequest] | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -390,10 +396,11 @@ class ControlPlane:
         """Leader elections for the work one replica does: istio-ca-root-cert in every namespace (and what
         other kube wiring adds to ``self.leader_work``)."""
         from mizzen.kube.ha import LeaderWork, system_namespace
-        from mizzen.kube.leader import NAMESPACE_CONTROLLER, holder_identity, timing_from_env
+        from mizzen.kube.leader import NAMESPACE_CONTROLLER, Timing, holder_identity
         from mizzen.kube.rootcert import RootCertPublisher
 
-        self.leader_work = LeaderWork(api, system_namespace(), holder_identity(), timing_from_env())
+        self.leader_work = LeaderWork(api, system_namespace(), holder_identity(),
+                                      self._election_timing or Timing())
         self.leader_work.add(NAMESPACE_CONTROLLER, "istio-ca-root-cert",
                              RootCertPublisher(api, lambda: identity.ca.trust_bundle.pem).run)
         if self.webhooks is not None:
