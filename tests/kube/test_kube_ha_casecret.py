@@ -99,3 +99,15 @@ async def test_bad_cacerts_secret_is_refused_in_one_line(kube_cluster: Any, name
     finally:
         await api.close()
 
+
+
+async def test_missing_namespace_is_refused_at_once_in_one_line(kube_cluster: Any) -> None:
+    ns = f"kha-absent-{secrets.token_hex(3)}"
+    api = await connect(kube_cluster.kubeconfig)
+    try:
+        with pytest.raises(CAError) as e:
+            await asyncio.wait_for(load_ca_secret(api, ns, FAST), timeout=5)   # no retries
+        assert str(e.value) == (f"namespace {ns} does not exist: the control plane keeps its CA Secret there "
+                                "(create it, or set POD_NAMESPACE)")
+    finally:
+        await api.close()

@@ -388,7 +388,7 @@ class ControlPlane:
         from mizzen.security.ca import CAOptions
 
         opts = self.options
-        self._ca_secret = await load_ca_secret(api, system_namespace(),
+        self._ca_secret = await load_ca_secret(api, system_namespace(opts.mesh.root_namespace),
                                                CAOptions(trust_domain=opts.mesh.trust_domain))
         self.identity = MeshIdentity(opts.state_dir, self._ca_secret.directory, opts.mesh.trust_domain)
 
@@ -399,7 +399,8 @@ class ControlPlane:
         from mizzen.kube.leader import NAMESPACE_CONTROLLER, Timing, holder_identity
         from mizzen.kube.rootcert import RootCertPublisher
 
-        self.leader_work = LeaderWork(api, system_namespace(), holder_identity(),
+        self.leader_work = LeaderWork(api, system_namespace(self.options.mesh.root_namespace),
+                                      holder_identity(),
                                       self._election_timing or Timing())
         self.leader_work.add(NAMESPACE_CONTROLLER, "istio-ca-root-cert",
                              RootCertPublisher(api, lambda: identity.ca.trust_bundle.pem).run)

@@ -120,6 +120,9 @@ async def _create(api: client.ApiClient, namespace: str, options: CAOptions) -> 
     try:
         created = await call(api, "POST", f"/api/v1/namespaces/{namespace}/secrets", body)
     except Exception as e:
+        if status_of(e) == 404:
+            raise CAError(f"namespace {namespace} does not exist: the control plane keeps its CA Secret "
+                          "there (create it, or set POD_NAMESPACE)") from None
         if status_of(e) != 409:
             raise
         log.info("CA: another replica created %s/%s first; using its root", namespace, CA_SECRET)

@@ -22,9 +22,10 @@ from mizzen.kube.leader import LeaderElection, RunFunction, Timing
 __all__ = ["LeaderWork", "system_namespace"]
 
 
-def system_namespace() -> str:
-    """The control plane's own namespace: ``$POD_NAMESPACE`` (istiod's), else istio-system."""
-    return os.environ.get("POD_NAMESPACE", "").strip() or "istio-system"
+def system_namespace(fallback: str = "istio-system") -> str:
+    """The control plane's own namespace: ``$POD_NAMESPACE`` (istiod's), else ``fallback`` (the mesh's root
+    namespace, which istiod's defaults to its own)."""
+    return os.environ.get("POD_NAMESPACE", "").strip() or fallback
 
 
 class LeaderWork:
