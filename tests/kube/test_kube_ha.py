@@ -64,9 +64,10 @@ class Replica:
 def start_replica(cluster: Any, name: str, system_ns: str, work: Path) -> Replica:
     state = work / name
     state.mkdir()
+    (work / f"{name}-tmp").mkdir()     # its CA material dir lands here: removed even after a kill -9
     log = work / f"{name}.log"
     env = {**os.environ, "POD_NAME": name, "POD_NAMESPACE": system_ns,
-           "MIZZEN_LEADER_ELECTION_TTL": f"{TTL:g}s"}
+           "MIZZEN_LEADER_ELECTION_TTL": f"{TTL:g}s", "TMPDIR": str(work / f"{name}-tmp")}
     env.pop("MIZZEN_TOKEN", None)
     with log.open("wb") as err:
         proc = subprocess.Popen(
@@ -232,10 +233,11 @@ async def test_two_replicas_one_leader_shared_root_failover(kube_cluster: Any,
                                  "-p", '{"data": {"root-cert.pem": "tampered"}}')
             await eventually(lambda: published(later_ns), timeout=10, interval=0.2)
 
-            # a stopped replica releases the Lease
+            # a stopped replica releases the Lease and removes its copy of the CA material
             stop(survivor)
             lease = kget(kube_cluster, "lease", "-n", system_ns, ELECTION)
             assert lease is not None and not lease["spec"].get("holderIdentity"), lease["spec"]
+            assert not any((Path(tmp) / f"{survivor.name}-tmp").iterdir())
         finally:
             for r in replicas:
                 stop(r)
