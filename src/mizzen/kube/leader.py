@@ -17,10 +17,11 @@ The protocol is client-go's ``tryAcquireOrRenew``:
   holder changes), with the read ``resourceVersion``: a 409 means another replica wrote in between.
 
 A candidate tries every retry period (+ up to 20 % jitter). A leader renews every retry period; a renewal
-round retries until the renew deadline, counted from the round's start. The leader gives up at the latest
-``retry + renew deadline`` (3/4 of the lease) after sending its last successful renewal, cancels its
-leader-only tasks and waits for them (bounded), all before another replica may take the Lease (a full lease
-after it saw that renewal). Leader-only work is coroutine factories (:meth:`LeaderElection.add_run_function`)
+round retries until the renew deadline, counted from the round's start (one retry period after the last
+successful renewal was sent). So the leader gives up at the latest ``retry + renew deadline`` (3/4 of the
+lease) after sending its last successful renewal, cancels its leader-only tasks and waits for them (at most
+1/8 of the lease), all before another replica may take the Lease (a full lease after it saw that
+renewal). Leader-only work is coroutine factories (:meth:`LeaderElection.add_run_function`)
 started as tasks on acquiring (restarted if one fails) and cancelled on loss; then the replica campaigns
 again. A stopped replica (cancelled :meth:`~LeaderElection.run`) releases a Lease it holds (client-go's
 ``ReleaseOnCancel``), so a rolling restart does not wait a lease out.
@@ -132,6 +133,7 @@ class LeaderElection:
         self._tasks: list[asyncio.Task[None]] = []
         self._observed: Object | None = None     # the Lease spec last seen
         self._observed_at = 0.0                  # monotonic time it was first seen
+        self._renewed_at = 0.0                   # monotonic time the last successful write was sent
         self._last_error = ""
 
     @property
@@ -170,8 +172,10 @@ class LeaderElection:
     async def _renew_until_lost(self) -> None:
         t = self.timing
         while True:
-            await asyncio.sleep(t.retry_period_s)
-            deadline = time.monotonic() + t.renew_deadline_s
+            # rounds are timed from when the last successful renewal was sent, not from its answer, so a
+            # slow answer cannot stretch the time this replica leads on an old renewal
+            await asyncio.sleep(max(0.0, self._renewed_at + t.retry_period_s - time.monotonic()))
+            deadline = self._renewed_at + t.retry_period_s + t.renew_deadline_s
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -206,7 +210,7 @@ class LeaderElection:
             self._last_error = what
 
     async def _try_acquire_or_renew(self) -> bool:
-        now = dt.datetime.now(dt.UTC)
+        now, sent = dt.datetime.now(dt.UTC), time.monotonic()
         try:
             lease = await call(self.api, "GET", f"{self._collection}/{self.name}",
                                timeout_s=self.timing.retry_period_s)
@@ -224,6 +228,7 @@ class LeaderElection:
                     return False     # another replica created it first
                 raise
             self._observe(created)
+            self._renewed_at = sent
             return True
         self._observe(lease)
         spec: Object = lease.get("spec") or {}
@@ -241,6 +246,7 @@ class LeaderElection:
                 return False         # written by another replica since we read it
             raise
         self._observe(updated)
+        self._renewed_at = sent
         return True
 
     def _spec(self, now: dt.datetime, old: Object | None) -> Object:
