@@ -17,7 +17,7 @@ import pytest
 
 from harness import eventually
 from mizzen.kube.client import connect
-from mizzen.kube.leader import LeaderElection, Timing
+from mizzen.kube.leader import TTL_ENV, ElectionError, LeaderElection, Timing, timing_from_env
 
 TTL = 4.0
 ROLE = """
@@ -146,7 +146,14 @@ async def test_leader_that_cannot_renew_stops_before_another_takes_over(kube_clu
 
 
 @pytest.mark.parametrize("value", ["soon", "0.5s", "-3s"])
-def test_bad_election_ttl_is_a_one_line_error(value: str, tmp_path: Path) -> None:
+def test_bad_election_ttl_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TTL_ENV, value)
+    with pytest.raises(ElectionError) as e:
+        timing_from_env()
+    assert str(e.value) == f"${TTL_ENV}={value!r} is not a duration of at least 1s (like 30s)"
+
+
+def test_bad_election_ttl_is_a_one_line_error_before_any_io(tmp_path: Path) -> None:
     """``mizzen controlplane --kubeconfig`` with a bad $MIZZEN_LEADER_ELECTION_TTL: one line, exit 1, before
     it connects anywhere (the kubeconfig is never read)."""
     import os
@@ -157,11 +164,10 @@ def test_bad_election_ttl_is_a_one_line_error(value: str, tmp_path: Path) -> Non
     kubeconfig.write_text("not read\n")
     r = subprocess.run([sys.executable, "-m", "mizzen.controlplane", "--kubeconfig", str(kubeconfig),
                         "--state-dir", str(tmp_path / "state"), "--xds-port", "0", "--http-port", "0"],
-                       env={**os.environ, "MIZZEN_LEADER_ELECTION_TTL": value}, capture_output=True,
-                       text=True, timeout=60)
+                       env={**os.environ, TTL_ENV: "soon"}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stderr
     assert r.stderr.strip().splitlines() == [
-        f"error: $MIZZEN_LEADER_ELECTION_TTL={value!r} is not a duration of at least 1s (like 30s)"], r.stderr
+        f"error: ${TTL_ENV}='soon' is not a duration of at least 1s (like 30s)"], r.stderr
 
 
 def test_timing_is_istios() -> None:
