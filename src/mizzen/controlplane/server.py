@@ -390,7 +390,10 @@ class ControlPlane:
         opts = self.options
         self._ca_secret = await load_ca_secret(api, system_namespace(opts.mesh.root_namespace),
                                                CAOptions(trust_domain=opts.mesh.trust_domain))
-        self.identity = MeshIdentity(opts.state_dir, self._ca_secret.directory, opts.mesh.trust_domain)
+        try:
+            self.identity = MeshIdentity(opts.state_dir, self._ca_secret.directory, opts.mesh.trust_domain)
+        finally:   # the CA holds the material in memory now: no key file outlives this (not even a kill -9)
+            self._ca_secret.close()
 
     def _start_leader_work(self, api: ApiClient, identity: MeshIdentity) -> None:
         """Leader elections for the work one replica does: istio-ca-root-cert in every namespace (and what
