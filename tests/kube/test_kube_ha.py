@@ -64,7 +64,7 @@ class Replica:
 def start_replica(cluster: Any, name: str, system_ns: str, work: Path) -> Replica:
     state = work / name
     state.mkdir()
-    (work / f"{name}-tmp").mkdir()     # its CA material dir lands here: removed even after a kill -9
+    (work / f"{name}-tmp").mkdir()     # its temp files (the CA material while it loads) land here
     log = work / f"{name}.log"
     env = {**os.environ, "POD_NAME": name, "POD_NAMESPACE": system_ns,
            "MIZZEN_LEADER_ELECTION_TTL": f"{TTL:g}s", "TMPDIR": str(work / f"{name}-tmp")}
@@ -189,6 +189,8 @@ async def test_two_replicas_one_leader_shared_root_failover(kube_cluster: Any,
                 cert = serving_cert(r.xds_tls_port)
                 cert.verify_directly_issued_by(root)     # raises if another root signed it
             assert "PRIVATE KEY" not in "".join(r.log.read_text() for r in replicas)
+            for r in replicas:   # the CA's key lives in memory only: no copy on disk while serving
+                assert not any((Path(tmp) / f"{r.name}-tmp").iterdir()), r.name
 
             async def published(ns: str) -> None:
                 assert root_cm(kube_cluster, ns) == root_pem.decode()
@@ -233,7 +235,7 @@ async def test_two_replicas_one_leader_shared_root_failover(kube_cluster: Any,
                                  "-p", '{"data": {"root-cert.pem": "tampered"}}')
             await eventually(lambda: published(later_ns), timeout=10, interval=0.2)
 
-            # a stopped replica releases the Lease and removes its copy of the CA material
+            # a stopped replica releases the Lease and leaves no CA material behind
             stop(survivor)
             lease = kget(kube_cluster, "lease", "-n", system_ns, ELECTION)
             assert lease is not None and not lease["spec"].get("holderIdentity"), lease["spec"]

@@ -262,7 +262,7 @@ class ControlPlane:
         self.leader_work: LeaderWork | None = None    # leader-only work on a cluster (mizzen.kube.ha)
         self._leader_task: asyncio.Task[None] | None = None
         self._election_timing: Timing | None = None
-        if opts.kubeconfig is not None or opts.in_cluster:   # a bad $MIZZEN_LEADER_ELECTION_TTL: before I/O
+        if opts.kubeconfig is not None or opts.in_cluster:   # a bad $MIZZEN_LEADER_ELECTION_TTL: no I/O
             from mizzen.kube.leader import timing_from_env
 
             self._election_timing = timing_from_env()
@@ -410,7 +410,10 @@ class ControlPlane:
         opts = self.options
         self._ca_secret = await load_ca_secret(api, system_namespace(opts.mesh.root_namespace),
                                                CAOptions(trust_domain=opts.mesh.trust_domain))
-        self.identity = MeshIdentity(opts.state_dir, self._ca_secret.directory, opts.mesh.trust_domain)
+        try:
+            self.identity = MeshIdentity(opts.state_dir, self._ca_secret.directory, opts.mesh.trust_domain)
+        finally:   # the CA holds the material in memory now: no key file outlives this (not even a kill -9)
+            self._ca_secret.close()
 
     def _start_leader_work(self, api: ApiClient, identity: MeshIdentity) -> None:
         """Leader elections for the work one replica does: istio-ca-root-cert in every namespace (and what

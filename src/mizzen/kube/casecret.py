@@ -11,9 +11,10 @@ In the control plane's namespace (istio-system):
 
 :func:`load_ca_secret` writes the material as a cacerts-style directory (0700, files 0600) in a private temp
 dir for :meth:`~mizzen.security.ca.CertificateAuthority.from_cacerts` and removes it at
-:meth:`CASecretDir.close`. The key is never logged. Problems are one-line :class:`~mizzen.security.ca.CAError`
-naming the Secret. Root rotation (stage/activate/drop) is for the self-signed CA of a state dir; on a cluster
-the operator replaces the Secret (as with Istio's plugged-in CA) and restarts the replicas.
+:meth:`CASecretDir.close` (the control plane does so as soon as its CA has loaded it). The key is never
+logged. Problems are one-line :class:`~mizzen.security.ca.CAError` naming the Secret. Root rotation
+(stage/activate/drop) is for the self-signed CA of a state dir; on a cluster the operator replaces the
+Secret (as with Istio's plugged-in CA) and restarts the replicas.
 """
 
 from __future__ import annotations
