@@ -201,7 +201,7 @@ def test_unsafe_names_are_refused_by_persistence(tmp_path: Path) -> None:
     assert len(store) == 0
 
 
-# --- apply_async: the journal record written off the event loop ------------------------------------------------
+# --- apply_async: the journal record written off the event loop ---
 
 def _big_batch(n: int, ns: str = "bulk") -> list[Config]:
     return [vs(f"svc-{i}", ns=ns, weight=100) for i in range(n)]

@@ -213,7 +213,7 @@ class StateDir:
 
     def commit_in_thread(self, writes: Iterable[Config], deletes: Iterable[ConfigKey]) -> Future[None]:
         """:meth:`commit` on the journal thread (every step: name checks, the record, its fsyncs): the future
-        is done once the record is durable (or failed, with commit's exception); calls are written in order."""
+        is done once the record is durable (or failed, with commit's exception); written in call order."""
         writes, deletes = list(writes), list(deletes)
         with self._lock:
             if self._journal_thread is None:

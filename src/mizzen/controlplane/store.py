@@ -8,15 +8,16 @@ record before memory changes (see :mod:`.persist`), and the store is reloaded fr
 restored object is validated again, and what cannot be restored is quarantined and listed in
 :attr:`ConfigStore.load_problems`.
 
-:meth:`ConfigStore.apply_async` / :meth:`ConfigStore.delete_async` (the API's) write that record on the journal
-thread and answer once it is durable, so the event loop keeps serving xDS meanwhile. Changes become visible
-(memory, listeners) in commit order: a synchronous apply made while one is in flight first waits for it.
+:meth:`ConfigStore.apply_async` / :meth:`ConfigStore.delete_async` (the API's) write that record on the
+journal thread and answer once it is durable, so the event loop keeps serving xDS meanwhile. Changes become
+visible (memory, listeners) in commit order: a synchronous apply made while one is in flight waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -277,7 +278,7 @@ class ConfigStore:
         await asyncio.shield(entry.settled)
 
     def _settle(self) -> None:
-        """Make live, in commit order, every in-flight change whose record is written (or drop a failed one)."""
+        """Make live, in commit order, each in-flight change whose record is written (drop a failed one)."""
         while self._inflight and self._inflight[0].record.done():
             entry = self._inflight.pop(0)
             error = entry.record.exception()
@@ -293,10 +294,8 @@ class ConfigStore:
     def _drain(self) -> None:
         """Wait (blocking) for in-flight records, so what follows is staged and committed after them."""
         for entry in list(self._inflight):
-            try:
+            with contextlib.suppress(Exception):   # reported to that change's own caller by _settle
                 entry.record.result()
-            except Exception:   # noqa: S110 - reported to that change's own caller by _settle
-                pass
         self._settle()
 
     def _stage(self, configs: Iterable[Config], issues: Iterable[Issue] | None
