@@ -148,15 +148,23 @@ _NO_DIFF = _Diff((), ())
 
 
 class DeltaDiffs:
-    """Delta diffs shared by every stream, keyed by content: LRU, bounded in entries. Also interns
-    subscription sets, so alike streams' keys compare by identity."""
+    """Delta diffs shared by every stream, keyed by content: LRU, bounded in entries and in age (a diff unused
+    for ``ttl`` seconds is dropped at the next put: it serves the streams of one push, and it holds the
+    resources it carries). Also interns subscription sets, so alike streams' keys compare by identity."""
 
-    def __init__(self, max_entries: int = 4096) -> None:
+    def __init__(self, max_entries: int = 4096, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._lru: OrderedDict[Hashable, _Diff] = OrderedDict()
+        self._used: dict[Hashable, float] = {}
         self._subs: dict[frozenset[str], frozenset[str]] = {}
         self.max_entries = max_entries
+        self.ttl = ttl
+        self._clock = clock
         self.hits = 0
         self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._lru)
 
     def intern(self, sub: frozenset[str] | None) -> frozenset[str] | None:
         if sub is None:
@@ -169,14 +177,21 @@ class DeltaDiffs:
         hit = self._lru.get(key)
         if hit is not None:
             self._lru.move_to_end(key)
+            self._used[key] = self._clock()
             self.hits += 1
         return hit
 
     def put(self, key: Hashable, diff: _Diff) -> None:
         self.misses += 1
+        now = self._clock()
         self._lru[key] = diff
-        while len(self._lru) > self.max_entries:
-            self._lru.popitem(last=False)
+        self._lru.move_to_end(key)
+        self._used[key] = now
+        while self._lru:
+            oldest = next(iter(self._lru))
+            if len(self._lru) <= self.max_entries and self._used[oldest] >= now - self.ttl:
+                break
+            del self._lru[oldest], self._used[oldest]
 
 
 @dataclass

@@ -200,35 +200,61 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
 
 class _Lru:
-    """Serialized bodies by content key, LRU, bounded in bytes; and the whole message for the content's shared
-    nonce (the body plus that nonce), one per key."""
+    """Serialized bodies by content key, LRU, bounded in bytes and in age: an entry unused for ``ttl`` seconds
+    is dropped at the next store (a body serves the streams of one push; superseded versions are never sent
+    again, so they would only hold memory). Also the whole message for the content's shared nonce (the body
+    plus that nonce), one per key."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._lru: OrderedDict[Hashable, tuple[bytes, int]] = OrderedDict()
+        self._used: dict[Hashable, float] = {}
         self._whole: dict[Hashable, tuple[str, bytes]] = {}   # key -> (nonce, body + nonce)
         self._bytes = 0
         self.max_bytes = max_bytes
+        self.ttl = ttl
+        self._clock = clock
         self.hits = 0
         self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return self._bytes
 
     def lookup(self, key: Hashable) -> tuple[bytes, int] | None:
         hit = self._lru.get(key)
         if hit is not None:
             self._lru.move_to_end(key)
+            self._used[key] = self._clock()
             self.hits += 1
         return hit
 
     def store(self, key: Hashable, entry: tuple[bytes, int]) -> tuple[bytes, int]:
         self.misses += 1
+        now = self._clock()
+        if key in self._lru:
+            self._drop(key)
         self._lru[key] = entry
+        self._used[key] = now
         self._bytes += len(entry[0])
-        while self._bytes > self.max_bytes and len(self._lru) > 1:
-            old_key, (old, _n) = self._lru.popitem(last=False)
-            self._bytes -= len(old)
-            whole = self._whole.pop(old_key, None)
-            if whole is not None:
-                self._bytes -= len(whole[1])
+        while len(self._lru) > 1:
+            oldest = next(iter(self._lru))
+            if self._bytes <= self.max_bytes and self._used[oldest] >= now - self.ttl:
+                break
+            self._drop(oldest)
         return entry
+
+    def _drop(self, key: Hashable) -> None:
+        old, _n = self._lru.pop(key)
+        del self._used[key]
+        self._bytes -= len(old)
+        whole = self._whole.pop(key, None)
+        if whole is not None:
+            self._bytes -= len(whole[1])
 
     def _with_nonce(self, key: Hashable, entry: tuple[bytes, int], nonce: str,
                     tail: bytes) -> tuple[bytes, int]:
@@ -250,8 +276,9 @@ class ResponseBodies(_Lru):
     (type, version, requested names) identifies the bytes. Thousands of proxies with the same clusters cost
     one serialization. LRU, bounded in bytes."""
 
-    def __init__(self, max_bytes: int = 256 << 20) -> None:
-        super().__init__(max_bytes)
+    def __init__(self, max_bytes: int = 256 << 20, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(max_bytes, ttl, clock)
 
     def get(self, tsnap: TypeSnapshot, names: frozenset[str] | None) -> tuple[bytes, int]:
         """(body bytes, resource count) for the resources of ``tsnap`` selected by ``names``."""
@@ -281,8 +308,9 @@ class ResponseBodies(_Lru):
 class DeltaBodies(_Lru):
     """Serialized DeltaDiscoveryResponses minus the nonce, shared by streams whose diff has the same key."""
 
-    def __init__(self, max_bytes: int = 128 << 20) -> None:
-        super().__init__(max_bytes)
+    def __init__(self, max_bytes: int = 128 << 20, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(max_bytes, ttl, clock)
 
     def get(self, resp: DeltaResponse) -> tuple[bytes, int]:
         if resp.key is not None:
