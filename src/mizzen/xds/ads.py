@@ -496,6 +496,7 @@ class AdsStream:
     # --- shared ---------------------------------------------------------------------------------------------
     def _sent(self, ts: TypeStatus, version: str, nonce: str) -> None:
         ts.sent_version, ts.nonce, ts.sent_at = version, nonce, self._clock()
+        ts.responses += 1
         self._notify()
 
     def _ack(self, ts: TypeStatus, short: str, version: str, nonce: str) -> None:
