@@ -107,7 +107,7 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                     change = load(cp, vs_yaml("reviews", NS, (w, 100 - w), ("v1", "v3" if r % 2 else "v2")))
                     started_during = big_running
                     t = time.time()
-                    cp.store.apply(change)
+                    await cp.store.apply_async(change)   # as an API client's apply: queued behind the big one
                     await cp.wait_synced(nodes, timeout=30)
                     acks = [cp.status.synced_at(nd) for nd in nodes]
                     lat = max(a for a in acks if a is not None) - t
@@ -117,8 +117,19 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                         print(f"  round {r}: {lat * 1000:.0f} ms{' (during)' if overlapped else ''}")
                     await asyncio.sleep(args.interval)
 
+            stalls: list[float] = []
+
+            async def loop_lag() -> None:
+                """The event loop's stalls: how late a 1 ms sleep wakes up, while the big apply runs."""
+                while True:
+                    t1 = time.perf_counter()
+                    await asyncio.sleep(0.001)
+                    if big_running:
+                        stalls.append(time.perf_counter() - t1 - 0.001)
+
             await rounds(args.baseline)
             ticker = asyncio.create_task(rounds(None))
+            lag = asyncio.create_task(loop_lag())
             async with httpx.AsyncClient(base_url=cp.http_url, timeout=300, trust_env=False) as api:
                 big_running = True
                 t0 = time.monotonic()
@@ -135,13 +146,18 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                 if r.status_code != 200:
                     print(f"big apply answered {r.status_code}: {r.text[:300]}")
             await asyncio.sleep(1.0)
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for t in (ticker, lag):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
             print(f"  big apply: HTTP {r.status_code} after {took:.2f} s; RSS now {rss_mb():.0f} MB")
             for what, values in (("alone: ", baseline), ("during:", during)):
                 print(f"  unrelated push -> all {args.proxies} ACKed, {what} {fmt_ms(values)} "
                       f"({len(values)} rounds)")
+            if stalls:
+                stalls.sort()
+                print(f"  event loop stalls during the big apply: max {stalls[-1] * 1000:.0f} ms, "
+                      f"p99 {pct(stalls, 99) * 1000:.0f} ms, {sum(s > 0.05 for s in stalls)} over 50 ms")
             if during:
                 print(f"  p99 during the big apply: {pct(during, 99) * 1000:.0f} ms (target: under 200 ms)")
             if prof is not None:

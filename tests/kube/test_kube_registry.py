@@ -126,10 +126,10 @@ async def until(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> A
 
 
 def responses(mesh: Mesh, agent: Agent) -> dict[str, int]:
-    """Responses sent on the proxy's stream per type (the counter in the latest nonce of each type)."""
+    """Responses sent on the proxy's stream per type."""
     ps = mesh.cp.status.proxy(agent.node_id)
     assert ps is not None
-    return {t: int(ps.of(t).nonce.split(".")[1], 16) if ps.of(t).nonce else 0 for t in TYPES}
+    return {t: ps.of(t).responses for t in TYPES}
 
 
 async def cluster_dump(agent: Agent, name: str) -> dict[str, Any] | None:

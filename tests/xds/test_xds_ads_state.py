@@ -9,7 +9,15 @@ from google.rpc import status_pb2
 from xds_testlib import eds_cluster, listener, load_assignment, resources, route_config
 
 from mizzen.xds import NACKED, STALE, SYNCED, SnapshotCache
-from mizzen.xds.ads import AdsStream, DeltaDiffs, DeltaResponse, Response, SotwResponse, resource_version
+from mizzen.xds.ads import (
+    AdsStream,
+    DeltaDiffs,
+    DeltaResponse,
+    Response,
+    SharedNonces,
+    SotwResponse,
+    resource_version,
+)
 from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 from mizzen.xds.status import ProxyStatus
 
@@ -29,11 +37,12 @@ def mesh(clusters: Iterable[str] = ("a", "b"), *, body: str = "v1", ep_port: int
 class World:
     """A cache plus one stream's state machine; ``push`` sets the snapshot and feeds it to the stream."""
 
-    def __init__(self, *, delta: bool, diffs: DeltaDiffs | None = None, stream_id: int = 1) -> None:
+    def __init__(self, *, delta: bool, diffs: DeltaDiffs | None = None, stream_id: int = 1,
+                 nonces: SharedNonces | None = None) -> None:
         self.cache = SnapshotCache()
         self.status = ProxyStatus(NODE, stream_id)
         self.notified = 0
-        self.ads = AdsStream(self.status, delta=delta, diffs=diffs, notify=self._notify)
+        self.ads = AdsStream(self.status, delta=delta, diffs=diffs, notify=self._notify, nonces=nonces)
 
     def _notify(self) -> None:
         self.notified += 1
@@ -248,3 +257,85 @@ def test_sotw_full_state_and_nack_not_resent() -> None:
     assert w.state(CLUSTER) == NACKED
     assert w.status.of(CLUSTER).acked_version == cds.tsnap.version   # what Envoy kept
     assert w.ads.sotw_request(sotw_req(CLUSTER, nonce="stale")) == []
+
+
+# --- shared nonces: one byte string per content for every stream ---
+
+def _sotw_subscribed(w: World) -> dict[str, Response]:
+    got: dict[str, Response] = {}
+    for t, names in ((CLUSTER, ()), (ENDPOINT, ("a", "b")), (LISTENER, ()), (ROUTE, ("r1",))):
+        (r,) = w.ads.sotw_request(sotw_req(t, names))
+        assert isinstance(r, SotwResponse)
+        assert w.ads.sotw_request(sotw_req(t, names, version=r.tsnap.version, nonce=r.nonce)) == []
+        got[t] = r
+    return got
+
+
+def test_shared_nonces_give_alike_streams_the_same_bytes_and_stay_increasing_per_stream() -> None:
+    from mizzen.xds.server import AdsServer
+
+    nonces = SharedNonces()
+    server = AdsServer(SnapshotCache())   # only its encoder: no sockets
+    a, b = World(delta=False, stream_id=1, nonces=nonces), World(delta=False, stream_id=2, nonces=nonces)
+    for w in (a, b):
+        w.push(mesh())
+    got_a, got_b = _sotw_subscribed(a), _sotw_subscribed(b)
+    for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+        ra, rb = got_a[t], got_b[t]
+        assert ra.nonce == rb.nonce and ra.shared and rb.shared
+        assert server.encode(ra)[0] is server.encode(rb)[0]   # one byte string for both streams
+    # A -> B -> A: the content A again gets a new nonce (greater than B's), so B's ACK, if late, is stale
+    (r1,) = a.push(mesh(body="v2"))
+    (r2,) = a.push(mesh())
+    assert r1.type_url == r2.type_url == ROUTE and r1.nonce != r2.nonce != got_a[ROUTE].nonce
+    assert int(got_a[ROUTE].nonce, 16) < int(r1.nonce, 16) < int(r2.nonce, 16)
+    assert a.ads.sotw_request(sotw_req(ROUTE, ["r1"], nonce=r1.nonce)) == []   # stale: not an ACK
+    assert a.state(ROUTE) == STALE
+    a.ads.sotw_request(sotw_req(ROUTE, ["r1"], version=r2.tsnap.version, nonce=r2.nonce))
+    assert a.state(ROUTE) == SYNCED
+    # stream b reaches the same content later: it shares a's latest nonce for it
+    (rb1,) = b.push(mesh(body="v2"))
+    (rb2,) = b.push(mesh())
+    assert rb2.nonce == r2.nonce and server.encode(rb2)[0] == server.encode(r2)[0]
+    assert int(rb1.nonce, 16) < int(rb2.nonce, 16)
+
+
+def test_shared_nonces_on_delta_follow_the_shared_diff() -> None:
+    nonces, diffs = SharedNonces(), DeltaDiffs()
+    a = World(delta=True, stream_id=1, nonces=nonces, diffs=diffs)
+    b = World(delta=True, stream_id=2, nonces=nonces, diffs=diffs)
+    for w in (a, b):
+        w.push(mesh())
+    got_a, got_b = subscribe_all(a), subscribe_all(b)
+    assert all(got_a[t].nonce == got_b[t].nonce and got_a[t].shared for t in got_a)
+    (ra,) = only_delta(a.push(mesh(body="v2")))
+    (rb,) = only_delta(b.push(mesh(body="v2")))
+    assert ra.key == rb.key and ra.nonce == rb.nonce
+    a.ads.delta_request(delta_req(ROUTE, nonce=ra.nonce, error="route r1: bad"))
+    assert a.state(ROUTE) == NACKED and b.state(ROUTE) != NACKED   # a nonce is judged per stream
+
+
+def test_shared_bodies_and_diffs_drop_what_no_push_used_for_a_while() -> None:
+    """Superseded content is never sent again: the shared caches keep an entry only while it is used (fuzzing
+    10,000 configs grew the control plane through them)."""
+    from mizzen.xds.server import DeltaBodies
+
+    now = [0.0]
+    diffs = DeltaDiffs(ttl=60.0, clock=lambda: now[0])
+    bodies = DeltaBodies(ttl=60.0, clock=lambda: now[0])
+    w = World(delta=True, diffs=diffs)
+    w.push(mesh())
+    got = subscribe_all(w)
+    for r in got.values():
+        bodies.get(r)
+    held = len(bodies)
+    assert held == 4 and len(diffs) == 4 and bodies.size > 0
+    now[0] = 30.0
+    (r2,) = only_delta(w.push(mesh(body="v2")))
+    bodies.get(r2)
+    assert len(bodies) == held + 1 and len(diffs) == 5   # everything is younger than a minute
+    now[0] = 100.0
+    (r3,) = only_delta(w.push(mesh(body="v3")))
+    bodies.get(r3)
+    assert len(bodies) == 1 and len(diffs) == 1   # only what this push used
+    assert bodies.lookup(r3.key) is not None and bodies.lookup(r2.key) is None

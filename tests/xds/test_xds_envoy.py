@@ -248,3 +248,34 @@ async def test_envoy_survives_control_plane_restart(backend: tuple[str, int], de
         await gs1.stop(0)
         if gs2 is not None:
             await gs2.stop(0)
+
+
+async def test_two_envoys_share_nonces_and_flip_back_and_forth(
+        harness: Harness, backend: tuple[str, int], delta: bool) -> None:
+    """Two real Envoys sent the same content get the same nonce (one byte string written to both streams);
+    content flipped A -> B -> A gets a new nonce each time and both proxies ACK every step."""
+    other = NODE.replace("t1.default", "t2.default")
+    ports = {NODE: free_port(ENVOY_HOST), other: free_port(ENVOY_HOST)}
+    harness.on_connect_snapshot = lambda n: mesh_config(backend, ports[n])
+    assert harness.ads.port is not None
+    envoys = [await start_envoy(harness.ads.port, delta)]
+    second = Envoy(other, HOST, harness.ads.port, ENVOY_HOST, METADATA, delta=delta)
+    second.start()
+    envoys.append(second)
+    try:
+        await second.admin()
+        await harness.ads.status.wait_synced([NODE, other], timeout=10)
+        seen: list[str] = []
+        for body in ("A", "B", "A"):
+            for node in (NODE, other):
+                harness.cache.set_snapshot(node, mesh_config(backend, ports[node], body=body))
+            await harness.ads.status.wait_synced([NODE, other], timeout=5)
+            for node in (NODE, other):
+                assert await get(f"http://{ENVOY_HOST}:{ports[node]}/") == body
+            rds = [harness.ads.status.to_dict()[i]["types"]["RDS"] for i in (0, 1)]
+            assert rds[0]["nonce"] == rds[1]["nonce"] and rds[0]["status"] == rds[1]["status"] == SYNCED
+            seen.append(rds[0]["nonce"])
+        assert len(set(seen)) == 3   # A again: a new nonce, not A's first one
+    finally:
+        for e in envoys:
+            e.stop()

@@ -389,7 +389,7 @@ class Api:
         # the default loader validated every object with the store's validator: not again on the loop
         prevalidated = None if self._custom_loader else list(warnings)
         try:
-            results = self.cp.store.apply(configs, dry_run=dry_run, issues=prevalidated)
+            results = await self.cp.store.apply_async(configs, dry_run=dry_run, issues=prevalidated)
         except ConfigError as e:
             self._count_validation([], e.issues)
             return _json({"errors": [i.to_dict() for i in e.issues]}, 422)
@@ -426,7 +426,7 @@ class Api:
         configs, errors, _ = await self._load(data)
         if errors:
             return _json({"errors": [i.to_dict() for i in errors]}, 422)
-        results = self.cp.store.delete([c.key for c in configs], dry_run=dry_run)
+        results = await self.cp.store.delete_async([c.key for c in configs], dry_run=dry_run)
         return _json({"results": [r.to_dict() for r in results], "dry_run": dry_run})
 
     async def objects(self, request: web.Request) -> web.Response:

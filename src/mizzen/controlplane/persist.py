@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -169,7 +170,11 @@ class StateDir:
 
     With ``background=True`` checkpoints (writing object files after a commit) run on one worker thread, in
     commit order, so a large apply never blocks the caller's event loop on thousands of fsyncs; :meth:`wait`
-    waits for them (the control plane calls it on stop). The commit itself is always synchronous.
+    waits for them (the control plane calls it on stop). :meth:`commit` writes the journal record on the
+    calling thread; :meth:`commit_in_thread` writes it on the journal thread (a 3 MiB record and its fsyncs
+    off the event loop) and returns a future that is done once the record is durable. Records are numbered
+    in the order they are written (one at a time); callers that mix both keep their own order (the store
+    waits for a queued record before writing the next one).
     """
 
     def __init__(self, root: Path, *, background: bool = False) -> None:
@@ -181,6 +186,8 @@ class StateDir:
         self._seq = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mizzen-state") if background else None
         self._pending: list[Future[None]] = []
+        self._journal_thread: ThreadPoolExecutor | None = None   # commit_in_thread's, made on first use
+        self._lock = threading.Lock()   # one record written at a time: sequence numbers follow write order
         self._failed = False   # a checkpoint failed: keep later journal records too, so replay order holds
 
     def path_for(self, key: ConfigKey) -> Path:
@@ -201,6 +208,19 @@ class StateDir:
         """Make one apply durable: a single journal record (the commit point), then the checkpoint that writes
         the object files (now, or on the worker thread with ``background``)."""
         writes, deletes = list(writes), list(deletes)
+        with self._lock:
+            self._commit_locked(writes, deletes)
+
+    def commit_in_thread(self, writes: Iterable[Config], deletes: Iterable[ConfigKey]) -> Future[None]:
+        """:meth:`commit` on the journal thread (every step: name checks, the record, its fsyncs): the future
+        is done once the record is durable (or failed, with commit's exception); written in call order."""
+        writes, deletes = list(writes), list(deletes)
+        with self._lock:
+            if self._journal_thread is None:
+                self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="mizzen-journal")
+            return self._journal_thread.submit(self.commit, writes, deletes)
+
+    def _commit_locked(self, writes: list[Config], deletes: list[ConfigKey]) -> None:
         paths = [self.path_for(c.key) for c in writes]   # refuse unsafe names before anything is written
         for key in deletes:
             self.path_for(key)
@@ -220,13 +240,22 @@ class StateDir:
             self._pending.append(self._executor.submit(self._checkpoint, path, files, deletes))
 
     def wait(self) -> None:
-        """Wait for every queued checkpoint (errors are logged; the journal keeps what they did not write)."""
-        for f in list(self._pending):
+        """Wait for every queued record and checkpoint (errors are logged; the journal keeps what they did not
+        write)."""
+        if self._journal_thread is not None:
+            self._journal_thread.submit(lambda: None).result()   # the records queued before this call
+        with self._lock:
+            pending = list(self._pending)
+        for f in pending:
             f.result()
-        self._pending.clear()
+        with self._lock:
+            self._pending = [f for f in self._pending if not f.done()]
 
     def close(self) -> None:
         self.wait()
+        if self._journal_thread is not None:
+            self._journal_thread.shutdown(wait=True)
+            self._journal_thread = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None

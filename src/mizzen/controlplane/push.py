@@ -43,7 +43,10 @@ __all__ = [
 # (proxy, push, type URLs or None for all) -> resources; core.generate.generate by default
 Generator = Callable[[Proxy, PushContext, Collection[str] | None], ResourceSet]
 
-YIELD_EVERY = 20   # proxies generated between yields to the event loop
+YIELD_EVERY = 20   # proxies generated between yields to the event loop (at most)
+# ... or fewer: a yield once this long was spent generating, so the responses of the proxies done so far are
+# written (and their Envoys apply them, on other cores) while the rest are generated
+YIELD_AFTER_S = 0.002
 SLICE_S = 0.005    # longest stretch of scope checks between two yields to the event loop
 
 
@@ -218,9 +221,11 @@ class Pusher:
             generated: dict[str, float] = {}   # node -> when its generation began (pilot_xds_push_time)
             affected: dict[Hashable, bool] = {}   # scope keys (before, after) -> the change affects them
             step = min(YIELD_EVERY, self.throttle)   # PILOT_PUSH_THROTTLE bounds a batch too
-            for i, proxy in enumerate(list(self.proxies.values())):
-                if i and i % step == 0:
+            since, last_yield = 0, time.monotonic()
+            for proxy in list(self.proxies.values()):
+                if since >= step or (since and time.monotonic() - last_yield >= YIELD_AFTER_S):
                     await asyncio.sleep(0)
+                    since, last_yield = 0, time.monotonic()
                 if proxy.id not in self.proxies:
                     continue  # disconnected meanwhile
                 # a proxy whose last generation failed missed changes: it gets everything again
@@ -236,6 +241,7 @@ class Pusher:
                     if not wanted:
                         continue
                 generated[proxy.id] = time.monotonic()
+                since += 1
                 if self._generate(proxy, push, None if wanted is None else sorted(wanted)):
                     ok += 1
                     if wanted is None or ENDPOINT in wanted:

@@ -7,15 +7,22 @@ VirtualServices by creation). With a state directory every change is committed t
 record before memory changes (see :mod:`.persist`), and the store is reloaded from it at start: every
 restored object is validated again, and what cannot be restored is quarantined and listed in
 :attr:`ConfigStore.load_problems`.
+
+:meth:`ConfigStore.apply_async` / :meth:`ConfigStore.delete_async` (the API's) write that record on the
+journal thread and answer once it is durable, so the event loop keeps serving xDS meanwhile. Changes become
+visible (memory, listeners) in commit order: a synchronous apply made while one is in flight waits for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mizzen.config.errors import ConfigError, Issue, Severity
@@ -62,6 +69,18 @@ class ApplyResult:
         return self.action in (CREATED, CONFIGURED, DELETED)
 
 
+@dataclass
+class _InFlight:
+    """A change whose journal record is being written on the journal thread; made live once it is durable."""
+
+    record: Future[None]
+    writes: dict[ConfigKey, Config]
+    deletes: builtins.list[ConfigKey]
+    results: builtins.list[ApplyResult]
+    last_created: float
+    settled: asyncio.Future[None] | None = field(default=None)
+
+
 def default_validator() -> Validator:
     """The per-kind validators of :mod:`mizzen.config.validation` (imported on first use: the schemas load
     with it)."""
@@ -90,6 +109,8 @@ class ConfigStore:
         self._snapshot: ConfigSnapshot | None = None
         self._listeners: list[Listener] = []
         self._last_created = 0.0
+        self._inflight: builtins.list[_InFlight] = []   # async commits, in commit order
+        self._async_lock: asyncio.Lock | None = None
         self.load_problems: list[LoadProblem] = []
         self.last_warnings: list[Issue] = []   # warnings of the last apply()
         if isinstance(state_dir, StateDir) or state_dir is None:
@@ -200,6 +221,86 @@ class ConfigStore:
         elsewhere (the API validates in a worker process); then they are not validated again here.
         Returns one result per input object, in order; a later duplicate of the same key wins.
         """
+        self._drain()
+        results, changed, last_created = self._stage(configs, issues)
+        if dry_run:
+            return results
+        if self._state is not None and changed:
+            self._state.commit(changed.values(), [])   # the commit point; raises before it on unsafe names
+        self._make_live(changed, [], results, last_created)
+        return results
+
+    async def apply_async(
+        self, configs: Iterable[Config], *, dry_run: bool = False, issues: Iterable[Issue] | None = None
+    ) -> builtins.list[ApplyResult]:
+        """:meth:`apply`, with the journal record written (and fsynced) on the journal thread: returns once it
+        is durable and the change is live. A cancelled caller does not cancel the change."""
+        async with self._lock():
+            self._drain()
+            results, changed, last_created = self._stage(configs, issues)
+            if dry_run:
+                return results
+            await self._commit_off_loop(changed, [], results, last_created)
+            return results
+
+    async def delete_async(self, keys: Iterable[ConfigKey], *,
+                           dry_run: bool = False) -> builtins.list[ApplyResult]:
+        """:meth:`delete`, with the journal record written on the journal thread (see :meth:`apply_async`)."""
+        async with self._lock():
+            self._drain()
+            results, gone = self._stage_delete(keys)
+            if dry_run:
+                return results
+            await self._commit_off_loop({}, sorted(gone), results, self._last_created)
+            return results
+
+    def _lock(self) -> asyncio.Lock:
+        if self._async_lock is None:
+            self._async_lock = asyncio.Lock()
+        return self._async_lock
+
+    async def _commit_off_loop(self, writes: dict[ConfigKey, Config], deletes: builtins.list[ConfigKey],
+                               results: builtins.list[ApplyResult], last_created: float) -> None:
+        if self._state is None or not (writes or deletes):
+            self._make_live(writes, deletes, results, last_created)
+            return
+        loop = asyncio.get_running_loop()
+        entry = _InFlight(self._state.commit_in_thread(writes.values(), deletes), writes, deletes, results,
+                          last_created, loop.create_future())
+        self._inflight.append(entry)
+
+        def record_done(_f: Future[None]) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._settle)
+
+        entry.record.add_done_callback(record_done)
+        assert entry.settled is not None
+        await asyncio.shield(entry.settled)
+
+    def _settle(self) -> None:
+        """Make live, in commit order, each in-flight change whose record is written (drop a failed one)."""
+        while self._inflight and self._inflight[0].record.done():
+            entry = self._inflight.pop(0)
+            error = entry.record.exception()
+            if error is None:
+                self._make_live(entry.writes, entry.deletes, entry.results, entry.last_created)
+            if entry.settled is not None and not entry.settled.done():
+                if error is None:
+                    entry.settled.set_result(None)
+                else:
+                    entry.settled.set_exception(error)
+                    entry.settled.exception()   # retrieved: a cancelled caller leaves no "never retrieved"
+
+    def _drain(self) -> None:
+        """Wait (blocking) for in-flight records, so what follows is staged and committed after them."""
+        for entry in list(self._inflight):
+            with contextlib.suppress(Exception):   # reported to that change's own caller by _settle
+                entry.record.result()
+        self._settle()
+
+    def _stage(self, configs: Iterable[Config], issues: Iterable[Issue] | None
+               ) -> tuple[builtins.list[ApplyResult], dict[ConfigKey, Config], float]:
+        """Validate and stage an apply: (results, the objects that change, the new last creation time)."""
         batch = list(configs)
         if issues is not None and self._validator not in (None, default_validator()):
             issues = None   # a custom validator must see every object itself
@@ -233,18 +334,10 @@ class ConfigStore:
                 new, action = c.with_created(old.created), CONFIGURED
             staged[c.key] = new
             results.append(ApplyResult(c.kind, c.namespace, c.name, action))
-        if dry_run:
-            return results
         changed = {k: v for k, v in staged.items() if self._objects.get(k) is not v}
-        if self._state is not None and changed:
-            self._state.commit(changed.values(), [])   # the commit point; raises before it on unsafe names
-        self._objects.update(changed)
-        self._last_created = last_created
-        self._notify(results)
-        return results
+        return results, changed, last_created
 
-    def delete(self, keys: Iterable[ConfigKey], *, dry_run: bool = False) -> builtins.list[ApplyResult]:
-        """Delete objects by key; a missing one is reported "not found" (not an error)."""
+    def _stage_delete(self, keys: Iterable[ConfigKey]) -> tuple[builtins.list[ApplyResult], set[ConfigKey]]:
         results: builtins.list[ApplyResult] = []
         gone: set[ConfigKey] = set()
         for k in keys:
@@ -252,11 +345,23 @@ class ConfigStore:
             results.append(ApplyResult(k.kind, k.namespace, k.name, DELETED if found else NOT_FOUND))
             if found:
                 gone.add(k)
+        return results, gone
+
+    def _make_live(self, writes: dict[ConfigKey, Config], deletes: Iterable[ConfigKey],
+                   results: builtins.list[ApplyResult], last_created: float) -> None:
+        self._objects.update(writes)
+        for k in deletes:
+            self._objects.pop(k, None)
+        self._last_created = max(self._last_created, last_created)
+        self._notify(results)
+
+    def delete(self, keys: Iterable[ConfigKey], *, dry_run: bool = False) -> builtins.list[ApplyResult]:
+        """Delete objects by key; a missing one is reported "not found" (not an error)."""
+        self._drain()
+        results, gone = self._stage_delete(keys)
         if dry_run:
             return results
         if self._state is not None and gone:
             self._state.commit([], sorted(gone))
-        for k in sorted(gone):
-            del self._objects[k]
-        self._notify(results)
+        self._make_live({}, sorted(gone), results, self._last_created)
         return results

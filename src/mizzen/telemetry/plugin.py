@@ -8,6 +8,7 @@ proxy, the push and Telemetry resources only (``Telemetry`` is read by LDS, see 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
@@ -23,6 +24,7 @@ from mizzen.telemetry import access_log, api, exchange
 from mizzen.telemetry.metrics import (
     HTTP_METRICS,
     TCP_METRICS,
+    Metric,
     Reporter,
     ServiceLabels,
     http_loggers,
@@ -70,6 +72,23 @@ def telemetry_sampling(ctx: ListenerContext) -> float | None:
     return api.effective(ctx.proxy, ctx.push, ctx.direction is not Direction.INBOUND).sampling
 
 
+# The filters and stats loggers are pure functions of these labels (alike proxies, e.g. a Deployment's pods,
+# have the same): built once and shared, instead of per chain, proxy and push (they were most of an LDS push's
+# CPU). Callers copy them into their listeners (protobuf ``extend``), never change them.
+@functools.lru_cache(maxsize=4096)
+def _exchange_pair(me: PeerLabels, inbound: bool) -> tuple[Message, Message]:
+    if inbound:
+        return exchange.receive_filter(on_request=True), exchange.send_filter(me, on_request=False)
+    return exchange.send_filter(me, on_request=True), exchange.receive_filter(on_request=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def _stats_loggers(http: bool, reporter: Reporter, me: PeerLabels, svc: ServiceLabels | None,
+                   enabled: tuple[Metric, ...], removed: frozenset[str]) -> tuple[Message, ...]:
+    loggers = http_loggers if http else tcp_loggers
+    return tuple(loggers(reporter, me, svc, enabled, removed))
+
+
 def _reporter(ctx: ListenerContext) -> Reporter:
     return Reporter.DESTINATION if ctx.direction is Direction.INBOUND else Reporter.SOURCE
 
@@ -81,11 +100,7 @@ class TelemetryPlugin(ListenerPlugin):
         eff = api.effective(ctx.proxy, ctx.push, ctx.direction is not Direction.INBOUND)
         if all(m in eff.metrics.disabled for m in HTTP_METRICS):
             return ()
-        me = proxy_labels(ctx.proxy)
-        if ctx.direction is Direction.INBOUND:
-            pair = (exchange.receive_filter(on_request=True), exchange.send_filter(me, on_request=False))
-        else:
-            pair = (exchange.send_filter(me, on_request=True), exchange.receive_filter(on_request=False))
+        pair = _exchange_pair(proxy_labels(ctx.proxy), ctx.direction is Direction.INBOUND)
         return [Phased(METADATA_EXCHANGE_PHASE, f) for f in pair]
 
     def access_logs(self, ctx: ListenerContext) -> Sequence[Message]:
@@ -104,12 +119,8 @@ class TelemetryPlugin(ListenerPlugin):
         reporter = _reporter(ctx)
         svc = inbound_service(ctx.proxy, ctx.push, ctx.port) if reporter is Reporter.DESTINATION else None
         disabled = eff.metrics.disabled
-        if ctx.http:
-            enabled = [m for m in HTTP_METRICS if m not in disabled]
-            logs.extend(http_loggers(reporter, me, svc, enabled, eff.metrics.removed_tags))
-        else:
-            enabled = [m for m in TCP_METRICS if m not in disabled]
-            logs.extend(tcp_loggers(reporter, me, svc, enabled, eff.metrics.removed_tags))
+        enabled = tuple(m for m in (HTTP_METRICS if ctx.http else TCP_METRICS) if m not in disabled)
+        logs.extend(_stats_loggers(ctx.http, reporter, me, svc, enabled, eff.metrics.removed_tags))
         return logs
 
     def tracing(self, ctx: ListenerContext) -> Message | None:

@@ -7,9 +7,12 @@ no clock other than the timestamps it records into the stream's :class:`ProxySta
 
 Semantics (Envoy's xDS protocol, as go-control-plane's ``pkg/server/{sotw,delta}/v3`` and istiod serve it):
 
-- Nonces: every response gets a fresh nonce ``<stream>.<n>``; a request naming an older nonce than the latest
-  one of its type is stale (SotW: ignored; delta: its ACK/NACK part is ignored, its subscription changes
-  kept).
+- Nonces: a nonce names one response on its stream; a request naming an older nonce than the latest one of
+  its type is stale (SotW: ignored; delta: its ACK/NACK part is ignored, its subscription changes kept).
+  With a :class:`SharedNonces`, every stream sent the same content (same type, version and names; or the same
+  delta diff) gets the same nonce, so the server writes one shared byte string to all of them: a nonce is
+  only compared within its stream and type, and there each new one is greater than the last (a content sent
+  again after newer ones gets a new serial). Without one, or for content without a key, ``<stream>.<n>``.
 - ACK/NACK: a NACK (``error_detail``) is recorded with Envoy's message and nothing is resent until the
   snapshot or the subscription changes, so the proxy keeps its last good config.
 - Subscriptions: wildcard (``*``, or an empty first request for LDS/CDS) or names. SotW replaces the set
@@ -47,6 +50,7 @@ __all__ = [
     "DeltaDiffs",
     "DeltaResponse",
     "Response",
+    "SharedNonces",
     "SotwResponse",
     "resource_version",
 ]
@@ -68,6 +72,7 @@ class SotwResponse:
     tsnap: TypeSnapshot
     names: frozenset[str] | None
     nonce: str
+    shared: bool = False             # the nonce is the content's shared one (same bytes for every stream)
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,30 @@ class DeltaResponse:
     removed: tuple[str, ...]
     nonce: str
     key: Hashable | None = None
+    shared: bool = False
 
 
 Response = SotwResponse | DeltaResponse
+
+
+class SharedNonces:
+    """Nonces shared by the streams sent the same content (see the module docstring), keyed by content key:
+    a global serial per key, renewed when a stream already used a later one for that type. LRU, bounded."""
+
+    def __init__(self, max_entries: int = 16384) -> None:
+        self._serials: OrderedDict[Hashable, int] = OrderedDict()
+        self._counter = itertools.count(1)
+        self.max_entries = max_entries
+
+    def serial(self, key: Hashable, after: int) -> int:
+        """The shared serial of ``key``, greater than ``after`` (the stream's last serial for the type)."""
+        serial = self._serials.get(key)
+        if serial is None or serial <= after:
+            serial = self._serials[key] = next(self._counter)
+            self._serials.move_to_end(key)
+            if len(self._serials) > self.max_entries:
+                self._serials.popitem(last=False)
+        return serial
 
 
 # --- delta: what the proxy holds ----------------------------------------------------------------------------
@@ -122,15 +148,23 @@ _NO_DIFF = _Diff((), ())
 
 
 class DeltaDiffs:
-    """Delta diffs shared by every stream, keyed by content: LRU, bounded in entries. Also interns
-    subscription sets, so alike streams' keys compare by identity."""
+    """Delta diffs shared by every stream, keyed by content: LRU, bounded in entries and in age (a diff unused
+    for ``ttl`` seconds is dropped at the next put: it serves the streams of one push, and it holds the
+    resources it carries). Also interns subscription sets, so alike streams' keys compare by identity."""
 
-    def __init__(self, max_entries: int = 4096) -> None:
+    def __init__(self, max_entries: int = 4096, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._lru: OrderedDict[Hashable, _Diff] = OrderedDict()
+        self._used: dict[Hashable, float] = {}
         self._subs: dict[frozenset[str], frozenset[str]] = {}
         self.max_entries = max_entries
+        self.ttl = ttl
+        self._clock = clock
         self.hits = 0
         self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._lru)
 
     def intern(self, sub: frozenset[str] | None) -> frozenset[str] | None:
         if sub is None:
@@ -143,14 +177,21 @@ class DeltaDiffs:
         hit = self._lru.get(key)
         if hit is not None:
             self._lru.move_to_end(key)
+            self._used[key] = self._clock()
             self.hits += 1
         return hit
 
     def put(self, key: Hashable, diff: _Diff) -> None:
         self.misses += 1
+        now = self._clock()
         self._lru[key] = diff
-        while len(self._lru) > self.max_entries:
-            self._lru.popitem(last=False)
+        self._lru.move_to_end(key)
+        self._used[key] = now
+        while self._lru:
+            oldest = next(iter(self._lru))
+            if len(self._lru) <= self.max_entries and self._used[oldest] >= now - self.ttl:
+                break
+            del self._lru[oldest], self._used[oldest]
 
 
 @dataclass
@@ -193,8 +234,11 @@ class AdsStream:
     """
 
     def __init__(self, status: ProxyStatus, *, delta: bool = False, diffs: DeltaDiffs | None = None,
-                 notify: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.time) -> None:
+                 notify: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.time,
+                 nonces: SharedNonces | None = None) -> None:
         self.status = status
+        self.nonces = nonces
+        self._serials: dict[str, int] = {}   # type URL -> the last shared serial sent on this stream
         self.delta = delta
         self.diffs = diffs if diffs is not None else DeltaDiffs()
         self.snapshot: Snapshot | None = None
@@ -214,8 +258,12 @@ class AdsStream:
             return {t: w.sub for t, w in self._delta.items()}
         return {t: w.names for t, w in self._sotw.items()}
 
-    def _nonce(self) -> str:
-        return f"{self.status.stream_id:x}.{next(self._nonces):x}"
+    def _nonce(self, type_url: str = "", key: Hashable | None = None) -> tuple[str, bool]:
+        """(nonce, shared): the content's shared nonce if it has a key and the stream shares nonces."""
+        if key is None or self.nonces is None:
+            return f"{self.status.stream_id:x}.{next(self._nonces):x}", False
+        serial = self._serials[type_url] = self.nonces.serial(key, self._serials.get(type_url, 0))
+        return f"{serial:x}", True
 
     def set_snapshot(self, snapshot: Snapshot | None) -> list[Response]:
         """The node's snapshot changed (or arrived): the responses it causes, in push order."""
@@ -285,9 +333,9 @@ class AdsStream:
         watch.force = False
         names = None if watch.send_all else watch.names
         watch.send_all = False
-        nonce = self._nonce()
+        nonce, shared = self._nonce(type_url, (type_url, tsnap.version, names))
         self._sent(ts, tsnap.version, nonce)
-        out: list[Response] = [SotwResponse(type_url, tsnap, names, nonce)]
+        out: list[Response] = [SotwResponse(type_url, tsnap, names, nonce, shared)]
         if type_url == CLUSTER and ENDPOINT in self._sotw:
             # Envoy warms every added or changed cluster until it gets an EDS response for it, and a changed
             # cluster re-requests the same names (which looks like an ACK). Like istiod, follow every CDS
@@ -387,7 +435,7 @@ class AdsStream:
             return []
         watch.force = False
         watch.force_names.clear()
-        nonce = self._nonce()
+        nonce, shared = self._nonce(type_url, key)
         watch.pending[nonce] = _Pending(tsnap.version, watch.known)
         while len(watch.pending) > _MAX_PENDING:
             watch.pending.popitem(last=False)
@@ -396,7 +444,7 @@ class AdsStream:
         log.debug("%s <- delta %s version %s nonce %s (%d resources, %d removed)", self.node_id,
                   SHORT.get(type_url, type_url), tsnap.version, nonce, len(diff.resources), len(diff.removed))
         out: list[Response] = [
-            DeltaResponse(type_url, tsnap.version, diff.resources, diff.removed, nonce, key)]
+            DeltaResponse(type_url, tsnap.version, diff.resources, diff.removed, nonce, key, shared)]
         if type_url == CLUSTER and (diff.resources or initial) and ENDPOINT in self._delta:
             # A changed cluster warms until its endpoints arrive: send them even if the proxy has them. After
             # the initial CDS request (a reconnect), all of them: Envoy may not ask again (as istiod does).
@@ -448,6 +496,7 @@ class AdsStream:
     # --- shared ---------------------------------------------------------------------------------------------
     def _sent(self, ts: TypeStatus, version: str, nonce: str) -> None:
         ts.sent_version, ts.nonce, ts.sent_at = version, nonce, self._clock()
+        ts.responses += 1
         self._notify()
 
     def _ack(self, ts: TypeStatus, short: str, version: str, nonce: str) -> None:

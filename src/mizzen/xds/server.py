@@ -3,8 +3,10 @@ sans-I/O state machine in ``ads``.
 
 One :class:`_Stream` per connection serializes everything that happens on it (requests and snapshot changes)
 through one queue, feeds it to its :class:`AdsStream` and writes the responses that come back, pre-serialized
-and shared between streams where the content is the same. The server knows nothing of the mesh: the owner's
-``on_connect`` callback must ``set_snapshot`` the node before its first response goes out.
+and shared between streams where the content is the same: with shared nonces (the default) the whole message,
+nonce included, is one byte string written to every stream that gets that content. The server knows nothing
+of the mesh: the owner's ``on_connect`` callback must ``set_snapshot`` the node before its first response goes
+out.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
-from mizzen.xds.ads import AdsStream, DeltaDiffs, DeltaResponse, Response, SotwResponse, resource_version
+from mizzen.xds.ads import (
+    AdsStream,
+    DeltaDiffs,
+    DeltaResponse,
+    Response,
+    SharedNonces,
+    SotwResponse,
+    resource_version,
+)
 from mizzen.xds.cache import SnapshotCache, TypeSnapshot
 from mizzen.xds.resources import SHORT
 from mizzen.xds.status import ProxyStatus, SyncStatus
@@ -78,6 +88,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         status: SyncStatus | None = None,
         write_timeout: float = 0.0,
         authorize: Authorize | None = None,
+        shared_nonces: bool = True,
     ) -> None:
         self.cache = cache
         # like istiod's PILOT_XDS_SEND_TIMEOUT (0: none): a response whose write takes longer ends its stream
@@ -96,6 +107,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self.bodies = ResponseBodies()
         self.delta_bodies = DeltaBodies()
         self.diffs = DeltaDiffs()
+        self.nonces = SharedNonces() if shared_nonces else None
         self.responses_sent = 0
         self.resources_sent = 0                # resources carried by every response written (both protocols)
 
@@ -175,39 +187,88 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     def encode(self, resp: Response) -> tuple[bytes, int]:
         """A response's wire bytes (the shared body plus its nonce) and its resource count."""
         if isinstance(resp, SotwResponse):
+            if resp.shared:
+                return self.bodies.whole(resp)
             body, count = self.bodies.get(resp.tsnap, resp.names)
             tail = discovery_pb2.DiscoveryResponse(nonce=resp.nonce).SerializeToString()
         else:
+            if resp.shared:
+                return self.delta_bodies.whole(resp)
             body, count = self.delta_bodies.get(resp)
             tail = discovery_pb2.DeltaDiscoveryResponse(nonce=resp.nonce).SerializeToString()
         return body + tail, count
 
 
 class _Lru:
-    """Serialized bodies by content key, LRU, bounded in bytes."""
+    """Serialized bodies by content key, LRU, bounded in bytes and in age: an entry unused for ``ttl`` seconds
+    is dropped at the next store (a body serves the streams of one push; superseded versions are never sent
+    again, so they would only hold memory). Also the whole message for the content's shared nonce (the body
+    plus that nonce), one per key."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._lru: OrderedDict[Hashable, tuple[bytes, int]] = OrderedDict()
+        self._used: dict[Hashable, float] = {}
+        self._whole: dict[Hashable, tuple[str, bytes]] = {}   # key -> (nonce, body + nonce)
         self._bytes = 0
         self.max_bytes = max_bytes
+        self.ttl = ttl
+        self._clock = clock
         self.hits = 0
         self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return self._bytes
 
     def lookup(self, key: Hashable) -> tuple[bytes, int] | None:
         hit = self._lru.get(key)
         if hit is not None:
             self._lru.move_to_end(key)
+            self._used[key] = self._clock()
             self.hits += 1
         return hit
 
     def store(self, key: Hashable, entry: tuple[bytes, int]) -> tuple[bytes, int]:
         self.misses += 1
+        now = self._clock()
+        if key in self._lru:
+            self._drop(key)
         self._lru[key] = entry
+        self._used[key] = now
         self._bytes += len(entry[0])
-        while self._bytes > self.max_bytes and len(self._lru) > 1:
-            _, (old, _n) = self._lru.popitem(last=False)
-            self._bytes -= len(old)
+        while len(self._lru) > 1:
+            oldest = next(iter(self._lru))
+            if self._bytes <= self.max_bytes and self._used[oldest] >= now - self.ttl:
+                break
+            self._drop(oldest)
         return entry
+
+    def _drop(self, key: Hashable) -> None:
+        old, _n = self._lru.pop(key)
+        del self._used[key]
+        self._bytes -= len(old)
+        whole = self._whole.pop(key, None)
+        if whole is not None:
+            self._bytes -= len(whole[1])
+
+    def _with_nonce(self, key: Hashable, entry: tuple[bytes, int], nonce: str,
+                    tail: bytes) -> tuple[bytes, int]:
+        """``entry``'s body plus ``tail`` (the serialized nonce), kept for the next stream with that nonce."""
+        whole = self._whole.get(key)
+        if whole is not None and whole[0] == nonce:
+            return whole[1], entry[1]
+        data = entry[0] + tail
+        if key in self._lru:   # kept (and counted) only while its body is
+            if whole is not None:
+                self._bytes -= len(whole[1])
+            self._whole[key] = (nonce, data)
+            self._bytes += len(data)
+        return data, entry[1]
 
 
 class ResponseBodies(_Lru):
@@ -215,8 +276,9 @@ class ResponseBodies(_Lru):
     (type, version, requested names) identifies the bytes. Thousands of proxies with the same clusters cost
     one serialization. LRU, bounded in bytes."""
 
-    def __init__(self, max_bytes: int = 256 << 20) -> None:
-        super().__init__(max_bytes)
+    def __init__(self, max_bytes: int = 256 << 20, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(max_bytes, ttl, clock)
 
     def get(self, tsnap: TypeSnapshot, names: frozenset[str] | None) -> tuple[bytes, int]:
         """(body bytes, resource count) for the resources of ``tsnap`` selected by ``names``."""
@@ -230,12 +292,25 @@ class ResponseBodies(_Lru):
             control_plane=_CONTROL_PLANE).SerializeToString()
         return self.store(key, (body, len(resources)))
 
+    def whole(self, resp: SotwResponse) -> tuple[bytes, int]:
+        """The whole message for a response with a shared nonce: one byte string for every stream."""
+        key = (resp.tsnap.type_url, resp.tsnap.version, resp.names)
+        whole = self._whole.get(key)
+        if whole is not None and whole[0] == resp.nonce:
+            hit = self.lookup(key)
+            if hit is not None:
+                return whole[1], hit[1]
+        entry = self.get(resp.tsnap, resp.names)
+        tail = discovery_pb2.DiscoveryResponse(nonce=resp.nonce).SerializeToString()
+        return self._with_nonce(key, entry, resp.nonce, tail)
+
 
 class DeltaBodies(_Lru):
     """Serialized DeltaDiscoveryResponses minus the nonce, shared by streams whose diff has the same key."""
 
-    def __init__(self, max_bytes: int = 128 << 20) -> None:
-        super().__init__(max_bytes)
+    def __init__(self, max_bytes: int = 128 << 20, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(max_bytes, ttl, clock)
 
     def get(self, resp: DeltaResponse) -> tuple[bytes, int]:
         if resp.key is not None:
@@ -249,6 +324,18 @@ class DeltaBodies(_Lru):
             removed_resources=resp.removed, control_plane=_CONTROL_PLANE).SerializeToString()
         entry = (body, len(resp.resources))
         return self.store(resp.key, entry) if resp.key is not None else entry
+
+    def whole(self, resp: DeltaResponse) -> tuple[bytes, int]:
+        """The whole message for a response with a shared nonce (it has a key): one byte string for all."""
+        key = resp.key
+        whole = self._whole.get(key)
+        if whole is not None and whole[0] == resp.nonce:
+            hit = self.lookup(key)
+            if hit is not None:
+                return whole[1], hit[1]
+        entry = self.get(resp)
+        tail = discovery_pb2.DeltaDiscoveryResponse(nonce=resp.nonce).SerializeToString()
+        return self._with_nonce(key, entry, resp.nonce, tail)
 
 
 class _Stream:
@@ -309,7 +396,7 @@ class _Stream:
                     await self.context.abort(grpc.StatusCode.INTERNAL, f"on_connect failed: {e}")
             status, node_id = self.server.status, self.node_id
             ads = self.ads = AdsStream(self.ps, delta=self.delta, diffs=self.server.diffs,
-                                       notify=lambda: status.notify(node_id))
+                                       notify=lambda: status.notify(node_id), nonces=self.server.nonces)
             unwatch = self.server.cache.watch(self.node_id, self._changed)   # before reading: none is lost
             ads.snapshot = self.server.cache.get(self.node_id)
             on_request = ads.delta_request if self.delta else ads.sotw_request

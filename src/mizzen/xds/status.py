@@ -106,6 +106,7 @@ class TypeStatus:
     # (e.g. the last EDS cluster went away). It then holds nothing of the type and ACKs no further response,
     # so there is nothing to be out of sync with.
     unsubscribed: bool = False
+    responses: int = 0             # responses of this type sent on the stream
 
     def state(self, snapshot_version: str | None) -> str:
         if self.sent_version is None:
