@@ -13,6 +13,11 @@ one line; it is never read from the environment or the command line). With them 
   TLS with the credential (:class:`~mizzen.agent.xds_proxy.XdsProxy`), so the control plane checks that the
   node is this pod's.
 
+On Kubernetes (pilot-agent with ``JWT_POLICY=third-party-jwt``, :mod:`mizzen.agent.kube_identity`) the
+credential is the pod's projected service-account token (``token_file``, audience ``istio-ca``), read again
+for every CA call and xDS stream because the kubelet rotates it, and the roots are the mounted
+``istio-ca-root-cert`` ConfigMap's ``root-cert.pem`` (a ConfigMap volume, so its mode is not checked).
+
 Socket paths too long for ``sun_path`` are bound through the agent's open work-dir descriptor and written
 relative (Envoy runs in the work dir), like the admin socket.
 """
@@ -33,7 +38,7 @@ from mizzen.config.durations import parse_duration
 from mizzen.security.identity import DEFAULT_TRUST_DOMAIN, Identity
 from mizzen.security.nodeagent.agent import IdentityAgent
 from mizzen.security.nodeagent.cache import SecretItem, SecretManagerOptions
-from mizzen.security.nodeagent.upstream import ControlPlaneTls
+from mizzen.security.nodeagent.upstream import ControlPlaneTls, Credential, TokenFile, TokenFileError
 from mizzen.security.serving import ISTIOD_SAN
 
 log = logging.getLogger(__name__)
@@ -46,7 +51,9 @@ __all__ = [
     "IdentityError",
     "IdentityOptions",
     "WorkloadIdentity",
+    "load_credential",
     "read_private",
+    "read_roots",
     "secret_options_from_env",
 ]
 
@@ -89,6 +96,9 @@ class IdentityOptions:
     root_cert_file: Path | None = None               # default <work dir>/root-cert.pem
     server_name: str = ISTIOD_SAN
     trust_domain: str = DEFAULT_TRUST_DOMAIN
+    # Kubernetes: the projected service-account token (re-read for every call) instead of a credential file;
+    # the root certificate file is then a ConfigMap's (its mode is not checked)
+    token_file: Path | None = None
     secrets: SecretManagerOptions = field(default_factory=secret_options_from_env)
     # the runner's hand-off: write the credential files into the work dir before they are read, and revoke
     # the credential when the agent stops (None: the files are there already, e.g. `mizzen agent`)
@@ -112,6 +122,36 @@ def read_private(path: Path, what: str) -> str:
     if not text:
         raise IdentityError(f"{what} {path} is empty")
     return text
+
+
+def read_roots(path: Path) -> str:
+    """A root certificate file anyone may read (a mounted ConfigMap): missing or empty is one line."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise IdentityError(f"root certificate file {path} does not exist (the istio-ca-root-cert "
+                            "ConfigMap is mounted there)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise IdentityError(f"root certificate file {path}: cannot read it ({type(e).__name__})") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise IdentityError(f"root certificate file {path} holds no PEM certificate")
+    return text
+
+
+def load_credential(o: IdentityOptions, here: Path) -> tuple[Credential, str]:
+    """The credential (a string, or the token file read again per call) and the roots to trust, from the
+    options (files default to ``here``); one-line IdentityError when they cannot be read."""
+    if o.token_file is not None:
+        token = TokenFile(o.token_file)
+        try:
+            token.read()                                 # there and not empty, now
+        except TokenFileError as e:
+            raise IdentityError(f"{e} (the kubelet writes the projected service-account token there)") \
+                from None
+        return token, read_roots(o.root_cert_file or here / ROOT_CERT_FILE)
+    credential = read_private(o.credential_file or here / CREDENTIAL_FILE, "credential file")
+    roots = read_private(o.root_cert_file or here / ROOT_CERT_FILE, "root certificate file")
+    return credential, roots
 
 
 class WorkloadIdentity:
@@ -141,8 +181,7 @@ class WorkloadIdentity:
         o = self.options
         if o.provision is not None:
             await o.provision(self.work_dir)
-        credential = read_private(o.credential_file or self.work_dir / CREDENTIAL_FILE, "credential file")
-        roots = read_private(o.root_cert_file or self.work_dir / ROOT_CERT_FILE, "root certificate file")
+        credential, roots = load_credential(o, self.work_dir)
         options = [("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES)]
         # one TLS helper each: the CA client and the xDS proxy follow the same roots

@@ -269,6 +269,11 @@ def agent(
     root_cert: Annotated[Path | None, typer.Option(
         metavar="FILE", show_default="<work dir>/root-cert.pem",
         help="The mesh roots (0600) that the control plane's certificate is verified with")] = None,
+    istio_token: Annotated[Path | None, typer.Option(
+        metavar="FILE", show_default="none: --credential-file",
+        help="Kubernetes: the pod's projected service-account token (audience istio-ca), read again for "
+             "every CA call and xDS stream, instead of --credential-file; --root-cert is then the "
+             "istio-ca-root-cert ConfigMap's root-cert.pem")] = None,
     admin_port: Annotated[int, typer.Option(
         metavar="PORT", help="The agent's admin proxy port on --ip, served when an API token is found "
                              "(Envoy's admin itself is a Unix socket in the work dir)")] = 15004,
@@ -339,12 +344,15 @@ def agent(
 
         try:
             parse_hostport(ca_address)
+            if istio_token is not None and credential_file is not None:
+                raise ValueError("--istio-token and --credential-file: give one credential")
             identity = IdentityOptions(ca_address=ca_address, credential_file=credential_file,
-                                       root_cert_file=root_cert)
+                                       root_cert_file=root_cert, token_file=istio_token)
         except (ValueError, IdentityError) as e:
             fail(str(e))
-    elif credential_file is not None or root_cert is not None:
-        fail("--credential-file and --root-cert go with --ca-address (the control plane's TLS port)")
+    elif credential_file is not None or root_cert is not None or istio_token is not None:
+        fail("--credential-file, --istio-token and --root-cert go with --ca-address (the control plane's TLS "
+             "port)")
     if proxyless:
         serve_proxyless(spec, xds_socket, grpc_bootstrap, log_level, identity)
         return

@@ -367,6 +367,9 @@ class ControlPlane:
             await self._cluster_identity(self._kube_api)
             if self.options.webhook_port is not None:   # its serving certificate is from the cluster's CA
                 await self._start_webhooks(self.options.webhook_port)
+        if self.identity is not None:     # pods' projected istio-ca tokens, checked by TokenReview
+            from mizzen.kube.tokenreview import KubeJWTAuthenticator
+            self.identity.add_authenticator(KubeJWTAuthenticator(self._kube_api, self.identity.trust_domain))
         self.kube_source = KubeConfigSource(self._kube_api, self.store)
         self.kube_registry = KubeRegistrySource(
             self._kube_api, self.registry, on_endpoints=self._kube_endpoints, on_mesh=self._kube_mesh,
