@@ -7,15 +7,20 @@ logged; the RBAC objects grant exactly the token reviews."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
+import os
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,6 +30,7 @@ from kube_harness import wait_for
 
 from harness import Mesh, eventually
 from mizzen.agent.bootstrap import ProxySpec
+from mizzen.agent.debug_channel import CONNECT_METHOD
 from mizzen.agent.envoy import Agent, AgentOptions
 from mizzen.agent.kube_identity import kube_identity
 from mizzen.core.proxy import ProxyType
@@ -40,6 +46,7 @@ pytestmark = pytest.mark.e2e
 NS, OTHER_NS = "kid-apps", "kid-other"
 SA, OTHER_SA = "reviews", "ratings"
 POD, GONE_POD = "reviews-v1-kid", "reviews-gone-kid"
+MIZZEN = str(Path(sys.executable).parent / "mizzen")
 IMAGE = "docker.io/istio/examples-bookinfo-reviews-v1"
 
 
@@ -78,6 +85,26 @@ def _uris(pem: str) -> list[str]:
     cert = load_certs(pem)[0]
     san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
     return [str(u) for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
+
+
+def _true(value: bool) -> Any:
+    async def check() -> bool:
+        assert value
+        return value
+    return check()
+
+
+async def _one(message: bytes) -> AsyncIterator[bytes]:
+    yield message
+    await asyncio.sleep(30)
+
+
+async def _cli(server: str, token: str, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "MIZZEN_SERVER": server, "MIZZEN_TOKEN": token}
+    proc = await asyncio.create_subprocess_exec(
+        MIZZEN, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode or 0, out.decode(), err.decode()
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +180,7 @@ async def test_projected_token_gets_certificate_and_xds(identity_cluster: Any,
             spec = ProxySpec(type=ProxyType.SIDECAR, ip="127.0.0.1", namespace=NS, name=POD,
                              service_account=SA, admin_port=0, xds_port=mesh.cp.xds_port,
                              labels={"app": "reviews", "version": "v1"})
-            agent = Agent(spec, AgentOptions(log_level="warning", concurrency=1, identity=options))
+            agent = Agent(spec, AgentOptions(log_level="info", concurrency=1, identity=options))
             await agent.start(ready_timeout=30)
             try:
                 async def streamed() -> Any:
@@ -172,6 +199,32 @@ async def test_projected_token_gets_certificate_and_xds(identity_cluster: Any,
                     await agent.identity.agent.client.sign(csr, 600)
                 write_private_file(tokens_dir / "istio-token", good.encode())
                 assert _uris((await agent.identity.agent.client.sign(csr, 600))[0]) == [ident.uri]
+
+                # proxy-config and logs reach the pod through its agent's debug channel (item 4)
+                hub = mesh.cp.proxy_debug
+                assert hub is not None
+                await eventually(lambda: _true(hub.connected(NS, POD)), timeout=15)
+                server, token = mesh.cp.http_url, mesh.cp.token
+                rc, out, err = await _cli(server, token, "proxy-config", "secret", f"{POD}.{NS}")
+                assert rc == 0 and "default" in out and "ROOTCA" in out and "ACTIVE" in out, (out, err)
+                rc, out, err = await _cli(server, token, "proxy-config", "bootstrap", f"{POD}.{NS}")
+                assert rc == 0 and agent.node_id in out and "[redacted]" not in err, (out, err)
+                rc, out, err = await _cli(server, token, "logs", POD, "-n", NS, "-c", "istio-proxy",
+                                          "--tail", "3")
+                assert rc == 0 and 0 < len(out.splitlines()) <= 3, (out, err)
+                # another pod's token cannot answer for this pod
+                gone_channel = ControlPlaneTls(address, roots, other)
+                try:
+                    hello = {"node": agent.node_id, "metadata": {"NAMESPACE": NS, "SERVICE_ACCOUNT": SA}}
+                    call = gone_channel.channel().stream_stream(CONNECT_METHOD)(
+                        _one(json.dumps(hello).encode()), metadata=gone_channel.metadata())
+                    with pytest.raises(grpc.aio.AioRpcError) as denied:
+                        async for _ in call:
+                            pass
+                    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                finally:
+                    await gone_channel.close()
+                assert hub.connected(NS, POD)
             finally:
                 await agent.stop()
 

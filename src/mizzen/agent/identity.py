@@ -99,6 +99,9 @@ class IdentityOptions:
     # Kubernetes: the projected service-account token (re-read for every call) instead of a credential file;
     # the root certificate file is then a ConfigMap's (its mode is not checked)
     token_file: Path | None = None
+    # open the debug channel (mizzen.agent.debug_channel) so the control plane can reach this proxy's admin
+    # and log: on Kubernetes, where nothing else can
+    debug_channel: bool = False
     secrets: SecretManagerOptions = field(default_factory=secret_options_from_env)
     # the runner's hand-off: write the credential files into the work dir before they are read, and revoke
     # the credential when the agent stops (None: the files are there already, e.g. `mizzen agent`)
@@ -167,6 +170,7 @@ class WorkloadIdentity:
         self._envoy_dir = envoy_dir         # how Envoy names it ("" = relative to its working directory)
         self.agent: IdentityAgent | None = None
         self.xds_proxy: XdsProxy | None = None
+        self.xds_tls: ControlPlaneTls | None = None    # the TLS channel (+ credential) to the control plane
         self.identity = Identity(spec.namespace, spec.service_account, options.trust_domain)
 
     @property
@@ -186,7 +190,7 @@ class WorkloadIdentity:
                    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES)]
         # one TLS helper each: the CA client and the xDS proxy follow the same roots
         ca_tls = ControlPlaneTls(o.ca_address, roots, credential, o.server_name)
-        xds_tls = ControlPlaneTls(o.ca_address, roots, credential, o.server_name, options)
+        xds_tls = self.xds_tls = ControlPlaneTls(o.ca_address, roots, credential, o.server_name, options)
         self.agent = IdentityAgent(self.identity, o.ca_address, credential,
                                    Path(os.path.join(self._bind_dir, SDS_SOCKET)), o.secrets, tls=ca_tls)
         manager = self.agent.manager

@@ -7,7 +7,8 @@ the projected service-account token with audience ``istio-ca`` bound to the pod 
 ``first-party-jwt`` is the plain service-account token) and the ``istio-ca-root-cert`` ConfigMap at
 ``/var/run/secrets/istio/root-cert.pem``. :func:`kube_identity` turns that into
 :class:`~mizzen.agent.identity.IdentityOptions`: the token is read again for every CA call and xDS stream
-(the kubelet rotates it), and the ConfigMap's roots verify the control plane's certificate.
+(the kubelet rotates it), and the ConfigMap's roots verify the control plane's certificate. The agent opens
+its debug channel (:mod:`mizzen.agent.debug_channel`): ``mizzen proxy-config``/``logs`` reach it that way.
 
 The test cluster's node agent has no mount namespace: it rewrites paths under a volume's ``mountPath`` and
 passes the whole map as ``MIZZEN_MOUNTS`` (JSON ``{mountPath: host dir}``); paths built here are mapped
@@ -78,4 +79,5 @@ def kube_identity(env: Mapping[str, str], *, ca_address: str | None = None,
         root_cert_file = mounted(ISTIO_ROOT_CERT_PATH, env)
     return IdentityOptions(ca_address=ca_address or env.get("CA_ADDR", "").strip() or DEFAULT_CA_ADDR,
                            token_file=token_file, root_cert_file=root_cert_file,
-                           trust_domain=env.get("TRUST_DOMAIN", "").strip() or DEFAULT_TRUST_DOMAIN)
+                           trust_domain=env.get("TRUST_DOMAIN", "").strip() or DEFAULT_TRUST_DOMAIN,
+                           debug_channel=True)

@@ -57,6 +57,7 @@ from mizzen.controlplane.limits import RateLimiter, env_duration, env_float, env
 from mizzen.controlplane.metrics import CONFIG_EVENTS, Metrics, ObservedStatus
 from mizzen.controlplane.persist import StateDir
 from mizzen.controlplane.pods_proxy import PodsProxy
+from mizzen.controlplane.proxy_debug import ProxyDebugHub, admin_path
 from mizzen.controlplane.push import Generator, Pusher
 from mizzen.controlplane.store import UNCHANGED, ApplyResult, ConfigStore, Validator
 from mizzen.core import generate, sds
@@ -212,6 +213,8 @@ class ControlPlane:
                                  and (opts.kubeconfig is not None or opts.in_cluster))
         if opts.xds_tls_port is not None and not self._ca_from_cluster:
             self.identity = MeshIdentity(opts.state_dir, opts.ca_dir, opts.mesh.trust_domain)
+        # agents' debug channels (TLS port): proxy-config and Envoy's logs of pods on a cluster
+        self.proxy_debug = ProxyDebugHub(self.identity.authenticators) if self.identity is not None else None
         self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
                              status=self.status, write_timeout=opts.xds_send_timeout_s,
                              authorize=self._authorize if opts.xds_tls_port is not None else None)
@@ -223,6 +226,8 @@ class ControlPlane:
         self.api = Api(self, loader, Guard(self.token, self._served, hint=where, session_cookie=COOKIE,
                                            session_valid=self.sessions.valid))
         self.console = Console(self.sessions, self._addons)
+        if self.proxy_debug is not None:
+            self.api.add_routes(self.proxy_debug.routes())
         self.api.add_routes(self.console.routes())
         if opts.pods_url:
             pods = PodsProxy(opts.pods_url, token=self.token)
@@ -231,7 +236,12 @@ class ControlPlane:
         elif opts.kubeconfig is not None or opts.in_cluster:   # the cluster's Pods, as its registry sees them
             from mizzen.kube.pods_view import KubePodsApi
 
-            self.api.add_routes(KubePodsApi(self._kube_pods).routes())
+            hub = self.proxy_debug
+            self.api.add_routes(KubePodsApi(
+                self._kube_pods,
+                admin_path=(lambda ns, pod: admin_path(ns, pod) if hub.connected(ns, pod) else None)
+                if hub is not None else None,
+                proxy_logs=hub.logs if hub is not None else None).routes())
         self.workloads_synced = asyncio.Event()
         if opts.await_workload_sync_s is None:
             self.workloads_synced.set()
@@ -332,7 +342,9 @@ class ControlPlane:
             if self.identity is not None and opts.xds_tls_port is not None:
                 self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port,
                                          tls=(self.identity.server_credentials(), opts.xds_tls_port),
-                                         handlers=(self.identity.ca_service.rpc_handler(),))
+                                         handlers=(self.identity.ca_service.rpc_handler(),
+                                                   *([self.proxy_debug.rpc_handler()] if self.proxy_debug
+                                                     else [])))
             else:
                 self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port)
             if opts.http_port is not None:
