@@ -207,11 +207,17 @@ async def test_projected_token_gets_certificate_and_xds(identity_cluster: Any,
                 server, token = mesh.cp.http_url, mesh.cp.token
                 rc, out, err = await _cli(server, token, "proxy-config", "secret", f"{POD}.{NS}")
                 assert rc == 0 and "default" in out and "ROOTCA" in out and "ACTIVE" in out, (out, err)
-                rc, out, err = await _cli(server, token, "proxy-config", "bootstrap", f"{POD}.{NS}")
-                assert rc == 0 and agent.node_id in out and "[redacted]" not in err, (out, err)
-                rc, out, err = await _cli(server, token, "logs", POD, "-n", NS, "-c", "istio-proxy",
-                                          "--tail", "3")
-                assert rc == 0 and 0 < len(out.splitlines()) <= 3, (out, err)
+                async with mesh.api_client() as api:      # what `mizzen logs` and the other pc commands read
+                    r = await api.get(f"/apis/pods/{NS}/{POD}/logs", params={"container": "istio-proxy",
+                                                                            "tail": "3"})
+                    assert r.status_code == 200 and 0 < len(r.json()["lines"]) <= 3, r.text
+                    r = await api.get(f"/debug/proxy-admin/{NS}/{POD}/config_dump")
+                    assert r.status_code == 200 and agent.node_id in r.text, r.text[:300]
+                    assert "private_key" not in r.text or "[redacted]" in r.text
+                    r = await api.get(f"/debug/proxy-admin/{NS}/{POD}/quitquitquit")
+                    assert r.status_code == 404, r.text
+                    r = await api.get(f"/debug/proxy-admin/{NS}/{GONE_POD}/config_dump")
+                    assert r.status_code == 503 and "no debug channel" in r.text, r.text
                 # another pod's token cannot answer for this pod
                 gone_channel = ControlPlaneTls(address, roots, other)
                 try:
