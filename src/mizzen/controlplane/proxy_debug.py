@@ -110,15 +110,17 @@ class ProxyDebugHub:
             self._fail(old)
         log.info("debug channel: %s/%s connected", namespace, pod)
         reader = asyncio.create_task(self._read(requests, session))
+        get: asyncio.Future[bytes] | None = None
         try:
             while not reader.done():
                 get = asyncio.ensure_future(session.outbox.get())
                 done, _ = await asyncio.wait({get, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if get in done:
-                    yield get.result()
-                else:
-                    get.cancel()
+                    message, get = get.result(), None
+                    yield message
         finally:
+            if get is not None:
+                get.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader

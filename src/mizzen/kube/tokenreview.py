@@ -118,9 +118,11 @@ class KubeJWTAuthenticator:
                     entry = await self._review(token)
                     future.set_result(entry)
                     self._store(digest, entry, token_expiry(token))
-                except AuthenticationError as e:           # the review itself failed: not cached
-                    future.set_exception(e)
-                    future.exception()                     # retrieved: no "never retrieved" warning
+                except BaseException as e:                 # the review itself failed: not cached
+                    if not future.done():                  # waiters get one line too (not a hang)
+                        future.set_exception(e if isinstance(e, AuthenticationError) else
+                                             AuthenticationError("the token review was interrupted"))
+                        future.exception()                 # retrieved: no "never retrieved" warning
                     raise
                 finally:
                     self._inflight.pop(digest, None)
