@@ -240,7 +240,11 @@ class ConfigStore:
             results, changed, last_created = self._stage(configs, issues)
             if dry_run:
                 return results
+            warnings = self.last_warnings
             await self._commit_off_loop(changed, [], results, last_created)
+            # a plain apply() meanwhile (another source) replaced them: the caller reads this apply's, with no
+            # await between this return and its read
+            self.last_warnings = warnings
             return results
 
     async def delete_async(self, keys: Iterable[ConfigKey], *,
