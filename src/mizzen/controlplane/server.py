@@ -214,7 +214,8 @@ class ControlPlane:
         if opts.xds_tls_port is not None and not self._ca_from_cluster:
             self.identity = MeshIdentity(opts.state_dir, opts.ca_dir, opts.mesh.trust_domain)
         # agents' debug channels (TLS port): proxy-config and Envoy's logs of pods on a cluster
-        self.proxy_debug = ProxyDebugHub(self.identity.authenticators) if self.identity is not None else None
+        self.proxy_debug = (ProxyDebugHub(lambda: self.identity.authenticators if self.identity else ())
+                            if opts.xds_tls_port is not None else None)   # (the identity may come later)
         self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
                              status=self.status, write_timeout=opts.xds_send_timeout_s,
                              authorize=self._authorize if opts.xds_tls_port is not None else None)
