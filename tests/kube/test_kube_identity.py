@@ -43,7 +43,7 @@ from mizzen.security.pki import KeyAlgorithm, generate_key, load_certs, make_csr
 
 pytestmark = pytest.mark.e2e
 
-NS, OTHER_NS = "kid-apps", "kid-other"
+NS, OTHER_NS, SYSTEM_NS = "kid-apps", "kid-other", "kid-system"   # SYSTEM_NS: the CA Secret's (ours)
 SA, OTHER_SA = "reviews", "ratings"
 POD, GONE_POD = "reviews-v1-kid", "reviews-gone-kid"
 MIZZEN = str(Path(sys.executable).parent / "mizzen")
@@ -109,26 +109,21 @@ async def _cli(server: str, token: str, *args: str) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def identity_cluster(kube_cluster: Any) -> Any:
-    for ns in (NS, OTHER_NS):
+    for ns in (NS, OTHER_NS, SYSTEM_NS):
         kube_cluster.kubectl("create", "namespace", ns)
-    # the control plane keeps its CA in a Secret there (mizzen.kube.casecret); removed again if made here
-    made_system = "namespace/istio-system" not in kube_cluster.kubectl("get", "namespaces", "-o", "name")
-    if made_system:
-        kube_cluster.kubectl("create", "namespace", "istio-system")
     kube_cluster.kubectl("create", "serviceaccount", SA, "-n", NS)
     kube_cluster.kubectl("create", "serviceaccount", OTHER_SA, "-n", OTHER_NS)
     pods = "\n---\n".join(json.dumps(_pod(p)) for p in (POD, GONE_POD))
     kube_cluster.kubectl("apply", "-f", "-", stdin=pods)
     yield kube_cluster
-    for ns in (NS, OTHER_NS):
+    for ns in (NS, OTHER_NS, SYSTEM_NS):
         kube_cluster.kubectl("delete", "namespace", ns, "--wait=false")
-    if made_system:   # gone before the next test (mizzen install expects to create it)
-        kube_cluster.kubectl("delete", "namespace", "istio-system", "--wait=true", timeout=120)
 
 
-async def test_projected_token_gets_certificate_and_xds(identity_cluster: Any,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+async def test_projected_token_gets_certificate_and_xds(
+        identity_cluster: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     cluster = identity_cluster
+    monkeypatch.setenv("POD_NAMESPACE", SYSTEM_NS)     # the control plane's CA Secret and Leases: ours
     caplog.set_level(logging.DEBUG, logger="mizzen")
     good = _token(cluster, NS, SA, pod=POD)
     wrong_audience = _token(cluster, NS, SA, audience="https://kubernetes.default.svc.cluster.local", pod=POD)

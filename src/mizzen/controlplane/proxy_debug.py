@@ -28,7 +28,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,8 +67,9 @@ class ProxyDebugHub:
     """Connected agents by ``(namespace, pod)``; serve :meth:`rpc_handler` on the TLS gRPC port and
     :meth:`routes` on the API."""
 
-    def __init__(self, authenticators: Sequence[Authenticator], timeout_s: float = 10.0) -> None:
-        self.authenticators = authenticators       # the identity's list (it grows when kube connects)
+    def __init__(self, authenticators: Callable[[], Sequence[Authenticator]],
+                 timeout_s: float = 10.0) -> None:
+        self.authenticators = authenticators       # the identity's current list (built and grown at start)
         self.timeout_s = timeout_s
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._ids = itertools.count(1)
@@ -95,7 +96,7 @@ class ProxyDebugHub:
                                 '{"node": <node id>, "metadata": {...}}')
             raise AssertionError("unreachable") from None
         try:
-            caller = await authenticate(self.authenticators, request_context(context))
+            caller = await authenticate(self.authenticators(), request_context(context))
             check_node(caller, node_id, metadata)
         except AuthenticationError as e:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))

@@ -213,10 +213,9 @@ class ControlPlane:
                                  and (opts.kubeconfig is not None or opts.in_cluster))
         if opts.xds_tls_port is not None and not self._ca_from_cluster:
             self.identity = MeshIdentity(opts.state_dir, opts.ca_dir, opts.mesh.trust_domain)
-        # agents' debug channels (TLS port): proxy-config and Envoy's logs of pods on a cluster (with the CA
-        # from the cluster's Secret, the identity's authenticators are attached in _start_kube)
-        self.proxy_debug = (ProxyDebugHub(self.identity.authenticators if self.identity is not None else [])
-                            if opts.xds_tls_port is not None else None)
+        # agents' debug channels (TLS port): proxy-config and Envoy's logs of pods on a cluster
+        self.proxy_debug = (ProxyDebugHub(lambda: self.identity.authenticators if self.identity else ())
+                            if opts.xds_tls_port is not None else None)   # (the identity may come later)
         self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
                              status=self.status, write_timeout=opts.xds_send_timeout_s,
                              authorize=self._authorize if opts.xds_tls_port is not None else None)
@@ -379,9 +378,6 @@ class ControlPlane:
         self._kube_api = await connect(kubeconfig, in_cluster=kubeconfig is None)
         if self._ca_from_cluster:
             await self._cluster_identity(self._kube_api)
-            assert self.identity is not None
-            if self.proxy_debug is not None:
-                self.proxy_debug.authenticators = self.identity.authenticators
             if self.options.webhook_port is not None:   # its serving certificate is from the cluster's CA
                 await self._start_webhooks(self.options.webhook_port)
         if self.identity is not None:     # pods' projected istio-ca tokens, checked by TokenReview
