@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from e2e_world import NS, bookinfo_world, seed
 
+import seed_checks
 from harness import Mesh, eventually
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +24,7 @@ async def test_seed_gateway_publishing_and_host_matching(mesh: Mesh) -> None:
 
     async def published() -> None:
         async with mesh.gateway_client(gw) as c:
-            for path in ("/productpage", "/static/css/x.css", "/login", "/logout", "/api/v1/products/0"):
+            for path in seed_checks.PUBLISHED_PATHS:
                 r = await c.get(path, headers=HOST)
                 assert r.status_code == 200, (path, r.status_code)
                 assert r.json()["service"] == "productpage" and r.json()["path"] == path
@@ -47,8 +48,7 @@ async def test_seed_redirect_and_rewrite(mesh: Mesh) -> None:
     async def redirected() -> None:
         async with mesh.gateway_client(gw) as c:
             r = await c.get("/yunwei", headers=HOST)
-            assert r.status_code == 301, r.status_code
-            assert r.headers["location"] == "http://blog.csdn.net/weixin_43279138?type=blog"
+            seed_checks.redirected(r.status_code, r.headers.get("location"))
             r = await c.get("/yunwei/anything", headers=HOST)      # prefix match
             assert r.status_code == 301
     await eventually(redirected)

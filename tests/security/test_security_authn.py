@@ -84,3 +84,23 @@ def test_persisted_credentials_survive_a_restart_and_hold_only_digests(tmp_path:
     # a corrupt file is ignored (the runner re-issues), never a crash
     path.write_text("{not json")
     assert len(LocalCredentials(path)) == 0
+
+
+def test_node_check_on_kubernetes_holds_the_pod_not_the_workload_name() -> None:
+    """Istio's injector sets WORKLOAD_NAME to the Deployment's name: a pod-bound Kubernetes token holds the
+    node id's pod; the local runner's credential (pod name in both) still holds WORKLOAD_NAME too."""
+    import grpc
+
+    from mizzen.security.xdsauth import NodeDenied, check_node
+
+    ident = Identity("bookinfo", "reviews")
+    node = "sidecar~10.244.228.7~reviews-v1-5d9c7-abcde.bookinfo~bookinfo.svc.cluster.local"
+    meta = {"NAMESPACE": "bookinfo", "SERVICE_ACCOUNT": "reviews", "WORKLOAD_NAME": "reviews-v1"}
+    kube = Caller((ident,), "kube-jwt", pod="bookinfo/reviews-v1-5d9c7-abcde")
+    check_node(kube, node, meta)
+    with pytest.raises(NodeDenied) as denied:        # another pod's node, same service account
+        check_node(Caller((ident,), "kube-jwt", pod="bookinfo/reviews-v2-xyz"), node, meta)
+    assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED and "reviews-v2-xyz" in str(denied.value)
+    with pytest.raises(NodeDenied):                  # locally WORKLOAD_NAME is the pod name and is checked
+        check_node(Caller((ident,), "local-credential", pod="bookinfo/reviews-v1-5d9c7-abcde"), node, meta)
+    check_node(Caller((ident,), "kube-jwt"), node, meta)   # a token bound to no pod: identity only

@@ -130,6 +130,27 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _injected(pod: Object) -> bool:
+    """A pod with Istio's sidecar (``sidecar.istio.io/status``): its ``istio-init`` rules capture outbound
+    traffic in the pod's own namespace, where kube-proxy's DNAT would run first and bypass the sidecar (on a
+    real node kube-proxy runs in the node's namespace, after the sidecar); the sidecar reaches endpoints
+    directly, so no kube-proxy runs there."""
+    return "sidecar.istio.io/status" in ((pod.get("metadata") or {}).get("annotations") or {})
+
+
+def _run_as(pod: Object, container: Object) -> list[str]:
+    """``securityContext.runAsUser``/``runAsGroup`` (the container's, else the pod's) as a ``setpriv`` prefix;
+    none for root."""
+    pod_sc = (pod.get("spec") or {}).get("securityContext") or {}
+    sc = container.get("securityContext") or {}
+    uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+    if not uid and not gid:
+        return []
+    uid, gid = int(uid or 0), int(gid if gid is not None else uid or 0)
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--pdeathsig=KILL"]
+
+
 def _image_entrypoint(argv: list[str], python: str) -> list[str]:
     """The Mizzen image's ``mizzen`` (``mizzen install``'s Deployments run ``mizzen controlplane``/``agent``):
     the console script beside ``python`` (this checkout's), as the image has it on its PATH."""

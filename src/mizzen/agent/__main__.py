@@ -16,13 +16,7 @@ from pathlib import Path
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentEvent, AgentOptions
 from mizzen.agent.grpc_bootstrap import write_grpc_bootstrap
-from mizzen.agent.identity import (
-    CREDENTIAL_FILE,
-    ROOT_CERT_FILE,
-    IdentityError,
-    IdentityOptions,
-    read_private,
-)
+from mizzen.agent.identity import IdentityError, IdentityOptions, load_credential
 from mizzen.agent.xds_proxy import XdsProxy
 from mizzen.lifecycle import run_until_signal
 from mizzen.security.nodeagent.upstream import ControlPlaneTls
@@ -75,9 +69,7 @@ async def run_proxyless(spec: ProxySpec, xds_socket: Path, bootstrap: Path,
     (read from its 0600 file next to the socket unless given), like a sidecar's agent."""
     tls = None
     if identity is not None:
-        here = xds_socket.resolve().parent
-        credential = read_private(identity.credential_file or here / CREDENTIAL_FILE, "credential file")
-        roots = read_private(identity.root_cert_file or here / ROOT_CERT_FILE, "root certificate file")
+        credential, roots = load_credential(identity, xds_socket.resolve().parent)
         tls = ControlPlaneTls(identity.ca_address, roots, credential, identity.server_name)
     proxy = XdsProxy(xds_socket, identity.ca_address if identity else f"{spec.xds_host}:{spec.xds_port}",
                      tls=tls)

@@ -30,7 +30,7 @@ from mizzen.auth.guard import Guard
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REDACTED", "AdminProxy", "redact_secrets"]
+__all__ = ["REDACTED", "AdminProxy", "admin_call", "redact_secrets"]
 
 REDACTED = "[redacted]"
 # fields whose data sources are secrets wherever they appear (Envoy's "sensitive" fields)
@@ -137,50 +137,64 @@ class AdminProxy:
             self._bound = None
 
     # --- handlers -------------------------------------------------------------------------------------------
-    async def _envoy(self, method: str, path: str, query: dict[str, str]) -> tuple[int, str, str]:
-        try:
-            async with (
-                aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.socket)),
-                                      timeout=self.timeout) as session,
-                session.request(method, f"http://localhost{path}", params=query) as resp,
-            ):
-                return resp.status, resp.content_type, await resp.text()
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise web.HTTPServiceUnavailable(
-                text=json.dumps({"error": f"Envoy's admin interface does not answer: {type(e).__name__}"}),
-                content_type="application/json") from None
+    async def _answer(self, request: web.Request) -> web.Response:
+        status, ctype, text = await admin_call(self.socket, request.method, request.path, dict(request.query),
+                                               self.timeout)
+        return web.Response(status=status, text=text, content_type=ctype or "text/plain")
 
     async def forward(self, request: web.Request) -> web.Response:
-        allowed = QUERY_ALLOWED[request.path]
-        extra = sorted(set(request.query) - allowed)
+        return await self._answer(request)
+
+    async def logging_levels(self, request: web.Request) -> web.Response:
+        return await self._answer(request)
+
+    async def set_logging(self, request: web.Request) -> web.Response:
+        return await self._answer(request)
+
+
+def _error(status: int, message: str) -> tuple[int, str, str]:
+    return status, "application/json", json.dumps({"error": message})
+
+
+async def _envoy(socket: Path, method: str, path: str, query: dict[str, str],
+                 timeout: aiohttp.ClientTimeout) -> tuple[int, str, str]:
+    connector = aiohttp.UnixConnector(path=str(socket))
+    try:
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+            session.request(method, f"http://localhost{path}", params=query) as resp,
+        ):
+            return resp.status, resp.content_type, await resp.text()
+    except (TimeoutError, aiohttp.ClientError, OSError) as e:
+        return _error(503, f"Envoy's admin interface does not answer: {type(e).__name__}")
+
+
+async def admin_call(socket: Path, method: str, path: str, query: dict[str, str],
+                     timeout: aiohttp.ClientTimeout) -> tuple[int, str, str]:
+    """One admin request under the allow-list (the admin proxy's, and the control plane's debug channel to
+    the agent): (status, content type, body); config_dump redacted; anything else a 404."""
+    if method == "GET" and path in QUERY_ALLOWED:
+        extra = sorted(set(query) - QUERY_ALLOWED[path])
         if extra:
-            return web.json_response({"error": f"query parameter(s) not allowed here: {', '.join(extra)}"},
-                                     status=400)
-        status, ctype, text = await self._envoy("GET", request.path, dict(request.query))
-        if request.path == "/config_dump" and status == 200:
+            return _error(400, f"query parameter(s) not allowed here: {', '.join(extra)}")
+        status, ctype, text = await _envoy(socket, "GET", path, query, timeout)
+        if path == "/config_dump" and status == 200:
             try:
                 doc = json.loads(text)
             except ValueError:
-                return web.json_response({"error": "Envoy's config_dump is not JSON"}, status=502)
-            return web.json_response(redact_secrets(doc), dumps=lambda d: json.dumps(d, indent=1))
-        return web.Response(status=status, text=text, content_type=ctype or "text/plain")
-
-    async def logging_levels(self, request: web.Request) -> web.Response:
-        if request.query:
-            return web.json_response({"error": "GET /logging takes no parameters; POST to change levels"},
-                                     status=400)
-        status, ctype, text = await self._envoy("POST", "/logging", {})
-        return web.Response(status=status, text=text, content_type=ctype or "text/plain")
-
-    async def set_logging(self, request: web.Request) -> web.Response:
-        q = dict(request.query)
-        if set(q) - {"level", "paths"} or len(q) != 1:
-            return web.json_response({"error": "POST /logging takes exactly one of ?level=L or "
-                                               "?paths=logger:L,..."}, status=400)
-        if "level" in q and not LEVEL.match(q["level"]):
-            return web.json_response({"error": f"unknown log level {q['level']!r}"}, status=400)
-        if "paths" in q and not all(LOGGER_LEVEL.match(p) for p in q["paths"].split(",")):
-            return web.json_response({"error": f"paths must be logger:level,... (got {q['paths']!r})"},
-                                     status=400)
-        status, ctype, text = await self._envoy("POST", "/logging", q)
-        return web.Response(status=status, text=text, content_type=ctype or "text/plain")
+                return _error(502, "Envoy's config_dump is not JSON")
+            return 200, "application/json", json.dumps(redact_secrets(doc), indent=1)
+        return status, ctype, text
+    if path == "/logging" and method == "GET":
+        if query:
+            return _error(400, "GET /logging takes no parameters; POST to change levels")
+        return await _envoy(socket, "POST", "/logging", {}, timeout)
+    if path == "/logging" and method == "POST":
+        if set(query) - {"level", "paths"} or len(query) != 1:
+            return _error(400, "POST /logging takes exactly one of ?level=L or ?paths=logger:L,...")
+        if "level" in query and not LEVEL.match(query["level"]):
+            return _error(400, f"unknown log level {query['level']!r}")
+        if "paths" in query and not all(LOGGER_LEVEL.match(p) for p in query["paths"].split(",")):
+            return _error(400, f"paths must be logger:level,... (got {query['paths']!r})")
+        return await _envoy(socket, "POST", "/logging", query, timeout)
+    return _error(404, f"{method} {path} is not served through the agent")

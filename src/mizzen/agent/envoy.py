@@ -34,6 +34,7 @@ import aiohttp
 from mizzen.agent.admin_proxy import AdminProxy
 from mizzen.agent.binary import envoy_binary
 from mizzen.agent.bootstrap import ADMIN_SOCKET_NAME, ProxySpec, render_bootstrap
+from mizzen.agent.debug_channel import DebugChannel
 from mizzen.agent.identity import IdentityOptions, WorkloadIdentity
 from mizzen.agent.logcap import DEFAULT_MAX_LOG_BYTES, watch_log
 from mizzen.agent.metrics_server import STATS_SOCKET_NAME, MetricsServer
@@ -132,6 +133,7 @@ class Agent:
         self.admin_proxy: AdminProxy | None = None
         self.identity: WorkloadIdentity | None = None
         self.metrics_server: MetricsServer | None = None
+        self.debug_channel: DebugChannel | None = None
 
     # --- properties -----------------------------------------------------------------------------------------
     @property
@@ -260,6 +262,13 @@ class Agent:
                 await self.stop()
                 raise
             self.admin_proxy = proxy
+        wanted = self.options.identity is not None and self.options.identity.debug_channel
+        if wanted and self.identity is not None and self.identity.xds_tls is not None:
+            self.debug_channel = DebugChannel(
+                self.identity.xds_tls, self.node_id,
+                {"NAMESPACE": self.spec.namespace, "SERVICE_ACCOUNT": self.spec.service_account},
+                Path(self.admin_connect_path), self.log_path)
+            self.debug_channel.start()
         if self.options.max_log_bytes > 0:
             self._log_watch = asyncio.create_task(
                 watch_log(self.log_path, self.options.max_log_bytes, self._reopen_logs,
@@ -381,6 +390,9 @@ class Agent:
     async def stop(self, timeout: float = 5.0) -> None:
         """Drain and stop Envoy (graceful listener drain, SIGTERM, SIGKILL after ``timeout``)."""
         self._stopping = True
+        if self.debug_channel is not None:
+            await self.debug_channel.stop()
+            self.debug_channel = None
         if self.admin_proxy is not None:
             await self.admin_proxy.stop()
             self.admin_proxy = None

@@ -13,6 +13,11 @@ one line; it is never read from the environment or the command line). With them 
   TLS with the credential (:class:`~mizzen.agent.xds_proxy.XdsProxy`), so the control plane checks that the
   node is this pod's.
 
+On Kubernetes (pilot-agent with ``JWT_POLICY=third-party-jwt``, :mod:`mizzen.agent.kube_identity`) the
+credential is the pod's projected service-account token (``token_file``, audience ``istio-ca``), read again
+for every CA call and xDS stream because the kubelet rotates it, and the roots are the mounted
+``istio-ca-root-cert`` ConfigMap's ``root-cert.pem`` (a ConfigMap volume, so its mode is not checked).
+
 Socket paths too long for ``sun_path`` are bound through the agent's open work-dir descriptor and written
 relative (Envoy runs in the work dir), like the admin socket.
 """
@@ -33,7 +38,7 @@ from mizzen.config.durations import parse_duration
 from mizzen.security.identity import DEFAULT_TRUST_DOMAIN, Identity
 from mizzen.security.nodeagent.agent import IdentityAgent
 from mizzen.security.nodeagent.cache import SecretItem, SecretManagerOptions
-from mizzen.security.nodeagent.upstream import ControlPlaneTls
+from mizzen.security.nodeagent.upstream import ControlPlaneTls, Credential, TokenFile, TokenFileError
 from mizzen.security.serving import ISTIOD_SAN
 
 log = logging.getLogger(__name__)
@@ -46,7 +51,9 @@ __all__ = [
     "IdentityError",
     "IdentityOptions",
     "WorkloadIdentity",
+    "load_credential",
     "read_private",
+    "read_roots",
     "secret_options_from_env",
 ]
 
@@ -89,6 +96,12 @@ class IdentityOptions:
     root_cert_file: Path | None = None               # default <work dir>/root-cert.pem
     server_name: str = ISTIOD_SAN
     trust_domain: str = DEFAULT_TRUST_DOMAIN
+    # Kubernetes: the projected service-account token (re-read for every call) instead of a credential file;
+    # the root certificate file is then a ConfigMap's (its mode is not checked)
+    token_file: Path | None = None
+    # open the debug channel (mizzen.agent.debug_channel) so the control plane can reach this proxy's admin
+    # and log: on Kubernetes, where nothing else can
+    debug_channel: bool = False
     secrets: SecretManagerOptions = field(default_factory=secret_options_from_env)
     # the runner's hand-off: write the credential files into the work dir before they are read, and revoke
     # the credential when the agent stops (None: the files are there already, e.g. `mizzen agent`)
@@ -114,6 +127,36 @@ def read_private(path: Path, what: str) -> str:
     return text
 
 
+def read_roots(path: Path) -> str:
+    """A root certificate file anyone may read (a mounted ConfigMap): missing or empty is one line."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise IdentityError(f"root certificate file {path} does not exist (the istio-ca-root-cert "
+                            "ConfigMap is mounted there)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise IdentityError(f"root certificate file {path}: cannot read it ({type(e).__name__})") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise IdentityError(f"root certificate file {path} holds no PEM certificate")
+    return text
+
+
+def load_credential(o: IdentityOptions, here: Path) -> tuple[Credential, str]:
+    """The credential (a string, or the token file read again per call) and the roots to trust, from the
+    options (files default to ``here``); one-line IdentityError when they cannot be read."""
+    if o.token_file is not None:
+        token = TokenFile(o.token_file)
+        try:
+            token.read()                                 # there and not empty, now
+        except TokenFileError as e:
+            raise IdentityError(f"{e} (the kubelet writes the projected service-account token there)") \
+                from None
+        return token, read_roots(o.root_cert_file or here / ROOT_CERT_FILE)
+    credential = read_private(o.credential_file or here / CREDENTIAL_FILE, "credential file")
+    roots = read_private(o.root_cert_file or here / ROOT_CERT_FILE, "root certificate file")
+    return credential, roots
+
+
 class WorkloadIdentity:
     """``start()`` before Envoy, ``stop()`` after it; :attr:`xds_socket`/:attr:`sds_socket` are the paths
     for Envoy's bootstrap (relative to the work dir when too long)."""
@@ -127,6 +170,7 @@ class WorkloadIdentity:
         self._envoy_dir = envoy_dir         # how Envoy names it ("" = relative to its working directory)
         self.agent: IdentityAgent | None = None
         self.xds_proxy: XdsProxy | None = None
+        self.xds_tls: ControlPlaneTls | None = None    # the TLS channel (+ credential) to the control plane
         self.identity = Identity(spec.namespace, spec.service_account, options.trust_domain)
 
     @property
@@ -141,13 +185,12 @@ class WorkloadIdentity:
         o = self.options
         if o.provision is not None:
             await o.provision(self.work_dir)
-        credential = read_private(o.credential_file or self.work_dir / CREDENTIAL_FILE, "credential file")
-        roots = read_private(o.root_cert_file or self.work_dir / ROOT_CERT_FILE, "root certificate file")
+        credential, roots = load_credential(o, self.work_dir)
         options = [("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES)]
         # one TLS helper each: the CA client and the xDS proxy follow the same roots
         ca_tls = ControlPlaneTls(o.ca_address, roots, credential, o.server_name)
-        xds_tls = ControlPlaneTls(o.ca_address, roots, credential, o.server_name, options)
+        xds_tls = self.xds_tls = ControlPlaneTls(o.ca_address, roots, credential, o.server_name, options)
         self.agent = IdentityAgent(self.identity, o.ca_address, credential,
                                    Path(os.path.join(self._bind_dir, SDS_SOCKET)), o.secrets, tls=ca_tls)
         manager = self.agent.manager

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import grpc
 
-from mizzen.security.nodeagent.upstream import ControlPlaneTls
+from mizzen.security.nodeagent.upstream import ControlPlaneTls, TokenFileError
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,13 @@ class XdsProxy:
                        context: grpc.aio.ServicerContext) -> None:
         self.streams += 1
         if self.tls is not None:
+            try:
+                metadata = self.tls.metadata()           # a token file is read again for every stream
+            except TokenFileError as e:
+                log.warning("xDS proxy: %s", e)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
             call = self.tls.channel().stream_stream(f"/{ADS_SERVICE}/{method}")(
-                _relay(requests), metadata=self.tls.metadata())
+                _relay(requests), metadata=metadata)
         else:
             assert self._channel is not None
             call = self._channel.stream_stream(f"/{ADS_SERVICE}/{method}")(_relay(requests))

@@ -184,7 +184,9 @@ def _discover_admin(c: ControlPlaneClient, proxy_id: str) -> str | None:
     items = body.get("items") if isinstance(body, dict) else body
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and item.get("name") == pod and item.get("namespace") == namespace:
-            return str(item.get("admin") or "") or None
+            admin = str(item.get("admin") or "")
+            # on a cluster: a path of the control plane's API (the pod agent's debug channel)
+            return (c.server + admin if admin.startswith("/") else admin) or None
     try:
         workloads = c.workloads()
     except ApiError as e:

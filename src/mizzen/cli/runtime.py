@@ -165,10 +165,6 @@ def controlplane(
     kubeconfig: Annotated[Path | None, typer.Option(
         metavar="FILE", show_default="no cluster: config comes from applies",
         help="Read Istio config and Services from this cluster's API server (like istiod)")] = None,
-    in_cluster: Annotated[bool, typer.Option(
-        "--in-cluster", help="Like --kubeconfig, with the pod's service account (KUBERNETES_SERVICE_HOST/"
-                             "PORT and the token and CA under /var/run/secrets/kubernetes.io/serviceaccount)")
-    ] = False,
     webhook_port: Annotated[int | None, typer.Option(
         metavar="PORT", show_default="15017 with --in-cluster or in a Kubernetes pod, else off",
         help="Serve the admission webhooks (/validate) over HTTPS with the mesh CA's certificate, like "
@@ -177,6 +173,10 @@ def controlplane(
         metavar="ADDRESS", show_default="0.0.0.0 with --in-cluster or in a pod, else the --xds-host",
         help="Webhook listen address (an IP here is also in the serving certificate, for a url: client "
              "config)")] = None,
+    in_cluster: Annotated[bool, typer.Option(
+        "--in-cluster", help="Like --kubeconfig, with the pod's service account (KUBERNETES_SERVICE_HOST/"
+                             "PORT and the token and CA under /var/run/secrets/kubernetes.io/serviceaccount)")
+    ] = False,
     api_socket: Annotated[Path | None, typer.Option(
         metavar="PATH", show_default="none",
         help="Also serve the API on this Unix socket (0600: its file permissions are the credential)")
@@ -269,6 +269,11 @@ def agent(
     root_cert: Annotated[Path | None, typer.Option(
         metavar="FILE", show_default="<work dir>/root-cert.pem",
         help="The mesh roots (0600) that the control plane's certificate is verified with")] = None,
+    istio_token: Annotated[Path | None, typer.Option(
+        metavar="FILE", show_default="none: --credential-file",
+        help="Kubernetes: the pod's projected service-account token (audience istio-ca), read again for "
+             "every CA call and xDS stream, instead of --credential-file; --root-cert is then the "
+             "istio-ca-root-cert ConfigMap's root-cert.pem")] = None,
     admin_port: Annotated[int, typer.Option(
         metavar="PORT", help="The agent's admin proxy port on --ip, served when an API token is found "
                              "(Envoy's admin itself is a Unix socket in the work dir)")] = 15004,
@@ -339,12 +344,15 @@ def agent(
 
         try:
             parse_hostport(ca_address)
+            if istio_token is not None and credential_file is not None:
+                raise ValueError("--istio-token and --credential-file: give one credential")
             identity = IdentityOptions(ca_address=ca_address, credential_file=credential_file,
-                                       root_cert_file=root_cert)
+                                       root_cert_file=root_cert, token_file=istio_token)
         except (ValueError, IdentityError) as e:
             fail(str(e))
-    elif credential_file is not None or root_cert is not None:
-        fail("--credential-file and --root-cert go with --ca-address (the control plane's TLS port)")
+    elif credential_file is not None or root_cert is not None or istio_token is not None:
+        fail("--credential-file, --istio-token and --root-cert go with --ca-address (the control plane's TLS "
+             "port)")
     if proxyless:
         serve_proxyless(spec, xds_socket, grpc_bootstrap, log_level, identity)
         return

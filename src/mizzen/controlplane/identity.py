@@ -7,8 +7,9 @@ the TLS identity of the secure xDS port (istiod's 15012), and the node authoriza
   at most ``MAX_WORKLOAD_CERT_TTL`` (90 days).
 * Pod credentials (:class:`~mizzen.security.authn.LocalCredentials`): issued to the runner over the
   authenticated API (``POST /apis/credentials``), persisted as digests in ``<state dir>/credentials.json``
-  so a restarted control plane or the demo's warm spare accepts them. The authenticator list is where a
-  Kubernetes TokenReview authenticator goes.
+  so a restarted control plane or the demo's warm spare accepts them. On Kubernetes the control plane
+  adds :class:`mizzen.kube.tokenreview.KubeJWTAuthenticator` (:meth:`MeshIdentity.add_authenticator`):
+  pods' projected ``istio-ca`` tokens, checked by TokenReview.
 * ``IstioCertificateService/CreateCertificate`` is served on the xDS gRPC server, TLS only.
 * :meth:`MeshIdentity.authorize` is the xDS server's ``authorize`` callback (:mod:`mizzen.security.xdsauth`).
 """
@@ -100,6 +101,12 @@ class MeshIdentity:
         Identity(namespace, service_account, self.trust_domain)      # one-line IdentityError if malformed
         credential = self.credentials.issue(namespace, pod, service_account)
         return IssuedCredential(credential, self.ca.trust_bundle.pem, self.trust_domain)
+
+    def add_authenticator(self, authenticator: Authenticator) -> None:
+        """One more way in for the CA and the TLS xDS port, tried after the ones before (the Kubernetes
+        TokenReview authenticator once the control plane has its API client)."""
+        self.authenticators.append(authenticator)
+        self.ca_service.authenticators.append(authenticator)
 
     def revoke(self, namespace: str, pod: str) -> bool:
         return self.credentials.revoke(namespace, pod)

@@ -57,6 +57,7 @@ from mizzen.controlplane.limits import RateLimiter, env_duration, env_float, env
 from mizzen.controlplane.metrics import CONFIG_EVENTS, Metrics, ObservedStatus
 from mizzen.controlplane.persist import StateDir
 from mizzen.controlplane.pods_proxy import PodsProxy
+from mizzen.controlplane.proxy_debug import ProxyDebugHub, admin_path
 from mizzen.controlplane.push import Generator, Pusher
 from mizzen.controlplane.store import UNCHANGED, ApplyResult, ConfigStore, Validator
 from mizzen.core import generate, sds
@@ -132,15 +133,15 @@ class ControlPlaneOptions:
     # read config (Istio's kinds and Services) from this cluster's API server instead of applies through the
     # API (mizzen.kube.config_source); xDS is served once every kind has been listed
     kubeconfig: Path | None = None
-    # the same from inside a pod: the API server and credentials of its service account (mizzen install's
-    # istiod Deployment)
-    in_cluster: bool = False
     # the admission webhooks over HTTPS (istiod's 15017; 0 = ephemeral; None = off), on webhook_host (None:
     # xds_host); needs the mesh CA (xds_tls_port). In Kubernetes mode the webhooks' caBundle and
     # failurePolicy are kept up to date (mizzen.kube.webhooks.patcher) for this revision (Istio's REVISION)
     webhook_port: int | None = None
     webhook_host: str | None = None
     revision: str = field(default_factory=lambda: os.environ.get("REVISION", ""))
+    # the same from inside a pod: the API server and credentials of its service account (mizzen install's
+    # istiod Deployment)
+    in_cluster: bool = False
 
     def resolve_token(self) -> tuple[str, Path | None]:
         """(the API token, the file it lives in or None)."""
@@ -212,6 +213,9 @@ class ControlPlane:
                                  and (opts.kubeconfig is not None or opts.in_cluster))
         if opts.xds_tls_port is not None and not self._ca_from_cluster:
             self.identity = MeshIdentity(opts.state_dir, opts.ca_dir, opts.mesh.trust_domain)
+        # agents' debug channels (TLS port): proxy-config and Envoy's logs of pods on a cluster
+        self.proxy_debug = (ProxyDebugHub(lambda: self.identity.authenticators if self.identity else ())
+                            if opts.xds_tls_port is not None else None)   # (the identity may come later)
         self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
                              status=self.status, write_timeout=opts.xds_send_timeout_s,
                              authorize=self._authorize if opts.xds_tls_port is not None else None)
@@ -223,6 +227,8 @@ class ControlPlane:
         self.api = Api(self, loader, Guard(self.token, self._served, hint=where, session_cookie=COOKIE,
                                            session_valid=self.sessions.valid))
         self.console = Console(self.sessions, self._addons)
+        if self.proxy_debug is not None:
+            self.api.add_routes(self.proxy_debug.routes())
         self.api.add_routes(self.console.routes())
         if opts.pods_url:
             pods = PodsProxy(opts.pods_url, token=self.token)
@@ -231,7 +237,12 @@ class ControlPlane:
         elif opts.kubeconfig is not None or opts.in_cluster:   # the cluster's Pods, as its registry sees them
             from mizzen.kube.pods_view import KubePodsApi
 
-            self.api.add_routes(KubePodsApi(self._kube_pods).routes())
+            hub = self.proxy_debug
+            self.api.add_routes(KubePodsApi(
+                self._kube_pods,
+                admin_path=(lambda ns, pod: admin_path(ns, pod) if hub.connected(ns, pod) else None)
+                if hub is not None else None,
+                proxy_logs=hub.logs if hub is not None else None).routes())
         self.workloads_synced = asyncio.Event()
         if opts.await_workload_sync_s is None:
             self.workloads_synced.set()
@@ -332,7 +343,9 @@ class ControlPlane:
             if self.identity is not None and opts.xds_tls_port is not None:
                 self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port,
                                          tls=(self.identity.server_credentials(), opts.xds_tls_port),
-                                         handlers=(self.identity.ca_service.rpc_handler(),))
+                                         handlers=(self.identity.ca_service.rpc_handler(),
+                                                   *([self.proxy_debug.rpc_handler()] if self.proxy_debug
+                                                     else [])))
             else:
                 self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port)
             if opts.http_port is not None:
@@ -367,6 +380,9 @@ class ControlPlane:
             await self._cluster_identity(self._kube_api)
             if self.options.webhook_port is not None:   # its serving certificate is from the cluster's CA
                 await self._start_webhooks(self.options.webhook_port)
+        if self.identity is not None:     # pods' projected istio-ca tokens, checked by TokenReview
+            from mizzen.kube.tokenreview import KubeJWTAuthenticator
+            self.identity.add_authenticator(KubeJWTAuthenticator(self._kube_api, self.identity.trust_domain))
         self.kube_source = KubeConfigSource(self._kube_api, self.store)
         self.kube_registry = KubeRegistrySource(
             self._kube_api, self.registry, on_endpoints=self._kube_endpoints, on_mesh=self._kube_mesh,
@@ -462,7 +478,6 @@ class ControlPlane:
         else:
             self.metrics.validation_failed.labels(group=group, version=version, resource=resource,
                                                   reason=reason).inc()
-
     def _add_webhook_patcher(self, api: ApiClient, work: LeaderWork) -> None:
         """Keep the validating webhooks' caBundle and failurePolicy current: leader-only work, like Istio's
         validation controller (its election id)."""

@@ -2,7 +2,9 @@
 the Kubernetes registry watches, in the shape the ``mizzen`` CLI reads from the demo's runner (kubectl's
 READY, STATUS, RESTARTS and AGE, the IP, and the ``v1 Pod`` itself as ``object``), so ``mizzen get pods`` and
 ``mizzen describe pod`` work against the cluster. Container logs live on the nodes: ``/apis/pods/.../logs``
-answers with a one-line pointer to ``kubectl logs``.
+answers with a one-line pointer to ``kubectl logs``, except the ``istio-proxy`` container's (Envoy's log),
+which the control plane reads over the pod agent's debug channel (``proxy_logs``); ``admin`` names the
+pod's admin path through that channel while it is connected (``admin_path``).
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 __all__ = ["KubePodsApi", "pod_item", "status_text"]
+
+ProxyLogs = Callable[[str, str, int | None, int | None], Awaitable[web.Response]]   # ns, pod, tail, offset
 
 LOGS = ("container logs are kept on the cluster's nodes; this control plane does not proxy them: use "
         "kubectl logs -n {ns} {name}")
@@ -91,8 +95,12 @@ def pod_item(pod: Mapping[str, Any], now: float | None = None) -> dict[str, Any]
 class KubePodsApi:
     """The pod routes, over ``pods()`` (the registry's current Pods)."""
 
-    def __init__(self, pods: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+    def __init__(self, pods: Callable[[], Iterable[Mapping[str, Any]]], *,
+                 admin_path: Callable[[str, str], str | None] | None = None,
+                 proxy_logs: ProxyLogs | None = None) -> None:
         self.pods = pods
+        self.admin_path = admin_path
+        self.proxy_logs = proxy_logs
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [web.get("/apis/pods", self.list_pods),
@@ -103,10 +111,20 @@ class KubePodsApi:
         now = time.time()
         items = [pod_item(p, now) for p in self.pods()
                  if namespace is None or (p.get("metadata") or {}).get("namespace") == namespace]
+        if self.admin_path is not None:
+            for item in items:
+                item["admin"] = self.admin_path(item["namespace"], item["name"])
         items.sort(key=lambda i: (i["namespace"], i["name"]))
         return web.Response(text=json.dumps({"items": items}), content_type="application/json")
 
     async def logs(self, request: web.Request) -> web.Response:
         ns, name = request.match_info["namespace"], request.match_info["name"]
+        if request.query.get("container") == "istio-proxy" and self.proxy_logs is not None:
+            try:
+                tail = int(request.query["tail"]) if "tail" in request.query else None
+                offsets = [int(o) for o in request.query.get("offsets", "").split(",") if o]
+            except ValueError:
+                return web.json_response({"error": "tail and offsets are integers"}, status=400)
+            return await self.proxy_logs(ns, name, tail, offsets[0] if offsets else None)
         return web.Response(status=501, content_type="application/json",
                             text=json.dumps({"error": LOGS.format(ns=ns, name=name)}))

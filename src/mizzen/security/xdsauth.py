@@ -4,9 +4,11 @@ A stream on the TLS port must authenticate (the :class:`~mizzen.security.authn.A
 the runner's pod credential; a Kubernetes TokenReview authenticator slots in the same way), and the node it
 claims must be that caller's: the node id's namespace and the ``NAMESPACE`` metadata must be the identity's
 namespace, ``SERVICE_ACCOUNT`` its service account, and, when the credential names a pod (locally it always
-does), the node id's pod name and ``WORKLOAD_NAME`` that pod. Anything else is PERMISSION_DENIED with one
-line saying which field differs. Plaintext streams (istiod's 15010, kept for tests and raw-ADS benchmarks)
-are anonymous: :func:`node_principal` answers None for them.
+does), the node id's pod name and (for the local runner's credential, which names the pod in both)
+``WORKLOAD_NAME`` that pod; on Kubernetes ``WORKLOAD_NAME`` is the Deployment's name, as Istio's injector
+sets it, and only the node id's pod is held to the token's bound pod. Anything else is PERMISSION_DENIED
+with one line saying which field differs. Plaintext streams (istiod's 15010, kept for tests and raw-ADS
+benchmarks) are anonymous: :func:`node_principal` answers None for them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from typing import Any
 
 import grpc
 
-from mizzen.security.authn import AuthenticationError, Authenticator, Caller, RequestContext, authenticate
+from mizzen.security.authn import (
+    AuthenticationError,
+    Authenticator,
+    Caller,
+    LocalCredentialAuthenticator,
+    RequestContext,
+    authenticate,
+)
+
+LOCAL_AUTHENTICATOR = LocalCredentialAuthenticator.name
 
 __all__ = ["NodeDenied", "check_node", "is_tls", "node_principal", "request_context"]
 
@@ -60,7 +71,9 @@ def check_node(caller: Caller, node_id: str, metadata: Mapping[str, Any]) -> Non
                          f"the caller's identity {ids}")
     if caller.pod is not None:
         ns, _, pod = caller.pod.partition("/")
-        if (pod_name, workload) != (pod, pod) or ns != id_ns:
+        if caller.authenticator != LOCAL_AUTHENTICATOR:
+            workload = pod     # on Kubernetes WORKLOAD_NAME is the Deployment's name, as Istio's; the pod is
+        if (pod_name, workload) != (pod, pod) or ns != id_ns:  # the node id's
             raise NodeDenied(grpc.StatusCode.PERMISSION_DENIED,
                              f"node {node_id} names pod {id_ns}/{pod_name} but the credential is {who}'s")
 

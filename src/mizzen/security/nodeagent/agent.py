@@ -15,13 +15,13 @@ from mizzen.security.identity import Identity
 from mizzen.security.nodeagent.cache import SecretItem, SecretManager, SecretManagerOptions
 from mizzen.security.nodeagent.caclient import CAClient
 from mizzen.security.nodeagent.sds import SdsServer
-from mizzen.security.nodeagent.upstream import ControlPlaneTls
+from mizzen.security.nodeagent.upstream import ControlPlaneTls, Credential
 
 __all__ = ["IdentityAgent"]
 
 
 class IdentityAgent:
-    def __init__(self, identity: Identity, ca_target: str, credential: str, sds_socket: Path,
+    def __init__(self, identity: Identity, ca_target: str, credential: Credential, sds_socket: Path,
                  options: SecretManagerOptions | None = None, metadata: dict[str, str] | None = None,
                  tls: ControlPlaneTls | None = None) -> None:
         self.client = CAClient(ca_target, credential, metadata=metadata, tls=tls)

@@ -1,6 +1,7 @@
 """The agent's CA client: ``istio.v1.auth.IstioCertificateService/CreateCertificate`` with the pod's
-credential as ``authorization: Bearer``. Any failure becomes one :class:`CAClientError` line (the gRPC code
-and the CA's message; never the credential)."""
+credential as ``authorization: Bearer`` (a token file is read again for each call: the kubelet rotates it).
+Any failure becomes one :class:`CAClientError` line (the gRPC code and the CA's message; never the
+credential)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from google.protobuf import struct_pb2
 
 from mizzen.security import caproto
 from mizzen.security.authn import AUTHORIZATION
-from mizzen.security.nodeagent.upstream import ControlPlaneTls
+from mizzen.security.nodeagent.upstream import (
+    ControlPlaneTls,
+    Credential,
+    TokenFileError,
+    credential_value,
+)
 
 __all__ = ["CAClient", "CAClientError", "CertificateSigner"]
 
@@ -33,7 +39,7 @@ class CAClient:
     """Plaintext to ``target`` (tests, a CA on a Unix socket), or with ``tls`` over the control plane's TLS
     port (the agent; ``tls`` also carries the credential and follows root changes)."""
 
-    def __init__(self, target: str, credential: str, *, timeout_s: float = 10.0,
+    def __init__(self, target: str, credential: Credential, *, timeout_s: float = 10.0,
                  metadata: Mapping[str, str] | None = None, tls: ControlPlaneTls | None = None) -> None:
         self.target = target                 # host:port or unix:/path
         self._credential = credential
@@ -66,8 +72,12 @@ class CAClient:
             meta.update(self.metadata)
             request.metadata.CopyFrom(meta)
         try:
+            bearer = credential_value(self._credential)      # a token file is read again for every call
+        except TokenFileError as e:
+            raise CAClientError(f"CA {self.target}: {e}") from None
+        try:
             response = await self._stub()(request, timeout=self.timeout_s,
-                                          metadata=((AUTHORIZATION, f"Bearer {self._credential}"),))
+                                          metadata=((AUTHORIZATION, f"Bearer {bearer}"),))
         except grpc.aio.AioRpcError as e:
             raise CAClientError(f"CA {self.target}: {e.code().name}: {e.details()}", e.code()) from None
         chain = list(response.cert_chain)

@@ -6,12 +6,18 @@ handed over with the pod credential and follow every certificate response after 
 the next root before it signs anything), so a new channel is made when they change; streams already open
 keep theirs. The pod credential goes with every call as ``authorization: Bearer`` (as Istio's agent sends its
 service-account token) and is never logged.
+
+A credential is a string (the local runner's pod credential, fixed for the pod's life) or a
+:class:`TokenFile`: on Kubernetes the projected service-account token, which the kubelet rotates, so it is
+re-read for every call (:func:`credential_value`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,11 +25,52 @@ import grpc
 from mizzen.security.authn import AUTHORIZATION
 from mizzen.security.serving import ISTIOD_SAN
 
-__all__ = ["ControlPlaneTls"]
+log = logging.getLogger(__name__)
+
+__all__ = ["ControlPlaneTls", "Credential", "TokenFile", "TokenFileError", "credential_value"]
+
+
+class TokenFileError(RuntimeError):
+    """The token file cannot be read, or is empty (one line; never the token)."""
+
+
+class TokenFile:
+    """A bearer token kept in a file that its owner replaces (the kubelet's projected token): each
+    :meth:`read` reads it again; when a read fails after a good one (the file being swapped), the last good
+    token is used and the failure logged once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._last: str | None = None
+        self.reads = 0
+
+    def read(self) -> str:
+        try:
+            text = self.path.read_text().strip()
+            if not text:
+                raise TokenFileError(f"token file {self.path} is empty")
+        except (OSError, UnicodeDecodeError, TokenFileError) as e:
+            why = str(e) if isinstance(e, TokenFileError) else \
+                f"token file {self.path}: cannot read it ({type(e).__name__})"
+            if self._last is None:
+                raise TokenFileError(why) from None
+            log.warning("%s; using the token read before", why)
+            return self._last
+        self._last = text
+        self.reads += 1
+        return text
+
+
+Credential = str | TokenFile
+
+
+def credential_value(credential: Credential) -> str:
+    """The bearer value to send now (a token file is read again)."""
+    return credential if isinstance(credential, str) else credential.read()
 
 
 class ControlPlaneTls:
-    def __init__(self, target: str, roots_pem: str, credential: str, server_name: str = ISTIOD_SAN,
+    def __init__(self, target: str, roots_pem: str, credential: Credential, server_name: str = ISTIOD_SAN,
                  options: Sequence[tuple[str, Any]] = ()) -> None:
         self.target = target
         self.server_name = server_name
@@ -46,7 +93,7 @@ class ControlPlaneTls:
             self._roots = roots_pem
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((AUTHORIZATION, f"Bearer {self._credential}"),)
+        return ((AUTHORIZATION, f"Bearer {credential_value(self._credential)}"),)
 
     def channel(self) -> grpc.aio.Channel:
         """A channel trusting the current roots (the same one while they do not change)."""

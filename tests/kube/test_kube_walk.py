@@ -1,0 +1,547 @@
+"""The seed's Bookinfo walk on the real test cluster (issue 15, "What must be shown"), one module-scoped
+walk: two control-plane replicas (``mizzen controlplane --kubeconfig`` on the host, standing in for ``mizzen
+install``'s istiod pods; their webhooks reached by ``url:``), Istio's istio-sidecar-injector and
+istiod-default-validator webhook configurations and the injector's ConfigMaps, ``kubectl label namespace
+bookinfo istio-injection=enabled``, ``kubectl apply`` of Istio's unchanged ``bookinfo.yaml``: the webhook
+injects the pods and the node agent runs them with transparent capture (istio-init's iptables, no
+HTTP_PROXY). Then the seed's section 4 with ``kubectl apply``: north-south through the ingress gateway
+(Istio's sample Gateway, the seed's host match, redirect, rewrite) and east-west from inside the productpage
+pod (all-v1, 80/20, jason A/B, load balancing, circuit breaking, delay, abort); section 5 (the seed's nginx
+Ingresses through ``mizzen convert ingress``, north-south and east-west); an invalid VirtualService refused;
+``sidecar.istio.io/inject: "false"``; ``mizzen kube-inject`` equal to the webhook; and last, kill -9 of the
+leader. The verdicts are tests/seed_checks.py's, shared with tests/e2e.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kube_harness import ROOT, SAMPLES, UNAVAILABLE, nodeagent, wait_for
+from walk_world import (
+    LEASE_TTL_S,
+    MIZZEN,
+    SYSTEM_NS,
+    HostControlPlane,
+    echo_app_container,
+    ingress_gateway_manifest,
+    pod_load,
+    pod_requests,
+    until,
+)
+
+import seed_checks
+from mizzen.kube.inject.webhook import mutating_webhook_configuration
+from mizzen.kube.leader import NAMESPACE_CONTROLLER, VALIDATION_CONTROLLER
+from mizzen.kube.rootcert import CONFIGMAP, DATA_KEY
+from mizzen.kube.webhooks.configuration import (
+    DEFAULT_VALIDATOR_NAME,
+    default_validating_webhook_configuration,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")]
+
+NS, DEMO = "bookinfo", "demo"
+NODE = "mizzen-walk"
+BOOKINFO = ROOT / "tests" / "fixtures" / "istio" / "samples" / "bookinfo" / "platform" / "kube" / \
+    "bookinfo.yaml"
+SEED = ROOT / "tests" / "fixtures" / "seed"
+INGRESSES = ROOT / "tests" / "cli" / "fixtures"
+DEPLOYMENTS = ("details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1")
+REVIEWS = "http://reviews:9080/reviews/0"
+DETAILS = "http://details:9080/details/0"
+RATINGS = "http://ratings:9080/ratings/0"
+SEED_HOST = {"Host": "bookinfo.kubeasy.com"}
+
+
+@dataclass
+class Walk:
+    cluster: Any
+    node: Any
+    cp: HostControlPlane        # the replica the proxies use, started first: the leader
+    standby: HostControlPlane
+
+    @property
+    def mesh_cm(self) -> Path:
+        return self.cp.dir / "istio-configmap.yaml"
+
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> str:
+        return str(self.cluster.kubectl(*args, stdin=stdin, timeout=timeout))
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json"))
+
+    def apply(self, text: str, ns: str = NS) -> None:
+        self.kubectl("apply", "-n", ns, "-f", "-", stdin=text)
+
+    def pods(self, ns: str, selector: str) -> list[Any]:
+        return [p for p in self.json("get", "pods", "-n", ns, "-l", selector)["items"]
+                if not p["metadata"].get("deletionTimestamp")]
+
+    def netns(self, ns: str, app: str) -> str:
+        (pod,) = self.pods(ns, f"app={app}")
+        run = self.node.pod_by_name(ns, pod["metadata"]["name"])
+        assert run is not None, pod["metadata"]["name"]
+        return str(run.netns)
+
+    def gateway_ip(self) -> str:
+        (pod,) = self.pods(SYSTEM_NS, "istio=ingressgateway")
+        return str(pod["status"]["podIP"])
+
+    def gateway(self, path: str, headers: dict[str, str] | None = None, port: int = 8080) -> httpx.Response:
+        """A request from the host to the ingress gateway pod (the host reaches pod IPs on the bridge)."""
+        with httpx.Client(trust_env=False, timeout=10, follow_redirects=False) as c:
+            try:
+                return c.get(f"http://{self.gateway_ip()}:{port}{path}", headers=headers)
+            except httpx.TransportError as e:     # e.g. the listener not pushed yet
+                raise AssertionError(f"the gateway: {e!r}") from e
+
+
+
+def _ensure_namespace(w: Walk, ns: str) -> None:
+    w.kubectl("apply", "-f", "-", stdin=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n")
+
+
+def _injection_configmaps(w: Walk) -> None:
+    """Istio's ``istio`` ConfigMap (mesh config: the proxies' discoveryAddress is the host's control plane,
+    plaintext), written to a file for ``mizzen kube-inject`` and applied for the webhook: both inject from the
+    same mesh config and the chart's default values (the webhook does not read ``istio-sidecar-injector``
+    yet)."""
+    # one Envoy worker per proxy: two cores are shared by the whole test run, and ROUND_ROBIN is per worker
+    mesh = {"defaultConfig": {"discoveryAddress": w.cp.xds, "controlPlaneAuthPolicy": "NONE",
+                              "terminationDrainDuration": "2s", "concurrency": 1}}
+    for path, name, data in ((w.mesh_cm, "istio", {"mesh": yaml.safe_dump(mesh)}),):
+        path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
+                                        "metadata": {"name": name, "namespace": SYSTEM_NS}, "data": data}))
+        w.kubectl("apply", "-f", str(path))
+
+
+def _kube_inject(w: Walk, text: str, ns: str) -> str:
+    r = subprocess.run([MIZZEN, "kube-inject", "-f", "-", "-n", ns, "--meshConfigFile", str(w.mesh_cm)],
+                       input=text, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _injector_webhook(w: Walk) -> None:
+    """Istio's istio-sidecar-injector MutatingWebhookConfiguration, its client config a ``url:`` to the host's
+    control plane (the chart's is the istiod Service) with the mesh root (istio-ca-root-cert) as caBundle."""
+    root = wait_for(lambda: _configmap_root(w, SYSTEM_NS), timeout=30, what="istio-ca-root-cert")
+    mwc = mutating_webhook_configuration(namespace=SYSTEM_NS)
+    for hook in mwc["webhooks"]:
+        hook["clientConfig"] = {"url": w.cp.webhook_url.replace("/validate", "/inject"),
+                                "caBundle": base64.b64encode(root.encode()).decode()}
+    w.kubectl("create", "-f", "-", stdin=json.dumps(mwc))
+
+
+def _configmap_root(w: Walk, ns: str) -> str | None:
+    try:
+        return str(w.json("get", "configmap", "-n", ns, CONFIGMAP)["data"][DATA_KEY])
+    except RuntimeError:
+        return None
+
+
+def _wait_deployments(w: Walk, ns: str, names: tuple[str, ...], timeout: int = 150) -> None:
+    for d in names:
+        w.kubectl("rollout", "status", "-n", ns, f"deployment/{d}", f"--timeout={timeout}s",
+                  timeout=timeout + 10)
+
+
+@pytest.fixture(scope="module")
+def walk(kube_cluster: Any) -> Iterator[Walk]:
+    c = kube_cluster
+    t0 = time.monotonic()
+    node = nodeagent.NodeAgent(c, NODE, kube_proxy=True, lease_renew_s=2.0)
+    node.start()
+    cp, standby = HostControlPlane(c, "istiod-a"), HostControlPlane(c, "istiod-b")
+    w = Walk(c, node, cp, standby)
+    made_system = f"namespace/{SYSTEM_NS}" not in c.kubectl("get", "namespaces", "-o", "name")
+    try:
+        _ensure_namespace(w, SYSTEM_NS)      # the CA's root Secret lives there
+        _injection_configmaps(w)
+        cp.start()
+        wait_for(lambda: _holder(w, NAMESPACE_CONTROLLER) == cp.name, timeout=30, what="istiod-a leading")
+        standby.start()                      # the second replica: same root, no lease while istiod-a renews
+        # Istio's istiod-default-validator, installed fail-open; the control plane's patcher writes its
+        # caBundle and flips it to Fail once its webhook answers
+        w.kubectl("create", "-f", "-", stdin=json.dumps(default_validating_webhook_configuration(
+            SYSTEM_NS, url=cp.webhook_url)))
+        _injector_webhook(w)
+        w.kubectl("create", "namespace", NS)
+        w.kubectl("label", "namespace", NS, "istio-injection=enabled")
+        bookinfo = BOOKINFO.read_text()
+        w.apply(bookinfo)                    # unchanged: the webhook injects the pods
+        w.apply(ingress_gateway_manifest(cp.xds), ns=SYSTEM_NS)
+        _wait_deployments(w, NS, DEPLOYMENTS)
+        _wait_deployments(w, SYSTEM_NS, ("istio-ingressgateway",))
+        print(f"walk set up in {time.monotonic() - t0:.1f} s")
+        yield w
+    finally:
+        c.kubectl("delete", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME, "--ignore-not-found")
+        c.kubectl("delete", "mutatingwebhookconfiguration", "istio-sidecar-injector", "--ignore-not-found")
+        c.kubectl("delete", "configmap", "-n", SYSTEM_NS, "istio", "--ignore-not-found")
+        for ns in (NS, DEMO):
+            c.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false")
+        if made_system:   # gone (its pods confirmed by the node agent) before the next test: mizzen install
+            c.kubectl("delete", "namespace", SYSTEM_NS, "--wait=true", timeout=120)   # expects to create it
+        else:
+            c.kubectl("delete", "-n", SYSTEM_NS, "deployment/istio-ingressgateway",
+                      "service/istio-ingressgateway", "serviceaccount/istio-ingressgateway-service-account",
+                      "--ignore-not-found", timeout=90)
+        node.stop()
+        cp.stop()
+        standby.stop()
+
+
+def _holder(w: Walk, lease: str) -> str | None:
+    try:
+        return w.json("get", "lease", "-n", SYSTEM_NS, lease)["spec"].get("holderIdentity")
+    except RuntimeError:   # not created yet
+        return None
+
+
+def review_versions(w: Walk, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
+    """Answers of reviews to ``n`` requests from productpage pod, by version (of its pod name)."""
+    seen: Counter[str] = Counter()
+    for status, body, _, _ in pod_requests(w.netns(NS, "productpage"), REVIEWS, n, headers):
+        seen[json.loads(body)["podname"].split("-")[1] if status == 200 else f"HTTP {status}"] += 1
+    return seen
+
+
+# --- the walk -----------------------------------------------------------------------------------------------
+
+
+def test_bookinfo_runs_on_the_node(walk: Walk) -> None:
+    pods = walk.pods(NS, "app")
+    assert len(pods) == len(DEPLOYMENTS), [p["metadata"]["name"] for p in pods]
+    for p in pods:
+        assert p["spec"]["nodeName"] == NODE and p["status"]["phase"] == "Running"   # bound by the scheduler
+    (page,) = walk.pods(NS, "app=productpage")
+    with httpx.Client(trust_env=False, timeout=10) as c:     # productpage calls details and reviews itself
+        r = c.get(f"http://{page['status']['podIP']}:9080/productpage")
+    assert r.status_code == 200 and "Book Details" in r.text and "Book Reviews" in r.text, r.text[:500]
+
+
+def test_pods_are_injected_with_transparent_capture(walk: Walk) -> None:
+    for p in walk.pods(NS, "app"):
+        names = [c["name"] for c in p["spec"]["containers"]]
+        assert "istio-proxy" in names, names
+        assert "sidecar.istio.io/status" in p["metadata"]["annotations"]
+        assert [c["name"] for c in p["spec"]["initContainers"]] == ["istio-init"]
+        run = walk.node.pod_by_name(NS, p["metadata"]["name"])
+        for name, c in run.containers.items():      # the processes: no proxy in any environment
+            env = Path(f"/proc/{c.proc.pid}/environ").read_bytes().split(b"\0")
+            assert not [e for e in env if e.lower().startswith(b"http_proxy=")], name
+        rules = subprocess.run(["ip", "netns", "exec", run.netns, "iptables-save", "-t", "nat"],
+                               capture_output=True, text=True).stdout
+        assert "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN" in rules, rules
+        assert "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001" in rules, rules
+
+
+def test_opt_out_gets_no_sidecar(walk: Walk) -> None:
+    for key in ("labels", "annotations"):
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"opt-out-{key}", "namespace": NS, "labels": {"app": "opt-out"},
+                            key: {"sidecar.istio.io/inject": "false"}},
+               "spec": {"containers": [{"name": "app", "image": "example/sleep",
+                                        "command": [sys.executable, "-c", "import time; time.sleep(600)"]}]}}
+        if key == "labels":
+            pod["metadata"]["labels"]["sidecar.istio.io/inject"] = "false"
+        created = json.loads(walk.kubectl("create", "-o", "json", "-f", "-", stdin=json.dumps(pod)))
+        try:
+            assert [c["name"] for c in created["spec"]["containers"]] == ["app"]
+            assert not created["spec"].get("initContainers")
+            assert "sidecar.istio.io/status" not in (created["metadata"].get("annotations") or {})
+        finally:
+            walk.kubectl("delete", "pod", "-n", NS, created["metadata"]["name"], "--wait=false")
+
+
+def _comparable(pod: dict[str, Any]) -> dict[str, Any]:
+    """What injection decides in a pod: containers, init containers, volumes, Istio's labels and annotations;
+    without what the cluster adds to a running pod (the service-account volume, the ReplicaSet's hash label,
+    the node's topology labels copied at binding) and with Kubernetes' defaulted port protocol in
+    ISTIO_META_POD_PORTS (the webhook sees the defaulted pod, kube-inject the file: the same in Istio)."""
+    spec = pod["spec"]
+
+    def env(e: dict[str, Any]) -> dict[str, Any]:
+        if e["name"] != "ISTIO_META_POD_PORTS":
+            return e
+        return {**e, "value": [{"protocol": "TCP", **p} for p in json.loads(e["value"])]}
+
+    def mounts(c: dict[str, Any]) -> dict[str, Any]:
+        return {**c, "env": [env(e) for e in c.get("env") or []],
+                "volumeMounts": [m for m in c.get("volumeMounts") or []
+                                 if not m["name"].startswith("kube-api-access-")]}
+    meta = pod["metadata"]
+    return {
+        "containers": [mounts(c) for c in spec["containers"]],
+        "initContainers": [mounts(c) for c in spec.get("initContainers") or []],
+        "volumes": [v for v in spec.get("volumes") or [] if not v["name"].startswith("kube-api-access-")],
+        "securityContext": spec.get("securityContext"),
+        "labels": {k: v for k, v in (meta.get("labels") or {}).items()
+                   if k != "pod-template-hash" and not k.startswith("topology.kubernetes.io/")},
+        "annotations": meta.get("annotations") or {},
+    }
+
+
+def test_kube_inject_equals_the_webhook(walk: Walk) -> None:
+    """``mizzen kube-inject`` of the same bookinfo.yaml with the same ConfigMaps as files gives the pods the
+    webhook made: each injected template, created as a Pod with a server-side dry run (the API server's
+    defaults; the webhook leaves an already injected pod alone), equals the running pod of that Deployment."""
+    out = _kube_inject(walk, BOOKINFO.read_text(), NS)
+    templates = {d["metadata"]["name"]: d["spec"]["template"] for d in yaml.safe_load_all(out)
+                 if d and d["kind"] == "Deployment"}
+    assert set(templates) == set(DEPLOYMENTS)
+    for name, template in templates.items():
+        pod = {"apiVersion": "v1", "kind": "Pod", "spec": template["spec"],
+               "metadata": {**template["metadata"], "generateName": f"{name}-", "namespace": NS}}
+        dry = json.loads(walk.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
+                                      stdin=json.dumps(pod)))
+        (live,) = walk.pods(NS, f"app={template['metadata']['labels']['app']},"
+                                f"version={template['metadata']['labels']['version']}")
+        want, got = (json.dumps(_comparable(x), indent=1, sort_keys=True).splitlines() for x in (dry, live))
+        assert want == got, f"{name}:\n" + "\n".join(difflib.unified_diff(want, got, "kube-inject", "webhook",
+                                                                          lineterm="", n=2))
+
+
+def test_gateway_serves_istios_sample(walk: Walk) -> None:
+    walk.apply((SAMPLES / "bookinfo-gateway.yaml").read_text())       # Istio's: port 8080, hosts "*"
+
+    def page() -> None:
+        r = walk.gateway("/productpage")
+        assert r.status_code == 200 and "Book Details" in r.text, (r.status_code, r.text[:300])
+    until(page, timeout=60)
+    assert walk.gateway("/details/0").status_code == 404           # no rule for it
+
+
+def test_seed_gateway_host_match_redirect_and_rewrite(walk: Walk) -> None:
+    # the seed's 4.2 (port 80: the gateway's 8080, host bookinfo.kubeasy.com) and 4.3, same names: replaced
+    walk.apply((SEED / "bookinfo-gateway.yaml").read_text())
+    walk.apply((SEED / "bookinfo-vs-redirect-rewrite.yaml").read_text())
+
+    def redirected() -> None:
+        r = walk.gateway("/yunwei", SEED_HOST)
+        seed_checks.redirected(r.status_code, r.headers.get("location"))
+    until(redirected, timeout=60)
+    assert walk.gateway("/yunwei/anything", SEED_HOST).status_code == 301      # prefix
+    r = walk.gateway("/", SEED_HOST)                                           # rewrite / -> /productpage
+    assert r.status_code == 200 and "Book Details" in r.text, r.text[:300]
+    assert walk.gateway("/productpage", {"Host": "other.example.com"}).status_code == 404
+
+
+def test_all_v1_then_80_20(walk: Walk) -> None:
+    walk.apply((SAMPLES / "destination-rule-all.yaml").read_text())
+    walk.apply((SAMPLES / "virtual-service-all-v1.yaml").read_text())
+    until(lambda: seed_checks.only(review_versions(walk, 10), "v1", 10), timeout=60)
+    seed_checks.only(review_versions(walk, 30), "v1", 30)
+    walk.apply((SEED / "reviews-80v1-20v2.yaml").read_text())
+    until(lambda: review_versions(walk, 20)["v2"] > 0, timeout=60)
+    seed_checks.canary_80_20(review_versions(walk, 1000))
+
+
+def test_end_user_jason_ab(walk: Walk) -> None:
+    walk.apply((SEED / "reviews-dr.yaml").read_text())
+    walk.apply((SEED / "reviews-jasonv3.yaml").read_text())
+    jason = {"end-user": "jason"}
+    until(lambda: seed_checks.only(review_versions(walk, 5, jason), "v3", 5), timeout=60)
+    seed_checks.only(review_versions(walk, 10, jason), "v3", 10)
+    seed_checks.only(review_versions(walk, 10, {"end-user": "mary"}), "v2", 10)
+    seed_checks.only(review_versions(walk, 10), "v2", 10)
+
+
+def test_load_balancing_round_robin(walk: Walk) -> None:
+    walk.kubectl("delete", "-n", NS, "virtualservice", "reviews", "--ignore-not-found")
+    walk.apply((SEED / "reviews-dr-random.yaml").read_text().replace("RANDOM", "ROUND_ROBIN"))
+
+    def rr() -> None:
+        order = [json.loads(b)["podname"].split("-")[1]
+                 for _, b, _, _ in pod_requests(walk.netns(NS, "productpage"), REVIEWS, 9)]
+        seed_checks.round_robin(order)
+    until(rr, timeout=60)
+
+
+def test_circuit_breaking(walk: Walk) -> None:
+    walk.apply((SEED / "ratings-dr.yaml").read_text())      # maxConnections 3, pending 1, outlier detection
+    (page,) = walk.pods(NS, "app=productpage")
+    netns = walk.netns(NS, "productpage")
+    ratings = f"outbound|9080||ratings.{NS}.svc.cluster.local"
+
+    def pushed() -> bool:   # the limits are in productpage's config before any load is sent: a 5xx met while
+        # waiting would eject ratings for the DR's 3 minutes (consecutive5xxErrors: 1)
+        dump = walk.cp.api_get(f"/debug/config_dump?proxyID={page['metadata']['name']}")
+        c = {x["name"]: x for x in dump["CDS"]}.get(ratings) or {}
+        limits = (c.get("circuitBreakers") or {}).get("thresholds", [])
+        return any(t.get("maxConnections") == 3 for t in limits)
+    wait_for(pushed, timeout=60, what="the ratings DestinationRule in productpage's clusters")
+    codes, _, summary = pod_load(netns, RATINGS, concurrency=1, total=20)    # the seed's first run
+    assert codes == {200: 20}, summary
+
+    def broken() -> None:
+        codes, overflows, summary = pod_load(netns, RATINGS, concurrency=20, total=20)
+        if "(UH)" in summary:
+            raise RuntimeError(f"ratings was ejected (a 5xx met outlier detection): {summary}")
+        seed_checks.circuit_broken(codes, overflows, summary)
+    until(broken, timeout=30, interval=1.0)
+
+
+def test_delay_and_abort(walk: Walk) -> None:
+    netns = walk.netns(NS, "productpage")
+    walk.apply((SEED / "details-delay.yaml").read_text().replace("fixedDelay: 5s", "fixedDelay: 1s"))
+
+    def delayed() -> None:
+        ((status, _, _, elapsed),) = pod_requests(netns, DETAILS)
+        seed_checks.delayed(status, elapsed, 1.0)
+    until(delayed, timeout=60)
+    walk.apply((SEED / "details-abort.yaml").read_text())
+
+    def aborted() -> None:
+        ((status, body, _, _),) = pod_requests(netns, DETAILS)
+        seed_checks.aborted(status, body)
+    until(aborted, timeout=60)
+
+
+DEMO_APPS = (("order", "demo-order", 80, 8080), ("demo-receive", "demo-receive", 8080, 8080),
+             ("demo-ui", "demo-ui", 80, 8080), ("handler", "demo-handler", 80, 8080))
+
+
+def _demo_manifests() -> str:
+    docs: list[Any] = []
+    for svc, app, port, target in DEMO_APPS:
+        docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc},
+                     "spec": {"selector": {"app": app},
+                              "ports": [{"name": "http", "port": port, "targetPort": target}]}})
+        for v in (("v1", "v2") if svc == "handler" else ("v1",)):
+            labels = {"app": app, "version": v}
+            docs.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": f"{app}-{v}"},
+                         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                                  "template": {"metadata": {"labels": labels},
+                                               "spec": {"terminationGracePeriodSeconds": 2, "containers": [
+                                                   echo_app_container(svc, v, target)]}}}})
+    return yaml.safe_dump_all(docs)
+
+
+def test_section5_converted_ingress_north_south_and_east_west(walk: Walk) -> None:
+    walk.kubectl("create", "namespace", DEMO)
+    walk.kubectl("label", "namespace", DEMO, "istio-injection=enabled")
+    apps = _demo_manifests()
+    walk.apply(apps, ns=DEMO)
+    r = subprocess.run([MIZZEN, "convert", "ingress", "-f", str(INGRESSES)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    walk.apply(r.stdout, ns=DEMO)
+    _wait_deployments(walk, DEMO, (*(f"{app}-v1" for _, app, _, _ in DEMO_APPS), "demo-handler-v2"))
+    host = {"Host": "demo.test.com"}
+
+    def routed() -> None:
+        got = walk.gateway("/orders/7", host)
+        assert got.status_code == 200 and got.json()["service"] == "order", got.text
+    until(routed, timeout=60)
+    for path, service, seen in (("/receiveapi/messages?x=1", "demo-receive", "/messages?x=1"),
+                                ("/index.html", "demo-ui", "/index.html")):
+        got = walk.gateway(path, host)
+        assert got.status_code == 200, got.text
+        assert (got.json()["service"], got.json()["path"]) == (service, seen), got.text
+    assert walk.gateway("/orders", {"Host": "nope.test.com"}).status_code == 404
+
+    # east-west (seed 5.3): order -> handler, subset v1 only
+    walk.apply((SEED / "demo-handler-dr.yaml").read_text(), ns=DEMO)
+    netns = walk.netns(DEMO, "demo-order")
+
+    def only_v1() -> None:
+        answers = pod_requests(netns, "http://handler/api/handle", 6)
+        assert [(s, json.loads(b)["version"]) for s, b, _, _ in answers] == [(200, "v1")] * 6, answers
+    until(only_v1, timeout=60)
+
+
+INVALID_VS = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bad-reviews}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v1}, weight: 200}]}]
+"""
+
+
+def test_invalid_virtual_service_is_refused(walk: Walk, tmp_path: Path) -> None:
+    def fail_closed() -> bool:
+        (hook,) = walk.json("get", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME)["webhooks"]
+        return hook["failurePolicy"] == "Fail" and "caBundle" in hook["clientConfig"]
+    wait_for(fail_closed, timeout=30, what="the validator patched (caBundle, failurePolicy Fail)")
+    # what `mizzen validate` says about it, minus its file:line prefix
+    (tmp_path / "bad.yaml").write_text(INVALID_VS)
+    v = subprocess.run([MIZZEN, "validate", "-n", NS, "-f", str(tmp_path / "bad.yaml")], capture_output=True,
+                       text=True, timeout=60)
+    lines = [ln.split(": ", 1)[1] for ln in (v.stdout + v.stderr).splitlines()
+             if ln.startswith(str(tmp_path / "bad.yaml"))]
+    assert v.returncode == 1 and lines, v.stdout + v.stderr
+    kubectl = [str(walk.cluster.bin / "kubectl"), "--kubeconfig", str(walk.cluster.kubeconfig)]
+    r = subprocess.run([*kubectl, "apply", "-n", NS, "-f", "-"], input=INVALID_VS, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode != 0, r.stdout
+    assert 'admission webhook "validation.istio.io" denied the request' in r.stderr, r.stderr
+    for line in lines:
+        assert line in r.stderr, (line, r.stderr)
+    assert "bad-reviews" not in walk.kubectl("get", "virtualservices", "-n", NS, "-o", "name")
+
+
+def test_kill_the_leader(walk: Walk) -> None:
+    """Last: istiod-a (the leader, and the proxies' control plane) is killed -9. istiod-b takes both Leases; a
+    namespace created after the kill gets istio-ca-root-cert (the same root) within the Lease duration plus
+    one retry period (client-go: the old Lease expires at most a TTL after the kill, the standby retries every
+    TTL/4); the proxies keep their config all along; the restarted istiod-a serves them again."""
+    w = walk
+    assert {_holder(w, NAMESPACE_CONTROLLER), _holder(w, VALIDATION_CONTROLLER)} == {w.cp.name}
+    root = w.json("get", "configmap", "-n", NS, CONFIGMAP)["data"][DATA_KEY]
+    walk.apply((SEED / "bookinfo-gateway.yaml").read_text())     # the gateway route used below
+    walk.apply((SEED / "bookinfo-vs-redirect-rewrite.yaml").read_text())
+    until(lambda: seed_checks.redirected(*_yunwei(w)), timeout=60)
+
+    w.cp.kill()
+    killed = time.monotonic()
+    w.kubectl("create", "namespace", "walk-after-failover")
+    try:
+        def published() -> bool:
+            seed_checks.redirected(*_yunwei(w))                  # the gateway keeps its config throughout
+            try:
+                cm = w.json("get", "configmap", "-n", "walk-after-failover", CONFIGMAP)
+            except RuntimeError:
+                return False
+            return bool(cm["data"][DATA_KEY] == root)
+        wait_for(published, timeout=3 * LEASE_TTL_S, what="istio-ca-root-cert in the new namespace")
+        took = time.monotonic() - killed
+        print(f"failover: istio-ca-root-cert in a new namespace {took:.1f} s after kill -9 of the leader "
+              f"(Lease duration {LEASE_TTL_S} s)")
+        assert took <= LEASE_TTL_S * 1.25 + 1.0, took
+        assert _holder(w, NAMESPACE_CONTROLLER) == w.standby.name
+        wait_for(lambda: _holder(w, VALIDATION_CONTROLLER) == w.standby.name, timeout=2 * LEASE_TTL_S,
+                 what="the validation controller's Lease taken over")
+        for _ in range(10):
+            seed_checks.redirected(*_yunwei(w))
+            time.sleep(0.2)
+    finally:
+        w.kubectl("delete", "namespace", "walk-after-failover", "--wait=false")
+    # istiod-a back on its address: the proxies reconnect and take a change again
+    w.cp.start()
+    w.apply((SEED / "bookinfo-gateway.yaml").read_text().replace("bookinfo.kubeasy.com", "after.example.com"))
+
+    def moved() -> None:
+        assert w.gateway("/productpage", {"Host": "after.example.com"}).status_code == 200
+    until(moved, timeout=60)
+
+
+def _yunwei(w: Walk) -> tuple[int, str | None]:
+    r = w.gateway("/yunwei", SEED_HOST)
+    return r.status_code, r.headers.get("location")
