@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from mizzen.cli.main import app
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.core.mesh import MeshConfig
+from mizzen.kube.inject.webhook import mutating_webhook_configuration
 from mizzen.kube.webhooks.configuration import DEFAULT_VALIDATOR_NAME, validator_name
 from mizzen.kube.webhooks.configuration import default_validating_webhook_configuration as default_validator
 from mizzen.kube.webhooks.configuration import validating_webhook_configuration as rev_validator
@@ -143,6 +144,13 @@ async def test_kubectl_apply_is_validated_by_the_webhook(kube_cluster: Any, tmp_
         await kubectl(kube_cluster, "create", "namespace", ns)
     created = await kubectl(kube_cluster, "create", "-f", "-", stdin=json.dumps(vwc))
     assert created.returncode == 0, created.stderr
+    # the revision's injector too (only its rev.* webhooks: they match nothing outside this test)
+    mwc = mutating_webhook_configuration(REVISION, namespace=SYSTEM)
+    mwc["webhooks"] = [h for h in mwc["webhooks"] if h["name"].startswith("rev.")]
+    for h in mwc["webhooks"]:
+        h["clientConfig"] = {"url": f"https://{host}:{port}/inject"}
+    created = await kubectl(kube_cluster, "create", "-f", "-", stdin=json.dumps(mwc))
+    assert created.returncode == 0, created.stderr
     try:
         # installed fail-open: with no control plane answering, even an invalid object gets through
         hook = await webhook_config(kube_cluster)
@@ -166,6 +174,16 @@ async def test_kubectl_apply_is_validated_by_the_webhook(kube_cluster: Any, tmp_
             patched = (await webhook_config(kube_cluster))["clientConfig"]["caBundle"]
             bundle = base64.b64decode(patched).decode()
             assert bundle == cp.identity.ca.trust_bundle.pem
+
+            async def injector_patched() -> bool:
+                r = await kubectl(kube_cluster, "get", "mutatingwebhookconfiguration",
+                                  mwc["metadata"]["name"], "-o", "json")
+                hooks = json.loads(r.stdout)["webhooks"] if r.returncode == 0 else []
+                # the injector gets the roots; its failure policy stays the chart's
+                return bool(hooks) and all(h["clientConfig"].get("caBundle") == patched
+                                           and h["failurePolicy"] == "Fail" for h in hooks)
+
+            await until(injector_patched, 20, "the injector's caBundle patched")
 
             for kind, text in INVALID.items():
                 r = await apply(kube_cluster, text)
@@ -234,6 +252,8 @@ async def test_kubectl_apply_is_validated_by_the_webhook(kube_cluster: Any, tmp_
     finally:
         await kubectl(kube_cluster, "delete", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME,
                       validator_name(SYSTEM, REVISION), "--ignore-not-found")
+        await kubectl(kube_cluster, "delete", "mutatingwebhookconfiguration", mwc["metadata"]["name"],
+                      "--ignore-not-found")
         # the objects now, so no config event of this test lands in a later one; the namespaces in background
         await kubectl(kube_cluster, "delete", "-n", NS, "virtualservices,destinationrules,gateways", "--all")
         with contextlib.suppress(Exception):

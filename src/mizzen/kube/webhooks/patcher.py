@@ -3,7 +3,9 @@
 webhooks' ``caBundle``; a webhook installed fail-open (``failurePolicy: Ignore``, as the charts do) is
 switched to ``Fail`` once a dry-run create of an invalid Gateway (``invalid-gateway`` with no servers, in the
 control plane's namespace) is refused by the webhook, so nothing invalid gets past while the webhook is down;
-never back to ``Ignore``.
+never back to ``Ignore``. Like Istio's webhook certificate patcher, the revision's
+``MutatingWebhookConfiguration`` (``istio-sidecar-injector``) gets the roots too, in its webhooks named
+``*sidecar-injector.istio.io``; its failure policy is the chart's and left alone.
 If the Gateway CRD is missing the check cannot run and the webhook counts as ready, as in Istio.
 
 Only one replica may do this: :meth:`WebhookPatcher.run` is started by the leader (or by a single control
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 __all__ = ["WebhookPatcher"]
 
 _VWC_PATH = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+_MWC_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+INJECTOR_SUFFIX = "sidecar-injector.istio.io"
 DENIED = "denied the request"
 MISSING_RESOURCE = "the server could not find the requested resource"
 
@@ -61,6 +65,7 @@ async def _call(api: ApiClient, method: str, path: str, *, query: list[tuple[str
 
 
 _VWC = ResourceType("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations")
+_MWC = ResourceType("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations")
 
 
 class _Wake:
@@ -104,8 +109,9 @@ class WebhookPatcher:
         """Reconcile until cancelled: at once when one of the revision's configurations changes, else every
         ``retry_s`` / ``resync_s``."""
         changed = asyncio.Event()
-        watch = asyncio.create_task(Reflector(api, _VWC, _Wake(self.revision, changed)).run(),
-                                    name="webhook configurations")
+        watches = [asyncio.create_task(Reflector(api, kind, _Wake(self.revision, changed)).run(),
+                                       name=f"webhook configurations: {kind.plural}")
+                   for kind in (_VWC, _MWC)]
         try:
             while True:
                 changed.clear()
@@ -120,9 +126,10 @@ class WebhookPatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), pause)
         finally:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            for watch in watches:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
 
     async def reconcile(self, api: ApiClient) -> None:
         if not self.fail_closed:
@@ -139,32 +146,40 @@ class WebhookPatcher:
         if status != 200 or not isinstance(listed, dict):
             raise RuntimeError(f"listing ValidatingWebhookConfigurations: {_message(status, listed, raw)}")
         for obj in listed.get("items") or []:
-            await self._update(api, obj, bundle)
+            await self._update(api, obj, bundle, _VWC_PATH, "ValidatingWebhookConfiguration")
+        status, listed, raw = await _call(api, "GET", _MWC_PATH,
+                                          query=[("labelSelector", f"{REV_LABEL}={self.revision}")])
+        if status != 200 or not isinstance(listed, dict):
+            raise RuntimeError(f"listing MutatingWebhookConfigurations: {_message(status, listed, raw)}")
+        for obj in listed.get("items") or []:
+            await self._update(api, obj, bundle, _MWC_PATH, "MutatingWebhookConfiguration")
 
-    async def _update(self, api: ApiClient, obj: dict[str, Any], bundle: str) -> None:
+    async def _update(self, api: ApiClient, obj: dict[str, Any], bundle: str, path: str, kind: str) -> None:
         name = obj.get("metadata", {}).get("name", "")
+        validating = path == _VWC_PATH
         changed = False
         for hook in obj.get("webhooks") or []:
+            if not validating and not str(hook.get("name", "")).endswith(INJECTOR_SUFFIX):
+                continue
             client_config = hook.setdefault("clientConfig", {})
             if client_config.get("caBundle") != bundle:
                 client_config["caBundle"] = bundle
                 changed = True
-            if self.fail_closed and hook.get("failurePolicy") == "Ignore":   # never back to Ignore, as Istio
-                hook["failurePolicy"] = "Fail"
+            if validating and self.fail_closed and hook.get("failurePolicy") == "Ignore":
+                hook["failurePolicy"] = "Fail"                       # never back to Ignore, as Istio
                 changed = True
         if not changed:
             return
         # the object carries its resourceVersion: a concurrent change is a 409, not overwritten
-        status, body, raw = await _call(api, "PUT", f"{_VWC_PATH}/{name}", body=obj)
+        status, body, raw = await _call(api, "PUT", f"{path}/{name}", body=obj)
         if status == 409:   # changed meanwhile: the next round reads it again
-            log.info("ValidatingWebhookConfiguration %s changed while patching; retrying", name)
+            log.info("%s %s changed while patching; retrying", kind, name)
             return
         if status != 200:
-            raise RuntimeError(f"updating ValidatingWebhookConfiguration {name}: "
-                               f"{_message(status, body, raw)}")
+            raise RuntimeError(f"updating {kind} {name}: {_message(status, body, raw)}")
         self.patched += 1
-        log.info("ValidatingWebhookConfiguration %s: caBundle patched%s", name,
-                 ", failurePolicy Fail" if self.fail_closed else "")
+        log.info("%s %s: caBundle patched%s", kind, name,
+                 ", failurePolicy Fail" if validating and self.fail_closed else "")
 
     async def _invalid_config_refused(self, api: ApiClient) -> tuple[bool, str]:
         """Istio's readiness check: a dry-run create of an invalid Gateway must be denied by the webhook."""
