@@ -47,11 +47,32 @@ def test_proxy_spec_from_pod_env(tmp_path: Path) -> None:
     assert parse_downward('a="x=y"\nb="quo\\"te"\n') == {"a": "x=y", "b": 'quo"te'}
 
 
+def test_mutual_tls_takes_the_pods_token_and_root(tmp_path: Path) -> None:
+    """Istio's default controlPlaneAuthPolicy: the CA at CA_ADDR, xDS at discoveryAddress, both over TLS, the
+    pod's projected istio-token and the istio-ca-root-cert root at Istio's paths (mapped by MIZZEN_MOUNTS)."""
+    mounts = {"/etc/istio/pod": str(tmp_path / "podinfo"), "/var/run/secrets/tokens": str(tmp_path / "tok"),
+              "/var/run/secrets/istio": str(tmp_path / "root")}
+    env = _env(tmp_path, PROXY_CONFIG=json.dumps({"discoveryAddress": "10.244.228.1:15012"}),
+               CA_ADDR="10.244.228.1:15013", MIZZEN_MOUNTS=json.dumps(mounts))
+    _spec, opts, _ = proxy_from_env("sidecar", "bookinfo.svc.cluster.local", env)
+    ident = opts.identity
+    assert ident is not None
+    assert (ident.ca_address, ident.xds_address) == ("10.244.228.1:15013", "10.244.228.1:15012")
+    assert ident.token_file == tmp_path / "tok" / "istio-token"
+    assert ident.root_cert_file == tmp_path / "root" / "root-cert.pem"
+    del env["CA_ADDR"]
+    _spec, opts, _ = proxy_from_env("sidecar", "bookinfo.svc.cluster.local", env)
+    assert opts.identity is not None and opts.identity.ca_address == "10.244.228.1:15012"
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"INSTANCE_IP": ""}, "INSTANCE_IP not set"),
     ({"PROXY_CONFIG": json.dumps({"controlPlaneAuthPolicy": "NONE", "discoveryAddress": "nohost"})},
      "discoveryAddress 'nohost': want host:port"),
-    ({"PROXY_CONFIG": json.dumps({"discoveryAddress": "istiod.istio-system.svc:15012"})}, "MUTUAL_TLS"),
+    ({"PROXY_CONFIG": json.dumps({"discoveryAddress": "istiod.istio-system.svc:15012",
+                                  "controlPlaneAuthPolicy": "SOMETIMES"})}, "want MUTUAL_TLS or NONE"),
+    ({"PROXY_CONFIG": json.dumps({"discoveryAddress": "istiod.istio-system.svc:15012"}),
+      "JWT_POLICY": "none"}, "JWT_POLICY"),
     ({"ISTIO_KUBE_APP_PROBERS": "{"}, "ISTIO_KUBE_APP_PROBERS: not JSON"),
 ])
 def test_bad_pod_env_is_one_line(tmp_path: Path, change: dict[str, str], message: str) -> None:

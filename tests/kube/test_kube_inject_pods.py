@@ -31,6 +31,7 @@ from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
 
 NS = "kinject"
+SYSTEM_NS = "kinject-system"
 MIZZEN = str(Path(sys.executable).with_name("mizzen"))
 SERVER = textwrap.dedent("""
     import json, os, sys
@@ -105,18 +106,26 @@ def node(kube_cluster: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-async def controlplane(kube_cluster: Any, node: Any) -> AsyncIterator[ControlPlane]:
-    """On the node's address, where the pods' agents reach it (plaintext ADS, 15010's semantics)."""
-    with tempfile.TemporaryDirectory(prefix="mzt-kinject-") as tmp:
-        cp = ControlPlane(ControlPlaneOptions(
-            state_dir=Path(tmp) / "state", xds_host=node.host_ip, xds_port=0, http_port=None,
-            debounce_quiet_s=0.05, debounce_max_s=0.5, kubeconfig=Path(kube_cluster.kubeconfig),
-            xds_tls_port=None))
-        await cp.start()
-        try:
-            yield cp
-        finally:
-            await cp.stop()
+async def controlplane(kube_cluster: Any, node: Any, monkeypatch: pytest.MonkeyPatch
+                       ) -> AsyncIterator[ControlPlane]:
+    """On the node's address, where the pods' agents reach it: xDS and the CA over TLS (15012's semantics),
+    the pods authenticated by their istio-token (TokenReview); its CA Secret and Leases in a namespace of
+    this test, from where it publishes istio-ca-root-cert to every namespace."""
+    await asyncio.to_thread(kube_cluster.kubectl, "create", "namespace", SYSTEM_NS)
+    monkeypatch.setenv("POD_NAMESPACE", SYSTEM_NS)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mzt-kinject-") as tmp:
+            cp = ControlPlane(ControlPlaneOptions(
+                state_dir=Path(tmp) / "state", xds_host=node.host_ip, xds_port=0, http_port=None,
+                debounce_quiet_s=0.05, debounce_max_s=0.5, kubeconfig=Path(kube_cluster.kubeconfig),
+                xds_tls_port=0))
+            await cp.start()
+            try:
+                yield cp
+            finally:
+                await cp.stop()
+    finally:
+        await asyncio.to_thread(kube_cluster.kubectl, "delete", "namespace", SYSTEM_NS, "--wait=false")
 
 
 def _pod(cluster: Any, app: str) -> dict[str, Any]:
@@ -180,14 +189,27 @@ async def test_kube_injected_pods_talk_through_sidecars_with_transparent_capture
     c, cp = kube_cluster, controlplane
     c.kubectl("create", "namespace", NS)
     try:
-        # what kha publishes in a real install; the pods' istiod-ca-cert volume needs it
-        c.kubectl("create", "configmap", "istio-ca-root-cert", "-n", NS, "--from-literal=root-cert.pem=none")
+        # the control plane (the leader) publishes the mesh root the pods' istiod-ca-cert volume mounts
+        assert cp.identity is not None
+        root = cp.identity.ca.trust_bundle.pem
+
+        def published() -> bool:
+            r = subprocess.run([str(c.bin / "kubectl"), "--kubeconfig", str(c.kubeconfig), "get", "configmap",
+                                "istio-ca-root-cert", "-n", NS, "-o", "jsonpath={.data.root-cert\\.pem}"],
+                               capture_output=True, text=True, timeout=30)
+            return r.returncode == 0 and r.stdout.strip() == root.strip()
+
+        deadline = time.monotonic() + 30
+        while not await asyncio.to_thread(published):
+            assert time.monotonic() < deadline, "istio-ca-root-cert not published"
+            await asyncio.sleep(0.5)
+        # Istio's default controlPlaneAuthPolicy (MUTUAL_TLS): the agents use the TLS port and their token
         mesh = tmp_path / "mesh.yaml"
         mesh.write_text(yaml.safe_dump({"defaultConfig": {
-            "discoveryAddress": f"{node.host_ip}:{cp.xds_port}", "controlPlaneAuthPolicy": "NONE",
-            "terminationDrainDuration": "2s"}}))
+            "discoveryAddress": cp.xds_tls_address, "terminationDrainDuration": "2s"}}))
         values = tmp_path / "values.yaml"
-        values.write_text("global:\n  proxy:\n    readinessPeriodSeconds: 1\n")
+        values.write_text(yaml.safe_dump({"global": {"proxy": {"readinessPeriodSeconds": 1},
+                                                     "caAddress": cp.xds_tls_address}}))
         src = tmp_path / "app.yaml"
         src.write_text(manifests())
         argv = [MIZZEN, "kube-inject", "-f", str(src), "--meshConfigFile", str(mesh),
@@ -233,12 +255,22 @@ async def test_kube_injected_pods_talk_through_sidecars_with_transparent_capture
             if (status == 200 and headers.get("x-mizzen-route") == "via-vs") or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
+        if status != 200:
+            for pod in (sleep, echo):
+                d = node.pods[pod["metadata"]["uid"]].dir
+                for f in sorted(d.rglob("*.log")):
+                    print("=====", f, "\n", f.read_text(errors="replace")[-3000:])
+            st, _, b = await _curl(node, sleep, url, "-v")
+            print("CURL", st, b)
         assert (status, headers.get("x-mizzen-route")) == (200, "via-vs"), (status, headers, body)
         assert "x-envoy-upstream-service-time" in headers
         seen = json.loads(body)
         assert seen["pod"] == echo["metadata"]["name"]
         assert seen["peer"] == "127.0.0.1"                         # handed over by echo's sidecar
         assert seen["headers"].get("x-request-id")
+        # the sidecars' certificates came from the CA through the pods' tokens: auto mTLS between them
+        xfcc = {k.lower(): v for k, v in seen["headers"].items()}.get("x-forwarded-client-cert", "")
+        assert f"URI=spiffe://cluster.local/ns/{NS}/sa/default" in xfcc, seen["headers"]
         outbound = f"cluster.outbound|8000||echo.{NS}.svc.cluster.local.upstream_rq_200"
         assert await _stat(node, sleep, outbound) >= 1
         assert await _stat(node, echo, "listener.0.0.0.0_15006.downstream_cx_total") >= 1

@@ -92,6 +92,8 @@ def secret_options_from_env() -> SecretManagerOptions:
 @dataclass(frozen=True)
 class IdentityOptions:
     ca_address: str                                  # host:port of the control plane's TLS port (xDS + CA)
+    xds_address: str = ""                            # xDS over TLS elsewhere (pilot-agent's discoveryAddress
+                                                     # next to CA_ADDR); "" = ca_address
     credential_file: Path | None = None              # default <work dir>/credential
     root_cert_file: Path | None = None               # default <work dir>/root-cert.pem
     server_name: str = ISTIOD_SAN
@@ -190,7 +192,8 @@ class WorkloadIdentity:
                    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES)]
         # one TLS helper each: the CA client and the xDS proxy follow the same roots
         ca_tls = ControlPlaneTls(o.ca_address, roots, credential, o.server_name)
-        xds_tls = self.xds_tls = ControlPlaneTls(o.ca_address, roots, credential, o.server_name, options)
+        xds_address = o.xds_address or o.ca_address
+        xds_tls = self.xds_tls = ControlPlaneTls(xds_address, roots, credential, o.server_name, options)
         self.agent = IdentityAgent(self.identity, o.ca_address, credential,
                                    Path(os.path.join(self._bind_dir, SDS_SOCKET)), o.secrets, tls=ca_tls)
         manager = self.agent.manager
@@ -199,7 +202,7 @@ class WorkloadIdentity:
             if manager.current is not None:
                 xds_tls.update_roots(manager.current.roots.pem)
         manager.subscribe(follow_roots)
-        self.xds_proxy = XdsProxy(self.work_dir / XDS_SOCKET, o.ca_address, tls=xds_tls,
+        self.xds_proxy = XdsProxy(self.work_dir / XDS_SOCKET, xds_address, tls=xds_tls,
                                   bind_path=os.path.join(self._bind_dir, XDS_SOCKET))
         try:
             await self.agent.start()
@@ -208,7 +211,7 @@ class WorkloadIdentity:
             await self.stop()
             raise
         log.info("identity %s: SDS %s, xDS proxy %s -> %s (TLS)", self.identity, self.sds_socket,
-                 self.xds_socket, o.ca_address)
+                 self.xds_socket, xds_address)
 
     async def stop(self) -> None:
         if self.xds_proxy is not None:

@@ -16,16 +16,18 @@ it as ``python -m mizzen.agent``):
 
 Paths the pod mounts are found through the node agent's ``MIZZEN_MOUNTS`` map (no mount namespace there).
 
-Control-plane identity: with ``controlPlaneAuthPolicy: NONE`` the proxy speaks plaintext ADS to
-``discoveryAddress`` (Istio's 15010 semantics). ``MUTUAL_TLS`` (Istio's default) needs the agent to prove its
-identity with the pod's ``istio-token`` (TokenReview at the CA), which is not built yet: it is refused with
-one line saying so.
+Control-plane identity: with ``controlPlaneAuthPolicy: MUTUAL_TLS`` (Istio's default) the agent proves the
+pod's identity with its projected ``istio-token`` (the CA checks it with a TokenReview), trusts the
+``istio-ca-root-cert`` root, and speaks the CA over TLS to ``CA_ADDR`` (else ``discoveryAddress``) and xDS
+over TLS to ``discoveryAddress`` (see :mod:`mizzen.agent.kube_identity`); with ``NONE`` it speaks plaintext
+ADS to ``discoveryAddress`` (Istio's 15010 semantics).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -115,11 +117,19 @@ def proxy_from_env(kind: str, domain: str, env: Mapping[str, str]) -> tuple[Prox
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise PilotError(f"PROXY_CONFIG.discoveryAddress {address!r}: want host:port")
-    if str(pc.get("controlPlaneAuthPolicy") or "MUTUAL_TLS") != "NONE":
-        raise PilotError("controlPlaneAuthPolicy MUTUAL_TLS needs the CA to verify the pod's istio-token "
-                         "(TokenReview), which Mizzen's agent does not do yet; set the mesh's "
-                         "defaultConfig.controlPlaneAuthPolicy: NONE and discoveryAddress to the plaintext "
-                         "xDS port")
+    policy = str(pc.get("controlPlaneAuthPolicy") or "MUTUAL_TLS")
+    identity = None
+    if policy == "MUTUAL_TLS":
+        from mizzen.agent.identity import IdentityError
+        from mizzen.agent.kube_identity import kube_identity
+
+        try:   # the CA at CA_ADDR (pilot-agent's default: the discovery address); xDS at the latter
+            identity = kube_identity(env, ca_address=env.get("CA_ADDR", "").strip() or address)
+        except IdentityError as e:
+            raise PilotError(str(e)) from None
+        identity = dataclasses.replace(identity, xds_address=address)
+    elif policy != "NONE":
+        raise PilotError(f"PROXY_CONFIG.controlPlaneAuthPolicy {policy!r}: want MUTUAL_TLS or NONE")
     ns = env["POD_NAMESPACE"]
     labels_file = mounted("/etc/istio/pod/labels", env)
     labels = parse_downward(labels_file.read_text()) if labels_file.is_file() else {}
@@ -146,7 +156,8 @@ def proxy_from_env(kind: str, domain: str, env: Mapping[str, str]) -> tuple[Prox
     work = mounted("/etc/istio/proxy", env)
     drain = _duration_s(pc.get("terminationDrainDuration"), 5.0)
     opts = AgentOptions(concurrency=int(pc.get("concurrency") or 2), drain_time_s=max(1, round(drain)),
-                        work_dir=work if work.is_dir() else None, status_routes=probers.routes())
+                        work_dir=work if work.is_dir() else None, status_routes=probers.routes(),
+                        identity=identity)
     return spec, opts, probers
 
 
