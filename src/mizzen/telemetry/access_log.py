@@ -21,7 +21,7 @@ from google.protobuf import any_pb2, struct_pb2
 
 from mizzen.core.mesh import MeshConfig
 
-__all__ = ["FILE_ACCESS_LOG", "JSON_LOG_FORMAT", "STDOUT", "TEXT_LOG_FORMAT", "file_access_log",
+__all__ = ["FILE_ACCESS_LOG", "JSON_LOG_FORMAT", "STDOUT", "TEXT_LOG_FORMAT", "cel_filter", "file_access_log",
            "mesh_access_logs"]
 
 FILE_ACCESS_LOG = "envoy.access_loggers.file"
@@ -98,9 +98,14 @@ def file_access_log(path: str, encoding: str = "TEXT", fmt: str = "",
     log = accesslog_pb2.AccessLog(name=FILE_ACCESS_LOG,
                                   typed_config=_pack(file_pb2.FileAccessLog(path=path, log_format=sfs)))
     if expression:
-        log.filter.extension_filter.CopyFrom(accesslog_pb2.ExtensionFilter(
-            name=CEL_FILTER, typed_config=_pack(cel_pb2.ExpressionFilter(expression=expression))))
+        log.filter.CopyFrom(cel_filter(expression))
     return log
+
+
+def cel_filter(expression: str) -> accesslog_pb2.AccessLogFilter:
+    """Envoy's CEL access-log filter: log only when ``expression`` is true."""
+    return accesslog_pb2.AccessLogFilter(extension_filter=accesslog_pb2.ExtensionFilter(
+        name=CEL_FILTER, typed_config=_pack(cel_pb2.ExpressionFilter(expression=expression))))
 
 
 def mesh_access_logs(mesh: MeshConfig) -> list[accesslog_pb2.AccessLog]:
