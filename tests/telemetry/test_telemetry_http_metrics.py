@@ -17,6 +17,7 @@ from telemetry_kit import Sample, scrape, series, subset, total
 from harness import Mesh, alloc_ip, eventually
 from mizzen.agent.envoy import Agent
 from mizzen.registry.model import Workload
+from mizzen.telemetry import exchange
 
 NS = "bookinfo"
 SVC = """
@@ -78,8 +79,9 @@ async def test_requests_total_source_and_destination_with_every_label(mesh: Mesh
         await _ok(http, "http://reviews:9080/x")
         src0, dst0 = await settled(client), await settled(server)
         n = 7
+        spoofed = {exchange.HEADER: exchange.encode({"workload": "spoofed"})}  # the sidecar replaces it
         for _ in range(n):
-            r = await http.get("http://reviews:9080/x", headers={"x-mizzen-peer-workload": "spoofed"})
+            r = await http.get("http://reviews:9080/x", headers=spoofed)
             assert r.status_code == 200
             # the exchange headers never reach the app nor the client
             assert not [h for h in r.headers if h.startswith("x-mizzen-peer")]

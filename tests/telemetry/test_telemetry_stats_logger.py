@@ -3,7 +3,8 @@ metrics here rely on, with the loggers :mod:`mizzen.telemetry.metrics` builds, o
 
 - names render as ``envoy_<stat_prefix>_<name>`` in Prometheus text (hence the agent's renaming);
 - constant tag values are allowed; a command operator with no value gives an empty tag value;
-- tags from dynamic metadata (header_to_metadata) and cluster metadata; RESPONSE_FLAGS ``-`` when none;
+- tags from dynamic metadata (header_to_metadata: one base64 protobuf header, ``unknown`` when absent or
+  malformed) and cluster metadata; RESPONSE_FLAGS ``-`` when none;
 - a header filter with ``treat_missing_header_as_empty`` selects gRPC vs the rest (no content-type too);
 - counters add 1 per request; histograms get one sample per request, zero durations included;
 - TCP: opened counts on ``TcpUpstreamConnected`` (``flush_access_log_on_connected``), closed and bytes at
@@ -87,9 +88,10 @@ async def test_stats_logger_behaviour(tmp_path: Path) -> None:
         cfg = _bootstrap(ip, http_port, tcp_port, admin, echo_port, tmp_path / "tcp-access.log")
         async with running_envoy(cfg, tmp_path, (ip, http_port)), \
                 httpx.AsyncClient(trust_env=False, timeout=5) as c:
-            for headers in ({}, {"x-mizzen-peer-workload": "productpage-v1"},
+            for headers in ({}, {exchange.HEADER: exchange.encode({"workload": "productpage-v1"})},
                             {"content-type": "application/grpc",
-                             "x-mizzen-peer-workload": "grpc-client"}):
+                             exchange.HEADER: exchange.encode({"workload": "grpc-client"})},
+                            {exchange.HEADER: "not a serialized value"}):
                 assert (await c.get(f"http://{ip}:{http_port}/", headers=headers)).status_code == 200
             for _ in range(2):
                 r, w = await asyncio.open_connection(ip, tcp_port)
@@ -101,7 +103,7 @@ async def test_stats_logger_behaviour(tmp_path: Path) -> None:
             while True:
                 raw = (await c.get(f"http://{ip}:{admin}/stats/prometheus")).text
                 if ("envoy_istiocustom_istio_tcp_connections_closed_total" in raw and \
-                        'le="+Inf"} 3' in raw) or time.monotonic() > deadline:
+                        'le="+Inf"} 4' in raw) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.2)
     finally:
@@ -112,15 +114,24 @@ async def test_stats_logger_behaviour(tmp_path: Path) -> None:
     assert {d["source_workload"] for d in http} == {"unknown", "productpage-v1", "grpc-client"}
     assert {(d["request_protocol"], d["source_workload"]) for d in http} == {
         ("http", "unknown"), ("http", "productpage-v1"), ("grpc", "grpc-client")}
+    # no header and a header that does not parse: every peer field unknown (one series of both requests);
+    # a struct without a field: that label empty
+    [unknown] = [d for d in http if d["source_workload"] == "unknown"]
+    assert {k: v for k, v in unknown.items() if k.startswith("source_")} == {
+        "source_workload": "unknown", "source_workload_namespace": "unknown", "source_app": "unknown",
+        "source_version": "unknown", "source_canonical_service": "unknown",
+        "source_canonical_revision": "unknown", "source_cluster": "unknown",
+        "source_principal": "unknown"}
+    assert [d["source_app"] for d in http if d["source_workload"] == "productpage-v1"] == [""]
     for d in http:
         assert d["destination_workload"] == "reviews-v1" and d["destination_service"] == "r.ns.svc"
         assert d["response_flags"] == "-" and d["response_code"] == "200"
         # empty for plain HTTP; a gRPC request answered without grpc-status is UNKNOWN (2)
         assert d["grpc_response_status"] == ("2" if d["request_protocol"] == "grpc" else "")
-    assert total(s, "istio_requests_total") == 3
-    assert total(s, "istio_request_duration_milliseconds_count") == 3     # 0 ms durations count too
-    assert total(s, "istio_response_bytes_count") == 3
-    assert 9.5 < total(s, "istio_response_bytes_sum") < 16      # histogram sums are bucket approximations
+    assert total(s, "istio_requests_total") == 4
+    assert total(s, "istio_request_duration_milliseconds_count") == 4     # 0 ms durations count too
+    assert total(s, "istio_response_bytes_count") == 4
+    assert 12.5 < total(s, "istio_response_bytes_sum") < 21.5      # histogram sums are bucket approximations
     tcp = series(s, "istio_tcp_connections_opened_total")
     assert len(tcp) == 1 and tcp[0]["destination_service"] == "echo.ns.svc"
     assert tcp[0]["destination_workload"] == ""        # no endpoint metadata: empty

@@ -1,34 +1,60 @@
 """HTTP peer-metadata exchange (what Istio's ``istio.metadata_exchange`` and ``x-envoy-peer-metadata`` do),
 built from stock Envoy filters so that no request reaches Python.
 
-A client proxy (sidecar outbound, gateway) adds its own labels to each request as ``x-mizzen-peer-<field>``
-headers (``envoy.filters.http.header_mutation``, values fixed in the proxy's own LDS); the server sidecar
-moves them into dynamic metadata ``mizzen.peer`` and strips them (``envoy.filters.http.header_to_metadata``,
-``unknown`` when absent), and adds its own labels to the response, which the client moves and strips the
-same way. Both filters go first in the chain, so local replies (fault aborts, RBAC denials, overflow) still
-pass the response side and get ``unknown`` defaults.
+A client proxy (sidecar outbound, gateway) adds its own labels to each request as one header,
+``x-mizzen-peer-metadata``: a base64 ``google.protobuf.Value`` holding a struct of the peer fields (like
+Istio's header, a serialized struct in base64), fixed in the proxy's own LDS
+(``envoy.filters.http.header_mutation``). The server sidecar moves it into dynamic metadata
+``mizzen.peer`` / ``peer`` and strips it (``envoy.filters.http.header_to_metadata``: Envoy decodes and parses
+it, one header and rule instead of one per field), and adds its own labels to the response, which the client
+moves and strips the same way. When the header is absent or does not parse, the struct of ``unknown`` values
+stands in. Both filters go first in the chain, so local replies (fault aborts, RBAC denials, overflow) still
+pass the response side and get ``unknown`` defaults. Stats tags read a field as
+``%DYNAMIC_METADATA(mizzen.peer:peer:<field>)%`` (:func:`metadata_operator`).
 """
 
 from __future__ import annotations
+
+import base64
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, struct_pb2
 
 from mizzen.core.workload_labels import PEER_FIELDS, PEER_METADATA, UNKNOWN, PeerLabels
 
-__all__ = ["HEADER_PREFIX", "header_name", "receive_filter", "send_filter"]
+__all__ = ["HEADER", "METADATA_KEY", "decode", "encode", "metadata_operator", "receive_filter",
+           "send_filter"]
 
-HEADER_PREFIX = "x-mizzen-peer-"
+HEADER = "x-mizzen-peer-metadata"
+METADATA_KEY = "peer"
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 HEADER_TO_METADATA = "envoy.filters.http.header_to_metadata"
 
 
-def header_name(field: str) -> str:
-    return HEADER_PREFIX + field.replace("_", "-")
+def encode(fields: dict[str, str]) -> str:
+    """The header value for ``fields``: a serialized ``google.protobuf.Value`` (a struct), base64."""
+    value = struct_pb2.Value()
+    value.struct_value.update(fields)
+    return base64.b64encode(value.SerializeToString(deterministic=True)).decode()
+
+
+def decode(header: str) -> dict[str, str]:
+    """The fields a header value carries (for tests and tools)."""
+    value = struct_pb2.Value()
+    value.ParseFromString(base64.b64decode(header))
+    return {k: v.string_value for k, v in value.struct_value.fields.items()}
+
+
+_UNKNOWN = encode({f: UNKNOWN for f in PEER_FIELDS})
+
+
+def metadata_operator(field: str) -> str:
+    """The command operator of one peer field the receiving side moved into dynamic metadata."""
+    return f"%DYNAMIC_METADATA({PEER_METADATA}:{METADATA_KEY}:{field})%"
 
 
 def _pack(msg: object) -> any_pb2.Any:
@@ -40,29 +66,30 @@ def _pack(msg: object) -> any_pb2.Any:
 def send_filter(me: PeerLabels, on_request: bool) -> hcm_pb2.HttpFilter:
     """Adds this proxy's labels to every request (client side) or response (server side), replacing any the
     app or the peer sent."""
-    muts = []
-    for k, v in me.fields().items():
-        opt = base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=header_name(k), value=v),
-            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
-        muts.append(mutation_rules_pb2.HeaderMutation(append=opt))
+    opt = base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=HEADER, value=encode(me.fields())),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
     m = header_mutation_pb2.Mutations()
-    (m.request_mutations if on_request else m.response_mutations).extend(muts)
+    (m.request_mutations if on_request else m.response_mutations).append(
+        mutation_rules_pb2.HeaderMutation(append=opt))
     return hcm_pb2.HttpFilter(name=HEADER_MUTATION,
                               typed_config=_pack(header_mutation_pb2.HeaderMutation(mutations=m)))
 
 
+def _kv(value: str = "") -> h2m_pb2.Config.KeyValuePair:
+    return h2m_pb2.Config.KeyValuePair(metadata_namespace=PEER_METADATA, key=METADATA_KEY, value=value,
+                                       type=h2m_pb2.Config.PROTOBUF_VALUE, encode=h2m_pb2.Config.BASE64)
+
+
 def receive_filter(on_request: bool) -> hcm_pb2.HttpFilter:
-    """Moves the peer's headers into dynamic metadata ``mizzen.peer`` (``unknown`` when absent) and removes
-    them, from requests (server side) or responses (client side)."""
-    rules = []
-    for f in PEER_FIELDS:
-        rules.append(h2m_pb2.Config.Rule(
-            header=header_name(f),
-            on_header_present=h2m_pb2.Config.KeyValuePair(metadata_namespace=PEER_METADATA, key=f),
-            on_header_missing=h2m_pb2.Config.KeyValuePair(metadata_namespace=PEER_METADATA, key=f,
-                                                          value=UNKNOWN),
-            remove=True))
+    """Moves the peer's header into dynamic metadata ``mizzen.peer`` / ``peer`` and removes it, from
+    requests (server side) or responses (client side). Two rules on the header, applied in order: the
+    ``unknown`` struct whether or not it is present, then the header's own value when present, which
+    replaces it when it parses (a value that does not parse is skipped)."""
+    rules = [
+        h2m_pb2.Config.Rule(header=HEADER, on_header_present=_kv(_UNKNOWN), on_header_missing=_kv(_UNKNOWN)),
+        h2m_pb2.Config.Rule(header=HEADER, on_header_present=_kv(), remove=True),
+    ]
     cfg = h2m_pb2.Config()
     (cfg.request_rules if on_request else cfg.response_rules).extend(rules)
     return hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=_pack(cfg))

@@ -43,6 +43,7 @@ from google.protobuf import any_pb2
 
 from mizzen.core.workload_labels import PEER_FIELDS, PEER_METADATA, UNKNOWN, PeerLabels
 from mizzen.telemetry.access_log import cel_filter
+from mizzen.telemetry.exchange import metadata_operator
 
 __all__ = [
     "STATS_LOGGER",
@@ -94,7 +95,7 @@ class ServiceLabels:
 
 
 def _peer_from_metadata(prefix: str) -> dict[str, str]:
-    return {f"{prefix}_{f}": f"%DYNAMIC_METADATA({PEER_METADATA}:{f})%" for f in PEER_FIELDS}
+    return {f"{prefix}_{f}": metadata_operator(f) for f in PEER_FIELDS}
 
 
 def _peer_from_endpoint(prefix: str) -> dict[str, str]:
