@@ -3,8 +3,8 @@ metrics here rely on, with the loggers :mod:`mizzen.telemetry.metrics` builds, o
 
 - names render as ``envoy_<stat_prefix>_<name>`` in Prometheus text (hence the agent's renaming);
 - constant tag values are allowed; a command operator with no value gives an empty tag value;
-- tags from dynamic metadata (header_to_metadata: one base64 protobuf header, ``unknown`` when absent or
-  malformed) and cluster metadata; RESPONSE_FLAGS ``-`` when none;
+- tags from dynamic metadata (header_to_metadata: one base64 protobuf header, ``unknown`` when absent, empty
+  when malformed) and cluster metadata; RESPONSE_FLAGS ``-`` when none;
 - a header filter with ``treat_missing_header_as_empty`` selects gRPC vs the rest (no content-type too);
 - counters add 1 per request; histograms get one sample per request, zero durations included;
 - TCP: opened counts on ``TcpUpstreamConnected`` (``flush_access_log_on_connected``), closed and bytes at
@@ -111,11 +111,9 @@ async def test_stats_logger_behaviour(tmp_path: Path) -> None:
     assert "envoy_istiocustom_istio_requests_total{" in raw          # Envoy's own rendering
     s = parse(istio_names(raw))
     http = series(s, "istio_requests_total")
-    assert {d["source_workload"] for d in http} == {"unknown", "productpage-v1", "grpc-client"}
     assert {(d["request_protocol"], d["source_workload"]) for d in http} == {
-        ("http", "unknown"), ("http", "productpage-v1"), ("grpc", "grpc-client")}
-    # no header and a header that does not parse: every peer field unknown (one series of both requests);
-    # a struct without a field: that label empty
+        ("http", "unknown"), ("http", "productpage-v1"), ("grpc", "grpc-client"), ("http", "")}
+    # no header: every peer field unknown; a header that does not parse or a struct without a field: empty
     [unknown] = [d for d in http if d["source_workload"] == "unknown"]
     assert {k: v for k, v in unknown.items() if k.startswith("source_")} == {
         "source_workload": "unknown", "source_workload_namespace": "unknown", "source_app": "unknown",
@@ -123,6 +121,8 @@ async def test_stats_logger_behaviour(tmp_path: Path) -> None:
         "source_canonical_revision": "unknown", "source_cluster": "unknown",
         "source_principal": "unknown"}
     assert [d["source_app"] for d in http if d["source_workload"] == "productpage-v1"] == [""]
+    [malformed] = [d for d in http if d["source_workload"] == ""]
+    assert malformed["source_app"] == "" and malformed["destination_workload"] == "reviews-v1"
     for d in http:
         assert d["destination_workload"] == "reviews-v1" and d["destination_service"] == "r.ns.svc"
         assert d["response_flags"] == "-" and d["response_code"] == "200"

@@ -6,10 +6,10 @@ A client proxy (sidecar outbound, gateway) adds its own labels to each request a
 Istio's header, a serialized struct in base64), fixed in the proxy's own LDS
 (``envoy.filters.http.header_mutation``). The server sidecar moves it into dynamic metadata
 ``mizzen.peer`` / ``peer`` and strips it (``envoy.filters.http.header_to_metadata``: Envoy decodes and parses
-it, one header and rule instead of one per field), and adds its own labels to the response, which the client
-moves and strips the same way. When the header is absent or does not parse, the struct of ``unknown`` values
-stands in. Both filters go first in the chain, so local replies (fault aborts, RBAC denials, overflow) still
-pass the response side and get ``unknown`` defaults. Stats tags read a field as
+it; one header and rule instead of one per field), and adds its own labels to the response, which the
+client moves and strips the same way. When the header is absent, the struct of ``unknown`` values stands
+in. Both filters go first in the chain, so local replies (fault aborts, RBAC denials, overflow) still pass
+the response side and get ``unknown`` defaults. Stats tags read a field as
 ``%DYNAMIC_METADATA(mizzen.peer:peer:<field>)%`` (:func:`metadata_operator`).
 """
 
@@ -83,13 +83,11 @@ def _kv(value: str = "") -> h2m_pb2.Config.KeyValuePair:
 
 def receive_filter(on_request: bool) -> hcm_pb2.HttpFilter:
     """Moves the peer's header into dynamic metadata ``mizzen.peer`` / ``peer`` and removes it, from
-    requests (server side) or responses (client side). Two rules on the header, applied in order: the
-    ``unknown`` struct whether or not it is present, then the header's own value when present, which
-    replaces it when it parses (a value that does not parse is skipped)."""
-    rules = [
-        h2m_pb2.Config.Rule(header=HEADER, on_header_present=_kv(_UNKNOWN), on_header_missing=_kv(_UNKNOWN)),
-        h2m_pb2.Config.Rule(header=HEADER, on_header_present=_kv(), remove=True),
-    ]
+    requests (server side) or responses (client side); the struct of ``unknown`` values when it is absent.
+    A value that does not decode or parse sets nothing (the peer's labels are then empty): that costs no
+    second parse per request, and only a caller outside the mesh can send such a header."""
+    rule = h2m_pb2.Config.Rule(header=HEADER, on_header_present=_kv(), on_header_missing=_kv(_UNKNOWN),
+                               remove=True)
     cfg = h2m_pb2.Config()
-    (cfg.request_rules if on_request else cfg.response_rules).extend(rules)
+    (cfg.request_rules if on_request else cfg.response_rules).append(rule)
     return hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=_pack(cfg))
