@@ -7,6 +7,7 @@ the median of each and their ratio are printed. Every "on" round checks that ist
 every request at both proxies; every "off" round that nothing was counted.
 
     .venv/bin/python bench/bench_telemetry.py            # --rounds 7 --seconds 3 --connections 4
+    .venv/bin/python bench/bench_telemetry.py --instructions   # instructions per request (callgrind)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -78,6 +80,14 @@ async def requests_total(ip: str) -> float:
     async with httpx.AsyncClient(trust_env=False, timeout=5) as c:
         text = (await c.get(f"http://{ip}:15090/stats/prometheus")).text
     return sum(float(m.group(1)) for m in re.finditer(r"^istio_requests_total\{.*\} (\S+)$", text, re.M))
+
+
+async def heap_mb(ip: str) -> float:
+    """The Envoy's heap (``server.memory_allocated``) in MB, printed per round: does anything grow?"""
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as c:
+        text = (await c.get(f"http://{ip}:15090/stats/prometheus")).text
+    m = re.search(r"^envoy_server_memory_allocated\{?.*?\}? (\S+)$", text, re.M)
+    return float(m.group(1)) / 2**20 if m else 0.0
 
 
 def cpu_s(pid: int | None) -> float:
@@ -158,8 +168,9 @@ async def run(args: argparse.Namespace) -> None:
                            await requests_total(SERVER_IP) - before[1])
                 expect = (int(ok) + int(bad), int(ok) + int(bad)) if want_on else (0, 0)
                 check = "counted" if counted == expect else f"COUNT MISMATCH {counted} != {expect}"
+                heap = f"{await heap_mb(CLIENT_IP):.1f} / {await heap_mb(SERVER_IP):.1f}"
                 print(f"round {r + 1} {mode:3}: {rps:8.0f} req/s ({ok} ok, {bad} errors), both Envoys "
-                      f"{us:5.0f} us CPU/request, {check}", flush=True)
+                      f"{us:5.0f} us CPU/request, {check}, heap client/server {heap} MB", flush=True)
         on, off = statistics.median(results["on"]), statistics.median(results["off"])
         print(f"median telemetry on {on:.0f} req/s, off {off:.0f} req/s: ratio on/off {on / off:.3f} "
               f"({args.rounds} interleaved rounds of {args.seconds} s, {args.connections} connections, "
@@ -245,6 +256,114 @@ def static_probe(binary: Path, seconds: float, connections: int) -> None:
                 envoy.wait(10)
 
 
+def instructions_probe(binary: Path, seconds: float, connections: int) -> None:
+    """Instructions per request (valgrind's callgrind: a count, unlike CPU time insensitive to other load)
+    through a client and a server hop in one static Envoy, as between two sidecars (plaintext, direct
+    response at the server): without telemetry, with the peer exchange only, with everything the plugin
+    adds (exchange and the four HTTP metrics' stats loggers). The Envoy runs under valgrind (~50x slower):
+    request counts are small, the ranking is what counts."""
+    import glob
+    import json
+    import socket
+
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+    from envoy.extensions.filters.http.router.v3 import router_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+    from google.protobuf import json_format
+
+    from mizzen.agent.binary import envoy_binary
+    from mizzen.core.filters import pack
+    from mizzen.core.workload_labels import peer_labels
+    from mizzen.telemetry import exchange
+    from mizzen.telemetry.metrics import HTTP_METRICS, Reporter, ServiceLabels, http_loggers, with_stats_scope
+
+    if not shutil.which("valgrind"):
+        sys.exit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    client = peer_labels("load-v1", NS, {"app": "load", "version": "v1"})
+    server = peer_labels("fast-v1", NS, {"app": "fast", "version": "v1"})
+    svc = ServiceLabels(f"fast.{NS}.svc.cluster.local", "fast", NS)
+    ip, base = "127.76.0.1", 19970
+
+    def hcm(prefix: str, flts: list[Any], logs: list[Any], cluster: str = "") -> Any:
+        h = hcm_pb2.HttpConnectionManager(stat_prefix=prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
+        h.http_filters.extend(flts)
+        h.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(router_pb2.Router())
+        route = h.route_config.virtual_hosts.add(name="all", domains=["*"]).routes.add()
+        route.match.prefix = "/"
+        if cluster:
+            route.route.cluster = cluster
+        else:
+            route.direct_response.status = 200
+            route.direct_response.body.inline_string = "ok"
+        h.access_log.extend(logs)
+        return h
+
+    variants = ("none", "exchange", "telemetry")
+    bs = bootstrap_pb2.Bootstrap()
+    for i, name in enumerate(variants):
+        exch, metrics = name != "none", name == "telemetry"
+        front = [exchange.send_filter(client, True), exchange.receive_filter(False)] if exch else []
+        back = [exchange.receive_filter(True), exchange.send_filter(server, False)] if exch else []
+        flog = http_loggers(Reporter.SOURCE, client, None) if metrics else []
+        blog = http_loggers(Reporter.DESTINATION, server, svc, HTTP_METRICS) if metrics else []
+        for lname, port, h in ((f"client{i}", base + 2 * i, hcm(f"c{i}", front, flog, f"server{i}")),
+                               (f"server{i}", base + 2 * i + 1, hcm(f"s{i}", back, blog))):
+            lis = bs.static_resources.listeners.add(name=lname)
+            lis.address.socket_address.address, lis.address.socket_address.port_value = ip, port
+            lis.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager",
+                                                typed_config=pack(h))
+        c = bs.static_resources.clusters.add(name=f"server{i}", type=0)
+        c.connect_timeout.FromSeconds(5)
+        sa = c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
+        c.load_assignment.cluster_name, sa.address, sa.port_value = f"server{i}", ip, base + 2 * i + 1
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, out = Path(tmp) / "envoy.json", Path(tmp) / "callgrind.out"
+        cfg.write_text(json.dumps(with_stats_scope(json.loads(json_format.MessageToJson(bs)))))
+        envoy = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                                  str(envoy_binary()), "-c", str(cfg), "--concurrency", "1", "-l", "error",
+                                  "--disable-hot-restart", "--base-id", "7741"], stderr=subprocess.DEVNULL)
+
+        def window(url: str | None) -> tuple[int, int]:
+            """Instructions Envoy ran during ``seconds`` (of load on ``url``, or idle) and the requests."""
+            subprocess.run(["callgrind_control", "-z", str(envoy.pid)], capture_output=True, check=True)
+            n = 0
+            if url:
+                o = subprocess.run([str(binary), "load", "-c", str(connections), "-d", f"{seconds}s", url],
+                                   capture_output=True, text=True, check=True, timeout=seconds + 60)
+                n = sum(int(x) for x in o.stdout.split()[:2])
+            else:
+                time.sleep(seconds)
+            seen = set(glob.glob(f"{out}*"))
+            subprocess.run(["callgrind_control", "-d", str(envoy.pid)], capture_output=True, check=True)
+            dump = sorted(set(glob.glob(f"{out}*")) - seen)[-1]
+            m = re.search(r"^(?:summary|totals): (\d+)", Path(dump).read_text(errors="replace"), re.M)
+            return (int(m.group(1)) if m else 0), n
+
+        try:
+            deadline = time.monotonic() + 900         # valgrind starts Envoy slowly, more so under load
+            while True:
+                try:
+                    socket.create_connection((ip, base + 2 * len(variants) - 1), 0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or envoy.poll() is not None:
+                        sys.exit("Envoy under valgrind did not start listening")
+                    time.sleep(0.5)
+            for i in range(len(variants)):      # warm up: first connections, stats created
+                subprocess.run([str(binary), "load", "-c", "2", "-d", "1s", f"http://{ip}:{base + 2 * i}/"],
+                               capture_output=True, check=True, timeout=60)
+            idle, _ = window(None)
+            for i, name in enumerate(variants):
+                ir, n = window(f"http://{ip}:{base + 2 * i}/")
+                print(f"instructions {name:10} {(ir - idle) / max(1, n) / 1000:7.1f}k per request through "
+                      f"both hops ({n} requests under valgrind)", flush=True)
+        finally:
+            envoy.kill()
+            envoy.wait(30)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=7)
@@ -255,9 +374,13 @@ def main() -> None:
                    help="also rounds with istio_request_bytes/istio_response_bytes disabled (Telemetry API)")
     p.add_argument("--static", action="store_true",
                    help="only the cost breakdown on one static Envoy (no control plane, no sidecars)")
+    p.add_argument("--instructions", action="store_true",
+                   help="only instructions per request through two hops under valgrind (a count, not a time)")
     args = p.parse_args()
     start = time.monotonic()
-    if args.static:
+    if args.instructions:
+        instructions_probe(httpload(), max(args.seconds, 8.0), args.connections)
+    elif args.static:
         static_probe(httpload(), args.seconds, args.connections)
     else:
         asyncio.run(run(args))
