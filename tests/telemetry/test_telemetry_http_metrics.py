@@ -105,6 +105,8 @@ async def test_requests_total_source_and_destination_with_every_label(mesh: Mesh
                 assert delta(now, before, f"{h}_count", reporter=rep) == n, (h, rep)
                 assert delta(now, before, f"{h}_bucket", reporter=rep, le="+Inf") == n, (h, rep)
             assert delta(now, before, "istio_response_bytes_sum", reporter=rep) > 100 * n
+            # headers + body, as Istio's: these GETs have no body
+            assert delta(now, before, "istio_request_bytes_sum", reporter=rep) > 50 * n
     await eventually(histograms, timeout=15, interval=0.5)
 
 

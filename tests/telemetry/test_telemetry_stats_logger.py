@@ -6,7 +6,8 @@ metrics here rely on, with the loggers :mod:`mizzen.telemetry.metrics` builds, o
 - tags from dynamic metadata (header_to_metadata: one base64 protobuf header, ``unknown`` when absent, empty
   when malformed) and cluster metadata; RESPONSE_FLAGS ``-`` when none;
 - a header filter with ``treat_missing_header_as_empty`` selects gRPC vs the rest (no content-type too);
-- counters add 1 per request; histograms get one sample per request, zero durations included;
+- counters add 1 per request; histograms get one sample per request, zero durations included; sizes are
+  headers + body (CEL ``request.total_size`` / ``response.total_size``);
 - TCP: opened counts on ``TcpUpstreamConnected`` (``flush_access_log_on_connected``), closed and bytes at
   the end; a file access log next to them still writes one line per connection.
 """
@@ -131,7 +132,10 @@ async def test_stats_logger_behaviour(tmp_path: Path) -> None:
     assert total(s, "istio_requests_total") == 4
     assert total(s, "istio_request_duration_milliseconds_count") == 4     # 0 ms durations count too
     assert total(s, "istio_response_bytes_count") == 4
-    assert 12.5 < total(s, "istio_response_bytes_sum") < 21.5      # histogram sums are bucket approximations
+    # sizes are headers + body, as Istio's (request.total_size / response.total_size): a GET has no body but
+    # its headers (host, user-agent, accept, ...); the responses carry 5 bytes of body and their headers
+    assert 4 * 20 < total(s, "istio_request_bytes_sum") < 4 * 400
+    assert 4 * (5 + 20) < total(s, "istio_response_bytes_sum") < 4 * 400
     tcp = series(s, "istio_tcp_connections_opened_total")
     assert len(tcp) == 1 and tcp[0]["destination_service"] == "echo.ns.svc"
     assert tcp[0]["destination_workload"] == ""        # no endpoint metadata: empty

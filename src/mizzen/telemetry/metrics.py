@@ -262,6 +262,12 @@ def _and_cel(first: accesslog_pb2.AccessLogFilter, expression: str) -> accesslog
     return both
 
 
+# Istio's request and response sizes are headers plus body (its stats plugin records the attributes
+# ``request.total_size`` and ``response.total_size``); Envoy's CEL has them (one evaluation per histogram)
+REQUEST_TOTAL_SIZE = "%CEL(request.total_size)%"
+RESPONSE_TOTAL_SIZE = "%CEL(response.total_size)%"
+
+
 def _http_config(labels: Mapping[str, str], enabled: Iterable[Metric],
                  removed: frozenset[str]) -> stats_pb2.Config:
     cfg = stats_pb2.Config()
@@ -274,9 +280,9 @@ def _http_config(labels: Mapping[str, str], enabled: Iterable[Metric],
         elif m is Metric.REQUEST_DURATION:
             cfg.histograms.add(stat=stat, unit=H.Milliseconds, value_format="%DURATION%")
         elif m is Metric.REQUEST_SIZE:
-            cfg.histograms.add(stat=stat, unit=H.Bytes, value_format="%BYTES_RECEIVED%")
+            cfg.histograms.add(stat=stat, unit=H.Bytes, value_format=REQUEST_TOTAL_SIZE)
         elif m is Metric.RESPONSE_SIZE:
-            cfg.histograms.add(stat=stat, unit=H.Bytes, value_format="%BYTES_SENT%")
+            cfg.histograms.add(stat=stat, unit=H.Bytes, value_format=RESPONSE_TOTAL_SIZE)
     return cfg
 
 
