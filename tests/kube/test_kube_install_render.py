@@ -17,7 +17,7 @@ from mizzen.kube.install.manifests import OWNER, OWNER_LABEL
 from mizzen.kube.meshconfig import parse_mesh_config
 from mizzen.runner.manifests import parse_container
 
-SEED_OPERATOR = Path(__file__).resolve().parents[1] / "fixtures" / "seed" / "istio-operator.yaml"
+SEED_OPERATOR = Path(__file__).resolve().parents[1] / "fixtures" / "seed-install" / "istio-operator.yaml"
 CRD_COUNT = 15   # src/mizzen/config/schemas/crd-all.gen.yaml
 
 
