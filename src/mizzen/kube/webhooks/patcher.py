@@ -141,18 +141,14 @@ class WebhookPatcher:
                 log.info("validation webhook not ready for fail-close yet: %s", why)
             self._not_ready = why
         bundle = base64.b64encode(self.ca_bundle().encode()).decode()
-        status, listed, raw = await _call(api, "GET", _VWC_PATH,
-                                          query=[("labelSelector", f"{REV_LABEL}={self.revision}")])
-        if status != 200 or not isinstance(listed, dict):
-            raise RuntimeError(f"listing ValidatingWebhookConfigurations: {_message(status, listed, raw)}")
-        for obj in listed.get("items") or []:
-            await self._update(api, obj, bundle, _VWC_PATH, "ValidatingWebhookConfiguration")
-        status, listed, raw = await _call(api, "GET", _MWC_PATH,
-                                          query=[("labelSelector", f"{REV_LABEL}={self.revision}")])
-        if status != 200 or not isinstance(listed, dict):
-            raise RuntimeError(f"listing MutatingWebhookConfigurations: {_message(status, listed, raw)}")
-        for obj in listed.get("items") or []:
-            await self._update(api, obj, bundle, _MWC_PATH, "MutatingWebhookConfiguration")
+        for path, kind in ((_VWC_PATH, "ValidatingWebhookConfiguration"),
+                           (_MWC_PATH, "MutatingWebhookConfiguration")):
+            status, listed, raw = await _call(api, "GET", path,
+                                              query=[("labelSelector", f"{REV_LABEL}={self.revision}")])
+            if status != 200 or not isinstance(listed, dict):
+                raise RuntimeError(f"listing {kind}s: {_message(status, listed, raw)}")
+            for obj in listed.get("items") or []:
+                await self._update(api, obj, bundle, path, kind)
 
     async def _update(self, api: ApiClient, obj: dict[str, Any], bundle: str, path: str, kind: str) -> None:
         name = obj.get("metadata", {}).get("name", "")
