@@ -303,32 +303,9 @@ class CertificateAuthority:
                 raise CAError(f"CSR: RSA key of {public_key.key_size} bits is too small (2048 at least)")
         elif not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise CAError(f"CSR: unsupported key type {type(public_key).__name__} (RSA or ECDSA only)")
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([]))
-            .issuer_name(material.cert.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
-                                         content_commitment=False, data_encipherment=False,
-                                         key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                         encipher_only=False, decipher_only=False),
-                           critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                material.key.public_key()), critical=False)
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(i.uri) for i in identities]), critical=True)
-            .sign(material.key, hashes.SHA256())
-        )
-        chain = [cert_pem(cert)]
-        if material.chain_pem:
-            chain.append(material.chain_pem)
-        chain.append(material.bundle.pem)
-        return chain
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        sans = [x509.UniformResourceIdentifier(i.uri) for i in identities]
+        return self._issue_leaf(material, public_key, now, not_after, usages, sans)
 
     def sign_server_certificate(self, public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
                                 dns_names: Sequence[str], ttl: dt.timedelta) -> list[str]:
@@ -343,6 +320,15 @@ class CertificateAuthority:
         not_after = min(now + min(ttl, self.options.max_ttl), material.cert.not_valid_after_utc)
         if not_after <= now:
             raise CAError("the CA certificate has expired")
+        return self._issue_leaf(material, public_key, now, not_after, [ExtendedKeyUsageOID.SERVER_AUTH],
+                                [_san(n) for n in dns_names])
+
+    @staticmethod
+    def _issue_leaf(material: SigningMaterial, public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+                    now: dt.datetime, not_after: dt.datetime, usages: Sequence[x509.ObjectIdentifier],
+                    sans: Sequence[x509.GeneralName]) -> list[str]:
+        """A leaf signed by the CA (no subject, SANs critical, Istio's key usages), returned as Istio's
+        response chain ``[leaf, (chain), roots]``."""
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
@@ -356,10 +342,10 @@ class CertificateAuthority:
                                          key_agreement=False, key_cert_sign=False, crl_sign=False,
                                          encipher_only=False, decipher_only=False),
                            critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 material.key.public_key()), critical=False)
-            .add_extension(x509.SubjectAlternativeName([_san(n) for n in dns_names]), critical=True)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=True)
             .sign(material.key, hashes.SHA256())
         )
         chain = [cert_pem(cert)]
