@@ -75,6 +75,7 @@ if TYPE_CHECKING:
 
     from mizzen.kube.casecret import CASecretDir
     from mizzen.kube.config_source import KubeConfigSource
+    from mizzen.kube.discovery import NamespaceFilter
     from mizzen.kube.ha import LeaderWork
     from mizzen.kube.inject.values import InjectConfig
     from mizzen.kube.leader import Timing
@@ -249,6 +250,7 @@ class ControlPlane:
         self._sync_timer: asyncio.TimerHandle | None = None
         self.started = False
         self.kube_source: KubeConfigSource | None = None
+        self.discovery: NamespaceFilter | None = None
         self._kube_api: ApiClient | None = None
         self._kube_task: asyncio.Task[None] | None = None
         self.kube_registry: KubeRegistrySource | None = None
@@ -373,6 +375,7 @@ class ControlPlane:
     async def _start_kube(self, kubeconfig: Path | None) -> None:
         from mizzen.kube.client import connect
         from mizzen.kube.config_source import KubeConfigSource
+        from mizzen.kube.discovery import NamespaceFilter
         from mizzen.kube.registry_source import KubeRegistrySource
 
         self._kube_api = await connect(kubeconfig, in_cluster=kubeconfig is None)
@@ -383,15 +386,17 @@ class ControlPlane:
         if self.identity is not None:     # pods' projected istio-ca tokens, checked by TokenReview
             from mizzen.kube.tokenreview import KubeJWTAuthenticator
             self.identity.add_authenticator(KubeJWTAuthenticator(self._kube_api, self.identity.trust_domain))
-        self.kube_source = KubeConfigSource(self._kube_api, self.store)
+        self.discovery = NamespaceFilter()   # meshConfig discoverySelectors (set by _kube_mesh)
+        self.kube_source = KubeConfigSource(self._kube_api, self.store, namespaces=self.discovery)
         self.kube_registry = KubeRegistrySource(
             self._kube_api, self.registry, on_endpoints=self._kube_endpoints, on_mesh=self._kube_mesh,
-            system_namespace=self.options.mesh.root_namespace)
+            system_namespace=self.options.mesh.root_namespace, namespaces=self.discovery)
         self._kube_task = asyncio.create_task(self.kube_source.run(), name="kube config source")
         self._kube_registry_task = asyncio.create_task(self.kube_registry.run(), name="kube registry")
-        # istiod serves xDS once its informers have synced
-        await self.kube_source.wait_synced(timeout=60)
+        # istiod serves xDS once its informers have synced (the registry's first: its Namespaces and mesh
+        # config settle which namespaces the config source reads)
         await self.kube_registry.wait_synced(timeout=60)
+        await self.kube_source.wait_synced(timeout=60)
         log.info("config and services from the Kubernetes API server (%s): %d objects, %d services",
                  kubeconfig or "in-cluster", len(self.store), len(self.registry.snapshot().services))
         if self.identity is not None:
@@ -503,17 +508,20 @@ class ControlPlane:
     def _kube_mesh(self, text: str | None) -> None:
         """The mesh config ConfigMap changed: the command line's MeshConfig with its fields, a full push; an
         unusable one is logged and the current mesh config kept (as istiod does)."""
-        from mizzen.kube.meshconfig import MeshConfigError, parse_mesh_config
+        from mizzen.kube.meshconfig import MeshConfigError, discovery_selectors, parse_mesh_config
 
         base = self.options.mesh
         self._mesh_text = text   # the injector reads defaultConfig from it
         try:
             mesh, ignored = parse_mesh_config(text, base) if text is not None else (base, [])
+            selectors = discovery_selectors(text) if text is not None else ()
         except MeshConfigError as e:
             self.mesh_config_problem = f"mesh config ConfigMap {self.options.mesh.root_namespace}/istio: {e}"
             log.warning("%s; keeping the current mesh config", self.mesh_config_problem)
             return
         self.mesh_config_problem = None
+        if self.discovery is not None:   # the sources add/remove what it (de)selects: their pushes follow
+            self.discovery.set_selectors(selectors)
         if ignored:
             log.info("mesh config: fields Mizzen does not honour are ignored: %s", ", ".join(ignored))
         if mesh != self.pusher.mesh:

@@ -8,14 +8,14 @@ prefers. Each object is read through the same loader and validators as ``mizzen 
 bookkeeping fields are dropped). An object that fails validation never reaches a proxy: its previous valid
 version, if any, keeps serving, and it is listed in :attr:`KubeConfigSource.rejected` with the reason
 (Istio's validating webhook normally refuses it before it is stored). A (re)list replaces the kind's whole
-set, so deletions missed while the watch was down are applied too.
+set, so deletions missed while the watch was down are applied too. With meshConfig ``discoverySelectors``
+(a :class:`~mizzen.kube.discovery.NamespaceFilter`) only the selected namespaces' objects reach the store;
+every object is kept as read, so a namespace selected or deselected later is added or removed at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,12 +27,12 @@ from mizzen.config import kinds
 from mizzen.config.errors import ConfigError
 from mizzen.config.loader import load_object
 from mizzen.config.model import Config, ConfigKey
-from mizzen.kube.reflector import Reflector, ResourceType
+from mizzen.kube.discovery import NamespaceFilter
+from mizzen.kube.reflector import Reflector, Reflectors, ResourceType
 
 __all__ = ["WATCHED_KINDS", "KubeConfigSource", "Rejected", "Store", "essentials"]
 
 log = logging.getLogger(__name__)
-
 
 
 def _secret_kind() -> kinds.Kind:
@@ -94,61 +94,82 @@ def essentials(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class _KindHandler:
-    """Applies one kind's list/watch events to the store."""
+    """Applies one kind's list/watch events to the store; keeps what Mizzen reads of each object, so that a
+    change of the discovery namespaces can add or remove them without a re-list."""
 
     def __init__(self, source: KubeConfigSource, kind: kinds.Kind) -> None:
         self.source = source
         self.kind = kind
+        self.objects: dict[ConfigKey, dict[str, Any]] = {}
+
+    def _key(self, obj: dict[str, Any]) -> ConfigKey:
+        meta = obj.get("metadata") or {}
+        return ConfigKey(self.kind.kind, meta.get("namespace", ""), meta.get("name", ""))
 
     def replace(self, objects: list[dict[str, Any]]) -> None:
-        configs = [c for c in (self.source.convert(o) for o in objects) if c is not None]
+        self.objects = {self._key(o): essentials(o) for o in objects}
+        self.resync()
+
+    def resync(self, namespaces: frozenset[str] | None = None) -> None:
+        """The store's objects of this kind (in ``namespaces``, or all) made what the API server has of the
+        discovery namespaces."""
+        admits = self.source.admits
+        wanted: list[dict[str, Any]] = []
+        for key, obj in self.objects.items():
+            if namespaces is not None and key.namespace not in namespaces:
+                continue
+            if admits(key.namespace):
+                wanted.append(obj)
+            else:
+                self.source.rejected.pop(key, None)   # not read at all now
+        configs = [c for c in map(self.source.convert, wanted) if c is not None]
         present = {c.key for c in configs}
-        stale = [c.key for c in self.source.store.list(self.kind.kind) if c.key not in present]
+        stale = [c.key for c in self.source.store.list(self.kind.kind)
+                 if c.key not in present and (namespaces is None or c.key.namespace in namespaces)]
         self.source.apply(configs)
         if stale:
             self.source.store.delete(stale)
 
     def upsert(self, obj: dict[str, Any]) -> None:
+        key = self._key(obj)
+        self.objects[key] = essentials(obj)
+        if not self.source.admits(key.namespace):
+            return
         config = self.source.convert(obj)
         if config is not None:
             self.source.apply([config])
 
     def delete(self, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        key = ConfigKey(self.kind.kind, meta.get("namespace", ""), meta.get("name", ""))
+        key = self._key(obj)
+        self.objects.pop(key, None)
         self.source.rejected.pop(key, None)
         self.source.store.delete([key])
 
 
-class KubeConfigSource:
-    """Mirror ``kinds_`` from the API server into ``store`` while :meth:`run` runs."""
+class KubeConfigSource(Reflectors):
+    """Mirror ``kinds_`` from the API server into ``store`` while :meth:`run` runs; with ``namespaces``
+    (meshConfig ``discoverySelectors``) only the objects of the namespaces it admits."""
 
     def __init__(self, api: client.ApiClient, store: Store,
-                 kinds_: Iterable[kinds.Kind] = WATCHED_KINDS, *, watch_timeout_s: int = 300) -> None:
+                 kinds_: Iterable[kinds.Kind] = WATCHED_KINDS, *, watch_timeout_s: int = 300,
+                 namespaces: NamespaceFilter | None = None) -> None:
         self.store = store
         self.rejected: dict[ConfigKey, Rejected] = {}
+        self.namespaces = namespaces
         timeout = watch_timeout_s
-        self.reflectors = [Reflector(api, _resource(k), _KindHandler(self, k), watch_timeout_s=timeout,
-                                     field_selector=FIELD_SELECTORS.get(k.kind, ""))
-                           for k in kinds_]
+        self.handlers = [_KindHandler(self, k) for k in kinds_]
+        self.reflectors = [Reflector(api, _resource(h.kind), h, watch_timeout_s=timeout,
+                                     field_selector=FIELD_SELECTORS.get(h.kind.kind, ""))
+                           for h in self.handlers]
+        if namespaces is not None:
+            namespaces.add_listener(self._namespaces_changed)
 
-    async def run(self) -> None:
-        """Run every reflector until cancelled."""
-        tasks = [asyncio.create_task(r.run(), name=f"reflector {r.resource}") for r in self.reflectors]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+    def admits(self, namespace: str) -> bool:
+        return self.namespaces is None or self.namespaces.admits(namespace)
 
-    async def wait_synced(self, timeout: float = 30.0) -> None:
-        """Until every kind has been listed once (istiod's HasSynced): serve xDS only after this."""
-        async with asyncio.timeout(timeout):
-            for r in self.reflectors:
-                await r.synced.wait()
+    def _namespaces_changed(self, changed: frozenset[str] | None) -> None:
+        for h in self.handlers:
+            h.resync(changed)
 
     # -- conversion and application
     def convert(self, obj: dict[str, Any]) -> Config | None:

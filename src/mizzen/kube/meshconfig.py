@@ -4,7 +4,8 @@ field names), overlaid on the control plane's own (:class:`~mizzen.core.mesh.Mes
 The fields the mesh config file also has (``rootNamespace``, ``trustDomain``, ``accessLogFile``,
 ``accessLogEncoding``, ``extensionProviders``, ``defaultConfig.tracing``) are read by
 :func:`mizzen.core.mesh.with_mesh_file`; this module adds ``outboundTrafficPolicy.mode``, ``connectTimeout``,
-``defaultHttpRetryPolicy.attempts|retryOn`` and ``enableAutoMtls``. Other MeshConfig fields are accepted and
+``defaultHttpRetryPolicy.attempts|retryOn`` and ``enableAutoMtls``; ``discoverySelectors`` is read by
+:func:`discovery_selectors` (the Kubernetes sources apply it). Other MeshConfig fields are accepted and
 listed as ignored. A document that is not
 YAML, not a mapping, or has a wrong value is refused whole with a one-line :class:`MeshConfigError` (istiod
 keeps its previous mesh config then, and so does Mizzen).
@@ -19,12 +20,13 @@ import yaml
 
 from mizzen.config.durations import parse_duration
 from mizzen.core.mesh import MeshConfig, OutboundPolicy, with_mesh_file
+from mizzen.kube.discovery import DiscoverySelectorError, parse_discovery_selectors
 
-__all__ = ["HONOURED", "MeshConfigError", "parse_mesh_config"]
+__all__ = ["HONOURED", "MeshConfigError", "discovery_selectors", "parse_mesh_config"]
 
 HONOURED = ("rootNamespace", "trustDomain", "outboundTrafficPolicy", "connectTimeout",
             "defaultHttpRetryPolicy", "enableAutoMtls", "accessLogFile", "accessLogEncoding",
-            "extensionProviders", "defaultConfig")
+            "extensionProviders", "defaultConfig", "discoverySelectors")
 
 
 class MeshConfigError(ValueError):
@@ -38,8 +40,7 @@ def _str(doc: dict[str, Any], key: str) -> str:
     return value
 
 
-def parse_mesh_config(text: str, base: MeshConfig) -> tuple[MeshConfig, list[str]]:
-    """(``base`` with the fields the document sets, the top-level fields it sets that Mizzen ignores)."""
+def _document(text: str) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as e:
@@ -50,6 +51,20 @@ def parse_mesh_config(text: str, base: MeshConfig) -> tuple[MeshConfig, list[str
         doc = {}
     if not isinstance(doc, dict):
         raise MeshConfigError(f"expected a mapping of MeshConfig fields, got {type(doc).__name__}")
+    return doc
+
+
+def discovery_selectors(text: str) -> tuple[dict[str, Any], ...]:
+    """The document's ``discoverySelectors`` (``()``: every namespace)."""
+    try:
+        return parse_discovery_selectors(_document(text).get("discoverySelectors"))
+    except DiscoverySelectorError as e:
+        raise MeshConfigError(str(e)) from None
+
+
+def parse_mesh_config(text: str, base: MeshConfig) -> tuple[MeshConfig, list[str]]:
+    """(``base`` with the fields the document sets, the top-level fields it sets that Mizzen ignores)."""
+    doc = _document(text)
     try:
         base = with_mesh_file(base, doc)
     except ValueError as e:

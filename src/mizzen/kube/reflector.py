@@ -12,6 +12,7 @@ backoff. It knows the API's protocol, not the mesh: objects are plain JSON dicts
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["Backoff", "Handler", "Reflector", "ResourceType"]
+__all__ = ["Backoff", "Handler", "Reflector", "Reflectors", "ResourceType"]
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,31 @@ class Reflector:
                     self.handler.delete(obj)
         finally:
             resp.release()
+
+
+class Reflectors:
+    """Several reflectors run and synced as one (the informer set of a source): subclasses fill
+    :attr:`reflectors` in their ``__init__``."""
+
+    reflectors: list[Reflector]
+
+    async def run(self) -> None:
+        """Run every reflector until cancelled."""
+        tasks = [asyncio.create_task(r.run(), name=f"reflector {r.resource}") for r in self.reflectors]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    async def wait_synced(self, timeout: float = 30.0) -> None:
+        """Until every reflector has listed once (istiod's HasSynced)."""
+        async with asyncio.timeout(timeout):
+            for r in self.reflectors:
+                await r.synced.wait()
 
 
 def _status_message(body: str) -> str:

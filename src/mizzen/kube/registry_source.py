@@ -27,8 +27,6 @@ the control plane turns into an EDS-only push.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,7 +35,8 @@ from typing import Any, Protocol
 from kubernetes_asyncio import client
 
 from mizzen.core.push_request import WorkloadKey
-from mizzen.kube.reflector import Reflector, ResourceType
+from mizzen.kube.discovery import NamespaceFilter
+from mizzen.kube.reflector import Reflector, Reflectors, ResourceType
 from mizzen.registry.model import SliceEndpoint, SliceHealth, Workload
 
 __all__ = ["MESH_CONFIGMAP", "KubeRegistrySource", "ServiceEndpointsSink", "slice_health"]
@@ -141,14 +140,18 @@ class _Collection:
             raise
 
 
-class KubeRegistrySource:
-    """Feeds ``sink`` (the registry) from the API server while :meth:`run` runs."""
+class KubeRegistrySource(Reflectors):
+    """Feeds ``sink`` (the registry) from the API server while :meth:`run` runs; with ``namespaces``
+    (meshConfig ``discoverySelectors``, fed here with the Namespaces' labels) only the endpoints and Pods of
+    the namespaces it admits."""
 
     def __init__(self, api: client.ApiClient, sink: ServiceEndpointsSink, *,
                  on_endpoints: Callable[[frozenset[str], list[str], list[WorkloadKey]], None] | None = None,
                  on_mesh: Callable[[str | None], None] | None = None,
-                 system_namespace: str = "istio-system", watch_timeout_s: int = 300) -> None:
+                 system_namespace: str = "istio-system", watch_timeout_s: int = 300,
+                 namespaces: NamespaceFilter | None = None) -> None:
         self.sink = sink
+        self.filter = namespaces
         self.on_endpoints = on_endpoints
         self.on_mesh = on_mesh
         self.system_namespace = system_namespace
@@ -169,24 +172,11 @@ class KubeRegistrySource:
             Reflector(api, CONFIGMAPS, self.configmaps, watch_timeout_s=t, field_selector=(
                 f"metadata.namespace={system_namespace},metadata.name={MESH_CONFIGMAP}")),
         ]
+        if namespaces is not None:
+            namespaces.add_listener(self._discovery_changed)
 
-    async def run(self) -> None:
-        """Run every reflector until cancelled."""
-        tasks = [asyncio.create_task(r.run(), name=f"reflector {r.resource}") for r in self.reflectors]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-
-    async def wait_synced(self, timeout: float = 30.0) -> None:
-        """Until every collection has been listed once (the registry is complete)."""
-        async with asyncio.timeout(timeout):
-            for r in self.reflectors:
-                await r.synced.wait()
+    def admits(self, namespace: str) -> bool:
+        return self.filter is None or self.filter.admits(namespace)
 
     # --- what a change touches ------------------------------------------------------------------------------
     def _slices_changed(self, objs: list[Object]) -> None:
@@ -213,9 +203,19 @@ class KubeRegistrySource:
                                              or _pod_ref(ns, ep) in pods_on), "Node", pods_on)
 
     def _namespaces_changed(self, objs: list[Object]) -> None:
+        if self.filter is not None:   # may (de)select namespaces: then _discovery_changed recomputes them
+            self.filter.set_namespaces({k[1]: _labels(o) for k, o in self.namespaces.items.items()})
         if any(_key(o)[1] == self.system_namespace for o in objs):   # the mesh's default network
             every = {k for k in (_service_of(o) for o in self.slices.items.values()) if k}
             self._recompute(every, "Namespace", set(self.pods.items))
+
+    def _discovery_changed(self, changed: frozenset[str] | None) -> None:
+        """Namespaces were selected or deselected (None: any may have been): their endpoints and Pods."""
+        def touched(ns: str) -> bool:
+            return changed is None or ns in changed
+        services = {k for k in (_service_of(o) for o in self.slices.items.values()) if k and touched(k[0])}
+        pods = {k for k in (*self.pods.items, *self.pod_workloads) if touched(k[0])}
+        self._recompute(services, "discoverySelectors", pods)
 
     def _configmap_changed(self, objs: list[Object]) -> None:
         cm = self.configmaps.items.get((self.system_namespace, MESH_CONFIGMAP))
@@ -278,6 +278,8 @@ class KubeRegistrySource:
         meta, spec, status = _meta(pod), pod.get("spec") or {}, pod.get("status") or {}
         if meta.get("deletionTimestamp") or not status.get("podIP") or spec.get("hostNetwork"):
             return None
+        if not self.admits(str(meta.get("namespace") or "")):
+            return None
         if status.get("phase") in ("Succeeded", "Failed"):
             return None
         labels, sa, locality = self._describe(pod, {})
@@ -291,8 +293,11 @@ class KubeRegistrySource:
                         ports=ports, network=labels.get(NETWORK_LABEL, ""), healthy=ready, kube_pod=True)
 
     def endpoints_of(self, namespace: str, service: str) -> list[SliceEndpoint]:
-        """Every address:port of the Service's EndpointSlices, described by their Pods."""
+        """Every address:port of the Service's EndpointSlices, described by their Pods (none outside the
+        discovery namespaces)."""
         out: list[SliceEndpoint] = []
+        if not self.admits(namespace):
+            return out
         for s in self.slices.items.values():
             if _service_of(s) != (namespace, service) or s.get("addressType") == "FQDN":
                 continue
