@@ -8,13 +8,14 @@ nothing here logs or prints it, and :func:`redact` is what error messages show i
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import os
 import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from mizzen.atomicfile import write_atomic
 
 __all__ = [
     "STATE_DIR_ENV",
@@ -78,22 +79,11 @@ def ensure_token(path: Path) -> str:
         existing = _read_private(path)
         if existing is not None:
             return existing
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(new_token() + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)            # fails if another starter won the race: then use theirs
-            except FileExistsError:
+        try:   # linked into place only if absent: if another starter won the race, use theirs
+            if not write_atomic(path, (new_token() + "\n").encode(), replace=False):
                 continue
         except OSError as e:
             raise TokenError(f"cannot create the API token file {path}: {e.strerror or e}") from None
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
     existing = _read_private(path)
     if existing is None:
         raise TokenError(f"cannot read the API token file {path}")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mizzen.atomicfile import fsync_dir, write_atomic
 from mizzen.config.model import Config, ConfigKey, Source
 from mizzen.registry.model import Workload
 
@@ -361,7 +362,7 @@ class StateDir:
         try:
             self.quarantine.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             where = str(target)
         except OSError as e:
             log.error("could not move %s to %s: %s", path, self.quarantine, e)
@@ -407,24 +408,7 @@ def _object_bytes(record: dict[str, Any]) -> bytes:
 def atomic_write(path: Path, data: bytes, *, step: str = "", sync: bool = True) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old or the new content, never a mix (``step``: a
     crash point between the fsynced temporary file and the rename; ``sync=False``: the caller syncs)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # one writer per file at a time (the store's thread, the loop for workloads), so a fixed name will do
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-        if step:
-            crash_point(step)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if sync:
-        _fsync_dir(path.parent)
+    write_atomic(path, data, sync=sync, before_rename=(lambda: crash_point(step)) if step else None)
 
 
 def remove_file(path: Path, *, sync: bool = True) -> None:
@@ -433,17 +417,4 @@ def remove_file(path: Path, *, sync: bool = True) -> None:
     except FileNotFoundError:
         return
     if sync:
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        fsync_dir(path.parent)
