@@ -44,7 +44,8 @@ def test_selectors_select_namespaces_and_report_changes() -> None:
     ("discoverySelectors: {team: a}", "discoverySelectors: expected a list"),
     ("discoverySelectors: [{matchExpressions: [{key: team, operator: Bogus}]}]",
      "discoverySelectors[0].matchExpressions[0].operator: 'Bogus' is not a valid label selector operator"),
-    ("discoverySelectors: [{matchExpressions: [{key: team, operator: In}]}]", "must not be empty for operator In"),
+    ("discoverySelectors: [{matchExpressions: [{key: team, operator: In}]}]",
+     "must not be empty for operator In"),
     ("discoverySelectors: [{matchLabel: {team: a}}]", "unknown field 'matchLabel'"),
 ])
 def test_invalid_selectors_are_refused_in_one_line(doc: str, message: str) -> None:

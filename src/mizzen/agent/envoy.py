@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from mizzen.agent.metrics_server import STATS_SOCKET_NAME, MetricsServer
 from mizzen.childproc import tied_to_parent
 from mizzen.core.proxy import ProxyType
 from mizzen.telemetry.prometheus import AppScrape
+from mizzen.tempdirs import owned_tempdir
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class Agent:
         if self._supervisor is not None:
             raise AgentError("agent already started")
         if self._work_dir is None:
-            self._work_dir = Path(tempfile.mkdtemp(prefix="mizzen-agent-"))
+            self._work_dir = owned_tempdir("mizzen-agent-")
         self._work_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             if self._work_dir.stat().st_uid == os.getuid():

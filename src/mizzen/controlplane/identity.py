@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import tempfile
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from mizzen.security.caserver import CAService
 from mizzen.security.identity import Identity
 from mizzen.security.serving import ISTIOD_SAN, ServingCertificate
 from mizzen.security.xdsauth import NodeDenied, node_principal
+from mizzen.tempdirs import owned_tempdir
 from mizzen.xds.server import StreamDenied
 
 __all__ = ["CREDENTIALS_FILE", "IssuedCredential", "MeshIdentity", "env_ttl"]
@@ -81,7 +81,7 @@ class MeshIdentity:
         else:
             base = state_dir
             if base is None:
-                base = self._tmp = Path(tempfile.mkdtemp(prefix="mizzen-ca-"))
+                base = self._tmp = owned_tempdir("mizzen-ca-")
             self.ca = CertificateAuthority.self_signed(base, options)
         self.credentials = LocalCredentials(state_dir / CREDENTIALS_FILE if state_dir is not None else None)
         self.authenticators: list[Authenticator] = [

@@ -24,7 +24,6 @@ import base64
 import binascii
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from mizzen.security.ca import (
     load_material,
 )
 from mizzen.security.files import write_private_file
+from mizzen.tempdirs import owned_tempdir
 
 __all__ = ["CACERTS", "CA_SECRET", "SECRET_TYPE", "CASecretDir", "load_ca_secret"]
 
@@ -107,7 +107,7 @@ async def _load(api: client.ApiClient, namespace: str, options: CAOptions) -> CA
 
 async def _create(api: client.ApiClient, namespace: str, options: CAOptions) -> Object:
     """A new self-signed root as istio-ca-secret; the existing Secret when another replica was first."""
-    scratch = Path(tempfile.mkdtemp(prefix="mizzen-ca-new-"))
+    scratch = owned_tempdir("mizzen-ca-new-")
     try:
         CertificateAuthority.self_signed(scratch, options)      # Istio's root: O=<trust domain>, 10 years
         cert = (scratch / CA_DIR / CA_CERT).read_bytes()
@@ -148,7 +148,7 @@ def _materialize(secret: Object, name: str, *, plugged_in: bool) -> CASecretDir:
             raise CAError(f"CA Secret {name}: {key} is missing or empty")
     if plugged_in and not data.get(ROOT_CERT, b"").strip():
         raise CAError(f"CA Secret {name}: {ROOT_CERT} is missing or empty")
-    directory = Path(tempfile.mkdtemp(prefix="mizzen-ca-"))       # 0700
+    directory = owned_tempdir("mizzen-ca-")       # 0700
     try:
         write_private_file(directory / CA_CERT, data[CA_CERT])
         write_private_file(directory / CA_KEY, data[CA_KEY])
