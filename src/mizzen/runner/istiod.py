@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -25,10 +24,9 @@ from pathlib import Path
 import aiohttp
 
 from mizzen.auth.token import TOKEN_ENV
-from mizzen.childproc import tied_to_parent
 from mizzen.runner.manifests import pod_name, pod_template_hash
 from mizzen.runner.pod import ContainerStatus, PodStatus
-from mizzen.runner.process import Backoff, signal_group
+from mizzen.runner.process import Backoff, Supervised, spawn_logged, stop_group
 
 log = logging.getLogger("mizzen.runner")
 
@@ -100,7 +98,7 @@ class ControlPlaneArgs:
         return env
 
 
-class ControlPlanePod:
+class ControlPlanePod(Supervised):
     """Run, supervise and stop the control plane process; ``on_up()`` runs after every (re)start once its
     API answers (before that, its xDS is held).
 
@@ -159,14 +157,9 @@ class ControlPlanePod:
         self._wake.set()
 
     async def _spawn(self, spare: bool) -> asyncio.subprocess.Process:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = self.args.argv() + (["--standby"] if spare else [])
-        env = self.args.env()
-        with self.log_path.open("ab") as out:
-            return await asyncio.create_subprocess_exec(
-                *tied_to_parent(argv, env), env=env, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.PIPE if spare else asyncio.subprocess.DEVNULL,
-                start_new_session=True)
+        return await spawn_logged(self.args.argv() + (["--standby"] if spare else []), self.args.env(),
+                                  self.log_path,
+                                  stdin=asyncio.subprocess.PIPE if spare else asyncio.subprocess.DEVNULL)
 
     async def _promote(self) -> asyncio.subprocess.Process:
         """The warm spare told to start, or (none alive) a new process."""
@@ -201,33 +194,19 @@ class ControlPlanePod:
                                f"(log: {self.log_path})") from None
 
     async def _supervise(self) -> None:
-        failures = 0
+        failures: int | None = 0
         while not self._stopping:
             proc = self._proc
             if proc is None:
                 return
-            started = time.monotonic()
-            code = await proc.wait()
-            if self._stopping:
-                return
-            if time.monotonic() - started >= self.backoff.stable_s:
-                failures = 0
-            failures += 1
-            delay = self.backoff.delay(failures)
-            self.last_exit, self.state = code, "CrashLoopBackOff"
-            self.message = f"exited with code {code}; restarting in {delay:.1f}s"
-            # the runner's template, so the demo reports it as one line like any container's crash
-            log.warning("container %s exited with code %s; restart #%d in %.1fs (log: %s)",
-                        self.label, code, self.restarts + 1, delay, self.log_path)
-            self._changed()
-            await asyncio.sleep(delay)
-            if self._stopping:
+            # the runner's crash-loop step, so the demo reports a crash as one line like any container's
+            failures = await self._crash_loop_wait(proc, failures or 0)
+            if failures is None:
                 return
             try:
                 self._proc = await self._promote()
             except OSError as e:
-                self.state, self.message = "Failed", f"cannot restart: {e}"
-                self._changed()
+                self._restart_failed(e)
                 return
             self.restarts += 1
             self.state, self.message = "Running", ""
@@ -287,18 +266,8 @@ class ControlPlanePod:
                     await task
         self._monitor = self._supervisor = None
         for proc in (self._spare, self._proc):
-            if proc is None:
-                continue
-            if proc.returncode is None:
-                signal_group(proc.pid, signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), grace_s)
-                except TimeoutError:
-                    log.warning("control plane (pid %d) ignored SIGTERM for %.1fs; killing", proc.pid,
-                                grace_s)
-                    signal_group(proc.pid, signal.SIGKILL)
-                    await proc.wait()
-            signal_group(proc.pid, signal.SIGKILL)
+            if proc is not None:
+                await stop_group(proc, grace_s, f"control plane (pid {proc.pid})")
         self._spare = None
         self.state = "Terminated"
         self._changed()

@@ -30,7 +30,70 @@ class Backoff:
         return float(min(self.max_s, self.start_s * (2 ** max(0, failures - 1))))
 
 
-class ContainerProcess:
+async def spawn_logged(argv: Sequence[str], env: Mapping[str, str], log_path: Path, *, cwd: str | None = None,
+                       stdin: int = asyncio.subprocess.DEVNULL) -> asyncio.subprocess.Process:
+    """Start ``argv`` in its own session, output appended to ``log_path``, SIGKILLed if we go away."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            *tied_to_parent(list(argv), dict(env)), env=dict(env), cwd=cwd or None, stdin=stdin, stdout=out,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+
+
+async def stop_group(proc: asyncio.subprocess.Process, grace_s: float, what: str) -> None:
+    """SIGTERM ``proc``'s process group, SIGKILL it after ``grace_s``, then SIGKILL whatever is left in the
+    group; returns once the process is gone."""
+    if proc.returncode is None:
+        signal_group(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            log.warning("%s ignored SIGTERM for %.1fs; killing", what, grace_s)
+            signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    signal_group(proc.pid, signal.SIGKILL)    # anything the app left behind in its group
+
+
+class Supervised:
+    """What a supervised process reports (kubelet's container status) and its crash-loop step."""
+
+    label: str
+    log_path: Path
+    backoff: Backoff
+    restarts: int
+    last_exit: int | None
+    state: str            # Waiting | Running | CrashLoopBackOff | Failed | Terminated
+    message: str
+    _stopping: bool
+
+    def _changed(self) -> None:
+        raise NotImplementedError
+
+    async def _crash_loop_wait(self, proc: asyncio.subprocess.Process, failures: int) -> int | None:
+        """Wait for ``proc`` to exit; then (unless stopping) record the exit, report CrashLoopBackOff and
+        sleep the backoff delay. Returns the failure count so far, or None when stopping."""
+        started = time.monotonic()
+        code = await proc.wait()
+        if self._stopping:
+            return None
+        if time.monotonic() - started >= self.backoff.stable_s:
+            failures = 0
+        failures += 1
+        delay = self.backoff.delay(failures)
+        self.last_exit, self.state = code, "CrashLoopBackOff"
+        self.message = f"exited with code {code}; restarting in {delay:.1f}s"
+        log.warning("container %s exited with code %s; restart #%d in %.1fs (log: %s)",
+                    self.label, code, self.restarts + 1, delay, self.log_path)
+        self._changed()
+        await asyncio.sleep(delay)
+        return None if self._stopping else failures
+
+    def _restart_failed(self, exc: OSError) -> None:
+        self.state, self.message = "Failed", f"cannot restart: {exc}"
+        self._changed()
+
+
+class ContainerProcess(Supervised):
     """Start, supervise and stop one container process. ``on_change`` is called on every state change."""
 
     def __init__(
@@ -73,17 +136,7 @@ class ContainerProcess:
             self.on_change()
 
     async def _spawn(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self._proc = await asyncio.create_subprocess_exec(
-                *tied_to_parent(self.argv, self.env),   # SIGKILLed when the runner goes away
-                env=self.env,
-                cwd=self.cwd or None,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._proc = await spawn_logged(self.argv, self.env, self.log_path, cwd=self.cwd)
         self.state, self.message = "Running", ""
         self.started_at = time.time()
         self._changed()
@@ -99,33 +152,18 @@ class ContainerProcess:
         self._task = asyncio.create_task(self._supervise(), name=f"container {self.label}")
 
     async def _supervise(self) -> None:
-        failures = 0
+        failures: int | None = 0
         while not self._stopping:
             proc = self._proc
             if proc is None:
                 return
-            started = time.monotonic()
-            code = await proc.wait()
-            if self._stopping:
-                return
-            if time.monotonic() - started >= self.backoff.stable_s:
-                failures = 0
-            failures += 1
-            self.last_exit = code
-            delay = self.backoff.delay(failures)
-            self.state = "CrashLoopBackOff"
-            self.message = f"exited with code {code}; restarting in {delay:.1f}s"
-            log.warning("container %s exited with code %s; restart #%d in %.1fs (log: %s)",
-                        self.label, code, self.restarts + 1, delay, self.log_path)
-            self._changed()
-            await asyncio.sleep(delay)
-            if self._stopping:
+            failures = await self._crash_loop_wait(proc, failures or 0)
+            if failures is None:
                 return
             try:
                 await self._spawn()
             except OSError as exc:
-                self.state, self.message = "Failed", f"cannot restart: {exc}"
-                self._changed()
+                self._restart_failed(exc)
                 return
             self.restarts += 1
             log.info("container %s restarted (restart count %d)", self.label, self.restarts)
@@ -135,16 +173,8 @@ class ContainerProcess:
         """SIGTERM the process group, SIGKILL it after ``grace_s``; waits until the process is gone."""
         self._stopping = True
         proc = self._proc
-        if proc is not None and proc.returncode is None:
-            signal_group(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), grace_s)
-            except TimeoutError:
-                log.warning("container %s ignored SIGTERM for %.1fs; killing", self.label, grace_s)
-                signal_group(proc.pid, signal.SIGKILL)
-                await proc.wait()
         if proc is not None:
-            signal_group(proc.pid, signal.SIGKILL)    # anything the app left behind in its group
+            await stop_group(proc, grace_s, f"container {self.label}")
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
