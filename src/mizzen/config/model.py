@@ -78,10 +78,27 @@ class Config:
             object.__setattr__(self, "_content_hash", cached)
         return cached
 
+    def spec_fields(self) -> frozenset[str]:
+        """Every field name (mapping key) anywhere in ``spec``; computed once per object (it is immutable)."""
+        cached: frozenset[str] | None = self.__dict__.get("_spec_fields")
+        if cached is None:
+            found: set[str] = set()
+            stack: list[Any] = [self.spec]
+            while stack:
+                value = stack.pop()
+                if isinstance(value, Mapping):
+                    found.update(str(k) for k in value)
+                    stack.extend(value.values())
+                elif isinstance(value, (list, tuple)):
+                    stack.extend(value)
+            cached = frozenset(found)
+            object.__setattr__(self, "_spec_fields", cached)
+        return cached
+
     def with_created(self, created: float) -> Config:
         """This object with another creation time (which the content hash does not cover)."""
         new = dataclasses.replace(self, created=created)
-        for cache in ("_content_hash", "_record_json"):
+        for cache in ("_content_hash", "_record_json", "_spec_fields"):
             if cache in self.__dict__:
                 object.__setattr__(new, cache, self.__dict__[cache])
         return new
@@ -123,6 +140,15 @@ class ConfigSnapshot:
 
     def get(self, kind: str, namespace: str, name: str) -> Config | None:
         return self._index.get((kind, namespace, name))
+
+    def spec_fields(self, kind: str) -> frozenset[str]:
+        """Every field name anywhere in the specs of ``kind``'s objects, indexed once per snapshot."""
+        return self._spec_fields.get(kind, frozenset())
+
+    @cached_property
+    def _spec_fields(self) -> dict[str, frozenset[str]]:
+        return {kind: frozenset().union(*(c.spec_fields() for c in items))
+                for kind, items in self.by_kind.items()}
 
     @cached_property
     def _index(self) -> dict[tuple[str, str, str], Config]:

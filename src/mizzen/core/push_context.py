@@ -102,12 +102,10 @@ class PushContext:
     memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def uses_field(self, kind: str, name: str) -> bool:
-        """Whether any object of ``kind`` mentions the field ``name`` anywhere in its spec (memoized per
-        push); lets memo keys leave out proxy properties that no config can make matter (e.g. labels when
-        no VirtualService has ``sourceLabels``)."""
-        def scan() -> bool:
-            return any(_mentions(c.spec, name) for c in self.configs.list(kind))
-        return self.memoized(("uses", kind, name), scan)
+        """Whether any object of ``kind`` mentions the field ``name`` anywhere in its spec (the snapshot's
+        index, :meth:`ConfigSnapshot.spec_fields`); lets memo keys leave out proxy properties that no config
+        can make matter (e.g. labels when no VirtualService has ``sourceLabels``)."""
+        return self.memoized(("uses", kind, name), lambda: name in self.configs.spec_fields(kind))
 
     def memoized(self, key: Hashable, build: Callable[[], T]) -> T:
         """``build()`` once per push for ``key``; later calls return the same object."""
@@ -261,14 +259,6 @@ def _group(items: Sequence[_N]) -> dict[str, tuple[_N, ...]]:
     for item in items:
         out.setdefault(item.namespace, []).append(item)
     return {ns: tuple(v) for ns, v in out.items()}
-
-
-def _mentions(value: Any, name: str) -> bool:
-    if isinstance(value, Mapping):
-        return name in value or any(_mentions(v, name) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_mentions(v, name) for v in value)
-    return False
 
 
 def resolve_gateway_ref(ref: str, namespace: str) -> str:
