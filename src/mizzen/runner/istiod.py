@@ -140,11 +140,6 @@ class ControlPlanePod(Supervised):
         self._monitor: asyncio.Task[None] | None = None
 
     @property
-    def pid(self) -> int | None:
-        p = self._proc
-        return p.pid if p is not None and p.returncode is None else None
-
-    @property
     def spare_pid(self) -> int | None:
         p = self._spare
         return p.pid if p is not None and p.returncode is None else None
@@ -193,24 +188,13 @@ class ControlPlanePod(Supervised):
             raise TimeoutError(f"the control plane did not come up within {ready_timeout:.0f}s "
                                f"(log: {self.log_path})") from None
 
-    async def _supervise(self) -> None:
-        failures: int | None = 0
-        while not self._stopping:
-            proc = self._proc
-            if proc is None:
-                return
-            # the runner's crash-loop step, so the demo reports a crash as one line like any container's
-            failures = await self._crash_loop_wait(proc, failures or 0)
-            if failures is None:
-                return
-            try:
-                self._proc = await self._promote()
-            except OSError as e:
-                self._restart_failed(e)
-                return
-            self.restarts += 1
-            self.state, self.message = "Running", ""
-            self._changed()
+    async def _restart(self) -> None:
+        # the crash loop is the runner's (Supervised): the demo reports a crash like any container's
+        self._proc = await self._promote()
+
+    def _restarted(self) -> None:
+        self.state, self.message = "Running", ""
+        self._changed()
 
     async def wait_up(self, after: int, timeout: float) -> None:
         """Wait until the control plane has come up more than ``after`` times in total."""

@@ -65,6 +65,13 @@ class Supervised:
     state: str            # Waiting | Running | CrashLoopBackOff | Failed | Terminated
     message: str
     _stopping: bool
+    _proc: asyncio.subprocess.Process | None
+
+    @property
+    def pid(self) -> int | None:
+        """The running process's pid (None while none runs)."""
+        p = self._proc
+        return p.pid if p is not None and p.returncode is None else None
 
     def _changed(self) -> None:
         raise NotImplementedError
@@ -88,9 +95,33 @@ class Supervised:
         await asyncio.sleep(delay)
         return None if self._stopping else failures
 
-    def _restart_failed(self, exc: OSError) -> None:
-        self.state, self.message = "Failed", f"cannot restart: {exc}"
-        self._changed()
+    async def _restart(self) -> None:
+        """Start the process again (raises OSError when it cannot)."""
+        raise NotImplementedError
+
+    def _restarted(self) -> None:
+        """Report the restart (``restarts`` counts it already)."""
+        raise NotImplementedError
+
+    async def _supervise(self) -> None:
+        """Restart the process with backoff each time it exits, until stopped or it cannot be started."""
+        failures = 0
+        while not self._stopping:
+            proc = self._proc
+            if proc is None:
+                return
+            step = await self._crash_loop_wait(proc, failures)
+            if step is None:
+                return
+            failures = step
+            try:
+                await self._restart()
+            except OSError as exc:
+                self.state, self.message = "Failed", f"cannot restart: {exc}"
+                self._changed()
+                return
+            self.restarts += 1
+            self._restarted()
 
 
 class ContainerProcess(Supervised):
@@ -123,11 +154,6 @@ class ContainerProcess(Supervised):
         self._stopping = False
 
     @property
-    def pid(self) -> int | None:
-        p = self._proc
-        return p.pid if p is not None and p.returncode is None else None
-
-    @property
     def running(self) -> bool:
         return self.pid is not None
 
@@ -151,23 +177,12 @@ class ContainerProcess(Supervised):
             raise
         self._task = asyncio.create_task(self._supervise(), name=f"container {self.label}")
 
-    async def _supervise(self) -> None:
-        failures: int | None = 0
-        while not self._stopping:
-            proc = self._proc
-            if proc is None:
-                return
-            failures = await self._crash_loop_wait(proc, failures or 0)
-            if failures is None:
-                return
-            try:
-                await self._spawn()
-            except OSError as exc:
-                self._restart_failed(exc)
-                return
-            self.restarts += 1
-            log.info("container %s restarted (restart count %d)", self.label, self.restarts)
-            self._changed()
+    async def _restart(self) -> None:
+        await self._spawn()
+
+    def _restarted(self) -> None:
+        log.info("container %s restarted (restart count %d)", self.label, self.restarts)
+        self._changed()
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM the process group, SIGKILL it after ``grace_s``; waits until the process is gone."""
