@@ -5,6 +5,8 @@ clusters follow; an invalid selector keeps the last good ones. Plus the selector
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import textwrap
 from typing import Any
@@ -13,8 +15,12 @@ import pytest
 from kube_harness import UNAVAILABLE
 
 from harness import Mesh, eventually
+from mizzen.kube.client import connect
 from mizzen.kube.discovery import DiscoverySelectorError, NamespaceFilter, parse_discovery_selectors
 from mizzen.kube.meshconfig import MeshConfigError, discovery_selectors
+from mizzen.kube.registry_source import KubeRegistrySource
+from mizzen.kube.rootcert import CONFIGMAP, RootCertPublisher
+from mizzen.registry.registry import Registry
 
 SYSTEM_NS = "istio-system"
 A, B = "dsel-a", "dsel-b"
@@ -154,3 +160,43 @@ async def test_discovery_selectors_follow_mesh_config_and_namespace_labels(kube_
     finally:
         c.kubectl("delete", "configmap", "istio", "-n", SYSTEM_NS, "--ignore-not-found")
         c.kubectl("delete", "namespace", A, B, "--wait=false")
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
+async def test_root_cert_only_in_selected_namespaces(kube_cluster: Any) -> None:
+    """Istio's namespace controller publishes istio-ca-root-cert only where discovery selectors select (the
+    Namespaces' labels come from the registry source, as in the control plane)."""
+    c, on, off = kube_cluster, "dsel-root-on", "dsel-root-off"
+    c.kubectl("create", "namespace", on)
+    c.kubectl("create", "namespace", off)
+    api = await connect(c.kubeconfig)
+    selected = NamespaceFilter()
+    selected.set_selectors(parse_discovery_selectors([{"matchLabels": {"root-test": "yes"}}]))
+    registry = KubeRegistrySource(api, Registry(), namespaces=selected)
+    publisher = RootCertPublisher(api, lambda: "ROOT PEM\n", namespaces=selected)
+    tasks = [asyncio.create_task(registry.run()), asyncio.create_task(publisher.run())]
+
+    def has_configmap(ns: str) -> bool:
+        out = c.kubectl("get", "configmap", "-n", ns, "-o", "json")
+        return any(i["metadata"]["name"] == CONFIGMAP for i in json.loads(out)["items"])
+    try:
+        c.kubectl("label", "namespace", on, "root-test=yes")
+        await registry.wait_synced(timeout=30)
+
+        async def published(want: dict[str, bool]) -> None:
+            got = {ns: await asyncio.to_thread(has_configmap, ns) for ns in want}
+            assert got == want, got
+        await eventually(lambda: published({on: True}), timeout=30, interval=0.2)
+        await asyncio.sleep(1.0)                  # and none in the unselected namespace, after a while either
+        await published({off: False})
+        c.kubectl("label", "namespace", off, "root-test=yes")
+        await eventually(lambda: published({off: True}), timeout=30, interval=0.2)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await api.close()
+        c.kubectl("delete", "namespace", on, off, "--wait=false")

@@ -427,7 +427,8 @@ class ControlPlane:
                                       holder_identity(),
                                       self._election_timing or Timing())
         self.leader_work.add(NAMESPACE_CONTROLLER, "istio-ca-root-cert",
-                             RootCertPublisher(api, lambda: identity.ca.trust_bundle.pem).run)
+                             RootCertPublisher(api, lambda: identity.ca.trust_bundle.pem,
+                                               namespaces=self.discovery).run)
         if self.webhooks is not None:
             self._add_webhook_patcher(api, self.leader_work)
         self._leader_task = asyncio.create_task(self.leader_work.run(), name="leader elections")

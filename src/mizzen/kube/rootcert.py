@@ -8,8 +8,9 @@ whenever it appears or its ConfigMap is changed or deleted: it creates the Confi
 (:data:`IGNORED_NAMESPACES`, Istio's list) and terminating ones are skipped. Failed writes are retried with
 backoff. :meth:`RootCertPublisher.resync` re-checks every namespace (after a root change).
 
-Istio's discovery selectors would narrow the namespaces further; Mizzen's mesh config does not carry them
-yet, so every namespace gets the ConfigMap.
+With meshConfig ``discoverySelectors`` (a :class:`~mizzen.kube.discovery.NamespaceFilter`) only the
+selected namespaces get it, as in Istio; a namespace selected later gets it then (one deselected keeps its
+ConfigMap: nothing is deleted).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 from kubernetes_asyncio import client
 
+from mizzen.kube.discovery import NamespaceFilter
 from mizzen.kube.reflector import Backoff, Reflector, ResourceType
 from mizzen.kube.rest import Object, call, status_of
 
@@ -61,15 +63,20 @@ class _Index:
 class RootCertPublisher:
     """Keeps ``istio-ca-root-cert`` in every namespace equal to ``root_cert()`` until cancelled."""
 
-    def __init__(self, api: client.ApiClient, root_cert: Callable[[], str]) -> None:
+    def __init__(self, api: client.ApiClient, root_cert: Callable[[], str],
+                 namespaces: NamespaceFilter | None = None) -> None:
         self.api = api
         self.root_cert = root_cert
+        self.filter = namespaces
         self.namespaces = _Index(lambda o: o["metadata"]["name"], self._mark)
         self.configmaps = _Index(lambda o: o["metadata"]["namespace"], self._mark)
         self.writes = 0                  # ConfigMaps created or written back
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._backoff = Backoff(initial=0.2, maximum=10.0)
+        if namespaces is not None:
+            namespaces.add_listener(
+                lambda changed: self._mark(set(self.namespaces.items) if changed is None else set(changed)))
 
     def _mark(self, names: set[str]) -> None:
         if names:
@@ -120,6 +127,8 @@ class RootCertPublisher:
     async def _reconcile(self, ns: str) -> None:
         namespace = self.namespaces.items.get(ns)
         if namespace is None or ns in IGNORED_NAMESPACES:
+            return
+        if self.filter is not None and not self.filter.admits(ns):
             return
         if (namespace.get("status") or {}).get("phase") == "Terminating":
             return
