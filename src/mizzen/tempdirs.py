@@ -2,10 +2,11 @@
 whose owner is gone.
 
 A process killed with SIGKILL cannot remove its temp dirs. So :func:`owned_tempdir` marks each one it makes
-with its owner (a ``.mizzen-owner`` file: the pid and the process's start time, which tells a reused pid from
-the owner) and first sweeps the dirs of the same prefix whose owner no longer runs. Only dirs of this user
-with a marker are ever removed: one of a live process (a running demo next to a test), one being created (no
-marker yet) or one from before markers existed is left alone.
+with its owner (a ``.mizzen-owner`` file: the pid; the process's start time, which tells a reused pid from
+the owner; its pid namespace, so a marker from another one is never judged) and first sweeps the dirs of the
+same prefix whose owner no longer runs. Only dirs of this user with a marker are ever removed: one of a live
+process (a running demo next to a test), one being created (no marker yet) or one from before markers
+existed is left alone.
 """
 
 from __future__ import annotations
@@ -35,10 +36,17 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "?"
+
+
 def _owner_alive(marker: str) -> bool:
     parts = marker.split()
-    if len(parts) != 2 or not parts[0].isdigit():
-        return True                                    # not ours to judge: keep
+    if len(parts) != 3 or not parts[0].isdigit() or parts[2] != _pid_namespace():
+        return True                                    # not ours to judge (another pid namespace): keep
     return _start_time(int(parts[0])) == parts[1]
 
 
@@ -74,5 +82,5 @@ def owned_tempdir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     me = _start_time(os.getpid())
     if me is not None:
-        write_atomic(path / OWNER_FILE, f"{os.getpid()} {me}\n".encode(), sync=False)
+        write_atomic(path / OWNER_FILE, f"{os.getpid()} {me} {_pid_namespace()}\n".encode(), sync=False)
     return path

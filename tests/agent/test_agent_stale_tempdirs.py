@@ -78,8 +78,8 @@ def test_a_reused_pid_is_not_the_owner(owners: list[Owner]) -> None:
     o = Owner(AGENT_DIR)
     owners.append(o)
     marker = o.path / OWNER_FILE
-    pid, _start = marker.read_text().split()
-    marker.write_text(f"{pid} 1\n")                    # same pid, another start time: a different process
+    pid, _start, pidns = marker.read_text().split()
+    marker.write_text(f"{pid} 1 {pidns}\n")            # same pid, another start time: a different process
     assert o.path in sweep_stale("mizzen-agent-")
     assert not o.path.exists()
 
