@@ -19,6 +19,9 @@ builds them from there); this source watches what istiod's kube controller reads
   (locality, network, cluster), so DestinationRule subsets and ``failoverPriority`` can select on them.
 * **The mesh config** ConfigMap ``istio`` in the system namespace: its ``mesh`` key is handed to
   ``on_mesh`` as text (None when the ConfigMap or key is gone).
+* **meshConfig discoverySelectors**: the Namespaces' labels feed the
+  :class:`~mizzen.kube.discovery.NamespaceFilter`; endpoints and Pods of namespaces it does not admit are
+  left out, and a namespace (de)selected later is recomputed at once.
 
 Every change recomputes only the Services it can touch and hands their endpoints to the registry
 (:meth:`Registry.set_service_endpoints`); the hostnames whose endpoints changed go to ``on_endpoints``, which
