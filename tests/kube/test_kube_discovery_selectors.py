@@ -6,7 +6,6 @@ clusters follow; an invalid selector keeps the last good ones. Plus the selector
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import textwrap
 from typing import Any
@@ -195,8 +194,6 @@ async def test_root_cert_only_in_selected_namespaces(kube_cluster: Any) -> None:
     finally:
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await asyncio.gather(*tasks, return_exceptions=True)
         await api.close()
         c.kubectl("delete", "namespace", on, off, "--wait=false")

@@ -76,6 +76,10 @@ class Supervised:
     def _changed(self) -> None:
         raise NotImplementedError
 
+    def _failed(self, message: str) -> None:
+        self.state, self.message = "Failed", message
+        self._changed()
+
     async def _crash_loop_wait(self, proc: asyncio.subprocess.Process, failures: int) -> int | None:
         """Wait for ``proc`` to exit; then (unless stopping) record the exit, report CrashLoopBackOff and
         sleep the backoff delay. Returns the failure count so far, or None when stopping."""
@@ -117,8 +121,7 @@ class Supervised:
             try:
                 await self._restart()
             except OSError as exc:
-                self.state, self.message = "Failed", f"cannot restart: {exc}"
-                self._changed()
+                self._failed(f"cannot restart: {exc}")
                 return
             self.restarts += 1
             self._restarted()
@@ -172,8 +175,7 @@ class ContainerProcess(Supervised):
         try:
             await self._spawn()
         except OSError as exc:
-            self.state, self.message = "Failed", f"cannot start {self.argv[0]!r}: {exc.strerror or exc}"
-            self._changed()
+            self._failed(f"cannot start {self.argv[0]!r}: {exc.strerror or exc}")
             raise
         self._task = asyncio.create_task(self._supervise(), name=f"container {self.label}")
 
