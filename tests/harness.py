@@ -293,7 +293,7 @@ class Mesh:
         return b
 
     async def _agent(self, spec: ProxySpec, ready_timeout: float) -> Agent:
-        # access log files flushed every 200 ms (Envoy's default is 10 s): tests read them soon after a request
+        # access log files flushed every 200 ms (Envoy's default: 10 s): tests read them soon after a request
         options = AgentOptions(log_level=self.envoy_log_level, concurrency=1, admin_token=self.cp.token,
                                extra_args=("--file-flush-interval-msec", "200"))
         if self.identities:

@@ -32,8 +32,8 @@ async def first_response(target: str, node_id: str) -> discovery_pb2.DiscoveryRe
 
 async def test_rate_limiter_bounds_rate_after_the_burst() -> None:
     """5 at once, then 50/s. Judged by the token bucket's invariant, which holds however late the event loop
-    wakes a waiter: in any window between two grants, at most ``burst + rate * window`` are granted. (How many
-    had to wait is not fixed: a sleep that overshoots refills more than one token, so the next one may not.)"""
+    wakes a waiter: in any window between two grants, at most ``burst + rate * window`` are granted. (How
+    many had to wait is not fixed: an overshooting sleep refills more than one token, so the next may not.)"""
     limiter = RateLimiter(rate=50, burst=5)
     granted: list[float] = []
 
