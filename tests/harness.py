@@ -46,6 +46,7 @@ from mizzen.core.mesh import MeshConfig
 from mizzen.core.proxy import ProxyType
 from mizzen.registry.model import Workload
 from mizzen.runner.credentials import InProcessCredentials, with_identity
+from mizzen.security.pki import KeyAlgorithm
 
 __all__ = [
     "Backend",
@@ -197,11 +198,13 @@ class Mesh:
         kubeconfig: Path | None = None,
         identities: bool = False,
         secret_ttl_s: float | None = None,
+        secret_key_algorithm: KeyAlgorithm | None = None,
     ) -> None:
         """``identities``: the control plane runs the CA and its TLS port, and every agent gets a pod
         credential (as the demo's): SDS for its Envoy, xDS over TLS; ``secret_ttl_s`` their certificates'
-        lifetime (default 24 h)."""
+        lifetime (default 24 h), ``secret_key_algorithm`` their keys' (default RSA 2048, as Istio's)."""
         self.identities, self.secret_ttl_s = identities, secret_ttl_s
+        self.secret_key_algorithm = secret_key_algorithm
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="mizzen-mesh-")
@@ -302,6 +305,8 @@ class Mesh:
             if self.secret_ttl_s is not None and options.identity is not None:
                 secrets = dataclasses.replace(options.identity.secrets,
                                               ttl=dt.timedelta(seconds=self.secret_ttl_s))
+                if self.secret_key_algorithm is not None:
+                    secrets = dataclasses.replace(secrets, key_algorithm=self.secret_key_algorithm)
                 options = dataclasses.replace(options, identity=dataclasses.replace(options.identity,
                                                                                     secrets=secrets))
         agent = Agent(spec, options)

@@ -27,6 +27,7 @@ from mizzen.agent.envoy import Agent
 from mizzen.registry.model import ISTIO_TLS_MODE, TLS_MODE_LABEL
 from mizzen.security.identity import Identity
 from mizzen.security.nodeagent.cache import SecretManager
+from mizzen.security.pki import KeyAlgorithm
 
 pytestmark = pytest.mark.e2e
 
@@ -179,7 +180,10 @@ async def test_rotation_with_a_10s_ttl_shows_3_serials_and_drops_no_request() ->
 
 
 async def test_root_rotation_through_two_sidecars_drops_no_request() -> None:
-    async with Mesh(identities=True, secret_ttl_s=4) as mesh:
+    # a 4 s lifetime leaves 2 s for each renewal; an RSA 2048 key takes up to a few hundred ms of CPU to
+    # generate, which on a loaded machine was seen to outlast those 2 s (Envoy then served an expired
+    # certificate and the peer refused it); P-256 keys (Istio's ECC option) take a millisecond
+    async with Mesh(identities=True, secret_ttl_s=4, secret_key_algorithm=KeyAlgorithm.ECDSA) as mesh:
         client, server = await two_sidecars(mesh)
         assert mesh.cp.identity is not None
         ca = mesh.cp.identity.ca
