@@ -296,6 +296,15 @@ async def test_network_label_and_mesh_config(kube_cluster: Any, node: Any) -> No
             spec:
               host: web
               subsets: [{{name: net-a, labels: {{topology.istio.io/network: net-a}}}}]
+            ---
+            # the client sees only this namespace: services of other tests in the shared cluster coming and
+            # going (a namespace deleted with --wait=false goes on for a while) must not push it CDS/LDS/RDS
+            # between `before` and `after` below
+            apiVersion: networking.istio.io/v1
+            kind: Sidecar
+            metadata: {{name: default, namespace: {ns}}}
+            spec:
+              egress: [{{hosts: ["./*"]}}]
             """))
         (ip,) = await wait_ready_ips(c, ns, 1)
         async with Mesh(kubeconfig=c.kubeconfig) as mesh:
