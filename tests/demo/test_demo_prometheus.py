@@ -268,14 +268,11 @@ def check(client: httpx.Client, url: str, queries: list[tuple[str, str]], allowe
     assert not stale, "allow-list entries whose queries all have data now (remove them):\n" + "\n".join(stale)
 
 
-def test_prometheus_discovers_pods_with_istio_labels(demo: Demo) -> None:
-    url = prom_url(demo)
-    assert f"Prometheus        {url}" in demo.output()
-    state = demo.state / "prometheus"
-    assert (state / "data").is_dir() and (state / "targets.json").is_file()
-    with httpx.Client(trust_env=False, timeout=10) as c:
-        wait_scraped(c, url)
-        targets = c.get(f"{url}/api/v1/targets").json()["data"]["activeTargets"]
+PROXY_MEMORY = 'container_memory_working_set_bytes{namespace="bookinfo",container="istio-proxy"}'
+
+
+def _pod_targets(targets: list[dict[str, Any]]) -> None:
+    """The pods' and the kubelet's targets, as Istio's Prometheus configuration discovers them, all up."""
     by_pod = {t["labels"]["pod"]: t for t in targets if t["labels"]["job"] == "kubernetes-pods"}
     istiod = next(t for p, t in by_pod.items() if p.startswith("istiod-"))
     assert istiod["health"] == "up" and istiod["labels"]["job"] == "kubernetes-pods"
@@ -297,9 +294,31 @@ def test_prometheus_discovers_pods_with_istio_labels(demo: Demo) -> None:
     # the kubelet's cAdvisor job: the runner's /metrics/cadvisor, with the API token from its 0600 file
     cadvisor = [t for t in targets if t["labels"]["job"] == "kubernetes-nodes-cadvisor"]
     assert len(cadvisor) == 1 and cadvisor[0]["health"] == "up", cadvisor
+
+
+def test_prometheus_discovers_pods_with_istio_labels(demo: Demo) -> None:
+    url = prom_url(demo)
+    assert f"Prometheus        {url}" in demo.output()
+    state = demo.state / "prometheus"
+    assert (state / "data").is_dir() and (state / "targets.json").is_file()
     with httpx.Client(trust_env=False, timeout=10) as c:
-        mem = run(c, url, 'container_memory_working_set_bytes{namespace="bookinfo",container="istio-proxy"}')
-    assert len(mem) == 6 and all(float(m["value"][1]) > 1e6 for m in mem), mem   # six Envoys, MBs each
+        wait_scraped(c, url)
+        # a target's health is its last scrape's: a pod found by the file-SD refresh just now is "unknown"
+        # until its first scrape, and on a loaded machine one scrape may miss the 1 s timeout; so until all
+        # of them are up at once (bounded)
+        deadline = time.monotonic() + 60
+        while True:
+            targets = c.get(f"{url}/api/v1/targets").json()["data"]["activeTargets"]
+            mem = run(c, url, PROXY_MEMORY)
+            try:
+                _pod_targets(targets)
+                # six Envoys, MBs each
+                assert len(mem) == 6 and all(float(m["value"][1]) > 1e6 for m in mem), mem
+                break
+            except (AssertionError, StopIteration, ValueError):
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
 
 def test_control_plane_dashboard_queries_return_data(demo: Demo) -> None:
