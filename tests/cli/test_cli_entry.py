@@ -71,7 +71,8 @@ def test_only_the_commands_module_is_imported() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          timeout=60).stdout.split()
     assert "mizzen.cli.resources" in out
-    assert not {"mizzen.cli.main", "mizzen.cli.dashboard", "mizzen.cli.proxy", "mizzen.cli.describe"} & set(out)
+    others = {"mizzen.cli.main", "mizzen.cli.dashboard", "mizzen.cli.proxy", "mizzen.cli.describe"}
+    assert not others & set(out), out
 
 
 def test_the_console_script_runs_listed_and_other_commands() -> None:
