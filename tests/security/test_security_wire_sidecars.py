@@ -4,9 +4,8 @@ carry Istio's ``security.istio.io/tlsMode: istio`` label (as the runner's inject
 sidecar speaks auto mTLS to the server sidecar, whose app sees the caller's certificate in
 ``x-forwarded-client-cert`` (``URI`` the SPIFFE ID, ``Cert`` the PEM, so its serial).
 
-Issue 10's proofs: with a short certificate lifetime (10 s here, renewal at half of it: the same three
-certificates as issue 10's 30 s in a third of the time), continuous requests see 3 distinct
-client-certificate serials at the peer and none fails; a three-step root rotation (stage, activate,
+Issue 10's proofs: with a 30 s certificate lifetime (renewal at half of it), continuous requests see 3
+distinct client-certificate serials at the peer and none fails; a three-step root rotation (stage, activate,
 drop) through the two sidecars drops no request either.
 """
 
@@ -94,7 +93,6 @@ class Traffic:
         self.http = http
         self.ok = self.failures = 0
         self.serials: list[str] = []         # distinct, in the order seen
-        self.answers: dict[str, int] = {}    # serial -> the requests answered while the peer saw it
         self.uris: set[str] = set()
         self.errors: list[str] = []
 
@@ -116,7 +114,6 @@ class Traffic:
         serial = peer_serial(fields)
         if serial not in self.serials:
             self.serials.append(serial)
-        self.answers[serial] = self.answers.get(serial, 0) + 1
 
     async def until(self, done: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -158,19 +155,17 @@ def manager_of(agent: Agent) -> SecretManager:
     return agent.identity.agent.manager
 
 
-async def test_rotation_with_a_10s_ttl_shows_3_serials_and_drops_no_request() -> None:
-    async with Mesh(identities=True, secret_ttl_s=10) as mesh:
+async def test_rotation_with_a_30s_ttl_shows_3_serials_and_drops_no_request() -> None:
+    async with Mesh(identities=True, secret_ttl_s=30) as mesh:
         client, server = await two_sidecars(mesh)
         async with mesh.client_via(client, timeout=5) as http:
             await first_answer(http)
             traffic = Traffic(http)
-            # renewal at about half the TTL: the third certificate comes ~10 s after the first; the traffic
+            # renewal at about half the TTL: the third certificate comes ~30 s after the first; the traffic
             # goes on until the server sidecar has rotated twice too
             await traffic.until(lambda: len(traffic.serials) >= 3
                                 and len(set(manager_of(server).stats.served_serials)) >= 3, timeout=60)
-        assert traffic.failures == 0, (traffic.failures, traffic.ok, traffic.errors[:3])
-        # continuous: the traffic went on through each certificate the peer saw before the last (~5 s each)
-        assert all(traffic.answers[s] >= 10 for s in traffic.serials[:-1]), traffic.answers
+        assert traffic.failures == 0 and traffic.ok > 100, (traffic.failures, traffic.ok, traffic.errors[:3])
         assert traffic.uris == {CALLER}, traffic.uris          # auto mTLS: the server saw the caller's ID
         # the serials the peer saw are the ones the client's agent served to its Envoy
         assert set(traffic.serials) <= set(manager_of(client).stats.served_serials), traffic.serials
