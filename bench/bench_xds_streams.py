@@ -244,6 +244,40 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (threads of one name summed: grpc's pollers, executors) of a process."""
+    out: dict[str, float] = {}
+    tck = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = "main" if int(tid) == pid else f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tck
+    return out
+
+
+class GcTimer:
+    """Collections per generation and their CPU time (gc.callbacks), to attribute a round's CPU."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.thread_time()
+        else:
+            g = info["generation"]
+            self.count[g] += 1
+            self.seconds[g] += time.thread_time() - self._t0
+
+    def __str__(self) -> str:
+        return ", ".join(f"gen{g} {self.count[g]}x {self.seconds[g] * 1000:.0f} ms" for g in range(3))
+
+
 def start_clients(args: argparse.Namespace, target: str, delta: bool) -> list[subprocess.Popen[bytes]]:
     per_proc = (args.streams + args.client_procs - 1) // args.client_procs
     procs = []
@@ -315,6 +349,9 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
             if prof is not None:
                 prof.enable()
             client_cpu0 = sum(cpu_s(p.pid) for p in procs if p.poll() is None)
+            threads0 = thread_cpu_s(me)
+            gct = GcTimer()
+            gc.callbacks.append(gct)
             for rnd in range(1, args.rounds + 1):
                 mesh.change(kind, rnd)
                 sent, res = ads.responses_sent, ads.resources_sent
@@ -342,11 +379,15 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
             if prof is not None:
                 prof.disable()
             client_cpu = sum(cpu_s(p.pid) for p in procs if p.poll() is None) - client_cpu0
+            threads = {k: (v - threads0.get(k, 0.0)) / len(rounds) for k, v in thread_cpu_s(me).items()}
+            gc.callbacks.remove(gct)
             print(f"{proto} {kind}: {len(rounds)} rounds, all ACKed p50 {pct(rounds, 50) * 1000:.0f} ms "
                   f"p99 {pct(rounds, 99) * 1000:.0f} ms (send+ACK only: p50 {pct(sends, 50) * 1000:.0f} "
                   f"p99 {pct(sends, 99) * 1000:.0f} ms); server CPU per round p50 {pct(cpus, 50):.2f} s "
                   f"max {max(cpus):.2f} s, of which send+ACK p50 {pct(send_cpus, 50):.2f} s "
-                  f"max {max(send_cpus):.2f} s; client CPU {client_cpu / len(rounds):.2f} s/round",
+                  f"max {max(send_cpus):.2f} s; client CPU {client_cpu / len(rounds):.2f} s/round; "
+                  f"server CPU per round by thread: " + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(
+                      threads.items(), key=lambda kv: -kv[1]) if v >= 0.005) + f"; gc in all rounds: {gct}",
                   flush=True)
         if prof is not None:
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)

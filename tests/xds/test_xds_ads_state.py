@@ -19,7 +19,7 @@ from mizzen.xds.ads import (
     resource_version,
 )
 from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
-from mizzen.xds.status import ProxyStatus
+from mizzen.xds.status import ProxyStatus, SyncStatus
 
 NODE = "sidecar~127.0.0.1~t1.default~default.svc.cluster.local"
 
@@ -41,11 +41,8 @@ class World:
                  nonces: SharedNonces | None = None) -> None:
         self.cache = SnapshotCache()
         self.status = ProxyStatus(NODE, stream_id)
-        self.notified = 0
-        self.ads = AdsStream(self.status, delta=delta, diffs=diffs, notify=self._notify, nonces=nonces)
-
-    def _notify(self) -> None:
-        self.notified += 1
+        self.events = SyncStatus(self.cache)
+        self.ads = AdsStream(self.status, delta=delta, diffs=diffs, events=self.events, nonces=nonces)
 
     def push(self, rs: ResourceSet) -> list[Response]:
         self.cache.set_snapshot(NODE, rs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,7 +27,7 @@ from prometheus_client import (
 import mizzen
 from mizzen.xds.cache import SnapshotCache, TypeSnapshot
 from mizzen.xds.resources import SHORT
-from mizzen.xds.status import ProxyStatus, SyncStatus
+from mizzen.xds.status import ProxyStatus, SyncStatus, TypeStatus
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "ObservedStatus", "metric_type"]
 
@@ -123,18 +124,30 @@ class Metrics:
 
 class ObservedStatus(SyncStatus):
     """Sync status that also feeds the metrics: connected proxies by version, every response sent (by
-    type, with its size), every NACK, and each proxy's convergence time after a push changed its config."""
+    type, with its size), every NACK, and each proxy's convergence time after a push changed its config.
+    Each is counted at its own stream event (``sent``, ``nacked``, ...): nothing walks a stream's types."""
 
     def __init__(self, cache: SnapshotCache, metrics: Metrics) -> None:
         super().__init__(cache)
         self._m = metrics
         self._cache_ref = cache
-        self._seen: dict[int, dict[str, tuple[str | None, str | None]]] = {}   # stream -> type -> nonces
+        self._nacked: dict[tuple[int, str], str] = {}   # (stream, type) -> nonce of its last NACK counted
         self._versions: dict[int, str] = {}
         self._pending: dict[str, float] = {}   # node -> monotonic time of the change it must converge on
         # node -> (when its generation began in the last push that changed it, the types written since)
         self._generated: dict[str, tuple[float, set[str]]] = {}
         self._sizes: OrderedDict[tuple[str, str], int] = OrderedDict()
+        # metric children by type URL (``labels()`` costs a lock and a lookup per call)
+        self._by_type: dict[str, tuple[Any, Any, Any]] = {}
+
+    def _children(self, type_url: str) -> tuple[Any, Any, Any]:
+        """(pushes, config size, push time) of ``type_url``."""
+        c = self._by_type.get(type_url)
+        if c is None:
+            kind = metric_type(type_url)
+            c = self._by_type[type_url] = (self._m.pushes.labels(type=kind), self._m.config_size.labels(
+                type=kind), self._m.push_time.labels(type=kind))
+        return c
 
     def changed(self, node_ids: list[str], since: float, generated: dict[str, float] | None = None) -> None:
         """A push changed these nodes' config; ``since`` is when the change entered the debouncer,
@@ -153,7 +166,7 @@ class ObservedStatus(SyncStatus):
         if gen is not None and type_url not in gen[1]:
             gen[1].add(type_url)
             started = gen[0]
-        self._m.push_time.labels(type=metric_type(type_url)).observe(max(0.0, now - started))
+        self._children(type_url)[2].observe(max(0.0, now - started))
 
     def write_timeout(self, node_id: str, type_url: str) -> None:
         self._m.write_timeouts.inc()
@@ -168,34 +181,44 @@ class ObservedStatus(SyncStatus):
         version = self._versions.pop(ps.stream_id, None)
         if version is not None:
             self._m.xds_clients.labels(version=version).dec()
-        self._seen.pop(ps.stream_id, None)
+        for type_url in ps.types:
+            self._nacked.pop((ps.stream_id, type_url), None)
         last = super().disconnect(ps)
         if last:
             self._pending.pop(ps.node_id, None)
             self._generated.pop(ps.node_id, None)
         return last
 
-    def notify(self, node_id: str) -> None:
-        ps = self.proxy(node_id)
-        if ps is not None:
-            seen = self._seen.setdefault(ps.stream_id, {})
-            for type_url, ts in ps.types.items():
-                nack = ts.nack.nonce if ts.nack is not None else None
-                last_nonce, last_nack = seen.get(type_url, (None, None))
-                if ts.nonce != last_nonce and ts.nonce is not None:
-                    kind = metric_type(type_url)
-                    self._m.pushes.labels(type=kind).inc()
-                    size = self._size(node_id, type_url)
-                    if size is not None:
-                        self._m.config_size.labels(type=kind).observe(size)
-                if nack is not None and nack != last_nack:
-                    self._m.rejects.labels(type=metric_type(type_url)).inc()
-                seen[type_url] = (ts.nonce, nack)
-            since = self._pending.get(node_id)
-            if since is not None and self.is_synced(node_id):
-                del self._pending[node_id]
-                self._m.convergence.observe(time.monotonic() - since)
-        super().notify(node_id)
+    def sent(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        pushes, config_size, _t = self._children(ts.type_url)
+        pushes.inc()
+        size = self._size(ps.node_id, ts.type_url)
+        if size is not None:
+            config_size.observe(size)
+
+    def nacked(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        assert ts.nack is not None
+        key = (ps.stream_id, ts.type_url)
+        if self._nacked.get(key) != ts.nack.nonce:   # Envoy may NACK one response more than once
+            self._nacked[key] = ts.nack.nonce
+            self._m.rejects.labels(type=metric_type(ts.type_url)).inc()
+        self._converged(ps.node_id)
+        super().nacked(ps, ts)
+
+    def acked(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        self._converged(ps.node_id)
+        super().acked(ps, ts)
+
+    def moved(self, ps: ProxyStatus) -> None:
+        self._converged(ps.node_id)
+        super().moved(ps)
+
+    def _converged(self, node_id: str) -> None:
+        """``pilot_proxy_convergence_time`` once the node a push changed is synced."""
+        since = self._pending.get(node_id)
+        if since is not None and self.is_synced(node_id):
+            del self._pending[node_id]
+            self._m.convergence.observe(time.monotonic() - since)
 
     def _size(self, node_id: str, type_url: str) -> int | None:
         snap = self._cache_ref.get(node_id)

@@ -37,7 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from mizzen.xds.cache import Packed, Snapshot, TypeSnapshot, ordered_types
 from mizzen.xds.resources import CLUSTER, ENDPOINT, SHORT
@@ -52,6 +52,7 @@ __all__ = [
     "Response",
     "SharedNonces",
     "SotwResponse",
+    "StreamEvents",
     "resource_version",
 ]
 
@@ -89,6 +90,32 @@ class DeltaResponse:
 
 
 Response = SotwResponse | DeltaResponse
+
+
+class StreamEvents(Protocol):
+    """What an :class:`AdsStream` reports about its status (:class:`SyncStatus` implements it)."""
+
+    def sent(self, ps: ProxyStatus, ts: TypeStatus) -> None: ...
+    def acked(self, ps: ProxyStatus, ts: TypeStatus) -> None: ...
+    def nacked(self, ps: ProxyStatus, ts: TypeStatus) -> None: ...
+    def moved(self, ps: ProxyStatus) -> None: ...
+
+
+class _NoEvents:
+    def sent(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        pass
+
+    def acked(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        pass
+
+    def nacked(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        pass
+
+    def moved(self, ps: ProxyStatus) -> None:
+        pass
+
+
+_NO_EVENTS = _NoEvents()
 
 
 class SharedNonces:
@@ -229,12 +256,14 @@ class _SotwWatch:
 class AdsStream:
     """Protocol state of one ADS stream (``delta`` picks the variant). Not thread-safe; no I/O.
 
-    ``notify`` is called whenever ``status`` changed (a response recorded, an ACK or NACK), e.g. to wake
-    :meth:`SyncStatus.wait_synced` waiters. ``diffs`` is shared between streams to share delta diffs.
+    ``events`` hears what changed ``status``, one call per event and no walk over the stream's types (a
+    :class:`SyncStatus`: its waiters, metrics): ``sent`` (a response recorded; it cannot make the stream
+    synced), ``acked``, ``nacked`` and ``moved`` (the status changed otherwise: an unsubscribe, a version
+    reached without a response). ``diffs`` is shared between streams to share delta diffs.
     """
 
     def __init__(self, status: ProxyStatus, *, delta: bool = False, diffs: DeltaDiffs | None = None,
-                 notify: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.time,
+                 events: StreamEvents | None = None, clock: Callable[[], float] = time.time,
                  nonces: SharedNonces | None = None) -> None:
         self.status = status
         self.nonces = nonces
@@ -242,11 +271,12 @@ class AdsStream:
         self.delta = delta
         self.diffs = diffs if diffs is not None else DeltaDiffs()
         self.snapshot: Snapshot | None = None
-        self._notify = notify
+        self._events: StreamEvents = events if events is not None else _NO_EVENTS
         self._clock = clock
         self._sotw: dict[str, _SotwWatch] = {}
         self._delta: dict[str, _DeltaWatch] = {}
         self._nonces = itertools.count(1)
+        self._order: list[str] = []          # the subscribed types in push order
 
     @property
     def node_id(self) -> str:
@@ -269,12 +299,12 @@ class AdsStream:
         """The node's snapshot changed (or arrived): the responses it causes, in push order."""
         self.snapshot = snapshot
         out: list[Response] = []
-        if self.delta:
-            for type_url in ordered_types(self._delta):
-                out += self._delta_send(type_url)
-        else:
-            for type_url in ordered_types(self._sotw):
-                out += self._sotw_send(type_url)
+        watches: Mapping[str, object] = self._delta if self.delta else self._sotw
+        if len(self._order) != len(watches):   # a type subscribed since (types are never dropped)
+            self._order = ordered_types(watches)
+        send = self._delta_send if self.delta else self._sotw_send
+        for type_url in self._order:
+            out += send(type_url)
         return out
 
     # --- state of the world ---------------------------------------------------------------------------------
@@ -306,7 +336,7 @@ class AdsStream:
             # EDS/RDS watch with the nonce it had, and does not ACK the (empty) response already in flight
             if ts.unsubscribed:
                 watch.names = names
-                self._notify()
+                self._events.moved(self.status)
             log.debug("%s %s: stale nonce %s (latest %s) ignored", self.node_id, short, req.response_nonce,
                       ts.nonce)
             return []
@@ -472,7 +502,7 @@ class AdsStream:
         elif watch.pending:
             watch.pending[next(reversed(watch.pending))].version = tsnap.version
         watch.known = _SnapKnown(tsnap, sub)
-        self._notify()
+        self._events.moved(self.status)
         return False
 
     def _delta_diff(self, tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known,
@@ -497,7 +527,7 @@ class AdsStream:
     def _sent(self, ts: TypeStatus, version: str, nonce: str) -> None:
         ts.sent_version, ts.nonce, ts.sent_at = version, nonce, self._clock()
         ts.responses += 1
-        self._notify()
+        self._events.sent(self.status, ts)
 
     def _ack(self, ts: TypeStatus, short: str, version: str, nonce: str) -> None:
         ts.acked_version = version
@@ -505,7 +535,7 @@ class AdsStream:
         ts.acked_at = self._clock()
         ts.nack = None
         log.debug("%s ACKed %s version %s", self.node_id, short, version)
-        self._notify()
+        self._events.acked(self.status, ts)
 
     def _nack(self, ts: TypeStatus, short: str, message: str, keeps: str | None) -> None:
         ts.nack = Nack(ts.sent_version or "", ts.nonce or "", message, self._clock())
@@ -514,7 +544,7 @@ class AdsStream:
         # the reason only: Envoy's message can carry a 4 KiB config dump (it is in /debug/syncz)
         log.warning("%s NACKed %s version %s (keeps %r): %s", self.node_id, short, ts.sent_version,
                     ts.acked_version, ts.nack.reason)
-        self._notify()
+        self._events.nacked(self.status, ts)
 
 
 def _compute_diff(tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known,

@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any
 
@@ -338,6 +338,36 @@ class DeltaBodies(_Lru):
         return self._with_nonce(key, entry, resp.nonce, tail)
 
 
+class _Mailbox:
+    """A stream's queue, for its one consumer: ``asyncio.Queue``'s ``put_nowait``/``get``/``empty`` without
+    its bookkeeping (size bounds, ``task_done``, several getters): a deque and at most one waiter."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[object] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: object) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> object:
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+        return self._items.popleft()
+
+
 class _Stream:
     def __init__(self, server: AdsServer, stream_id: int, context: grpc.aio.ServicerContext,
                  *, delta: bool) -> None:
@@ -349,7 +379,7 @@ class _Stream:
         self.principal: Hashable | None = None
         self.ps: ProxyStatus | None = None
         self.ads: AdsStream | None = None
-        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.queue = _Mailbox()
         self.change_pending = False
         self.timed_out = False
         # Once set, the reader hands requests to the state machine itself and queues only the responses to
@@ -394,9 +424,8 @@ class _Stream:
                 except Exception as e:
                     log.exception("on_connect(%s) failed", self.node_id)
                     await self.context.abort(grpc.StatusCode.INTERNAL, f"on_connect failed: {e}")
-            status, node_id = self.server.status, self.node_id
             ads = self.ads = AdsStream(self.ps, delta=self.delta, diffs=self.server.diffs,
-                                       notify=lambda: status.notify(node_id), nonces=self.server.nonces)
+                                       events=self.server.status, nonces=self.server.nonces)
             unwatch = self.server.cache.watch(self.node_id, self._changed)   # before reading: none is lost
             ads.snapshot = self.server.cache.get(self.node_id)
             on_request = ads.delta_request if self.delta else ads.sotw_request
@@ -457,8 +486,18 @@ class _Stream:
         task.cancel()
 
     async def _read(self, requests: AsyncIterator[Any]) -> None:
+        # grpc.aio's context.read() directly (its request iterator wraps it in one more coroutine per
+        # message); a request iterator that is not grpc's (tests) is iterated
+        read: Callable[[], Awaitable[Any]] = (self.context.read if _is_grpc_receiver(requests)
+                                              else requests.__anext__)
         try:
-            async for req in requests:
+            while True:
+                try:
+                    req = await read()
+                except StopAsyncIteration:
+                    break
+                if req is grpc.aio.EOF:
+                    break
                 handle = self.inline
                 if handle is None:
                     self.queue.put_nowait(req)
@@ -480,6 +519,11 @@ class _Stream:
             self.change_pending = True
             self.queue.put_nowait(_CHANGE)
 
+
+
+def _is_grpc_receiver(requests: AsyncIterator[Any]) -> bool:
+    """``requests`` is grpc.aio's own iterator over the call's messages (so ``context.read()`` reads them)."""
+    return type(requests).__module__.startswith("grpc.")
 
 
 def _serialize(msg: bytes | Any) -> bytes:

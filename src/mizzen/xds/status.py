@@ -183,11 +183,32 @@ class SyncStatus:
         return last
 
     def notify(self, node_id: str) -> None:
-        """Something about ``node_id`` changed (response, ACK, NACK): wake the waiters interested in it."""
+        """Something about ``node_id`` changed that can make it synced (an ACK, a NACK, a connect or
+        disconnect): wake the waiters interested in it."""
         for w in self._waiters:
             if node_id in w.remaining:
                 w.dirty.add(node_id)
                 w.event.set()
+
+    # The stream's events (``ads.StreamEvents``), one call each: subclasses (metrics) hear them without
+    # walking the stream's types. A response sent cannot make a proxy synced: no waiter wakes for it.
+    def sent(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        """A response of ``ts``'s type was recorded on ``ps``'s stream (before its write)."""
+
+    def acked(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        if self._waiters:
+            self.notify(ps.node_id)
+
+    def nacked(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        """``ts.nack`` is the new NACK (Envoy may repeat one for the same nonce)."""
+        if self._waiters:
+            self.notify(ps.node_id)
+
+    def moved(self, ps: ProxyStatus) -> None:
+        """The stream's status changed otherwise (an emptied subscription, a version reached without a
+        response)."""
+        if self._waiters:
+            self.notify(ps.node_id)
 
     def written(self, node_id: str, type_url: str, started: float) -> None:
         """A response of ``type_url`` was written to ``node_id``'s stream (its write began at ``started``,
