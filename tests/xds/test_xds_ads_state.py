@@ -19,7 +19,7 @@ from mizzen.xds.ads import (
     resource_version,
 )
 from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
-from mizzen.xds.status import ProxyStatus, SyncStatus
+from mizzen.xds.status import ProxyStatus, SyncStatus, TypeStatus
 
 NODE = "sidecar~127.0.0.1~t1.default~default.svc.cluster.local"
 
@@ -254,6 +254,72 @@ def test_sotw_full_state_and_nack_not_resent() -> None:
     assert w.state(CLUSTER) == NACKED
     assert w.status.of(CLUSTER).acked_version == cds.tsnap.version   # what Envoy kept
     assert w.ads.sotw_request(sotw_req(CLUSTER, nonce="stale")) == []
+
+
+class Recorder(SyncStatus):
+    """The stream events an AdsStream reports, in order."""
+
+    def __init__(self, cache: SnapshotCache) -> None:
+        super().__init__(cache)
+        self.seen: list[tuple[str, str]] = []
+
+    def sent(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        self.seen.append(("sent", ts.type_url))
+
+    def acked(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        self.seen.append(("acked", ts.type_url))
+        super().acked(ps, ts)
+
+    def nacked(self, ps: ProxyStatus, ts: TypeStatus) -> None:
+        self.seen.append(("nacked", ts.type_url))
+        super().nacked(ps, ts)
+
+    def moved(self, ps: ProxyStatus) -> None:
+        self.seen.append(("moved", ""))
+        super().moved(ps)
+
+
+def test_stream_events_one_per_response_ack_and_nack_and_an_ack_keeps_the_subscription_set() -> None:
+    w = World(delta=False)
+    rec = w.events = Recorder(w.cache)
+    w.ads = AdsStream(w.status, events=rec)
+    w.push(mesh())
+    (eds,) = w.ads.sotw_request(sotw_req(ENDPOINT, ["a", "b"]))
+    assert isinstance(eds, SotwResponse)
+    subscription = w.ads.subscribed()[ENDPOINT]
+    ack = sotw_req(ENDPOINT, ["a", "b"], version=eds.tsnap.version, nonce=eds.nonce)
+    assert w.ads.sotw_request(ack) == []
+    assert w.ads.subscribed()[ENDPOINT] is subscription   # the same names: the set is not rebuilt
+    (eds2,) = w.push(mesh(ep_port=81))
+    w.ads.sotw_request(sotw_req(ENDPOINT, ["a", "b"], nonce=eds2.nonce, error="bad endpoint"))
+    w.ads.sotw_request(sotw_req(ENDPOINT, ["b"], nonce="stale"))   # not an unsubscribe: nothing
+    w.ads.sotw_request(sotw_req(ENDPOINT, [], nonce="stale"))      # emptied: the status moved
+    assert rec.seen == [("sent", ENDPOINT), ("acked", ENDPOINT), ("sent", ENDPOINT), ("nacked", ENDPOINT),
+                        ("moved", "")]
+
+
+async def test_waiters_wake_on_acks_not_on_sends() -> None:
+    import asyncio
+
+    w = World(delta=False)
+    rec = w.events = Recorder(w.cache)
+    w.ads = AdsStream(w.status, events=rec)
+    rec.connect(w.status)
+    w.push(mesh())
+    waiter = asyncio.create_task(rec.wait_synced([NODE], timeout=5))
+    await asyncio.sleep(0)
+    (rds,) = w.ads.sotw_request(sotw_req(ROUTE, ["r1"]))
+    assert isinstance(rds, SotwResponse)
+    assert rec._waiters and not rec._waiters[0].dirty     # a send cannot make the node synced
+    got = {ROUTE: rds}
+    for t, names in ((CLUSTER, ()), (ENDPOINT, ("a", "b")), (LISTENER, ())):
+        (r,) = w.ads.sotw_request(sotw_req(t, names))
+        assert isinstance(r, SotwResponse)
+        got[t] = r
+    for t, r in got.items():
+        assert isinstance(r, SotwResponse)
+        w.ads.sotw_request(sotw_req(t, r.names or (), version=r.tsnap.version, nonce=r.nonce))
+    await asyncio.wait_for(waiter, 5)
 
 
 # --- shared nonces: one byte string per content for every stream ---

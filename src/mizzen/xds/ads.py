@@ -251,6 +251,8 @@ class _SotwWatch:
     status: TypeStatus
     force: bool = False               # respond even if the version is unchanged (initial request, new names)
     send_all: bool = False            # next response carries all resources of the type (EDS after a CDS push)
+    raw: tuple[str, ...] | None = None              # the names of the latest request, as sent
+    requested: frozenset[str] | None = None         # ... as a subscription (None = wildcard)
 
 
 class AdsStream:
@@ -315,10 +317,15 @@ class AdsStream:
             log.warning("ADS stream %d (%s): request without type_url ignored", self.status.stream_id,
                         self.node_id)
             return []
-        names = _requested_names(type_url, req.resource_names)
+        raw = tuple(req.resource_names)
         watch = self._sotw.get(type_url)
-        if watch is None:
-            watch = self._sotw[type_url] = _SotwWatch(names, self.status.of(type_url))
+        if watch is not None and raw == watch.raw:
+            names = watch.requested   # the same list as last time (an ACK): the same set, not rebuilt
+        else:
+            names = _requested_names(type_url, raw)
+            if watch is None:
+                watch = self._sotw[type_url] = _SotwWatch(names, self.status.of(type_url))
+            watch.raw, watch.requested = raw, names
         ts = watch.status
         ts.requested = True
         ts.unsubscribed = names == frozenset()

@@ -507,6 +507,7 @@ class _Stream:
                 except Exception:
                     log.exception("ADS stream %d (%s): request failed", self.id, self.node_id)
                     break
+                req = None   # not kept alive (and tracked by the gc) while the next read waits
                 if responses:
                     self.queue.put_nowait(responses)
         except Exception as e:   # stream broken: end like EOF; cancellation of this task passes through
