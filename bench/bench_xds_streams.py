@@ -323,7 +323,11 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
         i = int(node.split("~")[2].split(".")[0].removeprefix("bench-"))
         cache.set_snapshot(node, mesh.resource_set(listeners[i]))
 
-    ads = AdsServer(cache, on_connect=on_connect)
+    status = None
+    if args.metrics:   # the control plane's sync status: pilot_* metrics fed by every stream event
+        from mizzen.controlplane.metrics import Metrics, ObservedStatus
+        status = ObservedStatus(cache, Metrics())
+    ads = AdsServer(cache, on_connect=on_connect, status=status)
     gs = await serve(ads, args.host, 0)
     if args.gc == "tuned":
         gctune.configure()   # what `python -m mizzen.controlplane` does once started
@@ -424,6 +428,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile the server during the push rounds")
     ap.add_argument("--gc", choices=["tuned", "default"], default="tuned",
                     help="tuned: the control-plane process's GC settings (mizzen.gctune); default: CPython's")
+    ap.add_argument("--metrics", action="store_true",
+                    help="the control plane's sync status (pilot_* metrics per response, ACK and NACK)")
     ap.add_argument("--client-process", dest="client_mode", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--target", help=argparse.SUPPRESS)
     ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
