@@ -251,6 +251,9 @@ class SyncStatus:
         snap_types = snap.types
         for type_url, ts in proxy_types.items():
             tsnap = snap_types.get(type_url)
+            if (tsnap is not None and ts.sent_version == tsnap.version and ts.acked_version == ts.sent_version
+                    and ts.acked_nonce == ts.nonce and ts.nack is None and ts.requested):
+                continue   # the common case, ACKed at the snapshot's version: SYNCED without state()
             if not ts.requested:
                 if type_url in WILDCARD_TYPES and tsnap is not None and tsnap.resources:
                     return False
