@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kube_harness import UNAVAILABLE, nodeagent, wait_for
 
 from mizzen.kube.install.apply import KINDS
@@ -107,6 +108,12 @@ def test_install_verify_uninstall(kube_cluster: Any, node: Any) -> None:
         # its mesh config came from the install's ConfigMap
         mesh = c.kubectl("get", "configmap", "istio", "-n", "istio-system", "-o", "jsonpath={.data.mesh}")
         assert "accessLogFile: /dev/stdout" in mesh
+        # and the injector's ConfigMap, which kube-inject --kubeconfig reads (as the webhook does)
+        pod_yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: x}]}"
+        k = subprocess.run([MIZZEN, "kube-inject", "-f", "-", "--kubeconfig", str(c.kubeconfig)],
+                           input=pod_yaml, capture_output=True, text=True, timeout=60)
+        assert k.returncode == 0, k.stderr
+        assert [x["name"] for x in yaml.safe_load(k.stdout)["spec"]["containers"]] == ["a", "istio-proxy"]
 
         v = mizzen(c, "verify-install")
         assert v.returncode == 0, v.stdout + v.stderr

@@ -3,6 +3,7 @@ the seed's IstioOperator (section 3.1), and bad input refused in one line with t
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,35 @@ def test_set_paths() -> None:
     assert labels["istio"] == "internal" and labels["app"] == "internal-gw"
     assert find(generate(*NO_BASE, "--set", "hub=example.com/x", "--set", "tag=1.26"), "Deployment",
                 "istiod")["spec"]["template"]["spec"]["containers"][0]["image"] == "example.com/x/mizzen:1.26"
+
+
+def test_the_injector_configmap_carries_the_values_and_config(tmp_path: Path) -> None:
+    """Like Istio's chart: ``istio-sidecar-injector`` with ``config`` (policy, selectors) and ``values``
+    (JSON; ``--set values.*`` and ``hub``/``tag`` in it), which kube-inject reads as the webhook does."""
+    docs = generate(*NO_BASE, "--set", "values.global.proxy.holdApplicationUntilProxyStarts=true",
+                    "--set", "hub=example.com/x", "--set", "tag=1.26",
+                    "--set", "values.sidecarInjectorWebhook.neverInjectSelector[0].matchLabels.team=batch")
+    cm = find(docs, "ConfigMap", "istio-sidecar-injector")
+    assert cm["metadata"]["namespace"] == "istio-system"
+    values = json.loads(cm["data"]["values"])
+    assert values["global"]["proxy"]["holdApplicationUntilProxyStarts"] is True
+    assert (values["global"]["hub"], values["global"]["tag"]) == ("example.com/x", "1.26")
+    config = yaml.safe_load(cm["data"]["config"])
+    assert config["policy"] == "enabled" and config["defaultTemplates"] == ["sidecar"]
+    assert config["neverInjectSelector"] == [{"matchLabels": {"team": "batch"}}]
+    # kube-inject with that ConfigMap as --injectConfigFile and --valuesFile: proxy first, batch skipped
+    cm_file = tmp_path / "injector.yaml"
+    cm_file.write_text(yaml.safe_dump(cm))
+    pods = tmp_path / "pods.yaml"
+    pods.write_text("".join(
+        f"---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {n}, labels: {{team: {n}}}}}\n"
+        f"spec: {{containers: [{{name: app, image: x}}]}}\n" for n in ("batch", "web")))
+    r = CliRunner().invoke(app, ["kube-inject", "-f", str(pods), "--injectConfigFile", str(cm_file),
+                                 "--valuesFile", str(cm_file)])
+    assert r.exit_code == 0, r.output
+    out = [d for d in yaml.safe_load_all(r.stdout) if d]
+    assert [[c["name"] for c in d["spec"]["containers"]] for d in out] == [["app"], ["istio-proxy", "app"]]
+    assert out[1]["spec"]["containers"][0]["image"] == "example.com/x/proxyv2:1.26"
 
 
 def test_the_seeds_istio_operator() -> None:

@@ -257,7 +257,8 @@ class ControlPlane:
         self._kube_registry_task: asyncio.Task[None] | None = None
         self.webhooks: AdmissionServer | None = None
         self._mesh_text: str | None = None     # the cluster's mesh config ConfigMap, as the injector reads it
-        self._inject_config: tuple[str | None, InjectConfig] | None = None
+        self._injector_data: dict[str, str] | None = None   # the istio-sidecar-injector ConfigMap's data
+        self._inject_config: tuple[Hashable, InjectConfig] | None = None
         self.webhook_patcher: WebhookPatcher | None = None
         self._ca_secret: CASecretDir | None = None
         self.leader_work: LeaderWork | None = None    # leader-only work on a cluster (mizzen.kube.ha)
@@ -376,6 +377,7 @@ class ControlPlane:
         from mizzen.kube.client import connect
         from mizzen.kube.config_source import KubeConfigSource
         from mizzen.kube.discovery import NamespaceFilter
+        from mizzen.kube.inject.webhook import injector_configmap_name
         from mizzen.kube.registry_source import KubeRegistrySource
 
         self._kube_api = await connect(kubeconfig, in_cluster=kubeconfig is None)
@@ -390,6 +392,8 @@ class ControlPlane:
         self.kube_source = KubeConfigSource(self._kube_api, self.store, namespaces=self.discovery)
         self.kube_registry = KubeRegistrySource(
             self._kube_api, self.registry, on_endpoints=self._kube_endpoints, on_mesh=self._kube_mesh,
+            on_injector=self._kube_injector,
+            injector_configmap=injector_configmap_name(self.options.revision),
             system_namespace=self.options.mesh.root_namespace, namespaces=self.discovery)
         self._kube_task = asyncio.create_task(self.kube_source.run(), name="kube config source")
         self._kube_registry_task = asyncio.create_task(self.kube_registry.run(), name="kube registry")
@@ -397,6 +401,8 @@ class ControlPlane:
         # config settle which namespaces the config source reads)
         await self.kube_registry.wait_synced(timeout=60)
         await self.kube_source.wait_synced(timeout=60)
+        if self.webhooks is not None and self.kube_registry.injector_data is None:
+            self._kube_injector(None)   # say once that the chart's defaults are used
         log.info("config and services from the Kubernetes API server (%s): %d objects, %d services",
                  kubeconfig or "in-cluster", len(self.store), len(self.registry.snapshot().services))
         if self.identity is not None:
@@ -459,22 +465,47 @@ class ControlPlane:
         await self.webhooks.start(host, port)
 
     def _inject(self, request: dict[str, Any]) -> dict[str, Any]:
-        """``/inject``: kube.inject's AdmissionResponse for a Pod. The mesh config is the cluster's ``istio``
-        ConfigMap (the one the registry watches); the values are the chart's defaults (the
-        ``istio-sidecar-injector`` ConfigMap is not read yet)."""
-        from mizzen.kube.inject.values import InjectConfig, ValuesError
+        """``/inject``: kube.inject's AdmissionResponse for a Pod, with the revision's
+        ``istio-sidecar-injector`` ConfigMap (``config`` + ``values``, as Istio's webhook reads them) and
+        the cluster's ``istio`` mesh config ConfigMap; the chart's defaults only while that ConfigMap is
+        absent."""
         from mizzen.kube.inject.webhook import inject_review
 
-        text = self._mesh_text
+        return inject_review(request, self._current_inject_config())
+
+    def _current_inject_config(self) -> InjectConfig:
+        """The InjectConfig of the current ConfigMaps, parsed once per change of either; one that cannot be
+        used is logged and the last good one kept (as Istio's webhook keeps its config)."""
+        from mizzen.kube.inject.values import InjectConfig, ValuesError
+        from mizzen.kube.inject.webhook import injector_configmap_name
+
+        mesh, injector = self._mesh_text, self._injector_data
+        key = (mesh, tuple(sorted(injector.items())) if injector is not None else None)
         cached = self._inject_config
-        if cached is None or cached[0] != text:
+        if cached is None or cached[0] != key:
             try:
-                cached = (text, InjectConfig.parse(None, text))
-            except ValuesError as e:   # the registry logs an unusable mesh config; inject with the defaults
-                log.warning("injection: mesh config not usable (%s); using Istio's defaults", e)
-                cached = (text, InjectConfig())
+                cfg = InjectConfig.parse((injector or {}).get("values"), mesh, (injector or {}).get("config"))
+            except ValuesError as e:
+                name = injector_configmap_name(self.options.revision)
+                log.warning("injection: ConfigMap %s/%s or the mesh config not usable (%s); keeping the %s",
+                            self.options.mesh.root_namespace, name, e,
+                            "last good config" if cached is not None else "chart's defaults")
+                cfg = cached[1] if cached is not None else InjectConfig()
+            cached = (key, cfg)
             self._inject_config = cached
-        return inject_review(request, cached[1])
+        return cached[1]
+
+    def _kube_injector(self, data: dict[str, str] | None) -> None:
+        """The injector's ConfigMap changed (or went away): the next ``/inject`` uses it."""
+        from mizzen.kube.inject.webhook import injector_configmap_name
+
+        self._injector_data = data
+        name = f"{self.options.mesh.root_namespace}/{injector_configmap_name(self.options.revision)}"
+        if data is None:
+            log.info("injection: ConfigMap %s absent; injecting with the chart's defaults", name)
+        else:
+            log.info("injection: config from ConfigMap %s", name)
+            self._current_inject_config()   # a bad one is logged now, not at the next pod
 
     def _count_validation(self, gvr: tuple[str, str, str], reason: str | None) -> None:
         """istiod's webhook metrics: ``galley_validation_passed`` / ``_failed`` by resource (and reason)."""

@@ -19,6 +19,8 @@ builds them from there); this source watches what istiod's kube controller reads
   (locality, network, cluster), so DestinationRule subsets and ``failoverPriority`` can select on them.
 * **The mesh config** ConfigMap ``istio`` in the system namespace: its ``mesh`` key is handed to
   ``on_mesh`` as text (None when the ConfigMap or key is gone).
+* **The injector's** ConfigMap (``istio-sidecar-injector``, ``-<rev>`` for a revision) in the system
+  namespace: its ``data`` (``config``, ``values``) is handed to ``on_injector`` (None when it is gone).
 * **meshConfig discoverySelectors**: the Namespaces' labels feed the
   :class:`~mizzen.kube.discovery.NamespaceFilter`; endpoints and Pods of namespaces it does not admit are
   left out, and a namespace (de)selected later is recomputed at once.
@@ -42,7 +44,8 @@ from mizzen.kube.discovery import NamespaceFilter
 from mizzen.kube.reflector import Reflector, Reflectors, ResourceType
 from mizzen.registry.model import SliceEndpoint, SliceHealth, Workload
 
-__all__ = ["MESH_CONFIGMAP", "KubeRegistrySource", "ServiceEndpointsSink", "slice_health"]
+__all__ = ["INJECTOR_CONFIGMAP", "MESH_CONFIGMAP", "KubeRegistrySource", "ServiceEndpointsSink",
+           "slice_health"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ LOCALITY_LABEL = "istio-locality"
 CLUSTER_ID = "Kubernetes"
 MESH_CONFIGMAP = "istio"
 MESH_KEY = "mesh"
+INJECTOR_CONFIGMAP = "istio-sidecar-injector"
 
 ENDPOINT_SLICES = ResourceType("discovery.k8s.io", "v1", "endpointslices")
 PODS = ResourceType("", "v1", "pods")
@@ -151,12 +155,17 @@ class KubeRegistrySource(Reflectors):
     def __init__(self, api: client.ApiClient, sink: ServiceEndpointsSink, *,
                  on_endpoints: Callable[[frozenset[str], list[str], list[WorkloadKey]], None] | None = None,
                  on_mesh: Callable[[str | None], None] | None = None,
+                 on_injector: Callable[[dict[str, str] | None], None] | None = None,
+                 injector_configmap: str = INJECTOR_CONFIGMAP,
                  system_namespace: str = "istio-system", watch_timeout_s: int = 300,
                  namespaces: NamespaceFilter | None = None) -> None:
         self.sink = sink
         self.filter = namespaces
         self.on_endpoints = on_endpoints
         self.on_mesh = on_mesh
+        self.on_injector = on_injector
+        self.injector_configmap = injector_configmap
+        self.injector_data: dict[str, str] | None = None
         self.system_namespace = system_namespace
         self.slices = _Collection(self._slices_changed)
         self.pods = _Collection(self._pods_changed)
@@ -172,8 +181,9 @@ class KubeRegistrySource(Reflectors):
             Reflector(api, NODES, self.nodes, watch_timeout_s=t),
             Reflector(api, NAMESPACES, self.namespaces, watch_timeout_s=t),
             Reflector(api, ENDPOINT_SLICES, self.slices, watch_timeout_s=t),
-            Reflector(api, CONFIGMAPS, self.configmaps, watch_timeout_s=t, field_selector=(
-                f"metadata.namespace={system_namespace},metadata.name={MESH_CONFIGMAP}")),
+            # the system namespace's ConfigMaps: the mesh config's and the injector's
+            Reflector(api, CONFIGMAPS, self.configmaps, watch_timeout_s=t,
+                      field_selector=f"metadata.namespace={system_namespace}"),
         ]
         if namespaces is not None:
             namespaces.add_listener(self._discovery_changed)
@@ -228,6 +238,13 @@ class KubeRegistrySource(Reflectors):
             self.mesh_text = text
             if self.on_mesh is not None:
                 self.on_mesh(text)
+        inj = self.configmaps.items.get((self.system_namespace, self.injector_configmap))
+        raw = inj.get("data") if inj is not None else None
+        injector = None if inj is None else {str(k): str(v) for k, v in (raw or {}).items()}
+        if injector != self.injector_data:
+            self.injector_data = injector
+            if self.on_injector is not None:
+                self.on_injector(injector)
 
     def _services_where(self, pred: Callable[[str, dict[str, Any]], bool]) -> set[ServiceKey]:
         out: set[ServiceKey] = set()

@@ -16,7 +16,7 @@ from mizzen.kube.inject.pod import InjectError, inject_pod, workload_of_pod
 from mizzen.kube.inject.policy import INJECT_KEY, NAMESPACE_LABEL, REV_LABEL, inject_required
 from mizzen.kube.inject.values import InjectConfig
 
-__all__ = ["admission_review", "inject_review", "injector_webhooks", "json_patch",
+__all__ = ["admission_review", "inject_review", "injector_configmap_name", "injector_webhooks", "json_patch",
            "mutating_webhook_configuration"]
 
 Object = dict[str, Any]
@@ -108,11 +108,17 @@ def injector_webhooks(revision: str = "default", *, namespace: str = "istio-syst
     ]
 
 
+def injector_configmap_name(revision: str = "") -> str:
+    """The revision's injector ConfigMap (``config`` + ``values``): ``istio-sidecar-injector``, or
+    ``istio-sidecar-injector-<rev>`` for another revision, the name the MutatingWebhookConfiguration has."""
+    return "istio-sidecar-injector" + ("" if revision in ("", "default") else f"-{revision}")
+
+
 def mutating_webhook_configuration(revision: str = "default", *, namespace: str = "istio-system",
                                    service: str = "istiod", path: str = "/inject", ca_bundle: str = "",
                                    port: int = 443) -> Object:
     """Istio's ``istio-sidecar-injector`` (``istio-sidecar-injector-<rev>`` for another revision)."""
-    name = "istio-sidecar-injector" + ("" if revision == "default" else f"-{revision}")
+    name = injector_configmap_name(revision)
     return {
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": name, "labels": {"app": "sidecar-injector", "istio.io/rev": revision,

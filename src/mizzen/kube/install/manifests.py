@@ -4,7 +4,8 @@ package data).
 Components, in the order they are applied (istioctl's): **Istio core** (``base``: the ``istio-system``
 namespace, Istio's CRDs, the ``istio-reader`` ServiceAccount and ClusterRole, the ``istiod-default-validator``
 webhook), **Istiod** (``pilot``: ServiceAccount ``istiod``, ClusterRoles like istiod's incl. TokenReview,
-Leases, ConfigMaps and webhooks, the ``istio`` ConfigMap with the mesh config, the ``istiod`` Deployment and
+Leases, ConfigMaps and webhooks, the ``istio`` ConfigMap with the mesh config, the
+``istio-sidecar-injector`` ConfigMap with the injector's config and values, the ``istiod`` Deployment and
 Service with ports 15010, 15012, 443->15017 and 15014, the ``istio-validator-<ns>`` webhook of
 :mod:`mizzen.kube.webhooks.configuration` and the ``istio-sidecar-injector`` of
 :mod:`mizzen.kube.inject.webhook`), **Ingress gateways** and **Egress gateways** (a ServiceAccount, a Role
@@ -21,6 +22,7 @@ Every object carries :data:`OWNER_LABEL` (``install.operator.istio.io/owning-res
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -28,7 +30,8 @@ from typing import Any
 import yaml
 
 from mizzen.config.schema import CRD_FILE
-from mizzen.kube.inject.webhook import mutating_webhook_configuration
+from mizzen.kube.inject.values import DEFAULT_VALUES, merge
+from mizzen.kube.inject.webhook import injector_configmap_name, mutating_webhook_configuration
 from mizzen.kube.webhooks import configuration as wh
 
 __all__ = ["COMPONENT_LABEL", "OWNER", "OWNER_LABEL", "Component", "render", "to_yaml"]
@@ -260,6 +263,31 @@ def _mesh_config_text(spec: Obj) -> str:
     return yaml.safe_dump(mesh, sort_keys=True)
 
 
+def _injector_data(spec: Obj, ns: str) -> dict[str, str]:
+    """The chart's ``istio-sidecar-injector`` ConfigMap: ``config`` (policy, selectors, injectedAnnotations,
+    defaultTemplates; Mizzen renders Istio's sidecar template itself, so no ``templates``) from the
+    ``sidecarInjectorWebhook`` values, and ``values``, the chart values as JSON (the install's
+    ``values`` over the chart's defaults, ``spec.hub``/``tag`` as ``global.hub``/``tag``, as istioctl
+    translates them)."""
+    user = copy.deepcopy(spec.get("values") or {})
+    glob = user.setdefault("global", {})
+    for key in ("hub", "tag"):
+        if spec.get(key) and key not in glob:
+            glob[key] = spec[key]
+    glob.setdefault("istioNamespace", ns)
+    values = merge(DEFAULT_VALUES, user)
+    hook = values.get("sidecarInjectorWebhook") or {}
+    config = {
+        "policy": (values.get("global") or {}).get("proxy", {}).get("autoInject") or "enabled",
+        "alwaysInjectSelector": hook.get("alwaysInjectSelector") or [],
+        "neverInjectSelector": hook.get("neverInjectSelector") or [],
+        "injectedAnnotations": hook.get("injectedAnnotations") or {},
+        "defaultTemplates": hook.get("defaultTemplates") or ["sidecar"],
+    }
+    return {"config": yaml.safe_dump(config, sort_keys=False),
+            "values": json.dumps(values, indent=2, sort_keys=True)}
+
+
 def _pilot(spec: Obj, ns: str) -> Component:
     c = Component("Istiod", "Pilot")
     comp = (spec.get("components") or {}).get("pilot") or {}
@@ -288,6 +316,10 @@ def _pilot(spec: Obj, ns: str) -> Component:
     c.objects.append({"apiVersion": "v1", "kind": "ConfigMap",
                       "metadata": _meta("istio", ns, "Pilot", ns, {"istio.io/rev": "default"}),
                       "data": {"mesh": _mesh_config_text(spec), "meshNetworks": "networks: {}\n"}})
+    c.objects.append({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": _meta(injector_configmap_name(), ns, "Pilot", ns,
+                                        {"istio.io/rev": "default"}),
+                      "data": _injector_data(spec, ns)})
     log_level = str(((spec.get("values") or {}).get("global") or {}).get("logging", {}).get("level", "")
                     or "INFO")
     container: Obj = {
