@@ -18,7 +18,8 @@ HTTP (under the API guard):
   pod's ``admin``, so ``mizzen proxy-config endpoints|secret|log|bootstrap|all`` use it unchanged.
 * :meth:`ProxyDebugHub.logs`: Envoy's log (the ``istio-proxy`` container) for ``/apis/pods/.../logs``.
 
-A pod with no connected channel is a 503 with one line saying so.
+A pod with no connected channel is a 503 with one line saying so, unless a peer replica holds it
+(:mod:`.proxy_peers`: two or more replicas, each agent connected to one): then the request is forwarded there.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import grpc
 from aiohttp import web
 
 from mizzen.agent.debug_channel import CONNECT_METHOD
+from mizzen.controlplane.proxy_peers import FORWARD_METHOD, GONE, PeerAuthenticator, Peers
 from mizzen.security.authn import AuthenticationError, Authenticator, authenticate
 from mizzen.security.xdsauth import NodeDenied, check_node, is_tls, request_context
 
@@ -73,6 +75,12 @@ class ProxyDebugHub:
         self.timeout_s = timeout_s
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._ids = itertools.count(1)
+        self.peers: Peers | None = None                       # the other replicas (set on a cluster)
+        self.peer_authenticator: PeerAuthenticator | None = None
+
+    def reachable(self, namespace: str, pod: str) -> bool:
+        """Connected here, or maybe at a peer replica (asked when it comes to it)."""
+        return self.connected(namespace, pod) or bool(self.peers)
 
     def connected(self, namespace: str, pod: str) -> bool:
         return (namespace, pod) in self._sessions
@@ -81,7 +89,39 @@ class ProxyDebugHub:
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         service, _, method = CONNECT_METHOD.strip("/").rpartition("/")
         handler = grpc.stream_stream_rpc_method_handler(self.connect)
-        return grpc.method_handlers_generic_handler(service, {method: handler})
+        forward = grpc.unary_unary_rpc_method_handler(self.forwarded)
+        return grpc.method_handlers_generic_handler(
+            service, {method: handler, FORWARD_METHOD.rpartition("/")[2]: forward})
+
+    async def forwarded(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        """A peer replica's forward (:mod:`.proxy_peers`): answered from this replica's channels only."""
+        if not is_tls(context) or self.peer_authenticator is None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "forwards are taken from peer replicas "
+                                "over TLS only")
+        assert self.peer_authenticator is not None
+        try:
+            caller = await self.peer_authenticator.authenticate(request_context(context))
+        except AuthenticationError as e:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+        if caller is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a peer token is required")
+        try:
+            msg = json.loads(raw)
+            ns, pod, req = str(msg["namespace"]), str(msg["pod"]), dict(msg["request"])
+        except (ValueError, KeyError, TypeError):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "want {namespace, pod, request}")
+            raise AssertionError("unreachable") from None
+        if req.get("kind") not in ("admin", "logs"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown request kind")
+        try:
+            answer = await self.ask(ns, pod, req, forward=False)
+        except ChannelGone:
+            answer = {GONE: True}
+        except TimeoutError:
+            answer = {"status": 504, "contentType": "application/json", "body": json.dumps(
+                {"error": f"pod {ns}/{pod}'s agent did not answer in {self.timeout_s:g} s"})}
+        answer.pop("id", None)
+        return json.dumps(answer).encode()
 
     async def connect(self, requests: AsyncIterator[bytes],
                       context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
@@ -147,9 +187,17 @@ class ProxyDebugHub:
                 future.set_exception(ChannelGone("the pod's debug channel closed"))
         session.pending.clear()
 
-    async def ask(self, namespace: str, pod: str, request: dict[str, Any]) -> dict[str, Any]:
-        """Send one request to the pod's agent and wait for its answer (ChannelGone / TimeoutError)."""
+    async def ask(self, namespace: str, pod: str, request: dict[str, Any],
+                  forward: bool = True) -> dict[str, Any]:
+        """Send one request to the pod's agent and wait for its answer (ChannelGone / TimeoutError); a pod
+        connected to a peer replica is asked through it (``forward``)."""
         session = self._sessions.get((namespace, pod))
+        if session is None and forward and self.peers:
+            answer = await self.peers.ask(namespace, pod, request)
+            if answer is not None:
+                return answer
+            raise ChannelGone(f"pod {namespace}/{pod} has no debug channel to any control-plane replica (no "
+                              "sidecar, or not started yet)")
         if session is None:
             raise ChannelGone(f"pod {namespace}/{pod} has no debug channel to this control plane (no "
                               "sidecar, not started yet, or connected to another replica)")

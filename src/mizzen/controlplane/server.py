@@ -241,7 +241,7 @@ class ControlPlane:
             hub = self.proxy_debug
             self.api.add_routes(KubePodsApi(
                 self._kube_pods,
-                admin_path=(lambda ns, pod: admin_path(ns, pod) if hub.connected(ns, pod) else None)
+                admin_path=(lambda ns, pod: admin_path(ns, pod) if hub.reachable(ns, pod) else None)
                 if hub is not None else None,
                 proxy_logs=hub.logs if hub is not None else None).routes())
         self.workloads_synced = asyncio.Event()
@@ -407,6 +407,8 @@ class ControlPlane:
                  kubeconfig or "in-cluster", len(self.store), len(self.registry.snapshot().services))
         if self.identity is not None:
             self._start_leader_work(self._kube_api, self.identity)
+        if self.identity is not None and self.proxy_debug is not None:
+            self._start_peers(self.identity)
 
     async def _cluster_identity(self, api: ApiClient) -> None:
         """The CA from the cluster's cacerts / istio-ca-secret Secret, shared by every replica."""
@@ -421,6 +423,36 @@ class ControlPlane:
             self.identity = MeshIdentity(opts.state_dir, self._ca_secret.directory, opts.mesh.trust_domain)
         finally:   # the CA holds the material in memory now: no key file outlives this (not even a kill -9)
             self._ca_secret.close()
+
+    def _start_peers(self, identity: MeshIdentity) -> None:
+        """Debug requests for pods connected to another replica go there (:mod:`.proxy_peers`): the peers
+        are istiod's Service endpoints, authenticated by a token keyed by the CA both replicas share."""
+        from mizzen.controlplane.proxy_peers import PeerAuthenticator, Peers, peer_key
+        from mizzen.kube.ha import system_namespace
+        from mizzen.kube.leader import holder_identity
+        from mizzen.kube.peers import istiod_service, peer_addresses
+        from mizzen.security.identity import Identity
+
+        hub, opts = self.proxy_debug, self.options
+        assert hub is not None
+        ns = system_namespace(opts.mesh.root_namespace)
+        service, me = istiod_service(opts.revision), holder_identity()
+        keys: dict[int, bytes] = {}
+
+        def key() -> bytes:
+            material = identity.ca.material
+            if id(material) not in keys:
+                keys.clear()
+                keys[id(material)] = peer_key(material.key)
+            return keys[id(material)]
+
+        def addresses() -> list[str]:
+            slices = self.kube_registry.slices.items.values() if self.kube_registry is not None else ()
+            return peer_addresses(slices, ns, service, self_pod=me,
+                                  self_addresses=[self.xds_tls_address] if self.ads.tls_port else [])
+
+        hub.peers = Peers(addresses, lambda: identity.ca.trust_bundle.pem, key)
+        hub.peer_authenticator = PeerAuthenticator(key, Identity(ns, "istiod", identity.trust_domain))
 
     def _start_leader_work(self, api: ApiClient, identity: MeshIdentity) -> None:
         """Leader elections for the work one replica does: istio-ca-root-cert in every namespace (and what
@@ -578,6 +610,8 @@ class ControlPlane:
         if self.webhooks is not None:
             await self.webhooks.stop()
             self.webhooks = None
+        if self.proxy_debug is not None and self.proxy_debug.peers is not None:
+            await self.proxy_debug.peers.close()
         if self._kube_api is not None:
             await self._kube_api.close()
             self._kube_api = None
