@@ -3,7 +3,9 @@ API server: one leader holds the Lease under its instance name; both serve a rea
 one root from ``istio-ca-secret``; every namespace gets ``istio-ca-root-cert`` with that root; kill -9 the
 leader: the survivor takes over, a namespace created afterwards gets its ConfigMap within the failover bound,
 and the Envoys keep their config throughout; a deleted or altered ConfigMap comes back; a stopped replica
-releases the Lease.
+releases the Lease. ``proxy-config``/``logs -c istio-proxy`` asked of either replica reach a pod whose agent's
+debug channel is connected to the other (the replica asked forwards to its peer, found from istiod's
+EndpointSlices).
 
 The replicas live in a namespace of this test (``POD_NAMESPACE``), not istio-system, so the Lease and the
 CA Secret are the test's own on the shared cluster."""
@@ -23,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,12 +60,14 @@ class Replica:
     xds_port: int
     xds_tls_port: int
     log: Path
+    http: str = ""
+    state: Path = Path()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
 
-def start_replica(cluster: Any, name: str, system_ns: str, work: Path) -> Replica:
+def start_replica(cluster: Any, name: str, system_ns: str, work: Path, host: str) -> Replica:
     state = work / name
     state.mkdir()
     (work / f"{name}-tmp").mkdir()     # its temp files (the CA material while it loads) land here
@@ -72,9 +78,10 @@ def start_replica(cluster: Any, name: str, system_ns: str, work: Path) -> Replic
     with log.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mizzen.controlplane", "--kubeconfig", str(cluster.kubeconfig),
-             "--state-dir", str(state), "--xds-port", "0", "--xds-tls-port", "0", "--http-port", "0"],
+             "--state-dir", str(state), "--xds-host", host, "--xds-port", "0", "--xds-tls-port", "0",
+             "--http-port", "0"],
             stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True)
-    return Replica(name, proc, 0, 0, log)
+    return Replica(name, proc, 0, 0, log, state=state)
 
 
 def wait_ports(r: Replica, timeout: float = 90.0) -> None:
@@ -91,6 +98,7 @@ def wait_ports(r: Replica, timeout: float = 90.0) -> None:
     fields = dict(f.split("=", 1) for f in buf.split(b"\n")[0].decode().split()[3:])
     r.xds_port = int(fields["xds"].rpartition(":")[2])
     r.xds_tls_port = int(fields["xds-tls"].rpartition(":")[2])
+    r.http = fields["http"]
 
 
 def stop(r: Replica, sig: int = signal.SIGTERM) -> None:
@@ -120,13 +128,13 @@ def root_cm(cluster: Any, ns: str) -> str | None:
     return None if cm is None else str((cm.get("data") or {}).get("root-cert.pem"))
 
 
-def serving_cert(port: int) -> x509.Certificate:
+def serving_cert(host: str, port: int) -> x509.Certificate:
     """The certificate a replica's xDS TLS port presents (signed by its CA)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+    with socket.create_connection((host, port), timeout=5) as raw, \
             ctx.wrap_socket(raw, server_hostname="istiod.istio-system.svc") as tls:
         der = tls.getpeercert(binary_form=True)
     assert der
@@ -142,9 +150,9 @@ def namespaces(kube_cluster: Any) -> Iterator[list[str]]:
 
 
 @contextlib.asynccontextmanager
-async def envoy(namespace: str, port: int) -> AsyncIterator[Agent]:
+async def envoy(namespace: str, host: str, port: int) -> AsyncIterator[Agent]:
     spec = ProxySpec(type=ProxyType.SIDECAR, ip=alloc_ip(), namespace=namespace, name=f"client-{port}",
-                     admin_port=AGENT_ADMIN_PORT, xds_port=port, labels={"app": "client"})
+                     admin_port=AGENT_ADMIN_PORT, xds_host=host, xds_port=port, labels={"app": "client"})
     agent = Agent(spec, AgentOptions(concurrency=1))
     await agent.start(ready_timeout=30)
     try:
@@ -163,7 +171,9 @@ async def test_two_replicas_one_leader_shared_root_failover(kube_cluster: Any,
     kube_cluster.kubectl("apply", "-n", app_ns, "-f", "-", stdin=SERVICE)
     cluster_name = f"outbound|9080||ha-svc.{app_ns}.svc.cluster.local"
     with tempfile.TemporaryDirectory(prefix="mizzen-ha-") as tmp:
-        replicas = [start_replica(kube_cluster, f"istiod-{tag}-{x}", system_ns, Path(tmp)) for x in "ab"]
+        host = kube_cluster.net.addr.host_ip    # on the cluster's bridge: istiod's EndpointSlices name it
+        replicas = [start_replica(kube_cluster, f"istiod-{tag}-{x}", system_ns, Path(tmp), host)
+                    for x in "ab"]
         try:
             for r in replicas:
                 wait_ports(r)
@@ -186,7 +196,7 @@ async def test_two_replicas_one_leader_shared_root_failover(kube_cluster: Any,
             root_pem = base64.b64decode(secret["data"]["ca-cert.pem"])
             root = x509.load_pem_x509_certificate(root_pem)
             for r in replicas:
-                cert = serving_cert(r.xds_tls_port)
+                cert = serving_cert(host, r.xds_tls_port)
                 cert.verify_directly_issued_by(root)     # raises if another root signed it
             assert "PRIVATE KEY" not in "".join(r.log.read_text() for r in replicas)
             for r in replicas:   # the CA's key lives in memory only: no copy on disk while serving
@@ -198,9 +208,13 @@ async def test_two_replicas_one_leader_shared_root_failover(kube_cluster: Any,
             await eventually(lambda: published(app_ns), timeout=15, interval=0.2)
 
             # both replicas serve xDS
-            async with envoy(app_ns, leader.xds_port) as e_leader, envoy(app_ns, survivor.xds_port) as e_surv:
+            async with envoy(app_ns, host, leader.xds_port) as e_leader, \
+                    envoy(app_ns, host, survivor.xds_port) as e_surv:
                 for e in (e_leader, e_surv):
                     assert cluster_name in await e.admin_get("/clusters")
+
+                await debug_through_the_other_replica(kube_cluster, replicas, system_ns, app_ns, e_leader,
+                                                      root_pem.decode(), Path(tmp), cluster_name)
 
                 # kill -9 the leader; a namespace created afterwards gets its ConfigMap from the survivor
                 os.kill(leader.proc.pid, signal.SIGKILL)
@@ -243,3 +257,77 @@ async def test_two_replicas_one_leader_shared_root_failover(kube_cluster: Any,
         finally:
             for r in replicas:
                 stop(r)
+
+
+ISTIOD_SLICE = """
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: NAME
+  labels: {kubernetes.io/service-name: istiod, endpointslice.kubernetes.io/managed-by: mizzen-test}
+addressType: IPv4
+ports: [{name: https-dns, port: PORT, protocol: TCP}]
+endpoints: [{addresses: [HOST], conditions: {ready: true}, targetRef: {kind: Pod, name: NAME}}]
+"""
+
+
+async def debug_through_the_other_replica(cluster: Any, replicas: list[Replica], system_ns: str, app_ns: str,
+                                          e: Agent, root_pem: str, tmp: Path, cluster_name: str) -> None:
+    """A pod's agent opens its debug channel (its bound istio-ca token, TLS) to replica a; asked of replica
+    b (its API, its token) ``proxy-config clusters`` and ``logs -c istio-proxy`` answer through a, which b
+    finds in istiod's EndpointSlices (selector-less ``istiod`` Service here, one slice per replica)."""
+    from mizzen.agent.debug_channel import DebugChannel
+    from mizzen.security.nodeagent.upstream import ControlPlaneTls, TokenFile
+
+    host = cluster.net.addr.host_ip
+    cluster.kubectl("apply", "-n", system_ns, "-f", "-", stdin=(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: istiod}\n"
+        "spec: {ports: [{name: https-dns, port: 15012}]}\n"))
+    for r in replicas:
+        slice_doc = ISTIOD_SLICE.replace("NAME", r.name).replace("PORT", str(r.xds_tls_port))
+        cluster.kubectl("apply", "-n", system_ns, "-f", "-", stdin=slice_doc.replace("HOST", host))
+    # a pod (never scheduled: nothing selects it) whose bound token the agent presents
+    pod = "dbg"
+    cluster.kubectl("apply", "-n", app_ns, "-f", "-", stdin=(
+        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, labels: {{app: dbg}}}}\nspec:\n"
+        "  nodeSelector: {mizzen.test/nowhere: none}\n  containers: [{name: app, image: x}]\n"))
+    uid = json.loads(cluster.kubectl("get", "pod", "-n", app_ns, pod, "-o", "json"))["metadata"]["uid"]
+    token = tmp / "dbg-token"
+    token.write_text(cluster.kubectl("create", "token", "default", "-n", app_ns, "--audience", "istio-ca",
+                                     "--bound-object-kind", "Pod", "--bound-object-name", pod,
+                                     "--bound-object-uid", uid, "--duration", "10m").strip())
+    token.chmod(0o600)
+    a, b = replicas
+    tls = ControlPlaneTls(f"{host}:{a.xds_tls_port}", root_pem, TokenFile(token))
+    node_id = f"sidecar~{e.spec.ip}~{pod}.{app_ns}~{app_ns}.svc.cluster.local"
+    channel = DebugChannel(tls, node_id, {"NAMESPACE": app_ns, "SERVICE_ACCOUNT": "default"},
+                           Path(e.admin_connect_path), e.log_path)
+    channel.start()
+    try:
+        api_token = (b.state / "token").read_text().strip()
+        env = {**os.environ, "MIZZEN_TOKEN": api_token}
+        mizzen = str(Path(sys.executable).with_name("mizzen"))
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([mizzen, "--server", b.http, *args], capture_output=True, text=True,
+                                  timeout=60, env=env)
+
+        async def through_b() -> None:
+            r = await asyncio.to_thread(cli, "proxy-config", "clusters", pod, "-n", app_ns, "-o", "json")
+            assert r.returncode == 0, r.stderr
+            assert cluster_name in r.stdout
+
+        await eventually(through_b, timeout=30, interval=0.5)
+        r = await asyncio.to_thread(cli, "logs", pod, "-n", app_ns, "-c", "istio-proxy", "--tail", "5")
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr
+        assert channel.answered >= 2      # b's requests reached the agent connected to a
+        # a pod no replica has a channel for: a 503 with one line saying so
+        req = urllib.request.Request(f"{b.http}/debug/proxy-admin/{app_ns}/nobody/clusters",
+                                     headers={"Authorization": f"Bearer {api_token}"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            await asyncio.to_thread(urllib.request.urlopen, req, timeout=30)
+        assert err.value.code == 503
+        assert "no debug channel to any control-plane replica" in err.value.read().decode()
+    finally:
+        await channel.stop()
+        await tls.close()

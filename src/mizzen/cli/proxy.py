@@ -7,6 +7,11 @@ all PROXY``.
 with the API token; the address comes from the demo's pods or the registered workloads, never from what a
 proxy claims) or ``--admin`` (a socket path, ``host:port`` or a URL). PROXY may be the full node id, the
 ``pod.namespace`` name, the pod name, or a unique prefix or substring of either.
+
+With several control-plane replicas a proxy's xDS stream is held by one of them; asked of another, a proxy
+that is not connected here but is a pod the control plane reaches (a cluster's ``/apis/pods`` ``admin``,
+the pod agent's debug channel, forwarded to the replica holding it) is read from Envoy itself, as istioctl
+reads it: ``clusters|listeners|routes`` then come from Envoy's config_dump.
 """
 
 from __future__ import annotations
@@ -89,11 +94,69 @@ def proxy_status(
                        f"nonce={st.get('nonce') or '-'}")
 
 
+def _pods_with_admin(c: ControlPlaneClient, namespace: str | None) -> dict[str, str]:
+    """Node-id-shaped names (``sidecar~~pod.ns~``) of the pods whose admin the control plane reaches, to
+    their admin URL (an API path on a cluster)."""
+    query = "?" + urllib.parse.urlencode({"namespace": namespace}) if namespace else ""
+    try:
+        body = c._request("GET", "/apis/pods" + query)
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        return {}
+    items = body.get("items") if isinstance(body, dict) else body
+    out: dict[str, str] = {}
+    for item in items if isinstance(items, list) else []:
+        admin = str(item.get("admin") or "") if isinstance(item, dict) else ""
+        if admin:
+            out[f"sidecar~~{item.get('name')}.{item.get('namespace')}~"] = (
+                c.server + admin if admin.startswith("/") else admin)
+    return out
+
+
+def _locate(c: ControlPlaneClient, proxy: str, namespace: str | None) -> tuple[str | None, str | None]:
+    """(node id connected to this control plane, None), or (None, admin URL) for a pod not connected here
+    whose admin it reaches (another replica's proxy); else the usual one-line failure."""
+    entries = c.syncz()
+    ids = [str(e.get("proxy", "")) for e in entries]
+    found, candidates = pt.resolve_proxy(proxy, ids, namespace, context_namespace())
+    if found or candidates:
+        return resolve(proxy, entries, namespace), None
+    pods = _pods_with_admin(c, namespace)
+    hit, _ = pt.resolve_proxy(proxy, list(pods), namespace, context_namespace())
+    if hit is not None:
+        return None, pods[hit]
+    return resolve(proxy, entries, namespace), None
+
+
+_SECTIONS = {
+    "CDS": ("ClustersConfigDump", (("static_clusters", ("cluster",)),
+                                   ("dynamic_active_clusters", ("cluster",)))),
+    "LDS": ("ListenersConfigDump", (("static_listeners", ("listener",)),
+                                    ("dynamic_listeners", ("active_state", "listener")))),
+    "RDS": ("RoutesConfigDump", (("static_route_configs", ("route_config",)),
+                                 ("dynamic_route_configs", ("route_config",)))),
+}
+
+
+def _from_envoy(dump: dict[str, Any], type_key: str) -> list[dict[str, Any]]:
+    """The resources of one type in Envoy's config_dump (static and dynamic)."""
+    suffix, parts = _SECTIONS[type_key]
+    section = _dump_section(dump, suffix)
+    return [i for key, inner in parts for i in _dynamic(section, key, inner)]
+
+
 def _dump(ctx: typer.Context, proxy: str, type_key: str, namespace: str | None) -> list[dict[str, Any]]:
     c = client(ctx)
     with api_call(c, "Fetching proxy configuration..."):
-        pid = resolve(proxy, c.syncz(), namespace)
-        dump = c.config_dump(pid)
+        pid, admin = _locate(c, proxy, namespace)
+        if pid is not None:
+            dump = c.config_dump(pid)
+    if pid is None and admin is not None and type_key in _SECTIONS:
+        return _from_envoy(_config_dump(_admin_client(admin, c)), type_key)
+    if pid is None:
+        fail(f"{proxy} is connected to another control-plane replica; its {type_key} is read from Envoy "
+             "only for clusters, listeners and routes")
     items = dump.get(type_key) or []
     return [i for i in items if isinstance(i, dict)]
 
@@ -214,13 +277,17 @@ def _admin(ctx: typer.Context, proxy: str, namespace: str | None, admin: str | N
     """The admin client for PROXY (``--admin`` wins); None when not found and not ``required``."""
     c = client(ctx)
     with api_call(c, "Finding the proxy..."):
-        pid = resolve(proxy, c.syncz(), namespace)
-        url = admin or _discover_admin(c, pid)
+        pid, pod_admin = _locate(c, proxy, namespace)
+        url = admin or pod_admin or (_discover_admin(c, pid) if pid is not None else None)
     if not url:
         if required:
-            fail(f"no admin address known for {pt.proxy_name(pid)} (not a pod of this control plane's "
-                 "runner nor a registered workload): pass --admin HOST:PORT or the admin socket path")
+            fail(f"no admin address known for {pt.proxy_name(pid or proxy)} (not a pod of this control "
+                 "plane's runner nor a registered workload): pass --admin HOST:PORT or the admin socket path")
         return None
+    return _admin_client(url, c)
+
+
+def _admin_client(url: str, c: ControlPlaneClient) -> AdminClient:
     try:
         target = parse_admin_target(url)
     except ValueError as e:
