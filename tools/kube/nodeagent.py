@@ -364,6 +364,8 @@ class NodeAgent:
             services = Reflector(self.api, ResourceType("", "v1", "services"), _ServiceHandler(self),
                                  watch_timeout_s=60)
             tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(services.run())]
+            tasks.append(asyncio.create_task(  # the kubelet API (kubectl logs): kubelet_api.py beside this
+                __import__("runpy").run_path(Path(__file__).with_name("kubelet_api.py"))["serve"](self)))
             await asyncio.wait_for(services.synced.wait(), 30)   # pods' hosts files need them
             tasks.append(asyncio.create_task(reflector.run()))
             await asyncio.wait_for(reflector.synced.wait(), 30)

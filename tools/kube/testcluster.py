@@ -294,6 +294,8 @@ class TestCluster:
                        "kubernetes.default.svc.cluster.local", "localhost"),
                   ips=(a.cp_ip, a.kubernetes_svc_ip, "127.0.0.1"))
         pki.kubeconfig("admin", "mizzen-test-admin", "system:masters")
+        kl_crt, kl_key = pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                                   "system:masters")
         pki.kubeconfig("controller-manager", "system:kube-controller-manager")
         pki.kubeconfig("scheduler", "system:kube-scheduler")
         p = pki.root
@@ -319,6 +321,11 @@ class TestCluster:
             # webhooks and aggregated APIs with a ``service:`` reference are dialled at the Service's
             # endpoints (the pod), not its ClusterIP: nothing routes ClusterIPs in the API server's namespace
             "--enable-aggregator-routing=true",
+            # the node agent's kubelet API (kubectl logs; tools/kube/kubelet_api.py): the API server presents
+            # its client certificate, and verifies the node's (the cluster CA's, for the node's IP)
+            "--kubelet-client-certificate", str(kl_crt), "--kubelet-client-key", str(kl_key),
+            "--kubelet-certificate-authority", str(p / "ca.crt"),
+            "--kubelet-preferred-address-types", "InternalIP",
             "--allow-privileged", "--profiling=false", "--v", "1"])
         self._wait_ready(timeout)
         self._spawn("kube-controller-manager", [
