@@ -262,8 +262,13 @@ async def test_endpointslices_drive_envoy(kube_cluster: Any, node: Any) -> None:
             assert {r[5] for r in rows} == await asyncio.to_thread(ready_ips, c, ns), out
             rc, out = await mizzen(mesh, "describe", "pod", rows[0][0], "-n", ns)
             assert rc == 0 and f"IP:  {rows[0][5]}" in out and "web-sa" in out, out
-            rc, out = await mizzen(mesh, "logs", rows[0][0], "-n", ns)
-            assert rc == 1 and "kubectl logs" in out and len(out.strip().splitlines()) == 1, out
+            # the app's log through the API server's pods/log (the node agent's kubelet API): the readiness
+            # probes http.server logged
+            rc, out = await mizzen(mesh, "logs", rows[0][0], "-n", ns, "--tail", "2")
+            lines = out.strip().splitlines()
+            assert rc == 0 and len(lines) == 2 and '"GET /index.html HTTP/1.1" 200' in out, out
+            rc, out = await mizzen(mesh, "logs", rows[0][0], "-n", ns, "-c", "nope")
+            assert rc == 1 and "container nope is not valid for pod" in out and "Traceback" not in out, out
 
             c.kubectl("delete", "-n", ns, "service", "web")
 

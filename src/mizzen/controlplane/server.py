@@ -236,14 +236,15 @@ class ControlPlane:
             self.api.add_routes(pods.routes())
             self.api.workload_address_check = pods.address_check
         elif opts.kubeconfig is not None or opts.in_cluster:   # the cluster's Pods, as its registry sees them
-            from mizzen.kube.pods_view import KubePodsApi
+            from mizzen.kube.pods_view import ApiServerLogs, KubePodsApi
 
             hub = self.proxy_debug
             self.api.add_routes(KubePodsApi(
                 self._kube_pods,
                 admin_path=(lambda ns, pod: admin_path(ns, pod) if hub.reachable(ns, pod) else None)
                 if hub is not None else None,
-                proxy_logs=hub.logs if hub is not None else None).routes())
+                proxy_logs=hub.logs if hub is not None else None,
+                app_logs=ApiServerLogs(lambda: self._kube_api, self._kube_pods)).routes())
         self.workloads_synced = asyncio.Event()
         if opts.await_workload_sync_s is None:
             self.workloads_synced.set()

@@ -250,6 +250,8 @@ def _istiod_rules() -> list[Obj]:
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": rw},
         {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["*"], "verbs": ["get", "watch", "list"]},
         {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "watch", "list"]},
+        # mizzen logs of app containers (its API, behind its token): the API server's pods/log
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     ]
 
 
