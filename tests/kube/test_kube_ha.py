@@ -290,7 +290,8 @@ async def debug_through_the_other_replica(cluster: Any, replicas: list[Replica],
     pod = "dbg"
     cluster.kubectl("apply", "-n", app_ns, "-f", "-", stdin=(
         f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, labels: {{app: dbg}}}}\nspec:\n"
-        "  nodeSelector: {mizzen.test/nowhere: none}\n  containers: [{name: app, image: x}]\n"))
+        "  nodeSelector: {mizzen.test/nowhere: none}\n"
+        "  containers: [{name: app, image: x}, {name: istio-proxy, image: proxyv2}]\n"))
     uid = json.loads(cluster.kubectl("get", "pod", "-n", app_ns, pod, "-o", "json"))["metadata"]["uid"]
     token = tmp / "dbg-token"
     token.write_text(cluster.kubectl("create", "token", "default", "-n", app_ns, "--audience", "istio-ca",

@@ -125,3 +125,16 @@ def test_kubectl_logs_reaches_the_node_agent(kube_cluster: Any, node: Any) -> No
         assert got == b"", f"served without a client certificate: {got[:100]!r}"
     finally:
         c.kubectl("delete", "namespace", NS, "--wait=false")
+
+
+def test_lines_after_offsets() -> None:
+    """``mizzen logs [-f]`` over pods/log: whole lines, the tail, and what follows an offset (from the start
+    again when the log got shorter: a restarted or rotated log)."""
+    from mizzen.kube.pods_view import lines_after
+
+    data = b"a\nbb\nccc\npartial"
+    assert lines_after(data, None, None) == {"lines": ["a", "bb", "ccc"], "offsets": [9]}
+    assert lines_after(data, 2, None) == {"lines": ["bb", "ccc"], "offsets": [9]}
+    assert lines_after(data, 0, None)["lines"] == []
+    assert lines_after(data + b"!\n", None, 9) == {"lines": ["partial!"], "offsets": [18]}
+    assert lines_after(b"new\n", None, 9) == {"lines": ["new"], "offsets": [4]}

@@ -78,10 +78,6 @@ class ProxyDebugHub:
         self.peers: Peers | None = None                       # the other replicas (set on a cluster)
         self.peer_authenticator: PeerAuthenticator | None = None
 
-    def reachable(self, namespace: str, pod: str) -> bool:
-        """Connected here, or maybe at a peer replica (asked when it comes to it)."""
-        return self.connected(namespace, pod) or bool(self.peers)
-
     def connected(self, namespace: str, pod: str) -> bool:
         return (namespace, pod) in self._sessions
 

@@ -241,8 +241,7 @@ class ControlPlane:
             hub = self.proxy_debug
             self.api.add_routes(KubePodsApi(
                 self._kube_pods,
-                admin_path=(lambda ns, pod: admin_path(ns, pod) if hub.reachable(ns, pod) else None)
-                if hub is not None else None,
+                admin_path=self._pod_admin_path if hub is not None else None,
                 proxy_logs=hub.logs if hub is not None else None,
                 app_logs=ApiServerLogs(lambda: self._kube_api, self._kube_pods)).routes())
         self.workloads_synced = asyncio.Event()
@@ -560,6 +559,20 @@ class ControlPlane:
                                                         namespace=self.options.mesh.root_namespace,
                                                         revision=self.options.revision)
         work.add(VALIDATION_CONTROLLER, "webhook patcher", lambda: patcher.run(api))
+
+    def _pod_admin_path(self, namespace: str, pod: str) -> str | None:
+        """``/apis/pods``' ``admin`` of a pod: its debug channel's path while it is connected here, or while
+        another replica may hold it (a pod with an ``istio-proxy`` container, with peers to ask)."""
+        hub = self.proxy_debug
+        if hub is None:
+            return None
+        if hub.connected(namespace, pod):
+            return admin_path(namespace, pod)
+        found = self.kube_registry.pods.items.get((namespace, pod)) if self.kube_registry else None
+        containers = ((found or {}).get("spec") or {}).get("containers") or ()
+        if any(c.get("name") == "istio-proxy" for c in containers) and hub.peers:
+            return admin_path(namespace, pod)
+        return None
 
     def _kube_pods(self) -> list[dict[str, Any]]:
         return list(self.kube_registry.pods.items.values()) if self.kube_registry is not None else []
