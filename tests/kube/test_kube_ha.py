@@ -279,6 +279,7 @@ async def debug_through_the_other_replica(cluster: Any, replicas: list[Replica],
     from mizzen.agent.debug_channel import DebugChannel
     from mizzen.security.nodeagent.upstream import ControlPlaneTls, TokenFile
 
+    t0 = time.monotonic()
     host = cluster.net.addr.host_ip
     cluster.kubectl("apply", "-n", system_ns, "-f", "-", stdin=(
         "apiVersion: v1\nkind: Service\nmetadata: {name: istiod}\n"
@@ -329,6 +330,7 @@ async def debug_through_the_other_replica(cluster: Any, replicas: list[Replica],
             await asyncio.to_thread(urllib.request.urlopen, req, timeout=30)
         assert err.value.code == 503
         assert "no debug channel to any control-plane replica" in err.value.read().decode()
+        print(f"debug through the other replica: {time.monotonic() - t0:.1f}s")
     finally:
         await channel.stop()
         await tls.close()
