@@ -34,10 +34,12 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from typer.testing import CliRunner
 
 from harness import alloc_ip, eventually
 from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, ProxySpec
 from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.cli.main import app
 from mizzen.core.proxy import ProxyType
 from mizzen.kube.leader import Timing
 
@@ -307,21 +309,19 @@ async def debug_through_the_other_replica(cluster: Any, replicas: list[Replica],
     channel.start()
     try:
         api_token = (b.state / "token").read_text().strip()
-        env = {**os.environ, "MIZZEN_TOKEN": api_token}
-        mizzen = str(Path(sys.executable).with_name("mizzen"))
 
-        def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([mizzen, "--server", b.http, *args], capture_output=True, text=True,
-                                  timeout=60, env=env)
+        def cli(*args: str) -> Any:
+            """The mizzen CLI in a thread (this loop runs the agent's side of the channel)."""
+            return CliRunner().invoke(app, ["--server", b.http, *args], env={"MIZZEN_TOKEN": api_token})
 
         async def through_b() -> None:
             r = await asyncio.to_thread(cli, "proxy-config", "clusters", pod, "-n", app_ns, "-o", "json")
-            assert r.returncode == 0, r.stderr
+            assert r.exit_code == 0, r.output
             assert cluster_name in r.stdout
 
         await eventually(through_b, timeout=30, interval=0.5)
         r = await asyncio.to_thread(cli, "logs", pod, "-n", app_ns, "-c", "istio-proxy", "--tail", "5")
-        assert r.returncode == 0 and r.stdout.strip(), r.stderr
+        assert r.exit_code == 0 and r.stdout.strip(), r.output
         assert channel.answered >= 2      # b's requests reached the agent connected to a
         # a pod no replica has a channel for: a 503 with one line saying so
         req = urllib.request.Request(f"{b.http}/debug/proxy-admin/{app_ns}/nobody/clusters",
