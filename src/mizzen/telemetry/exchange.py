@@ -5,12 +5,13 @@ A client proxy (sidecar outbound, gateway) adds its own labels to each request a
 ``x-mizzen-peer-metadata``: a base64 ``google.protobuf.Value`` holding a struct of the peer fields (like
 Istio's header, a serialized struct in base64), fixed in the proxy's own LDS
 (``envoy.filters.http.header_mutation``). The server sidecar moves it into dynamic metadata
-``mizzen.peer`` / ``peer`` and strips it (``envoy.filters.http.header_to_metadata``: Envoy decodes and parses
-it; one header and rule instead of one per field), and adds its own labels to the response, which the
-client moves and strips the same way. When the header is absent, the struct of ``unknown`` values stands
-in. Both filters go first in the chain, so local replies (fault aborts, RBAC denials, overflow) still pass
-the response side and get ``unknown`` defaults. Stats tags read a field as
-``%DYNAMIC_METADATA(mizzen.peer:peer:<field>)%`` (:func:`metadata_operator`).
+``mizzen.peer`` / ``peer`` as the header's string, unparsed, and strips it
+(``envoy.filters.http.header_to_metadata``), and adds its own labels to the response, which the client moves
+and strips the same way. When the header is absent, the header of a struct of ``unknown`` values stands in.
+Both filters go first in the chain, so local replies (fault aborts, RBAC denials, overflow) still pass the
+response side and get ``unknown`` defaults. The stats loggers put the string (:data:`PEER_OPERATOR`) into
+their one packed tag and the agent decodes it when it serves Prometheus text (:mod:`mizzen.telemetry.packed`):
+nothing is decoded or parsed per request.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2, struct_pb2
+from google.protobuf.message import DecodeError
 
 from mizzen.core.workload_labels import PEER_FIELDS, PEER_METADATA, UNKNOWN, PeerLabels
 
-__all__ = ["HEADER", "METADATA_KEY", "decode", "encode", "metadata_operator", "receive_filter",
+__all__ = ["HEADER", "METADATA_KEY", "PEER_OPERATOR", "decode", "decode_or_empty", "encode", "receive_filter",
            "send_filter"]
 
 HEADER = "x-mizzen-peer-metadata"
@@ -49,12 +51,18 @@ def decode(header: str) -> dict[str, str]:
     return {k: v.string_value for k, v in value.struct_value.fields.items()}
 
 
+def decode_or_empty(header: str) -> dict[str, str]:
+    """The fields a header value carries; none when it does not decode or parse (only a caller outside the
+    mesh can send such a header: its peer labels are then empty)."""
+    try:
+        return decode(header)
+    except (ValueError, DecodeError):
+        return {}
+
+
 _UNKNOWN = encode({f: UNKNOWN for f in PEER_FIELDS})
-
-
-def metadata_operator(field: str) -> str:
-    """The command operator of one peer field the receiving side moved into dynamic metadata."""
-    return f"%DYNAMIC_METADATA({PEER_METADATA}:{METADATA_KEY}:{field})%"
+# the command operator of the peer's header string the receiving side moved into dynamic metadata
+PEER_OPERATOR = f"%DYNAMIC_METADATA({PEER_METADATA}:{METADATA_KEY})%"
 
 
 def _pack(msg: object) -> any_pb2.Any:
@@ -78,14 +86,13 @@ def send_filter(me: PeerLabels, on_request: bool) -> hcm_pb2.HttpFilter:
 
 def _kv(value: str = "") -> h2m_pb2.Config.KeyValuePair:
     return h2m_pb2.Config.KeyValuePair(metadata_namespace=PEER_METADATA, key=METADATA_KEY, value=value,
-                                       type=h2m_pb2.Config.PROTOBUF_VALUE, encode=h2m_pb2.Config.BASE64)
+                                       type=h2m_pb2.Config.STRING)
 
 
 def receive_filter(on_request: bool) -> hcm_pb2.HttpFilter:
-    """Moves the peer's header into dynamic metadata ``mizzen.peer`` / ``peer`` and removes it, from
-    requests (server side) or responses (client side); the struct of ``unknown`` values when it is absent.
-    A value that does not decode or parse sets nothing (the peer's labels are then empty): that costs no
-    second parse per request, and only a caller outside the mesh can send such a header."""
+    """Moves the peer's header (its string: decoding waits for a scrape) into dynamic metadata
+    ``mizzen.peer`` / ``peer`` and removes it, from requests (server side) or responses (client side); the
+    header of a struct of ``unknown`` values when it is absent."""
     rule = h2m_pb2.Config.Rule(header=HEADER, on_header_present=_kv(), on_header_missing=_kv(_UNKNOWN),
                                remove=True)
     cfg = h2m_pb2.Config()

@@ -23,6 +23,10 @@ Label values, per side (no per-request Python, nothing per proxy outside LDS):
 - ``request_protocol`` is ``grpc`` for ``content-type: application/grpc*`` requests (a second logger
   behind a header filter), ``http`` otherwise, ``tcp`` for TCP.
 
+Over HTTP every stat has one tag packing all these labels into one format string, which the agent expands
+into Istio's labels where it serves Prometheus text (:mod:`mizzen.telemetry.packed`: per-tag formatting and
+encoding was most of the per-request cost); TCP stats keep a tag per label.
+
 The logger's behaviour (counters, histograms, tags from command operators, empty operators -> empty tag) is
 pinned by ``tests/telemetry/test_telemetry_stats_logger.py`` against the real Envoy.
 """
@@ -42,8 +46,9 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
 
 from mizzen.core.workload_labels import PEER_FIELDS, PEER_METADATA, UNKNOWN, PeerLabels
+from mizzen.telemetry import packed
 from mizzen.telemetry.access_log import cel_filter
-from mizzen.telemetry.exchange import metadata_operator
+from mizzen.telemetry.exchange import PEER_OPERATOR
 
 __all__ = [
     "STATS_LOGGER",
@@ -95,7 +100,7 @@ class ServiceLabels:
 
 
 def _peer_from_metadata(prefix: str) -> dict[str, str]:
-    return {f"{prefix}_{f}": metadata_operator(f) for f in PEER_FIELDS}
+    return {f"{prefix}_{f}": PEER_OPERATOR for f in PEER_FIELDS}
 
 
 def _peer_from_endpoint(prefix: str) -> dict[str, str]:
@@ -159,14 +164,7 @@ _UPSTREAM_VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
     (f"{_LOCAL} != {_PEER}", _UPSTREAM_MTLS),
 )
 
-# Istio's label order (the stats plugin's)
-_ORDER = ("reporter", "source_workload", "source_canonical_service", "source_canonical_revision",
-          "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
-          "destination_workload", "destination_workload_namespace", "destination_principal",
-          "destination_app", "destination_version", "destination_service", "destination_service_name",
-          "destination_service_namespace", "destination_canonical_service", "destination_canonical_revision",
-          "destination_cluster", "request_protocol", "response_code", "grpc_response_status",
-          "response_flags", "connection_security_policy")
+_ORDER = packed.ISTIO_LABEL_ORDER
 
 
 def base_labels(reporter: Reporter, me: PeerLabels, service: ServiceLabels | None,
@@ -201,6 +199,13 @@ def _tags(labels: Mapping[str, str], removed: frozenset[str]) -> list[stats_pb2.
 
 def _stat(metric: Metric, labels: Mapping[str, str], removed: frozenset[str]) -> stats_pb2.Config.Stat:
     return stats_pb2.Config.Stat(name=metric.value, tags=_tags(labels, removed))
+
+
+def _packed_tag(labels: Mapping[str, str], removed: frozenset[str]) -> stats_pb2.Config.Tag:
+    """The HTTP stats' one tag: every label in one format string (:mod:`mizzen.telemetry.packed`)."""
+    keys = [k for k in _ORDER if k in labels] + sorted(k for k in labels if k not in _ORDER)
+    return stats_pb2.Config.Tag(name=packed.TAG, value_format=packed.value_format(
+        labels, PEER_OPERATOR, [k for k in keys if k not in removed]))
 
 
 def _varint(n: int) -> bytes:
@@ -272,8 +277,9 @@ def _http_config(labels: Mapping[str, str], enabled: Iterable[Metric],
                  removed: frozenset[str]) -> stats_pb2.Config:
     cfg = stats_pb2.Config()
     H = stats_pb2.Config.Histogram
+    tag = _packed_tag(labels, removed)
     for m in enabled:
-        stat = _stat(m, labels, removed)
+        stat = stats_pb2.Config.Stat(name=m.value, tags=[tag])
         if m is Metric.REQUEST_COUNT:
             c = cfg.counters.add(stat=stat)
             c.value_fixed.value = 1

@@ -1,6 +1,7 @@
 """The Prometheus text the agent serves: Envoy's stats with Istio's metric names (Envoy renders the stats
 logger's ``istiocustom.<name>`` as ``envoy_istiocustom_<name>``; Istio's own custom stat namespace renders as
-``<name>``), and Istio's merged endpoint (Envoy's stats plus the app's own metrics, when the pod is annotated
+``<name>``; the HTTP metrics' one packed tag expanded into Istio's labels, :mod:`mizzen.telemetry.packed`),
+and Istio's merged endpoint (Envoy's stats plus the app's own metrics, when the pod is annotated
 ``prometheus.io/scrape``).
 """
 
@@ -10,14 +11,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mizzen.telemetry import packed
+
 __all__ = ["AppScrape", "app_scrape", "istio_names", "merge"]
 
 _ISTIO = re.compile(r"^(# (?:TYPE|HELP) )?envoy_istiocustom_", re.MULTILINE)
 
 
 def istio_names(text: str) -> str:
-    """``envoy_istiocustom_istio_requests_total{...}`` -> ``istio_requests_total{...}`` (TYPE lines too)."""
-    return _ISTIO.sub(r"\1", text)
+    """``envoy_istiocustom_istio_requests_total{...}`` -> ``istio_requests_total{...}`` (TYPE lines too), and
+    the packed ``mizzen_istio`` tag -> Istio's labels."""
+    return packed.expand(_ISTIO.sub(r"\1", text))
 
 
 def merge(*parts: str) -> str:
