@@ -47,7 +47,6 @@ from google.protobuf import any_pb2
 
 from mizzen.core.workload_labels import PEER_FIELDS, PEER_METADATA, UNKNOWN, PeerLabels
 from mizzen.telemetry import packed
-from mizzen.telemetry.access_log import cel_filter
 from mizzen.telemetry.exchange import PEER_OPERATOR
 
 __all__ = [
@@ -122,30 +121,27 @@ _SERVICE_FROM_CLUSTER = {
 # certificate's the destination's; the client side reads the upstream connection's certificates and, as
 # Istio's source reporter, says unknown for the policy. No certificate -> unknown.
 #
-# As CEL formatters these would run in every tag of every stat (12 CEL evaluations per request at a server,
-# ~5,000 instructions each). HTTP loggers instead come in variants behind a CEL access-log *filter* (one
-# evaluation per variant and request) whose tags are plain command operators or literals; TCP loggers
-# (once per connection) keep the CEL formatters of _DOWNSTREAM_MTLS / _UPSTREAM_MTLS.
+# TCP loggers (once per connection) decide with CEL formatters. HTTP loggers carry the plain SANs in their
+# packed tag and the agent derives the labels when it expands it (no CEL per request: packed.MODES):
+# ``?`` empty -> unknown; ``!`` mutual_tls when the peer's SAN is there, else none. Our CA's certificates all
+# carry a SPIFFE URI SAN, so "the peer's SAN is there" is "the peer presented a certificate" (CEL's
+# ``connection.mtls``); the server's SAN without the peer's (TLS without a client certificate, which no
+# sidecar inbound chain accepts) reports that SAN instead of ``unknown``.
 _MTLS = "connection.mtls"
 _DOWNSTREAM_MTLS = {
     "connection_security_policy": f"%CEL({_MTLS} ? 'mutual_tls' : 'none')%",
     "source_principal": f"%CEL({_MTLS} ? connection.uri_san_peer_certificate : '{UNKNOWN}')%",
     "destination_principal": f"%CEL({_MTLS} ? connection.uri_san_local_certificate : '{UNKNOWN}')%",
 }
-_DOWNSTREAM_VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
-    (_MTLS, {"connection_security_policy": "mutual_tls", "source_principal": "%DOWNSTREAM_PEER_URI_SAN%",
-             "destination_principal": "%DOWNSTREAM_LOCAL_URI_SAN%"}),
-    (f"!{_MTLS}", {"connection_security_policy": "none", "source_principal": UNKNOWN,
-                   "destination_principal": UNKNOWN}),
-)
-
-
-def _upstream_has(attr: str) -> str:
-    return f"(has(upstream.{attr}) && upstream.{attr} != '')"
+_DOWNSTREAM_HTTP = {"connection_security_policy": "%DOWNSTREAM_PEER_URI_SAN%",
+                    "source_principal": "%DOWNSTREAM_PEER_URI_SAN%",
+                    "destination_principal": "%DOWNSTREAM_LOCAL_URI_SAN%"}
+_DOWNSTREAM_MODES = {"connection_security_policy": packed.MTLS_FROM_PEER_SAN, "source_principal":
+                     packed.EMPTY_IS_UNKNOWN, "destination_principal": packed.EMPTY_IS_UNKNOWN}
 
 
 def _upstream_san(attr: str) -> str:
-    return f"%CEL({_upstream_has(attr)} ? upstream.{attr} : '{UNKNOWN}')%"
+    return f"%CEL((has(upstream.{attr}) && upstream.{attr} != '') ? upstream.{attr} : '{UNKNOWN}')%"
 
 
 _UPSTREAM_MTLS = {
@@ -153,16 +149,10 @@ _UPSTREAM_MTLS = {
     "source_principal": _upstream_san("uri_san_local_certificate"),
     "destination_principal": _upstream_san("uri_san_peer_certificate"),
 }
-_LOCAL, _PEER = _upstream_has("uri_san_local_certificate"), _upstream_has("uri_san_peer_certificate")
-# both SPIFFE IDs (mesh mTLS), neither (plaintext), one of them (the per-tag CEL formatters)
-_UPSTREAM_VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
-    (f"{_LOCAL} && {_PEER}", {"connection_security_policy": UNKNOWN,
-                              "source_principal": "%UPSTREAM_LOCAL_URI_SAN%",
-                              "destination_principal": "%UPSTREAM_PEER_URI_SAN%"}),
-    (f"!{_LOCAL} && !{_PEER}", {"connection_security_policy": UNKNOWN, "source_principal": UNKNOWN,
-                                "destination_principal": UNKNOWN}),
-    (f"{_LOCAL} != {_PEER}", _UPSTREAM_MTLS),
-)
+_UPSTREAM_HTTP = {"connection_security_policy": UNKNOWN, "source_principal": "%UPSTREAM_LOCAL_URI_SAN%",
+                  "destination_principal": "%UPSTREAM_PEER_URI_SAN%"}
+_UPSTREAM_MODES = {"source_principal": packed.EMPTY_IS_UNKNOWN,
+                   "destination_principal": packed.EMPTY_IS_UNKNOWN}
 
 _ORDER = packed.ISTIO_LABEL_ORDER
 
@@ -201,11 +191,12 @@ def _stat(metric: Metric, labels: Mapping[str, str], removed: frozenset[str]) ->
     return stats_pb2.Config.Stat(name=metric.value, tags=_tags(labels, removed))
 
 
-def _packed_tag(labels: Mapping[str, str], removed: frozenset[str]) -> stats_pb2.Config.Tag:
+def _packed_tag(labels: Mapping[str, str], modes: Mapping[str, str],
+                removed: frozenset[str]) -> stats_pb2.Config.Tag:
     """The HTTP stats' one tag: every label in one format string (:mod:`mizzen.telemetry.packed`)."""
     keys = [k for k in _ORDER if k in labels] + sorted(k for k in labels if k not in _ORDER)
     return stats_pb2.Config.Tag(name=packed.TAG, value_format=packed.value_format(
-        labels, PEER_OPERATOR, [k for k in keys if k not in removed]))
+        labels, PEER_OPERATOR, [k for k in keys if k not in removed], modes))
 
 
 def _varint(n: int) -> bytes:
@@ -260,24 +251,17 @@ def _grpc_filter(invert: bool) -> accesslog_pb2.AccessLogFilter:
     return accesslog_pb2.AccessLogFilter(header_filter=accesslog_pb2.HeaderFilter(header=hm))
 
 
-def _and_cel(first: accesslog_pb2.AccessLogFilter, expression: str) -> accesslog_pb2.AccessLogFilter:
-    """``first`` (cheap, evaluated first) and then a CEL ``expression``."""
-    both = accesslog_pb2.AccessLogFilter()
-    both.and_filter.filters.extend([first, cel_filter(expression)])
-    return both
-
-
 # Istio's request and response sizes are headers plus body (its stats plugin records the attributes
 # ``request.total_size`` and ``response.total_size``); Envoy's CEL has them (one evaluation per histogram)
 REQUEST_TOTAL_SIZE = "%CEL(request.total_size)%"
 RESPONSE_TOTAL_SIZE = "%CEL(response.total_size)%"
 
 
-def _http_config(labels: Mapping[str, str], enabled: Iterable[Metric],
+def _http_config(labels: Mapping[str, str], modes: Mapping[str, str], enabled: Iterable[Metric],
                  removed: frozenset[str]) -> stats_pb2.Config:
     cfg = stats_pb2.Config()
     H = stats_pb2.Config.Histogram
-    tag = _packed_tag(labels, removed)
+    tag = _packed_tag(labels, modes, removed)
     for m in enabled:
         stat = stats_pb2.Config.Stat(name=m.value, tags=[tag])
         if m is Metric.REQUEST_COUNT:
@@ -295,24 +279,22 @@ def _http_config(labels: Mapping[str, str], enabled: Iterable[Metric],
 def http_loggers(reporter: Reporter, me: PeerLabels, service: ServiceLabels | None = None,
                  enabled: Sequence[Metric] = HTTP_METRICS,
                  removed: frozenset[str] = frozenset()) -> list[accesslog_pb2.AccessLog]:
-    """The HTTP connection manager's stats loggers: for gRPC requests and for the rest, each in variants by
-    the connection's certificates (a CEL filter per variant, see ``_DOWNSTREAM_VARIANTS``); exactly one logs
-    each request."""
+    """The HTTP connection manager's stats loggers: one for gRPC requests, one for the rest (a header filter
+    on ``content-type``); exactly one logs each request."""
     metrics = [m for m in HTTP_METRICS if m in enabled]
     if not metrics:
         return []
     base = base_labels(reporter, me, service, tcp=False)
-    variants = _DOWNSTREAM_VARIANTS if reporter is Reporter.DESTINATION else _UPSTREAM_VARIANTS
+    server = reporter is Reporter.DESTINATION
+    mtls, modes = (_DOWNSTREAM_HTTP, _DOWNSTREAM_MODES) if server else (_UPSTREAM_HTTP, _UPSTREAM_MODES)
     out = []
     for grpc in (False, True):
-        labels = base | {
+        labels = base | mtls | {
             "request_protocol": "grpc" if grpc else "http",
             "response_code": "%RESPONSE_CODE%",
             "grpc_response_status": "%GRPC_STATUS_NUMBER%",   # empty for plain HTTP, as in Istio
         }
-        for expression, mtls in variants:
-            out.append(_logger(_http_config(labels | mtls, metrics, removed),
-                               _and_cel(_grpc_filter(invert=not grpc), expression)))
+        out.append(_logger(_http_config(labels, modes, metrics, removed), _grpc_filter(invert=not grpc)))
     return out
 
 

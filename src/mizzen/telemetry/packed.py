@@ -18,6 +18,8 @@ HTTP stat has one tag, ``mizzen_istio``, whose ``value_format`` is one format st
   removed some of them);
 - the values: Envoy's command operators, formatted per request; the peer's header goes last, since only it
   can hold a ``|`` (a caller outside the mesh may send anything), so splitting cannot shift the others.
+  A name may end in a mode: ``?`` (empty -> ``unknown``), ``!`` (``mutual_tls`` when the value, the peer's
+  URI SAN, is there, else ``none``): what CEL decided per request before.
 
 The agent expands ``mizzen_istio`` into Istio's labels, in Istio's order, wherever it serves Envoy's stats
 (``:15090`` and the merged ``:15020``, :mod:`mizzen.telemetry.prometheus`): once per distinct series per
@@ -34,7 +36,8 @@ from collections.abc import Iterable, Mapping
 from mizzen.core.workload_labels import PEER_FIELDS, UNKNOWN
 from mizzen.telemetry import exchange
 
-__all__ = ["ISTIO_LABEL_ORDER", "TAG", "expand", "unpack", "value_format"]
+__all__ = ["EMPTY_IS_UNKNOWN", "ISTIO_LABEL_ORDER", "MTLS_FROM_PEER_SAN", "TAG", "expand", "unpack",
+           "value_format"]
 
 TAG = "mizzen_istio"
 # Istio's label order (its stats plugin's)
@@ -47,6 +50,9 @@ ISTIO_LABEL_ORDER = (
     "request_protocol", "response_code", "grpc_response_status", "response_flags",
     "connection_security_policy")
 _RANK = {k: i for i, k in enumerate(ISTIO_LABEL_ORDER)}
+# modes of per-request labels, a suffix of their name: what the agent makes of the formatted value
+EMPTY_IS_UNKNOWN = "?"          # empty -> unknown (a principal without a certificate)
+MTLS_FROM_PEER_SAN = "!"        # the peer's URI SAN there -> mutual_tls, else none
 _ESCAPED = re.compile(r"[,=;|%~]")
 _PEERS = ("source", "destination")
 
@@ -59,11 +65,14 @@ def _unescape(value: str) -> str:
     return re.sub(r"~([0-9A-F]{2})", lambda m: chr(int(m[1], 16)), value) if "~" in value else value
 
 
-def value_format(labels: Mapping[str, str], peer_operator: str, order: Iterable[str]) -> str:
-    """The one tag's ``value_format`` for ``labels`` (label -> literal value or command operators):
-    labels whose value is ``peer_operator`` are the peer's header (all ``source_*`` or all ``destination_*``
-    ones); other values with a ``%`` are formatted per request, the rest are constants (empty -> ``unknown``,
-    as a tag of its own would be)."""
+def value_format(labels: Mapping[str, str], peer_operator: str, order: Iterable[str],
+                 modes: Mapping[str, str] | None = None) -> str:
+    """The one tag's ``value_format`` for the labels ``order`` names (``labels``: label -> literal value or
+    command operators): labels whose value is ``peer_operator`` are the peer's header (all ``source_*`` or
+    all ``destination_*`` ones); other values with a ``%`` are formatted per request (``modes``: label ->
+    :data:`EMPTY_IS_UNKNOWN` or :data:`MTLS_FROM_PEER_SAN`), the rest are constants (empty -> ``unknown``, as
+    a tag of its own would be)."""
+    modes = modes or {}
     consts, names, formats = [], [], []
     peer: dict[str, list[str]] = {}
     for k in order:
@@ -74,14 +83,15 @@ def value_format(labels: Mapping[str, str], peer_operator: str, order: Iterable[
                 raise ValueError(f"{k}: only source_* / destination_* peer fields come from the peer header")
             peer.setdefault(prefix, []).append(field)
         elif "%" in v:
-            names.append(k)
+            names.append(k + modes.get(k, ""))
             formats.append(v)
         else:
             consts.append(f"{k}={_escape(v or UNKNOWN)}")
     if len(peer) > 1:
         raise ValueError("one peer header per logger")
     for prefix, fields in peer.items():
-        names.append(f"{prefix}_*" if sorted(fields) == sorted(PEER_FIELDS) else f"{prefix}_:{'+'.join(fields)}")
+        every = sorted(fields) == sorted(PEER_FIELDS)
+        names.append(f"{prefix}_*" if every else f"{prefix}_:{'+'.join(fields)}")
         formats.append(peer_operator)
     return f"{','.join(consts)};{','.join(names)}" + "".join("|" + f for f in formats)
 
@@ -108,6 +118,10 @@ def unpack(packed: str) -> dict[str, str] | None:
             peer = exchange.decode_or_empty(value)
             wanted = PEER_FIELDS if fields == "*" else tuple(fields[1:].split("+"))
             labels |= {f"{prefix}_{f}": peer.get(f, "") for f in wanted}
+        elif name.endswith(EMPTY_IS_UNKNOWN):
+            labels[name[:-1]] = value or UNKNOWN
+        elif name.endswith(MTLS_FROM_PEER_SAN):
+            labels[name[:-1]] = "mutual_tls" if value else "none"
         else:
             labels[name] = value
     return labels
