@@ -10,8 +10,8 @@ HTTP stat has one tag, ``mizzen_istio``, whose ``value_format`` is one format st
     <constants>;<names>|<value 1>|...|<value n>
 
 - ``<constants>``: the labels whose value is fixed for the logger (``reporter``, the proxy's own workload
-  labels, the service at a server, ``request_protocol``, the mTLS variant's ``connection_security_policy``),
-  ``name=value`` joined by ``,`` (values escaped with ``~HH`` where they hold one of ``,=;|%~``);
+  labels, the service at a server, ``request_protocol``, a client's ``connection_security_policy``),
+  ``name=value`` joined by ``,`` (values escaped as the exchange header's, ``~HH``);
 - ``<names>``: the names of the labels formatted per request (command operators), in the order of the values;
   ``source_*`` / ``destination_*`` is the peer's exchange header (:mod:`mizzen.telemetry.exchange`, kept as
   the raw header string), which expands into the seven peer labels (``source_:a+b`` when a Telemetry
@@ -24,7 +24,8 @@ HTTP stat has one tag, ``mizzen_istio``, whose ``value_format`` is one format st
 The agent expands ``mizzen_istio`` into Istio's labels, in Istio's order, wherever it serves Envoy's stats
 (``:15090`` and the merged ``:15020``, :mod:`mizzen.telemetry.prometheus`): once per distinct series per
 scrape, never per request. Prometheus and every dashboard see Istio's names and labels; only Envoy's own admin
-endpoint shows the packed form. TCP metrics (once per connection) keep one tag per label.
+endpoint shows the packed form. Series that expand alike (two different malformed peer headers) are added up.
+TCP metrics (once per connection) keep one tag per label.
 """
 
 from __future__ import annotations
@@ -53,16 +54,7 @@ _RANK = {k: i for i, k in enumerate(ISTIO_LABEL_ORDER)}
 # modes of per-request labels, a suffix of their name: what the agent makes of the formatted value
 EMPTY_IS_UNKNOWN = "?"          # empty -> unknown (a principal without a certificate)
 MTLS_FROM_PEER_SAN = "!"        # the peer's URI SAN there -> mutual_tls, else none
-_ESCAPED = re.compile(r"[,=;|%~]")
 _PEERS = ("source", "destination")
-
-
-def _escape(value: str) -> str:
-    return _ESCAPED.sub(lambda m: f"~{ord(m[0]):02X}", value)
-
-
-def _unescape(value: str) -> str:
-    return re.sub(r"~([0-9A-F]{2})", lambda m: chr(int(m[1], 16)), value) if "~" in value else value
 
 
 def value_format(labels: Mapping[str, str], peer_operator: str, order: Iterable[str],
@@ -86,7 +78,7 @@ def value_format(labels: Mapping[str, str], peer_operator: str, order: Iterable[
             names.append(k + modes.get(k, ""))
             formats.append(v)
         else:
-            consts.append(f"{k}={_escape(v or UNKNOWN)}")
+            consts.append(f"{k}={exchange.escape(v or UNKNOWN)}")
     if len(peer) > 1:
         raise ValueError("one peer header per logger")
     for prefix, fields in peer.items():
@@ -107,7 +99,7 @@ def unpack(packed: str) -> dict[str, str] | None:
         k, eq, v = kv.partition("=")
         if not eq:
             return None
-        labels[k] = _unescape(v)
+        labels[k] = exchange.unescape(v)
     names = names_s.split(",") if names_s else []
     values = rest.split("|", len(names) - 1) if names else []
     if len(values) != len(names):
@@ -147,8 +139,31 @@ def _rendered(escaped: str) -> str:
 _TAG_LABEL = re.compile(TAG + r'="((?:[^"\\\n]|\\.)*)"')
 
 
+def _add(a: str, b: str) -> str:
+    if a.isdigit() and b.isdigit():
+        return str(int(a) + int(b))
+    return repr(float(a) + float(b))
+
+
 def expand(text: str) -> str:
-    """Prometheus text with every ``mizzen_istio="..."`` label replaced by the labels it packs."""
+    """Prometheus text with every ``mizzen_istio="..."`` label replaced by the labels it packs. Two Envoy
+    series that expand to the same labels (two different malformed peer headers: both have empty peer labels)
+    become one, their values added (counters, histogram buckets, sums and counts all add up): a scrape never
+    holds a series twice."""
     if TAG not in text:
         return text
-    return _TAG_LABEL.sub(lambda m: _rendered(m[1]), text)
+    out: list[str] = []
+    at: dict[str, int] = {}             # an expanded series -> its line in out
+    for line in text.split("\n"):
+        m = _TAG_LABEL.search(line) if TAG in line and not line.startswith("#") else None
+        if m is None:
+            out.append(line)
+            continue
+        series, _, value = (line[:m.start()] + _rendered(m[1]) + line[m.end():]).rpartition(" ")
+        if series in at:
+            i = at[series]
+            out[i] = f"{series} {_add(out[i].rpartition(' ')[2], value)}"
+        else:
+            at[series] = len(out)
+            out.append(f"{series} {value}")
+    return "\n".join(out)
