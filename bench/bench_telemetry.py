@@ -222,8 +222,7 @@ def static_probe(binary: Path, seconds: float, connections: int) -> None:
         hcm = hcm_pb2.HttpConnectionManager(stat_prefix="probe",
                                             codec_type=hcm_pb2.HttpConnectionManager.AUTO)
         if exch:
-            hcm.http_filters.extend([exchange.receive_filter(on_request=True),
-                                     exchange.send_filter(me, on_request=False)])
+            hcm.http_filters.append(exchange.receive_filter(on_request=True))
         hcm.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(router_pb2.Router())
         route = hcm.route_config.virtual_hosts.add(name="all", domains=["*"]).routes.add()
         route.match.prefix = "/"
@@ -275,7 +274,7 @@ def instructions_probe(binary: Path, seconds: float, connections: int) -> None:
 
     from mizzen.agent.binary import envoy_binary
     from mizzen.core.filters import pack
-    from mizzen.core.workload_labels import peer_labels
+    from mizzen.core.workload_labels import PEER_METADATA, peer_labels
     from mizzen.telemetry import exchange
     from mizzen.telemetry.metrics import HTTP_METRICS, Reporter, ServiceLabels, http_loggers, with_stats_scope
 
@@ -304,8 +303,8 @@ def instructions_probe(binary: Path, seconds: float, connections: int) -> None:
     bs = bootstrap_pb2.Bootstrap()
     for i, name in enumerate(variants):
         exch, metrics = name != "none", name == "telemetry"
-        front = [exchange.send_filter(client, True), exchange.receive_filter(False)] if exch else []
-        back = [exchange.receive_filter(True), exchange.send_filter(server, False)] if exch else []
+        front = [exchange.send_filter(client, True)] if exch else []       # what the plugin adds
+        back = [exchange.receive_filter(True)] if exch else []
         flog = http_loggers(Reporter.SOURCE, client, None) if metrics else []
         blog = http_loggers(Reporter.DESTINATION, server, svc, HTTP_METRICS) if metrics else []
         for lname, port, h in ((f"client{i}", base + 2 * i, hcm(f"c{i}", front, flog, f"server{i}")),
@@ -316,8 +315,10 @@ def instructions_probe(binary: Path, seconds: float, connections: int) -> None:
                                                 typed_config=pack(h))
         c = bs.static_resources.clusters.add(name=f"server{i}", type=0)
         c.connect_timeout.FromSeconds(5)
-        sa = c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
+        lb = c.load_assignment.endpoints.add().lb_endpoints.add()
+        sa = lb.endpoint.address.socket_address
         c.load_assignment.cluster_name, sa.address, sa.port_value = f"server{i}", ip, base + 2 * i + 1
+        lb.metadata.filter_metadata[PEER_METADATA].update(server.fields())     # as EDS gives it
     with tempfile.TemporaryDirectory() as tmp:
         cfg, out = Path(tmp) / "envoy.json", Path(tmp) / "callgrind.out"
         cfg.write_text(json.dumps(with_stats_scope(json.loads(json_format.MessageToJson(bs)))))

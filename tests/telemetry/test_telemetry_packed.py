@@ -81,13 +81,19 @@ def test_plaintext_and_no_certificates_are_none_and_unknown() -> None:
     assert (server["connection_security_policy"], server["source_principal"],
             server["destination_principal"]) == ("none", "unknown", "unknown")
     assert (server["request_protocol"], server["grpc_response_status"]) == ("grpc", "0")
-    [(_, client, _)] = _scrape((_format(_tag(Reporter.SOURCE), values | {
+    endpoint = {f"UPSTREAM_METADATA(mizzen.peer:{k})": v for k, v in PEER.fields().items()}
+    [(_, client, _)] = _scrape((_format(_tag(Reporter.SOURCE), values | endpoint | {
         "UPSTREAM_PEER_URI_SAN": "spiffe://cluster.local/ns/bookinfo/sa/reviews"}), 1))
     assert (client["reporter"], client["source_workload"], client["destination_workload"]) == (
         "source", "reviews-v1", "productpage-v1")
     assert (client["connection_security_policy"], client["source_principal"],
             client["destination_principal"]) == ("unknown", "unknown", "spiffe://cluster.local/ns/bookinfo/sa/reviews")
     assert client["destination_service"] == ""          # no cluster metadata: empty, as a tag of its own
+    # a local reply (no endpoint chosen): the destination's labels are unknown
+    [(_, local, _)] = _scrape((_format(_tag(Reporter.SOURCE), {"RESPONSE_CODE": "503"}), 1))
+    dest = {k: v for k, v in local.items() if k.startswith("destination_")}
+    assert {k: v for k, v in dest.items() if not k.startswith("destination_service")} == {
+        f"destination_{f}": "unknown" for f in [*PEER_FIELDS, "principal"]}
 
 
 def test_hostile_peer_header_shifts_nothing_and_never_duplicates_a_series() -> None:

@@ -4,15 +4,14 @@ built from stock Envoy filters so that no request reaches Python.
 A client proxy (sidecar outbound, gateway) adds its own labels to each request as one header,
 ``x-mizzen-peer-metadata``: the peer fields' values in a fixed order, escaped and joined by ``,`` (Istio's
 header is a base64 serialized struct; ours is a quarter of its size, which both codecs pay per request),
-fixed in the proxy's own LDS
-(``envoy.filters.http.header_mutation``). The server sidecar moves it into dynamic metadata
-``mizzen.peer`` / ``peer`` as the header's string, unparsed, and strips it
-(``envoy.filters.http.header_to_metadata``), and adds its own labels to the response, which the client moves
-and strips the same way. When the header is absent, the header of a struct of ``unknown`` values stands in.
-Both filters go first in the chain, so local replies (fault aborts, RBAC denials, overflow) still pass the
-response side and get ``unknown`` defaults. The stats loggers put the string (:data:`PEER_OPERATOR`) into
-their one packed tag and the agent decodes it when it serves Prometheus text (:mod:`mizzen.telemetry.packed`):
-nothing is decoded or parsed per request.
+fixed in the proxy's own LDS (``envoy.filters.http.header_mutation``). The server sidecar moves it into
+dynamic metadata ``mizzen.peer`` / ``peer`` as the header's string, unparsed, and strips it
+(``envoy.filters.http.header_to_metadata``); when the header is absent, the header of ``unknown`` values
+stands in. The stats loggers put the string (:data:`PEER_OPERATOR`) into their one packed tag and the agent
+decodes it when it serves Prometheus text (:mod:`mizzen.telemetry.packed`): nothing is decoded or parsed per
+request. Responses carry no header: the client reads its destination's labels from the chosen endpoint's
+metadata (EDS), which costs no filter, no header and no parse on either side. The filters can exchange
+responses too (``on_request=False``); the plugin does not use that.
 """
 
 from __future__ import annotations

@@ -11,11 +11,12 @@ Label values, per side (no per-request Python, nothing per proxy outside LDS):
 
 - the proxy's own side (``source_*`` at a client sidecar or gateway, ``destination_*`` at a server sidecar)
   is a constant in the logger (LDS is per proxy);
-- the peer's side over HTTP comes from the peer's headers, moved to dynamic metadata by
+- a server's peer over HTTP comes from the client's request header, moved to dynamic metadata by
   :mod:`mizzen.telemetry.exchange` (``unknown`` when absent);
-- over TCP a client reads the destination from the chosen endpoint's metadata (EDS, shared) and the
-  service from the cluster's metadata (CDS, shared); a server learns only its TCP peer's principal (the
-  other source labels are ``unknown``: no address-to-workload map yet);
+- a client (HTTP and TCP) reads the destination from the chosen endpoint's metadata (EDS, shared; over HTTP
+  ``unknown`` without an endpoint or metadata) and the service from the cluster's metadata (CDS, shared); a
+  server learns only its TCP peer's principal (the other source labels are ``unknown``: no
+  address-to-workload map yet);
 - ``connection_security_policy`` and the principals come from the connection's certificates (Envoy's
   built-in ``%CEL(...)%`` formatter): ``mutual_tls`` with the peer's and own SPIFFE IDs when the server's
   downstream presented a client certificate, else ``none`` and ``unknown`` (the source reporter: ``unknown``
@@ -153,6 +154,9 @@ _UPSTREAM_HTTP = {"connection_security_policy": UNKNOWN, "source_principal": "%U
                   "destination_principal": "%UPSTREAM_PEER_URI_SAN%"}
 _UPSTREAM_MODES = {"source_principal": packed.EMPTY_IS_UNKNOWN,
                    "destination_principal": packed.EMPTY_IS_UNKNOWN}
+# over HTTP a client's destination_* labels come from the chosen endpoint's metadata, unknown without one
+# (a local reply: fault abort, overflow, no healthy upstream) or without metadata (not a mesh workload)
+_UPSTREAM_MODES |= {f"destination_{f}": packed.EMPTY_IS_UNKNOWN for f in PEER_FIELDS}
 
 _ORDER = packed.ISTIO_LABEL_ORDER
 
@@ -173,7 +177,8 @@ def base_labels(reporter: Reporter, me: PeerLabels, service: ServiceLabels | Non
             labels |= _DOWNSTREAM_MTLS
     else:
         labels |= _peer_constant("source", me)
-        labels |= _peer_from_endpoint("destination") if tcp else _peer_from_metadata("destination")
+        # the chosen endpoint's labels (EDS metadata), as over TCP: no response header to exchange
+        labels |= _peer_from_endpoint("destination")
         labels |= _SERVICE_FROM_CLUSTER
         if tcp:
             labels |= _UPSTREAM_MTLS

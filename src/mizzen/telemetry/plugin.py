@@ -76,10 +76,10 @@ def telemetry_sampling(ctx: ListenerContext) -> float | None:
 # have the same): built once and shared, instead of per chain, proxy and push (they were most of an LDS push's
 # CPU). Callers copy them into their listeners (protobuf ``extend``), never change them.
 @functools.lru_cache(maxsize=4096)
-def _exchange_pair(me: PeerLabels, inbound: bool) -> tuple[Message, Message]:
-    if inbound:
-        return exchange.receive_filter(on_request=True), exchange.send_filter(me, on_request=False)
-    return exchange.send_filter(me, on_request=True), exchange.receive_filter(on_request=False)
+def _exchange_filter(me: PeerLabels, inbound: bool) -> Message:
+    """Requests carry the client's labels to the server; responses carry nothing (a client reads its
+    destination's labels from the chosen endpoint's metadata)."""
+    return exchange.receive_filter(on_request=True) if inbound else exchange.send_filter(me, on_request=True)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -100,8 +100,8 @@ class TelemetryPlugin(ListenerPlugin):
         eff = api.effective(ctx.proxy, ctx.push, ctx.direction is not Direction.INBOUND)
         if all(m in eff.metrics.disabled for m in HTTP_METRICS):
             return ()
-        pair = _exchange_pair(proxy_labels(ctx.proxy), ctx.direction is Direction.INBOUND)
-        return [Phased(METADATA_EXCHANGE_PHASE, f) for f in pair]
+        return [Phased(METADATA_EXCHANGE_PHASE,
+                       _exchange_filter(proxy_labels(ctx.proxy), ctx.direction is Direction.INBOUND))]
 
     def access_logs(self, ctx: ListenerContext) -> Sequence[Message]:
         outbound = ctx.direction is not Direction.INBOUND
