@@ -274,7 +274,7 @@ def instructions_probe(binary: Path, seconds: float, connections: int) -> None:
 
     from mizzen.agent.binary import envoy_binary
     from mizzen.core.filters import pack
-    from mizzen.core.workload_labels import PEER_METADATA, peer_labels
+    from mizzen.core.workload_labels import PEER_KEY, PEER_METADATA, encode_peer, peer_labels
     from mizzen.telemetry import exchange
     from mizzen.telemetry.metrics import HTTP_METRICS, Reporter, ServiceLabels, http_loggers, with_stats_scope
 
@@ -318,7 +318,8 @@ def instructions_probe(binary: Path, seconds: float, connections: int) -> None:
         lb = c.load_assignment.endpoints.add().lb_endpoints.add()
         sa = lb.endpoint.address.socket_address
         c.load_assignment.cluster_name, sa.address, sa.port_value = f"server{i}", ip, base + 2 * i + 1
-        lb.metadata.filter_metadata[PEER_METADATA].update(server.fields())     # as EDS gives it
+        lb.metadata.filter_metadata[PEER_METADATA].update(      # as EDS gives it
+            {**server.fields(), PEER_KEY: encode_peer(server.fields())})
     with tempfile.TemporaryDirectory() as tmp:
         cfg, out = Path(tmp) / "envoy.json", Path(tmp) / "callgrind.out"
         cfg.write_text(json.dumps(with_stats_scope(json.loads(json_format.MessageToJson(bs)))))

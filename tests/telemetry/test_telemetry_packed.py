@@ -81,7 +81,7 @@ def test_plaintext_and_no_certificates_are_none_and_unknown() -> None:
     assert (server["connection_security_policy"], server["source_principal"],
             server["destination_principal"]) == ("none", "unknown", "unknown")
     assert (server["request_protocol"], server["grpc_response_status"]) == ("grpc", "0")
-    endpoint = {f"UPSTREAM_METADATA(mizzen.peer:{k})": v for k, v in PEER.fields().items()}
+    endpoint = {"UPSTREAM_METADATA(mizzen.peer:peer)": exchange.encode(PEER.fields())}    # EDS metadata
     [(_, client, _)] = _scrape((_format(_tag(Reporter.SOURCE), values | endpoint | {
         "UPSTREAM_PEER_URI_SAN": "spiffe://cluster.local/ns/bookinfo/sa/reviews"}), 1))
     assert (client["reporter"], client["source_workload"], client["destination_workload"]) == (

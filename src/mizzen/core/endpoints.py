@@ -26,7 +26,7 @@ from mizzen.core.policy import effective_policy, find_subset, locality_lb_settin
 from mizzen.core.proxy import Proxy
 from mizzen.core.proxy_keys import locality_inputs, rule_identity
 from mizzen.core.push_context import PushContext
-from mizzen.core.workload_labels import PEER_METADATA, peer_labels
+from mizzen.core.workload_labels import PEER_KEY, PEER_METADATA, encode_peer, peer_labels
 from mizzen.registry.model import ISTIO_TLS_MODE, Endpoint
 
 __all__ = [
@@ -81,7 +81,8 @@ def _workload_metadata(e: Endpoint) -> base_pb2.Metadata:
     canonical, revision = canonical_names(e.labels, e.workload)
     peer = peer_labels(e.workload, e.namespace, e.labels)
     return _istio_metadata(f"{e.workload};{e.namespace};{canonical};{revision};{CLUSTER_ID}",
-                           e.tls_mode == ISTIO_TLS_MODE, tuple(peer.fields().items()))
+                           e.tls_mode == ISTIO_TLS_MODE,
+                           (*peer.fields().items(), (PEER_KEY, encode_peer(peer.fields()))))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -90,8 +91,8 @@ def _istio_metadata(workload: str, istio_tls: bool = False,
     """Shared per workload string (every proxy's EDS repeats it); callers copy it, never mutate it. An
     endpoint with a sidecar also carries ``envoy.transport_socket_match: {tlsMode: istio}``, what auto mTLS
     clusters' transport socket matches select on (see core.mtls). ``mizzen.peer``: the workload's labels
-    one per key, what a client proxy's stats read with ``%UPSTREAM_METADATA(mizzen.peer:<key>)%`` (see
-    :mod:`mizzen.core.workload_labels`)."""
+    one per key (a client's TCP stats read ``%UPSTREAM_METADATA(mizzen.peer:<key>)%``) and all in one string
+    under ``peer`` (its HTTP stats: one operator per stat), see :mod:`mizzen.core.workload_labels`."""
     md = base_pb2.Metadata()
     if workload:
         istio = struct_pb2.Struct()

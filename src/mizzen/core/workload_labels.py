@@ -12,14 +12,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["CLUSTER_ID", "PEER_FIELDS", "PEER_METADATA", "UNKNOWN", "PeerLabels", "canonical_revision",
-           "canonical_service", "peer_labels", "workload_from_pod"]
+__all__ = ["CLUSTER_ID", "PEER_FIELDS", "PEER_KEY", "PEER_METADATA", "UNKNOWN", "PeerLabels",
+           "canonical_revision", "canonical_service", "decode_peer", "encode_peer", "escape", "peer_labels",
+           "unescape", "workload_from_pod"]
 
 CLUSTER_ID = "Kubernetes"     # Istio's default cluster ID (source_cluster / destination_cluster)
 UNKNOWN = "unknown"
 # the metadata namespace of peer labels: endpoint metadata (EDS) and the dynamic metadata a receiving proxy
 # fills from the peer's headers (mizzen.telemetry.exchange)
 PEER_METADATA = "mizzen.peer"
+# the key holding all peer fields in one string (encode_peer): endpoint metadata and the dynamic metadata of
+# the peer header, each read with one command operator per stat
+PEER_KEY = "peer"
 
 # a ReplicaSet pod's name: <deployment>-<pod-template-hash (6-10)>-<5 random>
 _RS_POD = re.compile(r"^(?P<deploy>.+)-[a-z0-9]{6,10}-[a-z0-9]{5}$")
@@ -80,3 +84,36 @@ def peer_labels(pod: str, namespace: str, labels: Mapping[str, str]) -> PeerLabe
         canonical_service=canonical_service(labels, workload),
         canonical_revision=canonical_revision(labels),
     )
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_ESCAPED = re.compile(r"(~[0-9A-F]{2})")
+
+
+def escape(value: str) -> str:
+    """``value`` with every character but ``[A-Za-z0-9._-]`` as ``~HH`` (its UTF-8 bytes): safe in a header,
+    a list joined by ``,`` / ``|`` / ``;`` / ``=`` and an Envoy format string (no ``%``)."""
+    return _UNSAFE.sub(lambda m: "".join(f"~{b:02X}" for b in m[0].encode()), value)
+
+
+def unescape(value: str) -> str:
+    if "~" not in value:
+        return value
+    parts = _ESCAPED.split(value)        # odd indexes: the ~HH escapes
+    raw = b"".join(bytes([int(p[1:], 16)]) if i % 2 else p.encode() for i, p in enumerate(parts))
+    return raw.decode("utf-8", "replace")
+
+
+def encode_peer(fields: Mapping[str, str]) -> str:
+    """All peer fields in one short string: their values in :data:`PEER_FIELDS` order, escaped, joined by
+    ``,`` (a field not given is empty): the peer header (``mizzen.telemetry.exchange``) and the endpoint
+    metadata key :data:`PEER_KEY`."""
+    return ",".join(escape(fields.get(f, "")) for f in PEER_FIELDS)
+
+
+def decode_peer(value: str) -> dict[str, str]:
+    """The fields :func:`encode_peer` packed; ValueError when ``value`` is not such a string."""
+    values = value.split(",")
+    if len(values) != len(PEER_FIELDS):
+        raise ValueError(f"{len(PEER_FIELDS)} peer fields expected, got {len(values)}")
+    return {f: unescape(v) for f, v in zip(PEER_FIELDS, values, strict=True)}

@@ -16,7 +16,6 @@ responses too (``on_request=False``); the plugin does not use that.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
@@ -26,48 +25,32 @@ from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metada
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
 
-from mizzen.core.workload_labels import PEER_FIELDS, PEER_METADATA, UNKNOWN, PeerLabels
+from mizzen.core import workload_labels
+from mizzen.core.workload_labels import PEER_FIELDS, PEER_KEY, PEER_METADATA, UNKNOWN, PeerLabels
 
 __all__ = ["HEADER", "METADATA_KEY", "PEER_OPERATOR", "decode", "decode_or_empty", "encode", "escape",
            "receive_filter", "send_filter", "unescape"]
 
 HEADER = "x-mizzen-peer-metadata"
-METADATA_KEY = "peer"
+METADATA_KEY = PEER_KEY
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 HEADER_TO_METADATA = "envoy.filters.http.header_to_metadata"
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_ESCAPED = re.compile(r"(~[0-9A-F]{2})")
-
-
-def escape(value: str) -> str:
-    """``value`` with every character but ``[A-Za-z0-9._-]`` as ``~HH`` (its UTF-8 bytes): safe in a header,
-    a list joined by ``,`` / ``|`` / ``;`` / ``=`` and an Envoy format string (no ``%``)."""
-    return _UNSAFE.sub(lambda m: "".join(f"~{b:02X}" for b in m[0].encode()), value)
-
-
-def unescape(value: str) -> str:
-    if "~" not in value:
-        return value
-    parts = _ESCAPED.split(value)        # odd indexes: the ~HH escapes
-    raw = b"".join(bytes([int(p[1:], 16)]) if i % 2 else p.encode() for i, p in enumerate(parts))
-    return raw.decode("utf-8", "replace")
+escape, unescape = workload_labels.escape, workload_labels.unescape
 
 
 def encode(fields: Mapping[str, str]) -> str:
     """The header value for ``fields``: the peer fields' values in :data:`PEER_FIELDS` order, escaped, joined
-    by ``,`` (a field not given is empty). Short on purpose: every byte of it is encoded and parsed by both
-    proxies' HTTP codecs on every request."""
-    return ",".join(escape(fields.get(f, "")) for f in PEER_FIELDS)
+    by ``,`` (a field not given is empty; ``core.workload_labels.encode_peer``, which EDS endpoints carry
+    too). Short on purpose: every byte of it is encoded and parsed by both proxies' HTTP codecs on every
+    request."""
+    return workload_labels.encode_peer(fields)
 
 
 def decode(header: str) -> dict[str, str]:
     """The fields a header value carries; ValueError when it is not one."""
-    values = header.split(",")
-    if len(values) != len(PEER_FIELDS):
-        raise ValueError(f"{HEADER}: {len(PEER_FIELDS)} fields expected, got {len(values)}")
-    return {f: unescape(v) for f, v in zip(PEER_FIELDS, values, strict=True)}
+    return workload_labels.decode_peer(header)
 
 
 def decode_or_empty(header: str) -> dict[str, str]:

@@ -46,7 +46,7 @@ from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
 
-from mizzen.core.workload_labels import PEER_FIELDS, PEER_METADATA, UNKNOWN, PeerLabels
+from mizzen.core.workload_labels import PEER_FIELDS, PEER_KEY, PEER_METADATA, UNKNOWN, PeerLabels
 from mizzen.telemetry import packed
 from mizzen.telemetry.exchange import PEER_OPERATOR
 
@@ -154,9 +154,10 @@ _UPSTREAM_HTTP = {"connection_security_policy": UNKNOWN, "source_principal": "%U
                   "destination_principal": "%UPSTREAM_PEER_URI_SAN%"}
 _UPSTREAM_MODES = {"source_principal": packed.EMPTY_IS_UNKNOWN,
                    "destination_principal": packed.EMPTY_IS_UNKNOWN}
-# over HTTP a client's destination_* labels come from the chosen endpoint's metadata, unknown without one
-# (a local reply: fault abort, overflow, no healthy upstream) or without metadata (not a mesh workload)
-_UPSTREAM_MODES |= {f"destination_{f}": packed.EMPTY_IS_UNKNOWN for f in PEER_FIELDS}
+# over HTTP a client's destination_* labels come from the chosen endpoint's metadata, all fields in one key
+# (one operator per stat; the agent expands it); unknown without an endpoint (a local reply: fault abort,
+# overflow, no healthy upstream) or without the metadata (not a mesh workload)
+_ENDPOINT_PEER = f"%UPSTREAM_METADATA({PEER_METADATA}:{PEER_KEY})%"
 
 _ORDER = packed.ISTIO_LABEL_ORDER
 
@@ -178,7 +179,8 @@ def base_labels(reporter: Reporter, me: PeerLabels, service: ServiceLabels | Non
     else:
         labels |= _peer_constant("source", me)
         # the chosen endpoint's labels (EDS metadata), as over TCP: no response header to exchange
-        labels |= _peer_from_endpoint("destination")
+        labels |= _peer_from_endpoint("destination") if tcp else {
+            f"destination_{f}": _ENDPOINT_PEER for f in PEER_FIELDS}
         labels |= _SERVICE_FROM_CLUSTER
         if tcp:
             labels |= _UPSTREAM_MTLS
@@ -201,7 +203,7 @@ def _packed_tag(labels: Mapping[str, str], modes: Mapping[str, str],
     """The HTTP stats' one tag: every label in one format string (:mod:`mizzen.telemetry.packed`)."""
     keys = [k for k in _ORDER if k in labels] + sorted(k for k in labels if k not in _ORDER)
     return stats_pb2.Config.Tag(name=packed.TAG, value_format=packed.value_format(
-        labels, PEER_OPERATOR, [k for k in keys if k not in removed], modes))
+        labels, (PEER_OPERATOR, _ENDPOINT_PEER), [k for k in keys if k not in removed], modes))
 
 
 def _varint(n: int) -> bytes:

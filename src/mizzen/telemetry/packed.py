@@ -13,10 +13,11 @@ HTTP stat has one tag, ``mizzen_istio``, whose ``value_format`` is one format st
   labels, the service at a server, ``request_protocol``, a client's ``connection_security_policy``),
   ``name=value`` joined by ``,`` (values escaped as the exchange header's, ``~HH``);
 - ``<names>``: the names of the labels formatted per request (command operators), in the order of the values;
-  ``source_*`` / ``destination_*`` is the peer's exchange header (:mod:`mizzen.telemetry.exchange`, kept as
-  the raw header string), which expands into the seven peer labels (``source_:a+b`` when a Telemetry
-  removed some of them);
-- the values: Envoy's command operators, formatted per request; the peer's header goes last, since only it
+  ``source_*`` / ``destination_*`` is the peer's fields in one string (a server: the exchange header,
+  :mod:`mizzen.telemetry.exchange`; a client: its endpoint's EDS metadata ``mizzen.peer``/``peer``), which
+  expands into the seven peer labels (``source_:a+b`` when a Telemetry removed some; ``unknown`` when
+  empty, empty labels when malformed);
+- the values: Envoy's command operators, formatted per request; the peer's string goes last, since only it
   can hold a ``|`` (a caller outside the mesh may send anything), so splitting cannot shift the others.
   A name may end in a mode: ``?`` (empty -> ``unknown``), ``!`` (``mutual_tls`` when the value, the peer's
   URI SAN, is there, else ``none``): what CEL decided per request before.
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from mizzen.core.workload_labels import PEER_FIELDS, UNKNOWN
 from mizzen.telemetry import exchange
@@ -57,19 +58,24 @@ MTLS_FROM_PEER_SAN = "!"        # the peer's URI SAN there -> mutual_tls, else n
 _PEERS = ("source", "destination")
 
 
-def value_format(labels: Mapping[str, str], peer_operator: str, order: Iterable[str],
+def value_format(labels: Mapping[str, str], peer_operators: Collection[str], order: Iterable[str],
                  modes: Mapping[str, str] | None = None) -> str:
     """The one tag's ``value_format`` for the labels ``order`` names (``labels``: label -> literal value or
-    command operators): labels whose value is ``peer_operator`` are the peer's header (all ``source_*`` or
-    all ``destination_*`` ones); other values with a ``%`` are formatted per request (``modes``: label ->
+    command operators): labels whose value is one of ``peer_operators`` are the peer's fields in one string
+    (``core.workload_labels.encode_peer``: the peer header, the endpoint's metadata; all ``source_*`` or all
+    ``destination_*`` ones); other values with a ``%`` are formatted per request (``modes``: label ->
     :data:`EMPTY_IS_UNKNOWN` or :data:`MTLS_FROM_PEER_SAN`), the rest are constants (empty -> ``unknown``, as
     a tag of its own would be)."""
     modes = modes or {}
     consts, names, formats = [], [], []
     peer: dict[str, list[str]] = {}
+    peer_operator = ""
     for k in order:
         v = labels[k]
-        if v == peer_operator:
+        if v in peer_operators:
+            if peer_operator and v != peer_operator:
+                raise ValueError("one peer string per logger")
+            peer_operator = v
             prefix, _, field = k.partition("_")
             if prefix not in _PEERS or field not in PEER_FIELDS:
                 raise ValueError(f"{k}: only source_* / destination_* peer fields come from the peer header")
@@ -107,7 +113,8 @@ def unpack(packed: str) -> dict[str, str] | None:
     for name, value in zip(names, values, strict=True):
         prefix, _, fields = name.partition("_")
         if prefix in _PEERS and (fields == "*" or fields.startswith(":")):
-            peer = exchange.decode_or_empty(value)
+            # nothing (no header and no default, no endpoint or no metadata): unknown; malformed: empty
+            peer = exchange.decode_or_empty(value) if value else dict.fromkeys(PEER_FIELDS, UNKNOWN)
             wanted = PEER_FIELDS if fields == "*" else tuple(fields[1:].split("+"))
             labels |= {f"{prefix}_{f}": peer.get(f, "") for f in wanted}
         elif name.endswith(EMPTY_IS_UNKNOWN):
