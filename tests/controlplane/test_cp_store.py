@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 
 from mizzen.config.errors import ConfigError, Issue, Severity
 from mizzen.config.model import Config, ConfigKey, Source
+from mizzen.controlplane.persist import StateDir
 from mizzen.controlplane.store import ApplyResult, ConfigStore
 
 
@@ -246,9 +249,10 @@ async def test_sync_apply_during_an_async_one_keeps_commit_order(tmp_path: Path)
     first = asyncio.create_task(store.apply_async([*_big_batch(500), vs("reviews", weight=10)]))
     await asyncio.sleep(0)   # staged, its record is being written
     assert store.get("VirtualService", "bookinfo", "reviews") is None   # not live before it is durable
-    r = store.apply([vs("reviews", weight=20)])   # waits for the record in flight, then goes after it
+    r = store.apply([vs("reviews", weight=20)])   # staged on top of the one in flight, queued behind it
     assert [x.action for x in r] == ["configured"]
     assert [x.action for x in await first][-1] == "created"
+    await store.wait_live()
     live = store.get("VirtualService", "bookinfo", "reviews")
     assert live is not None and live.spec["http"][0]["route"][0]["weight"] == 20
     store.close()
@@ -256,6 +260,55 @@ async def test_sync_apply_during_an_async_one_keeps_commit_order(tmp_path: Path)
     restored = again.get("VirtualService", "bookinfo", "reviews")
     assert restored is not None and restored.spec["http"][0]["route"][0]["weight"] == 20
     assert len(again) == 501
+
+
+class HeldJournal(StateDir):
+    """The store's persistence seam with a gate: each commit waits until the test opens it (a stand-in for a
+    slow disk), so "the record is in flight" lasts as long as the test needs."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, background=True)
+        self.gate = threading.Event()
+        self.committed: list[list[str]] = []   # the names of each record, in the order they were written
+
+    def commit(self, writes: Iterable[Config], deletes: Iterable[ConfigKey]) -> None:
+        writes, deletes = list(writes), list(deletes)
+        if not self.gate.wait(10):
+            raise OSError("the test never opened the gate")
+        super().commit(writes, deletes)
+        self.committed.append([c.name for c in writes] + [f"-{k.name}" for k in deletes])
+
+
+async def test_sync_apply_and_delete_never_wait_on_the_loop_for_a_record_in_flight(tmp_path: Path) -> None:
+    """While an async record cannot finish, synchronous applies and deletes on the loop still return (before
+    the fix they blocked the loop until the record was durable: here that is forever), are staged on the
+    pending view, and go live after it in commit order; listeners see the changes in that order."""
+    import asyncio
+
+    state = HeldJournal(tmp_path)
+    store = ConfigStore(state, validator=fake_validator)
+    seen: list[list[str]] = []
+    store.add_listener(lambda results: seen.append([f"{x.name}:{x.action}" for x in results]))
+    big = asyncio.create_task(store.apply_async([*_big_batch(3), vs("reviews", weight=10)]))
+    await asyncio.sleep(0)   # staged; its record waits at the gate
+    assert store.apply([vs("reviews", weight=20)])[0].action == "configured"   # returns: the loop is free
+    assert store.delete([ConfigKey("VirtualService", "bulk", "svc-0")])[0].action == "deleted"
+    assert store.apply([vs("ratings")])[0].action == "created"
+    with pytest.raises(ValueError, match="unsafe name"):   # refused at once, nothing queued
+        store.apply([vs("..")])
+    assert store.list() == [] and seen == [] and not big.done()   # nothing live before the first record
+    state.gate.set()
+    await big
+    await store.wait_live()
+    assert state.committed == [["svc-0", "svc-1", "svc-2", "reviews"], ["reviews"], ["-svc-0"], ["ratings"]]
+    assert seen == [["svc-0:created", "svc-1:created", "svc-2:created", "reviews:created"],
+                    ["reviews:configured"], ["svc-0:deleted"], ["ratings:created"]]
+    reviews = store.get("VirtualService", "bookinfo", "reviews")
+    assert reviews is not None and reviews.spec["http"][0]["route"][0]["weight"] == 20
+    assert sorted(c.name for c in store.list()) == ["ratings", "reviews", "svc-1", "svc-2"]
+    store.close()
+    again = ConfigStore(tmp_path, validator=fake_validator)
+    assert sorted(c.name for c in again.list()) == ["ratings", "reviews", "svc-1", "svc-2"]
 
 
 async def test_cancelled_async_apply_still_goes_live_and_errors_reach_the_caller(tmp_path: Path) -> None:

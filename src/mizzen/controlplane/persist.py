@@ -221,6 +221,13 @@ class StateDir:
                 self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="mizzen-journal")
             return self._journal_thread.submit(self.commit, writes, deletes)
 
+    def check_names(self, writes: Iterable[Config], deletes: Iterable[ConfigKey]) -> None:
+        """Raise ValueError if any object's name is unsafe for a state file (what :meth:`commit` refuses)."""
+        for c in writes:
+            self.path_for(c.key)
+        for key in deletes:
+            self.path_for(key)
+
     def _commit_locked(self, writes: list[Config], deletes: list[ConfigKey]) -> None:
         paths = [self.path_for(c.key) for c in writes]   # refuse unsafe names before anything is written
         for key in deletes:

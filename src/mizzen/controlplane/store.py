@@ -10,7 +10,11 @@ restored object is validated again, and what cannot be restored is quarantined a
 
 :meth:`ConfigStore.apply_async` / :meth:`ConfigStore.delete_async` (the API's) write that record on the
 journal thread and answer once it is durable, so the event loop keeps serving xDS meanwhile. Changes become
-visible (memory, listeners) in commit order: a synchronous apply made while one is in flight waits for it.
+visible (memory, listeners) in commit order. Every change is staged against the *pending view* (the live
+objects with the changes in flight laid over them), so nothing waits for a record in flight on the loop: a
+synchronous :meth:`ConfigStore.apply` / :meth:`ConfigStore.delete` made on the loop while records are in
+flight is validated and staged at once, its record queued behind theirs, and it goes live after them
+(:meth:`ConfigStore.wait_live` waits for that).
 """
 
 from __future__ import annotations
@@ -79,6 +83,11 @@ class _InFlight:
     results: builtins.list[ApplyResult]
     last_created: float
     settled: asyncio.Future[None] | None = field(default=None)
+    caller_waits: bool = True   # False: a synchronous apply queued behind others (nobody awaits it)
+    gone: frozenset[ConfigKey] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gone = frozenset(self.deletes)
 
 
 def default_validator() -> Validator:
@@ -110,7 +119,6 @@ class ConfigStore:
         self._listeners: list[Listener] = []
         self._last_created = 0.0
         self._inflight: builtins.list[_InFlight] = []   # async commits, in commit order
-        self._async_lock: asyncio.Lock | None = None
         self.load_problems: list[LoadProblem] = []
         self.last_warnings: list[Issue] = []   # warnings of the last apply()
         if isinstance(state_dir, StateDir) or state_dir is None:
@@ -219,15 +227,25 @@ class ConfigStore:
 
         ``issues``: what the store's own (default) validator found in exactly these objects, computed
         elsewhere (the API validates in a worker process); then they are not validated again here.
-        Returns one result per input object, in order; a later duplicate of the same key wins.
+        Returns one result per input object, in order; a later duplicate of the same key wins. The change is
+        live on return, except while records of :meth:`apply_async` are in flight (called on their loop):
+        then it is queued behind them and goes live after them, without blocking the loop.
         """
-        self._drain()
+        self._drain_off_loop()
         results, changed, last_created = self._stage(configs, issues)
         if dry_run:
             return results
-        if self._state is not None and changed:
-            self._state.commit(changed.values(), [])   # the commit point; raises before it on unsafe names
-        self._make_live(changed, [], results, last_created)
+        self._commit_now_or_queue(changed, [], results, last_created)
+        return results
+
+    def delete(self, keys: Iterable[ConfigKey], *, dry_run: bool = False) -> builtins.list[ApplyResult]:
+        """Delete objects by key; a missing one is reported "not found" (not an error). Live on return, or
+        queued like :meth:`apply`."""
+        self._drain_off_loop()
+        results, gone = self._stage_delete(keys)
+        if dry_run:
+            return results
+        self._commit_now_or_queue({}, sorted(gone), results, self._pending_last_created())
         return results
 
     async def apply_async(
@@ -235,42 +253,65 @@ class ConfigStore:
     ) -> builtins.list[ApplyResult]:
         """:meth:`apply`, with the journal record written (and fsynced) on the journal thread: returns once it
         is durable and the change is live. A cancelled caller does not cancel the change."""
-        async with self._lock():
-            self._drain()
-            results, changed, last_created = self._stage(configs, issues)
-            if dry_run:
-                return results
-            warnings = self.last_warnings
-            await self._commit_off_loop(changed, [], results, last_created)
-            # a plain apply() meanwhile (another source) replaced them: the caller reads this apply's, with no
-            # await between this return and its read
-            self.last_warnings = warnings
+        results, changed, last_created = self._stage(configs, issues)
+        if dry_run:
             return results
+        warnings = self.last_warnings
+        await self._commit_off_loop(changed, [], results, last_created)
+        # a plain apply() meanwhile (another source) replaced them: the caller reads this apply's, with no
+        # await between this return and its read
+        self.last_warnings = warnings
+        return results
 
     async def delete_async(self, keys: Iterable[ConfigKey], *,
                            dry_run: bool = False) -> builtins.list[ApplyResult]:
         """:meth:`delete`, with the journal record written on the journal thread (see :meth:`apply_async`)."""
-        async with self._lock():
-            self._drain()
-            results, gone = self._stage_delete(keys)
-            if dry_run:
-                return results
-            await self._commit_off_loop({}, sorted(gone), results, self._last_created)
+        results, gone = self._stage_delete(keys)
+        if dry_run:
             return results
+        await self._commit_off_loop({}, sorted(gone), results, self._pending_last_created())
+        return results
 
-    def _lock(self) -> asyncio.Lock:
-        if self._async_lock is None:
-            self._async_lock = asyncio.Lock()
-        return self._async_lock
+    async def wait_live(self) -> None:
+        """Until every change staged so far is live (or failed: its caller, or the log, has the error)."""
+        while self._inflight:
+            settled = self._inflight[-1].settled
+            assert settled is not None
+            with contextlib.suppress(Exception):
+                await asyncio.shield(settled)
 
-    async def _commit_off_loop(self, writes: dict[ConfigKey, Config], deletes: builtins.list[ConfigKey],
-                               results: builtins.list[ApplyResult], last_created: float) -> None:
+    # the pending view: the live objects with the changes in flight laid over them (changes are staged on it)
+    def _view_get(self, key: ConfigKey) -> Config | None:
+        for entry in reversed(self._inflight):
+            if key in entry.writes:
+                return entry.writes[key]
+            if key in entry.gone:
+                return None
+        return self._objects.get(key)
+
+    def _pending_last_created(self) -> float:
+        return max([self._last_created, *(e.last_created for e in self._inflight)])
+
+    def _commit_now_or_queue(self, writes: dict[ConfigKey, Config], deletes: builtins.list[ConfigKey],
+                             results: builtins.list[ApplyResult], last_created: float) -> None:
+        """A synchronous change: committed and made live now, or, behind records in flight, queued."""
         if self._state is None or not (writes or deletes):
             self._make_live(writes, deletes, results, last_created)
             return
-        loop = asyncio.get_running_loop()
+        if self._inflight:   # on their loop (see _drain_off_loop): queue the record behind theirs
+            self._state.check_names(writes.values(), deletes)   # refused now, before anything is queued
+            self._enqueue(asyncio.get_running_loop(), writes, deletes, results, last_created,
+                          caller_waits=False)
+            return
+        self._state.commit(writes.values(), deletes)   # the commit point; raises before it on unsafe names
+        self._make_live(writes, deletes, results, last_created)
+
+    def _enqueue(self, loop: asyncio.AbstractEventLoop, writes: dict[ConfigKey, Config],
+                 deletes: builtins.list[ConfigKey], results: builtins.list[ApplyResult], last_created: float,
+                 *, caller_waits: bool) -> _InFlight:
+        assert self._state is not None
         entry = _InFlight(self._state.commit_in_thread(writes.values(), deletes), writes, deletes, results,
-                          last_created, loop.create_future())
+                          last_created, loop.create_future(), caller_waits)
         self._inflight.append(entry)
 
         def record_done(_f: Future[None]) -> None:
@@ -278,6 +319,17 @@ class ConfigStore:
                 loop.call_soon_threadsafe(self._settle)
 
         entry.record.add_done_callback(record_done)
+        return entry
+
+    async def _commit_off_loop(self, writes: dict[ConfigKey, Config], deletes: builtins.list[ConfigKey],
+                               results: builtins.list[ApplyResult], last_created: float) -> None:
+        if not (writes or deletes):
+            return   # nothing changes (against the pending view)
+        if self._state is None:
+            self._make_live(writes, deletes, results, last_created)
+            return
+        entry = self._enqueue(asyncio.get_running_loop(), writes, deletes, results, last_created,
+                              caller_waits=True)
         assert entry.settled is not None
         await asyncio.shield(entry.settled)
 
@@ -288,6 +340,9 @@ class ConfigStore:
             error = entry.record.exception()
             if error is None:
                 self._make_live(entry.writes, entry.deletes, entry.results, entry.last_created)
+            elif not entry.caller_waits:
+                log.error("a queued change of %d objects was NOT applied: its journal record failed: %s",
+                          len(entry.writes) + len(entry.deletes), error)
             if entry.settled is not None and not entry.settled.done():
                 if error is None:
                     entry.settled.set_result(None)
@@ -295,8 +350,14 @@ class ConfigStore:
                     entry.settled.set_exception(error)
                     entry.settled.exception()   # retrieved: a cancelled caller leaves no "never retrieved"
 
-    def _drain(self) -> None:
-        """Wait (blocking) for in-flight records, so what follows is staged and committed after them."""
+    def _drain_off_loop(self) -> None:
+        """Called off the loop that owns the records in flight (or with none running): wait (blocking) for
+        them, so what follows is committed after them. On their loop nothing waits (changes are queued)."""
+        if not self._inflight:
+            return
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop()
+            return
         for entry in list(self._inflight):
             with contextlib.suppress(Exception):   # reported to that change's own caller by _settle
                 entry.record.result()
@@ -322,9 +383,9 @@ class ConfigStore:
         staged: dict[ConfigKey, Config] = {}
         results: builtins.list[ApplyResult] = []
         now = self._clock()
-        last_created = self._last_created
+        last_created = self._pending_last_created()
         for c in batch:
-            old = self._objects.get(c.key)
+            old = self._view_get(c.key)
             if old is None:
                 prev = staged.get(c.key)   # a duplicate in the same batch keeps the first one's timestamp
                 if prev is None:
@@ -338,14 +399,14 @@ class ConfigStore:
                 new, action = c.with_created(old.created), CONFIGURED
             staged[c.key] = new
             results.append(ApplyResult(c.kind, c.namespace, c.name, action))
-        changed = {k: v for k, v in staged.items() if self._objects.get(k) is not v}
+        changed = {k: v for k, v in staged.items() if self._view_get(k) is not v}
         return results, changed, last_created
 
     def _stage_delete(self, keys: Iterable[ConfigKey]) -> tuple[builtins.list[ApplyResult], set[ConfigKey]]:
         results: builtins.list[ApplyResult] = []
         gone: set[ConfigKey] = set()
         for k in keys:
-            found = k in self._objects and k not in gone
+            found = k not in gone and self._view_get(k) is not None
             results.append(ApplyResult(k.kind, k.namespace, k.name, DELETED if found else NOT_FOUND))
             if found:
                 gone.add(k)
@@ -358,14 +419,3 @@ class ConfigStore:
             self._objects.pop(k, None)
         self._last_created = max(self._last_created, last_created)
         self._notify(results)
-
-    def delete(self, keys: Iterable[ConfigKey], *, dry_run: bool = False) -> builtins.list[ApplyResult]:
-        """Delete objects by key; a missing one is reported "not found" (not an error)."""
-        self._drain()
-        results, gone = self._stage_delete(keys)
-        if dry_run:
-            return results
-        if self._state is not None and gone:
-            self._state.commit([], sorted(gone))
-        self._make_live({}, sorted(gone), results, self._last_created)
-        return results
