@@ -24,7 +24,10 @@ import pstats
 import signal
 import sys
 import tempfile
+import threading
 import time
+import traceback
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,6 +45,52 @@ from mizzen.core.proxy import ProxyType
 from mizzen.registry.model import Workload
 
 GC_TUNED = True   # --gc: the control-plane process's GC settings (mizzen.gctune)
+
+
+class StallSampler:
+    """Where the event loop is while it stalls: a thread samples the loop thread's stack every ``every``
+    seconds while the loop's heartbeat is older than ``over`` seconds (while :attr:`phase` is set), counted
+    by the innermost frames (a stall in ``select``: the loop waits for the GIL or a CPU, it runs no code)."""
+
+    def __init__(self, over: float = 0.02, every: float = 0.005, depth: int = 8) -> None:
+        self.over, self.every, self.depth = over, every, depth
+        self.beat = time.perf_counter()
+        self.phase = ""   # sampling while set: the samples are counted per phase
+        self.samples: dict[str, Counter[str]] = {}
+        self._stop = threading.Event()
+        self._loop_thread = threading.get_ident()
+        self._thread = threading.Thread(target=self._run, name="stall-sampler", daemon=True)
+
+    async def heartbeat(self) -> None:
+        while True:
+            self.beat = time.perf_counter()
+            await asyncio.sleep(0.002)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            phase = self.phase
+            if not phase or time.perf_counter() - self.beat < self.over:
+                continue
+            frame = sys._current_frames().get(self._loop_thread)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)[-self.depth:]
+            self.samples.setdefault(phase, Counter())[" <- ".join(
+                f"{Path(f.filename).stem}:{f.lineno}:{f.name}" for f in reversed(stack))] += 1
+
+    def report(self, top: int = 15) -> None:
+        for phase, samples in self.samples.items():
+            total = sum(samples.values()) * self.every * 1000
+            print(f"  loop stalls over {self.over * 1000:.0f} ms, {phase}: {total:.0f} ms sampled; top:")
+            for where, n in samples.most_common(top):
+                print(f"    {n * self.every * 1000:6.0f} ms  {where}")
 
 
 def big_apply(dry_run: bool = False, objects: int = MAX_OBJECTS, budget: int = MAX_BODY - 64 * 1024) -> bytes:
@@ -96,8 +145,13 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                   f"RSS {rss_mb():.0f} MB")
 
             big_running = False
+            t_start = time.monotonic()
             baseline: list[float] = []
             during: list[float] = []
+            # per round: apply -> live (the journal record), -> push start (debounce), the push (generation
+            # into the cache), push end -> last ACK
+            phases_alone: list[tuple[float, float, float, float]] = []
+            phases_during: list[tuple[float, float, float, float]] = []
 
             async def rounds(n: int | None) -> None:
                 r = 0
@@ -108,16 +162,29 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                     started_during = big_running
                     t = time.time()
                     await cp.store.apply_async(change)   # as an API client's apply: queued behind the big one
+                    live = time.time() - t
+                    await asyncio.wait_for(cp.flush(), 30)   # debounced, generated, in the cache
+                    pushed, generation = time.time() - t, cp.pusher.stats.duration_s
                     await cp.wait_synced(nodes, timeout=30)
                     acks = [cp.status.synced_at(nd) for nd in nodes]
                     lat = max(a for a in acks if a is not None) - t
                     overlapped = started_during or big_running
                     (during if overlapped else baseline).append(lat)
+                    (phases_during if overlapped else phases_alone).append(
+                        (live, pushed - generation - live, generation, lat - pushed))
                     if args.verbose:
-                        print(f"  round {r}: {lat * 1000:.0f} ms{' (during)' if overlapped else ''}")
+                        print(f"  round {r} at {time.monotonic() - t_start:.2f} s: {lat * 1000:.0f} ms "
+                              f"(live {live * 1000:.0f}, debounce {(pushed - generation - live) * 1000:.0f}, "
+                              f"push {generation * 1000:.0f}, last ACK {(lat - pushed) * 1000:.0f} ms)"
+                              f"{' (during)' if overlapped else ''}")
                     await asyncio.sleep(args.interval)
 
             stalls: list[float] = []
+            sampler = StallSampler() if args.stalls else None
+            beat = None
+            if sampler is not None:
+                sampler.start()
+                beat = asyncio.create_task(sampler.heartbeat())
 
             async def loop_lag() -> None:
                 """The event loop's stalls: how late a 1 ms sleep wakes up, while the big apply runs."""
@@ -127,11 +194,15 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                     if big_running:
                         stalls.append(time.perf_counter() - t1 - 0.001)
 
+            if sampler is not None:
+                sampler.phase = "alone"
             await rounds(args.baseline)
             ticker = asyncio.create_task(rounds(None))
             lag = asyncio.create_task(loop_lag())
             async with httpx.AsyncClient(base_url=cp.http_url, timeout=300, trust_env=False) as api:
                 big_running = True
+                if sampler is not None:
+                    sampler.phase = "during the big apply (and 1 s after)"
                 t0 = time.monotonic()
                 headers = {"content-type": "application/json", "authorization": f"Bearer {cp.token}"}
                 prof = cProfile.Profile() if args.profile else None
@@ -139,10 +210,16 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                     prof.enable()
                 r = await api.post("/apis/apply", content=body, headers=headers)
                 took = time.monotonic() - t0
+                if args.verbose:
+                    print(f"  big apply answered at {time.monotonic() - t_start:.2f} s (sent at "
+                          f"{t0 - t_start:.2f} s)")
                 if prof is not None:
                     await asyncio.sleep(1.0)   # the push that follows
                     prof.disable()
                 big_running = False
+                if sampler is not None:
+                    await asyncio.sleep(1.0)   # the push that follows
+                    sampler.phase = ""
                 if r.status_code != 200:
                     print(f"big apply answered {r.status_code}: {r.text[:300]}")
             await asyncio.sleep(1.0)
@@ -154,12 +231,23 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
             for what, values in (("alone: ", baseline), ("during:", during)):
                 print(f"  unrelated push -> all {args.proxies} ACKed, {what} {fmt_ms(values)} "
                       f"({len(values)} rounds)")
+            for what, phases in (("alone: ", phases_alone), ("during:", phases_during)):
+                if phases:
+                    cols = list(zip(*phases, strict=True))
+                    print(f"    {what} " + "; ".join(
+                        f"{name} p50 {pct(col, 50) * 1000:.0f} / p99 {pct(col, 99) * 1000:.0f} ms"
+                        for name, col in zip(("live", "debounce", "push", "last ACK"), cols, strict=True)))
             if stalls:
                 stalls.sort()
                 print(f"  event loop stalls during the big apply: max {stalls[-1] * 1000:.0f} ms, "
                       f"p99 {pct(stalls, 99) * 1000:.0f} ms, {sum(s > 0.05 for s in stalls)} over 50 ms")
             if during:
                 print(f"  p99 during the big apply: {pct(during, 99) * 1000:.0f} ms (target: under 200 ms)")
+            if sampler is not None:
+                if beat is not None:
+                    beat.cancel()
+                sampler.stop()
+                sampler.report()
             if prof is not None:
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
         finally:
@@ -190,6 +278,8 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true", help="print every round")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile this process from the big apply's request to 1 s after its answer")
+    ap.add_argument("--stalls", action="store_true",
+                    help="sample where the event loop stalls: alone, during the big apply (and 1 s after)")
     ap.add_argument("--gc", choices=["tuned", "default"], default="tuned",
                     help="tuned: the control-plane process's GC settings (mizzen.gctune); default: CPython's")
     args = ap.parse_args()
