@@ -327,3 +327,17 @@ async def test_cancelled_async_apply_still_goes_live_and_errors_reach_the_caller
     assert len(store) == 299 and store.get("VirtualService", "bookinfo", "..") is None
     store.close()
     assert len(ConfigStore(tmp_path, validator=fake_validator)) == 299
+
+
+def test_a_bulk_checkpoint_syncs_only_its_own_file_system(tmp_path: Path) -> None:
+    """More than BULK_SYNC_OVER files are flushed with syncfs(2) on their file system (Linux), not sync(2) of
+    every file system on the machine, and the objects read back."""
+    import sys
+
+    from mizzen.controlplane.persist import BULK_SYNC_OVER, sync_filesystem
+
+    assert sync_filesystem(tmp_path) == ("syncfs" if sys.platform == "linux" else "sync")
+    store = ConfigStore(tmp_path, validator=lambda c: [])
+    store.apply(_big_batch(BULK_SYNC_OVER + 5))
+    assert not list((tmp_path / "journal").glob("*.json"))   # checkpointed: the record is gone
+    assert len(ConfigStore(tmp_path, validator=lambda c: [])) == BULK_SYNC_OVER + 5
