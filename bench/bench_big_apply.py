@@ -149,9 +149,9 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
             baseline: list[float] = []
             during: list[float] = []
             # per round: apply -> live (the journal record), -> push start (debounce), the push (generation
-            # into the cache), push end -> last ACK
-            phases_alone: list[tuple[float, float, float, float]] = []
-            phases_during: list[tuple[float, float, float, float]] = []
+            # into the cache), push end -> last ACK; and the CPU the loop thread used meanwhile
+            phases_alone: list[tuple[float, float, float, float, float]] = []
+            phases_during: list[tuple[float, float, float, float, float]] = []
 
             async def rounds(n: int | None) -> None:
                 r = 0
@@ -160,7 +160,7 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                     w = 5 + (r * 37) % 90
                     change = load(cp, vs_yaml("reviews", NS, (w, 100 - w), ("v1", "v3" if r % 2 else "v2")))
                     started_during = big_running
-                    t = time.time()
+                    t, cpu = time.time(), time.thread_time()   # the loop thread's CPU: load-independent
                     await cp.store.apply_async(change)   # as an API client's apply: queued behind the big one
                     live = time.time() - t
                     await asyncio.wait_for(cp.flush(), 30)   # debounced, generated, in the cache
@@ -168,14 +168,16 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                     await cp.wait_synced(nodes, timeout=30)
                     acks = [cp.status.synced_at(nd) for nd in nodes]
                     lat = max(a for a in acks if a is not None) - t
+                    cpu = time.thread_time() - cpu
                     overlapped = started_during or big_running
                     (during if overlapped else baseline).append(lat)
                     (phases_during if overlapped else phases_alone).append(
-                        (live, pushed - generation - live, generation, lat - pushed))
+                        (live, pushed - generation - live, generation, lat - pushed, cpu))
                     if args.verbose:
                         print(f"  round {r} at {time.monotonic() - t_start:.2f} s: {lat * 1000:.0f} ms "
                               f"(live {live * 1000:.0f}, debounce {(pushed - generation - live) * 1000:.0f}, "
-                              f"push {generation * 1000:.0f}, last ACK {(lat - pushed) * 1000:.0f} ms)"
+                              f"push {generation * 1000:.0f}, last ACK {(lat - pushed) * 1000:.0f} ms; "
+                              f"loop CPU {cpu * 1000:.0f} ms)"
                               f"{' (during)' if overlapped else ''}")
                     await asyncio.sleep(args.interval)
 
@@ -236,7 +238,8 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                     cols = list(zip(*phases, strict=True))
                     print(f"    {what} " + "; ".join(
                         f"{name} p50 {pct(col, 50) * 1000:.0f} / p99 {pct(col, 99) * 1000:.0f} ms"
-                        for name, col in zip(("live", "debounce", "push", "last ACK"), cols, strict=True)))
+                        for name, col in zip(("live", "debounce", "push", "last ACK", "loop CPU"), cols,
+                                             strict=True)))
             if stalls:
                 stalls.sort()
                 print(f"  event loop stalls during the big apply: max {stalls[-1] * 1000:.0f} ms, "
