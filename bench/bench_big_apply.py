@@ -39,6 +39,7 @@ from bench_push import APPS, NS, address, bookinfo_yaml, free_port, load, stop_a
 from mizzen import gctune
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.controlplane import parse_worker
 from mizzen.controlplane.parse_worker import MAX_BODY, MAX_OBJECTS
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.core.proxy import ProxyType
@@ -124,6 +125,8 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
             gctune.configure()   # what `python -m mizzen.controlplane` does once started
         if args.inline:
             cp.api.parser.inline_max_bytes = 1 << 62     # the bench's what-if: no worker process
+        if args.worker_nice is not None:
+            parse_worker.WORKER_NICE = args.worker_nice   # read when the worker process starts
         try:
             cp.apply(load(cp, bookinfo_yaml()))
             cp.apply(load(cp, vs_yaml("reviews", NS, (50, 50))))
@@ -281,6 +284,8 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true", help="print every round")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile this process from the big apply's request to 1 s after its answer")
+    ap.add_argument("--worker-nice", type=int, default=None,
+                    help="the parse worker's nice value (default: parse_worker.WORKER_NICE)")
     ap.add_argument("--stalls", action="store_true",
                     help="sample where the event loop stalls: alone, during the big apply (and 1 s after)")
     ap.add_argument("--gc", choices=["tuned", "default"], default="tuned",
