@@ -53,4 +53,5 @@ async def test_a_record_whose_lines_are_not_at_the_end_is_parsed_whole() -> None
     raw, digest, _ = prepared.records[0]
     prepared.records[0] = (raw, digest, -1)
     [config] = (await unpack(prepared)).configs
-    assert type(config.lines) is dict and config.lines == dict(load_texts(docs, "bookinfo", 10).configs[0].lines)
+    [loaded] = load_texts(docs, "bookinfo", 10).configs
+    assert type(config.lines) is dict and config.lines == dict(loaded.lines) and config == loaded
