@@ -245,12 +245,15 @@ async def test_apply_async_answers_once_durable_and_leaves_the_loop_free(tmp_pat
 async def test_sync_apply_during_an_async_one_keeps_commit_order(tmp_path: Path) -> None:
     import asyncio
 
-    store = ConfigStore(tmp_path, validator=fake_validator, background_writes=True)
+    state = HeldJournal(tmp_path)
+    store = ConfigStore(state, validator=fake_validator)
     first = asyncio.create_task(store.apply_async([*_big_batch(500), vs("reviews", weight=10)]))
-    await asyncio.sleep(0)   # staged, its record is being written
+    while not state.entered.is_set():   # staged (in slices), its record is being written
+        await asyncio.sleep(0.001)
     assert store.get("VirtualService", "bookinfo", "reviews") is None   # not live before it is durable
     r = store.apply([vs("reviews", weight=20)])   # staged on top of the one in flight, queued behind it
     assert [x.action for x in r] == ["configured"]
+    state.gate.set()
     assert [x.action for x in await first][-1] == "created"
     await store.wait_live()
     live = store.get("VirtualService", "bookinfo", "reviews")
@@ -269,10 +272,12 @@ class HeldJournal(StateDir):
     def __init__(self, root: Path) -> None:
         super().__init__(root, background=True)
         self.gate = threading.Event()
+        self.entered = threading.Event()   # a commit began (its change is staged)
         self.committed: list[list[str]] = []   # the names of each record, in the order they were written
 
     def commit(self, writes: Iterable[Config], deletes: Iterable[ConfigKey]) -> None:
         writes, deletes = list(writes), list(deletes)
+        self.entered.set()
         if not self.gate.wait(10):
             raise OSError("the test never opened the gate")
         super().commit(writes, deletes)
@@ -341,3 +346,26 @@ def test_a_bulk_checkpoint_syncs_only_its_own_file_system(tmp_path: Path) -> Non
     store.apply(_big_batch(BULK_SYNC_OVER + 5))
     assert not list((tmp_path / "journal").glob("*.json"))   # checkpointed: the record is gone
     assert len(ConfigStore(tmp_path, validator=lambda c: [])) == BULK_SYNC_OVER + 5
+
+
+async def test_a_big_async_apply_is_staged_in_slices_and_restaged_if_the_view_moved(tmp_path: Path) -> None:
+    """apply_async stages in slices (here: a yield every 20 objects), so the loop runs meanwhile; a change
+    that goes live during its staging is seen: it is staged again over it and committed after it."""
+    import asyncio
+
+    state = HeldJournal(tmp_path)
+    state.gate.set()
+    store = ConfigStore(state, validator=fake_validator, stage_slice_s=0.0)
+    big = asyncio.create_task(store.apply_async([vs("reviews", weight=10), *_big_batch(200)]))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)   # the big apply has staged "reviews" (first) and yielded, not finished
+    assert not big.done() and not state.entered.is_set()
+    assert store.apply([vs("reviews", weight=20)])[0].action == "created"   # nothing in flight: live now
+    results = await big
+    assert results[0].action == "configured" and len(results) == 201   # staged again, over the new one
+    reviews = store.get("VirtualService", "bookinfo", "reviews")
+    assert reviews is not None and reviews.spec["http"][0]["route"][0]["weight"] == 10
+    assert [names[0] for names in state.committed] == ["reviews", "reviews"] and len(state.committed[1]) == 201
+    store.close()
+    again = ConfigStore(tmp_path, validator=fake_validator).get("VirtualService", "bookinfo", "reviews")
+    assert again is not None and again.spec["http"][0]["route"][0]["weight"] == 10

@@ -28,6 +28,7 @@ import ipaddress
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -406,9 +407,9 @@ class Api:
         """istiod's validation webhook metrics: one ``galley_validation_passed`` per admitted object, one
         ``galley_validation_failed`` per refused object (reason ``invalid_resource``, as istiod labels it)."""
         m = self.cp.metrics
-        for c in passed:
-            group, version, resource = _gvr(c.kind, c.api_version)
-            m.validation_passed.labels(group=group, version=version, resource=resource).inc()
+        for (kind, api_version), n in Counter((c.kind, c.api_version) for c in passed).items():
+            group, version, resource = _gvr(kind, api_version)
+            m.validation_passed.labels(group=group, version=version, resource=resource).inc(n)
         seen: set[tuple[str, str]] = set()
         for i in failed:
             if (i.kind, i.name) in seen:

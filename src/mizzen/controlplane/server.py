@@ -33,6 +33,7 @@ import logging
 import os
 import stat
 import time
+from collections import Counter
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -668,11 +669,12 @@ class ControlPlane:
         if not changed:
             return
         self.metrics.inbound_updates.labels(type="config").inc(len(changed))
-        for r in changed:
-            event = CONFIG_EVENTS.get(r.action, r.action)
-            self.metrics.config_events.labels(type=r.kind, event=event).inc()
-            if r.kind == "Service":
-                self.metrics.registry_events.labels(type="Services", event=event).inc()
+        # counted per (kind, event): a 1,000-object apply is a few label lookups, not 1,000
+        for (kind, action), n in Counter((r.kind, r.action) for r in changed).items():
+            event = CONFIG_EVENTS.get(action, action)
+            self.metrics.config_events.labels(type=kind, event=event).inc(n)
+            if kind == "Service":
+                self.metrics.registry_events.labels(type="Services", event=event).inc(n)
         if any(kinds.feeds_registry(r.kind) for r in changed):
             self.registry.set_configs(self.store.snapshot())
         self._request(PushRequest.config_change(

@@ -24,7 +24,7 @@ import builtins
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +90,23 @@ class _InFlight:
         self.gone = frozenset(self.deletes)
 
 
+STAGE_SLICE_S = 0.005   # apply_async stages for at most this long between two yields to the loop
+_STAGE_STEP = 20        # objects staged between two looks at the clock
+
+
+@dataclass
+class _Staged:
+    """A staged apply: its results, the objects that change, the new last creation time, its warnings, and
+    what it read (each key's object in the pending view, the last creation time) to tell if that moved."""
+
+    results: builtins.list[ApplyResult]
+    changed: dict[ConfigKey, Config]
+    last_created: float
+    warnings: builtins.list[Issue]
+    seen: dict[ConfigKey, Config | None]
+    base_last_created: float
+
+
 def default_validator() -> Validator:
     """The per-kind validators of :mod:`mizzen.config.validation` (imported on first use: the schemas load
     with it)."""
@@ -110,10 +127,12 @@ class ConfigStore:
         clock: Callable[[], float] = time.time,
         background_writes: bool = False,
         checks: Validator | None = None,
+        stage_slice_s: float = STAGE_SLICE_S,
     ) -> None:
         self._validator = validator
         self._checks = checks   # policy beyond validation, run on every apply (also a prevalidated one)
         self._clock = clock
+        self.stage_slice_s = stage_slice_s   # apply_async's longest stretch of staging between yields
         self._objects: dict[ConfigKey, Config] = {}
         self._snapshot: ConfigSnapshot | None = None
         self._listeners: list[Listener] = []
@@ -253,10 +272,11 @@ class ConfigStore:
     ) -> builtins.list[ApplyResult]:
         """:meth:`apply`, with the journal record written (and fsynced) on the journal thread: returns once it
         is durable and the change is live. A cancelled caller does not cancel the change."""
-        results, changed, last_created = self._stage(configs, issues)
+        staged = await self._stage_sliced(configs, issues)
+        results, changed, last_created = staged.results, staged.changed, staged.last_created
         if dry_run:
             return results
-        warnings = self.last_warnings
+        warnings = staged.warnings
         await self._commit_off_loop(changed, [], results, last_created)
         # a plain apply() meanwhile (another source) replaced them: the caller reads this apply's, with no
         # await between this return and its read
@@ -366,6 +386,42 @@ class ConfigStore:
     def _stage(self, configs: Iterable[Config], issues: Iterable[Issue] | None
                ) -> tuple[builtins.list[ApplyResult], dict[ConfigKey, Config], float]:
         """Validate and stage an apply: (results, the objects that change, the new last creation time)."""
+        steps = self._staging(configs, issues)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                staged: _Staged = done.value
+                break
+        self.last_warnings = staged.warnings
+        return staged.results, staged.changed, staged.last_created
+
+    async def _stage_sliced(self, configs: Iterable[Config], issues: Iterable[Issue] | None) -> _Staged:
+        """:meth:`_stage` yielding to the event loop after every ``stage_slice_s`` of it (a 1,000-object
+        apply is ~100 ms of staging). If a change was staged meanwhile over what this one read, it is staged
+        again in one go, so the result is what staging it all at once now would give."""
+        batch = list(configs)
+        steps = self._staging(batch, issues)
+        t0 = time.monotonic()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                staged: _Staged = done.value
+                break
+            if time.monotonic() - t0 >= self.stage_slice_s:
+                await asyncio.sleep(0)
+                t0 = time.monotonic()
+        if staged.base_last_created != self._pending_last_created() or any(
+                self._view_get(k) is not old for k, old in staged.seen.items()):
+            results, changed, last_created = self._stage(batch, issues)
+            return _Staged(results, changed, last_created, self.last_warnings, staged.seen, last_created)
+        self.last_warnings = staged.warnings
+        return staged
+
+    def _staging(self, configs: Iterable[Config], issues: Iterable[Issue] | None
+                 ) -> Generator[None, None, _Staged]:
+        """The staging of an apply, pausing (a bare ``yield``) every few objects; returns what it staged."""
         batch = list(configs)
         if issues is not None and self._validator not in (None, default_validator()):
             issues = None   # a custom validator must see every object itself
@@ -374,20 +430,28 @@ class ConfigStore:
         else:
             issues = builtins.list(issues)
             if self._checks is not None:
-                for c in batch:
+                for i, c in enumerate(batch):
                     issues.extend(self._checks(c))
+                    if i % _STAGE_STEP == _STAGE_STEP - 1:
+                        yield
         errors = [i for i in issues if i.severity is Severity.ERROR]
-        self.last_warnings = [i for i in issues if i.severity is not Severity.ERROR]
+        warnings = [i for i in issues if i.severity is not Severity.ERROR]
         if errors:
+            self.last_warnings = warnings
             raise ConfigError(errors)
         staged: dict[ConfigKey, Config] = {}
+        seen: dict[ConfigKey, Config | None] = {}   # what each key was in the view when staged
         results: builtins.list[ApplyResult] = []
         now = self._clock()
-        last_created = self._pending_last_created()
-        for c in batch:
-            old = self._view_get(c.key)
+        base = last_created = self._pending_last_created()
+        for i, c in enumerate(batch):
+            if i % _STAGE_STEP == _STAGE_STEP - 1:
+                yield
+            key = c.key
+            old = self._view_get(key)
+            seen.setdefault(key, old)
             if old is None:
-                prev = staged.get(c.key)   # a duplicate in the same batch keeps the first one's timestamp
+                prev = staged.get(key)   # a duplicate in the same batch keeps the first one's timestamp
                 if prev is None:
                     # strictly increasing, so objects applied together keep their order in the batch
                     last_created = max(now, last_created + 1e-6)
@@ -397,10 +461,10 @@ class ConfigStore:
                 new, action = old, UNCHANGED
             else:
                 new, action = c.with_created(old.created), CONFIGURED
-            staged[c.key] = new
+            staged[key] = new
             results.append(ApplyResult(c.kind, c.namespace, c.name, action))
-        changed = {k: v for k, v in staged.items() if self._view_get(k) is not v}
-        return results, changed, last_created
+        changed = {k: v for k, v in staged.items() if seen[k] is not v}
+        return _Staged(results, changed, last_created, warnings, seen, base)
 
     def _stage_delete(self, keys: Iterable[ConfigKey]) -> tuple[builtins.list[ApplyResult], set[ConfigKey]]:
         results: builtins.list[ApplyResult] = []
