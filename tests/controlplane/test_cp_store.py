@@ -365,7 +365,8 @@ async def test_a_big_async_apply_is_staged_in_slices_and_restaged_if_the_view_mo
     assert results[0].action == "configured" and len(results) == 201   # staged again, over the new one
     reviews = store.get("VirtualService", "bookinfo", "reviews")
     assert reviews is not None and reviews.spec["http"][0]["route"][0]["weight"] == 10
-    assert [names[0] for names in state.committed] == ["reviews", "reviews"] and len(state.committed[1]) == 201
+    assert [names[0] for names in state.committed] == ["reviews", "reviews"]
+    assert len(state.committed[1]) == 201
     store.close()
     again = ConfigStore(tmp_path, validator=fake_validator).get("VirtualService", "bookinfo", "reviews")
     assert again is not None and again.spec["http"][0]["route"][0]["weight"] == 10
