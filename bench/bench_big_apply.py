@@ -166,7 +166,8 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                     t, cpu = time.time(), time.thread_time()   # the loop thread's CPU: load-independent
                     await cp.store.apply_async(change)   # as an API client's apply: queued behind the big one
                     live = time.time() - t
-                    await asyncio.wait_for(cp.flush(), 30)   # debounced, generated, in the cache
+                    async with asyncio.timeout(30):   # (3.11's wait_for can swallow the ticker's cancel)
+                        await cp.flush()              # debounced, generated, in the cache
                     pushed, generation = time.time() - t, cp.pusher.stats.duration_s
                     await cp.wait_synced(nodes, timeout=30)
                     acks = [cp.status.synced_at(nd) for nd in nodes]
@@ -229,9 +230,9 @@ async def run(args: argparse.Namespace, agents: list[Agent]) -> None:
                     print(f"big apply answered {r.status_code}: {r.text[:300]}")
             await asyncio.sleep(1.0)
             for t in (ticker, lag):
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+                while not t.done():   # cancel again if a cancel raced with an inner wait finishing
+                    t.cancel()
+                    await asyncio.wait({t}, timeout=0.1)
             print(f"  big apply: HTTP {r.status_code} after {took:.2f} s; RSS now {rss_mb():.0f} MB")
             for what, values in (("alone: ", baseline), ("during:", during)):
                 print(f"  unrelated push -> all {args.proxies} ACKed, {what} {fmt_ms(values)} "
