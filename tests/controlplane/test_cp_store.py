@@ -295,7 +295,8 @@ async def test_sync_apply_and_delete_never_wait_on_the_loop_for_a_record_in_flig
     seen: list[list[str]] = []
     store.add_listener(lambda results: seen.append([f"{x.name}:{x.action}" for x in results]))
     big = asyncio.create_task(store.apply_async([*_big_batch(3), vs("reviews", weight=10)]))
-    await asyncio.sleep(0)   # staged; its record waits at the gate
+    while not state.entered.is_set():   # staged; its record waits at the gate
+        await asyncio.sleep(0.001)
     assert store.apply([vs("reviews", weight=20)])[0].action == "configured"   # returns: the loop is free
     assert store.delete([ConfigKey("VirtualService", "bulk", "svc-0")])[0].action == "deleted"
     assert store.apply([vs("ratings")])[0].action == "created"

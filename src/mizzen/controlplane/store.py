@@ -271,17 +271,23 @@ class ConfigStore:
         self, configs: Iterable[Config], *, dry_run: bool = False, issues: Iterable[Issue] | None = None
     ) -> builtins.list[ApplyResult]:
         """:meth:`apply`, with the journal record written (and fsynced) on the journal thread: returns once it
-        is durable and the change is live. A cancelled caller does not cancel the change."""
-        staged = await self._stage_sliced(configs, issues)
-        results, changed, last_created = staged.results, staged.changed, staged.last_created
-        if dry_run:
-            return results
-        warnings = staged.warnings
-        await self._commit_off_loop(changed, [], results, last_created)
-        # a plain apply() meanwhile (another source) replaced them: the caller reads this apply's, with no
-        # await between this return and its read
+        is durable and the change is live. Staged in slices (see :meth:`_stage_sliced`). A cancelled caller
+        does not cancel the change (staging and commit run on in their own task)."""
+        task = asyncio.ensure_future(self._apply_in_task(list(configs), dry_run, issues))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())   # retrieved if nobody awaits it
+        results, warnings = await asyncio.shield(task)
+        # an apply meanwhile (another source) replaced them: the caller reads this apply's, with no await
+        # between this return and its read
         self.last_warnings = warnings
         return results
+
+    async def _apply_in_task(self, configs: builtins.list[Config], dry_run: bool,
+                             issues: Iterable[Issue] | None
+                             ) -> tuple[builtins.list[ApplyResult], builtins.list[Issue]]:
+        staged = await self._stage_sliced(configs, issues)
+        if not dry_run:
+            await self._commit_off_loop(staged.changed, [], staged.results, staged.last_created)
+        return staged.results, staged.warnings
 
     async def delete_async(self, keys: Iterable[ConfigKey], *,
                            dry_run: bool = False) -> builtins.list[ApplyResult]:
