@@ -210,7 +210,7 @@ class Pusher:
             if everything or prev is None:
                 push = self._build(None, prev)
             else:
-                push = self._build(carry_memo(prev.memo, types, kinds, hosts), prev)
+                push = self._build(carry_memo(prev.memo, types, kinds, hosts, self.proxies), prev)
             self._push = push
             inline = {h for h in hosts if (svc := push.service(h)) is not None
                       and svc.resolution is not Resolution.STATIC}

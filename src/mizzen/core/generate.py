@@ -8,7 +8,9 @@ push loop works from this table only, so SDS and other types plug in by register
 
 Memo keys are tuples whose first element is the generator's short name (``"CDS"`` per resource, ``"CDS*"``
 for a proxy's whole output) and, for per-host resources, the service hostname second: :func:`carry_memo`
-uses that to keep what a change cannot have touched.
+uses that to keep what a change cannot have touched. A key ending in :class:`Reads` is one proxy's output
+(node id second) that names the kinds it was built from, so it outlives changes to other kinds that its
+generator declares (LDS reads VirtualServices, but a local-mode sidecar's listeners do not).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Protocol
 from google.protobuf.message import Message
 
 from mizzen.config import kinds
-from mizzen.core import clusters, endpoints, grpcgen, listeners, proxy_keys, routes
+from mizzen.core import clusters, endpoints, grpcgen, listeners, plugins, proxy_keys, routes
 from mizzen.core import names as names_
 from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
@@ -29,6 +31,7 @@ from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE,
 __all__ = [
     "GENERATORS",
     "Generator",
+    "Reads",
     "carry_memo",
     "generate",
     "register",
@@ -131,7 +134,26 @@ class _Endpoints:
         return push.memoized(("EDS*", self.proxy_key(proxy, push), wanted), build)
 
 
+@dataclass(frozen=True)
+class Reads:
+    """The last part of a per-proxy memo key: the config kinds the output was built from. :func:`carry_memo`
+    keeps the entry across a push whose changed kinds are not among them and whose registry is unchanged,
+    while the node is still connected."""
+
+    kinds: frozenset[str]
+
+
+class ListenerMap(dict[str, Message]):
+    """LDS output that remembers the route config names its listeners refer to (computed once)."""
+
+    route_names: tuple[str, ...] | None = None
+
+
 def _route_names(lds: Mapping[str, Message]) -> list[str]:
+    if isinstance(lds, ListenerMap):
+        if lds.route_names is None:
+            lds.route_names = tuple(listeners.route_config_names(list(lds.values())))
+        return list(lds.route_names)
     return listeners.route_config_names(list(lds.values()))
 
 
@@ -149,7 +171,18 @@ class _Listeners:
         return proxy.id   # bound to the proxy's own addresses and workload
 
     def generate(self, proxy: Proxy, push: PushContext, names: Sequence[str] | None) -> Mapping[str, Message]:
-        return {lis.name: lis for lis in listeners.build_listeners(proxy, push)}
+        # memoized per proxy with the kinds it read (and the plugins that added to it): a change to anything
+        # else (a VirtualService for a local-mode sidecar) reuses the same messages, which the cache then
+        # recognises without packing them again; the stored proxy guards against a reconnect with new metadata
+        key = ("LDS*", proxy.id, tuple(plugins.PLUGINS),
+               Reads(proxy_keys.listener_reads(proxy, push, self.reads)))
+        hit = push.memo.get(key)
+        if hit is not None and hit[0] == proxy:
+            out: ListenerMap = hit[1]
+            return out
+        out = ListenerMap((lis.name, lis) for lis in listeners.build_listeners(proxy, push))
+        push.memo[key] = (proxy, out)
+        return out
 
 
 @dataclass(frozen=True)
@@ -234,10 +267,11 @@ _CARRIED = frozenset({*SHORT.values(), *(f"{s}*" for s in SHORT.values())})
 
 
 def carry_memo(memo: Mapping[Hashable, Any], types: Collection[str], kinds_changed: Collection[str],
-               hosts: Collection[str]) -> dict[Hashable, Any]:
+               hosts: Collection[str], nodes: Collection[str] | None = None) -> dict[Hashable, Any]:
     """The memo entries a push may keep from the previous one: everything except what generators of
     ``types`` built, ``uses`` scans of ``kinds_changed``, and per-host entries (and whole outputs) of CDS
-    and EDS when ``hosts`` changed endpoints."""
+    and EDS when ``hosts`` changed endpoints. Per-proxy entries keyed with :class:`Reads` stay unless one of
+    their kinds changed, the registry changed, or (given ``nodes``, the connected ones) their node left."""
     drop = {SHORT[t] for t in types if t in SHORT}
     drop |= {f"{s}*" for s in drop}
     per_host = {"CDS", "EDS"} if hosts else set()
@@ -251,6 +285,11 @@ def carry_memo(memo: Mapping[Hashable, Any], types: Collection[str], kinds_chang
         if not isinstance(k, tuple) or not k:
             continue
         tag = k[0]
+        last = k[-1]
+        if isinstance(last, Reads):
+            if not (registry_changed or last.kinds & kind_set or (nodes is not None and k[1] not in nodes)):
+                out[k] = v
+            continue
         if tag in drop or (tag not in _CARRIED and tag != "uses"):
             continue   # other tags (scope lookups, ...) are per push
         if tag == "uses":

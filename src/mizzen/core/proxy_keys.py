@@ -20,6 +20,7 @@ from mizzen.core.push_context import PushContext
 __all__ = [
     "cluster_inputs",
     "endpoint_inputs",
+    "listener_reads",
     "locality_inputs",
     "outbound_clusters_key",
     "route_inputs",
@@ -76,6 +77,23 @@ def outbound_clusters_key(proxy: Proxy, push: PushContext) -> Hashable:
     (their clusters carry endpoints inline)."""
     return (scope_inputs(proxy, push), proxy.interception_mode.upper(), proxy.has_sds,
             endpoint_inputs(proxy, push) if push.has_inline_endpoints else None)
+
+
+_GATEWAY_ONLY = frozenset({"Gateway", "Secret"})
+
+
+def listener_reads(proxy: Proxy, push: PushContext, kinds: frozenset[str]) -> frozenset[str]:
+    """The config kinds, out of LDS's declared ``kinds``, that this proxy's listeners are built from. A
+    sidecar's listeners read no Gateway or Secret (Istio's skippedLdsConfigs for sidecars), and
+    VirtualServices only where they build TCP/TLS routes or imported destinations: in REDIRECT mode (per-port
+    outbound listeners) and under a Sidecar resource (bound egress listeners, VirtualService imports). In
+    local mode without a Sidecar (every proxy of the demo) a VirtualService change leaves listeners alone."""
+    if proxy.is_gateway:
+        return kinds
+    out = kinds - _GATEWAY_ONLY
+    if proxy.interception_mode.upper() != "REDIRECT" and push.sidecar_for(proxy) is None:
+        out -= {"VirtualService"}
+    return out
 
 
 def route_inputs(proxy: Proxy, push: PushContext) -> Hashable:
