@@ -1,8 +1,9 @@
 """The push loop's memo carried across pushes never changes what a proxy gets: after every change in a
 sequence (VirtualServices with HTTP and TCP routes, Sidecar, Telemetry, AuthorizationPolicy,
-PeerAuthentication, DestinationRule, Gateway, a workload joining, a proxy reconnecting with new labels), each connected proxy's
-cached resources (content-hash versions per type) equal what a fresh generation without any memo gives.
-Proxies: local-mode sidecars with and without a Sidecar resource, a REDIRECT-mode sidecar and a gateway."""
+PeerAuthentication, DestinationRule, Gateway, workloads joining, a proxy reconnecting with new labels), each
+connected proxy's cached resources (content-hash versions per type) equal what a fresh generation without
+any memo gives. Proxies: local-mode sidecars with and without a Sidecar resource, a REDIRECT-mode sidecar
+and a gateway."""
 
 from __future__ import annotations
 
