@@ -25,6 +25,7 @@ from mizzen.config import kinds
 from mizzen.core import clusters, endpoints, grpcgen, listeners, plugins, proxy_keys, routes
 from mizzen.core import names as names_
 from mizzen.core.proxy import Proxy
+from mizzen.core.proxy_keys import Reads
 from mizzen.core.push_context import PushContext
 from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT, ResourceSet
 
@@ -134,15 +135,6 @@ class _Endpoints:
         return push.memoized(("EDS*", self.proxy_key(proxy, push), wanted), build)
 
 
-@dataclass(frozen=True)
-class Reads:
-    """The last part of a per-proxy memo key: the config kinds the output was built from. :func:`carry_memo`
-    keeps the entry across a push whose changed kinds are not among them and whose registry is unchanged,
-    while the node is still connected."""
-
-    kinds: frozenset[str]
-
-
 class ListenerMap(dict[str, Message]):
     """LDS output that remembers the route config names its listeners refer to (computed once)."""
 
@@ -176,13 +168,8 @@ class _Listeners:
         # recognises without packing them again; the stored proxy guards against a reconnect with new metadata
         key = ("LDS*", proxy.id, tuple(plugins.PLUGINS),
                Reads(proxy_keys.listener_reads(proxy, push, self.reads)))
-        hit = push.memo.get(key)
-        if hit is not None and hit[0] == proxy:
-            out: ListenerMap = hit[1]
-            return out
-        out = ListenerMap((lis.name, lis) for lis in listeners.build_listeners(proxy, push))
-        push.memo[key] = (proxy, out)
-        return out
+        return proxy_keys.memoized_for(push, proxy, key, lambda: ListenerMap(
+            (lis.name, lis) for lis in listeners.build_listeners(proxy, push)))
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import wrappers_pb2
 
+from mizzen.config import kinds
 from mizzen.config.labels import selects
-from mizzen.core import filters, inbound_mtls, names, plugins, sidecar_scope
+from mizzen.core import filters, inbound_mtls, names, plugins, proxy_keys, sidecar_scope
 from mizzen.core.hosts import hosts_intersect
 from mizzen.core.mesh import OutboundPolicy
 from mizzen.core.proxy import Proxy
@@ -200,8 +201,17 @@ def inbound_route(proxy: Proxy, push: PushContext, port: int, cluster: str) -> A
 
 def extensions(proxy: Proxy, push: PushContext, direction: plugins.Direction, port: int,
                http: bool) -> plugins.Extensions:
-    """What the listener plugins (security, telemetry) add to one chain."""
-    return plugins.extensions(plugins.ListenerContext(proxy, push, direction, port, http))
+    """What the listener plugins (security, telemetry) add to one chain: asked once per proxy and chain, and
+    kept across pushes that change none of the kinds the plugins read (``plugins.kinds_read``)."""
+    if not plugins.PLUGINS:
+        return plugins.NONE
+    key = ("LDS+", proxy.id, direction, port, http, tuple(plugins.PLUGINS),
+           proxy_keys.Reads(plugins.kinds_read(_LDS_KINDS)))
+    return proxy_keys.memoized_for(push, proxy, key, lambda: plugins.extensions(
+        plugins.ListenerContext(proxy, push, direction, port, http)))
+
+
+_LDS_KINDS = frozenset(k.kind for k in kinds.ALL_KINDS if "LDS" in k.read_by)
 
 
 def inbound_filters(proxy: Proxy, push: PushContext, ip: InboundPort, stat_listener: str) -> list[Any]:

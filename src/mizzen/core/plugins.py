@@ -14,7 +14,11 @@ what to add, and places it:
 A plugin's output must depend only on what :class:`ListenerContext` gives it (the proxy, the push, the
 direction and port of the chain): listeners are generated per proxy (LDS's key is the proxy itself), so per
 proxy values are safe here. The config kinds a plugin reads must be declared with ``read_by=("LDS",)`` in
-``config.kinds`` so that a change to them re-pushes listeners. Plugins never mutate what they are given.
+``config.kinds`` so that a change to them re-pushes listeners, and on the plugin
+(:attr:`ListenerPlugin.reads`) so that core keeps what the plugins added to a proxy's chains across pushes
+that change none of them (a VirtualService change rebuilds listeners, not their authz and telemetry
+filters). Plugins never mutate what
+they are given, and what they return is shared (never mutated either).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = [
     "Phase",
     "Phased",
     "extensions",
+    "kinds_read",
     "register",
     "unregister",
 ]
@@ -88,6 +93,9 @@ class ListenerPlugin:
     nothing (so new hooks can be added here without touching every plugin)."""
 
     name: str = ""
+    # the config kinds the plugin's output is built from, besides the proxy, the mesh config and the registry;
+    # None: any kind listeners read
+    reads: frozenset[str] | None = None
 
     def http_filters(self, ctx: ListenerContext) -> Sequence[Phased]:
         """HTTP filters (``hcm_pb2.HttpFilter``) for an HTTP chain."""
@@ -131,6 +139,16 @@ def register(plugin: ListenerPlugin) -> None:
 
 def unregister(name: str) -> None:
     PLUGINS[:] = [p for p in PLUGINS if p.name != name]
+
+
+def kinds_read(otherwise: frozenset[str]) -> frozenset[str]:
+    """The config kinds the registered plugins read together (``otherwise`` if one does not say)."""
+    out: set[str] = set()
+    for p in PLUGINS:
+        if p.reads is None:
+            return otherwise
+        out |= p.reads
+    return frozenset(out)
 
 
 def extensions(ctx: ListenerContext) -> Extensions:

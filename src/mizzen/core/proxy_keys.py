@@ -9,8 +9,9 @@ other's config, too much and nothing is shared. Properties that only matter when
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from mizzen.config.model import Config
 from mizzen.core.policy import locality_lb_setting
@@ -18,15 +19,40 @@ from mizzen.core.proxy import Proxy
 from mizzen.core.push_context import PushContext
 
 __all__ = [
+    "Reads",
     "cluster_inputs",
     "endpoint_inputs",
     "listener_reads",
     "locality_inputs",
+    "memoized_for",
     "outbound_clusters_key",
     "route_inputs",
     "rule_identity",
     "scope_inputs",
 ]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Reads:
+    """The last part of a per-proxy memo key (whose second part is the node id): the config kinds the value
+    was built from. ``core.generate.carry_memo`` keeps such an entry across a push whose changed kinds are
+    not among them and whose registry is unchanged, while the node is still connected."""
+
+    kinds: frozenset[str]
+
+
+def memoized_for(push: PushContext, proxy: Proxy, key: tuple[Any, ...], build: Callable[[], T]) -> T:
+    """``build()`` once for one proxy under ``key`` (``(tag, proxy.id, ..., Reads(...))``), kept across pushes
+    by ``carry_memo``; rebuilt when the proxy reconnected with another model (labels, metadata) under the
+    same node id."""
+    hit = push.memo.get(key)
+    if hit is not None and hit[0] == proxy:
+        return cast(T, hit[1])
+    value = build()
+    push.memo[key] = (proxy, value)
+    return value
 
 
 def scope_inputs(proxy: Proxy, push: PushContext) -> Hashable:

@@ -95,6 +95,7 @@ def _reporter(ctx: ListenerContext) -> Reporter:
 
 class TelemetryPlugin(ListenerPlugin):
     name = "telemetry"
+    reads = frozenset({"Telemetry"})   # and the registry (the inbound service)
 
     def http_filters(self, ctx: ListenerContext) -> Sequence[Phased]:
         eff = api.effective(ctx.proxy, ctx.push, ctx.direction is not Direction.INBOUND)

@@ -81,6 +81,7 @@ class TracingPlugin(plugins.ListenerPlugin):
     collector."""
 
     name = "tracing"
+    reads = frozenset({"Telemetry"})   # through the sampling source the Telemetry API registers
 
     def tracing(self, ctx: plugins.ListenerContext) -> Message | None:
         if not ctx.push.mesh.tracing_zipkin_address:

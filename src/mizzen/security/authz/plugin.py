@@ -18,6 +18,7 @@ __all__ = ["AuthzPlugin", "register"]
 
 class AuthzPlugin(plugins.ListenerPlugin):
     name = "security.authz"
+    reads = frozenset({"AuthorizationPolicy", "RequestAuthentication"})   # and the registry, mesh providers
 
     def http_filters(self, ctx: ListenerContext) -> Sequence[Phased]:
         if ctx.direction is Direction.OUTBOUND:
