@@ -9,6 +9,7 @@ destinations to Envoy cluster names (like Istio's networkfilter.go).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,16 +53,21 @@ def pack(msg: Message) -> any_pb2.Any:
     return out
 
 
+@functools.cache
+def _fixed() -> tuple[Any, Any, Any, Any]:
+    """Core's fault, cors and router filters and the request id extension: the same in every HCM, built
+    once (shared: copied into each HCM by protobuf, never mutated)."""
+    return (hcm_pb2.HttpFilter(name=FAULT, typed_config=pack(fault_pb2.HTTPFault())),
+            hcm_pb2.HttpFilter(name=CORS, typed_config=pack(cors_pb2.Cors())),
+            hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router())),
+            hcm_pb2.RequestIDExtension(typed_config=pack(uuid_pb2.UuidRequestIdConfig())))
+
+
 def http_filters(ext: Extensions = NONE) -> list[Any]:
     """Plugins' authn/authz filters, fault, cors, plugins' later filters, router — per-route fault/cors config
     goes in typed_per_filter_config under these names."""
-    return [
-        *ext.http_before,
-        hcm_pb2.HttpFilter(name=FAULT, typed_config=pack(fault_pb2.HTTPFault())),
-        hcm_pb2.HttpFilter(name=CORS, typed_config=pack(cors_pb2.Cors())),
-        *ext.http_after,
-        hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router())),
-    ]
+    fault, cors, router, _ = _fixed()
+    return [*ext.http_before, fault, cors, *ext.http_after, router]
 
 
 def ads_config_source() -> Any:
@@ -100,7 +106,7 @@ def build_hcm(
         generate_request_id=wrappers_pb2.BoolValue(value=True),
         # sidecars keep the x-request-id the app propagated (tracing across hops); gateways start new ones
         preserve_external_request_id=not gateway,
-        request_id_extension=hcm_pb2.RequestIDExtension(typed_config=pack(uuid_pb2.UuidRequestIdConfig())),
+        request_id_extension=_fixed()[3],
         access_log=list(ext.access_logs),
     )
     if gateway or inbound:
