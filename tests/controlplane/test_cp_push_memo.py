@@ -144,6 +144,10 @@ PROXIES = [
 ]
 
 
+# the workloads joining have sidecars (their endpoints' tlsMode): their service accounts are clusters' SANs
+NAMED = {"app": "named", "security.istio.io/tlsMode": "istio"}
+
+
 @pytest.fixture
 def plugins_on() -> Iterator[None]:
     """The listener plugins a control plane registers (telemetry only while it runs, as there)."""
@@ -234,10 +238,10 @@ async def test_carried_memo_gives_what_a_fresh_generation_gives(plugins_on: None
     await w.pusher.push(w.apply(STEPS[0][1]))
     before = w.registry.snapshot()
     services = w.registry.register_workload(Workload(name="named-1", namespace="bookinfo", address="10.9.0.9",
-                                                     labels={"app": "named"}, ports={"web": 8080}))
+                                                     labels=NAMED, ports={"web": 8080}))
     request = PushRequest.endpoint_change(services, [WorkloadKey("bookinfo", "named-1", "10.9.0.9")])
     keys = identity_changes(before, w.registry.snapshot(), services)   # as the control plane's request
-    assert keys   # its service account is new to the service: clusters' SANs change too
+    assert keys   # a sidecar's service account new to the service: clusters' SANs change too
     await w.pusher.push(request.merge(PushRequest.config_change(keys)))
     w.assert_fresh("workload joined")
     # another one of the same service account: an EDS-only push, yet its own listeners must follow
@@ -246,7 +250,7 @@ async def test_carried_memo_gives_what_a_fresh_generation_gives(plugins_on: None
     await w.pusher.push(w.apply(STEPS[0][1]))
     before = w.registry.snapshot()
     services = w.registry.register_workload(Workload(
-        name="named-2", namespace="bookinfo", address="10.9.0.10", labels={"app": "named"},
+        name="named-2", namespace="bookinfo", address="10.9.0.10", labels=NAMED,
         ports={"web": 8080}))
     assert not identity_changes(before, w.registry.snapshot(), services)
     await w.pusher.push(PushRequest.endpoint_change(services,
