@@ -61,6 +61,10 @@ async def test_endpoint_change_is_eds_only_to_proxies_that_see_the_service() -> 
         await mesh.apply_yaml(SERVICES)
         seer = await mesh.sidecar("bookinfo", "productpage-1", {"app": "productpage"})
         blind = await mesh.sidecar("scoped", "local-1", {"app": "local"})
+        # reviews already has an endpoint of the account the next one joins with: a new account would change
+        # the clusters' SANs, which (as in istiod) takes a cluster push too
+        mesh.cp.register_workload(Workload("reviews-v1-0", "bookinfo", alloc_ip(), {"app": "reviews",
+                                                                                     "version": "v1"}))
         await mesh.wait_synced()
         assert "outbound|9080||reviews.bookinfo.svc.cluster.local" not in mesh.cp.cache.get(  # type: ignore[union-attr]
             blind.node_id).of(CLUSTER).resources

@@ -150,16 +150,18 @@ def service_accounts(push: PushContext, svc: Service, port: int) -> list[str]:
 
 
 def _identities(snapshot: RegistrySnapshot, svc: Service) -> frozenset[tuple[str, str]]:
+    """What ``service_accounts`` reads from the registry: every endpoint's service account."""
     return frozenset((e.namespace, e.service_account) for p in svc.ports
-                     for e in snapshot.endpoints_for(svc.hostname, p.port) if e.tls_mode == ISTIO_TLS_MODE)
+                     for e in snapshot.endpoints_for(svc.hostname, p.port) if e.service_account)
 
 
 def identity_changes(before: RegistrySnapshot, after: RegistrySnapshot,
                      hosts: Iterable[str]) -> list[ConfigKey]:
-    """The services among ``hosts`` whose mTLS endpoints' identities (the service accounts of endpoints
-    with a sidecar) changed, as config keys: clusters carry those SANs, so, as Istio does for a
-    service-account change, such an endpoint change must also regenerate clusters. Endpoints without a
-    sidecar take no part (plaintext): their changes stay EDS-only."""
+    """The services among ``hosts`` whose endpoints' service accounts changed, as config keys: clusters
+    carry those accounts as SANs (``service_accounts``: every endpoint's, with or without a sidecar, as
+    Istio's), so, as istiod does a full push when a service's accounts change, such an endpoint change must
+    also regenerate clusters. An endpoint joining or leaving with an account the service already has stays
+    EDS-only."""
     out = []
     for host in sorted(set(hosts)):
         svc = after.service(host) or before.service(host)
