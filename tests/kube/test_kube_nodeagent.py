@@ -425,6 +425,8 @@ def test_kube_proxy_in_pod_namespaces_serves_cluster_ips(kube_cluster: Any) -> N
         netns_etc = Path(f"/etc/netns/{run.netns}")
         assert _host_nat_rules() == host_rules   # nothing in the host's iptables
         proxy_pid = run.kube_proxy.pid
+        _injected_pod_reaches_cluster_ips_through_its_capture(c, agent, ns, cluster_ip)
+        assert _host_nat_rules() == host_rules
     finally:
         agent.stop()
         c.kubectl("delete", "namespace", ns, "--wait=false")
@@ -470,3 +472,74 @@ def test_volumes_follow_configmap_updates_and_tokens_are_refreshed(kube_cluster:
     finally:
         agent.stop()
         c.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+# The injected pod's stand-in sidecar (uid 1337, like istio-proxy): answers what the capture sends to 15001
+# and itself fetches the ClusterIP (only uid 1337 is not captured: it must be DNATed by kube-proxy).
+SIDECAR = textwrap.dedent("""\
+    import http.server, sys, threading, time, urllib.request
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            b = b"captured by the sidecar"
+            self.send_response(200); self.send_header("content-length", str(len(b))); self.end_headers()
+            self.wfile.write(b)
+        def log_message(self, *a): pass
+    srv = http.server.ThreadingHTTPServer(("0.0.0.0", 15001), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    for _ in range(60):
+        try:
+            body = urllib.request.urlopen(sys.argv[1], timeout=2).read().decode()
+            print("sidecar got:", "Directory listing" in body and "the server" or body[:100], flush=True)
+            break
+        except OSError as e:
+            print(e, flush=True); time.sleep(0.5)
+    time.sleep(600)
+    """)
+
+
+def _injected_pod_reaches_cluster_ips_through_its_capture(c: Any, agent: Any, ns: str,
+                                                         cluster_ip: str) -> None:
+    """An injected pod (``sidecar.istio.io/status``, istio-init's rules): kube-proxy's jumps sit behind
+    Istio's in its nat table, so the sidecar's user (1337) reaches the ClusterIP through kube-proxy's DNAT
+    while the app's connection to the same ClusterIP is captured to the sidecar's 15001."""
+    client = CLUSTER_IP_CLIENT
+    c.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "injected", "namespace": ns,
+                     "annotations": {"sidecar.istio.io/status": json.dumps({"containers": ["istio-proxy"]})}},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.28.0",
+                                     "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337",
+                                              "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*",
+                                              "-d", "15090,15021,15020"]}],
+                 "containers": [
+                     {"name": "istio-proxy", "image": "example/sidecar",
+                      "command": [sys.executable, "-c", SIDECAR, "http://server/"],
+                      "securityContext": {"runAsUser": 1337, "runAsGroup": 1337}},
+                     {"name": "app", "image": "example/client",
+                      "command": [sys.executable, "-c", client + "import time; time.sleep(600)\n",
+                                  "http://server/"]}]}}))
+
+    def logs() -> tuple[str, str]:
+        run = agent.pod_by_name(ns, "injected")
+        if run is None:
+            return "", ""
+        return tuple((run.dir / "logs" / f"{n}.log").read_text() if (run.dir / "logs" / f"{n}.log").exists()
+                     else "" for n in ("istio-proxy", "app"))   # type: ignore[return-value]
+
+    try:
+        wait_for(lambda: "sidecar got:" in logs()[0] and "captured" in logs()[1], timeout=60,
+                 what=f"the injected pod's two fetches of {cluster_ip} (logs: {logs()})")
+        sidecar, app = logs()
+        assert "sidecar got: the server" in sidecar, sidecar      # uid 1337: DNATed to the server pod
+        assert "captured by the sidecar" in app, app              # the app: captured before any DNAT
+        run = agent.pod_by_name(ns, "injected")
+        out = subprocess.run(["ip", "netns", "exec", run.netns, "iptables", "-t", "nat", "-S", "OUTPUT"],
+                             capture_output=True, text=True).stdout.splitlines()
+        rules = [r for r in out if r.startswith("-A OUTPUT")]
+        # Istio's jump first, kube-proxy's once (its "ensure rule" found ours and did not prepend another)
+        assert len(rules) == 2 and rules[0].endswith("-j ISTIO_OUTPUT"), out
+        assert rules[1] == '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES', out
+        assert run.kube_proxy is not None and run.kube_proxy.returncode is None
+    finally:
+        c.kubectl("delete", "pod", "-n", ns, "injected", "--wait=false")

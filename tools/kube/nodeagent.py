@@ -22,8 +22,7 @@ It registers a Node (Ready, with capacity, topology labels and a podCIDR) and re
   through ``setpriv`` (Istio's ``istio-proxy`` as 1337, ``istio-init`` as root applying its iptables rules in
   the pod's namespace: transparent capture, uid 1337 excluded); emptyDirs are 0777 like a kubelet's and the
   path to a non-root pod's volumes is searchable; containers start in order and a ``lifecycle.postStart``
-  exec hook finishes before the next one starts (``holdApplicationUntilProxyStarts``). Injected pods get no
-  kube-proxy (see ``_injected``).
+  exec hook finishes before the next one starts (``holdApplicationUntilProxyStarts``).
 * **probes**: readiness and liveness (httpGet, tcpSocket, exec) with Kubernetes' defaults and semantics;
   httpGet and tcpSocket are sent from the host (as a kubelet does from the node) to the pod IP.
 * **status** written through the API like a kubelet: phase, podIP/podIPs, hostIP, startTime, conditions
@@ -46,7 +45,15 @@ place when Services change) and ``/etc/resolv.conf`` (search path, ``ndots:5``, 
 sidecar's DNS proxy answers meshed pods) through ``/etc/netns/<netns>/``, which ``ip netns exec`` bind-mounts
 over ``/etc``. With ``kube_proxy=True`` the real kube-proxy (iptables mode) runs in each pod's namespace (one
 process per pod: there is no node namespace the pods' traffic crosses, and the host's iptables are never
-touched), so ClusterIPs work from pods. The pods and the control plane reach each other on the bridge by
+touched), so ClusterIPs work from pods. In an injected pod the order of the nat table matters: on a real node
+the sidecar's capture (the pod's namespace) comes before kube-proxy's DNAT (the node's); here both live in
+the pod's namespace, so the node agent writes kube-proxy's own jump rules (``KUBE_PROXY_NAT_JUMPS``, exactly
+as kube-proxy writes them) before starting it and, once ``istio-init`` has run, moves them behind Istio's
+jumps in one atomic ``iptables-restore --noflush``; kube-proxy's "ensure rule" (``-C``, prepend only if
+missing) finds them and leaves them where they are. So the app's connection to a ClusterIP is captured to
+the sidecar first, and only what ``ISTIO_OUTPUT`` returns (uid 1337: the agent, Envoy) is DNATed: the agent
+reaches istiod's ClusterIP (``istiod.istio-system.svc:15012``). Containers start once kube-proxy has
+written its first rules. The pods and the control plane reach each other on the bridge by
 on-link routes (``10.244.(228+S).0/24`` in the control plane's namespace, ``10.244.(224+S).0/24`` in each
 pod's), without the host forwarding; ``KUBERNETES_SERVICE_HOST/PORT`` name the API server itself.
 
@@ -98,6 +105,10 @@ GRACE_CAP_S = 30.0
 CLUSTER_DOMAIN = "cluster.local"
 API_PORT = 6443   # testcluster.API_PORT (this module is loaded by path beside it, not as a package)
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 30.0
+# kube-proxy's (iptables mode) jumps from the nat table's built-in chains: (chain, comment, target)
+KUBE_PROXY_NAT_JUMPS = (("PREROUTING", "kubernetes service portals", "KUBE-SERVICES"),
+                        ("OUTPUT", "kubernetes service portals", "KUBE-SERVICES"),
+                        ("POSTROUTING", "kubernetes postrouting rules", "KUBE-POSTROUTING"))
 
 
 def _now() -> str:
@@ -130,27 +141,6 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def _injected(pod: Object) -> bool:
-    """A pod with Istio's sidecar (``sidecar.istio.io/status``): its ``istio-init`` rules capture outbound
-    traffic in the pod's own namespace, where kube-proxy's DNAT would run first and bypass the sidecar (on a
-    real node kube-proxy runs in the node's namespace, after the sidecar); the sidecar reaches endpoints
-    directly, so no kube-proxy runs there."""
-    return "sidecar.istio.io/status" in ((pod.get("metadata") or {}).get("annotations") or {})
-
-
-def _run_as(pod: Object, container: Object) -> list[str]:
-    """``securityContext.runAsUser``/``runAsGroup`` (the container's, else the pod's) as a ``setpriv`` prefix;
-    none for root."""
-    pod_sc = (pod.get("spec") or {}).get("securityContext") or {}
-    sc = container.get("securityContext") or {}
-    uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
-    gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
-    if not uid and not gid:
-        return []
-    uid, gid = int(uid or 0), int(gid if gid is not None else uid or 0)
-    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--pdeathsig=KILL"]
-
-
 def _image_entrypoint(argv: list[str], python: str) -> list[str]:
     """The Mizzen image's ``mizzen`` (``mizzen install``'s Deployments run ``mizzen controlplane``/``agent``):
     the console script beside ``python`` (this checkout's), as the image has it on its PATH."""
@@ -162,9 +152,8 @@ def _image_entrypoint(argv: list[str], python: str) -> list[str]:
 
 def _injected(pod: Object) -> bool:
     """A pod with Istio's sidecar (``sidecar.istio.io/status``): its ``istio-init`` rules capture outbound
-    traffic in the pod's own namespace, where kube-proxy's DNAT would run first and bypass the sidecar (on a
-    real node kube-proxy runs in the node's namespace, after the sidecar); the sidecar reaches endpoints
-    directly, so no kube-proxy runs there."""
+    traffic in the pod's own namespace, so kube-proxy's jumps must come after Istio's there (see
+    ``NodeAgent._kube_proxy_jumps``)."""
     return "sidecar.istio.io/status" in ((pod.get("metadata") or {}).get("annotations") or {})
 
 
@@ -544,7 +533,9 @@ class NodeAgent:
         spec = run.pod.get("spec") or {}
         try:
             await asyncio.to_thread(self._pod_network_up, run)
-            if self.kube_proxy and not _injected(run.pod):
+            if self.kube_proxy:
+                if _injected(run.pod):   # its jumps made first, moved behind Istio's after istio-init
+                    await asyncio.to_thread(self._kube_proxy_jumps, run, False)
                 await self._start_kube_proxy(run)
             delay = BACKOFF_START_S
             while True:   # like a kubelet, retry mounting until the ConfigMap/Secret/token can be had
@@ -569,6 +560,10 @@ class NodeAgent:
             for c, raw in zip(init, spec.get("initContainers") or [], strict=True):
                 if not await self._run_init(run, c, raw):
                     return
+            if run.kube_proxy is not None:
+                if _injected(run.pod):
+                    await asyncio.to_thread(self._kube_proxy_jumps, run, True)
+                await self._kube_proxy_synced(run)
             run.initialized = True
             run.phase = "Running"
             for c in main:
@@ -702,6 +697,42 @@ class NodeAgent:
                 "--healthz-bind-address", "127.0.0.1:10256", "--iptables-min-sync-period", "0s",
                 "--v", "1", stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=_die_with_parent)
+
+    def _kube_proxy_jumps(self, run: PodRun, behind_istio: bool) -> None:
+        """kube-proxy's own jump rules in the pod's nat table, exactly as kube-proxy (iptables mode) writes
+        them. First (``behind_istio=False``, before kube-proxy starts) they are created; kube-proxy's
+        "ensure rule" (``iptables -C``, then prepend only if missing) finds them and leaves them. After
+        ``istio-init`` has appended its ``-j ISTIO_OUTPUT``/``-j ISTIO_INBOUND`` jumps, they are moved behind
+        those in one ``iptables-restore --noflush`` transaction (delete + append, atomic, so kube-proxy never
+        sees them missing): the app's connection to a ClusterIP is captured to the sidecar before any DNAT,
+        and only what ISTIO_OUTPUT returns (uid 1337: the agent and Envoy) reaches KUBE-SERVICES."""
+        lines = ["*nat"]
+        if not behind_istio:
+            lines += [f":{chain} - [0:0]" for chain in ("KUBE-SERVICES", "KUBE-POSTROUTING")]
+        for chain, comment, target in KUBE_PROXY_NAT_JUMPS:
+            rule = f'{chain} -m comment --comment "{comment}" -j {target}'
+            if behind_istio:
+                lines.append(f"-D {rule}")
+            lines.append(f"-A {rule}")
+        lines.append("COMMIT")
+        r = subprocess.run(["ip", "netns", "exec", run.netns, "iptables-restore", "--noflush"],
+                           input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            raise RuntimeError(f"kube-proxy's jump rules in {run.netns}: {r.stderr.strip()}")
+
+    async def _kube_proxy_synced(self, run: PodRun, timeout: float = 20.0) -> None:
+        """Until kube-proxy has written its first KUBE-SERVICES rules (the ``kubernetes`` Service is always
+        there), so the containers find ClusterIPs working from their first connection; bounded."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not run.stopping:
+            p = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", run.netns, "iptables", "-t", "nat", "-S", "KUBE-SERVICES",
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            out, _ = await p.communicate()
+            if b"-A KUBE-SERVICES" in out:
+                return
+            await asyncio.sleep(0.1)
+        log.info("pod %s/%s: kube-proxy not synced in %.0f s", run.namespace, run.name, timeout)
 
     # -- volumes
     async def _volumes(self, run: PodRun) -> None:
