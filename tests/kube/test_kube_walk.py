@@ -1,22 +1,23 @@
 """The seed's Bookinfo walk on the real test cluster (issue 15, "What must be shown"), one module-scoped
-walk: two control-plane replicas (``mizzen controlplane --kubeconfig`` on the host, standing in for ``mizzen
-install``'s istiod pods; their webhooks reached by ``url:``), Istio's istio-sidecar-injector and
-istiod-default-validator webhook configurations and the injector's ConfigMaps, ``kubectl label namespace
-bookinfo istio-injection=enabled``, ``kubectl apply`` of Istio's unchanged ``bookinfo.yaml``: the webhook
-injects the pods and the node agent runs them with transparent capture (istio-init's iptables, no
-HTTP_PROXY). Then the seed's section 4 with ``kubectl apply``: north-south through the ingress gateway
-(Istio's sample Gateway, the seed's host match, redirect, rewrite) and east-west from inside the productpage
-pod (all-v1, 80/20, jason A/B, load balancing, circuit breaking, delay, abort); section 5 (the seed's nginx
-Ingresses through ``mizzen convert ingress``, north-south and east-west); an invalid VirtualService refused;
+walk: ``mizzen install`` (two istiod replicas as pods the node agent runs from the installed Deployment, its
+webhooks reached by the API server through the istiod Service, the installed ingress gateway Deployment),
+``kubectl label namespace bookinfo istio-injection=enabled``, ``kubectl apply`` of Istio's unchanged
+``bookinfo.yaml``: the webhook on an istiod pod injects the pods and the node agent runs them with transparent
+capture (istio-init's iptables, no HTTP_PROXY); their proxies use Istio's default ``controlPlaneAuthPolicy:
+MUTUAL_TLS``, the CA and xDS at ``istiod.istio-system.svc:15012`` (the pod's /etc/hosts, kube-proxy's DNAT).
+Then the seed's section 4 with ``kubectl apply``: north-south through the ingress gateway (Istio's sample
+Gateway, the seed's host match, redirect, rewrite) and east-west from inside the productpage pod (all-v1,
+80/20, jason A/B, load balancing, circuit breaking, delay, abort); section 5 (the seed's nginx Ingresses
+through ``mizzen convert ingress``, north-south and east-west); an invalid VirtualService refused;
 ``sidecar.istio.io/inject: "false"``; ``mizzen kube-inject`` equal to the webhook; and last, kill -9 of the
-leader. The verdicts are tests/seed_checks.py's, shared with tests/e2e.
+leader pod's process. The verdicts are tests/seed_checks.py's, shared with tests/e2e.
 """
 
 from __future__ import annotations
 
-import base64
 import difflib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -31,25 +32,21 @@ import pytest
 import yaml
 from kube_harness import ROOT, SAMPLES, UNAVAILABLE, nodeagent, wait_for
 from walk_world import (
+    INSTALL_SETS,
     LEASE_TTL_S,
     MIZZEN,
     SYSTEM_NS,
-    HostControlPlane,
+    InstalledIstiod,
     echo_app_container,
-    ingress_gateway_manifest,
     pod_load,
     pod_requests,
     until,
 )
 
 import seed_checks
-from mizzen.kube.inject.webhook import mutating_webhook_configuration
 from mizzen.kube.leader import NAMESPACE_CONTROLLER, VALIDATION_CONTROLLER
 from mizzen.kube.rootcert import CONFIGMAP, DATA_KEY
-from mizzen.kube.webhooks.configuration import (
-    DEFAULT_VALIDATOR_NAME,
-    default_validating_webhook_configuration,
-)
+from mizzen.kube.webhooks.configuration import DEFAULT_VALIDATOR_NAME
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")]
 
@@ -70,12 +67,8 @@ SEED_HOST = {"Host": "bookinfo.kubeasy.com"}
 class Walk:
     cluster: Any
     node: Any
-    cp: HostControlPlane        # the replica the proxies use, started first: the leader
-    standby: HostControlPlane
-
-    @property
-    def mesh_cm(self) -> Path:
-        return self.cp.dir / "istio-configmap.yaml"
+    istiod: InstalledIstiod
+    mesh_cm: Path               # the installed ``istio`` ConfigMap, as a file for ``mizzen kube-inject``
 
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> str:
         return str(self.cluster.kubectl(*args, stdin=stdin, timeout=timeout))
@@ -114,18 +107,9 @@ def _ensure_namespace(w: Walk, ns: str) -> None:
     w.kubectl("apply", "-f", "-", stdin=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n")
 
 
-def _injection_configmaps(w: Walk) -> None:
-    """Istio's ``istio`` ConfigMap (mesh config: the proxies' discoveryAddress is the host's control plane,
-    plaintext), written to a file for ``mizzen kube-inject`` and applied for the webhook: both inject from the
-    same mesh config and the chart's default values (the webhook does not read ``istio-sidecar-injector``
-    yet)."""
-    # one Envoy worker per proxy: two cores are shared by the whole test run, and ROUND_ROBIN is per worker
-    mesh = {"defaultConfig": {"discoveryAddress": w.cp.xds, "controlPlaneAuthPolicy": "NONE",
-                              "terminationDrainDuration": "2s", "concurrency": 1}}
-    for path, name, data in ((w.mesh_cm, "istio", {"mesh": yaml.safe_dump(mesh)}),):
-        path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
-                                        "metadata": {"name": name, "namespace": SYSTEM_NS}, "data": data}))
-        w.kubectl("apply", "-f", str(path))
+def _mizzen(w: Walk, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([MIZZEN, *args, "--kubeconfig", str(w.cluster.kubeconfig)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "NO_COLOR": "1"}, check=False)
 
 
 def _kube_inject(w: Walk, text: str, ns: str) -> str:
@@ -135,22 +119,10 @@ def _kube_inject(w: Walk, text: str, ns: str) -> str:
     return r.stdout
 
 
-def _injector_webhook(w: Walk) -> None:
-    """Istio's istio-sidecar-injector MutatingWebhookConfiguration, its client config a ``url:`` to the host's
-    control plane (the chart's is the istiod Service) with the mesh root (istio-ca-root-cert) as caBundle."""
-    root = wait_for(lambda: _configmap_root(w, SYSTEM_NS), timeout=30, what="istio-ca-root-cert")
-    mwc = mutating_webhook_configuration(namespace=SYSTEM_NS)
-    for hook in mwc["webhooks"]:
-        hook["clientConfig"] = {"url": w.cp.webhook_url.replace("/validate", "/inject"),
-                                "caBundle": base64.b64encode(root.encode()).decode()}
-    w.kubectl("create", "-f", "-", stdin=json.dumps(mwc))
-
-
-def _configmap_root(w: Walk, ns: str) -> str | None:
-    try:
-        return str(w.json("get", "configmap", "-n", ns, CONFIGMAP)["data"][DATA_KEY])
-    except RuntimeError:
-        return None
+def _injector_patched(w: Walk) -> bool:
+    """The leader wrote the mesh root into istio-sidecar-injector's caBundle (the chart leaves it empty)."""
+    hooks = w.json("get", "mutatingwebhookconfiguration", "istio-sidecar-injector")["webhooks"]
+    return all(h["clientConfig"].get("caBundle") for h in hooks)
 
 
 def _wait_deployments(w: Walk, ns: str, names: tuple[str, ...], timeout: int = 150) -> None:
@@ -160,49 +132,33 @@ def _wait_deployments(w: Walk, ns: str, names: tuple[str, ...], timeout: int = 1
 
 
 @pytest.fixture(scope="module")
-def walk(kube_cluster: Any) -> Iterator[Walk]:
+def walk(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
     c = kube_cluster
     t0 = time.monotonic()
     node = nodeagent.NodeAgent(c, NODE, kube_proxy=True, lease_renew_s=2.0)
     node.start()
-    cp, standby = HostControlPlane(c, "istiod-a"), HostControlPlane(c, "istiod-b")
-    w = Walk(c, node, cp, standby)
-    made_system = f"namespace/{SYSTEM_NS}" not in c.kubectl("get", "namespaces", "-o", "name")
+    w = Walk(c, node, InstalledIstiod(c, node), tmp_path_factory.mktemp("walk") / "istio-configmap.yaml")
     try:
-        _ensure_namespace(w, SYSTEM_NS)      # the CA's root Secret lives there
-        _injection_configmaps(w)
-        cp.start()
-        wait_for(lambda: _holder(w, NAMESPACE_CONTROLLER) == cp.name, timeout=30, what="istiod-a leading")
-        standby.start()                      # the second replica: same root, no lease while istiod-a renews
-        # Istio's istiod-default-validator, installed fail-open; the control plane's patcher writes its
-        # caBundle and flips it to Fail once its webhook answers
-        w.kubectl("create", "-f", "-", stdin=json.dumps(default_validating_webhook_configuration(
-            SYSTEM_NS, url=cp.webhook_url)))
-        _injector_webhook(w)
+        sets = [a for kv in INSTALL_SETS for a in ("--set", kv)]
+        r = _mizzen(w, "install", "-y", *sets)
+        assert r.returncode == 0, r.stdout + r.stderr + w.istiod.log()
+        installed = time.monotonic() - t0
+        assert len(w.istiod.runs()) == 2, [x.name for x in w.istiod.runs()]
+        wait_for(lambda: _injector_patched(w), timeout=30, what="istio-sidecar-injector's caBundle")
+        # kube-inject reads the same mesh config as the webhook: the installed ConfigMap
+        w.mesh_cm.write_text(w.kubectl("get", "configmap", "istio", "-n", SYSTEM_NS, "-o", "yaml"))
         w.kubectl("create", "namespace", NS)
         w.kubectl("label", "namespace", NS, "istio-injection=enabled")
-        bookinfo = BOOKINFO.read_text()
-        w.apply(bookinfo)                    # unchanged: the webhook injects the pods
-        w.apply(ingress_gateway_manifest(cp.xds), ns=SYSTEM_NS)
+        w.apply(BOOKINFO.read_text())        # unchanged: the webhook injects the pods
         _wait_deployments(w, NS, DEPLOYMENTS)
-        _wait_deployments(w, SYSTEM_NS, ("istio-ingressgateway",))
-        print(f"walk set up in {time.monotonic() - t0:.1f} s")
+        print(f"walk set up in {time.monotonic() - t0:.1f} s (mizzen install {installed:.1f} s)")
         yield w
     finally:
-        c.kubectl("delete", "validatingwebhookconfiguration", DEFAULT_VALIDATOR_NAME, "--ignore-not-found")
-        c.kubectl("delete", "mutatingwebhookconfiguration", "istio-sidecar-injector", "--ignore-not-found")
-        c.kubectl("delete", "configmap", "-n", SYSTEM_NS, "istio", "--ignore-not-found")
         for ns in (NS, DEMO):
             c.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false")
-        if made_system:   # gone (its pods confirmed by the node agent) before the next test: mizzen install
-            c.kubectl("delete", "namespace", SYSTEM_NS, "--wait=true", timeout=120)   # expects to create it
-        else:
-            c.kubectl("delete", "-n", SYSTEM_NS, "deployment/istio-ingressgateway",
-                      "service/istio-ingressgateway", "serviceaccount/istio-ingressgateway-service-account",
-                      "--ignore-not-found", timeout=90)
+        u = _mizzen(w, "uninstall", "--purge", "-y")   # istio-system gone, its pods confirmed by the node
         node.stop()
-        cp.stop()
-        standby.stop()
+    assert u.returncode == 0, u.stdout + u.stderr
 
 
 def _holder(w: Walk, lease: str) -> str | None:
@@ -248,6 +204,24 @@ def test_pods_are_injected_with_transparent_capture(walk: Walk) -> None:
                                capture_output=True, text=True).stdout
         assert "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN" in rules, rules
         assert "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001" in rules, rules
+        _proxy_speaks_mtls_to_istiods_cluster_ip(walk, p, run)
+
+
+def _proxy_speaks_mtls_to_istiods_cluster_ip(walk: Walk, pod: Any, run: Any) -> None:
+    """Istio's defaults, not the walk's: MUTUAL_TLS to the chart's CA_ADDR/discoveryAddress; the agent's
+    connection goes to the istiod Service's ClusterIP on 15012 (the pod's /etc/hosts; kube-proxy's DNAT)."""
+    (proxy,) = [c for c in pod["spec"]["containers"] if c["name"] == "istio-proxy"]
+    env = {e["name"]: e.get("value") for e in proxy.get("env") or []}
+    assert env["CA_ADDR"] == "istiod.istio-system.svc:15012", env
+    proxy_config = json.loads(env.get("PROXY_CONFIG") or "{}")
+    assert proxy_config.get("controlPlaneAuthPolicy", "MUTUAL_TLS") == "MUTUAL_TLS", proxy_config
+    assert proxy_config["discoveryAddress"] == "istiod.istio-system.svc:15012", proxy_config
+    istiod_ip = walk.json("get", "service", "istiod", "-n", SYSTEM_NS)["spec"]["clusterIP"]
+    assert f"{istiod_ip}\tistiod.istio-system.svc.cluster.local istiod.istio-system.svc" in \
+        Path(f"/etc/netns/{run.netns}/hosts").read_text()
+    ss = subprocess.run(["ip", "netns", "exec", run.netns, "ss", "-Htn", "state", "established"],
+                        capture_output=True, text=True).stdout
+    assert f"{istiod_ip}:15012" in ss.replace("]", "").replace("[::ffff:", ""), ss   # v4 or v4-mapped
 
 
 def test_opt_out_gets_no_sidecar(walk: Walk) -> None:
@@ -386,10 +360,12 @@ def test_circuit_breaking(walk: Walk) -> None:
 
     def pushed() -> bool:   # the limits are in productpage's config before any load is sent: a 5xx met while
         # waiting would eject ratings for the DR's 3 minutes (consecutive5xxErrors: 1)
-        dump = walk.cp.api_get(f"/debug/config_dump?proxyID={page['metadata']['name']}")
-        c = {x["name"]: x for x in dump["CDS"]}.get(ratings) or {}
-        limits = (c.get("circuitBreakers") or {}).get("thresholds", [])
-        return any(t.get("maxConnections") == 3 for t in limits)
+        for dump in walk.istiod.api_get_all(f"/debug/config_dump?proxyID={page['metadata']['name']}"):
+            c = {x["name"]: x for x in dump.get("CDS") or []}.get(ratings) or {}
+            limits = (c.get("circuitBreakers") or {}).get("thresholds", [])
+            if any(t.get("maxConnections") == 3 for t in limits):
+                return True
+        return False
     wait_for(pushed, timeout=60, what="the ratings DestinationRule in productpage's clusters")
     codes, _, summary = pod_load(netns, RATINGS, concurrency=1, total=20)    # the seed's first run
     assert codes == {200: 20}, summary
@@ -504,18 +480,23 @@ def test_invalid_virtual_service_is_refused(walk: Walk, tmp_path: Path) -> None:
 
 
 def test_kill_the_leader(walk: Walk) -> None:
-    """Last: istiod-a (the leader, and the proxies' control plane) is killed -9. istiod-b takes both Leases; a
-    namespace created after the kill gets istio-ca-root-cert (the same root) within the Lease duration plus
-    one retry period (client-go: the old Lease expires at most a TTL after the kill, the standby retries every
-    TTL/4); the proxies keep their config all along; the restarted istiod-a serves them again."""
+    """Last: the process of the istiod pod holding both Leases is killed -9 (the node agent restarts it, as a
+    kubelet would). A namespace created after the kill gets istio-ca-root-cert (the same root) within the
+    Lease duration plus one retry period (the old Lease expires at most a TTL after the kill, the other
+    replica retries every TTL/4; the restarted one may take its own Lease back sooner); the proxies keep
+    their config all along and take a change afterwards."""
     w = walk
-    assert {_holder(w, NAMESPACE_CONTROLLER), _holder(w, VALIDATION_CONTROLLER)} == {w.cp.name}
+    names = {r.name for r in w.istiod.runs()}
+    leader = _holder(w, NAMESPACE_CONTROLLER)
+    assert leader in names and _holder(w, VALIDATION_CONTROLLER) == leader, (leader, names)
     root = w.json("get", "configmap", "-n", NS, CONFIGMAP)["data"][DATA_KEY]
     walk.apply((SEED / "bookinfo-gateway.yaml").read_text())     # the gateway route used below
     walk.apply((SEED / "bookinfo-vs-redirect-rewrite.yaml").read_text())
     until(lambda: seed_checks.redirected(*_yunwei(w)), timeout=60)
+    page_netns = w.netns(NS, "productpage")
+    assert [x[0] for x in pod_requests(page_netns, RATINGS, 3)] == [200] * 3
 
-    w.cp.kill()
+    pid = w.istiod.kill(leader)
     killed = time.monotonic()
     w.kubectl("create", "namespace", "walk-after-failover")
     try:
@@ -528,19 +509,22 @@ def test_kill_the_leader(walk: Walk) -> None:
             return bool(cm["data"][DATA_KEY] == root)
         wait_for(published, timeout=3 * LEASE_TTL_S, what="istio-ca-root-cert in the new namespace")
         took = time.monotonic() - killed
-        print(f"failover: istio-ca-root-cert in a new namespace {took:.1f} s after kill -9 of the leader "
-              f"(Lease duration {LEASE_TTL_S} s)")
+        holder = _holder(w, NAMESPACE_CONTROLLER)
+        print(f"failover: istio-ca-root-cert in a new namespace {took:.1f} s after kill -9 of the leader pod "
+              f"{leader}'s process (Lease duration {LEASE_TTL_S} s); the Lease now held by {holder}")
         assert took <= LEASE_TTL_S * 1.25 + 1.0, took
-        assert _holder(w, NAMESPACE_CONTROLLER) == w.standby.name
-        wait_for(lambda: _holder(w, VALIDATION_CONTROLLER) == w.standby.name, timeout=2 * LEASE_TTL_S,
-                 what="the validation controller's Lease taken over")
+        assert holder in names, (holder, names)
+        assert [x[0] for x in pod_requests(page_netns, RATINGS, 3)] == [200] * 3   # east-west too
         for _ in range(10):
             seed_checks.redirected(*_yunwei(w))
             time.sleep(0.2)
     finally:
         w.kubectl("delete", "namespace", "walk-after-failover", "--wait=false")
-    # istiod-a back on its address: the proxies reconnect and take a change again
-    w.cp.start()
+    # the killed pod's container restarted by the node agent; the proxies take a change again
+    restarted = w.istiod.run(leader).containers["discovery"]
+    wait_for(lambda: restarted.proc is not None and restarted.proc.pid != pid and restarted.ready, timeout=60,
+             what=f"{leader}'s discovery container restarted and ready")
+    assert restarted.restart_count >= 1
     w.apply((SEED / "bookinfo-gateway.yaml").read_text().replace("bookinfo.kubeasy.com", "after.example.com"))
 
     def moved() -> None:

@@ -1,11 +1,9 @@
 """The seed's Bookinfo walk on the test cluster (tests/kube/test_kube_walk.py): what it runs, how it talks.
 
-* :class:`HostControlPlane`: ``mizzen controlplane --kubeconfig`` as a process on the host, its xDS ports
-  bound to the cluster bridge's host address (pods reach it on-link), its HTTP API on loopback. It stands in
-  for ``mizzen install``'s in-cluster control plane where that is not available.
-* :func:`ingress_gateway_manifest`: an ``istio-ingressgateway`` Deployment + Service in ``istio-system``
-  (labels ``istio: ingressgateway``, Service 80->8080 like Istio's) running ``mizzen agent --type router``
-  against the host control plane, for when no install put one there.
+* :data:`INSTALL_SETS`: the ``--set`` flags the walk gives ``mizzen install`` (two istiod replicas, a short
+  Lease, one Envoy worker, a short drain).
+* :class:`InstalledIstiod`: the installed istiod pods as the node agent runs them: their HTTP API (pod IP,
+  port 15014) and a SIGKILL of one pod's process.
 * :func:`pod_requests`: HTTP requests sent from inside a pod's network namespace (``ip netns exec``) by a
   small client process, as the pod's app would send them: with transparent capture the sidecar sees them,
   with no ``HTTP_PROXY`` anywhere.
@@ -17,11 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
+import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import urllib.request
@@ -32,139 +28,60 @@ MIZZEN = str(Path(sys.executable).parent / "mizzen")
 SYSTEM_NS = "istio-system"
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+LEASE_TTL_S = 6   # $MIZZEN_LEADER_ELECTION_TTL for the installed istiod replicas (Istio's default is 30 s)
+# what the walk gives `mizzen install`: two istiod replicas with a short Lease; one Envoy worker per proxy
+# (two cores are shared by the whole test run, and ROUND_ROBIN is per worker); a short drain on deletion
+INSTALL_SETS = ("values.pilot.replicaCount=2", f"values.pilot.env.MIZZEN_LEADER_ELECTION_TTL={LEASE_TTL_S}s",
+                "meshConfig.defaultConfig.concurrency=1",
+                "meshConfig.defaultConfig.terminationDrainDuration=2s")
 
 
-LEASE_TTL_S = 6   # $MIZZEN_LEADER_ELECTION_TTL for the walk's replicas (Istio's default is 30 s)
+class InstalledIstiod:
+    """The istiod pods ``mizzen install`` made, run by the node agent ``node``: their HTTP API on the pod IP
+    (port 15014, the install's ``--http-port``), with the token each keeps in its state dir (the pod's
+    ``local-certs`` volume)."""
 
-
-class HostControlPlane:
-    """One replica of ``mizzen controlplane --kubeconfig`` on the host, named ``name`` (its Lease holder
-    identity, as istiod's POD_NAME); stopped or killed by its PID."""
-
-    def __init__(self, cluster: Any, name: str = "istiod-0") -> None:
+    def __init__(self, cluster: Any, node: Any) -> None:
         self.cluster = cluster
-        self.name = name
-        self.host = cluster.net.addr.host_ip          # the bridge's host address: pods reach it on-link
-        self.xds_port = free_port(self.host)
-        self.tls_port = free_port(self.host)
-        self.http_port = free_port("127.0.0.1")
-        self.webhook_port = free_port(self.host)
-        self.dir = Path(tempfile.mkdtemp(prefix="mizzen-walk-cp-"))
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.node = node
 
-    @property
-    def xds(self) -> str:
-        return f"{self.host}:{self.xds_port}"
+    def runs(self) -> list[Any]:
+        """The node agent's runs of the istiod pods (not being deleted), by pod name."""
+        return sorted((r for r in list(self.node.pods.values())
+                       if r.namespace == SYSTEM_NS and not r.stopping
+                       and (r.pod["metadata"].get("labels") or {}).get("app") == "istiod"),
+                      key=lambda r: r.name)
 
-    @property
-    def webhook_url(self) -> str:
-        """The validating webhook (a ``url:`` client config: the API server reaches the host's bridge)."""
-        return f"https://{self.host}:{self.webhook_port}/validate"
+    def run(self, name: str) -> Any:
+        (run,) = [r for r in self.runs() if r.name == name]
+        return run
 
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def token(self) -> str:
-        return (self.dir / "state" / "token").read_text().strip()
-
-    def start(self, timeout: float = 60.0) -> None:
-        log = open(self.dir / "controlplane.log", "ab")   # noqa: SIM115 (kept open for the process)
-        self.proc = subprocess.Popen(
-            [MIZZEN, "controlplane", "--kubeconfig", str(self.cluster.kubeconfig), "--state-dir",
-             str(self.dir / "state"), "--xds-host", self.host, "--xds-port", str(self.xds_port),
-             "--xds-tls-port", str(self.tls_port), "--http-port", str(self.http_port),
-             "--webhook-port", str(self.webhook_port), "--webhook-host", self.host],
-            stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "MIZZEN_TOKEN": "", "POD_NAME": self.name, "POD_NAMESPACE": SYSTEM_NS,
-                 "MIZZEN_LEADER_ELECTION_TTL": f"{LEASE_TTL_S}s"})
-        log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the control plane exited: {self.log()[-2000:]}")
+    def api_get_all(self, path: str) -> list[Any]:
+        """``path`` from every replica that answers 200 (a proxy's config lives on the replica it is
+        connected to)."""
+        out = []
+        for run in self.runs():
+            token = (run.dir / "volumes" / "local-certs" / "token").read_text().strip()
+            req = urllib.request.Request(f"http://{run.ip}:15014{path}",
+                                         headers={"Authorization": f"Bearer {token}"})
             try:
-                with urllib.request.urlopen(f"{self.http_url}/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the control plane not ready in {timeout} s: {self.log()[-2000:]}")
-            time.sleep(0.3)
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    out.append(json.loads(r.read()))
+            except (OSError, ValueError):
+                continue
+        return out
 
-    def api_get(self, path: str) -> Any:
-        req = urllib.request.Request(f"{self.http_url}{path}",
-                                     headers={"Authorization": f"Bearer {self.token}"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
+    def kill(self, name: str) -> int:
+        """SIGKILL to the process group of pod ``name``'s ``discovery`` container (no Lease released, no
+        goodbye); the node agent restarts it as a kubelet would (restartPolicy Always). Its PID."""
+        proc = self.run(name).containers["discovery"].proc
+        assert proc is not None and proc.returncode is None
+        os.killpg(proc.pid, signal.SIGKILL)
+        return int(proc.pid)
 
     def log(self) -> str:
-        p = self.dir / "controlplane.log"
-        return p.read_text(errors="replace") if p.exists() else ""
-
-    def kill(self) -> None:
-        """SIGKILL: no lease released, no goodbye."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def ingress_gateway_manifest(xds: str) -> str:
-    """Istio's ingress gateway shape (Deployment + Service, Service port 80 -> 8080) running our router."""
-    args = ["agent", "--type", "router", "--ip", "$(POD_IP)", "--namespace", SYSTEM_NS,
-            "--name", "$(POD_NAME)", "--labels", "app=istio-ingressgateway,istio=ingressgateway",
-            "--xds", xds,
-            "--service-account", "istio-ingressgateway-service-account",
-            "--gateway-ports", "80=8080,443=8443"]
-    return textwrap.dedent(f"""\
-        apiVersion: v1
-        kind: ServiceAccount
-        metadata: {{name: istio-ingressgateway-service-account, namespace: {SYSTEM_NS}}}
-        ---
-        apiVersion: apps/v1
-        kind: Deployment
-        metadata: {{name: istio-ingressgateway, namespace: {SYSTEM_NS}}}
-        spec:
-          replicas: 1
-          selector: {{matchLabels: {{app: istio-ingressgateway, istio: ingressgateway}}}}
-          template:
-            metadata: {{labels: {{app: istio-ingressgateway, istio: ingressgateway}}}}
-            spec:
-              serviceAccountName: istio-ingressgateway-service-account
-              terminationGracePeriodSeconds: 5
-              containers:
-              - name: istio-proxy
-                image: mizzen/mizzen:dev
-                command: [{json.dumps(MIZZEN)}]
-                args: {json.dumps(args)}
-                ports: [{{containerPort: 8080, name: http2}}, {{containerPort: 8443, name: https}}]
-        ---
-        apiVersion: v1
-        kind: Service
-        metadata: {{name: istio-ingressgateway, namespace: {SYSTEM_NS},
-                    labels: {{app: istio-ingressgateway, istio: ingressgateway}}}}
-        spec:
-          selector: {{app: istio-ingressgateway, istio: ingressgateway}}
-          ports:
-          - {{name: http2, port: 80, targetPort: 8080}}
-          - {{name: https, port: 443, targetPort: 8443}}
-        """)
+        return "\n".join(f"--- {r.name}\n" + p.read_text(errors="replace")[-3000:] for r in self.runs()
+                         for p in (r.dir / "logs").glob("*.log"))
 
 
 ECHO = ("import json, os, http.server\n"
