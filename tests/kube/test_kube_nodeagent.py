@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -543,3 +544,69 @@ def _injected_pod_reaches_cluster_ips_through_its_capture(c: Any, agent: Any, ns
         assert run.kube_proxy is not None and run.kube_proxy.returncode is None
     finally:
         c.kubectl("delete", "pod", "-n", ns, "injected", "--wait=false")
+
+
+# Each process appends "<event> <monotonic time>" lines to the file argv[1] (a host path: no mount namespace).
+NOTE = "import os, sys, time\ndef note(e): open(sys.argv[1], 'a').write(f'{e} {time.monotonic()}\\n')\n"
+WEB_ON_TERM = NOTE + textwrap.dedent("""\
+    import http.server, signal
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            note('prestop-http'); self.send_response(200); self.end_headers()
+        def log_message(self, *a): pass
+    signal.signal(signal.SIGTERM, lambda *a: (note('term-web'), os._exit(0)))
+    http.server.HTTPServer(('0.0.0.0', 8080), H).serve_forever()
+    """)
+WORKER_ON_TERM = NOTE + textwrap.dedent("""\
+    import signal
+    signal.signal(signal.SIGTERM, lambda *a: (note('term-' + sys.argv[2]), os._exit(0)))
+    while True: time.sleep(1)
+    """)
+HOOK = NOTE + "time.sleep(float(sys.argv[2])); note(sys.argv[3])\n"
+
+
+def _hook_pod(ns: str, name: str, events: Path, hook_s: float, grace: int) -> str:
+    py = sys.executable
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+        "spec": {"terminationGracePeriodSeconds": grace, "containers": [
+            {"name": "web", "image": "example/web", "command": [py, "-c", WEB_ON_TERM, str(events)],
+             "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+             "lifecycle": {"preStop": {"httpGet": {"path": "/prestop", "port": 8080}}}},
+            {"name": "worker", "image": "example/worker",
+             "command": [py, "-c", WORKER_ON_TERM, str(events), "worker"],
+             "lifecycle": {"preStop": {"exec": {"command": [py, "-c", HOOK, str(events), str(hook_s),
+                                                            "prestop-exec"]}}}}]}})
+
+
+def test_pre_stop_hooks_run_before_sigterm_within_the_grace_period(kube_cluster: Any, node: Any,
+                                                                   tmp_path: Path) -> None:
+    """Deleting a pod: each running container's preStop hook (httpGet to the web container, exec of a 1 s
+    command in the worker) runs before that container's SIGTERM; a hook longer than the grace period (20 s
+    hook, 3 s grace) is cut: the pod is gone within the grace period plus a kubelet's 2 s extension."""
+    c, ns = kube_cluster, "nodeagent-hooks"
+    c.kubectl("create", "namespace", ns)
+    try:
+        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        ok, slow = tmp_path / "ok.events", tmp_path / "slow.events"
+        c.kubectl("apply", "-f", "-", stdin=_hook_pod(ns, "hooks", ok, 1.0, 10))
+        c.kubectl("apply", "-f", "-", stdin=_hook_pod(ns, "slow-hook", slow, 20.0, 3))
+        c.kubectl("wait", "--for=condition=Ready", "pod/hooks", "pod/slow-hook", "-n", ns, "--timeout=90s",
+                  timeout=100)
+        c.kubectl("delete", "pod", "hooks", "slow-hook", "-n", ns, "--wait=false")
+        started = time.monotonic()
+        wait_for(lambda: node.pod_by_name(ns, "slow-hook") is None, timeout=30, what="slow-hook stopped")
+        slow_s = time.monotonic() - started
+        wait_for(lambda: node.pod_by_name(ns, "hooks") is None, timeout=30, what="hooks stopped")
+
+        def events(path: Path) -> dict[str, float]:
+            return {e: float(t) for e, t in (ln.split() for ln in path.read_text().splitlines())}
+        got = events(ok)
+        assert set(got) == {"prestop-http", "term-web", "prestop-exec", "term-worker"}, got
+        assert got["prestop-http"] < got["term-web"], got
+        assert got["prestop-exec"] < got["term-worker"], got        # the 1 s hook finished first
+        got = events(slow)
+        assert "prestop-exec" not in got and "term-worker" in got, got   # the hook was cut at the grace
+        assert slow_s < 3 + 2 + 3, slow_s     # grace + the 2 s extension + the agent's own work
+    finally:
+        c.kubectl("delete", "namespace", ns, "--wait=false")

@@ -22,15 +22,17 @@ It registers a Node (Ready, with capacity, topology labels and a podCIDR) and re
   through ``setpriv`` (Istio's ``istio-proxy`` as 1337, ``istio-init`` as root applying its iptables rules in
   the pod's namespace: transparent capture, uid 1337 excluded); emptyDirs are 0777 like a kubelet's and the
   path to a non-root pod's volumes is searchable; containers start in order and a ``lifecycle.postStart``
-  exec hook finishes before the next one starts (``holdApplicationUntilProxyStarts``).
+  exec hook finishes before the next one starts (``holdApplicationUntilProxyStarts``); on deletion each
+  running container's ``lifecycle.preStop`` hook (exec, httpGet or sleep) runs before its SIGTERM, all
+  within the pod's grace period.
 * **probes**: readiness and liveness (httpGet, tcpSocket, exec) with Kubernetes' defaults and semantics;
   httpGet and tcpSocket are sent from the host (as a kubelet does from the node) to the pod IP.
 * **status** written through the API like a kubelet: phase, podIP/podIPs, hostIP, startTime, conditions
   (PodReadyToStartContainers, Initialized, ContainersReady, Ready; PodScheduled kept), containerStatuses and
   initContainerStatuses with state, lastState, ready, started and restartCount.
-* **deletion**: a pod with a deletionTimestamp is stopped (SIGTERM to the process group, SIGKILL after its
-  grace period, capped at 30 s), its namespace, veth and directory removed, then the object is deleted with
-  grace 0, as a kubelet confirms a deletion.
+* **deletion**: a pod with a deletionTimestamp is stopped (preStop hooks, then SIGTERM to the process group,
+  SIGKILL at the end of its grace period, capped at 30 s), its namespace, veth and directory removed, then
+  the object is deleted with grace 0, as a kubelet confirms a deletion.
 
 **Paths: there is no mount namespace.** A process sees the host's file system, so a volume's
 ``mountPath`` is mapped to its directory on the host: every command/args element and env value that starts
@@ -604,19 +606,46 @@ class NodeAgent:
         deadline = time.monotonic() + timeout
         while cr.proc is None and time.monotonic() < deadline and not run.stopping:
             await asyncio.sleep(0.05)
-        c = parse_container({**cr.spec, "command": hook["command"], "args": []}, "postStart")
+        code = await self._exec_hook(run, cr, hook["command"], deadline, "postStart")
+        if code != 0:
+            log.info("pod %s/%s: postStart hook of %s exited %s", run.namespace, run.name, cr.name, code)
+
+    async def _exec_hook(self, run: PodRun, cr: ContainerRun, command: list[str], deadline: float,
+                         what: str) -> int:
+        """An exec hook's command in the container's namespace, as its user, with its env and mounts;
+        killed at ``deadline`` (then -1)."""
+        c = parse_container({**cr.spec, "command": command, "args": []}, what)
         argv, env, cwd = await self._process_spec(run, c, cr.spec)
         p = await asyncio.create_subprocess_exec(
             "ip", "netns", "exec", run.netns, *_run_as(run.pod, cr.spec), *argv, env=env, cwd=cwd,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
             start_new_session=True)
         try:
-            code = await asyncio.wait_for(p.wait(), max(0.0, deadline - time.monotonic()))
+            return await asyncio.wait_for(p.wait(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             await self._kill(p, 0)
-            code = -1
-        if code != 0:
-            log.info("pod %s/%s: postStart hook of %s exited %s", run.namespace, run.name, cr.name, code)
+            return -1
+
+    async def _pre_stop(self, run: PodRun, cr: ContainerRun, deadline: float) -> None:
+        """A kubelet runs a running container's ``lifecycle.preStop`` hook (exec, httpGet, or sleep) before
+        its SIGTERM, within the pod's termination grace period (``deadline``); a failed hook is logged."""
+        hook = (cr.spec.get("lifecycle") or {}).get("preStop") or {}
+        if not hook or cr.proc is None or cr.proc.returncode is not None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        if (hook.get("exec") or {}).get("command"):
+            ok = await self._exec_hook(run, cr, hook["exec"]["command"], deadline, "preStop") == 0
+        elif "httpGet" in hook:
+            ok = await self._probe_once(run, cr, Probe({"httpGet": hook["httpGet"]}, timeout=left))
+        elif "sleep" in hook:
+            await asyncio.sleep(min(float(hook["sleep"].get("seconds", 0)), left))
+            ok = True
+        else:
+            return
+        if not ok:
+            log.info("pod %s/%s: preStop hook of %s failed", run.namespace, run.name, cr.name)
 
     # -- network
     def _pod_network_up(self, run: PodRun) -> None:
@@ -1094,6 +1123,13 @@ class NodeAgent:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+        # preStop hooks first (all containers at once, as a kubelet kills containers in parallel), then
+        # SIGTERM with what is left of the grace period; a kubelet grants 2 s more to a hook that used it up
+        deadline = time.monotonic() + grace
+        await asyncio.gather(*(self._pre_stop(run, cr, deadline) for cr in run.containers.values()),
+                             return_exceptions=True)
+        if grace > 0:
+            grace = max(deadline - time.monotonic(), min(grace, 2.0))
         for cr in run.containers.values():
             for t in cr.tasks:
                 t.cancel()
