@@ -138,11 +138,20 @@ def walk(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     node = nodeagent.NodeAgent(c, NODE, kube_proxy=True, lease_renew_s=2.0)
     node.start()
     w = Walk(c, node, InstalledIstiod(c, node), tmp_path_factory.mktemp("walk") / "istio-configmap.yaml")
+    install: subprocess.Popen[str] | None = None
     try:
         sets = [a for kv in INSTALL_SETS for a in ("--set", kv)]
-        r = _mizzen(w, "install", "-y", *sets)
-        assert r.returncode == 0, r.stdout + r.stderr + w.istiod.log()
-        installed = time.monotonic() - t0
+        install = subprocess.Popen([MIZZEN, "install", "-y", *sets, "--kubeconfig", str(c.kubeconfig)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env={**os.environ, "NO_COLOR": "1"})
+        assert install.stdout is not None
+        lines = []
+        for line in install.stdout:           # istiod ready: bookinfo goes in while the gateway starts
+            lines.append(line)
+            if line.startswith("✔ Istiod installed"):
+                break
+        assert lines and lines[-1].startswith("✔ Istiod installed"), "".join(lines) + w.istiod.log()
+        istiod_s = time.monotonic() - t0
         assert len(w.istiod.runs()) == 2, [x.name for x in w.istiod.runs()]
         wait_for(lambda: _injector_patched(w), timeout=30, what="istio-sidecar-injector's caBundle")
         # kube-inject reads the same mesh config as the webhook: the installed ConfigMap
@@ -150,12 +159,18 @@ def walk(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         w.kubectl("create", "namespace", NS)
         w.kubectl("label", "namespace", NS, "istio-injection=enabled")
         w.apply(BOOKINFO.read_text())        # unchanged: the webhook injects the pods
+        rest = install.communicate(timeout=240)[0]
+        assert install.returncode == 0, "".join(lines) + rest
+        assert rest.splitlines() == ["✔ Ingress gateways installed", "✔ Installation complete"], rest
         _wait_deployments(w, NS, DEPLOYMENTS)
-        print(f"walk set up in {time.monotonic() - t0:.1f} s (mizzen install {installed:.1f} s)")
+        print(f"walk set up in {time.monotonic() - t0:.1f} s (istiod ready {istiod_s:.1f} s after the start)")
         yield w
     finally:
         for ns in (NS, DEMO):
             c.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false")
+        if install is not None and install.poll() is None:
+            install.kill()
+            install.communicate()
         u = _mizzen(w, "uninstall", "--purge", "-y")   # istio-system gone, its pods confirmed by the node
         node.stop()
     assert u.returncode == 0, u.stdout + u.stderr
@@ -512,7 +527,8 @@ def test_kill_the_leader(walk: Walk) -> None:
         holder = _holder(w, NAMESPACE_CONTROLLER)
         print(f"failover: istio-ca-root-cert in a new namespace {took:.1f} s after kill -9 of the leader pod "
               f"{leader}'s process (Lease duration {LEASE_TTL_S} s); the Lease now held by {holder}")
-        assert took <= LEASE_TTL_S * 1.25 + 1.0, took
+        # + 2 s: the killed pod's container restarts beside the new leader on two shared cores
+        assert took <= LEASE_TTL_S * 1.25 + 2.0, took
         assert holder in names, (holder, names)
         assert [x[0] for x in pod_requests(page_netns, RATINGS, 3)] == [200] * 3   # east-west too
         for _ in range(10):
