@@ -3,7 +3,9 @@ topology labels and podCIDR and renews its Lease; the real scheduler binds a Dep
 them as processes in their own network namespaces (init container first, env fieldRefs, ConfigMap/Secret/
 downwardAPI/projected-token/emptyDir volumes mapped to host paths), probes them and writes their status, so
 the real controller-manager's EndpointSlice lists both pod IPs as ready; a pod reached from the host over
-its IP answers; a deleted pod is stopped and replaced and the slice follows; stopping leaves nothing."""
+its IP answers; a deleted pod is stopped and replaced and the slice follows; stopping leaves nothing.
+kube-proxy in pods' namespaces serves ClusterIPs, in injected pods behind Istio's capture; preStop hooks run
+before SIGTERM within the grace period."""
 
 from __future__ import annotations
 
