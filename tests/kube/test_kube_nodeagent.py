@@ -530,9 +530,19 @@ def _injected_pod_reaches_cluster_ips_through_its_capture(c: Any, agent: Any, ns
         return tuple((run.dir / "logs" / f"{n}.log").read_text() if (run.dir / "logs" / f"{n}.log").exists()
                      else "" for n in ("istio-proxy", "app"))   # type: ignore[return-value]
 
+    def why() -> str:
+        run = agent.pod_by_name(ns, "injected")
+        logs_dir = run.dir / "logs" if run else Path("/nonexistent")
+        files = {p.name: p.read_text()[-800:] for p in logs_dir.glob("*.log")} if logs_dir.exists() else {}
+        status = _json(c, "get", "pod", "-n", ns, "injected").get("status")
+        return f"run error {run and run.error!r}; logs {files}; status {status}"
+
     try:
-        wait_for(lambda: "sidecar got:" in logs()[0] and "captured" in logs()[1], timeout=60,
-                 what=f"the injected pod's two fetches of {cluster_ip} (logs: {logs()})")
+        try:
+            wait_for(lambda: "sidecar got:" in logs()[0] and "captured" in logs()[1], timeout=60,
+                     what=f"the injected pod's two fetches of {cluster_ip}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {why()}") from None
         sidecar, app = logs()
         assert "sidecar got: the server" in sidecar, sidecar      # uid 1337: DNATed to the server pod
         assert "captured by the sidecar" in app, app              # the app: captured before any DNAT

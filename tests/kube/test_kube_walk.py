@@ -68,7 +68,6 @@ class Walk:
     cluster: Any
     node: Any
     istiod: InstalledIstiod
-    mesh_cm: Path               # the installed ``istio`` ConfigMap, as a file for ``mizzen kube-inject``
 
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> str:
         return str(self.cluster.kubectl(*args, stdin=stdin, timeout=timeout))
@@ -113,8 +112,9 @@ def _mizzen(w: Walk, *args: str, timeout: float = 240) -> subprocess.CompletedPr
 
 
 def _kube_inject(w: Walk, text: str, ns: str) -> str:
-    r = subprocess.run([MIZZEN, "kube-inject", "-f", "-", "-n", ns, "--meshConfigFile", str(w.mesh_cm)],
-                       input=text, capture_output=True, text=True, timeout=60)
+    # as istioctl kube-inject: the injector's config, values and mesh config from the cluster's ConfigMaps
+    r = subprocess.run([MIZZEN, "kube-inject", "-f", "-", "-n", ns, "--kubeconfig",
+                        str(w.cluster.kubeconfig)], input=text, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -132,12 +132,12 @@ def _wait_deployments(w: Walk, ns: str, names: tuple[str, ...], timeout: int = 1
 
 
 @pytest.fixture(scope="module")
-def walk(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
+def walk(kube_cluster: Any) -> Iterator[Walk]:
     c = kube_cluster
     t0 = time.monotonic()
     node = nodeagent.NodeAgent(c, NODE, kube_proxy=True, lease_renew_s=2.0)
     node.start()
-    w = Walk(c, node, InstalledIstiod(c, node), tmp_path_factory.mktemp("walk") / "istio-configmap.yaml")
+    w = Walk(c, node, InstalledIstiod(c, node))
     install: subprocess.Popen[str] | None = None
     try:
         sets = [a for kv in INSTALL_SETS for a in ("--set", kv)]
@@ -154,8 +154,6 @@ def walk(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         istiod_s = time.monotonic() - t0
         assert len(w.istiod.runs()) == 2, [x.name for x in w.istiod.runs()]
         wait_for(lambda: _injector_patched(w), timeout=30, what="istio-sidecar-injector's caBundle")
-        # kube-inject reads the same mesh config as the webhook: the installed ConfigMap
-        w.mesh_cm.write_text(w.kubectl("get", "configmap", "istio", "-n", SYSTEM_NS, "-o", "yaml"))
         w.kubectl("create", "namespace", NS)
         w.kubectl("label", "namespace", NS, "istio-injection=enabled")
         w.apply(BOOKINFO.read_text())        # unchanged: the webhook injects the pods
@@ -286,8 +284,8 @@ def _comparable(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_kube_inject_equals_the_webhook(walk: Walk) -> None:
-    """``mizzen kube-inject`` of the same bookinfo.yaml with the same ConfigMaps as files gives the pods the
-    webhook made: each injected template, created as a Pod with a server-side dry run (the API server's
+    """``mizzen kube-inject --kubeconfig`` of the same bookinfo.yaml (the installed ConfigMaps) gives the pods
+    the webhook made: each injected template, created as a Pod with a server-side dry run (the API server's
     defaults; the webhook leaves an already injected pod alone), equals the running pod of that Deployment."""
     out = _kube_inject(walk, BOOKINFO.read_text(), NS)
     templates = {d["metadata"]["name"]: d["spec"]["template"] for d in yaml.safe_load_all(out)

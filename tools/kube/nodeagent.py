@@ -715,9 +715,13 @@ class NodeAgent:
         logs = run.dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         exe = str(Path(self.cluster.bin) / "kube-proxy")
+        # in an injected pod kube-proxy's own API connections must not be captured (on a node it is outside
+        # the pod): root with the proxy's group 1337, which istio-init's ``--gid-owner 1337`` rule returns
+        group = (["setpriv", "--regid=1337", "--clear-groups", "--pdeathsig=KILL"] if _injected(run.pod)
+                 else [])
         with open(logs / "kube-proxy.log", "ab") as out:
             run.kube_proxy = await asyncio.create_subprocess_exec(
-                "ip", "netns", "exec", run.netns, exe, "--kubeconfig", str(self._proxy_kubeconfig),
+                "ip", "netns", "exec", run.netns, *group, exe, "--kubeconfig", str(self._proxy_kubeconfig),
                 "--proxy-mode", "iptables", "--hostname-override", self.name,
                 "--cluster-cidr", str(self.pod_cidr), "--conntrack-max-per-core", "0",
                 "--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0",
