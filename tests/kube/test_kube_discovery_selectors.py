@@ -96,7 +96,8 @@ def _mesh_configmap(cluster: Any, mesh: str) -> None:
 async def test_discovery_selectors_follow_mesh_config_and_namespace_labels(kube_cluster: Any) -> None:
     c = kube_cluster
     names = json.loads(c.kubectl("get", "namespaces", "-o", "json"))["items"]
-    if not any(n["metadata"]["name"] == SYSTEM_NS for n in names):
+    created_system = not any(n["metadata"]["name"] == SYSTEM_NS for n in names)
+    if created_system:   # removed again at the end: other tests (install) judge istio-system's presence
         c.kubectl("create", "namespace", SYSTEM_NS)
     c.kubectl("create", "namespace", A)
     c.kubectl("create", "namespace", B)
@@ -159,6 +160,8 @@ async def test_discovery_selectors_follow_mesh_config_and_namespace_labels(kube_
     finally:
         c.kubectl("delete", "configmap", "istio", "-n", SYSTEM_NS, "--ignore-not-found")
         c.kubectl("delete", "namespace", A, B, "--wait=false")
+        if created_system:
+            c.kubectl("delete", "namespace", SYSTEM_NS, "--timeout=60s")
 
 
 @pytest.mark.e2e
