@@ -287,8 +287,18 @@ async def test_rotation_under_traffic_and_a_ca_outage(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.1)
             assert manager.stats.fetches > fetches, manager.stats.last_error
-            p = await w.probe()
-            assert p.serial not in outage_serials
+            renewed = manager.current
+            assert renewed is not None and renewed.leaf.serial not in outage_serials
+            # the SDS push of the renewal reaches Envoy shortly after the fetch. The outage ended 1 s before the
+            # served certificate expired, so on a loaded machine the restart may have taken longer than that:
+            # an expired served certificate is tolerated here (only here), until the renewed one is served
+            served_deadline = time.monotonic() + 10
+            while True:
+                with contextlib.suppress(ssl.SSLCertVerificationError):
+                    if (await w.probe()).serial == renewed.leaf.serial:
+                        break
+                assert time.monotonic() < served_deadline, "the renewed certificate never reached Envoy"
+                await asyncio.sleep(0.05)
             await w.cp.wait_synced([pod.node_id], timeout=20)      # xDS is back over TLS too
         finally:
             await pod.agent.stop()
