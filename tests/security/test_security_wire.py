@@ -289,9 +289,10 @@ async def test_rotation_under_traffic_and_a_ca_outage(tmp_path: Path) -> None:
             assert manager.stats.fetches > fetches, manager.stats.last_error
             renewed = manager.current
             assert renewed is not None and renewed.leaf.serial not in outage_serials
-            # the SDS push of the renewal reaches Envoy shortly after the fetch. The outage ended 1 s before the
-            # served certificate expired, so on a loaded machine the restart may have taken longer than that:
-            # an expired served certificate is tolerated here (only here), until the renewed one is served
+            # the SDS push of the renewal reaches Envoy shortly after the fetch. The outage ended 1 s before
+            # the served certificate expired, so on a loaded machine the restart may have taken longer than
+            # that: an expired served certificate is tolerated here (only here), until the renewed one
+            # is served
             served_deadline = time.monotonic() + 10
             while True:
                 with contextlib.suppress(ssl.SSLCertVerificationError):
