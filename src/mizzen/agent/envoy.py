@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 
 from mizzen.agent.admin_proxy import AdminProxy
 from mizzen.agent.binary import envoy_binary
@@ -39,6 +40,7 @@ from mizzen.agent.logcap import DEFAULT_MAX_LOG_BYTES, watch_log
 from mizzen.agent.metrics_server import STATS_SOCKET_NAME, MetricsServer
 from mizzen.childproc import tied_to_parent
 from mizzen.core.proxy import ProxyType
+from mizzen.telemetry.peer_address import AddressMap, grpc_fetch
 from mizzen.telemetry.prometheus import AppScrape
 from mizzen.tempdirs import owned_tempdir
 
@@ -134,6 +136,7 @@ class Agent:
         self.identity: WorkloadIdentity | None = None
         self.metrics_server: MetricsServer | None = None
         self.debug_channel: DebugChannel | None = None
+        self._lookup_channel: grpc.aio.Channel | None = None   # the plaintext port's, for address lookups
 
     # --- properties -----------------------------------------------------------------------------------------
     @property
@@ -289,9 +292,25 @@ class Agent:
         st = self.work_dir.stat()
         server = MetricsServer(self.admin_connect_path, stats_socket, spec.effective_admin_host,
                                spec.merged_stats_port, app, spec.app_host,
-                               socket_owner=(st.st_uid, st.st_gid), extra_routes=self.options.status_routes)
+                               socket_owner=(st.st_uid, st.st_gid), extra_routes=self.options.status_routes,
+                               peers=self._address_map())
         await server.start()
         self.metrics_server = server
+
+    def _address_map(self) -> AddressMap:
+        """The control plane's address-to-workload map for TCP source labels, asked over the agent's own
+        channel: xDS over TLS with the pod's credential, else the plaintext xDS port (opened on first use)."""
+        tls = self.identity.xds_tls if self.identity is not None else None
+        if tls is not None:
+            return AddressMap(grpc_fetch(tls.channel, tls.metadata))
+        host, port = self.spec.xds_host, self.spec.xds_port
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+        def channel() -> grpc.aio.Channel:
+            if self._lookup_channel is None:
+                self._lookup_channel = grpc.aio.insecure_channel(target)
+            return self._lookup_channel
+        return AddressMap(grpc_fetch(channel, tuple))
 
     async def _spawn(self) -> None:
         env = {**os.environ, **self.options.env}
@@ -399,6 +418,9 @@ class Agent:
         if self.metrics_server is not None:
             await self.metrics_server.stop()
             self.metrics_server = None
+        if self._lookup_channel is not None:
+            await self._lookup_channel.close()
+            self._lookup_channel = None
         proc = self._proc
         if proc is not None and proc.returncode is None:
             await self._drain()

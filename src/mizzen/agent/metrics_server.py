@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from mizzen.telemetry.peer_address import AddressMap
 from mizzen.telemetry.prometheus import AppScrape, istio_names, merge
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,10 @@ class MetricsServer:
     def __init__(self, admin_socket: str, stats_socket: Path, host: str, port: int | None,
                  app: AppScrape | None = None, app_host: str = "127.0.0.1", timeout_s: float = 5.0,
                  socket_owner: tuple[int, int] | None = None,
-                 extra_routes: Sequence[tuple[str, Handler]] = ()) -> None:
-        """``extra_routes``: more GET routes on the TCP port (pilot-agent's ``/app-health/...`` on 15020)."""
+                 extra_routes: Sequence[tuple[str, Handler]] = (), peers: AddressMap | None = None) -> None:
+        """``extra_routes``: more GET routes on the TCP port (pilot-agent's ``/app-health/...`` on 15020);
+        ``peers``: the control plane's address-to-workload map for TCP source labels (None: none to ask)."""
+        self.peers = peers or AddressMap(None)
         self.admin_socket, self.stats_socket = admin_socket, stats_socket
         self.extra_routes = tuple(extra_routes)
         self.host, self.port, self.app, self.app_host = host, port, app, app_host
@@ -48,7 +51,8 @@ class MetricsServer:
             s.get(f"http://localhost{PATH}", params=query) as r,
         ):
             r.raise_for_status()
-            return istio_names(await r.text())
+            text = istio_names(await r.text())
+        return await self.peers.expand(text)
 
     async def app_stats(self) -> str:
         if self.app is None:

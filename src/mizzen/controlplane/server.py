@@ -61,6 +61,7 @@ from mizzen.controlplane.pods_proxy import PodsProxy
 from mizzen.controlplane.proxy_debug import ProxyDebugHub, admin_path
 from mizzen.controlplane.push import Generator, Pusher
 from mizzen.controlplane.store import UNCHANGED, ApplyResult, ConfigStore, Validator
+from mizzen.controlplane.workload_addresses import WorkloadAddresses
 from mizzen.core import generate, sds
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.mtls import identity_changes
@@ -218,6 +219,9 @@ class ControlPlane:
         # agents' debug channels (TLS port): proxy-config and Envoy's logs of pods on a cluster
         self.proxy_debug = (ProxyDebugHub(lambda: self.identity.authenticators if self.identity else ())
                             if opts.xds_tls_port is not None else None)   # (the identity may come later)
+        # the address-to-workload map agents expand TCP source labels with (both xDS ports)
+        self.workload_addresses = WorkloadAddresses(
+            self.registry.snapshot, lambda: self.identity.authenticators if self.identity else ())
         self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
                              status=self.status, write_timeout=opts.xds_send_timeout_s,
                              authorize=self._authorize if opts.xds_tls_port is not None else None)
@@ -348,10 +352,12 @@ class ControlPlane:
                 self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port,
                                          tls=(self.identity.server_credentials(), opts.xds_tls_port),
                                          handlers=(self.identity.ca_service.rpc_handler(),
+                                                   self.workload_addresses.rpc_handler(),
                                                    *([self.proxy_debug.rpc_handler()] if self.proxy_debug
                                                      else [])))
             else:
-                self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port)
+                self._grpc = await serve(self.ads, opts.xds_host, opts.xds_port,
+                                         handlers=(self.workload_addresses.rpc_handler(),))
             if opts.http_port is not None:
                 # lingering_time: a client that declared more body than it sends is cut off after 1 s
                 runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False,

@@ -15,8 +15,9 @@ Label values, per side (no per-request Python, nothing per proxy outside LDS):
   :mod:`mizzen.telemetry.exchange` (``unknown`` when absent);
 - a client (HTTP and TCP) reads the destination from the chosen endpoint's metadata (EDS, shared; over HTTP
   ``unknown`` without an endpoint or metadata) and the service from the cluster's metadata (CDS, shared); a
-  server learns only its TCP peer's principal (the other source labels are ``unknown``: no
-  address-to-workload map yet);
+  server's TCP stats carry the peer's principal and address, which the agent turns into the source labels
+  with the control plane's address-to-workload map, trusted only when the principal matches
+  (:mod:`mizzen.telemetry.peer_address`);
 - ``connection_security_policy`` and the principals come from the connection's certificates (Envoy's
   built-in ``%CEL(...)%`` formatter): ``mutual_tls`` with the peer's and own SPIFFE IDs when the server's
   downstream presented a client certificate, else ``none`` and ``unknown`` (the source reporter: ``unknown``
@@ -47,7 +48,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
 
 from mizzen.core.workload_labels import PEER_FIELDS, PEER_KEY, PEER_METADATA, UNKNOWN, PeerLabels
-from mizzen.telemetry import packed
+from mizzen.telemetry import packed, peer_address
 from mizzen.telemetry.exchange import PEER_OPERATOR
 
 __all__ = [
@@ -169,7 +170,8 @@ def base_labels(reporter: Reporter, me: PeerLabels, service: ServiceLabels | Non
     labels: dict[str, str] = {"reporter": reporter.value}
     if reporter is Reporter.DESTINATION:
         labels |= _peer_constant("destination", me)
-        # over TCP the server knows only its peer's principal (below); no address-to-workload map yet
+        # over TCP the server knows its peer's principal (below) and address (tcp_loggers): the agent fills
+        # the source labels from the control plane's address-to-workload map (telemetry.peer_address)
         labels |= {f"source_{f}": UNKNOWN for f in PEER_FIELDS} if tcp else _peer_from_metadata("source")
         svc = service or ServiceLabels()
         labels |= {"destination_service": svc.host, "destination_service_name": svc.name,
@@ -315,6 +317,8 @@ def tcp_loggers(reporter: Reporter, me: PeerLabels, service: ServiceLabels | Non
     """tcp_proxy's stats loggers: connections opened (logged when the upstream connects: the tcp_proxy needs
     ``flush_access_log_on_connected``), closed and bytes (logged when the connection ends)."""
     labels = base_labels(reporter, me, service, tcp=True) | {"request_protocol": "tcp"}
+    if reporter is Reporter.DESTINATION:
+        labels[peer_address.ADDRESS_TAG] = peer_address.ADDRESS_OPERATOR
     out = []
     if Metric.TCP_OPENED_CONNECTIONS in enabled:
         cfg = stats_pb2.Config()
