@@ -221,7 +221,8 @@ class ControlPlane:
                             if opts.xds_tls_port is not None else None)   # (the identity may come later)
         # the address-to-workload map agents expand TCP source labels with (both xDS ports)
         self.workload_addresses = WorkloadAddresses(
-            self.registry.snapshot, lambda: self.identity.authenticators if self.identity else ())
+            self.registry.snapshot, lambda: self.identity.authenticators if self.identity else (),
+            tls_only=lambda: self.identity is not None)
         self.ads = AdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
                              status=self.status, write_timeout=opts.xds_send_timeout_s,
                              authorize=self._authorize if opts.xds_tls_port is not None else None)

@@ -4,8 +4,9 @@ Istio's workload discovery (WDS, which gives ztunnel every workload's address an
 
 Asked for up to 256 addresses, it answers each known one's workloads (namespace, service account, Istio's
 peer labels) from the current registry snapshot, indexed once per snapshot. On the TLS port the caller must
-authenticate as an xDS stream does (any mesh workload: Istio's WDS is not scoped either); the plaintext port
-(istiod's 15010: tests, tools) is anonymous, as its ADS is, and serves the same map.
+authenticate as an xDS stream does (any mesh workload: Istio's WDS is not scoped either). The plaintext port
+(istiod's 15010: tests, tools) answers anonymously only while the control plane has no mesh identity; with
+one, it refuses (PERMISSION_DENIED), as it refuses plaintext streams for nodes an identity holds.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ __all__ = ["WorkloadAddresses"]
 
 class WorkloadAddresses:
     def __init__(self, snapshot: Callable[[], RegistrySnapshot],
-                 authenticators: Callable[[], Sequence[Authenticator]]) -> None:
-        self.snapshot, self.authenticators = snapshot, authenticators
+                 authenticators: Callable[[], Sequence[Authenticator]],
+                 tls_only: Callable[[], bool] = lambda: False) -> None:
+        self.snapshot, self.authenticators, self.tls_only = snapshot, authenticators, tls_only
         self._index: tuple[RegistrySnapshot, dict[str, tuple[PeerEntry, ...]]] | None = None
 
     def index(self) -> dict[str, tuple[PeerEntry, ...]]:
@@ -57,6 +59,9 @@ class WorkloadAddresses:
                 await authenticate(self.authenticators(), request_context(context))
             except AuthenticationError as e:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+        elif self.tls_only():
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "workload addresses are served over TLS "
+                                "only on a control plane with a mesh identity")
         try:
             addresses = decode_request(raw)
         except ValueError as e:
