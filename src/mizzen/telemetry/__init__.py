@@ -1,6 +1,7 @@
 """Telemetry (issue 12): Istio's standard metrics from every proxy (:mod:`.metrics`, :mod:`.exchange`), access
 logs (:mod:`.access_log`), the Telemetry API (:mod:`.api`), the listener plugin that puts them into listeners
-(:mod:`.plugin`) and the Prometheus text the agent serves (:mod:`.prometheus`).
+(:mod:`.plugin`) and the Prometheus text the agent serves (:mod:`.prometheus`; TCP source labels from the
+peer's address and identity: :mod:`.peer_address`).
 """
 
 from __future__ import annotations
