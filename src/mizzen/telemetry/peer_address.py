@@ -31,6 +31,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import grpc
+
 from mizzen.core.workload_labels import PEER_FIELDS
 
 log = logging.getLogger(__name__)
@@ -224,13 +226,14 @@ class AddressMap:
         return expand(text, await self.resolve(wanted) if wanted else {})
 
 
-def grpc_fetch(channel: Callable[[], object], metadata: Callable[[], Sequence[tuple[str, str]]]) -> Fetch:
+def grpc_fetch(channel: Callable[[], grpc.aio.Channel],
+               metadata: Callable[[], Sequence[tuple[str, str]]]) -> Fetch:
     """A :data:`Fetch` over the agent's channel to the control plane (``channel()``: a ``grpc.aio.Channel``,
     the TLS one with its credential in ``metadata()``, or the plaintext xDS port's)."""
 
     async def fetch(addresses: Sequence[str]) -> Mapping[str, Sequence[PeerEntry]]:
-        call = channel().unary_unary(LOOKUP_METHOD)  # type: ignore[attr-defined]
-        raw = await call(encode_request(addresses), metadata=tuple(metadata()), timeout=TIMEOUT_S)
+        call = channel().unary_unary(LOOKUP_METHOD)
+        raw: bytes = await call(encode_request(addresses), metadata=tuple(metadata()), timeout=TIMEOUT_S)
         return decode_answer(raw)
 
     return fetch
