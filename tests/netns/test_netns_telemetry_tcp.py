@@ -92,7 +92,7 @@ spec:
 
 
 @contextlib.asynccontextmanager
-async def world() -> AsyncIterator[tuple[PodNet, ControlPlane, Pod, Pod, str]]:
+async def world() -> AsyncIterator[tuple[PodNet, ControlPlane, Pod, Pod, str, NetnsAgent]]:
     work = Path(tempfile.mkdtemp(prefix="mzt-tcp-"))
     work.chmod(0o755)
     async with contextlib.AsyncExitStack() as stack:
@@ -149,7 +149,7 @@ async def world() -> AsyncIterator[tuple[PodNet, ControlPlane, Pod, Pod, str]]:
         assert not result.errors, result.errors
         cp.store.apply(result.configs)
         await cp.wait_synced(timeout=10)
-        yield net, cp, client, server, vip
+        yield net, cp, client, server, vip, agents[1]
 
 
 PLAIN = b"ping\r\n"       # >= 5 bytes: Envoy's TLS inspector waits for a TLS record header's worth
@@ -173,7 +173,7 @@ async def _scrape(net: PodNet, pod: Pod) -> list[tuple[str, dict[str, str], floa
 
 
 async def test_tcp_metrics_source_and_destination() -> None:
-    async with world() as (net, _cp, client, server, vip):
+    async with world() as (net, _cp, client, server, vip, server_agent):
         mtls, plain = {"connection_security_policy": "mutual_tls"}, {"connection_security_policy": "none"}
         for _ in range(50):       # the first connections after the push may race the listeners and secrets
             rc, out = await net.run(client, [sys.executable, "-c", CALL, vip, str(PORT), "1"])
@@ -196,6 +196,7 @@ async def test_tcp_metrics_source_and_destination() -> None:
                 await asyncio.sleep(0.2)
             return s, d
         s, d = await closed()
+        raw = parse(await server_agent.admin_get("/stats/prometheus"))      # Envoy's own, before the agent
     # sent: the response ("PING!"), received: the request ("ping"), as Istio counts them
     for name, want in (("istio_tcp_connections_opened_total", n), ("istio_tcp_connections_closed_total", n),
                        ("istio_tcp_sent_bytes_total", 5 * n), ("istio_tcp_received_bytes_total", 4 * n)):
@@ -229,3 +230,9 @@ async def test_tcp_metrics_source_and_destination() -> None:
         assert {k: outside.get(k) for k in (unknown | dest)} == unknown | dest, name
         # Prometheus sees Istio's labels only: the peer address tag was expanded and dropped
         assert all("mizzen_peer_address" not in labels for _, labels, _ in d)
+    # in Envoy only mTLS connections carry the peer's address (one stat per calling pod, not per outside
+    # client); the plaintext ones have none
+    opened = [labels for name, labels, _ in raw if name.endswith("istio_tcp_connections_opened_total")
+              and labels.get("reporter") == "destination"]
+    got = {(labels["connection_security_policy"], labels.get("mizzen_peer_address")) for labels in opened}
+    assert got == {("mutual_tls", client.ip), ("none", None)}

@@ -43,6 +43,7 @@ from typing import TypeVar
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2 as data_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
@@ -123,18 +124,15 @@ _SERVICE_FROM_CLUSTER = {
 # certificate's the destination's; the client side reads the upstream connection's certificates and, as
 # Istio's source reporter, says unknown for the policy. No certificate -> unknown.
 #
-# TCP loggers (once per connection) decide with CEL formatters. HTTP loggers carry the plain SANs in their
+# A server's TCP loggers come in two sets, split by a CEL access-log filter on connection.mtls (once per
+# connection: tcp_loggers), each with constants or the plain SANs; a client's read the upstream SANs with CEL
+# formatters. HTTP loggers carry the plain SANs in their
 # packed tag and the agent derives the labels when it expands it (no CEL per request: packed.MODES):
 # ``?`` empty -> unknown; ``!`` mutual_tls when the peer's SAN is there, else none. Our CA's certificates all
 # carry a SPIFFE URI SAN, so "the peer's SAN is there" is "the peer presented a certificate" (CEL's
 # ``connection.mtls``); the server's SAN without the peer's (TLS without a client certificate, which no
 # sidecar inbound chain accepts) reports that SAN instead of ``unknown``.
 _MTLS = "connection.mtls"
-_DOWNSTREAM_MTLS = {
-    "connection_security_policy": f"%CEL({_MTLS} ? 'mutual_tls' : 'none')%",
-    "source_principal": f"%CEL({_MTLS} ? connection.uri_san_peer_certificate : '{UNKNOWN}')%",
-    "destination_principal": f"%CEL({_MTLS} ? connection.uri_san_local_certificate : '{UNKNOWN}')%",
-}
 _DOWNSTREAM_HTTP = {"connection_security_policy": "%DOWNSTREAM_PEER_URI_SAN%",
                     "source_principal": "%DOWNSTREAM_PEER_URI_SAN%",
                     "destination_principal": "%DOWNSTREAM_LOCAL_URI_SAN%"}
@@ -170,14 +168,12 @@ def base_labels(reporter: Reporter, me: PeerLabels, service: ServiceLabels | Non
     labels: dict[str, str] = {"reporter": reporter.value}
     if reporter is Reporter.DESTINATION:
         labels |= _peer_constant("destination", me)
-        # over TCP the server knows its peer's principal (below) and address (tcp_loggers): the agent fills
-        # the source labels from the control plane's address-to-workload map (telemetry.peer_address)
+        # over TCP the server knows its peer's principal and address (tcp_loggers): the agent fills the
+        # source labels from the control plane's address-to-workload map (telemetry.peer_address)
         labels |= {f"source_{f}": UNKNOWN for f in PEER_FIELDS} if tcp else _peer_from_metadata("source")
         svc = service or ServiceLabels()
         labels |= {"destination_service": svc.host, "destination_service_name": svc.name,
                    "destination_service_namespace": svc.namespace}
-        if tcp:
-            labels |= _DOWNSTREAM_MTLS
     else:
         labels |= _peer_constant("source", me)
         # the chosen endpoint's labels (EDS metadata), as over TCP: no response header to exchange
@@ -311,20 +307,30 @@ def _log_type(*types: int) -> accesslog_pb2.AccessLogFilter:
     return accesslog_pb2.AccessLogFilter(log_type_filter=accesslog_pb2.LogTypeFilter(types=list(types)))
 
 
-def tcp_loggers(reporter: Reporter, me: PeerLabels, service: ServiceLabels | None = None,
-                enabled: Sequence[Metric] = TCP_METRICS,
-                removed: frozenset[str] = frozenset()) -> list[accesslog_pb2.AccessLog]:
-    """tcp_proxy's stats loggers: connections opened (logged when the upstream connects: the tcp_proxy needs
-    ``flush_access_log_on_connected``), closed and bytes (logged when the connection ends)."""
-    labels = base_labels(reporter, me, service, tcp=True) | {"request_protocol": "tcp"}
-    if reporter is Reporter.DESTINATION:
-        labels[peer_address.ADDRESS_TAG] = peer_address.ADDRESS_OPERATOR
+def _mtls_filter(mtls: bool) -> accesslog_pb2.AccessLogFilter:
+    """Only connections whose downstream did (or did not) present a client certificate (CEL, once per
+    connection)."""
+    expr = cel_pb2.ExpressionFilter(expression=_MTLS if mtls else f"!{_MTLS}")
+    return accesslog_pb2.AccessLogFilter(extension_filter=accesslog_pb2.ExtensionFilter(
+        name="envoy.access_loggers.extension_filters.cel",
+        typed_config=any_pb2.Any(type_url="type.googleapis.com/" + expr.DESCRIPTOR.full_name,
+                                 value=expr.SerializeToString())))
+
+
+def _when(*filters: accesslog_pb2.AccessLogFilter) -> accesslog_pb2.AccessLogFilter:
+    if len(filters) == 1:
+        return filters[0]
+    return accesslog_pb2.AccessLogFilter(and_filter=accesslog_pb2.AndFilter(filters=list(filters)))
+
+
+def _tcp_set(labels: Mapping[str, str], enabled: Sequence[Metric], removed: frozenset[str],
+             *only: accesslog_pb2.AccessLogFilter) -> list[accesslog_pb2.AccessLog]:
     out = []
     if Metric.TCP_OPENED_CONNECTIONS in enabled:
         cfg = stats_pb2.Config()
         c = cfg.counters.add(stat=_stat(Metric.TCP_OPENED_CONNECTIONS, labels, removed))
         c.value_fixed.value = 1
-        out.append(_logger(cfg, _log_type(data_pb2.TcpUpstreamConnected)))
+        out.append(_logger(cfg, _when(_log_type(data_pb2.TcpUpstreamConnected), *only)))
     end = stats_pb2.Config()
     if Metric.TCP_CLOSED_CONNECTIONS in enabled:
         c = end.counters.add(stat=_stat(Metric.TCP_CLOSED_CONNECTIONS, labels, removed))
@@ -335,5 +341,28 @@ def tcp_loggers(reporter: Reporter, me: PeerLabels, service: ServiceLabels | Non
         end.counters.add(stat=_stat(Metric.TCP_RECEIVED_BYTES, labels, removed),
                          value_format="%BYTES_RECEIVED%")
     if end.counters:
-        out.append(_logger(end, _log_type(data_pb2.TcpConnectionEnd)))
+        out.append(_logger(end, _when(_log_type(data_pb2.TcpConnectionEnd), *only)))
     return out
+
+
+def tcp_loggers(reporter: Reporter, me: PeerLabels, service: ServiceLabels | None = None,
+                enabled: Sequence[Metric] = TCP_METRICS,
+                removed: frozenset[str] = frozenset()) -> list[accesslog_pb2.AccessLog]:
+    """tcp_proxy's stats loggers: connections opened (logged when the upstream connects: the tcp_proxy needs
+    ``flush_access_log_on_connected``), closed and bytes (logged when the connection ends).
+
+    A server's loggers come in two sets, told apart by a CEL filter on ``connection.mtls``: mTLS connections
+    carry the peer's principal and address (the agent expands them into the source labels:
+    :mod:`mizzen.telemetry.peer_address`), plaintext ones neither (``none``/``unknown`` constants), so a
+    plaintext caller's address never becomes a stat of its own (no series per outside client in Envoy)."""
+    labels = base_labels(reporter, me, service, tcp=True) | {"request_protocol": "tcp"}
+    if reporter is Reporter.SOURCE:
+        return _tcp_set(labels, enabled, removed)
+    mtls = labels | {"connection_security_policy": "mutual_tls",
+                     "source_principal": "%DOWNSTREAM_PEER_URI_SAN%",
+                     "destination_principal": "%DOWNSTREAM_LOCAL_URI_SAN%",
+                     peer_address.ADDRESS_TAG: peer_address.ADDRESS_OPERATOR}
+    plain = labels | {"connection_security_policy": "none", "source_principal": UNKNOWN,
+                      "destination_principal": UNKNOWN}
+    return (_tcp_set(mtls, enabled, removed, _mtls_filter(True))
+            + _tcp_set(plain, enabled, removed, _mtls_filter(False)))
