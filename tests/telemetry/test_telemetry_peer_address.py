@@ -141,6 +141,22 @@ async def test_the_cache_asks_once_per_miss_and_again_after_its_ttl() -> None:
     assert len(asked[-1]) == MAX_ADDRESSES
 
 
+async def test_a_departed_pods_counts_keep_its_labels_until_another_workload_is_there() -> None:
+    answers = [{"10.244.0.2": [SLEEP_V1]}, {}, {"10.244.0.2": [OTHER]}]
+    now = [0.0]
+
+    async def fetch(addresses: Sequence[str]) -> Mapping[str, Sequence[PeerEntry]]:
+        return answers.pop(0)
+
+    peers = AddressMap(fetch, ttl_s=30, clock=lambda: now[0])
+    text = line("10.244.0.2", SLEEP, 3)
+    assert one(await peers.expand(text))["source_workload"] == "sleep-v1"
+    now[0] = 31.0                        # the pod is gone: its counts in Envoy keep sleep-v1
+    assert one(await peers.expand(text))["source_workload"] == "sleep-v1"
+    now[0] = 62.0                        # another identity's pod got the address: not trusted for SLEEP
+    assert one(await peers.expand(text))["source_workload"] == "unknown"
+
+
 async def test_a_failing_control_plane_leaves_unknown_for_that_scrape() -> None:
     async def fetch(addresses: Sequence[str]) -> Mapping[str, Sequence[PeerEntry]]:
         raise OSError("connection refused")

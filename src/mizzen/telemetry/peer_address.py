@@ -18,7 +18,9 @@ pods share ``127.0.0.1``) are ambiguous and stay ``unknown``. As Istio's stats p
 Lookups are cached per address (:data:`TTL_S`; an address the control plane does not know is asked again
 after :data:`NEGATIVE_TTL_S` at the earliest), one call per scrape for all the misses, at most
 :data:`MAX_ADDRESSES` addresses per call and :data:`TIMEOUT_S` long; a failed or slow lookup leaves the
-labels ``unknown`` for that scrape only.
+labels ``unknown`` for that scrape only. An address whose pod left keeps its last workload (Envoy keeps
+that pod's counts; moving them to an ``unknown`` series would make a counter jump), until another workload
+is found there.
 """
 
 from __future__ import annotations
@@ -211,10 +213,16 @@ class AddressMap:
             now = self.clock()
             for a in missing:
                 entries = tuple(found.get(a, ()))
+                old = self._cache.get(a)
+                if not entries and old is not None and old[1]:
+                    # the pod left, its counts stay in Envoy: they keep its labels (a counter never moves
+                    # to another series); a new workload at the address replaces them
+                    entries = old[1]
                 self._cache[a] = (now + (self.ttl_s if entries else self.negative_ttl_s), entries)
                 known[a] = entries
-            if len(self._cache) > 4 * MAX_ADDRESSES:           # bounded: drop what expired
-                self._cache = {a: v for a, v in self._cache.items() if v[0] > now}
+            if len(self._cache) > 4 * MAX_ADDRESSES:    # bounded: keep what this scrape uses
+                wanted = set(known)
+                self._cache = {a: v for a, v in self._cache.items() if a in wanted}
         return known
 
     async def expand(self, text: str) -> str:
