@@ -649,6 +649,10 @@ class Api:
         return list(analyze(snapshot, registry, mesh, gateway_workloads=gateway_workloads,
                             per_object=per_object))
 
+    def analysis(self) -> list[AnalysisIssue]:
+        """Every analyzer message about the stored config and the live registry (the status writer's)."""
+        return self._analyze(())
+
     def _analysis_warnings(self, configs: Sequence[Config]) -> list[Issue]:
         """The analyzer messages about the objects being applied, as warnings (Info-level ones left to
         ``mizzen analyze``); never fails the apply."""

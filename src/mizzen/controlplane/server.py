@@ -34,7 +34,7 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     from mizzen.kube.inject.values import InjectConfig
     from mizzen.kube.leader import Timing
     from mizzen.kube.registry_source import KubeRegistrySource
+    from mizzen.kube.status import AnalysisStatusWriter
     from mizzen.kube.webhooks.patcher import WebhookPatcher
     from mizzen.kube.webhooks.server import AdmissionServer
 
@@ -268,6 +269,8 @@ class ControlPlane:
         self.webhook_patcher: WebhookPatcher | None = None
         self._ca_secret: CASecretDir | None = None
         self.leader_work: LeaderWork | None = None    # leader-only work on a cluster (mizzen.kube.ha)
+        self.status_writer: AnalysisStatusWriter | None = None   # PILOT_ENABLE_ANALYSIS (mizzen.kube.status)
+        self._status_unsubscribe: Callable[[], None] | None = None
         self._leader_task: asyncio.Task[None] | None = None
         self._election_timing: Timing | None = None
         if opts.kubeconfig is not None or opts.in_cluster:   # a bad $MIZZEN_LEADER_ELECTION_TTL: no I/O
@@ -477,6 +480,7 @@ class ControlPlane:
                                                namespaces=self.discovery).run)
         if self.webhooks is not None:
             self._add_webhook_patcher(api, self.leader_work)
+        self._add_status_writer(api, self.leader_work)
         self._leader_task = asyncio.create_task(self.leader_work.run(), name="leader elections")
 
     async def _authorize(self, node_id: str, metadata: dict[str, Any],
@@ -568,6 +572,35 @@ class ControlPlane:
                                                         revision=self.options.revision)
         work.add(VALIDATION_CONTROLLER, "webhook patcher", lambda: patcher.run(api))
 
+    def _add_status_writer(self, api: ApiClient, work: LeaderWork) -> None:
+        """Istio's ``PILOT_ENABLE_ANALYSIS``: the analyzers' messages in each config object's
+        ``status.validationMessages``, written by the leader of ``istio-analyze-leader`` only."""
+        from mizzen.analysis import CODES
+        from mizzen.kube.leader import ANALYZE_CONTROLLER, holder_identity
+        from mizzen.kube.status import (
+            AnalysisStatusWriter,
+            Finding,
+            analysis_enabled,
+            analysis_interval,
+            field_manager,
+        )
+
+        source = self.kube_source
+        if not analysis_enabled() or source is None:
+            return
+
+        def findings() -> list[Finding]:
+            return [Finding(i.kind, i.namespace, i.name, i.code, CODES.get(i.code, ("", None))[0], i.severity)
+                    for i in self.api.analysis() if i.code]
+
+        writer = self.status_writer = AnalysisStatusWriter(
+            api, source.statuses, lambda: [c.key for c in self.store.snapshot()], findings,
+            field_manager(holder_identity()), analysis_interval())
+        source.on_status = writer.mark
+        self._status_unsubscribe = self.store.add_listener(
+            lambda results: writer.mark() if any(r.action != UNCHANGED for r in results) else None)
+        work.add(ANALYZE_CONTROLLER, "analysis status", writer.run)
+
     def _pod_admin_path(self, namespace: str, pod: str) -> str | None:
         """``/apis/pods``' ``admin`` of a pod: its debug channel's path while it is connected here, or while
         another replica may hold it (a pod with an ``istio-proxy`` container, with peers to ask)."""
@@ -629,6 +662,9 @@ class ControlPlane:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._kube_task = self._kube_registry_task = self._leader_task = None
+        if self._status_unsubscribe is not None:
+            self._status_unsubscribe()
+            self._status_unsubscribe = None
         if self.webhooks is not None:
             await self.webhooks.stop()
             self.webhooks = None

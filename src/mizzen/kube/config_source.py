@@ -11,13 +11,15 @@ version, if any, keeps serving, and it is listed in :attr:`KubeConfigSource.reje
 set, so deletions missed while the watch was down are applied too. With meshConfig ``discoverySelectors``
 (a :class:`~mizzen.kube.discovery.NamespaceFilter`) only the selected namespaces' objects reach the store;
 every object is kept as read, so a namespace selected or deselected later is added or removed at once.
+The ``status`` of each Istio object is kept as read too (:attr:`KubeConfigSource.statuses`), for the
+analysis status writer (:mod:`mizzen.kube.status`) to compare with before it writes.
 """
 
 from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -108,6 +110,12 @@ class _KindHandler:
 
     def replace(self, objects: list[dict[str, Any]]) -> None:
         self.objects = {self._key(o): essentials(o) for o in objects}
+        if self.kind.istio:
+            statuses = self.source.statuses
+            for key in [k for k in statuses if k.kind == self.kind.kind and k not in self.objects]:
+                del statuses[key]
+            for o in objects:
+                self.source.note_status(self._key(o), o)
         self.resync()
 
     def resync(self, namespaces: frozenset[str] | None = None) -> None:
@@ -133,6 +141,8 @@ class _KindHandler:
     def upsert(self, obj: dict[str, Any]) -> None:
         key = self._key(obj)
         self.objects[key] = essentials(obj)
+        if self.kind.istio:
+            self.source.note_status(key, obj)
         if not self.source.admits(key.namespace):
             return
         config = self.source.convert(obj)
@@ -142,6 +152,7 @@ class _KindHandler:
     def delete(self, obj: dict[str, Any]) -> None:
         key = self._key(obj)
         self.objects.pop(key, None)
+        self.source.statuses.pop(key, None)
         self.source.rejected.pop(key, None)
         self.source.store.delete([key])
 
@@ -155,6 +166,9 @@ class KubeConfigSource(Reflectors):
                  namespaces: NamespaceFilter | None = None) -> None:
         self.store = store
         self.rejected: dict[ConfigKey, Rejected] = {}
+        # the ``status`` of each Istio object as last read (the analysis status writer compares with it)
+        self.statuses: dict[ConfigKey, dict[str, Any]] = {}
+        self.on_status: Callable[[], None] | None = None   # called when a read status differs from the last
         self.namespaces = namespaces
         timeout = watch_timeout_s
         self.handlers = [_KindHandler(self, k) for k in kinds_]
@@ -163,6 +177,15 @@ class KubeConfigSource(Reflectors):
                            for h in self.handlers]
         if namespaces is not None:
             namespaces.add_listener(self._namespaces_changed)
+
+    def note_status(self, key: ConfigKey, obj: dict[str, Any]) -> None:
+        status = obj.get("status") or {}
+        if not isinstance(status, dict):
+            status = {}
+        if self.statuses.get(key) != status:
+            self.statuses[key] = status
+            if self.on_status is not None:
+                self.on_status()
 
     def admits(self, namespace: str) -> bool:
         return self.namespaces is None or self.namespaces.admits(namespace)

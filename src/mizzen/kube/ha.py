@@ -4,9 +4,10 @@ per controller, so replicas may lead different ones.
 :class:`LeaderWork` owns the elections (created on first use, all in the control plane's namespace and all
 held by the same identity) and runs them until cancelled. The control plane adds the ``istio-ca-root-cert``
 publisher under :data:`~mizzen.kube.leader.NAMESPACE_CONTROLLER`; the webhooks' caBundle patcher belongs
-under :data:`~mizzen.kube.leader.VALIDATION_CONTROLLER` and status writes under
-:data:`~mizzen.kube.leader.STATUS_CONTROLLER` (``leader_work.add(election, name, coroutine_factory)``, before
-or after start).
+under :data:`~mizzen.kube.leader.VALIDATION_CONTROLLER`, the analysis messages in config objects' status
+(:mod:`mizzen.kube.status`) under :data:`~mizzen.kube.leader.ANALYZE_CONTROLLER`, and the distribution status
+would go under :data:`~mizzen.kube.leader.STATUS_CONTROLLER`
+(``leader_work.add(election, name, coroutine_factory)``, before or after start).
 """
 
 from __future__ import annotations

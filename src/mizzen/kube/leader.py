@@ -3,7 +3,8 @@
 
 One :class:`LeaderElection` is one Lease (Istio's election ids: :data:`NAMESPACE_CONTROLLER` for the
 ``istio-ca-root-cert`` publisher, :data:`VALIDATION_CONTROLLER` for the webhooks' caBundle patch,
-:data:`STATUS_CONTROLLER` for status writes), in the control plane's namespace, held by
+:data:`STATUS_CONTROLLER` for the ``Reconciled`` distribution status, :data:`ANALYZE_CONTROLLER` for the
+analysis messages written to config objects' status), in the control plane's namespace, held by
 :func:`holder_identity` (``$POD_NAME``, as istiod). The timing is Istio's: a lease of ``ttl`` (30 s;
 ``$MIZZEN_LEADER_ELECTION_TTL`` for tests), a renew deadline of ttl/2 and a retry period of ttl/4.
 
@@ -48,6 +49,7 @@ from mizzen.config.durations import parse_duration
 from mizzen.kube.rest import Object, call, status_of
 
 __all__ = [
+    "ANALYZE_CONTROLLER",
     "NAMESPACE_CONTROLLER",
     "STATUS_CONTROLLER",
     "TTL_ENV",
@@ -64,7 +66,8 @@ log = logging.getLogger(__name__)
 
 NAMESPACE_CONTROLLER = "istio-namespace-controller-election"
 VALIDATION_CONTROLLER = "istio-validation-controller-election"
-STATUS_CONTROLLER = "istio-status-leader"
+STATUS_CONTROLLER = "istio-status-leader"          # Istio's status distribution (PILOT_ENABLE_STATUS)
+ANALYZE_CONTROLLER = "istio-analyze-leader"        # Istio's in-cluster analysis (PILOT_ENABLE_ANALYSIS)
 TTL_ENV = "MIZZEN_LEADER_ELECTION_TTL"
 
 RunFunction = Callable[[], Coroutine[Any, Any, None]]
