@@ -167,6 +167,17 @@ class ControlPlaneClient:
             body = body.get("proxies") or body.get("items") or []
         return [p for p in body if isinstance(p, dict)] if isinstance(body, list) else []
 
+    def syncz_all(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every replica's proxies (``/debug/syncz?replicas=all``) and the peer replicas that did not
+        answer (a control plane without peers: its own proxies)."""
+        body = self._request("GET", "/debug/syncz?replicas=all")
+        if isinstance(body, list):   # an older control plane: its own proxies only
+            return [p for p in body if isinstance(p, dict)], []
+        proxies = body.get("proxies") if isinstance(body, Mapping) else None
+        silent = body.get("unanswered") if isinstance(body, Mapping) else None
+        return ([p for p in proxies if isinstance(p, dict)] if isinstance(proxies, list) else [],
+                [str(s) for s in silent] if isinstance(silent, list) else [])
+
     def workloads(self) -> list[dict[str, Any]]:
         body = self._request("GET", "/apis/workloads")
         return list(body.get("items") or []) if isinstance(body, Mapping) else []

@@ -67,10 +67,13 @@ def proxy_status(
         metavar="[PROXY]", help="Only this proxy (id, pod, prefix)")] = None,
     namespace: ProxyNamespace = None,
 ) -> None:
-    """Sync status of every connected proxy per xDS type (SYNCED, STALE, NACKED, NOT SENT); alias: ps."""
+    """Sync status of every connected proxy per xDS type (SYNCED, STALE, NACKED, NOT SENT); alias: ps.
+    With several control-plane replicas every replica's proxies are listed (the ISTIOD column)."""
     c = client(ctx)
     with api_call(c, "Fetching proxy status..."):
-        entries = c.syncz()
+        entries, silent = c.syncz_all()
+    for peer in silent:
+        echo_err(f"control-plane replica {peer} did not answer: its proxies are not listed")
     if proxy:
         pid = resolve(proxy, entries, namespace)
         entries = [e for e in entries if e.get("proxy") == pid]

@@ -101,16 +101,20 @@ def _type_status(t: Mapping[str, Any] | None) -> str:
 
 
 def status_table(entries: Sequence[Mapping[str, Any]]) -> str:
+    """One row per proxy; the ISTIOD column (the replica it is connected to, as istioctl's) when the
+    entries name one (a control plane on a cluster)."""
+    replicas = any(e.get("istiod") for e in entries)
     rows = []
     for e in sorted(entries, key=lambda e: proxy_name(str(e.get("proxy", "")))):
         types = e.get("types") or {}
         rows.append([
             proxy_name(str(e.get("proxy", ""))),
             *(_type_status(types.get(t)) for t in TYPES),
+            *([str(e.get("istiod") or "-")] if replicas else []),
             str(e.get("mtls") or "-"),
             human_age(e.get("connected_at")) if e.get("connected_at") else "-",
         ])
-    return format_table(["NAME", *TYPES, "MTLS", "CONNECTED"], rows)
+    return format_table(["NAME", *TYPES, *(["ISTIOD"] if replicas else []), "MTLS", "CONNECTED"], rows)
 
 
 def nack_lines(entries: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -545,10 +545,31 @@ class Api:
 
     # --- debug ----------------------------------------------------------------------------------------------
     async def syncz(self, request: web.Request) -> web.Response:
+        """This replica's proxies (a list); ``?replicas=all``: ``{"proxies": [...], "unanswered": [...]}``
+        with the other replicas' proxies too (each entry's ``istiod`` names its replica) and the peers that
+        did not answer."""
+        entries = self.syncz_entries()
+        if request.query.get("replicas") != "all":
+            return _json(entries)
+        hub = self.cp.proxy_debug
+        silent: list[str] = []
+        if hub is not None:
+            local = {str(e.get("proxy")) for e in entries}
+            others, silent = await hub.peer_syncz()
+            entries += sorted((e for e in others if str(e.get("proxy")) not in local),
+                              key=lambda e: str(e.get("proxy")))
+        return _json({"proxies": entries, "unanswered": silent})
+
+    def syncz_entries(self) -> list[dict[str, Any]]:
+        """The ``/debug/syncz`` entries of this replica (with its name as ``istiod`` on a cluster)."""
         entries = self.cp.status.to_dict()
+        hub = self.cp.proxy_debug
+        instance = hub.instance if hub is not None else ""
         for e in entries:
             e["mtls"] = self._inbound_mtls(str(e.get("proxy", "")))
-        return _json(entries)
+            if instance:
+                e["istiod"] = instance
+        return entries
 
     def _inbound_mtls(self, node: str) -> str:
         """The MTLS column: what the proxy's inbound listeners, as sent, accept (cached per LDS version)."""

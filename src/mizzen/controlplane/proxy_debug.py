@@ -20,6 +20,9 @@ HTTP (under the API guard):
 
 A pod with no connected channel is a 503 with one line saying so, unless a peer replica holds it
 (:mod:`.proxy_peers`: two or more replicas, each agent connected to one): then the request is forwarded there.
+The same peer call answers ``{"kind": "syncz"}`` with the peer's own ``/debug/syncz`` entries (each naming
+its replica, ``istiod``), so ``mizzen proxy-status`` asked of one replica lists the proxies of every
+replica, as istioctl asks every istiod (:meth:`ProxyDebugHub.peer_syncz`).
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class ProxyDebugHub:
         self._ids = itertools.count(1)
         self.peers: Peers | None = None                       # the other replicas (set on a cluster)
         self.peer_authenticator: PeerAuthenticator | None = None
+        self.instance = ""                                    # this replica's name (its pod), on a cluster
+        self.syncz: Callable[[], list[dict[str, Any]]] | None = None   # this replica's /debug/syncz entries
 
     def connected(self, namespace: str, pod: str) -> bool:
         return (namespace, pod) in self._sessions
@@ -107,6 +112,9 @@ class ProxyDebugHub:
         except (ValueError, KeyError, TypeError):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "want {namespace, pod, request}")
             raise AssertionError("unreachable") from None
+        if req.get("kind") == "syncz":
+            return json.dumps({"entries": self.syncz() if self.syncz is not None else [],
+                               "istiod": self.instance}).encode()
         if req.get("kind") not in ("admin", "logs"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown request kind")
         try:
@@ -205,6 +213,18 @@ class ProxyDebugHub:
             return await asyncio.wait_for(future, self.timeout_s)
         finally:
             session.pending.pop(rid, None)
+
+    async def peer_syncz(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The other replicas' ``/debug/syncz`` entries, and the peers that did not answer."""
+        if not self.peers:
+            return [], []
+        entries: list[dict[str, Any]] = []
+        answers, silent = await self.peers.ask_all({"kind": "syncz"})
+        for answer in answers:
+            got = answer.get("entries")
+            if isinstance(got, list):
+                entries.extend(e for e in got if isinstance(e, dict))
+        return entries, silent
 
     # --- the users' side (HTTP, behind the API guard) -------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:

@@ -18,6 +18,7 @@ only the read-only, allow-listed requests the debug channel carries.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -141,6 +142,29 @@ class Peers:
                 self.forwarded += 1
                 return answer
         return None
+
+    async def ask_all(self, request: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every peer's answer to a request about no pod (``{"kind": "syncz"}``), asked concurrently; and
+        the peers that gave none."""
+        payload = json.dumps({"namespace": "", "pod": "", "request": request}).encode()
+
+        async def one(target: str) -> dict[str, Any] | None:
+            call = self._channel(target).unary_unary(FORWARD_METHOD)
+            try:
+                answer = json.loads(await call(payload, timeout=self.timeout_s, metadata=(
+                    (AUTHORIZATION, f"Bearer {peer_token(self.key())}"),)))
+            except grpc.aio.AioRpcError as e:
+                log.info("%s from peer %s: %s %s", request.get("kind"), target, e.code().name, e.details())
+                return None
+            except ValueError:
+                log.info("%s from peer %s: not a JSON answer", request.get("kind"), target)
+                return None
+            return answer if isinstance(answer, dict) else None
+
+        targets = list(self.addresses())
+        results = await asyncio.gather(*(one(t) for t in targets))
+        answers = [a for a in results if a is not None]
+        return answers, [t for t, a in zip(targets, results, strict=True) if a is None]
 
     async def close(self) -> None:
         for channel in [*(c for _, c in self._channels.values()), *self._old]:

@@ -463,6 +463,7 @@ class ControlPlane:
                                   self_addresses=[self.xds_tls_address] if self.ads.tls_port else [])
 
         hub.peers = Peers(addresses, lambda: identity.ca.trust_bundle.pem, key)
+        hub.instance, hub.syncz = me, self.api.syncz_entries   # proxy-status across the replicas
         hub.peer_authenticator = PeerAuthenticator(key, Identity(ns, "istiod", identity.trust_domain))
 
     def _start_leader_work(self, api: ApiClient, identity: MeshIdentity) -> None:
