@@ -11,7 +11,8 @@ this module knows nothing of the analyzers) and writes each object's messages to
 
 through the ``/status`` subresource (a JSON merge patch, so ``spec`` and other status fields, like
 ``conditions``, are left alone) with a field manager naming the writer (``pilot-discovery/<pod>``).
-Messages that went away are cleared (the field removed). An object whose status already holds exactly the
+Messages that went away are cleared (the field removed; an emptied status is removed too, so no field
+manager keeps owning an empty ``status``). An object whose status already holds exactly the
 wanted messages (as the config source last read it: :attr:`KubeConfigSource.statuses`) is not written, so
 a round without changes writes nothing. Rounds are coalesced: a change marks the writer dirty and a round
 runs at most once per ``PILOT_ANALYSIS_INTERVAL`` (Istio's, 10 s by default, at least 1 s); writes within a
@@ -159,7 +160,10 @@ class AnalysisStatusWriter:
         return written
 
     async def _write(self, key: ConfigKey, path: str, messages: list[Object]) -> bool:
-        body: dict[str, Any] = {"status": {"validationMessages": messages or None}}
+        others = {k for k in self.statuses.get(key) or {} if k != "validationMessages"}
+        # cleared and nothing else in the status: the status goes, so no manager keeps owning an empty one
+        body: dict[str, Any] = {"status": {"validationMessages": messages} if messages else
+                                ({"validationMessages": None} if others else None)}
         query = urllib.parse.urlencode({"fieldManager": self.manager})
         try:
             obj = await call(self.api, "PATCH", f"{path}?{query}", body, content_type=MERGE_PATCH)
