@@ -5,7 +5,8 @@ leader: the survivor takes over, a namespace created afterwards gets its ConfigM
 and the Envoys keep their config throughout; a deleted or altered ConfigMap comes back; a stopped replica
 releases the Lease. ``proxy-config``/``logs -c istio-proxy`` asked of either replica reach a pod whose agent's
 debug channel is connected to the other (the replica asked forwards to its peer, found from istiod's
-EndpointSlices).
+EndpointSlices); ``proxy-status`` asked of either lists the proxies of both, each with its replica's name
+(the ISTIOD column), and after the kill names the dead replica as not answering.
 
 The replicas live in a namespace of this test (``POD_NAMESPACE``), not istio-system, so the Lease and the
 CA Secret are the test's own on the shared cluster."""
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -217,6 +219,10 @@ async def test_two_replicas_one_leader_shared_root_failover(kube_cluster: Any,
 
                 await debug_through_the_other_replica(kube_cluster, replicas, system_ns, app_ns, e_leader,
                                                       root_pem.decode(), Path(tmp), cluster_name)
+                connected = {e_leader.spec.name: leader.name, e_surv.spec.name: survivor.name}
+                for asked in replicas:
+                    await eventually(functools.partial(proxy_status_lists, asked, app_ns, connected),
+                                     timeout=20, interval=0.5)
 
                 # kill -9 the leader; a namespace created afterwards gets its ConfigMap from the survivor
                 os.kill(leader.proc.pid, signal.SIGKILL)
@@ -240,6 +246,8 @@ async def test_two_replicas_one_leader_shared_root_failover(kube_cluster: Any,
                       f"(lease {TTL:g}s, {checks} config checks)")
                 await published(later_ns)
                 assert await holder() == survivor.name
+                status = await proxy_status_lists(survivor, app_ns, {e_surv.spec.name: survivor.name})
+                assert f"{leader.xds_tls_port} did not answer" in status.stderr, status.output
                 stats = await e_surv.admin_get("/stats?filter=control_plane.connected_state")
                 assert "control_plane.connected_state: 1" in stats, stats
                 assert cluster_name in await e_surv.admin_get("/clusters")
@@ -259,6 +267,21 @@ async def test_two_replicas_one_leader_shared_root_failover(kube_cluster: Any,
         finally:
             for r in replicas:
                 stop(r)
+
+
+async def proxy_status_lists(asked: Replica, app_ns: str, connected: dict[str, str]) -> Any:
+    """``mizzen proxy-status`` asked of ``asked`` lists each proxy of ``connected`` (its name -> the replica
+    it is connected to) with that replica in the ISTIOD column; returns the CLI's result."""
+    token = (asked.state / "token").read_text().strip()
+    res = await asyncio.to_thread(CliRunner().invoke, app, ["--server", asked.http, "proxy-status"],
+                                  env={"MIZZEN_TOKEN": token})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines and "ISTIOD" in lines[0].split(), res.output
+    for proxy, replica in connected.items():
+        row = next((ln for ln in lines if ln.startswith(f"{proxy}.{app_ns}")), "")
+        assert replica in row.split(), res.output
+    return res
 
 
 ISTIOD_SLICE = """

@@ -1,18 +1,16 @@
-"""Leader-only status writes and proxy-status across two control-plane replicas, on the shared API server.
+"""Leader-only status writes across two control-plane replicas, on the shared real API server.
 
 Two replicas (``mizzen controlplane --kubeconfig``, ``PILOT_ENABLE_ANALYSIS=true``, a 1 s analysis interval)
 as test_kube_ha starts them: a VirtualService naming a Gateway that does not exist gets IST0101 in its
 ``status.validationMessages`` (Istio's AnalysisMessageBase shape), written through ``/status`` by the
 leader of ``istio-analyze-leader`` only (``managedFields``: only its field manager on the status); fixing the
 object clears it; kill -9 that leader: the other replica takes the Lease and writes the status of an object
-changed afterwards, under its own field manager only. ``mizzen proxy-status`` asked of one replica lists the
-proxies connected to either, with the replica's name (the ISTIOD column); a dead replica is named as not
-answering. Without a cluster: the message shape and the interval setting.
+changed afterwards, under its own field manager only. (proxy-status across the replicas is judged in
+test_kube_ha, which has a proxy connected to each.) Without a cluster: the message shape and the interval.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -23,17 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_kube_ha import SERVICE, envoy, kget, start_replica, stop, wait_ports
-from typer.testing import CliRunner
+from test_kube_ha import SERVICE, kget, start_replica, stop, wait_ports
 
 from harness import eventually
-from mizzen.cli.main import app
 from mizzen.config.errors import Severity
 from mizzen.config.model import ConfigKey
 from mizzen.kube.leader import ANALYZE_CONTROLLER, Timing
 from mizzen.kube.status import DOC_PREFIX, Finding, analysis_interval, field_manager, validation_messages
 
-TTL = 4.0
+TTL = 6.0   # as test_kube_ha: a shorter lease flaps on a loaded machine
 IST0101 = {"documentationUrl": f"{DOC_PREFIX}/ist0101/", "level": "ERROR",
            "type": {"code": "IST0101", "name": "ReferencedResourceNotFound"}}
 BAD_VS = """
@@ -46,16 +42,6 @@ spec:
   http: [{route: [{destination: {host: ha-svc}}]}]
 """
 GOOD_VS = BAD_VS.replace("  gateways: [nogw]\n", "")
-ISTIOD_SLICE = """
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: NAME
-  labels: {kubernetes.io/service-name: istiod, endpointslice.kubernetes.io/managed-by: mizzen-test}
-addressType: IPv4
-ports: [{name: https-dns, port: PORT, protocol: TCP}]
-endpoints: [{addresses: [HOST], conditions: {ready: true}, targetRef: {kind: Pod, name: NAME}}]
-"""
 
 
 def test_validation_messages_shape_and_interval(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,8 +67,7 @@ def status_managers(obj: dict[str, Any]) -> set[str]:
 
 
 @pytest.mark.e2e
-async def test_analysis_status_leader_only_and_proxy_status(kube_cluster: Any, monkeypatch: pytest.MonkeyPatch
-                                                            ) -> None:
+async def test_analysis_status_leader_only(kube_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     t_start = time.monotonic()
     tag = secrets.token_hex(3)
     system_ns, app_ns = f"kst-sys-{tag}", f"kst-app-{tag}"
@@ -127,7 +112,7 @@ async def test_analysis_status_leader_only_and_proxy_status(kube_cluster: Any, m
                 async def cleared() -> None:
                     obj = vs()
                     assert not (obj.get("status") or {}).get("validationMessages"), obj.get("status")
-                    assert status_managers(obj) <= {field_manager(leader.name)}
+                    assert status_managers(obj) == set(), obj["metadata"]["managedFields"]   # status removed
 
                 # a VirtualService naming a Gateway that does not exist: IST0101 from the leader only
                 kube_cluster.kubectl("apply", "-n", app_ns, "-f", "-", stdin=BAD_VS.replace("NAME", "bad"))
@@ -135,8 +120,6 @@ async def test_analysis_status_leader_only_and_proxy_status(kube_cluster: Any, m
                 # fixed: the message is cleared
                 kube_cluster.kubectl("apply", "-n", app_ns, "-f", "-", stdin=GOOD_VS.replace("NAME", "bad"))
                 await eventually(cleared, timeout=15, interval=0.2)
-
-                await proxy_status_across(kube_cluster, replicas, system_ns, app_ns, host)
 
                 # kill -9 the leader; the survivor takes the Lease and writes the status of an object changed
                 # afterwards, under its own field manager only
@@ -149,13 +132,6 @@ async def test_analysis_status_leader_only_and_proxy_status(kube_cluster: Any, m
                 t = Timing.from_ttl(TTL)
                 assert took < t.lease_duration_s + 2.4 * t.retry_period_s + 3.0, took
                 assert await holder() == survivor.name
-
-                # the survivor's proxy-status names the dead replica as not answering
-                api_token = (survivor.state / "token").read_text().strip()
-                res = await asyncio.to_thread(CliRunner().invoke, app, ["--server", survivor.http,
-                                              "proxy-status"], env={"MIZZEN_TOKEN": api_token})
-                assert res.exit_code == 0, res.output
-                assert "did not answer" in res.stderr, res.output
                 print(f"status failover: {took:.1f}s after kill -9 (lease {TTL:g}s); "
                       f"test {time.monotonic() - t_start:.1f}s")
             finally:
@@ -164,32 +140,3 @@ async def test_analysis_status_leader_only_and_proxy_status(kube_cluster: Any, m
     finally:
         for ns in made:
             kube_cluster.kubectl("delete", "namespace", ns, "--wait=false")
-
-
-async def proxy_status_across(cluster: Any, replicas: list[Any], system_ns: str, app_ns: str,
-                              host: str) -> None:
-    """One Envoy connected to each replica; ``proxy-status`` asked of either lists both, each with the name
-    of its replica (the peers are found in istiod's EndpointSlices)."""
-    cluster.kubectl("apply", "-n", system_ns, "-f", "-", stdin=(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: istiod}\n"
-        "spec: {ports: [{name: https-dns, port: 15012}]}\n"))
-    for r in replicas:
-        doc = ISTIOD_SLICE.replace("NAME", r.name).replace("PORT", str(r.xds_tls_port)).replace("HOST", host)
-        cluster.kubectl("apply", "-n", system_ns, "-f", "-", stdin=doc)
-    a, b = replicas
-    async with envoy(app_ns, host, a.xds_port) as e_a, envoy(app_ns, host, b.xds_port) as e_b:
-        names = {e_a.spec.name: a.name, e_b.spec.name: b.name}
-        for asked in replicas:
-            token = (asked.state / "token").read_text().strip()
-
-            async def listed(asked: Any = asked, token: str = token) -> None:
-                res = await asyncio.to_thread(CliRunner().invoke, app, ["--server", asked.http,
-                                              "proxy-status"], env={"MIZZEN_TOKEN": token})
-                assert res.exit_code == 0, res.output
-                lines = res.stdout.splitlines()
-                assert "ISTIOD" in lines[0].split(), res.stdout
-                for proxy, replica in names.items():
-                    row = next((ln for ln in lines if ln.startswith(f"{proxy}.{app_ns}")), "")
-                    assert replica in row.split(), res.stdout
-
-            await eventually(listed, timeout=20, interval=0.5)
