@@ -263,3 +263,15 @@ def test_install_without_cluster_or_purge_is_one_line(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "--purge" in r.stderr
     r = CliRunner().invoke(app, ["install", "--set", "meshConfig.x=1", "-y"])
     assert r.exit_code == 1 and r.stderr.strip() == "error: --set: spec.meshConfig.x: unknown field"
+
+
+def test_enable_analysis_sets_istiods_env() -> None:
+    """values.global.istiod.enableAnalysis -> PILOT_ENABLE_ANALYSIS (off in every profile, as in Istio)."""
+    def env(*args: str) -> dict[str, str]:
+        container = find(generate(*NO_BASE, *args), "Deployment", "istiod")["spec"]["template"]["spec"][
+            "containers"][0]
+        return {e["name"]: e.get("value", "") for e in container["env"]}
+
+    for profile in ("default", "demo", "minimal"):
+        assert env("--set", f"profile={profile}")["PILOT_ENABLE_ANALYSIS"] == "false"
+    assert env("--set", "values.global.istiod.enableAnalysis=true")["PILOT_ENABLE_ANALYSIS"] == "true"

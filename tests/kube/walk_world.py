@@ -31,8 +31,9 @@ SYSTEM_NS = "istio-system"
 LEASE_TTL_S = 6   # $MIZZEN_LEADER_ELECTION_TTL for the installed istiod replicas (Istio's default is 30 s)
 # what the walk gives `mizzen install`: two istiod replicas with a short Lease; one Envoy worker per proxy
 # (two cores are shared by the whole test run, and ROUND_ROBIN is per worker); a short drain on deletion
+# and the analyzers' messages in the config objects' status (Istio's global.istiod.enableAnalysis)
 INSTALL_SETS = ("values.pilot.replicaCount=2", f"values.pilot.env.MIZZEN_LEADER_ELECTION_TTL={LEASE_TTL_S}s",
-                "meshConfig.defaultConfig.concurrency=1",
+                "values.global.istiod.enableAnalysis=true", "meshConfig.defaultConfig.concurrency=1",
                 "meshConfig.defaultConfig.terminationDrainDuration=2s")
 
 

@@ -338,6 +338,7 @@ def _pilot(spec: Obj, ns: str) -> Component:
                            "periodSeconds": 3, "timeoutSeconds": 5},
         "env": [*_pod_env(), {"name": "REVISION", "value": "default"},
                 {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
+                *_analysis_env(spec, pilot_values),
                 *[{"name": k, "value": str(v)} for k, v in sorted((pilot_values.get("env") or {}).items())]],
         "volumeMounts": [{"name": "local-certs", "mountPath": "/var/lib/istio/data"}],
     }
@@ -350,6 +351,16 @@ def _pilot(spec: Obj, ns: str) -> Component:
         c.objects.extend(_validating_webhooks(ns, default_only=False))
     c.objects.append(_injection_webhook(ns))
     return c
+
+
+def _analysis_env(spec: Obj, pilot_values: Obj) -> list[Obj]:
+    """Istio's ``values.global.istiod.enableAnalysis`` -> ``PILOT_ENABLE_ANALYSIS`` (analysis messages in the
+    config objects' status, :mod:`mizzen.kube.status`); off by default, as in every Istio profile."""
+    if "PILOT_ENABLE_ANALYSIS" in (pilot_values.get("env") or {}):
+        return []
+    istiod = (((spec.get("values") or {}).get("global") or {}).get("istiod") or {})
+    enabled = str(istiod.get("enableAnalysis", False)).lower() == "true"
+    return [{"name": "PILOT_ENABLE_ANALYSIS", "value": "true" if enabled else "false"}]
 
 
 def _log_level(level: str) -> str:
