@@ -647,6 +647,12 @@ class Api:
     def _analyze(self, candidates: Sequence[Config], per_object: bool = True) -> list[AnalysisIssue]:
         """Analyzer messages over the stored config with ``candidates`` applied on top (a what-if). Gateways
         may select the registered workloads and the connected gateway proxies."""
+        return self._analysis(candidates, per_object)()
+
+    def _analysis(self, candidates: Sequence[Config], per_object: bool = True
+                  ) -> Callable[[], list[AnalysisIssue]]:
+        """:meth:`_analyze` in two steps: its inputs gathered now (the loop's live state), the analyzers run
+        when the returned function is called (pure over those snapshots, so it may run in a thread)."""
         from mizzen.analysis import analyze, merge
         from mizzen.registry.registry import build_snapshot
 
@@ -667,12 +673,13 @@ class Api:
         gateway_workloads += [Workload(name=p.workload_name or p.id, namespace=p.namespace, address=p.ip,
                                        labels=dict(p.labels))
                               for p in self.cp.pusher.proxies.values() if p.is_gateway]
-        return list(analyze(snapshot, registry, mesh, gateway_workloads=gateway_workloads,
-                            per_object=per_object))
+        return lambda: list(analyze(snapshot, registry, mesh, gateway_workloads=gateway_workloads,
+                                    per_object=per_object))
 
-    def analysis(self) -> list[AnalysisIssue]:
-        """Every analyzer message about the stored config and the live registry (the status writer's)."""
-        return self._analyze(())
+    async def analysis(self) -> list[AnalysisIssue]:
+        """Every analyzer message about the stored config and the live registry (the status writer's): the
+        analyzers run in a thread, so a large config does not hold up the event loop (xDS, the API)."""
+        return await asyncio.to_thread(self._analysis(()))
 
     def _analysis_warnings(self, configs: Sequence[Config]) -> list[Issue]:
         """The analyzer messages about the objects being applied, as warnings (Info-level ones left to

@@ -590,9 +590,9 @@ class ControlPlane:
         if not analysis_enabled() or source is None:
             return
 
-        def findings() -> list[Finding]:
+        async def findings() -> list[Finding]:
             return [Finding(i.kind, i.namespace, i.name, i.code, CODES.get(i.code, ("", None))[0], i.severity)
-                    for i in self.api.analysis() if i.code]
+                    for i in await self.api.analysis() if i.code]
 
         writer = self.status_writer = AnalysisStatusWriter(
             api, source.statuses, lambda: [c.key for c in self.store.snapshot()], findings,

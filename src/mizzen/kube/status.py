@@ -2,8 +2,8 @@
 value ``global.istiod.enableAnalysis``): leader-only work, under the Lease ``istio-analyze-leader``
 (:data:`~mizzen.kube.leader.ANALYZE_CONTROLLER`, Istio's ``pkg/config/analysis/incluster`` controller).
 
-The leader runs the analyzers over the cluster's config (a callable handing back :class:`Finding`\\ s, so
-this module knows nothing of the analyzers) and writes each object's messages to its
+The leader runs the analyzers over the cluster's config (an async callable handing back
+:class:`Finding`\\ s, so this module knows nothing of the analyzers) and writes each object's messages to its
 ``status.validationMessages`` in Istio's ``AnalysisMessageBase`` shape::
 
     {"documentationUrl": "https://istio.io/latest/docs/reference/config/analysis/ist0101/",
@@ -25,7 +25,7 @@ import asyncio
 import logging
 import os
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,8 +111,9 @@ class AnalysisStatusWriter:
     (and Mizzen stores) to its ``status`` as last read; the writer updates it with what it wrote."""
 
     def __init__(self, api: client.ApiClient, statuses: dict[ConfigKey, Object],
-                 stored: Callable[[], Iterable[ConfigKey]], analyze: Callable[[], Sequence[Finding]],
-                 manager: str, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+                 stored: Callable[[], Iterable[ConfigKey]],
+                 analyze: Callable[[], Awaitable[Sequence[Finding]]], manager: str,
+                 interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self.api = api
         self.statuses = statuses
         self.stored = stored
@@ -144,7 +145,7 @@ class AnalysisStatusWriter:
     async def round(self) -> int:
         """One analysis and the writes it needs; returns how many objects were written."""
         self.rounds += 1
-        want = validation_messages(self.analyze())
+        want = validation_messages(await self.analyze())
         written = 0
         for key in sorted(set(self.stored()), key=lambda k: (k.kind, k.namespace, k.name)):
             path = _status_path(key)
