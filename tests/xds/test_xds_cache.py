@@ -285,3 +285,50 @@ def test_set_types_replaces_only_the_given_types_for_many_nodes_sharing_one_cont
     assert a.of(ENDPOINT) is b.of(ENDPOINT)                                  # packed once, shared
     assert cache.resources("b", ENDPOINT)[first] is changed[first]
     assert cache.memo_stats()["overlays"] >= 1                               # a small overlay, not a copy
+
+
+def test_the_pack_digest_is_blake2b_and_keeps_the_gil() -> None:
+    """The digest of a packed resource is blake2b of its bytes (as before), computed without releasing the
+    GIL: with no forced switches (a long switch interval), a thread waiting for the GIL does not run during
+    it, while it does during hashlib's one-shot hash of the same bytes (which releases it)."""
+    import hashlib
+    import threading
+    import time
+
+    from mizzen.xds.cache import digest_holding_gil
+
+    for n in (0, 1, 2046, 2047, 2048, 4095, 4096, 100_003):
+        data = os.urandom(n)
+        assert digest_holding_gil(data) == hashlib.blake2b(data, digest_size=16).digest()
+
+    data = os.urandom(32 << 20)
+    ticks = [0]
+    stop = threading.Event()
+
+    def other() -> None:
+        while not stop.is_set():
+            ticks[0] += 1
+            time.sleep(0.0001)   # releases the GIL; wants it back 0.1 ms later
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    thread = threading.Thread(target=other, daemon=True)
+    try:
+        thread.start()
+        time.sleep(0.01)
+        before = ticks[0]
+        digest_holding_gil(data)
+        held = ticks[0] - before
+        released = 0
+        for _ in range(5):   # the control: hashlib's one-shot hash lets the waiting thread run
+            before = ticks[0]
+            hashlib.blake2b(data, digest_size=16).digest()
+            released = ticks[0] - before
+            if released:
+                break
+    finally:
+        stop.set()
+        sys.setswitchinterval(interval)
+        thread.join()
+    assert held == 0
+    assert released > 0

@@ -10,7 +10,7 @@ worker answers with each object's stored JSON and content hash; the objects are 
 of a few milliseconds. Each object's field -> line map (most of its stored JSON: ~200 entries for a
 VirtualService of 20 routes) is not parsed then: :class:`LazyLines` reads it from the stored JSON on first
 use (only a message about the object needs it), which cuts the rebuild's CPU on the event loop and the
-memory the objects hold.
+memory the objects hold. Each object's field index (:meth:`Config.spec_fields`) is built in those slices too.
 """
 
 from __future__ import annotations
@@ -130,6 +130,9 @@ async def unpack(prepared: Prepared, slice_s: float = SLICE_S) -> LoadResult:
             object.__setattr__(config, "lines", LazyLines(raw, lines_at, len(raw) - len(_LINES_TAIL)))
         object.__setattr__(config, "_content_hash", digest)   # the caches Config.content_hash and
         object.__setattr__(config, "_record_json", raw)       # record_json keep (same content)
+        # the field index the first push after the apply reads (PushContext.uses_field): built here, in these
+        # slices, not by that push for every new object in one stretch (~70 ms for 1,000 objects)
+        config.spec_fields()
         configs.append(config)
     return LoadResult(configs, prepared.errors, prepared.warnings)
 
