@@ -8,7 +8,7 @@ import pickle
 from mizzen.config.loader import load_texts
 from mizzen.config.model import Config
 from mizzen.config.validation import line_of
-from mizzen.controlplane.parse_worker import LazyLines, load_prepared, unpack
+from mizzen.controlplane.parse_worker import LazyLines, Prepared, load_prepared, unpack
 from mizzen.controlplane.persist import record_json
 
 VS = """apiVersion: networking.istio.io/v1
@@ -58,12 +58,15 @@ async def test_a_record_whose_lines_are_not_at_the_end_is_parsed_whole() -> None
     assert type(config.lines) is dict and config.lines == dict(loaded.lines) and config == loaded
 
 
-async def test_unpacked_objects_carry_their_field_index_built_in_the_slices() -> None:
+async def test_unpacked_objects_carry_their_field_index_from_the_worker() -> None:
     """The first push after a big apply reads every new object's field index (PushContext.uses_field): the
-    rebuild makes it, in its slices, so that push does not build 1,000 of them in one stretch."""
+    worker builds it and the rebuild sets it (or, from an answer without it, builds it in its slices), so
+    the event loop does not walk 1,000 specs in one stretch."""
     text = "---\n".join(VS.format(i=i) for i in range(3))
     prepared = load_prepared([(text, "many.yaml")], "bookinfo", 10)
-    for config in (await unpack(prepared)).configs:
+    assert len(prepared.fields) == 3
+    without = Prepared(prepared.records, prepared.errors, prepared.warnings)
+    for config in [*(await unpack(prepared)).configs, *(await unpack(without)).configs]:
         cached = config.__dict__.get("_spec_fields")
         assert cached is not None
         assert {"hosts", "http", "match", "uri", "prefix", "route", "destination", "weight"} <= cached
@@ -71,3 +74,6 @@ async def test_unpacked_objects_carry_their_field_index_built_in_the_slices() ->
         assert "_spec_fields" not in fresh.__dict__ and fresh.spec_fields() == cached
         # kept across the store's re-stamping of the creation time
         assert config.with_created(1.0).__dict__.get("_spec_fields") is cached
+    # what the worker sent is what the object carries (not walked again on the loop)
+    prepared.fields[0] = b'["sent-by-the-worker"]'
+    assert (await unpack(prepared)).configs[0].spec_fields() == {"sent-by-the-worker"}

@@ -10,7 +10,8 @@ worker answers with each object's stored JSON and content hash; the objects are 
 of a few milliseconds. Each object's field -> line map (most of its stored JSON: ~200 entries for a
 VirtualService of 20 routes) is not parsed then: :class:`LazyLines` reads it from the stored JSON on first
 use (only a message about the object needs it), which cuts the rebuild's CPU on the event loop and the
-memory the objects hold. Each object's field index (:meth:`Config.spec_fields`) is built in those slices too.
+memory the objects hold. Each object's field index (:meth:`Config.spec_fields`, which the first push after the
+apply reads for every new object: ~170 ms of walking 1,000 specs) is built by the worker too and sent along.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mizzen.config.errors import Issue
 from mizzen.config.loader import LoadResult, TooManyObjects, load_texts
@@ -59,6 +60,8 @@ class Prepared:
     records: list[tuple[bytes, str, int]]
     errors: list[Issue]
     warnings: list[Issue]
+    # per record: its spec's field names (Config.spec_fields) as a JSON list; empty: computed when rebuilt
+    fields: list[bytes] = field(default_factory=list)
 
 
 _LINES_TAIL = b"}}"   # the stored JSON ends with the lines map, closing "mizzen" and the record
@@ -108,18 +111,21 @@ def load_prepared(docs: Sequence[tuple[str, str]], namespace: str | None, max_ob
     """:func:`load_texts` in the worker process, the objects serialized as the store will persist them."""
     result = load_texts(docs, namespace, max_objects)
     records = []
+    fields = []
     for c in result.configs:
         raw = record_json(c)
         records.append((raw, c.content_hash(), _lines_offset(raw, c.lines)))
-    return Prepared(records, result.errors, result.warnings)
+        fields.append(json.dumps(sorted(c.spec_fields())).encode())
+    return Prepared(records, result.errors, result.warnings, fields)
 
 
 async def unpack(prepared: Prepared, slice_s: float = SLICE_S) -> LoadResult:
     """The objects back from their JSON, yielding to the event loop whenever a stretch took ``slice_s``
     (their ``lines`` left unparsed: :class:`LazyLines`)."""
     configs: list[Config] = []
+    fields = prepared.fields if len(prepared.fields) == len(prepared.records) else None
     t0 = time.monotonic()
-    for raw, digest, lines_at in prepared.records:
+    for i, (raw, digest, lines_at) in enumerate(prepared.records):
         if time.monotonic() - t0 > slice_s:
             await asyncio.sleep(0)
             t0 = time.monotonic()
@@ -130,9 +136,10 @@ async def unpack(prepared: Prepared, slice_s: float = SLICE_S) -> LoadResult:
             object.__setattr__(config, "lines", LazyLines(raw, lines_at, len(raw) - len(_LINES_TAIL)))
         object.__setattr__(config, "_content_hash", digest)   # the caches Config.content_hash and
         object.__setattr__(config, "_record_json", raw)       # record_json keep (same content)
-        # the field index the first push after the apply reads (PushContext.uses_field): built here, in these
-        # slices, not by that push for every new object in one stretch (~70 ms for 1,000 objects)
-        config.spec_fields()
+        if fields is not None:   # the field index the first push after the apply reads, from the worker
+            object.__setattr__(config, "_spec_fields", frozenset(json.loads(fields[i])))
+        else:
+            config.spec_fields()
         configs.append(config)
     return LoadResult(configs, prepared.errors, prepared.warnings)
 
