@@ -22,7 +22,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -119,15 +119,20 @@ def load_prepared(docs: Sequence[tuple[str, str]], namespace: str | None, max_ob
     return Prepared(records, result.errors, result.warnings, fields)
 
 
-async def unpack(prepared: Prepared, slice_s: float = SLICE_S) -> LoadResult:
-    """The objects back from their JSON, yielding to the event loop whenever a stretch took ``slice_s``
-    (their ``lines`` left unparsed: :class:`LazyLines`)."""
+async def _yield() -> None:
+    await asyncio.sleep(0)
+
+
+async def unpack(prepared: Prepared, slice_s: float = SLICE_S,
+                 pause: Callable[[], Awaitable[None]] = _yield) -> LoadResult:
+    """The objects back from their JSON, calling ``pause`` (default: a yield to the event loop) whenever a
+    stretch took ``slice_s`` (their ``lines`` left unparsed: :class:`LazyLines`)."""
     configs: list[Config] = []
     fields = prepared.fields if len(prepared.fields) == len(prepared.records) else None
     t0 = time.monotonic()
     for i, (raw, digest, lines_at) in enumerate(prepared.records):
         if time.monotonic() - t0 > slice_s:
-            await asyncio.sleep(0)
+            await pause()
             t0 = time.monotonic()
         if lines_at < 0:
             config = record_to_config(json.loads(raw))
@@ -154,6 +159,8 @@ class ParsePool:
     def __init__(self, inline_max_bytes: int = INLINE_MAX_BYTES) -> None:
         self.inline_max_bytes = inline_max_bytes
         self._pool: ProcessPoolExecutor | None = None
+        # how the rebuild yields between its slices (the control plane's: Pusher.make_way)
+        self.pause: Callable[[], Awaitable[None]] = _yield
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -172,7 +179,7 @@ class ParsePool:
             try:
                 prepared = await loop.run_in_executor(self._executor(), load_prepared, list(docs), namespace,
                                                       max_objects)
-                return await unpack(prepared)
+                return await unpack(prepared, pause=self.pause)
             except RuntimeError as e:
                 if "bootstrapping phase" not in str(e):
                     raise

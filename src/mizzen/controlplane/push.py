@@ -10,6 +10,7 @@ for one proxy is logged and recorded (``/debug/push_status``) and that proxy kee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -48,6 +49,7 @@ YIELD_EVERY = 20   # proxies generated between yields to the event loop (at most
 # written (and their Envoys apply them, on other cores) while the rest are generated
 YIELD_AFTER_S = 0.002
 SLICE_S = 0.005    # longest stretch of scope checks between two yields to the event loop
+MAKE_WAY_MAX_S = 0.5   # longest a slice of background work waits for a running push (see make_way)
 
 
 def iso(t: float | None) -> str | None:
@@ -341,6 +343,22 @@ class Pusher:
                 for p in members:
                     done += self._generate(p, push, [CLUSTER, ENDPOINT])
         return done
+
+    @property
+    def pushing(self) -> bool:
+        """Whether a push is running (generating into the cache)."""
+        return self._lock.locked()
+
+    async def make_way(self) -> None:
+        """Between two slices of background work on the event loop (a large apply's rebuild and staging):
+        yield, and while a push is running wait for it to end (at most ``MAKE_WAY_MAX_S``), so a push is
+        not stretched by taking turns with that work: an unrelated change reaches the proxies as fast during
+        a large apply as alone. The work then goes on; at worst it waits one push per slice."""
+        await asyncio.sleep(0)
+        if self._lock.locked():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MAKE_WAY_MAX_S):
+                    await self._pushed.wait()
 
     def pushed_event(self) -> asyncio.Event:
         """Set after the next completed push."""

@@ -234,6 +234,8 @@ class ControlPlane:
         self.sessions = Sessions()
         self.api = Api(self, loader, Guard(self.token, self._served, hint=where, session_cookie=COOKIE,
                                            session_valid=self.sessions.valid))
+        # a large apply's rebuild and staging on the loop let a running push finish before their next slice
+        self.store.pause = self.api.parser.pause = self.pusher.make_way
         self.console = Console(self.sessions, self._addons)
         if self.proxy_debug is not None:
             self.api.add_routes(self.proxy_debug.routes())

@@ -24,7 +24,7 @@ import builtins
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +94,10 @@ STAGE_SLICE_S = 0.005   # apply_async stages for at most this long between two y
 _STAGE_STEP = 20        # objects staged between two looks at the clock
 
 
+async def _yield() -> None:
+    await asyncio.sleep(0)
+
+
 @dataclass
 class _Staged:
     """A staged apply: its results, the objects that change, the new last creation time, its warnings, and
@@ -133,6 +137,9 @@ class ConfigStore:
         self._checks = checks   # policy beyond validation, run on every apply (also a prevalidated one)
         self._clock = clock
         self.stage_slice_s = stage_slice_s   # apply_async's longest stretch of staging between yields
+        # how apply_async yields between its slices (the control plane's: Pusher.make_way, which also lets
+        # a running push finish first)
+        self.pause: Callable[[], Awaitable[None]] = _yield
         self._objects: dict[ConfigKey, Config] = {}
         self._snapshot: ConfigSnapshot | None = None
         self._listeners: list[Listener] = []
@@ -416,7 +423,7 @@ class ConfigStore:
                 staged: _Staged = done.value
                 break
             if time.monotonic() - t0 >= self.stage_slice_s:
-                await asyncio.sleep(0)
+                await self.pause()
                 t0 = time.monotonic()
         if staged.base_last_created != self._pending_last_created() or any(
                 self._view_get(k) is not old for k, old in staged.seen.items()):
