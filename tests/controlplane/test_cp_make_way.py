@@ -30,7 +30,7 @@ spec:
   - route: [{{destination: {{host: bulk-{i}.bulk.svc.cluster.local}}}}]
 """
 
-PROXIES = 3 * push_module.YIELD_EVERY   # the push yields to the loop at least twice while generating
+PROXIES = 5 * push_module.YIELD_EVERY   # the push yields to the loop at least four times while generating
 
 
 def world(log: list[str]) -> Pusher:
@@ -42,7 +42,7 @@ def world(log: list[str]) -> Pusher:
                     generator)
     for i in range(PROXIES):
         name = f"app-{i}"
-        pusher.connect(node_id(ProxyType.SIDECAR, f"10.9.1.{i + 1}", name, "default"),
+        pusher.connect(node_id(ProxyType.SIDECAR, f"10.9.{1 + i // 200}.{1 + i % 200}", name, "default"),
                        {Meta.NAMESPACE: "default", Meta.WORKLOAD_NAME: name})
     log.clear()
     return pusher
