@@ -301,7 +301,7 @@ def test_the_pack_digest_is_blake2b_and_keeps_the_gil() -> None:
         data = os.urandom(n)
         assert digest_holding_gil(data) == hashlib.blake2b(data, digest_size=16).digest()
 
-    data = os.urandom(32 << 20)
+    data = os.urandom(8 << 20)
     ticks = [0]
     stop = threading.Event()
 
@@ -311,7 +311,7 @@ def test_the_pack_digest_is_blake2b_and_keeps_the_gil() -> None:
             time.sleep(0.0001)   # releases the GIL; wants it back 0.1 ms later
 
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(100.0)
+    sys.setswitchinterval(5.0)   # longer than the hash takes, short enough if anything else holds the GIL
     thread = threading.Thread(target=other, daemon=True)
     try:
         thread.start()
