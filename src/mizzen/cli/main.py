@@ -1,17 +1,13 @@
 """The ``mizzen`` typer app: global ``--server`` option and the command table.
 
-Console script entry point (pyproject): ``mizzen = "mizzen.cli.main:main"``. Commands live in sibling modules
+The console script (pyproject: ``mizzen = "mizzen.cli.entry:main"``) runs a listed command from an app holding
+only that command (:mod:`.entry`); this full app answers everything else. Commands live in sibling modules
 (:mod:`.resources`, :mod:`.analyze`, :mod:`.proxy`, :mod:`.convert`, :mod:`.runtime`, :mod:`.contexts`, ...);
 this module only wires them. :mod:`.framework` gives every command the same help style and error handling.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
-from mizzen.auth.token import TOKEN_FILE_ENV
 from mizzen.cli import (
     analyze,
     authz,
@@ -31,36 +27,11 @@ from mizzen.cli import (
     runtime,
     simulate,
 )
-from mizzen.cli.common import Options
-from mizzen.client import DEFAULT_SERVER, SERVER_ENV
+from mizzen.cli.entry import new_app
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
-    name="mizzen",
-    help="Mizzen: a service mesh that speaks Istio's YAML and drives Envoy.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-@app.callback()
-def _global(
-    ctx: typer.Context,
-    server: Annotated[str | None, typer.Option(
-        "--server", "-s", envvar=SERVER_ENV, metavar="URL",
-        show_default=f"the current context's server, else {DEFAULT_SERVER}",
-        help="Control-plane HTTP API address")] = None,
-    token_file: Annotated[str | None, typer.Option(
-        "--token-file", envvar=TOKEN_FILE_ENV, metavar="FILE",
-        show_default="$MIZZEN_TOKEN, else $MIZZEN_STATE_DIR/token or ~/.local/state/mizzen/token",
-        help="The control plane's API token file")] = None,
-) -> None:
-    ctx.obj = Options(server=server, token_file=token_file)
-
-
+app = new_app()
 app.command("apply")(resources.apply)
 app.command("delete")(resources.delete)
 app.add_typer(create.app, name="create")
@@ -94,13 +65,7 @@ framework.finish(app)
 
 
 def main() -> None:
-    import sys
+    """The entry point of console scripts installed before :mod:`.entry` took the job over."""
+    from mizzen.cli import entry
 
-    # pilot-agent's `proxy sidecar`, `istio-iptables` and `wait` (the proxyv2 image's entrypoint)
-    if len(sys.argv) > 2 and sys.argv[1] == "agent":
-        from mizzen.agent import pilot
-
-        if sys.argv[2] in pilot.SUBCOMMANDS:
-            raise SystemExit(pilot.main(sys.argv[2:]))
-    framework.enable_completion()
-    app(prog_name="mizzen")
+    entry.main()
