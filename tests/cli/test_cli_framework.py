@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,13 +65,14 @@ def test_n_means_namespace_in_every_command() -> None:
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_bash_completion_completes_subcommands_and_options() -> None:
+def test_bash_completion_completes_subcommands_and_options(tmp_path: Path) -> None:
     script = run_cli("completion", "bash")
     assert script.returncode == 0 and "_MIZZEN_COMPLETE=complete_bash" in script.stdout, script.stderr
+    (tmp_path / "mizzen.bash").write_text(script.stdout)   # what `source <(mizzen completion bash)` sources
     env = {**os.environ, "PATH": f"{os.path.dirname(MIZZEN)}:{os.environ.get('PATH', '')}"}
 
     def complete(words: str) -> list[str]:
-        line = f"""source <(mizzen completion bash)
+        line = f"""source {tmp_path / "mizzen.bash"}
 COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))
 _mizzen_completion mizzen
 printf '%s\\n' "${{COMPREPLY[@]}}"
@@ -79,16 +82,20 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.split()
 
-    top = complete('mizzen ""')
+    # each completion and each script is a `mizzen` process of its own: run them side by side
+    with ThreadPoolExecutor(4) as pool:
+        completions = pool.map(
+            complete, ['mizzen ""', "mizzen proxy-c", 'mizzen proxy-config ""', "mizzen get --all"])
+        scripts = pool.map(lambda shell: run_cli("completion", shell), ("zsh", "fish", "tcsh"))
+        (top, proxy_c, proxy_config, get_all), shells = list(completions), list(scripts)
     want = {"apply", "get", "proxy-config", "proxy-status", "demo", "load", "config", "completion"}
     assert want <= set(top), top
-    assert complete("mizzen proxy-c") == ["proxy-config"]
-    assert {"clusters", "routes", "listeners", "endpoints"} <= set(complete('mizzen proxy-config ""'))
-    assert "--all-namespaces" in complete("mizzen get --all")
-    for shell in ("zsh", "fish"):
-        proc = run_cli("completion", shell)
+    assert proxy_c == ["proxy-config"]
+    assert {"clusters", "routes", "listeners", "endpoints"} <= set(proxy_config)
+    assert "--all-namespaces" in get_all
+    for shell, proc in zip(("zsh", "fish"), shells, strict=False):
         assert proc.returncode == 0 and "_MIZZEN_COMPLETE=complete_" + shell in proc.stdout, proc.stdout
-    proc = run_cli("completion", "tcsh")
+    proc = shells[2]   # tcsh: not supported
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
