@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "src" / "mizzen" / "config" / "schemas" / "crd-all.gen.yaml"
@@ -31,6 +31,16 @@ def _load(name: str = "mizzen_testcluster", file: str = "testcluster.py") -> Mod
 testcluster = _load()
 nodeagent = _load("mizzen_nodeagent", "nodeagent.py")
 UNAVAILABLE = testcluster.unavailable_reason()
+
+
+def namespace_ready(cluster: Any, namespace: str, timeout: float = 60.0) -> None:
+    """Until a new namespace has what a pod there mounts by default: the ``default`` ServiceAccount and the
+    ``kube-root-ca.crt`` ConfigMap of its kube-api-access volume. The controller-manager publishes that
+    ConfigMap about 0.5 s after the ServiceAccount: a pod created in between fails its first mount and waits
+    for the node agent's retry backoff (1, 2, 4, ... s, as a kubelet's)."""
+    want = {"serviceaccount/default", "configmap/kube-root-ca.crt"}
+    wait_for(lambda: want <= set(cluster.kubectl("get", "sa,cm", "-n", namespace, "-o", "name").split()),
+             timeout, f"namespace {namespace}: default ServiceAccount and kube-root-ca.crt")
 
 
 def wait_for(fn: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:

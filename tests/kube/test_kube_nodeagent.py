@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kube_harness import UNAVAILABLE, nodeagent, wait_for
+from kube_harness import UNAVAILABLE, namespace_ready, nodeagent, wait_for
 
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
 
@@ -162,6 +162,7 @@ def test_deployment_runs_on_the_node_and_drives_endpointslices(kube_cluster: Any
     c = kube_cluster
     c.kubectl("create", "namespace", NS)
     try:
+        namespace_ready(c, NS)
         c.kubectl("apply", "-f", "-", stdin=MANIFESTS)
         ips = wait_for(lambda: (s if len(s := _ready_slice_ips(c)) == 2 else None), timeout=90,
                        what="EndpointSlice with both pod IPs ready")
@@ -243,7 +244,7 @@ def test_stop_leaves_nothing(kube_cluster: Any) -> None:
     agent.start()
     try:
         c.kubectl("create", "namespace", ns)
-        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        namespace_ready(c, ns)
         c.kubectl("run", "sleeper", "-n", ns, "--image=example/sleep", "--restart=Never",
                   "--overrides", json.dumps({"spec": {"nodeName": "mizzen-node-stop"}}),
                   "--command", "--", sys.executable, "-c", "import time; time.sleep(600)")
@@ -316,7 +317,7 @@ def test_probes_restarts_and_bookinfo_images(kube_cluster: Any, node: Any) -> No
     c, ns = kube_cluster, "nodeagent-probes"
     c.kubectl("create", "namespace", ns)
     try:
-        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        namespace_ready(c, ns)
         c.kubectl("apply", "-f", "-", stdin=PROBED.replace("{ns}", ns))
         wait_for(lambda: (s := _container_status(c, ns, "probed")) and s["ready"], timeout=60,
                  what="probed ready (exec readiness probe)")
@@ -355,7 +356,7 @@ def test_pod_reaches_the_api_server_in_cluster(kube_cluster: Any, node: Any) -> 
     c, ns = kube_cluster, "nodeagent-incluster"
     c.kubectl("create", "namespace", ns)
     try:
-        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        namespace_ready(c, ns)
         # the default SA may read pods here, so a 200 proves token, CA and route; 403 would mean RBAC
         c.kubectl("create", "rolebinding", "view", "-n", ns, "--clusterrole=view",
                   f"--serviceaccount={ns}:default")
@@ -399,7 +400,7 @@ def test_kube_proxy_in_pod_namespaces_serves_cluster_ips(kube_cluster: Any) -> N
     agent.start()
     try:
         c.kubectl("create", "namespace", ns)
-        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        namespace_ready(c, ns)
         c.kubectl("run", "server", "-n", ns, "--image=example/server", "--labels=app=server", "--port=8080",
                   "--command", "--", sys.executable, "-m", "http.server", "8080")
         c.kubectl("expose", "pod", "server", "-n", ns, "--port=80", "--target-port=8080")
@@ -443,7 +444,7 @@ def test_volumes_follow_configmap_updates_and_tokens_are_refreshed(kube_cluster:
     agent.start()
     try:
         c.kubectl("create", "namespace", ns)
-        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        namespace_ready(c, ns)
         c.kubectl("create", "configmap", "cfg", "-n", ns, "--from-literal=mode=one")
         c.kubectl("apply", "-f", "-", stdin=textwrap.dedent(f"""\
             apiVersion: v1
@@ -599,7 +600,7 @@ def test_pre_stop_hooks_run_before_sigterm_within_the_grace_period(kube_cluster:
     c, ns = kube_cluster, "nodeagent-hooks"
     c.kubectl("create", "namespace", ns)
     try:
-        wait_for(lambda: "default" in c.kubectl("get", "sa", "-n", ns, "-o", "name"), what="default SA")
+        namespace_ready(c, ns)
         ok, slow = tmp_path / "ok.events", tmp_path / "slow.events"
         c.kubectl("apply", "-f", "-", stdin=_hook_pod(ns, "hooks", ok, 1.0, 10))
         c.kubectl("apply", "-f", "-", stdin=_hook_pod(ns, "slow-hook", slow, 20.0, 3))
