@@ -10,6 +10,7 @@ fault.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -18,7 +19,7 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 
-__all__ = ["tied_to_parent"]
+__all__ = ["signal_group", "tied_to_parent"]
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +58,9 @@ def tied_to_parent(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         return list(argv)
     _check_executable(argv[0], env)
     return [setpriv, "--pdeathsig", "KILL", "--", *argv]
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Send ``sig`` to the process group ``pid`` leads (gone or not ours: nothing)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)

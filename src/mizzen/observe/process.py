@@ -14,8 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from mizzen.childproc import tied_to_parent
-from mizzen.runner.process import signal_group
+from mizzen.childproc import signal_group, tied_to_parent
 
 __all__ = ["AddonError", "AddonProcess"]
 

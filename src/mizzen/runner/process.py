@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mizzen.childproc import tied_to_parent
+from mizzen.childproc import signal_group, tied_to_parent
 
 log = logging.getLogger("mizzen.runner")
 
@@ -199,9 +198,3 @@ class ContainerProcess(Supervised):
             self._task = None
         self.state = "Terminated"
         self._changed()
-
-
-def signal_group(pid: int, sig: int) -> None:
-    """Send ``sig`` to the process group ``pid`` leads (gone or not ours: nothing)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
