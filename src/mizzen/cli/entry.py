@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("mizzen.cli.pods", "logs"),
     "config": ("mizzen.cli.contexts", "app"),
     "version": ("mizzen.cli.runtime", "version"),
+    "completion": ("mizzen.cli.framework", "completion"),
     "demo": ("mizzen.cli.runtime", "demo"),
     "dashboard": ("mizzen.cli.dashboard", "app"),
     "controlplane": ("mizzen.cli.runtime", "controlplane"),
