@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from mizzen.xds.cache import Packed, Snapshot, TypeSnapshot, ordered_types
 from mizzen.xds.resources import CLUSTER, ENDPOINT, SHORT
+from mizzen.xds.retention import Retained, Target
 from mizzen.xds.status import WILDCARD_TYPES, Nack, ProxyStatus, TypeStatus
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ __all__ = [
     "SharedNonces",
     "SotwResponse",
     "StreamEvents",
+    "delta_target",
     "resource_version",
 ]
 
@@ -118,24 +120,42 @@ class _NoEvents:
 _NO_EVENTS = _NoEvents()
 
 
-class SharedNonces:
+class SharedNonces(Retained):
     """Nonces shared by the streams sent the same content (see the module docstring), keyed by content key:
-    a global serial per key, renewed when a stream already used a later one for that type. LRU, bounded."""
+    a global serial per key, renewed when a stream already used a later one for that type. Kept while the
+    content's target is live (``xds.retention``); LRU, bounded in entries."""
 
     def __init__(self, max_entries: int = 16384) -> None:
-        self._serials: OrderedDict[Hashable, int] = OrderedDict()
+        super().__init__()
+        self._serials: OrderedDict[Hashable, tuple[int, Target]] = OrderedDict()
         self._counter = itertools.count(1)
         self.max_entries = max_entries
 
-    def serial(self, key: Hashable, after: int) -> int:
-        """The shared serial of ``key``, greater than ``after`` (the stream's last serial for the type)."""
-        serial = self._serials.get(key)
-        if serial is None or serial <= after:
-            serial = self._serials[key] = next(self._counter)
-            self._serials.move_to_end(key)
-            if len(self._serials) > self.max_entries:
-                self._serials.popitem(last=False)
+    def __len__(self) -> int:
+        return len(self._serials)
+
+    def serial(self, key: Hashable, after: int, target: Target) -> int:
+        """The shared serial of ``key`` (content delivering ``target``), greater than ``after`` (the stream's
+        last serial for the type)."""
+        hit = self._serials.get(key)
+        if hit is not None and hit[0] > after:
+            return hit[0]
+        serial = next(self._counter)
+        if not self.keeps(target):
+            self._forget(key)
+            return serial
+        if hit is None:
+            self._index(target, key)
+        self._serials[key] = (serial, target)
+        self._serials.move_to_end(key)
+        if len(self._serials) > self.max_entries:
+            self._forget(next(iter(self._serials)))
         return serial
+
+    def _forget(self, key: Hashable) -> None:
+        hit = self._serials.pop(key, None)
+        if hit is not None:
+            self._unindex(hit[1], key)
 
 
 # --- delta: what the proxy holds ----------------------------------------------------------------------------
@@ -174,19 +194,17 @@ class _Diff:
 _NO_DIFF = _Diff((), ())
 
 
-class DeltaDiffs:
-    """Delta diffs shared by every stream, keyed by content: LRU, bounded in entries and in age (a diff unused
-    for ``ttl`` seconds is dropped at the next put: it serves the streams of one push, and it holds the
-    resources it carries). Also interns subscription sets, so alike streams' keys compare by identity."""
+class DeltaDiffs(Retained):
+    """Delta diffs shared by every stream, keyed by content (the key's [0] and [3] are the type URL and the
+    version it brings a stream to): kept while that target is live (``xds.retention``: a diff serves the
+    streams brought to some node's current content, and it holds the resources it carries), LRU, bounded in
+    entries. Also interns subscription sets, so alike streams' keys compare by identity."""
 
-    def __init__(self, max_entries: int = 4096, ttl: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_entries: int = 4096) -> None:
+        super().__init__()
         self._lru: OrderedDict[Hashable, _Diff] = OrderedDict()
-        self._used: dict[Hashable, float] = {}
         self._subs: dict[frozenset[str], frozenset[str]] = {}
         self.max_entries = max_entries
-        self.ttl = ttl
-        self._clock = clock
         self.hits = 0
         self.misses = 0
 
@@ -200,25 +218,34 @@ class DeltaDiffs:
             self._subs.clear()
         return self._subs.setdefault(sub, sub)
 
-    def get(self, key: Hashable) -> _Diff | None:
+    def get(self, key: tuple[Any, ...]) -> _Diff | None:
         hit = self._lru.get(key)
         if hit is not None:
             self._lru.move_to_end(key)
-            self._used[key] = self._clock()
             self.hits += 1
         return hit
 
-    def put(self, key: Hashable, diff: _Diff) -> None:
+    def put(self, key: tuple[Any, ...], diff: _Diff) -> None:
         self.misses += 1
-        now = self._clock()
+        target = delta_target(key)
+        if not self.keeps(target):
+            return
+        if key not in self._lru:
+            self._index(target, key)
         self._lru[key] = diff
         self._lru.move_to_end(key)
-        self._used[key] = now
-        while self._lru:
-            oldest = next(iter(self._lru))
-            if len(self._lru) <= self.max_entries and self._used[oldest] >= now - self.ttl:
-                break
-            del self._lru[oldest], self._used[oldest]
+        while len(self._lru) > self.max_entries:
+            self._forget(next(iter(self._lru)))
+
+    def _forget(self, key: Hashable) -> None:
+        if self._lru.pop(key, None) is not None:
+            assert isinstance(key, tuple)
+            self._unindex(delta_target(key), key)
+
+
+def delta_target(key: tuple[Any, ...]) -> Target:
+    """The (type URL, version) a shared delta diff's key brings a stream to."""
+    return key[0], key[3]
 
 
 @dataclass
@@ -290,11 +317,13 @@ class AdsStream:
             return {t: w.sub for t, w in self._delta.items()}
         return {t: w.names for t, w in self._sotw.items()}
 
-    def _nonce(self, type_url: str = "", key: Hashable | None = None) -> tuple[str, bool]:
-        """(nonce, shared): the content's shared nonce if it has a key and the stream shares nonces."""
+    def _nonce(self, type_url: str = "", key: Hashable | None = None, version: str = "") -> tuple[str, bool]:
+        """(nonce, shared): the content's shared nonce if it has a key (content bringing the stream to
+        ``version``) and the stream shares nonces."""
         if key is None or self.nonces is None:
             return f"{self.status.stream_id:x}.{next(self._nonces):x}", False
-        serial = self._serials[type_url] = self.nonces.serial(key, self._serials.get(type_url, 0))
+        serial = self._serials[type_url] = self.nonces.serial(key, self._serials.get(type_url, 0),
+                                                              (type_url, version))
         return f"{serial:x}", True
 
     def set_snapshot(self, snapshot: Snapshot | None) -> list[Response]:
@@ -370,7 +399,7 @@ class AdsStream:
         watch.force = False
         names = None if watch.send_all else watch.names
         watch.send_all = False
-        nonce, shared = self._nonce(type_url, (type_url, tsnap.version, names))
+        nonce, shared = self._nonce(type_url, (type_url, tsnap.version, names), tsnap.version)
         self._sent(ts, tsnap.version, nonce)
         out: list[Response] = [SotwResponse(type_url, tsnap, names, nonce, shared)]
         if type_url == CLUSTER and ENDPOINT in self._sotw:
@@ -472,7 +501,7 @@ class AdsStream:
             return []
         watch.force = False
         watch.force_names.clear()
-        nonce, shared = self._nonce(type_url, key)
+        nonce, shared = self._nonce(type_url, key, tsnap.version)
         watch.pending[nonce] = _Pending(tsnap.version, watch.known)
         while len(watch.pending) > _MAX_PENDING:
             watch.pending.popitem(last=False)
@@ -513,8 +542,8 @@ class AdsStream:
         return False
 
     def _delta_diff(self, tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known,
-                    forced: frozenset[str]) -> tuple[_Diff, Hashable | None]:
-        key: Hashable | None = None
+                    forced: frozenset[str]) -> tuple[_Diff, tuple[Any, ...] | None]:
+        key: tuple[Any, ...] | None = None
         if isinstance(known, _SnapKnown):
             if known.tsnap.version == tsnap.version and known.sub == sub and not forced:
                 return _NO_DIFF, None

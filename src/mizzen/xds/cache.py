@@ -318,6 +318,42 @@ class SnapshotCache:
         # node id -> callbacks run (synchronously, in order) at each snapshot change of the node: a stream's
         # own wake-up, no task or event per node and change
         self._watchers: dict[str, list[Callable[[], None]]] = {}
+        # (type URL, version) -> how many nodes' current snapshots hold it (see xds.retention)
+        self._live: dict[tuple[str, str], int] = {}
+        self._retire: list[Callable[[str, str], None]] = []
+
+    def is_live(self, type_url: str, version: str) -> bool:
+        """Whether some node's current snapshot holds ``version`` of ``type_url``."""
+        return (type_url, version) in self._live
+
+    def on_retire(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(type_url, version)`` when no node's current snapshot holds that version any more
+        (every node holding it moved on or was cleared): what delivers it will not be sent again."""
+        self._retire.append(callback)
+
+    def _install(self, entry: _Entry, snapshot: Snapshot | None) -> None:
+        """Make ``snapshot`` the entry's current one, counting the versions it holds and retiring those no
+        node holds any more."""
+        old, entry.snapshot = entry.snapshot, snapshot
+        live = self._live
+        if snapshot is not None:
+            for t, ts in snapshot.types.items():
+                key = (t, ts.version)
+                live[key] = live.get(key, 0) + 1
+        if old is None:
+            return
+        for t, ts in old.types.items():
+            key = (t, ts.version)
+            n = live[key] - 1
+            if n:
+                live[key] = n
+                continue
+            del live[key]
+            for callback in self._retire:
+                try:
+                    callback(t, ts.version)
+                except Exception:
+                    log.exception("retire callback for %s %s failed", t, ts.version)
 
     def set_snapshot(self, node_id: str, resources: ResourceSet) -> None:
         """Replace the node's snapshot and wake its streams (no-op for streams if no version changed)."""
@@ -349,7 +385,7 @@ class SnapshotCache:
                 entry.snapshot = Snapshot(node_id, old.serial, types)   # same versions: nothing to push
                 continue
             self._serial += 1
-            entry.snapshot = Snapshot(node_id, self._serial, types)
+            self._install(entry, Snapshot(node_id, self._serial, types))
             self._wake(node_id)
         for shared in acquired.values():   # drop the acquisition reference; the nodes hold their own
             self._release(shared)
@@ -388,12 +424,13 @@ class SnapshotCache:
         types = {t: shared.tsnap for t, shared in held.items()}
         if old is not None and _same_versions(old, types):
             # identical content: nothing to push, but hold the new objects only (the old ones are freed)
-            entry.snapshot = Snapshot(node_id, old.serial, types)
+            entry.snapshot = Snapshot(node_id, old.serial, types)   # same versions: counted already
             return
         self._serial += 1
-        entry.snapshot = Snapshot(node_id, self._serial, types)
+        snapshot = Snapshot(node_id, self._serial, types)
+        self._install(entry, snapshot)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("snapshot %s for %s: %s", self._serial, node_id, entry.snapshot.versions())
+            log.debug("snapshot %s for %s: %s", self._serial, node_id, snapshot.versions())
         self._wake(node_id)
 
     def get(self, node_id: str) -> Snapshot | None:
@@ -404,6 +441,7 @@ class SnapshotCache:
         """Forget the node's snapshot (its connected streams keep what they have and wait for a new one)."""
         entry = self._entries.pop(node_id, None)
         if entry is not None:
+            self._install(entry, None)
             for shared in entry.held.values():
                 self._release(shared)
             entry.held = {}

@@ -32,10 +32,12 @@ from mizzen.xds.ads import (
     Response,
     SharedNonces,
     SotwResponse,
+    delta_target,
     resource_version,
 )
 from mizzen.xds.cache import SnapshotCache, TypeSnapshot
 from mizzen.xds.resources import SHORT
+from mizzen.xds.retention import Retained, Target
 from mizzen.xds.status import ProxyStatus, SyncStatus
 
 log = logging.getLogger(__name__)
@@ -104,10 +106,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._stream_ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
         self._live: set[_Stream] = set()
+        # shared by every stream, each entry kept while its content is some node's current one
         self.bodies = ResponseBodies()
         self.delta_bodies = DeltaBodies()
         self.diffs = DeltaDiffs()
         self.nonces = SharedNonces() if shared_nonces else None
+        for shared in (self.bodies, self.delta_bodies, self.diffs, self.nonces):
+            if shared is not None:
+                shared.follow(cache)
         self.responses_sent = 0
         self.resources_sent = 0                # resources carried by every response written (both protocols)
 
@@ -199,21 +205,19 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         return body + tail, count
 
 
-class _Lru:
-    """Serialized bodies by content key, LRU, bounded in bytes and in age: an entry unused for ``ttl`` seconds
-    is dropped at the next store (a body serves the streams of one push; superseded versions are never sent
-    again, so they would only hold memory). Also the whole message for the content's shared nonce (the body
-    plus that nonce), one per key."""
+class _Lru(Retained):
+    """Serialized bodies by content key, kept while the content's target is live (``xds.retention``: a body
+    serves the streams brought to some node's current content; superseded versions are never sent again, so
+    they would only hold memory), LRU, bounded in bytes. Also the whole message for the content's shared
+    nonce (the body plus that nonce), one per key."""
 
-    def __init__(self, max_bytes: int, ttl: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__()
         self._lru: OrderedDict[Hashable, tuple[bytes, int]] = OrderedDict()
-        self._used: dict[Hashable, float] = {}
+        self._targets: dict[Hashable, Target] = {}
         self._whole: dict[Hashable, tuple[str, bytes]] = {}   # key -> (nonce, body + nonce)
         self._bytes = 0
         self.max_bytes = max_bytes
-        self.ttl = ttl
-        self._clock = clock
         self.hits = 0
         self.misses = 0
 
@@ -229,29 +233,30 @@ class _Lru:
         hit = self._lru.get(key)
         if hit is not None:
             self._lru.move_to_end(key)
-            self._used[key] = self._clock()
             self.hits += 1
         return hit
 
-    def store(self, key: Hashable, entry: tuple[bytes, int]) -> tuple[bytes, int]:
+    def store(self, key: Hashable, target: Target, entry: tuple[bytes, int]) -> tuple[bytes, int]:
+        """Keep ``entry`` (content delivering ``target``) under ``key``, if its target is live."""
         self.misses += 1
-        now = self._clock()
         if key in self._lru:
-            self._drop(key)
+            self._forget(key)
+        if not self.keeps(target):
+            return entry
         self._lru[key] = entry
-        self._used[key] = now
+        self._targets[key] = target
+        self._index(target, key)
         self._bytes += len(entry[0])
-        while len(self._lru) > 1:
-            oldest = next(iter(self._lru))
-            if self._bytes <= self.max_bytes and self._used[oldest] >= now - self.ttl:
-                break
-            self._drop(oldest)
+        while len(self._lru) > 1 and self._bytes > self.max_bytes:
+            self._forget(next(iter(self._lru)))
         return entry
 
-    def _drop(self, key: Hashable) -> None:
-        old, _n = self._lru.pop(key)
-        del self._used[key]
-        self._bytes -= len(old)
+    def _forget(self, key: Hashable) -> None:
+        hit = self._lru.pop(key, None)
+        if hit is None:
+            return
+        self._unindex(self._targets.pop(key), key)
+        self._bytes -= len(hit[0])
         whole = self._whole.pop(key, None)
         if whole is not None:
             self._bytes -= len(whole[1])
@@ -276,9 +281,8 @@ class ResponseBodies(_Lru):
     (type, version, requested names) identifies the bytes. Thousands of proxies with the same clusters cost
     one serialization. LRU, bounded in bytes."""
 
-    def __init__(self, max_bytes: int = 256 << 20, ttl: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(max_bytes, ttl, clock)
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        super().__init__(max_bytes)
 
     def get(self, tsnap: TypeSnapshot, names: frozenset[str] | None) -> tuple[bytes, int]:
         """(body bytes, resource count) for the resources of ``tsnap`` selected by ``names``."""
@@ -290,7 +294,7 @@ class ResponseBodies(_Lru):
         body = discovery_pb2.DiscoveryResponse(
             version_info=tsnap.version, type_url=tsnap.type_url, resources=resources,
             control_plane=_CONTROL_PLANE).SerializeToString()
-        return self.store(key, (body, len(resources)))
+        return self.store(key, (tsnap.type_url, tsnap.version), (body, len(resources)))
 
     def whole(self, resp: SotwResponse) -> tuple[bytes, int]:
         """The whole message for a response with a shared nonce: one byte string for every stream."""
@@ -308,9 +312,8 @@ class ResponseBodies(_Lru):
 class DeltaBodies(_Lru):
     """Serialized DeltaDiscoveryResponses minus the nonce, shared by streams whose diff has the same key."""
 
-    def __init__(self, max_bytes: int = 128 << 20, ttl: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(max_bytes, ttl, clock)
+    def __init__(self, max_bytes: int = 128 << 20) -> None:
+        super().__init__(max_bytes)
 
     def get(self, resp: DeltaResponse) -> tuple[bytes, int]:
         if resp.key is not None:
@@ -323,7 +326,10 @@ class DeltaBodies(_Lru):
                        for p in resp.resources],
             removed_resources=resp.removed, control_plane=_CONTROL_PLANE).SerializeToString()
         entry = (body, len(resp.resources))
-        return self.store(resp.key, entry) if resp.key is not None else entry
+        if resp.key is None:
+            return entry
+        assert isinstance(resp.key, tuple)
+        return self.store(resp.key, delta_target(resp.key), entry)
 
     def whole(self, resp: DeltaResponse) -> tuple[bytes, int]:
         """The whole message for a response with a shared nonce (it has a key): one byte string for all."""
