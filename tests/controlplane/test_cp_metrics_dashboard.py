@@ -57,6 +57,10 @@ async def test_dashboard_metrics_follow_applies_registrations_and_errors() -> No
         bad = await api.post("/apis/apply", json={"documents": [{"file": "b.yaml", "text": BAD_VS}],
                                                   "namespace": "bookinfo"})
         assert bad.status_code == 422
+        for kind in ("Bogus1", "Weird2"):   # kinds nobody serves: one series for all, not one per string
+            odd = await api.post("/apis/apply", json={"documents": [
+                {"file": "c.yaml", "text": VS.replace("VirtualService", kind)}], "namespace": "bookinfo"})
+            assert odd.status_code == 422, odd.text
         backend = await mesh.backend("reviews", namespace="bookinfo")
         await mesh.wait_synced()
         mid = scrape((await api.get("/metrics")).text)
@@ -71,6 +75,9 @@ async def test_dashboard_metrics_follow_applies_registrations_and_errors() -> No
     failed = ('galley_validation_failed{group="networking.istio.io",reason="invalid_resource",'
               'resource="virtualservices",version="v1"}')
     assert value(mid, failed) - value(before, failed) == 1
+    unknown = 'galley_validation_failed{group="",reason="invalid_resource",resource="unknown",version=""}'
+    assert value(mid, unknown) - value(before, unknown) == 2
+    assert not any("bogus1" in k.lower() or "weird2" in k.lower() for k in mid)
     assert value(mid, 'pilot_k8s_cfg_events{event="add",type="VirtualService"}') == 1
     assert value(mid, 'pilot_k8s_reg_events{event="add",type="Services"}') == 1
     assert value(after, 'pilot_k8s_cfg_events{event="delete",type="VirtualService"}') == 1
