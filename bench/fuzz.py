@@ -5,13 +5,14 @@ through validate, the store and the raw API with a real sidecar and gateway Envo
 
 Prints the summary (documents accepted/rejected, API answers by status, failures, node-only NACKs with
 their reasons, control-plane RSS at start and end) and every failure; exits 1 if there is any failure or the
-RSS grew over 1.5x. Uses 127.10.x.y addresses (tests/harness.py); stops every process it started.
+RSS grew over 1.5x its cold start. Uses 127.10.x.y addresses (tests/harness.py); stops every process it
+started.
 
-"Start" is the control plane's RSS once it has done each kind of work the run makes it do once: every one of
-Istio's (unmutated) sample documents validated, applied over the API and deleted again, every proxy synced
-(the modules, validators and CRD schemas loaded on first use, the first pushes made). So the ratio measures
-what the run's 10,000 documents leave behind, not the first use of code. The RSS right after the proxies
-connected (before any of it) is printed too, as "cold".
+The start the 1.5x target is judged against ("its start", issue 8) is **cold**: the control plane's RSS
+once both proxies are connected and synced (its first pushes made, ACKed), before any document. The RSS
+after a warm-up (every one of Istio's unmutated sample documents validated, applied over the API and deleted
+again: modules, validators and CRD schemas loaded on first use) is printed too, as "warmed", and the ratio to
+it; it is not the target's start (a later start would hide what first use costs).
 
 ``--diagnose`` prints, at the start and the end, what may hold the memory: the xDS caches' sizes (response
 bodies, delta bodies and diffs, shared nonces, the packed-resource memo), the store's object count, the gc's
@@ -108,15 +109,16 @@ async def amain(args: argparse.Namespace) -> int:
                 print(f"  {stat.size_diff / 1e6:+.2f} MB {stat.count_diff:+d} blocks")
                 for line in stat.traceback.format()[-6:]:
                     print(f"      {line}")
-    print(f"cold RSS {cold:.0f} MB (proxies connected); warm-up: {warmed} sample documents applied and "
-          f"deleted; start RSS {report.rss_start_mb:.0f} MB; end {report.rss_end_mb:.0f} MB "
-          f"({report.rss_end_mb / report.rss_start_mb:.2f}x start, {report.rss_end_mb / cold:.2f}x cold)")
+    print(f"cold RSS {cold:.0f} MB (proxies connected and synced: the start); warm-up: {warmed} sample "
+          f"documents applied and deleted; warmed RSS {report.rss_start_mb:.0f} MB; end "
+          f"{report.rss_end_mb:.0f} MB: {report.rss_end_mb / cold:.2f}x the start (cold), "
+          f"{report.rss_end_mb / report.rss_start_mb:.2f}x warmed")
     print(report.summary())
     for line in report.node_only_nacks[: args.show]:
         print(f"  node-only NACK: {line}")
     for failure in report.failures[: args.show]:
         print(f"FAILURE: {failure}\n")
-    grew = report.rss_end_mb > 1.5 * report.rss_start_mb
+    grew = report.rss_end_mb > 1.5 * cold
     return 1 if report.failures or grew else 0
 
 
