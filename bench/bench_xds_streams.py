@@ -336,7 +336,8 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
     procs = start_clients(args, f"{args.host}:{ads.port}", delta)
     proto = "delta" if delta else "SotW"
     print(f"== {proto}: streams={args.streams} clusters/node={args.clusters} client={args.client} "
-          f"x{len(procs)} server pid={os.getpid()} xDS TLS: off (plaintext gRPC on loopback)", flush=True)
+          f"x{len(procs)} server pid={os.getpid()} loop={type(asyncio.get_running_loop()).__module__} "
+          f"gc={gc.get_threshold()} xDS TLS: off (plaintext gRPC on loopback)", flush=True)
     me = os.getpid()
     try:
         t0 = time.monotonic()
@@ -356,6 +357,9 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
             threads0 = thread_cpu_s(me)
             gct = GcTimer()
             gc.callbacks.append(gct)
+            thresholds = gc.get_threshold()
+            if args.gc_young:
+                gc.set_threshold(args.gc_young, *thresholds[1:])
             for rnd in range(1, args.rounds + 1):
                 mesh.change(kind, rnd)
                 sent, res = ads.responses_sent, ads.resources_sent
@@ -385,6 +389,7 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
             client_cpu = sum(cpu_s(p.pid) for p in procs if p.poll() is None) - client_cpu0
             threads = {k: (v - threads0.get(k, 0.0)) / len(rounds) for k, v in thread_cpu_s(me).items()}
             gc.callbacks.remove(gct)
+            gc.set_threshold(*thresholds)
             print(f"{proto} {kind}: {len(rounds)} rounds, all ACKed p50 {pct(rounds, 50) * 1000:.0f} ms "
                   f"p99 {pct(rounds, 99) * 1000:.0f} ms (send+ACK only: p50 {pct(sends, 50) * 1000:.0f} "
                   f"p99 {pct(sends, 99) * 1000:.0f} ms); server CPU per round p50 {pct(cpus, 50):.2f} s "
@@ -428,6 +433,10 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile the server during the push rounds")
     ap.add_argument("--gc", choices=["tuned", "default"], default="tuned",
                     help="tuned: the control-plane process's GC settings (mizzen.gctune); default: CPython's")
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                    help="the server's event loop: asyncio's own or uvloop's (libuv)")
+    ap.add_argument("--gc-young", type=int, default=0,
+                    help="gen-0 threshold during the push rounds only (0: leave the --gc setting)")
     ap.add_argument("--metrics", action="store_true",
                     help="the control plane's sync status (pilot_* metrics per response, ACK and NACK)")
     ap.add_argument("--client-process", dest="client_mode", action="store_true", help=argparse.SUPPRESS)
@@ -438,7 +447,12 @@ def main() -> None:
         client_main(args)
         return
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(server_main(args))
+    if args.loop == "uvloop":
+        import uvloop
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(server_main(args))
+    else:
+        asyncio.run(server_main(args))
 
 
 if __name__ == "__main__":
