@@ -40,3 +40,13 @@ def _isolated_api_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
                 os.environ.pop(n, None)
             else:
                 os.environ[n] = v
+
+
+if os.environ.get("MIZZEN_TEST_LOOP") == "uvloop":
+    import uvloop
+
+    def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
+        """``MIZZEN_TEST_LOOP=uvloop``: every async test runs on uvloop, the control plane's loop in
+        production (mizzen.eventloop), instead of asyncio's own."""
+        factory: object = uvloop.new_event_loop
+        return {"uvloop": factory}

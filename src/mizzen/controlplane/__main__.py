@@ -18,7 +18,7 @@ import importlib
 import logging
 import sys
 
-from mizzen import gctune
+from mizzen import eventloop, gctune
 from mizzen.auth.token import TokenError
 from mizzen.config.schema import compile_all
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
@@ -65,7 +65,7 @@ def serve(opts: ControlPlaneOptions, log_level: str, standby: bool = False) -> N
             return                      # not needed any more
         logging.getLogger("mizzen.controlplane").info("standby: taking over")
     try:
-        asyncio.run(run(opts))
+        eventloop.run(run(opts))   # uvloop when installed
     except (TokenError, KubeConfigError, CAError, ElectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
