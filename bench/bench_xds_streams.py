@@ -288,7 +288,8 @@ def start_clients(args: argparse.Namespace, target: str, delta: bool) -> list[su
             break
         if client is not None:
             cmd = [str(client), "-target", target, "-first", str(first), "-streams", str(count),
-                   "-clusters", str(args.clusters)] + (["-delta"] if delta else [])
+                   "-clusters", str(args.clusters), "-window", str(args.window)]
+            cmd += ["-delta"] if delta else []
         else:
             if delta:
                 raise SystemExit("--client python speaks state-of-the-world only; use --client go for delta")
@@ -428,6 +429,9 @@ def main() -> None:
     ap.add_argument("--change", default="all", help="all, one-cluster, one-endpoint (comma-separated)")
     ap.add_argument("--client", choices=["go", "python"], default="go")
     ap.add_argument("--client-procs", type=int, default=1)
+    ap.add_argument("--window", type=int, default=256 << 20,
+                    help="the Go client's initial HTTP/2 windows (Envoy's default 256 MiB); 0: grpc-go's "
+                         "dynamic window, whose BDP pings (which Envoy never sends) the server answers")
     ap.add_argument("--host", default=HOST)
     ap.add_argument("--timeout", type=float, default=300.0, help="overall bound in seconds")
     ap.add_argument("--profile", action="store_true", help="cProfile the server during the push rounds")

@@ -135,6 +135,8 @@ func main() {
 	perConn := flag.Int("streams-per-conn", 100, "streams sharing one HTTP/2 connection")
 	retries := flag.Int("retries", 20, "reconnects per stream before giving up")
 	rate := flag.Int("connect-rate", 1000, "new streams opened per second (a fleet does not reconnect at once)")
+	window := flag.Int("window", 256<<20, "initial HTTP/2 stream and connection windows, as Envoy's "+
+		"http2_protocol_options (default 256 MiB); 0: grpc-go's dynamic window with BDP pings, which Envoy never sends")
 	flag.Parse()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -143,8 +145,13 @@ func main() {
 	nconn := (*count + *perConn - 1) / *perConn
 	conns := make([]*grpc.ClientConn, nconn)
 	for k := range conns {
-		conn, err := grpc.NewClient(*target, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256 << 20))}
+		if *window > 0 { // a fixed window turns grpc-go's BDP estimator (a PING per burst read) off
+			opts = append(opts, grpc.WithInitialWindowSize(int32(*window)),
+				grpc.WithInitialConnWindowSize(int32(*window)))
+		}
+		conn, err := grpc.NewClient(*target, opts...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "dial:", err)
 			os.Exit(2)
