@@ -330,8 +330,11 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
         status = ObservedStatus(cache, Metrics())
     ads = AdsServer(cache, on_connect=on_connect, status=status)
     gs = await serve(ads, args.host, 0)
-    if args.gc == "tuned":
+    window = None
+    if args.gc in ("tuned", "round"):
         gctune.configure()   # what `python -m mizzen.controlplane` does once started
+    if args.gc == "round":   # ... and the raised young threshold during push rounds
+        ads.on_round = window = gctune.PushWindow()
     rss0 = rss_mb()
     nodes = [node_id(i) for i in range(args.streams)]
     procs = start_clients(args, f"{args.host}:{ads.port}", delta)
@@ -347,7 +350,7 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
         print(f"connect + initial sync of all nodes: {time.monotonic() - t0:.2f} s "
               f"(server CPU {cpu_s(me) - cpu0:.1f} s)", flush=True)
         rss1 = rss_mb()
-        if args.gc == "tuned" and gctune.refreeze_if_grown():   # the control plane's periodic check
+        if args.gc != "default" and gctune.refreeze_if_grown():   # the control plane's periodic check
             print(f"gc: refroze after the connects ({gc.get_freeze_count()} objects frozen)", flush=True)
         prof = cProfile.Profile() if args.profile else None
         for kind in args.change.split(","):
@@ -362,6 +365,7 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
             if args.gc_young:
                 gc.set_threshold(args.gc_young, *thresholds[1:])
             for rnd in range(1, args.rounds + 1):
+                await asyncio.sleep(args.gap)
                 mesh.change(kind, rnd)
                 sent, res = ads.responses_sent, ads.resources_sent
                 cpu0 = cpu_s(me)
@@ -405,7 +409,8 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
         print(f"server RSS: idle {rss0:.0f} MB, connected {rss1:.0f} MB, after pushes {rss2:.0f} MB "
               f"(~{(rss2 - rss0) * 1024 / max(1, args.streams):.0f} KB/stream)")
         print(f"cache memo: {cache.memo_stats()}; delta diffs hits/misses "
-              f"{ads.diffs.hits}/{ads.diffs.misses}")
+              f"{ads.diffs.hits}/{ads.diffs.misses}"
+              + (f"; gc push window raised {window.raised}x" if window is not None else ""))
     except TimeoutError as e:
         print(f"TIMEOUT: {e}")
     finally:
@@ -435,8 +440,11 @@ def main() -> None:
     ap.add_argument("--host", default=HOST)
     ap.add_argument("--timeout", type=float, default=300.0, help="overall bound in seconds")
     ap.add_argument("--profile", action="store_true", help="cProfile the server during the push rounds")
-    ap.add_argument("--gc", choices=["tuned", "default"], default="tuned",
-                    help="tuned: the control-plane process's GC settings (mizzen.gctune); default: CPython's")
+    ap.add_argument("--gc", choices=["round", "tuned", "default"], default="round",
+                    help="round: the control plane's GC settings (mizzen.gctune, with its PushWindow); "
+                         "tuned: the same without the window; default: CPython's")
+    ap.add_argument("--gap", type=float, default=0.3,
+                    help="seconds between rounds (not measured), as pushes are apart in a control plane")
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
                     help="the server's event loop: asyncio's own or uvloop's (libuv)")
     ap.add_argument("--gc-young", type=int, default=0,

@@ -20,11 +20,13 @@ import time
 
 log = logging.getLogger(__name__)
 
-__all__ = ["THRESHOLDS", "configure", "refreeze_if_grown", "refreeze_periodically"]
+__all__ = ["ROUND_YOUNG", "THRESHOLDS", "PushWindow", "configure", "refreeze_if_grown",
+           "refreeze_periodically"]
 
 THRESHOLDS = (50_000, 20, 10)     # young passes every 50,000 net allocations (default 700, 10, 10)
 REFREEZE_MIN_NEW = 100_000        # tracked objects outside the frozen set that justify a refreeze
 REFREEZE_RATIO = 0.5              # ... and at least this share of the frozen set
+ROUND_YOUNG = 500_000             # young threshold while a push round is in flight (PushWindow)
 
 
 def configure() -> None:
@@ -55,3 +57,48 @@ async def refreeze_periodically(period: float = 30.0) -> None:
     while True:
         await asyncio.sleep(period)
         refreeze_if_grown()
+
+
+class PushWindow:
+    """A higher young-generation threshold while a push round is in flight: the ADS server's ``on_round``.
+
+    During a round every stream's pending read renews grpc.aio's state for it (~20 tracked objects per ACK),
+    so with 5,000 streams a young pass falls inside nearly every round and rescans ~150k live objects
+    (~110 ms, bench/README.md), delaying the proxies still waiting. Raised to ``young`` while responses
+    await their ACKs, the threshold is restored ``grace`` seconds after the last ACK came (the round's
+    waiters run first; the pass, if due, then runs after the round), or after ``max_hold`` seconds at the
+    latest (a proxy that never answers does not keep it raised). The pass is moved, not saved: cyclic
+    garbage is still collected, at most one round later."""
+
+    def __init__(self, young: int = ROUND_YOUNG, grace: float = 0.1, max_hold: float = 5.0) -> None:
+        self.young = young
+        self.grace = grace
+        self.max_hold = max_hold
+        self.raised = 0                      # rounds that raised the threshold (observability, tests)
+        self._base: tuple[int, int, int] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def active(self) -> bool:
+        """The threshold is raised now."""
+        return self._base is not None
+
+    def __call__(self, busy: bool) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if busy:
+            if self._base is None:
+                base = gc.get_threshold()
+                self._base = (base[0], base[1], base[2])
+                gc.set_threshold(max(self.young, base[0]), base[1], base[2])
+                self.raised += 1
+            self._timer = asyncio.get_running_loop().call_later(self.max_hold, self._restore)
+        elif self._base is not None:
+            self._timer = asyncio.get_running_loop().call_later(self.grace, self._restore)
+
+    def _restore(self) -> None:
+        self._timer = None
+        if self._base is not None:
+            gc.set_threshold(*self._base)
+            self._base = None

@@ -35,6 +35,7 @@ async def run(opts: ControlPlaneOptions) -> None:
     async def start() -> None:
         await cp.start()
         gctune.configure()   # this process is the control plane: what startup built is frozen
+        cp.ads.on_round = gctune.PushWindow()   # no young pass in the middle of a push round
         background.append(asyncio.create_task(gctune.refreeze_periodically()))
 
     async def stop() -> None:

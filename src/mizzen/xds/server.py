@@ -116,6 +116,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 shared.follow(cache)
         self.responses_sent = 0
         self.resources_sent = 0                # resources carried by every response written (both protocols)
+        # A push round's span: called with True when a stream has a response written and not yet answered
+        # (ACK/NACK) while none had, with False when the last such answer came (mizzen.gctune.PushWindow)
+        self.on_round: Callable[[bool], None] | None = None
+        self.awaiting = 0                      # streams with a written response not yet answered
 
     async def StreamAggregatedResources(
         self,
@@ -189,6 +193,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             await self.on_disconnect(node_id)
         except Exception:
             log.exception("on_disconnect(%s) failed", node_id)
+
+    def _awaiting(self, delta: int) -> None:
+        self.awaiting += delta
+        if self.on_round is not None and self.awaiting == (1 if delta > 0 else 0):
+            self.on_round(delta > 0)
 
     def encode(self, resp: Response) -> tuple[bytes, int]:
         """A response's wire bytes (the shared body plus its nonce) and its resource count."""
@@ -388,6 +397,7 @@ class _Stream:
         self.queue = _Mailbox()
         self.change_pending = False
         self.timed_out = False
+        self.unanswered = 0   # responses written and not yet answered by a request (an ACK or NACK)
         # Once set, the reader hands requests to the state machine itself and queues only the responses to
         # write (an ACK, the common case, costs no hop to the stream's task).
         self.inline: Callable[[Any], list[Response]] | None = None
@@ -451,6 +461,9 @@ class _Stream:
                 item = await self.queue.get()
         finally:
             reader.cancel()
+            if self.unanswered:
+                self.unanswered = 0
+                self.server._awaiting(-1)
             if unwatch is not None:
                 unwatch()
             if self.ps is not None:
@@ -472,6 +485,9 @@ class _Stream:
             server.responses_sent += 1
             server.resources_sent += count
             server.status.written(self.node_id, resp.type_url, started)
+            if not self.unanswered:
+                server._awaiting(1)
+            self.unanswered += 1
 
     async def _write_bounded(self, data: bytes, type_url: str) -> None:
         """Write, or end the stream if that takes longer than the server's write timeout."""
@@ -504,6 +520,10 @@ class _Stream:
                     break
                 if req is grpc.aio.EOF:
                     break
+                if self.unanswered:
+                    self.unanswered -= 1
+                    if not self.unanswered:
+                        self.server._awaiting(-1)
                 handle = self.inline
                 if handle is None:
                     self.queue.put_nowait(req)
