@@ -71,6 +71,7 @@ class RateLimiter:
             self._refill()
             if self._tokens < 1:
                 self.waited += 1
+            while self._tokens < 1:   # a loop's timer may fire a little early (uvloop's clock is in ms)
                 await asyncio.sleep((1 - self._tokens) / self.rate)
                 self._refill()
             self._tokens -= 1
