@@ -477,6 +477,10 @@ class _Stream:
         server = self.server
         for resp in responses:
             data, count = server.encode(resp)
+            # counted before the write: its answer may be read before the write's completion comes back
+            if not self.unanswered:
+                server._awaiting(1)
+            self.unanswered += 1
             started = time.monotonic()
             if server.write_timeout > 0:
                 await self._write_bounded(data, resp.type_url)
@@ -485,9 +489,6 @@ class _Stream:
             server.responses_sent += 1
             server.resources_sent += count
             server.status.written(self.node_id, resp.type_url, started)
-            if not self.unanswered:
-                server._awaiting(1)
-            self.unanswered += 1
 
     async def _write_bounded(self, data: bytes, type_url: str) -> None:
         """Write, or end the stream if that takes longer than the server's write timeout."""
