@@ -255,12 +255,13 @@ def static_probe(binary: Path, seconds: float, connections: int) -> None:
                 envoy.wait(10)
 
 
-def instructions_probe(binary: Path, seconds: float, connections: int) -> None:
+def instructions_probe(binary: Path, seconds: float, connections: int, keep: Path | None = None) -> None:
     """Instructions per request (valgrind's callgrind: a count, unlike CPU time insensitive to other load)
     through a client and a server hop in one static Envoy, as between two sidecars (plaintext, direct
     response at the server): without telemetry, with the peer exchange only, with everything the plugin
     adds (exchange and the four HTTP metrics' stats loggers). The Envoy runs under valgrind (~50x slower):
-    request counts are small, the ranking is what counts."""
+    request counts are small, the ranking is what counts. ``keep``: a directory that receives each
+    variant's callgrind dump (``callgrind.<variant>``, for ``callgrind_annotate``: where the cost goes)."""
     import glob
     import json
     import socket
@@ -327,7 +328,7 @@ def instructions_probe(binary: Path, seconds: float, connections: int) -> None:
                                   str(envoy_binary()), "-c", str(cfg), "--concurrency", "1", "-l", "error",
                                   "--disable-hot-restart", "--base-id", "7741"], stderr=subprocess.DEVNULL)
 
-        def window(url: str | None) -> tuple[int, int]:
+        def window(url: str | None, name: str = "") -> tuple[int, int]:
             """Instructions Envoy ran during ``seconds`` (of load on ``url``, or idle) and the requests."""
             subprocess.run(["callgrind_control", "-z", str(envoy.pid)], capture_output=True, check=True)
             n = 0
@@ -340,6 +341,9 @@ def instructions_probe(binary: Path, seconds: float, connections: int) -> None:
             seen = set(glob.glob(f"{out}*"))
             subprocess.run(["callgrind_control", "-d", str(envoy.pid)], capture_output=True, check=True)
             dump = sorted(set(glob.glob(f"{out}*")) - seen)[-1]
+            if keep is not None and name:
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(dump, keep / f"callgrind.{name}")
             m = re.search(r"^(?:summary|totals): (\d+)", Path(dump).read_text(errors="replace"), re.M)
             return (int(m.group(1)) if m else 0), n
 
@@ -358,7 +362,7 @@ def instructions_probe(binary: Path, seconds: float, connections: int) -> None:
                                capture_output=True, check=True, timeout=60)
             idle, _ = window(None)
             for i, name in enumerate(variants):
-                ir, n = window(f"http://{ip}:{base + 2 * i}/")
+                ir, n = window(f"http://{ip}:{base + 2 * i}/", name)
                 print(f"instructions {name:10} {(ir - idle) / max(1, n) / 1000:7.1f}k per request through "
                       f"both hops ({n} requests under valgrind)", flush=True)
         finally:
@@ -378,10 +382,11 @@ def main() -> None:
                    help="only the cost breakdown on one static Envoy (no control plane, no sidecars)")
     p.add_argument("--instructions", action="store_true",
                    help="only instructions per request through two hops under valgrind (a count, not a time)")
+    p.add_argument("--keep", type=Path, help="with --instructions: keep each variant's callgrind dump here")
     args = p.parse_args()
     start = time.monotonic()
     if args.instructions:
-        instructions_probe(httpload(), max(args.seconds, 8.0), args.connections)
+        instructions_probe(httpload(), max(args.seconds, 8.0), args.connections, args.keep)
     elif args.static:
         static_probe(httpload(), args.seconds, args.connections)
     else:

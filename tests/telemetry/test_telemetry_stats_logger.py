@@ -8,7 +8,7 @@ metrics here rely on, with the loggers :mod:`mizzen.telemetry.metrics` builds, o
   expansion (``istio_names``) turns into Istio's labels; RESPONSE_FLAGS ``-`` when none;
 - a header filter with ``treat_missing_header_as_empty`` selects gRPC vs the rest (no content-type too);
 - counters add 1 per request; histograms get one sample per request, zero durations included; sizes are
-  headers + body (CEL ``request.total_size`` / ``response.total_size``);
+  the downstream wire bytes, headers and body (as Istio's stats filter records them);
 - TCP: opened counts on ``TcpUpstreamConnected`` (``flush_access_log_on_connected``), closed and bytes at
   the end; a file access log next to them still writes one line per connection.
 """
@@ -77,6 +77,21 @@ def _bootstrap(ip: str, http_port: int, tcp_port: int, admin: int, echo_port: in
     return dict(with_stats_scope(json.loads(json_format.MessageToJson(bs))))
 
 
+async def _sized_request(ip: str, port: int) -> tuple[int, int]:
+    """One HTTP/1.1 request over a raw socket: the bytes sent and the bytes of the response received."""
+    request = (f"GET /sized HTTP/1.1\r\nhost: {ip}\r\n"
+               + "".join(f"x-h{i:02}: v\r\n" for i in range(40)) + "connection: close\r\n\r\n").encode()
+    r, w = await asyncio.open_connection(ip, port)
+    try:
+        w.write(request)
+        await w.drain()
+        response = await asyncio.wait_for(r.read(), 10)     # to the close
+    finally:
+        w.close()
+    assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"hello"), response
+    return len(request), len(response)
+
+
 async def test_stats_logger_behaviour(tmp_path: Path) -> None:
     ip = loopback()
     http_port, tcp_port, admin, echo_port = (free_port(ip) for _ in range(4))
@@ -110,6 +125,16 @@ async def test_stats_logger_behaviour(tmp_path: Path) -> None:
                         'le="+Inf"} 4' in raw) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.2)
+            # sizes are the downstream wire bytes, as Istio's stats filter records them: one request of
+            # exactly known bytes (many short headers, where wire bytes and CEL's header-map size differ
+            # by ~40%: `: ` and CRLF per header, the request line) and its response as read off the socket
+            sized = await _sized_request(ip, http_port)
+            deadline = time.monotonic() + 10
+            while True:
+                after = parse(istio_names((await c.get(f"http://{ip}:{admin}/stats/prometheus")).text))
+                if total(after, "istio_response_bytes_count") == 5 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
     finally:
         server.close()
     assert "envoy_istiocustom_istio_requests_total{" in raw          # Envoy's own rendering
@@ -135,10 +160,14 @@ async def test_stats_logger_behaviour(tmp_path: Path) -> None:
     assert total(s, "istio_requests_total") == 4
     assert total(s, "istio_request_duration_milliseconds_count") == 4     # 0 ms durations count too
     assert total(s, "istio_response_bytes_count") == 4
-    # sizes are headers + body, as Istio's (request.total_size / response.total_size): a GET has no body but
+    # sizes are headers + body as on the wire, as Istio's: a GET has no body but
     # its headers (host, user-agent, accept, ...); the responses carry 5 bytes of body and their headers
     assert 4 * 20 < total(s, "istio_request_bytes_sum") < 4 * 400
     assert 4 * (5 + 20) < total(s, "istio_response_bytes_sum") < 4 * 400
+    # Envoy's histogram sums are approximate (log-linear buckets, two significant digits): within 5%
+    for metric, size in (("istio_request_bytes_sum", sized[0]), ("istio_response_bytes_sum", sized[1])):
+        got = total(after, metric) - total(s, metric)
+        assert abs(got - size) <= 0.05 * size, (metric, got, size)
     tcp = series(s, "istio_tcp_connections_opened_total")
     assert len(tcp) == 1 and tcp[0]["destination_service"] == "echo.ns.svc"
     assert tcp[0]["destination_workload"] == ""        # no endpoint metadata: empty

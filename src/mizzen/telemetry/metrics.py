@@ -256,10 +256,12 @@ def _grpc_filter(invert: bool) -> accesslog_pb2.AccessLogFilter:
     return accesslog_pb2.AccessLogFilter(header_filter=accesslog_pb2.HeaderFilter(header=hm))
 
 
-# Istio's request and response sizes are headers plus body (its stats plugin records the attributes
-# ``request.total_size`` and ``response.total_size``); Envoy's CEL has them (one evaluation per histogram)
-REQUEST_TOTAL_SIZE = "%CEL(request.total_size)%"
-RESPONSE_TOTAL_SIZE = "%CEL(response.total_size)%"
+# Istio's request and response sizes: its stats filter (istio/proxy ``istio_stats``) records the downstream
+# stream's wire bytes (``getDownstreamBytesMeter()->wireBytesReceived()`` / ``wireBytesSent()``: headers and
+# body as the codec read and wrote them), which are Envoy's command operators of the same name: a counter
+# read per request, no CEL evaluation (``request.total_size`` cost ~7.5k instructions per histogram)
+REQUEST_TOTAL_SIZE = "%DOWNSTREAM_WIRE_BYTES_RECEIVED%"
+RESPONSE_TOTAL_SIZE = "%DOWNSTREAM_WIRE_BYTES_SENT%"
 
 
 def _http_config(labels: Mapping[str, str], modes: Mapping[str, str], enabled: Iterable[Metric],
