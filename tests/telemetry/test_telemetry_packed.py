@@ -141,3 +141,24 @@ def test_peer_header_round_trips_and_stays_short(value: str) -> None:
     with pytest.raises(ValueError):
         exchange.decode("only,three,fields")
     assert exchange.decode_or_empty("not a header") == {}
+
+
+def test_each_operator_is_formatted_once_and_plain_http_has_no_grpc_status_operator() -> None:
+    # per-request cost: every operator in the tag is formatted by each of the four stats on every request
+    server, client = _tag(Reporter.DESTINATION), _tag(Reporter.SOURCE)
+    for tag in (server, client, _tag(Reporter.DESTINATION, grpc=True)):
+        ops = re.findall(r"%[A-Z_]+(?:\([^)]*\))?%", tag)
+        assert len(ops) == len(set(ops)), tag
+    assert server.count("%DOWNSTREAM_PEER_URI_SAN%") == 1      # source_principal and the mTLS policy
+    assert "GRPC_STATUS" not in server and "GRPC_STATUS" not in client
+    assert "%GRPC_STATUS_NUMBER%" in _tag(Reporter.SOURCE, grpc=True)
+    # a plain HTTP response that carries a grpc-status header still reports an empty status, as Istio's
+    values = {"RESPONSE_CODE": "200", "GRPC_STATUS_NUMBER": "14", "DOWNSTREAM_PEER_URI_SAN": "spiffe://x/a",
+              "DOWNSTREAM_LOCAL_URI_SAN": "spiffe://x/b"}
+    [(_, labels, _)] = _scrape((_format(server, values), 1))
+    assert labels["grpc_response_status"] == ""
+    assert (labels["source_principal"], labels["connection_security_policy"]) == ("spiffe://x/a", "mutual_tls")
+    # removing one of the labels that share a value keeps the other
+    removed = _tag(Reporter.DESTINATION, removed=frozenset({"source_principal"}))
+    [(_, labels, _)] = _scrape((_format(removed, values), 1))
+    assert "source_principal" not in labels and labels["connection_security_policy"] == "mutual_tls"

@@ -299,7 +299,8 @@ def http_loggers(reporter: Reporter, me: PeerLabels, service: ServiceLabels | No
         labels = base | mtls | {
             "request_protocol": "grpc" if grpc else "http",
             "response_code": "%RESPONSE_CODE%",
-            "grpc_response_status": "%GRPC_STATUS_NUMBER%",   # empty for plain HTTP, as in Istio
+            # Istio's: empty for plain HTTP (a constant: no formatter per request), the status for gRPC
+            "grpc_response_status": "%GRPC_STATUS_NUMBER%" if grpc else packed.EMPTY,
         }
         out.append(_logger(_http_config(labels, modes, metrics, removed), _grpc_filter(invert=not grpc)))
     return out

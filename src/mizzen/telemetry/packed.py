@@ -20,7 +20,9 @@ HTTP stat has one tag, ``mizzen_istio``, whose ``value_format`` is one format st
 - the values: Envoy's command operators, formatted per request; the peer's string goes last, since only it
   can hold a ``|`` (a caller outside the mesh may send anything), so splitting cannot shift the others.
   A name may end in a mode: ``?`` (empty -> ``unknown``), ``!`` (``mutual_tls`` when the value, the peer's
-  URI SAN, is there, else ``none``): what CEL decided per request before.
+  URI SAN, is there, else ``none``): what CEL decided per request before. Labels whose operators are the
+  same are formatted once: their names share one value, joined by ``&`` (a server's ``source_principal?`` and
+  ``connection_security_policy!`` are both its peer's URI SAN).
 
 The agent expands ``mizzen_istio`` into Istio's labels, in Istio's order, wherever it serves Envoy's stats
 (``:15090`` and the merged ``:15020``, :mod:`mizzen.telemetry.prometheus`): once per distinct series per
@@ -38,8 +40,8 @@ from collections.abc import Collection, Iterable, Mapping
 from mizzen.core.workload_labels import PEER_FIELDS, UNKNOWN
 from mizzen.telemetry import exchange
 
-__all__ = ["EMPTY_IS_UNKNOWN", "ISTIO_LABEL_ORDER", "MTLS_FROM_PEER_SAN", "TAG", "expand", "unpack",
-           "value_format"]
+__all__ = ["EMPTY", "EMPTY_IS_UNKNOWN", "ISTIO_LABEL_ORDER", "MTLS_FROM_PEER_SAN", "TAG", "expand",
+           "unpack", "value_format"]
 
 TAG = "mizzen_istio"
 # Istio's label order (its stats plugin's)
@@ -56,6 +58,9 @@ _RANK = {k: i for i, k in enumerate(ISTIO_LABEL_ORDER)}
 EMPTY_IS_UNKNOWN = "?"          # empty -> unknown (a principal without a certificate)
 MTLS_FROM_PEER_SAN = "!"        # the peer's URI SAN there -> mutual_tls, else none
 _PEERS = ("source", "destination")
+# a label's value that is the empty string, a constant (a plain "" is reported as ``unknown``, as a tag of its
+# own would be): Istio's ``grpc_response_status`` of a request that is not gRPC
+EMPTY = "\x00"
 
 
 def value_format(labels: Mapping[str, str], peer_operators: Collection[str], order: Iterable[str],
@@ -64,10 +69,13 @@ def value_format(labels: Mapping[str, str], peer_operators: Collection[str], ord
     command operators): labels whose value is one of ``peer_operators`` are the peer's fields in one string
     (``core.workload_labels.encode_peer``: the peer header, the endpoint's metadata; all ``source_*`` or all
     ``destination_*`` ones); other values with a ``%`` are formatted per request (``modes``: label ->
-    :data:`EMPTY_IS_UNKNOWN` or :data:`MTLS_FROM_PEER_SAN`), the rest are constants (empty -> ``unknown``, as
-    a tag of its own would be)."""
+    :data:`EMPTY_IS_UNKNOWN` or :data:`MTLS_FROM_PEER_SAN`; labels with the same operators share one
+    value), the rest are constants (:data:`EMPTY`: the empty string; empty -> ``unknown``, as a tag of its own
+    would be)."""
     modes = modes or {}
-    consts, names, formats = [], [], []
+    consts: list[str] = []
+    names: list[str] = []
+    formats: list[str] = []
     peer: dict[str, list[str]] = {}
     peer_operator = ""
     for k in order:
@@ -81,8 +89,14 @@ def value_format(labels: Mapping[str, str], peer_operators: Collection[str], ord
                 raise ValueError(f"{k}: only source_* / destination_* peer fields come from the peer header")
             peer.setdefault(prefix, []).append(field)
         elif "%" in v:
-            names.append(k + modes.get(k, ""))
-            formats.append(v)
+            if v in formats:            # formatted once per request, read by every label that names it
+                i = formats.index(v)
+                names[i] += "&" + k + modes.get(k, "")
+            else:
+                names.append(k + modes.get(k, ""))
+                formats.append(v)
+        elif v == EMPTY:
+            consts.append(f"{k}=")
         else:
             consts.append(f"{k}={exchange.escape(v or UNKNOWN)}")
     if len(peer) > 1:
@@ -110,20 +124,26 @@ def unpack(packed: str) -> dict[str, str] | None:
     values = rest.split("|", len(names) - 1) if names else []
     if len(values) != len(names):
         return None
-    for name, value in zip(names, values, strict=True):
-        prefix, _, fields = name.partition("_")
-        if prefix in _PEERS and (fields == "*" or fields.startswith(":")):
-            # nothing (no header and no default, no endpoint or no metadata): unknown; malformed: empty
-            peer = exchange.decode_or_empty(value) if value else dict.fromkeys(PEER_FIELDS, UNKNOWN)
-            wanted = PEER_FIELDS if fields == "*" else tuple(fields[1:].split("+"))
-            labels |= {f"{prefix}_{f}": peer.get(f, "") for f in wanted}
-        elif name.endswith(EMPTY_IS_UNKNOWN):
-            labels[name[:-1]] = value or UNKNOWN
-        elif name.endswith(MTLS_FROM_PEER_SAN):
-            labels[name[:-1]] = "mutual_tls" if value else "none"
-        else:
-            labels[name] = value
+    for shared, value in zip(names, values, strict=True):
+        for name in shared.split("&"):
+            _unpack_one(labels, name, value)
     return labels
+
+
+def _unpack_one(labels: dict[str, str], name: str, value: str) -> None:
+    """Sets the label(s) one name of a packed tag stands for from its formatted value."""
+    prefix, _, fields = name.partition("_")
+    if prefix in _PEERS and (fields == "*" or fields.startswith(":")):
+        # nothing (no header and no default, no endpoint or no metadata): unknown; malformed: empty
+        peer = exchange.decode_or_empty(value) if value else dict.fromkeys(PEER_FIELDS, UNKNOWN)
+        wanted = PEER_FIELDS if fields == "*" else tuple(fields[1:].split("+"))
+        labels |= {f"{prefix}_{f}": peer.get(f, "") for f in wanted}
+    elif name.endswith(EMPTY_IS_UNKNOWN):
+        labels[name[:-1]] = value or UNKNOWN
+    elif name.endswith(MTLS_FROM_PEER_SAN):
+        labels[name[:-1]] = "mutual_tls" if value else "none"
+    else:
+        labels[name] = value
 
 
 def _prom_escape(v: str) -> str:
