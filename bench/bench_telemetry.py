@@ -275,7 +275,14 @@ def instructions_probe(binary: Path, seconds: float, connections: int, keep: Pat
 
     from mizzen.agent.binary import envoy_binary
     from mizzen.core.filters import pack
-    from mizzen.core.workload_labels import PEER_KEY, PEER_METADATA, encode_peer, peer_labels
+    from mizzen.core.workload_labels import (
+        PEER_KEY,
+        PEER_METADATA,
+        SERVICE_KEY,
+        encode_peer,
+        encode_service,
+        peer_labels,
+    )
     from mizzen.telemetry import exchange
     from mizzen.telemetry.metrics import HTTP_METRICS, Reporter, ServiceLabels, http_loggers, with_stats_scope
 
@@ -321,6 +328,9 @@ def instructions_probe(binary: Path, seconds: float, connections: int, keep: Pat
         c.load_assignment.cluster_name, sa.address, sa.port_value = f"server{i}", ip, base + 2 * i + 1
         lb.metadata.filter_metadata[PEER_METADATA].update(      # as EDS gives it
             {**server.fields(), PEER_KEY: encode_peer(server.fields())})
+        c.metadata.filter_metadata[PEER_METADATA].update(       # as CDS gives it (core.clusters)
+            {"service": svc.host, "service_name": svc.name, "service_namespace": svc.namespace,
+             SERVICE_KEY: encode_service(svc.host, svc.name, svc.namespace)})
     with tempfile.TemporaryDirectory() as tmp:
         cfg, out = Path(tmp) / "envoy.json", Path(tmp) / "callgrind.out"
         cfg.write_text(json.dumps(with_stats_scope(json.loads(json_format.MessageToJson(bs)))))

@@ -12,7 +12,7 @@ import pytest
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from telemetry_kit import parse
 
-from mizzen.core.workload_labels import PEER_FIELDS, peer_labels
+from mizzen.core.workload_labels import PEER_FIELDS, encode_service, peer_labels
 from mizzen.telemetry import exchange, packed
 from mizzen.telemetry.metrics import Reporter, ServiceLabels, http_loggers
 from mizzen.telemetry.prometheus import istio_names
@@ -157,8 +157,22 @@ def test_each_operator_is_formatted_once_and_plain_http_has_no_grpc_status_opera
               "DOWNSTREAM_LOCAL_URI_SAN": "spiffe://x/b"}
     [(_, labels, _)] = _scrape((_format(server, values), 1))
     assert labels["grpc_response_status"] == ""
-    assert (labels["source_principal"], labels["connection_security_policy"]) == ("spiffe://x/a", "mutual_tls")
+    assert (labels["source_principal"], labels["connection_security_policy"]) == (
+        "spiffe://x/a", "mutual_tls")
     # removing one of the labels that share a value keeps the other
     removed = _tag(Reporter.DESTINATION, removed=frozenset({"source_principal"}))
     [(_, labels, _)] = _scrape((_format(removed, values), 1))
     assert "source_principal" not in labels and labels["connection_security_policy"] == "mutual_tls"
+
+
+def test_client_service_labels_are_one_cluster_metadata_string() -> None:
+    client = _tag(Reporter.SOURCE)
+    assert client.count("%CLUSTER_METADATA(") == 1
+    svc = encode_service("reviews.bookinfo.svc.cluster.local", "reviews", "bookinfo")
+    [(_, labels, _)] = _scrape((_format(client, {"CLUSTER_METADATA(mizzen.peer:svc)": svc}), 1))
+    assert (labels["destination_service"], labels["destination_service_name"],
+            labels["destination_service_namespace"]) == ("reviews.bookinfo.svc.cluster.local", "reviews",
+                                                         "bookinfo")
+    removed = _tag(Reporter.SOURCE, removed=frozenset({"destination_service_name"}))
+    [(_, labels, _)] = _scrape((_format(removed, {"CLUSTER_METADATA(mizzen.peer:svc)": svc}), 1))
+    assert "destination_service_name" not in labels and labels["destination_service_namespace"] == "bookinfo"

@@ -33,7 +33,7 @@ from mizzen.core.policy import duration, effective_policy, locality_lb_setting, 
 from mizzen.core.proxy import Proxy
 from mizzen.core.proxy_keys import cluster_inputs, outbound_clusters_key
 from mizzen.core.push_context import PushContext
-from mizzen.core.workload_labels import PEER_METADATA
+from mizzen.core.workload_labels import PEER_METADATA, SERVICE_KEY, encode_service
 from mizzen.registry.model import Protocol, Resolution, Service, ServicePort, Workload
 
 __all__ = [
@@ -79,7 +79,8 @@ def _set_metadata(c: cluster_pb2.Cluster, services: list[Service], dr: Config | 
     if len(services) == 1:   # what telemetry reports as destination_service* (%CLUSTER_METADATA%)
         s = services[0]
         c.metadata.filter_metadata[PEER_METADATA].update(
-            {"service": s.hostname, "service_name": s.name, "service_namespace": s.namespace})
+            {"service": s.hostname, "service_name": s.name, "service_namespace": s.namespace,
+             SERVICE_KEY: encode_service(s.hostname, s.name, s.namespace)})
 
 
 def _socket(address: str, port: int) -> address_pb2.Address:
@@ -271,7 +272,8 @@ def _catch_all_metadata(c: cluster_pb2.Cluster) -> None:
     """What telemetry reports for traffic to no service: Istio's ``destination_service_name`` is the
     cluster's name (PassthroughCluster, BlackHoleCluster)."""
     c.metadata.filter_metadata[PEER_METADATA].update(
-        {"service": "unknown", "service_name": c.name, "service_namespace": "unknown"})
+        {"service": "unknown", "service_name": c.name, "service_namespace": "unknown",
+         SERVICE_KEY: encode_service("unknown", c.name, "unknown")})
 
 
 def passthrough_cluster(push: PushContext, name: str = names.PASSTHROUGH_CLUSTER,

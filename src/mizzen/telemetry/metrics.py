@@ -48,7 +48,7 @@ from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
 
-from mizzen.core.workload_labels import PEER_FIELDS, PEER_KEY, PEER_METADATA, UNKNOWN, PeerLabels
+from mizzen.core.workload_labels import PEER_FIELDS, PEER_KEY, PEER_METADATA, SERVICE_KEY, UNKNOWN, PeerLabels
 from mizzen.telemetry import packed, peer_address
 from mizzen.telemetry.exchange import PEER_OPERATOR
 
@@ -149,10 +149,16 @@ _UPSTREAM_MTLS = {
     "source_principal": _upstream_san("uri_san_local_certificate"),
     "destination_principal": _upstream_san("uri_san_peer_certificate"),
 }
+# over HTTP the service's three labels are one cluster metadata string (one operator per stat, not three)
+_SERVICE_OPERATOR = f"%CLUSTER_METADATA({PEER_METADATA}:{SERVICE_KEY})%"
 _UPSTREAM_HTTP = {"connection_security_policy": UNKNOWN, "source_principal": "%UPSTREAM_LOCAL_URI_SAN%",
-                  "destination_principal": "%UPSTREAM_PEER_URI_SAN%"}
+                  "destination_principal": "%UPSTREAM_PEER_URI_SAN%",
+                  "destination_service": _SERVICE_OPERATOR, "destination_service_name": _SERVICE_OPERATOR,
+                  "destination_service_namespace": _SERVICE_OPERATOR}
 _UPSTREAM_MODES = {"source_principal": packed.EMPTY_IS_UNKNOWN,
-                   "destination_principal": packed.EMPTY_IS_UNKNOWN}
+                   "destination_principal": packed.EMPTY_IS_UNKNOWN,
+                   "destination_service": packed.field(0), "destination_service_name": packed.field(1),
+                   "destination_service_namespace": packed.field(2)}
 # over HTTP a client's destination_* labels come from the chosen endpoint's metadata, all fields in one key
 # (one operator per stat; the agent expands it); unknown without an endpoint (a local reply: fault abort,
 # overflow, no healthy upstream) or without the metadata (not a mesh workload)

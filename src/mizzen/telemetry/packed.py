@@ -22,7 +22,9 @@ HTTP stat has one tag, ``mizzen_istio``, whose ``value_format`` is one format st
   A name may end in a mode: ``?`` (empty -> ``unknown``), ``!`` (``mutual_tls`` when the value, the peer's
   URI SAN, is there, else ``none``): what CEL decided per request before. Labels whose operators are the
   same are formatted once: their names share one value, joined by ``&`` (a server's ``source_principal?`` and
-  ``connection_security_policy!`` are both its peer's URI SAN).
+  ``connection_security_policy!`` are both its peer's URI SAN). A mode ``#i`` takes the i-th of the value's
+  ``,``-joined escaped fields (empty when absent): a client's three ``destination_service*`` labels share one
+  cluster metadata string.
 
 The agent expands ``mizzen_istio`` into Istio's labels, in Istio's order, wherever it serves Envoy's stats
 (``:15090`` and the merged ``:15020``, :mod:`mizzen.telemetry.prometheus`): once per distinct series per
@@ -40,7 +42,7 @@ from collections.abc import Collection, Iterable, Mapping
 from mizzen.core.workload_labels import PEER_FIELDS, UNKNOWN
 from mizzen.telemetry import exchange
 
-__all__ = ["EMPTY", "EMPTY_IS_UNKNOWN", "ISTIO_LABEL_ORDER", "MTLS_FROM_PEER_SAN", "TAG", "expand",
+__all__ = ["EMPTY", "EMPTY_IS_UNKNOWN", "ISTIO_LABEL_ORDER", "MTLS_FROM_PEER_SAN", "TAG", "expand", "field",
            "unpack", "value_format"]
 
 TAG = "mizzen_istio"
@@ -58,6 +60,13 @@ _RANK = {k: i for i, k in enumerate(ISTIO_LABEL_ORDER)}
 EMPTY_IS_UNKNOWN = "?"          # empty -> unknown (a principal without a certificate)
 MTLS_FROM_PEER_SAN = "!"        # the peer's URI SAN there -> mutual_tls, else none
 _PEERS = ("source", "destination")
+
+
+def field(i: int) -> str:
+    """The mode of a label that is the ``i``-th of its value's ``,``-joined escaped fields."""
+    return f"#{i}"
+
+
 # a label's value that is the empty string, a constant (a plain "" is reported as ``unknown``, as a tag of its
 # own would be): Istio's ``grpc_response_status`` of a request that is not gRPC
 EMPTY = "\x00"
@@ -138,6 +147,10 @@ def _unpack_one(labels: dict[str, str], name: str, value: str) -> None:
         peer = exchange.decode_or_empty(value) if value else dict.fromkeys(PEER_FIELDS, UNKNOWN)
         wanted = PEER_FIELDS if fields == "*" else tuple(fields[1:].split("+"))
         labels |= {f"{prefix}_{f}": peer.get(f, "") for f in wanted}
+    elif (at := name.rfind("#")) > 0 and name[at + 1:].isdigit():
+        fields_ = value.split(",")
+        i = int(name[at + 1:])
+        labels[name[:at]] = exchange.unescape(fields_[i]) if i < len(fields_) else ""
     elif name.endswith(EMPTY_IS_UNKNOWN):
         labels[name[:-1]] = value or UNKNOWN
     elif name.endswith(MTLS_FROM_PEER_SAN):
