@@ -20,11 +20,12 @@ HTTP stat has one tag, ``mizzen_istio``, whose ``value_format`` is one format st
 - the values: Envoy's command operators, formatted per request; the peer's string goes last, since only it
   can hold a ``|`` (a caller outside the mesh may send anything), so splitting cannot shift the others.
   A name may end in a mode: ``?`` (empty -> ``unknown``), ``!`` (``mutual_tls`` when the value, the peer's
-  URI SAN, is there, else ``none``): what CEL decided per request before. Labels whose operators are the
-  same are formatted once: their names share one value, joined by ``&`` (a server's ``source_principal?`` and
-  ``connection_security_policy!`` are both its peer's URI SAN). A mode ``#i`` takes the i-th of the value's
-  ``,``-joined escaped fields (empty when absent): a client's three ``destination_service*`` labels share one
-  cluster metadata string.
+  URI SAN, is there, else ``none``): what CEL decided per request before. Istio's label names are
+  written as one character each (the label's rank in :data:`ISTIO_LABEL_ORDER`, base 36; a longer name is
+  itself). Labels whose operators are the same are formatted once: their names share one value, joined by
+  ``&`` (a server's ``source_principal?`` and ``connection_security_policy!`` are both its peer's URI SAN).
+  A mode ``#i`` takes the i-th of the value's ``,``-joined escaped fields (empty when absent): a client's
+  three ``destination_service*`` labels share one cluster metadata string.
 
 The agent expands ``mizzen_istio`` into Istio's labels, in Istio's order, wherever it serves Envoy's stats
 (``:15090`` and the merged ``:15020``, :mod:`mizzen.telemetry.prometheus`): once per distinct series per
@@ -56,6 +57,20 @@ ISTIO_LABEL_ORDER = (
     "request_protocol", "response_code", "grpc_response_status", "response_flags",
     "connection_security_policy")
 _RANK = {k: i for i, k in enumerate(ISTIO_LABEL_ORDER)}
+# in the tag, an Istio label's name is one character (its rank in base 36): the tag is formatted, encoded,
+# joined into the stat's name and hashed by every stat on every request, and the names were most of its bytes
+_CODES = "0123456789abcdefghijklmnopqrstuvwxyz"
+_CODE_OF = {k: _CODES[i] for i, k in enumerate(ISTIO_LABEL_ORDER)}
+_NAME_OF = {c: k for k, c in _CODE_OF.items()}
+
+
+def _code(label: str) -> str:
+    return _CODE_OF.get(label, label)
+
+
+def _name(code: str) -> str:
+    """A label's name from its code (a name of more than one character is the name itself)."""
+    return _NAME_OF.get(code, code) if len(code) == 1 else code
 # modes of per-request labels, a suffix of their name: what the agent makes of the formatted value
 EMPTY_IS_UNKNOWN = "?"          # empty -> unknown (a principal without a certificate)
 MTLS_FROM_PEER_SAN = "!"        # the peer's URI SAN there -> mutual_tls, else none
@@ -100,14 +115,14 @@ def value_format(labels: Mapping[str, str], peer_operators: Collection[str], ord
         elif "%" in v:
             if v in formats:            # formatted once per request, read by every label that names it
                 i = formats.index(v)
-                names[i] += "&" + k + modes.get(k, "")
+                names[i] += "&" + _code(k) + modes.get(k, "")
             else:
-                names.append(k + modes.get(k, ""))
+                names.append(_code(k) + modes.get(k, ""))
                 formats.append(v)
         elif v == EMPTY:
-            consts.append(f"{k}=")
+            consts.append(f"{_code(k)}=")
         else:
-            consts.append(f"{k}={exchange.escape(v or UNKNOWN)}")
+            consts.append(f"{_code(k)}={exchange.escape(v or UNKNOWN)}")
     if len(peer) > 1:
         raise ValueError("one peer header per logger")
     for prefix, fields in peer.items():
@@ -128,7 +143,7 @@ def unpack(packed: str) -> dict[str, str] | None:
         k, eq, v = kv.partition("=")
         if not eq:
             return None
-        labels[k] = exchange.unescape(v)
+        labels[_name(k)] = exchange.unescape(v)
     names = names_s.split(",") if names_s else []
     values = rest.split("|", len(names) - 1) if names else []
     if len(values) != len(names):
@@ -150,13 +165,13 @@ def _unpack_one(labels: dict[str, str], name: str, value: str) -> None:
     elif (at := name.rfind("#")) > 0 and name[at + 1:].isdigit():
         fields_ = value.split(",")
         i = int(name[at + 1:])
-        labels[name[:at]] = exchange.unescape(fields_[i]) if i < len(fields_) else ""
+        labels[_name(name[:at])] = exchange.unescape(fields_[i]) if i < len(fields_) else ""
     elif name.endswith(EMPTY_IS_UNKNOWN):
-        labels[name[:-1]] = value or UNKNOWN
+        labels[_name(name[:-1])] = value or UNKNOWN
     elif name.endswith(MTLS_FROM_PEER_SAN):
-        labels[name[:-1]] = "mutual_tls" if value else "none"
+        labels[_name(name[:-1])] = "mutual_tls" if value else "none"
     else:
-        labels[name] = value
+        labels[_name(name)] = value
 
 
 def _prom_escape(v: str) -> str:
