@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import logging
 import os
 import pstats
@@ -52,6 +53,36 @@ _SUBNET = 1 + os.getpid() % 200
 
 
 GC_TUNED = True   # --gc: the control-plane process's GC settings (mizzen.gctune)
+TRACE = False     # --trace: one line per round (stages, CPU, gc passes, the Envoys' CPU)
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class GcLog:
+    """Every collection of this process: (generation, wall start, wall end), via ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.passes: list[tuple[int, float, float]] = []
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.time()
+        else:
+            self.passes.append((info["generation"], self._start, time.time()))
+
+    def within(self, t0: float, t1: float) -> list[tuple[int, float]]:
+        """(generation, seconds) of the passes that began in [t0, t1]."""
+        return [(g, b - a) for g, a, b in self.passes if t0 <= a <= t1]
+
+
+def cpu_s(pid: int | str = "self") -> float:
+    """User + system CPU seconds of a process (all threads); 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
 
 
 def bookinfo_yaml() -> str:
@@ -143,11 +174,18 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
             nodes = [a.node_id for a in agents]
             if prof is not None:
                 prof.enable()
+            gclog = GcLog()
+            gc.callbacks.append(gclog)
+            if TRACE:
+                print("  round  debounce  push(wall)  in-gen  loop-CPU  send+ACK  all-ACKed  "
+                      "gc in push (gen:ms)  gc in round  cp-CPU  envoys-CPU  ms")
             for r in range(1, rounds + 1):
                 w = 5 + (r * 37) % 90           # a different split every round
                 change = load(cp, vs_yaml("reviews", NS, (w, 100 - w), ("v1", "v3" if r % 2 else "v2")))
                 await asyncio.sleep(gap)   # >= quiet time: each apply is an isolated change (leading edge)
                 pushes = cp.pusher.stats.pushes
+                envoy_cpu0 = sum(cpu_s(a.pid) for a in agents if a.pid is not None) if TRACE else 0.0
+                cp_cpu0 = cpu_s()
                 t_apply = time.time()
                 cp.store.apply(change)
                 try:
@@ -171,6 +209,23 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                     res.debounce_wait.append(start - t_apply)
                     res.generate.append(st.duration_s)
                     res.send_ack.append(max(lat) - (st.last_push - t_apply))
+                    if TRACE:
+                        envoy_cpu = sum(cpu_s(a.pid) for a in agents if a.pid is not None) - envoy_cpu0
+                        in_push = gclog.within(start, st.last_push)
+                        in_round = gclog.within(t_apply, t_apply + max(lat))
+                        print(f"  {r:5d}  {(start - t_apply) * 1000:8.1f}  {st.duration_s * 1000:10.1f}  "
+                              f"{st.generate_s * 1000:6.1f}  {st.cpu_s * 1000:8.1f}  "
+                              f"{(max(lat) - (st.last_push - t_apply)) * 1000:8.1f}  {max(lat) * 1000:9.1f}  "
+                              f"{' '.join(f'{g}:{d * 1000:.1f}' for g, d in in_push) or '-':>19}  "
+                              f"{len(in_round):11d}  {(cpu_s() - cp_cpu0) * 1000:6.0f}  "
+                              f"{envoy_cpu * 1000:10.0f}")
+            gc.callbacks.remove(gclog)
+            if TRACE:
+                for g in (0, 1, 2):
+                    d = sorted(b - a for gen, a, b in gclog.passes if gen == g)
+                    if d:
+                        print(f"  gc generation {g}: {len(d)} passes over the rounds, median "
+                              f"{pct(d, 50) * 1000:.1f} ms, max {d[-1] * 1000:.1f} ms")
             if prof is not None:
                 prof.disable()
             res.cp_rss = rss_mb()
@@ -240,11 +295,16 @@ def main() -> None:
                          f"({PROD.debounce_quiet_s:g} s quiet, {PROD.debounce_max_s:g} s max); "
                          "e.g. prod,0.005")
     ap.add_argument("--profile", action="store_true", help="cProfile the control plane during the rounds")
+    ap.add_argument("--trace", action="store_true",
+                    help="one line per round: stages, the push's CPU, gc passes, the control plane's and "
+                         "the Envoys' CPU")
     ap.add_argument("--gc", choices=["tuned", "default"], default="tuned",
                     help="tuned: the control-plane process's GC settings (mizzen.gctune); default: CPython's")
     args = ap.parse_args()
     global GC_TUNED
     GC_TUNED = args.gc == "tuned"
+    global TRACE
+    TRACE = args.trace
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(amain(args))

@@ -84,6 +84,8 @@ class PushStats:
     full: bool = True
     types: list[str] = field(default_factory=list)       # the xDS types the last push regenerated
     proxies_changed: int = 0                              # proxies whose config (some version) changed
+    generate_s: float = 0.0    # of duration_s: time inside the generators (the rest: scope checks, yields)
+    cpu_s: float = 0.0         # the event loop thread's CPU during the push (its yields included)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +100,8 @@ class PushStats:
             "full": self.full,
             "types": list(self.types),
             "proxies_changed": self.proxies_changed,
+            "generate_ms": round(self.generate_s * 1000, 3),
+            "cpu_ms": round(self.cpu_s * 1000, 3),
         }
 
 
@@ -130,6 +134,7 @@ class Pusher:
         self._push: PushContext | None = None
         self._lock = asyncio.Lock()
         self._pushed = asyncio.Event()
+        self._generate_s = 0.0
 
     @property
     def generator(self) -> Generator:
@@ -153,6 +158,7 @@ class Pusher:
 
     def _generate(self, proxy: Proxy, push: PushContext, types: Collection[str] | None = None) -> bool:
         """Generate ``types`` (None: all) for the proxy into the cache; False (and recorded) on failure."""
+        t0 = time.monotonic()
         try:
             resources = self.generator(proxy, push, types)
             if types is None:
@@ -170,6 +176,8 @@ class Pusher:
             self.errors[proxy.id] = GenerationError(proxy.id, msg, push.version, time.time(),
                                                     traceback.format_exc(limit=8))
             return False
+        finally:
+            self._generate_s += time.monotonic() - t0
         self.errors.pop(proxy.id, None)
         return True
 
@@ -201,82 +209,88 @@ class Pusher:
         if request is None or not isinstance(request, PushRequest):
             request = PushRequest.everything(list(request or ["manual"]))
         async with self._lock:
-            start = time.monotonic()
-            if self.metrics is not None and request.start:
-                self.metrics.debounce_time.observe(max(0.0, start - request.start))
-            prev = self._push
-            everything = prev is None or request.all_configs
-            kinds = request.kinds()
-            types = set(GENERATORS) if everything else (types_reading(kinds) if request.full else set())
-            hosts = request.services
-            if everything or prev is None:
-                push = self._build(None, prev)
+            return await self._push_locked(request)
+
+    async def _push_locked(self, request: PushRequest) -> PushContext:
+        start, cpu0 = time.monotonic(), time.thread_time()
+        self._generate_s = 0.0
+        if self.metrics is not None and request.start:
+            self.metrics.debounce_time.observe(max(0.0, start - request.start))
+        prev = self._push
+        everything = prev is None or request.all_configs
+        kinds = request.kinds()
+        types = set(GENERATORS) if everything else (types_reading(kinds) if request.full else set())
+        hosts = request.services
+        if everything or prev is None:
+            push = self._build(None, prev)
+        else:
+            push = self._build(carry_memo(prev.memo, types, kinds, hosts, self.proxies), prev)
+        self._push = push
+        inline = {h for h in hosts if (svc := push.service(h)) is not None
+                  and svc.resolution is not Resolution.STATIC}
+        ok = failed = 0
+        regenerated: set[str] = set()
+        changed: list[str] = []
+        serials = {n: sn.serial for n in self.proxies if (sn := self._sink.get(n)) is not None}
+        generated: dict[str, float] = {}   # node -> when its generation began (pilot_xds_push_time)
+        affected: dict[Hashable, bool] = {}   # scope keys (before, after) -> the change affects them
+        step = min(YIELD_EVERY, self.throttle)   # PILOT_PUSH_THROTTLE bounds a batch too
+        since, last_yield = 0, time.monotonic()
+        for proxy in list(self.proxies.values()):
+            if since >= step or (since and time.monotonic() - last_yield >= YIELD_AFTER_S):
+                await asyncio.sleep(0)
+                since, last_yield = 0, time.monotonic()
+            if proxy.id not in self.proxies:
+                continue  # disconnected meanwhile
+            # a proxy whose last generation failed missed changes: it gets everything again
+            if everything or proxy.id in self.errors or _own_workload_changed(proxy, request):
+                wanted: set[str] | None = None
             else:
-                push = self._build(carry_memo(prev.memo, types, kinds, hosts, self.proxies), prev)
-            self._push = push
-            inline = {h for h in hosts if (svc := push.service(h)) is not None
-                      and svc.resolution is not Resolution.STATIC}
-            ok = failed = 0
-            regenerated: set[str] = set()
-            changed: list[str] = []
-            serials = {n: sn.serial for n in self.proxies if (sn := self._sink.get(n)) is not None}
-            generated: dict[str, float] = {}   # node -> when its generation began (pilot_xds_push_time)
-            affected: dict[Hashable, bool] = {}   # scope keys (before, after) -> the change affects them
-            step = min(YIELD_EVERY, self.throttle)   # PILOT_PUSH_THROTTLE bounds a batch too
-            since, last_yield = 0, time.monotonic()
-            for proxy in list(self.proxies.values()):
-                if since >= step or (since and time.monotonic() - last_yield >= YIELD_AFTER_S):
-                    await asyncio.sleep(0)
-                    since, last_yield = 0, time.monotonic()
-                if proxy.id not in self.proxies:
-                    continue  # disconnected meanwhile
-                # a proxy whose last generation failed missed changes: it gets everything again
-                if everything or proxy.id in self.errors or _own_workload_changed(proxy, request):
-                    wanted: set[str] | None = None
-                else:
-                    wanted = set()
-                    if types and prev is not None and await self._affected(proxy, prev, push, request.configs,
-                                                                           affected):
-                        wanted |= types
-                    if inline and any(_sees(proxy, push, h) for h in inline):
-                        wanted |= {CLUSTER, ENDPOINT}
-                    if not wanted:
-                        continue
-                generated[proxy.id] = time.monotonic()
-                since += 1
-                if self._generate(proxy, push, None if wanted is None else sorted(wanted)):
-                    ok += 1
-                    if wanted is None or ENDPOINT in wanted:
-                        regenerated.add(proxy.id)
-                else:
-                    failed += 1
-            static = hosts - inline
-            if static:
-                ok += await self._push_endpoints(push, static, regenerated, generated)
-            for n, serial in serials.items():
-                snap = self._sink.get(n)
-                if snap is not None and snap.serial != serial:
-                    changed.append(n)
-            if self._on_changed is not None and changed:
-                self._on_changed(changed, request.start or start, generated)
-            s = self.stats
-            s.pushes += 1
-            s.version = push.version
-            s.last_push = time.time()
-            s.duration_s = time.monotonic() - start
-            s.proxies_pushed = ok
-            s.proxies_failed = failed
-            s.reasons = sorted(request.reasons)[:20]
-            s.full = request.full
-            s.types = sorted(SHORT.get(t, t) for t in (types if request.full else set()) | (
-                {ENDPOINT} if hosts else set()))
-            s.proxies_changed = len(changed)
-            log.info("push %d (%s, %s): %d proxies in %.1f ms (%d changed), %d failed", s.pushes,
-                     push.version, "full" if request.full else "eds", ok, s.duration_s * 1000, len(changed),
-                     failed)
-            ev, self._pushed = self._pushed, asyncio.Event()
-            ev.set()
-            return push
+                wanted = set()
+                if types and prev is not None and await self._affected(proxy, prev, push, request.configs,
+                                                                       affected):
+                    wanted |= types
+                if inline and any(_sees(proxy, push, h) for h in inline):
+                    wanted |= {CLUSTER, ENDPOINT}
+                if not wanted:
+                    continue
+            generated[proxy.id] = time.monotonic()
+            since += 1
+            if self._generate(proxy, push, None if wanted is None else sorted(wanted)):
+                ok += 1
+                if wanted is None or ENDPOINT in wanted:
+                    regenerated.add(proxy.id)
+            else:
+                failed += 1
+        static = hosts - inline
+        if static:
+            ok += await self._push_endpoints(push, static, regenerated, generated)
+        for n, serial in serials.items():
+            snap = self._sink.get(n)
+            if snap is not None and snap.serial != serial:
+                changed.append(n)
+        if self._on_changed is not None and changed:
+            self._on_changed(changed, request.start or start, generated)
+        s = self.stats
+        s.pushes += 1
+        s.version = push.version
+        s.last_push = time.time()
+        s.duration_s = time.monotonic() - start
+        s.generate_s = self._generate_s
+        s.cpu_s = time.thread_time() - cpu0
+        s.proxies_pushed = ok
+        s.proxies_failed = failed
+        s.reasons = sorted(request.reasons)[:20]
+        s.full = request.full
+        s.types = sorted(SHORT.get(t, t) for t in (types if request.full else set()) | (
+            {ENDPOINT} if hosts else set()))
+        s.proxies_changed = len(changed)
+        log.info("push %d (%s, %s): %d proxies in %.1f ms (%d changed), %d failed", s.pushes,
+                 push.version, "full" if request.full else "eds", ok, s.duration_s * 1000, len(changed),
+                 failed)
+        ev, self._pushed = self._pushed, asyncio.Event()
+        ev.set()
+        return push
 
     async def _affected(self, proxy: Proxy, prev: PushContext, push: PushContext, keys: Iterable[ConfigKey],
                         memo: dict[Hashable, bool]) -> bool:
