@@ -15,6 +15,7 @@ generator declares (LDS reads VirtualServices, but a local-mode sidecar's listen
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -69,6 +70,7 @@ class Generator(Protocol):
         ...
 
 
+@functools.cache   # the kinds are declared once (config.kinds); asked per proxy per push
 def _reads(short: str) -> frozenset[str]:
     return frozenset(k.kind for k in kinds.ALL_KINDS if short in k.read_by)
 
@@ -195,10 +197,22 @@ GENERATORS: dict[str, Generator] = {}
 def register(generator: Generator) -> None:
     """Add (or replace) the generator of its type URL."""
     GENERATORS[generator.type_url] = generator
+    _ORDERS.clear()
+
+
+_ORDERS: dict[frozenset[str], tuple[str, ...]] = {}   # wanted types -> _ordered(wanted), until a register
 
 
 for _g in (_Clusters(), _Endpoints(), _Listeners(), _Routes()):
     register(_g)
+
+
+def _ordered_cached(wanted: frozenset[str]) -> tuple[str, ...]:
+    """:func:`_ordered`, computed once per set of types (it is asked for every proxy of every push)."""
+    out = _ORDERS.get(wanted)
+    if out is None:
+        out = _ORDERS[wanted] = tuple(_ordered(wanted))
+    return out
 
 
 def _ordered(type_urls: Iterable[str]) -> list[str]:
@@ -221,19 +235,20 @@ def _ordered(type_urls: Iterable[str]) -> list[str]:
 def generate(proxy: Proxy, push: PushContext, types: Collection[str] | None = None) -> ResourceSet:
     """The proxy's resources of ``types`` (default: every registered type). A type named after another's
     output has that one built too (memoized, so cheap), but only ``types`` are returned."""
-    wanted = set(GENERATORS) if types is None else set(types)
+    wanted = frozenset(GENERATORS) if types is None else frozenset(types)
     if grpcgen.is_proxyless(proxy):   # a proxyless gRPC client: api_listeners, its own clusters
         whole = grpcgen.generate_proxyless(proxy, push)
         return ResourceSet({t: v for t, v in whole.by_type.items() if t in wanted})
     built: dict[str, Mapping[str, Message]] = {}
-    for t in _ordered(wanted):
+    order = _ordered_cached(wanted)
+    for t in order:
         g = GENERATORS[t]
         names = None
         if g.names_from is not None:
             source, pick = g.names_from
             names = pick(built[source])
         built[t] = g.generate(proxy, push, names)
-    return ResourceSet({t: built[t] for t in _ordered(wanted) if t in wanted})
+    return ResourceSet({t: built[t] for t in order if t in wanted})
 
 
 def types_reading(changed_kinds: Iterable[str]) -> set[str]:
