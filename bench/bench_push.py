@@ -55,6 +55,7 @@ _SUBNET = 1 + os.getpid() % 200
 GC_TUNED = True   # --gc: the control-plane process's GC settings (mizzen.gctune)
 TRACE = False     # --trace: one line per round (stages, CPU, gc passes, the Envoys' CPU)
 _TICK = os.sysconf("SC_CLK_TCK")
+nan = float("nan")   # a push stat the code under test does not report (A/B against older code)
 
 
 class GcLog:
@@ -214,7 +215,8 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                         in_push = gclog.within(start, st.last_push)
                         in_round = gclog.within(t_apply, t_apply + max(lat))
                         print(f"  {r:5d}  {(start - t_apply) * 1000:8.1f}  {st.duration_s * 1000:10.1f}  "
-                              f"{st.generate_s * 1000:6.1f}  {st.cpu_s * 1000:8.1f}  "
+                              f"{getattr(st, 'generate_s', nan) * 1000:6.1f}  "
+                              f"{getattr(st, 'cpu_s', nan) * 1000:8.1f}  "
                               f"{(max(lat) - (st.last_push - t_apply)) * 1000:8.1f}  {max(lat) * 1000:9.1f}  "
                               f"{' '.join(f'{g}:{d * 1000:.1f}' for g, d in in_push) or '-':>19}  "
                               f"{len(in_round):11d}  {(cpu_s() - cp_cpu0) * 1000:6.0f}  "
