@@ -153,6 +153,7 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
         await cp.start()
         if GC_TUNED:
             gctune.configure()   # what `python -m mizzen.controlplane` does once started
+            cp.ads.on_round = gctune.PushWindow()   # ... and no young pass in the middle of a push round
         try:
             cp.apply(load(cp, bookinfo_yaml()))
             cp.apply(load(cp, vs_yaml("reviews", NS, (50, 50))))
