@@ -179,7 +179,9 @@ def run_demo(state: Path, *extra: str, ready_timeout: float = 90) -> Iterator[De
     d = Demo(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{api}", state, (port, tls, xds, api))
     try:
         deadline = time.monotonic() + ready_timeout
-        while "Bookinfo is up" not in d.output():       # printed once every pod is ready and synced
+        # "Bookinfo is up" is printed once every pod is ready and synced; the banner after it (addresses, any
+        # objects that could not be restored) ends with "Press Ctrl-C": wait for the whole banner
+        while "Press Ctrl-C to stop everything." not in d.output():
             assert proc.poll() is None, d.output()
             assert time.monotonic() < deadline, f"demo not ready in {ready_timeout:.0f} s:\n" + d.output()
             time.sleep(0.1)

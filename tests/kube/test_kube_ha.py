@@ -71,7 +71,8 @@ class Replica:
         return self.proc.poll() is None
 
 
-def start_replica(cluster: Any, name: str, system_ns: str, work: Path, host: str) -> Replica:
+def start_replica(cluster: Any, name: str, system_ns: str, work: Path, host: str,
+                  *extra: str) -> Replica:
     state = work / name
     state.mkdir()
     (work / f"{name}-tmp").mkdir()     # its temp files (the CA material while it loads) land here
@@ -83,7 +84,7 @@ def start_replica(cluster: Any, name: str, system_ns: str, work: Path, host: str
         proc = subprocess.Popen(
             [sys.executable, "-m", "mizzen.controlplane", "--kubeconfig", str(cluster.kubeconfig),
              "--state-dir", str(state), "--xds-host", host, "--xds-port", "0", "--xds-tls-port", "0",
-             "--http-port", "0"],
+             "--http-port", "0", *extra],
             stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True)
     return Replica(name, proc, 0, 0, log, state=state)
 

@@ -81,10 +81,19 @@ async def test_analysis_status_leader_only(kube_cluster: Any, monkeypatch: pytes
             kube_cluster.kubectl("create", "namespace", ns)
             made.append(ns)
         kube_cluster.kubectl("apply", "-n", app_ns, "-f", "-", stdin=SERVICE)
+        # the replicas see only this test's namespace (meshConfig discoverySelectors, in the mesh ConfigMap of
+        # their own root namespace): the session cluster may hold other tests' objects, whose status writes
+        # (paced) would queue ahead of this test's
+        selectors = f"discoverySelectors: [{{matchLabels: {{kubernetes.io/metadata.name: {app_ns}}}}}]"
+        kube_cluster.kubectl("apply", "-f", "-", stdin=kube_cluster.kubectl(
+            "create", "configmap", "istio", "-n", system_ns, "--dry-run=client", "-o", "yaml",
+            f"--from-literal=mesh={selectors}"))
         with tempfile.TemporaryDirectory(prefix="mizzen-kst-") as tmp:
             host = kube_cluster.net.addr.host_ip
-            replicas = [start_replica(kube_cluster, f"istiod-{tag}-{x}", system_ns, Path(tmp), host)
-                        for x in "ab"]
+            mesh = Path(tmp) / "mesh.yaml"
+            mesh.write_text(f"rootNamespace: {system_ns}\n")
+            replicas = [start_replica(kube_cluster, f"istiod-{tag}-{x}", system_ns, Path(tmp), host,
+                                      "--mesh-config", str(mesh)) for x in "ab"]
             try:
                 for r in replicas:
                     wait_ports(r)
@@ -142,6 +151,10 @@ async def test_analysis_status_leader_only(kube_cluster: Any, monkeypatch: pytes
                 assert await holder() == survivor.name
                 print(f"status failover: {took:.1f}s after kill -9 (lease {TTL:g}s); "
                       f"test {time.monotonic() - t_start:.1f}s")
+            except BaseException:
+                for r in replicas:      # what the replicas said, for a failure's report
+                    print(f"--- {r.name} (last 40 lines)\n" + "\n".join(r.log.read_text().splitlines()[-40:]))
+                raise
             finally:
                 for r in replicas:
                     stop(r)
