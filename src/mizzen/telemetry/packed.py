@@ -200,6 +200,30 @@ def _add(a: str, b: str) -> str:
     return repr(float(a) + float(b))
 
 
+class SeriesSum:
+    """Prometheus text being rewritten line by line, where a rewritten series may coincide with an earlier
+    one: its value is added to that line's (counters, histogram buckets, sums and counts all add up), so the
+    text never holds a series twice. Lines keep their first-seen order."""
+
+    def __init__(self) -> None:
+        self._out: list[str] = []
+        self._at: dict[str, int] = {}       # a series -> its line in _out
+
+    def line(self, line: str) -> None:
+        """A line kept as it is (comments, series not rewritten)."""
+        self._out.append(line)
+
+    def series(self, series: str, value: str) -> None:
+        if (i := self._at.get(series)) is not None:
+            self._out[i] = f"{series} {_add(self._out[i].rpartition(' ')[2], value)}"
+        else:
+            self._at[series] = len(self._out)
+            self._out.append(f"{series} {value}")
+
+    def text(self) -> str:
+        return "\n".join(self._out)
+
+
 def expand(text: str) -> str:
     """Prometheus text with every ``mizzen_istio="..."`` label replaced by the labels it packs. Two Envoy
     series that expand to the same labels (two different malformed peer headers: both have empty peer labels)
@@ -207,18 +231,12 @@ def expand(text: str) -> str:
     holds a series twice."""
     if TAG not in text:
         return text
-    out: list[str] = []
-    at: dict[str, int] = {}             # an expanded series -> its line in out
+    out = SeriesSum()
     for line in text.split("\n"):
         m = _TAG_LABEL.search(line) if TAG in line and not line.startswith("#") else None
         if m is None:
-            out.append(line)
+            out.line(line)
             continue
         series, _, value = (line[:m.start()] + _rendered(m[1]) + line[m.end():]).rpartition(" ")
-        if series in at:
-            i = at[series]
-            out[i] = f"{series} {_add(out[i].rpartition(' ')[2], value)}"
-        else:
-            at[series] = len(out)
-            out.append(f"{series} {value}")
-    return "\n".join(out)
+        out.series(series, value)
+    return out.text()

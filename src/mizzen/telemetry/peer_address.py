@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import grpc
 
 from mizzen.core.workload_labels import PEER_FIELDS
+from mizzen.telemetry.packed import SeriesSum
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +138,6 @@ def _source_labels(principal: str, entries: Sequence[PeerEntry]) -> dict[str, st
     return {k: v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for k, v in out.items()}
 
 
-def _add(a: str, b: str) -> str:
-    if a.isdigit() and b.isdigit():
-        return str(int(a) + int(b))
-    return repr(float(a) + float(b))
-
-
 _ADDRESS = re.compile(ADDRESS_TAG + r'="([^"\\\n]*)"')
 
 
@@ -158,12 +153,11 @@ def expand(text: str, workloads: Mapping[str, Sequence[PeerEntry]]) -> str:
     up. ``workloads``: address -> the workloads there (the control plane's map)."""
     if ADDRESS_TAG not in text:
         return text
-    out: list[str] = []
-    at: dict[str, int] = {}
+    out = SeriesSum()
     tag = f'{ADDRESS_TAG}="'
     for line in text.split("\n"):
         if tag not in line or line.startswith("#"):
-            out.append(line)
+            out.line(line)
             continue
         series, _, value = line.rpartition(" ")
         name, brace, body = series.partition("{")
@@ -173,14 +167,8 @@ def expand(text: str, workloads: Mapping[str, Sequence[PeerEntry]]) -> str:
         fill = _source_labels(values.get("source_principal", ""), workloads.get(address, ()))
         rendered = ",".join(f'{k}="{fill.get(k, v) if k in _SOURCE else v}"'
                             for k, v in labels if k != ADDRESS_TAG)
-        key = f"{name}{{{rendered}}}" if rendered else name
-        if key in at:
-            i = at[key]
-            out[i] = f"{key} {_add(out[i].rpartition(' ')[2], value)}"
-        else:
-            at[key] = len(out)
-            out.append(f"{key} {value}")
-    return "\n".join(out)
+        out.series(f"{name}{{{rendered}}}" if rendered else name, value)
+    return out.text()
 
 
 class AddressMap:
