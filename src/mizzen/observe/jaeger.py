@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from mizzen.observe.process import AddonProcess
+from mizzen.observe.process import Addon, AddonProcess
 
 __all__ = ["BUILD_HINT", "VERSION", "Jaeger", "JaegerOptions", "find_binary", "render_config"]
 
@@ -90,21 +90,11 @@ def render_config(o: JaegerOptions) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-class Jaeger:
+class Jaeger(Addon[JaegerOptions]):
     """Render the config into ``data_dir`` and run ``jaeger --config``; ready once the query API answers."""
 
     def __init__(self, opts: JaegerOptions, binary: str | None = None) -> None:
-        self.opts = opts
-        self.binary = binary or find_binary()
-        self.process: AddonProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return self.opts.url
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
+        super().__init__(opts, binary or find_binary())
 
     async def start(self, timeout: float = 30.0) -> None:
         if self.binary is None:
@@ -116,8 +106,3 @@ class Jaeger:
         self.process = AddonProcess("jaeger", [self.binary, "--config", str(config)],
                                     o.data_dir / "jaeger.log", f"{o.url}/api/services")
         await self.process.start(timeout)
-
-    async def stop(self) -> None:
-        if self.process is not None:
-            await self.process.stop()
-            self.process = None

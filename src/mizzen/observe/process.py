@@ -11,12 +11,13 @@ import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 import httpx
 
 from mizzen.childproc import signal_group, tied_to_parent
 
-__all__ = ["AddonError", "AddonProcess"]
+__all__ = ["Addon", "AddonError", "AddonProcess"]
 
 
 class AddonError(RuntimeError):
@@ -86,3 +87,34 @@ class AddonProcess:
             signal_group(p.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(p.wait(), grace_s)
+
+
+class _Options(Protocol):
+    @property
+    def url(self) -> str: ...
+
+
+OptionsT = TypeVar("OptionsT", bound=_Options)
+
+
+class Addon(Generic[OptionsT]):
+    """What every addon has alike: its options, its binary (None: not installed), its running process, its
+    URL, its PID and its stop; each addon's own ``start`` renders its config and starts ``self.process``."""
+
+    def __init__(self, opts: OptionsT, binary: str | None) -> None:
+        self.opts = opts
+        self.binary = binary
+        self.process: AddonProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return self.opts.url
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop()
+            self.process = None

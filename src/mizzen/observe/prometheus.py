@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-from mizzen.observe.process import AddonProcess
+from mizzen.observe.process import Addon, AddonProcess
 
 __all__ = ["DEFAULT_PORT", "INSTALL_HINT", "Prometheus", "PrometheusOptions", "find_binary", "query",
            "render_config"]
@@ -115,21 +115,11 @@ def render_config(opts: PrometheusOptions) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-class Prometheus:
+class Prometheus(Addon[PrometheusOptions]):
     """Render the config into ``data_dir`` and run ``prometheus`` on ``host:port`` (loopback)."""
 
     def __init__(self, opts: PrometheusOptions, binary: str | None = None) -> None:
-        self.opts = opts
-        self.binary = binary or find_binary()
-        self.process: AddonProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return self.opts.url
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
+        super().__init__(opts, binary or find_binary())
 
     async def start(self, timeout: float = 30.0) -> None:
         if self.binary is None:
@@ -145,11 +135,6 @@ class Prometheus:
                 "--log.level=warn"]
         self.process = AddonProcess("prometheus", argv, o.data_dir / "prometheus.log", f"{o.url}/-/ready")
         await self.process.start(timeout)
-
-    async def stop(self) -> None:
-        if self.process is not None:
-            await self.process.stop()
-            self.process = None
 
 
 async def query(client: httpx.AsyncClient, url: str, promql: str) -> list[dict[str, Any]]:
