@@ -9,6 +9,7 @@ about (Mizzen applies policies to sidecars and gateways by selector only, as wit
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -146,41 +147,42 @@ def _check_when(r: Report, path: str, cond: dict[str, Any]) -> None:
 _SOURCE_IPS = ("ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")
 
 
+def _check_source_field(r: Report, path: str, name: str, vs: list[Any]) -> None:
+    if name in _SOURCE_IPS:
+        _check_ips(r, path, vs)
+
+
+def _check_operation_field(r: Report, path: str, name: str, vs: list[Any]) -> None:
+    if name in ("ports", "notPorts"):
+        _check_ports(r, path, vs)
+    elif name in ("paths", "notPaths"):
+        _check_paths(r, path, vs)
+
+
+def _check_clauses(r: Report, path: str, rule: dict[str, Any], key: str, inner: str,
+                   check_field: Callable[[Report, str, str, list[Any]], None]) -> None:
+    """``from`` (each a ``source``) or ``to`` (each an ``operation``): present means not empty, each entry
+    has a non-empty inner object, each field's values are checked, then by ``check_field``."""
+    clauses = rule.get(key)
+    if clauses is not None and not as_list(clauses):
+        r.error(key_path(path, key), f"`{key}` must not be empty")
+    for i, c in enumerate(as_list(clauses)):
+        cp = index_path(key_path(path, key), i)
+        body = as_dict(c).get(inner)
+        if body is None:
+            r.error(cp, f"`{key}.{inner}` must not be nil")
+            continue
+        if not as_dict(body):
+            r.error(key_path(cp, inner), f"`{key}.{inner}` must not be empty")
+        for name, vs in as_dict(body).items():
+            fp = key_path(key_path(cp, inner), name)
+            _check_values(r, fp, as_list(vs))
+            check_field(r, fp, name, as_list(vs))
+
+
 def _check_rule(r: Report, path: str, rule: dict[str, Any]) -> None:
-    froms = rule.get("from")
-    if froms is not None and not as_list(froms):
-        r.error(key_path(path, "from"), "`from` must not be empty")
-    for i, f in enumerate(as_list(froms)):
-        fp = index_path(key_path(path, "from"), i)
-        src = as_dict(f).get("source")
-        if src is None:
-            r.error(fp, "`from.source` must not be nil")
-            continue
-        if not as_dict(src):
-            r.error(key_path(fp, "source"), "`from.source` must not be empty")
-        for name, vs in as_dict(src).items():
-            sp = key_path(key_path(fp, "source"), name)
-            _check_values(r, sp, as_list(vs))
-            if name in _SOURCE_IPS:
-                _check_ips(r, sp, as_list(vs))
-    tos = rule.get("to")
-    if tos is not None and not as_list(tos):
-        r.error(key_path(path, "to"), "`to` must not be empty")
-    for i, t in enumerate(as_list(tos)):
-        tp = index_path(key_path(path, "to"), i)
-        op = as_dict(t).get("operation")
-        if op is None:
-            r.error(tp, "`to.operation` must not be nil")
-            continue
-        if not as_dict(op):
-            r.error(key_path(tp, "operation"), "`to.operation` must not be empty")
-        for name, vs in as_dict(op).items():
-            op_path = key_path(key_path(tp, "operation"), name)
-            _check_values(r, op_path, as_list(vs))
-            if name in ("ports", "notPorts"):
-                _check_ports(r, op_path, as_list(vs))
-            elif name in ("paths", "notPaths"):
-                _check_paths(r, op_path, as_list(vs))
+    _check_clauses(r, path, rule, "from", "source", _check_source_field)
+    _check_clauses(r, path, rule, "to", "operation", _check_operation_field)
     for i, w in enumerate(as_list(rule.get("when"))):
         _check_when(r, index_path(key_path(path, "when"), i), as_dict(w))
 
