@@ -26,7 +26,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(UNAVAILABLE is not None, reaso
 
 REGION, ZONE = "eu-west1", "eu-west1-c"
 TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
-SYSTEM_NS = "istio-system"
 MIZZEN = os.path.join(os.path.dirname(sys.executable), "mizzen")
 
 
@@ -150,11 +149,35 @@ async def mizzen(mesh: Mesh, *args: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
-async def test_endpointslices_drive_envoy(kube_cluster: Any, node: Any) -> None:
+def own_system_namespace(cluster: Any, monkeypatch: pytest.MonkeyPatch, ns: str, mesh: str = "") -> str:
+    """A system namespace of the test's own (``$POD_NAMESPACE`` of the control plane it starts: the mesh
+    config ConfigMap and the default network are read there, as istiod reads them in its own namespace),
+    whose mesh config selects only the test's namespace ``ns`` (``discoverySelectors``): the session cluster
+    holds other tests' namespaces, and their objects going away (a namespace deleted with --wait=false goes
+    on for a while) would push this test's proxy CDS/LDS/RDS where it counts EDS-only pushes. The caller
+    deletes it."""
+    system = f"{ns}-system"
+    cluster.kubectl("create", "namespace", system)
+    set_mesh_config(cluster, system, ns, mesh)
+    monkeypatch.setenv("POD_NAMESPACE", system)
+    return system
+
+
+def set_mesh_config(cluster: Any, system: str, ns: str, mesh: str = "") -> None:
+    """The ``istio`` ConfigMap of ``system``: ``mesh`` plus discoverySelectors selecting ``ns`` only."""
+    selectors = f"discoverySelectors: [{{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}]\n"
+    cluster.kubectl("apply", "-f", "-", stdin=cluster.kubectl(
+        "create", "configmap", "istio", "-n", system, "--dry-run=client", "-o", "yaml",
+        f"--from-literal=mesh={selectors}{mesh}"))
+
+
+async def test_endpointslices_drive_envoy(kube_cluster: Any, node: Any, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
     c, ns = kube_cluster, "reg-eds"
     host = f"web.{ns}.svc.cluster.local"
     name = f"outbound|80||{host}"
     c.kubectl("create", "namespace", ns)
+    system = own_system_namespace(c, monkeypatch, ns)
     try:
         c.kubectl("apply", "-f", "-", stdin=manifests(ns, 2))
         first = await wait_ready_ips(c, ns, 2)
@@ -277,22 +300,20 @@ async def test_endpointslices_drive_envoy(kube_cluster: Any, node: Any) -> None:
             await until(gone)
             assert not mesh.cp.registry.snapshot().endpoints_for(host, 80)
     finally:
-        c.kubectl("delete", "namespace", ns, "--wait=false")
+        c.kubectl("delete", "namespace", ns, system, "--wait=false")
 
 
-def _ensure_namespace(cluster: Any, ns: str) -> None:
-    if not any(n["metadata"]["name"] == ns for n in kjson(cluster, "get", "namespaces")["items"]):
-        cluster.kubectl("create", "namespace", ns)
-
-
-async def test_network_label_and_mesh_config(kube_cluster: Any, node: Any) -> None:
+async def test_network_label_and_mesh_config(kube_cluster: Any, node: Any, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    """The default network and the mesh config come from the control plane's own namespace ($POD_NAMESPACE,
+    here not the root namespace istio-system)."""
     c, ns = kube_cluster, "reg-mesh"
     host = f"web.{ns}.svc.cluster.local"
     subset = f"outbound|80|net-a|{host}"
     c.kubectl("create", "namespace", ns)
-    _ensure_namespace(c, SYSTEM_NS)
+    system = own_system_namespace(c, monkeypatch, ns)
     try:
-        c.kubectl("label", "namespace", SYSTEM_NS, "topology.istio.io/network=net-a", "--overwrite")
+        c.kubectl("label", "namespace", system, "topology.istio.io/network=net-a", "--overwrite")
         c.kubectl("apply", "-f", "-", stdin=manifests(ns, 1) + textwrap.dedent(f"""\
             ---
             apiVersion: networking.istio.io/v1
@@ -301,15 +322,6 @@ async def test_network_label_and_mesh_config(kube_cluster: Any, node: Any) -> No
             spec:
               host: web
               subsets: [{{name: net-a, labels: {{topology.istio.io/network: net-a}}}}]
-            ---
-            # the client sees only this namespace: services of other tests in the shared cluster coming and
-            # going (a namespace deleted with --wait=false goes on for a while) must not push it CDS/LDS/RDS
-            # between `before` and `after` below
-            apiVersion: networking.istio.io/v1
-            kind: Sidecar
-            metadata: {{name: default, namespace: {ns}}}
-            spec:
-              egress: [{{hosts: ["./*"]}}]
             """))
         (ip,) = await wait_ready_ips(c, ns, 1)
         async with Mesh(kubeconfig=c.kubeconfig) as mesh:
@@ -322,7 +334,7 @@ async def test_network_label_and_mesh_config(kube_cluster: Any, node: Any) -> No
             # the system namespace's network changes: the endpoint leaves the subset, by EDS alone
             await mesh.wait_synced(timeout=10)
             before = responses(mesh, client)
-            c.kubectl("label", "namespace", SYSTEM_NS, "topology.istio.io/network=net-b", "--overwrite")
+            c.kubectl("label", "namespace", system, "topology.istio.io/network=net-b", "--overwrite")
             await until(lambda: subset_has(set()))
             await mesh.wait_synced(timeout=10)
             after = responses(mesh, client)
@@ -337,26 +349,21 @@ async def test_network_label_and_mesh_config(kube_cluster: Any, node: Any) -> No
                 dump = await cluster_dump(client, plain)
                 assert dump is not None and dump.get("connect_timeout") == value, dump
             await until(lambda: timeout_is("10s"))
-            c.kubectl("create", "configmap", "istio", "-n", SYSTEM_NS,
-                      "--from-literal=mesh=connectTimeout: 7s\nenableTracing: true\n")
+            set_mesh_config(c, system, ns, "connectTimeout: 7s\nenableTracing: true\n")
             await until(lambda: timeout_is("7s"))
-            c.kubectl("apply", "-f", "-", stdin=c.kubectl(
-                "create", "configmap", "istio", "-n", SYSTEM_NS, "--dry-run=client", "-o", "yaml",
-                "--from-literal=mesh=connectTimeout: -3s\n"))
+            set_mesh_config(c, system, ns, "connectTimeout: -3s\n")
 
             async def refused() -> None:
                 assert mesh.cp.mesh_config_problem and "connectTimeout" in mesh.cp.mesh_config_problem
             await until(refused)
             async with mesh.api_client() as api:    # said where an operator looks
                 problem = (await api.get("/debug/configz")).json()["mesh_config_problem"]
-                assert problem.startswith(f"mesh config ConfigMap {SYSTEM_NS}/istio: connectTimeout"), problem
+                assert problem.startswith(f"mesh config ConfigMap {system}/istio: connectTimeout"), problem
             await timeout_is("7s")
-            c.kubectl("delete", "configmap", "istio", "-n", SYSTEM_NS)
+            c.kubectl("delete", "configmap", "istio", "-n", system)
             await until(lambda: timeout_is("10s"))
     finally:
-        c.kubectl("delete", "configmap", "istio", "-n", SYSTEM_NS, "--ignore-not-found")
-        c.kubectl("label", "namespace", SYSTEM_NS, "topology.istio.io/network-")
-        c.kubectl("delete", "namespace", ns, "--wait=false")
+        c.kubectl("delete", "namespace", ns, system, "--wait=false")
 
 
 async def test_api_server_restart_leaves_no_stale_endpoint(kube_cluster: Any, node: Any) -> None:

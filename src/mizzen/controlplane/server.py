@@ -407,7 +407,7 @@ class ControlPlane:
             self._kube_api, self.registry, on_endpoints=self._kube_endpoints, on_mesh=self._kube_mesh,
             on_injector=self._kube_injector,
             injector_configmap=injector_configmap_name(self.options.revision),
-            system_namespace=self.options.mesh.root_namespace, namespaces=self.discovery)
+            system_namespace=self._config_namespace(), namespaces=self.discovery)
         self._kube_task = asyncio.create_task(self.kube_source.run(), name="kube config source")
         self._kube_registry_task = asyncio.create_task(self.kube_registry.run(), name="kube registry")
         # istiod serves xDS once its informers have synced (the registry's first: its Namespaces and mesh
@@ -535,7 +535,7 @@ class ControlPlane:
             except ValuesError as e:
                 name = injector_configmap_name(self.options.revision)
                 log.warning("injection: ConfigMap %s/%s or the mesh config not usable (%s); keeping the %s",
-                            self.options.mesh.root_namespace, name, e,
+                            self._config_namespace(), name, e,
                             "last good config" if cached is not None else "chart's defaults")
                 cfg = cached[1] if cached is not None else InjectConfig()
             cached = (key, cfg)
@@ -547,7 +547,7 @@ class ControlPlane:
         from mizzen.kube.inject.webhook import injector_configmap_name
 
         self._injector_data = data
-        name = f"{self.options.mesh.root_namespace}/{injector_configmap_name(self.options.revision)}"
+        name = f"{self._config_namespace()}/{injector_configmap_name(self.options.revision)}"
         if data is None:
             log.info("injection: ConfigMap %s absent; injecting with the chart's defaults", name)
         else:
@@ -604,6 +604,14 @@ class ControlPlane:
             lambda results: writer.mark() if any(r.action != UNCHANGED for r in results) else None)
         work.add(ANALYZE_CONTROLLER, "analysis status", writer.run)
 
+    def _config_namespace(self) -> str:
+        """Where the mesh config and injector ConfigMaps live and whose ``topology.istio.io/network`` label is
+        the mesh's default network: the control plane's own namespace (``$POD_NAMESPACE``, as istiod reads
+        them in its namespace), else the mesh's root namespace."""
+        from mizzen.kube.ha import system_namespace
+
+        return system_namespace(self.options.mesh.root_namespace)
+
     def _pod_admin_path(self, namespace: str, pod: str) -> str | None:
         """``/apis/pods``' ``admin`` of a pod: its debug channel's path while it is connected here, or while
         another replica may hold it (a pod with an ``istio-proxy`` container, with peers to ask)."""
@@ -638,7 +646,7 @@ class ControlPlane:
             mesh, ignored = parse_mesh_config(text, base) if text is not None else (base, [])
             selectors = discovery_selectors(text) if text is not None else ()
         except MeshConfigError as e:
-            self.mesh_config_problem = f"mesh config ConfigMap {self.options.mesh.root_namespace}/istio: {e}"
+            self.mesh_config_problem = f"mesh config ConfigMap {self._config_namespace()}/istio: {e}"
             log.warning("%s; keeping the current mesh config", self.mesh_config_problem)
             return
         self.mesh_config_problem = None
@@ -648,7 +656,7 @@ class ControlPlane:
             log.info("mesh config: fields Mizzen does not honour are ignored: %s", ", ".join(ignored))
         if mesh != self.pusher.mesh:
             self.pusher.mesh = mesh
-            log.info("mesh config changed (ConfigMap %s/istio %s)", base.root_namespace,
+            log.info("mesh config changed (ConfigMap %s/istio %s)", self._config_namespace(),
                      "updated" if text is not None else "removed")
             self.request_push(["mesh config changed"])
 
