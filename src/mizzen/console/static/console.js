@@ -53,9 +53,17 @@ function show(name) {
   refresh();
 }
 
+// Every refresh supersedes the ones still under way (a selection changed, the page switched): only the
+// latest may render (an answer that comes late for an earlier selection is dropped) and schedule the next
+// one (so there is only ever one periodic refresh).
+let generation = 0;
+
 async function refresh() {
   clearTimeout(timer);
-  try { await pages[current](); } catch (e) { console.error(e); }
+  const mine = ++generation;
+  const latest = () => mine === generation;
+  try { await pages[current](latest); } catch (e) { console.error(e); }
+  if (!latest()) return;
   if (current === "graph" || current === "services" || current === "workloads" || current === "proxies") {
     timer = setTimeout(refresh, 5000);
   }
@@ -70,18 +78,22 @@ function edgeLabel(e) {
   return `${lock}${fmt(e.rate)}rps ${e.percent.toFixed(0)}%${p95}`;
 }
 
-pages.graph = async function () {
+let shownView = null;   // the view the graph was laid out for
+
+// The graph and its edge table are replaced together, from one answer: they never show different data.
+pages.graph = async function (latest = () => true) {
   const view = $("#graph-view").value;
   const msg = $("#graph-message");
   let g;
   try {
     g = await api(`/console/api/graph?view=${encodeURIComponent(view)}&namespace=${encodeURIComponent(ns())}` +
                   `&window=${encodeURIComponent($("#graph-window").value)}`);
-    msg.textContent = g.edges.length ? "" : "No traffic in this window: send some requests.";
   } catch (e) {
-    msg.textContent = e.message;
+    if (latest()) msg.textContent = e.message;
     return;
   }
+  if (!latest()) return;
+  msg.textContent = g.edges.length ? "" : "No traffic in this window: send some requests.";
   const elements = [];
   for (const n of g.nodes) {
     const data = { id: n.id, label: n.label, kind: n.kind };
@@ -114,7 +126,8 @@ pages.graph = async function () {
   }
   const ids = new Set(elements.map((x) => x.data.id));
   const known = new Set(cy.elements().map((x) => x.id()));
-  const same = ids.size === known.size && [...ids].every((i) => known.has(i));
+  const same = view === shownView && ids.size === known.size && [...ids].every((i) => known.has(i));
+  shownView = view;
   if (same) {
     for (const x of elements) cy.getElementById(x.data.id).data(x.data);
   } else {
@@ -344,7 +357,7 @@ async function start() {
     $("#backend-status").textContent = `Prometheus: ${st.prometheus ? "on" : "off"} · Jaeger: ${st.jaeger ? "on" : "off"}`;
     if (st.hint) $("#backend-status").title = st.hint;
   } catch (e) { return; }
-  $("#graph-view").addEventListener("change", () => { if (cy) { cy.elements().remove(); } refresh(); });
+  $("#graph-view").addEventListener("change", refresh);   // laid out anew when its answer comes
   $("#graph-window").addEventListener("change", refresh);
   $("#namespace").addEventListener("change", refresh);
   $("#trace-find").addEventListener("click", findTraces);
