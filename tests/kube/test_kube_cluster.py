@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -54,11 +55,21 @@ def test_controller_manager_reconciles(kube_cluster) -> None:  # type: ignore[no
 
 
 def test_stop_leaves_nothing() -> None:
+    """... and stops every component by SIGTERM, clients before the API server before etcd, whatever order
+    they were (re)started in: an API server stopped while its clients still watched it ignored SIGTERM until
+    killed 10 s later (the suite's last teardown after test_kube_registry's API server restart)."""
     c = testcluster.TestCluster()
     c.start()
+    # the controller-manager at work (it made the default ServiceAccount): watching the API server
+    wait_for(lambda: "serviceaccount/default" in c.kubectl("get", "sa", "-n", "default", "-o", "name"),
+             what="the default ServiceAccount")
+    c.procs["kube-apiserver"] = c.procs.pop("kube-apiserver")   # last in the table, as respawn() leaves it
+    procs = dict(c.procs)
     pids = [p.pid for p in c.procs.values()]
     netns, workdir, tag = c.net.netns, c.workdir, c.net.tag
     c.stop()
+    killed = [name for name, p in procs.items() if p.returncode == -signal.SIGKILL]
+    assert not killed, f"not stopped by SIGTERM: {killed}"
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or \
             Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
