@@ -80,8 +80,8 @@ async def test_graph_shows_bookinfo_and_the_canary_split(demo: Demo) -> None:
                 return set()
             return set(await page.evaluate("window.mizzenGraph.nodes().map(n => n.id())"))
 
-        # Prometheus scrapes every second; the page refreshes every 5 s: the table's rows and the graph's
-        # nodes both come from the view and window just selected (a refresh of the view before may show)
+        # Prometheus scrapes every second; the page refreshes every 5 s, and the table and the graph come from
+        # one answer (test_console_graph_refresh): until they show the view and window just selected
         deadline = time.monotonic() + 60
         while not (await page.locator(v1).count() and await page.locator(v2).count()
                    and expected <= await graph_nodes()):
