@@ -178,7 +178,9 @@ async def test_endpointslices_drive_envoy(kube_cluster: Any, node: Any, monkeypa
     name = f"outbound|80||{host}"
     c.kubectl("create", "namespace", ns)
     system = own_system_namespace(c, monkeypatch, ns)
+    other = f"{ns}-other"
     try:
+        c.kubectl("create", "namespace", other)
         c.kubectl("apply", "-f", "-", stdin=manifests(ns, 2))
         first = await wait_ready_ips(c, ns, 2)
         async with Mesh(kubeconfig=c.kubeconfig) as mesh:
@@ -205,16 +207,19 @@ async def test_endpointslices_drive_envoy(kube_cluster: Any, node: Any, monkeypa
                 return seen
             await until(pods_answer)     # real requests through the Envoy reach both pods
 
-            # scale up: EDS only, never CDS/LDS/RDS
+            # scale up: EDS only, never CDS/LDS/RDS; meanwhile a Service comes in a namespace the mesh
+            # config does not select (as other tests' objects come and go on the shared cluster): not read
             await mesh.wait_synced(timeout=10)
             before = responses(mesh, client)
             c.kubectl("scale", "-n", ns, "deployment/web", "--replicas=3")
+            c.kubectl("create", "service", "clusterip", "noise", "-n", other, "--tcp=80:8080")
             three = await wait_ready_ips(c, ns, 3)
             await until(lambda: has(three))
             await mesh.wait_synced(timeout=10)
             after = responses(mesh, client)
             sent = {t for t in TYPES if after[t] != before[t]}
             assert sent == {ENDPOINT}, (before, after)
+            assert mesh.cp.store.get("Service", other, "noise") is None
 
             # a ServiceEntry selecting the Pods by label (the aggregate registry: pods as workloads), and a
             # DestinationRule whose subset v1 selects them and v9 nothing (analyze says so, about v9 only)
@@ -300,7 +305,7 @@ async def test_endpointslices_drive_envoy(kube_cluster: Any, node: Any, monkeypa
             await until(gone)
             assert not mesh.cp.registry.snapshot().endpoints_for(host, 80)
     finally:
-        c.kubectl("delete", "namespace", ns, system, "--wait=false")
+        c.kubectl("delete", "namespace", ns, system, other, "--wait=false")
 
 
 async def test_network_label_and_mesh_config(kube_cluster: Any, node: Any, monkeypatch: pytest.MonkeyPatch
