@@ -1,8 +1,8 @@
-"""The console's graph page in real Chromium against a real control plane, with Prometheus' HTTP API faked at
-the console's seam (answers held and released by the test): the graph and its edge table always show the
-same answer (switching the view once emptied the graph while the table kept the previous view's rows, the
-demo test's flake); an answer that comes late for an earlier selection is dropped, the latest selection's
-stays."""
+"""The console's refreshing pages in real Chromium against a real control plane, with Prometheus' HTTP API
+faked at the console's seam (answers held and released by the test): the graph and its edge table always
+show the same answer (switching the view once emptied the graph while the table kept the previous view's
+rows, the demo test's flake); an answer that comes late for an earlier selection is dropped, the latest
+selection's stays; the services page, too, drops a late answer for the namespace chosen before."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from browser import browser_page, needs_chromium
 from test_console_browser import login_url
 
+from mizzen.client import Document
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 
 pytestmark = needs_chromium
@@ -40,37 +42,39 @@ def _sample(version: str, rate: float) -> dict[str, Any]:
 
 class FakePrometheus:
     """``/api/v1/query``: the destination-reported request rates of :data:`RATES` for the query's window,
-    nothing for the other queries; the answers for a window in :attr:`held` wait until it is released."""
+    nothing for the other queries; a query containing a key of :attr:`held` waits until it is released."""
 
     def __init__(self) -> None:
         self.held: dict[str, asyncio.Event] = {}
-        self.answered: dict[str, int] = {}
+        self.answered: list[str] = []
         self.runner: web.AppRunner | None = None
         self.url = ""
 
     async def query(self, request: web.Request) -> web.Response:
         q = request.query.get("query", "")
+        for key, gate in list(self.held.items()):
+            if key in q:
+                await gate.wait()
         m = re.search(r"\[(\d+m)\]", q)
-        window = m.group(1) if m else ""
-        gate = self.held.get(window)
-        if gate is not None:
-            await gate.wait()
         result = []
-        if q.startswith("sum") and 'reporter="destination",destination_workload_namespace' in q:
-            v1, v2 = RATES[window]
+        if m and q.startswith("sum") and 'reporter="destination",destination_workload_namespace' in q:
+            v1, v2 = RATES[m.group(1)]
             result = [_sample("v1", v1), _sample("v2", v2)]
-        self.answered[window] = self.answered.get(window, 0) + 1
+        self.answered.append(q)
         return web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
 
-    def hold(self, window: str) -> None:
-        self.held[window] = asyncio.Event()
+    def answered_with(self, key: str) -> int:
+        return sum(key in q for q in self.answered)
 
-    def release(self, window: str) -> None:
-        self.held.pop(window).set()
+    def hold(self, key: str) -> None:
+        self.held[key] = asyncio.Event()
+
+    def release(self, key: str) -> None:
+        self.held.pop(key).set()
 
     def release_all(self) -> None:
-        for window in list(self.held):
-            self.release(window)
+        for key in list(self.held):
+            self.release(key)
 
     async def __aenter__(self) -> FakePrometheus:
         app = web.Application()
@@ -135,16 +139,16 @@ async def test_graph_and_table_change_together_and_a_late_answer_is_dropped(
             await until(page, versioned_shown)
 
             # another view, its answer held: the graph and the table both still show the answer they came from
-            prometheus.hold("1m")
-            answered = prometheus.answered.get("1m", 0)
+            prometheus.hold("[1m]")
+            answered = prometheus.answered_with("[1m]")
             await page.select_option("#graph-view", "app")
             await page.wait_for_timeout(1000)
-            assert prometheus.answered.get("1m", 0) == answered   # still held
+            assert prometheus.answered_with("[1m]") == answered   # still held
             graph, table, _ = await shown(page)
             assert graph == table == va, (graph, table)
 
             # two more selections, the last answered first: the earlier answers, released after, are dropped
-            prometheus.hold("5m")
+            prometheus.hold("[5m]")
             await page.select_option("#graph-window", "5m")
             await page.select_option("#graph-window", "10m")
 
@@ -152,13 +156,13 @@ async def test_graph_and_table_change_together_and_a_late_answer_is_dropped(
                 graph, table, rates = await shown(page)
                 return graph == table == {app} and rates[app] == "10.00"
             await until(page, ten_minutes_shown)
-            before = {w: prometheus.answered.get(w, 0) for w in ("1m", "5m")}
-            prometheus.release("1m")
-            prometheus.release("5m")
+            before = {w: prometheus.answered_with(w) for w in ("[1m]", "[5m]")}
+            prometheus.release("[1m]")
+            prometheus.release("[5m]")
 
             async def late_answers_sent() -> bool:
                 # a graph is 4 queries
-                return all(prometheus.answered.get(w, 0) >= before[w] + 4 for w in before)
+                return all(prometheus.answered_with(w) >= before[w] + 4 for w in before)
             await until(page, late_answers_sent)
             await page.wait_for_timeout(500)
             graph, table, rates = await shown(page)
@@ -166,3 +170,55 @@ async def test_graph_and_table_change_together_and_a_late_answer_is_dropped(
             assert await page.input_value("#graph-window") == "10m"
         finally:
             prometheus.release_all()   # nothing left waiting on an answer when the control plane stops
+
+
+SERVICES = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop-a}
+spec: {selector: {app: web}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop-b}
+spec: {selector: {app: api}, ports: [{name: http, port: 80}]}
+"""
+
+
+async def test_a_late_answer_for_another_namespace_is_dropped_on_the_services_page(
+        cp: ControlPlane, prometheus: FakePrometheus) -> None:
+    async with httpx.AsyncClient(base_url=cp.http_url, trust_env=False, timeout=10) as h:
+        r = await h.post("/apis/apply", json={"documents": [Document("svc.yaml", SERVICES).to_json()]},
+                         headers={"Authorization": f"Bearer {cp.token}"})
+        assert r.status_code == 200, r.text
+    a = 'destination_workload_namespace="shop-a"'
+
+    async def rows() -> list[list[str]]:
+        return list(await page.evaluate("[...document.querySelectorAll('#services-table tbody tr')]"
+                                        ".map(r => [r.cells[0].textContent, r.cells[1].textContent])"))
+
+    async def choose(namespace: str) -> None:
+        await page.fill("#namespace", namespace)
+        await page.dispatch_event("#namespace", "change")
+
+    async with browser_page() as page:
+        try:
+            await page.goto(await login_url(cp))
+            await page.click("a[data-page=services]")
+            prometheus.hold(a)               # shop-a's health answer held
+            await choose("shop-a")
+            await choose("shop-b")           # answered at once
+
+            async def shop_b_shown() -> bool:
+                return await rows() == [["api", "shop-b"]]
+            await until(page, shop_b_shown)
+            assert prometheus.answered_with(a) == 0
+            prometheus.release(a)
+
+            async def late_answer_sent() -> bool:
+                return prometheus.answered_with(a) >= 2      # the request total and the errors
+            await until(page, late_answer_sent)
+            await page.wait_for_timeout(500)
+            assert await rows() == [["api", "shop-b"]]
+        finally:
+            prometheus.release_all()

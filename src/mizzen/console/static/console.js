@@ -182,9 +182,10 @@ async function healthByWorkload() {
   try { return await api(`/console/api/health?namespace=${encodeURIComponent(ns())}`); } catch (e) { return {}; }
 }
 
-pages.services = async function () {
+pages.services = async function (latest = () => true) {
   const [svcs, h] = await Promise.all([api(`/apis/objects?kind=Service&namespace=${encodeURIComponent(ns())}`),
                                        healthByWorkload()]);
+  if (!latest()) return;
   const rows = [];
   for (const s of svcs.items) {
     const name = s.metadata.name, namespace = s.metadata.namespace;
@@ -207,10 +208,11 @@ pages.services = async function () {
   $("#services-table tbody").replaceChildren(...rows);
 };
 
-pages.workloads = async function () {
+pages.workloads = async function (latest = () => true) {
   let pods = [];
   try { pods = (await api("/apis/pods")).items || []; } catch (e) { pods = []; }
   const h = await healthByWorkload();
+  if (!latest()) return;
   const rows = [];
   for (const item of pods) {
     const p = item.object || item;
@@ -255,9 +257,10 @@ function toYaml(v, indent = "") {
   return String(v);
 }
 
-pages.config = async function () {
+pages.config = async function (latest = () => true) {
   const q = ns() ? `?namespace=${encodeURIComponent(ns())}` : "";
   const [objs, analysis] = await Promise.all([api(`/apis/objects${q}`), api(`/debug/analyze${q}`)]);
+  if (!latest()) return;
   const findings = {};
   for (const m of analysis.messages || []) {
     const key = `${m.kind}/${m.namespace}/${m.name}`;
@@ -278,8 +281,9 @@ pages.config = async function () {
 };
 
 // --- proxies ----------------------------------------------------------------------------------------------
-pages.proxies = async function () {
+pages.proxies = async function (latest = () => true) {
   const sync = await api("/debug/syncz");
+  if (!latest()) return;
   const cell = (t) => {
     if (!t) return el("td", {}, "-");
     if (t.nack) return el("td", { class: "health-failure", title: t.nack.message || "" }, "NACKED");
