@@ -5,11 +5,15 @@
 
 An in-process ControlPlane (ephemeral ports, temp state dir) serves a Bookinfo-like mesh (Services,
 DestinationRules with subsets, registered workloads) to N real Envoy sidecars (concurrency 1, each on its own
-127.x address and registered as a workload). Each round applies a VirtualService change (reviews weights,
-store.apply) and waits for every proxy to ACK; per proxy the latency is its last ACK time minus the apply
-time. The split comes from push stats: debounce wait (apply -> push start), generate (the push itself), then
-send + Envoy apply + ACK (push end -> last ACK). RSS: this process (control plane + bench) and all Envoys.
-Every Envoy is stopped at the end, on Ctrl-C too (and they die with this process anyway: PDEATHSIG).
+127.x address and registered as a workload). Each round applies a VirtualService change (reviews weights)
+and waits for every proxy to ACK; per proxy the latency is its last ACK time minus the apply time. The apply
+(``--apply``) is what ``mizzen apply`` does by default (``http``: the YAML POSTed to /apis/apply from a client
+thread, parsed in the parse worker, ``store.apply_async``: the journal record written on the journal thread),
+or ``async`` (``store.apply_async`` of parsed objects, in process) or ``sync`` (``store.apply``: the journal
+record fsynced on the event loop, what this bench did before). The split comes from push stats: debounce
+wait (apply -> push start), generate (the push itself), then send + Envoy apply + ACK (push end -> last
+ACK). RSS: this process (control plane + bench) and all Envoys. Every Envoy is stopped at the end, on Ctrl-C
+too (and they die with this process anyway: PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -34,13 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import fmt_ms, pct, pss_mb, rss_mb, vs_yaml
 
-from mizzen import gctune
+from mizzen import eventloop, gctune
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.client import ControlPlaneClient, Document
 from mizzen.config.model import Config
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.core.proxy import ProxyType
 from mizzen.registry.model import Workload
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT
 
 NS = "bookinfo"
 PROD = ControlPlaneOptions()
@@ -53,8 +59,10 @@ _SUBNET = 1 + os.getpid() % 200
 
 
 GC_TUNED = True   # --gc: the control-plane process's GC settings (mizzen.gctune)
-TRACE = False     # --trace: one line per round (stages, CPU, gc passes, the Envoys' CPU)
-_TICK = os.sysconf("SC_CLK_TCK")
+TRACE = False     # --trace: one line per round (stages, CPU, gc passes, the Envoys' CPU, what was sent)
+APPLY = "http"    # --apply: http (what `mizzen apply` runs), async (store.apply_async), sync (store.apply)
+TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+LEAD: float | None = None   # --lead: the debouncer's leading edge (None: ControlPlaneOptions' default)
 nan = float("nan")   # a push stat the code under test does not report (A/B against older code)
 
 
@@ -76,14 +84,45 @@ class GcLog:
         return [(g, b - a) for g, a, b in self.passes if t0 <= a <= t1]
 
 
-def cpu_s(pid: int | str = "self") -> float:
-    """User + system CPU seconds of a process (all threads); 0 if it is gone."""
+def cpu_split(pid: int | None = None) -> tuple[float, float]:
+    """(main thread, other threads) CPU seconds of a process (this one by default), from the scheduler's
+    nanosecond counters (``/proc/<pid>/task/<tid>/schedstat``; /proc's stat counts 10 ms ticks); (0, 0) if
+    it is gone."""
+    pid = os.getpid() if pid is None else pid
+    main = rest = 0.0
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return 0.0
+        tids = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0, 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        if int(tid) == pid:
+            main += ns / 1e9
+        else:
+            rest += ns / 1e9
+    return main, rest
+
+
+def loop_waited() -> float:
+    """Seconds this process's main thread (the event loop) has spent runnable but waiting for a CPU (the
+    scheduler's run delay, ``schedstat``'s second field)."""
+    with open(f"/proc/{os.getpid()}/task/{os.getpid()}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
+def cpu_s(pid: int | None = None) -> float:
+    """CPU seconds of a process, all threads (see :func:`cpu_split`)."""
+    return sum(cpu_split(pid))
+
+
+def envoys_cpu(agents: list[Agent]) -> tuple[float, float]:
+    """(main threads, other threads) CPU seconds of all the Envoys."""
+    splits = [cpu_split(a.pid) for a in agents if a.pid is not None]
+    return sum(m for m, _ in splits), sum(o for _, o in splits)
 
 
 def bookinfo_yaml() -> str:
@@ -122,9 +161,11 @@ def free_port(host: str) -> int:
 class Result:
     proxies: int
     debounce: str
+    apply: str = ""
     latencies: list[float] = field(default_factory=list)   # per proxy per round, seconds
     rounds_all: list[float] = field(default_factory=list)  # apply -> last proxy ACKed, per round
     debounce_wait: list[float] = field(default_factory=list)
+    live: list[float] = field(default_factory=list)       # apply -> the change is live (store listeners)
     generate: list[float] = field(default_factory=list)
     send_ack: list[float] = field(default_factory=list)
     startup_s: float = 0.0
@@ -142,14 +183,44 @@ def load(cp: ControlPlane, text: str) -> list[Config]:
     return list(result.configs)
 
 
+def sent_by_type(cp: ControlPlane) -> dict[str, float]:
+    """Responses written so far per xDS type (``pilot_xds_pushes``)."""
+    return {t: cp.metrics.registry.get_sample_value("pilot_xds_pushes_total", {"type": SHORT[t].lower()})
+            or 0.0 for t in TYPES}
+
+
+def describe_snapshot(cp: ControlPlane, node: str) -> str:
+    """One proxy's config as sent: resources and bytes per type, the route configs' virtual hosts."""
+    from envoy.config.route.v3 import route_pb2
+
+    snap = cp.cache.get(node)
+    if snap is None:
+        return "no snapshot"
+    parts = []
+    for t in TYPES:
+        res = snap.of(t).resources
+        parts.append(f"{SHORT[t]} {len(res)} ({sum(len(p.any.value) for p in res.values()) / 1024:.1f} KiB)")
+    vhosts = domains = routes = 0
+    for p in snap.of(ROUTE).resources.values():
+        rc = route_pb2.RouteConfiguration.FromString(p.any.value)
+        vhosts += len(rc.virtual_hosts)
+        domains += sum(len(v.domains) for v in rc.virtual_hosts)
+        routes += sum(len(v.routes) for v in rc.virtual_hosts)
+    return f"{', '.join(parts)}; route configs: {vhosts} virtual hosts, {domains} domains, {routes} routes"
+
+
 async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                   prof: cProfile.Profile | None = None, gap: float = 0.05) -> Result:
     quiet = PROD.debounce_quiet_s if debounce == "prod" else float(debounce)
     max_delay = PROD.debounce_max_s if debounce == "prod" else max(quiet, 10 * quiet, 0.05)
-    res = Result(n, f"{debounce} (quiet {quiet * 1000:g} ms, max {max_delay * 1000:g} ms)")
+    lead = PROD.debounce_lead_s if LEAD is None else LEAD
+    lead_ms = "none" if lead is None else f"{lead * 1000:g} ms"
+    res = Result(n, f"{debounce} (quiet {quiet * 1000:g} ms, max {max_delay * 1000:g} ms, leading edge "
+                    f"{lead_ms})", APPLY)
     with tempfile.TemporaryDirectory(prefix="mizzen-bench-push-") as tmp:
         cp = ControlPlane(ControlPlaneOptions(state_dir=Path(tmp) / "state", xds_port=0, http_port=0,
-                                              debounce_quiet_s=quiet, debounce_max_s=max_delay))
+                                              debounce_quiet_s=quiet, debounce_max_s=max_delay,
+                                              debounce_lead_s=lead))
         await cp.start()
         if GC_TUNED:
             gctune.configure()   # what `python -m mizzen.controlplane` does once started
@@ -178,18 +249,34 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                 prof.enable()
             gclog = GcLog()
             gc.callbacks.append(gclog)
+            went_live: list[float] = []
+            unlisten = cp.store.add_listener(lambda _results: went_live.append(time.time()))
+            client = ControlPlaneClient(cp.http_url, token=cp.token)
             if TRACE:
-                print("  round  debounce  push(wall)  in-gen  loop-CPU  send+ACK  all-ACKed  "
-                      "gc in push (gen:ms)  gc in round  cp-CPU  envoys-CPU  ms")
+                print(f"  one proxy's config: {describe_snapshot(cp, nodes[0])}")
+                print("  round  live  debounce  push(wall)  in-gen (CPU)  loop-CPU  send+ACK  all-ACKed  "
+                      "gc in push (gen:ms)  gc in round  cp-CPU (loop+other)  loop waited  "
+                      "envoys-CPU (main+other)  ms  sent CDS/EDS/LDS/RDS")
+            cpus: list[tuple[float, float, float, float]] = []   # per round: cp loop, cp other, envoys
             for r in range(1, rounds + 1):
                 w = 5 + (r * 37) % 90           # a different split every round
-                change = load(cp, vs_yaml("reviews", NS, (w, 100 - w), ("v1", "v3" if r % 2 else "v2")))
+                text = vs_yaml("reviews", NS, (w, 100 - w), ("v1", "v3" if r % 2 else "v2"))
+                change = load(cp, text)
                 await asyncio.sleep(gap)   # >= quiet time: each apply is an isolated change (leading edge)
                 pushes = cp.pusher.stats.pushes
-                envoy_cpu0 = sum(cpu_s(a.pid) for a in agents if a.pid is not None) if TRACE else 0.0
-                cp_cpu0 = cpu_s()
+                envoy_cpu0 = envoys_cpu(agents) if TRACE else (0.0, 0.0)
+                sent0 = sent_by_type(cp) if TRACE else {}
+                cp_cpu0, waited0 = cpu_split(), loop_waited()
+                went_live.clear()
                 t_apply = time.time()
-                cp.store.apply(change)
+                if APPLY == "sync":
+                    cp.store.apply(change)
+                elif APPLY == "async":
+                    await cp.store.apply_async(change)
+                else:   # what `mizzen apply -f vs.yaml -n bookinfo` sends, from a client thread
+                    await asyncio.to_thread(client.apply, [Document("vs.yaml", text)], NS)
+                if went_live:
+                    res.live.append(went_live[0] - t_apply)
                 try:
                     await cp.wait_synced(nodes, timeout=10)
                 except TimeoutError as e:
@@ -212,17 +299,36 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                     res.generate.append(st.duration_s)
                     res.send_ack.append(max(lat) - (st.last_push - t_apply))
                     if TRACE:
-                        envoy_cpu = sum(cpu_s(a.pid) for a in agents if a.pid is not None) - envoy_cpu0
+                        cp_cpu = [b - a for a, b in zip(cp_cpu0, cpu_split(), strict=True)]
+                        envoy_cpu = [b - a for a, b in zip(envoy_cpu0, envoys_cpu(agents), strict=True)]
+                        waited = loop_waited() - waited0
+                        cpus.append((*cp_cpu, *envoy_cpu, waited))
                         in_push = gclog.within(start, st.last_push)
                         in_round = gclog.within(t_apply, t_apply + max(lat))
-                        print(f"  {r:5d}  {(start - t_apply) * 1000:8.1f}  {st.duration_s * 1000:10.1f}  "
-                              f"{getattr(st, 'generate_s', nan) * 1000:6.1f}  "
+                        sent = sent_by_type(cp)
+                        live = (went_live[0] - t_apply) * 1000 if went_live else nan
+                        print(f"  {r:5d}  {live:4.1f}  {(start - t_apply) * 1000:8.1f}  "
+                              f"{st.duration_s * 1000:10.1f}  "
+                              f"{getattr(st, 'generate_s', nan) * 1000:6.1f} "
+                              f"({getattr(st, 'generate_cpu_s', nan) * 1000:4.1f})  "
                               f"{getattr(st, 'cpu_s', nan) * 1000:8.1f}  "
                               f"{(max(lat) - (st.last_push - t_apply)) * 1000:8.1f}  {max(lat) * 1000:9.1f}  "
                               f"{' '.join(f'{g}:{d * 1000:.1f}' for g, d in in_push) or '-':>19}  "
-                              f"{len(in_round):11d}  {(cpu_s() - cp_cpu0) * 1000:6.0f}  "
-                              f"{envoy_cpu * 1000:10.0f}")
+                              f"{len(in_round):11d}  {sum(cp_cpu) * 1000:5.1f} ({cp_cpu[0] * 1000:4.1f}+"
+                              f"{cp_cpu[1] * 1000:4.1f})  {waited * 1000:11.1f}  "
+                              f"{sum(envoy_cpu) * 1000:10.1f} "
+                              f"({envoy_cpu[0] * 1000:4.1f}+"
+                              f"{envoy_cpu[1] * 1000:4.1f})  "
+                              f"{'/'.join(f'{sent[t] - sent0[t]:g}' for t in TYPES)}")
+            unlisten()
             gc.callbacks.remove(gclog)
+            if TRACE and cpus:
+                print("  CPU per round, p50 (p90): " + ", ".join(
+                    f"{what} {pct([c[i] for c in cpus], 50) * 1000:.1f} "
+                    f"({pct([c[i] for c in cpus], 90) * 1000:.1f}) ms"
+                    for i, what in enumerate(("control plane's event loop", "its other threads",
+                                              "the Envoys' main threads", "their other threads",
+                                              "the loop waiting for a CPU"))))
             if TRACE:
                 for g in (0, 1, 2):
                     d = sorted(b - a for gen, a, b in gclog.passes if gen == g)
@@ -249,12 +355,14 @@ async def stop_all(agents: list[Agent]) -> None:
 
 
 def report(r: Result) -> None:
-    print(f"\nN={r.proxies} Envoy sidecars, debounce {r.debounce}: {len(r.rounds_all)} rounds "
-          f"({r.timeouts} timed out, {r.unchanged} proxy-rounds without a change); "
+    print(f"\nN={r.proxies} Envoy sidecars, debounce {r.debounce}, apply {r.apply}: {len(r.rounds_all)} "
+          f"rounds ({r.timeouts} timed out, {r.unchanged} proxy-rounds without a change); "
           f"startup + initial sync {r.startup_s:.1f} s")
     print(f"  apply -> proxy ACKed (all proxies, all rounds): {fmt_ms(r.latencies)}")
     print(f"  apply -> last proxy ACKed (per round):          {fmt_ms(r.rounds_all)}")
     if r.generate:
+        if r.live:
+            print(f"  apply -> live (journal record durable, listeners called): {fmt_ms(r.live)}")
         print(f"  split (p50 per round): debounce wait {pct(r.debounce_wait, 50) * 1000:.1f} ms, "
               f"generate {pct(r.generate, 50) * 1000:.1f} ms, send + Envoy apply + ACK "
               f"{pct(r.send_ack, 50) * 1000:.1f} ms  (p99: {pct(r.debounce_wait, 99) * 1000:.1f} / "
@@ -267,6 +375,7 @@ def report(r: Result) -> None:
 
 
 async def amain(args: argparse.Namespace) -> None:
+    global APPLY
     agents: list[Agent] = []
     # Ctrl-C / SIGTERM cancel the run, so the finally below stops every Envoy (explicit handlers: a SIGINT
     # ignored by the parent shell, as for background jobs, would otherwise be ignored here too)
@@ -278,10 +387,13 @@ async def amain(args: argparse.Namespace) -> None:
     try:
         for n in [int(x) for x in args.proxies.split(",") if x]:
             for d in [x.strip() for x in args.debounce.split(",") if x.strip()]:
-                prof = cProfile.Profile() if args.profile else None
-                report(await run_one(n, d, args.rounds, agents, prof, args.gap))
+                for how in [x.strip() for x in args.apply.split(",") if x.strip()]:
+                    APPLY = how
+                    prof = cProfile.Profile() if args.profile else None
+                    report(await run_one(n, d, args.rounds, agents, prof, args.gap))
                 if prof is not None:
-                    pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(20)
+                    pstats.Stats(prof, stream=sys.stdout).sort_stats(args.profile_sort).print_stats(
+                        args.profile_lines)
     finally:
         await stop_all(agents)
 
@@ -297,20 +409,35 @@ def main() -> None:
                     help="comma-separated debounce quiet periods in seconds, 'prod' = production defaults "
                          f"({PROD.debounce_quiet_s:g} s quiet, {PROD.debounce_max_s:g} s max); "
                          "e.g. prod,0.005")
+    ap.add_argument("--apply", default=APPLY, help="comma-separated: http (POST /apis/apply, what `mizzen "
+                    "apply` runs), async (store.apply_async in process), sync (store.apply: journal fsync on "
+                    "the event loop) (default %(default)s)")
+    ap.add_argument("--lead", type=float, default=None,
+                    help=f"seconds of the debouncer's leading edge (default: the control plane's, "
+                         f"{PROD.debounce_lead_s})")
     ap.add_argument("--profile", action="store_true", help="cProfile the control plane during the rounds")
+    ap.add_argument("--profile-sort", default="tottime", help="cProfile's sort key (default %(default)s)")
+    ap.add_argument("--profile-lines", default=20, type=int, help="profile lines (default %(default)s)")
     ap.add_argument("--trace", action="store_true",
                     help="one line per round: stages, the push's CPU, gc passes, the control plane's and "
                          "the Envoys' CPU")
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                    help="the event loop: uvloop (what `python -m mizzen.controlplane` runs: "
+                         "mizzen.eventloop) or asyncio's own")
     ap.add_argument("--gc", choices=["tuned", "default"], default="tuned",
                     help="tuned: the control-plane process's GC settings (mizzen.gctune); default: CPython's")
     args = ap.parse_args()
+    if bad := [x for x in args.apply.split(",") if x.strip() not in ("http", "async", "sync")]:
+        ap.error(f"--apply: unknown {', '.join(bad)} (want http, async or sync)")
     global GC_TUNED
     GC_TUNED = args.gc == "tuned"
-    global TRACE
+    global TRACE, LEAD
     TRACE = args.trace
+    LEAD = args.lead
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ[eventloop.ENV] = args.loop
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-        asyncio.run(amain(args))
+        eventloop.run(amain(args))
 
 
 if __name__ == "__main__":
