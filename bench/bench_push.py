@@ -7,8 +7,9 @@ An in-process ControlPlane (ephemeral ports, temp state dir) serves a Bookinfo-l
 DestinationRules with subsets, registered workloads) to N real Envoy sidecars (concurrency 1, each on its own
 127.x address and registered as a workload). Each round applies a VirtualService change (reviews weights)
 and waits for every proxy to ACK; per proxy the latency is its last ACK time minus the apply time. The apply
-(``--apply``) is what ``mizzen apply`` does by default (``http``: the YAML POSTed to /apis/apply from a client
-thread, parsed in the parse worker, ``store.apply_async``: the journal record written on the journal thread),
+(``--apply``) is what ``mizzen apply`` does by default (``http``: the YAML POSTed to /apis/apply by a client
+process with the CLI's HTTP client, parsed and validated by the API, ``store.apply_async``: the journal
+record written on the journal thread),
 or ``async`` (``store.apply_async`` of parsed objects, in process) or ``sync`` (``store.apply``: the journal
 record fsynced on the event loop, what this bench did before). The split comes from push stats: debounce
 wait (apply -> push start), generate (the push itself), then send + Envoy apply + ACK (push end -> last
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import cProfile
 import gc
+import json
 import logging
 import os
 import pstats
@@ -41,7 +43,7 @@ from _common import fmt_ms, pct, pss_mb, rss_mb, vs_yaml
 from mizzen import eventloop, gctune
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentOptions
-from mizzen.client import ControlPlaneClient, Document
+from mizzen.auth.token import TOKEN_ENV
 from mizzen.config.model import Config
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
 from mizzen.core.proxy import ProxyType
@@ -183,6 +185,57 @@ def load(cp: ControlPlane, text: str) -> list[Config]:
     return list(result.configs)
 
 
+# --apply http: a client process applying as `mizzen apply -f vs.yaml -n bookinfo` does (its HTTP client, one
+# request per apply), one JSON line per apply on stdin; it answers with the wall time just before its request
+CLIENT = """
+import json, sys, time
+from mizzen.client import ControlPlaneClient, Document
+client = ControlPlaneClient(sys.argv[1])   # the token from $MIZZEN_TOKEN, as the CLI reads it
+for line in sys.stdin:
+    change = json.loads(line)
+    t = time.time()
+    client.apply([Document("vs.yaml", change["text"])], change["namespace"])
+    print(json.dumps({"t": t}), flush=True)
+"""
+
+
+class ApplyClient:
+    """The ``--apply http`` client process (stopped by :meth:`close`)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, cp: ControlPlane) -> ApplyClient:
+        env = {**os.environ, TOKEN_ENV: cp.token or ""}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CLIENT, cp.http_url, env=env,
+                                                    stdin=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.PIPE)
+        return cls(proc)
+
+    async def apply(self, text: str) -> float:
+        """Apply; returns the wall time the client sent its request at."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"text": text, "namespace": NS}).encode() + b"\n")
+        await self.proc.stdin.drain()
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the apply client exited ({await self.proc.wait()})")
+        t: float = json.loads(line)["t"]
+        return t
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                async with asyncio.timeout(3):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
 def sent_by_type(cp: ControlPlane) -> dict[str, float]:
     """Responses written so far per xDS type (``pilot_xds_pushes``)."""
     return {t: cp.metrics.registry.get_sample_value("pilot_xds_pushes_total", {"type": SHORT[t].lower()})
@@ -225,6 +278,7 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
         if GC_TUNED:
             gctune.configure()   # what `python -m mizzen.controlplane` does once started
             cp.ads.on_round = gctune.PushWindow()   # ... and no young pass in the middle of a push round
+        client: ApplyClient | None = None
         try:
             cp.apply(load(cp, bookinfo_yaml()))
             cp.apply(load(cp, vs_yaml("reviews", NS, (50, 50))))
@@ -251,7 +305,8 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
             gc.callbacks.append(gclog)
             went_live: list[float] = []
             unlisten = cp.store.add_listener(lambda _results: went_live.append(time.time()))
-            client = ControlPlaneClient(cp.http_url, token=cp.token)
+            if APPLY == "http":
+                client = await ApplyClient.start(cp)
             if TRACE:
                 print(f"  one proxy's config: {describe_snapshot(cp, nodes[0])}")
                 print("  round  live  debounce  push(wall)  in-gen (CPU)  loop-CPU  send+ACK  all-ACKed  "
@@ -273,8 +328,9 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                     cp.store.apply(change)
                 elif APPLY == "async":
                     await cp.store.apply_async(change)
-                else:   # what `mizzen apply -f vs.yaml -n bookinfo` sends, from a client thread
-                    await asyncio.to_thread(client.apply, [Document("vs.yaml", text)], NS)
+                else:   # what `mizzen apply -f vs.yaml -n bookinfo` sends, from another process
+                    assert client is not None
+                    t_apply = await client.apply(text)
                 if went_live:
                     res.live.append(went_live[0] - t_apply)
                 try:
@@ -341,6 +397,8 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
             res.envoy_rss = sum(rss_mb(a.pid) for a in agents if a.pid is not None)
             res.envoy_pss = sum(pss_mb(a.pid) for a in agents if a.pid is not None)
         finally:
+            if client is not None:
+                await client.close()
             await stop_all(agents)
             await cp.stop()
     return res
