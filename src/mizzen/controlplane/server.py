@@ -116,8 +116,10 @@ class ControlPlaneOptions:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     debounce_quiet_s: float = 0.1
     debounce_max_s: float = 1.0
-    # the first change after a quiet period is pushed after only this long (None: always wait for quiet)
-    debounce_lead_s: float | None = 0.005
+    # the first change after a quiet period is pushed after only this long (None: always wait for quiet); 0:
+    # on the event loop's next turn, with what that turn changed. A timer here costs more than it says: the
+    # loop sleeps, other processes (the proxies) take the CPUs, and waking up waits for one (bench/README.md)
+    debounce_lead_s: float | None = 0.0
     # Registered workloads are kept in the state dir, so a restarted control plane serves the same endpoints
     # at once (like istiod re-listing pods) instead of pushing empty clusters; a runner that starts every
     # workload itself (the demo) passes False and re-registers.
