@@ -395,8 +395,13 @@ class Api:
             self._count_validation([], e.issues)
             return _json({"errors": [i.to_dict() for i in e.issues]}, 422)
         self._count_validation(configs, [])
+        store_warnings = list(self.cp.store.last_warnings)   # this apply's (read before any await)
+        if not dry_run and len(configs) <= ANALYZE_MAX_OBJECTS:
+            # the push this apply started (at once: the debounce's leading edge) goes before the analysis
+            # for the answer, which would hold the loop in the middle of it (~1-3 ms)
+            await self.cp.pusher.make_way()
         seen = {str(w) for w in warnings}
-        for w in [*self.cp.store.last_warnings, *self._analysis_warnings(configs)]:
+        for w in [*store_warnings, *self._analysis_warnings(configs)]:
             if str(w) not in seen:
                 seen.add(str(w))
                 warnings.append(w)
