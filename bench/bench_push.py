@@ -33,8 +33,11 @@ import socket
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -46,9 +49,11 @@ from mizzen.agent.envoy import Agent, AgentOptions
 from mizzen.auth.token import TOKEN_ENV
 from mizzen.config.model import Config
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
-from mizzen.core.proxy import ProxyType
+from mizzen.core.generate import generate
+from mizzen.core.proxy import Proxy, ProxyType
+from mizzen.core.push_context import PushContext
 from mizzen.registry.model import Workload
-from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT, ResourceSet
 
 NS = "bookinfo"
 PROD = ControlPlaneOptions()
@@ -236,6 +241,32 @@ class ApplyClient:
                 await self.proc.wait()
 
 
+class TimedGenerator:
+    """``core.generate.generate`` (the control plane's default generator, passed in at the seam), counting its
+    CPU: the rest of the push's in-generator CPU is the cache packing and storing the result."""
+
+    def __init__(self) -> None:
+        self.cpu_s = 0.0
+
+    def __call__(self, proxy: Proxy, push: PushContext, types: Collection[str] | None) -> ResourceSet:
+        c0 = time.thread_time()
+        try:
+            return generate(proxy, push, types)
+        finally:
+            self.cpu_s += time.thread_time() - c0
+
+
+def memo_built(before: Mapping[Hashable, Any], after: Mapping[Hashable, Any]) -> str:
+    """What a push built into its PushContext's memo (entries new or replaced since ``before``), by tag:
+    the misses; everything else it asked for was carried over (hits)."""
+    tags = Counter(k[0] if isinstance(k, tuple) and k else "?" for k, v in after.items()
+                   if before.get(k, _NONE) is not v)
+    return " ".join(f"{t}:{n}" for t, n in sorted(tags.items())) or "-"
+
+
+_NONE = object()
+
+
 def sent_by_type(cp: ControlPlane) -> dict[str, float]:
     """Responses written so far per xDS type (``pilot_xds_pushes``)."""
     return {t: cp.metrics.registry.get_sample_value("pilot_xds_pushes_total", {"type": SHORT[t].lower()})
@@ -271,9 +302,10 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
     res = Result(n, f"{debounce} (quiet {quiet * 1000:g} ms, max {max_delay * 1000:g} ms, leading edge "
                     f"{lead_ms})", APPLY)
     with tempfile.TemporaryDirectory(prefix="mizzen-bench-push-") as tmp:
+        timed = TimedGenerator()
         cp = ControlPlane(ControlPlaneOptions(state_dir=Path(tmp) / "state", xds_port=0, http_port=0,
                                               debounce_quiet_s=quiet, debounce_max_s=max_delay,
-                                              debounce_lead_s=lead))
+                                              debounce_lead_s=lead), generator=timed if TRACE else None)
         await cp.start()
         if GC_TUNED:
             gctune.configure()   # what `python -m mizzen.controlplane` does once started
@@ -309,9 +341,13 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                 client = await ApplyClient.start(cp)
             if TRACE:
                 print(f"  one proxy's config: {describe_snapshot(cp, nodes[0])}")
-                print("  round  live  debounce  push(wall)  in-gen (CPU)  loop-CPU  send+ACK  all-ACKed  "
+                print("  in-gen (CPU: gen+cache): the push's time in Pusher._generate, its CPU, split into "
+                      "core.generate and the cache's packing;\n  memo built: the PushContext memo's misses"
+                      " by tag")
+                print("  round  live  debounce  push(wall)  in-gen (CPU: gen+cache)  loop-CPU  send+ACK  "
+                      "all-ACKed  "
                       "gc in push (gen:ms)  gc in round  cp-CPU (loop+other)  loop waited  "
-                      "envoys-CPU (main+other)  ms  sent CDS/EDS/LDS/RDS")
+                      "envoys-CPU (main+other)  ms  sent CDS/EDS/LDS/RDS  memo built")
             cpus: list[tuple[float, float, float, float]] = []   # per round: cp loop, cp other, envoys
             for r in range(1, rounds + 1):
                 w = 5 + (r * 37) % 90           # a different split every round
@@ -321,6 +357,7 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                 pushes = cp.pusher.stats.pushes
                 envoy_cpu0 = envoys_cpu(agents) if TRACE else (0.0, 0.0)
                 sent0 = sent_by_type(cp) if TRACE else {}
+                memo0, gen0 = dict(cp.pusher.current().memo), timed.cpu_s
                 cp_cpu0, waited0 = cpu_split(), loop_waited()
                 went_live.clear()
                 t_apply = time.time()
@@ -366,7 +403,9 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                         print(f"  {r:5d}  {live:4.1f}  {(start - t_apply) * 1000:8.1f}  "
                               f"{st.duration_s * 1000:10.1f}  "
                               f"{getattr(st, 'generate_s', nan) * 1000:6.1f} "
-                              f"({getattr(st, 'generate_cpu_s', nan) * 1000:4.1f})  "
+                              f"({getattr(st, 'generate_cpu_s', nan) * 1000:4.1f}: "
+                              f"{(timed.cpu_s - gen0) * 1000:4.1f}+"
+                              f"{(getattr(st, 'generate_cpu_s', nan) - timed.cpu_s + gen0) * 1000:3.1f})  "
                               f"{getattr(st, 'cpu_s', nan) * 1000:8.1f}  "
                               f"{(max(lat) - (st.last_push - t_apply)) * 1000:8.1f}  {max(lat) * 1000:9.1f}  "
                               f"{' '.join(f'{g}:{d * 1000:.1f}' for g, d in in_push) or '-':>19}  "
@@ -375,7 +414,8 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                               f"{sum(envoy_cpu) * 1000:10.1f} "
                               f"({envoy_cpu[0] * 1000:4.1f}+"
                               f"{envoy_cpu[1] * 1000:4.1f})  "
-                              f"{'/'.join(f'{sent[t] - sent0[t]:g}' for t in TYPES)}")
+                              f"{'/'.join(f'{sent[t] - sent0[t]:g}' for t in TYPES):>19}  "
+                              f"{memo_built(memo0, cp.pusher.current().memo)}")
             unlisten()
             gc.callbacks.remove(gclog)
             if TRACE and cpus:
