@@ -69,6 +69,7 @@ GC_TUNED = True   # --gc: the control-plane process's GC settings (mizzen.gctune
 TRACE = False     # --trace: one line per round (stages, CPU, gc passes, the Envoys' CPU, what was sent)
 APPLY = "http"    # --apply: http (what `mizzen apply` runs), async (store.apply_async), sync (store.apply)
 TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+ENVOY_NICE = 0     # --envoy-nice: a diagnostic (what the Envoys taking the CPUs from the control plane costs)
 LEAD: float | None = None   # --lead: the debouncer's leading edge (None: ControlPlaneOptions' default)
 nan = float("nan")   # a push stat the code under test does not report (A/B against older code)
 
@@ -119,6 +120,16 @@ def loop_waited() -> float:
     scheduler's run delay, ``schedstat``'s second field)."""
     with open(f"/proc/{os.getpid()}/task/{os.getpid()}/schedstat") as f:
         return int(f.read().split()[1]) / 1e9
+
+
+def renice(pid: int | None, nice: int) -> None:
+    """Every thread of the process (Linux's nice is per thread) at ``nice``."""
+    if pid is None:
+        return
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
 
 
 def cpu_s(pid: int | None = None) -> float:
@@ -329,6 +340,9 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                 agents.extend(batch)
                 await asyncio.gather(*(a.start(ready_timeout=60) for a in batch))
             await cp.wait_synced(timeout=60)
+            if ENVOY_NICE:
+                for a in agents:
+                    renice(a.pid, ENVOY_NICE)
             res.startup_s = time.monotonic() - t0
             nodes = [a.node_id for a in agents]
             if prof is not None:
@@ -513,6 +527,9 @@ def main() -> None:
     ap.add_argument("--lead", type=float, default=None,
                     help=f"seconds of the debouncer's leading edge (default: the control plane's, "
                          f"{PROD.debounce_lead_s})")
+    ap.add_argument("--envoy-nice", type=int, default=0,
+                    help="a diagnostic: run the Envoys at this nice value (e.g. 5), as if the control plane "
+                         "had its own CPU share (istiod's CPU request); default 0: as the control plane")
     ap.add_argument("--profile", action="store_true", help="cProfile the control plane during the rounds")
     ap.add_argument("--profile-sort", default="tottime", help="cProfile's sort key (default %(default)s)")
     ap.add_argument("--profile-lines", default=20, type=int, help="profile lines (default %(default)s)")
@@ -529,8 +546,9 @@ def main() -> None:
         ap.error(f"--apply: unknown {', '.join(bad)} (want http, async or sync)")
     global GC_TUNED
     GC_TUNED = args.gc == "tuned"
-    global TRACE, LEAD
+    global TRACE, LEAD, ENVOY_NICE
     TRACE = args.trace
+    ENVOY_NICE = args.envoy_nice
     LEAD = args.lead
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ[eventloop.ENV] = args.loop
