@@ -234,7 +234,17 @@ class PushContext:
 
     def sidecar_for(self, proxy: Proxy) -> Config | None:
         """The Sidecar resource for a proxy: one with a matching workloadSelector, else the namespace default,
-        else the root namespace's default."""
+        else the root namespace's default. Looked up once per proxy per push (a push asks ~5 times per proxy:
+        scope keys before and after, egress, memo keys); a proxy that reconnected is another object."""
+        key = ("sidecar_for", proxy.id)
+        hit = self.memo.get(key)
+        if hit is not None and hit[0] is proxy:
+            return cast("Config | None", hit[1])
+        found = self._sidecar_for(proxy)
+        self.memo[key] = (proxy, found)
+        return found
+
+    def _sidecar_for(self, proxy: Proxy) -> Config | None:
         default = None
         for sc in self.configs.list("Sidecar", proxy.namespace):
             sel = (sc.spec.get("workloadSelector") or {}).get("labels")
