@@ -9,12 +9,12 @@ DestinationRules with subsets, registered workloads) to N real Envoy sidecars (c
 and waits for every proxy to ACK; per proxy the latency is its last ACK time minus the apply time. The apply
 (``--apply``) is what ``mizzen apply`` does by default (``http``: the YAML POSTed to /apis/apply by a client
 process with the CLI's HTTP client, parsed and validated by the API, ``store.apply_async``: the journal
-record written on the journal thread),
-or ``async`` (``store.apply_async`` of parsed objects, in process) or ``sync`` (``store.apply``: the journal
-record fsynced on the event loop, what this bench did before). The split comes from push stats: debounce
-wait (apply -> push start), generate (the push itself), then send + Envoy apply + ACK (push end -> last
-ACK). RSS: this process (control plane + bench) and all Envoys. Every Envoy is stopped at the end, on Ctrl-C
-too (and they die with this process anyway: PDEATHSIG).
+record written on the journal thread), or ``async`` (``store.apply_async`` of parsed objects, in process)
+or ``sync`` (``store.apply``: the journal record fsynced on the event loop, what this bench did before).
+The split comes from push stats: debounce wait (apply -> push start), generate (the push itself), then
+send + Envoy apply + ACK (push end -> last ACK). RSS: this process (control plane + bench) and all
+Envoys. Every Envoy is stopped at the end, on Ctrl-C too (and they die with this process anyway:
+PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -362,7 +362,8 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                       "all-ACKed  "
                       "gc in push (gen:ms)  gc in round  cp-CPU (loop+other)  loop waited  "
                       "envoys-CPU (main+other)  ms  sent CDS/EDS/LDS/RDS  memo built")
-            cpus: list[tuple[float, float, float, float]] = []   # per round: cp loop, cp other, envoys
+            # per round: control plane loop, other threads, Envoys main, other threads, the loop's run delay
+            cpus: list[tuple[float, ...]] = []
             for r in range(1, rounds + 1):
                 w = 5 + (r * 37) % 90           # a different split every round
                 text = vs_yaml("reviews", NS, (w, 100 - w), ("v1", "v3" if r % 2 else "v2"))
@@ -371,7 +372,7 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                 pushes = cp.pusher.stats.pushes
                 envoy_cpu0 = envoys_cpu(agents) if TRACE else (0.0, 0.0)
                 sent0 = sent_by_type(cp) if TRACE else {}
-                memo0, gen0 = dict(cp.pusher.current().memo), timed.cpu_s
+                memo0, gen0 = (dict(cp.pusher.current().memo) if TRACE else {}), timed.cpu_s
                 cp_cpu0, waited0 = cpu_split(), loop_waited()
                 went_live.clear()
                 t_apply = time.time()
