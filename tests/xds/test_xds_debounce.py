@@ -101,9 +101,10 @@ def test_rejects_bad_times() -> None:
         Debouncer(Recorder(), merge=frozenset.union, quiet=1.0, max_delay=0.5)
 
 
-async def test_lead_pushes_the_first_event_after_quiet_at_once_and_debounces_the_rest() -> None:
+@pytest.mark.parametrize("lead", [0.005, 0.0])   # 0: the control plane's default (the loop's next turn)
+async def test_lead_pushes_the_first_event_after_quiet_at_once_and_debounces_the_rest(lead: float) -> None:
     rec = Recorder()
-    d: Debouncer[frozenset[str]] = Debouncer(rec, merge=frozenset.union, quiet=0.2, max_delay=1.0, lead=0.005)
+    d: Debouncer[frozenset[str]] = Debouncer(rec, merge=frozenset.union, quiet=0.2, max_delay=1.0, lead=lead)
     t0 = time.monotonic()
     d.trigger(frozenset(["first"]))
     await asyncio.sleep(0.05)
