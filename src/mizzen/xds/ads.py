@@ -67,7 +67,7 @@ def resource_version(p: Packed) -> str:
     return p.digest.hex()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class SotwResponse:
     """A state-of-the-world DiscoveryResponse: ``tsnap``'s resources selected by ``names`` (None: all)."""
 
@@ -78,7 +78,7 @@ class SotwResponse:
     shared: bool = False             # the nonce is the content's shared one (same bytes for every stream)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class DeltaResponse:
     """A DeltaDiscoveryResponse. ``key`` identifies the content (equal keys, equal bytes) or is None."""
 
@@ -118,6 +118,7 @@ class _NoEvents:
 
 
 _NO_EVENTS = _NoEvents()
+_NO_TYPES: Mapping[str, TypeSnapshot] = {}
 
 
 class SharedNonces(Retained):
@@ -328,14 +329,21 @@ class AdsStream:
 
     def set_snapshot(self, snapshot: Snapshot | None) -> list[Response]:
         """The node's snapshot changed (or arrived): the responses it causes, in push order."""
-        self.snapshot = snapshot
+        old, self.snapshot = self.snapshot, snapshot
         out: list[Response] = []
         watches: Mapping[str, object] = self._delta if self.delta else self._sotw
         if len(self._order) != len(watches):   # a type subscribed since (types are never dropped)
             self._order = ordered_types(watches)
         send = self._delta_send if self.delta else self._sotw_send
+        # A type whose content is the very object the previous snapshot had is skipped: every request and
+        # snapshot since was answered against it already (a send left pending only waits for a snapshot),
+        # so sending for it again would find nothing to send (alike nodes share their TypeSnapshots)
+        same = old.types if old is not None and snapshot is not None else _NO_TYPES
+        types = snapshot.types if snapshot is not None else _NO_TYPES
         for type_url in self._order:
-            out += send(type_url)
+            tsnap = types.get(type_url)
+            if tsnap is None or same.get(type_url) is not tsnap:
+                out += send(type_url)
         return out
 
     # --- state of the world ---------------------------------------------------------------------------------
@@ -351,15 +359,17 @@ class AdsStream:
         if watch is not None and raw == watch.raw:
             names = watch.requested   # the same list as last time (an ACK): the same set, not rebuilt
         else:
-            names = _requested_names(type_url, raw)
+            # shared by alike streams (their responses then name one set: compared by identity downstream)
+            names = self.diffs.intern(_requested_names(type_url, raw))
             if watch is None:
                 watch = self._sotw[type_url] = _SotwWatch(names, self.status.of(type_url))
             watch.raw, watch.requested = raw, names
         ts = watch.status
         ts.requested = True
-        ts.unsubscribed = names == frozenset()
+        ts.unsubscribed = names is not None and not names
         short = SHORT.get(type_url, type_url)
-        if not req.response_nonce:
+        nonce: str = req.response_nonce
+        if not nonce:
             # Initial request for the type on this stream (also after a reconnect, carrying the version the
             # proxy already has): always answer, even if the version is unchanged, or Envoy stays warming.
             log.debug("%s %s: initial request (has %r) names=%s", self.node_id, short, req.version_info,
@@ -367,22 +377,26 @@ class AdsStream:
             watch.names = names
             watch.force = True
             return self._sotw_send(type_url)
-        if req.response_nonce != ts.nonce:
+        if nonce != ts.nonce:
             # No response for a stale nonce; but an emptied subscription still counts: Envoy drops its last
             # EDS/RDS watch with the nonce it had, and does not ACK the (empty) response already in flight
             if ts.unsubscribed:
                 watch.names = names
                 self._events.moved(self.status)
-            log.debug("%s %s: stale nonce %s (latest %s) ignored", self.node_id, short, req.response_nonce,
-                      ts.nonce)
+            log.debug("%s %s: stale nonce %s (latest %s) ignored", self.node_id, short, nonce, ts.nonce)
             return []
         if req.HasField("error_detail"):
             self._nack(ts, short, req.error_detail.message, req.version_info or None)
         else:
-            self._ack(ts, short, req.version_info, req.response_nonce)
-        if _adds_names(watch.names, names):
-            watch.force = True
-        watch.names = names
+            self._ack(ts, short, req.version_info, nonce)
+        if names is not watch.names:
+            if _adds_names(watch.names, names):
+                watch.force = True
+            watch.names = names
+        elif self.snapshot is not None and not watch.force and not watch.send_all:
+            tsnap = self.snapshot.types.get(type_url)
+            if tsnap is not None and tsnap.version == ts.sent_version:
+                return []   # an ACK of the current version (the common case): nothing to send
         return self._sotw_send(type_url)
 
     def _sotw_send(self, type_url: str) -> list[Response]:

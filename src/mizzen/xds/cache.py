@@ -52,6 +52,7 @@ def _entry(p: Packed) -> bytes:
 
 
 EMPTY_VERSION = version_of(())
+_NO_TYPES: Mapping[str, TypeSnapshot] = {}
 
 
 @dataclass(frozen=True)
@@ -336,13 +337,16 @@ class SnapshotCache:
         node holds any more."""
         old, entry.snapshot = entry.snapshot, snapshot
         live = self._live
-        if snapshot is not None:
-            for t, ts in snapshot.types.items():
+        # a type whose content is the very object it was (alike nodes share them) keeps its count
+        old_types = old.types if old is not None else _NO_TYPES
+        new_types = snapshot.types if snapshot is not None else _NO_TYPES
+        for t, ts in new_types.items():
+            if old_types.get(t) is not ts:
                 key = (t, ts.version)
                 live[key] = live.get(key, 0) + 1
-        if old is None:
-            return
-        for t, ts in old.types.items():
+        for t, ts in old_types.items():
+            if new_types.get(t) is ts:
+                continue
             key = (t, ts.version)
             n = live[key] - 1
             if n:
@@ -573,6 +577,11 @@ class SnapshotCache:
 
 
 def _same_versions(old: Snapshot, types: Mapping[str, TypeSnapshot]) -> bool:
-    if set(old.types) != set(types):
+    olds = old.types
+    if len(olds) != len(types):
         return False
-    return all(old.types[t].version == ts.version for t, ts in types.items())
+    for t, ts in types.items():   # the same count and every type in both: the same types
+        o = olds.get(t)
+        if o is None or (o is not ts and o.version != ts.version):
+            return False
+    return True

@@ -229,6 +229,10 @@ class _Lru(Retained):
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
+        # type URL -> (key, type snapshot, names, nonce, whole message, count) of the type's last whole
+        # message, found by identity (the streams of a push round ask for the same one in a row); dropped
+        # with its key
+        self._recent: dict[str, tuple[Hashable, Any, Any, str, bytes, int]] = {}
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -269,6 +273,13 @@ class _Lru(Retained):
         whole = self._whole.pop(key, None)
         if whole is not None:
             self._bytes -= len(whole[1])
+            self._drop_recent(key)
+
+    def _drop_recent(self, key: Hashable) -> None:
+        if isinstance(key, tuple):
+            recent = self._recent.get(key[0])
+            if recent is not None and recent[0] == key:
+                del self._recent[key[0]]
 
     def _with_nonce(self, key: Hashable, entry: tuple[bytes, int], nonce: str,
                     tail: bytes) -> tuple[bytes, int]:
@@ -280,6 +291,7 @@ class _Lru(Retained):
         if key in self._lru:   # kept (and counted) only while its body is
             if whole is not None:
                 self._bytes -= len(whole[1])
+                self._drop_recent(key)   # that nonce's message is replaced
             self._whole[key] = (nonce, data)
             self._bytes += len(data)
         return data, entry[1]
@@ -307,15 +319,24 @@ class ResponseBodies(_Lru):
 
     def whole(self, resp: SotwResponse) -> tuple[bytes, int]:
         """The whole message for a response with a shared nonce: one byte string for every stream."""
+        recent = self._recent.get(resp.type_url)
+        if (recent is not None and recent[1] is resp.tsnap and recent[2] is resp.names
+                and recent[3] == resp.nonce):
+            self.hits += 1   # the same content as the type's last response (a push round): no key, no LRU
+            return recent[4], recent[5]
         key = (resp.tsnap.type_url, resp.tsnap.version, resp.names)
         whole = self._whole.get(key)
         if whole is not None and whole[0] == resp.nonce:
             hit = self.lookup(key)
             if hit is not None:
+                self._recent[resp.type_url] = (key, resp.tsnap, resp.names, resp.nonce, whole[1], hit[1])
                 return whole[1], hit[1]
         entry = self.get(resp.tsnap, resp.names)
         tail = discovery_pb2.DiscoveryResponse(nonce=resp.nonce).SerializeToString()
-        return self._with_nonce(key, entry, resp.nonce, tail)
+        data, count = self._with_nonce(key, entry, resp.nonce, tail)
+        if key in self._whole:   # kept: the next stream sent this content takes the fast path above
+            self._recent[resp.type_url] = (key, resp.tsnap, resp.names, resp.nonce, data, count)
+        return data, count
 
 
 class DeltaBodies(_Lru):
