@@ -279,7 +279,7 @@ class _SotwWatch:
     status: TypeStatus
     force: bool = False               # respond even if the version is unchanged (initial request, new names)
     send_all: bool = False            # next response carries all resources of the type (EDS after a CDS push)
-    raw: tuple[str, ...] | None = None              # the names of the latest request, as sent
+    raw: list[str] | None = None                    # the names of the latest request, as sent
     requested: frozenset[str] | None = None         # ... as a subscription (None = wildcard)
 
 
@@ -354,11 +354,12 @@ class AdsStream:
             log.warning("ADS stream %d (%s): request without type_url ignored", self.status.stream_id,
                         self.node_id)
             return []
-        raw = tuple(req.resource_names)
         watch = self._sotw.get(type_url)
-        if watch is not None and raw == watch.raw:
+        # (the repeated field compares equal to a list, never to a tuple; no copy of it for an ACK)
+        if watch is not None and req.resource_names == watch.raw:
             names = watch.requested   # the same list as last time (an ACK): the same set, not rebuilt
         else:
+            raw = list(req.resource_names)
             # shared by alike streams (their responses then name one set: compared by identity downstream)
             names = self.diffs.intern(_requested_names(type_url, raw))
             if watch is None:

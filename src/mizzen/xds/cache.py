@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import operator
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -315,6 +316,7 @@ class SnapshotCache:
         self._serial = 0
         self._fulls: dict[tuple[str, tuple[int, ...]], _Full] = {}
         self._member: dict[str, dict[int, _Full]] = {}   # type -> id(message) -> a live _Full holding it
+        self._last: dict[str, _Full] = {}   # type -> the live _Full acquired last (checked first)
         self._overlays = 0
         # node id -> callbacks run (synchronously, in order) at each snapshot change of the node: a stream's
         # own wake-up, no task or event per node and change
@@ -477,8 +479,15 @@ class SnapshotCache:
     # --- per-type sharing --------------------------------------------------------------------------------
     def _acquire(self, type_url: str, by_name: Mapping[str, Message]) -> _Shared:
         msgs = tuple(by_name.values())
-        ids = tuple(map(id, msgs))
         names = tuple(by_name)
+        last = self._last.get(type_url)
+        if (last is not None and len(last.msgs) == len(msgs) and last.names == names
+                and all(map(operator.is_, msgs, last.msgs))):
+            # the same objects as the type's last content (alike nodes of a push in a row): no ids to key by
+            self._memo.hits += len(msgs)
+            last.refs += 1
+            return last
+        ids = tuple(map(id, msgs))
         full = self._fulls.get((type_url, ids))
         shared: _Shared | None = full if full is not None and full.names == names else None
         if shared is not None:
@@ -490,6 +499,8 @@ class SnapshotCache:
                     shared = self._overlay(type_url, base, names, ids, msgs)
             if shared is None:
                 shared = self._full(type_url, names, ids, msgs)
+        if isinstance(shared, _Full):
+            self._last[type_url] = shared
         shared.refs += 1
         return shared
 
@@ -563,6 +574,8 @@ class SnapshotCache:
             return
         if self._fulls.get(shared.key) is shared:
             del self._fulls[shared.key]
+        if self._last.get(shared.type_url) is shared:
+            del self._last[shared.type_url]
         member = self._member[shared.type_url]
         for i in shared.ids:
             if member.get(i) is shared:
