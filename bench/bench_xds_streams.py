@@ -278,6 +278,33 @@ class GcTimer:
         return ", ".join(f"gen{g} {self.count[g]}x {self.seconds[g] * 1000:.0f} ms" for g in range(3))
 
 
+class CallbackCount:
+    """The event loop's callbacks by kind, counted by wrapping asyncio's ``Handle._run`` (asyncio's own loop
+    only: uvloop runs its handles in C): task steps (a task resumed: its first step or a wake-up by a
+    future), grpc.aio's completion-queue reader (one per wake-up byte from its poller thread), the rest."""
+
+    def __init__(self) -> None:
+        self.counts = {"task steps": 0, "grpc reader": 0, "other": 0}
+        run = self._run = asyncio.events.Handle._run
+        counts = self.counts
+
+        def counted(handle: asyncio.events.Handle) -> None:
+            cb = handle._callback   # type: ignore[attr-defined]
+            kind = type(cb).__name__
+            if kind.startswith("Task") or isinstance(getattr(cb, "__self__", None), asyncio.Task):
+                counts["task steps"] += 1
+            elif getattr(getattr(cb, "func", cb), "__name__", "") == "_handle_events":   # (a partial)
+                counts["grpc reader"] += 1
+            else:
+                counts["other"] += 1
+            run(handle)
+
+        asyncio.events.Handle._run = counted   # type: ignore[method-assign]
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
 def start_clients(args: argparse.Namespace, target: str, delta: bool) -> list[subprocess.Popen[bytes]]:
     per_proc = (args.streams + args.client_procs - 1) // args.client_procs
     procs = []
@@ -343,6 +370,7 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
           f"x{len(procs)} server pid={os.getpid()} loop={type(asyncio.get_running_loop()).__module__} "
           f"gc={gc.get_threshold()} xDS TLS: off (plaintext gRPC on loopback)", flush=True)
     me = os.getpid()
+    counter = CallbackCount() if args.count_callbacks else None
     try:
         t0 = time.monotonic()
         cpu0 = cpu_s(me)
@@ -359,6 +387,8 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
                 prof.enable()
             client_cpu0 = sum(cpu_s(p.pid) for p in procs if p.poll() is None)
             threads0 = thread_cpu_s(me)
+            callbacks0 = counter.snapshot() if counter is not None else {}
+            sent0 = ads.responses_sent
             gct = GcTimer()
             gc.callbacks.append(gct)
             thresholds = gc.get_threshold()
@@ -394,6 +424,11 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
             client_cpu = sum(cpu_s(p.pid) for p in procs if p.poll() is None) - client_cpu0
             threads = {k: (v - threads0.get(k, 0.0)) / len(rounds) for k, v in thread_cpu_s(me).items()}
             gc.callbacks.remove(gct)
+            if counter is not None:
+                msgs = max(1, ads.responses_sent - sent0)
+                print("event-loop callbacks per response (and its ACK): " + ", ".join(
+                    f"{k} {(v - callbacks0[k]) / msgs:.2f}" for k, v in counter.snapshot().items()),
+                      flush=True)
             gc.set_threshold(*thresholds)
             print(f"{proto} {kind}: {len(rounds)} rounds, all ACKed p50 {pct(rounds, 50) * 1000:.0f} ms "
                   f"p99 {pct(rounds, 99) * 1000:.0f} ms (send+ACK only: p50 {pct(sends, 50) * 1000:.0f} "
@@ -451,6 +486,8 @@ def main() -> None:
                     help="gen-0 threshold during the push rounds only (0: leave the --gc setting)")
     ap.add_argument("--metrics", action="store_true",
                     help="the control plane's sync status (pilot_* metrics per response, ACK and NACK)")
+    ap.add_argument("--count-callbacks", action="store_true",
+                    help="count the event loop's callbacks per response by kind (asyncio's loop only)")
     ap.add_argument("--client-process", dest="client_mode", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--target", help=argparse.SUPPRESS)
     ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
@@ -459,6 +496,8 @@ def main() -> None:
         client_main(args)
         return
     logging.basicConfig(level=logging.WARNING)
+    if args.count_callbacks and args.loop != "asyncio":
+        raise SystemExit("--count-callbacks needs --loop asyncio (uvloop runs its callbacks in C)")
     if args.loop == "uvloop":
         import uvloop
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
