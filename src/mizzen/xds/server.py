@@ -496,20 +496,23 @@ class _Stream:
 
     async def _write(self, responses: list[Response]) -> None:
         server = self.server
+        # whether the status hears each write (its ``written`` is more than SyncStatus's no-op: metrics)
+        observed = type(server.status).written is not SyncStatus.written
         for resp in responses:
             data, count = server.encode(resp)
             # counted before the write: its answer may be read before the write's completion comes back
             if not self.unanswered:
                 server._awaiting(1)
             self.unanswered += 1
-            started = time.monotonic()
+            started = time.monotonic() if observed else 0.0
             if server.write_timeout > 0:
                 await self._write_bounded(data, resp.type_url)
             else:
                 await self.context.write(data)
             server.responses_sent += 1
             server.resources_sent += count
-            server.status.written(self.node_id, resp.type_url, started)
+            if observed:
+                server.status.written(self.node_id, resp.type_url, started)
 
     async def _write_bounded(self, data: bytes, type_url: str) -> None:
         """Write, or end the stream if that takes longer than the server's write timeout."""
@@ -534,13 +537,14 @@ class _Stream:
         # message); a request iterator that is not grpc's (tests) is iterated
         read: Callable[[], Awaitable[Any]] = (self.context.read if _is_grpc_receiver(requests)
                                               else requests.__anext__)
+        eof = grpc.aio.EOF
         try:
             while True:
                 try:
                     req = await read()
                 except StopAsyncIteration:
                     break
-                if req is grpc.aio.EOF:
+                if req is eof:
                     break
                 if self.unanswered:
                     self.unanswered -= 1
