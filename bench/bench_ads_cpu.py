@@ -27,12 +27,12 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_xds_streams import Mesh, node_id  # noqa: E402
+from bench_xds_streams import Mesh, node_id
 
-from mizzen.xds import AdsServer, SnapshotCache  # noqa: E402
-from mizzen.xds.ads import AdsStream, DeltaResponse, Response, SotwResponse  # noqa: E402
-from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE  # noqa: E402
-from mizzen.xds.status import ProxyStatus  # noqa: E402
+from mizzen.xds import AdsServer, SnapshotCache
+from mizzen.xds.ads import AdsStream, DeltaResponse, Response, SotwResponse
+from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from mizzen.xds.status import ProxyStatus
 
 
 class Client:
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> None:
                         raise SystemExit("an ACK caused a response")
             t5 = time.thread_time()
             is_synced = status.is_synced
-            for ads, reqs in zip(streams, requests, strict=True):   # the waiter's check at each ACK
+            for ads, reqs in zip(streams, requests, strict=True):   # the waiters' check at each ACK
                 for _ in reqs:
                     is_synced(ads.node_id)
             t6 = time.thread_time()
@@ -143,9 +143,10 @@ def run(args: argparse.Namespace) -> None:
     # (cache misses, frequency), so the minimum is the most repeatable estimate; the median is shown too
     med = {k: min(v) for k, v in phases.items()}
     total = sum(med.values())
-    print(f"per round ({args.rounds} rounds, the least thread CPU of the rounds; {msgs / n:.2f} responses and "
-          f"{acks / n:.2f} ACKs per stream): total {total * 1000:.1f} ms (median of the rounds' totals "
-          f"{statistics.median(map(sum, zip(*phases.values(), strict=True))) * 1000:.1f} ms)")
+    median_total = statistics.median(map(sum, zip(*phases.values(), strict=True)))
+    print(f"per round ({args.rounds} rounds, the least thread CPU of the rounds; {msgs / n:.2f} responses "
+          f"and {acks / n:.2f} ACKs per stream): total {total * 1000:.1f} ms (median of the rounds' totals "
+          f"{median_total * 1000:.1f} ms)")
     per = {"cache": n, "stream": msgs, "encode": msgs, "ack": acks, "synced": acks}
     what = {"cache": "cache.set_snapshot, per node", "stream": "AdsStream.set_snapshot, per response",
             "encode": "AdsServer.encode, per response", "ack": "AdsStream request (ACK), per ACK",

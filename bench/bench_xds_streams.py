@@ -382,7 +382,7 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
             print(f"gc: refroze after the connects ({gc.get_freeze_count()} objects frozen)", flush=True)
         prof = cProfile.Profile() if args.profile else None
         for kind in args.change.split(","):
-            rounds, sends, cpus, send_cpus = [], [], [], []
+            rounds, sends, cpus, send_cpus, loops = [], [], [], [], []
             if prof is not None:
                 prof.enable()
             client_cpu0 = sum(cpu_s(p.pid) for p in procs if p.poll() is None)
@@ -399,6 +399,7 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
                 mesh.change(kind, rnd)
                 sent, res = ads.responses_sent, ads.resources_sent
                 cpu0 = cpu_s(me)
+                loop0 = time.thread_time()   # this task runs on the event loop's thread
                 t_wall = time.time()
                 t0 = time.monotonic()
                 for i, n in enumerate(nodes):
@@ -408,6 +409,7 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
                 await ads.status.wait_synced(nodes, timeout=max(1.0, deadline - time.monotonic()))
                 t_all = time.monotonic() - t0
                 cpu = cpu_s(me) - cpu0
+                loops.append(time.thread_time() - loop0)
                 lat = [(ads.status.synced_at(n) or t_wall) - t_wall for n in nodes]
                 rounds.append(t_all)
                 sends.append(t_all - t_set)
@@ -416,7 +418,8 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
                 print(f"  {kind} round {rnd}: set_snapshot x{len(nodes)} {t_set * 1000:.0f} ms; all ACKed "
                       f"after {t_all * 1000:.0f} ms (send+ACK {(t_all - t_set) * 1000:.0f} ms); per node "
                       f"p50 {pct(lat, 50) * 1000:.0f} p99 {pct(lat, 99) * 1000:.0f} ms; server CPU "
-                      f"{cpu:.2f} s ({cpu - cpu_set:.2f} s after set_snapshot); per stream: "
+                      f"{cpu:.2f} s ({cpu - cpu_set:.2f} s after set_snapshot; loop thread "
+                      f"{loops[-1]:.3f} s); per stream: "
                       f"{(ads.responses_sent - sent) / len(nodes):.2f} responses, "
                       f"{(ads.resources_sent - res) / len(nodes):.2f} resources", flush=True)
             if prof is not None:
@@ -434,7 +437,8 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
                   f"p99 {pct(rounds, 99) * 1000:.0f} ms (send+ACK only: p50 {pct(sends, 50) * 1000:.0f} "
                   f"p99 {pct(sends, 99) * 1000:.0f} ms); server CPU per round p50 {pct(cpus, 50):.2f} s "
                   f"max {max(cpus):.2f} s, of which send+ACK p50 {pct(send_cpus, 50):.2f} s "
-                  f"max {max(send_cpus):.2f} s; client CPU {client_cpu / len(rounds):.2f} s/round; "
+                  f"max {max(send_cpus):.2f} s; loop thread per round min {min(loops):.3f} p50 "
+                  f"{pct(loops, 50):.3f} s; client CPU {client_cpu / len(rounds):.2f} s/round; "
                   f"server CPU per round by thread: " + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(
                       threads.items(), key=lambda kv: -kv[1]) if v >= 0.005) + f"; gc in all rounds: {gct}",
                   flush=True)
