@@ -585,7 +585,8 @@ class AdsStream:
         ts.acked_nonce = nonce
         ts.acked_at = self._clock()
         ts.nack = None
-        log.debug("%s ACKed %s version %s", self.node_id, short, version)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s ACKed %s version %s", self.node_id, short, version)
         self._events.acked(self.status, ts)
 
     def _nack(self, ts: TypeStatus, short: str, message: str, keeps: str | None) -> None:

@@ -258,6 +258,8 @@ class SyncStatus:
                 if type_url in WILDCARD_TYPES and tsnap is not None and tsnap.resources:
                     return False
                 continue
+            if ts.acked_nonce != ts.nonce and not ts.unsubscribed:
+                return False   # its latest response not ACKed (yet, or NACKed, or none sent): not SYNCED
             if ts.state(tsnap.version if tsnap is not None else EMPTY_VERSION) != SYNCED:
                 return False
         for type_url in WILDCARD_TYPES:   # never requested, but there is something to send
