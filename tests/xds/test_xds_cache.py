@@ -211,6 +211,38 @@ def test_a_node_differing_in_a_few_resources_gets_an_overlay_with_exact_versions
                                   "shared_types": 0, "overlays": 0}
 
 
+def test_alike_nodes_set_in_a_row_share_one_overlay_and_release_it_with_the_last_of_them() -> None:
+    """A push hands many nodes the same objects for a type that differs from a shared content in a few
+    resources (one cluster changed out of many): the overlay is worked out once and shared, not per node."""
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    shared = _clusters(200)
+    cache = SnapshotCache()
+    for n in "abc":
+        cache.set_snapshot(n, ResourceSet({CLUSTER: shared}))
+    edited = {**shared, "outbound|80||svc0100.default": cluster_pb2.Cluster(
+        name="outbound|80||svc0100.default", alt_stat_name="edited")}
+    for n in "abc":
+        cache.set_snapshot(n, ResourceSet({CLUSTER: edited}))
+    snaps = [cache.get(n) for n in "abc"]
+    assert all(s is not None for s in snaps)
+    ts = snaps[0].of(CLUSTER)   # type: ignore[union-attr]
+    assert all(s.of(CLUSTER) is ts for s in snaps)   # type: ignore[union-attr]   # one TypeSnapshot
+    stats = cache.memo_stats()
+    assert stats["overlays"] == 1 and stats["shared_types"] == 1 and stats["misses"] == 200 + 1
+    alone = _set_alone("a", ResourceSet({CLUSTER: edited}))
+    assert alone is not None and snaps[0].versions() == alone.versions()   # type: ignore[union-attr]
+    assert _wire(snaps[0], CLUSTER) == _wire(alone, CLUSTER)
+    assert cache.resources("c", CLUSTER)["outbound|80||svc0100.default"].alt_stat_name == "edited"  # type: ignore[attr-defined]
+
+    for n in "abc":
+        cache.clear(n)
+    assert cache.memo_stats() == {"entries": 0, "hits": stats["hits"], "misses": stats["misses"],
+                                  "shared_types": 0, "overlays": 0}
+    cache.set_snapshot("d", ResourceSet({CLUSTER: edited}))   # after the release: packed again, exactly
+    assert _wire(cache.get("d"), CLUSTER) == _wire(alone, CLUSTER)
+
+
 def test_a_node_moving_from_shared_to_its_own_content_releases_the_old_one() -> None:
     cache = SnapshotCache()
     one, two = _assignments(100), _assignments(100, port=90)

@@ -316,7 +316,9 @@ class SnapshotCache:
         self._serial = 0
         self._fulls: dict[tuple[str, tuple[int, ...]], _Full] = {}
         self._member: dict[str, dict[int, _Full]] = {}   # type -> id(message) -> a live _Full holding it
-        self._last: dict[str, _Full] = {}   # type -> the live _Full acquired last (checked first)
+        # type -> the live content acquired last, with the messages and names it was acquired for (the
+        # next node's are checked against them first)
+        self._last: dict[str, tuple[_Shared, tuple[Message, ...], tuple[str, ...]]] = {}
         self._overlays = 0
         # node id -> callbacks run (synchronously, in order) at each snapshot change of the node: a stream's
         # own wake-up, no task or event per node and change
@@ -481,12 +483,13 @@ class SnapshotCache:
         msgs = tuple(by_name.values())
         names = tuple(by_name)
         last = self._last.get(type_url)
-        if (last is not None and len(last.msgs) == len(msgs) and last.names == names
-                and all(map(operator.is_, msgs, last.msgs))):
-            # the same objects as the type's last content (alike nodes of a push in a row): no ids to key by
+        if (last is not None and len(last[1]) == len(msgs) and last[2] == names
+                and all(map(operator.is_, msgs, last[1]))):
+            # the same objects as the type's last content (alike nodes of a push in a row): no ids to key
+            # by, and an overlay is shared rather than worked out again
             self._memo.hits += len(msgs)
-            last.refs += 1
-            return last
+            last[0].refs += 1
+            return last[0]
         ids = tuple(map(id, msgs))
         full = self._fulls.get((type_url, ids))
         shared: _Shared | None = full if full is not None and full.names == names else None
@@ -499,8 +502,7 @@ class SnapshotCache:
                     shared = self._overlay(type_url, base, names, ids, msgs)
             if shared is None:
                 shared = self._full(type_url, names, ids, msgs)
-        if isinstance(shared, _Full):
-            self._last[type_url] = shared
+        self._last[type_url] = (shared, msgs, names)
         shared.refs += 1
         return shared
 
@@ -567,6 +569,9 @@ class SnapshotCache:
         shared.refs -= 1
         if shared.refs > 0:
             return
+        last = self._last.get(shared.tsnap.type_url)
+        if last is not None and last[0] is shared:
+            del self._last[shared.tsnap.type_url]
         self._memo.release(shared.msgs)
         if isinstance(shared, _Overlay):
             self._overlays -= 1
@@ -574,8 +579,6 @@ class SnapshotCache:
             return
         if self._fulls.get(shared.key) is shared:
             del self._fulls[shared.key]
-        if self._last.get(shared.type_url) is shared:
-            del self._last[shared.type_url]
         member = self._member[shared.type_url]
         for i in shared.ids:
             if member.get(i) is shared:
