@@ -272,6 +272,11 @@ def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME, *, x
                 *identity_clusters,
             ],
         },
+        # Envoy merges its workers' histograms only at a stats flush; flushing when the admin's stats are read
+        # (no flush timer then: nothing else reads them, no stats sinks) lets the agent serve merged
+        # histograms at every scrape, whose exact counts stand in for istio_requests_total
+        # (mizzen.telemetry.fresh)
+        "stats_flush_on_admin": True,
         "layered_runtime": {
             "layers": [
                 {"name": "global config", "static_layer": {}},

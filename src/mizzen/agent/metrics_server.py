@@ -6,9 +6,11 @@ listener on ``:15090`` routes to (see :mod:`mizzen.agent.bootstrap`). Scrapes on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -29,6 +31,41 @@ TEXT = "text/plain; version=0.0.4"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# Envoy (bootstrap ``stats_flush_on_admin``) starts a stats flush, whose first step merges every worker's
+# histograms asynchronously, on each admin stats request, and counts the request in this counter instead when
+# a flush is still under way
+_DROPPED = "server.dropped_stat_flushes"
+_PROBE = f"http://localhost/stats?filter=^{re.escape(_DROPPED)}$"
+_PROBES = 40                      # at most, ~1-2 ms each; 3 when nothing else reads Envoy's stats
+
+
+async def merged_histograms(session: aiohttp.ClientSession) -> bool:
+    """Waits until Envoy merged its workers' histograms after this call began, so that the text read next
+    counts every request that completed before (what makes the duration histogram's ``_count`` an exact
+    ``istio_requests_total``: :func:`mizzen.telemetry.prometheus.with_request_count`). Each probe is an admin
+    stats request: it starts a flush, or counts a dropped one when a flush is under way. Two probes in a row
+    after the first that drop none mean the first of them started a flush (after this call began) and it
+    finished before the second. False when that was not seen within the probes (another reader kept Envoy
+    flushing, or the counter is not there): the text is then as fresh as Envoy's last merge."""
+    last, clean, delay = -1, 0, 0.0005
+    for _ in range(_PROBES):
+        async with session.get(_PROBE) as r:
+            r.raise_for_status()
+            m = re.search(r"^server\.dropped_stat_flushes: (\d+)$", await r.text(), re.M)
+        if m is None:
+            return False
+        n = int(m[1])
+        clean = clean + 1 if n == last else 0
+        if clean == 2:
+            return True
+        if last >= 0 and n != last:
+            await asyncio.sleep(delay)      # a flush was under way: give it time
+            delay = min(delay * 2, 0.02)
+        last = n
+    log.debug("Envoy's histograms were not seen merged after %d probes", _PROBES)
+    return False
+
+
 class MetricsServer:
     def __init__(self, admin_socket: str, stats_socket: Path, host: str, port: int | None,
                  app: AppScrape | None = None, app_host: str = "127.0.0.1", timeout_s: float = 5.0,
@@ -45,13 +82,12 @@ class MetricsServer:
         self._runners: list[web.AppRunner] = []
 
     async def envoy_stats(self, query: dict[str, str]) -> str:
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.admin_socket),
-                                  timeout=self.timeout) as s,
-            s.get(f"http://localhost{PATH}", params=query) as r,
-        ):
-            r.raise_for_status()
-            text = istio_names(await r.text())
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.admin_socket),
+                                         timeout=self.timeout) as s:
+            await merged_histograms(s)
+            async with s.get(f"http://localhost{PATH}", params=query) as r:
+                r.raise_for_status()
+                text = istio_names(await r.text())
         return await self.peers.expand(text)
 
     async def app_stats(self) -> str:

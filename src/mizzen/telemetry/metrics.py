@@ -270,13 +270,26 @@ REQUEST_TOTAL_SIZE = "%DOWNSTREAM_WIRE_BYTES_RECEIVED%"
 RESPONSE_TOTAL_SIZE = "%DOWNSTREAM_WIRE_BYTES_SENT%"
 
 
+# The request duration histogram's name when its exact count also stands for istio_requests_total (one stat
+# fewer per request and proxy): the agent renames it back and derives the counter from its ``_count``
+# (:func:`mizzen.telemetry.prometheus.istio_names`); only Envoy's own admin shows this name.
+COUNTED_DURATION = Metric.REQUEST_DURATION.value + "_counted"
+
+
 def _http_config(labels: Mapping[str, str], modes: Mapping[str, str], enabled: Iterable[Metric],
                  removed: frozenset[str]) -> stats_pb2.Config:
     cfg = stats_pb2.Config()
     H = stats_pb2.Config.Histogram
     tag = _packed_tag(labels, modes, removed)
-    for m in enabled:
-        stat = stats_pb2.Config.Stat(name=m.value, tags=[tag])
+    metrics = list(enabled)
+    # both enabled, with the same tag (tag removals apply to the whole logger): the duration's count is the
+    # request count; either disabled: a real counter (or none)
+    counted = Metric.REQUEST_COUNT in metrics and Metric.REQUEST_DURATION in metrics
+    for m in metrics:
+        if counted and m is Metric.REQUEST_COUNT:
+            continue
+        name = COUNTED_DURATION if counted and m is Metric.REQUEST_DURATION else m.value
+        stat = stats_pb2.Config.Stat(name=name, tags=[tag])
         if m is Metric.REQUEST_COUNT:
             c = cfg.counters.add(stat=stat)
             c.value_fixed.value = 1

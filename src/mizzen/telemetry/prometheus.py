@@ -12,16 +12,63 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mizzen.telemetry import packed
+from mizzen.telemetry.metrics import COUNTED_DURATION, Metric
+from mizzen.telemetry.packed import SeriesSum
 
-__all__ = ["AppScrape", "app_scrape", "istio_names", "merge"]
+__all__ = ["AppScrape", "app_scrape", "istio_names", "merge", "with_request_count"]
 
 _ISTIO = re.compile(r"^(# (?:TYPE|HELP) )?envoy_istiocustom_", re.MULTILINE)
 
 
 def istio_names(text: str) -> str:
-    """``envoy_istiocustom_istio_requests_total{...}`` -> ``istio_requests_total{...}`` (TYPE lines too), and
-    the packed ``mizzen_istio`` tag -> Istio's labels."""
-    return packed.expand(_ISTIO.sub(r"\1", text))
+    """``envoy_istiocustom_istio_requests_total{...}`` -> ``istio_requests_total{...}`` (TYPE lines too), the
+    packed ``mizzen_istio`` tag -> Istio's labels, and ``istio_requests_total`` from the counted duration
+    histogram (:func:`with_request_count`)."""
+    return with_request_count(packed.expand(_ISTIO.sub(r"\1", text)))
+
+
+_DURATION = Metric.REQUEST_DURATION.value
+_REQUESTS = Metric.REQUEST_COUNT.value
+_COUNT = _DURATION + "_count"
+
+
+def with_request_count(text: str) -> str:
+    """The counted duration histogram (:data:`mizzen.telemetry.metrics.COUNTED_DURATION`: the stats loggers
+    count requests only there) as ``istio_request_duration_milliseconds``, and each of its series' ``_count``
+    as ``istio_requests_total`` with the same labels. Exact when Envoy merged its workers' histograms just
+    before the text was rendered (the agent makes sure: :mod:`mizzen.agent.metrics_server`). Series that
+    coincide with real ones (a proxy whose other direction has a real counter) are added up, and each family
+    keeps one ``# TYPE`` line: a scrape never holds a series or a family twice."""
+    if COUNTED_DURATION not in text:
+        return text
+    families: dict[str, SeriesSum] = {"": SeriesSum()}
+    merged = (_DURATION, _REQUESTS)
+
+    def family(name: str, kind: str) -> SeriesSum:
+        if (f := families.get(name)) is None:
+            f = families[name] = SeriesSum()
+            f.line(f"# TYPE {name} {kind}")
+        return f
+
+    cur, name, counted = families[""], "", False
+    for line in text.rstrip("\n").split("\n"):
+        if line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            counted = name == COUNTED_DURATION
+            if counted:
+                name = _DURATION
+                family(_REQUESTS, "counter")
+            cur = family(name, kind)
+        elif not line or line.startswith("#") or name not in merged:
+            cur.line(line)
+        else:
+            series, _, value = line.rpartition(" ")
+            if counted:
+                series = _DURATION + series[len(COUNTED_DURATION):]
+                if series.startswith(_COUNT) and series[len(_COUNT):len(_COUNT) + 1] in ("{", ""):
+                    families[_REQUESTS].series(_REQUESTS + series[len(_COUNT):], value)
+            cur.series(series, value)
+    return "\n".join(f.text() for f in families.values() if f.text()) + "\n"
 
 
 def merge(*parts: str) -> str:
