@@ -14,7 +14,7 @@ from telemetry_kit import parse
 
 from mizzen.core.workload_labels import PEER_FIELDS, encode_service, peer_labels
 from mizzen.telemetry import exchange, packed
-from mizzen.telemetry.metrics import Reporter, ServiceLabels, http_loggers
+from mizzen.telemetry.metrics import COUNTED_DURATION, Reporter, ServiceLabels, http_loggers
 from mizzen.telemetry.prometheus import istio_names
 
 ME = peer_labels("reviews-v1-7f9c4d8b6c-x2x4z", "bookinfo", {"app": "reviews", "version": "v1"})
@@ -36,7 +36,10 @@ def _tag(reporter: Reporter, grpc: bool = False, removed: frozenset[str] = froze
     assert len(loggers) == 2          # gRPC and the rest; no CEL variants per request
     cfg = stats_pb2.Config.FromString(loggers[int(grpc)].typed_config.value)
     stats = [*cfg.counters, *cfg.histograms]
-    assert len(stats) == 4 and all(len(s.stat.tags) == 1 for s in stats)
+    # istio_requests_total is the duration histogram's count (the agent derives it): three stats, no counter
+    assert not cfg.counters and {s.stat.name for s in stats} == {
+        COUNTED_DURATION, "istio_request_bytes", "istio_response_bytes"}
+    assert all(len(s.stat.tags) == 1 for s in stats)
     assert len({s.stat.tags[0].value_format for s in stats}) == 1
     [tag] = stats[0].stat.tags
     assert tag.name == packed.TAG

@@ -137,7 +137,10 @@ async def test_stats_logger_behaviour(tmp_path: Path) -> None:
                 await asyncio.sleep(0.2)
     finally:
         server.close()
-    assert "envoy_istiocustom_istio_requests_total{" in raw          # Envoy's own rendering
+    # Envoy's own rendering: HTTP requests are counted by the duration histogram only (the agent derives
+    # istio_requests_total from its _count, istio_names)
+    assert "envoy_istiocustom_istio_request_duration_milliseconds_counted_count{" in raw
+    assert "envoy_istiocustom_istio_requests_total{" not in raw
     s = parse(istio_names(raw))
     http = series(s, "istio_requests_total")
     assert {(d["request_protocol"], d["source_workload"]) for d in http} == {
