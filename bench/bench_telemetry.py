@@ -293,8 +293,10 @@ def instructions_probe(binary: Path, seconds: float, connections: int, keep: Pat
     svc = ServiceLabels(f"fast.{NS}.svc.cluster.local", "fast", NS)
     ip, base = "127.76.0.1", 19970
 
-    def hcm(prefix: str, flts: list[Any], logs: list[Any], cluster: str = "") -> Any:
+    def hcm(prefix: str, flts: list[Any], logs: list[Any], cluster: str = "", early: Any = None) -> Any:
         h = hcm_pb2.HttpConnectionManager(stat_prefix=prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
+        if early is not None:
+            h.early_header_mutation_extensions.append(early)
         h.http_filters.extend(flts)
         h.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(router_pb2.Router())
         route = h.route_config.virtual_hosts.add(name="all", domains=["*"]).routes.add()
@@ -311,11 +313,11 @@ def instructions_probe(binary: Path, seconds: float, connections: int, keep: Pat
     bs = bootstrap_pb2.Bootstrap()
     for i, name in enumerate(variants):
         exch, metrics = name != "none", name == "telemetry"
-        front = [exchange.send_filter(client, True)] if exch else []       # what the plugin adds
+        early = exchange.early_send(client) if exch else None              # what the plugin adds
         back = [exchange.receive_filter(True)] if exch else []
         flog = http_loggers(Reporter.SOURCE, client, None) if metrics else []
         blog = http_loggers(Reporter.DESTINATION, server, svc, HTTP_METRICS) if metrics else []
-        for lname, port, h in ((f"client{i}", base + 2 * i, hcm(f"c{i}", front, flog, f"server{i}")),
+        for lname, port, h in ((f"client{i}", base + 2 * i, hcm(f"c{i}", [], flog, f"server{i}", early)),
                                (f"server{i}", base + 2 * i + 1, hcm(f"s{i}", back, blog))):
             lis = bs.static_resources.listeners.add(name=lname)
             lis.address.socket_address.address, lis.address.socket_address.port_value = ip, port

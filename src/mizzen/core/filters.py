@@ -119,6 +119,7 @@ def build_hcm(
         hcm.set_current_client_cert_details.uri = True
     if ext.tracing is not None:
         hcm.tracing.CopyFrom(ext.tracing)
+    hcm.early_header_mutation_extensions.extend(ext.early_header_mutations)
     if gateway or allow_absolute_url:
         opts = protocol_pb2.Http1ProtocolOptions()
         if allow_absolute_url:

@@ -9,7 +9,8 @@ what to add, and places it:
   then stats, then the router (always last);
 - network filters before the chain's terminal filter (``tcp_proxy`` or the HTTP connection manager);
 - access loggers next to the mesh config's access log;
-- the HTTP connection manager's ``tracing`` settings.
+- the HTTP connection manager's ``tracing`` settings and its early header mutations (applied to each request
+  before any filter, cheaper than a filter that does the same).
 
 A plugin's output must depend only on what :class:`ListenerContext` gives it (the proxy, the push, the
 direction and port of the chain): listeners are generated per proxy (LDS's key is the proxy itself), so per
@@ -114,6 +115,11 @@ class ListenerPlugin:
         that returns one wins."""
         return None
 
+    def early_header_mutations(self, ctx: ListenerContext) -> Sequence[Message]:
+        """The HTTP connection manager's ``early_header_mutation_extensions`` (``TypedExtensionConfig``) for
+        an HTTP chain."""
+        return ()
+
 
 @dataclass(frozen=True)
 class Extensions:
@@ -124,6 +130,7 @@ class Extensions:
     network: tuple[Message, ...] = ()        # before the terminal filter
     access_logs: tuple[Message, ...] = ()
     tracing: Message | None = None
+    early_header_mutations: tuple[Message, ...] = ()
 
 
 NONE = Extensions()
@@ -159,9 +166,11 @@ def extensions(ctx: ListenerContext) -> Extensions:
     network: list[Phased] = []
     logs: list[Message] = []
     tracing: Message | None = None
+    early: list[Message] = []
     for p in PLUGINS:
         if ctx.http:
             http.extend(p.http_filters(ctx))
+            early.extend(p.early_header_mutations(ctx))
             if tracing is None:
                 tracing = p.tracing(ctx)
         network.extend(p.network_filters(ctx))
@@ -174,4 +183,5 @@ def extensions(ctx: ListenerContext) -> Extensions:
         network=tuple(f.filter for f in network),
         access_logs=tuple(logs),
         tracing=tracing,
+        early_header_mutations=tuple(early),
     )

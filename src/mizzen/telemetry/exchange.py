@@ -4,7 +4,9 @@ built from stock Envoy filters so that no request reaches Python.
 A client proxy (sidecar outbound, gateway) adds its own labels to each request as one header,
 ``x-mizzen-peer-metadata``: the peer fields' values in a fixed order, escaped and joined by ``,`` (Istio's
 header is a base64 serialized struct; ours is a quarter of its size, which both codecs pay per request),
-fixed in the proxy's own LDS (``envoy.filters.http.header_mutation``). The server sidecar moves it into
+fixed in the proxy's own LDS (the HTTP connection manager's early header mutation, before any filter runs:
+cheaper than the ``envoy.filters.http.header_mutation`` filter, which :func:`send_filter` still builds). The
+server sidecar moves it into
 dynamic metadata ``mizzen.peer`` / ``peer`` as the header's string, unparsed, and strips it
 (``envoy.filters.http.header_to_metadata``); when the header is absent, the header of ``unknown`` values
 stands in. The stats loggers put the string (:data:`PEER_OPERATOR`) into their one packed tag and the agent
@@ -20,20 +22,23 @@ from collections.abc import Mapping
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import extension_pb2 as core_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2 as early_pb2
 from google.protobuf import any_pb2
 
 from mizzen.core import workload_labels
 from mizzen.core.workload_labels import PEER_FIELDS, PEER_KEY, PEER_METADATA, UNKNOWN, PeerLabels
 
-__all__ = ["HEADER", "METADATA_KEY", "PEER_OPERATOR", "decode", "decode_or_empty", "encode", "escape",
-           "receive_filter", "send_filter", "unescape"]
+__all__ = ["HEADER", "METADATA_KEY", "PEER_OPERATOR", "decode", "decode_or_empty", "early_send", "encode",
+           "escape", "receive_filter", "send_filter", "unescape"]
 
 HEADER = "x-mizzen-peer-metadata"
 METADATA_KEY = PEER_KEY
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
+EARLY_HEADER_MUTATION = "envoy.http.early_header_mutation.header_mutation"
 HEADER_TO_METADATA = "envoy.filters.http.header_to_metadata"
 
 
@@ -73,12 +78,24 @@ def _pack(msg: object) -> any_pb2.Any:
     return out
 
 
+def early_send(me: PeerLabels) -> core_pb2.TypedExtensionConfig:
+    """Adds this proxy's labels to every request, replacing any the app sent, as the HTTP connection
+    manager's early header mutation (before any filter runs): what :func:`send_filter` does on requests,
+    for less (no filter in the chain)."""
+    mutation = early_pb2.HeaderMutation(mutations=[mutation_rules_pb2.HeaderMutation(append=_own_header(me))])
+    return core_pb2.TypedExtensionConfig(name=EARLY_HEADER_MUTATION, typed_config=_pack(mutation))
+
+
+def _own_header(me: PeerLabels) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=HEADER, value=encode(me.fields())),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+
+
 def send_filter(me: PeerLabels, on_request: bool) -> hcm_pb2.HttpFilter:
     """Adds this proxy's labels to every request (client side) or response (server side), replacing any the
     app or the peer sent."""
-    opt = base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=HEADER, value=encode(me.fields())),
-        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+    opt = _own_header(me)
     m = header_mutation_pb2.Mutations()
     (m.request_mutations if on_request else m.response_mutations).append(
         mutation_rules_pb2.HeaderMutation(append=opt))

@@ -1,6 +1,7 @@
 """The telemetry listener plugin (Istio's telemetry networking plugin): for every chain core builds it adds
-the peer-metadata exchange filters, the stats loggers of Istio's standard metrics, the access logs and, when a
-Telemetry resource sets a sampling percentage, the HCM's ``tracing``.
+the peer-metadata exchange (an early header mutation at a client, a filter at a server), the stats loggers
+of Istio's standard metrics, the access logs and, when a Telemetry resource sets a sampling percentage, the
+HCM's ``tracing``.
 
 Registered by :func:`mizzen.telemetry.register` where the control plane starts. Everything here reads the
 proxy, the push and Telemetry resources only (``Telemetry`` is read by LDS, see ``config.kinds``).
@@ -75,11 +76,15 @@ def telemetry_sampling(ctx: ListenerContext) -> float | None:
 # The filters and stats loggers are pure functions of these labels (alike proxies, e.g. a Deployment's pods,
 # have the same): built once and shared, instead of per chain, proxy and push (they were most of an LDS push's
 # CPU). Callers copy them into their listeners (protobuf ``extend``), never change them.
+# Requests carry the client's labels to the server (an early header mutation at the client, a filter at the
+# server); responses carry nothing (a client reads its destination's labels from the chosen endpoint's
+# metadata)
+_RECEIVE = exchange.receive_filter(on_request=True)
+
+
 @functools.lru_cache(maxsize=4096)
-def _exchange_filter(me: PeerLabels, inbound: bool) -> Message:
-    """Requests carry the client's labels to the server; responses carry nothing (a client reads its
-    destination's labels from the chosen endpoint's metadata)."""
-    return exchange.receive_filter(on_request=True) if inbound else exchange.send_filter(me, on_request=True)
+def _early_send(me: PeerLabels) -> Message:
+    return exchange.early_send(me)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -87,6 +92,12 @@ def _stats_loggers(http: bool, reporter: Reporter, me: PeerLabels, svc: ServiceL
                    enabled: tuple[Metric, ...], removed: frozenset[str]) -> tuple[Message, ...]:
     loggers = http_loggers if http else tcp_loggers
     return tuple(loggers(reporter, me, svc, enabled, removed))
+
+
+def _http_metrics(ctx: ListenerContext) -> bool:
+    """Any HTTP metric enabled for the chain (else no exchange either)."""
+    eff = api.effective(ctx.proxy, ctx.push, ctx.direction is not Direction.INBOUND)
+    return not all(m in eff.metrics.disabled for m in HTTP_METRICS)
 
 
 def _reporter(ctx: ListenerContext) -> Reporter:
@@ -98,11 +109,14 @@ class TelemetryPlugin(ListenerPlugin):
     reads = frozenset({"Telemetry"})   # and the registry (the inbound service)
 
     def http_filters(self, ctx: ListenerContext) -> Sequence[Phased]:
-        eff = api.effective(ctx.proxy, ctx.push, ctx.direction is not Direction.INBOUND)
-        if all(m in eff.metrics.disabled for m in HTTP_METRICS):
+        if ctx.direction is not Direction.INBOUND or not _http_metrics(ctx):
             return ()
-        return [Phased(METADATA_EXCHANGE_PHASE,
-                       _exchange_filter(proxy_labels(ctx.proxy), ctx.direction is Direction.INBOUND))]
+        return [Phased(METADATA_EXCHANGE_PHASE, _RECEIVE)]
+
+    def early_header_mutations(self, ctx: ListenerContext) -> Sequence[Message]:
+        if ctx.direction is Direction.INBOUND or not _http_metrics(ctx):
+            return ()
+        return [_early_send(proxy_labels(ctx.proxy))]
 
     def access_logs(self, ctx: ListenerContext) -> Sequence[Message]:
         outbound = ctx.direction is not Direction.INBOUND
