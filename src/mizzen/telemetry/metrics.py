@@ -29,6 +29,18 @@ Over HTTP every stat has one tag packing all these labels into one format string
 into Istio's labels where it serves Prometheus text (:mod:`mizzen.telemetry.packed`: per-tag formatting and
 encoding was most of the per-request cost); TCP stats keep a tag per label.
 
+``istio_requests_total`` over HTTP is no stat of its own when ``istio_request_duration_milliseconds`` is
+enabled too (each stat costs ~7k instructions per request and proxy, most of it the logger's fixed path):
+the loggers record the duration as :data:`COUNTED_DURATION`, and the agent serves it as Istio's duration
+histogram and each series' ``_count`` as ``istio_requests_total`` with the same labels
+(:func:`mizzen.telemetry.prometheus.with_request_count`). A histogram's count is exact and cumulative, but
+Envoy merges its workers' histograms only at a stats flush (every 5 s by default), so the bootstrap flushes
+on admin stats reads (``stats_flush_on_admin``, no flush timer) and the agent waits, before each scrape, for a
+flush begun after the scrape started (:func:`mizzen.agent.metrics_server.merged_histograms`): a reader who
+scrapes after requests completed sees them all, as with a counter. The price: Envoy's own admin shows the
+counted histogram instead of the counter, Envoy's stats (server gauges too) are flushed only when read, and a
+scrape costs ~3 extra admin round trips (~1 ms each). Either metric disabled (Telemetry API): a real counter.
+
 The logger's behaviour (counters, histograms, tags from command operators, empty operators -> empty tag) is
 pinned by ``tests/telemetry/test_telemetry_stats_logger.py`` against the real Envoy.
 """
