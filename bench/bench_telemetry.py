@@ -222,7 +222,7 @@ def static_probe(binary: Path, seconds: float, connections: int) -> None:
         hcm = hcm_pb2.HttpConnectionManager(stat_prefix="probe",
                                             codec_type=hcm_pb2.HttpConnectionManager.AUTO)
         if exch:
-            hcm.http_filters.append(exchange.receive_filter(on_request=True))
+            hcm.http_filters.append(exchange.receive_filter())
         hcm.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(router_pb2.Router())
         route = hcm.route_config.virtual_hosts.add(name="all", domains=["*"]).routes.add()
         route.match.prefix = "/"
@@ -314,7 +314,7 @@ def instructions_probe(binary: Path, seconds: float, connections: int, keep: Pat
     for i, name in enumerate(variants):
         exch, metrics = name != "none", name == "telemetry"
         early = exchange.early_send(client) if exch else None              # what the plugin adds
-        back = [exchange.receive_filter(True)] if exch else []
+        back = [exchange.receive_filter()] if exch else []
         flog = http_loggers(Reporter.SOURCE, client, None) if metrics else []
         blog = http_loggers(Reporter.DESTINATION, server, svc, HTTP_METRICS) if metrics else []
         for lname, port, h in ((f"client{i}", base + 2 * i, hcm(f"c{i}", [], flog, f"server{i}", early)),

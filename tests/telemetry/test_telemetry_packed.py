@@ -57,7 +57,7 @@ def test_server_labels_round_trip_in_istio_order() -> None:
     values = {"RESPONSE_CODE": "503", "RESPONSE_FLAGS": "UO", "GRPC_STATUS_NUMBER": "",
               "DOWNSTREAM_PEER_URI_SAN": "spiffe://cluster.local/ns/bookinfo/sa/productpage",
               "DOWNSTREAM_LOCAL_URI_SAN": "spiffe://cluster.local/ns/bookinfo/sa/reviews",
-              "DYNAMIC_METADATA(mizzen.peer:peer)": exchange.encode(PEER.fields())}
+              "FILTER_STATE(mizzen.peer:PLAIN)": exchange.encode(PEER.fields())}
     [(name, labels, n)] = _scrape((_format(_tag(Reporter.DESTINATION), values), 3))
     assert (name, n) == ("istio_requests_total", 3)
     assert list(labels) == [k for k in packed.ISTIO_LABEL_ORDER if k in labels] and len(labels) == 25
@@ -79,7 +79,7 @@ def test_server_labels_round_trip_in_istio_order() -> None:
 
 def test_plaintext_and_no_certificates_are_none_and_unknown() -> None:
     values = {"RESPONSE_CODE": "200", "RESPONSE_FLAGS": "-", "GRPC_STATUS_NUMBER": "0",
-              "DYNAMIC_METADATA(mizzen.peer:peer)": exchange.encode(PEER.fields())}
+              "FILTER_STATE(mizzen.peer:PLAIN)": exchange.encode(PEER.fields())}
     [(_, server, _)] = _scrape((_format(_tag(Reporter.DESTINATION, grpc=True), values), 1))
     assert (server["connection_security_policy"], server["source_principal"],
             server["destination_principal"]) == ("none", "unknown", "unknown")
@@ -103,7 +103,7 @@ def test_hostile_peer_header_shifts_nothing_and_never_duplicates_a_series() -> N
     tag = _tag(Reporter.DESTINATION)
     base = {"RESPONSE_CODE": "200", "RESPONSE_FLAGS": "-"}
     hostile = ['a|b|c"d\\e\nf', "x,y", "not a header"]
-    peer = "DYNAMIC_METADATA(mizzen.peer:peer)"
+    peer = "FILTER_STATE(mizzen.peer:PLAIN)"
     got = _scrape(*((_format(tag, base | {peer: h}), 2) for h in hostile),
                   (_format(tag, base | {peer: exchange.encode(PEER.fields())}), 5))
     # the three malformed headers expand alike (empty peer labels): one series, their counts added
@@ -115,7 +115,7 @@ def test_hostile_peer_header_shifts_nothing_and_never_duplicates_a_series() -> N
 
 def test_removed_labels_are_not_reported() -> None:
     removed = frozenset({"source_app", "destination_principal", "connection_security_policy", "reporter"})
-    values = {"DYNAMIC_METADATA(mizzen.peer:peer)": exchange.encode(PEER.fields())}
+    values = {"FILTER_STATE(mizzen.peer:PLAIN)": exchange.encode(PEER.fields())}
     [(_, labels, _)] = _scrape((_format(_tag(Reporter.DESTINATION, removed=removed), values), 1))
     assert not removed & set(labels) and len(labels) == 21
     assert labels["source_version"] == "v1" and labels["source_principal"] == "unknown"

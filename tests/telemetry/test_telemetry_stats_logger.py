@@ -46,7 +46,7 @@ ME = peer_labels("reviews-v1-7f9c4d8b6c-x2x4z", "bookinfo", {"app": "reviews", "
 def _bootstrap(ip: str, http_port: int, tcp_port: int, admin: int, echo_port: int,
                tcp_log: Path) -> dict[str, Any]:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix="t", codec_type=hcm_pb2.HttpConnectionManager.AUTO)
-    hcm.http_filters.append(exchange.receive_filter(on_request=True))
+    hcm.http_filters.append(exchange.receive_filter())
     hcm.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(
         __import__("envoy.extensions.filters.http.router.v3.router_pb2", fromlist=["Router"]).Router())
     vh = hcm.route_config.virtual_hosts.add(name="a", domains=["*"])

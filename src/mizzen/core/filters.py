@@ -129,6 +129,7 @@ def build_hcm(
         hcm.rds.CopyFrom(hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=rds))
     elif route_config is not None:
         hcm.route_config.CopyFrom(route_config)
+        hcm.route_config.request_headers_to_remove.extend(ext.request_headers_to_remove)
     else:
         raise ValueError("build_hcm needs rds or route_config")
     return hcm

@@ -10,7 +10,9 @@ what to add, and places it:
 - network filters before the chain's terminal filter (``tcp_proxy`` or the HTTP connection manager);
 - access loggers next to the mesh config's access log;
 - the HTTP connection manager's ``tracing`` settings and its early header mutations (applied to each request
-  before any filter, cheaper than a filter that does the same).
+  before any filter, cheaper than a filter that does the same);
+- request headers the router removes before it forwards a request, on chains whose route configuration is
+  inline (inbound; cheaper than a filter that removes them, and the filters still see them).
 
 A plugin's output must depend only on what :class:`ListenerContext` gives it (the proxy, the push, the
 direction and port of the chain): listeners are generated per proxy (LDS's key is the proxy itself), so per
@@ -120,6 +122,11 @@ class ListenerPlugin:
         an HTTP chain."""
         return ()
 
+    def request_headers_to_remove(self, ctx: ListenerContext) -> Sequence[str]:
+        """Request headers the router removes before forwarding (the route configuration's
+        ``request_headers_to_remove``), for an HTTP chain with an inline route configuration (inbound)."""
+        return ()
+
 
 @dataclass(frozen=True)
 class Extensions:
@@ -131,6 +138,7 @@ class Extensions:
     access_logs: tuple[Message, ...] = ()
     tracing: Message | None = None
     early_header_mutations: tuple[Message, ...] = ()
+    request_headers_to_remove: tuple[str, ...] = ()
 
 
 NONE = Extensions()
@@ -167,10 +175,12 @@ def extensions(ctx: ListenerContext) -> Extensions:
     logs: list[Message] = []
     tracing: Message | None = None
     early: list[Message] = []
+    removed: list[str] = []
     for p in PLUGINS:
         if ctx.http:
             http.extend(p.http_filters(ctx))
             early.extend(p.early_header_mutations(ctx))
+            removed.extend(p.request_headers_to_remove(ctx))
             if tracing is None:
                 tracing = p.tracing(ctx)
         network.extend(p.network_filters(ctx))
@@ -184,4 +194,5 @@ def extensions(ctx: ListenerContext) -> Extensions:
         access_logs=tuple(logs),
         tracing=tracing,
         early_header_mutations=tuple(early),
+        request_headers_to_remove=tuple(removed),
     )

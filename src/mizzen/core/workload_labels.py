@@ -18,11 +18,11 @@ __all__ = ["CLUSTER_ID", "PEER_FIELDS", "PEER_KEY", "PEER_METADATA", "SERVICE_KE
 
 CLUSTER_ID = "Kubernetes"     # Istio's default cluster ID (source_cluster / destination_cluster)
 UNKNOWN = "unknown"
-# the metadata namespace of peer labels: endpoint metadata (EDS) and the dynamic metadata a receiving proxy
-# fills from the peer's headers (mizzen.telemetry.exchange)
+# the metadata namespace of peer labels: endpoint metadata (EDS); also the filter state key in which a
+# receiving proxy keeps the peer's header (mizzen.telemetry.exchange)
 PEER_METADATA = "mizzen.peer"
-# the key holding all peer fields in one string (encode_peer): endpoint metadata and the dynamic metadata of
-# the peer header, each read with one command operator per stat
+# the key holding all peer fields in one string (encode_peer, as the peer header carries them): endpoint
+# metadata, read with one command operator per stat
 PEER_KEY = "peer"
 # the cluster metadata key holding a service's host, name and namespace in one string (encode_service): one
 # command operator per HTTP stat instead of three

@@ -11,7 +11,7 @@ Label values, per side (no per-request Python, nothing per proxy outside LDS):
 
 - the proxy's own side (``source_*`` at a client sidecar or gateway, ``destination_*`` at a server sidecar)
   is a constant in the logger (LDS is per proxy);
-- a server's peer over HTTP comes from the client's request header, moved to dynamic metadata by
+- a server's peer over HTTP comes from the client's request header, kept in the request's filter state by
   :mod:`mizzen.telemetry.exchange` (``unknown`` when absent);
 - a client (HTTP and TCP) reads the destination from the chosen endpoint's metadata (EDS, shared; over HTTP
   ``unknown`` without an endpoint or metadata) and the service from the cluster's metadata (CDS, shared); a

@@ -77,9 +77,9 @@ def telemetry_sampling(ctx: ListenerContext) -> float | None:
 # have the same): built once and shared, instead of per chain, proxy and push (they were most of an LDS push's
 # CPU). Callers copy them into their listeners (protobuf ``extend``), never change them.
 # Requests carry the client's labels to the server (an early header mutation at the client, a filter at the
-# server); responses carry nothing (a client reads its destination's labels from the chosen endpoint's
-# metadata)
-_RECEIVE = exchange.receive_filter(on_request=True)
+# server, whose router strips the header); responses carry nothing (a client reads its destination's labels
+# from the chosen endpoint's metadata)
+_RECEIVE = exchange.receive_filter()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -112,6 +112,10 @@ class TelemetryPlugin(ListenerPlugin):
         if ctx.direction is not Direction.INBOUND or not _http_metrics(ctx):
             return ()
         return [Phased(METADATA_EXCHANGE_PHASE, _RECEIVE)]
+
+    def request_headers_to_remove(self, ctx: ListenerContext) -> Sequence[str]:
+        # the peer's header never reaches the app, metrics on or off (the router removes it: next to free)
+        return (exchange.HEADER,) if ctx.direction is Direction.INBOUND else ()
 
     def early_header_mutations(self, ctx: ListenerContext) -> Sequence[Message]:
         if ctx.direction is Direction.INBOUND or not _http_metrics(ctx):
