@@ -11,6 +11,7 @@ import httpx
 from telemetry_kit import Sample, parse, scrape, total
 
 from harness import Mesh, eventually
+from mizzen.agent.bootstrap import STATS_PORT
 from mizzen.agent.envoy import Agent
 from mizzen.agent.metrics_server import MERGED_STATS_PORT
 from mizzen.telemetry import prometheus
@@ -77,6 +78,15 @@ async def test_requests_total_exact_at_every_scrape_without_a_counter(mesh: Mesh
                     assert total(s, DURATION_COUNT, reporter=rep) == total(s, REQ, reporter=rep)
                     assert len([n for n, _, _ in s if n == REQ]) == len(
                         [n for n, _, _ in s if n == DURATION_COUNT])    # one series per duration series
+        # readers at the same time (Prometheus on :15020 and :15090, a user): each one's count still exact
+        for _ in range(5):
+            await _get_ok(http)
+        sent += 5
+        at_once = await asyncio.gather(*(scrape(a, port) for a in (client, server) for port in (
+            STATS_PORT, MERGED_STATS_PORT, STATS_PORT)))
+        for i, s in enumerate(at_once):
+            a, rep = (client, "source") if i < 3 else (server, "destination")
+            assert total(s, REQ, reporter=rep) - base[a][0] == sent, (rep, i)
     # Envoy itself holds no istio_requests_total counter, only the counted histogram
     stats = await server.admin_get("/stats?filter=istiocustom")
     assert COUNTED_DURATION in stats and "istio_requests_total" not in stats

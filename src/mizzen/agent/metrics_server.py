@@ -43,11 +43,11 @@ async def merged_histograms(session: aiohttp.ClientSession) -> bool:
     """Waits until Envoy merged its workers' histograms after this call began, so that the text read next
     counts every request that completed before (what makes the duration histogram's ``_count`` an exact
     ``istio_requests_total``: :func:`mizzen.telemetry.prometheus.with_request_count`). Each probe is an admin
-    stats request: it starts a flush, or counts a dropped one when a flush is under way. Two probes in a row
-    after the first that drop none mean the first of them started a flush (after this call began) and it
-    finished before the second. False when that was not seen within the probes (another reader kept Envoy
-    flushing, or the counter is not there): the text is then as fresh as Envoy's last merge."""
-    last, clean, delay = -1, 0, 0.0005
+    stats request: it starts a flush, or counts a dropped one when a flush is under way (Envoy runs one at a
+    time). A probe after the first whose count did not grow started a flush; a second such probe means that
+    flush finished. False when that was not seen within the probes (other readers kept Envoy flushing, or the
+    counter is not there): the text is then as fresh as Envoy's last merge."""
+    last, started, delay = -1, 0, 0.0005
     for _ in range(_PROBES):
         async with session.get(_PROBE) as r:
             r.raise_for_status()
@@ -55,10 +55,11 @@ async def merged_histograms(session: aiohttp.ClientSession) -> bool:
         if m is None:
             return False
         n = int(m[1])
-        clean = clean + 1 if n == last else 0
-        if clean == 2:
-            return True
-        if last >= 0 and n != last:
+        if n == last:
+            started += 1
+            if started == 2:
+                return True
+        elif last >= 0:
             await asyncio.sleep(delay)      # a flush was under way: give it time
             delay = min(delay * 2, 0.02)
         last = n
