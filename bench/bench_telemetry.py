@@ -311,6 +311,9 @@ def instructions_probe(binary: Path, seconds: float, connections: int, keep: Pat
 
     variants = ("none", "exchange", "telemetry")
     bs = bootstrap_pb2.Bootstrap()
+    # as the agent's bootstrap registers it (mizzen.agent.bootstrap)
+    bs.inline_headers.add(inline_header_name=exchange.HEADER,
+                          inline_header_type=bootstrap_pb2.CustomInlineHeader.REQUEST_HEADER)
     for i, name in enumerate(variants):
         exch, metrics = name != "none", name == "telemetry"
         early = exchange.early_send(client) if exch else None              # what the plugin adds

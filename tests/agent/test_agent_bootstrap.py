@@ -13,6 +13,7 @@ from google.protobuf import json_format, struct_pb2
 from mizzen.agent.binary import envoy_binary
 from mizzen.agent.bootstrap import XDS_CLUSTER, ProxySpec, build_bootstrap, render_bootstrap
 from mizzen.core.proxy import Proxy, ProxyType
+from mizzen.telemetry import exchange
 
 
 def sidecar_spec() -> ProxySpec:
@@ -45,6 +46,15 @@ def test_gateway_ports_and_no_http_proxy_for_routers() -> None:
     proxy = Proxy.from_node(node["id"], node["metadata"])
     assert proxy.is_gateway and proxy.http_proxy_port == 0
     assert proxy.gateway_listen_port(80) == 18080 and proxy.gateway_listen_port(9000) == 9000
+
+
+def test_stats_flush_on_admin_and_the_peer_header_inline() -> None:
+    """Histograms merge when the agent reads the stats (istio_requests_total is the duration's count); the
+    peer-metadata header is one of Envoy's O(1) request headers. Envoy accepting both: the test below."""
+    boot = build_bootstrap(sidecar_spec())
+    assert boot["stats_flush_on_admin"] is True and "stats_flush_interval" not in boot
+    assert boot["inline_headers"] == [{"inline_header_name": exchange.HEADER,
+                                       "inline_header_type": "REQUEST_HEADER"}]
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])

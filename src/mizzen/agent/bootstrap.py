@@ -25,6 +25,7 @@ from typing import Any
 
 from mizzen.core.proxy import DEFAULT_GATEWAY_PORTS, Meta, ProxyType, node_id
 from mizzen.security.sdsconfig import sds_cluster
+from mizzen.telemetry import exchange
 
 __all__ = [
     "ADMIN_SOCKET_NAME",
@@ -275,8 +276,12 @@ def build_bootstrap(spec: ProxySpec, admin_socket: str = ADMIN_SOCKET_NAME, *, x
         # Envoy merges its workers' histograms only at a stats flush; flushing when the admin's stats are read
         # (no flush timer then: nothing else reads them, no stats sinks) lets the agent serve merged
         # histograms at every scrape, whose exact counts stand in for istio_requests_total
-        # (mizzen.telemetry.fresh)
+        # (mizzen.agent.metrics_server.merged_histograms)
         "stats_flush_on_admin": True,
+        # the peer-metadata header as one of Envoy's O(1) request headers: adding it (client), reading it into
+        # filter state and removing it (server) otherwise scan the header map by name (callgrind: ~6k
+        # instructions per request pair less)
+        "inline_headers": [{"inline_header_name": exchange.HEADER, "inline_header_type": "REQUEST_HEADER"}],
         "layered_runtime": {
             "layers": [
                 {"name": "global config", "static_layer": {}},
