@@ -10,7 +10,8 @@ cheaper than the ``envoy.filters.http.header_mutation`` filter, which :func:`sen
 The server sidecar keeps the header's string, unparsed, in the request's filter state ``mizzen.peer``
 (``envoy.filters.http.set_filter_state``: ~7k instructions per request pair less than moving it into
 dynamic metadata with ``header_to_metadata``), and its router strips the header before the request reaches
-the app (the inbound route configuration's ``request_headers_to_remove``); an absent header leaves the
+the app (the inbound route configuration's ``request_headers_to_remove``; the agent's bootstrap makes the
+header one of Envoy's inline, O(1), request headers); an absent header leaves the
 string empty, which the agent reports as ``unknown`` labels. The stats loggers put the string
 (:data:`PEER_OPERATOR`) into their one packed tag and the agent decodes it when it serves Prometheus text
 (:mod:`mizzen.telemetry.packed`): nothing is decoded or parsed per request. Responses carry no header: the
