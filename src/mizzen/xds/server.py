@@ -106,6 +106,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._stream_ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
         self._live: set[_Stream] = set()
+        # node id -> its streams that passed _claim (a reconnect looks up its node's, not every live stream)
+        self._claimed: dict[str, set[_Stream]] = {}
         # shared by every stream, each entry kept while its content is some node's current one
         self.bodies = ResponseBodies()
         self.delta_bodies = DeltaBodies()
@@ -145,6 +147,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 await stream.run(requests)
         finally:
             self._live.discard(stream)
+            claimed = self._claimed.get(stream.node_id)
+            if claimed is not None:
+                claimed.discard(stream)
+                if not claimed:
+                    del self._claimed[stream.node_id]
 
     @property
     def stream_count(self) -> int:
@@ -161,9 +168,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         await grpc_server.stop(grace)
 
     def _claim(self, stream: _Stream, principal: Hashable | None) -> str | None:
-        """Give ``stream``'s node to ``principal``: ends replaced streams; the refusal text, or None."""
-        others = [s for s in self._live
-                  if s is not stream and s.node_id == stream.node_id and s.ps is not None]
+        """Give ``stream``'s node to ``principal``: ends replaced streams; the refusal text, or None. The
+        node's other claimed streams are looked up by its id (a scan of every live stream per connect made a
+        reconnect storm of 5,000 proxies quadratic: 17 % of a 5,000-stream bench run's samples)."""
+        claimed = self._claimed.setdefault(stream.node_id, set())
+        others = [s for s in claimed if s is not stream]
         for other in others:
             if other.principal is not None and other.principal != principal:
                 return (f"node {stream.node_id} is connected with another identity; a stream for it must "
@@ -174,6 +183,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                          "stream", other.id, stream.node_id, stream.id)
                 other.queue.put_nowait(_EOF)
                 self.replaced += 1
+        claimed.add(stream)   # its ProxyStatus is set next, without an await between
         return None
 
     def _disconnected(self, node_id: str) -> None:
