@@ -25,14 +25,17 @@ import asyncio
 import contextlib
 import cProfile
 import ctypes
+import functools
 import gc
 import logging
 import os
 import pstats
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -322,7 +325,10 @@ def start_clients(args: argparse.Namespace, target: str, delta: bool) -> list[su
                 raise SystemExit("--client python speaks state-of-the-world only; use --client go for delta")
             cmd = [sys.executable, __file__, "--client-process", "--target", target, "--first", str(first),
                    "--streams", str(count), "--clusters", str(args.clusters)]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE))
+        env = None
+        if client is not None and args.client_gomaxprocs > 0:
+            env = {**os.environ, "GOMAXPROCS": str(args.client_gomaxprocs)}
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env))
     return procs
 
 
@@ -367,7 +373,8 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
     procs = start_clients(args, f"{args.host}:{ads.port}", delta)
     proto = "delta" if delta else "SotW"
     print(f"== {proto}: streams={args.streams} clusters/node={args.clusters} client={args.client} "
-          f"x{len(procs)} server pid={os.getpid()} loop={type(asyncio.get_running_loop()).__module__} "
+          f"x{len(procs)} (GOMAXPROCS {args.client_gomaxprocs or 'default'}) "
+          f"server pid={os.getpid()} loop={type(asyncio.get_running_loop()).__module__} "
           f"gc={gc.get_threshold()} xDS TLS: off (plaintext gRPC on loopback)", flush=True)
     me = os.getpid()
     counter = CallbackCount() if args.count_callbacks else None
@@ -381,6 +388,8 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
         if args.gc != "default" and gctune.refreeze_if_grown():   # the control plane's periodic check
             print(f"gc: refroze after the connects ({gc.get_freeze_count()} objects frozen)", flush=True)
         prof = cProfile.Profile() if args.profile else None
+        if args.instructions:
+            await callgrind_control("-z")   # count the push rounds only
         for kind in args.change.split(","):
             rounds, sends, cpus, send_cpus, loops = [], [], [], [], []
             if prof is not None:
@@ -444,6 +453,8 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
                   flush=True)
         if prof is not None:
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        if args.instructions:
+            await report_instructions(args, len(nodes))
         rss2 = rss_mb()
         print(f"server RSS: idle {rss0:.0f} MB, connected {rss1:.0f} MB, after pushes {rss2:.0f} MB "
               f"(~{(rss2 - rss0) * 1024 / max(1, args.streams):.0f} KB/stream)")
@@ -456,6 +467,51 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
         for line in stop_clients(procs):
             print(f"client totals (initial sync included): {line}")
         await ads.shutdown(gs, 1.0)
+
+
+async def callgrind_control(flag: str) -> None:
+    """Ask valgrind (this process runs under it with --instructions) to zero (-z) or dump (-d) its counts;
+    the event loop keeps ticking meanwhile (valgrind takes the command while the process runs code)."""
+    done = asyncio.get_running_loop().run_in_executor(None, functools.partial(
+        subprocess.run, ["callgrind_control", flag, str(os.getpid())], capture_output=True, check=True))
+    while not done.done():
+        await asyncio.sleep(0.01)
+    await done
+
+
+async def report_instructions(args: argparse.Namespace, streams: int) -> None:
+    """Instructions of the push rounds per stream and round, the event loop's thread apart (a count,
+    unlike CPU time insensitive to other load on the machine)."""
+    out = Path(os.environ["MIZZEN_CALLGRIND_OUT"])
+    seen = set(out.parent.glob(out.name + "*"))
+    await callgrind_control("-d")
+    per_thread: list[int] = []
+    main_ir = 0
+    for dump in sorted(set(out.parent.glob(out.name + "*")) - seen):
+        if args.keep is not None:   # for callgrind_annotate: where the instructions go
+            args.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(dump, args.keep / dump.name)
+        m = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
+        t = re.search(r"^thread: (\d+)", dump.read_text(errors="replace"), re.M)
+        if m:
+            per_thread.append(int(m.group(1)))
+            if t and t.group(1) == "1":
+                main_ir = int(m.group(1))
+    n = streams * args.rounds
+    print(f"instructions per stream per round ({args.rounds} rounds, under valgrind): all threads "
+          f"{sum(per_thread) / n / 1000:.1f}k, the event loop's thread {main_ir / n / 1000:.1f}k", flush=True)
+
+
+def instructions_main(argv: list[str]) -> None:
+    """Re-run this benchmark's server under valgrind's callgrind (threads counted apart)."""
+    if shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        env = {**os.environ, "MIZZEN_CALLGRIND_OUT": str(out)}
+        cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
+               sys.executable, str(Path(__file__).resolve()), *argv, "--under-valgrind"]
+        sys.exit(subprocess.run(cmd, env=env, stderr=subprocess.DEVNULL).returncode)
 
 
 async def server_main(args: argparse.Namespace) -> None:
@@ -473,6 +529,10 @@ def main() -> None:
     ap.add_argument("--change", default="all", help="all, one-cluster, one-endpoint (comma-separated)")
     ap.add_argument("--client", choices=["go", "python"], default="go")
     ap.add_argument("--client-procs", type=int, default=1)
+    ap.add_argument("--client-gomaxprocs", type=int, default=1,
+                    help="GOMAXPROCS of the Go client (0: Go's default, every core). One: on a 2-core box "
+                         "the client's spinning scheduler threads otherwise take CPU from the server "
+                         "(client CPU per round -20 to -30 %%, bench/README.md)")
     ap.add_argument("--window", type=int, default=256 << 20,
                     help="the Go client's initial HTTP/2 windows (Envoy's default 256 MiB); 0: grpc-go's "
                          "dynamic window, whose BDP pings (which Envoy never sends) the server answers")
@@ -492,6 +552,11 @@ def main() -> None:
                     help="the control plane's sync status (pilot_* metrics per response, ACK and NACK)")
     ap.add_argument("--count-callbacks", action="store_true",
                     help="count the event loop's callbacks per response by kind (asyncio's loop only)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count the server's instructions in the push rounds under valgrind (a count, not a "
+                         "time: comparable between runs on a busy machine; use ~500 streams, it is slow)")
+    ap.add_argument("--keep", type=Path, help="with --instructions: keep the rounds' callgrind dumps here")
+    ap.add_argument("--under-valgrind", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--client-process", dest="client_mode", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--target", help=argparse.SUPPRESS)
     ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
@@ -499,6 +564,8 @@ def main() -> None:
     if args.client_mode:
         client_main(args)
         return
+    if args.instructions and not args.under_valgrind:
+        instructions_main(sys.argv[1:])
     logging.basicConfig(level=logging.WARNING)
     if args.count_callbacks and args.loop != "asyncio":
         raise SystemExit("--count-callbacks needs --loop asyncio (uvloop runs its callbacks in C)")

@@ -388,10 +388,12 @@ class _Mailbox:
     """A stream's queue, for its one consumer: ``asyncio.Queue``'s ``put_nowait``/``get``/``empty`` without
     its bookkeeping (size bounds, ``task_done``, several getters): a deque and at most one waiter."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_loop", "_waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._items: deque[object] = deque()
+        # kept: asyncio.get_running_loop() makes a getpid() system call on Python 3.11, at every wait
+        self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
 
     def put_nowait(self, item: object) -> None:
@@ -405,7 +407,7 @@ class _Mailbox:
 
     async def get(self) -> object:
         while not self._items:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            waiter = self._waiter = self._loop.create_future()
             try:
                 await waiter
             finally:
@@ -425,7 +427,7 @@ class _Stream:
         self.principal: Hashable | None = None
         self.ps: ProxyStatus | None = None
         self.ads: AdsStream | None = None
-        self.queue = _Mailbox()
+        self.queue = _Mailbox(asyncio.get_running_loop())
         self.change_pending = False
         self.timed_out = False
         self.unanswered = 0   # responses written and not yet answered by a request (an ACK or NACK)
