@@ -320,3 +320,23 @@ async def test_the_control_plane_serves_validate_and_inject() -> None:
             assert resp == {"uid": "pod-1", "allowed": True}
             resp = (await http.post("/validate", json=review(BAD_VS))).json()["response"]
             assert resp["allowed"] is False
+
+
+async def test_the_serving_certificate_names_the_control_planes_own_namespace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """istiod runs in ``$POD_NAMESPACE``, which may differ from the mesh's root namespace (istio-system here):
+    the webhook configurations point at ``istiod.<its namespace>.svc``, so the serving certificate names it
+    (a TLS handshake checking that host name succeeds)."""
+    from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
+
+    monkeypatch.setenv("POD_NAMESPACE", "mesh-cp")
+    opts = ControlPlaneOptions(xds_port=0, xds_tls_port=0, http_port=None, webhook_port=0, webhook_host=HOST)
+    async with ControlPlane(opts) as cp:
+        assert cp.webhooks is not None and cp.identity is not None
+        assert opts.mesh.root_namespace == "istio-system"
+        ctx = ssl.create_default_context(cadata=cp.identity.ca.trust_bundle.pem)
+        for name in ("istiod.mesh-cp.svc", "istiod.mesh-cp.svc.cluster.local"):
+            _reader, writer = await asyncio.open_connection(HOST, cp.webhooks.port, ssl=ctx,
+                                                            server_hostname=name)
+            writer.close()
+            await writer.wait_closed()

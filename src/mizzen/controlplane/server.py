@@ -506,8 +506,10 @@ class ControlPlane:
             raise ValueError("the admission webhooks need the mesh CA: set xds_tls_port")
         host = opts.webhook_host or opts.xds_host
         extra = (host,) if is_ip(host) and not ipaddress.ip_address(host).is_unspecified else ()
+        # the names of istiod's Service in the control plane's own namespace ($POD_NAMESPACE), where the
+        # webhook configurations point; not the mesh's root namespace when the two differ
         serving = ServingCertificate(self.identity.ca, webhook_dns_names(
-            opts.mesh.root_namespace, opts.revision, extra))
+            self._config_namespace(), opts.revision, extra))
         validate = ValidationHandler(lambda c: gateway_bind_issues(c, opts.mesh.allow_external_bind),
                                      self._count_validation)
         self.webhooks = AdmissionServer(serving, {"/validate": validate, "/inject": self._inject})
@@ -573,7 +575,7 @@ class ControlPlane:
         assert self.identity is not None
         ca = self.identity.ca
         patcher = self.webhook_patcher = WebhookPatcher(lambda: ca.trust_bundle.pem,
-                                                        namespace=self.options.mesh.root_namespace,
+                                                        namespace=self._config_namespace(),
                                                         revision=self.options.revision)
         work.add(VALIDATION_CONTROLLER, "webhook patcher", lambda: patcher.run(api))
 
