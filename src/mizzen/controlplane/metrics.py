@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -139,6 +140,9 @@ class ObservedStatus(SyncStatus):
         self._sizes: OrderedDict[tuple[str, str], int] = OrderedDict()
         # metric children by type URL (``labels()`` costs a lock and a lookup per call)
         self._by_type: dict[str, tuple[Any, Any, Any]] = {}
+        # called with the node id at each ACK or other move that can make it synced (the distribution
+        # tracker of PILOT_ENABLE_STATUS); None: nothing
+        self.on_ack: Callable[[str], None] | None = None
 
     def _children(self, type_url: str) -> tuple[Any, Any, Any]:
         """(pushes, config size, push time) of ``type_url``."""
@@ -207,10 +211,14 @@ class ObservedStatus(SyncStatus):
 
     def acked(self, ps: ProxyStatus, ts: TypeStatus) -> None:
         self._converged(ps.node_id)
+        if self.on_ack is not None:
+            self.on_ack(ps.node_id)
         super().acked(ps, ts)
 
     def moved(self, ps: ProxyStatus) -> None:
         self._converged(ps.node_id)
+        if self.on_ack is not None:
+            self.on_ack(ps.node_id)
         super().moved(ps)
 
     def _converged(self, node_id: str) -> None:

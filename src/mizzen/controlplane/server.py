@@ -65,6 +65,7 @@ from mizzen.controlplane.workload_addresses import WorkloadAddresses
 from mizzen.core import generate, sds
 from mizzen.core.mesh import MeshConfig
 from mizzen.core.mtls import identity_changes
+from mizzen.core.push_context import PushContext
 from mizzen.core.push_request import PushRequest, WorkloadKey
 from mizzen.registry.model import RegistrySnapshot, Workload
 from mizzen.registry.registry import Registry
@@ -75,9 +76,11 @@ from mizzen.xds import AdsServer, Debouncer, SnapshotCache, serve
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
 
+    from mizzen.controlplane.distribution import DistributionTracker
     from mizzen.kube.casecret import CASecretDir
     from mizzen.kube.config_source import KubeConfigSource
     from mizzen.kube.discovery import NamespaceFilter
+    from mizzen.kube.distribution import DistributionStatusWriter
     from mizzen.kube.ha import LeaderWork
     from mizzen.kube.inject.values import InjectConfig
     from mizzen.kube.leader import Timing
@@ -274,6 +277,10 @@ class ControlPlane:
         self._ca_secret: CASecretDir | None = None
         self.leader_work: LeaderWork | None = None    # leader-only work on a cluster (mizzen.kube.ha)
         self.status_writer: AnalysisStatusWriter | None = None   # PILOT_ENABLE_ANALYSIS (mizzen.kube.status)
+        # PILOT_ENABLE_STATUS: what the proxies ACKed, and the Reconciled status written from it
+        self.distribution: DistributionTracker | None = None
+        self.distribution_writer: DistributionStatusWriter | None = None
+        self._distribution_unsubscribe: Callable[[], None] | None = None
         self._status_unsubscribe: Callable[[], None] | None = None
         self._leader_task: asyncio.Task[None] | None = None
         self._election_timing: Timing | None = None
@@ -486,6 +493,7 @@ class ControlPlane:
         if self.webhooks is not None:
             self._add_webhook_patcher(api, self.leader_work)
         self._add_status_writer(api, self.leader_work)
+        self._add_distribution_writer(api, self.leader_work)
         self._leader_task = asyncio.create_task(self.leader_work.run(), name="leader elections")
 
     async def _authorize(self, node_id: str, metadata: dict[str, Any],
@@ -608,6 +616,44 @@ class ControlPlane:
             lambda results: writer.mark() if any(r.action != UNCHANGED for r in results) else None)
         work.add(ANALYZE_CONTROLLER, "analysis status", writer.run)
 
+    def _add_distribution_writer(self, api: ApiClient, work: LeaderWork) -> None:
+        """Istio's ``PILOT_ENABLE_STATUS``: each accepted config object's ``observedGeneration`` and
+        ``Reconciled`` condition from what the connected proxies ACKed (:mod:`.distribution`), written by the
+        leader of ``istio-status-leader`` only (:mod:`mizzen.kube.distribution`)."""
+        from mizzen.controlplane.distribution import DistributionTracker
+        from mizzen.kube.distribution import (
+            DistributionStatusWriter,
+            status_enabled,
+            status_qps,
+            update_interval,
+        )
+        from mizzen.kube.leader import STATUS_CONTROLLER, holder_identity
+        from mizzen.kube.status import field_manager
+
+        source = self.kube_source
+        if not status_enabled() or source is None:
+            return
+        tracker = self.distribution = DistributionTracker(self.status)
+        current = self.pusher.current().configs
+        for node_id in list(self.pusher.proxies):   # connected before this: on the latest push
+            tracker.connected(node_id, current)
+        writer = self.distribution_writer = DistributionStatusWriter(
+            api, source.statuses, source.generations, source.rejected, self.store.snapshot, tracker.progress,
+            field_manager(holder_identity()), update_interval(), status_qps())
+        tracker.on_progress = writer.mark
+        self.status.on_ack = tracker.check
+        analysis = source.on_status
+
+        def status_read() -> None:
+            if analysis is not None:
+                analysis()
+            writer.mark()
+
+        source.on_status = status_read
+        self._distribution_unsubscribe = self.store.add_listener(
+            lambda results: writer.mark() if any(r.action != UNCHANGED for r in results) else None)
+        work.add(STATUS_CONTROLLER, "distribution status", writer.run)
+
     def _config_namespace(self) -> str:
         """Where the mesh config and injector ConfigMaps live and whose ``topology.istio.io/network`` label is
         the mesh's default network: the control plane's own namespace (``$POD_NAMESPACE``, as istiod reads
@@ -680,6 +726,9 @@ class ControlPlane:
         if self._status_unsubscribe is not None:
             self._status_unsubscribe()
             self._status_unsubscribe = None
+        if self._distribution_unsubscribe is not None:
+            self._distribution_unsubscribe()
+            self._distribution_unsubscribe = None
         if self.webhooks is not None:
             await self.webhooks.stop()
             self.webhooks = None
@@ -752,11 +801,18 @@ class ControlPlane:
 
     async def _push(self, request: PushRequest) -> None:
         self.pusher.stats.pending = False
-        await self.pusher.push(request)
+        self._distributed(await self.pusher.push(request))
 
     async def push_now(self, reason: str = "manual") -> None:
         """Push immediately (bypassing the debounce), and wait for it."""
-        await self.pusher.push(PushRequest.everything([reason], time.monotonic()))
+        self._distributed(await self.pusher.push(PushRequest.everything([reason], time.monotonic())))
+
+    def _distributed(self, push: PushContext) -> None:
+        """A push is in the cache: the distribution tracker (PILOT_ENABLE_STATUS) learns which config the
+        proxies it covered are on (not those whose generation failed: they keep their last snapshot)."""
+        if self.distribution is not None:
+            errors = self.pusher.errors
+            self.distribution.pushed(push.configs, [n for n in self.pusher.proxies if n not in errors])
 
     async def flush(self) -> None:
         """Wait until every change made so far has been pushed into the cache."""
@@ -856,12 +912,16 @@ class ControlPlane:
             await self.workloads_synced.wait()     # never generate from a registry not reconciled yet
         await self.admission.acquire()   # a reconnect storm is admitted at a bounded rate
         self.pusher.connect(node_id, metadata)
+        if self.distribution is not None:
+            self.distribution.connected(node_id, self.pusher.current().configs)
 
     async def _on_disconnect(self, node_id: str) -> None:
         if self.status.proxy(node_id) is not None:
             return   # a newer stream of the same node is live
         self.pusher.disconnect(node_id)
         self.cache.clear(node_id)
+        if self.distribution is not None:
+            self.distribution.disconnected(node_id)
 
 
 async def _serve_socket(runner: web.AppRunner, path: Path) -> None:

@@ -12,14 +12,15 @@ set, so deletions missed while the watch was down are applied too. With meshConf
 (a :class:`~mizzen.kube.discovery.NamespaceFilter`) only the selected namespaces' objects reach the store;
 every object is kept as read, so a namespace selected or deselected later is added or removed at once.
 The ``status`` of each Istio object is kept as read too (:attr:`KubeConfigSource.statuses`), for the
-analysis status writer (:mod:`mizzen.kube.status`) to compare with before it writes.
+status writers (:mod:`mizzen.kube.status`, :mod:`mizzen.kube.distribution`) to compare with before they
+write, and the ``metadata.generation`` of the version the store holds (:attr:`KubeConfigSource.generations`).
 """
 
 from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,6 +73,11 @@ class Rejected:
     reason: str
 
 
+def _generation(obj: dict[str, Any]) -> int | None:
+    value = (obj.get("metadata") or {}).get("generation")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _resource(kind: kinds.Kind) -> ResourceType:
     return ResourceType(kind.group, kind.versions[0], kind.plural)
 
@@ -103,6 +109,7 @@ class _KindHandler:
         self.source = source
         self.kind = kind
         self.objects: dict[ConfigKey, dict[str, Any]] = {}
+        self.generations: dict[ConfigKey, int] = {}   # metadata.generation of each object as read
 
     def _key(self, obj: dict[str, Any]) -> ConfigKey:
         meta = obj.get("metadata") or {}
@@ -110,6 +117,7 @@ class _KindHandler:
 
     def replace(self, objects: list[dict[str, Any]]) -> None:
         self.objects = {self._key(o): essentials(o) for o in objects}
+        self.generations = {self._key(o): g for o in objects if (g := _generation(o)) is not None}
         if self.kind.istio:
             statuses = self.source.statuses
             for key in [k for k in statuses if k.kind == self.kind.kind and k not in self.objects]:
@@ -134,24 +142,31 @@ class _KindHandler:
         present = {c.key for c in configs}
         stale = [c.key for c in self.source.store.list(self.kind.kind)
                  if c.key not in present and (namespaces is None or c.key.namespace in namespaces)]
-        self.source.apply(configs)
+        self.source.apply(configs, self.generations)
         if stale:
             self.source.store.delete(stale)
+            for key in stale:
+                self.source.generations.pop(key, None)
 
     def upsert(self, obj: dict[str, Any]) -> None:
         key = self._key(obj)
         self.objects[key] = essentials(obj)
+        generation = _generation(obj)
+        if generation is not None:
+            self.generations[key] = generation
         if self.kind.istio:
             self.source.note_status(key, obj)
         if not self.source.admits(key.namespace):
             return
         config = self.source.convert(obj)
         if config is not None:
-            self.source.apply([config])
+            self.source.apply([config], self.generations)
 
     def delete(self, obj: dict[str, Any]) -> None:
         key = self._key(obj)
         self.objects.pop(key, None)
+        self.generations.pop(key, None)
+        self.source.generations.pop(key, None)
         self.source.statuses.pop(key, None)
         self.source.rejected.pop(key, None)
         self.source.store.delete([key])
@@ -168,6 +183,8 @@ class KubeConfigSource(Reflectors):
         self.rejected: dict[ConfigKey, Rejected] = {}
         # the ``status`` of each Istio object as last read (the analysis status writer compares with it)
         self.statuses: dict[ConfigKey, dict[str, Any]] = {}
+        # the metadata.generation of the version of each object the store holds (set when it is applied)
+        self.generations: dict[ConfigKey, int] = {}
         self.on_status: Callable[[], None] | None = None   # called when a read status differs from the last
         self.namespaces = namespaces
         timeout = watch_timeout_s
@@ -210,7 +227,7 @@ class KubeConfigSource(Reflectors):
         self.rejected.pop(key, None)
         return result.configs[0]
 
-    def apply(self, configs: list[Config]) -> None:
+    def apply(self, configs: list[Config], generations: Mapping[ConfigKey, int] | None = None) -> None:
         if not configs:
             return
         try:
@@ -218,6 +235,11 @@ class KubeConfigSource(Reflectors):
         except ConfigError as e:   # validated one by one above; a cross-object error lands here
             for c in configs:
                 self._reject(c.key, str(e))
+            return
+        for c in configs:
+            generation = (generations or {}).get(c.key)
+            if generation is not None:
+                self.generations[c.key] = generation
 
     def _reject(self, key: ConfigKey, reason: str) -> None:
         if self.rejected.get(key, Rejected(key, "")).reason != reason:

@@ -38,7 +38,8 @@ from mizzen.config.model import ConfigKey
 from mizzen.kube.rest import MERGE_PATCH, Object, call, status_of
 
 __all__ = ["ANALYSIS_ENV", "DOC_PREFIX", "INTERVAL_ENV", "WRITES_PER_SECOND", "AnalysisStatusWriter",
-           "Finding", "analysis_enabled", "analysis_interval", "field_manager", "validation_messages"]
+           "Finding", "analysis_enabled", "analysis_interval", "field_manager", "status_path",
+           "validation_messages"]
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ def validation_messages(findings: Iterable[Finding]) -> dict[ConfigKey, list[Obj
     return out
 
 
-def _status_path(key: ConfigKey) -> str | None:
+def status_path(key: ConfigKey) -> str | None:
+    """The ``/status`` subresource of an Istio config object (None for other kinds)."""
     kind = kinds.BY_NAME.get(key.kind)
     if kind is None or not kind.istio:
         return None      # only Istio's CRDs have a status with validationMessages
@@ -148,7 +150,7 @@ class AnalysisStatusWriter:
         want = validation_messages(await self.analyze())
         written = 0
         for key in sorted(set(self.stored()), key=lambda k: (k.kind, k.namespace, k.name)):
-            path = _status_path(key)
+            path = status_path(key)
             if path is None or key not in self.statuses:
                 continue
             messages = want.get(key, [])

@@ -1,0 +1,211 @@
+"""Istio's config distribution status (``PILOT_ENABLE_STATUS``, off by default as in Istio): for each Istio
+config object Mizzen accepted, ``status.observedGeneration`` and a ``Reconciled`` condition, written by the
+leader of ``istio-status-leader`` (:data:`~mizzen.kube.leader.STATUS_CONTROLLER`) only::
+
+    status:
+      observedGeneration: 2
+      conditions:
+      - {type: Reconciled, status: "True", message: 1/1 proxies up to date.,
+         lastProbeTime: "...", lastTransitionTime: "..."}
+
+Istio's semantics (``pilot/pkg/status/distribution``, before Istio 1.23 removed the feature): an object at
+generation *g* is reported once at least one connected proxy ACKed config holding it at *g*: then
+``observedGeneration`` is *g* and the condition says how many of the connected proxies did ("k/n proxies up
+to date."), ``True`` when all did. Until a proxy ACKed the new generation the status stays as it was (a
+NACKing proxy leaves the object on its previous generation); with no proxy connected nothing is written.
+Where the proxies stand comes from a callable (``progress(config) -> (acked, total)``: the control plane's
+:class:`~mizzen.controlplane.distribution.DistributionTracker`), so this module knows nothing of xDS.
+
+Writes go through the ``/status`` subresource as a JSON merge patch of ``observedGeneration`` and
+``conditions`` only (other conditions kept, ``validationMessages`` of :mod:`mizzen.kube.status` left
+alone), under the field manager ``pilot-discovery/<pod>``. Rounds are coalesced: a change marks the writer
+and a round runs at most once per ``PILOT_STATUS_UPDATE_INTERVAL`` (Istio's, 500 ms); writes are paced at
+``PILOT_STATUS_QPS`` (Istio's, 100 a second). An object whose status already says it (as the config source
+last read it, :attr:`KubeConfigSource.statuses`) is not written; ``lastTransitionTime`` moves only when the
+condition's status flips (Kubernetes' convention; Istio's set both times at every write). Objects rejected
+(not in the store, or their latest version refused while an older one serves) are not written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from mizzen.config.durations import parse_duration
+from mizzen.config.model import Config, ConfigKey
+from mizzen.kube.rest import MERGE_PATCH, Object, call, status_of
+from mizzen.kube.status import status_path
+
+__all__ = ["QPS_ENV", "RECONCILED", "STATUS_ENV", "UPDATE_INTERVAL_ENV", "DistributionStatusWriter",
+           "reconciled_condition", "status_enabled", "status_qps", "update_interval"]
+
+log = logging.getLogger(__name__)
+
+STATUS_ENV = "PILOT_ENABLE_STATUS"
+UPDATE_INTERVAL_ENV = "PILOT_STATUS_UPDATE_INTERVAL"
+QPS_ENV = "PILOT_STATUS_QPS"
+DEFAULT_INTERVAL_S = 0.5
+DEFAULT_QPS = 100.0
+RECONCILED = "Reconciled"
+
+
+def status_enabled() -> bool:
+    """``$PILOT_ENABLE_STATUS`` true (Istio's default: off)."""
+    return os.environ.get(STATUS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def update_interval() -> float:
+    """``$PILOT_STATUS_UPDATE_INTERVAL`` (a duration, at least 10 ms), else Istio's 500 ms."""
+    raw = os.environ.get(UPDATE_INTERVAL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_INTERVAL_S
+    value = parse_duration(raw)
+    if value is None or value < 0.01:
+        log.warning("$%s=%r is not a duration of at least 10ms; using %gms", UPDATE_INTERVAL_ENV, raw,
+                    DEFAULT_INTERVAL_S * 1000)
+        return DEFAULT_INTERVAL_S
+    return value
+
+
+def status_qps() -> float:
+    """``$PILOT_STATUS_QPS`` (a positive number), else Istio's 100."""
+    raw = os.environ.get(QPS_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_QPS
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        log.warning("$%s=%r is not a positive number; using %g", QPS_ENV, raw, DEFAULT_QPS)
+        return DEFAULT_QPS
+    return value
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def reconciled_condition(acked: int, total: int, previous: Mapping[str, Any] | None = None,
+                         now: str | None = None) -> Object:
+    """Istio's ``Reconciled`` IstioCondition for ``acked`` of ``total`` proxies."""
+    status = "True" if acked == total else "False"
+    now = now or _now()
+    same = previous is not None and previous.get("status") == status and previous.get("lastTransitionTime")
+    return {"type": RECONCILED, "status": status, "lastProbeTime": now,
+            "lastTransitionTime": previous["lastTransitionTime"] if same and previous else now,
+            "message": f"{acked}/{total} proxies up to date."}
+
+
+def _reconciled(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for c in status.get("conditions") or ():
+        if isinstance(c, Mapping) and c.get("type") == RECONCILED:
+            return c
+    return None
+
+
+class DistributionStatusWriter:
+    """Keeps ``observedGeneration`` and the ``Reconciled`` condition of the stored Istio objects current
+    while :meth:`run` runs (on the leader). ``statuses`` and ``generations`` are the config source's: each
+    object's status as last read and the ``metadata.generation`` of the version the store holds;
+    ``rejected`` its refused objects; ``stored()`` the store's objects; ``progress(config)`` (proxies that
+    ACKed it, connected proxies)."""
+
+    def __init__(self, api: client.ApiClient, statuses: dict[ConfigKey, Object],
+                 generations: Mapping[ConfigKey, int], rejected: Mapping[ConfigKey, object],
+                 stored: Callable[[], Iterable[Config]], progress: Callable[[Config], tuple[int, int]],
+                 manager: str, interval_s: float = DEFAULT_INTERVAL_S, qps: float = DEFAULT_QPS) -> None:
+        self.api = api
+        self.statuses = statuses
+        self.generations = generations
+        self.rejected = rejected
+        self.stored = stored
+        self.progress = progress
+        self.manager = manager
+        self.interval_s = interval_s
+        self.qps = qps
+        self.writes = 0          # status patches sent and accepted
+        self.rounds = 0
+        self._wake = asyncio.Event()
+
+    def mark(self) -> None:
+        """Something changed (config, a proxy's ACK, a status read): a round at the next interval."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._wake.set()          # a new leader checks everything once
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:     # the API server away: the next round retries
+                log.warning("status: distribution round failed (%s: %s); retrying", type(e).__name__, e)
+                self._wake.set()
+            await asyncio.sleep(self.interval_s)   # bursts of ACKs coalesce into one round per interval
+
+    def wanted(self, config: Config) -> Object | None:
+        """The status fields to write for ``config`` (observedGeneration, conditions), or None: nothing to
+        report or already reported."""
+        key = config.key
+        path = status_path(key)
+        generation = self.generations.get(key)
+        if path is None or generation is None or key in self.rejected or key not in self.statuses:
+            return None
+        acked, total = self.progress(config)
+        if acked == 0 or total == 0:
+            return None            # no proxy has this generation (yet): the status stays as it is
+        have = self.statuses.get(key) or {}
+        previous = _reconciled(have)
+        condition = reconciled_condition(acked, total, previous)
+        if (previous is not None and have.get("observedGeneration") == generation
+                and previous.get("status") == condition["status"]
+                and previous.get("message") == condition["message"]):
+            return None
+        others = [c for c in have.get("conditions") or () if not (isinstance(c, Mapping)
+                                                                   and c.get("type") == RECONCILED)]
+        return {"observedGeneration": generation, "conditions": [*others, condition]}
+
+    async def round(self) -> int:
+        """One pass over the stored objects; returns how many were written."""
+        self.rounds += 1
+        written = 0
+        for config in sorted(self.stored(), key=lambda c: (c.kind, c.namespace, c.name)):
+            body = self.wanted(config)
+            if body is None:
+                continue
+            if await self._write(config.key, body):
+                written += 1
+                await asyncio.sleep(1.0 / self.qps)
+        return written
+
+    async def _write(self, key: ConfigKey, fields: Object) -> bool:
+        path = status_path(key)
+        assert path is not None
+        query = urllib.parse.urlencode({"fieldManager": self.manager})
+        try:
+            obj = await call(self.api, "PATCH", f"{path}?{query}", {"status": fields},
+                             content_type=MERGE_PATCH)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            status = status_of(e)
+            if status == 404:      # deleted meanwhile: its watch event removes it
+                return False
+            why = f"API server answered {status} ({e})" if status else f"{type(e).__name__}: {e}"
+            log.warning("status: writing the distribution status of %s %s/%s failed: %s", key.kind,
+                        key.namespace, key.name, why)
+            return False
+        self.writes += 1
+        self.statuses[key] = obj.get("status") or {}
+        condition = fields["conditions"][-1]
+        log.info("status: %s %s/%s observedGeneration %s, Reconciled %s (%s)", key.kind, key.namespace,
+                 key.name, fields["observedGeneration"], condition["status"], condition["message"])
+        return True

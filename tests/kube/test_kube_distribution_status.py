@@ -1,0 +1,266 @@
+"""Istio's distribution status (``PILOT_ENABLE_STATUS``) on the shared real API server.
+
+One control plane (``mizzen controlplane --kubeconfig``, status and analysis on, short intervals) and one
+proxy: a real gRPC ADS client on its xDS port that subscribes to CDS, LDS and the RDS routes its listeners
+name, and ACKs, holds back or NACKs each response as the test says. A VirtualService (naming a Gateway that
+does not exist, so analysis also writes IST0101) gets ``observedGeneration: 1`` and ``Reconciled True
+"1/1 proxies up to date."``; edited to generation 2 while the proxy holds its ACKs, the status stays on
+generation 1 until the proxy ACKs; a generation the proxy NACKs is never reported (Istio: an object's
+generation is reported once a proxy ACKed it); ``validationMessages`` stay throughout, and the writer is the
+leader of ``istio-status-leader``. Without a cluster: the condition's shape and the switches.
+(That status is off by default is judged in test_kube_status, whose replicas run analysis only.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+from test_kube_ha import SERVICE, kget, start_replica, stop, wait_ports
+
+from harness import alloc_ip, eventually
+from mizzen.core.proxy import Meta
+from mizzen.kube.distribution import reconciled_condition, status_enabled, status_qps, update_interval
+from mizzen.kube.leader import STATUS_CONTROLLER
+from mizzen.kube.status import DOC_PREFIX
+from mizzen.xds.resources import CLUSTER, LISTENER, ROUTE
+
+IST0101 = {"documentationUrl": f"{DOC_PREFIX}/ist0101/", "level": "ERROR",
+           "type": {"code": "IST0101", "name": "ReferencedResourceNotFound"}}
+VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [ha-svc]
+  gateways: [nogw, mesh]
+  http: [{route: [{destination: {host: ha-svc}}], timeout: TIMEOUT}]
+"""
+
+
+def test_condition_shape_and_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = reconciled_condition(1, 2, None, now="2026-01-01T00:00:00.000000Z")
+    t0 = "2026-01-01T00:00:00.000000Z"
+    assert first == {"type": "Reconciled", "status": "False", "lastProbeTime": t0, "lastTransitionTime": t0,
+                     "message": "1/2 proxies up to date."}
+    same = reconciled_condition(0, 2, first, now="2026-01-01T00:00:05.000000Z")      # still False
+    assert same["lastTransitionTime"] == t0 and same["message"] == "0/2 proxies up to date."
+    flipped = reconciled_condition(2, 2, first, now="2026-01-01T00:00:09.000000Z")
+    assert flipped["status"] == "True" and flipped["lastTransitionTime"] == "2026-01-01T00:00:09.000000Z"
+    for name in ("PILOT_ENABLE_STATUS", "PILOT_STATUS_UPDATE_INTERVAL", "PILOT_STATUS_QPS"):
+        monkeypatch.delenv(name, raising=False)
+    assert not status_enabled() and update_interval() == 0.5 and status_qps() == 100.0   # Istio's defaults
+    monkeypatch.setenv("PILOT_ENABLE_STATUS", "true")
+    monkeypatch.setenv("PILOT_STATUS_UPDATE_INTERVAL", "200ms")
+    monkeypatch.setenv("PILOT_STATUS_QPS", "nope")
+    assert status_enabled() and update_interval() == 0.2 and status_qps() == 100.0
+
+
+class Proxy:
+    """One ADS stream as a sidecar in ``namespace``; ``mode`` is what it does with each response: "ack",
+    "hold" (keep it, ACK later with :meth:`release`) or "nack"."""
+
+    def __init__(self, target: str, namespace: str) -> None:
+        self.node = f"sidecar~{alloc_ip()}~client.{namespace}~{namespace}.svc.cluster.local"
+        self.namespace = namespace
+        self.mode = "ack"
+        self.held: list[discovery_pb2.DiscoveryResponse] = []
+        self.received: list[discovery_pb2.DiscoveryResponse] = []
+        self.routes: list[str] = []
+        self._out: asyncio.Queue[discovery_pb2.DiscoveryRequest] = asyncio.Queue()
+        self.channel = grpc.aio.insecure_channel(target)
+        self.call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel).StreamAggregatedResources(
+            self._requests())
+        self.task = asyncio.create_task(self._run())
+
+    async def _requests(self) -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
+        while True:
+            yield await self._out.get()
+
+    def _send(self, type_url: str, names: list[str], resp: discovery_pb2.DiscoveryResponse | None = None,
+              error: str | None = None, node: bool = False) -> None:
+        req = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names)
+        if resp is not None:
+            req.response_nonce = resp.nonce
+            req.version_info = resp.version_info   # (a NACK names the rejected version too: good enough)
+        if error is not None:
+            req.error_detail.code = 3
+            req.error_detail.message = error
+        if node:
+            req.node.id = self.node
+            md = struct_pb2.Struct()
+            # as the agent's sidecars: the outbound HTTP proxy listener, whose routes come from RDS
+            md.update({Meta.NAMESPACE: self.namespace, Meta.LABELS: {"app": "client"},
+                       Meta.HTTP_PROXY_PORT: "15080"})
+            req.node.metadata.CopyFrom(md)
+        self._out.put_nowait(req)
+
+    def _answer(self, resp: discovery_pb2.DiscoveryResponse) -> None:
+        names = self.routes if resp.type_url == ROUTE else []
+        if self.mode == "ack":
+            self._send(resp.type_url, names, resp)
+        elif self.mode == "nack":
+            self._send(resp.type_url, names, resp, error="rejected by the test")
+        else:
+            self.held.append(resp)
+
+    def release(self) -> None:
+        """ACK the held responses (the newest of each type)."""
+        self.mode = "ack"
+        newest = {r.type_url: r for r in self.held}
+        self.held.clear()
+        for resp in newest.values():
+            self._answer(resp)
+
+    async def _run(self) -> None:
+        self._send(CLUSTER, [], node=True)
+        self._send(LISTENER, [])
+        while True:
+            resp = await self.call.read()
+            if resp is grpc.aio.EOF:
+                return
+            self.received.append(resp)
+            if resp.type_url == LISTENER:
+                routes = sorted(_route_names(resp))
+                if routes != self.routes:     # Envoy asks for the routes its listeners name
+                    self.routes = routes
+                    self._send(ROUTE, routes)
+            self._answer(resp)
+
+    async def close(self) -> None:
+        self.call.cancel()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await self.task
+        await self.channel.close()
+
+
+def _route_names(resp: discovery_pb2.DiscoveryResponse) -> set[str]:
+    out = set()
+    for a in resp.resources:
+        lis = listener_pb2.Listener()
+        a.Unpack(lis)
+        for chain in lis.filter_chains:
+            for f in chain.filters:
+                if f.typed_config.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):
+                    hcm = hcm_pb2.HttpConnectionManager()
+                    f.typed_config.Unpack(hcm)
+                    if hcm.HasField("rds"):
+                        out.add(hcm.rds.route_config_name)
+    return out
+
+
+@pytest.mark.e2e
+async def test_reconciled_follows_the_proxys_acks(kube_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    t_start = time.monotonic()
+    tag = secrets.token_hex(3)
+    system_ns, app_ns = f"kds-sys-{tag}", f"kds-app-{tag}"
+    made: list[str] = []
+    monkeypatch.setenv("PILOT_ENABLE_STATUS", "true")
+    monkeypatch.setenv("PILOT_STATUS_UPDATE_INTERVAL", "100ms")
+    monkeypatch.setenv("PILOT_ENABLE_ANALYSIS", "true")
+    monkeypatch.setenv("PILOT_ANALYSIS_INTERVAL", "1s")
+    try:
+        for ns in (system_ns, app_ns):
+            kube_cluster.kubectl("create", "namespace", ns)
+            made.append(ns)
+        kube_cluster.kubectl("apply", "-n", app_ns, "-f", "-", stdin=SERVICE)
+        # only this test's namespace (discoverySelectors), so other tests' objects are not written
+        selectors = f"discoverySelectors: [{{matchLabels: {{kubernetes.io/metadata.name: {app_ns}}}}}]"
+        kube_cluster.kubectl("apply", "-f", "-", stdin=kube_cluster.kubectl(
+            "create", "configmap", "istio", "-n", system_ns, "--dry-run=client", "-o", "yaml",
+            f"--from-literal=mesh={selectors}"))
+        with tempfile.TemporaryDirectory(prefix="mizzen-kds-") as tmp:
+            host = kube_cluster.net.addr.host_ip
+            mesh = Path(tmp) / "mesh.yaml"
+            mesh.write_text(f"rootNamespace: {system_ns}\n")
+            cp = start_replica(kube_cluster, f"istiod-{tag}", system_ns, Path(tmp), host, "--mesh-config",
+                               str(mesh))
+            proxy: Proxy | None = None
+            try:
+                wait_ports(cp)
+                proxy = Proxy(f"{host}:{cp.xds_port}", app_ns)
+                p = proxy
+
+                def vs() -> dict[str, Any]:
+                    got: dict[str, Any] = json.loads(kube_cluster.kubectl(
+                        "get", "virtualservice", "-n", app_ns, "reviews", "-o", "json"))
+                    return got
+
+                def apply(timeout: str) -> int:
+                    kube_cluster.kubectl("apply", "-n", app_ns, "-f", "-",
+                                         stdin=VS.replace("TIMEOUT", timeout))
+                    return int(vs()["metadata"]["generation"])
+
+                def reconciled(status: dict[str, Any]) -> dict[str, Any]:
+                    conds = [c for c in status.get("conditions") or () if c.get("type") == "Reconciled"]
+                    assert len(conds) == 1, status
+                    return conds[0]
+
+                async def reported(generation: int, message: str = "1/1 proxies up to date.") -> None:
+                    status = vs().get("status") or {}
+                    assert status.get("observedGeneration") == generation, status
+                    cond = reconciled(status)
+                    assert (cond["status"], cond["message"]) == ("True", message), cond
+                    assert status.get("validationMessages") == [IST0101], status   # analysis' stay
+
+                async def routes_sent(after: int) -> None:   # a new RDS response reached the proxy
+                    assert any(r.type_url == ROUTE for r in p.received[after:]), len(p.received)
+
+                async def acked_connected() -> None:
+                    got = [(r.type_url.rsplit(".", 1)[1], len(r.resources)) for r in p.received]
+                    assert any(r.type_url == ROUTE for r in p.received) and not p.held, (got, p.routes)
+
+                await eventually(acked_connected, timeout=20, interval=0.1)
+                assert apply("5s") == 1
+                await eventually(lambda: reported(1), timeout=20, interval=0.2)
+                first = reconciled(vs()["status"])
+                lease = kget(kube_cluster, "lease", "-n", system_ns, STATUS_CONTROLLER)
+                assert lease is not None and lease["spec"]["holderIdentity"] == cp.name
+
+                # generation 2 while the proxy holds its ACKs: still generation 1 (nothing rewritten)
+                p.mode = "hold"
+                seen = len(p.received)
+                assert apply("6s") == 2
+                await eventually(lambda: routes_sent(seen), timeout=10, interval=0.1)
+                await asyncio.sleep(1.5)    # 15 update intervals
+                await reported(1)
+                assert reconciled(vs()["status"]) == first
+                p.release()                 # ACKed: generation 2
+                await eventually(lambda: reported(2), timeout=10, interval=0.1)
+
+                # generation 3, NACKed: stays on generation 2
+                p.mode = "nack"
+                seen = len(p.received)
+                assert apply("7s") == 3
+                await eventually(lambda: routes_sent(seen), timeout=10, interval=0.1)
+                await asyncio.sleep(1.5)
+                await reported(2)
+                writes = [ln for ln in cp.log.read_text().splitlines()
+                          if f"status: VirtualService {app_ns}/reviews observedGeneration" in ln]
+                assert len(writes) == 2, writes     # no churn: one write per reported generation
+                print(f"distribution status test {time.monotonic() - t_start:.1f}s")
+            except BaseException:
+                print("--- control plane (last 40 lines)\n"
+                      + "\n".join(cp.log.read_text().splitlines()[-40:]))
+                raise
+            finally:
+                if proxy is not None:
+                    await proxy.close()
+                stop(cp)
+    finally:
+        for ns in made:
+            kube_cluster.kubectl("delete", "namespace", ns, "--wait=false")
