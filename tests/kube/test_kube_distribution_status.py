@@ -1,15 +1,16 @@
 """Istio's distribution status (``PILOT_ENABLE_STATUS``) on the shared real API server.
 
-One control plane (``mizzen controlplane --kubeconfig``, status and analysis on, short intervals) and one
-proxy: a real gRPC ADS client on its xDS port that subscribes to CDS, LDS and the RDS routes its listeners
-name, and ACKs, holds back or NACKs each response as the test says. A VirtualService (naming a Gateway that
-does not exist, so analysis also writes IST0101) gets ``observedGeneration: 1`` and ``Reconciled True
-"1/1 proxies up to date."``; edited to generation 2 while the proxy holds its ACKs, the status stays on
-generation 1 until the proxy ACKs; a generation the proxy NACKs is never reported (Istio: an object's
-generation is reported once a proxy ACKed it); ``validationMessages`` stay throughout, and the writer is the
-leader of ``istio-status-leader``. Without a cluster: the condition's shape and the switches.
-(That status is off by default is judged in test_kube_status, whose replicas run analysis only.)
-"""
+A control plane (``mizzen controlplane --kubeconfig``, status and analysis on, short intervals) with a proxy:
+a real gRPC ADS client on its xDS port that subscribes to CDS, LDS and the RDS routes its listeners name,
+and ACKs, holds back or NACKs each response as the test says. A VirtualService (naming a Gateway that does
+not exist, so analysis also writes IST0101) gets ``observedGeneration: 1`` and ``Reconciled True "1/1
+proxies up to date."``; edited to generation 2 while the proxy holds its ACKs, the status stays on
+generation 1 until the proxy ACKs; a generation the proxy NACKs is not reported (Istio: a generation is
+reported once a proxy ACKed it) until a second proxy ACKs it ("1/2 proxies up to date.", False); an edit
+Mizzen rejects and a rejected new object get nothing; ``validationMessages`` stay throughout; the writer is
+the leader of ``istio-status-leader``. A second control plane in its own namespace, status off (the
+default), with a proxy of its own on the same objects, takes no status lease and writes nothing.
+Without a cluster: the condition's shape and the switches."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from harness import alloc_ip, eventually
 from mizzen.core.proxy import Meta
 from mizzen.kube.distribution import reconciled_condition, status_enabled, status_qps, update_interval
 from mizzen.kube.leader import STATUS_CONTROLLER
-from mizzen.kube.status import DOC_PREFIX
+from mizzen.kube.status import DOC_PREFIX, field_manager
 from mizzen.xds.resources import CLUSTER, LISTENER, ROUTE
 
 IST0101 = {"documentationUrl": f"{DOC_PREFIX}/ist0101/", "level": "ERROR",
@@ -163,69 +164,98 @@ def _route_names(resp: discovery_pb2.DiscoveryResponse) -> set[str]:
     return out
 
 
+BROKEN = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: NAME}
+spec:
+  hosts: [ha-svc]
+  gateways: [nogw, mesh]
+  http: [{match: [{uri: {regex: "(unclosed"}}], route: [{destination: {host: ha-svc}}]}]
+"""
+
+
+def mesh_configmap(cluster: Any, system_ns: str, app_ns: str) -> None:
+    """The mesh config of ``system_ns``: only this test's namespace (discoverySelectors), so other tests'
+    objects on the shared cluster are not written."""
+    selectors = f"discoverySelectors: [{{matchLabels: {{kubernetes.io/metadata.name: {app_ns}}}}}]"
+    cluster.kubectl("apply", "-f", "-", stdin=cluster.kubectl(
+        "create", "configmap", "istio", "-n", system_ns, "--dry-run=client", "-o", "yaml",
+        f"--from-literal=mesh={selectors}"))
+
+
 @pytest.mark.e2e
 async def test_reconciled_follows_the_proxys_acks(kube_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     t_start = time.monotonic()
     tag = secrets.token_hex(3)
-    system_ns, app_ns = f"kds-sys-{tag}", f"kds-app-{tag}"
+    system_ns, off_ns, app_ns = f"kds-sys-{tag}", f"kds-off-{tag}", f"kds-app-{tag}"
     made: list[str] = []
-    monkeypatch.setenv("PILOT_ENABLE_STATUS", "true")
-    monkeypatch.setenv("PILOT_STATUS_UPDATE_INTERVAL", "100ms")
-    monkeypatch.setenv("PILOT_ENABLE_ANALYSIS", "true")
-    monkeypatch.setenv("PILOT_ANALYSIS_INTERVAL", "1s")
+    for name in ("PILOT_ENABLE_STATUS", "PILOT_ENABLE_ANALYSIS"):
+        monkeypatch.delenv(name, raising=False)
+    proxies: list[Proxy] = []
+    replicas = []
     try:
-        for ns in (system_ns, app_ns):
+        for ns in (system_ns, off_ns, app_ns):
             kube_cluster.kubectl("create", "namespace", ns)
             made.append(ns)
         kube_cluster.kubectl("apply", "-n", app_ns, "-f", "-", stdin=SERVICE)
-        # only this test's namespace (discoverySelectors), so other tests' objects are not written
-        selectors = f"discoverySelectors: [{{matchLabels: {{kubernetes.io/metadata.name: {app_ns}}}}}]"
-        kube_cluster.kubectl("apply", "-f", "-", stdin=kube_cluster.kubectl(
-            "create", "configmap", "istio", "-n", system_ns, "--dry-run=client", "-o", "yaml",
-            f"--from-literal=mesh={selectors}"))
+        mesh_configmap(kube_cluster, system_ns, app_ns)
+        mesh_configmap(kube_cluster, off_ns, app_ns)
         with tempfile.TemporaryDirectory(prefix="mizzen-kds-") as tmp:
             host = kube_cluster.net.addr.host_ip
-            mesh = Path(tmp) / "mesh.yaml"
-            mesh.write_text(f"rootNamespace: {system_ns}\n")
+            meshes = {}
+            for ns in (system_ns, off_ns):
+                meshes[ns] = Path(tmp) / f"mesh-{ns}.yaml"
+                meshes[ns].write_text(f"rootNamespace: {ns}\n")
+            # a control plane with status off (the default), seeing the same objects with a proxy of its own
+            off = start_replica(kube_cluster, f"istiod-{tag}-off", off_ns, Path(tmp), host, "--mesh-config",
+                                str(meshes[off_ns]))
+            replicas.append(off)
+            monkeypatch.setenv("PILOT_ENABLE_STATUS", "true")
+            monkeypatch.setenv("PILOT_STATUS_UPDATE_INTERVAL", "100ms")
+            monkeypatch.setenv("PILOT_ENABLE_ANALYSIS", "true")
+            monkeypatch.setenv("PILOT_ANALYSIS_INTERVAL", "1s")
             cp = start_replica(kube_cluster, f"istiod-{tag}", system_ns, Path(tmp), host, "--mesh-config",
-                               str(mesh))
-            proxy: Proxy | None = None
+                               str(meshes[system_ns]))
+            replicas.append(cp)
             try:
                 wait_ports(cp)
-                proxy = Proxy(f"{host}:{cp.xds_port}", app_ns)
-                p = proxy
+                wait_ports(off)
+                p = Proxy(f"{host}:{cp.xds_port}", app_ns)
+                proxies += [p, Proxy(f"{host}:{off.xds_port}", app_ns)]
 
-                def vs() -> dict[str, Any]:
+                def vs(name: str = "reviews") -> dict[str, Any]:
                     got: dict[str, Any] = json.loads(kube_cluster.kubectl(
-                        "get", "virtualservice", "-n", app_ns, "reviews", "-o", "json"))
+                        "get", "virtualservice", "-n", app_ns, name, "-o", "json", "--show-managed-fields"))
                     return got
 
-                def apply(timeout: str) -> int:
-                    kube_cluster.kubectl("apply", "-n", app_ns, "-f", "-",
-                                         stdin=VS.replace("TIMEOUT", timeout))
-                    return int(vs()["metadata"]["generation"])
+                def apply(text: str, name: str = "reviews") -> int:
+                    kube_cluster.kubectl("apply", "-n", app_ns, "-f", "-", stdin=text.replace("NAME", name))
+                    return int(vs(name)["metadata"]["generation"])
 
                 def reconciled(status: dict[str, Any]) -> dict[str, Any]:
                     conds = [c for c in status.get("conditions") or () if c.get("type") == "Reconciled"]
                     assert len(conds) == 1, status
                     return conds[0]
 
-                async def reported(generation: int, message: str = "1/1 proxies up to date.") -> None:
+                async def reported(generation: int, message: str = "1/1 proxies up to date.",
+                                   ok: str = "True") -> None:
                     status = vs().get("status") or {}
                     assert status.get("observedGeneration") == generation, status
                     cond = reconciled(status)
-                    assert (cond["status"], cond["message"]) == ("True", message), cond
+                    assert (cond["status"], cond["message"]) == (ok, message), cond
                     assert status.get("validationMessages") == [IST0101], status   # analysis' stay
 
                 async def routes_sent(after: int) -> None:   # a new RDS response reached the proxy
                     assert any(r.type_url == ROUTE for r in p.received[after:]), len(p.received)
 
                 async def acked_connected() -> None:
-                    got = [(r.type_url.rsplit(".", 1)[1], len(r.resources)) for r in p.received]
-                    assert any(r.type_url == ROUTE for r in p.received) and not p.held, (got, p.routes)
+                    for x in proxies:
+                        got = [(r.type_url.rsplit(".", 1)[1], len(r.resources)) for r in x.received]
+                        assert any(r.type_url == ROUTE for r in x.received) and not x.held, (got, x.routes)
 
                 await eventually(acked_connected, timeout=20, interval=0.1)
-                assert apply("5s") == 1
+                assert apply(VS.replace("TIMEOUT", "5s")) == 1
                 await eventually(lambda: reported(1), timeout=20, interval=0.2)
                 first = reconciled(vs()["status"])
                 lease = kget(kube_cluster, "lease", "-n", system_ns, STATUS_CONTROLLER)
@@ -234,7 +264,7 @@ async def test_reconciled_follows_the_proxys_acks(kube_cluster: Any, monkeypatch
                 # generation 2 while the proxy holds its ACKs: still generation 1 (nothing rewritten)
                 p.mode = "hold"
                 seen = len(p.received)
-                assert apply("6s") == 2
+                assert apply(VS.replace("TIMEOUT", "6s")) == 2
                 await eventually(lambda: routes_sent(seen), timeout=10, interval=0.1)
                 await asyncio.sleep(1.5)    # 15 update intervals
                 await reported(1)
@@ -245,22 +275,40 @@ async def test_reconciled_follows_the_proxys_acks(kube_cluster: Any, monkeypatch
                 # generation 3, NACKed: stays on generation 2
                 p.mode = "nack"
                 seen = len(p.received)
-                assert apply("7s") == 3
+                assert apply(VS.replace("TIMEOUT", "7s")) == 3
                 await eventually(lambda: routes_sent(seen), timeout=10, interval=0.1)
                 await asyncio.sleep(1.5)
                 await reported(2)
+                # a second proxy that ACKs: generation 3 is reported, one of two proxies up to date
+                proxies.append(Proxy(f"{host}:{cp.xds_port}", app_ns))
+                await eventually(lambda: reported(3, "1/2 proxies up to date.", "False"), timeout=10,
+                                 interval=0.1)
+
+                # rejected: an edit Mizzen refuses (generation 4) and a new object it refuses get nothing
+                assert apply(BROKEN) == 4
+                apply(BROKEN, "broken")
+                await asyncio.sleep(1.5)
+                await reported(3, "1/2 proxies up to date.", "False")
+                assert "observedGeneration" not in (vs("broken").get("status") or {})
                 writes = [ln for ln in cp.log.read_text().splitlines()
                           if f"status: VirtualService {app_ns}/reviews observedGeneration" in ln]
-                assert len(writes) == 2, writes     # no churn: one write per reported generation
+                assert len(writes) == 3, writes     # no churn: one write per reported state
+
+                # status off: that control plane took no status lease and never wrote a status field
+                assert kget(kube_cluster, "lease", "-n", off_ns, STATUS_CONTROLLER) is None
+                managers = {str(m.get("manager")) for m in vs()["metadata"]["managedFields"]
+                            if m.get("subresource") == "status"}
+                assert managers == {field_manager(cp.name)}, managers
                 print(f"distribution status test {time.monotonic() - t_start:.1f}s")
             except BaseException:
-                print("--- control plane (last 40 lines)\n"
-                      + "\n".join(cp.log.read_text().splitlines()[-40:]))
+                for r in replicas:
+                    print(f"--- {r.name} (last 40 lines)\n" + "\n".join(r.log.read_text().splitlines()[-40:]))
                 raise
             finally:
-                if proxy is not None:
-                    await proxy.close()
-                stop(cp)
+                for x in proxies:
+                    await x.close()
+                for r in replicas:
+                    stop(r)
     finally:
         for ns in made:
             kube_cluster.kubectl("delete", "namespace", ns, "--wait=false")
