@@ -177,7 +177,7 @@ class DistributionStatusWriter:
         """One pass over the stored objects; returns how many were written."""
         self.rounds += 1
         written = 0
-        for config in sorted(self.stored(), key=lambda c: (c.kind, c.namespace, c.name)):
+        for config in self.stored():     # (a ConfigSnapshot: by kind, namespace, name)
             body = self.wanted(config)
             if body is None:
                 continue
