@@ -6,7 +6,7 @@ held by the same identity) and runs them until cancelled. The control plane adds
 publisher under :data:`~mizzen.kube.leader.NAMESPACE_CONTROLLER`; the webhooks' caBundle patcher belongs
 under :data:`~mizzen.kube.leader.VALIDATION_CONTROLLER`, the analysis messages in config objects' status
 (:mod:`mizzen.kube.status`) under :data:`~mizzen.kube.leader.ANALYZE_CONTROLLER`, and the distribution status
-would go under :data:`~mizzen.kube.leader.STATUS_CONTROLLER`
+(:mod:`mizzen.kube.distribution`) under :data:`~mizzen.kube.leader.STATUS_CONTROLLER`
 (``leader_work.add(election, name, coroutine_factory)``, before or after start).
 """
 
