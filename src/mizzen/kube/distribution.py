@@ -32,7 +32,6 @@ import asyncio
 import datetime as dt
 import logging
 import os
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -40,8 +39,8 @@ from kubernetes_asyncio import client
 
 from mizzen.config.durations import parse_duration
 from mizzen.config.model import Config, ConfigKey
-from mizzen.kube.rest import MERGE_PATCH, Object, call, status_of
-from mizzen.kube.status import status_path
+from mizzen.kube.rest import Object
+from mizzen.kube.status import StatusWriter, status_path
 
 __all__ = ["QPS_ENV", "RECONCILED", "STATUS_ENV", "UPDATE_INTERVAL_ENV", "DistributionStatusWriter",
            "reconciled_condition", "status_enabled", "status_qps", "update_interval"]
@@ -109,47 +108,25 @@ def _reconciled(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-class DistributionStatusWriter:
+class DistributionStatusWriter(StatusWriter):
     """Keeps ``observedGeneration`` and the ``Reconciled`` condition of the stored Istio objects current
     while :meth:`run` runs (on the leader). ``statuses`` and ``generations`` are the config source's: each
     object's status as last read and the ``metadata.generation`` of the version the store holds;
     ``rejected`` its refused objects; ``stored()`` the store's objects; ``progress(config)`` (proxies that
     ACKed it, connected proxies)."""
 
+    what = "distribution status"
+
     def __init__(self, api: client.ApiClient, statuses: dict[ConfigKey, Object],
                  generations: Mapping[ConfigKey, int], rejected: Mapping[ConfigKey, object],
                  stored: Callable[[], Iterable[Config]], progress: Callable[[Config], tuple[int, int]],
                  manager: str, interval_s: float = DEFAULT_INTERVAL_S, qps: float = DEFAULT_QPS) -> None:
-        self.api = api
-        self.statuses = statuses
+        super().__init__(api, statuses, manager, interval_s)
         self.generations = generations
         self.rejected = rejected
         self.stored = stored
         self.progress = progress
-        self.manager = manager
-        self.interval_s = interval_s
         self.qps = qps
-        self.writes = 0          # status patches sent and accepted
-        self.rounds = 0
-        self._wake = asyncio.Event()
-
-    def mark(self) -> None:
-        """Something changed (config, a proxy's ACK, a status read): a round at the next interval."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        self._wake.set()          # a new leader checks everything once
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:     # the API server away: the next round retries
-                log.warning("status: distribution round failed (%s: %s); retrying", type(e).__name__, e)
-                self._wake.set()
-            await asyncio.sleep(self.interval_s)   # bursts of ACKs coalesce into one round per interval
 
     def wanted(self, config: Config) -> Object | None:
         """The status fields to write for ``config`` (observedGeneration, conditions), or None: nothing to
@@ -189,22 +166,8 @@ class DistributionStatusWriter:
     async def _write(self, key: ConfigKey, fields: Object) -> bool:
         path = status_path(key)
         assert path is not None
-        query = urllib.parse.urlencode({"fieldManager": self.manager})
-        try:
-            obj = await call(self.api, "PATCH", f"{path}?{query}", {"status": fields},
-                             content_type=MERGE_PATCH)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            status = status_of(e)
-            if status == 404:      # deleted meanwhile: its watch event removes it
-                return False
-            why = f"API server answered {status} ({e})" if status else f"{type(e).__name__}: {e}"
-            log.warning("status: writing the distribution status of %s %s/%s failed: %s", key.kind,
-                        key.namespace, key.name, why)
+        if not await self.patch(key, path, {"status": fields}):
             return False
-        self.writes += 1
-        self.statuses[key] = obj.get("status") or {}
         condition = fields["conditions"][-1]
         log.info("status: %s %s/%s observedGeneration %s, Reconciled %s (%s)", key.kind, key.namespace,
                  key.name, fields["observedGeneration"], condition["status"], condition["message"])

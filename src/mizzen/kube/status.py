@@ -38,7 +38,7 @@ from mizzen.config.model import ConfigKey
 from mizzen.kube.rest import MERGE_PATCH, Object, call, status_of
 
 __all__ = ["ANALYSIS_ENV", "DOC_PREFIX", "INTERVAL_ENV", "WRITES_PER_SECOND", "AnalysisStatusWriter",
-           "Finding", "analysis_enabled", "analysis_interval", "field_manager", "status_path",
+           "Finding", "StatusWriter", "analysis_enabled", "analysis_interval", "field_manager", "status_path",
            "validation_messages"]
 
 log = logging.getLogger(__name__)
@@ -107,19 +107,19 @@ def status_path(key: ConfigKey) -> str | None:
     return f"/apis/{kind.group}/{kind.versions[0]}/{ns}{kind.plural}/{urllib.parse.quote(key.name)}/status"
 
 
-class AnalysisStatusWriter:
-    """Keeps ``status.validationMessages`` of the objects ``statuses`` knows equal to ``analyze()``'s
-    findings while :meth:`run` runs (on the leader). ``statuses`` maps each object the config source read
-    (and Mizzen stores) to its ``status`` as last read; the writer updates it with what it wrote."""
+class StatusWriter:
+    """What the control plane's status writers share: rounds coalesced while :meth:`run` runs (on the
+    leader: a change marks the writer (:meth:`mark`), a round runs at most once per ``interval_s``, a
+    failed one is retried), and a ``/status`` JSON merge patch under the field manager ``manager`` that
+    updates ``statuses`` (each object's status as last read or written). Subclasses write a round in
+    :meth:`round`."""
 
-    def __init__(self, api: client.ApiClient, statuses: dict[ConfigKey, Object],
-                 stored: Callable[[], Iterable[ConfigKey]],
-                 analyze: Callable[[], Awaitable[Sequence[Finding]]], manager: str,
-                 interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    what = "status"     # for log messages
+
+    def __init__(self, api: client.ApiClient, statuses: dict[ConfigKey, Object], manager: str,
+                 interval_s: float) -> None:
         self.api = api
         self.statuses = statuses
-        self.stored = stored
-        self.analyze = analyze
         self.manager = manager
         self.interval_s = interval_s
         self.writes = 0          # status patches sent and accepted
@@ -127,7 +127,7 @@ class AnalysisStatusWriter:
         self._wake = asyncio.Event()
 
     def mark(self) -> None:
-        """Something changed (config, registry, a status read): a round at the next interval."""
+        """Something changed: a round at the next interval."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -139,10 +139,50 @@ class AnalysisStatusWriter:
                 await self.round()
             except asyncio.CancelledError:
                 raise
-            except Exception as e:     # an analyzer bug or the API server away: the next round retries
-                log.warning("status: analysis round failed (%s: %s); retrying", type(e).__name__, e)
+            except Exception as e:     # a bug in a round or the API server away: the next round retries
+                log.warning("status: %s round failed (%s: %s); retrying", self.what, type(e).__name__, e)
                 self._wake.set()
             await asyncio.sleep(self.interval_s)   # bursts of changes coalesce into one round per interval
+
+    async def round(self) -> int:
+        """One pass; returns how many objects were written."""
+        raise NotImplementedError
+
+    async def patch(self, key: ConfigKey, path: str, body: Object) -> bool:
+        """Merge-patch ``body`` (``{"status": ...}``) into ``key``'s status; False when the object is gone
+        or the write failed (logged; the next round retries)."""
+        query = urllib.parse.urlencode({"fieldManager": self.manager})
+        try:
+            obj = await call(self.api, "PATCH", f"{path}?{query}", body, content_type=MERGE_PATCH)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            status = status_of(e)
+            if status == 404:      # deleted meanwhile: its watch event removes it
+                return False
+            why = f"API server answered {status} ({e})" if status else f"{type(e).__name__}: {e}"
+            log.warning("status: writing the %s of %s %s/%s failed: %s", self.what, key.kind, key.namespace,
+                        key.name, why)
+            return False
+        self.writes += 1
+        self.statuses[key] = obj.get("status") or {}
+        return True
+
+
+class AnalysisStatusWriter(StatusWriter):
+    """Keeps ``status.validationMessages`` of the objects ``statuses`` knows equal to ``analyze()``'s
+    findings while :meth:`run` runs (on the leader). ``statuses`` maps each object the config source read
+    (and Mizzen stores) to its ``status`` as last read; the writer updates it with what it wrote."""
+
+    what = "validationMessages"
+
+    def __init__(self, api: client.ApiClient, statuses: dict[ConfigKey, Object],
+                 stored: Callable[[], Iterable[ConfigKey]],
+                 analyze: Callable[[], Awaitable[Sequence[Finding]]], manager: str,
+                 interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        super().__init__(api, statuses, manager, interval_s)
+        self.stored = stored
+        self.analyze = analyze
 
     async def round(self) -> int:
         """One analysis and the writes it needs; returns how many objects were written."""
@@ -167,21 +207,8 @@ class AnalysisStatusWriter:
         # cleared and nothing else in the status: the status goes, so no manager keeps owning an empty one
         body: dict[str, Any] = {"status": {"validationMessages": messages} if messages else
                                 ({"validationMessages": None} if others else None)}
-        query = urllib.parse.urlencode({"fieldManager": self.manager})
-        try:
-            obj = await call(self.api, "PATCH", f"{path}?{query}", body, content_type=MERGE_PATCH)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            status = status_of(e)
-            if status == 404:      # deleted meanwhile: its watch event removes it
-                return False
-            why = f"API server answered {status} ({e})" if status else f"{type(e).__name__}: {e}"
-            log.warning("status: writing validationMessages of %s %s/%s failed: %s", key.kind, key.namespace,
-                        key.name, why)
+        if not await self.patch(key, path, body):
             return False
-        self.writes += 1
-        self.statuses[key] = obj.get("status") or {}
         log.info("status: %s %s/%s validationMessages %s", key.kind, key.namespace, key.name,
                  ", ".join(m["type"]["code"] for m in messages) or "cleared")
         return True
