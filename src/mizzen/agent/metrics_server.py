@@ -11,14 +11,16 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from mizzen.telemetry.metrics import COUNTED_DURATION, STAT_NAMESPACE, Metric
 from mizzen.telemetry.peer_address import AddressMap
 from mizzen.telemetry.prometheus import AppScrape, istio_names, merge
+from mizzen.telemetry.stats_filter import COUNTED_STAT, BadFilter, filter_families, stats_filter
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # a flush is still under way
 _DROPPED = "server.dropped_stat_flushes"
 _PROBE = f"http://localhost/stats?filter=^{re.escape(_DROPPED)}$"
+REQUESTS = Metric.REQUEST_COUNT.value
+REAL_REQUESTS = rf"^{STAT_NAMESPACE}\.{REQUESTS}(?:\.|$)"     # a real counter (the duration disabled)
 _PROBES = 40                      # at most, ~1-2 ms each; 3 when nothing else reads Envoy's stats
 
 
@@ -67,6 +71,10 @@ async def merged_histograms(session: aiohttp.ClientSession) -> bool:
     return False
 
 
+class EnvoyRefused(Exception):
+    """Envoy answered 400 to the query's parameters (its reason)."""
+
+
 class MetricsServer:
     def __init__(self, admin_socket: str, stats_socket: Path, host: str, port: int | None,
                  app: AppScrape | None = None, app_host: str = "127.0.0.1", timeout_s: float = 5.0,
@@ -81,44 +89,111 @@ class MetricsServer:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.socket_owner = socket_owner
         self._runners: list[web.AppRunner] = []
+        # one HTTP session each to Envoy's admin socket and to the app's metrics port, kept (connections
+        # reused) from the first scrape to stop()
+        self._admin: aiohttp.ClientSession | None = None
+        self._app: aiohttp.ClientSession | None = None
+        # Envoy holds the counted duration histogram (seen in its stats): only then can a scrape's counts
+        # depend on a fresh merge (merged_histograms); a proxy without Istio's HTTP metrics never probes
+        self.counted = False
 
-    async def envoy_stats(self, query: dict[str, str]) -> str:
-        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.admin_socket),
-                                         timeout=self.timeout) as s:
-            await merged_histograms(s)
-            async with s.get(f"http://localhost{PATH}", params=query) as r:
-                r.raise_for_status()
-                text = istio_names(await r.text())
+    def _admin_session(self) -> aiohttp.ClientSession:
+        if self._admin is None:
+            self._admin = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.admin_socket),
+                                                timeout=self.timeout)
+        return self._admin
+
+    def _app_session(self) -> aiohttp.ClientSession:
+        if self._app is None:
+            self._app = aiohttp.ClientSession(timeout=self.timeout, trust_env=False)
+        return self._app
+
+    async def _read(self, query: Mapping[str, str]) -> str:
+        """Envoy's ``/stats/prometheus`` text; :class:`EnvoyRefused` with Envoy's reason on a 400."""
+        for attempt in range(2):
+            try:
+                async with self._admin_session().get(f"http://localhost{PATH}", params=query) as r:
+                    if r.status == 400:
+                        raise EnvoyRefused(" ".join((await r.text()).split())[:200])
+                    r.raise_for_status()
+                    return await r.text()
+            except aiohttp.ServerDisconnectedError:
+                if attempt:          # once more on a new connection: a kept one may have just been closed
+                    raise
+        raise AssertionError("unreachable")
+
+    async def envoy_stats(self, query: Mapping[str, str]) -> str:
+        """Envoy's stats with Istio's names; ``query``: Envoy's parameters (``usedonly``, ``text_readouts``,
+        ``histogram_buckets``, ...), ``filter=`` with Istio's names (:mod:`mizzen.telemetry.stats_filter`,
+        :class:`BadFilter`)."""
+        flt = stats_filter(query["filter"]) if "filter" in query else None
+        q = dict(query) | ({"filter": flt.envoy} if flt is not None else {})
+        derived = flt is None or bool(flt.derived)      # the text can hold derived counts
+        # ``usedonly`` hides a histogram never merged: absent from the text then proves nothing
+        unsure = "usedonly" in query or "type" in query
+        probed = derived and (self.counted or unsure)
+        if probed:
+            await merged_histograms(self._admin_session())
+        text = await self._read(q)
+        if COUNTED_DURATION in text:
+            self.counted = True
+            if derived and not probed:
+                # the first scrape since Envoy made the histogram: its counts must be merged ones too
+                await merged_histograms(self._admin_session())
+                text = await self._read(q)
+        elif probed and not unsure:
+            self.counted = False        # gone (its listeners were removed, or a Telemetry disabled it)
+        counted = COUNTED_DURATION in text
+        text = istio_names(text)
+        if flt is not None:
+            text = flt.renamed(text)
+        summary = query.get("histogram_buckets") == "summary"
+        if counted and summary and (flt is None or REQUESTS in flt.derived):
+            # Envoy's summaries are of the last flush's interval: the requests' cumulative counts come from
+            # the histogram as Envoy renders it by default (the same merge)
+            counts = istio_names(await self._read({"filter": f"{REAL_REQUESTS}|{COUNTED_STAT}"}))
+            text = merge(filter_families(text, lambda f: f != REQUESTS),
+                         filter_families(counts, lambda f: f == REQUESTS))
         return await self.peers.expand(text)
 
     async def app_stats(self) -> str:
         if self.app is None:
             return ""
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=self.timeout, trust_env=False) as s,
-                s.get(f"http://{self.app_host}:{self.app.port}{self.app.path}") as r,
-            ):
-                if r.status != 200:
+        url = f"http://{self.app_host}:{self.app.port}{self.app.path}"
+        for attempt in range(2):
+            try:
+                async with self._app_session().get(url) as r:
+                    if r.status != 200:
+                        return ""
+                    return await r.text()
+            except aiohttp.ServerDisconnectedError:
+                if attempt:
                     return ""
-                return await r.text()
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return ""      # Istio's merge skips an app that does not answer
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                return ""      # Istio's merge skips an app that does not answer
+        return ""
 
     async def _envoy_only(self, request: web.Request) -> web.Response:
+        return await self._respond(request, merged=False)
+
+    async def _merged(self, request: web.Request) -> web.Response:
+        return await self._respond(request, merged=True)
+
+    async def _respond(self, request: web.Request, merged: bool) -> web.Response:
+        query = dict(request.query)
         try:
-            text = await self.envoy_stats(dict(request.query))
+            if merged:
+                envoy, app = await asyncio.gather(self.envoy_stats(query), self.app_stats())
+                if "filter" in query and app:
+                    app = filter_families(app, stats_filter(query["filter"]).matches)
+                text = merge(envoy, app)
+            else:
+                text = await self.envoy_stats(query)
+        except (BadFilter, EnvoyRefused) as e:
+            return web.Response(status=400, text=f"{e}\n")
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             return web.Response(status=503, text=f"Envoy's stats are unavailable: {type(e).__name__}\n")
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
-
-    async def _merged(self, request: web.Request) -> web.Response:
-        try:
-            envoy = await self.envoy_stats({})
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            return web.Response(status=503, text=f"Envoy's stats are unavailable: {type(e).__name__}\n")
-        return web.Response(text=merge(envoy, await self.app_stats()), content_type="text/plain",
-                            charset="utf-8")
 
     async def start(self) -> None:
         try:
@@ -157,5 +232,9 @@ class MetricsServer:
         for r in reversed(self._runners):
             await r.cleanup()
         self._runners.clear()
+        for session in (self._admin, self._app):
+            if session is not None:
+                await session.close()
+        self._admin = self._app = None
         with contextlib.suppress(OSError):
             self.stats_socket.unlink()        # leave nothing behind in the work dir
