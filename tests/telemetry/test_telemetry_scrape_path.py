@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from telemetry_kit import parse, total
 
 from harness import Mesh, alloc_ip, eventually
@@ -19,6 +20,8 @@ from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, STATS_PORT, ProxySpec
 from mizzen.agent.envoy import Agent, AgentOptions
 from mizzen.agent.metrics_server import MERGED_STATS_PORT
 from mizzen.core.proxy import ProxyType
+from mizzen.telemetry.metrics import COUNTED_DURATION
+from mizzen.telemetry.stats_filter import BadFilter, filter_families, stats_filter
 
 NS = "scrapens"
 SVC = f"""
@@ -227,3 +230,28 @@ async def test_sessions_kept_across_scrapes_and_closed_at_stop(mesh: Mesh) -> No
 
 async def _closed(app: CountingApp) -> None:
     assert app.closed == 1, app.closed
+
+
+def test_filter_translation_and_family_filtering() -> None:
+    """Which derived families a filter names (as the regex would match Istio's Envoy names), what Envoy is
+    sent, and whole families kept or dropped."""
+    f = stats_filter("istio_requests_total")
+    assert f.derived == {REQ} and re.search(f.envoy, f"istiocustom.{COUNTED_DURATION}.mizzen_istio.x")
+    assert stats_filter("istio_request_duration").derived == {DURATION}
+    assert stats_filter("^istiocustom\\.istio_").derived == {REQ, DURATION}
+    assert stats_filter("").derived == {REQ, DURATION}
+    for other in ("counted", "^server\\.live$", "istio_tcp_", "^istio_requests_total"):
+        f = stats_filter(other)
+        assert not f.derived and f.envoy == other, other
+    with pytest.raises(BadFilter, match="invalid filter= regex"):
+        stats_filter("(")
+    text = "\n".join([
+        f"# TYPE {DURATION} histogram",
+        f'{DURATION}_bucket{{le="+Inf"}} 2', f"{DURATION}_sum 3", f"{DURATION}_count 2",
+        f"# TYPE {REQ} counter", f'{REQ}{{reporter="source"}} 2',
+        "untyped_total 1",
+        "# TYPE envoy_server_live gauge", "envoy_server_live 1", ""])
+    assert _families(stats_filter("istio_requests_total").renamed(text)) == {REQ, "envoy_server_live"}
+    kept = filter_families(text, lambda family: family in (DURATION, "untyped_total"))
+    assert kept.splitlines() == [*text.splitlines()[:4], "untyped_total 1"]
+    assert filter_families(text, lambda family: False) == ""

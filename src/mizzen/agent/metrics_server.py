@@ -2,6 +2,11 @@
 stats with Istio's names, then the app's own metrics when it is annotated ``prometheus.io/scrape``) and a Unix
 socket in the work dir serving Envoy's stats with Istio's names, which Envoy's static ``prometheus_stats``
 listener on ``:15090`` routes to (see :mod:`mizzen.agent.bootstrap`). Scrapes only: no request path.
+
+Both take Envoy's query parameters, ``filter=`` with Istio's names (:mod:`mizzen.telemetry.stats_filter`);
+each scrape waits for a fresh merge of Envoy's histograms only while Envoy holds the counted duration
+histogram (:func:`merged_histograms`); one HTTP session each to Envoy's admin socket and to the app's
+metrics port is kept from the first scrape to :meth:`MetricsServer.stop`.
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ class MetricsServer:
         self._app: aiohttp.ClientSession | None = None
         # Envoy holds the counted duration histogram (seen in its stats): only then can a scrape's counts
         # depend on a fresh merge (merged_histograms); a proxy without Istio's HTTP metrics never probes
-        self.counted = False
+        self._counted = False
 
     def _admin_session(self) -> aiohttp.ClientSession:
         if self._admin is None:
@@ -131,18 +136,18 @@ class MetricsServer:
         derived = flt is None or bool(flt.derived)      # the text can hold derived counts
         # ``usedonly`` hides a histogram never merged: absent from the text then proves nothing
         unsure = "usedonly" in query or "type" in query
-        probed = derived and (self.counted or unsure)
+        probed = derived and (self._counted or unsure)
         if probed:
             await merged_histograms(self._admin_session())
         text = await self._read(q)
         if COUNTED_DURATION in text:
-            self.counted = True
+            self._counted = True
             if derived and not probed:
                 # the first scrape since Envoy made the histogram: its counts must be merged ones too
                 await merged_histograms(self._admin_session())
                 text = await self._read(q)
         elif probed and not unsure:
-            self.counted = False        # gone (its listeners were removed, or a Telemetry disabled it)
+            self._counted = False        # gone (its listeners were removed, or a Telemetry disabled it)
         counted = COUNTED_DURATION in text
         text = istio_names(text)
         if flt is not None:
@@ -182,10 +187,11 @@ class MetricsServer:
     async def _respond(self, request: web.Request, merged: bool) -> web.Response:
         query = dict(request.query)
         try:
+            flt = stats_filter(query["filter"]) if "filter" in query else None    # before any read
             if merged:
                 envoy, app = await asyncio.gather(self.envoy_stats(query), self.app_stats())
-                if "filter" in query and app:
-                    app = filter_families(app, stats_filter(query["filter"]).matches)
+                if flt is not None and app:
+                    app = filter_families(app, flt.matches)     # the app's families by their names
                 text = merge(envoy, app)
             else:
                 text = await self.envoy_stats(query)

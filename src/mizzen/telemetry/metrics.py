@@ -39,7 +39,8 @@ on admin stats reads (``stats_flush_on_admin``, no flush timer) and the agent wa
 flush begun after the scrape started (:func:`mizzen.agent.metrics_server.merged_histograms`): a reader who
 scrapes after requests completed sees them all, as with a counter. The price: Envoy's own admin shows the
 counted histogram instead of the counter, Envoy's stats (server gauges too) are flushed only when read, and a
-scrape costs ~3 extra admin round trips (~1 ms each). Either metric disabled (Telemetry API): a real counter.
+scrape costs ~3 extra admin round trips (~1 ms each) while Envoy holds the counted histogram (none without
+it). Either metric disabled (Telemetry API): a real counter.
 
 The logger's behaviour (counters, histograms, tags from command operators, empty operators -> empty tag) is
 pinned by ``tests/telemetry/test_telemetry_stats_logger.py`` against the real Envoy.
