@@ -43,8 +43,8 @@ from collections.abc import Collection, Iterable, Mapping
 from mizzen.core.workload_labels import PEER_FIELDS, UNKNOWN
 from mizzen.telemetry import exchange
 
-__all__ = ["EMPTY", "EMPTY_IS_UNKNOWN", "ISTIO_LABEL_ORDER", "MTLS_FROM_PEER_SAN", "TAG", "expand", "field",
-           "unpack", "value_format"]
+__all__ = ["EMPTY", "EMPTY_IS_UNKNOWN", "ISTIO_LABEL_ORDER", "MTLS_FROM_PEER_SAN", "TAG", "expand",
+           "family_blocks", "field", "unpack", "value_format"]
 
 TAG = "mizzen_istio"
 # Istio's label order (its stats plugin's)
@@ -224,13 +224,27 @@ class SeriesSum:
         return "\n".join(self._out)
 
 
+def family_blocks(text: str) -> list[str]:
+    """Prometheus text cut before each ``# TYPE`` line: Envoy writes each family's lines together under its
+    one TYPE line, so a rewrite that touches a few families can leave the other blocks as they are (the
+    first block holds what comes before any TYPE line, often nothing). Joined, they are ``text``."""
+    parts = text.split("\n# TYPE ")
+    if len(parts) == 1:
+        return parts
+    return [parts[0] + "\n", *("# TYPE " + p + "\n" for p in parts[1:-1]), "# TYPE " + parts[-1]]
+
+
 def expand(text: str) -> str:
     """Prometheus text with every ``mizzen_istio="..."`` label replaced by the labels it packs. Two Envoy
     series that expand to the same labels (two different malformed peer headers: both have empty peer labels)
     become one, their values added (counters, histogram buckets, sums and counts all add up): a scrape never
-    holds a series twice."""
+    holds a series twice. Only the families that hold the tag are read line by line."""
     if TAG not in text:
         return text
+    return "".join(_expand_block(b) if TAG in b else b for b in family_blocks(text))
+
+
+def _expand_block(text: str) -> str:
     out = SeriesSum()
     for line in text.split("\n"):
         m = _TAG_LABEL.search(line) if TAG in line and not line.startswith("#") else None
