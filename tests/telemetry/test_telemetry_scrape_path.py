@@ -223,9 +223,18 @@ async def test_sessions_kept_across_scrapes_and_closed_at_stop(mesh: Mesh) -> No
             assert _families(text) == {"my_app_orders_total"}
             # no traffic, so no counted histogram: never a probe
             assert await _admin_requests_per_scrape(agent, STATS_PORT) == 1
+            # the kept admin connection is open (besides the read's own) until the metrics server stops
+            assert await _admin_stat(agent, "http.admin.downstream_cx_active") == 2
+            assert agent.metrics_server is not None
+            await agent.metrics_server.stop()
+            await eventually(lambda: _admin_connections(agent, 1), timeout=5)
+            await eventually(lambda: _closed(app), timeout=5)
         finally:
             await agent.stop()
-        await eventually(lambda: _closed(app), timeout=5)
+
+
+async def _admin_connections(agent: Agent, n: int) -> None:
+    assert await _admin_stat(agent, "http.admin.downstream_cx_active") == n
 
 
 async def _closed(app: CountingApp) -> None:
