@@ -263,6 +263,7 @@ class ControlPlane:
             self.workloads_synced.set()
         self._sync_timer: asyncio.TimerHandle | None = None
         self.started = False
+        self._telemetry_held = False   # our share of the process's telemetry listener plugin (start to stop)
         self.kube_source: KubeConfigSource | None = None
         self.discovery: NamespaceFilter | None = None
         self._kube_api: ApiClient | None = None
@@ -351,7 +352,9 @@ class ControlPlane:
     async def start(self) -> None:
         if self.started:
             return
-        telemetry.acquire()    # the telemetry listener plugin (metrics, access logs, Telemetry API)
+        if not self._telemetry_held:
+            telemetry.acquire()    # the telemetry listener plugin (metrics, access logs, Telemetry API)
+            self._telemetry_held = True
         opts = self.options
         lead = opts.debounce_lead_s
         if lead is not None:
@@ -711,8 +714,6 @@ class ControlPlane:
             self.request_push(["mesh config changed"])
 
     async def stop(self) -> None:
-        if self.started:
-            telemetry.release()
         self.started = False
         if self._sync_timer is not None:
             self._sync_timer.cancel()
@@ -754,6 +755,12 @@ class ControlPlane:
         if self._grpc is not None:
             await self.ads.shutdown(self._grpc, 0.5)   # streams end cleanly; proxies reconnect later
             self._grpc = None
+        if self._telemetry_held:
+            # only now that no stream is served: a proxy reconnecting while we stop (it lands here until the
+            # gRPC server is down) must get the listeners it has, else Envoy updates them in place and closes
+            # the old chains' connections after its drain time (requests in flight on them fail)
+            self._telemetry_held = False
+            telemetry.release()
         await asyncio.to_thread(self.store.wait_written)
         await asyncio.to_thread(self.api.close)
         if self.identity is not None:
