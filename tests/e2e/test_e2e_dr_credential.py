@@ -152,6 +152,10 @@ async def test_gateway_originates_mutual_tls_from_a_secret_and_rotates_it(
         snap = mesh.cp.cache.get(node)
         assert snap is not None and any(API in n for n in snap.of(CLUSTER).resources)
     await eventually(pushed, timeout=10)
+
+    async def listening() -> None:     # the gateway's :8080 listener is in Envoy, not only in our cache
+        await get(gw.spec.ip)
+    await eventually(listening, timeout=10)
     for _ in range(3):
         assert (await get(gw.spec.ip)).status_code != 200
     assert server.clients == [] and "HTTP_REQUEST" not in server.failures   # nothing in clear
