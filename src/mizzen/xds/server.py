@@ -122,6 +122,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         # (ACK/NACK) while none had, with False when the last such answer came (mizzen.gctune.PushWindow)
         self.on_round: Callable[[bool], None] | None = None
         self.awaiting = 0                      # streams with a written response not yet answered
+        self.closing = False                   # shutdown began: new streams are refused (UNAVAILABLE)
 
     async def StreamAggregatedResources(
         self,
@@ -139,6 +140,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     async def _serve_stream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                             *, delta: bool) -> None:
+        if self.closing:
+            # like istiod's graceful stop: no new stream once shutdown began; the proxy retries and reaches
+            # the successor, keeping the config it has meanwhile
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the control plane is shutting down")
         stream = _Stream(self, next(self._stream_ids), context, delta=delta)
         self._live.add(stream)
         try:
@@ -158,7 +163,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         return len(self._live)
 
     async def shutdown(self, grpc_server: grpc.aio.Server, grace: float = 1.0) -> None:
-        """End every stream cleanly (status OK: proxies reconnect, to us or a successor), then stop gRPC."""
+        """Refuse new streams, end every stream cleanly (status OK: proxies reconnect, to a successor), then
+        stop gRPC."""
+        self.closing = True
         for stream in list(self._live):
             stream.queue.put_nowait(_EOF)
         loop = asyncio.get_running_loop()
