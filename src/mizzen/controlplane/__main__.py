@@ -10,6 +10,7 @@ schemas, then waits for a line on stdin before it reads the state dir and binds 
 exits). A supervisor (``mizzen demo``) keeps one to replace a control plane that died without paying
 Python's start-up.
 """
+# ruff: noqa: E402  (grpcenv.configure() runs before the imports that load grpc)
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ import asyncio
 import importlib
 import logging
 import sys
+
+from mizzen.controlplane import grpcenv
+
+grpcenv.configure()   # first: gRPC reads its process-wide settings once, when the imports below load it
 
 from mizzen import eventloop, gctune
 from mizzen.auth.token import TokenError
