@@ -1,6 +1,7 @@
 """The control plane process runs gRPC with its runtime settings (mizzen.controlplane.grpcenv): a real
 ``python -m mizzen.controlplane`` accepts xDS connections on gRPC's iomgr TCP endpoints (its ``tcp`` tracer
-logs them; EventEngine endpoints log elsewhere), and an operator's own ``GRPC_EXPERIMENTS`` wins."""
+logs them; EventEngine endpoints log elsewhere: the test fails without the setting), and an operator's own
+``GRPC_EXPERIMENTS`` wins."""
 
 from __future__ import annotations
 
@@ -19,12 +20,10 @@ from mizzen.controlplane.grpcenv import EXPERIMENTS_ENV, SERVER_EXPERIMENTS
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 
 
-async def _tcp_trace_of_one_ads_stream(tmp_path: Path, experiments: str | None) -> str:
+async def _tcp_trace_of_one_ads_stream(tmp_path: Path) -> str:
     """Start the control plane with gRPC's tcp tracer on, open one ADS stream, stop it; its stderr."""
     env = {k: v for k, v in os.environ.items() if k != EXPERIMENTS_ENV}
     env.update(GRPC_TRACE="tcp", GRPC_VERBOSITY="debug")
-    if experiments is not None:
-        env[EXPERIMENTS_ENV] = experiments
     log = tmp_path / "stderr"
     with log.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
@@ -56,21 +55,25 @@ async def _tcp_trace_of_one_ads_stream(tmp_path: Path, experiments: str | None) 
 
 
 async def test_control_plane_serves_xds_on_iomgr_endpoints(tmp_path: Path) -> None:
-    trace = await _tcp_trace_of_one_ads_stream(tmp_path, None)
+    trace = await _tcp_trace_of_one_ads_stream(tmp_path)
     assert "tcp_posix.cc" in trace, trace[-2000:]   # iomgr's TCP endpoint read and wrote the stream
 
 
-async def test_an_operators_grpc_experiments_win(tmp_path: Path) -> None:
-    trace = await _tcp_trace_of_one_ads_stream(tmp_path, "monitoring_experiment")
-    assert "tcp_posix.cc" not in trace          # gRPC's default: EventEngine endpoints
-    assert "Traceback" not in trace
+def _entry_module_env(experiments: str | None) -> list[str]:
+    """Import the entry module in a fresh interpreter: is grpc loaded, and GRPC_EXPERIMENTS then."""
+    env = {k: v for k, v in os.environ.items() if k != EXPERIMENTS_ENV}
+    if experiments is not None:
+        env[EXPERIMENTS_ENV] = experiments
+    return subprocess.run(
+        [sys.executable, "-c", "import os, sys; import mizzen.controlplane.__main__; "
+         f"print('grpc' in sys.modules, os.environ.get({EXPERIMENTS_ENV!r}))"],
+        env=env, capture_output=True, text=True, timeout=60, check=True).stdout.split()
 
 
 def test_configure_comes_before_grpc_loads() -> None:
     """The entry module sets the settings before its imports load grpc (gRPC reads them only then)."""
-    env = {k: v for k, v in os.environ.items() if k != EXPERIMENTS_ENV}
-    out = subprocess.run(
-        [sys.executable, "-c", "import os, sys; import mizzen.controlplane.__main__; "
-         f"print('grpc' in sys.modules, os.environ.get({EXPERIMENTS_ENV!r}))"],
-        env=env, capture_output=True, text=True, timeout=60, check=True).stdout.split()
-    assert out == ["True", SERVER_EXPERIMENTS]
+    assert _entry_module_env(None) == ["True", SERVER_EXPERIMENTS]
+
+
+def test_an_operators_grpc_experiments_win() -> None:
+    assert _entry_module_env("monitoring_experiment") == ["True", "monitoring_experiment"]
