@@ -89,7 +89,7 @@ class Nack:
                 "time": _iso(self.time)}
 
 
-@dataclass
+@dataclass(slots=True)
 class TypeStatus:
     """One type on one stream. ``requested`` is set once the proxy subscribed to the type."""
 
@@ -134,7 +134,7 @@ class TypeStatus:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class ProxyStatus:
     node_id: str
     stream_id: int
@@ -244,14 +244,17 @@ class SyncStatus:
         once requested (Envoy asks for them while applying CDS/LDS, before it ACKs those).
         """
         streams = self._streams.get(node_id)
+        if not streams:
+            return False
         snap = self._cache.get(node_id)
-        if not streams or snap is None:
+        if snap is None:
             return False
         proxy_types = streams[-1].types
         snap_types = snap.types
         for type_url, ts in proxy_types.items():
             tsnap = snap_types.get(type_url)
-            if (tsnap is not None and ts.sent_version == tsnap.version and ts.acked_version == ts.sent_version
+            sent = ts.sent_version
+            if (tsnap is not None and sent == tsnap.version and ts.acked_version == sent
                     and ts.acked_nonce == ts.nonce and ts.nack is None and ts.requested):
                 continue   # the common case, ACKed at the snapshot's version: SYNCED without state()
             if not ts.requested:
