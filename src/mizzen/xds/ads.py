@@ -414,13 +414,12 @@ class AdsStream:
         ts = watch.status
         ts.requested = True
         ts.unsubscribed = names is not None and not names
-        short = SHORT.get(type_url, type_url)
         nonce: str = req.response_nonce
         if not nonce:
             # Initial request for the type on this stream (also after a reconnect, carrying the version the
             # proxy already has): always answer, even if the version is unchanged, or Envoy stays warming.
-            log.debug("%s %s: initial request (has %r) names=%s", self.node_id, short, req.version_info,
-                      names)
+            log.debug("%s %s: initial request (has %r) names=%s", self.node_id, SHORT.get(type_url, type_url),
+                      req.version_info, names)
             watch.names = names
             watch.force = True
             return self._sotw_send(type_url)
@@ -430,12 +429,13 @@ class AdsStream:
             if ts.unsubscribed:
                 watch.names = names
                 self._events.moved(self.status)
-            log.debug("%s %s: stale nonce %s (latest %s) ignored", self.node_id, short, nonce, ts.nonce)
+            log.debug("%s %s: stale nonce %s (latest %s) ignored", self.node_id,
+                      SHORT.get(type_url, type_url), nonce, ts.nonce)
             return []
         if req.HasField("error_detail"):
-            self._nack(ts, short, req.error_detail.message, req.version_info or None)
+            self._nack(ts, req.error_detail.message, req.version_info or None)
         else:
-            self._ack(ts, short, req.version_info, nonce)
+            self._ack(ts, req.version_info, nonce)
         if names is not watch.names:
             if _adds_names(watch.names, names):
                 watch.force = True
@@ -454,7 +454,7 @@ class AdsStream:
         ts = watch.status
         if snap is None or not ts.requested:
             return []   # no config yet: answered when the first snapshot arrives
-        tsnap = snap.of(type_url)
+        tsnap = snap.types.get(type_url) or snap.of(type_url)
         if not watch.force and tsnap.version == ts.sent_version:
             return []
         watch.force = False
@@ -500,13 +500,13 @@ class AdsStream:
                 log.debug("%s %s: unknown or stale nonce %s ignored", self.node_id, short, req.response_nonce)
             elif req.HasField("error_detail"):
                 self._delta_nack(watch, req.response_nonce, pending)
-                self._nack(watch.status, short, req.error_detail.message, None)
+                self._nack(watch.status, req.error_detail.message, None)
             else:
                 while watch.pending:   # Envoy answers in order: older ones are settled too
                     nonce, _p = watch.pending.popitem(last=False)
                     if nonce == req.response_nonce:
                         break
-                self._ack(watch.status, short, pending.version, req.response_nonce)
+                self._ack(watch.status, pending.version, req.response_nonce)
         if self._delta_subscribe(watch, subscribe, unsubscribe):
             watch.held = None
             # an emptied subscription: the proxy holds nothing of the type, nothing to be out of sync with
@@ -626,16 +626,17 @@ class AdsStream:
         ts.responses += 1
         self._events.sent(self.status, ts)
 
-    def _ack(self, ts: TypeStatus, short: str, version: str, nonce: str) -> None:
+    def _ack(self, ts: TypeStatus, version: str, nonce: str) -> None:
         ts.acked_version = version
         ts.acked_nonce = nonce
         ts.acked_at = self._clock()
         ts.nack = None
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s ACKed %s version %s", self.node_id, short, version)
+            log.debug("%s ACKed %s version %s", self.node_id, SHORT.get(ts.type_url, ts.type_url), version)
         self._events.acked(self.status, ts)
 
-    def _nack(self, ts: TypeStatus, short: str, message: str, keeps: str | None) -> None:
+    def _nack(self, ts: TypeStatus, message: str, keeps: str | None) -> None:
+        short = SHORT.get(ts.type_url, ts.type_url)
         ts.nack = Nack(ts.sent_version or "", ts.nonce or "", message, self._clock())
         if keeps is not None or not self.delta:
             ts.acked_version = keeps

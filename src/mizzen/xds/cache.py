@@ -427,7 +427,10 @@ class SnapshotCache:
                 if entry.held.get(t) is shared:
                     shared.refs += 1   # kept: released below with the rest of the old holdings
         for shared in entry.held.values():   # after acquiring: content the node keeps is not rebuilt
-            self._release(shared)
+            if shared.refs > 1:
+                shared.refs -= 1   # (_release's common case, without the call)
+            else:
+                self._release(shared)
         entry.held = held   # (kept even when the versions stay: alike nodes of this push reuse it)
         types = {t: shared.tsnap for t, shared in held.items()}
         if old is not None and _same_versions(old, types):
@@ -483,8 +486,8 @@ class SnapshotCache:
         msgs = tuple(by_name.values())
         names = tuple(by_name)
         last = self._last.get(type_url)
-        if (last is not None and len(last[1]) == len(msgs) and last[2] == names
-                and all(map(operator.is_, msgs, last[1]))):
+        # (equal names: as many messages as last time, so the identity walk covers them all)
+        if last is not None and last[2] == names and all(map(operator.is_, msgs, last[1])):
             # the same objects as the type's last content (alike nodes of a push in a row): no ids to key
             # by, and an overlay is shared rather than worked out again
             self._memo.hits += len(msgs)
@@ -585,7 +588,10 @@ class SnapshotCache:
                 del member[i]
 
     def _wake(self, node_id: str) -> None:
-        for callback in tuple(self._watchers.get(node_id, ())):
+        callbacks = self._watchers.get(node_id)
+        if not callbacks:
+            return
+        for callback in tuple(callbacks):
             try:
                 callback()
             except Exception:
