@@ -343,6 +343,7 @@ class AdsStream:
                  events: StreamEvents | None = None, clock: Callable[[], float] = time.time,
                  nonces: SharedNonces | None = None) -> None:
         self.status = status
+        self.node_id: str = status.node_id   # (read per message: an attribute, not a property)
         self.nonces = nonces
         self._serials: dict[str, int] = {}   # type URL -> the last shared serial sent on this stream
         self.delta = delta
@@ -354,10 +355,6 @@ class AdsStream:
         self._delta: dict[str, _DeltaWatch] = {}
         self._nonces = itertools.count(1)
         self._order: list[str] = []          # the subscribed types in push order
-
-    @property
-    def node_id(self) -> str:
-        return self.status.node_id
 
     def subscribed(self) -> dict[str, frozenset[str] | None]:
         """type URL -> subscribed names (None: wildcard), for debugging and tests."""

@@ -432,8 +432,17 @@ class SnapshotCache:
             else:
                 self._release(shared)
         entry.held = held   # (kept even when the versions stay: alike nodes of this push reuse it)
-        types = {t: shared.tsnap for t, shared in held.items()}
-        if old is not None and _same_versions(old, types):
+        # the node's types, and whether they bring the same versions as its current snapshot (one walk)
+        types: dict[str, TypeSnapshot] = {}
+        olds = old.types if old is not None else _NO_TYPES
+        same = old is not None and len(olds) == len(held)
+        for t, shared in held.items():
+            ts = types[t] = shared.tsnap
+            if same:   # the same count and every type in both: the same types
+                o = olds.get(t)
+                if o is None or (o is not ts and o.version != ts.version):
+                    same = False
+        if same and old is not None:
             # identical content: nothing to push, but hold the new objects only (the old ones are freed)
             entry.snapshot = Snapshot(node_id, old.serial, types)   # same versions: counted already
             return
@@ -597,13 +606,3 @@ class SnapshotCache:
             except Exception:
                 log.exception("snapshot watcher of %s failed", node_id)
 
-
-def _same_versions(old: Snapshot, types: Mapping[str, TypeSnapshot]) -> bool:
-    olds = old.types
-    if len(olds) != len(types):
-        return False
-    for t, ts in types.items():   # the same count and every type in both: the same types
-        o = olds.get(t)
-        if o is None or (o is not ts and o.version != ts.version):
-            return False
-    return True
