@@ -281,53 +281,6 @@ class _SotwWatch:
     send_all: bool = False            # next response carries all resources of the type (EDS after a CDS push)
     raw: list[str] | None = None                    # the names of the latest request, as sent
     requested: frozenset[str] | None = None         # ... as a subscription (None = wildcard)
-    wire: bytes | None = None                       # ``raw`` as DiscoveryRequest fields (see _same_names)
-
-
-_NAMES_TAG = 0x1A   # DiscoveryRequest.resource_names: field 3, length-delimited
-_WIRE_MIN = 4       # shorter name lists are compared as lists (building a few strings costs less)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def names_wire(names: list[str]) -> bytes | None:
-    """``names`` encoded as DiscoveryRequest's repeated ``resource_names`` field (None if too few to be
-    worth it, or not encodable)."""
-    if len(names) < _WIRE_MIN:
-        return None
-    try:
-        return b"".join(b"\x1a" + _varint(len(b)) + b for b in (n.encode() for n in names))
-    except UnicodeError:
-        return None
-
-
-def same_names(req: Any, raw: list[str], wire: bytes | None) -> bool:
-    """Exactly whether ``req.resource_names == raw`` (``wire``: ``names_wire(raw)``), without building a
-    string per name when there are many: upb's repeated-field comparison converts the field to a new list
-    of new strings every time, while serializing the request is one C call.
-
-    The serialized request has its fields in number order (unknown ones last): ``version_info`` (1), then
-    ``node`` (2) if present, then the ``resource_names`` entries (3), then ``type_url`` (4) and the rest. So
-    the names are the same exactly when the entries of ``wire`` start right after field 1 and no further
-    entry follows them. A request that carries ``node`` (or any unexpected layout) does not match there
-    and is reported different: the caller then rebuilds the list, which is only slower, never wrong."""
-    if wire is None:
-        return bool(req.resource_names == raw)
-    data: bytes = req.SerializeToString()
-    version: str = req.version_info
-    off = 0
-    if version:
-        n = len(version) if version.isascii() else len(version.encode())
-        off = 2 + n if n < 0x80 else 1 + len(_varint(n)) + n
-    end = off + len(wire)
-    return data.startswith(wire, off) and (len(data) == end or data[end] != _NAMES_TAG)
 
 
 class AdsStream:
@@ -399,7 +352,8 @@ class AdsStream:
                         self.node_id)
             return []
         watch = self._sotw.get(type_url)
-        if watch is not None and watch.raw is not None and same_names(req, watch.raw, watch.wire):
+        # (the repeated field compares equal to a list, never to a tuple; no copy of it for an ACK)
+        if watch is not None and req.resource_names == watch.raw:
             names = watch.requested   # the same list as last time (an ACK): the same set, not rebuilt
         else:
             raw = list(req.resource_names)
@@ -407,7 +361,7 @@ class AdsStream:
             names = self.diffs.intern(_requested_names(type_url, raw))
             if watch is None:
                 watch = self._sotw[type_url] = _SotwWatch(names, self.status.of(type_url))
-            watch.raw, watch.requested, watch.wire = raw, names, names_wire(raw)
+            watch.raw, watch.requested = raw, names
         ts = watch.status
         ts.requested = True
         ts.unsubscribed = names is not None and not names
