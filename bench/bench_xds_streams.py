@@ -40,6 +40,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mizzen.controlplane import grpcenv
+
+if "--grpc-defaults" not in sys.argv:
+    grpcenv.configure()   # gRPC's settings of the control plane process (read once, when grpc loads)
+
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2
@@ -375,7 +380,8 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
     print(f"== {proto}: streams={args.streams} clusters/node={args.clusters} client={args.client} "
           f"x{len(procs)} (GOMAXPROCS {args.client_gomaxprocs or 'default'}) "
           f"server pid={os.getpid()} loop={type(asyncio.get_running_loop()).__module__} "
-          f"gc={gc.get_threshold()} xDS TLS: off (plaintext gRPC on loopback)", flush=True)
+          f"gc={gc.get_threshold()} GRPC_EXPERIMENTS={os.environ.get('GRPC_EXPERIMENTS', '')!r} "
+          f"xDS TLS: off (plaintext gRPC on loopback)", flush=True)
     me = os.getpid()
     counter = CallbackCount() if args.count_callbacks else None
     try:
@@ -552,6 +558,9 @@ def main() -> None:
                     help="the control plane's sync status (pilot_* metrics per response, ACK and NACK)")
     ap.add_argument("--count-callbacks", action="store_true",
                     help="count the event loop's callbacks per response by kind (asyncio's loop only)")
+    ap.add_argument("--grpc-defaults", action="store_true",
+                    help="gRPC's default runtime settings, not the control plane's "
+                         "(mizzen.controlplane.grpcenv)")
     ap.add_argument("--instructions", action="store_true",
                     help="count the server's instructions in the push rounds under valgrind (a count, not a "
                          "time: comparable between runs on a busy machine; use ~500 streams, it is slow)")
