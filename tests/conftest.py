@@ -1,6 +1,7 @@
-"""Suite-wide isolation: the CLI's contexts (``mizzen config set-context``) live in the user's state dir;
-every test (and every ``mizzen`` subprocess it starts) uses an empty config of its own instead, so a default
-namespace the user chose cannot change what a test sees."""
+"""Suite-wide settings and isolation. gRPC runs with the control plane's settings
+(``mizzen.controlplane.grpcenv``). The CLI's contexts (``mizzen config set-context``) live in the user's
+state dir; every test (and every ``mizzen`` subprocess it starts) uses an empty config of its own instead, so
+a default namespace the user chose cannot change what a test sees."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import os
 from collections.abc import Iterator
 
 import pytest
+
+from mizzen.controlplane import grpcenv
+
+# the control plane process's gRPC settings (iomgr TCP endpoints) for the control planes tests build in
+# process too, so the suite runs what `mizzen controlplane` runs; before any test module loads grpc
+grpcenv.configure()
 
 
 @pytest.fixture(autouse=True, scope="session")
