@@ -43,6 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import fmt_ms, pct, pss_mb, rss_mb, vs_yaml
 
+if "--grpc-defaults" not in sys.argv:   # (gRPC's own settings: for A/B, also with older code)
+    from mizzen.controlplane import grpcenv
+    grpcenv.configure()   # the control plane process's gRPC settings, before anything below loads grpc
+
 from mizzen import eventloop, gctune
 from mizzen.agent.bootstrap import ProxySpec
 from mizzen.agent.envoy import Agent, AgentOptions
@@ -514,6 +518,9 @@ async def amain(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--proxies", default="10,50", help="comma-separated Envoy counts (default %(default)s)")
+    ap.add_argument("--grpc-defaults", action="store_true",
+                    help="gRPC's default runtime settings, not the control plane's "
+                         "(mizzen.controlplane.grpcenv)")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--gap", type=float, default=0.05,
                     help="seconds between a round's ACKs and the next apply (default %(default)s: back to "

@@ -40,9 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mizzen.controlplane import grpcenv
-
 if "--grpc-defaults" not in sys.argv:
+    from mizzen.controlplane import grpcenv
     grpcenv.configure()   # gRPC's settings of the control plane process (read once, when grpc loads)
 
 import grpc
