@@ -1,50 +1,15 @@
 """Bounded load on the control plane: a token-bucket rate limiter for admitting new xDS streams (Istio's
-``PILOT_MAX_REQUESTS_PER_SECOND``) and reading Istio's numeric environment settings."""
+``PILOT_MAX_REQUESTS_PER_SECOND``; the settings are read with :mod:`mizzen.config.env`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-
-from mizzen.config.durations import parse_duration
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RateLimiter", "env_duration", "env_float", "env_int"]
-
-
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        log.warning("%s=%r is not a number; using %s", name, raw, default)
-        return default
-    return value if value >= 0 else default
-
-
-def env_int(name: str, default: int) -> int:
-    return int(env_float(name, float(default)))
-
-
-def env_duration(name: str, default: float) -> float:
-    """A duration setting in seconds, written as Istio's are (Go's ``5s``, ``500ms``; a bare number is
-    seconds)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    value = parse_duration(raw)
-    if value is None:
-        try:
-            value = float(raw)
-        except ValueError:
-            log.warning("%s=%r is not a duration; using %ss", name, raw, default)
-            return default
-    return value if value >= 0 else default
+__all__ = ["RateLimiter"]
 
 
 class RateLimiter:

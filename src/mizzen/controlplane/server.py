@@ -46,6 +46,7 @@ from mizzen import telemetry
 from mizzen.auth.guard import Guard
 from mizzen.auth.token import TOKEN_ENV, ensure_token, new_token
 from mizzen.config import kinds
+from mizzen.config.env import env_duration, env_float, env_int
 from mizzen.config.model import Config, ConfigKey
 from mizzen.console.addons import read_addons
 from mizzen.console.app import Console
@@ -54,7 +55,7 @@ from mizzen.controlplane.api import Api, Loader
 from mizzen.controlplane.events import EventLog
 from mizzen.controlplane.exposure import gateway_bind_issues
 from mizzen.controlplane.identity import MeshIdentity
-from mizzen.controlplane.limits import RateLimiter, env_duration, env_float, env_int
+from mizzen.controlplane.limits import RateLimiter
 from mizzen.controlplane.metrics import CONFIG_EVENTS, Metrics, ObservedStatus
 from mizzen.controlplane.persist import StateDir
 from mizzen.controlplane.pods_proxy import PodsProxy

@@ -31,13 +31,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
 
-from mizzen.config.durations import parse_duration
+from mizzen.config.env import env_bool, env_duration, env_float
 from mizzen.config.model import Config, ConfigKey
 from mizzen.kube.rest import Object
 from mizzen.kube.status import StatusWriter, status_path
@@ -57,33 +56,17 @@ RECONCILED = "Reconciled"
 
 def status_enabled() -> bool:
     """``$PILOT_ENABLE_STATUS`` true (Istio's default: off)."""
-    return os.environ.get(STATUS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return env_bool(STATUS_ENV)
 
 
 def update_interval() -> float:
     """``$PILOT_STATUS_UPDATE_INTERVAL`` (a duration, at least 10 ms), else Istio's 500 ms."""
-    raw = os.environ.get(UPDATE_INTERVAL_ENV, "").strip()
-    if not raw:
-        return DEFAULT_INTERVAL_S
-    value = parse_duration(raw)
-    if value is None or value < 0.01:
-        log.warning("$%s=%r is not a duration of at least 10ms; using %gms", UPDATE_INTERVAL_ENV, raw,
-                    DEFAULT_INTERVAL_S * 1000)
-        return DEFAULT_INTERVAL_S
-    return value
+    return env_duration(UPDATE_INTERVAL_ENV, DEFAULT_INTERVAL_S, minimum=0.01)
 
 
 def status_qps() -> float:
-    """``$PILOT_STATUS_QPS`` (a positive number), else Istio's 100."""
-    raw = os.environ.get(QPS_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_QPS
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        log.warning("$%s=%r is not a positive number; using %g", QPS_ENV, raw, DEFAULT_QPS)
-        return DEFAULT_QPS
-    return value
+    """``$PILOT_STATUS_QPS`` (a positive number: at least 0.01), else Istio's 100."""
+    return env_float(QPS_ENV, DEFAULT_QPS, minimum=0.01)
 
 
 def _now() -> str:

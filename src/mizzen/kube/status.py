@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from mizzen.config import kinds
-from mizzen.config.durations import parse_duration
+from mizzen.config.env import env_bool, env_duration
 from mizzen.config.errors import Severity
 from mizzen.config.model import ConfigKey
 from mizzen.kube.rest import MERGE_PATCH, Object, call, status_of
@@ -65,20 +64,12 @@ class Finding:
 
 def analysis_enabled() -> bool:
     """``$PILOT_ENABLE_ANALYSIS`` true (Istio's default: off)."""
-    return os.environ.get(ANALYSIS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return env_bool(ANALYSIS_ENV)
 
 
 def analysis_interval() -> float:
     """``$PILOT_ANALYSIS_INTERVAL`` (a duration); below 1 s or unreadable: Istio's 10 s (with a warning)."""
-    raw = os.environ.get(INTERVAL_ENV, "").strip()
-    if not raw:
-        return DEFAULT_INTERVAL_S
-    value = parse_duration(raw)
-    if value is None or value < 1:
-        log.warning("$%s=%r is not a duration of at least 1s; using %gs", INTERVAL_ENV, raw,
-                    DEFAULT_INTERVAL_S)
-        return DEFAULT_INTERVAL_S
-    return value
+    return env_duration(INTERVAL_ENV, DEFAULT_INTERVAL_S, minimum=1.0)
 
 
 def field_manager(identity: str) -> str:
