@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["MeshShape", "fmt_ms", "mesh_workloads", "mesh_yaml", "pct", "pod_address", "pss_mb", "rss_mb",
            "tree_pids", "vs_yaml"]
@@ -193,3 +194,28 @@ def mesh_workloads(shape: MeshShape,
             out.append((ns, f"{name}-{v}-{j}", address(k), {"app": name, "version": v}))
             k += 1
     return out
+
+
+async def fast_and_load(cp: Any, agents: list[Any], *, ns: str, server_ip: str, app_ip: str,
+                        client_ip: str) -> tuple[Any, Any]:
+    """The two sidecars of the telemetry and scrape benches on ``cp``: ``fast-v1`` (the server, in front of
+    the app at ``app_ip``:9080) and ``load-v1`` (the client, HTTP proxy on 15080), one worker each, started
+    and appended to ``agents`` (the caller stops them); the server registered as a workload."""
+    from mizzen.agent.bootstrap import ProxySpec
+    from mizzen.agent.envoy import Agent, AgentOptions
+    from mizzen.core.proxy import ProxyType
+    from mizzen.registry.model import Workload
+
+    opts = AgentOptions(concurrency=1, log_level="error")
+    server = Agent(ProxySpec(type=ProxyType.SIDECAR, ip=server_ip, namespace=ns, name="fast-v1",
+                             xds_port=cp.xds_port, labels={"app": "fast", "version": "v1"},
+                             app_host=app_ip), opts)
+    client = Agent(ProxySpec(type=ProxyType.SIDECAR, ip=client_ip, namespace=ns, name="load-v1",
+                             xds_port=cp.xds_port, labels={"app": "load", "version": "v1"},
+                             http_proxy_port=15080), opts)
+    for a in (server, client):
+        await a.start(ready_timeout=30)
+        agents.append(a)
+    cp.register_workload(Workload(name="fast-v1", namespace=ns, address=server_ip,
+                                  labels={"app": "fast", "version": "v1"}))
+    return server, client

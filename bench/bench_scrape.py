@@ -22,14 +22,11 @@ import sys
 import time
 
 import httpx
-from _common import pct
+from _common import fast_and_load, pct
 from aiohttp import web
 
-from mizzen.agent.bootstrap import ProxySpec
-from mizzen.agent.envoy import Agent, AgentOptions
+from mizzen.agent.envoy import Agent
 from mizzen.controlplane.server import ControlPlane, ControlPlaneOptions
-from mizzen.core.proxy import ProxyType
-from mizzen.registry.model import Workload
 
 NS = "bench"
 SERVER_IP, APP_IP, CLIENT_IP = "127.78.0.2", "127.78.0.3", "127.78.0.4"
@@ -92,18 +89,8 @@ async def run(args: argparse.Namespace) -> None:
     agents: list[Agent] = []
     try:
         await cp.start()
-        opts = AgentOptions(concurrency=1, log_level="error")
-        server = Agent(ProxySpec(type=ProxyType.SIDECAR, ip=SERVER_IP, namespace=NS, name="fast-v1",
-                                 xds_port=cp.xds_port, labels={"app": "fast", "version": "v1"},
-                                 app_host=APP_IP), opts)
-        client = Agent(ProxySpec(type=ProxyType.SIDECAR, ip=CLIENT_IP, namespace=NS, name="load-v1",
-                                 xds_port=cp.xds_port, labels={"app": "load", "version": "v1"},
-                                 http_proxy_port=15080), opts)
-        for a in (server, client):
-            await a.start(ready_timeout=30)
-            agents.append(a)
-        cp.register_workload(Workload(name="fast-v1", namespace=NS, address=SERVER_IP,
-                                      labels={"app": "fast", "version": "v1"}))
+        server, _ = await fast_and_load(cp, agents, ns=NS, server_ip=SERVER_IP, app_ip=APP_IP,
+                                        client_ip=CLIENT_IP)
         result = cp.api.loader(SERVICE, "bench.yaml", None)
         assert not result.errors, result.errors
         cp.store.apply(result.configs)
