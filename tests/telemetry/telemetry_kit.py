@@ -1,14 +1,19 @@
-"""Helpers for telemetry tests: scrape a proxy's Prometheus endpoint and pick Istio's metrics by labels."""
+"""Helpers for telemetry tests: scrape a proxy's Prometheus endpoint and pick Istio's metrics by labels; a
+ratings backend with a client sidecar; a Telemetry resource disabling a metric."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import httpx
 
 from mizzen.agent.bootstrap import STATS_PORT
 from mizzen.agent.envoy import Agent
+
+if TYPE_CHECKING:
+    from harness import Mesh
 
 _LINE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$')
 _LABEL = re.compile(r'(?P<k>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<v>(?:[^"\\]|\\.)*)"')
@@ -55,3 +60,40 @@ def only(samples: list[Sample], name: str, **want: str) -> dict[str, str]:
 def subset(labels: Mapping[str, str], want: Mapping[str, str]) -> dict[str, tuple[str | None, str]]:
     """The labels that differ from ``want``: {label: (got, want)}."""
     return {k: (labels.get(k), v) for k, v in want.items() if labels.get(k) != v}
+
+
+def metrics_disabled(name: str, namespace: str, metric: str) -> str:
+    """A Telemetry resource in ``namespace`` disabling Prometheus ``metric`` (``ALL_METRICS``,
+    ``REQUEST_DURATION``, ...)."""
+    return f"""
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  metrics:
+  - providers: [{{name: prometheus}}]
+    overrides: [{{match: {{metric: {metric}}}, disabled: true}}]
+"""
+
+
+async def ratings_and_client(mesh: Mesh, namespace: str, client_pod: str) -> tuple[Agent, Agent]:
+    """A ``ratings`` backend with its sidecar and its Service, and a ``reviews-v2`` client sidecar named
+    ``client_pod``, synced: (client sidecar, ratings sidecar)."""
+    ratings = await mesh.backend("ratings", "v1", namespace=namespace, sidecar=True)
+    client = await mesh.sidecar(namespace, client_pod, {"app": "reviews", "version": "v2"})
+    await mesh.apply_yaml(f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: ratings, namespace: {namespace}}}
+spec:
+  selector: {{app: ratings}}
+  ports: [{{name: http, port: 9080}}]
+""")
+    await mesh.wait_synced()
+    assert ratings.sidecar is not None
+    return client, ratings.sidecar
+
+
+async def get_ratings_ok(http: httpx.AsyncClient) -> None:
+    r = await http.get("http://ratings:9080/")
+    assert r.status_code == 200, r.status_code

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
-from telemetry_kit import Sample, parse, scrape, total
+from telemetry_kit import Sample, get_ratings_ok, metrics_disabled, parse, ratings_and_client, scrape, total
 
 from harness import Mesh, eventually
 from mizzen.agent.bootstrap import STATS_PORT
@@ -18,39 +17,9 @@ from mizzen.telemetry import prometheus
 from mizzen.telemetry.metrics import COUNTED_DURATION
 
 NS = "countns"
-SVC = f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: ratings, namespace: {NS}}}
-spec:
-  selector: {{app: ratings}}
-  ports: [{{name: http, port: 9080}}]
-"""
-NO_DURATION = f"""
-apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata: {{name: no-duration, namespace: {NS}}}
-spec:
-  metrics:
-  - providers: [{{name: prometheus}}]
-    overrides: [{{match: {{metric: REQUEST_DURATION}}, disabled: true}}]
-"""
+NO_DURATION = metrics_disabled("no-duration", NS, "REQUEST_DURATION")
 REQ = "istio_requests_total"
 DURATION_COUNT = "istio_request_duration_milliseconds_count"
-
-
-async def _world(mesh: Mesh) -> tuple[Agent, Agent]:
-    ratings = await mesh.backend("ratings", "v1", namespace=NS, sidecar=True)
-    client = await mesh.sidecar(NS, "reviews-v2-5d8c9f7b4-q7r2t", {"app": "reviews", "version": "v2"})
-    await mesh.apply_yaml(SVC)
-    await mesh.wait_synced()
-    assert ratings.sidecar is not None
-    return client, ratings.sidecar
-
-
-async def _get_ok(http: httpx.AsyncClient) -> None:
-    r = await http.get("http://ratings:9080/")
-    assert r.status_code == 200, r.status_code
 
 
 async def _scrapes(agent: Agent) -> list[list[Sample]]:
@@ -59,9 +28,9 @@ async def _scrapes(agent: Agent) -> list[list[Sample]]:
 
 
 async def test_requests_total_exact_at_every_scrape_without_a_counter(mesh: Mesh) -> None:
-    client, server = await _world(mesh)
+    client, server = await ratings_and_client(mesh, NS, "reviews-v2-5d8c9f7b4-q7r2t")
     async with mesh.client_via(client) as http:
-        await eventually(lambda: _get_ok(http), timeout=10)
+        await eventually(lambda: get_ratings_ok(http), timeout=10)
         await asyncio.sleep(0.2)            # the first request's access log written at both proxies
         base = {a: [total(s, REQ, reporter=rep) for s in await _scrapes(a)]
                 for a, rep in ((client, "source"), (server, "destination"))}
@@ -69,7 +38,7 @@ async def test_requests_total_exact_at_every_scrape_without_a_counter(mesh: Mesh
         sent = 0
         for burst in (1, 4, 9):
             for _ in range(burst):
-                await _get_ok(http)
+                await get_ratings_ok(http)
             sent += burst
             # no wait: Envoy merged its histograms for this scrape (the stats flush is every 5 s otherwise)
             for a, rep in ((client, "source"), (server, "destination")):
@@ -80,7 +49,7 @@ async def test_requests_total_exact_at_every_scrape_without_a_counter(mesh: Mesh
                         [n for n, _, _ in s if n == DURATION_COUNT])    # one series per duration series
         # readers at the same time (Prometheus on :15020 and :15090, a user): each one's count still exact
         for _ in range(5):
-            await _get_ok(http)
+            await get_ratings_ok(http)
         sent += 5
         at_once = await asyncio.gather(*(scrape(a, port) for a in (client, server) for port in (
             STATS_PORT, MERGED_STATS_PORT, STATS_PORT)))
@@ -96,13 +65,13 @@ async def test_requests_total_exact_at_every_scrape_without_a_counter(mesh: Mesh
 
 
 async def test_requests_total_is_a_counter_when_the_duration_is_disabled(mesh: Mesh) -> None:
-    client, server = await _world(mesh)
+    client, server = await ratings_and_client(mesh, NS, "reviews-v2-5d8c9f7b4-q7r2t")
     await mesh.apply_yaml(NO_DURATION)
     await mesh.wait_synced()
     async with mesh.client_via(client) as http:
         async def counted_without_duration() -> None:
             before = [await scrape(a) for a in (client, server)]
-            await _get_ok(http)
+            await get_ratings_ok(http)
             await asyncio.sleep(0.1)        # the access log runs as the stream ends
             after = [await scrape(a) for a in (client, server)]
             for b, a, rep in zip(before, after, ("source", "destination"), strict=True):

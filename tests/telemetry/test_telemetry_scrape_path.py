@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from telemetry_kit import parse, total
+from telemetry_kit import get_ratings_ok, metrics_disabled, parse, ratings_and_client, total
 
 from harness import Mesh, alloc_ip, eventually
 from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, STATS_PORT, ProxySpec
@@ -24,40 +24,10 @@ from mizzen.telemetry.metrics import COUNTED_DURATION
 from mizzen.telemetry.stats_filter import BadFilter, filter_families, stats_filter
 
 NS = "scrapens"
-SVC = f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: ratings, namespace: {NS}}}
-spec:
-  selector: {{app: ratings}}
-  ports: [{{name: http, port: 9080}}]
-"""
-METRICS_OFF = f"""
-apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata: {{name: metrics-off, namespace: {NS}}}
-spec:
-  metrics:
-  - providers: [{{name: prometheus}}]
-    overrides: [{{match: {{metric: ALL_METRICS}}, disabled: true}}]
-"""
+METRICS_OFF = metrics_disabled("metrics-off", NS, "ALL_METRICS")
 REQ = "istio_requests_total"
 DURATION = "istio_request_duration_milliseconds"
 PORTS = (STATS_PORT, MERGED_STATS_PORT)
-
-
-async def _world(mesh: Mesh) -> tuple[Agent, Agent]:
-    ratings = await mesh.backend("ratings", "v1", namespace=NS, sidecar=True)
-    client = await mesh.sidecar(NS, "reviews-v2-5d8c9f7b4-s8k2x", {"app": "reviews", "version": "v2"})
-    await mesh.apply_yaml(SVC)
-    await mesh.wait_synced()
-    assert ratings.sidecar is not None
-    return client, ratings.sidecar
-
-
-async def _get_ok(http: httpx.AsyncClient) -> None:
-    r = await http.get("http://ratings:9080/")
-    assert r.status_code == 200, r.status_code
 
 
 async def _scrape(agent: Agent, port: int, query: str = "") -> httpx.Response:
@@ -92,13 +62,13 @@ async def _admin_requests_per_scrape(agent: Agent, port: int, scrapes: int = 4) 
 
 
 async def test_filter_by_istio_names_and_envoy_parameters(mesh: Mesh) -> None:
-    client, server = await _world(mesh)
+    client, server = await ratings_and_client(mesh, NS, "reviews-v2-5d8c9f7b4-s8k2x")
     async with mesh.client_via(client) as http:
-        await eventually(lambda: _get_ok(http), timeout=10)
+        await eventually(lambda: get_ratings_ok(http), timeout=10)
         await asyncio.sleep(0.2)            # the first request's access log written at both proxies
         base = {port: total(parse(await _text(server, port)), REQ, reporter="destination") for port in PORTS}
         for _ in range(3):
-            await _get_ok(http)
+            await get_ratings_ok(http)
     for port in PORTS:
         # Istio's name: the derived family alone, exact with no wait
         text = await _text(server, port, "?filter=istio_requests_total")
@@ -133,11 +103,11 @@ async def test_filter_by_istio_names_and_envoy_parameters(mesh: Mesh) -> None:
 
 async def test_no_flush_probe_without_the_counted_histogram_exact_once_it_appears(mesh: Mesh) -> None:
     await mesh.apply_yaml(METRICS_OFF)
-    client, server = await _world(mesh)
+    client, server = await ratings_and_client(mesh, NS, "reviews-v2-5d8c9f7b4-s8k2x")
     async with mesh.client_via(client) as http:
-        await eventually(lambda: _get_ok(http), timeout=10)
+        await eventually(lambda: get_ratings_ok(http), timeout=10)
         for _ in range(3):
-            await _get_ok(http)
+            await get_ratings_ok(http)
     await asyncio.sleep(0.2)
     for agent in (client, server):
         assert REQ not in await _text(agent, STATS_PORT)
@@ -150,7 +120,7 @@ async def test_no_flush_probe_without_the_counted_histogram_exact_once_it_appear
     await eventually(lambda: _listeners_with_stats_loggers(client), timeout=10)
     async with mesh.client_via(client) as http:      # a new connection: the new listener config
         for _ in range(4):
-            await _get_ok(http)
+            await get_ratings_ok(http)
     text = await _text(client, STATS_PORT)
     assert total(parse(text), REQ, reporter="source") == 4
     assert total(parse(text), DURATION + "_count", reporter="source") == 4
