@@ -37,6 +37,7 @@ from google.protobuf import json_format
 
 import mizzen
 from mizzen.agent.admin_proxy import redact_secrets
+from mizzen.analysis import AnalysisIssue, analyze, merge, read_documents
 from mizzen.auth.guard import Guard
 from mizzen.config import credentials, kinds
 from mizzen.config.errors import ConfigError, Issue, Severity
@@ -45,14 +46,15 @@ from mizzen.config.model import Config
 from mizzen.config.validation.common import is_k8s_dns_subdomain
 from mizzen.controlplane.parse_worker import MAX_BODY, MAX_OBJECTS, ParsePool, ParserCrashed
 from mizzen.controlplane.push import iso
+from mizzen.core.listeners import generation_warnings
 from mizzen.registry.model import Workload
+from mizzen.registry.registry import build_snapshot
 from mizzen.security import inbound_mtls
 from mizzen.simulate import DIRECTIONS, InvalidRequest, SimRequest, resources_from_any
 from mizzen.simulate import simulate as simulate_request
 from mizzen.xds.resources import LISTENER, SECRET, SHORT
 
 if TYPE_CHECKING:
-    from mizzen.analysis import AnalysisIssue
     from mizzen.controlplane.server import ControlPlane
 
 log = logging.getLogger(__name__)
@@ -659,9 +661,6 @@ class Api:
                   ) -> Callable[[], list[AnalysisIssue]]:
         """:meth:`_analyze` in two steps: its inputs gathered now (the loop's live state), the analyzers run
         when the returned function is called (pure over those snapshots, so it may run in a thread)."""
-        from mizzen.analysis import analyze, merge
-        from mizzen.registry.registry import build_snapshot
-
         mesh = self.cp.pusher.mesh   # the mesh config in force (a cluster's ConfigMap may have changed it)
         store = self.cp.store
         snapshot = merge(store.snapshot(), candidates)
@@ -705,8 +704,6 @@ class Api:
     async def analyze(self, request: web.Request) -> web.Response:
         """GET: the stored config and registry; POST {documents, namespace}: with those objects applied on
         top. ``?namespace=NS`` keeps the messages about objects in NS."""
-        from mizzen.analysis import read_documents
-
         inputs = read_documents([])
         if request.method == "POST":
             data = await _body(request)
@@ -740,8 +737,6 @@ class Api:
         """``?proxyID=``: the config the generators skipped for that connected proxy (unsupported or
         conflicting parts, gateway credentials its namespace cannot serve), which Envoy never sees and so
         never NACKs; without ``proxyID``, every connected proxy that has some."""
-        from mizzen.core.listeners import generation_warnings
-
         ident = request.query.get("proxyID") or request.query.get("proxy")
         pusher = self.cp.pusher
         push = pusher.current()
