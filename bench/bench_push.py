@@ -6,7 +6,8 @@
 An in-process ControlPlane (ephemeral ports, temp state dir) serves a Bookinfo-like mesh (Services,
 DestinationRules with subsets, registered workloads) to N real Envoy sidecars (concurrency 1, each on its own
 127.x address and registered as a workload). Each round applies a VirtualService change (reviews weights)
-and waits for every proxy to ACK; per proxy the latency is its last ACK time minus the apply time. The apply
+and waits for every proxy to ACK; per proxy the latency is its last ACK time minus the apply time. The
+first ``--warmup`` rounds (default 1) after start-up are reported apart, not counted. The apply
 (``--apply``) is what ``mizzen apply`` does by default (``http``: the YAML POSTed to /apis/apply by a client
 process with the CLI's HTTP client, parsed and validated by the API, ``store.apply_async``: the journal
 record written on the journal thread), or ``async`` (``store.apply_async`` of parsed objects, in process)
@@ -196,6 +197,7 @@ class Result:
     envoy_pss: float = 0.0
     timeouts: int = 0
     unchanged: int = 0        # proxy-rounds without a new ACK (config unchanged for that proxy)
+    warmup: list[float] = field(default_factory=list)      # the warm-up rounds' apply -> last proxy ACKed
 
 
 def load(cp: ControlPlane, text: str) -> list[Config]:
@@ -309,7 +311,7 @@ def describe_snapshot(cp: ControlPlane, node: str) -> str:
 
 
 async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
-                  prof: cProfile.Profile | None = None, gap: float = 0.05) -> Result:
+                  prof: cProfile.Profile | None = None, gap: float = 0.05, warmup: int = 1) -> Result:
     quiet = PROD.debounce_quiet_s if debounce == "prod" else float(debounce)
     max_delay = PROD.debounce_max_s if debounce == "prod" else max(quiet, 10 * quiet, 0.05)
     lead = PROD.debounce_lead_s if LEAD is None else LEAD
@@ -368,7 +370,7 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                       "envoys-CPU (main+other)  ms  sent CDS/EDS/LDS/RDS  memo built")
             # per round: control plane loop, other threads, Envoys main, other threads, the loop's run delay
             cpus: list[tuple[float, ...]] = []
-            for r in range(1, rounds + 1):
+            for r in range(1 - warmup, rounds + 1):   # rounds <= 0: the warm-up, reported apart
                 w = 5 + (r * 37) % 90           # a different split every round
                 text = vs_yaml("reviews", NS, (w, 100 - w), ("v1", "v3" if r % 2 else "v2"))
                 change = load(cp, text)
@@ -401,6 +403,11 @@ async def run_one(n: int, debounce: str, rounds: int, agents: list[Agent],
                 if len(lat) < len(nodes):
                     res.unchanged += len(nodes) - len(lat)
                 if not lat:
+                    continue
+                if r <= 0:
+                    res.warmup.append(max(lat))
+                    if TRACE:
+                        print(f"  warm-up round (not counted): all ACKed {max(lat) * 1000:.1f} ms")
                     continue
                 res.latencies.extend(lat)
                 res.rounds_all.append(max(lat))
@@ -475,6 +482,9 @@ def report(r: Result) -> None:
     print(f"\nN={r.proxies} Envoy sidecars, debounce {r.debounce}, apply {r.apply}: {len(r.rounds_all)} "
           f"rounds ({r.timeouts} timed out, {r.unchanged} proxy-rounds without a change); "
           f"startup + initial sync {r.startup_s:.1f} s")
+    if r.warmup:
+        print(f"  warm-up before the rounds (the first applies after start-up, not counted): apply -> "
+              f"last proxy ACKed {', '.join(f'{w * 1000:.1f}' for w in r.warmup)} ms")
     print(f"  apply -> proxy ACKed (all proxies, all rounds): {fmt_ms(r.latencies)}")
     print(f"  apply -> last proxy ACKed (per round):          {fmt_ms(r.rounds_all)}")
     if r.generate:
@@ -507,7 +517,7 @@ async def amain(args: argparse.Namespace) -> None:
                 for how in [x.strip() for x in args.apply.split(",") if x.strip()]:
                     APPLY = how
                     prof = cProfile.Profile() if args.profile else None
-                    report(await run_one(n, d, args.rounds, agents, prof, args.gap))
+                    report(await run_one(n, d, args.rounds, agents, prof, args.gap, args.warmup))
                 if prof is not None:
                     pstats.Stats(prof, stream=sys.stdout).sort_stats(args.profile_sort).print_stats(
                         args.profile_lines)
@@ -522,6 +532,9 @@ def main() -> None:
                     help="gRPC's default runtime settings, not the control plane's "
                          "(mizzen.controlplane.grpcenv)")
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="rounds before the counted ones (default %(default)s), reported apart: the first "
+                         "apply after start-up also pays one-time costs (connections, first writes)")
     ap.add_argument("--gap", type=float, default=0.05,
                     help="seconds between a round's ACKs and the next apply (default %(default)s: back to "
                          "back, debounced; 0.2: isolated applies, which the debouncer pushes after 5 ms)")
