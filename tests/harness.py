@@ -13,7 +13,8 @@ Import from any test (``tests`` is on pytest's ``pythonpath``)::
             r = await http.get("http://reviews:9080/")
 
 Every process, server and client a Mesh starts is stopped on exit. Each Mesh allocates its own loopback
-addresses (127.10.x.y, x derived from the pid) so tests of different engineers can run at the same time.
+addresses (127.10.x.y, in /24 blocks claimed with lock files: ``addrblocks``) so test processes of different
+engineers can run at the same time.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import itertools
-import os
 import socket
 import tempfile
 import time
@@ -36,6 +36,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+import addrblocks
 from mizzen.agent.bootstrap import AGENT_ADMIN_PORT, ProxySpec
 from mizzen.agent.envoy import Agent, AgentOptions
 from mizzen.config.errors import ConfigError
@@ -60,8 +61,8 @@ __all__ = [
 T = TypeVar("T")
 
 HTTP_PROXY_PORT = 15080
-_SUBNET = 1 + os.getpid() % 250
-_hosts = itertools.count(1)
+_hosts = itertools.count(0)
+_blocks: list[int] = []   # the 127.10.<x> blocks this process claimed, in use order
 
 
 def scrape(text: str) -> dict[str, float]:
@@ -75,10 +76,12 @@ def scrape(text: str) -> dict[str, float]:
 
 
 def alloc_ip() -> str:
-    """A fresh loopback address 127.10.<x>.<y>; x comes from the pid, so parallel test processes differ."""
+    """A fresh loopback address 127.10.<x>.<y>, in blocks this process claimed (:mod:`addrblocks`), so test
+    processes running at once never share one."""
     n = next(_hosts)
-    x = (_SUBNET + (n - 1) // 250) % 250 + 1
-    return f"127.10.{x}.{(n - 1) % 250 + 2}"
+    while len(_blocks) <= n // 250:
+        _blocks.append(addrblocks.claim(10))
+    return f"127.10.{_blocks[n // 250]}.{n % 250 + 2}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -18,13 +18,20 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
+import addrblocks
+
 _ADDRS = itertools.count(2)
-_BASE = f"127.77.{os.getpid() % 200 + 20}"
+_BLOCK: list[int] = []   # the 127.77.<x> block this process claimed (addrblocks), once needed
 
 
 def fresh_addr() -> str:
-    """A loopback address unused by other tests in this session (so port 9080 can be reused)."""
-    return f"{_BASE}.{next(_ADDRS)}"
+    """A loopback address unused by other tests in this session and by other test processes (so port 9080
+    can be reused)."""
+    if not _BLOCK:
+        _BLOCK.append(addrblocks.claim(77))
+    n = next(_ADDRS)
+    assert n < 255, "more than 253 Bookinfo test addresses in one process"
+    return f"127.77.{_BLOCK[0]}.{n}"
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:

@@ -5,20 +5,19 @@ its argv and env over HTTP) usable as a container command, and process liveness 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import addrblocks
 from mizzen.registry.model import Workload
-
-_NETS = itertools.count(0)
 
 
 def private_nets() -> tuple[str, str]:
-    """Pod/app networks private to this test process (other runs and engineers use other ranges)."""
-    n = (os.getpid() % 50) * 4 + next(_NETS) % 4
-    return f"127.{100 + n // 100 * 2}.{n % 100}.0/24", f"127.{101 + n // 100 * 2}.{n % 100}.0/24"
+    """Pod and app networks of their own (127.100.<x>.0/24 and 127.101.<x>.0/24, the block claimed with
+    ``addrblocks``: no other call and no other test process gets them)."""
+    x = addrblocks.claim(100)
+    return f"127.100.{x}.0/24", f"127.101.{x}.0/24"
 
 
 @dataclass
