@@ -151,6 +151,15 @@ class ProxyStatus:
         return ts
 
 
+def _answer_pending(ps: ProxyStatus) -> bool:
+    """Some subscribed type's latest response on the stream has no ACK yet (none came, or a NACK did): the
+    node is not SYNCED (the first thing :meth:`SyncStatus.is_synced` checks per type)."""
+    for ts in ps.types.values():
+        if ts.requested and ts.acked_nonce != ts.nonce and not ts.unsubscribed:
+            return True
+    return False
+
+
 @dataclass
 class _Waiter:
     remaining: set[str]
@@ -196,7 +205,9 @@ class SyncStatus:
         """A response of ``ts``'s type was recorded on ``ps``'s stream (before its write)."""
 
     def acked(self, ps: ProxyStatus, ts: TypeStatus) -> None:
-        if self._waiters:
+        # (while another response on the stream awaits its answer the node cannot be SYNCED: the waiters
+        # are not woken to re-check it, once per response of a push instead of once per ACK)
+        if self._waiters and not _answer_pending(ps):
             self.notify(ps.node_id)
 
     def nacked(self, ps: ProxyStatus, ts: TypeStatus) -> None:
