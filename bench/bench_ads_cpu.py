@@ -17,7 +17,9 @@ a 5,000-stream run.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
+import pstats
 import statistics
 import sys
 import time
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace) -> None:
 
     phases: dict[str, list[float]] = {k: [] for k in ("cache", "stream", "encode", "ack", "synced")}
     msgs = acks = 0
+    prof = cProfile.Profile() if args.profile else None
     gc.collect()
     gc.disable()   # the server's push window: no young pass inside a round
     try:
@@ -108,6 +111,8 @@ def run(args: argparse.Namespace) -> None:
             for c, rs in zip(clients, sets, strict=True):
                 cache.set_snapshot(c.node, rs)
             t1 = time.thread_time()
+            if prof is not None:   # the server's own phases only (its times are inflated by the profiler)
+                prof.enable()
             out = [ads.set_snapshot(cache.get(ads.node_id)) for ads in streams]
             t2 = time.thread_time()
             encode = server.encode
@@ -130,6 +135,8 @@ def run(args: argparse.Namespace) -> None:
                 for _ in reqs:
                     is_synced(ads.node_id)
             t6 = time.thread_time()
+            if prof is not None:
+                prof.disable()
             for ads in streams:
                 if not is_synced(ads.node_id):
                     raise SystemExit(f"not synced: {status.describe([ads.node_id])}")
@@ -154,6 +161,8 @@ def run(args: argparse.Namespace) -> None:
     for k, v in med.items():
         print(f"  {what[k]:<40} {v * 1000:7.1f} ms  {v / max(1, per[k]) * 1e6:6.2f} us")
     print(f"  {'per stream per round':<40} {total * 1000:7.1f} ms  {total / n * 1e6:6.2f} us")
+    if prof is not None:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
 
 
 def main() -> None:
@@ -163,6 +172,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--protocol", choices=["sotw", "delta"], default="sotw")
     ap.add_argument("--change", default="all", choices=["all", "one-cluster", "one-endpoint"])
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="cProfile the server's phases (stream, encode, ACK, synced; not the cache) and "
+                         "print the N functions with the most own time (the profiler inflates their times)")
     run(ap.parse_args())
 
 

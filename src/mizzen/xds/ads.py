@@ -35,7 +35,7 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -161,9 +161,10 @@ class SharedNonces(Retained):
 
 # --- delta: what the proxy holds ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _SnapKnown:
-    """The proxy holds exactly ``tsnap``'s resources within subscription ``sub`` (None: all of them)."""
+    """The proxy holds exactly ``tsnap``'s resources within subscription ``sub`` (None: all of them).
+    Immutable: one is shared by the streams brought to that content by the same diff (``_Diff.after``)."""
 
     tsnap: TypeSnapshot
     sub: frozenset[str] | None
@@ -186,13 +187,18 @@ class _SnapKnown:
 _Known = _SnapKnown | dict[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Diff:
+    """What one delta response carries, and what goes with it, all shared by the streams sent it: computed
+    once per content, so each stream's send is a lookup."""
+
     resources: tuple[Packed, ...]
     removed: tuple[str, ...]
+    key: tuple[Any, ...] | None = None   # the content's key (None: this stream's own diff); one object
+    after: _SnapKnown | None = None      # what the proxy holds once it has it (None: what it holds now)
 
 
-_NO_DIFF = _Diff((), ())
+_NO_DIFF = _Diff((), ())   # the proxy holds exactly the content already
 
 
 class DeltaDiffs(Retained):
@@ -249,13 +255,13 @@ def delta_target(key: tuple[Any, ...]) -> Target:
     return key[0], key[3]
 
 
-@dataclass
-class _Pending:
-    version: str
-    prior: _Known          # what the proxy held before this response (restored on its NACK)
+# A delta response awaiting its ACK/NACK: (the type version it brings the proxy to, what the proxy held
+# before it: restored on its NACK)
+_Pending = tuple[str, _Known]
+_NO_NAMES: frozenset[str] = frozenset()
 
 
-@dataclass
+@dataclass(slots=True)
 class _DeltaWatch:
     status: TypeStatus
     wildcard: bool = False
@@ -263,7 +269,7 @@ class _DeltaWatch:
     known: _Known = field(default_factory=dict)
     force: bool = False                                 # respond even if nothing changed (initial request)
     force_names: set[str] = field(default_factory=set)  # send these even if the proxy has their version
-    pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict)
+    pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict)   # by nonce, oldest first
     held: str | None = None       # a NACKed type version: not sent again until the snapshot or names change
 
     @property
@@ -431,10 +437,10 @@ class AdsStream:
             log.warning("ADS stream %d (%s): delta request without type_url ignored", self.status.stream_id,
                         self.node_id)
             return []
-        short = SHORT.get(type_url, type_url)
         watch = self._delta.get(type_url)
-        subscribe = list(req.resource_names_subscribe)
-        unsubscribe = list(req.resource_names_unsubscribe)
+        # (an ACK has neither: no lists built for it)
+        subscribe = list(req.resource_names_subscribe) if req.resource_names_subscribe else []
+        unsubscribe = list(req.resource_names_unsubscribe) if req.resource_names_unsubscribe else []
         if watch is None:
             # First request for the type on this stream: what the proxy already has (after a reconnect),
             # and wildcard if asked with "*", or legacy-style with no names for LDS/CDS.
@@ -443,22 +449,22 @@ class AdsStream:
             watch.known = dict(req.initial_resource_versions)
             watch.wildcard = WILDCARD in subscribe or (not subscribe and type_url in WILDCARD_TYPES)
             watch.force = True
-            log.debug("%s %s: initial delta request (has %d) wildcard=%s subscribe=%d", self.node_id, short,
-                      len(watch.known), watch.wildcard, len(subscribe))
-        elif req.response_nonce:
-            pending = watch.pending.get(req.response_nonce)
+            log.debug("%s %s: initial delta request (has %d) wildcard=%s subscribe=%d", self.node_id,
+                      SHORT.get(type_url, type_url), len(watch.known), watch.wildcard, len(subscribe))
+        elif nonce := req.response_nonce:
+            pending = watch.pending.get(nonce)
             if pending is None:
-                log.debug("%s %s: unknown or stale nonce %s ignored", self.node_id, short, req.response_nonce)
+                log.debug("%s %s: unknown or stale nonce %s ignored", self.node_id,
+                          SHORT.get(type_url, type_url), nonce)
             elif req.HasField("error_detail"):
-                self._delta_nack(watch, req.response_nonce, pending)
+                self._delta_nack(watch, nonce, pending)
                 self._nack(watch.status, req.error_detail.message, None)
             else:
-                while watch.pending:   # Envoy answers in order: older ones are settled too
-                    nonce, _p = watch.pending.popitem(last=False)
-                    if nonce == req.response_nonce:
-                        break
-                self._ack(watch.status, pending.version, req.response_nonce)
-        if self._delta_subscribe(watch, subscribe, unsubscribe):
+                settled = watch.pending
+                while settled.popitem(last=False)[0] != nonce:   # Envoy answers in order: older ones too
+                    pass
+                self._ack(watch.status, pending[0], nonce)
+        if (subscribe or unsubscribe) and self._delta_subscribe(watch, subscribe, unsubscribe):
             watch.held = None
             # an emptied subscription: the proxy holds nothing of the type, nothing to be out of sync with
             watch.status.unsubscribed = not watch.wildcard and not watch.names
@@ -491,38 +497,43 @@ class AdsStream:
         """Envoy rejected that response (and kept what it had): forget what it carried, so the next change
         sends it again, fixed or not. Nothing is resent now."""
         last = next(reversed(watch.pending))
-        watch.known = pending.prior if nonce == last else {}
+        watch.known = pending[1] if nonce == last else {}
         watch.pending.clear()
-        watch.held = pending.version
+        watch.held = pending[0]
 
     def _delta_send(self, type_url: str) -> list[Response]:
         watch = self._delta[type_url]
         snap = self.snapshot
         if snap is None:
             return []
-        tsnap = snap.of(type_url)
-        if watch.held == tsnap.version and not watch.force_names:
+        tsnap = snap.types.get(type_url) or snap.of(type_url)
+        version = tsnap.version
+        forced = watch.force_names
+        if watch.held == version and not forced:
             return []
         watch.held = None
-        sub = watch.sub
-        forced = frozenset(watch.force_names)
-        diff, key = self._delta_diff(tsnap, sub, watch.known, forced)
+        sub = None if watch.wildcard else watch.names
+        known = watch.known
+        diff = self._delta_diff(tsnap, sub, known, forced)
         initial = watch.force
-        changed = bool(diff.resources or diff.removed or initial)
-        if not changed and not self._delta_unchanged(watch, tsnap, sub):
+        if not (diff.resources or diff.removed or initial) and not self._delta_unchanged(watch, tsnap, diff):
             return []
         watch.force = False
-        watch.force_names.clear()
-        nonce, shared = self._nonce(type_url, key, tsnap.version)
-        watch.pending[nonce] = _Pending(tsnap.version, watch.known)
-        while len(watch.pending) > _MAX_PENDING:
-            watch.pending.popitem(last=False)
-        watch.known = _SnapKnown(tsnap, sub)
-        self._sent(watch.status, tsnap.version, nonce)
-        log.debug("%s <- delta %s version %s nonce %s (%d resources, %d removed)", self.node_id,
-                  SHORT.get(type_url, type_url), tsnap.version, nonce, len(diff.resources), len(diff.removed))
+        if forced:
+            forced.clear()
+        nonce, shared = self._nonce(type_url, diff.key, version)
+        pending = watch.pending
+        pending[nonce] = (version, known)
+        if len(pending) > _MAX_PENDING:
+            pending.popitem(last=False)
+        if diff.after is not None:
+            watch.known = diff.after
+        self._sent(watch.status, version, nonce)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s <- delta %s version %s nonce %s (%d resources, %d removed)", self.node_id,
+                      SHORT.get(type_url, type_url), version, nonce, len(diff.resources), len(diff.removed))
         out: list[Response] = [
-            DeltaResponse(type_url, tsnap.version, diff.resources, diff.removed, nonce, key, shared)]
+            DeltaResponse(type_url, version, diff.resources, diff.removed, nonce, diff.key, shared)]
         if type_url == CLUSTER and (diff.resources or initial) and ENDPOINT in self._delta:
             # A changed cluster warms until its endpoints arrive: send them even if the proxy has them. After
             # the initial CDS request (a reconnect), all of them: Envoy may not ask again (as istiod does).
@@ -535,7 +546,7 @@ class AdsStream:
                 out += self._delta_send(ENDPOINT)
         return out
 
-    def _delta_unchanged(self, watch: _DeltaWatch, tsnap: TypeSnapshot, sub: frozenset[str] | None) -> bool:
+    def _delta_unchanged(self, watch: _DeltaWatch, tsnap: TypeSnapshot, diff: _Diff) -> bool:
         """Nothing the proxy subscribed to changed, though the type's version may have (resources it did not
         ask for): it holds the new version already, so the status moves on without a response. True if an
         (empty) response must go out anyway: after a NACK, back to the content the proxy kept."""
@@ -548,28 +559,33 @@ class AdsStream:
         if ts.acked_nonce is not None and ts.acked_nonce == ts.nonce:
             ts.acked_version = tsnap.version
         elif watch.pending:
-            watch.pending[next(reversed(watch.pending))].version = tsnap.version
-        watch.known = _SnapKnown(tsnap, sub)
+            last = next(reversed(watch.pending))
+            watch.pending[last] = (tsnap.version, watch.pending[last][1])
+        if diff.after is not None:
+            watch.known = diff.after
         self._events.moved(self.status)
         return False
 
     def _delta_diff(self, tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known,
-                    forced: frozenset[str]) -> tuple[_Diff, tuple[Any, ...] | None]:
-        key: tuple[Any, ...] | None = None
+                    forced: set[str]) -> _Diff:
+        """What the proxy holding ``known`` gets of ``tsnap`` within ``sub`` (plus the ``forced`` names): one
+        shared :class:`_Diff` per content (its key: the type, what the proxy holds, the version it gets, the
+        subscription and the forced names) unless the proxy's holdings are its own (a reconnect's)."""
+        version = tsnap.version
         if isinstance(known, _SnapKnown):
-            if known.tsnap.version == tsnap.version and known.sub == sub and not forced:
-                return _NO_DIFF, None
-            key = (tsnap.type_url, known.tsnap.version, known.sub, tsnap.version, sub, forced)
+            if not forced and known.tsnap.version == version and known.sub == sub:
+                return _NO_DIFF
+            key: tuple[Any, ...] = (tsnap.type_url, known.tsnap.version, known.sub, version, sub,
+                                    frozenset(forced) if forced else _NO_NAMES)
         elif not known:   # a fresh subscription: everything, the same for every alike stream
-            key = (tsnap.type_url, None, None, tsnap.version, sub, forced)
-        if key is not None:
-            hit = self.diffs.get(key)
-            if hit is not None:
-                return hit, key
-        diff = _compute_diff(tsnap, sub, known, forced)
-        if key is not None:
+            key = (tsnap.type_url, None, None, version, sub, frozenset(forced) if forced else _NO_NAMES)
+        else:
+            return _compute_diff(tsnap, sub, known, forced, None)
+        diff = self.diffs.get(key)
+        if diff is None:
+            diff = _compute_diff(tsnap, sub, known, forced, key)
             self.diffs.put(key, diff)
-        return diff, key
+        return diff
 
     # --- shared ---------------------------------------------------------------------------------------------
     def _sent(self, ts: TypeStatus, version: str, nonce: str) -> None:
@@ -597,23 +613,24 @@ class AdsStream:
         self._events.nacked(self.status, ts)
 
 
-def _compute_diff(tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known,
-                  forced: frozenset[str]) -> _Diff:
+def _compute_diff(tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known, forced: Set[str],
+                  key: tuple[Any, ...] | None) -> _Diff:
     """Resources of ``tsnap`` within ``sub`` whose version the proxy does not have (plus ``forced`` ones),
     and the names it has within ``sub`` that no longer exist."""
     res: Mapping[str, Packed] = tsnap.resources
     wanted: Iterable[str] = sorted(res) if sub is None else sorted(n for n in sub if n in res)
+    after = _SnapKnown(tsnap, sub)
     if isinstance(known, _SnapKnown) and known.sub == sub:
         old = known.tsnap.resources
         changed = [res[n] for n in wanted
                    if n in forced or (o := old.get(n)) is None or o.digest != res[n].digest]
         gone = ((n for n in old if n not in res) if sub is None
                 else (n for n in sub if n in old and n not in res))
-        return _Diff(tuple(changed), tuple(sorted(gone)))
+        return _Diff(tuple(changed), tuple(sorted(gone)), key, after)
     have = known if isinstance(known, dict) else known.to_dict()
     changed = [res[n] for n in wanted if n in forced or have.get(n) != resource_version(res[n])]
     removed = sorted(n for n in have if n not in res and (sub is None or n in sub))
-    return _Diff(tuple(changed), tuple(removed))
+    return _Diff(tuple(changed), tuple(removed), key, after)
 
 
 def _requested_names(type_url: str, names: Iterable[str]) -> frozenset[str] | None:
