@@ -19,10 +19,18 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import os
 import pstats
+import queue
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +74,53 @@ class Client:
                                               resource_names=self.subs.get(resp.type_url, []))
 
 
+class Marks:
+    """Phase boundaries: the thread CPU time at each; with ``--instructions`` (this process under callgrind)
+    also this thread's instructions between marks, by phase (a count: other load on the machine does not
+    change it)."""
+
+    def __init__(self) -> None:
+        out = os.environ.get("MIZZEN_CALLGRIND_OUT")
+        self.out = Path(out) if out else None
+        self.phases: list[str | None] = []   # the phase of each dump, in order
+        self._todo: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._done = threading.Event()
+        if self.out is not None:
+            threading.Thread(target=self._control, daemon=True).start()
+
+    def mark(self, phase: str | None) -> float:
+        """End the segment since the last mark, counted for ``phase`` (None: not counted)."""
+        if self.out is not None:
+            # callgrind_control runs in another thread (this one's instructions are counted); callgrind takes
+            # the dump while a thread runs code, so this one wakes up now and then (a few instructions)
+            self._done.clear()
+            self._todo.put(None)
+            while not self._done.wait(0.05):
+                pass
+            self.phases.append(phase)
+        return time.thread_time()
+
+    def _control(self) -> None:
+        cmd = ["callgrind_control", "-d", str(os.getpid())]
+        while True:
+            self._todo.get()
+            subprocess.run(cmd, capture_output=True, check=True)
+            self._done.set()
+
+    def counts(self) -> Counter[str]:
+        """Instructions by phase (read from the dumps once the rounds are over)."""
+        assert self.out is not None
+        out: Counter[str] = Counter()
+        for dump in self.out.parent.glob(self.out.name + ".*"):
+            m = re.fullmatch(r"\.(\d+)-0*1", dump.name[len(self.out.name):])   # the main thread's
+            total = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
+            if m and total:
+                phase = self.phases[int(m.group(1)) - 1]
+                if phase is not None:
+                    out[phase] += int(total.group(1))
+        return out
+
+
 def run(args: argparse.Namespace) -> None:
     delta = args.protocol == "delta"
     mesh = Mesh(args.clusters)
@@ -101,40 +156,42 @@ def run(args: argparse.Namespace) -> None:
     phases: dict[str, list[float]] = {k: [] for k in ("cache", "stream", "encode", "ack", "synced")}
     msgs = acks = 0
     prof = cProfile.Profile() if args.profile else None
+    marks = Marks()
+    mark = marks.mark
     gc.collect()
     gc.disable()   # the server's push window: no young pass inside a round
     try:
         for rnd in range(1, args.rounds + 1):
             mesh.change(args.change, rnd)
             sets = [mesh.resource_set(listener) for listener in listeners]
-            t0 = time.thread_time()
+            t0 = mark(None)
             for c, rs in zip(clients, sets, strict=True):
                 cache.set_snapshot(c.node, rs)
-            t1 = time.thread_time()
+            t1 = mark("cache")
             if prof is not None:   # the server's own phases only (its times are inflated by the profiler)
                 prof.enable()
             out = [ads.set_snapshot(cache.get(ads.node_id)) for ads in streams]
-            t2 = time.thread_time()
+            t2 = mark("stream")
             encode = server.encode
             for responses in out:
                 for resp in responses:
                     encode(resp)
-            t3 = time.thread_time()
+            t3 = mark("encode")
             requests = [[c.ack(r) for r in responses] for c, responses in zip(clients, out, strict=True)]
             msgs = sum(map(len, out))
             acks = sum(map(len, requests))
             handles = [ads.delta_request if delta else ads.sotw_request for ads in streams]
-            t4 = time.thread_time()
+            t4 = mark(None)   # the clients' ACKs
             for handle, reqs in zip(handles, requests, strict=True):
                 for req in reqs:
                     if handle(req):
                         raise SystemExit("an ACK caused a response")
-            t5 = time.thread_time()
+            t5 = mark("ack")
             is_synced = status.is_synced
             for ads, reqs in zip(streams, requests, strict=True):   # the waiters' check at each ACK
                 for _ in reqs:
                     is_synced(ads.node_id)
-            t6 = time.thread_time()
+            t6 = mark("synced")
             if prof is not None:
                 prof.disable()
             for ads in streams:
@@ -161,6 +218,12 @@ def run(args: argparse.Namespace) -> None:
     for k, v in med.items():
         print(f"  {what[k]:<40} {v * 1000:7.1f} ms  {v / max(1, per[k]) * 1e6:6.2f} us")
     print(f"  {'per stream per round':<40} {total * 1000:7.1f} ms  {total / n * 1e6:6.2f} us")
+    if marks.out is not None:
+        print(f"instructions (this thread, under valgrind; {args.rounds} rounds):")
+        counts = marks.counts()
+        for k, v in counts.items():
+            print(f"  {what[k]:<40} {v / args.rounds / max(1, per[k]) / 1000:7.2f}k")
+        print(f"  {'per stream per round':<40} {sum(counts.values()) / args.rounds / n / 1000:7.2f}k")
     if prof is not None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
 
@@ -175,7 +238,20 @@ def main() -> None:
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="cProfile the server's phases (stream, encode, ACK, synced; not the cache) and "
                          "print the N functions with the most own time (the profiler inflates their times)")
-    run(ap.parse_args())
+    ap.add_argument("--instructions", action="store_true",
+                    help="count each phase's instructions under valgrind's callgrind (a count, not a time: "
+                         "for A/B on a busy machine; ~20x slower)")
+    args = ap.parse_args()
+    if args.instructions and not os.environ.get("MIZZEN_CALLGRIND_OUT"):
+        if shutil.which("valgrind") is None:
+            sys.exit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "callgrind.out"
+            cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
+                   sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
+            env = {**os.environ, "MIZZEN_CALLGRIND_OUT": str(out)}
+            sys.exit(subprocess.run(cmd, env=env, stderr=subprocess.DEVNULL).returncode)
+    run(args)
 
 
 if __name__ == "__main__":
