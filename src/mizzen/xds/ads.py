@@ -214,6 +214,10 @@ class DeltaDiffs(Retained):
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
+        # type URL -> (what the proxy held, the type snapshot, the subscription, the diff) of the type's last
+        # kept diff without forced names, found by identity: a push round's alike streams hold the same
+        # _SnapKnown (the last diff's ``after``) and get the same TypeSnapshot, in a row; dropped with its key
+        self.recent: dict[str, tuple[_SnapKnown, TypeSnapshot, frozenset[str] | None, _Diff]] = {}
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -232,22 +236,27 @@ class DeltaDiffs(Retained):
             self.hits += 1
         return hit
 
-    def put(self, key: tuple[Any, ...], diff: _Diff) -> None:
+    def put(self, key: tuple[Any, ...], diff: _Diff) -> bool:
+        """Keep ``diff`` under ``key`` if its target is live (True if kept)."""
         self.misses += 1
         target = delta_target(key)
         if not self.keeps(target):
-            return
+            return False
         if key not in self._lru:
             self._index(target, key)
         self._lru[key] = diff
         self._lru.move_to_end(key)
         while len(self._lru) > self.max_entries:
             self._forget(next(iter(self._lru)))
+        return key in self._lru
 
     def _forget(self, key: Hashable) -> None:
         if self._lru.pop(key, None) is not None:
             assert isinstance(key, tuple)
             self._unindex(delta_target(key), key)
+            recent = self.recent.get(key[0])
+            if recent is not None and recent[3].key == key:
+                del self.recent[key[0]]
 
 
 def delta_target(key: tuple[Any, ...]) -> Target:
@@ -572,19 +581,31 @@ class AdsStream:
         shared :class:`_Diff` per content (its key: the type, what the proxy holds, the version it gets, the
         subscription and the forced names) unless the proxy's holdings are its own (a reconnect's)."""
         version = tsnap.version
-        if isinstance(known, _SnapKnown):
-            if not forced and known.tsnap.version == version and known.sub == sub:
+        diffs = self.diffs
+        step = isinstance(known, _SnapKnown) and not forced   # from shared holdings, as the last stream?
+        if step:
+            assert isinstance(known, _SnapKnown)
+            recent = diffs.recent.get(tsnap.type_url)
+            if recent is not None and recent[0] is known and recent[1] is tsnap and recent[2] is sub:
+                diffs.hits += 1
+                return recent[3]
+            if known.tsnap.version == version and known.sub == sub:
                 return _NO_DIFF
+        if isinstance(known, _SnapKnown):
             key: tuple[Any, ...] = (tsnap.type_url, known.tsnap.version, known.sub, version, sub,
                                     frozenset(forced) if forced else _NO_NAMES)
         elif not known:   # a fresh subscription: everything, the same for every alike stream
             key = (tsnap.type_url, None, None, version, sub, frozenset(forced) if forced else _NO_NAMES)
         else:
             return _compute_diff(tsnap, sub, known, forced, None)
-        diff = self.diffs.get(key)
+        diff = diffs.get(key)
+        kept = diff is not None
         if diff is None:
             diff = _compute_diff(tsnap, sub, known, forced, key)
-            self.diffs.put(key, diff)
+            kept = diffs.put(key, diff)
+        if step and kept:
+            assert isinstance(known, _SnapKnown)
+            diffs.recent[tsnap.type_url] = (known, tsnap, sub, diff)
         return diff
 
     # --- shared ---------------------------------------------------------------------------------------------

@@ -248,7 +248,7 @@ class _Lru(Retained):
         self.misses = 0
         # type URL -> (key, type snapshot, names, nonce, whole message, count) of the type's last whole
         # message, found by identity (the streams of a push round ask for the same one in a row); dropped
-        # with its key
+        # with its key (delta: its key object, shared by the streams sent that diff; no snapshot or names)
         self._recent: dict[str, tuple[Hashable, Any, Any, str, bytes, int]] = {}
 
     def __len__(self) -> int:
@@ -381,14 +381,22 @@ class DeltaBodies(_Lru):
     def whole(self, resp: DeltaResponse) -> tuple[bytes, int]:
         """The whole message for a response with a shared nonce (it has a key): one byte string for all."""
         key = resp.key
+        recent = self._recent.get(resp.type_url)
+        if recent is not None and recent[0] is key and recent[3] == resp.nonce:
+            self.hits += 1   # the type's last message (a push round: alike streams share the key object)
+            return recent[4], recent[5]
         whole = self._whole.get(key)
         if whole is not None and whole[0] == resp.nonce:
             hit = self.lookup(key)
             if hit is not None:
+                self._recent[resp.type_url] = (key, None, None, resp.nonce, whole[1], hit[1])
                 return whole[1], hit[1]
         entry = self.get(resp)
         tail = discovery_pb2.DeltaDiscoveryResponse(nonce=resp.nonce).SerializeToString()
-        return self._with_nonce(key, entry, resp.nonce, tail)
+        data, count = self._with_nonce(key, entry, resp.nonce, tail)
+        if key in self._whole:   # kept: the next stream sent this content takes the fast path above
+            self._recent[resp.type_url] = (key, None, None, resp.nonce, data, count)
+        return data, count
 
 
 class _Mailbox:
