@@ -234,6 +234,37 @@ def test_delta_alike_streams_share_one_diff() -> None:
     assert len(keys) == 1 and diffs.misses - misses == 1   # computed once, reused twice
 
 
+def test_delta_streams_of_one_cache_share_a_step_only_with_the_same_holdings_and_subscription() -> None:
+    # Alike nodes share TypeSnapshots: the streams of a push round holding the same content take one diff
+    # object (found by identity); a stream subscribed to other names gets its own, whatever the order.
+    cache, diffs = SnapshotCache(), DeltaDiffs()
+    nodes = [f"{NODE}-{i}" for i in range(3)]
+    events = SyncStatus(cache)
+    streams = [AdsStream(ProxyStatus(n, i + 1), delta=True, diffs=diffs, events=events)
+               for i, n in enumerate(nodes)]
+
+    def push(rs: ResourceSet) -> list[list[DeltaResponse]]:
+        for n in nodes:
+            cache.set_snapshot(n, rs)   # the same messages: one TypeSnapshot per type for all three
+        return [only_delta(ads.set_snapshot(cache.get(ads.node_id))) for ads in streams]
+
+    push(mesh(("a", "b", "c")))
+    for ads, eds in zip(streams, (["a", "b"], ["a", "b", "c"], ["a", "b"]), strict=True):
+        (r,) = only_delta(ads.delta_request(delta_req(ENDPOINT, sub=eds)))
+        assert ads.delta_request(delta_req(ENDPOINT, nonce=r.nonce)) == []
+    misses = diffs.misses
+    first, other, second = push(mesh(("a", "b", "c"), ep_port=90))
+    assert [(r.type_url, sent(r)) for r in first] == [(ENDPOINT, ["a", "b"])] == \
+        [(r.type_url, sent(r)) for r in second]
+    assert [(r.type_url, sent(r)) for r in other] == [(ENDPOINT, ["a", "b", "c"])]
+    assert first[0].key is second[0].key and first[0].key != other[0].key
+    assert diffs.misses - misses == 2
+    for ads, (r,) in zip(streams, (first, other, second), strict=True):
+        assert ads.delta_request(delta_req(ENDPOINT, nonce=r.nonce)) == []
+        snap = cache.get(ads.node_id)
+        assert snap is not None and ads.status.of(ENDPOINT).state(snap.version(ENDPOINT)) == SYNCED
+
+
 # --- state of the world ---
 
 def test_sotw_full_state_and_nack_not_resent() -> None:
