@@ -196,6 +196,7 @@ class _Diff:
     removed: tuple[str, ...]
     key: tuple[Any, ...] | None = None   # the content's key (None: this stream's own diff); one object
     after: _SnapKnown | None = None      # what the proxy holds once it has it (None: what it holds now)
+    names: frozenset[str] = frozenset()  # the names of ``resources`` (a CDS diff's: the EDS to follow it)
 
 
 _NO_DIFF = _Diff((), ())   # the proxy holds exactly the content already
@@ -214,10 +215,12 @@ class DeltaDiffs(Retained):
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
-        # type URL -> (what the proxy held, the type snapshot, the subscription, the diff) of the type's last
-        # kept diff without forced names, found by identity: a push round's alike streams hold the same
-        # _SnapKnown (the last diff's ``after``) and get the same TypeSnapshot, in a row; dropped with its key
-        self.recent: dict[str, tuple[_SnapKnown, TypeSnapshot, frozenset[str] | None, _Diff]] = {}
+        # type URL -> (what the proxy held, the type snapshot, the subscription, the forced names, the diff)
+        # of the type's last kept diff, found by identity: a push round's alike streams hold the same
+        # _SnapKnown (the last diff's ``after``), get the same TypeSnapshot and are forced the same names (a
+        # CDS diff's ``names``, for its EDS), in a row; dropped with its key
+        self.recent: dict[str, tuple[_SnapKnown, TypeSnapshot, frozenset[str] | None, frozenset[str],
+                                     _Diff]] = {}
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -255,7 +258,7 @@ class DeltaDiffs(Retained):
             assert isinstance(key, tuple)
             self._unindex(delta_target(key), key)
             recent = self.recent.get(key[0])
-            if recent is not None and recent[3].key == key:
+            if recent is not None and recent[4].key == key:
                 del self.recent[key[0]]
 
 
@@ -277,7 +280,8 @@ class _DeltaWatch:
     names: frozenset[str] = frozenset()
     known: _Known = field(default_factory=dict)
     force: bool = False                                 # respond even if nothing changed (initial request)
-    force_names: set[str] = field(default_factory=set)  # send these even if the proxy has their version
+    # send these even if the proxy has their version (empty: _NO_NAMES, one object compared by identity)
+    force_names: frozenset[str] = _NO_NAMES
     pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict)   # by nonce, oldest first
     held: str | None = None       # a NACKed type version: not sent again until the snapshot or names change
 
@@ -529,7 +533,7 @@ class AdsStream:
             return []
         watch.force = False
         if forced:
-            forced.clear()
+            watch.force_names = _NO_NAMES
         nonce, shared = self._nonce(type_url, diff.key, version)
         pending = watch.pending
         pending[nonce] = (version, known)
@@ -547,11 +551,12 @@ class AdsStream:
             # A changed cluster warms until its endpoints arrive: send them even if the proxy has them. After
             # the initial CDS request (a reconnect), all of them: Envoy may not ask again (as istiod does).
             eds = self._delta[ENDPOINT]
-            clusters = {p.name for p in diff.resources}
+            clusters = diff.names   # (shared: alike streams' EDS diffs are then found by identity too)
             if initial:
-                clusters.update(snap.of(ENDPOINT).resources if eds.wildcard else eds.names)
-            eds.force_names.update(clusters if eds.wildcard else clusters & eds.names)
-            if eds.force_names:
+                clusters = clusters.union(snap.of(ENDPOINT).resources if eds.wildcard else eds.names)
+            force = clusters if eds.wildcard or clusters <= eds.names else clusters & eds.names
+            if force:
+                eds.force_names = eds.force_names | force if eds.force_names else force
                 out += self._delta_send(ENDPOINT)
         return out
 
@@ -576,26 +581,25 @@ class AdsStream:
         return False
 
     def _delta_diff(self, tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known,
-                    forced: set[str]) -> _Diff:
+                    forced: frozenset[str]) -> _Diff:
         """What the proxy holding ``known`` gets of ``tsnap`` within ``sub`` (plus the ``forced`` names): one
         shared :class:`_Diff` per content (its key: the type, what the proxy holds, the version it gets, the
         subscription and the forced names) unless the proxy's holdings are its own (a reconnect's)."""
         version = tsnap.version
         diffs = self.diffs
-        step = isinstance(known, _SnapKnown) and not forced   # from shared holdings, as the last stream?
+        step = isinstance(known, _SnapKnown)   # from shared holdings: maybe the type's last stream's step
         if step:
             assert isinstance(known, _SnapKnown)
             recent = diffs.recent.get(tsnap.type_url)
-            if recent is not None and recent[0] is known and recent[1] is tsnap and recent[2] is sub:
+            if (recent is not None and recent[0] is known and recent[1] is tsnap and recent[2] is sub
+                    and recent[3] is forced):
                 diffs.hits += 1
-                return recent[3]
-            if known.tsnap.version == version and known.sub == sub:
+                return recent[4]
+            if not forced and known.tsnap.version == version and known.sub == sub:
                 return _NO_DIFF
-        if isinstance(known, _SnapKnown):
-            key: tuple[Any, ...] = (tsnap.type_url, known.tsnap.version, known.sub, version, sub,
-                                    frozenset(forced) if forced else _NO_NAMES)
+            key: tuple[Any, ...] = (tsnap.type_url, known.tsnap.version, known.sub, version, sub, forced)
         elif not known:   # a fresh subscription: everything, the same for every alike stream
-            key = (tsnap.type_url, None, None, version, sub, frozenset(forced) if forced else _NO_NAMES)
+            key = (tsnap.type_url, None, None, version, sub, forced)
         else:
             return _compute_diff(tsnap, sub, known, forced, None)
         diff = diffs.get(key)
@@ -605,7 +609,7 @@ class AdsStream:
             kept = diffs.put(key, diff)
         if step and kept:
             assert isinstance(known, _SnapKnown)
-            diffs.recent[tsnap.type_url] = (known, tsnap, sub, diff)
+            diffs.recent[tsnap.type_url] = (known, tsnap, sub, forced, diff)
         return diff
 
     # --- shared ---------------------------------------------------------------------------------------------
@@ -647,11 +651,11 @@ def _compute_diff(tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known
                    if n in forced or (o := old.get(n)) is None or o.digest != res[n].digest]
         gone = ((n for n in old if n not in res) if sub is None
                 else (n for n in sub if n in old and n not in res))
-        return _Diff(tuple(changed), tuple(sorted(gone)), key, after)
+        return _Diff(tuple(changed), tuple(sorted(gone)), key, after, frozenset(p.name for p in changed))
     have = known if isinstance(known, dict) else known.to_dict()
     changed = [res[n] for n in wanted if n in forced or have.get(n) != resource_version(res[n])]
     removed = sorted(n for n in have if n not in res and (sub is None or n in sub))
-    return _Diff(tuple(changed), tuple(removed), key, after)
+    return _Diff(tuple(changed), tuple(removed), key, after, frozenset(p.name for p in changed))
 
 
 def _requested_names(type_url: str, names: Iterable[str]) -> frozenset[str] | None:
