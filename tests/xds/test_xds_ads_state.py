@@ -250,8 +250,9 @@ def test_delta_streams_of_one_cache_share_a_step_only_with_the_same_holdings_and
 
     push(mesh(("a", "b", "c")))
     for ads, eds in zip(streams, (["a", "b"], ["a", "b", "c"], ["a", "b"]), strict=True):
-        (r,) = only_delta(ads.delta_request(delta_req(ENDPOINT, sub=eds)))
-        assert ads.delta_request(delta_req(ENDPOINT, nonce=r.nonce)) == []
+        for t, names in ((CLUSTER, []), (ENDPOINT, eds)):
+            (r,) = only_delta(ads.delta_request(delta_req(t, sub=names)))
+            assert ads.delta_request(delta_req(t, nonce=r.nonce)) == []
     misses = diffs.misses
     first, other, second = push(mesh(("a", "b", "c"), ep_port=90))
     assert [(r.type_url, sent(r)) for r in first] == [(ENDPOINT, ["a", "b"])] == \
@@ -263,6 +264,13 @@ def test_delta_streams_of_one_cache_share_a_step_only_with_the_same_holdings_and
         assert ads.delta_request(delta_req(ENDPOINT, nonce=r.nonce)) == []
         snap = cache.get(ads.node_id)
         assert snap is not None and ads.status.of(ENDPOINT).state(snap.version(ENDPOINT)) == SYNCED
+    # A changed cluster: its (unchanged) endpoints follow, forced, in one diff object for the alike streams
+    changed = mesh(("a", "b", "c"), ep_port=90)
+    changed.by_type[CLUSTER]["a"].connect_timeout.seconds = 2
+    first, other, second = push(changed)
+    assert all([(r.type_url, sent(r)) for r in out] == [(CLUSTER, ["a"]), (ENDPOINT, ["a"])]
+               for out in (first, other, second))
+    assert first[1].key is second[1].key and first[1].key != other[1].key
 
 
 # --- state of the world ---
