@@ -27,6 +27,8 @@ Semantics (Envoy's xDS protocol, as go-control-plane's ``pkg/server/{sotw,delta}
 Delta diffs are shared: when a stream's known resources are exactly an earlier type snapshot (the common case
 after any full response), the diff is keyed by (old version, new version, subscription) in a
 :class:`DeltaDiffs` cache, so thousands of alike streams cost one diff and, in the server, one serialization.
+The diff object carries what the proxy holds after it, shared too, so the next alike stream of a push round
+(same holdings object, same type snapshot) finds it by identity: a delta send costs about a SotW one.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Mapping, Set
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -638,7 +640,7 @@ class AdsStream:
         self._events.nacked(self.status, ts)
 
 
-def _compute_diff(tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known, forced: Set[str],
+def _compute_diff(tsnap: TypeSnapshot, sub: frozenset[str] | None, known: _Known, forced: frozenset[str],
                   key: tuple[Any, ...] | None) -> _Diff:
     """Resources of ``tsnap`` within ``sub`` whose version the proxy does not have (plus ``forced`` ones),
     and the names it has within ``sub`` that no longer exist."""
