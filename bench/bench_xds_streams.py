@@ -11,11 +11,15 @@ costs less CPU than the server on a small box; this script builds it into a cach
 (``$XDG_CACHE_HOME/mizzen-bench``) when its source changed. ``--client python`` uses a grpc.aio client
 instead (SotW only).
 
-The server process measures: connect + initial sync of all nodes; then per push round, set_snapshot on
+The server process measures: connect + initial sync of all nodes; then per push round, the cache update of
 every node (timed apart) and the time until every node has ACKed all types, the server's CPU seconds in the
-round, and the responses and resources sent per stream. ``--change``: ``all`` (new endpoints for every
-cluster and a new route config), ``one-cluster`` (one cluster's settings), ``one-endpoint`` (one cluster's
-endpoints). xDS runs over plaintext gRPC on loopback (no TLS). Prints numbers only; bounded by --timeout.
+round, and the responses and resources sent per stream. The update (``--update``) is what the control plane's
+push does for such a change: ``types`` (the default), ``SnapshotCache.set_types`` of the changed types for
+each node (the Pusher's ``_generate`` with the types a change reads); ``snapshot``, ``set_snapshot`` of all
+four types per node (a full push; what this bench did before 2026-12-07 05:10). ``--change``: ``all`` (new
+endpoints for every cluster and a new route config), ``one-cluster`` (one cluster's settings),
+``one-endpoint`` (one cluster's endpoints). xDS runs over plaintext gRPC on loopback (no TLS). Prints
+numbers only; bounded by --timeout.
 """
 
 from __future__ import annotations
@@ -62,6 +66,11 @@ from mizzen.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ResourceSet
 HOST = "127.71.9.1"
 STREAMS_PER_CHANNEL = 100
 GO_CLIENT_SRC = Path(__file__).resolve().parent / "xdsclient"
+
+
+# what each --change changes (the types the control plane's push regenerates for it)
+CHANGED_TYPES = {"all": (ENDPOINT, ROUTE), "one-cluster": (CLUSTER,), "one-endpoint": (ENDPOINT,)}
+UPDATE = {"types": "set_types", "snapshot": "set_snapshot"}
 
 
 def node_id(i: int) -> str:
@@ -416,8 +425,14 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
                 loop0 = time.thread_time()   # this task runs on the event loop's thread
                 t_wall = time.time()
                 t0 = time.monotonic()
-                for i, n in enumerate(nodes):
-                    cache.set_snapshot(n, mesh.resource_set(listeners[i]))
+                if args.update == "types":   # the changed types' content, the same for every node
+                    shared = mesh.resource_set(listeners[0]).by_type
+                    changed = ResourceSet({t: shared[t] for t in CHANGED_TYPES[kind]})
+                    for n in nodes:
+                        cache.set_types([n], changed)
+                else:
+                    for i, n in enumerate(nodes):
+                        cache.set_snapshot(n, mesh.resource_set(listeners[i]))
                 t_set = time.monotonic() - t0
                 cpu_set = cpu_s(me) - cpu0
                 await ads.status.wait_synced(nodes, timeout=max(1.0, deadline - time.monotonic()))
@@ -429,10 +444,11 @@ async def run_protocol(args: argparse.Namespace, delta: bool, deadline: float) -
                 sends.append(t_all - t_set)
                 cpus.append(cpu)
                 send_cpus.append(cpu - cpu_set)
-                print(f"  {kind} round {rnd}: set_snapshot x{len(nodes)} {t_set * 1000:.0f} ms; all ACKed "
+                print(f"  {kind} round {rnd}: {UPDATE[args.update]} x{len(nodes)} {t_set * 1000:.0f} ms; "
+                      f"all ACKed "
                       f"after {t_all * 1000:.0f} ms (send+ACK {(t_all - t_set) * 1000:.0f} ms); per node "
                       f"p50 {pct(lat, 50) * 1000:.0f} p99 {pct(lat, 99) * 1000:.0f} ms; server CPU "
-                      f"{cpu:.2f} s ({cpu - cpu_set:.2f} s after set_snapshot; loop thread "
+                      f"{cpu:.2f} s ({cpu - cpu_set:.2f} s after the update; loop thread "
                       f"{loops[-1]:.3f} s); per stream: "
                       f"{(ads.responses_sent - sent) / len(nodes):.2f} responses, "
                       f"{(ads.resources_sent - res) / len(nodes):.2f} resources", flush=True)
@@ -532,6 +548,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="push rounds per change kind after initial sync")
     ap.add_argument("--protocol", default="sotw", help="sotw, delta or both: sotw,delta")
     ap.add_argument("--change", default="all", help="all, one-cluster, one-endpoint (comma-separated)")
+    ap.add_argument("--update", choices=list(UPDATE), default="types",
+                    help="how a round updates the cache: types (set_types of the changed types per node, as "
+                         "the control plane's push does) or snapshot (set_snapshot of all types per node)")
     ap.add_argument("--client", choices=["go", "python"], default="go")
     ap.add_argument("--client-procs", type=int, default=1)
     ap.add_argument("--client-gomaxprocs", type=int, default=1,
