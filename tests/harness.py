@@ -13,7 +13,7 @@ Import from any test (``tests`` is on pytest's ``pythonpath``)::
             r = await http.get("http://reviews:9080/")
 
 Every process, server and client a Mesh starts is stopped on exit. Each Mesh allocates its own loopback
-addresses (127.10.x.y, in /24 blocks claimed with lock files: ``addrblocks``) so test processes of different
+addresses (127.10.x.y, in /24 blocks claimed through ``addrblocks``) so test processes of different
 engineers can run at the same time.
 """
 
