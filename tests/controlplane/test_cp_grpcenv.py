@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import grpc
+from cp_process import controlplane_process
 from envoy.service.discovery.v3 import discovery_pb2
 
 from mizzen.controlplane.grpcenv import EXPERIMENTS_ENV, SERVER_EXPERIMENTS
@@ -26,31 +26,20 @@ async def _tcp_trace_of_one_ads_stream(tmp_path: Path) -> str:
     env.update(GRPC_TRACE="tcp", GRPC_VERBOSITY="debug")
     log = tmp_path / "stderr"
     with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mizzen.controlplane", "--state-dir", str(tmp_path / "state"),
-            "--xds-port", "0", "--xds-tls-port", "-1", "--http-port", "0", "--log-level", "WARNING",
-            stdout=asyncio.subprocess.PIPE, stderr=err, env=env)
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-        assert line.startswith("mizzen control plane: xds="), line
-        xds = line.split("xds=")[1].split()[0]
-        async with grpc.aio.insecure_channel(xds) as channel:
-            call = channel.stream_stream(
-                ADS, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-                response_deserializer=discovery_pb2.DiscoveryResponse.FromString)()
-            await call.write(discovery_pb2.DiscoveryRequest(
-                node={"id": "sidecar~10.9.0.1~grpcenv.default~default.svc.cluster.local"},
-                type_url="type.googleapis.com/envoy.config.cluster.v3.Cluster"))
-            response = await asyncio.wait_for(call.read(), 10)
-            assert isinstance(response, discovery_pb2.DiscoveryResponse), response
-            call.cancel()
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        async with controlplane_process(
+                "--state-dir", str(tmp_path / "state"), "--xds-port", "0", "--xds-tls-port", "-1",
+                "--http-port", "0", "--log-level", "WARNING", env=env, stderr=err) as line:
+            xds = line.split("xds=")[1].split()[0]
+            async with grpc.aio.insecure_channel(xds) as channel:
+                call = channel.stream_stream(
+                    ADS, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                    response_deserializer=discovery_pb2.DiscoveryResponse.FromString)()
+                await call.write(discovery_pb2.DiscoveryRequest(
+                    node={"id": "sidecar~10.9.0.1~grpcenv.default~default.svc.cluster.local"},
+                    type_url="type.googleapis.com/envoy.config.cluster.v3.Cluster"))
+                response = await asyncio.wait_for(call.read(), 10)
+                assert isinstance(response, discovery_pb2.DiscoveryResponse), response
+                call.cancel()
     return log.read_text(errors="replace")
 
 

@@ -3,14 +3,12 @@ pushed; state survives a control-plane restart; the ``python -m mizzen.controlpl
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sys
 from collections.abc import Collection
 from pathlib import Path
 
 import httpx
 import pytest
+from cp_process import controlplane_process
 from envoy.config.listener.v3 import listener_pb2
 
 from harness import Mesh, eventually, scrape
@@ -105,22 +103,12 @@ async def test_state_survives_restart(tmp_path: Path) -> None:
 
 
 async def test_module_entry_point(tmp_path: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mizzen.controlplane", "--state-dir", str(tmp_path), "--xds-port", "0",
-        "--http-port", "0", "--log-level", "WARNING", stdout=asyncio.subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+    async with controlplane_process("--state-dir", str(tmp_path), "--xds-port", "0", "--http-port", "0",
+                                    "--log-level", "WARNING") as line:
         assert line.startswith("mizzen control plane: xds=127.0.0.1:"), line
         http = line.split("http=")[1].strip()
         async with httpx.AsyncClient(base_url=http, trust_env=False) as api:
             assert (await api.get("/ready")).json() == {"ready": True, "workloads_synced": True}
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 def with_bad_listener(proxy: Proxy, push: PushContext, types: Collection[str] | None = None) -> ResourceSet:
