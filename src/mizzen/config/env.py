@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from mizzen.config.durations import parse_duration
 
@@ -21,19 +22,35 @@ def env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
 
 
-def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
-    """``$name`` as a number of at least ``minimum``, else ``default``."""
+def _number(raw: str) -> float | None:
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+def _duration(raw: str) -> float | None:
+    value = parse_duration(raw)
+    return _number(raw) if value is None else value
+
+
+def _env(name: str, default: float, minimum: float, parse: Callable[[str], float | None], what: str,
+         unit: str) -> float:
+    """``$name`` parsed, if at least ``minimum``; else (with a warning if set) ``default``."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = None
+    value = parse(raw)
     if value is None or not value >= minimum:
-        log.warning("$%s=%r is not a number of at least %g; using %g", name, raw, minimum, default)
+        log.warning("$%s=%r is not %s of at least %g%s; using %g%s", name, raw, what, minimum, unit, default,
+                    unit)
         return default
     return value
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """``$name`` as a number of at least ``minimum``, else ``default``."""
+    return _env(name, default, minimum, _number, "a number", "")
 
 
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
@@ -43,16 +60,4 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
 
 def env_duration(name: str, default: float, *, minimum: float = 0.0) -> float:
     """``$name`` as a duration in seconds of at least ``minimum`` seconds, else ``default``."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    value = parse_duration(raw)
-    if value is None:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = None
-    if value is None or not value >= minimum:
-        log.warning("$%s=%r is not a duration of at least %gs; using %gs", name, raw, minimum, default)
-        return default
-    return value
+    return _env(name, default, minimum, _duration, "a duration", "s")
