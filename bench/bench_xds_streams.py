@@ -31,6 +31,7 @@ import cProfile
 import ctypes
 import functools
 import gc
+import hashlib
 import logging
 import os
 import pstats
@@ -239,17 +240,22 @@ def pct(values: list[float], p: float) -> float:
 
 
 def go_client() -> Path:
-    """Build bench/xdsclient into the cache dir when its source is newer than the binary; its path."""
+    """Build bench/xdsclient into the cache dir, named by a hash of its source (a checkout of another
+    commit, whose client differs, builds its own binary beside it instead of replacing this one); its path."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mizzen-bench"
-    binary = cache / "xdsclient"
-    sources = [*GO_CLIENT_SRC.glob("*.go"), GO_CLIENT_SRC / "go.mod", GO_CLIENT_SRC / "go.sum"]
-    newest = max(p.stat().st_mtime for p in sources)
-    if binary.exists() and binary.stat().st_mtime >= newest:
+    sources = sorted([*GO_CLIENT_SRC.glob("*.go"), GO_CLIENT_SRC / "go.mod", GO_CLIENT_SRC / "go.sum"])
+    digest = hashlib.sha256()
+    for p in sources:
+        digest.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    binary = cache / f"xdsclient-{digest.hexdigest()[:16]}"
+    if binary.exists():
         return binary
     go = shutil.which("go") or "/usr/local/go/bin/go"
     cache.mkdir(parents=True, exist_ok=True)
     print(f"building the Go ADS client into {binary} ...", flush=True)
-    subprocess.run([go, "build", "-o", str(binary), "."], cwd=GO_CLIENT_SRC, check=True, timeout=900)
+    partial = binary.with_name(binary.name + ".partial")
+    subprocess.run([go, "build", "-o", str(partial), "."], cwd=GO_CLIENT_SRC, check=True, timeout=900)
+    partial.rename(binary)   # a build cut short leaves no binary that looks finished
     return binary
 
 
