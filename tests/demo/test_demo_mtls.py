@@ -83,6 +83,29 @@ def ratings_pages(demo: Demo, n: int = 12) -> tuple[int, int]:
     return stars, unavailable
 
 
+def ratings_diagnosis(demo: Demo) -> str:
+    """Why reviews could not reach ratings (for an assertion's message): the non-zero upstream counters of
+    reviews v2/v3's ``outbound|9080||ratings`` cluster (response classes, connect failures, resets) and the
+    reviews apps' failed calls."""
+    out = []
+    for app in ("reviews-v2", "reviews-v3"):
+        try:
+            text = prom(pod_ip(demo, app))
+        except (httpx.HTTPError, StopIteration) as e:
+            out.append(f"{app}: no stats ({e!r})")
+            continue
+        cluster = [ln for ln in text.splitlines()
+                   if 'envoy_cluster_name="outbound|9080||ratings"' in ln and "_bucket" not in ln
+                   and re.search(r"_(rq_xx|cx_connect_fail|cx_destroy\w*|rq_retry\w*|rq_timeout|"
+                                 r"rq_pending_failure_eject|cx_none_healthy|rq_reset\w*|rq_total)\b", ln)
+                   and not ln.endswith(" 0")]
+        out.append(f"{app}: " + "; ".join(ln.split("_cluster_local_", 1)[-1] for ln in cluster))
+    for log in sorted(demo.state.glob("logs/bookinfo/reviews-*/reviews.log")):
+        failed = [ln for ln in log.read_text(errors="replace").splitlines() if "failed" in ln]
+        out += [f"{log.parent.name}: {ln}" for ln in failed[-3:]]
+    return "\n".join(out)
+
+
 def policy(principal: str) -> str:
     return ("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ratings-mtls}\n"
             "spec:\n  selector: {matchLabels: {app: ratings}}\n  action: ALLOW\n"
@@ -104,7 +127,7 @@ def test_bookinfo_between_sidecars_is_mutual_tls(demo: Demo) -> None:
     before_clients = sum(counter(prom(ip), "envoy_cluster_bookinfo_svc_cluster_local_ssl_handshake", cluster)
                          for ip in reviews)
     stars, unavailable = ratings_pages(demo)
-    assert stars > 0 and unavailable == 0, (stars, unavailable)
+    assert stars > 0 and unavailable == 0, (stars, unavailable, ratings_diagnosis(demo))
     # reviews' sidecars opened TLS connections to ratings, whose inbound listener completed TLS handshakes
     assert sum(counter(prom(ip), "envoy_cluster_bookinfo_svc_cluster_local_ssl_handshake", cluster)
                for ip in reviews) > before_clients
@@ -174,7 +197,7 @@ def test_readme_mutual_tls_walk(demo: Demo) -> None:
             eventually(lambda ip=ip: curl(f"http://{ip}:9080/").returncode == 56)
         time.sleep(1.5)
         stars, unavailable = ratings_pages(demo)                   # sidecar to sidecar still works
-        assert stars > 0 and unavailable == 0, (stars, unavailable)
+        assert stars > 0 and unavailable == 0, (stars, unavailable, ratings_diagnosis(demo))
         wide = rows(demo.mizzen("get", "pods", "-n", "bookinfo", "-o", "wide").stdout)
         assert {r[wide[0].index("MTLS")] for r in wide[1:]} == {"STRICT"}, wide
         assert "created" in apply(demo, override)

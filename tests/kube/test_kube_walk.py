@@ -497,9 +497,10 @@ def test_invalid_virtual_service_is_refused(walk: Walk, tmp_path: Path) -> None:
 def test_kill_the_leader(walk: Walk) -> None:
     """Last: the process of the istiod pod holding both Leases is killed -9 (the node agent restarts it, as a
     kubelet would). A namespace created after the kill gets istio-ca-root-cert (the same root) within the
-    Lease duration plus one retry period (the old Lease expires at most a TTL after the kill, the other
-    replica retries every TTL/4; the restarted one may take its own Lease back sooner); the proxies keep
-    their config all along and take a change afterwards."""
+    election's worst case, 1.6 Lease durations (the other replica, trying every TTL/4 plus up to 20 %
+    jitter, first sees the last renewal up to one such period after it was written, and takes over at its
+    first try a whole TTL after that sight; the restarted one may take its own Lease back sooner); the
+    proxies keep their config all along and take a change afterwards."""
     w = walk
     names = {r.name for r in w.istiod.runs()}
     leader = _holder(w, NAMESPACE_CONTROLLER)
@@ -528,8 +529,10 @@ def test_kill_the_leader(walk: Walk) -> None:
         holder = _holder(w, NAMESPACE_CONTROLLER)
         print(f"failover: istio-ca-root-cert in a new namespace {took:.1f} s after kill -9 of the leader pod "
               f"{leader}'s process (Lease duration {LEASE_TTL_S} s); the Lease now held by {holder}")
-        # + 2 s: the killed pod's container restarts beside the new leader on two shared cores
-        assert took <= LEASE_TTL_S * 1.25 + 2.0, took
+        # the last renewal up to TTL/4 before the kill, seen up to 1.2 x TTL/4 later, the takeover up to
+        # 1.2 x TTL/4 after a whole TTL from that sight: 1.6 TTL; + 2 s: the namespace controller starting on
+        # the new leader and the killed pod's container restarting beside it on two shared cores
+        assert took <= LEASE_TTL_S * 1.6 + 2.0, took
         assert holder in names, (holder, names)
         assert [x[0] for x in pod_requests(page_netns, REVIEWS, 3)] == [200] * 3   # east-west too
         for _ in range(10):
