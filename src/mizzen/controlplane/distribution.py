@@ -81,5 +81,9 @@ class DistributionTracker:
                 acked += count
         return acked, len(self._pushed)
 
+    def connected_count(self) -> int:
+        """Connected proxies (a distribution report's ``dataPlaneCount``)."""
+        return len(self._pushed)
+
     def nodes(self) -> list[str]:
         return sorted(self._pushed)

@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     from mizzen.kube.config_source import KubeConfigSource
     from mizzen.kube.discovery import NamespaceFilter
     from mizzen.kube.distribution import DistributionStatusWriter
+    from mizzen.kube.distribution_reporter import DistributionReporter
     from mizzen.kube.ha import LeaderWork
     from mizzen.kube.inject.values import InjectConfig
     from mizzen.kube.leader import Timing
@@ -282,6 +283,8 @@ class ControlPlane:
         # PILOT_ENABLE_STATUS: what the proxies ACKed, and the Reconciled status written from it
         self.distribution: DistributionTracker | None = None
         self.distribution_writer: DistributionStatusWriter | None = None
+        self.distribution_reporter: DistributionReporter | None = None
+        self._reporter_task: asyncio.Task[None] | None = None
         self._distribution_unsubscribe: Callable[[], None] | None = None
         self._status_unsubscribe: Callable[[], None] | None = None
         self._leader_task: asyncio.Task[None] | None = None
@@ -631,6 +634,8 @@ class ControlPlane:
             status_qps,
             update_interval,
         )
+        from mizzen.kube.distribution_report import ReportIndex
+        from mizzen.kube.distribution_reporter import DistributionReporter
         from mizzen.kube.leader import STATUS_CONTROLLER, holder_identity
         from mizzen.kube.status import field_manager
 
@@ -641,10 +646,21 @@ class ControlPlane:
         current = self.pusher.current().configs
         for node_id in list(self.pusher.proxies):   # connected before this: on the latest push
             tracker.connected(node_id, current)
+        me = holder_identity()
+        # every replica reports its proxies (a ConfigMap in the elections' namespace); the leader sums them
+        reports = ReportIndex(work.namespace, me)
         writer = self.distribution_writer = DistributionStatusWriter(
             api, source.statuses, source.generations, source.rejected, self.store.snapshot, tracker.progress,
-            field_manager(holder_identity()), update_interval(), status_qps())
-        tracker.on_progress = writer.mark
+            field_manager(me), update_interval(), status_qps(), reports=reports)
+        reporter = self.distribution_reporter = DistributionReporter(
+            api, work.namespace, me, self.store.snapshot, source.generations, source.rejected,
+            tracker.progress, tracker.connected_count, update_interval())
+
+        def changed() -> None:
+            writer.mark()
+            reporter.mark()
+
+        tracker.on_progress = changed
         self.status.on_ack = tracker.check
         analysis = source.on_status
 
@@ -655,8 +671,9 @@ class ControlPlane:
 
         source.on_status = status_read
         self._distribution_unsubscribe = self.store.add_listener(
-            lambda results: writer.mark() if any(r.action != UNCHANGED for r in results) else None)
+            lambda results: changed() if any(r.action != UNCHANGED for r in results) else None)
         work.add(STATUS_CONTROLLER, "distribution status", writer.run)
+        self._reporter_task = asyncio.create_task(reporter.run(), name="distribution report")
 
     def _config_namespace(self) -> str:
         """Where the mesh config and injector ConfigMaps live and whose ``topology.istio.io/network`` label is
@@ -719,12 +736,13 @@ class ControlPlane:
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
-        for task in (self._leader_task, self._kube_task, self._kube_registry_task):   # leases released
+        # the distribution report deleted, leases released
+        for task in (self._reporter_task, self._leader_task, self._kube_task, self._kube_registry_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._kube_task = self._kube_registry_task = self._leader_task = None
+        self._kube_task = self._kube_registry_task = self._leader_task = self._reporter_task = None
         if self._status_unsubscribe is not None:
             self._status_unsubscribe()
             self._status_unsubscribe = None

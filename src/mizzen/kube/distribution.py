@@ -16,6 +16,14 @@ NACKing proxy leaves the object on its previous generation); with no proxy conne
 Where the proxies stand comes from a callable (``progress(config) -> (acked, total)``: the control plane's
 :class:`~mizzen.controlplane.distribution.DistributionTracker`), so this module knows nothing of xDS.
 
+With several replicas the counts are summed over all of them, as Istio summed its reporters: every replica
+writes a report ConfigMap (:mod:`mizzen.kube.distribution_reporter`), and the leader, while it leads, watches
+the labelled ConfigMaps of its namespace (a :class:`~mizzen.kube.distribution_report.ReportIndex`). For an
+object at generation *g*, acked = its own proxies that ACKed it + the other replicas' fresh reports' counts
+for that object at *g*, total = its own connected proxies + their ``dataPlaneCount``; a report that changed,
+came or went marks a round, and so does a report going stale (older than
+:data:`~mizzen.kube.distribution_report.STALE_S`, ignored from then on).
+
 Writes go through the ``/status`` subresource as a JSON merge patch of ``observedGeneration`` and
 ``conditions`` only (other conditions kept, ``validationMessages`` of :mod:`mizzen.kube.status` left
 alone), under the field manager ``pilot-discovery/<pod>``. Rounds are coalesced: a change marks the writer
@@ -29,6 +37,7 @@ condition's status flips (Kubernetes' convention; Istio's set both times at ever
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +47,8 @@ from kubernetes_asyncio import client
 
 from mizzen.config.env import env_bool, env_duration, env_float
 from mizzen.config.model import Config, ConfigKey
+from mizzen.kube.distribution_report import LABEL, Report, ReportIndex, summed
+from mizzen.kube.reflector import Reflector, ResourceType
 from mizzen.kube.rest import Object
 from mizzen.kube.status import StatusWriter, status_path
 
@@ -52,6 +63,8 @@ QPS_ENV = "PILOT_STATUS_QPS"
 DEFAULT_INTERVAL_S = 0.5
 DEFAULT_QPS = 100.0
 RECONCILED = "Reconciled"
+SYNC_WAIT_S = 10.0      # how long a new leader waits for the first list of the reports before writing
+_CONFIGMAPS = ResourceType("", "v1", "configmaps")
 
 
 def status_enabled() -> bool:
@@ -96,20 +109,55 @@ class DistributionStatusWriter(StatusWriter):
     while :meth:`run` runs (on the leader). ``statuses`` and ``generations`` are the config source's: each
     object's status as last read and the ``metadata.generation`` of the version the store holds;
     ``rejected`` its refused objects; ``stored()`` the store's objects; ``progress(config)`` (proxies that
-    ACKed it, connected proxies)."""
+    ACKed it, connected proxies) on this replica; ``reports`` the other replicas' reports (None: this
+    replica's proxies only)."""
 
     what = "distribution status"
 
     def __init__(self, api: client.ApiClient, statuses: dict[ConfigKey, Object],
                  generations: Mapping[ConfigKey, int], rejected: Mapping[ConfigKey, object],
                  stored: Callable[[], Iterable[Config]], progress: Callable[[Config], tuple[int, int]],
-                 manager: str, interval_s: float = DEFAULT_INTERVAL_S, qps: float = DEFAULT_QPS) -> None:
+                 manager: str, interval_s: float = DEFAULT_INTERVAL_S, qps: float = DEFAULT_QPS,
+                 reports: ReportIndex | None = None) -> None:
         super().__init__(api, statuses, manager, interval_s)
         self.generations = generations
         self.rejected = rejected
         self.stored = stored
         self.progress = progress
         self.qps = qps
+        self.reports = reports
+        self._fresh: list[Report] = []     # the other replicas' fresh reports, as of this round
+
+    async def run(self) -> None:
+        """While leading: the other replicas' reports watched (if any are asked for) and the rounds run."""
+        if self.reports is None:
+            await super().run()
+            return
+        self.reports.on_change = self.mark
+        reflector = Reflector(self.api, _CONFIGMAPS, self.reports,
+                              field_selector=f"metadata.namespace={self.reports.namespace}",
+                              label_selector=f"{LABEL}=true")
+        task = asyncio.create_task(reflector.run(), name="distribution reports")
+        try:
+            try:
+                await asyncio.wait_for(reflector.synced.wait(), SYNC_WAIT_S)
+            except TimeoutError:
+                log.warning("status: the other replicas' distribution reports not listed within %.0fs; "
+                            "counting this replica's proxies until they are", SYNC_WAIT_S)
+            await super().run()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def next_timer(self) -> float | None:
+        return self.reports.next_expiry() if self.reports is not None else None
+
+    def counts(self, config: Config, generation: int) -> tuple[int, int]:
+        """(proxies that ACKed ``config`` at ``generation``, connected proxies), over every replica."""
+        acked, total = self.progress(config)
+        more_acked, more_total = summed(self._fresh, config.key, generation)
+        return acked + more_acked, total + more_total
 
     def wanted(self, config: Config) -> Object | None:
         """The status fields to write for ``config`` (observedGeneration, conditions), or None: nothing to
@@ -119,7 +167,7 @@ class DistributionStatusWriter(StatusWriter):
         generation = self.generations.get(key)
         if path is None or generation is None or key in self.rejected or key not in self.statuses:
             return None
-        acked, total = self.progress(config)
+        acked, total = self.counts(config, generation)
         if acked == 0 or total == 0:
             return None            # no proxy has this generation (yet): the status stays as it is
         have = self.statuses.get(key) or {}
@@ -136,6 +184,7 @@ class DistributionStatusWriter(StatusWriter):
     async def round(self) -> int:
         """One pass over the stored objects; returns how many were written."""
         self.rounds += 1
+        self._fresh = self.reports.fresh() if self.reports is not None else []
         written = 0
         for config in self.stored():     # (a ConfigSnapshot: by kind, namespace, name)
             body = self.wanted(config)

@@ -81,10 +81,11 @@ class Reflector:
 
     def __init__(self, api: client.ApiClient, resource: ResourceType, handler: Handler, *,
                  watch_timeout_s: int = 300, backoff: Backoff | None = None, resume_from: str = "",
-                 field_selector: str = "") -> None:
+                 field_selector: str = "", label_selector: str = "") -> None:
         """``resume_from``: a resourceVersion to watch from before any list (a restarted client's last known
         version); when the server no longer has it (410), the reflector lists as usual. ``field_selector``
-        narrows the collection (e.g. ``spec.nodeName=node-1``, as a kubelet watches its pods)."""
+        narrows the collection (e.g. ``spec.nodeName=node-1``, as a kubelet watches its pods), and so does
+        ``label_selector`` (e.g. ``internal.istio.io/distribution-report=true``)."""
         self.api = api
         self.resource = resource
         self.handler = handler
@@ -92,6 +93,7 @@ class Reflector:
         self.backoff = backoff or Backoff()
         self.resource_version = resume_from
         self.field_selector = field_selector
+        self.label_selector = label_selector
         self.synced = asyncio.Event()   # set once the first list has been handed over
         self.lists = 0                  # how many times it listed (the first, then one per 410 or failure)
 
@@ -125,6 +127,8 @@ class Reflector:
     async def _get(self, query: list[tuple[str, str]]) -> Any:
         if self.field_selector:
             query = [*query, ("fieldSelector", self.field_selector)]
+        if self.label_selector:
+            query = [*query, ("labelSelector", self.label_selector)]
         resp = await self.api.call_api(
             self.resource.path, "GET", query_params=query, auth_settings=["BearerToken"],
             _preload_content=False, _return_http_data_only=True,

@@ -22,6 +22,7 @@ round are paced (:data:`WRITES_PER_SECOND`). Objects Mizzen rejected (not in the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -124,7 +125,12 @@ class StatusWriter:
     async def run(self) -> None:
         self._wake.set()          # a new leader checks everything once
         while True:
-            await self._wake.wait()
+            timeout = self.next_timer()
+            if timeout is None:
+                await self._wake.wait()
+            else:               # something time-based is due then (a report going stale)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             try:
                 await self.round()
@@ -134,6 +140,10 @@ class StatusWriter:
                 log.warning("status: %s round failed (%s: %s); retrying", self.what, type(e).__name__, e)
                 self._wake.set()
             await asyncio.sleep(self.interval_s)   # bursts of changes coalesce into one round per interval
+
+    def next_timer(self) -> float | None:
+        """Seconds until a round is due without a change (None: only on changes)."""
+        return None
 
     async def round(self) -> int:
         """One pass; returns how many objects were written."""
