@@ -117,7 +117,8 @@ def test_leader_sums_fresh_reports_of_the_others(caplog: pytest.LogCaptureFixtur
     assert index.progress(key, 2) == (5, 5)
     clocks.advance(11)
     assert index.progress(key, 2) == (2, 2)
-    assert "report istio-system/istiod-2-distribution of istiod-2 not refreshed for 61s: ignored" in caplog.text
+    assert ("report istio-system/istiod-2-distribution of istiod-2 not refreshed for 61s: ignored"
+            in caplog.text)
     assert index.next_expiry() == pytest.approx(49.01)
     # a stale report that is written again counts again; a deleted one is gone
     index.upsert(configmap(Report("istiod-2", "2026-12-07T08:00:31.000000Z", 3, {}), version="3"))

@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -35,6 +36,7 @@ from test_kube_ha import SERVICE, kget, start_replica, stop, wait_ports
 from harness import alloc_ip, eventually
 from mizzen.core.proxy import Meta
 from mizzen.kube.distribution import reconciled_condition, status_enabled, status_qps, update_interval
+from mizzen.kube.distribution_report import DATA_KEY, LABEL, report_name
 from mizzen.kube.leader import STATUS_CONTROLLER
 from mizzen.kube.status import DOC_PREFIX, field_manager
 from mizzen.xds.resources import CLUSTER, LISTENER, ROUTE
@@ -294,8 +296,11 @@ async def test_reconciled_follows_the_proxys_acks(kube_cluster: Any, monkeypatch
                           if f"status: VirtualService {app_ns}/reviews observedGeneration" in ln]
                 assert len(writes) == 3, writes     # no churn: one write per reported state
 
-                # status off: that control plane took no status lease and never wrote a status field
+                # status off: that control plane took no status lease, wrote no report and no status field
                 assert kget(kube_cluster, "lease", "-n", off_ns, STATUS_CONTROLLER) is None
+                assert _report(kube_cluster, off_ns, off.name) is None
+                report = _report(kube_cluster, system_ns, cp.name)
+                assert report is not None and report["dataPlaneCount"] == 2, report
                 managers = {str(m.get("manager")) for m in vs()["metadata"]["managedFields"]
                             if m.get("subresource") == "status"}
                 assert managers == {field_manager(cp.name)}, managers
@@ -309,6 +314,130 @@ async def test_reconciled_follows_the_proxys_acks(kube_cluster: Any, monkeypatch
                     await x.close()
                 for r in replicas:
                     stop(r)
+    finally:
+        for ns in made:
+            kube_cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def _report(cluster: Any, ns: str, replica: str) -> dict[str, Any] | None:
+    """A replica's distribution report ConfigMap, its YAML read (None when absent)."""
+    cm = kget(cluster, "configmap", "-n", ns, report_name(replica))
+    if cm is None:
+        return None
+    assert cm["metadata"]["labels"] == {LABEL: "true"}, cm["metadata"]
+    got: dict[str, Any] = yaml.safe_load(cm["data"][DATA_KEY])
+    return got
+
+
+@pytest.mark.e2e
+async def test_two_replicas_sum_their_proxies(kube_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two replicas in one namespace, status on for both, one proxy on each: the leader of
+    istio-status-leader writes the sum of both replicas' proxies (its own, and the other's report)."""
+    t_start = time.monotonic()
+    tag = secrets.token_hex(3)
+    system_ns, app_ns = f"kdh-sys-{tag}", f"kdh-app-{tag}"
+    made: list[str] = []
+    monkeypatch.delenv("PILOT_ENABLE_ANALYSIS", raising=False)
+    monkeypatch.setenv("PILOT_ENABLE_STATUS", "true")
+    monkeypatch.setenv("PILOT_STATUS_UPDATE_INTERVAL", "100ms")
+    proxies: list[Proxy] = []
+    replicas = []
+    try:
+        for ns in (system_ns, app_ns):
+            kube_cluster.kubectl("create", "namespace", ns)
+            made.append(ns)
+        kube_cluster.kubectl("apply", "-n", app_ns, "-f", "-", stdin=SERVICE)
+        mesh_configmap(kube_cluster, system_ns, app_ns)
+        with tempfile.TemporaryDirectory(prefix="mizzen-kdh-") as tmp:
+            host = kube_cluster.net.addr.host_ip
+            mesh = Path(tmp) / "mesh.yaml"
+            mesh.write_text(f"rootNamespace: {system_ns}\n")
+            for i in range(2):
+                replicas.append(start_replica(kube_cluster, f"istiod-{tag}-{i}", system_ns, Path(tmp), host,
+                                              "--mesh-config", str(mesh)))
+            try:
+                for r in replicas:
+                    wait_ports(r)
+
+                async def led() -> str:
+                    lease = kget(kube_cluster, "lease", "-n", system_ns, STATUS_CONTROLLER)
+                    assert lease is not None and lease["spec"].get("holderIdentity"), lease
+                    return str(lease["spec"]["holderIdentity"])
+
+                await eventually(led, timeout=30, interval=0.2)
+                holder = await led()
+                leader = next(r for r in replicas if r.name == holder)
+                other = next(r for r in replicas if r.name != holder)
+                theirs = Proxy(f"{host}:{other.xds_port}", app_ns)
+                proxies += [Proxy(f"{host}:{leader.xds_port}", app_ns), theirs]
+
+                def vs() -> dict[str, Any]:
+                    got: dict[str, Any] = json.loads(kube_cluster.kubectl(
+                        "get", "virtualservice", "-n", app_ns, "reviews", "-o", "json",
+                        "--show-managed-fields"))
+                    return got
+
+                def apply(text: str) -> int:
+                    kube_cluster.kubectl("apply", "-n", app_ns, "-f", "-", stdin=text)
+                    return int(vs()["metadata"]["generation"])
+
+                async def reported(generation: int, message: str, ok: str) -> None:
+                    status = vs().get("status") or {}
+                    assert status.get("observedGeneration") == generation, status
+                    conds = [c for c in status.get("conditions") or () if c.get("type") == "Reconciled"]
+                    assert [(c["status"], c["message"]) for c in conds] == [(ok, message)], status
+
+                async def both_reporting() -> None:
+                    for r in replicas:
+                        report = _report(kube_cluster, system_ns, r.name)
+                        assert report is not None and report["reporter"] == r.name, report
+                        assert report["dataPlaneCount"] == 1, report
+
+                await eventually(both_reporting, timeout=20, interval=0.2)
+                assert apply(VS.replace("TIMEOUT", "5s")) == 1
+                await eventually(lambda: reported(1, "2/2 proxies up to date.", "True"), timeout=20,
+                                 interval=0.2)
+                key = f"networking.istio.io/v1/virtualservices/{app_ns}/reviews/1"
+                report = _report(kube_cluster, system_ns, other.name)
+                assert report is not None and report["inProgressResources"] == {key: 1}, report
+
+                # the other replica's proxy holds its ACK of generation 2: the leader says 1/2
+                theirs.mode = "hold"
+                assert apply(VS.replace("TIMEOUT", "6s")) == 2
+                await eventually(lambda: reported(2, "1/2 proxies up to date.", "False"), timeout=20,
+                                 interval=0.1)
+                await asyncio.sleep(1.0)     # ten update intervals: it stays so
+                await reported(2, "1/2 proxies up to date.", "False")
+                theirs.release()
+                await eventually(lambda: reported(2, "2/2 proxies up to date.", "True"), timeout=20,
+                                 interval=0.1)
+                managers = {str(m.get("manager")) for m in vs()["metadata"]["managedFields"]
+                            if m.get("subresource") == "status"}
+                assert managers == {field_manager(leader.name)}, managers
+
+                # the other replica stops cleanly: its report goes, the leader counts its own proxy only
+                stop(other)
+                assert other.proc.returncode == 0, other.proc.returncode     # (not killed after 15 s)
+                assert _report(kube_cluster, system_ns, other.name) is None
+                await eventually(lambda: reported(2, "1/1 proxies up to date.", "True"), timeout=20,
+                                 interval=0.1)
+                assert _report(kube_cluster, system_ns, leader.name) is not None
+                print(f"distribution status HA test {time.monotonic() - t_start:.1f}s")
+            except BaseException:
+                for r in replicas:
+                    print(f"--- {r.name} (last 40 lines)\n" + "\n".join(r.log.read_text().splitlines()[-40:]))
+                raise
+            finally:
+                for x in proxies:
+                    await x.close()
+                for r in replicas:
+                    stop(r)
+            left = [r.name for r in replicas if _report(kube_cluster, system_ns, r.name) is not None]
+            if left:
+                for r in replicas:
+                    print(f"--- {r.name} (last 25 lines)\n" + "\n".join(r.log.read_text().splitlines()[-25:]))
+            assert not left, left          # every replica stopped cleanly deleted its report
+            assert [r.proc.returncode for r in replicas] == [0, 0]
     finally:
         for ns in made:
             kube_cluster.kubectl("delete", "namespace", ns, "--wait=false")

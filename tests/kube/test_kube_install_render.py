@@ -83,8 +83,15 @@ def test_default_profile() -> None:
     for want in [("authentication.k8s.io", "tokenreviews", "create"),
                  ("coordination.k8s.io", "leases", "update"), ("", "configmaps", "create"),
                  ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch"),
-                 ("networking.istio.io", "*", "watch"), ("", "secrets", "list")]:
+                 ("networking.istio.io", "*", "watch"), ("", "secrets", "list"),
+                 # the distribution reports (PILOT_ENABLE_STATUS): written, watched, owned by the Pod
+                 ("", "configmaps", "update"), ("", "configmaps", "list"), ("", "configmaps", "watch"),
+                 ("", "pods", "get")]:
         assert want in granted, want
+    # ... and deleted on a clean stop: in istiod's namespace only
+    role = find(docs, "Role", "istiod")
+    assert role["metadata"]["namespace"] == "istio-system"
+    assert {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["delete"]} in role["rules"]
     binding = find(docs, "ClusterRoleBinding", "istiod-clusterrole-istio-system")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "istiod", "namespace": "istio-system"}]
 

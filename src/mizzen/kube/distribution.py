@@ -140,7 +140,8 @@ class DistributionStatusWriter(StatusWriter):
         task = asyncio.create_task(reflector.run(), name="distribution reports")
         try:
             try:
-                await asyncio.wait_for(reflector.synced.wait(), SYNC_WAIT_S)
+                async with asyncio.timeout(SYNC_WAIT_S):    # (not wait_for: 3.11's can swallow a cancel)
+                    await reflector.synced.wait()
             except TimeoutError:
                 log.warning("status: the other replicas' distribution reports not listed within %.0fs; "
                             "counting this replica's proxies until they are", SYNC_WAIT_S)

@@ -80,8 +80,11 @@ class DistributionReporter:
             while True:
                 left = self.heartbeat_s - (time.monotonic() - self._written_at)
                 if left > 0:
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for returns (swallowing the cancel)
+                    # when the event is set as the task is cancelled, and a stop would then hang
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), left)
+                        async with asyncio.timeout(left):
+                            await self._wake.wait()
                 self._wake.clear()
                 report = self.report()
                 due = time.monotonic() - self._written_at >= self.heartbeat_s

@@ -129,8 +129,9 @@ class StatusWriter:
             if timeout is None:
                 await self._wake.wait()
             else:               # something time-based is due then (a report going stale)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                with contextlib.suppress(TimeoutError):   # (not wait_for: 3.11's can swallow a cancel)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             self._wake.clear()
             try:
                 await self.round()
