@@ -197,8 +197,8 @@ class ReportIndex:
         names = set()
         for obj in objects:
             names.add(self._put(obj))
-        for gone in set(self._reports) - names:
-            del self._reports[gone]
+        for gone in (set(self._reports) | set(self._bad)) - names:
+            self._forget(gone)
         self._changed()
 
     def upsert(self, obj: dict[str, Any]) -> None:
@@ -207,9 +207,15 @@ class ReportIndex:
 
     def delete(self, obj: dict[str, Any]) -> None:
         name = str((obj.get("metadata") or {}).get("name", ""))
-        if self._reports.pop(name, None) is not None:
+        if name in self._reports:
             log.info("status: distribution report %s/%s deleted", self.namespace, name)
+        self._forget(name)
         self._changed()
+
+    def _forget(self, name: str) -> None:
+        self._reports.pop(name, None)
+        self._bad.pop(name, None)
+        self._stale.discard(name)
 
     def _put(self, obj: dict[str, Any]) -> str:
         meta = obj.get("metadata") or {}

@@ -7,9 +7,9 @@ makes the reporter build its report at most once per ``PILOT_STATUS_UPDATE_INTER
 ConfigMap when the counts differ from the last written ones, and otherwise at least every heartbeat
 (:data:`~mizzen.kube.distribution_report.HEARTBEAT_S`: a timestamp refresh, so a dead replica's report
 goes stale). The write is an unconditional PUT (the ConfigMap is this replica's alone), a POST when it is
-absent; a failed write is retried at the next interval. The ConfigMap is owned by this replica's Pod when
-there is one (``$POD_NAME`` in its namespace), so Kubernetes collects it after a crash; a clean stop
-deletes it.
+absent; a failed write is retried with backoff (1 s doubling to 30 s). The ConfigMap is owned by this
+replica's Pod when there is one (``$POD_NAME`` in its namespace), so Kubernetes collects it after a crash;
+a clean stop deletes it.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from mizzen.kube.distribution_report import (
     build_report,
     report_name,
 )
+from mizzen.kube.reflector import Backoff
 from mizzen.kube.rest import Object, call, status_of
 
 __all__ = ["DistributionReporter"]
@@ -64,6 +65,7 @@ class DistributionReporter:
         self._written_at = 0.0
         self._owner: list[Object] | None = None
         self._wake = asyncio.Event()
+        self._backoff = Backoff(initial=1.0, maximum=30.0)     # failed writes (API server away, too big)
 
     def mark(self) -> None:
         """Something changed: a report at the next interval."""
@@ -95,10 +97,15 @@ class DistributionReporter:
                         raise
                     except Exception as e:
                         status = status_of(e)
-                        log.warning("status: writing distribution report %s/%s failed (%s); retrying",
-                                    self.namespace, self.name,
-                                    f"API server answered {status}" if status else f"{type(e).__name__}: {e}")
+                        delay = self._backoff.delay()
+                        log.warning("status: writing distribution report %s/%s failed (%s); retrying in "
+                                    "%.1fs", self.namespace, self.name,
+                                    f"API server answered {status}" if status else f"{type(e).__name__}: {e}",
+                                    delay)
                         self._wake.set()
+                        await asyncio.sleep(delay)
+                    else:
+                        self._backoff.reset()
                 await asyncio.sleep(self.interval_s)
         finally:
             await self._delete()
