@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -36,7 +37,7 @@ from test_kube_ha import SERVICE, kget, start_replica, stop, wait_ports
 from harness import alloc_ip, eventually
 from mizzen.core.proxy import Meta
 from mizzen.kube.distribution import reconciled_condition, status_enabled, status_qps, update_interval
-from mizzen.kube.distribution_report import DATA_KEY, LABEL, report_name
+from mizzen.kube.distribution_report import DATA_KEY, HEARTBEAT_ENV, LABEL, report_name
 from mizzen.kube.leader import STATUS_CONTROLLER
 from mizzen.kube.status import DOC_PREFIX, field_manager
 from mizzen.xds.resources import CLUSTER, LISTENER, ROUTE
@@ -332,7 +333,8 @@ def _report(cluster: Any, ns: str, replica: str) -> dict[str, Any] | None:
 @pytest.mark.e2e
 async def test_two_replicas_sum_their_proxies(kube_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two replicas in one namespace, status on for both, one proxy on each: the leader of
-    istio-status-leader writes the sum of both replicas' proxies (its own, and the other's report)."""
+    istio-status-leader writes the sum of both replicas' proxies (its own, and the other's report); the
+    other stopped cleanly deletes its report; a third one killed leaves its report, which goes stale."""
     t_start = time.monotonic()
     tag = secrets.token_hex(3)
     system_ns, app_ns = f"kdh-sys-{tag}", f"kdh-app-{tag}"
@@ -340,8 +342,9 @@ async def test_two_replicas_sum_their_proxies(kube_cluster: Any, monkeypatch: py
     monkeypatch.delenv("PILOT_ENABLE_ANALYSIS", raising=False)
     monkeypatch.setenv("PILOT_ENABLE_STATUS", "true")
     monkeypatch.setenv("PILOT_STATUS_UPDATE_INTERVAL", "100ms")
+    monkeypatch.setenv(HEARTBEAT_ENV, "500ms")
     proxies: list[Proxy] = []
-    replicas = []
+    replicas, killed = [], []
     try:
         for ns in (system_ns, app_ns):
             kube_cluster.kubectl("create", "namespace", ns)
@@ -422,6 +425,22 @@ async def test_two_replicas_sum_their_proxies(kube_cluster: Any, monkeypatch: py
                 await eventually(lambda: reported(2, "1/1 proxies up to date.", "True"), timeout=20,
                                  interval=0.1)
                 assert _report(kube_cluster, system_ns, leader.name) is not None
+
+                # a third replica with a proxy, killed: its report stays but goes stale (4 heartbeats, 2 s)
+                killed.append(start_replica(kube_cluster, f"istiod-{tag}-2", system_ns, Path(tmp), host,
+                                            "--mesh-config", str(mesh)))
+                wait_ports(killed[0])
+                proxies.append(Proxy(f"{host}:{killed[0].xds_port}", app_ns))
+                await eventually(lambda: reported(2, "2/2 proxies up to date.", "True"), timeout=20,
+                                 interval=0.1)
+                stop(killed[0], signal.SIGKILL)
+                t_killed = time.monotonic()
+                assert _report(kube_cluster, system_ns, killed[0].name) is not None
+                await eventually(lambda: reported(2, "1/1 proxies up to date.", "True"), timeout=20,
+                                 interval=0.1)
+                assert time.monotonic() - t_killed > 1.0     # not before the report went stale
+                stale = f"{report_name(killed[0].name)} of {killed[0].name} not refreshed"
+                assert stale in leader.log.read_text()
                 print(f"distribution status HA test {time.monotonic() - t_start:.1f}s")
             except BaseException:
                 for r in replicas:
@@ -430,7 +449,7 @@ async def test_two_replicas_sum_their_proxies(kube_cluster: Any, monkeypatch: py
             finally:
                 for x in proxies:
                     await x.close()
-                for r in replicas:
+                for r in replicas + killed:
                     stop(r)
             left = [r.name for r in replicas if _report(kube_cluster, system_ns, r.name) is not None]
             if left:

@@ -634,7 +634,7 @@ class ControlPlane:
             status_qps,
             update_interval,
         )
-        from mizzen.kube.distribution_report import ReportIndex
+        from mizzen.kube.distribution_report import ReportIndex, heartbeat
         from mizzen.kube.distribution_reporter import DistributionReporter
         from mizzen.kube.leader import STATUS_CONTROLLER, holder_identity
         from mizzen.kube.status import field_manager
@@ -648,13 +648,14 @@ class ControlPlane:
             tracker.connected(node_id, current)
         me = holder_identity()
         # every replica reports its proxies (a ConfigMap in the elections' namespace); the leader sums them
-        reports = ReportIndex(work.namespace, me)
+        beat = heartbeat()
+        reports = ReportIndex(work.namespace, me, stale_s=4 * beat)
         writer = self.distribution_writer = DistributionStatusWriter(
             api, source.statuses, source.generations, source.rejected, self.store.snapshot, tracker.progress,
             field_manager(me), update_interval(), status_qps(), reports=reports)
         reporter = self.distribution_reporter = DistributionReporter(
             api, work.namespace, me, self.store.snapshot, source.generations, source.rejected,
-            tracker.progress, tracker.connected_count, update_interval())
+            tracker.progress, tracker.connected_count, update_interval(), beat)
 
         def changed() -> None:
             writer.mark()

@@ -16,7 +16,8 @@ it keeps a ConfigMap ``<identity>-distribution`` (:func:`report_name`) in its na
 (:func:`resource_key`) to how many of the reporter's proxies ACKed config holding that object at that
 generation (objects none of its proxies has at their generation are left out: zero). ``timestamp`` is when
 the reporter wrote it; a reporter rewrites it at least every heartbeat (:data:`HEARTBEAT_S`) even when
-nothing changed, so a dead replica's report goes stale.
+nothing changed, so a dead replica's report goes stale (``$MIZZEN_DISTRIBUTION_HEARTBEAT`` shortens it for
+tests; the stale bound follows at four heartbeats).
 
 :class:`ReportIndex` is the leader's view (a :class:`~mizzen.kube.reflector.Reflector` handler over the
 labelled ConfigMaps): the other replicas' fresh reports, summed per object (:meth:`ReportIndex.progress`).
@@ -40,10 +41,12 @@ from typing import Any
 import yaml
 
 from mizzen.config import kinds
+from mizzen.config.env import env_duration
 from mizzen.config.model import Config, ConfigKey
 
-__all__ = ["DATA_KEY", "HEARTBEAT_S", "LABEL", "STALE_S", "Report", "ReportError", "ReportIndex",
-           "build_report", "parse_report", "report_name", "resource_key", "summed"]
+__all__ = ["DATA_KEY", "HEARTBEAT_ENV", "HEARTBEAT_S", "LABEL", "STALE_S", "Report", "ReportError",
+           "ReportIndex", "build_report", "heartbeat", "parse_report", "report_name", "resource_key",
+           "summed"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,12 @@ LABEL = "internal.istio.io/distribution-report"     # Istio's labelKey, value "t
 DATA_KEY = "distribution-report"                     # Istio's dataField
 HEARTBEAT_S = 15.0
 STALE_S = 4 * HEARTBEAT_S
+HEARTBEAT_ENV = "MIZZEN_DISTRIBUTION_HEARTBEAT"     # shorter for tests
+
+
+def heartbeat() -> float:
+    """``$MIZZEN_DISTRIBUTION_HEARTBEAT`` (a duration, at least 100 ms), else 15 s (stale after four)."""
+    return env_duration(HEARTBEAT_ENV, HEARTBEAT_S, minimum=0.1)
 
 
 class ReportError(ValueError):
