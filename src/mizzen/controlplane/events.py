@@ -10,12 +10,12 @@ demo`` uses it to start Deployments and narrate config changes while the control
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from mizzen.asyncwait import wait_event
 from mizzen.controlplane.store import ApplyResult
 
 __all__ = ["EventLog", "Events"]
@@ -70,7 +70,5 @@ class EventLog:
         answer = self._answer(epoch, since)
         if answer.events or answer.reset or timeout <= 0 or self.closed:
             return answer
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
+        await wait_event(self._changed, timeout)
         return self._answer(epoch, since)

@@ -45,6 +45,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from mizzen.asyncwait import wait_event
 from mizzen.config.env import env_bool, env_duration, env_float
 from mizzen.config.model import Config, ConfigKey
 from mizzen.kube.distribution_report import LABEL, Report, ReportIndex, summed
@@ -139,10 +140,7 @@ class DistributionStatusWriter(StatusWriter):
                               label_selector=f"{LABEL}=true")
         task = asyncio.create_task(reflector.run(), name="distribution reports")
         try:
-            try:
-                async with asyncio.timeout(SYNC_WAIT_S):    # (not wait_for: 3.11's can swallow a cancel)
-                    await reflector.synced.wait()
-            except TimeoutError:
+            if not await wait_event(reflector.synced, SYNC_WAIT_S):
                 log.warning("status: the other replicas' distribution reports not listed within %.0fs; "
                             "counting this replica's proxies until they are", SYNC_WAIT_S)
             await super().run()

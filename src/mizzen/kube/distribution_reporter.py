@@ -15,7 +15,6 @@ a clean stop deletes it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import urllib.parse
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from kubernetes_asyncio import client
 
+from mizzen.asyncwait import wait_event
 from mizzen.config.model import Config, ConfigKey
 from mizzen.kube.distribution_report import (
     DATA_KEY,
@@ -82,11 +82,7 @@ class DistributionReporter:
             while True:
                 left = self.heartbeat_s - (time.monotonic() - self._written_at)
                 if left > 0:
-                    # asyncio.timeout, not wait_for: Python 3.11's wait_for returns (swallowing the cancel)
-                    # when the event is set as the task is cancelled, and a stop would then hang
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(left):
-                            await self._wake.wait()
+                    await wait_event(self._wake, left)   # (not wait_for: see mizzen.asyncwait)
                 self._wake.clear()
                 report = self.report()
                 due = time.monotonic() - self._written_at >= self.heartbeat_s

@@ -22,7 +22,6 @@ round are paced (:data:`WRITES_PER_SECOND`). Objects Mizzen rejected (not in the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from mizzen.asyncwait import wait_event
 from mizzen.config import kinds
 from mizzen.config.env import env_bool, env_duration
 from mizzen.config.errors import Severity
@@ -129,9 +129,7 @@ class StatusWriter:
             if timeout is None:
                 await self._wake.wait()
             else:               # something time-based is due then (a report going stale)
-                with contextlib.suppress(TimeoutError):   # (not wait_for: 3.11's can swallow a cancel)
-                    async with asyncio.timeout(timeout):
-                        await self._wake.wait()
+                await wait_event(self._wake, timeout)
             self._wake.clear()
             try:
                 await self.round()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
+from mizzen.asyncwait import wait_event
 from mizzen.auth.token import TOKEN_ENV
 from mizzen.runner.manifests import pod_name, pod_template_hash
 from mizzen.runner.pod import ContainerStatus, PodStatus
@@ -213,8 +214,7 @@ class ControlPlanePod(Supervised):
                             time.monotonic() - self.up_at >= SPARE_DELAY_S:
                         await self._ensure_spare()
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 0.5)
+                    await wait_event(self._wake, 0.5)
                     continue
                 if not await self._api_answers(session):
                     await asyncio.sleep(0.01)

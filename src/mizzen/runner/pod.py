@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mizzen.asyncwait import wait_event
 from mizzen.registry.model import ISTIO_TLS_MODE, TLS_MODE_LABEL, Workload
 from mizzen.runner.addresses import PodAddresses
 from mizzen.runner.containers import CommandError, PodIdentity, container_argv, container_env
@@ -250,9 +251,7 @@ class Pod:
                 await self._register()
             elif not ready and self.registered:
                 await self._deregister("not ready")
-            with contextlib.suppress(TimeoutError):
-                period = self.options.probe_period_s * (4 if ready else 1)
-                await asyncio.wait_for(self._wake.wait(), period)
+            await wait_event(self._wake, self.options.probe_period_s * (4 if ready else 1))
 
     async def _register(self) -> None:
         try:

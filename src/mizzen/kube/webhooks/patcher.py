@@ -26,6 +26,7 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
+from mizzen.asyncwait import wait_event
 from mizzen.kube.reflector import Reflector, ResourceType
 from mizzen.kube.webhooks.configuration import REV_LABEL
 
@@ -123,8 +124,7 @@ class WebhookPatcher:
                     log.warning("validating webhook configurations not reconciled: %s",
                                 " ".join(str(e).split()))
                 pause = self.resync_s if self.fail_closed else self.retry_s
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), pause)
+                await wait_event(changed, pause)
         finally:
             for watch in watches:
                 watch.cancel()
