@@ -73,6 +73,12 @@ def test_condition_shape_and_switches(monkeypatch: pytest.MonkeyPatch) -> None:
     assert status_enabled() and update_interval() == 0.2 and status_qps() == 100.0
 
 
+def _print_tails(replicas: list[Any]) -> None:
+    """The replicas' last log lines, for a failing test's output."""
+    for r in replicas:
+        print(f"--- {r.name} (last 40 lines)\n" + "\n".join(r.log.read_text().splitlines()[-40:]))
+
+
 class Proxy:
     """One ADS stream as a sidecar in ``namespace``; ``mode`` is what it does with each response: "ack",
     "hold" (keep it, ACK later with :meth:`release`) or "nack"."""
@@ -307,8 +313,7 @@ async def test_reconciled_follows_the_proxys_acks(kube_cluster: Any, monkeypatch
                 assert managers == {field_manager(cp.name)}, managers
                 print(f"distribution status test {time.monotonic() - t_start:.1f}s")
             except BaseException:
-                for r in replicas:
-                    print(f"--- {r.name} (last 40 lines)\n" + "\n".join(r.log.read_text().splitlines()[-40:]))
+                _print_tails(replicas)
                 raise
             finally:
                 for x in proxies:
@@ -443,8 +448,7 @@ async def test_two_replicas_sum_their_proxies(kube_cluster: Any, monkeypatch: py
                 assert stale in leader.log.read_text()
                 print(f"distribution status HA test {time.monotonic() - t_start:.1f}s")
             except BaseException:
-                for r in replicas:
-                    print(f"--- {r.name} (last 40 lines)\n" + "\n".join(r.log.read_text().splitlines()[-40:]))
+                _print_tails(replicas)
                 raise
             finally:
                 for x in proxies:
