@@ -13,12 +13,13 @@ import asyncio
 __all__ = ["wait_event"]
 
 
-async def wait_event(event: asyncio.Event, timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds for ``event``; whether it is set. A cancel always propagates."""
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait up to ``timeout`` seconds (None: for as long as it takes) for ``event``; whether it is set. A
+    cancel always propagates."""
     if event.is_set():
         return True
     try:
-        async with asyncio.timeout(max(0.0, timeout)):
+        async with asyncio.timeout(None if timeout is None else max(0.0, timeout)):
             await event.wait()
     except TimeoutError:
         return event.is_set()

@@ -18,6 +18,9 @@ async def test_set_before_during_and_never() -> None:
     loop.call_later(0.01, ev.set)
     assert await wait_event(ev, 5) is True
     assert await wait_event(ev, 0) is True     # already set: no wait at all
+    ev.clear()
+    loop.call_later(0.01, ev.set)
+    assert await wait_event(ev, None) is True  # no timeout: until it is set
 
 
 async def test_a_cancel_as_the_event_is_set_stops_a_loop_around_it() -> None:

@@ -79,6 +79,23 @@ def _print_tails(replicas: list[Any]) -> None:
         print(f"--- {r.name} (last 40 lines)\n" + "\n".join(r.log.read_text().splitlines()[-40:]))
 
 
+@contextlib.asynccontextmanager
+async def _serving(replicas: list[Any], proxies: list[Proxy], *more: list[Any]) -> AsyncIterator[None]:
+    """On the way out of the body: the proxies closed and the replicas (and ``more`` of them) stopped; a
+    failing body prints the replicas' log tails first."""
+    try:
+        yield
+    except BaseException:
+        _print_tails(replicas)
+        raise
+    finally:
+        for x in proxies:
+            await x.close()
+        for group in (replicas, *more):
+            for r in group:
+                stop(r)
+
+
 class Proxy:
     """One ADS stream as a sidecar in ``namespace``; ``mode`` is what it does with each response: "ack",
     "hold" (keep it, ACK later with :meth:`release`) or "nack"."""
@@ -227,7 +244,7 @@ async def test_reconciled_follows_the_proxys_acks(kube_cluster: Any, monkeypatch
             cp = start_replica(kube_cluster, f"istiod-{tag}", system_ns, Path(tmp), host, "--mesh-config",
                                str(meshes[system_ns]))
             replicas.append(cp)
-            try:
+            async with _serving(replicas, proxies):
                 wait_ports(cp)
                 wait_ports(off)
                 p = Proxy(f"{host}:{cp.xds_port}", app_ns)
@@ -312,14 +329,6 @@ async def test_reconciled_follows_the_proxys_acks(kube_cluster: Any, monkeypatch
                             if m.get("subresource") == "status"}
                 assert managers == {field_manager(cp.name)}, managers
                 print(f"distribution status test {time.monotonic() - t_start:.1f}s")
-            except BaseException:
-                _print_tails(replicas)
-                raise
-            finally:
-                for x in proxies:
-                    await x.close()
-                for r in replicas:
-                    stop(r)
     finally:
         for ns in made:
             kube_cluster.kubectl("delete", "namespace", ns, "--wait=false")
@@ -363,7 +372,7 @@ async def test_two_replicas_sum_their_proxies(kube_cluster: Any, monkeypatch: py
             for i in range(2):
                 replicas.append(start_replica(kube_cluster, f"istiod-{tag}-{i}", system_ns, Path(tmp), host,
                                               "--mesh-config", str(mesh)))
-            try:
+            async with _serving(replicas, proxies, killed):
                 for r in replicas:
                     wait_ports(r)
 
@@ -447,18 +456,9 @@ async def test_two_replicas_sum_their_proxies(kube_cluster: Any, monkeypatch: py
                 stale = f"{report_name(killed[0].name)} of {killed[0].name} not refreshed"
                 assert stale in leader.log.read_text()
                 print(f"distribution status HA test {time.monotonic() - t_start:.1f}s")
-            except BaseException:
-                _print_tails(replicas)
-                raise
-            finally:
-                for x in proxies:
-                    await x.close()
-                for r in replicas + killed:
-                    stop(r)
             left = [r.name for r in replicas if _report(kube_cluster, system_ns, r.name) is not None]
             if left:
-                for r in replicas:
-                    print(f"--- {r.name} (last 25 lines)\n" + "\n".join(r.log.read_text().splitlines()[-25:]))
+                _print_tails(replicas)
             assert not left, left          # every replica stopped cleanly deleted its report
             assert [r.proc.returncode for r in replicas] == [0, 0]
     finally:

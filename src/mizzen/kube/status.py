@@ -125,11 +125,7 @@ class StatusWriter:
     async def run(self) -> None:
         self._wake.set()          # a new leader checks everything once
         while True:
-            timeout = self.next_timer()
-            if timeout is None:
-                await self._wake.wait()
-            else:               # something time-based is due then (a report going stale)
-                await wait_event(self._wake, timeout)
+            await wait_event(self._wake, self.next_timer())   # or sooner if something time-based is due
             self._wake.clear()
             try:
                 await self.round()
